@@ -1,0 +1,31 @@
+# QIZ: the two commands are `make demo` and `make test`. Both create .venv when it is missing,
+# install the pinned dependencies (constraints.txt) and are safe to run again.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,slhdsa]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/qiz demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/crypto.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

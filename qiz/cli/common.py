@@ -1,0 +1,56 @@
+"""Shared option handling: the home, the passphrase, reading input files with clear errors."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qiz.cli.output import UserError
+from qiz.crypto import keyfile
+from qiz.home import Home
+from qiz.identity import NodeIdentity
+
+PASSPHRASE_ENV = "QIZ_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+
+
+@dataclass
+class Session:
+    """What the global options established, passed to commands via the typer context."""
+
+    home: Home
+    passphrase_file: Path | None = None
+
+    def passphrase(self) -> str | None:
+        if self.passphrase_file is not None:
+            text = read_file(self.passphrase_file, what="passphrase file").decode("utf-8")
+            phrase = text.splitlines()[0] if text else ""
+            if not phrase:
+                raise UserError(f"passphrase file {self.passphrase_file} is empty")
+            return phrase
+        return os.environ.get(PASSPHRASE_ENV) or None
+
+    def identity(self) -> NodeIdentity:
+        """Load this home's identity, asking for the passphrase on a terminal if it is locked."""
+        phrase = self.passphrase()
+        if phrase is None and self.home.identity_locked() and os.isatty(0):
+            phrase = getpass.getpass(f"passphrase for {self.home.identity_path}: ")
+        try:
+            return self.home.load_identity(phrase)
+        except keyfile.KeyFileError as exc:
+            raise UserError(str(exc)) from None
+
+
+def read_file(path: Path, *, what: str = "file", max_size: int | None = None) -> bytes:
+    """Read a whole input file, turning OS errors into one clear sentence."""
+    try:
+        if max_size is not None and path.stat().st_size > max_size:
+            raise UserError(f"{what} {path} is larger than the {max_size}-byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory") from None
+    except PermissionError:
+        raise UserError(f"{what} {path} cannot be read (permission denied)") from None

@@ -1,0 +1,100 @@
+"""Entry point of the ``qiz`` command: global options, command registration, and the one place
+where exceptions become exit codes and single error lines."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qiz import __version__
+from qiz.cli import identity_cmds
+from qiz.cli.common import Session
+from qiz.cli.output import EXIT_INTERNAL, emit, err_console, guarded
+from qiz.crypto import require_pq_support
+from qiz.home import Home
+
+app = typer.Typer(
+    name="qiz",
+    help="QIZ: a zero-infrastructure, post-quantum-secure mesh for quantum workloads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+@guarded
+def main(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", help="Node home directory (default: $QIZ_HOME or the user data dir)."
+        ),
+    ] = None,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file", help="Read the key passphrase from this file (or $QIZ_PASSPHRASE)."
+        ),
+    ] = None,
+) -> None:
+    """Global options, then a command."""
+    require_pq_support()
+    ctx.obj = Session(home=Home(home), passphrase_file=passphrase_file)
+
+
+@app.command()
+@guarded
+def version(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the QIZ version."""
+    emit(as_json, {"version": __version__}, lambda: print(f"qiz {__version__}"))
+
+
+@app.command()
+@guarded
+def demo(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the end-to-end demo in a temporary home."""
+    from qiz.demo import run_demo
+
+    run_demo(as_json=as_json)
+
+
+identity_cmds.register(app)
+
+
+def _fail(message: str, code: int) -> int:
+    err_console.print(f"qiz: {message}", markup=False)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code. Typer reports usage errors itself (exit 2); the
+    commands turn QIZ's own errors into exit codes (:func:`qiz.cli.output.guarded`); anything
+    left is a bug, reported in one line."""
+    try:
+        app(args=argv, prog_name="qiz")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("QIZ_DEBUG"):
+            traceback.print_exc()
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} (set QIZ_DEBUG=1 for details)",
+            EXIT_INTERNAL,
+        )
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run())

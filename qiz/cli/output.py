@@ -1,0 +1,68 @@
+"""How every command speaks: JSON on stdout with ``--json``, rich text otherwise, and errors as
+one line on stderr with a meaningful exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from qiz.crypto.errors import CryptoError
+from qiz.home import HomeError
+from qiz.wire import WireError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # a check ran and said no (bad signature, forged record)
+EXIT_USER_ERROR = 2  # the command could not run as asked (missing file, bad id, locked key)
+EXIT_INTERNAL = 3  # a bug: reported in one line, traceback with QIZ_DEBUG=1
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UserError(Exception):
+    """The user asked for something that cannot be done; the message says what and how."""
+
+
+class CheckFailed(Exception):
+    """A verification ran and failed; exit code 1."""
+
+    def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload or {}
+
+
+def emit(as_json: bool, data: dict[str, Any], human: Callable[[], None]) -> None:
+    """Print ``data`` as one JSON object, or call ``human`` to render it for people."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    else:
+        human()
+
+
+def guarded(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so QIZ's errors become one stderr line and the right exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except CheckFailed as exc:
+            if kwargs.get("as_json") and exc.payload:
+                sys.stdout.write(json.dumps(exc.payload, sort_keys=True) + "\n")
+            err_console.print(f"qiz: {exc}", markup=False)
+            raise typer.Exit(EXIT_INVALID) from None
+        except (UserError, HomeError, CryptoError, WireError) as exc:
+            err_console.print(f"qiz: error: {exc}", markup=False)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+
+    return wrapper

@@ -1,0 +1,142 @@
+"""A node's home directory: ``config.toml`` and the identity key file.
+
+The home is ``--home DIR``, else ``$QIZ_HOME``, else the platform's user data directory. Nothing
+here ever overwrites a key file it could not read: a damaged or locked file stops the command
+with one clear sentence and stays exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomli_w
+
+from qiz.crypto import keyfile
+from qiz.crypto.errors import InvalidKey
+from qiz.fsio import write_atomic
+from qiz.identity import NodeIdentity
+
+CONFIG_NAME = "config.toml"
+IDENTITY_NAME = "identity.key"
+DEFAULT_LISTEN = "127.0.0.1:7450"
+
+
+class HomeError(Exception):
+    """A user-facing problem with the home directory; the message is one sentence."""
+
+
+@dataclass
+class Config:
+    """What ``config.toml`` holds. Unknown keys are kept so later versions' settings survive."""
+
+    listen: str = DEFAULT_LISTEN
+    bootstrap: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> bytes:
+        data = dict(self.extra)
+        node = dict(data.get("node", {}))
+        node.update({"listen": self.listen, "bootstrap": list(self.bootstrap)})
+        data["node"] = node
+        data.setdefault("identity", {"key_file": IDENTITY_NAME})
+        return tomli_w.dumps(data).encode("utf-8")
+
+    @classmethod
+    def from_toml(cls, text: str, *, name: str) -> Config:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise HomeError(f"{name} is not valid TOML: {exc}") from None
+        node = data.get("node", {})
+        listen = node.get("listen", DEFAULT_LISTEN)
+        bootstrap = node.get("bootstrap", [])
+        if not isinstance(listen, str):
+            raise HomeError(f"{name}: node.listen must be a string like '127.0.0.1:7450'")
+        if not isinstance(bootstrap, list) or not all(isinstance(b, str) for b in bootstrap):
+            raise HomeError(f"{name}: node.bootstrap must be a list of 'ip:port' strings")
+        return cls(listen=listen, bootstrap=bootstrap, extra=data)
+
+
+def default_home() -> Path:
+    env = os.environ.get("QIZ_HOME")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("qiz", appauthor=False))
+
+
+class Home:
+    """Paths and loaders for one node home."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_home()
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def identity_path(self) -> Path:
+        return self.path / IDENTITY_NAME
+
+    def exists(self) -> bool:
+        return self.config_path.exists() or self.identity_path.exists()
+
+    def init(
+        self,
+        *,
+        passphrase: str | None = None,
+        force: bool = False,
+        scrypt: keyfile.ScryptParams = keyfile.DEFAULT_SCRYPT,
+        identity: NodeIdentity | None = None,
+    ) -> NodeIdentity:
+        """Create the home with a new identity. An existing home is refused unless ``force``;
+        even then the old files are renamed aside (``*.bak-<time>``), never destroyed."""
+        if self.exists():
+            if not force:
+                raise HomeError(
+                    f"{self.path} already holds a QIZ home; use --force to replace it "
+                    "(the old files are kept as *.bak-<time>)"
+                )
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for old in (self.config_path, self.identity_path):
+                if old.exists():
+                    old.rename(old.with_name(f"{old.name}.bak-{stamp}"))
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = identity or NodeIdentity.generate()
+        write_atomic(
+            self.identity_path, keyfile.encode(identity.to_secret_bytes(), passphrase, scrypt)
+        )
+        write_atomic(self.config_path, Config().to_toml(), mode=0o644)
+        return identity
+
+    def _require(self) -> None:
+        if not self.path.is_dir() or not self.identity_path.exists():
+            raise HomeError(f"no QIZ home at {self.path}: run 'qiz --home {self.path} init' first")
+
+    def load_config(self) -> Config:
+        self._require()
+        if not self.config_path.exists():
+            return Config()
+        return Config.from_toml(
+            self.config_path.read_text(encoding="utf-8"), name=str(self.config_path)
+        )
+
+    def identity_locked(self) -> bool:
+        self._require()
+        return keyfile.is_locked(self.identity_path.read_bytes())
+
+    def load_identity(self, passphrase: str | None = None) -> NodeIdentity:
+        """Read and unlock the identity; :class:`HomeError` or :class:`KeyFileError` otherwise."""
+        self._require()
+        data = self.identity_path.read_bytes()
+        secret = keyfile.decode(data, passphrase, name=str(self.identity_path))
+        try:
+            return NodeIdentity.from_secret_bytes(secret)
+        except InvalidKey as exc:
+            raise keyfile.KeyFileError(f"{self.identity_path} is corrupted: {exc}") from None

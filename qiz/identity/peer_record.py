@@ -1,0 +1,161 @@
+"""Signed peer records: the self-certifying statement "node id -> keys and addresses".
+
+A record is canonical CBOR of a map::
+
+    {"v": 1, "id": bytes(32), "sk": composite public key (1984), "xk": X-Wing public key (1216),
+     "addrs": ["127.0.0.1:4000", "[::1]:4000", ...], "seq": uint, "exp": uint (unix seconds),
+     "sig": composite signature (3373)}
+
+``sig`` signs the canonical encoding of the same map without ``sig``, under the context
+``"qiz/peer-record/v1"``. A record is accepted only if it is at most :data:`MAX_RECORD_SIZE`
+bytes (checked before parsing), is canonical, ``id`` equals SHA3-256 over the domain tag and
+``sk`` (so nobody can publish keys under someone else's id), both signature halves verify, and
+it has not expired. A higher ``seq`` replaces a lower one for the same id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from qiz import wire
+from qiz.crypto.composite import CompositePublicKey
+from qiz.crypto.errors import InvalidKey, InvalidSignature
+from qiz.crypto.ids import NodeId
+from qiz.crypto.xwing import XWingPublicKey
+from qiz.identity.node_identity import NodeIdentity
+
+FORMAT = 1
+CONTEXT = "qiz/peer-record/v1"
+MAX_RECORD_SIZE = 8 * 1024
+MAX_ADDRESSES = 16
+MAX_ADDRESS_LENGTH = 64
+DEFAULT_LIFETIME = 24 * 3600
+
+
+class PeerRecordError(ValueError):
+    """A peer record was refused; the message says which check failed."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``"ip:port"`` or ``"[ipv6]:port"`` into host and port. IP literals only: QIZ
+    resolves names through its own records, never through DNS."""
+    if not isinstance(text, str) or not 0 < len(text) <= MAX_ADDRESS_LENGTH:
+        raise ValueError("an address is 1 to 64 characters")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"address {text!r} is not ip:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"address {text!r} does not start with an IP address") from None
+    if ip.version == 6 and not text.startswith("["):
+        raise ValueError(f"IPv6 address {text!r} must be written [addr]:port")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return str(ip), port
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A verified (or freshly signed) peer record. Build one with :meth:`create` or
+    :meth:`verify`; the raw bytes are kept so that what is forwarded is what was signed."""
+
+    node_id: NodeId
+    signing_key: CompositePublicKey
+    xwing_key: XWingPublicKey
+    addresses: tuple[str, ...]
+    seq: int
+    expires: int
+    raw: bytes
+
+    @classmethod
+    def create(
+        cls,
+        identity: NodeIdentity,
+        addresses: list[str] | tuple[str, ...],
+        *,
+        seq: int,
+        now: float,
+        lifetime: int = DEFAULT_LIFETIME,
+    ) -> PeerRecord:
+        """Sign a record for ``identity``. ``now`` is injected so tests control time."""
+        for address in addresses:
+            parse_address(address)
+        if len(addresses) > MAX_ADDRESSES:
+            raise PeerRecordError(f"a record holds at most {MAX_ADDRESSES} addresses")
+        body = {
+            "v": FORMAT,
+            "id": identity.node_id.digest,
+            "sk": identity.public_key.raw,
+            "xk": identity.xwing_public.raw,
+            "addrs": list(addresses),
+            "seq": seq,
+            "exp": int(now) + lifetime,
+        }
+        signature = identity.sign(wire.encode(body), CONTEXT)
+        raw = wire.encode({**body, "sig": signature})
+        return cls.verify(raw, now=now)
+
+    @classmethod
+    def verify(
+        cls,
+        raw: bytes,
+        *,
+        now: float,
+        expected_id: NodeId | None = None,
+        check_expiry: bool = True,
+    ) -> PeerRecord:
+        """Check every rule in the module docstring; raise :class:`PeerRecordError` if any fails.
+
+        ``check_expiry=False`` is for offline uses that need only the id-to-key binding (checking
+        an old file signature), never for accepting a record into a table or cache.
+        """
+        if len(raw) > MAX_RECORD_SIZE:
+            raise PeerRecordError(
+                f"peer record is {len(raw)} bytes, over the {MAX_RECORD_SIZE}-byte limit"
+            )
+        try:
+            fields = wire.decode(raw, max_size=MAX_RECORD_SIZE, what="peer record")
+        except wire.WireError as exc:
+            raise PeerRecordError(str(exc)) from None
+        if not isinstance(fields, dict):
+            raise PeerRecordError("peer record is not a map")
+        if fields.get("v") != FORMAT:
+            raise PeerRecordError(f"peer record has unknown format {fields.get('v')!r}")
+        expected_keys = {"v", "id", "sk", "xk", "addrs", "seq", "exp", "sig"}
+        if set(fields) != expected_keys:
+            raise PeerRecordError("peer record has missing or unknown fields")
+        node_digest, sk, xk, sig = fields["id"], fields["sk"], fields["xk"], fields["sig"]
+        addrs, seq, exp = fields["addrs"], fields["seq"], fields["exp"]
+        if not all(isinstance(x, bytes) for x in (node_digest, sk, xk, sig)):
+            raise PeerRecordError("peer record key fields must be byte strings")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise PeerRecordError("peer record sequence number must be a non-negative integer")
+        if not isinstance(exp, int) or isinstance(exp, bool) or exp < 0:
+            raise PeerRecordError("peer record expiry must be a non-negative integer")
+        if not isinstance(addrs, list) or len(addrs) > MAX_ADDRESSES:
+            raise PeerRecordError(f"peer record holds a list of at most {MAX_ADDRESSES} addresses")
+        try:
+            for address in addrs:
+                parse_address(address)
+            signing_key = CompositePublicKey(sk)
+            xwing_key = XWingPublicKey(xk)
+            claimed = NodeId(node_digest)
+        except (ValueError, InvalidKey) as exc:
+            raise PeerRecordError(f"peer record is malformed: {exc}") from None
+        if NodeId.from_public_key(sk) != claimed:
+            raise PeerRecordError("peer record id does not match the hash of its signing keys")
+        if expected_id is not None and claimed != expected_id:
+            raise PeerRecordError(f"peer record is for {claimed}, expected {expected_id}")
+        body = {k: v for k, v in fields.items() if k != "sig"}
+        try:
+            signing_key.verify(sig, wire.encode(body), CONTEXT)
+        except InvalidSignature:
+            raise PeerRecordError("peer record signature does not verify") from None
+        if check_expiry and exp <= now:
+            raise PeerRecordError("peer record has expired")
+        return cls(claimed, signing_key, xwing_key, tuple(addrs), seq, exp, bytes(raw))
