@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -70,12 +70,31 @@ class CompositePublicKey:
     """Both public halves; ``raw`` is the fixed-length canonical encoding hashed into node ids."""
 
     raw: bytes
+    _parsed: tuple[mldsa.MLDSA65PublicKey, ed25519.Ed25519PublicKey] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.raw) != PUBLIC_KEY_SIZE:
             raise InvalidKey(
                 f"a composite public key is {PUBLIC_KEY_SIZE} bytes, got {len(self.raw)}"
             )
+
+    def _components(self) -> tuple[mldsa.MLDSA65PublicKey, ed25519.Ed25519PublicKey]:
+        """Both parsed keys, parsed once: a peer's key verifies many signatures."""
+        if self._parsed is None:
+            try:
+                parsed = (
+                    mldsa.MLDSA65PublicKey.from_public_bytes(self.mldsa_part),
+                    ed25519.Ed25519PublicKey.from_public_bytes(self.ed25519_part),
+                )
+            except ValueError:
+                raise InvalidSignature(
+                    "the public key is not a valid ML-DSA-65/Ed25519 key"
+                ) from None
+            object.__setattr__(self, "_parsed", parsed)
+            return parsed
+        return self._parsed
 
     @property
     def mldsa_part(self) -> bytes:
@@ -96,11 +115,7 @@ class CompositePublicKey:
                 f"a composite signature is {SIGNATURE_SIZE} bytes, got {len(signature)}"
             )
         rep = _representative(context, digest)
-        try:
-            ml = mldsa.MLDSA65PublicKey.from_public_bytes(self.mldsa_part)
-            ed = ed25519.Ed25519PublicKey.from_public_bytes(self.ed25519_part)
-        except ValueError:
-            raise InvalidSignature("the public key is not a valid ML-DSA-65/Ed25519 key") from None
+        ml, ed = self._components()
         # Check both halves, always, so timing does not say which one failed.
         ok = True
         try:

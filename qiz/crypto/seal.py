@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from qiz.crypto.errors import DecryptionFailed, InvalidKey
+from qiz.crypto.errors import DecryptionFailed
 from qiz.crypto.kdf import labeled
 from qiz.crypto.xwing import CIPHERTEXT_SIZE, XWingPrivateKey, XWingPublicKey
 
@@ -30,13 +29,7 @@ def _info(associated_data: bytes) -> bytes:
 
 
 def _hpke_public(recipient: XWingPublicKey) -> hpke.MLKEM768X25519PublicKey:
-    try:
-        return hpke.MLKEM768X25519PublicKey(
-            mlkem.MLKEM768PublicKey.from_public_bytes(recipient.mlkem_part),
-            x25519.X25519PublicKey.from_public_bytes(recipient.x25519_part),
-        )
-    except ValueError as exc:
-        raise InvalidKey(f"not a usable X-Wing public key: {exc}") from None
+    return hpke.MLKEM768X25519PublicKey(*recipient.components())
 
 
 def seal(plaintext: bytes, recipient: XWingPublicKey, associated_data: bytes = b"") -> bytes:

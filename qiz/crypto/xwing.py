@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
@@ -38,12 +38,30 @@ class XWingPublicKey:
     """An X-Wing encapsulation key (1216 bytes)."""
 
     raw: bytes
+    _parsed: tuple[mlkem.MLKEM768PublicKey, x25519.X25519PublicKey] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.raw) != PUBLIC_KEY_SIZE:
             raise InvalidKey(
                 f"an X-Wing public key is {PUBLIC_KEY_SIZE} bytes, got {len(self.raw)}"
             )
+
+    def components(self) -> tuple[mlkem.MLKEM768PublicKey, x25519.X25519PublicKey]:
+        """The parsed ML-KEM and X25519 keys, parsed once and kept: a key is usually
+        encapsulated to many times (every handshake with that peer)."""
+        if self._parsed is None:
+            try:
+                parsed = (
+                    mlkem.MLKEM768PublicKey.from_public_bytes(self.mlkem_part),
+                    x25519.X25519PublicKey.from_public_bytes(self.x25519_part),
+                )
+            except ValueError as exc:
+                raise InvalidKey(f"invalid X-Wing public key: {exc}") from None
+            object.__setattr__(self, "_parsed", parsed)
+            return parsed
+        return self._parsed
 
     @property
     def mlkem_part(self) -> bytes:
@@ -60,12 +78,9 @@ class XWingPublicKey:
         (tests and published vectors only) the result is deterministic: the first 32 bytes are
         ML-KEM's message, the last 32 the X25519 ephemeral scalar.
         """
+        mlkem_key, x25519_key = self.components()
         if eseed is None:
-            try:
-                mk = mlkem.MLKEM768PublicKey.from_public_bytes(self.mlkem_part)
-            except ValueError as exc:
-                raise InvalidKey(f"invalid ML-KEM-768 public key: {exc}") from None
-            ss_m, ct_m = mk.encapsulate()
+            ss_m, ct_m = mlkem_key.encapsulate()
             eph = x25519.X25519PrivateKey.generate()
         else:
             if len(eseed) != ENCAPSULATION_SEED_SIZE:
@@ -74,7 +89,7 @@ class XWingPublicKey:
             eph = x25519.X25519PrivateKey.from_private_bytes(eseed[32:])
         ct_x = eph.public_key().public_bytes_raw()
         try:
-            ss_x = eph.exchange(x25519.X25519PublicKey.from_public_bytes(self.x25519_part))
+            ss_x = eph.exchange(x25519_key)
         except ValueError:
             raise InvalidKey("X-Wing public key has a degenerate X25519 part") from None
         return _combine(ss_m, ss_x, ct_x, self.x25519_part), ct_m + ct_x

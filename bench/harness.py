@@ -1,0 +1,80 @@
+"""Shared benchmark plumbing: timing loops, one JSON line per figure, and markdown tables.
+
+Figures are medians over many runs, never single runs. Each benchmark prints its JSON lines as
+it goes and returns the rows, so ``bench/report.py`` can rebuild ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Figure:
+    """One measured figure, with the whitepaper's claim beside it when the paper made one."""
+
+    group: str
+    name: str
+    value: float
+    unit: str
+    claim: float | None = None
+    claim_text: str = ""
+    higher_is_better: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """How many times better than the claim (>1 beats it), None without a claim."""
+        if self.claim is None or self.value == 0:
+            return None
+        return self.value / self.claim if self.higher_is_better else self.claim / self.value
+
+    def emit(self) -> None:
+        row = asdict(self)
+        row["ratio_vs_claim"] = self.ratio
+        print(json.dumps(row, sort_keys=True), flush=True)
+
+
+def time_op(fn: Callable[[], object], *, min_seconds: float = 0.3, min_runs: int = 20) -> list[float]:
+    """Per-call wall times in seconds: at least ``min_runs`` calls and ``min_seconds`` total."""
+    fn()  # warm up
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - t0) / 1e9)
+    return samples
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown_table(figures: list[Figure]) -> str:
+    lines = [
+        "| group | figure | measured | whitepaper claim | ratio (>1 beats the claim) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for f in figures:
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
+        lines.append(
+            f"| {f.group} | {f.name} | {f.value:,.3f} {f.unit} | {f.claim_text} | {ratio} |"
+        )
+    return "\n".join(lines)

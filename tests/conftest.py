@@ -1,0 +1,46 @@
+"""Shared fixtures: official vector files and fast identities."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cryptography_vectors
+import pytest
+from hypothesis import settings
+
+from qiz.identity import NodeIdentity
+
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO_VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+def vector_path(*parts: str) -> Path:
+    return Path(cryptography_vectors.__file__).parent.joinpath(*parts)
+
+
+def parse_rsp(path: Path) -> list[dict[str, str]]:
+    """NIST-style ``key = value`` records, each starting at a ``count = N`` line."""
+    records: list[dict[str, str]] = []
+    for line in path.read_text().splitlines():
+        if " = " not in line:
+            continue
+        key, value = line.split(" = ", 1)
+        if key == "count":
+            records.append({})
+        records[-1][key.strip()] = value.strip()
+    return records
+
+
+@pytest.fixture(scope="session")
+def alice() -> NodeIdentity:
+    return NodeIdentity.generate()
+
+
+@pytest.fixture(scope="session")
+def bob() -> NodeIdentity:
+    return NodeIdentity.generate()

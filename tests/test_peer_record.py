@@ -1,0 +1,135 @@
+"""Signed peer records: accepted only if canonical, self-certifying, signed and unexpired."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qiz import wire
+from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
+from qiz.identity.peer_record import CONTEXT, MAX_RECORD_SIZE, parse_address
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def record(alice: NodeIdentity) -> PeerRecord:
+    return PeerRecord.create(alice, ["127.0.0.1:7450", "[::1]:7450"], seq=5, now=NOW)
+
+
+def resign(identity: NodeIdentity, fields: dict) -> bytes:
+    """Re-encode fields with a fresh valid signature by ``identity``."""
+    body = {k: v for k, v in fields.items() if k != "sig"}
+    return wire.encode({**body, "sig": identity.sign(wire.encode(body), CONTEXT)})
+
+
+def test_valid_record_round_trips(record: PeerRecord, alice: NodeIdentity) -> None:
+    again = PeerRecord.verify(record.raw, now=NOW + 10, expected_id=alice.node_id)
+    assert again == record
+    assert again.addresses == ("127.0.0.1:7450", "[::1]:7450")
+    assert again.xwing_key == alice.xwing_public
+    assert again.seq == 5
+
+
+def test_expired_record_is_refused(record: PeerRecord) -> None:
+    with pytest.raises(PeerRecordError, match="expired"):
+        PeerRecord.verify(record.raw, now=record.expires)
+    # Offline uses may ask only for the id-to-key binding.
+    assert PeerRecord.verify(record.raw, now=record.expires + 1, check_expiry=False)
+
+
+def test_wrong_expected_id_is_refused(record: PeerRecord, bob: NodeIdentity) -> None:
+    with pytest.raises(PeerRecordError, match="expected"):
+        PeerRecord.verify(record.raw, now=NOW, expected_id=bob.node_id)
+
+
+def test_keys_under_someone_elses_id_are_refused(
+    record: PeerRecord, alice: NodeIdentity, bob: NodeIdentity
+) -> None:
+    """Bob signs a record claiming Alice's id with his own keys: the id check catches it."""
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    fields["sk"] = bob.public_key.raw
+    with pytest.raises(PeerRecordError, match="does not match the hash"):
+        PeerRecord.verify(resign(bob, fields), now=NOW)
+
+
+def test_substituted_xwing_key_breaks_the_signature(record: PeerRecord, bob: NodeIdentity) -> None:
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    fields["xk"] = bob.xwing_public.raw
+    with pytest.raises(PeerRecordError, match="signature"):
+        PeerRecord.verify(wire.encode(fields), now=NOW)
+
+
+def test_bad_signature_is_refused(record: PeerRecord) -> None:
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    sig = bytearray(fields["sig"])
+    sig[100] ^= 1
+    fields["sig"] = bytes(sig)
+    with pytest.raises(PeerRecordError, match="signature"):
+        PeerRecord.verify(wire.encode(fields), now=NOW)
+
+
+def test_unsigned_record_is_refused(record: PeerRecord) -> None:
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    del fields["sig"]
+    with pytest.raises(PeerRecordError, match="missing"):
+        PeerRecord.verify(wire.encode(fields), now=NOW)
+
+
+def test_oversize_record_is_refused_before_parsing(record: PeerRecord) -> None:
+    with pytest.raises(PeerRecordError, match="limit"):
+        PeerRecord.verify(record.raw + b"\x00" * MAX_RECORD_SIZE, now=NOW)
+    with pytest.raises(PeerRecordError, match="limit"):
+        PeerRecord.verify(b"\xff" * (MAX_RECORD_SIZE + 1), now=NOW)
+
+
+def test_extra_or_malformed_fields_are_refused(record: PeerRecord, alice: NodeIdentity) -> None:
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    for change in (
+        {"extra": 1},
+        {"seq": -1},
+        {"seq": True},
+        {"exp": "soon"},
+        {"addrs": ["example.com:80"]},
+        {"addrs": ["127.0.0.1:0"]},
+        {"addrs": ["::1:80"]},
+        {"addrs": ["127.0.0.1:1"] * 17},
+        {"v": 2},
+        {"sk": b"short"},
+    ):
+        with pytest.raises(PeerRecordError):
+            PeerRecord.verify(resign(alice, {**fields, **change}), now=NOW)
+
+
+def test_non_canonical_encoding_is_refused(record: PeerRecord) -> None:
+    # The same map with a key re-ordered: still CBOR, no longer canonical.
+    import cbor2
+
+    fields = wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    shuffled = cbor2.dumps(dict(reversed(list(fields.items()))))
+    assert shuffled != record.raw
+    with pytest.raises(PeerRecordError, match="canonical"):
+        PeerRecord.verify(shuffled, now=NOW)
+
+
+@given(flip=st.integers(min_value=0))
+def test_any_bit_flip_is_refused(record: PeerRecord, flip: int) -> None:
+    raw = bytearray(record.raw)
+    bit = flip % (len(raw) * 8)
+    raw[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(PeerRecordError):
+        PeerRecord.verify(bytes(raw), now=NOW)
+
+
+def test_create_refuses_bad_addresses(alice: NodeIdentity) -> None:
+    with pytest.raises(ValueError):
+        PeerRecord.create(alice, ["localhost:80"], seq=1, now=NOW)
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_address("[::1]:443") == ("::1", 443)
+    for bad in ("127.0.0.1", "127.0.0.1:x", "1.2.3.4:70000", "", "[::1]", "host:1"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
