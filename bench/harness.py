@@ -42,7 +42,9 @@ class Figure:
         print(json.dumps(row, sort_keys=True), flush=True)
 
 
-def time_op(fn: Callable[[], object], *, min_seconds: float = 0.3, min_runs: int = 20) -> list[float]:
+def time_op(
+    fn: Callable[[], object], *, min_seconds: float = 0.3, min_runs: int = 20
+) -> list[float]:
     """Per-call wall times in seconds: at least ``min_runs`` calls and ``min_seconds`` total."""
     fn()  # warm up
     samples: list[float] = []

@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import crypto  # noqa: E402
-from bench.harness import machine, markdown_table  # noqa: E402
+from bench import crypto
+from bench.harness import machine, markdown_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

@@ -70,6 +70,22 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("qiz", appauthor=False))
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` to a ``.bak-<time>`` name that did not exist: ``os.link`` fails rather
+    than replace, so no earlier backup is ever overwritten."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for attempt in range(1000):
+        suffix = f".bak-{stamp}" + (f"-{attempt}" if attempt else "")
+        target = path.with_name(path.name + suffix)
+        try:
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        path.unlink()
+        return target
+    raise HomeError(f"cannot find a free backup name for {path}")
+
+
 class Home:
     """Paths and loaders for one node home."""
 
@@ -97,22 +113,28 @@ class Home:
     ) -> NodeIdentity:
         """Create the home with a new identity. An existing home is refused unless ``force``;
         even then the old files are renamed aside (``*.bak-<time>``), never destroyed."""
+        if self.path.exists() and not self.path.is_dir():
+            raise HomeError(f"{self.path} exists and is not a directory")
         if self.exists():
             if not force:
                 raise HomeError(
                     f"{self.path} already holds a QIZ home; use --force to replace it "
                     "(the old files are kept as *.bak-<time>)"
                 )
-            stamp = time.strftime("%Y%m%dT%H%M%S")
             for old in (self.config_path, self.identity_path):
                 if old.exists():
-                    old.rename(old.with_name(f"{old.name}.bak-{stamp}"))
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    _move_aside(old)
         identity = identity or NodeIdentity.generate()
-        write_atomic(
-            self.identity_path, keyfile.encode(identity.to_secret_bytes(), passphrase, scrypt)
-        )
-        write_atomic(self.config_path, Config().to_toml(), mode=0o644)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(
+                self.identity_path, keyfile.encode(identity.to_secret_bytes(), passphrase, scrypt)
+            )
+            write_atomic(self.config_path, Config().to_toml(), mode=0o644)
+        except OSError as exc:
+            raise HomeError(
+                f"cannot create the home at {self.path}: {exc.strerror or exc}"
+            ) from None
         return identity
 
     def _require(self) -> None:
@@ -129,12 +151,18 @@ class Home:
 
     def identity_locked(self) -> bool:
         self._require()
-        return keyfile.is_locked(self.identity_path.read_bytes())
+        try:
+            return keyfile.is_locked(self.identity_path.read_bytes())
+        except OSError as exc:
+            raise HomeError(f"cannot read {self.identity_path}: {exc.strerror or exc}") from None
 
     def load_identity(self, passphrase: str | None = None) -> NodeIdentity:
         """Read and unlock the identity; :class:`HomeError` or :class:`KeyFileError` otherwise."""
         self._require()
-        data = self.identity_path.read_bytes()
+        try:
+            data = self.identity_path.read_bytes()
+        except OSError as exc:
+            raise HomeError(f"cannot read {self.identity_path}: {exc.strerror or exc}") from None
         secret = keyfile.decode(data, passphrase, name=str(self.identity_path))
         try:
             return NodeIdentity.from_secret_bytes(secret)

@@ -24,7 +24,12 @@ class Session:
 
     def passphrase(self) -> str | None:
         if self.passphrase_file is not None:
-            text = read_file(self.passphrase_file, what="passphrase file").decode("utf-8")
+            try:
+                text = read_file(self.passphrase_file, what="passphrase file").decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(
+                    f"passphrase file {self.passphrase_file} is not UTF-8 text"
+                ) from None
             phrase = text.splitlines()[0] if text else ""
             if not phrase:
                 raise UserError(f"passphrase file {self.passphrase_file} is empty")

@@ -64,5 +64,10 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
         except (UserError, HomeError, CryptoError, WireError) as exc:
             err_console.print(f"qiz: error: {exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except OSError as exc:
+            # A path the user named cannot be read or written (missing directory, permissions).
+            where = f" {exc.filename}" if exc.filename else ""
+            err_console.print(f"qiz: error:{where}: {exc.strerror or exc}", markup=False)
+            raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper

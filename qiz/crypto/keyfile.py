@@ -35,7 +35,8 @@ VERSION = 1
 MODE_PLAIN = 0
 MODE_SCRYPT_AES256GCM = 1
 MAX_SECRET = 64 * 1024
-MAX_LOG2_N = 22  # refuse files that would make us allocate > 4 GiB
+MAX_SCRYPT_MEMORY = 1 << 30  # refuse files whose scrypt would need more than 1 GiB
+MAX_SCRYPT_P = 4
 
 
 class KeyFileError(CryptoError):
@@ -102,7 +103,10 @@ def decode(data: bytes, passphrase: str | None = None, *, name: str = "key file"
         raise KeyFileError(f"{name} is not a QIZ key file (bad magic bytes)")
     version, mode = data[len(MAGIC)], data[len(MAGIC) + 1]
     if version != VERSION:
-        raise KeyFileError(f"{name} has format version {version}; this QIZ reads version {VERSION}")
+        raise KeyFileError(
+            f"{name} is corrupted or from another QIZ version (format {version}, "
+            f"this QIZ reads {VERSION})"
+        )
     pos = len(MAGIC) + 2
     if mode == MODE_PLAIN:
         if len(data) < pos + 4 + 32:
@@ -125,7 +129,12 @@ def decode(data: bytes, passphrase: str | None = None, *, name: str = "key file"
         nonce = data[pos + 19 : pos + 31]
         (length,) = struct.unpack_from(">I", data, pos + 31)
         head_end = pos + fixed
-        if not (10 <= log2_n <= MAX_LOG2_N and 1 <= r <= 32 and 1 <= p <= 16):
+        if not (
+            10 <= log2_n <= 30
+            and 1 <= r <= 32
+            and 1 <= p <= MAX_SCRYPT_P
+            and 128 * r * (1 << log2_n) <= MAX_SCRYPT_MEMORY
+        ):
             raise KeyFileError(f"{name} is corrupted (implausible scrypt parameters)")
         if length > MAX_SECRET + 16 or len(data) != head_end + length:
             raise KeyFileError(f"{name} is truncated or corrupted (bad length field)")
