@@ -37,9 +37,10 @@ class PeerRecordError(ValueError):
     """A peer record was refused; the message says which check failed."""
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
     """Split ``"ip:port"`` or ``"[ipv6]:port"`` into host and port. IP literals only: QIZ
-    resolves names through its own records, never through DNS."""
+    resolves names through its own records, never through DNS. Port 0 ("any free port") is
+    only for listening, never in a record."""
     if not isinstance(text, str) or not 0 < len(text) <= MAX_ADDRESS_LENGTH:
         raise ValueError("an address is 1 to 64 characters")
     host, sep, port_text = text.rpartition(":")
@@ -54,7 +55,7 @@ def parse_address(text: str) -> tuple[str, int]:
     if ip.version == 6 and not text.startswith("["):
         raise ValueError(f"IPv6 address {text!r} must be written [addr]:port")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not (0 if allow_port_zero else 1) <= port < 65536:
         raise ValueError(f"port {port} out of range")
     return str(ip), port
 

@@ -1,0 +1,177 @@
+"""Node commands: ``node start|status|stop`` and ``ping``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import statistics
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qiz.cli.common import Session
+from qiz.cli.output import UserError, console, emit, guarded
+from qiz.crypto.errors import InvalidIdentifier
+from qiz.identity import PeerRecord
+from qiz.identity.peer_record import parse_address
+from qiz.node import Node, control_request, parse_peer
+from qiz.qmp.transport import LinkError, dial
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(node_app, name="node")
+    app.command()(guarded(ping))
+    node_app.command("start")(guarded(start))
+    node_app.command("status")(guarded(status))
+    node_app.command("stop")(guarded(stop))
+
+
+def _check_peers(peers: list[str]) -> None:
+    for peer in peers:
+        try:
+            address, _ = parse_peer(peer)
+            parse_address(address)
+        except (ValueError, InvalidIdentifier) as exc:
+            raise UserError(f"--peer {peer!r}: {exc}") from None
+
+
+def start(
+    ctx: typer.Context,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="ip:port to listen on (default: config).")
+    ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option("--peer", help="Bootstrap peer ip:port or ID@ip:port (repeatable)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
+) -> None:
+    """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'."""
+    session: Session = ctx.obj
+    config = session.home.load_config()
+    identity = session.identity()
+    address = listen or config.listen
+    peers = list(peer or config.bootstrap)
+    try:
+        parse_address(address, allow_port_zero=True)
+    except ValueError as exc:
+        raise UserError(f"--listen: {exc}") from None
+    _check_peers(peers)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_run_node(session, identity, address, peers))
+
+
+async def _run_node(session: Session, identity, address: str, peers: list[str]) -> None:  # noqa: ANN001
+    node = Node(identity, listen=address, peers=peers, control_dir=session.home.path)
+    try:
+        await node.start()
+    except OSError as exc:
+        raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    console.print(f"node {node.node_id} listening on {node.address}", markup=False)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.stop_requested.set)
+    await node.stop_requested.wait()
+    logging.getLogger("qiz.node").info("shutting down")
+    await node.stop()
+    console.print("node stopped", markup=False)
+
+
+def _control(session: Session, command: str) -> dict:
+    try:
+        reply = asyncio.run(control_request(session.home.path, command))
+    except ConnectionError as exc:
+        raise UserError(str(exc)) from None
+    if not reply.get("ok"):
+        raise UserError(f"the node refused: {reply.get('error')}")
+    return reply
+
+
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the running node's id, address and links."""
+    info = _control(ctx.obj, "status")["status"]
+
+    def human() -> None:
+        console.print(f"node     {info['node_id']}", markup=False)
+        console.print(f"address  {info['address']}   uptime {info['uptime_s']} s", markup=False)
+        table = Table(title=f"{len(info['links'])} links")
+        table.add_column("peer", overflow="fold")
+        for column in ("address", "dir", "rtt ms", "sent", "received"):
+            table.add_column(column, no_wrap=True)
+        for link in info["links"]:
+            table.add_row(
+                link["peer"] or "?",
+                link["address"],
+                link["direction"],
+                "" if link["rtt_ms"] is None else f"{link['rtt_ms']:.3f}",
+                str(link["bytes_sent"]),
+                str(link["bytes_received"]),
+            )
+        console.print(table)
+
+    emit(as_json, info, human)
+
+
+def stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Ask the running node to shut down cleanly."""
+    _control(ctx.obj, "stop")
+    emit(as_json, {"stopped": True}, lambda: console.print("stop requested"))
+
+
+def ping(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="ip:port or ID@ip:port of a node.")],
+    count: Annotated[int, typer.Option("--count", "-c", min=1, max=10000)] = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Open a secure link to a node and measure round-trip times over it."""
+    session: Session = ctx.obj
+    identity = session.identity()
+    try:
+        target, expected = parse_peer(address)
+        parse_address(target)
+    except (ValueError, InvalidIdentifier) as exc:
+        raise UserError(f"{address!r}: {exc}") from None
+
+    async def run() -> dict:
+        record = PeerRecord.create(identity, [], seq=int(time.time() * 1000), now=time.time())
+        t0 = time.perf_counter()
+        try:
+            link = await dial(target, identity, record, expected=expected)
+        except LinkError as exc:
+            raise UserError(str(exc)) from None
+        handshake = time.perf_counter() - t0
+        rtts = []
+        try:
+            for _ in range(count):
+                rtts.append(await link.ping())
+        except (LinkError, TimeoutError) as exc:
+            raise UserError(f"link failed after {len(rtts)} pings: {exc}") from None
+        finally:
+            link.close()
+        return {
+            "peer": str(link.peer_id),
+            "address": target,
+            "handshake_ms": round(handshake * 1000, 3),
+            "rtt_ms": [round(r * 1000, 3) for r in rtts],
+            "rtt_median_ms": round(statistics.median(rtts) * 1000, 3),
+        }
+
+    result = asyncio.run(run())
+
+    def human() -> None:
+        console.print(f"linked to {result['peer']} at {target} in {result['handshake_ms']} ms")
+        for i, rtt in enumerate(result["rtt_ms"], 1):
+            console.print(f"  ping {i}: {rtt:.3f} ms")
+        console.print(f"median {result['rtt_median_ms']:.3f} ms")
+
+    emit(as_json, result, human)

@@ -1,0 +1,180 @@
+"""The composition root: one :class:`Node` wires identity, links and RPC services together.
+
+A node listens on one address, keeps links to its bootstrap peers, answers ``qmp.ping`` and
+``node.info``, and exposes its state to the local owner through a control socket (a Unix
+socket in the home, mode 0600) that ``qiz node status`` and ``qiz node stop`` talk to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qiz import __version__
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.qmp.manager import LinkManager, ManagerConfig
+from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
+
+log = logging.getLogger("qiz.node")
+CONTROL_SOCKET = "node.sock"
+MAX_CONTROL_LINE = 64 * 1024
+
+
+def parse_peer(text: str) -> tuple[str, NodeId | None]:
+    """``ip:port`` or ``qizn1...@ip:port`` (the id pins who must answer)."""
+    if "@" in text:
+        ident, _, address = text.partition("@")
+        return address, NodeId.parse(ident)
+    return text, None
+
+
+class Node:
+    """A running QIZ node (asyncio). ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        *,
+        listen: str = "127.0.0.1:0",
+        peers: list[str] | None = None,
+        config: ManagerConfig | None = None,
+        control_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.listen = listen
+        self.bootstrap = [parse_peer(p) for p in peers or []]
+        self.clock = clock
+        self.started_at = clock()
+        self.control_dir = control_dir
+        self._record: PeerRecord | None = None
+        self._addresses: list[str] = []
+        self.handlers: dict[str, Handler] = {
+            "qmp.ping": self._rpc_ping,
+            "node.info": self._rpc_info,
+        }
+        self.links = LinkManager(identity, self.record, self.handlers, config=config, clock=clock)
+        self._control: asyncio.base_events.Server | None = None
+        self.stopped = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.identity.node_id
+
+    @property
+    def address(self) -> str:
+        return self.links.listener.address
+
+    def record(self) -> PeerRecord:
+        """This node's signed peer record, re-signed when it is close to expiry."""
+        now = self.clock()
+        if self._record is None or self._record.expires - now < 3600:
+            self._record = PeerRecord.create(
+                self.identity, self._addresses, seq=int(now * 1000), now=now
+            )
+        return self._record
+
+    async def start(self) -> None:
+        await self.links.start(self.listen)
+        self._addresses = [self.address]
+        self._record = None
+        for address, expected in self.bootstrap:
+            self.links.pin(address, expected)
+        if self.control_dir is not None:
+            await self._start_control()
+        log.info("node %s listening on %s", self.node_id, self.address)
+
+    async def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            with contextlib.suppress(Exception):
+                await self._control.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
+        await self.links.close()
+        self.stopped.set()
+
+    async def connect(
+        self, address: str, expected: PeerRecord | NodeId | None = None
+    ) -> RpcEndpoint:
+        return await self.links.connect(address, expected)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node_id": str(self.node_id),
+            "version": __version__,
+            "address": self.address,
+            "uptime_s": round(self.clock() - self.started_at, 1),
+            "links": sorted(self.links.stats(), key=lambda s: s["peer"] or ""),
+            "inbound_refused": self.links.listener.refused,
+            "handshakes_failed": self.links.listener.handshakes_failed,
+        }
+
+    # ------------------------------------------------------------------ RPC services
+
+    async def _rpc_ping(self, ctx: CallContext, body: Any) -> Any:
+        return body
+
+    async def _rpc_info(self, ctx: CallContext, body: Any) -> Any:
+        return {"node_id": str(self.node_id), "version": __version__, "address": self.address}
+
+    # ------------------------------------------------------------------ control socket
+
+    async def _start_control(self) -> None:
+        assert self.control_dir is not None
+        path = self.control_dir / CONTROL_SOCKET
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old_umask = os.umask(0o177)
+        try:
+            self._control = await asyncio.start_unix_server(
+                self._serve_control, path=str(path), limit=MAX_CONTROL_LINE
+            )
+        finally:
+            os.umask(old_umask)
+
+    async def _serve_control(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5.0)
+            request = json.loads(line or b"{}")
+            command = request.get("cmd") if isinstance(request, dict) else None
+            if command == "status":
+                reply: dict[str, Any] = {"ok": True, "status": self.status()}
+            elif command == "stop":
+                reply = {"ok": True}
+                self.stop_requested.set()
+            else:
+                reply = {"ok": False, "error": f"unknown command {command!r}"}
+        except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            reply = {"ok": False, "error": f"bad control request: {exc}"}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+
+async def control_request(home_path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one command to the node running in ``home_path``; raise ConnectionError if none."""
+    path = home_path / CONTROL_SOCKET
+    if not path.exists():
+        raise ConnectionError(f"no node is running for {home_path} (no {path})")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(f"no node is answering on {path}: {exc}") from None
+    writer.write(json.dumps({"cmd": command}).encode() + b"\n")
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), timeout)
+    writer.close()
+    return json.loads(line)

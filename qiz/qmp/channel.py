@@ -1,0 +1,167 @@
+"""The QMP channel: AEAD-protected frames after the handshake (sans-IO).
+
+DATA frame body: ``epoch (u32) || counter (u64) || AES-256-GCM(inner)`` with nonce
+``epoch || counter`` and the associated data ``kind (u8) || epoch || counter``. ``inner`` is
+``type (u8) || payload``. Each direction has its own key; counters never repeat on a link.
+
+Rekeying (the whitepaper's "decoherence management", made real): a sender moves to the next
+epoch when its key is ``rekey_interval`` seconds old or has protected ``rekey_bytes``; the next key
+is HKDF-Expand(key, "qmp/1 rekey") and the old one is erased, so a key stolen later cannot
+decrypt earlier epochs. A receiver follows when it sees ``epoch + 1``, keeps the previous key
+briefly for frames still in flight, and refuses a key older than ``reject_after`` seconds.
+
+Replay: a sliding window (``replay_window`` counters, as in RFC 6479) rejects duplicates and
+frames too old to judge; such frames are dropped, the link stays up.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from qiz.crypto.aead import TAG_SIZE, Aead
+from qiz.crypto.errors import DecryptionFailed
+from qiz.crypto.kdf import hkdf_expand
+from qiz.qmp.errors import ErrorCode, QmpError
+from qiz.qmp.frames import FrameKind
+
+HEADER = struct.Struct(">IQ")
+DATA_OVERHEAD = HEADER.size + 1 + TAG_SIZE
+_MAX_COUNTER = (1 << 64) - 2
+
+
+class InnerType(enum.IntEnum):
+    APP = 0
+    PING = 1
+    PONG = 2
+    CLOSE = 3
+    CONFIRM = 4
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    rekey_interval: float = 120.0
+    rekey_bytes: int = 1 << 30
+    reject_after: float = 180.0
+    previous_key_grace: float = 10.0
+    replay_window: int = 2048
+
+
+class ReplayWindow:
+    """Tracks which counters were seen: the highest, and a bitmap of the ``size`` below it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.highest = -1
+        self._bits = 0
+
+    def seen_or_too_old(self, counter: int) -> bool:
+        if counter > self.highest:
+            return False
+        offset = self.highest - counter
+        return offset >= self.size or bool(self._bits >> offset & 1)
+
+    def mark(self, counter: int) -> None:
+        if counter > self.highest:
+            shift = counter - self.highest
+            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1)
+            self.highest = counter
+        else:
+            self._bits |= 1 << (self.highest - counter)
+
+
+def next_key(key: bytes) -> bytes:
+    return hkdf_expand(key, info=b"qmp/1 rekey", length=32)
+
+
+class Channel:
+    """Both directions of an established link's record protection."""
+
+    def __init__(
+        self, send_key: bytes, receive_key: bytes, *, now: float, config: ChannelConfig
+    ) -> None:
+        self.config = config
+        self._send = Aead(send_key)
+        self._send_key = send_key
+        self.send_epoch = 0
+        self._send_epoch_started = now
+        self._send_epoch_bytes = 0
+        self._counter = 0
+        self._recv = Aead(receive_key)
+        self._recv_key = receive_key
+        self.recv_epoch = 0
+        self._recv_epoch_started = now
+        self._previous: tuple[Aead, float] | None = None
+        self._window = ReplayWindow(config.replay_window)
+        self.replays_dropped = 0
+
+    def _maybe_rekey(self, now: float) -> None:
+        if (
+            now - self._send_epoch_started >= self.config.rekey_interval
+            or self._send_epoch_bytes >= self.config.rekey_bytes
+        ):
+            self._send_key = next_key(self._send_key)
+            self._send = Aead(self._send_key)
+            self.send_epoch += 1
+            self._send_epoch_started = now
+            self._send_epoch_bytes = 0
+
+    def seal(self, inner_type: InnerType, payload: bytes, now: float) -> bytes:
+        """The body of a DATA frame carrying ``payload``."""
+        self._maybe_rekey(now)
+        if self._counter > _MAX_COUNTER:
+            raise QmpError(ErrorCode.KEY_EXPIRED, "frame counter exhausted")
+        header = HEADER.pack(self.send_epoch, self._counter)
+        self._counter += 1
+        self._send_epoch_bytes += len(payload)
+        # The 12-byte header (epoch || counter) is also the nonce: unique per key.
+        sealed = self._send.encrypt(
+            header, bytes([inner_type]) + payload, bytes([FrameKind.DATA]) + header
+        )
+        return header + sealed
+
+    def open(self, body: bytes, now: float) -> tuple[InnerType, bytes] | None:
+        """Open a DATA frame body: ``None`` for a replay (dropped), :class:`QmpError` to close."""
+        if len(body) < HEADER.size + 1 + TAG_SIZE:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, "DATA frame too short")
+        epoch, counter = HEADER.unpack_from(body)
+        advance = False
+        if epoch == self.recv_epoch:
+            if now - self._recv_epoch_started > self.config.reject_after:
+                raise QmpError(ErrorCode.KEY_EXPIRED, "peer kept using a key past its lifetime")
+            aead = self._recv
+        elif epoch == self.recv_epoch + 1:
+            candidate = next_key(self._recv_key)
+            aead = Aead(candidate)
+            advance = True
+        elif (
+            epoch + 1 == self.recv_epoch
+            and self._previous is not None
+            and now - self._previous[1] <= self.config.previous_key_grace
+        ):
+            aead = self._previous[0]
+        else:
+            raise QmpError(ErrorCode.KEY_EXPIRED, f"frame under unknown epoch {epoch}")
+        if self._window.seen_or_too_old(counter):
+            self.replays_dropped += 1
+            return None
+        header = body[: HEADER.size]
+        try:
+            inner = aead.decrypt(header, body[HEADER.size :], bytes([FrameKind.DATA]) + header)
+        except DecryptionFailed:
+            raise QmpError(
+                ErrorCode.AUTHENTICATION_FAILED, "DATA frame does not authenticate"
+            ) from None
+        self._window.mark(counter)
+        if advance:
+            self._previous = (self._recv, now)
+            self._recv_key = next_key(self._recv_key)
+            self._recv = aead
+            self.recv_epoch += 1
+            self._recv_epoch_started = now
+        try:
+            kind = InnerType(inner[0])
+        except ValueError:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"unknown inner type {inner[0]}") from None
+        return kind, inner[1:]

@@ -1,0 +1,475 @@
+"""One QMP link as a sans-IO state machine: handshake, then channel, fed bytes and time.
+
+Usage (either side)::
+
+    conn = Connection.initiator(identity, record, expected=peer_record_or_id, now=t)
+    conn.start(now)                       # initiator only
+    transport.write(conn.data_to_send())
+    for event in conn.receive_data(received_bytes, now): ...
+    conn.send(payload, now); conn.ping(b"...", now); conn.close()
+    for event in conn.tick(now): ...      # timeouts
+
+Every protocol failure closes the link (an ERROR or CLOSE frame goes out first when possible)
+and surfaces as :class:`ConnectionClosed`; it never raises out of ``receive_data``. Application
+calls made in the wrong state raise :class:`ConnectionStateError`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from qiz import wire
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
+from qiz.identity.peer_record import MAX_RECORD_SIZE
+from qiz.qmp.channel import DATA_OVERHEAD, Channel, ChannelConfig, InnerType
+from qiz.qmp.cookie import CookieAuthority, open_cookie_frame
+from qiz.qmp.errors import ErrorCode, QmpError
+from qiz.qmp.frames import HEADER_SIZE, FrameDecoder, FrameKind, encode_frame
+from qiz.qmp.handshake import (
+    VERSION,
+    HandshakeResult,
+    InitiatorHandshake,
+    ResponderHandshake,
+    Rng,
+)
+
+MAX_COOKIE_RETRIES = 2
+MAX_ERROR_REASON = 200
+
+
+@dataclass(frozen=True)
+class QmpConfig:
+    """Limits and timers of one link. The defaults suit a LAN or the Internet."""
+
+    max_frame_body: int = 256 * 1024 + DATA_OVERHEAD
+    max_outbound_buffer: int = 8 * 1024 * 1024
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 90.0
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+
+    @property
+    def max_payload(self) -> int:
+        return self.max_frame_body - DATA_OVERHEAD
+
+
+class State(enum.Enum):
+    START = "start"
+    AWAIT_RECORD = "await-record"  # initiator sent HELLO
+    AWAIT_RESPONSE = "await-response"  # initiator sent INIT
+    AWAIT_HELLO_OR_INIT = "await-hello-or-init"  # responder, fresh
+    AWAIT_CONFIRM = "await-confirm"  # responder sent RESPONSE
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+class ConnectionStateError(RuntimeError):
+    """An application call that the link's state does not allow (send before established...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    peer: PeerRecord
+    handshake_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDropped:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    code: ErrorCode
+    reason: str
+    by_peer: bool
+
+
+Event = HandshakeComplete | MessageReceived | PongReceived | FrameDropped | ConnectionClosed
+
+
+class Connection:
+    """A QMP link. Build with :meth:`initiator` or :meth:`responder`."""
+
+    def __init__(
+        self,
+        *,
+        identity: NodeIdentity,
+        local_record: PeerRecord,
+        initiator: bool,
+        now: float,
+        config: QmpConfig,
+        rng: Rng | None,
+    ) -> None:
+        self.identity = identity
+        self.local_record = local_record
+        self.is_initiator = initiator
+        self.config = config
+        self.rng = rng
+        self.state = State.START if initiator else State.AWAIT_HELLO_OR_INIT
+        self.started_at = now
+        self.last_received = now
+        self.peer: PeerRecord | None = None
+        self.handshake_hash: bytes | None = None
+        self.close_reason: ConnectionClosed | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_dropped = 0
+        self._decoder = FrameDecoder(config.max_frame_body)
+        self._out = bytearray()
+        self._channel: Channel | None = None
+        # initiator
+        self._expected_id: NodeId | None = None
+        self._initiator_hs: InitiatorHandshake | None = None
+        self._cookie_retries = 0
+        # responder
+        self.peer_address = ""
+        self._cookies: CookieAuthority | None = None
+        self.kem_operations = 0
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def initiator(
+        cls,
+        identity: NodeIdentity,
+        local_record: PeerRecord,
+        *,
+        expected: PeerRecord | NodeId | None,
+        now: float,
+        config: QmpConfig | None = None,
+        rng: Rng | None = None,
+    ) -> Connection:
+        """Dial side. ``expected`` is the responder's record (one round trip), its id (the
+        record is fetched and must match), or None (accept whoever answers)."""
+        conn = cls(
+            identity=identity,
+            local_record=local_record,
+            initiator=True,
+            now=now,
+            config=config or QmpConfig(),
+            rng=rng,
+        )
+        if isinstance(expected, PeerRecord):
+            conn.peer = expected
+            conn._expected_id = expected.node_id
+        else:
+            conn._expected_id = expected
+        return conn
+
+    @classmethod
+    def responder(
+        cls,
+        identity: NodeIdentity,
+        local_record: PeerRecord,
+        *,
+        cookies: CookieAuthority,
+        peer_address: str,
+        now: float,
+        config: QmpConfig | None = None,
+        rng: Rng | None = None,
+    ) -> Connection:
+        conn = cls(
+            identity=identity,
+            local_record=local_record,
+            initiator=False,
+            now=now,
+            config=config or QmpConfig(),
+            rng=rng,
+        )
+        conn._cookies = cookies
+        conn.peer_address = peer_address
+        return conn
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        self.bytes_sent += len(data)
+        return data
+
+    @property
+    def outbound_buffered(self) -> int:
+        return len(self._out)
+
+    def start(self, now: float) -> None:
+        """Initiator: send HELLO (no record known) or INIT (record known)."""
+        if not self.is_initiator or self.state is not State.START:
+            raise ConnectionStateError("start() is for a fresh initiator")
+        if self.peer is None:
+            self._emit(FrameKind.HELLO, VERSION.to_bytes(2, "big"))
+            self.state = State.AWAIT_RECORD
+        else:
+            self._send_init(now)
+
+    def send(self, payload: bytes, now: float) -> None:
+        """Queue an application message. Raises if the link is not up, the payload is over
+        the frame limit, or the outbound buffer is full (the caller must wait and retry)."""
+        self._send_inner(InnerType.APP, payload, now)
+
+    def ping(self, payload: bytes, now: float) -> None:
+        self._send_inner(InnerType.PING, payload, now)
+
+    def close(
+        self, code: ErrorCode = ErrorCode.NORMAL_CLOSE, reason: str = "", now: float = 0.0
+    ) -> None:
+        """Close the link, telling the peer why when a channel exists."""
+        if self.state is State.CLOSED:
+            return
+        self._fail(QmpError(code, reason or code.name.lower()), now, by_peer=False, notify=True)
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self.bytes_received += len(data)
+        self.last_received = now
+        events: list[Event] = []
+        try:
+            for frame in self._decoder.feed(data):
+                self._handle(frame.kind, frame.body, now, events)
+                if self.state is State.CLOSED:
+                    break
+        except QmpError as exc:
+            events.append(self._fail(exc, now, by_peer=False, notify=True))
+        return events
+
+    def tick(self, now: float) -> list[Event]:
+        """Enforce the handshake and idle timeouts."""
+        if self.state is State.CLOSED:
+            return []
+        if not self.established and now - self.started_at > self.config.handshake_timeout:
+            return [
+                self._fail(
+                    QmpError(ErrorCode.HANDSHAKE_TIMEOUT, "handshake did not finish in time"),
+                    now,
+                    by_peer=False,
+                    notify=True,
+                )
+            ]
+        if self.established and now - self.last_received > self.config.idle_timeout:
+            return [
+                self._fail(
+                    QmpError(ErrorCode.IDLE_TIMEOUT, "nothing received for too long"),
+                    now,
+                    by_peer=False,
+                    notify=True,
+                )
+            ]
+        return []
+
+    # ----------------------------------------------------------------- internals
+
+    def _emit(self, kind: FrameKind, body: bytes) -> None:
+        self._out += encode_frame(kind, body)
+
+    def _send_inner(self, inner: InnerType, payload: bytes, now: float) -> None:
+        if self.state is not State.ESTABLISHED or self._channel is None:
+            raise ConnectionStateError(f"link is {self.state.value}, not established")
+        if len(payload) > self.config.max_payload:
+            raise ValueError(
+                f"payload of {len(payload)} bytes is over the "
+                f"{self.config.max_payload}-byte frame limit"
+            )
+        if len(self._out) + len(payload) > self.config.max_outbound_buffer:
+            raise BufferError("outbound buffer full: wait for the transport to drain")
+        self._emit(FrameKind.DATA, self._channel.seal(inner, payload, now))
+
+    def _send_init(self, now: float) -> None:
+        assert self.peer is not None
+        self._initiator_hs = InitiatorHandshake(
+            self.identity, self.local_record, self.peer, rng=self.rng
+        )
+        self.kem_operations += 1
+        self._emit(FrameKind.INIT, self._initiator_hs.init_message())
+        self.state = State.AWAIT_RESPONSE
+
+    def _fail(self, exc: QmpError, now: float, *, by_peer: bool, notify: bool) -> ConnectionClosed:
+        reason = str(exc)[:MAX_ERROR_REASON]
+        if notify and not by_peer:
+            body = int(exc.code).to_bytes(2, "big") + reason.encode("utf-8", "replace")
+            try:
+                if self._channel is not None and self.state in (
+                    State.ESTABLISHED,
+                    State.AWAIT_CONFIRM,
+                ):
+                    self._emit(FrameKind.DATA, self._channel.seal(InnerType.CLOSE, body, now))
+                else:
+                    self._emit(FrameKind.ERROR, body)
+            except QmpError:
+                pass
+        self.state = State.CLOSED
+        self._channel = None
+        event = ConnectionClosed(exc.code, reason, by_peer)
+        self.close_reason = event
+        return event
+
+    def _handle(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
+        if kind is FrameKind.ERROR:
+            code, reason = _parse_error(body)
+            events.append(self._fail(QmpError(code, reason), now, by_peer=True, notify=False))
+            return
+        handler = {
+            State.AWAIT_RECORD: self._on_record_state,
+            State.AWAIT_RESPONSE: self._on_response_state,
+            State.AWAIT_HELLO_OR_INIT: self._on_responder_start,
+            State.AWAIT_CONFIRM: self._on_data,
+            State.ESTABLISHED: self._on_data,
+        }.get(self.state)
+        if handler is None:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"unexpected {kind.name} frame")
+        handler(kind, body, now, events)
+
+    # initiator ------------------------------------------------------------------
+
+    def _on_record_state(
+        self, kind: FrameKind, body: bytes, now: float, events: list[Event]
+    ) -> None:
+        if kind is not FrameKind.RECORD:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"expected RECORD, got {kind.name}")
+        if len(body) > MAX_RECORD_SIZE:
+            raise QmpError(ErrorCode.BAD_PEER_RECORD, "responder's record is too large")
+        try:
+            record = PeerRecord.verify(body, now=now)
+        except PeerRecordError as exc:
+            raise QmpError(ErrorCode.BAD_PEER_RECORD, f"responder's record: {exc}") from None
+        if self._expected_id is not None and record.node_id != self._expected_id:
+            raise QmpError(
+                ErrorCode.UNEXPECTED_PEER,
+                f"expected {self._expected_id}, but {record.node_id} answered",
+            )
+        self.peer = record
+        self._send_init(now)
+
+    def _on_response_state(
+        self, kind: FrameKind, body: bytes, now: float, events: list[Event]
+    ) -> None:
+        assert self._initiator_hs is not None
+        if kind is FrameKind.COOKIE:
+            if self._cookie_retries >= MAX_COOKIE_RETRIES:
+                raise QmpError(ErrorCode.BUSY, "responder keeps demanding a cookie")
+            self._cookie_retries += 1
+            assert self.peer is not None
+            cookie = open_cookie_frame(self.peer.xwing_key.raw, body, self._initiator_hs.mac1)
+            self._initiator_hs.set_cookie(cookie)
+            self._emit(FrameKind.INIT, self._initiator_hs.init_message())
+            return
+        if kind is not FrameKind.RESPONSE:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"expected RESPONSE, got {kind.name}")
+        result, _payload = self._initiator_hs.read_response(body)
+        self._initiator_hs = None
+        self._establish(result, now)
+        # Key confirmation: R learns that we hold our static key from this first frame.
+        self._emit(FrameKind.DATA, self._channel.seal(InnerType.CONFIRM, b"", now))  # type: ignore[union-attr]
+        events.append(HandshakeComplete(result.peer, result.handshake_hash))
+
+    # responder ------------------------------------------------------------------
+
+    def _on_responder_start(
+        self, kind: FrameKind, body: bytes, now: float, events: list[Event]
+    ) -> None:
+        if kind is FrameKind.HELLO:
+            if len(body) != 2:
+                raise QmpError(ErrorCode.PROTOCOL_ERROR, "HELLO has the wrong size")
+            if int.from_bytes(body, "big") != VERSION:
+                raise QmpError(ErrorCode.UNSUPPORTED_VERSION, "unsupported QMP version")
+            self._emit(FrameKind.RECORD, self.local_record.raw)
+            return
+        if kind is not FrameKind.INIT:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"expected HELLO or INIT, got {kind.name}")
+        assert self._cookies is not None
+        message, mac1, mac2 = ResponderHandshake.split_init(body)
+        if not self._cookies.check_mac1(message, mac1):
+            raise QmpError(
+                ErrorCode.AUTHENTICATION_FAILED,
+                "INIT mac1 is wrong: the initiator does not hold this node's key",
+            )
+        if self._cookies.under_load and not self._cookies.check_mac2(
+            self.peer_address, message + mac1, mac2, now
+        ):
+            self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
+            return
+        self.kem_operations += 1
+        response, result, _payload = ResponderHandshake(self.identity, self.local_record).respond(
+            body, now=now, rng=self.rng
+        )
+        self._emit(FrameKind.RESPONSE, response)
+        self._establish(result, now)
+        self.state = State.AWAIT_CONFIRM
+
+    # both -----------------------------------------------------------------------
+
+    def _establish(self, result: HandshakeResult, now: float) -> None:
+        self.peer = result.peer
+        self.handshake_hash = result.handshake_hash
+        self._channel = Channel(
+            result.send_key, result.receive_key, now=now, config=self.config.channel
+        )
+        self.state = State.ESTABLISHED
+
+    def _on_data(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
+        if kind is not FrameKind.DATA or self._channel is None:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"unexpected {kind.name} frame on a channel")
+        opened = self._channel.open(body, now)
+        if opened is None:
+            self.frames_dropped += 1
+            events.append(FrameDropped("replayed or too old"))
+            return
+        if self.state is State.AWAIT_CONFIRM:
+            self.state = State.ESTABLISHED
+            assert self.peer is not None and self.handshake_hash is not None
+            events.append(HandshakeComplete(self.peer, self.handshake_hash))
+        inner, payload = opened
+        if inner is InnerType.APP:
+            events.append(MessageReceived(payload))
+        elif inner is InnerType.PING:
+            self._emit(FrameKind.DATA, self._channel.seal(InnerType.PONG, payload, now))
+        elif inner is InnerType.PONG:
+            events.append(PongReceived(payload))
+        elif inner is InnerType.CLOSE:
+            code, reason = _parse_error(payload)
+            events.append(self._fail(QmpError(code, reason), now, by_peer=True, notify=False))
+
+
+def _parse_error(body: bytes) -> tuple[ErrorCode, str]:
+    if len(body) < 2:
+        return ErrorCode.PROTOCOL_ERROR, "malformed error frame"
+    try:
+        code = ErrorCode(int.from_bytes(body[:2], "big"))
+    except ValueError:
+        code = ErrorCode.PROTOCOL_ERROR
+    return code, body[2 : 2 + MAX_ERROR_REASON].decode("utf-8", "replace")
+
+
+__all__ = [
+    "HEADER_SIZE",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionStateError",
+    "FrameDropped",
+    "HandshakeComplete",
+    "MessageReceived",
+    "PongReceived",
+    "QmpConfig",
+    "State",
+    "wire",
+]

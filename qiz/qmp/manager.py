@@ -1,0 +1,234 @@
+"""The connection manager: one link per peer, kept alive, repaired, and pruned.
+
+* ``connect`` deduplicates: concurrent dials to one address share one attempt, and a peer
+  already linked (in either direction) is reused;
+* when two nodes dial each other at once, both keep the link initiated by the node with the
+  smaller id and close the other after a short grace period, so both pick the same one;
+* pinned peers (bootstrap addresses) are redialled with exponential backoff and jitter;
+* keepalive pings measure RTT; links unused for ``idle_close`` seconds are closed unless pinned;
+* inbound links are capped by the :class:`~qiz.qmp.transport.Listener`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.qmp.connection import QmpConfig
+from qiz.qmp.errors import ErrorCode
+from qiz.qmp.rpc import Handler, RpcEndpoint
+from qiz.qmp.transport import Link, LinkError, Listener, dial
+
+log = logging.getLogger("qiz.links")
+
+
+@dataclass
+class ManagerConfig:
+    keepalive_interval: float = 15.0
+    idle_close: float = 300.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    duplicate_grace: float = 2.0
+    max_inbound: int = 256
+    cookie_threshold: int = 64
+    qmp: QmpConfig = field(default_factory=QmpConfig)
+
+
+@dataclass
+class PeerLink:
+    link: Link
+    rpc: RpcEndpoint
+    last_used: float
+
+
+class LinkManager:
+    """Owns a node's links: the listener, outbound dials and their upkeep."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        record_provider: Callable[[], PeerRecord],
+        handlers: dict[str, Handler],
+        *,
+        config: ManagerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.record_provider = record_provider
+        self.handlers = handlers
+        self.config = config or ManagerConfig()
+        self.clock = clock
+        self.peers: dict[NodeId, PeerLink] = {}
+        self.listener = Listener(
+            identity,
+            record_provider,
+            on_link=self._on_inbound,
+            config=self.config.qmp,
+            max_inbound=self.config.max_inbound,
+            cookie_threshold=self.config.cookie_threshold,
+            clock=clock,
+        )
+        self._dialing: dict[str, asyncio.Future[PeerLink]] = {}
+        self._pinned: dict[str, asyncio.Task[None]] = {}
+        self._pinned_ids: set[NodeId] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._keepalive: asyncio.Task[None] | None = None
+        self.closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, listen: str) -> None:
+        await self.listener.start(listen)
+        self._keepalive = asyncio.ensure_future(self._keepalive_loop())
+
+    async def close(self) -> None:
+        self.closing = True
+        for task in [*self._pinned.values(), *self._tasks]:
+            task.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        for peer in list(self.peers.values()):
+            peer.link.close(ErrorCode.SHUTDOWN, "node shutting down")
+        await self.listener.close()
+
+    # ------------------------------------------------------------------ links
+
+    async def connect(
+        self, address: str, expected: PeerRecord | NodeId | None = None, *, timeout: float = 10.0
+    ) -> RpcEndpoint:
+        """An RPC endpoint on a link to ``address``, reusing any existing link to that peer."""
+        expected_id = expected.node_id if isinstance(expected, PeerRecord) else expected
+        if expected_id is not None:
+            existing = self.peers.get(expected_id)
+            if existing is not None and existing.link.is_open:
+                existing.last_used = self.clock()
+                return existing.rpc
+        pending = self._dialing.get(address)
+        if pending is None:
+            pending = asyncio.ensure_future(self._dial(address, expected, timeout))
+            self._dialing[address] = pending
+            pending.add_done_callback(lambda _f: self._dialing.pop(address, None))
+        peer = await asyncio.shield(pending)
+        peer.last_used = self.clock()
+        return peer.rpc
+
+    async def _dial(
+        self, address: str, expected: PeerRecord | NodeId | None, timeout: float
+    ) -> PeerLink:
+        link = await dial(
+            address,
+            self.identity,
+            self.record_provider(),
+            expected=expected,
+            config=self.config.qmp,
+            timeout=timeout,
+            clock=self.clock,
+        )
+        return self._adopt(link)
+
+    def _on_inbound(self, link: Link) -> None:
+        self._adopt(link)
+
+    def _adopt(self, link: Link) -> PeerLink:
+        peer_id = link.peer_id
+        assert peer_id is not None
+        if peer_id == self.identity.node_id:
+            link.close(ErrorCode.UNEXPECTED_PEER, "a node does not link to itself")
+            raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")
+        entry = PeerLink(link, RpcEndpoint(link, self.handlers), self.clock())
+        link.closed.add_done_callback(lambda _f, link=link: self._on_close(link))
+        current = self.peers.get(peer_id)
+        if current is not None and current.link.is_open and current.link is not link:
+            keep, drop = (
+                (entry, current) if self._preferred(link, current.link) else (current, entry)
+            )
+            self.peers[peer_id] = keep
+            self._later(
+                self.config.duplicate_grace, drop.link.close, ErrorCode.NORMAL_CLOSE, "duplicate"
+            )
+            return keep
+        self.peers[peer_id] = entry
+        self._later(0, self._first_ping, link)
+        return entry
+
+    async def _first_ping(self, link: Link) -> None:
+        """Measure the RTT of a new link at once, so status shows it before the first keepalive."""
+        with contextlib.suppress(LinkError, TimeoutError):
+            await link.ping(timeout=self.config.keepalive_interval)
+
+    def _preferred(self, new: Link, old: Link) -> bool:
+        """Both ends agree: keep the link whose initiator has the smaller node id."""
+
+        def initiator(link: Link) -> bytes:
+            assert link.peer_id is not None
+            return (self.identity.node_id if link.conn.is_initiator else link.peer_id).digest
+
+        return initiator(new) < initiator(old)
+
+    def _on_close(self, link: Link) -> None:
+        peer_id = link.peer_id
+        if peer_id is not None:
+            current = self.peers.get(peer_id)
+            if current is not None and current.link is link:
+                del self.peers[peer_id]
+
+    def _later(self, delay: float, fn: Callable, *args: object) -> None:
+        """Run ``fn(*args)`` (plain or async) after ``delay`` seconds, owned by the manager."""
+
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                await result
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ upkeep
+
+    def pin(self, address: str, expected: NodeId | None = None) -> None:
+        """Keep a link to ``address`` up for as long as the manager runs."""
+        if address not in self._pinned:
+            self._pinned[address] = asyncio.ensure_future(self._keep_linked(address, expected))
+
+    async def _keep_linked(self, address: str, expected: NodeId | None) -> None:
+        delay = self.config.backoff_initial
+        pinned_id: NodeId | None = expected
+        while not self.closing:
+            try:
+                endpoint = await self.connect(address, pinned_id)
+                pinned_id = endpoint.link.peer_id
+                if pinned_id is not None:
+                    self._pinned_ids.add(pinned_id)
+                delay = self.config.backoff_initial
+                await endpoint.link.wait_closed()
+                if self.closing:
+                    return
+                log.info("link to %s lost; redialling", address)
+            except (LinkError, OSError) as exc:
+                log.info("cannot link to %s: %s; retry in %.1fs", address, exc, delay)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.config.backoff_max)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.keepalive_interval)
+            now = self.clock()
+            for peer_id, peer in list(self.peers.items()):
+                idle = now - max(peer.last_used, peer.rpc.last_activity)
+                if idle > self.config.idle_close and peer_id not in self._pinned_ids:
+                    peer.link.close(ErrorCode.IDLE_TIMEOUT, "idle")
+                    continue
+                with contextlib.suppress(LinkError, TimeoutError):
+                    await peer.link.ping(timeout=self.config.keepalive_interval)
+
+    def stats(self) -> list[dict]:
+        return [peer.link.stats() for peer in self.peers.values()]

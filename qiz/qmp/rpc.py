@@ -1,0 +1,195 @@
+"""Multiplexed request/response RPC over one QMP link.
+
+Messages are canonical CBOR arrays inside channel APP messages::
+
+    [0, id, method, body]      request          [1, id, body]            result
+    [2, id, code, message]     error            [3, id]                  cancel
+
+``id`` is chosen by the caller (unique among its requests in flight on the link), ``method`` a
+text name such as ``"qmp.ping"``, ``body`` any plain CBOR value. Limits: a cap on requests in
+flight each way (an inbound request over the cap is answered ``busy`` at once, without running
+it), a per-call timeout, and cancellation (a caller that gives up sends ``cancel`` and the
+handler task is cancelled). Sends wait on the link's backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qiz import wire
+from qiz.crypto.ids import NodeId
+from qiz.qmp.transport import Link, LinkError
+
+log = logging.getLogger("qiz.rpc")
+
+REQUEST, RESULT, ERROR, CANCEL = 0, 1, 2, 3
+MAX_METHOD = 64
+
+
+class RpcError(Exception):
+    """A call failed: ``code`` is one of ``unknown-method``, ``bad-request``, ``busy``,
+    ``internal``, ``timeout``, ``cancelled``, ``link-closed`` or a handler's own code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler knows about the caller: its authenticated node id and link."""
+
+    peer_id: NodeId
+    link: Link
+
+
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
+class RpcEndpoint:
+    """Both sides of RPC on one link: calls out, dispatch in."""
+
+    def __init__(
+        self,
+        link: Link,
+        handlers: dict[str, Handler],
+        *,
+        max_inflight_in: int = 64,
+        max_inflight_out: int = 64,
+        default_timeout: float = 10.0,
+        max_message: int | None = None,
+    ) -> None:
+        self.link = link
+        self.handlers = handlers
+        self.max_inflight_in = max_inflight_in
+        self.default_timeout = default_timeout
+        self.max_message = max_message or link.conn.config.max_payload
+        self._out_slots = asyncio.Semaphore(max_inflight_out)
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._replies: set[asyncio.Task[None]] = set()
+        self.bad_messages = 0
+        self.last_activity = link.clock()
+        link.on_message = self._on_message
+        link.closed.add_done_callback(self._on_closed)
+        for early in link.take_queued():  # arrived before this endpoint attached
+            self._on_message(link, early)
+
+    # ------------------------------------------------------------------ calling
+
+    async def call(self, method: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        """Call ``method`` on the peer and return its result, or raise :class:`RpcError`."""
+        async with self._out_slots:
+            self._next_id = (self._next_id + 1) % (1 << 62)
+            call_id = self._next_id
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending[call_id] = future
+            try:
+                await self._send([REQUEST, call_id, method, body])
+                return await asyncio.wait_for(future, timeout or self.default_timeout)
+            except TimeoutError:
+                await self._send_quietly([CANCEL, call_id])
+                raise RpcError("timeout", f"{method} got no answer in time") from None
+            except asyncio.CancelledError:
+                await self._send_quietly([CANCEL, call_id])
+                raise
+            finally:
+                self._pending.pop(call_id, None)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _send(self, message: list) -> None:
+        data = wire.encode(message)
+        if len(data) > self.max_message:
+            raise RpcError("bad-request", f"message of {len(data)} bytes is over the link limit")
+        try:
+            await self.link.send(data)
+        except LinkError as exc:
+            raise RpcError("link-closed", str(exc)) from None
+
+    async def _send_quietly(self, message: list) -> None:
+        with contextlib.suppress(RpcError):
+            await self._send(message)
+
+    def _on_message(self, link: Link, data: bytes) -> None:
+        self.last_activity = link.clock()
+        try:
+            message = wire.decode(data, max_size=self.max_message, what="RPC message")
+            kind, call_id = message[0], message[1]
+            if not isinstance(call_id, int) or isinstance(call_id, bool):
+                raise ValueError("bad id")
+        except (wire.WireError, ValueError, TypeError, IndexError, KeyError):
+            self.bad_messages += 1
+            return
+        if kind == REQUEST and len(message) == 4 and isinstance(message[2], str):
+            self._on_request(call_id, message[2], message[3])
+        elif kind == RESULT and len(message) == 3:
+            future = self._pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_result(message[2])
+        elif kind == ERROR and len(message) == 4:
+            future = self._pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_exception(RpcError(str(message[2]), str(message[3])))
+        elif kind == CANCEL and len(message) == 2:
+            task = self._running.pop(call_id, None)
+            if task is not None:
+                task.cancel()
+        else:
+            self.bad_messages += 1
+
+    def _on_request(self, call_id: int, method: str, body: Any) -> None:
+        handler = self.handlers.get(method) if len(method) <= MAX_METHOD else None
+        if handler is None:
+            self._reply_later([ERROR, call_id, "unknown-method", f"no method {method[:64]!r}"])
+            return
+        if len(self._running) >= self.max_inflight_in or call_id in self._running:
+            self._reply_later([ERROR, call_id, "busy", "too many requests in flight"])
+            return
+        assert self.link.peer_id is not None
+        context = CallContext(self.link.peer_id, self.link)
+        task = asyncio.ensure_future(self._run(call_id, method, handler, context, body))
+        self._running[call_id] = task
+
+    async def _run(
+        self, call_id: int, method: str, handler: Handler, context: CallContext, body: Any
+    ) -> None:
+        try:
+            result = await handler(context, body)
+            reply = [RESULT, call_id, result]
+        except asyncio.CancelledError:
+            return
+        except RpcError as exc:
+            reply = [ERROR, call_id, exc.code, exc.message]
+        except (ValueError, TypeError, KeyError) as exc:
+            reply = [ERROR, call_id, "bad-request", str(exc)[:200]]
+        except Exception as exc:
+            log.exception("handler %s failed", method)
+            reply = [ERROR, call_id, "internal", type(exc).__name__]
+        finally:
+            self._running.pop(call_id, None)
+        try:
+            await self._send(reply)
+        except RpcError as exc:
+            if exc.code == "bad-request":  # result too large for one message
+                await self._send_quietly([ERROR, call_id, "internal", "result too large"])
+
+    def _reply_later(self, message: list) -> None:
+        task = asyncio.ensure_future(self._send_quietly(message))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    def _on_closed(self, _future: asyncio.Future) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RpcError("link-closed", "the link closed"))
+        for task in self._running.values():
+            task.cancel()
+        self._running.clear()

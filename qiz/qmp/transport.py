@@ -1,0 +1,431 @@
+"""QMP over asyncio TCP: the adapter that feeds :class:`~qiz.qmp.connection.Connection` with
+socket bytes and wall-clock time.
+
+* :func:`dial` opens a link and returns it established (or raises :class:`LinkError`);
+* :class:`Listener` accepts links, caps inbound links, and turns on the handshake cookie when too
+  many handshakes are in progress at once;
+* :class:`Link` gives ``send``/``recv``/``ping`` with backpressure both ways: ``send`` waits while
+  the socket's write buffer is above its high-water mark, and reading pauses while more than
+  ``max_queued`` received messages wait for the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity.peer_record import parse_address
+from qiz.qmp.connection import (
+    Connection,
+    ConnectionClosed,
+    FrameDropped,
+    HandshakeComplete,
+    MessageReceived,
+    PongReceived,
+    QmpConfig,
+)
+from qiz.qmp.cookie import CookieAuthority
+from qiz.qmp.errors import ErrorCode
+
+log = logging.getLogger("qiz.qmp")
+TICK_INTERVAL = 1.0
+
+
+class LinkError(ConnectionError):
+    """A link could not be set up, or closed while in use; ``code`` says why."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Link(asyncio.Protocol):
+    """One QMP link on one TCP connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        max_queued: int = 256,
+        on_message: Callable[[Link, bytes], None] | None = None,
+        on_close: Callable[[Link], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.max_queued = max_queued
+        self.on_message = on_message
+        self.on_close = on_close
+        self.transport: asyncio.Transport | None = None
+        self.remote_address = ""
+        self.established = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.rtt: float | None = None
+        self.since = clock()
+        self.counters = {"frames_dropped": 0}
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._pings: dict[bytes, float] = {}
+        self._ping_seq = 0
+        self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
+        self._ticker: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            host, port = peer[0], peer[1]
+            self.remote_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.conn.peer_address = self.remote_address
+        if self.conn.is_initiator:
+            self.conn.start(self.clock())
+            self._flush()
+        self._schedule_tick()
+
+    def data_received(self, data: bytes) -> None:
+        events = self.conn.receive_data(data, self.clock())
+        self._flush()
+        self._dispatch(events)
+
+    def eof_received(self) -> bool | None:
+        self._finish(ErrorCode.NORMAL_CLOSE, "peer closed the connection", by_peer=True)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"connection lost: {exc}" if exc else "connection closed"
+        if self.conn.close_reason is not None:
+            event = self.conn.close_reason
+            self._finish(event.code, event.reason, by_peer=event.by_peer)
+        else:
+            self._finish(ErrorCode.NORMAL_CLOSE, reason, by_peer=True)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # ------------------------------------------------------------- public API
+
+    @property
+    def peer(self) -> PeerRecord | None:
+        return self.conn.peer
+
+    @property
+    def peer_id(self) -> NodeId | None:
+        return self.conn.peer.node_id if self.conn.peer else None
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.done()
+
+    def take_queued(self) -> list[bytes]:
+        """Messages received before a consumer attached (``on_message`` set later)."""
+        queued = []
+        while not self._queue.empty():
+            queued.append(self._queue.get_nowait())
+        return queued
+
+    async def wait_established(self, timeout: float | None = None) -> PeerRecord:
+        await asyncio.wait_for(asyncio.shield(self.established), timeout)
+        assert self.conn.peer is not None
+        return self.conn.peer
+
+    async def send(self, payload: bytes) -> None:
+        """Send one message, waiting while the socket's buffer is full."""
+        while True:
+            if self.closed.done():
+                raise self._closed_error()
+            await self._can_write.wait()
+            if self.closed.done():
+                raise self._closed_error()
+            try:
+                self.conn.send(payload, self.clock())
+            except BufferError:
+                self._can_write.clear()
+                self._flush()
+                await asyncio.sleep(0)
+                continue
+            self._flush()
+            return
+
+    async def recv(self) -> bytes:
+        """The next message from the peer; raises :class:`LinkError` once the link is closed."""
+        while self._queue.empty():
+            if self.closed.done():
+                raise self._closed_error()
+            waiter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({waiter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                message = waiter.result()
+                self._after_take()
+                return message
+            waiter.cancel()
+        message = self._queue.get_nowait()
+        self._after_take()
+        return message
+
+    def _after_take(self) -> None:
+        if self._reading_paused and self._queue.qsize() <= self.max_queued // 2:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip time of one encrypted ping, in seconds."""
+        self._ping_seq += 1
+        token = self._ping_seq.to_bytes(8, "big")
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pong_waiters[token] = waiter
+        self._pings[token] = time.perf_counter()
+        try:
+            self.conn.ping(token, self.clock())
+        except Exception:
+            self._pong_waiters.pop(token, None)
+            raise self._closed_error() from None
+        self._flush()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._pong_waiters.pop(token, None)
+            self._pings.pop(token, None)
+
+    def close(self, code: ErrorCode = ErrorCode.NORMAL_CLOSE, reason: str = "") -> None:
+        if not self.conn.closed:
+            self.conn.close(code, reason, self.clock())
+            self._flush()
+        if self.transport is not None:
+            self.transport.close()
+        self._finish(code, reason or "closed locally", by_peer=False)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self.closed)
+
+    def stats(self) -> dict:
+        return {
+            "peer": str(self.peer_id) if self.peer_id else None,
+            "address": self.remote_address,
+            "direction": "out" if self.conn.is_initiator else "in",
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+            "bytes_sent": self.conn.bytes_sent,
+            "bytes_received": self.conn.bytes_received,
+            "since": self.since,
+            "established": self.established.done()
+            and not self.established.cancelled()
+            and self.established.exception() is None,
+        }
+
+    # ------------------------------------------------------------- internals
+
+    def _closed_error(self) -> LinkError:
+        event = self.conn.close_reason
+        if event is not None:
+            return LinkError(event.code, f"link closed: {event.reason}")
+        return LinkError(ErrorCode.NORMAL_CLOSE, "link closed")
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+        if self.conn.closed and self.transport is not None:
+            self.transport.close()
+
+    def _dispatch(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, MessageReceived):
+                if self.on_message is not None:
+                    self.on_message(self, event.payload)
+                else:
+                    self._queue.put_nowait(event.payload)
+                    if (
+                        not self._reading_paused
+                        and self._queue.qsize() >= self.max_queued
+                        and self.transport is not None
+                    ):
+                        self._reading_paused = True
+                        self.transport.pause_reading()
+            elif isinstance(event, HandshakeComplete):
+                if not self.established.done():
+                    self.established.set_result(event.peer)
+            elif isinstance(event, PongReceived):
+                sent = self._pings.get(event.payload)
+                waiter = self._pong_waiters.get(event.payload)
+                if sent is not None:
+                    self.rtt = time.perf_counter() - sent
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(self.rtt)
+            elif isinstance(event, FrameDropped):
+                self.counters["frames_dropped"] += 1
+            elif isinstance(event, ConnectionClosed):
+                if self.transport is not None:
+                    self.transport.close()
+                self._finish(event.code, event.reason, by_peer=event.by_peer)
+
+    def _finish(self, code: ErrorCode, reason: str, *, by_peer: bool) -> None:
+        if self.closed.done():
+            return
+        if self._ticker is not None:
+            self._ticker.cancel()
+        error = LinkError(code, reason)
+        if not self.established.done():
+            self.established.set_exception(error)
+            self.established.exception()  # mark retrieved: a failed dial is reported by dial()
+        for waiter in self._pong_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._can_write.set()
+        self.closed.set_result((code, reason, by_peer))
+        if code not in (ErrorCode.NORMAL_CLOSE, ErrorCode.SHUTDOWN):
+            log.info("link %s closed: %s (%s)", self.remote_address, reason, code.name)
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(TICK_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        events = self.conn.tick(self.clock())
+        self._flush()
+        self._dispatch(events)
+        if not self.closed.done():
+            self._schedule_tick()
+
+
+async def dial(
+    address: str,
+    identity: NodeIdentity,
+    local_record: PeerRecord,
+    *,
+    expected: PeerRecord | NodeId | None = None,
+    config: QmpConfig | None = None,
+    timeout: float = 10.0,
+    clock: Callable[[], float] = time.time,
+    on_message: Callable[[Link, bytes], None] | None = None,
+    on_close: Callable[[Link], None] | None = None,
+) -> Link:
+    """Open an established link to ``address`` (``ip:port``)."""
+    host, port = parse_address(address)
+    loop = asyncio.get_running_loop()
+    conn = Connection.initiator(
+        identity, local_record, expected=expected, now=clock(), config=config
+    )
+    try:
+        _, link = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: Link(conn, clock=clock, on_message=on_message, on_close=on_close),
+                host,
+                port,
+            ),
+            timeout,
+        )
+    except (OSError, TimeoutError) as exc:
+        raise LinkError(ErrorCode.PROTOCOL_ERROR, f"cannot reach {address}: {exc}") from None
+    try:
+        await link.wait_established(timeout)
+    except TimeoutError:
+        link.close(ErrorCode.HANDSHAKE_TIMEOUT, "handshake timed out")
+        raise LinkError(
+            ErrorCode.HANDSHAKE_TIMEOUT, f"handshake with {address} timed out"
+        ) from None
+    return link
+
+
+class Listener:
+    """Accepts QMP links on one address."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        local_record_provider: Callable[[], PeerRecord],
+        *,
+        on_link: Callable[[Link], Awaitable[None] | None],
+        config: QmpConfig | None = None,
+        max_inbound: int = 256,
+        cookie_threshold: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.local_record_provider = local_record_provider
+        self.on_link = on_link
+        self.config = config or QmpConfig()
+        self.max_inbound = max_inbound
+        self.cookie_threshold = cookie_threshold
+        self.clock = clock
+        self.cookies = CookieAuthority(identity.xwing_public.raw, now=clock())
+        self.links: set[Link] = set()
+        self.server: asyncio.base_events.Server | None = None
+        self.refused = 0
+        self.handshakes_failed = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def start(self, address: str) -> None:
+        host, port = (
+            parse_address(address)
+            if not address.endswith(":0")
+            else (
+                address.rsplit(":", 1)[0].strip("[]"),
+                0,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._make_link, host, port)
+
+    def _in_handshake(self) -> int:
+        return sum(1 for link in self.links if not link.established.done())
+
+    def _make_link(self) -> Link:
+        conn = Connection.responder(
+            self.identity,
+            self.local_record_provider(),
+            cookies=self.cookies,
+            peer_address="",
+            now=self.clock(),
+            config=self.config,
+        )
+        self.cookies.under_load = self._in_handshake() >= self.cookie_threshold
+        link = Link(conn, clock=self.clock, on_close=self._on_close)
+        if len(self.links) >= self.max_inbound:
+            self.refused += 1
+            conn.close(ErrorCode.BUSY, "too many inbound links")
+        self.links.add(link)
+        link.established.add_done_callback(lambda fut, link=link: self._on_established(link, fut))
+        return link
+
+    def _on_established(self, link: Link, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.handshakes_failed += 1
+            return
+        result = self.on_link(link)
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _on_close(self, link: Link) -> None:
+        self.links.discard(link)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for link in list(self.links):
+            link.close(ErrorCode.SHUTDOWN, "node shutting down")
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
