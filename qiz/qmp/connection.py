@@ -36,6 +36,7 @@ from qiz.qmp.handshake import (
 )
 
 MAX_COOKIE_RETRIES = 2
+HANDSHAKE_MAX_BODY = 32 * 1024  # INIT carries a ~6.8 KB peer record; nothing needs more
 MAX_ERROR_REASON = 200
 
 
@@ -126,7 +127,7 @@ class Connection:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_dropped = 0
-        self._decoder = FrameDecoder(config.max_frame_body)
+        self._decoder = FrameDecoder(max(config.max_frame_body, HANDSHAKE_MAX_BODY))
         self._out = bytearray()
         self._channel: Channel | None = None
         # initiator
@@ -403,9 +404,15 @@ class Connection:
                 ErrorCode.AUTHENTICATION_FAILED,
                 "INIT mac1 is wrong: the initiator does not hold this node's key",
             )
-        if self._cookies.under_load and not self._cookies.check_mac2(
+        # mac2 is all zeros until the initiator holds a cookie; any other value must be valid,
+        # under load or not, so that no bit of INIT can change unnoticed.
+        has_mac2 = mac2 != bytes(len(mac2))
+        mac2_ok = has_mac2 and self._cookies.check_mac2(
             self.peer_address, message + mac1, mac2, now
-        ):
+        )
+        if has_mac2 and not mac2_ok and not self._cookies.under_load:
+            raise QmpError(ErrorCode.AUTHENTICATION_FAILED, "INIT mac2 is wrong")
+        if self._cookies.under_load and not mac2_ok:
             self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
             return
         self.kem_operations += 1
@@ -424,6 +431,7 @@ class Connection:
         self._channel = Channel(
             result.send_key, result.receive_key, now=now, config=self.config.channel
         )
+        self._decoder.max_body = self.config.max_frame_body
         self.state = State.ESTABLISHED
 
     def _on_data(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
