@@ -133,3 +133,23 @@ def test_parse_address() -> None:
     for bad in ("127.0.0.1", "127.0.0.1:x", "1.2.3.4:70000", "", "[::1]", "host:1"):
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+def test_verified_record_cache_gives_the_same_answers(
+    record: PeerRecord, bob: NodeIdentity
+) -> None:
+    from qiz.identity.peer_record import VerifiedRecordCache
+
+    cache = VerifiedRecordCache(capacity=2)
+    assert cache.verify(record.raw, now=NOW) == record
+    assert cache.verify(record.raw, now=NOW + 1) == record
+    assert cache.hits == 1
+    with pytest.raises(PeerRecordError, match="expected"):
+        cache.verify(record.raw, now=NOW, expected_id=bob.node_id)
+    with pytest.raises(PeerRecordError, match="expired"):
+        cache.verify(record.raw, now=record.expires)
+    forged = bytearray(record.raw)
+    forged[-3] ^= 1
+    for _ in range(2):  # a bad record is never cached
+        with pytest.raises(PeerRecordError):
+            cache.verify(bytes(forged), now=NOW)

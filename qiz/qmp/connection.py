@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from qiz import wire
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
-from qiz.identity.peer_record import MAX_RECORD_SIZE
+from qiz.identity.peer_record import MAX_RECORD_SIZE, VerifiedRecordCache
 from qiz.qmp.channel import DATA_OVERHEAD, Channel, ChannelConfig, InnerType
 from qiz.qmp.cookie import CookieAuthority, open_cookie_frame
 from qiz.qmp.errors import ErrorCode, QmpError
@@ -137,6 +137,7 @@ class Connection:
         # responder
         self.peer_address = ""
         self._cookies: CookieAuthority | None = None
+        self._records: VerifiedRecordCache | None = None
         self.kem_operations = 0
 
     # ----------------------------------------------------------------- construction
@@ -180,7 +181,10 @@ class Connection:
         now: float,
         config: QmpConfig | None = None,
         rng: Rng | None = None,
+        records: VerifiedRecordCache | None = None,
     ) -> Connection:
+        """Listen side. ``cookies`` and ``records`` are shared by all of a node's inbound
+        links: the anti-DoS state and the cache of peer records that already verified."""
         conn = cls(
             identity=identity,
             local_record=local_record,
@@ -190,6 +194,7 @@ class Connection:
             rng=rng,
         )
         conn._cookies = cookies
+        conn._records = records
         conn.peer_address = peer_address
         return conn
 
@@ -416,9 +421,8 @@ class Connection:
             self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
             return
         self.kem_operations += 1
-        response, result, _payload = ResponderHandshake(self.identity, self.local_record).respond(
-            body, now=now, rng=self.rng
-        )
+        responder = ResponderHandshake(self.identity, self.local_record, self._records)
+        response, result, _payload = responder.respond(body, now=now, rng=self.rng)
         self._emit(FrameKind.RESPONSE, response)
         self._establish(result, now)
         self.state = State.AWAIT_CONFIRM

@@ -38,6 +38,7 @@ from qiz.crypto.xwing import (
     XWingPublicKey,
 )
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
+from qiz.identity.peer_record import VerifiedRecordCache
 from qiz.qmp.cookie import MAC_SIZE, compute_mac1, compute_mac2
 from qiz.qmp.errors import ErrorCode, QmpError
 
@@ -187,9 +188,15 @@ class InitiatorHandshake:
 class ResponderHandshake:
     """The listening side: check INIT, verify the initiator's record, build RESPONSE."""
 
-    def __init__(self, identity: NodeIdentity, local_record: PeerRecord) -> None:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        local_record: PeerRecord,
+        records: VerifiedRecordCache | None = None,
+    ) -> None:
         self.identity = identity
         self.local_record = local_record
+        self.records = records
 
     @staticmethod
     def split_init(body: bytes) -> tuple[bytes, bytes, bytes]:
@@ -227,7 +234,10 @@ class ResponderHandshake:
         if not isinstance(raw_record, bytes):
             raise QmpError(ErrorCode.BAD_PEER_RECORD, "INIT carries no peer record")
         try:
-            initiator = PeerRecord.verify(raw_record, now=now)
+            if self.records is not None:
+                initiator = self.records.verify(raw_record, now=now)
+            else:
+                initiator = PeerRecord.verify(raw_record, now=now)
         except PeerRecordError as exc:
             raise QmpError(ErrorCode.BAD_PEER_RECORD, f"initiator's record: {exc}") from None
         try:

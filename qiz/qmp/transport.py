@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord
-from qiz.identity.peer_record import parse_address
+from qiz.identity.peer_record import VerifiedRecordCache, parse_address
 from qiz.qmp.connection import (
     Connection,
     ConnectionClosed,
@@ -363,6 +363,7 @@ class Listener:
         self.cookie_threshold = cookie_threshold
         self.clock = clock
         self.cookies = CookieAuthority(identity.xwing_public.raw, now=clock())
+        self.records = VerifiedRecordCache()
         self.links: set[Link] = set()
         self.server: asyncio.base_events.Server | None = None
         self.refused = 0
@@ -398,6 +399,7 @@ class Listener:
             peer_address="",
             now=self.clock(),
             config=self.config,
+            records=self.records,
         )
         self.cookies.under_load = self._in_handshake() >= self.cookie_threshold
         link = Link(conn, clock=self.clock, on_close=self._on_close)

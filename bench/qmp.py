@@ -1,0 +1,361 @@
+"""QMP benchmark, side by side on loopback in one run: handshake latency and crypto CPU per
+side; RPC round trip; bulk throughput over one link against raw asyncio TCP and TLS 1.3
+(Python's ``ssl``). Each server runs in its own process, as a real peer would.
+
+Every transport carries the same byte stream and the server returns the stream's SHA-256, which
+must match before a figure is printed. Figures stand beside the whitepaper's latency row
+(5 ms average, 20 ms peak, 10 Gbps).
+
+    python bench/qmp.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Figure, machine, markdown_table, median, percentile
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity.peer_record import VerifiedRecordCache
+from qiz.qmp.connection import Connection
+from qiz.qmp.cookie import CookieAuthority
+from qiz.qmp.rpc import RpcEndpoint
+from qiz.qmp.transport import Link, Listener, dial
+
+CHUNK = 64 * 1024
+CLAIM_LATENCY_MS = 5.0
+CLAIM_PEAK_MS = 20.0
+CLAIM_GBPS = 10.0
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+async def serve_qmp(secret_path: str) -> None:
+    identity = NodeIdentity.from_secret_bytes(Path(secret_path).read_bytes())
+    record = PeerRecord.create(identity, ["127.0.0.1:1"], seq=1, now=time.time())
+
+    async def echo(ctx, body):
+        return body
+
+    def on_link(link: Link):
+        if link.conn.peer and link.conn.peer.addresses == ("127.0.0.1:2",):  # bulk client
+            return _bulk_sink(link)  # the listener runs it as a task
+        RpcEndpoint(link, {"echo": echo})
+        return None
+
+    listener = Listener(identity, lambda: record, on_link=on_link, max_inbound=10_000)
+    await listener.start("127.0.0.1:0")
+    print(listener.address.rsplit(":", 1)[1], flush=True)
+    await asyncio.Event().wait()
+
+
+async def _bulk_sink(link: Link) -> None:
+    header = await link.recv()
+    total = int.from_bytes(header, "big")
+    digest = hashlib.sha256()
+    got = 0
+    while got < total:
+        chunk = await link.recv()
+        digest.update(chunk)
+        got += len(chunk)
+    await link.send(digest.digest())
+
+
+class _HashingSink(asyncio.Protocol):
+    """Raw-stream server: an 8-byte length, then that many bytes, answered with their SHA-256.
+    A Protocol, not streams, so the baseline pays no more per byte than QMP's own adapter."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.header = b""
+        self.remaining = -1
+        self.digest = hashlib.sha256()
+
+    def data_received(self, data: bytes) -> None:
+        if self.remaining < 0:
+            self.header += data
+            if len(self.header) < 8:
+                return
+            self.remaining = int.from_bytes(self.header[:8], "big")
+            data = self.header[8:]
+        self.digest.update(data)
+        self.remaining -= len(data)
+        if self.remaining <= 0:
+            self.transport.write(self.digest.digest())  # type: ignore[attr-defined]
+
+
+async def serve_stream(use_tls: bool, cert_dir: str) -> None:
+    context = None
+    if use_tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(f"{cert_dir}/cert.pem", f"{cert_dir}/key.pem")
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_HashingSink, "127.0.0.1", 0, ssl=context)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", *args], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def make_cert(directory: str) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qiz-bench")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    Path(directory, "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    Path(directory, "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+def handshake_cpu(rounds: int, *, warm: bool) -> tuple[float, float]:
+    """CPU seconds per handshake on each side, sans-IO, in this process (median). ``warm``:
+    the responder has seen the initiator's record before (a reconnecting peer)."""
+    now = time.time()
+    a_id, b_id = NodeIdentity.generate(), NodeIdentity.generate()
+    a_rec = PeerRecord.create(a_id, ["127.0.0.1:1"], seq=1, now=now)
+    b_rec = PeerRecord.create(b_id, ["127.0.0.1:2"], seq=1, now=now)
+    cookies = CookieAuthority(b_id.xwing_public.raw, now=now)
+    records = VerifiedRecordCache() if warm else None
+    init_cpu, resp_cpu = [], []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        a = Connection.initiator(a_id, a_rec, expected=b_rec, now=now)
+        a.start(now)
+        msg1 = a.data_to_send()
+        t1 = time.process_time()
+        b = Connection.responder(
+            b_id, b_rec, cookies=cookies, peer_address="x", now=now, records=records
+        )
+        b.receive_data(msg1, now)
+        msg2 = b.data_to_send()
+        t2 = time.process_time()
+        a.receive_data(msg2, now)
+        msg3 = a.data_to_send()
+        t3 = time.process_time()
+        b.receive_data(msg3, now)
+        t4 = time.process_time()
+        assert a.established and b.established
+        init_cpu.append((t1 - t0) + (t3 - t2))
+        resp_cpu.append((t2 - t1) + (t4 - t3))
+    return median(init_cpu), median(resp_cpu)
+
+
+async def qmp_client(port: int, identity: NodeIdentity, server_record: PeerRecord, quick: bool):
+    now = time.time()
+    record = PeerRecord.create(identity, ["127.0.0.1:1"], seq=1, now=now)
+    address = f"127.0.0.1:{port}"
+    # Handshakes: record known, so one round trip (INIT / RESPONSE) plus TCP connect.
+    latencies = []
+    for _ in range(60 if quick else 300):
+        t0 = time.perf_counter()
+        link = await dial(address, identity, record, expected=server_record)
+        latencies.append(time.perf_counter() - t0)
+        link.close()
+    # RPC round trips over one link.
+    link = await dial(address, identity, record, expected=server_record)
+    rpc = RpcEndpoint(link, {})
+    body = os.urandom(32)
+    assert await rpc.call("echo", body) == body
+    rtts = []
+    for _ in range(500 if quick else 3000):
+        t0 = time.perf_counter()
+        await rpc.call("echo", body)
+        rtts.append(time.perf_counter() - t0)
+    link.close()
+    return latencies, rtts
+
+
+async def qmp_bulk(port: int, identity: NodeIdentity, server_record: PeerRecord, data: bytes):
+    record = PeerRecord.create(identity, ["127.0.0.1:2"], seq=1, now=time.time())
+    link = await dial(f"127.0.0.1:{port}", identity, record, expected=server_record)
+    t0 = time.perf_counter()
+    await link.send(len(data).to_bytes(8, "big"))
+    view = memoryview(data)
+    for off in range(0, len(data), CHUNK):
+        await link.send(bytes(view[off : off + CHUNK]))
+    digest = await link.recv()
+    elapsed = time.perf_counter() - t0
+    link.close()
+    return elapsed, digest
+
+
+async def stream_bulk(port: int, data: bytes, use_tls: bool):
+    context = None
+    if use_tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # a benchmark of the record layer, not of PKI
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    t0 = time.perf_counter()
+    writer.write(len(data).to_bytes(8, "big"))
+    view = memoryview(data)
+    for off in range(0, len(data), CHUNK):
+        writer.write(bytes(view[off : off + CHUNK]))
+        await writer.drain()
+    digest = await reader.readexactly(32)
+    elapsed = time.perf_counter() - t0
+    writer.close()
+    return elapsed, digest
+
+
+def run(quick: bool = False) -> list[Figure]:
+    figures: list[Figure] = []
+    rounds = 30 if quick else 200
+    init_cpu, resp_cold = handshake_cpu(rounds, warm=False)
+    _, resp_warm = handshake_cpu(rounds, warm=True)
+    figures += [
+        Figure("QMP handshake", "initiator CPU (crypto + protocol)", init_cpu * 1e3, "ms"),
+        Figure("QMP handshake", "responder CPU, new peer record", resp_cold * 1e3, "ms"),
+        Figure("QMP handshake", "responder CPU, record seen before", resp_warm * 1e3, "ms"),
+    ]
+    server_identity = NodeIdentity.generate()
+    client_identity = NodeIdentity.generate()
+    data = os.urandom((64 if quick else 256) * 1024 * 1024)
+    expected_digest = hashlib.sha256(data).digest()
+    with tempfile.TemporaryDirectory() as tmp:
+        secret = Path(tmp, "server.secret")
+        secret.write_bytes(server_identity.to_secret_bytes())
+        make_cert(tmp)
+        qmp_proc, qmp_port = start_server("qmp", str(secret))
+        tcp_proc, tcp_port = start_server("tcp", tmp)
+        tls_proc, tls_port = start_server("tls", tmp)
+        try:
+            server_record = PeerRecord.create(
+                server_identity, [f"127.0.0.1:{qmp_port}"], seq=1, now=time.time()
+            )
+            latencies, rtts = asyncio.run(
+                qmp_client(qmp_port, client_identity, server_record, quick)
+            )
+            results = {}
+            for name, coro in (
+                ("raw asyncio TCP", lambda: stream_bulk(tcp_port, data, False)),
+                ("TLS 1.3 (ssl)", lambda: stream_bulk(tls_port, data, True)),
+                ("QMP", lambda: qmp_bulk(qmp_port, client_identity, server_record, data)),
+            ):
+                best = None
+                for _ in range(1 if quick else 3):
+                    elapsed, digest = asyncio.run(coro())
+                    if digest != expected_digest:
+                        raise SystemExit(f"{name}: the server received different bytes")
+                    best = elapsed if best is None else min(best, elapsed)
+                results[name] = best
+        finally:
+            for proc in (qmp_proc, tcp_proc, tls_proc):
+                proc.kill()
+                proc.wait()
+    figures += [
+        Figure(
+            "QMP handshake",
+            "latency median (TCP connect + 1 RTT, record known)",
+            median(latencies) * 1e3,
+            "ms",
+            claim=CLAIM_LATENCY_MS,
+            claim_text="5 ms average",
+        ),
+        Figure(
+            "QMP handshake",
+            "latency p99",
+            percentile(latencies, 0.99) * 1e3,
+            "ms",
+            claim=CLAIM_PEAK_MS,
+            claim_text="20 ms peak",
+        ),
+        Figure(
+            "QMP RPC",
+            "round trip median (32-byte echo)",
+            median(rtts) * 1e3,
+            "ms",
+            claim=CLAIM_LATENCY_MS,
+            claim_text="5 ms average",
+        ),
+        Figure(
+            "QMP RPC",
+            "round trip p99",
+            percentile(rtts, 0.99) * 1e3,
+            "ms",
+            claim=CLAIM_PEAK_MS,
+            claim_text="20 ms peak",
+        ),
+    ]
+    raw = results["raw asyncio TCP"]
+    for name, elapsed in results.items():
+        gbps = len(data) * 8 / elapsed / 1e9
+        figures.append(
+            Figure(
+                "bulk, one connection",
+                name,
+                gbps,
+                "Gbit/s",
+                claim=CLAIM_GBPS,
+                claim_text="10 Gbps",
+                higher_is_better=True,
+                extra={"vs_raw_tcp": raw / elapsed},
+            )
+        )
+    for f in figures:
+        f.emit()
+    return figures
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        mode = sys.argv[2]
+        if mode == "qmp":
+            asyncio.run(serve_qmp(sys.argv[3]))
+        else:
+            asyncio.run(serve_stream(mode == "tls", sys.argv[3]))
+        return
+    figures = run("--quick" in sys.argv)
+    print()
+    print(f"## QMP ({machine()})\n")
+    print(markdown_table(figures))
+    for f in figures:
+        if "vs_raw_tcp" in f.extra:
+            print(f"{f.name}: {f.extra['vs_raw_tcp']:.0%} of raw asyncio TCP throughput")
+
+
+if __name__ == "__main__":
+    main()
