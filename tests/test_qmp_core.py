@@ -347,60 +347,60 @@ def test_old_epoch_keys_are_forgotten() -> None:
 # ------------------------------------------------------------------ cookies under load
 
 
-def test_flood_of_inits_costs_no_kem_work_under_load(alice: Party, bob: Party) -> None:
+@pytest.fixture
+def loaded_bob(bob: Party):
+    """Bob with his cookie authority under load (restored afterwards)."""
     bob.cookies.under_load = True
-    try:
-        inits = []
-        for _ in range(3):
-            a = Connection.initiator(alice.identity, alice.record, expected=bob.record, now=NOW)
-            a.start(NOW)
-            inits.append(a.data_to_send())
-        total_kem = 0
-        for i in range(100):
-            b = bob.responder()
-            events = b.receive_data(inits[i % 3], NOW)
-            total_kem += b.kem_operations
-            assert events == []
-            assert b.data_to_send()[0] == FrameKind.COOKIE
-        assert total_kem == 0
-    finally:
-        bob.cookies.under_load = False
+    yield bob
+    bob.cookies.under_load = False
 
 
-def test_cookie_round_trip_completes_the_handshake(alice: Party, bob: Party) -> None:
-    bob.cookies.under_load = True
-    try:
-        a = Connection.initiator(alice.identity, alice.record, expected=bob.record, now=NOW)
-        b = bob.responder()
-        a.start(NOW)
-        b.receive_data(a.data_to_send(), NOW)
-        cookie_frame = b.data_to_send()
-        assert cookie_frame[0] == FrameKind.COOKIE
-        assert b.kem_operations == 0
-        a.receive_data(cookie_frame, NOW)
-        pump(a, b)
-        assert a.established and b.established and b.kem_operations == 1
-    finally:
-        bob.cookies.under_load = False
+def first_init(alice: Party, bob: Party) -> tuple[Connection, bytes]:
+    a = Connection.initiator(alice.identity, alice.record, expected=bob.record, now=NOW)
+    a.start(NOW)
+    return a, a.data_to_send()
 
 
-def test_cookie_is_bound_to_the_address(alice: Party, bob: Party) -> None:
-    bob.cookies.under_load = True
-    try:
-        a = Connection.initiator(alice.identity, alice.record, expected=bob.record, now=NOW)
-        b = bob.responder()
-        a.start(NOW)
-        b.receive_data(a.data_to_send(), NOW)
-        a.receive_data(b.data_to_send(), NOW)
-        retry = a.data_to_send()
-        elsewhere = Connection.responder(
-            bob.identity, bob.record, cookies=bob.cookies, peer_address="10.9.9.9:1", now=NOW
-        )
-        elsewhere.receive_data(retry, NOW)
-        assert elsewhere.data_to_send()[0] == FrameKind.COOKIE
-        assert elsewhere.kem_operations == 0
-    finally:
-        bob.cookies.under_load = False
+def test_flood_of_inits_costs_no_kem_work_under_load(alice: Party, loaded_bob: Party) -> None:
+    inits = [first_init(alice, loaded_bob)[1] for _ in range(3)]
+    total_kem = 0
+    for i in range(100):
+        b = loaded_bob.responder()
+        assert b.receive_data(inits[i % 3], NOW) == []
+        total_kem += b.kem_operations
+        assert b.data_to_send()[0] == FrameKind.COOKIE
+    assert total_kem == 0
+    assert loaded_bob.cookies.cookies_sent >= 100
+
+
+def test_cookie_round_trip_completes_the_handshake(alice: Party, loaded_bob: Party) -> None:
+    a, init = first_init(alice, loaded_bob)
+    b = loaded_bob.responder()
+    b.receive_data(init, NOW)
+    cookie_frame = b.data_to_send()
+    assert cookie_frame[0] == FrameKind.COOKIE
+    assert b.kem_operations == 0
+    a.receive_data(cookie_frame, NOW)
+    pump(a, b)
+    assert a.established and b.established and b.kem_operations == 1
+
+
+def test_cookie_is_bound_to_the_address(alice: Party, loaded_bob: Party) -> None:
+    a, init = first_init(alice, loaded_bob)
+    b = loaded_bob.responder()
+    b.receive_data(init, NOW)
+    a.receive_data(b.data_to_send(), NOW)
+    retry = a.data_to_send()
+    elsewhere = Connection.responder(
+        loaded_bob.identity,
+        loaded_bob.record,
+        cookies=loaded_bob.cookies,
+        peer_address="10.9.9.9:1",
+        now=NOW,
+    )
+    elsewhere.receive_data(retry, NOW)
+    assert elsewhere.data_to_send()[0] == FrameKind.COOKIE
+    assert elsewhere.kem_operations == 0
 
 
 # ------------------------------------------------------------------ limits, garbage, timeouts
