@@ -28,6 +28,10 @@ CONTROL_SOCKET = "node.sock"
 MAX_CONTROL_LINE = 64 * 1024
 
 
+class ControlSocketError(RuntimeError):
+    """The home's control socket cannot be set up: another node runs there, or the OS refused."""
+
+
 def parse_peer(text: str) -> tuple[str, NodeId | None]:
     """``ip:port`` or ``qizn1...@ip:port`` (the id pins who must answer)."""
     if "@" in text:
@@ -84,13 +88,25 @@ class Node:
         return self._record
 
     async def start(self) -> None:
+        """Listen, then open the control socket; :class:`OSError` if the address cannot be
+        bound, :class:`ControlSocketError` if the control socket cannot (nothing is left
+        running in either case)."""
+        if self.control_dir is not None:
+            await self._refuse_if_running()
         await self.links.start(self.listen)
+        if self.control_dir is not None:
+            try:
+                await self._start_control()
+            except OSError as exc:
+                await self.links.close()
+                path = self.control_dir / CONTROL_SOCKET
+                raise ControlSocketError(
+                    f"cannot open the control socket {path}: {exc.strerror or exc}"
+                ) from None
         self._addresses = [self.address]
         self._record = None
         for address, expected in self.bootstrap:
             self.links.pin(address, expected)
-        if self.control_dir is not None:
-            await self._start_control()
         log.info("node %s listening on %s", self.node_id, self.address)
 
     async def stop(self) -> None:
@@ -128,6 +144,19 @@ class Node:
         return {"node_id": str(self.node_id), "version": __version__, "address": self.address}
 
     # ------------------------------------------------------------------ control socket
+
+    async def _refuse_if_running(self) -> None:
+        """Another node answering on this home's socket keeps it; a stale one is replaced."""
+        assert self.control_dir is not None
+        path = self.control_dir / CONTROL_SOCKET
+        if not path.exists():
+            return
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2.0)
+        except (OSError, TimeoutError):
+            return  # left behind by a node that died
+        writer.close()
+        raise ControlSocketError(f"a node is already running for {self.control_dir} ({path})")
 
     async def _start_control(self) -> None:
         assert self.control_dir is not None

@@ -17,7 +17,7 @@ from qiz.cli.output import UserError, console, emit, guarded
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.identity import PeerRecord
 from qiz.identity.peer_record import parse_address
-from qiz.node import Node, control_request, parse_peer
+from qiz.node import ControlSocketError, Node, control_request, parse_peer
 from qiz.qmp.transport import LinkError, dial
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -74,6 +74,8 @@ async def _run_node(session: Session, identity, address: str, peers: list[str]) 
     node = Node(identity, listen=address, peers=peers, control_dir=session.home.path)
     try:
         await node.start()
+    except ControlSocketError as exc:
+        raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     console.print(f"node {node.node_id} listening on {node.address}", markup=False)

@@ -134,7 +134,10 @@ class LinkManager:
         return self._adopt(link)
 
     def _on_inbound(self, link: Link) -> None:
-        self._adopt(link)
+        # Our own dial, looped back (a node listed among its own peers): _adopt closed it, and
+        # the dialling side reports it; raising here would only reach the event loop.
+        with contextlib.suppress(LinkError):
+            self._adopt(link)
 
     def _adopt(self, link: Link) -> PeerLink:
         peer_id = link.peer_id

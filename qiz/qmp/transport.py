@@ -34,6 +34,12 @@ from qiz.qmp.errors import ErrorCode
 
 log = logging.getLogger("qiz.qmp")
 TICK_INTERVAL = 1.0
+# Unsent bytes a link may hold before its handshake completes. A real handshake leaves a few KiB
+# (RECORD, RESPONSE); more means the peer makes us answer but does not read the answers.
+HANDSHAKE_WRITE_LIMIT = 64 * 1024
+# Before the handshake completes, input is fed in slices this small and the output is checked
+# after each, so that a burst of tiny requests (HELLO) cannot build a huge reply in one go.
+HANDSHAKE_FEED_SLICE = 2048
 
 
 class LinkError(ConnectionError):
@@ -93,9 +99,13 @@ class Link(asyncio.Protocol):
         self._schedule_tick()
 
     def data_received(self, data: bytes) -> None:
-        events = self.conn.receive_data(data, self.clock())
-        self._flush()
-        self._dispatch(events)
+        step = len(data) if self.established.done() else HANDSHAKE_FEED_SLICE
+        for start in range(0, len(data), step):
+            events = self.conn.receive_data(data[start : start + step], self.clock())
+            self._flush()
+            self._dispatch(events)
+            if self.conn.closed:
+                return
 
     def eof_received(self) -> bool | None:
         self._finish(ErrorCode.NORMAL_CLOSE, "peer closed the connection", by_peer=True)
@@ -237,6 +247,16 @@ class Link(asyncio.Protocol):
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+        if (
+            self.transport is not None
+            and not self.established.done()
+            and self.transport.get_write_buffer_size() > HANDSHAKE_WRITE_LIMIT
+        ):
+            # An unauthenticated peer that is not reading: drop what it made us buffer.
+            self.conn.close(ErrorCode.BUFFER_LIMIT, "peer does not read the handshake replies")
+            self.conn.data_to_send()
+            self.transport.abort()
+            return
         if self.conn.closed and self.transport is not None:
             self.transport.close()
 

@@ -1,0 +1,651 @@
+"""QMP over real loopback TCP (127.0.0.1 only): nodes, dials, RPC, hostile sockets, bulk data,
+rekeying under traffic, redial, and simultaneous dial.
+
+pytest-asyncio is not used: each test is a plain function that runs one coroutine with
+:func:`run`, which also fails the test if the event loop reported an unhandled error (a task
+that crashed, a callback that raised) while it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.node import Node
+from qiz.qmp.channel import ChannelConfig
+from qiz.qmp.connection import Connection, QmpConfig
+from qiz.qmp.errors import ErrorCode
+from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
+from qiz.qmp.manager import ManagerConfig
+from qiz.qmp.rpc import CallContext, RpcEndpoint, RpcError
+from qiz.qmp.transport import TICK_INTERVAL, Link, LinkError, Listener, dial
+
+pytestmark = pytest.mark.timeout(60)
+
+HOST = "127.0.0.1"
+CLIENTS = 50
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+    """Run ``coro`` in a fresh event loop; fail on anything the loop reports as unhandled."""
+    problems: list[dict] = []
+
+    async def main() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: problems.append(ctx))
+        return await asyncio.wait_for(coro, timeout)
+
+    result = asyncio.run(main())
+    assert not problems, [p.get("message") for p in problems]
+    return result
+
+
+def qmp(**overrides: Any) -> QmpConfig:
+    return QmpConfig(**{"handshake_timeout": 3.0, **overrides})
+
+
+def manager(**overrides: Any) -> ManagerConfig:
+    """Manager settings scaled down so that every timer fits in a test."""
+    values: dict[str, Any] = {
+        "keepalive_interval": 5.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "duplicate_grace": 0.2,
+        "qmp": qmp(),
+        **overrides,
+    }
+    return ManagerConfig(**values)
+
+
+def make_node(identity: NodeIdentity | None = None, **kwargs: Any) -> Node:
+    kwargs.setdefault("config", manager())
+    kwargs.setdefault("listen", f"{HOST}:0")
+    return Node(identity or NodeIdentity.generate(), **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[tuple[Node, ...]]:
+    """Start ``nodes``; stop every one that started, whatever happens."""
+    started: list[Node] = []
+    try:
+        for node in nodes:
+            await node.start()
+            started.append(node)
+        yield nodes
+    finally:
+        for node in reversed(started):
+            await node.stop()
+
+
+def record_of(identity: NodeIdentity) -> PeerRecord:
+    now = time.time()
+    return PeerRecord.create(identity, [], seq=int(now * 1000), now=now)
+
+
+async def client(
+    address: str, identity: NodeIdentity | None = None, **kwargs: Any
+) -> tuple[Link, RpcEndpoint]:
+    """A bare RPC client (no node of its own): dial, then an endpoint with no handlers."""
+    identity = identity or NodeIdentity.generate()
+    limits = {k: kwargs.pop(k) for k in ("max_inflight_out",) if k in kwargs}
+    kwargs.setdefault("config", qmp())
+    link = await dial(address, identity, record_of(identity), **kwargs)
+    return link, RpcEndpoint(link, {}, **limits)
+
+
+async def eventually(
+    check: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def link_peers(node: Node) -> set[str]:
+    return {link["peer"] for link in node.status()["links"]}
+
+
+@pytest.fixture(scope="module")
+def client_identities() -> list[NodeIdentity]:
+    return [NodeIdentity.generate() for _ in range(CLIENTS)]
+
+
+@pytest.fixture
+def frames_sent(monkeypatch: pytest.MonkeyPatch) -> dict[Connection, list[FrameKind]]:
+    """Every frame kind each Connection puts on the wire, in order (a spy on data_to_send)."""
+    log: dict[Connection, list[FrameKind]] = {}
+    decoders: dict[Connection, FrameDecoder] = {}
+    original = Connection.data_to_send
+
+    def spy(self: Connection) -> bytes:
+        data = original(self)
+        decoder = decoders.setdefault(self, FrameDecoder(MAX_BODY))
+        log.setdefault(self, []).extend(frame.kind for frame in decoder.feed(data))
+        return data
+
+    monkeypatch.setattr(Connection, "data_to_send", spy)
+    return log
+
+
+# ------------------------------------------------------------------------------ two nodes
+
+
+def test_two_nodes_link_and_call() -> None:
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (a, b):
+            rpc = await a.connect(b.address)
+            assert rpc.link.peer_id == b.node_id
+            body = {"n": 7, "blob": bytes(range(256)), "text": "qubit"}
+            assert await rpc.call("qmp.ping", body) == body
+            info = await rpc.call("node.info")
+            assert info["node_id"] == str(b.node_id)
+            assert info["address"] == b.address
+            # the callee answers over the same link too
+            back = await b.connect(a.address, a.node_id)
+            assert back.link is b.links.peers[a.node_id].link
+            assert (await back.call("node.info"))["node_id"] == str(a.node_id)
+
+            await eventually(lambda: link_peers(a) == {str(b.node_id)}, what="A lists B")
+            await eventually(lambda: link_peers(b) == {str(a.node_id)}, what="B lists A")
+            (out,) = a.status()["links"]
+            (inn,) = b.status()["links"]
+            assert (out["direction"], inn["direction"]) == ("out", "in")
+            assert out["established"] and inn["established"]
+            assert out["address"] == b.address
+            await eventually(lambda: a.status()["links"][0]["rtt_ms"] is not None, what="RTT")
+            assert a.status()["handshakes_failed"] == b.status()["handshakes_failed"] == 0
+
+    run(scenario())
+
+
+def test_dial_expectations(frames_sent: dict[Connection, list[FrameKind]]) -> None:
+    me = NodeIdentity.generate()
+    mine = record_of(me)
+
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (b, c):
+            # Wrong expected id: B answers, authenticates, and is refused.
+            with pytest.raises(LinkError) as wrong:
+                await dial(b.address, me, mine, expected=c.node_id, config=qmp())
+            assert wrong.value.code is ErrorCode.UNEXPECTED_PEER
+
+            # Expected id: HELLO fetches the record first (two round trips).
+            link = await dial(b.address, me, mine, expected=b.node_id, config=qmp())
+            assert link.peer_id == b.node_id
+            assert frames_sent[link.conn][:2] == [FrameKind.HELLO, FrameKind.INIT]
+            link.close()
+
+            # Full record: INIT at once, one round trip, no HELLO and no RECORD.
+            frames_sent.clear()
+            link = await dial(b.address, me, mine, expected=b.record(), config=qmp())
+            assert link.peer_id == b.node_id
+            mine_sent = frames_sent[link.conn]
+            assert mine_sent[:2] == [FrameKind.INIT, FrameKind.DATA]  # INIT, key confirmation
+            assert FrameKind.HELLO not in mine_sent
+            await RpcEndpoint(link, {}).call("qmp.ping", 1)  # let B's side settle
+            (responder,) = [
+                conn
+                for conn in frames_sent
+                if not conn.is_initiator and conn.handshake_hash == link.conn.handshake_hash
+            ]
+            assert frames_sent[responder][0] is FrameKind.RESPONSE
+            assert FrameKind.RECORD not in frames_sent[responder]
+            link.close()
+
+            # B's record sent to C's address: mac1 is for B's key, C refuses before any KEM work.
+            with pytest.raises(LinkError) as impostor:
+                await dial(c.address, me, mine, expected=b.record(), config=qmp())
+            assert impostor.value.code is ErrorCode.AUTHENTICATION_FAILED
+            await eventually(lambda: c.status()["handshakes_failed"] == 1, what="C counts it")
+
+            # ... and C keeps serving everyone else.
+            link, rpc = await client(c.address, expected=c.record())
+            assert await rpc.call("qmp.ping", b"still here") == b"still here"
+            link.close()
+            other = await b.connect(c.address, c.node_id)
+            assert (await other.call("node.info"))["node_id"] == str(c.node_id)
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------ hostile sockets
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:
+    """Everything the node sent before closing, and when it closed (monotonic seconds).
+    Fails if the connection is still open after ``timeout`` seconds."""
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the node kept the connection open for {timeout} s")
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"the node kept the connection open for {timeout} s") from None
+    except ConnectionError:  # reset: closed as well
+        pass
+    return bytes(received), time.monotonic()
+
+
+def refusal_code(data: bytes) -> ErrorCode | None:
+    """The code of the ERROR frame the node sent before closing, if any arrived."""
+    if not data:
+        return None
+    (frame, *_) = FrameDecoder(MAX_BODY).feed(data)
+    assert frame.kind is FrameKind.ERROR, frame.kind
+    return ErrorCode(int.from_bytes(frame.body[:2], "big"))
+
+
+def test_hostile_connections_are_closed_while_a_good_peer_keeps_working() -> None:
+    handshake_timeout = 1.5
+    bound = handshake_timeout + TICK_INTERVAL + 1.5  # the node checks timeouts once a second
+    config = manager(qmp=qmp(handshake_timeout=handshake_timeout))
+
+    async def garbage(address: str) -> ErrorCode | None:
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        noise = random.Random(1).randbytes(4096)
+        writer.write(b"\xee" + noise)  # 0xEE is no frame kind
+        data, _ = await read_until_closed(reader, 2.0)
+        writer.close()
+        return refusal_code(data)
+
+    async def truncated_init(address: str) -> ErrorCode | None:
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        writer.write(encode_frame(FrameKind.INIT, bytes(3000))[:104])  # header + 100 of 3000
+        data, _ = await read_until_closed(reader, bound)  # ... and then silence
+        writer.close()
+        return refusal_code(data)
+
+    async def huge_length(address: str) -> ErrorCode | None:
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        writer.write(bytes([FrameKind.INIT]) + (0xFFFFFF).to_bytes(3, "big") + bytes(64))
+        data, _ = await read_until_closed(reader, 2.0)
+        writer.close()
+        return refusal_code(data)
+
+    async def slow_loris(address: str) -> ErrorCode | None:
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        closed = asyncio.ensure_future(read_until_closed(reader, bound))
+        frame = encode_frame(FrameKind.INIT, bytes(2400))
+        for byte in frame:
+            if closed.done():
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.wait({closed}, timeout=0.3)
+        else:
+            raise AssertionError("the node read the whole slow INIT")
+        data, _ = await closed
+        writer.close()
+        return refusal_code(data)
+
+    async def hello_flood(address: str) -> float:
+        """Ask for the record 100,000 times and never read: each 6-byte HELLO would make the
+        node buffer a 5 KB RECORD. Returns how long the node let it go on."""
+        reader, writer = await asyncio.open_connection(*address.split(":"))
+        hello = encode_frame(FrameKind.HELLO, (1).to_bytes(2, "big"))
+        t0 = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10):
+                writer.write(hello * 10_000)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        _, closed_at = await read_until_closed(reader, 2.0)
+        writer.close()
+        return closed_at - t0
+
+    async def scenario() -> None:
+        async with running(make_node(config=config), make_node()) as (node, good):
+            rpc = await good.connect(node.address)
+            stop = asyncio.Event()
+            answered: list[float] = []
+
+            async def keep_calling() -> None:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    assert await rpc.call("qmp.ping", i, timeout=2.0) == i
+                    answered.append(time.monotonic())
+                    await asyncio.sleep(0.02)
+
+            async def watch_buffers() -> None:
+                while not stop.is_set():
+                    for link in node.links.listener.links:
+                        if link.transport is not None:
+                            held = link.transport.get_write_buffer_size()
+                            buffered.append(held + link.conn.outbound_buffered)
+                    await asyncio.sleep(0.005)
+
+            buffered: list[int] = [0]
+            caller = asyncio.ensure_future(keep_calling())
+            watcher = asyncio.ensure_future(watch_buffers())
+            started = time.monotonic()
+            *codes, flood_time = await asyncio.gather(
+                garbage(node.address),
+                truncated_init(node.address),
+                huge_length(node.address),
+                slow_loris(node.address),
+                hello_flood(node.address),
+            )
+            elapsed = time.monotonic() - started
+            stop.set()
+            await caller  # re-raises any failed call
+            await watcher
+            # Each refusal says why, when its ERROR frame arrived before the close.
+            assert codes[0] in (None, ErrorCode.PROTOCOL_ERROR)
+            assert codes[1] in (None, ErrorCode.HANDSHAKE_TIMEOUT)
+            assert codes[2] in (None, ErrorCode.FRAME_TOO_LARGE)
+            assert codes[3] in (None, ErrorCode.HANDSHAKE_TIMEOUT)
+            assert elapsed < bound + 0.5
+            # The flood is cut off long before the handshake timeout, with little buffered.
+            assert flood_time < handshake_timeout
+            assert max(buffered) < 1024 * 1024
+            # The good peer was served the whole time, not just before or after.
+            assert len(answered) > 20
+            assert max(b - a for a, b in zip([started, *answered], answered, strict=False)) < 1.0
+            assert answered[-1] > started + handshake_timeout
+
+            # No hostile connection is left behind; the node still takes new links.
+            await eventually(lambda: len(node.links.listener.links) == 1, what="pruned links")
+            assert node.status()["handshakes_failed"] >= 4
+            link, fresh = await client(node.address, expected=node.node_id)
+            assert await fresh.call("qmp.ping", b"after") == b"after"
+            link.close()
+            assert await rpc.call("qmp.ping", "last") == "last"
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------ many links
+
+
+@pytest.mark.parametrize("cookie_threshold", [64, 4], ids=["no-cookies", "cookies"])
+def test_fifty_concurrent_links(
+    client_identities: list[NodeIdentity], cookie_threshold: int
+) -> None:
+    async def scenario() -> None:
+        server = make_node(config=manager(cookie_threshold=cookie_threshold))
+        async with running(server):
+            target = server.record()
+
+            async def one(identity: NodeIdentity) -> tuple[Link, str]:
+                link, rpc = await client(server.address, identity, expected=target, timeout=20.0)
+                info = await rpc.call("node.info", timeout=20.0)
+                echoed = await rpc.call("qmp.ping", str(identity.node_id), timeout=20.0)
+                assert echoed == str(identity.node_id)
+                return link, info["node_id"]
+
+            results = await asyncio.gather(*(one(i) for i in client_identities))
+            try:
+                assert {node_id for _, node_id in results} == {str(server.node_id)}
+                await eventually(lambda: len(server.status()["links"]) == CLIENTS, what="links")
+                assert link_peers(server) == {str(i.node_id) for i in client_identities}
+                assert server.status()["handshakes_failed"] == 0
+                cookies = server.links.listener.cookies.cookies_sent
+                assert (cookies > 0) == (cookie_threshold < CLIENTS)
+            finally:
+                for link, _ in results:
+                    link.close()
+            await eventually(lambda: not server.status()["links"], what="links closed")
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------ RPC limits
+
+
+def test_rpc_unknown_method_timeout_and_busy() -> None:
+    async def scenario() -> None:
+        node = make_node()
+        handler_cancelled = asyncio.Event()
+        handler_started = asyncio.Event()
+        release = asyncio.Event()
+        blocked: list[int] = []
+
+        async def slow(ctx: CallContext, body: Any) -> Any:
+            handler_started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                handler_cancelled.set()
+                raise
+            return body
+
+        async def gate(ctx: CallContext, body: Any) -> Any:
+            blocked.append(body)
+            await release.wait()
+            return body
+
+        node.handlers["test.slow"] = slow
+        node.handlers["test.gate"] = gate
+        async with running(node):
+            link, rpc = await client(node.address, max_inflight_out=200)
+            try:
+                with pytest.raises(RpcError) as unknown:
+                    await rpc.call("no.such.method", 1)
+                assert unknown.value.code == "unknown-method"
+
+                t0 = time.monotonic()
+                with pytest.raises(RpcError) as late:
+                    await rpc.call("test.slow", 1, timeout=0.3)
+                assert late.value.code == "timeout"
+                assert time.monotonic() - t0 < 1.5
+                assert handler_started.is_set()
+                await asyncio.wait_for(handler_cancelled.wait(), 2.0)  # the CANCEL got there
+                served = node.links.peers[link.conn.identity.node_id].rpc
+                await eventually(lambda: not served._running, what="handler gone")
+
+                # Over the in-flight cap: the surplus is answered "busy" without running.
+                cap = served.max_inflight_in
+                calls = [
+                    asyncio.ensure_future(rpc.call("test.gate", i, timeout=10.0))
+                    for i in range(cap + 16)
+                ]
+                await eventually(lambda: sum(c.done() for c in calls) == 16, what="busy replies")
+                assert len(blocked) == cap
+                release.set()
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                busy = [r for r in results if isinstance(r, RpcError)]
+                assert len(busy) == 16 and {e.code for e in busy} == {"busy"}
+                assert sorted(r for r in results if not isinstance(r, RpcError)) == blocked
+                assert await rpc.call("test.gate", "again") == "again"  # capacity is back
+                assert not rpc._pending
+
+                # The node drops the link mid-call: the caller hears at once, not at timeout.
+                handler_cancelled.clear()
+                pending = asyncio.ensure_future(rpc.call("test.slow", 2, timeout=20.0))
+                await eventually(lambda: bool(served._running), what="slow call running")
+                t0 = time.monotonic()
+                served.link.close()
+                with pytest.raises(RpcError) as dropped:
+                    await pending
+                assert dropped.value.code == "link-closed"
+                assert time.monotonic() - t0 < 1.0
+                await asyncio.wait_for(handler_cancelled.wait(), 1.0)
+            finally:
+                link.close()
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------ bulk data
+
+BULK = 20 * 1024 * 1024
+CHUNK = 64 * 1024
+
+
+@pytest.mark.parametrize("rekey_bytes", [None, 256 * 1024], ids=["plain", "rekey-under-traffic"])
+def test_bulk_transfer_in_order(rekey_bytes: int | None) -> None:
+    channel = ChannelConfig() if rekey_bytes is None else ChannelConfig(rekey_bytes=rekey_bytes)
+    config = qmp(channel=channel)
+    data = random.Random(rekey_bytes or 0).randbytes(BULK)
+    messages = BULK // CHUNK
+
+    async def scenario() -> None:
+        server_id, me = NodeIdentity.generate(), NodeIdentity.generate()
+        server_record: list[PeerRecord] = []
+        done: asyncio.Future[tuple[Link, str, int]] = asyncio.get_running_loop().create_future()
+
+        async def drain(link: Link) -> None:
+            """Count and hash every message, echo each one back, then report."""
+            digest, count = hashlib.sha256(), 0
+            while count < messages:
+                message = await link.recv()
+                digest.update(message)
+                count += 1
+                await link.send(message)
+            await link.send(digest.digest())
+            done.set_result((link, digest.hexdigest(), count))
+
+        def provider() -> PeerRecord:
+            if not server_record:
+                server_record.append(record_of(server_id))
+            return server_record[0]
+
+        listener = Listener(server_id, provider, on_link=drain, config=config)
+        await listener.start(f"{HOST}:0")
+        try:
+            link = await dial(
+                listener.address, me, record_of(me), expected=provider(), config=config
+            )
+            echoed = hashlib.sha256()
+
+            async def receive_echo() -> bytes:
+                for _ in range(messages):
+                    echoed.update(await link.recv())
+                return await link.recv()
+
+            receiver = asyncio.ensure_future(receive_echo())
+            for offset in range(0, BULK, CHUNK):
+                await link.send(data[offset : offset + CHUNK])
+            server_digest = await receiver
+            served, hexdigest, count = await done
+
+            expected = hashlib.sha256(data)
+            assert count == messages
+            assert hexdigest == expected.hexdigest()
+            assert server_digest == expected.digest()
+            assert echoed.hexdigest() == expected.hexdigest()
+            mine, theirs = link.conn._channel, served.conn._channel
+            assert mine is not None and theirs is not None
+            assert link.conn.frames_dropped == served.conn.frames_dropped == 0
+            if rekey_bytes is None:
+                assert mine.send_epoch == theirs.send_epoch == 0
+            else:
+                assert mine.send_epoch > 10 and theirs.send_epoch > 10
+                # each receiver followed every epoch of its sender
+                assert theirs.recv_epoch == mine.send_epoch
+                assert mine.recv_epoch == theirs.send_epoch
+            link.close()
+        finally:
+            await listener.close()
+
+    run(scenario(), timeout=45)
+
+
+# ------------------------------------------------------------------------------ link manager
+
+
+def test_pinned_peer_is_redialled_when_it_comes_back() -> None:
+    b_identity = NodeIdentity.generate()
+
+    async def scenario() -> None:
+        b = make_node(b_identity)
+        await b.start()
+        address = b.address
+        a = make_node(peers=[address])
+        b_again = make_node(b_identity, listen=address)
+        try:
+            await a.start()
+            await eventually(lambda: link_peers(a) == {str(b.node_id)}, what="first link")
+            first = a.links.peers[b.node_id].link
+
+            await b.stop()
+            await eventually(lambda: not first.is_open, what="A notices B left")
+            await eventually(lambda: not a.status()["links"], what="A drops the link")
+            await asyncio.sleep(0.5)  # a few failed redials with backoff
+
+            await b_again.start()
+            assert b_again.address == address
+            await eventually(lambda: link_peers(a) == {str(b.node_id)}, what="redial")
+            second = a.links.peers[b.node_id].link
+            assert second is not first and second.conn.is_initiator
+            rpc = await a.connect(address, b.node_id)
+            assert rpc.link is second
+            assert (await rpc.call("node.info"))["node_id"] == str(b.node_id)
+        finally:
+            await a.stop()
+            await b.stop()
+            await b_again.stop()
+
+    run(scenario())
+
+
+def test_a_node_does_not_link_to_itself() -> None:
+    async def scenario() -> None:
+        async with running(make_node()) as (node,):
+            with pytest.raises(LinkError) as own:
+                await node.connect(node.address)
+            assert own.value.code is ErrorCode.UNEXPECTED_PEER
+            await eventually(lambda: not node.links.listener.links, what="both ends closed")
+            assert node.status()["links"] == []
+            other = make_node()
+            async with running(other):  # and it still links to others
+                rpc = await other.connect(node.address, node.node_id)
+                assert await rpc.call("qmp.ping", 0) == 0
+        # run() fails the test if the refused inbound end raised into the event loop
+
+    run(scenario())
+
+
+def test_simultaneous_dial_settles_on_one_link() -> None:
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (a, b):
+            await asyncio.gather(a.connect(b.address), b.connect(a.address))
+            grace = a.links.config.duplicate_grace
+            await asyncio.sleep(grace)
+            await eventually(
+                lambda: len(a.links.listener.links) + len(b.links.listener.links) == 1,
+                what="the duplicate closed",
+            )
+            kept_a = a.links.peers[b.node_id].link
+            kept_b = b.links.peers[a.node_id].link
+            assert kept_a.is_open and kept_b.is_open
+            # two ends of one TCP connection: same handshake, opposite roles
+            assert kept_a.conn.handshake_hash == kept_b.conn.handshake_hash
+            assert kept_a.conn.is_initiator != kept_b.conn.is_initiator
+            smaller = min(a.node_id, b.node_id, key=lambda n: n.digest)
+            initiator = a if kept_a.conn.is_initiator else b
+            assert initiator.node_id == smaller
+            assert len(a.status()["links"]) == len(b.status()["links"]) == 1
+
+            # both sides now reuse that link
+            rpc_a = await a.connect(b.address, b.node_id)
+            rpc_b = await b.connect(a.address, a.node_id)
+            assert rpc_a.link is kept_a and rpc_b.link is kept_b
+            assert await rpc_a.call("qmp.ping", "ab") == "ab"
+            assert await rpc_b.call("qmp.ping", "ba") == "ba"
+            await asyncio.sleep(grace * 2)
+            assert kept_a.is_open and kept_b.is_open
+
+    run(scenario())
