@@ -464,3 +464,22 @@ def test_unsupported_version_is_refused(bob: Party) -> None:
     events = b.receive_data(encode_frame(FrameKind.HELLO, b"\x00\x09"), NOW)
     assert events[0].code is ErrorCode.UNSUPPORTED_VERSION
     assert b.data_to_send()[0] == FrameKind.ERROR
+
+
+def test_only_one_hello_is_answered(bob: Party) -> None:
+    """A HELLO flood cannot make the responder repeat its 6.7 KB record."""
+    b = bob.responder()
+    events = b.receive_data(encode_frame(FrameKind.HELLO, b"\x00\x01") * 1000, NOW)
+    assert events[-1].code is ErrorCode.PROTOCOL_ERROR
+    assert len(b.data_to_send()) < 2 * len(bob.record.raw)
+
+
+def test_ping_flood_without_reading_is_cut_off(alice: Party, bob: Party) -> None:
+    config = QmpConfig(max_outbound_buffer=64 * 1024)
+    a, b = linked(alice, bob, config)
+    pings = b""
+    for _ in range(40):
+        a.ping(b"p" * 4000, NOW)
+        pings += a.data_to_send()
+    events = b.receive_data(pings, NOW)  # b never drains its output
+    assert events[-1].code is ErrorCode.BUFFER_LIMIT

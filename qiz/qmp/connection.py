@@ -138,6 +138,7 @@ class Connection:
         self.peer_address = ""
         self._cookies: CookieAuthority | None = None
         self._records: VerifiedRecordCache | None = None
+        self._hello_answered = False
         self.kem_operations = 0
 
     # ----------------------------------------------------------------- construction
@@ -394,6 +395,9 @@ class Connection:
         self, kind: FrameKind, body: bytes, now: float, events: list[Event]
     ) -> None:
         if kind is FrameKind.HELLO:
+            if self._hello_answered:
+                raise QmpError(ErrorCode.PROTOCOL_ERROR, "a second HELLO on one connection")
+            self._hello_answered = True
             if len(body) != 2:
                 raise QmpError(ErrorCode.PROTOCOL_ERROR, "HELLO has the wrong size")
             if int.from_bytes(body, "big") != VERSION:
@@ -454,6 +458,8 @@ class Connection:
         if inner is InnerType.APP:
             events.append(MessageReceived(payload))
         elif inner is InnerType.PING:
+            if len(self._out) + len(payload) > self.config.max_outbound_buffer:
+                raise QmpError(ErrorCode.BUFFER_LIMIT, "peer sends pings but does not read")
             self._emit(FrameKind.DATA, self._channel.seal(InnerType.PONG, payload, now))
         elif inner is InnerType.PONG:
             events.append(PongReceived(payload))

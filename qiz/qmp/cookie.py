@@ -1,8 +1,10 @@
 """Anti-DoS for the first handshake message, in the manner of WireGuard's mac1/mac2 cookies.
 
 * ``mac1`` = HMAC-SHA256(SHA3-256("qmp/1 mac1" || responder X-Wing key), INIT without macs)
-  truncated to 16 bytes. Only someone who knows the responder's public key can make it, so
-  scanners get no answer, and checking it costs one HMAC -- no KEM operation.
+  truncated to 16 bytes. Only someone who knows the responder's public key can make it;
+  checking it costs one HMAC and no KEM operation, and a wrong one gets a bare ERROR frame.
+  (The key is public -- HELLO hands out the record -- so mac1 stops blind floods, not
+  targeted ones; mac2 is for those.)
 * Under load the responder demands ``mac2`` = HMAC-SHA256(cookie, INIT up to and with mac1)
   truncated to 16 bytes, where cookie = HMAC-SHA256(secret, peer address) truncated to 16 bytes
   and ``secret`` rotates every two minutes. It answers an INIT without a valid mac2 with a

@@ -76,6 +76,7 @@ class RpcEndpoint:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._replies: set[asyncio.Task[None]] = set()
         self.bad_messages = 0
+        self.replies_dropped = 0
         self.last_activity = link.clock()
         link.on_message = self._on_message
         link.closed.add_done_callback(self._on_closed)
@@ -182,6 +183,12 @@ class RpcEndpoint:
                 await self._send_quietly([ERROR, call_id, "internal", "result too large"])
 
     def _reply_later(self, message: list) -> None:
+        """Send a refusal without blocking the receive path. A peer that floods requests and
+        does not read the refusals gets no more than ``max_inflight_in`` of them queued; the
+        rest are dropped (and counted), as the requests themselves would have been."""
+        if len(self._replies) >= self.max_inflight_in:
+            self.replies_dropped += 1
+            return
         task = asyncio.ensure_future(self._send_quietly(message))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)

@@ -95,7 +95,7 @@ class Link(asyncio.Protocol):
         self.conn.peer_address = self.remote_address
         if self.conn.is_initiator:
             self.conn.start(self.clock())
-            self._flush()
+        self._flush()  # also delivers a refusal queued before the connection was made (BUSY)
         self._schedule_tick()
 
     def data_received(self, data: bytes) -> None:
@@ -162,7 +162,8 @@ class Link(asyncio.Protocol):
             try:
                 self.conn.send(payload, self.clock())
             except BufferError:
-                self._can_write.clear()
+                # The connection's own buffer is full (it is flushed to the socket after every
+                # call, so this is rare): hand it to the socket and let the loop run.
                 self._flush()
                 await asyncio.sleep(0)
                 continue
