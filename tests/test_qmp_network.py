@@ -649,3 +649,45 @@ def test_simultaneous_dial_settles_on_one_link() -> None:
             assert kept_a.is_open and kept_b.is_open
 
     run(scenario())
+
+
+def test_a_later_link_does_not_displace_a_working_one() -> None:
+    """A short-lived client with B's identity (as ``qiz ping`` from B's home) dials A while A
+    and B are linked: A keeps the old link as primary, and nothing breaks when it goes away."""
+
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (a, b):
+            rpc = await b.connect(a.address, a.node_id)
+            primary = a.links.peers[b.node_id].link
+            await asyncio.sleep(a.links.config.duplicate_grace * 2)
+            ping_link, ping_rpc = await client(a.address, b.identity, expected=a.node_id)
+            assert await ping_rpc.call("qmp.ping", 1) == 1
+            assert a.links.peers[b.node_id].link is primary
+            ping_link.close()
+            await eventually(lambda: not a.links.spares, what="the spare forgotten")
+            assert a.links.peers[b.node_id].link is primary and primary.is_open
+            assert await rpc.call("qmp.ping", 2) == 2
+
+    run(scenario())
+
+
+def test_a_dead_primary_is_replaced_by_the_newer_link() -> None:
+    """B restarts (its old link dies silently); its new link takes over at once at A."""
+
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (a, b):
+            await b.connect(a.address, a.node_id)
+            old = a.links.peers[b.node_id].link
+            await asyncio.sleep(a.links.config.duplicate_grace * 2)
+            # Silence the old link without closing it: A's pings there go unanswered.
+            b_side = b.links.peers[a.node_id].link
+            assert b_side.transport is not None
+            b_side.transport.pause_reading()
+            new_link, new_rpc = await client(a.address, b.identity, expected=a.node_id)
+            await eventually(lambda: not old.is_open, timeout=5, what="the dead primary closed")
+            assert a.links.peers[b.node_id].link.peer_id == b.node_id
+            assert a.links.peers[b.node_id].link is not old
+            assert await new_rpc.call("qmp.ping", 3) == 3
+            new_link.close()
+
+    run(scenario())

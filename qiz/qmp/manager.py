@@ -65,7 +65,8 @@ class LinkManager:
         self.handlers = handlers
         self.config = config or ManagerConfig()
         self.clock = clock
-        self.peers: dict[NodeId, PeerLink] = {}
+        self.peers: dict[NodeId, PeerLink] = {}  # the primary link to each peer
+        self.spares: dict[NodeId, list[PeerLink]] = {}  # later links to a peer (see _adopt)
         self.listener = Listener(
             identity,
             record_provider,
@@ -94,9 +95,12 @@ class LinkManager:
             task.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
-        for peer in list(self.peers.values()):
+        for peer in list(self._all_links()):
             peer.link.close(ErrorCode.SHUTDOWN, "node shutting down")
         await self.listener.close()
+
+    def _all_links(self) -> list[PeerLink]:
+        return [*self.peers.values(), *(s for spares in self.spares.values() for s in spares)]
 
     # ------------------------------------------------------------------ links
 
@@ -140,6 +144,16 @@ class LinkManager:
             self._adopt(link)
 
     def _adopt(self, link: Link) -> PeerLink:
+        """Take a new established link into the table and return the peer's primary link.
+
+        Two links to one peer arise when both dial at once, or when a short-lived client (such
+        as ``qiz ping`` with the node's own identity) dials a peer we are already linked to.
+        Links established within ``duplicate_grace`` of each other are a simultaneous dial:
+        both ends keep the one whose initiator has the smaller id and close the other. A link
+        that arrives later does not displace an older working one: it is kept as a spare
+        (the peer may be using it), and the older one is pinged at once so that a dead primary
+        -- the peer restarted -- is replaced by the spare without waiting for the idle timeout.
+        """
         peer_id = link.peer_id
         assert peer_id is not None
         if peer_id == self.identity.node_id:
@@ -147,8 +161,12 @@ class LinkManager:
             raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")
         entry = PeerLink(link, RpcEndpoint(link, self.handlers), self.clock())
         link.closed.add_done_callback(lambda _f, link=link: self._on_close(link))
+        self._later(0, self._first_ping, link)
         current = self.peers.get(peer_id)
-        if current is not None and current.link.is_open and current.link is not link:
+        if current is None or not current.link.is_open:
+            self.peers[peer_id] = entry
+            return entry
+        if abs(link.since - current.link.since) <= self.config.duplicate_grace:
             keep, drop = (
                 (entry, current) if self._preferred(link, current.link) else (current, entry)
             )
@@ -157,9 +175,18 @@ class LinkManager:
                 self.config.duplicate_grace, drop.link.close, ErrorCode.NORMAL_CLOSE, "duplicate"
             )
             return keep
-        self.peers[peer_id] = entry
-        self._later(0, self._first_ping, link)
-        return entry
+        self.spares.setdefault(peer_id, []).append(entry)
+        self._later(0, self._check_primary, peer_id)
+        return current
+
+    async def _check_primary(self, peer_id: NodeId) -> None:
+        current = self.peers.get(peer_id)
+        if current is None:
+            return
+        try:
+            await current.link.ping(timeout=2.0)
+        except (LinkError, TimeoutError):
+            current.link.close(ErrorCode.IDLE_TIMEOUT, "no answer to ping; a newer link exists")
 
     async def _first_ping(self, link: Link) -> None:
         """Measure the RTT of a new link at once, so status shows it before the first keepalive."""
@@ -176,11 +203,20 @@ class LinkManager:
         return initiator(new) < initiator(old)
 
     def _on_close(self, link: Link) -> None:
+        """Forget a closed link; a spare link to the same peer becomes its primary."""
         peer_id = link.peer_id
-        if peer_id is not None:
-            current = self.peers.get(peer_id)
-            if current is not None and current.link is link:
-                del self.peers[peer_id]
+        if peer_id is None:
+            return
+        spares = [s for s in self.spares.get(peer_id, []) if s.link is not link and s.link.is_open]
+        current = self.peers.get(peer_id)
+        if current is not None and current.link is link:
+            del self.peers[peer_id]
+            if spares:
+                self.peers[peer_id] = spares.pop(0)
+        if spares:
+            self.spares[peer_id] = spares
+        else:
+            self.spares.pop(peer_id, None)
 
     def _later(self, delay: float, fn: Callable, *args: object) -> None:
         """Run ``fn(*args)`` (plain or async) after ``delay`` seconds, owned by the manager."""
@@ -225,13 +261,21 @@ class LinkManager:
         while True:
             await asyncio.sleep(self.config.keepalive_interval)
             now = self.clock()
-            for peer_id, peer in list(self.peers.items()):
+            alive = []
+            for peer in self._all_links():
+                peer_id = peer.link.peer_id
+                is_primary = self.peers.get(peer_id) is peer  # type: ignore[arg-type]
                 idle = now - max(peer.last_used, peer.rpc.last_activity)
-                if idle > self.config.idle_close and peer_id not in self._pinned_ids:
+                if idle > self.config.idle_close and not (
+                    is_primary and peer_id in self._pinned_ids
+                ):
                     peer.link.close(ErrorCode.IDLE_TIMEOUT, "idle")
-                    continue
-                with contextlib.suppress(LinkError, TimeoutError):
-                    await peer.link.ping(timeout=self.config.keepalive_interval)
+                else:
+                    alive.append(peer.link)
+            await asyncio.gather(
+                *(link.ping(timeout=self.config.keepalive_interval) for link in alive),
+                return_exceptions=True,  # a lost link is closed by its own timers
+            )
 
     def stats(self) -> list[dict]:
-        return [peer.link.stats() for peer in self.peers.values()]
+        return [peer.link.stats() for peer in self._all_links()]
