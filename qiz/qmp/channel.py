@@ -109,6 +109,12 @@ class Channel:
 
     def seal(self, inner_type: InnerType, payload: bytes, now: float) -> bytes:
         """The body of a DATA frame carrying ``payload``."""
+        header, sealed = self.seal_parts(inner_type, payload, now)
+        return header + sealed
+
+    def seal_parts(self, inner_type: InnerType, payload: bytes, now: float) -> tuple[bytes, bytes]:
+        """(epoch || counter, ciphertext): the DATA body in two pieces, so that a large frame
+        is copied once more only when the pieces are joined for the socket."""
         self._maybe_rekey(now)
         if self._counter > _MAX_COUNTER:
             raise QmpError(ErrorCode.KEY_EXPIRED, "frame counter exhausted")
@@ -119,9 +125,9 @@ class Channel:
         sealed = self._send.encrypt(
             header, bytes([inner_type]) + payload, bytes([FrameKind.DATA]) + header
         )
-        return header + sealed
+        return header, sealed
 
-    def open(self, body: bytes, now: float) -> tuple[InnerType, bytes] | None:
+    def open(self, body: bytes | memoryview, now: float) -> tuple[InnerType, bytes] | None:
         """Open a DATA frame body: ``None`` for a replay (dropped), :class:`QmpError` to close."""
         if len(body) < HEADER.size + 1 + TAG_SIZE:
             raise QmpError(ErrorCode.PROTOCOL_ERROR, "DATA frame too short")
@@ -146,7 +152,7 @@ class Channel:
         if self._window.seen_or_too_old(counter):
             self.replays_dropped += 1
             return None
-        header = body[: HEADER.size]
+        header = bytes(body[: HEADER.size])
         try:
             inner = aead.decrypt(header, body[HEADER.size :], bytes([FrameKind.DATA]) + header)
         except DecryptionFailed:

@@ -128,7 +128,8 @@ class Connection:
         self.bytes_received = 0
         self.frames_dropped = 0
         self._decoder = FrameDecoder(max(config.max_frame_body, HANDSHAKE_MAX_BODY))
-        self._out = bytearray()
+        self._out: list[bytes] = []  # frames (in pieces) waiting for the transport
+        self._out_size = 0
         self._channel: Channel | None = None
         # initiator
         self._expected_id: NodeId | None = None
@@ -210,14 +211,15 @@ class Connection:
         return self.state is State.CLOSED
 
     def data_to_send(self) -> bytes:
-        data = bytes(self._out)
+        data = b"".join(self._out)
         self._out.clear()
+        self._out_size = 0
         self.bytes_sent += len(data)
         return data
 
     @property
     def outbound_buffered(self) -> int:
-        return len(self._out)
+        return self._out_size
 
     def start(self, now: float) -> None:
         """Initiator: send HELLO (no record known) or INIT (record known)."""
@@ -287,7 +289,16 @@ class Connection:
     # ----------------------------------------------------------------- internals
 
     def _emit(self, kind: FrameKind, body: bytes) -> None:
-        self._out += encode_frame(kind, body)
+        self._out.append(encode_frame(kind, body))
+        self._out_size += HEADER_SIZE + len(body)
+
+    def _emit_data(self, inner: InnerType, payload: bytes, now: float) -> None:
+        """Queue a DATA frame: frame header, channel header and ciphertext as three pieces."""
+        assert self._channel is not None
+        header, sealed = self._channel.seal_parts(inner, payload, now)
+        length = len(header) + len(sealed)
+        self._out += (bytes([FrameKind.DATA]) + length.to_bytes(3, "big"), header, sealed)
+        self._out_size += HEADER_SIZE + length
 
     def _send_inner(self, inner: InnerType, payload: bytes, now: float) -> None:
         if self.state is not State.ESTABLISHED or self._channel is None:
@@ -297,9 +308,9 @@ class Connection:
                 f"payload of {len(payload)} bytes is over the "
                 f"{self.config.max_payload}-byte frame limit"
             )
-        if len(self._out) + len(payload) > self.config.max_outbound_buffer:
+        if self._out_size + len(payload) > self.config.max_outbound_buffer:
             raise BufferError("outbound buffer full: wait for the transport to drain")
-        self._emit(FrameKind.DATA, self._channel.seal(inner, payload, now))
+        self._emit_data(inner, payload, now)
 
     def _send_init(self, now: float) -> None:
         assert self.peer is not None
@@ -319,7 +330,7 @@ class Connection:
                     State.ESTABLISHED,
                     State.AWAIT_CONFIRM,
                 ):
-                    self._emit(FrameKind.DATA, self._channel.seal(InnerType.CLOSE, body, now))
+                    self._emit_data(InnerType.CLOSE, body, now)
                 else:
                     self._emit(FrameKind.ERROR, body)
             except QmpError:
@@ -386,7 +397,7 @@ class Connection:
         self._initiator_hs = None
         self._establish(result, now)
         # Key confirmation: R learns that we hold our static key from this first frame.
-        self._emit(FrameKind.DATA, self._channel.seal(InnerType.CONFIRM, b"", now))  # type: ignore[union-attr]
+        self._emit_data(InnerType.CONFIRM, b"", now)
         events.append(HandshakeComplete(result.peer, result.handshake_hash))
 
     # responder ------------------------------------------------------------------
@@ -458,9 +469,9 @@ class Connection:
         if inner is InnerType.APP:
             events.append(MessageReceived(payload))
         elif inner is InnerType.PING:
-            if len(self._out) + len(payload) > self.config.max_outbound_buffer:
+            if self._out_size + len(payload) > self.config.max_outbound_buffer:
                 raise QmpError(ErrorCode.BUFFER_LIMIT, "peer sends pings but does not read")
-            self._emit(FrameKind.DATA, self._channel.seal(InnerType.PONG, payload, now))
+            self._emit_data(InnerType.PONG, payload, now)
         elif inner is InnerType.PONG:
             events.append(PongReceived(payload))
         elif inner is InnerType.CLOSE:

@@ -8,6 +8,7 @@ a header of unprocessed input.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from qiz.qmp.errors import ErrorCode, QmpError
@@ -29,7 +30,7 @@ class FrameKind(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class Frame:
     kind: FrameKind
-    body: bytes
+    body: bytes | memoryview  # a view only for DATA frames (see FrameDecoder)
 
     def encode(self) -> bytes:
         return encode_frame(self.kind, self.body)
@@ -42,22 +43,70 @@ def encode_frame(kind: FrameKind, body: bytes) -> bytes:
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes, get whole frames; errors are :class:`QmpError`."""
+    """Incremental decoder: feed bytes, get whole frames; errors are :class:`QmpError`.
+
+    Input chunks are kept as they came, not appended to one growing buffer: a frame that lies
+    inside one chunk is returned as a zero-copy view of it (DATA frames), and a frame spanning
+    chunks is joined once. Handshake frames are returned as ``bytes``.
+    """
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of the first chunk already consumed
+        self._size = 0  # unconsumed bytes in all chunks
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._size
+
+    def _take(self, n: int) -> bytes | memoryview:
+        first = self._chunks[0]
+        if len(first) - self._offset >= n:
+            piece: bytes | memoryview = memoryview(first)[self._offset : self._offset + n]
+            self._offset += n
+            if self._offset == len(first):
+                self._chunks.popleft()
+                self._offset = 0
+        else:
+            parts = []
+            need = n
+            while need:
+                chunk = self._chunks[0]
+                available = len(chunk) - self._offset
+                if available <= need:
+                    parts.append(memoryview(chunk)[self._offset :])
+                    self._chunks.popleft()
+                    self._offset = 0
+                    need -= available
+                else:
+                    parts.append(memoryview(chunk)[self._offset : self._offset + need])
+                    self._offset += need
+                    need = 0
+            piece = b"".join(parts)
+        self._size -= n
+        return piece
+
+    def _peek_header(self) -> bytes:
+        first = self._chunks[0]
+        if len(first) - self._offset >= HEADER_SIZE:
+            return first[self._offset : self._offset + HEADER_SIZE]
+        out = b""
+        for i, chunk in enumerate(self._chunks):
+            out += chunk[self._offset :] if i == 0 else chunk
+            if len(out) >= HEADER_SIZE:
+                break
+        return out[:HEADER_SIZE]
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buffer += data
+        if data:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
         frames: list[Frame] = []
-        while len(self._buffer) >= HEADER_SIZE:
-            kind_byte = self._buffer[0]
-            length = int.from_bytes(self._buffer[1:4], "big")
+        while self._size >= HEADER_SIZE:
+            header = self._peek_header()
+            kind_byte = header[0]
+            length = int.from_bytes(header[1:4], "big")
             try:
                 kind = FrameKind(kind_byte)
             except ValueError:
@@ -69,9 +118,9 @@ class FrameDecoder:
                     ErrorCode.FRAME_TOO_LARGE,
                     f"frame of {length} bytes announced, limit is {self.max_body}",
                 )
-            if len(self._buffer) < HEADER_SIZE + length:
+            if self._size - HEADER_SIZE < length:
                 break
-            body = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
-            del self._buffer[: HEADER_SIZE + length]
-            frames.append(Frame(kind, body))
+            self._take(HEADER_SIZE)
+            body = self._take(length)
+            frames.append(Frame(kind, body if kind is FrameKind.DATA else bytes(body)))
         return frames

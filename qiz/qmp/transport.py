@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from qiz.crypto.ids import NodeId
@@ -74,7 +75,8 @@ class Link(asyncio.Protocol):
         self.rtt: float | None = None
         self.since = clock()
         self.counters = {"frames_dropped": 0}
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._inbox: deque[bytes] = deque()
+        self._inbox_waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._reading_paused = False
@@ -141,9 +143,8 @@ class Link(asyncio.Protocol):
 
     def take_queued(self) -> list[bytes]:
         """Messages received before a consumer attached (``on_message`` set later)."""
-        queued = []
-        while not self._queue.empty():
-            queued.append(self._queue.get_nowait())
+        queued = list(self._inbox)
+        self._inbox.clear()
         return queued
 
     async def wait_established(self, timeout: float | None = None) -> PeerRecord:
@@ -172,22 +173,17 @@ class Link(asyncio.Protocol):
 
     async def recv(self) -> bytes:
         """The next message from the peer; raises :class:`LinkError` once the link is closed."""
-        while self._queue.empty():
+        while not self._inbox:
             if self.closed.done():
                 raise self._closed_error()
-            waiter = asyncio.ensure_future(self._queue.get())
-            await asyncio.wait({waiter, self.closed}, return_when=asyncio.FIRST_COMPLETED)
-            if waiter.done():
-                message = waiter.result()
-                self._after_take()
-                return message
-            waiter.cancel()
-        message = self._queue.get_nowait()
+            self._inbox_waiter = asyncio.get_running_loop().create_future()
+            await self._inbox_waiter  # woken by a message or by the close
+        message = self._inbox.popleft()
         self._after_take()
         return message
 
     def _after_take(self) -> None:
-        if self._reading_paused and self._queue.qsize() <= self.max_queued // 2:
+        if self._reading_paused and len(self._inbox) <= self.max_queued // 2:
             self._reading_paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
@@ -267,10 +263,11 @@ class Link(asyncio.Protocol):
                 if self.on_message is not None:
                     self.on_message(self, event.payload)
                 else:
-                    self._queue.put_nowait(event.payload)
+                    self._inbox.append(event.payload)
+                    self._wake_reader()
                     if (
                         not self._reading_paused
-                        and self._queue.qsize() >= self.max_queued
+                        and len(self._inbox) >= self.max_queued
                         and self.transport is not None
                     ):
                         self._reading_paused = True
@@ -292,6 +289,10 @@ class Link(asyncio.Protocol):
                     self.transport.close()
                 self._finish(event.code, event.reason, by_peer=event.by_peer)
 
+    def _wake_reader(self) -> None:
+        if self._inbox_waiter is not None and not self._inbox_waiter.done():
+            self._inbox_waiter.set_result(None)
+
     def _finish(self, code: ErrorCode, reason: str, *, by_peer: bool) -> None:
         if self.closed.done():
             return
@@ -306,6 +307,7 @@ class Link(asyncio.Protocol):
                 waiter.set_exception(error)
         self._can_write.set()
         self.closed.set_result((code, reason, by_peer))
+        self._wake_reader()
         if code not in (ErrorCode.NORMAL_CLOSE, ErrorCode.SHUTDOWN):
             log.info("link %s closed: %s (%s)", self.remote_address, reason, code.name)
         if self.on_close is not None:
