@@ -116,6 +116,30 @@ def _decapsulate(key: XWingPrivateKey, ct: bytes) -> bytes:
         raise QmpError(ErrorCode.AUTHENTICATION_FAILED, f"bad KEM ciphertext: {exc}") from None
 
 
+class EphemeralPool:
+    """Ephemeral X-Wing key pairs made ahead of time.
+
+    Key generation is the initiator's largest cost (about 0.3 ms). The transport refills the
+    pool while it waits for the responder, so the next dial finds a key ready. Each key is
+    taken out once and never reused: forward secrecy is unchanged, the key merely exists a
+    little earlier.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._keys: list[XWingPrivateKey] = []
+
+    def take(self) -> XWingPrivateKey:
+        return self._keys.pop() if self._keys else XWingPrivateKey.generate()
+
+    def refill(self) -> None:
+        while len(self._keys) < self.size:
+            self._keys.append(XWingPrivateKey.generate())
+
+
+EPHEMERAL_POOL = EphemeralPool()
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeResult:
     """What both sides agree on when the handshake completes."""

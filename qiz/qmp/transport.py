@@ -32,6 +32,7 @@ from qiz.qmp.connection import (
 )
 from qiz.qmp.cookie import CookieAuthority
 from qiz.qmp.errors import ErrorCode
+from qiz.qmp.handshake import EPHEMERAL_POOL
 
 log = logging.getLogger("qiz.qmp")
 TICK_INTERVAL = 1.0
@@ -98,6 +99,9 @@ class Link(asyncio.Protocol):
         if self.conn.is_initiator:
             self.conn.start(self.clock())
         self._flush()  # also delivers a refusal queued before the connection was made (BUSY)
+        if self.conn.is_initiator:
+            # Make the next dial's ephemeral key while this one waits for the responder.
+            asyncio.get_running_loop().call_soon(EPHEMERAL_POOL.refill)
         self._schedule_tick()
 
     def data_received(self, data: bytes) -> None:
