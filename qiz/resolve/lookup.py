@@ -1,0 +1,175 @@
+"""The iterative lookup (sans-IO): Kademlia with alpha-parallel requests and S/Kademlia's
+disjoint paths.
+
+The caller owns I/O and time. It asks :meth:`Lookup.next_requests` whom to query, sends the
+requests, and feeds each answer back with :meth:`on_response` (contacts, and for value lookups
+the records it already validated) or :meth:`on_failure` (timeout, refused link, bad answer).
+
+With ``paths = d > 1`` the lookup runs d independent searches that never share a node: each
+contact belongs to the first path that heard of it. An adversary then has to sit on every path
+to hide a record -- the point of S/Kademlia -- at the price of about d times the messages.
+A value lookup lets each path run until it finds a record or exhausts its candidates, and
+returns the record with the highest sequence number seen once ``quorum`` paths (default 2)
+have found one, so a single stale answer cannot win and a single silent node cannot stall it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from qiz.resolve.keyspace import distance
+from qiz.resolve.records import ValidRecord
+from qiz.resolve.routing import Contact
+
+
+class State(enum.Enum):
+    FRESH = 0
+    IN_FLIGHT = 1
+    ANSWERED = 2
+    FAILED = 3
+
+
+@dataclass
+class Candidate:
+    contact: Contact
+    path: int
+    depth: int
+    state: State = State.FRESH
+
+
+@dataclass
+class Path:
+    index: int
+    candidates: list[Candidate] = field(default_factory=list)  # sorted by distance
+    in_flight: int = 0
+    found: bool = False
+    done: bool = False
+
+
+class Lookup:
+    def __init__(
+        self,
+        target: bytes,
+        seeds: list[Contact],
+        *,
+        self_id: bytes,
+        k: int = 20,
+        alpha: int = 3,
+        paths: int = 1,
+        want_value: bool = False,
+        quorum: int | None = None,
+    ) -> None:
+        self.target = target
+        self.self_id = self_id
+        self.k = k
+        self.alpha = alpha
+        self.want_value = want_value
+        self.paths = [Path(i) for i in range(max(1, paths))]
+        # A value lookup ends once `quorum` paths have found a record (or all paths ended):
+        # waiting for every path would let one unresponsive node on any path delay every
+        # answer by a full timeout, stopping at the first would let one stale answer win.
+        self.quorum = quorum if quorum is not None else min(2, len(self.paths))
+        self._by_id: dict[bytes, Candidate] = {}
+        self.best: ValidRecord | None = None
+        self.records_seen = 0
+        self.messages = 0
+        self.rounds = 0
+        ordered = sorted(seeds, key=lambda c: distance(c.node_id, target))
+        for i, contact in enumerate(ordered):
+            self._offer(contact, self.paths[i % len(self.paths)], depth=0)
+        for path in self.paths:
+            self._check_done(path)
+
+    # ------------------------------------------------------------------ driving
+
+    @property
+    def done(self) -> bool:
+        if self.want_value and sum(1 for p in self.paths if p.found and p.done) >= self.quorum:
+            return True
+        return all(p.done for p in self.paths)
+
+    def next_requests(self) -> list[Contact]:
+        """Contacts to query now (each at most once); empty when waiting or done."""
+        out = []
+        for path in self.paths:
+            if path.done or (self.want_value and path.found):
+                continue
+            for candidate in self._frontier(path):
+                if path.in_flight >= self.alpha:
+                    break
+                if candidate.state is State.FRESH:
+                    candidate.state = State.IN_FLIGHT
+                    path.in_flight += 1
+                    self.messages += 1
+                    self.rounds = max(self.rounds, candidate.depth + 1)
+                    out.append(candidate.contact)
+        return out
+
+    def on_response(
+        self,
+        node_id: bytes,
+        contacts: list[Contact],
+        records: list[ValidRecord] | None = None,
+    ) -> None:
+        candidate = self._by_id.get(node_id)
+        if candidate is None or candidate.state is not State.IN_FLIGHT:
+            return
+        candidate.state = State.ANSWERED
+        path = self.paths[candidate.path]
+        path.in_flight -= 1
+        for record in records or ():
+            self.records_seen += 1
+            if self.best is None or record.supersedes(self.best):
+                self.best = record
+            path.found = True
+        for contact in contacts:
+            self._offer(contact, path, depth=candidate.depth + 1)
+        self._check_done(path)
+
+    def on_failure(self, node_id: bytes) -> None:
+        candidate = self._by_id.get(node_id)
+        if candidate is None or candidate.state is not State.IN_FLIGHT:
+            return
+        candidate.state = State.FAILED
+        path = self.paths[candidate.path]
+        path.in_flight -= 1
+        self._check_done(path)
+
+    # ------------------------------------------------------------------ results
+
+    def closest(self, count: int | None = None) -> list[Contact]:
+        """The closest contacts that answered, across all paths."""
+        answered = [c for c in self._by_id.values() if c.state is State.ANSWERED]
+        answered.sort(key=lambda c: distance(c.contact.node_id, self.target))
+        return [c.contact for c in answered[: count or self.k]]
+
+    # ------------------------------------------------------------------ internals
+
+    def _offer(self, contact: Contact, path: Path, depth: int) -> None:
+        if contact.node_id == self.self_id or contact.node_id in self._by_id:
+            return  # already on some path: disjointness
+        candidate = Candidate(contact, path.index, depth)
+        self._by_id[contact.node_id] = candidate
+        d = distance(contact.node_id, self.target)
+        position = len(path.candidates)
+        for i, other in enumerate(path.candidates):
+            if distance(other.contact.node_id, self.target) > d:
+                position = i
+                break
+        path.candidates.insert(position, candidate)
+
+    def _frontier(self, path: Path) -> list[Candidate]:
+        """The k closest candidates of a path that have not failed."""
+        alive = [c for c in path.candidates if c.state is not State.FAILED]
+        return alive[: self.k]
+
+    def _check_done(self, path: Path) -> None:
+        if path.done:
+            return
+        if self.want_value and path.found and path.in_flight == 0:
+            path.done = True
+            return
+        frontier = self._frontier(path)
+        if path.in_flight == 0 and all(c.state is State.ANSWERED for c in frontier):
+            path.done = True
