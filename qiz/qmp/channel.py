@@ -65,7 +65,10 @@ class ReplayWindow:
     def mark(self, counter: int) -> None:
         if counter > self.highest:
             shift = counter - self.highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1)
+            if shift >= self.size:  # the peer picks the counter: never shift by it blindly
+                self._bits = 1
+            else:
+                self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1)
             self.highest = counter
         else:
             self._bits |= 1 << (self.highest - counter)

@@ -127,7 +127,7 @@ class Connection:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_dropped = 0
-        self._decoder = FrameDecoder(max(config.max_frame_body, HANDSHAKE_MAX_BODY))
+        self._decoder = FrameDecoder(HANDSHAKE_MAX_BODY)  # raised once the channel is up
         self._out: list[bytes] = []  # frames (in pieces) waiting for the transport
         self._out_size = 0
         self._channel: Channel | None = None
@@ -322,7 +322,7 @@ class Connection:
         self.state = State.AWAIT_RESPONSE
 
     def _fail(self, exc: QmpError, now: float, *, by_peer: bool, notify: bool) -> ConnectionClosed:
-        reason = str(exc)[:MAX_ERROR_REASON]
+        reason = _clip(str(exc))
         if notify and not by_peer:
             body = int(exc.code).to_bytes(2, "big") + reason.encode("utf-8", "replace")
             try:
@@ -343,6 +343,9 @@ class Connection:
 
     def _handle(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
         if kind is FrameKind.ERROR:
+            if self.state is State.ESTABLISHED:
+                # Plaintext and unauthenticated: after the handshake only CLOSE may end a link.
+                raise QmpError(ErrorCode.PROTOCOL_ERROR, "plaintext ERROR on an established link")
             code, reason = _parse_error(body)
             events.append(self._fail(QmpError(code, reason), now, by_peer=True, notify=False))
             return
@@ -435,6 +438,8 @@ class Connection:
         if self._cookies.under_load and not mac2_ok:
             self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
             return
+        if self._cookies.replayed(mac1, now):
+            raise QmpError(ErrorCode.AUTHENTICATION_FAILED, "replayed INIT")
         self.kem_operations += 1
         responder = ResponderHandshake(self.identity, self.local_record, self._records)
         response, result, _payload = responder.respond(body, now=now, rng=self.rng)
@@ -479,6 +484,11 @@ class Connection:
             events.append(self._fail(QmpError(code, reason), now, by_peer=True, notify=False))
 
 
+def _clip(text: str) -> str:
+    """At most MAX_ERROR_REASON bytes of UTF-8, cut at a character boundary."""
+    return text.encode("utf-8", "replace")[:MAX_ERROR_REASON].decode("utf-8", "ignore")
+
+
 def _parse_error(body: bytes) -> tuple[ErrorCode, str]:
     if len(body) < 2:
         return ErrorCode.PROTOCOL_ERROR, "malformed error frame"
@@ -486,7 +496,8 @@ def _parse_error(body: bytes) -> tuple[ErrorCode, str]:
         code = ErrorCode(int.from_bytes(body[:2], "big"))
     except ValueError:
         code = ErrorCode.PROTOCOL_ERROR
-    return code, body[2 : 2 + MAX_ERROR_REASON].decode("utf-8", "replace")
+    reason = bytes(body[2 : 2 + MAX_ERROR_REASON]).decode("utf-8", "replace")
+    return code, reason
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 
 from qiz.crypto.aead import Aead
@@ -28,6 +29,7 @@ MAC_SIZE = 16
 COOKIE_SIZE = 16
 COOKIE_FRAME_SIZE = 12 + COOKIE_SIZE + 16
 SECRET_LIFETIME = 120.0
+MAX_RECENT_INITS = 65536
 
 
 def _mac(key: bytes, data: bytes) -> bytes:
@@ -85,6 +87,27 @@ class CookieAuthority:
         self._rotated_at = now
         self.under_load = False
         self.cookies_sent = 0
+        self.replays_refused = 0
+        self._recent_inits: OrderedDict[bytes, float] = OrderedDict()
+
+    def replayed(self, mac1: bytes, now: float) -> bool:
+        """True if an INIT with this mac1 was already processed in the last two minutes.
+
+        A byte-identical INIT replayed on new connections would cost the responder its KEM
+        work each time for no cost to the sender (it cannot finish the handshake, but it need
+        not). mac1 covers the whole INIT, so it names it; the INIT a cookie retry resends was
+        answered with a COOKIE, not processed, so it passes.
+        """
+        while self._recent_inits:
+            oldest, seen = next(iter(self._recent_inits.items()))
+            if now - seen <= SECRET_LIFETIME and len(self._recent_inits) <= MAX_RECENT_INITS:
+                break
+            del self._recent_inits[oldest]
+        if mac1 in self._recent_inits:
+            self.replays_refused += 1
+            return True
+        self._recent_inits[mac1] = now
+        return False
 
     def _rotate(self, now: float) -> None:
         if now - self._rotated_at >= SECRET_LIFETIME:

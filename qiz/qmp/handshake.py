@@ -24,6 +24,7 @@ transcript vector is reproduced. Nothing here does I/O or reads the clock.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,8 +137,13 @@ class EphemeralPool:
         while len(self._keys) < self.size:
             self._keys.append(XWingPrivateKey.generate())
 
+    def clear(self) -> None:
+        self._keys.clear()
+
 
 EPHEMERAL_POOL = EphemeralPool()
+# A forked child must never use a key its parent may also use.
+os.register_at_fork(after_in_child=EPHEMERAL_POOL.clear)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +171,7 @@ class InitiatorHandshake:
         self.identity = identity
         self.responder = responder
         self._state = _start(responder)
-        self._ephemeral = XWingPrivateKey.generate() if rng is None else XWingPrivateKey(rng(32))
+        self._ephemeral = EPHEMERAL_POOL.take() if rng is None else XWingPrivateKey(rng(32))
         state = self._state
         version = VERSION.to_bytes(2, "big")
         e_pub = self._ephemeral.public_key().raw

@@ -91,7 +91,7 @@ class LinkManager:
 
     async def close(self) -> None:
         self.closing = True
-        for task in [*self._pinned.values(), *self._tasks]:
+        for task in [*self._pinned.values(), *self._tasks, *self._dialing.values()]:
             task.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
@@ -120,6 +120,11 @@ class LinkManager:
             self._dialing[address] = pending
             pending.add_done_callback(lambda _f: self._dialing.pop(address, None))
         peer = await asyncio.shield(pending)
+        if expected_id is not None and peer.link.peer_id != expected_id:
+            # Another caller's dial to this address, which found a different node there.
+            raise LinkError(
+                ErrorCode.UNEXPECTED_PEER, f"{address} is {peer.link.peer_id}, not {expected_id}"
+            )
         peer.last_used = self.clock()
         return peer.rpc
 
@@ -138,8 +143,9 @@ class LinkManager:
         return self._adopt(link)
 
     def _on_inbound(self, link: Link) -> None:
-        # Our own dial, looped back (a node listed among its own peers): _adopt closed it, and
-        # the dialling side reports it; raising here would only reach the event loop.
+        # Our own dial, looped back (a node listed among its own peers), or a link that closed
+        # or arrived during shutdown: _adopt closed it; raising here would only reach the
+        # event loop.
         with contextlib.suppress(LinkError):
             self._adopt(link)
 
@@ -156,6 +162,9 @@ class LinkManager:
         """
         peer_id = link.peer_id
         assert peer_id is not None
+        if self.closing or not link.is_open:
+            link.close(ErrorCode.SHUTDOWN, "node shutting down")
+            raise LinkError(ErrorCode.SHUTDOWN, "the link closed before it was taken in")
         if peer_id == self.identity.node_id:
             link.close(ErrorCode.UNEXPECTED_PEER, "a node does not link to itself")
             raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")

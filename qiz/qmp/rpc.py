@@ -93,8 +93,10 @@ class RpcEndpoint:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._pending[call_id] = future
             try:
-                await self._send([REQUEST, call_id, method, body])
-                return await asyncio.wait_for(future, timeout or self.default_timeout)
+                # The timeout covers sending too: a peer that stops reading cannot hold us.
+                async with asyncio.timeout(timeout or self.default_timeout):
+                    await self._send([REQUEST, call_id, method, body])
+                    return await future
             except TimeoutError:
                 await self._send_quietly([CANCEL, call_id])
                 raise RpcError("timeout", f"{method} got no answer in time") from None
@@ -120,7 +122,6 @@ class RpcEndpoint:
             await self._send(message)
 
     def _on_message(self, link: Link, data: bytes) -> None:
-        self.last_activity = link.clock()
         try:
             message = wire.decode(data, max_size=self.max_message, what="RPC message")
             kind, call_id = message[0], message[1]
@@ -129,6 +130,7 @@ class RpcEndpoint:
         except (wire.WireError, ValueError, TypeError, IndexError, KeyError):
             self.bad_messages += 1
             return
+        self.last_activity = link.clock()  # only well-formed traffic keeps a link in use
         if kind == REQUEST and len(message) == 4 and isinstance(message[2], str):
             self._on_request(call_id, message[2], message[3])
         elif kind == RESULT and len(message) == 3:
@@ -174,18 +176,25 @@ class RpcEndpoint:
         except Exception as exc:
             log.exception("handler %s failed", method)
             reply = [ERROR, call_id, "internal", type(exc).__name__]
-        finally:
-            self._running.pop(call_id, None)
+        # The request keeps its in-flight slot until its reply is on the wire: a peer that
+        # sends requests but does not read replies is held to max_inflight_in of them.
         try:
             await self._send(reply)
         except RpcError as exc:
             if exc.code == "bad-request":  # result too large for one message
                 await self._send_quietly([ERROR, call_id, "internal", "result too large"])
+        finally:
+            self._running.pop(call_id, None)
 
     def _reply_later(self, message: list) -> None:
         """Send a refusal without blocking the receive path. A peer that floods requests and
         does not read the refusals gets no more than ``max_inflight_in`` of them queued; the
         rest are dropped (and counted), as the requests themselves would have been."""
+        try:
+            if self.link.send_nowait(wire.encode(message)):
+                return
+        except LinkError:
+            return
         if len(self._replies) >= self.max_inflight_in:
             self.replies_dropped += 1
             return

@@ -62,9 +62,11 @@ class Link(asyncio.Protocol):
         max_queued: int = 256,
         on_message: Callable[[Link, bytes], None] | None = None,
         on_close: Callable[[Link], None] | None = None,
+        on_made: Callable[[Link], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.conn = conn
+        self.on_made = on_made
         self.clock = clock
         self.max_queued = max_queued
         self.on_message = on_message
@@ -80,7 +82,7 @@ class Link(asyncio.Protocol):
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._reading_paused = False
+        self._paused_for: set[str] = set()  # why reading is paused: "inbox", "output"
         self._pings: dict[bytes, float] = {}
         self._ping_seq = 0
         self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
@@ -96,6 +98,8 @@ class Link(asyncio.Protocol):
             host, port = peer[0], peer[1]
             self.remote_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.conn.peer_address = self.remote_address
+        if self.on_made is not None:
+            self.on_made(self)  # may refuse the connection (the listener's per-address cap)
         if self.conn.is_initiator:
             self.conn.start(self.clock())
         self._flush()  # also delivers a refusal queued before the connection was made (BUSY)
@@ -130,6 +134,18 @@ class Link(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write.set()
+        self._resume_reading("output")
+
+    def _pause_reading(self, reason: str) -> None:
+        if not self._paused_for and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused_for.add(reason)
+
+    def _resume_reading(self, reason: str) -> None:
+        if reason in self._paused_for:
+            self._paused_for.discard(reason)
+            if not self._paused_for and self.transport is not None:
+                self.transport.resume_reading()
 
     # ------------------------------------------------------------- public API
 
@@ -149,6 +165,7 @@ class Link(asyncio.Protocol):
         """Messages received before a consumer attached (``on_message`` set later)."""
         queued = list(self._inbox)
         self._inbox.clear()
+        self._resume_reading("inbox")
         return queued
 
     async def wait_established(self, timeout: float | None = None) -> PeerRecord:
@@ -175,6 +192,19 @@ class Link(asyncio.Protocol):
             self._flush()
             return
 
+    def send_nowait(self, payload: bytes) -> bool:
+        """Send at once if the socket is taking data; False if the caller must wait."""
+        if self.closed.done():
+            raise self._closed_error()
+        if not self._can_write.is_set():
+            return False
+        try:
+            self.conn.send(payload, self.clock())
+        except BufferError:
+            return False
+        self._flush()
+        return True
+
     async def recv(self) -> bytes:
         """The next message from the peer; raises :class:`LinkError` once the link is closed."""
         while not self._inbox:
@@ -187,10 +217,8 @@ class Link(asyncio.Protocol):
         return message
 
     def _after_take(self) -> None:
-        if self._reading_paused and len(self._inbox) <= self.max_queued // 2:
-            self._reading_paused = False
-            if self.transport is not None:
-                self.transport.resume_reading()
+        if len(self._inbox) <= self.max_queued // 2:
+            self._resume_reading("inbox")
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round-trip time of one encrypted ping, in seconds."""
@@ -215,8 +243,7 @@ class Link(asyncio.Protocol):
         if not self.conn.closed:
             self.conn.close(code, reason, self.clock())
             self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
         self._finish(code, reason or "closed locally", by_peer=False)
 
     async def wait_closed(self) -> None:
@@ -248,17 +275,30 @@ class Link(asyncio.Protocol):
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-        if (
-            self.transport is not None
-            and not self.established.done()
-            and self.transport.get_write_buffer_size() > HANDSHAKE_WRITE_LIMIT
-        ):
+        if self.transport is None:
+            return
+        buffered = self.transport.get_write_buffer_size()
+        if not self.established.done() and buffered > HANDSHAKE_WRITE_LIMIT:
             # An unauthenticated peer that is not reading: drop what it made us buffer.
             self.conn.close(ErrorCode.BUFFER_LIMIT, "peer does not read the handshake replies")
             self.conn.data_to_send()
             self.transport.abort()
             return
-        if self.conn.closed and self.transport is not None:
+        if buffered > self.conn.config.max_outbound_buffer:
+            # The peer makes us answer (pings, RPC) faster than it reads: stop reading it
+            # until our answers drain. If it never reads, the idle timeout ends the link.
+            self._pause_reading("output")
+        if self.conn.closed:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close gracefully, unless much is still unsent: a peer that does not read must not
+        keep our buffer alive after the link is gone."""
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size() > HANDSHAKE_WRITE_LIMIT:
+            self.transport.abort()
+        else:
             self.transport.close()
 
     def _dispatch(self, events: list) -> None:
@@ -269,13 +309,8 @@ class Link(asyncio.Protocol):
                 else:
                     self._inbox.append(event.payload)
                     self._wake_reader()
-                    if (
-                        not self._reading_paused
-                        and len(self._inbox) >= self.max_queued
-                        and self.transport is not None
-                    ):
-                        self._reading_paused = True
-                        self.transport.pause_reading()
+                    if len(self._inbox) >= self.max_queued:
+                        self._pause_reading("inbox")
             elif isinstance(event, HandshakeComplete):
                 if not self.established.done():
                     self.established.set_result(event.peer)
@@ -289,8 +324,7 @@ class Link(asyncio.Protocol):
             elif isinstance(event, FrameDropped):
                 self.counters["frames_dropped"] += 1
             elif isinstance(event, ConnectionClosed):
-                if self.transport is not None:
-                    self.transport.close()
+                self._close_transport()
                 self._finish(event.code, event.reason, by_peer=event.by_peer)
 
     def _wake_reader(self) -> None:
@@ -313,7 +347,7 @@ class Link(asyncio.Protocol):
         self.closed.set_result((code, reason, by_peer))
         self._wake_reader()
         if code not in (ErrorCode.NORMAL_CLOSE, ErrorCode.SHUTDOWN):
-            log.info("link %s closed: %s (%s)", self.remote_address, reason, code.name)
+            log.info("link %s closed: %r (%s)", self.remote_address, reason, code.name)
         if self.on_close is not None:
             self.on_close(self)
 
@@ -365,6 +399,9 @@ async def dial(
         raise LinkError(
             ErrorCode.HANDSHAKE_TIMEOUT, f"handshake with {address} timed out"
         ) from None
+    except BaseException:  # failed or cancelled: leave no half-open link behind
+        link.close(ErrorCode.SHUTDOWN, "dial abandoned")
+        raise
     return link
 
 
@@ -380,6 +417,8 @@ class Listener:
         config: QmpConfig | None = None,
         max_inbound: int = 256,
         cookie_threshold: int = 64,
+        max_handshakes_per_host: int = 32,
+        limit_loopback: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -388,6 +427,9 @@ class Listener:
         self.config = config or QmpConfig()
         self.max_inbound = max_inbound
         self.cookie_threshold = cookie_threshold
+        self.max_handshakes_per_host = max_handshakes_per_host
+        # Loopback is one operator's own machine (a local mesh, tests): not limited by default.
+        self.limit_loopback = limit_loopback
         self.clock = clock
         self.cookies = CookieAuthority(identity.xwing_public.raw, now=clock())
         self.records = VerifiedRecordCache()
@@ -429,13 +471,30 @@ class Listener:
             records=self.records,
         )
         self.cookies.under_load = self._in_handshake() >= self.cookie_threshold
-        link = Link(conn, clock=self.clock, on_close=self._on_close)
+        link = Link(conn, clock=self.clock, on_close=self._on_close, on_made=self._admit)
         if len(self.links) >= self.max_inbound:
             self.refused += 1
             conn.close(ErrorCode.BUSY, "too many inbound links")
         self.links.add(link)
         link.established.add_done_callback(lambda fut, link=link: self._on_established(link, fut))
         return link
+
+    def _admit(self, link: Link) -> None:
+        """Refuse a connection from a host that already has too many handshakes in progress,
+        so one host cannot hold every inbound slot with connections that never authenticate."""
+        host = link.remote_address.rsplit(":", 1)[0]
+        if not self.limit_loopback and (host.startswith("127.") or host == "[::1]"):
+            return
+        pending = sum(
+            1
+            for other in self.links
+            if other is not link
+            and not other.established.done()
+            and other.remote_address.rsplit(":", 1)[0] == host
+        )
+        if pending >= self.max_handshakes_per_host and not link.conn.closed:
+            self.refused += 1
+            link.conn.close(ErrorCode.BUSY, "too many handshakes in progress from this host")
 
     def _on_established(self, link: Link, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:

@@ -9,8 +9,9 @@ With ``paths = d > 1`` the lookup runs d independent searches that never share a
 contact belongs to the first path that heard of it. An adversary then has to sit on every path
 to hide a record -- the point of S/Kademlia -- at the price of about d times the messages.
 A value lookup lets each path run until it finds a record or exhausts its candidates, and
-returns the record with the highest sequence number seen once ``quorum`` paths (default 2)
-have found one, so a single stale answer cannot win and a single silent node cannot stall it.
+returns the record with the highest sequence number seen once ``quorum`` paths
+have found one (default: 3 of 4), so a stale answer must win on most paths to win at all, and a
+silent node on the remaining path cannot stall the answer.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Lookup:
         # A value lookup ends once `quorum` paths have found a record (or all paths ended):
         # waiting for every path would let one unresponsive node on any path delay every
         # answer by a full timeout, stopping at the first would let one stale answer win.
-        self.quorum = quorum if quorum is not None else min(2, len(self.paths))
+        self.quorum = quorum if quorum is not None else min(3, len(self.paths))
         self._by_id: dict[bytes, Candidate] = {}
         self.best: ValidRecord | None = None
         self.records_seen = 0
