@@ -147,6 +147,7 @@ class PeerRecord:
                 parse_address(address)
             signing_key = CompositePublicKey(sk)
             xwing_key = XWingPublicKey(xk)
+            xwing_key.components()  # a key nobody could encapsulate to is refused here
             claimed = NodeId(node_digest)
         except (ValueError, InvalidKey) as exc:
             raise PeerRecordError(f"peer record is malformed: {exc}") from None

@@ -26,7 +26,7 @@ from qiz.identity.peer_record import MAX_RECORD_SIZE, VerifiedRecordCache
 from qiz.qmp.channel import DATA_OVERHEAD, Channel, ChannelConfig, InnerType
 from qiz.qmp.cookie import CookieAuthority, open_cookie_frame
 from qiz.qmp.errors import ErrorCode, QmpError
-from qiz.qmp.frames import HEADER_SIZE, FrameDecoder, FrameKind, encode_frame
+from qiz.qmp.frames import HEADER_SIZE, MAX_BODY, FrameDecoder, FrameKind, encode_frame
 from qiz.qmp.handshake import (
     VERSION,
     HandshakeResult,
@@ -49,6 +49,10 @@ class QmpConfig:
     handshake_timeout: float = 10.0
     idle_timeout: float = 90.0
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+
+    def __post_init__(self) -> None:
+        if not DATA_OVERHEAD < self.max_frame_body <= MAX_BODY:
+            raise ValueError(f"max_frame_body must be in ({DATA_OVERHEAD}, {MAX_BODY}]")
 
     @property
     def max_payload(self) -> int:
