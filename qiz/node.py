@@ -8,6 +8,7 @@ socket in the home, mode 0600) that ``qiz node status`` and ``qiz node stop`` ta
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -22,9 +23,14 @@ from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.manager import LinkManager, ManagerConfig
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
+from qiz.qmp.transport import LinkError
+from qiz.resolve.dht import Dht, DhtConfig, ResolveError
+from qiz.resolve.records import RecordError
+from qiz.resolve.store import RecordStore
 
 log = logging.getLogger("qiz.node")
 CONTROL_SOCKET = "node.sock"
+RECORD_DB = "records.sqlite"
 MAX_CONTROL_LINE = 64 * 1024
 
 
@@ -50,6 +56,7 @@ class Node:
         listen: str = "127.0.0.1:0",
         peers: list[str] | None = None,
         config: ManagerConfig | None = None,
+        dht_config: DhtConfig | None = None,
         control_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -66,6 +73,12 @@ class Node:
             "node.info": self._rpc_info,
         }
         self.links = LinkManager(identity, self.record, self.handlers, config=config, clock=clock)
+        store = RecordStore(control_dir / RECORD_DB if control_dir is not None else None)
+        self.dht = Dht(identity, self.links, store, self.record, config=dht_config, clock=clock)
+        self.handlers.update(self.dht.handlers())
+        self.links.on_peer = self.dht.on_link
+        self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
+        self._join_task: asyncio.Task[None] | None = None
         self._control: asyncio.base_events.Server | None = None
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()
@@ -107,9 +120,32 @@ class Node:
         self._record = None
         for address, expected in self.bootstrap:
             self.links.pin(address, expected)
+        self._join_task = asyncio.ensure_future(self._join())
         log.info("node %s listening on %s", self.node_id, self.address)
 
+    async def _join(self) -> None:
+        """Link to the bootstrap peers, fill the routing table, publish our record."""
+        try:
+            for address, expected in self.bootstrap:
+                try:
+                    await self.links.connect(address, expected)
+                except (LinkError, OSError) as exc:
+                    log.info("bootstrap peer %s: %s", address, exc)
+            await self.dht.bootstrap()
+            stored = await self.dht.publish_self()
+            log.info(
+                "joined: %d contacts, our record stored at %d nodes", len(self.dht.table), stored
+            )
+            self.dht.start()
+        except Exception:
+            log.exception("joining the mesh failed")
+        finally:
+            self.joined.set()
+
     async def stop(self) -> None:
+        if self._join_task is not None:
+            self._join_task.cancel()
+        await self.dht.stop()
         if self._control is not None:
             self._control.close()
             with contextlib.suppress(Exception):
@@ -117,6 +153,7 @@ class Node:
             with contextlib.suppress(FileNotFoundError):
                 (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
         await self.links.close()
+        self.dht.store.close()
         self.stopped.set()
 
     async def connect(
@@ -133,6 +170,46 @@ class Node:
             "links": sorted(self.links.stats(), key=lambda s: s["peer"] or ""),
             "inbound_refused": self.links.listener.refused,
             "handshakes_failed": self.links.listener.handshakes_failed,
+            "dht": {
+                "contacts": len(self.dht.table),
+                "records": len(self.dht.store),
+                **self.dht.counters,
+            },
+        }
+
+    # ------------------------------------------------------------------ resolution
+
+    async def resolve(self, node_id: NodeId) -> dict[str, Any]:
+        """Find ``node_id``'s verified peer record and open a link to it."""
+        started = time.perf_counter()
+        record = await self.dht.resolve_peer(node_id)
+        resolved = time.perf_counter() - started
+        linked = None
+        if node_id != self.node_id and record.addresses:
+            await self.links.connect(record.addresses[0], record)
+            linked = record.addresses[0]
+        return {
+            "node_id": str(record.node_id),
+            "addresses": list(record.addresses),
+            "seq": record.seq,
+            "expires": record.expires,
+            "resolve_ms": round(resolved * 1000, 3),
+            "linked": linked,
+            "record": base64.b64encode(record.raw).decode("ascii"),
+        }
+
+    async def publish_name(self, label: str, value: str, ttl: int) -> dict[str, Any]:
+        name, stored = await self.dht.publish_name(label, value, ttl=ttl)
+        return {"name": str(name), "owner": str(self.node_id), "label": label, "stored_at": stored}
+
+    async def resolve_name(self, owner: NodeId, label: str) -> dict[str, Any]:
+        record = await self.dht.resolve_name(owner, label)
+        return {
+            "owner": str(owner),
+            "label": label,
+            "value": record.value,
+            "seq": record.seq,
+            "expires": record.expires,
         }
 
     # ------------------------------------------------------------------ RPC services
@@ -183,17 +260,35 @@ class Node:
             elif command == "stop":
                 reply = {"ok": True}
                 self.stop_requested.set()
+            elif command == "resolve":
+                await self.joined.wait()
+                reply = {"ok": True, "result": await self.resolve(NodeId.parse(request["id"]))}
+            elif command == "name_publish":
+                await self.joined.wait()
+                result = await self.publish_name(
+                    str(request["label"]), str(request["value"]), int(request["ttl"])
+                )
+                reply = {"ok": True, "result": result}
+            elif command == "name_resolve":
+                await self.joined.wait()
+                owner, _, label = str(request["name"]).partition("/")
+                result = await self.resolve_name(NodeId.parse(owner), label)
+                reply = {"ok": True, "result": result}
             else:
                 reply = {"ok": False, "error": f"unknown command {command!r}"}
-        except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+        except (ValueError, KeyError, TypeError, TimeoutError, asyncio.LimitOverrunError) as exc:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
+        except (ResolveError, RecordError, LinkError) as exc:
+            reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
 
 
-async def control_request(home_path: Path, command: str, timeout: float = 5.0) -> dict[str, Any]:
+async def control_request(
+    home_path: Path, command: str, timeout: float = 5.0, **arguments: Any
+) -> dict[str, Any]:
     """Send one command to the node running in ``home_path``; raise ConnectionError if none."""
     path = home_path / CONTROL_SOCKET
     if not path.exists():
@@ -202,7 +297,7 @@ async def control_request(home_path: Path, command: str, timeout: float = 5.0) -
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(f"no node is answering on {path}: {exc}") from None
-    writer.write(json.dumps({"cmd": command}).encode() + b"\n")
+    writer.write(json.dumps({"cmd": command, **arguments}).encode() + b"\n")
     await writer.drain()
     line = await asyncio.wait_for(reader.readline(), timeout)
     writer.close()

@@ -59,8 +59,10 @@ class LinkManager:
         *,
         config: ManagerConfig | None = None,
         clock: Callable[[], float] = time.time,
+        on_peer: Callable[[Link], None] | None = None,
     ) -> None:
         self.identity = identity
+        self.on_peer = on_peer  # told of every authenticated link (the DHT's routing table)
         self.record_provider = record_provider
         self.handlers = handlers
         self.config = config or ManagerConfig()
@@ -170,6 +172,8 @@ class LinkManager:
             raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")
         entry = PeerLink(link, RpcEndpoint(link, self.handlers), self.clock())
         link.closed.add_done_callback(lambda _f, link=link: self._on_close(link))
+        if self.on_peer is not None:
+            self.on_peer(link)
         self._later(0, self._first_ping, link)
         current = self.peers.get(peer_id)
         if current is None or not current.link.is_open:

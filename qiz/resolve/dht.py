@@ -1,0 +1,361 @@
+"""The DHT service: Kademlia over QMP RPC (protocol ``qiz-dht/1``), feeding the sans-IO routing
+table and lookups with real links, and keeping the local record store.
+
+* Contacts enter the routing table only when their id is proven: a QMP link with them
+  authenticated it (the handshake binds the id), and the address is the one they signed in
+  their peer record. Ids that fail the crypto puzzle are not taken in.
+* ``find_node``, ``find_value`` and ``store`` are the RPCs; every record is validated before it
+  is stored and again when a lookup receives it.
+* A node publishes its own peer record at start and periodically; stored records are
+  republished and expired on a clock the caller injects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qiz.crypto.ids import NodeId, ServiceName
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity.peer_record import VerifiedRecordCache, parse_address
+from qiz.qmp.manager import LinkManager
+from qiz.qmp.rpc import CallContext, RpcError
+from qiz.qmp.transport import Link, LinkError
+from qiz.resolve.lookup import Lookup
+from qiz.resolve.puzzle import solves
+from qiz.resolve.records import (
+    RecordError,
+    RecordKind,
+    ValidRecord,
+    make_name_record,
+    validate,
+)
+from qiz.resolve.routing import Contact, RoutingTable
+from qiz.resolve.store import PutResult, RecordStore
+
+log = logging.getLogger("qiz.dht")
+PROTOCOL = "dht/1"
+FIND_NODE = f"{PROTOCOL}.find_node"
+FIND_VALUE = f"{PROTOCOL}.find_value"
+STORE = f"{PROTOCOL}.store"
+
+
+class ResolveError(LookupError):
+    """A name or id could not be resolved; the message says what was tried."""
+
+
+@dataclass
+class DhtConfig:
+    k: int = 20
+    alpha: int = 3
+    value_paths: int = 4  # S/Kademlia disjoint paths for value lookups
+    node_paths: int = 1
+    request_timeout: float = 2.0
+    puzzle_bits: int = 0
+    republish_interval: float = 3600.0
+    refresh_interval: float = 900.0
+    maintenance_interval: float = 60.0
+    enforce_prefix_limits: bool = True
+
+
+class Dht:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        links: LinkManager,
+        store: RecordStore,
+        record_provider: Callable[[], PeerRecord],
+        *,
+        config: DhtConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.links = links
+        self.store = store
+        self.record_provider = record_provider
+        self.config = config or DhtConfig()
+        self.clock = clock
+        self.table = RoutingTable(
+            identity.node_id.digest,
+            k=self.config.k,
+            enforce_prefix_limits=self.config.enforce_prefix_limits,
+        )
+        self.records = VerifiedRecordCache()
+        self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
+        self.lookup_latencies: list[float] = []
+        self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handlers(self) -> dict[str, Any]:
+        return {FIND_NODE: self._find_node, FIND_VALUE: self._find_value, STORE: self._store}
+
+    # ------------------------------------------------------------------ the table
+
+    def on_link(self, link: Link) -> None:
+        """A link authenticated ``link.peer``: its id is proven; take it in at the address it
+        signed (a client with no listening address is not a contact)."""
+        record = link.peer
+        if record is None or not record.addresses:
+            return
+        if not solves(record.node_id.digest, self.config.puzzle_bits):
+            return
+        result = self.table.add(record.node_id.digest, record.addresses[0], self.clock())
+        if result.ping is not None:
+            task = asyncio.ensure_future(self._ping_oldest(result.ping))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        with contextlib.suppress(RecordError):
+            self.store.put(
+                validate(
+                    RecordKind.PEER, record.raw, key=None, now=self.clock(), cache=self.records
+                ),
+                self.clock(),
+            )
+
+    async def _ping_oldest(self, contact: Contact) -> None:
+        try:
+            rpc = await self.links.connect(contact.address, NodeId(contact.node_id))
+            await rpc.call("qmp.ping", b"", timeout=self.config.request_timeout)
+            self.table.add(contact.node_id, contact.address, self.clock())
+        except (LinkError, RpcError, OSError):
+            self.table.failed(contact.node_id)
+
+    # ------------------------------------------------------------------ RPC handlers
+
+    def _contacts_out(self, target: bytes, exclude: bytes) -> list[list]:
+        return [
+            [c.node_id, c.address]
+            for c in self.table.closest(target, self.config.k, exclude=exclude)
+        ]
+
+    async def _find_node(self, ctx: CallContext, body: Any) -> Any:
+        target = _key(body, "target")
+        return {"contacts": self._contacts_out(target, ctx.peer_id.digest)}
+
+    async def _find_value(self, ctx: CallContext, body: Any) -> Any:
+        key = _key(body, "key")
+        kind = _kind(body)
+        records = [r.raw for r in self.store.get(kind, key, self.clock(), limit=8)]
+        return {"records": records, "contacts": self._contacts_out(key, ctx.peer_id.digest)}
+
+    async def _store(self, ctx: CallContext, body: Any) -> Any:
+        kind = _kind(body)
+        raw = body.get("raw") if isinstance(body, dict) else None
+        if not isinstance(raw, bytes):
+            raise RpcError("bad-request", "store needs a record")
+        try:
+            record = validate(kind, raw, key=None, now=self.clock(), cache=self.records)
+        except RecordError as exc:
+            self.counters["refused_stores"] += 1
+            raise RpcError("bad-record", str(exc)) from None
+        result = self.store.put(record, self.clock())
+        if result is PutResult.OLDER:
+            self.counters["refused_stores"] += 1
+            raise RpcError("older-record", "a record with a higher sequence number is held")
+        return {"result": result.value}
+
+    # ------------------------------------------------------------------ lookups
+
+    async def _query(self, contact: Contact, method: str, body: dict) -> dict:
+        rpc = await self.links.connect(contact.address, NodeId(contact.node_id))
+        reply = await rpc.call(method, body, timeout=self.config.request_timeout)
+        if not isinstance(reply, dict):
+            raise RpcError("bad-reply", "not a map")
+        return reply
+
+    def _parse_contacts(self, reply: dict) -> list[Contact]:
+        out = []
+        for item in reply.get("contacts", [])[: self.config.k]:
+            if not (isinstance(item, list) and len(item) == 2):
+                continue
+            node_id, address = item
+            if not isinstance(node_id, bytes) or len(node_id) != 32 or not isinstance(address, str):
+                continue
+            try:
+                parse_address(address)
+            except ValueError:
+                continue
+            if solves(node_id, self.config.puzzle_bits):
+                out.append(Contact(node_id, address))
+        return out
+
+    async def lookup(
+        self, target: bytes, kind: RecordKind | None = None, *, paths: int | None = None
+    ) -> Lookup:
+        """Run an iterative lookup to completion and return it (closest nodes, best record)."""
+        started = time.perf_counter()
+        self.counters["lookups"] += 1
+        want_value = kind is not None
+        lookup = Lookup(
+            target,
+            self.table.closest(target, self.config.k),
+            self_id=self.identity.node_id.digest,
+            k=self.config.k,
+            alpha=self.config.alpha,
+            paths=paths or (self.config.value_paths if want_value else self.config.node_paths),
+            want_value=want_value,
+        )
+        if want_value:
+            for local in self.store.get(kind, target, self.clock(), limit=1):  # type: ignore[arg-type]
+                lookup.best = local
+        wake = asyncio.Event()
+        tasks: set[asyncio.Task] = set()
+
+        async def ask(contact: Contact) -> None:
+            try:
+                if want_value:
+                    body = {"key": target, "kind": kind.value}  # type: ignore[union-attr]
+                    reply = await self._query(contact, FIND_VALUE, body)
+                else:
+                    reply = await self._query(contact, FIND_NODE, {"target": target})
+                records = []
+                for raw in reply.get("records", [])[:8] if want_value else []:
+                    try:
+                        records.append(
+                            validate(kind, raw, key=target, now=self.clock(), cache=self.records)  # type: ignore[arg-type]
+                        )
+                    except RecordError:
+                        self.counters["invalid_records"] += 1
+                self.table.add(contact.node_id, contact.address, self.clock())
+                lookup.on_response(contact.node_id, self._parse_contacts(reply), records)
+            except (LinkError, RpcError, OSError, TimeoutError) as exc:
+                log.debug("lookup: %s failed: %s", contact.address, exc)
+                self.table.failed(contact.node_id)
+                lookup.on_failure(contact.node_id)
+            wake.set()
+
+        while not lookup.done:
+            for contact in lookup.next_requests():
+                task = asyncio.ensure_future(ask(contact))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if lookup.done:
+                break
+            if not tasks:
+                break
+            wake.clear()
+            await wake.wait()
+        for task in tasks:
+            task.cancel()
+        self.lookup_latencies.append(time.perf_counter() - started)
+        return lookup
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, raw: bytes, kind: RecordKind) -> int:
+        """Store a record at the k nodes closest to its key; return how many accepted it."""
+        record = validate(kind, raw, key=None, now=self.clock(), cache=self.records)
+        self.store.put(record, self.clock())
+        lookup = await self.lookup(record.key)
+        accepted = 0
+
+        async def put(contact: Contact) -> None:
+            nonlocal accepted
+            try:
+                await self._query(contact, STORE, {"kind": kind.value, "raw": raw})
+                accepted += 1
+            except (LinkError, RpcError, OSError, TimeoutError):
+                pass
+
+        await asyncio.gather(*(put(c) for c in lookup.closest(self.config.k)))
+        self.store.mark_published(record, self.clock())
+        return accepted
+
+    async def publish_self(self) -> int:
+        return await self.publish(self.record_provider().raw, RecordKind.PEER)
+
+    async def publish_name(self, label: str, value: str, *, ttl: int) -> tuple[ServiceName, int]:
+        name = ServiceName.of(self.identity.node_id, label)
+        held = self.store.newest(RecordKind.NAME, name.digest, self.identity.node_id.digest, 0)
+        seq = max(int(self.clock() * 1000), (held.seq + 1) if held else 0)
+        raw = make_name_record(self.identity, label, value, seq=seq, now=self.clock(), ttl=ttl)
+        return name, await self.publish(raw, RecordKind.NAME)
+
+    # ------------------------------------------------------------------ resolving
+
+    async def resolve_peer(self, node_id: NodeId) -> PeerRecord:
+        """The freshest verified peer record of ``node_id`` the network holds."""
+        if node_id == self.identity.node_id:
+            return self.record_provider()
+        linked = self.links.peers.get(node_id)
+        lookup = await self.lookup(node_id.digest, RecordKind.PEER)
+        best = lookup.best
+        if best is None and linked is not None and linked.link.peer is not None:
+            return linked.link.peer
+        if best is None:
+            raise ResolveError(f"no peer record for {node_id} was found")
+        return PeerRecord.verify(best.raw, now=self.clock(), expected_id=node_id)
+
+    async def resolve_name(self, owner: NodeId, label: str) -> ValidRecord:
+        name = ServiceName.of(owner, label)
+        lookup = await self.lookup(name.digest, RecordKind.NAME)
+        if lookup.best is None:
+            raise ResolveError(f"no record for {owner}/{label} was found")
+        return validate(RecordKind.NAME, lookup.best.raw, key=name.digest, now=self.clock())
+
+    # ------------------------------------------------------------------ upkeep
+
+    async def bootstrap(self) -> None:
+        """Fill the table: look up our own id through whatever links we have."""
+        await self.lookup(self.identity.node_id.digest)
+
+    def start(self) -> None:
+        self._maintenance = asyncio.ensure_future(self._maintain())
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+
+    async def maintain_once(self) -> dict[str, int]:
+        """One round of upkeep: expire, republish what is due, refresh stale buckets."""
+        now = self.clock()
+        expired = self.store.expire(now)
+        republished = 0
+        for record in self.store.due_for_republish(now, self.config.republish_interval):
+            with contextlib.suppress(RecordError):
+                await self.publish(record.raw, record.kind)
+                republished += 1
+        for index in self.table.stale_buckets(now, self.config.refresh_interval)[:4]:
+            await self.lookup(_random_key_in_bucket(self.identity.node_id.digest, index))
+        return {"expired": expired, "republished": republished}
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval)
+            try:
+                await self.maintain_once()
+            except Exception:  # upkeep must never stop: log and go on
+                log.exception("DHT maintenance failed")
+
+
+def _key(body: Any, name: str) -> bytes:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise RpcError("bad-request", f"{name} must be 32 bytes")
+    return value
+
+
+def _kind(body: Any) -> RecordKind:
+    try:
+        return RecordKind(body.get("kind"))
+    except (ValueError, AttributeError):
+        raise RpcError("bad-request", "unknown record kind") from None
+
+
+def _random_key_in_bucket(self_key: bytes, index: int) -> bytes:
+    import os
+
+    me = int.from_bytes(self_key, "big")
+    flip = 1 << (255 - index)
+    low = int.from_bytes(os.urandom(32), "big") & (flip - 1)
+    prefix = (me ^ flip) & ~(flip - 1) & ((1 << 256) - 1)
+    return (prefix | low).to_bytes(32, "big")
