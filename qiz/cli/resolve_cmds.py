@@ -1,0 +1,110 @@
+"""Resolution commands: ``resolve ID`` and ``name publish|resolve``, served by the running node."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from qiz.cli.common import Session
+from qiz.cli.output import UserError, console, emit, guarded
+from qiz.crypto.errors import InvalidIdentifier
+from qiz.crypto.ids import NodeId, normalize_label
+from qiz.node import control_request
+from qiz.resolve.records import MAX_TTL
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+name_app = typer.Typer(help="Publish and resolve signed names.", no_args_is_help=True)
+LOOKUP_TIMEOUT = 60.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("resolve")(guarded(resolve))
+    app.add_typer(name_app, name="name")
+    name_app.command("publish")(guarded(publish))
+    name_app.command("resolve")(guarded(name_resolve))
+
+
+def _ask(session: Session, command: str, **arguments: Any) -> dict:
+    try:
+        reply = asyncio.run(
+            control_request(session.home.path, command, timeout=LOOKUP_TIMEOUT, **arguments)
+        )
+    except ConnectionError as exc:
+        raise UserError(
+            f"{exc}; start it with 'qiz --home {session.home.path} node start'"
+        ) from None
+    except TimeoutError:
+        raise UserError(f"the node did not answer within {LOOKUP_TIMEOUT:.0f} s") from None
+    if not reply.get("ok"):
+        raise UserError(str(reply.get("error")))
+    return reply["result"]
+
+
+def resolve(
+    ctx: typer.Context,
+    node_id: Annotated[str, typer.Argument(help="A node id (qizn1...).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Find a node's signed peer record through the DHT, verify it, and link to it."""
+    try:
+        NodeId.parse(node_id)
+    except InvalidIdentifier as exc:
+        raise UserError(str(exc)) from None
+    result = _ask(ctx.obj, "resolve", id=node_id)
+
+    def human() -> None:
+        console.print(f"node      {result['node_id']}", markup=False)
+        console.print(f"addresses {', '.join(result['addresses']) or '(none)'}", markup=False)
+        console.print(
+            f"seq {result['seq']}, expires {result['expires']}, "
+            f"resolved in {result['resolve_ms']:.1f} ms"
+            + (f", linked at {result['linked']}" if result["linked"] else "")
+        )
+
+    emit(as_json, result, human)
+
+
+def publish(
+    ctx: typer.Context,
+    label: Annotated[str, typer.Argument(help="The name's label, under this node's id.")],
+    value: Annotated[str, typer.Argument(help="What the name points to (text, <= 1 KiB).")],
+    ttl: Annotated[int, typer.Option("--ttl", min=1, max=MAX_TTL, help="Seconds.")] = 3600,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish LABEL -> VALUE, signed by this node, for OWNER_ID/LABEL lookups."""
+    try:
+        normalize_label(label)
+    except InvalidIdentifier as exc:
+        raise UserError(str(exc)) from None
+    if len(value.encode("utf-8")) > 1024:
+        raise UserError("a name's value is at most 1024 bytes")
+    result = _ask(ctx.obj, "name_publish", label=label, value=value, ttl=ttl)
+    emit(
+        as_json,
+        result,
+        lambda: console.print(
+            f"published {result['owner']}/{label} ({result['name']}), "
+            f"stored at {result['stored_at']} nodes",
+            markup=False,
+        ),
+    )
+
+
+def name_resolve(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="OWNER_ID/LABEL")],
+    as_json: JsonOption = False,
+) -> None:
+    """Resolve OWNER_ID/LABEL to its value (the newest signed record)."""
+    owner, sep, label = name.partition("/")
+    if not sep or not label:
+        raise UserError("a name is OWNER_ID/LABEL")
+    try:
+        NodeId.parse(owner)
+        normalize_label(label)
+    except InvalidIdentifier as exc:
+        raise UserError(str(exc)) from None
+    result = _ask(ctx.obj, "name_resolve", name=name)
+    emit(as_json, result, lambda: console.print(result["value"], markup=False))
