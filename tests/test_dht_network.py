@@ -1,0 +1,151 @@
+"""The DHT over real QMP links on loopback: a 30-node mesh resolving every id and names,
+bad records refused on store and in lookups, and a third of the mesh killed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import pytest
+
+from qiz import wire
+from qiz.crypto.ids import ServiceName
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.node import Node
+from qiz.qmp.rpc import RpcError
+from qiz.resolve.dht import FIND_VALUE, STORE, DhtConfig
+from qiz.resolve.records import RecordKind, make_name_record
+
+from .test_qmp_network import manager, run
+
+MESH = 30
+
+
+def make(peers: list[str] | None = None, **dht) -> Node:
+    config = DhtConfig(request_timeout=1.0, **dht)
+    return Node(NodeIdentity.generate(), peers=peers, config=manager(), dht_config=config)
+
+
+async def start_mesh(size: int) -> list[Node]:
+    first = make()
+    await first.start()
+    nodes = [first]
+    for _ in range(size - 1):
+        node = make([first.address])  # one bootstrap address for everyone
+        await node.start()
+        nodes.append(node)
+    await asyncio.gather(*(asyncio.wait_for(n.joined.wait(), 30) for n in nodes))
+    return nodes
+
+
+async def stop_all(nodes: list[Node]) -> None:
+    for node in nodes:
+        await node.stop()
+
+
+def test_thirty_nodes_resolve_everyone_and_names_then_survive_losing_a_third() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(MESH)
+        try:
+            # every node resolves every other by id
+            for node in nodes:
+                results = await asyncio.gather(
+                    *(node.dht.resolve_peer(other.node_id) for other in nodes if other is not node)
+                )
+                assert {str(r.node_id) for r in results} == {
+                    str(o.node_id) for o in nodes if o is not node
+                }
+            # names: five owners publish, everyone resolves them
+            owners = nodes[1:6]
+            for i, owner in enumerate(owners):
+                await owner.publish_name("svc", f"127.0.0.1:{9000 + i}", 600)
+            for node in nodes:
+                for i, owner in enumerate(owners):
+                    answer = await node.resolve_name(owner.node_id, "svc")
+                    assert answer["value"] == f"127.0.0.1:{9000 + i}"
+            # a republished name with a higher sequence number wins everywhere
+            await owners[0].publish_name("svc", "127.0.0.1:9999", 600)
+            assert (await nodes[-1].resolve_name(owners[0].node_id, "svc"))["value"] == (
+                "127.0.0.1:9999"
+            )
+            # kill a third (including the bootstrap node); the rest still resolve each other
+            rnd = random.Random(3)
+            killed = [nodes[0], *rnd.sample(nodes[1:], MESH // 3 - 1)]  # the bootstrap node too
+            await stop_all(killed)
+            alive = [n for n in nodes if n not in killed]
+            for node in alive[:8]:
+                for other in alive:
+                    if other is not node:
+                        record = await node.dht.resolve_peer(other.node_id)
+                        assert record.node_id == other.node_id
+                answer = await node.resolve_name(owners[1].node_id, "svc")
+                assert answer["value"] == "127.0.0.1:9001"
+            nodes = alive
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=240)
+
+
+def test_bad_records_are_refused_on_store_and_in_lookups() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(6)
+        try:
+            owner, storer, resolver, evil = nodes[1], nodes[2], nodes[3], nodes[4]
+            now = time.time()
+            name = ServiceName.of(owner.node_id, "db")
+            good = make_name_record(owner.identity, "db", "v2", seq=2, now=now, ttl=600)
+            older = make_name_record(owner.identity, "db", "v1", seq=1, now=now, ttl=600)
+            expired = make_name_record(owner.identity, "db", "old", seq=3, now=now - 1000, ttl=10)
+            fields = wire.decode(good, max_size=8192)
+            fields["value"] = "evil"
+            forged = wire.encode(fields)
+            del fields["sig"]
+            unsigned = wire.encode(fields)
+            mallory = NodeIdentity.generate()
+            impostor = make_name_record(mallory, "db", "evil", seq=9, now=now, ttl=600)
+
+            rpc = await resolver.connect(storer.address, storer.node_id)
+            assert (await rpc.call(STORE, {"kind": "name", "raw": good}))["result"] == "stored"
+            for bad, code in (
+                (forged, "bad-record"),
+                (unsigned, "bad-record"),
+                (expired, "bad-record"),
+                (older, "older-record"),
+            ):
+                with pytest.raises(RpcError) as info:
+                    await rpc.call(STORE, {"kind": "name", "raw": bad})
+                assert info.value.code == code
+            # the impostor's record is valid for *its* name, never for the owner's
+            assert mallory.node_id != owner.node_id
+            held = storer.dht.store.get(RecordKind.NAME, name.digest, time.time())
+            assert [r.raw for r in held] == [good]
+
+            # A malicious node answers lookups with every bad record it can make.
+            async def evil_find_value(ctx, body):
+                contacts = evil.dht._contacts_out(body["key"], ctx.peer_id.digest)
+                return {
+                    "records": [forged, unsigned, expired, older, impostor],
+                    "contacts": contacts,
+                }
+
+            evil.handlers[FIND_VALUE] = evil_find_value
+            await owner.dht.publish(good, RecordKind.NAME)
+            before = resolver.dht.counters["invalid_records"]
+            for _ in range(3):
+                answer = await resolver.resolve_name(owner.node_id, "db")
+                assert answer["value"] == "v2" and answer["seq"] == 2
+            assert resolver.dht.counters["invalid_records"] > before
+
+            # peer records: a forged one is refused too
+            record = PeerRecord.create(owner.identity, [owner.address], seq=1, now=now)
+            bad_peer = bytearray(record.raw)
+            bad_peer[-9] ^= 1
+            with pytest.raises(RpcError) as info:
+                await rpc.call(STORE, {"kind": "peer", "raw": bytes(bad_peer)})
+            assert info.value.code == "bad-record"
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=120)
