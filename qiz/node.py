@@ -25,6 +25,7 @@ from qiz.qmp.manager import LinkManager, ManagerConfig
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
 from qiz.qmp.transport import LinkError
 from qiz.resolve.dht import Dht, DhtConfig, ResolveError
+from qiz.resolve.discovery import LanDiscovery
 from qiz.resolve.records import RecordError
 from qiz.resolve.store import RecordStore
 
@@ -57,6 +58,7 @@ class Node:
         peers: list[str] | None = None,
         config: ManagerConfig | None = None,
         dht_config: DhtConfig | None = None,
+        lan: dict[str, Any] | None = None,
         control_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +80,12 @@ class Node:
         self.handlers.update(self.dht.handlers())
         self.links.on_peer = self.dht.on_link
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
+        self.lan = (
+            LanDiscovery(identity.node_id.digest, lambda: self.address, self._on_beacon, **lan)
+            if lan is not None
+            else None
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
         self._join_task: asyncio.Task[None] | None = None
         self._control: asyncio.base_events.Server | None = None
         self.stopped = asyncio.Event()
@@ -120,6 +128,8 @@ class Node:
         self._record = None
         for address, expected in self.bootstrap:
             self.links.pin(address, expected)
+        if self.lan is not None:
+            await self.lan.start()
         self._join_task = asyncio.ensure_future(self._join())
         log.info("node %s listening on %s", self.node_id, self.address)
 
@@ -146,6 +156,10 @@ class Node:
         if self._join_task is not None:
             self._join_task.cancel()
         await self.dht.stop()
+        if self.lan is not None:
+            await self.lan.stop()
+        for task in self._tasks:
+            task.cancel()
         if self._control is not None:
             self._control.close()
             with contextlib.suppress(Exception):
@@ -176,6 +190,24 @@ class Node:
                 **self.dht.counters,
             },
         }
+
+    def _on_beacon(self, node_id: bytes, address: str) -> None:
+        """A LAN beacon named a node we may not know: dial it, expecting that id."""
+        peer = NodeId(node_id)
+        if peer in self.links.peers or self.links.closing:
+            return
+
+        async def link_up() -> None:
+            try:
+                await self.links.connect(address, peer)
+                await self.dht.bootstrap()
+                await self.dht.publish_self()
+            except (LinkError, OSError) as exc:
+                log.info("LAN peer %s at %s: %s", peer.short(), address, exc)
+
+        task = asyncio.ensure_future(link_up())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ resolution
 

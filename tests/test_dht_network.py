@@ -149,3 +149,45 @@ def test_bad_records_are_refused_on_store_and_in_lookups() -> None:
             await stop_all(nodes)
 
     run(scenario(), timeout=120)
+
+
+def test_lan_discovery_links_nodes_with_no_bootstrap_address() -> None:
+    """Two nodes, no peers configured: multicast beacons (kept on this host) introduce them,
+    and the handshake, not the beacon, proves who answered."""
+
+    async def scenario() -> None:
+        lan = {
+            "interface": "127.0.0.1",
+            "ttl": 0,
+            "port": 17_000 + random.randrange(2000),
+            "interval": 0.2,
+        }
+        a = Node(NodeIdentity.generate(), config=manager(), lan=lan)
+        b = Node(NodeIdentity.generate(), config=manager(), lan=lan)
+        await a.start()
+        await b.start()
+        try:
+            deadline = time.monotonic() + 10
+            while b.node_id not in a.links.peers and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert b.node_id in a.links.peers or a.node_id in b.links.peers
+            record = await a.dht.resolve_peer(b.node_id)
+            assert record.addresses == (b.address,)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario(), timeout=60)
+
+
+def test_beacons_are_hints_and_garbage_is_ignored() -> None:
+    from qiz.resolve.discovery import decode_beacon, encode_beacon
+
+    assert decode_beacon(encode_beacon(bytes(32), "127.0.0.1:1")) == (bytes(32), "127.0.0.1:1")
+    for bad in (
+        b"",
+        b"\xff",
+        wire.encode({"v": 1, "id": b"x", "addr": "127.0.0.1:1"}),
+        wire.encode({"v": 1, "id": bytes(32), "addr": "example.com:1"}),
+    ):
+        assert decode_beacon(bad) is None

@@ -15,7 +15,7 @@ from rich.table import Table
 from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.crypto.errors import InvalidIdentifier
-from qiz.identity import PeerRecord
+from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
 from qiz.node import ControlSocketError, Node, control_request, parse_peer
 from qiz.qmp.transport import LinkError, dial
@@ -50,6 +50,9 @@ def start(
         list[str] | None,
         typer.Option("--peer", help="Bootstrap peer ip:port or ID@ip:port (repeatable)."),
     ] = None,
+    lan: Annotated[
+        bool, typer.Option("--lan", help="Find peers on the local network (multicast beacon).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'."""
@@ -67,11 +70,19 @@ def start(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_run_node(session, identity, address, peers))
+    asyncio.run(_run_node(session, identity, address, peers, lan))
 
 
-async def _run_node(session: Session, identity, address: str, peers: list[str]) -> None:  # noqa: ANN001
-    node = Node(identity, listen=address, peers=peers, control_dir=session.home.path)
+async def _run_node(
+    session: Session, identity: NodeIdentity, address: str, peers: list[str], lan: bool
+) -> None:
+    node = Node(
+        identity,
+        listen=address,
+        peers=peers,
+        control_dir=session.home.path,
+        lan={} if lan else None,
+    )
     try:
         await node.start()
     except ControlSocketError as exc:
