@@ -21,10 +21,12 @@ from qiz.crypto import keyfile
 from qiz.crypto.errors import InvalidKey
 from qiz.fsio import write_atomic
 from qiz.identity import NodeIdentity
+from qiz.resolve.puzzle import generate_identity
 
 CONFIG_NAME = "config.toml"
 IDENTITY_NAME = "identity.key"
 DEFAULT_LISTEN = "127.0.0.1:7450"
+DEFAULT_PUZZLE_BITS = 8  # about 256 key generations, a tenth of a second, per identity
 
 
 class HomeError(Exception):
@@ -37,6 +39,7 @@ class Config:
 
     listen: str = DEFAULT_LISTEN
     bootstrap: list[str] = field(default_factory=list)
+    puzzle_bits: int = DEFAULT_PUZZLE_BITS  # S/Kademlia id puzzle: ids must have this many
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_toml(self) -> bytes:
@@ -44,6 +47,7 @@ class Config:
         node = dict(data.get("node", {}))
         node.update({"listen": self.listen, "bootstrap": list(self.bootstrap)})
         data["node"] = node
+        data["dht"] = {**dict(data.get("dht", {})), "puzzle_bits": self.puzzle_bits}
         data.setdefault("identity", {"key_file": IDENTITY_NAME})
         return tomli_w.dumps(data).encode("utf-8")
 
@@ -60,7 +64,10 @@ class Config:
             raise HomeError(f"{name}: node.listen must be a string like '127.0.0.1:7450'")
         if not isinstance(bootstrap, list) or not all(isinstance(b, str) for b in bootstrap):
             raise HomeError(f"{name}: node.bootstrap must be a list of 'ip:port' strings")
-        return cls(listen=listen, bootstrap=bootstrap, extra=data)
+        puzzle_bits = data.get("dht", {}).get("puzzle_bits", DEFAULT_PUZZLE_BITS)
+        if not isinstance(puzzle_bits, int) or not 0 <= puzzle_bits <= 24:
+            raise HomeError(f"{name}: dht.puzzle_bits must be an integer from 0 to 24")
+        return cls(listen=listen, bootstrap=bootstrap, puzzle_bits=puzzle_bits, extra=data)
 
 
 def default_home() -> Path:
@@ -124,7 +131,7 @@ class Home:
             for old in (self.config_path, self.identity_path):
                 if old.exists():
                     _move_aside(old)
-        identity = identity or NodeIdentity.generate()
+        identity = identity or generate_identity(DEFAULT_PUZZLE_BITS)
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(

@@ -438,3 +438,16 @@ def test_home_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HomeError, match="not a directory"):
         Home(target).init(scrypt=FAST)
     assert target.read_text() == "x"
+
+
+def test_new_identities_solve_the_configured_id_puzzle(tmp_path: Path) -> None:
+    from qiz.home import DEFAULT_PUZZLE_BITS
+    from qiz.resolve.puzzle import solves
+
+    home = Home(tmp_path / "p")
+    identity = home.init(scrypt=FAST)
+    assert solves(identity.node_id.digest, DEFAULT_PUZZLE_BITS)
+    assert home.load_config().puzzle_bits == DEFAULT_PUZZLE_BITS
+    home.config_path.write_text('[dht]\npuzzle_bits = "hard"\n')
+    with pytest.raises(HomeError, match="puzzle_bits"):
+        home.load_config()

@@ -19,6 +19,8 @@ from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
 from qiz.node import ControlSocketError, Node, control_request, parse_peer
 from qiz.qmp.transport import LinkError, dial
+from qiz.resolve.dht import DhtConfig
+from qiz.resolve.puzzle import solves
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
@@ -76,12 +78,19 @@ def start(
 async def _run_node(
     session: Session, identity: NodeIdentity, address: str, peers: list[str], lan: bool
 ) -> None:
+    config = session.home.load_config()
+    if not solves(identity.node_id.digest, config.puzzle_bits):
+        raise UserError(
+            f"this node's id does not solve the {config.puzzle_bits}-bit id puzzle its config "
+            "asks for (dht.puzzle_bits); lower it or make a new identity"
+        )
     node = Node(
         identity,
         listen=address,
         peers=peers,
         control_dir=session.home.path,
         lan={} if lan else None,
+        dht_config=DhtConfig(puzzle_bits=config.puzzle_bits),
     )
     try:
         await node.start()
