@@ -66,9 +66,16 @@ def test_thirty_nodes_resolve_everyone_and_names_then_survive_losing_a_third() -
                     assert answer["value"] == f"127.0.0.1:{9000 + i}"
             # a republished name with a higher sequence number wins everywhere
             await owners[0].publish_name("svc", "127.0.0.1:9999", 600)
-            assert (await nodes[-1].resolve_name(owners[0].node_id, "svc"))["value"] == (
+            fresh = await nodes[-1].dht.resolve_name(owners[0].node_id, "svc", use_cache=False)
+            assert fresh.value == "127.0.0.1:9999"
+            # a cached answer lasts its TTL (60 s), then the node asks the DHT again
+            cached = await nodes[-2].resolve_name(owners[0].node_id, "svc")
+            assert cached["value"] == "127.0.0.1:9000"
+            nodes[-2].dht.clock = lambda: time.time() + 61
+            assert (await nodes[-2].resolve_name(owners[0].node_id, "svc"))["value"] == (
                 "127.0.0.1:9999"
             )
+            nodes[-2].dht.clock = time.time
             # kill a third (including the bootstrap node); the rest still resolve each other
             rnd = random.Random(3)
             killed = [nodes[0], *rnd.sample(nodes[1:], MESH // 3 - 1)]  # the bootstrap node too

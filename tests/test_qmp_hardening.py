@@ -229,5 +229,3 @@ def test_a_stopped_manager_keeps_no_link() -> None:
             assert not b.links.peers and not a.links.peers
 
     run(scenario())
-
-

@@ -83,9 +83,7 @@ def test_prefix_limits_resist_one_network_filling_the_table() -> None:
     assert table.add(b"\x20" + bytes(31), "198.51.100.1:7450", NOW).added
     # Loopback is exempt: a local mesh of many nodes is not an eclipse.
     local = RoutingTable(bytes(32), per_prefix_bucket=1, per_prefix_table=1)
-    assert all(
-        local.add(n, f"127.0.0.1:{7000 + i}", NOW).added for i, n in enumerate(same_net[:3])
-    )
+    assert all(local.add(n, f"127.0.0.1:{7000 + i}", NOW).added for i, n in enumerate(same_net[:3]))
 
 
 def test_address_prefix() -> None:

@@ -61,6 +61,7 @@ class DhtConfig:
     refresh_interval: float = 900.0
     maintenance_interval: float = 60.0
     enforce_prefix_limits: bool = True
+    cache_ttl: float = 60.0  # how long a resolved record is answered from the local cache
 
 
 class Dht:
@@ -88,6 +89,7 @@ class Dht:
         self.records = VerifiedRecordCache()
         self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
         self.lookup_latencies: list[float] = []
+        self._resolved: dict[tuple[RecordKind, bytes], tuple[float, ValidRecord]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -278,10 +280,29 @@ class Dht:
 
     # ------------------------------------------------------------------ resolving
 
-    async def resolve_peer(self, node_id: NodeId) -> PeerRecord:
-        """The freshest verified peer record of ``node_id`` the network holds."""
+    def _cached(self, kind: RecordKind, key: bytes) -> ValidRecord | None:
+        entry = self._resolved.get((kind, key))
+        if entry is None:
+            return None
+        until, record = entry
+        if until <= self.clock() or record.expires <= self.clock():
+            del self._resolved[(kind, key)]
+            return None
+        return record
+
+    def _remember(self, record: ValidRecord) -> None:
+        if len(self._resolved) > 10_000:
+            self._resolved.clear()
+        self._resolved[(record.kind, record.key)] = (self.clock() + self.config.cache_ttl, record)
+
+    async def resolve_peer(self, node_id: NodeId, *, use_cache: bool = True) -> PeerRecord:
+        """The freshest verified peer record of ``node_id`` the network holds. Answers from the
+        local cache (``cache_ttl``) when it can; ``use_cache=False`` always asks the DHT."""
         if node_id == self.identity.node_id:
             return self.record_provider()
+        cached = self._cached(RecordKind.PEER, node_id.digest) if use_cache else None
+        if cached is not None:
+            return PeerRecord.verify(cached.raw, now=self.clock(), expected_id=node_id)
         linked = self.links.peers.get(node_id)
         lookup = await self.lookup(node_id.digest, RecordKind.PEER)
         best = lookup.best
@@ -289,14 +310,21 @@ class Dht:
             return linked.link.peer
         if best is None:
             raise ResolveError(f"no peer record for {node_id} was found")
+        self._remember(best)
         return PeerRecord.verify(best.raw, now=self.clock(), expected_id=node_id)
 
-    async def resolve_name(self, owner: NodeId, label: str) -> ValidRecord:
+    async def resolve_name(
+        self, owner: NodeId, label: str, *, use_cache: bool = True
+    ) -> ValidRecord:
         name = ServiceName.of(owner, label)
-        lookup = await self.lookup(name.digest, RecordKind.NAME)
-        if lookup.best is None:
-            raise ResolveError(f"no record for {owner}/{label} was found")
-        return validate(RecordKind.NAME, lookup.best.raw, key=name.digest, now=self.clock())
+        cached = self._cached(RecordKind.NAME, name.digest) if use_cache else None
+        if cached is None:
+            lookup = await self.lookup(name.digest, RecordKind.NAME)
+            if lookup.best is None:
+                raise ResolveError(f"no record for {owner}/{label} was found")
+            cached = lookup.best
+            self._remember(cached)
+        return validate(RecordKind.NAME, cached.raw, key=name.digest, now=self.clock())
 
     # ------------------------------------------------------------------ upkeep
 
