@@ -198,3 +198,26 @@ def test_beacons_are_hints_and_garbage_is_ignored() -> None:
         wire.encode({"v": 1, "id": bytes(32), "addr": "example.com:1"}),
     ):
         assert decode_beacon(bad) is None
+
+
+def test_maintenance_republishes_and_expires_on_a_controlled_clock() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(4)
+        try:
+            owner = nodes[1]
+            await owner.publish_name("job", "x", 7200)
+            holder = nodes[2]
+            name = ServiceName.of(owner.node_id, "job").digest
+            assert holder.dht.store.get(RecordKind.NAME, name, time.time())
+            base = time.time()
+            holder.dht.clock = lambda: base + 3700  # an hour later: due for republishing
+            done = await holder.dht.maintain_once()
+            assert done["republished"] >= 1 and done["expired"] == 0
+            holder.dht.clock = lambda: base + 7300  # past the record's TTL
+            done = await holder.dht.maintain_once()
+            assert done["expired"] >= 1
+            assert not holder.dht.store.get(RecordKind.NAME, name, base + 7300)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=60)

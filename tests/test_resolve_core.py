@@ -258,3 +258,69 @@ def test_simulated_10000_nodes_with_20_percent_adversaries(big_net) -> None:
     finally:
         for node in net.nodes.values():
             node.behaviour = Behaviour.HONEST
+
+
+# ------------------------------------------------------------------ the record store
+
+
+def test_store_orders_by_sequence_and_expires_on_the_clock(tmp_path, owner: NodeIdentity) -> None:
+    from qiz.resolve.store import PutResult, RecordStore
+
+    store = RecordStore(tmp_path / "records.sqlite")
+    name = ServiceName.of(owner.node_id, "api").digest
+    v1 = validate(
+        RecordKind.NAME,
+        make_name_record(owner, "api", "a", seq=1, now=NOW, ttl=100),
+        key=name,
+        now=NOW,
+    )
+    v2 = validate(
+        RecordKind.NAME,
+        make_name_record(owner, "api", "b", seq=2, now=NOW, ttl=100),
+        key=name,
+        now=NOW,
+    )
+    assert store.put(v2, NOW) is PutResult.STORED
+    assert store.put(v1, NOW) is PutResult.OLDER
+    assert store.put(v2, NOW) is PutResult.UNCHANGED
+    assert [r.seq for r in store.get(RecordKind.NAME, name, NOW)] == [2]
+    assert store.due_for_republish(NOW + 50, interval=60) == []
+    assert [r.seq for r in store.due_for_republish(NOW + 61, interval=60)] == [2]
+    store.mark_published(v2, NOW + 61)
+    assert store.due_for_republish(NOW + 62, interval=60) == []
+    assert store.get(RecordKind.NAME, name, NOW + 101) == []
+    assert store.expire(NOW + 101) == 1 and len(store) == 0
+    store.close()
+    # WAL on disk: a reopened store keeps what was stored.
+    again = RecordStore(tmp_path / "records.sqlite")
+    again.put(v2, NOW)
+    again.close()
+    assert len(RecordStore(tmp_path / "records.sqlite")) == 1
+
+
+def test_providers_keep_one_record_per_holder(owner: NodeIdentity) -> None:
+    from qiz.resolve.store import RecordStore
+
+    store = RecordStore()
+    cid = ContentId.of(b"data")
+    other = NodeIdentity.generate()
+    for who in (owner, other, owner):
+        raw = make_provider_record(who, cid, ["127.0.0.1:1"], now=NOW, ttl=100)
+        store.put(validate(RecordKind.PROVIDER, raw, key=cid.digest, now=NOW), NOW)
+    assert len(store.get(RecordKind.PROVIDER, cid.digest, NOW)) == 2
+
+
+# ------------------------------------------------------------------ churn in the simulator
+
+
+def test_lookups_survive_churn_in_simulation() -> None:
+    net = build(2000, seed=21, config=NetConfig(rtt=0.05, jitter=0.01, timeout=0.5))
+    targets = Targets(net, 6)
+    targets.join_tables()
+    targets.publish()
+    rnd = random.Random(5)
+    protected = set(targets.latest)
+    for node in rnd.sample([n for n in net.nodes.values() if n.node_id not in protected], 600):
+        node.alive = False  # 30 % of the network left without a word
+    results = resolve_many(net, targets, lookups=150, paths=4)
+    assert summarize(net, results, malicious=0.0, paths=4).success >= 0.99
