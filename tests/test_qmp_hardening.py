@@ -18,7 +18,7 @@ from qiz.qmp.frames import FrameKind, encode_frame
 from qiz.qmp.rpc import REQUEST, RpcEndpoint
 from qiz.qmp.transport import LinkError, Listener
 
-from .test_qmp_network import HOST, make_node, read_until_closed, run, running
+from .test_qmp_network import HOST, client, make_node, manager, read_until_closed, run, running
 
 NOW = 1_800_000_000.0
 
@@ -227,5 +227,31 @@ def test_a_stopped_manager_keeps_no_link() -> None:
                 await pending
             await asyncio.sleep(0.3)
             assert not b.links.peers and not a.links.peers
+
+    run(scenario())
+
+
+def test_idle_links_are_closed_and_inbound_links_capped() -> None:
+    async def scenario() -> None:
+        quiet = make_node(config=manager(keepalive_interval=0.2, idle_close=0.5))
+        capped = make_node(config=manager(max_inbound=2))
+        async with running(quiet, capped) as _:
+            # A link nobody uses is closed after idle_close (it was not pinned).
+            other = make_node()
+            async with running(other):
+                await other.connect(quiet.address, quiet.node_id)
+                assert other.node_id in quiet.links.peers
+                deadline = time.monotonic() + 5
+                while other.node_id in quiet.links.peers and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert other.node_id not in quiet.links.peers
+            # The third inbound link is refused with BUSY; the first two keep working.
+            clients = [await client(capped.address) for _ in range(2)]
+            with pytest.raises(LinkError) as info:
+                await client(capped.address)
+            assert info.value.code is ErrorCode.BUSY
+            for _link, rpc in clients:
+                assert await rpc.call("qmp.ping", 1) == 1
+            assert capped.links.listener.refused >= 1
 
     run(scenario())
