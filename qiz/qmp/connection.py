@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from qiz import wire
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
 from qiz.identity.peer_record import MAX_RECORD_SIZE, VerifiedRecordCache
@@ -505,7 +504,6 @@ def _parse_error(body: bytes) -> tuple[ErrorCode, str]:
 
 
 __all__ = [
-    "HEADER_SIZE",
     "Connection",
     "ConnectionClosed",
     "ConnectionStateError",
@@ -515,5 +513,4 @@ __all__ = [
     "PongReceived",
     "QmpConfig",
     "State",
-    "wire",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -380,8 +381,7 @@ def _kind(body: Any) -> RecordKind:
 
 
 def _random_key_in_bucket(self_key: bytes, index: int) -> bytes:
-    import os
-
+    """A random key that falls in bucket ``index`` of the table of ``self_key``."""
     me = int.from_bytes(self_key, "big")
     flip = 1 << (255 - index)
     low = int.from_bytes(os.urandom(32), "big") & (flip - 1)

@@ -113,12 +113,10 @@ class Lookup:
         contacts: list[Contact],
         records: list[ValidRecord] | None = None,
     ) -> None:
-        candidate = self._by_id.get(node_id)
-        if candidate is None or candidate.state is not State.IN_FLIGHT:
+        settled = self._settle(node_id, State.ANSWERED)
+        if settled is None:
             return
-        candidate.state = State.ANSWERED
-        path = self.paths[candidate.path]
-        path.in_flight -= 1
+        candidate, path = settled
         for record in records or ():
             self.records_seen += 1
             if self.best is None or record.supersedes(self.best):
@@ -129,13 +127,20 @@ class Lookup:
         self._check_done(path)
 
     def on_failure(self, node_id: bytes) -> None:
+        settled = self._settle(node_id, State.FAILED)
+        if settled is not None:
+            self._check_done(settled[1])
+
+    def _settle(self, node_id: bytes, state: State) -> tuple[Candidate, Path] | None:
+        """Mark the request to ``node_id`` answered or failed; None if none was in flight
+        (a late or unsolicited answer, which is ignored)."""
         candidate = self._by_id.get(node_id)
         if candidate is None or candidate.state is not State.IN_FLIGHT:
-            return
-        candidate.state = State.FAILED
+            return None
+        candidate.state = state
         path = self.paths[candidate.path]
         path.in_flight -= 1
-        self._check_done(path)
+        return candidate, path
 
     # ------------------------------------------------------------------ results
 

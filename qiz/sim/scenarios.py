@@ -53,6 +53,7 @@ class Targets:
         self.net = net
         self.identities = [NodeIdentity.generate() for _ in range(count)]
         self.latest: dict[bytes, int] = {}
+        self._new: dict[bytes, PeerRecord] = {}
         for identity in self.identities:
             key = identity.node_id.digest
             net.add_node(key)
@@ -63,7 +64,6 @@ class Targets:
             forged[-7] ^= 0x10
             net.forged[key] = bytes(forged)
             self.latest[key] = 2
-            self._new = getattr(self, "_new", {})
             self._new[key] = new
 
     def join_tables(self) -> None:
