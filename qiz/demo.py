@@ -131,9 +131,9 @@ async def _mesh_demo(size: int = 5) -> dict[str, Any]:
                     resolves.append((time.perf_counter() - start) * 1000)
                     if record.node_id != b.node_id:
                         raise RuntimeError("demo: resolution returned the wrong node")
-        published = await nodes[1].publish_name("qaoa-service", "ready: maxcut p<=3", 600)
-        answer = await nodes[-1].resolve_name(nodes[1].node_id, "qaoa-service")
-        if answer["value"] != "ready: maxcut p<=3":
+        published = await nodes[1].publish_name("api", nodes[1].address, 600)
+        answer = await nodes[-1].resolve_name(nodes[1].node_id, "api")
+        if answer["value"] != nodes[1].address:
             raise RuntimeError("demo: the name resolved to something else")
         handshakes = []
         calls = []
@@ -160,7 +160,7 @@ async def _mesh_demo(size: int = 5) -> dict[str, Any]:
             "rpc_calls": len(calls),
             "resolves": len(resolves),
             "resolve_ms_median": round(statistics.median(resolves), 3),
-            "name": f"{nodes[1].node_id.short()}.../qaoa-service",
+            "name": f"{nodes[1].node_id.short()}.../api",
             "name_stored_at": published["stored_at"],
             "name_value": answer["value"],
         }

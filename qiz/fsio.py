@@ -20,7 +20,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     path = Path(path)
     directory = path.parent
     temp = directory / f".{path.name}{TEMP_MARKER}{os.getpid()}-{os.urandom(4).hex()}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:  # name the file the caller asked for, not our temp name
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             fd = -1

@@ -98,7 +98,7 @@ def test_init_then_second_init_refused(tmp_path: Path) -> None:
 
     code, out, err = qiz(tmp_path, "--home", "A", "init", "--json")
     assert code == 2
-    assert out == b""
+    assert json.loads(out)["ok"] is False  # with --json, the failure is JSON too
     assert_one_line_error(err, "already holds a QIZ home", "--force")
     assert key.read_bytes() == before
 
@@ -336,7 +336,7 @@ def test_locked_identity(tmp_path: Path) -> None:
 
     code, out, err = qiz(tmp_path, "--home", "L", "id", "--json")
     assert code == 2
-    assert out == b""
+    assert json.loads(out)["ok"] is False  # with --json, the failure is JSON too
     assert_one_line_error(err, "locked", "passphrase")
 
     got = ok_json(qiz(tmp_path, "--home", "L", "--passphrase-file", "pass.txt", "id", "--json"))
@@ -366,7 +366,7 @@ def test_corrupted_identity_key(tmp_path: Path, keep: int) -> None:
     before = home.identity_path.read_bytes()
     code, out, err = qiz(tmp_path, "--home", "C", "id", "--json")
     assert code == 2
-    assert out == b""
+    assert json.loads(out)["ok"] is False  # with --json, the failure is JSON too
     line = assert_one_line_error(err)
     assert any(word in line for word in ("truncated", "corrupted", "empty")), line
     assert home.identity_path.read_bytes() == before
@@ -401,3 +401,19 @@ def test_unknown_command_is_a_usage_error_without_traceback(tmp_path: Path) -> N
     assert code == 2
     assert "Traceback" not in err
     assert err.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("verify", "x"), "Missing argument"),
+        (("idd",), "No such command"),
+        (("ping", "--count", "0", "127.0.0.1:1"), "--count"),
+        (("--home", "H", "init", "--ask-passphrase"), "needs a terminal"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(tmp_path: Path, args, words: str) -> None:
+    code, _out, err = qiz(tmp_path, *args)
+    assert code == 2
+    assert_one_line_error(err, words)
+    assert not (tmp_path / "H").exists()  # nothing was created by a refused init

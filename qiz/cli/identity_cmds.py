@@ -70,7 +70,12 @@ def init(
     """Create the home: config.toml and a new post-quantum identity."""
     session: Session = ctx.obj
     phrase = session.passphrase()
-    if ask_passphrase:
+    if ask_passphrase and phrase is None:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "--ask-passphrase needs a terminal; give the passphrase with --passphrase-file "
+                "(before the command) or QIZ_PASSPHRASE"
+            )
         phrase = getpass.getpass("new passphrase: ")
         if phrase != getpass.getpass("again: "):
             raise UserError("the two passphrases differ; nothing was written")
@@ -209,7 +214,7 @@ def verify(
         # it proves does not expire, and old signatures must stay checkable.
         rec = load_record_file(record_file, now=time.time(), check_expiry=False)
         if expected is not None and rec.node_id != expected:
-            raise CheckFailed(f"the record is for {rec.node_id}, not for {expected}")
+            raise CheckFailed(f"INVALID: the record is for {rec.node_id}, not for {expected}")
         expected = rec.node_id
     sig_bytes = read_file(signature, what="signature file", max_size=64 * 1024)
     digest = _file_digest(file)
@@ -243,7 +248,10 @@ def seal(
 ) -> None:
     """Sign FILE and encrypt it to a recipient (HPKE, ML-KEM-768 + X25519): writes FILE.sealed."""
     session: Session = ctx.obj
-    recipient = load_record_file(to, now=time.time())
+    try:
+        recipient = load_record_file(to, now=time.time())
+    except CheckFailed as exc:  # a bad --to file is the user's input, not a failed check
+        raise UserError(str(exc)) from None
     identity = session.identity()
     plaintext = read_file(file, max_size=MAX_MESSAGE)
     sealed = seal_message(identity, recipient, plaintext)

@@ -14,7 +14,7 @@ import typer
 from qiz import __version__
 from qiz.cli import identity_cmds, node_cmds, resolve_cmds
 from qiz.cli.common import Session
-from qiz.cli.output import EXIT_INTERNAL, emit, err_console, guarded
+from qiz.cli.output import EXIT_INTERNAL, EXIT_USER_ERROR, emit, err_console, guarded
 from qiz.crypto import require_pq_support
 from qiz.home import Home
 
@@ -83,10 +83,18 @@ def run(argv: list[str] | None = None) -> int:
     commands turn QIZ's own errors into exit codes (:func:`qiz.cli.output.guarded`); anything
     left is a bug, reported in one line."""
     try:
-        app(args=argv, prog_name="qiz")
+        result = app(args=argv, prog_name="qiz", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except KeyboardInterrupt:
+    except typer.TyperException as exc:  # typer's usage errors: missing argument, bad value...
+        message = exc.format_message()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err_console.print(message, markup=False)  # plain `qiz`: the help is the answer
+            return EXIT_USER_ERROR
+        context = getattr(exc, "ctx", None)
+        where = f" (see '{context.command_path} --help')" if context is not None else ""
+        return _fail(f"error: {message}{where}", getattr(exc, "exit_code", EXIT_USER_ERROR))
+    except (KeyboardInterrupt, typer.Abort):
         return _fail("interrupted", 130)
     except Exception as exc:
         if os.environ.get("QIZ_DEBUG"):
@@ -95,7 +103,7 @@ def run(argv: list[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (set QIZ_DEBUG=1 for details)",
             EXIT_INTERNAL,
         )
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entry() -> None:

@@ -131,7 +131,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             table.add_column(column, no_wrap=True)
         for link in info["links"]:
             table.add_row(
-                link["peer"] or "?",
+                (link["peer"][:20] + "...") if link["peer"] else "?",
                 link["address"],
                 link["direction"],
                 "" if link["rtt_ms"] is None else f"{link['rtt_ms']:.3f}",

@@ -49,6 +49,15 @@ def emit(as_json: bool, data: dict[str, Any], human: Callable[[], None]) -> None
         human()
 
 
+def _json_error(
+    kwargs: dict[str, Any], message: str, code: int, payload: dict[str, Any] | None = None
+) -> None:
+    """With --json, a failure is also one JSON object on stdout (the line on stderr stays)."""
+    if kwargs.get("as_json"):
+        body = {"ok": False, "error": message, "exit_code": code, **(payload or {})}
+        sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+
+
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command so QIZ's errors become one stderr line and the right exit code."""
 
@@ -57,17 +66,18 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except CheckFailed as exc:
-            if kwargs.get("as_json") and exc.payload:
-                sys.stdout.write(json.dumps(exc.payload, sort_keys=True) + "\n")
+            _json_error(kwargs, str(exc), EXIT_INVALID, exc.payload)
             err_console.print(f"qiz: {exc}", markup=False)
             raise typer.Exit(EXIT_INVALID) from None
         except (UserError, HomeError, CryptoError, WireError) as exc:
+            _json_error(kwargs, str(exc), EXIT_USER_ERROR)
             err_console.print(f"qiz: error: {exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None
         except OSError as exc:
             # A path the user named cannot be read or written (missing directory, permissions).
-            where = f" {exc.filename}" if exc.filename else ""
-            err_console.print(f"qiz: error:{where}: {exc.strerror or exc}", markup=False)
+            where = f" {exc.filename}:" if exc.filename else ""
+            _json_error(kwargs, f"{where} {exc.strerror or exc}".strip(), EXIT_USER_ERROR)
+            err_console.print(f"qiz: error:{where} {exc.strerror or exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper
