@@ -20,9 +20,9 @@ from typing import Any
 
 from qiz import __version__
 from qiz.crypto.ids import NodeId
-from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
 from qiz.qmp.manager import LinkManager, ManagerConfig
-from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
+from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
 from qiz.qmp.transport import LinkError
 from qiz.resolve.dht import Dht, DhtConfig, ResolveError
 from qiz.resolve.discovery import LanDiscovery
@@ -194,15 +194,16 @@ class Node:
     def _on_beacon(self, node_id: bytes, address: str) -> None:
         """A LAN beacon named a node we may not know: dial it, expecting that id."""
         peer = NodeId(node_id)
-        if peer in self.links.peers or self.links.closing:
+        if peer in self.links.peers or self.links.closing or len(self._tasks) >= 8:
             return
 
         async def link_up() -> None:
             try:
-                await self.links.connect(address, peer)
-                await self.dht.bootstrap()
-                await self.dht.publish_self()
-            except (LinkError, OSError) as exc:
+                await self.links.connect(address, peer, timeout=5.0)
+                if len(self.dht.table) < self.dht.config.k:  # still joining: fill the table
+                    await self.dht.bootstrap()
+                    await self.dht.publish_self()
+            except (LinkError, OSError, TimeoutError) as exc:
                 log.info("LAN peer %s at %s: %s", peer.short(), address, exc)
 
         task = asyncio.ensure_future(link_up())
@@ -310,7 +311,7 @@ class Node:
                 reply = {"ok": False, "error": f"unknown command {command!r}"}
         except (ValueError, KeyError, TypeError, TimeoutError, asyncio.LimitOverrunError) as exc:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
-        except (ResolveError, RecordError, LinkError) as exc:
+        except (ResolveError, RecordError, LinkError, RpcError, PeerRecordError) as exc:
             reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):

@@ -221,3 +221,59 @@ def test_maintenance_republishes_and_expires_on_a_controlled_clock() -> None:
             await stop_all(nodes)
 
     run(scenario(), timeout=60)
+
+
+def test_malformed_replies_and_lying_hints_do_not_stall_or_poison() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(5)
+        try:
+            victim, evil, honest = nodes[1], nodes[2], nodes[3]
+            honest_entry = victim.dht.table.get(honest.node_id.digest)
+            assert honest_entry is not None
+            real_address = honest_entry.address
+
+            async def bad_find_node(ctx, body):
+                return {"contacts": 5}  # not a list
+
+            async def lying_find_value(ctx, body):
+                # the honest node's id at an address where nobody listens
+                return {"records": 7, "contacts": [[honest.node_id.digest, "127.0.0.1:9"]]}
+
+            evil.handlers["dht/1.find_node"] = bad_find_node
+            evil.handlers["dht/1.find_value"] = lying_find_value
+            started = time.monotonic()
+            for _ in range(3):
+                await victim.dht.lookup(NodeIdentity.generate().node_id.digest)
+                await victim.dht.resolve_peer(honest.node_id, use_cache=False)
+            assert time.monotonic() - started < 20
+            entry = victim.dht.table.get(honest.node_id.digest)
+            assert entry is not None and entry.address == real_address  # neither moved nor evicted
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=60)
+
+
+def test_one_signer_cannot_fill_a_nodes_store() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(3)
+        try:
+            storer, client_node = nodes[1], nodes[2]
+            storer.dht.config.max_records_per_holder = 5
+            rpc = await client_node.connect(storer.address, storer.node_id)
+            now = time.time()
+            codes = []
+            for i in range(8):
+                raw = make_name_record(client_node.identity, f"n{i}", "v", seq=1, now=now, ttl=60)
+                try:
+                    await rpc.call(STORE, {"kind": "name", "raw": raw})
+                    codes.append("ok")
+                except RpcError as exc:
+                    codes.append(exc.code)
+            assert "store-full" in codes
+            held = storer.dht.store.count_holder(client_node.node_id.digest)
+            assert held <= 5
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=60)

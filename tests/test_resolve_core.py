@@ -22,7 +22,7 @@ from qiz.resolve.records import (
     make_provider_record,
     validate,
 )
-from qiz.resolve.routing import RoutingTable, address_prefix
+from qiz.resolve.routing import Contact, RoutingTable, address_prefix
 from qiz.sim.network import Behaviour, NetConfig
 from qiz.sim.scenarios import Targets, build, corrupt, resolve_many, summarize
 
@@ -58,7 +58,10 @@ def test_full_bucket_keeps_old_contacts_and_asks_for_a_ping() -> None:
     # The oldest answers: it stays. It fails: the waiting newcomer takes its place.
     table.add(far[0], addr(0), NOW + 1)
     assert far[0] in table and far[3] not in table
+    table.failed(far[1])  # one failed request is not enough (a busy or slow node)...
+    assert far[1] in table
     table.failed(far[1])
+    table.failed(far[1])  # ...three are: the waiting newcomer takes its place
     assert far[1] not in table and far[3] in table
 
 
@@ -324,3 +327,44 @@ def test_lookups_survive_churn_in_simulation() -> None:
         node.alive = False  # 30 % of the network left without a word
     results = resolve_many(net, targets, lookups=150, paths=4)
     assert summarize(net, results, malicious=0.0, paths=4).success >= 0.99
+
+
+# ------------------------------------------------------------------ review regressions
+
+
+def test_ipv4_mapped_addresses_are_limited_like_ipv4() -> None:
+    assert address_prefix("[::ffff:203.0.113.9]:1") == "203.0.113.0/24"
+    assert address_prefix("127.0.0.5:1") == address_prefix("[::1]:1") == "loopback"
+
+
+def test_moving_a_contact_respects_the_prefix_limits() -> None:
+    table = RoutingTable(bytes(32), per_prefix_bucket=1, per_prefix_table=10)
+    a, b = b"\x80" + bytes(31), b"\x81" + bytes(31)
+    assert table.add(a, "203.0.113.1:1", NOW).added
+    assert table.add(b, "198.51.100.1:1", NOW).added
+    assert not table.add(b, "203.0.113.2:1", NOW).added  # would be a second 203.0.113/24
+    assert table.get(b).address == "198.51.100.1:1"
+
+
+def test_peer_records_cannot_outlive_the_maximum_ttl(owner: NodeIdentity) -> None:
+    from qiz.resolve.records import MAX_TTL
+
+    raw = PeerRecord.create(owner, ["127.0.0.1:1"], seq=1, now=NOW, lifetime=MAX_TTL * 10).raw
+    with pytest.raises(RecordError, match="maximum TTL"):
+        validate(RecordKind.PEER, raw, key=None, now=NOW)
+
+
+def test_one_seed_still_runs_every_path_before_answering(owner: NodeIdentity) -> None:
+    """A new node knows one bootstrap peer: a stale answer from it must not end the lookup."""
+    seed = Contact(key(1), addr(1))
+    lookup = Lookup(key(999), [seed], self_id=key(0), k=8, paths=4, want_value=True)
+    stale = validate(
+        RecordKind.NAME,
+        make_name_record(owner, "x", "old", seq=1, now=NOW, ttl=100),
+        key=ServiceName.of(owner.node_id, "x").digest,
+        now=NOW,
+    )
+    (first,) = lookup.next_requests()
+    lookup.on_response(first.node_id, [Contact(key(i), addr(i)) for i in range(2, 14)], [stale])
+    assert not lookup.done  # the other three paths start from the contacts it gave
+    assert all(p.candidates for p in lookup.paths)

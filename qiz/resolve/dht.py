@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -63,6 +64,8 @@ class DhtConfig:
     maintenance_interval: float = 60.0
     enforce_prefix_limits: bool = True
     cache_ttl: float = 60.0  # how long a resolved record is answered from the local cache
+    lookup_deadline: float = 30.0  # a lookup returns what it has by then, whatever happens
+    max_records_per_holder: int = 256  # one signer cannot fill a node's store
 
 
 class Dht:
@@ -93,6 +96,13 @@ class Dht:
         self._resolved: dict[tuple[RecordKind, bytes], tuple[float, ValidRecord]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pinging: set[bytes] = set()
+
+    @property
+    def _on_loopback(self) -> bool:
+        """Contacts at loopback addresses are only worth dialling if we live there too."""
+        addresses = self.record_provider().addresses
+        return not addresses or any(_is_loopback(parse_address(a)[0]) for a in addresses)
 
     def handlers(self) -> dict[str, Any]:
         return {FIND_NODE: self._find_node, FIND_VALUE: self._find_value, STORE: self._store}
@@ -107,8 +117,12 @@ class Dht:
             return
         if not solves(record.node_id.digest, self.config.puzzle_bits):
             return
-        result = self.table.add(record.node_id.digest, record.addresses[0], self.clock())
-        if result.ping is not None:
+        address = _address_seen_at(record.addresses, link.remote_address)
+        if address is None:
+            return  # it claims to listen on a host it does not connect from: not a contact
+        result = self.table.add(record.node_id.digest, address, self.clock())
+        if result.ping is not None and result.ping.node_id not in self._pinging:
+            self._pinging.add(result.ping.node_id)
             task = asyncio.ensure_future(self._ping_oldest(result.ping))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -122,11 +136,15 @@ class Dht:
 
     async def _ping_oldest(self, contact: Contact) -> None:
         try:
-            rpc = await self.links.connect(contact.address, NodeId(contact.node_id))
+            rpc = await self.links.connect(
+                contact.address, NodeId(contact.node_id), timeout=self.config.request_timeout
+            )
             await rpc.call("qmp.ping", b"", timeout=self.config.request_timeout)
             self.table.add(contact.node_id, contact.address, self.clock())
-        except (LinkError, RpcError, OSError):
-            self.table.failed(contact.node_id)
+        except (LinkError, RpcError, OSError, TimeoutError):
+            self.table.remove(contact.node_id)  # the ping failed: a waiting newcomer takes over
+        finally:
+            self._pinging.discard(contact.node_id)
 
     # ------------------------------------------------------------------ RPC handlers
 
@@ -156,36 +174,81 @@ class Dht:
         except RecordError as exc:
             self.counters["refused_stores"] += 1
             raise RpcError("bad-record", str(exc)) from None
+        if self.store.count_holder(record.holder) >= self.config.max_records_per_holder:
+            self.counters["refused_stores"] += 1
+            raise RpcError("store-full", "this signer already has its quota of records here")
         result = self.store.put(record, self.clock())
         if result is PutResult.OLDER:
             self.counters["refused_stores"] += 1
             raise RpcError("older-record", "a record with a higher sequence number is held")
+        if result is PutResult.FULL:
+            self.counters["refused_stores"] += 1
+            raise RpcError("store-full", "this node's record store is full")
         return {"result": result.value}
 
     # ------------------------------------------------------------------ lookups
 
     async def _query(self, contact: Contact, method: str, body: dict) -> dict:
-        rpc = await self.links.connect(contact.address, NodeId(contact.node_id))
-        reply = await rpc.call(method, body, timeout=self.config.request_timeout)
+        timeout = self.config.request_timeout
+        rpc = await self.links.connect(contact.address, NodeId(contact.node_id), timeout=timeout)
+        reply = await rpc.call(method, body, timeout=timeout)
         if not isinstance(reply, dict):
             raise RpcError("bad-reply", "not a map")
         return reply
 
     def _parse_contacts(self, reply: dict) -> list[Contact]:
+        """Contacts from a reply: hints to dial (expecting the id), never table entries."""
         out = []
-        for item in reply.get("contacts", [])[: self.config.k]:
+        items = reply.get("contacts", [])
+        if not isinstance(items, list):
+            raise RpcError("bad-reply", "contacts must be a list")
+        for item in items[: self.config.k]:
             if not (isinstance(item, list) and len(item) == 2):
                 continue
             node_id, address = item
             if not isinstance(node_id, bytes) or len(node_id) != 32 or not isinstance(address, str):
                 continue
             try:
-                parse_address(address)
+                host, _ = parse_address(address)
             except ValueError:
                 continue
+            if _is_loopback(host) and not self._on_loopback:
+                continue  # nobody off this host can be reached at our loopback
             if solves(node_id, self.config.puzzle_bits):
                 out.append(Contact(node_id, address))
         return out
+
+    async def _ask(
+        self, contact: Contact, target: bytes, kind: RecordKind | None, lookup: Lookup
+    ) -> None:
+        """One lookup request: feed the answer (or the failure) to the lookup."""
+        try:
+            if kind is not None:
+                reply = await self._query(contact, FIND_VALUE, {"key": target, "kind": kind.value})
+            else:
+                reply = await self._query(contact, FIND_NODE, {"target": target})
+            raws = reply.get("records", []) if kind is not None else []
+            if not isinstance(raws, list):
+                raise RpcError("bad-reply", "records must be a list")
+            records = []
+            for raw in raws[:8]:
+                try:
+                    assert kind is not None
+                    records.append(
+                        validate(kind, raw, key=target, now=self.clock(), cache=self.records)
+                    )
+                except RecordError:
+                    self.counters["invalid_records"] += 1
+            lookup.on_response(contact.node_id, self._parse_contacts(reply), records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any bad answer is a failed request, never a stall
+            log.debug("lookup: %s failed: %s", contact.address, exc)
+            busy = isinstance(exc, RpcError) and exc.code == "busy"
+            known = self.table.get(contact.node_id)
+            if not busy and known is not None and known.address == contact.address:
+                self.table.failed(contact.node_id)  # only for the address we hold
+            lookup.on_failure(contact.node_id)
 
     async def lookup(
         self, target: bytes, kind: RecordKind | None = None, *, paths: int | None = None
@@ -211,27 +274,11 @@ class Dht:
 
         async def ask(contact: Contact) -> None:
             try:
-                if want_value:
-                    body = {"key": target, "kind": kind.value}  # type: ignore[union-attr]
-                    reply = await self._query(contact, FIND_VALUE, body)
-                else:
-                    reply = await self._query(contact, FIND_NODE, {"target": target})
-                records = []
-                for raw in reply.get("records", [])[:8] if want_value else []:
-                    try:
-                        records.append(
-                            validate(kind, raw, key=target, now=self.clock(), cache=self.records)  # type: ignore[arg-type]
-                        )
-                    except RecordError:
-                        self.counters["invalid_records"] += 1
-                self.table.add(contact.node_id, contact.address, self.clock())
-                lookup.on_response(contact.node_id, self._parse_contacts(reply), records)
-            except (LinkError, RpcError, OSError, TimeoutError) as exc:
-                log.debug("lookup: %s failed: %s", contact.address, exc)
-                self.table.failed(contact.node_id)
-                lookup.on_failure(contact.node_id)
-            wake.set()
+                await self._ask(contact, target, kind, lookup)
+            finally:
+                wake.set()
 
+        deadline = time.monotonic() + self.config.lookup_deadline
         while not lookup.done:
             for contact in lookup.next_requests():
                 task = asyncio.ensure_future(ask(contact))
@@ -242,7 +289,12 @@ class Dht:
             if not tasks:
                 break
             wake.clear()
-            await wake.wait()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.info("lookup gave up after %.0f s", self.config.lookup_deadline)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), left)
         for task in tasks:
             task.cancel()
         self.lookup_latencies.append(time.perf_counter() - started)
@@ -349,9 +401,17 @@ class Dht:
         now = self.clock()
         expired = self.store.expire(now)
         republished = 0
-        for record in self.store.due_for_republish(now, self.config.republish_interval):
+        # Owners republish their own records (replicas live out their TTL): a node never
+        # spends its upkeep on whatever others chose to store with it.
+        due = self.store.due_for_republish(
+            now, self.config.republish_interval, holder=self.identity.node_id.digest
+        )
+        for record in due:
             with contextlib.suppress(RecordError):
-                await self.publish(record.raw, record.kind)
+                if record.kind is RecordKind.PEER:
+                    await self.publish_self()  # a fresh record, not the old bytes
+                else:
+                    await self.publish(record.raw, record.kind)
                 republished += 1
         for index in self.table.stale_buckets(now, self.config.refresh_interval)[:4]:
             await self.lookup(_random_key_in_bucket(self.identity.node_id.digest, index))
@@ -364,6 +424,27 @@ class Dht:
                 await self.maintain_once()
             except Exception:  # upkeep must never stop: log and go on
                 log.exception("DHT maintenance failed")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _address_seen_at(claimed: tuple[str, ...], remote: str) -> str | None:
+    """The first claimed address on the host the peer actually connects from (its port may
+    differ: a dialler's source port is not its listening port). None if no claim matches."""
+    remote_host = remote.rsplit(":", 1)[0].strip("[]")
+    for address in claimed:
+        host, _ = parse_address(address)
+        if host == remote_host or (remote_host == "" and _is_loopback(host)):
+            return address
+    return None
 
 
 def _key(body: Any, name: str) -> bytes:

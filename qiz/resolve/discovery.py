@@ -3,8 +3,8 @@
 Every ``interval`` seconds a node sends ``canonical CBOR {"v": 1, "id": node id (32), "addr":
 "ip:port"}`` to a multicast group; a node that hears a beacon from an id it has no link to dials
 the address *expecting that id*, so the QMP handshake proves the claim: a beacon is a hint,
-never trusted. Beacons are small, rate-limited on receipt, and their TTL keeps them on the local
-network (TTL 0: this host only, for tests).
+never trusted. A beacon must come from the host it names, and at most a few per second are acted
+on; their TTL keeps ours on the local network (TTL 0: this host only, for tests).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ log = logging.getLogger("qiz.discovery")
 DEFAULT_GROUP = "239.255.77.71"
 DEFAULT_PORT = 7452
 MAX_BEACON = 256
+RATE = 2.0  # beacons acted on per second, at most, whatever arrives
+BURST = 10
 
 
 def encode_beacon(node_id: bytes, address: str) -> bytes:
@@ -68,6 +70,8 @@ class LanDiscovery(asyncio.DatagramProtocol):
         self._last_heard: dict[bytes, float] = {}
         self.heard = 0
         self.ignored = 0
+        self._tokens = float(BURST)
+        self._refilled = time.monotonic()
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
@@ -95,9 +99,18 @@ class LanDiscovery(asyncio.DatagramProtocol):
             self.ignored += 1
             return
         node_id, address = beacon
+        if parse_address(address)[0] != addr[0]:
+            self.ignored += 1  # it names a host other than the one it came from
+            return
         now = time.monotonic()
+        self._tokens = min(BURST, self._tokens + (now - self._refilled) * RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            self.ignored += 1  # over the rate: a flood of made-up ids gets nowhere
+            return
         if node_id == self.node_id or now - self._last_heard.get(node_id, -1e9) < self.interval / 2:
             return
+        self._tokens -= 1
         if len(self._last_heard) > 4096:
             self._last_heard.clear()
         self._last_heard[node_id] = now

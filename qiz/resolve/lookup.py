@@ -80,7 +80,9 @@ class Lookup:
         for i, contact in enumerate(ordered):
             self._offer(contact, self.paths[i % len(self.paths)], depth=0)
         for path in self.paths:
-            self._check_done(path)
+            if path.candidates:
+                self._check_done(path)
+        self._retire_empty_paths()
 
     # ------------------------------------------------------------------ driving
 
@@ -117,6 +119,18 @@ class Lookup:
         if settled is None:
             return
         candidate, path = settled
+        try:
+            self._on_answer(candidate, path, contacts, records)
+        finally:
+            self._retire_empty_paths()
+
+    def _on_answer(
+        self,
+        candidate: Candidate,
+        path: Path,
+        contacts: list[Contact],
+        records: list[ValidRecord] | None,
+    ) -> None:
         for record in records or ():
             self.records_seen += 1
             if self.best is None or record.supersedes(self.best):
@@ -130,6 +144,14 @@ class Lookup:
         settled = self._settle(node_id, State.FAILED)
         if settled is not None:
             self._check_done(settled[1])
+            self._retire_empty_paths()
+
+    def _retire_empty_paths(self) -> None:
+        """A path that never got a candidate ends once every other path has ended."""
+        if all(p.done for p in self.paths if p.candidates):
+            for path in self.paths:
+                if not path.candidates:
+                    path.done = True
 
     def _settle(self, node_id: bytes, state: State) -> tuple[Candidate, Path] | None:
         """Mark the request to ``node_id`` answered or failed; None if none was in flight
@@ -155,6 +177,11 @@ class Lookup:
     def _offer(self, contact: Contact, path: Path, depth: int) -> None:
         if contact.node_id == self.self_id or contact.node_id in self._by_id:
             return  # already on some path: disjointness
+        # A path that got no seed (fewer seeds than paths: a new node with one bootstrap peer)
+        # starts from the first contacts anyone learns, so every path gets to run.
+        empty = next((p for p in self.paths if not p.candidates and not p.done), None)
+        if empty is not None and depth > 0:
+            path = empty
         candidate = Candidate(contact, path.index, depth)
         self._by_id[contact.node_id] = candidate
         d = distance(contact.node_id, self.target)

@@ -195,6 +195,8 @@ def validate_peer(
         raise RecordError(str(exc)) from None
     if key is not None and record.node_id.digest != key:
         raise RecordError("peer record is not for the key it was stored under")
+    if record.expires > now + MAX_TTL + 60:
+        raise RecordError("peer record lives longer than the maximum TTL")
     digest = record.node_id.digest
     return ValidRecord(
         RecordKind.PEER, digest, digest, record.seq, record.expires, record.raw, record

@@ -50,17 +50,23 @@ def address_prefix(address: str) -> str:
     host = address.rsplit(":", 1)[0].strip("[]")
     octets = host.split(".")
     if len(octets) == 4 and all(o.isdigit() and len(o) <= 3 and int(o) < 256 for o in octets):
+        if octets[0] == "127":
+            return LOOPBACK
         return ".".join(octets[:3]) + ".0/24"  # the common case, without ipaddress's cost
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d, and is limited like it
+    if ip.is_loopback:
+        return LOOPBACK
     bits = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
 # Loopback hosts many nodes of one operator (tests, a local mesh); it is no eclipse vector.
-_EXEMPT_PREFIXES = frozenset({"127.0.0.0/24", "::/48"})
+LOOPBACK = "loopback"
 
 
 @dataclass
@@ -126,7 +132,7 @@ class RoutingTable:
         return [c for b in self.buckets.values() for c in b.contacts.values()]
 
     def _prefix_ok(self, bucket: Bucket, prefix: str) -> bool:
-        if not self.enforce_prefix_limits or prefix in _EXEMPT_PREFIXES:
+        if not self.enforce_prefix_limits or prefix == LOOPBACK:
             return True
         return (
             bucket.prefix_counts.get(prefix, 0) < self.per_prefix_bucket
@@ -141,7 +147,11 @@ class RoutingTable:
         existing = bucket.contacts.get(node_id)
         if existing is not None:
             if existing.address != address:
+                new_prefix = address_prefix(address)
                 self._count(bucket, existing.prefix, -1)
+                if new_prefix != existing.prefix and not self._prefix_ok(bucket, new_prefix):
+                    self._count(bucket, existing.prefix, +1)
+                    return AddResult(False, reason="prefix limit")
                 existing.move(address)
                 self._count(bucket, existing.prefix, +1)
             existing.last_seen = now
@@ -173,7 +183,7 @@ class RoutingTable:
             bucket.replacements.pop(node_id, None)
             return
         contact.failures += 1
-        if contact.failures >= self.max_failures or bucket.replacements:
+        if contact.failures >= self.max_failures:
             self.remove(node_id)
 
     def remove(self, node_id: bytes) -> None:

@@ -34,6 +34,7 @@ class PutResult(enum.Enum):
     STORED = "stored"
     UNCHANGED = "unchanged"
     OLDER = "older"  # refused: we hold a newer record
+    FULL = "full"  # refused: the store is at its limit
 
 
 class RecordStore:
@@ -68,7 +69,7 @@ class RecordStore:
         elif len(self) >= self.max_records:
             self.expire(now)
             if len(self) >= self.max_records:
-                return PutResult.OLDER  # full: keep what we have
+                return PutResult.FULL  # keep what we have
         self.db.execute(
             "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -105,13 +106,25 @@ class RecordStore:
         """Drop expired records; return how many."""
         return self.db.execute("DELETE FROM records WHERE expires<=?", (int(now),)).rowcount
 
-    def due_for_republish(self, now: float, interval: float) -> list[ValidRecord]:
-        """Unexpired records not (re)published for ``interval`` seconds."""
-        rows = self.db.execute(
+    def count_holder(self, holder: bytes) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM records WHERE holder=?", (holder,)).fetchone()[
+            0
+        ]
+
+    def due_for_republish(
+        self, now: float, interval: float, *, holder: bytes | None = None, limit: int = 64
+    ) -> list[ValidRecord]:
+        """Unexpired records not (re)published for ``interval`` seconds (optionally only one
+        signer's), at most ``limit`` per call."""
+        query = (
             "SELECT kind, key, holder, seq, expires, raw FROM records "
-            "WHERE published<=? AND expires>?",
-            (now - interval, int(now)),
-        ).fetchall()
+            "WHERE published<=? AND expires>?"
+        )
+        params: tuple = (now - interval, int(now))
+        if holder is not None:
+            query += " AND holder=?"
+            params += (holder,)
+        rows = self.db.execute(query + " LIMIT ?", (*params, limit)).fetchall()
         return [ValidRecord(RecordKind(k), key, h, s, e, raw) for k, key, h, s, e, raw in rows]
 
     def mark_published(self, record: ValidRecord, now: float) -> None:

@@ -55,7 +55,7 @@ class NetConfig:
     rtt: float = 0.050
     jitter: float = 0.010
     loss: float = 0.0
-    timeout: float = 1.0
+    timeout: float = 2.0  # as a live node's DhtConfig.request_timeout
     k: int = 20
     alpha: int = 3
 
@@ -73,6 +73,10 @@ class SimNetwork:
         self.forged: dict[bytes, bytes] = {}  # key -> forged bytes (for FORGE)
         self.messages = 0
         self.epoch = time.time()
+        # Whether lookups teach routing tables (evicting nodes that time out). Off by default,
+        # so that runs measured one after the other on one network do not clean it for each
+        # other.
+        self.learn = False
 
     # ------------------------------------------------------------------ building
 
@@ -207,7 +211,8 @@ class SimNetwork:
             def timeout() -> None:
                 if not answered[0]:
                     answered[0] = True
-                    origin.table.failed(contact.node_id)
+                    if self.learn:
+                        origin.table.failed(contact.node_id)
                     lookup.on_failure(contact.node_id)
                     pump()
 
