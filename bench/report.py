@@ -55,13 +55,16 @@ Notes:
 DHT_NOTES = """
 Notes:
 - Simulated networks run the real routing table, lookup and record-validation code on a
-  discrete-event network (50 ms RTT, +-5 ms jitter, 1 s request timeout); tables are those of a
-  converged network. Records are real ML-DSA-65 + Ed25519 signed peer records.
+  discrete-event network (50 ms RTT, +-5 ms jitter, 2 s request timeout, as a live node);
+  tables are those of a converged network and lookups do not change them between runs.
+  Records are real ML-DSA-65 + Ed25519 signed peer records. The simulation is an upper bound:
+  see docs/dht.md for what it does not model (targeted Sybils, false address hints, handshake
+  round trips).
 - Adversaries are mixed in equal parts: nodes that drop requests, that serve an older validly
   signed record, that serve a forged record, and that answer only with other adversaries.
   Success means the lookup returned the *latest* record.
 - A d=4 value lookup ends when 3 of its 4 disjoint paths found a record; its p95 with
-  adversaries is dominated by the 1 s timeout of a silent node on a path.
+  adversaries is dominated by the 2 s timeout of a silent node on a path.
 - The loopback mesh runs all 50 nodes in one Python process (one core's worth of event loop),
   so each lookup pays for both ends of every RPC and for handshakes to contacts it has not
   linked yet; it is uncached (a node answers repeated resolutions from a 60 s cache).
