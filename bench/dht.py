@@ -28,7 +28,7 @@ from qiz.sim.scenarios import Targets, build, corrupt, resolve_many, summarize
 
 
 def simulate(nodes: int, lookups: int) -> list[Figure]:
-    net = build(nodes, seed=nodes, config=NetConfig(rtt=0.050, jitter=0.010, timeout=1.0))
+    net = build(nodes, seed=nodes, config=NetConfig(rtt=0.050, jitter=0.010, timeout=2.0))
     targets = Targets(net, 20)
     targets.join_tables()
     targets.publish()
