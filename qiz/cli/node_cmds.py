@@ -132,7 +132,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         for link in info["links"]:
             table.add_row(
                 (link["peer"][:20] + "...") if link["peer"] else "?",
-                link["address"],
+                (link.get("listens_at") or [link["address"]])[0],
                 link["direction"],
                 "" if link["rtt_ms"] is None else f"{link['rtt_ms']:.3f}",
                 str(link["bytes_sent"]),

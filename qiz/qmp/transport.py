@@ -253,6 +253,8 @@ class Link(asyncio.Protocol):
         return {
             "peer": str(self.peer_id) if self.peer_id else None,
             "address": self.remote_address,
+            # where the peer says it listens (a dialler's source port is not its listening port)
+            "listens_at": list(self.peer.addresses) if self.peer else [],
             "direction": "out" if self.conn.is_initiator else "in",
             "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
             "bytes_sent": self.conn.bytes_sent,
