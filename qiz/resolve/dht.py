@@ -286,8 +286,8 @@ class Dht:
                 task.add_done_callback(tasks.discard)
             if lookup.done:
                 break
-            if not tasks:
-                break
+            if all(task.done() for task in tasks):
+                break  # nothing in flight and nothing to ask (done callbacks may still run)
             wake.clear()
             left = deadline - time.monotonic()
             if left <= 0:
