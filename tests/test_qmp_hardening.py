@@ -97,6 +97,17 @@ async def raw_established(address: str, server_record: PeerRecord):
     return conn, reader, writer
 
 
+async def write_until_refused(conn, writer, frames: int, queue_one) -> None:
+    """Queue and write frames (never reading) until the node stops reading us."""
+    for i in range(frames):
+        queue_one(i)
+        writer.write(conn.data_to_send())
+        try:
+            await asyncio.wait_for(writer.drain(), 0.05)
+        except TimeoutError:
+            return  # the node stopped reading us: that is the point
+
+
 def test_pings_without_reading_do_not_grow_the_nodes_buffers() -> None:
     async def scenario() -> None:
         node = make_node()
@@ -104,13 +115,8 @@ def test_pings_without_reading_do_not_grow_the_nodes_buffers() -> None:
             conn, _reader, writer = await raw_established(node.address, node.record())
             link = next(iter(node.links.listener.links))
             payload = b"p" * (256 * 1024)
-            for _ in range(200):  # 50 MiB of pings; we never read the pongs
-                conn.ping(payload, time.time())
-                writer.write(conn.data_to_send())
-                try:
-                    await asyncio.wait_for(writer.drain(), 0.05)
-                except TimeoutError:
-                    break  # the node stopped reading us: that is the point
+            # 50 MiB of pings; we never read the pongs
+            await write_until_refused(conn, writer, 200, lambda _i: conn.ping(payload, time.time()))
             await asyncio.sleep(0.3)
             limit = node.links.config.qmp.max_outbound_buffer
             assert link.transport is not None
@@ -128,13 +134,12 @@ def test_requests_without_reading_are_held_to_the_in_flight_cap() -> None:
             from qiz import wire
 
             big = b"x" * 200_000
-            for i in range(400):
-                conn.send(wire.encode([REQUEST, i, "qmp.ping", big]), time.time())
-                writer.write(conn.data_to_send())
-                try:
-                    await asyncio.wait_for(writer.drain(), 0.05)
-                except TimeoutError:
-                    break
+            await write_until_refused(
+                conn,
+                writer,
+                400,
+                lambda i: conn.send(wire.encode([REQUEST, i, "qmp.ping", big]), time.time()),
+            )
             await asyncio.sleep(0.3)
             (peer,) = node.links.peers.values()
             assert len(peer.rpc._running) <= peer.rpc.max_inflight_in

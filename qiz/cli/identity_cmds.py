@@ -37,14 +37,22 @@ def _fingerprint(raw: bytes) -> str:
     return hashlib.sha3_256(raw).hexdigest()[:32]
 
 
-def load_record_file(path: Path, *, now: float, check_expiry: bool = True) -> PeerRecord:
-    """A verified peer record from a file written by ``qiz record`` (armored or binary)."""
+def load_record_file(
+    path: Path,
+    *,
+    now: float,
+    check_expiry: bool = True,
+    invalid: type[Exception] = CheckFailed,
+) -> PeerRecord:
+    """A verified peer record from a file written by ``qiz record`` (armored or binary).
+    ``invalid`` is what a bad record means to the caller: a failed check (``verify``) or a
+    bad input (``seal --to``)."""
     blob = read_file(path, what="record file", max_size=4 * MAX_RECORD_SIZE)
     try:
         raw = dearmor(RECORD_ARMOR, blob, max_size=MAX_RECORD_SIZE)
         return PeerRecord.verify(raw, now=now, check_expiry=check_expiry)
     except (ArmorError, PeerRecordError) as exc:
-        raise CheckFailed(f"record file {path} is not a valid peer record: {exc}") from None
+        raise invalid(f"record file {path} is not a valid peer record: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -248,10 +256,7 @@ def seal(
 ) -> None:
     """Sign FILE and encrypt it to a recipient (HPKE, ML-KEM-768 + X25519): writes FILE.sealed."""
     session: Session = ctx.obj
-    try:
-        recipient = load_record_file(to, now=time.time())
-    except CheckFailed as exc:  # a bad --to file is the user's input, not a failed check
-        raise UserError(str(exc)) from None
+    recipient = load_record_file(to, now=time.time(), invalid=UserError)
     identity = session.identity()
     plaintext = read_file(file, max_size=MAX_MESSAGE)
     sealed = seal_message(identity, recipient, plaintext)

@@ -199,6 +199,7 @@ class Dht:
     def _parse_contacts(self, reply: dict) -> list[Contact]:
         """Contacts from a reply: hints to dial (expecting the id), never table entries."""
         out = []
+        on_loopback = self._on_loopback
         items = reply.get("contacts", [])
         if not isinstance(items, list):
             raise RpcError("bad-reply", "contacts must be a list")
@@ -212,7 +213,7 @@ class Dht:
                 host, _ = parse_address(address)
             except ValueError:
                 continue
-            if _is_loopback(host) and not self._on_loopback:
+            if _is_loopback(host) and not on_loopback:
                 continue  # nobody off this host can be reached at our loopback
             if solves(node_id, self.config.puzzle_bits):
                 out.append(Contact(node_id, address))
