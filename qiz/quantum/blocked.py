@@ -1,0 +1,199 @@
+"""Cache-blocked butterfly kernels on split (real, imaginary) state arrays.
+
+The fast paths keep a state as two float64 arrays instead of one complex128 array: the same
+bytes, but every loop below is then a plain stream of fused multiply-adds that LLVM vectorises
+(on complex128 the interleaved layout defeats it: measured 0.4 vs 1.5 G butterflies/s per core).
+
+A *layer* of single-qubit rotations, one per qubit, all commuting, is applied in two kinds of
+pass, each one trip through memory:
+
+* ``mix_contiguous``: the qubits 0..b-1 inside a contiguous block of 2^b amplitudes;
+* ``mix_tile``: the qubits of a higher group on a tile gathered from 2^h rows of W amplitudes.
+
+Rotations come in a scaled form (four multiply-adds per pair); the caller folds the common
+factor into a later multiply:
+
+* ``RX``: (a, b) -> (u a - i v b, u b - i v a), i.e. RX(2 beta) = cos(beta) * that with
+  u = 1, v = tan(beta) (or sin(beta) * that with u = cot(beta), v = 1);
+* ``RY``: (a, b) -> (u a - v b, u b + v a), the same for RY(theta) = exp(-i theta Y / 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+RX = 0
+RY = 1
+FASTMATH = {"contract", "nsz"}  # fused multiply-add allowed; no reassociation of sums
+
+
+@njit(cache=True, inline="always", fastmath=FASTMATH)
+def _pair(kind: int, u: float, v: float, re: np.ndarray, im: np.ndarray, i: int, j: int) -> None:
+    ar = re[i]
+    ai = im[i]
+    br = re[j]
+    bi = im[j]
+    if kind == RX:
+        re[i] = u * ar + v * bi
+        im[i] = u * ai - v * br
+        re[j] = u * br + v * ai
+        im[j] = u * bi - v * ar
+    else:
+        re[i] = u * ar - v * br
+        im[i] = u * ai - v * bi
+        re[j] = u * br + v * ar
+        im[j] = u * bi + v * ai
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _sweep(
+    kind: int, u: float, v: float, re: np.ndarray, im: np.ndarray, off: int, size: int, half: int
+) -> None:
+    """One qubit whose pairs are ``half`` apart, over re[off:off+size]; long inner runs."""
+    for g in range(off, off + size, 2 * half):
+        ra = re[g : g + half]
+        ia = im[g : g + half]
+        rb = re[g + half : g + 2 * half]
+        ib = im[g + half : g + 2 * half]
+        if kind == RX:
+            for m in range(half):
+                ar = ra[m]
+                ai = ia[m]
+                br = rb[m]
+                bi = ib[m]
+                ra[m] = u * ar + v * bi
+                ia[m] = u * ai - v * br
+                rb[m] = u * br + v * ai
+                ib[m] = u * bi - v * ar
+        else:
+            for m in range(half):
+                ar = ra[m]
+                ai = ia[m]
+                br = rb[m]
+                bi = ib[m]
+                ra[m] = u * ar - v * br
+                ia[m] = u * ai - v * bi
+                rb[m] = u * br + v * ar
+                ib[m] = u * bi + v * ai
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _low3(
+    kind: int, u: np.ndarray, v: np.ndarray, re: np.ndarray, im: np.ndarray, off: int, size: int
+) -> None:
+    """Qubits 0, 1, 2 on chunks of eight amplitudes, where inner loops would be too short."""
+    u0, v0, u1, v1, u2, v2 = u[0], v[0], u[1], v[1], u[2], v[2]
+    for c in range(off, off + size, 8):
+        r = re[c : c + 8]
+        i = im[c : c + 8]
+        for k in range(4):
+            _pair(kind, u0, v0, r, i, 2 * k, 2 * k + 1)
+        for k in (0, 1, 4, 5):
+            _pair(kind, u1, v1, r, i, k, k + 2)
+        for k in range(4):
+            _pair(kind, u2, v2, r, i, k, k + 4)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_contiguous(
+    kind: int, u: np.ndarray, v: np.ndarray, re: np.ndarray, im: np.ndarray, off: int, nbits: int
+) -> None:
+    """Rotate qubits 0..nbits-1 of the block re[off : off + 2^nbits] (u[q], v[q] per qubit)."""
+    size = 1 << nbits
+    first = 0
+    if nbits >= 3:
+        _low3(kind, u, v, re, im, off, size)
+        first = 3
+    for q in range(first, nbits):
+        _sweep(kind, u[q], v[q], re, im, off, size, 1 << q)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_tile(
+    kind: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    re: np.ndarray,
+    im: np.ndarray,
+    row_bits: int,
+    width: int,
+    first_qubit: int,
+) -> None:
+    """Rotate the row bits of a gathered tile (2^row_bits rows of ``width`` amplitudes);
+    row bit k is qubit first_qubit + k."""
+    size = width << row_bits
+    for k in range(row_bits):
+        q = first_qubit + k
+        _sweep(kind, u[q], v[q], re, im, 0, size, width << k)
+
+
+@njit(cache=True, inline="always")
+def gather(
+    re: np.ndarray,
+    im: np.ndarray,
+    bre: np.ndarray,
+    bim: np.ndarray,
+    base: int,
+    lo: int,
+    nrows: int,
+    width: int,
+) -> None:
+    for r in range(nrows):
+        src = base + (r << lo)
+        sr = re[src : src + width]
+        si = im[src : src + width]
+        dr = bre[r * width : (r + 1) * width]
+        di = bim[r * width : (r + 1) * width]
+        for w in range(width):
+            dr[w] = sr[w]
+            di[w] = si[w]
+
+
+@njit(cache=True, inline="always")
+def scatter(
+    re: np.ndarray,
+    im: np.ndarray,
+    bre: np.ndarray,
+    bim: np.ndarray,
+    base: int,
+    lo: int,
+    nrows: int,
+    width: int,
+) -> None:
+    for r in range(nrows):
+        dst = base + (r << lo)
+        dr = re[dst : dst + width]
+        di = im[dst : dst + width]
+        sr = bre[r * width : (r + 1) * width]
+        si = bim[r * width : (r + 1) * width]
+        for w in range(width):
+            dr[w] = sr[w]
+            di[w] = si[w]
+
+
+@njit(cache=True)
+def parity(x: int) -> int:
+    """Parity of the set bits of a non-negative 64-bit integer."""
+    x ^= x >> 32
+    x ^= x >> 16
+    x ^= x >> 8
+    x ^= x >> 4
+    x ^= x >> 2
+    x ^= x >> 1
+    return x & 1
+
+
+def rotation_coefficients(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(u, v, factor) per qubit for RX(angle) or RY(angle) in the scaled form.
+
+    Uses the tangent form where |tan(angle/2)| <= 1, else the cotangent form, so neither u nor v
+    ever exceeds 1; ``factor`` is the product of the cosines/sines taken out.
+    """
+    half = np.asarray(angles, dtype=np.float64) / 2
+    c, s = np.cos(half), np.sin(half)
+    tan_form = np.abs(s) <= np.abs(c)
+    u = np.where(tan_form, 1.0, np.divide(c, s, where=~tan_form, out=np.ones_like(c)))
+    v = np.where(tan_form, np.divide(s, c, where=tan_form, out=np.zeros_like(c)), 1.0)
+    factor = float(np.prod(np.where(tan_form, c, s)))
+    return np.ascontiguousarray(u), np.ascontiguousarray(v), factor

@@ -1,0 +1,125 @@
+"""DIMACS CNF formulas: parsing with line-numbered errors, and evaluation over all assignments.
+
+Variable v (1-based, as DIMACS writes it) is qubit v - 1, so a satisfying assignment read off a
+measured basis index has bit v - 1 equal to the truth value of v.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from qiz.quantum.errors import QuantumError
+
+MAX_CNF_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Cnf:
+    num_vars: int
+    clauses: tuple[tuple[int, ...], ...]
+
+    @staticmethod
+    def loads(text: str, source: str = "<cnf>") -> Cnf:
+        declared: tuple[int, int] | None = None
+        clauses: list[tuple[int, ...]] = []
+        current: list[int] = []
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith(("c", "%")):
+                continue
+            if line.startswith("p"):
+                parts = line.split()
+                if declared is not None:
+                    raise QuantumError(f"{source}:{lineno}: a second 'p cnf' header")
+                if (
+                    len(parts) != 4
+                    or parts[1] != "cnf"
+                    or not (parts[2].isdigit() and parts[3].isdigit())
+                ):
+                    raise QuantumError(f"{source}:{lineno}: expected 'p cnf VARIABLES CLAUSES'")
+                declared = (int(parts[2]), int(parts[3]))
+                continue
+            if declared is None:
+                raise QuantumError(f"{source}:{lineno}: clause before the 'p cnf' header")
+            for tok in line.split():
+                try:
+                    lit = int(tok)
+                except ValueError:
+                    raise QuantumError(f"{source}:{lineno}: {tok!r} is not a literal") from None
+                if lit == 0:
+                    if not current:
+                        raise QuantumError(f"{source}:{lineno}: empty clause")
+                    clauses.append(tuple(current))
+                    current = []
+                elif abs(lit) > declared[0]:
+                    raise QuantumError(
+                        f"{source}:{lineno}: literal {lit} exceeds the {declared[0]} variables "
+                        "declared"
+                    )
+                else:
+                    current.append(lit)
+        if declared is None:
+            raise QuantumError(f"{source}: no 'p cnf' header")
+        if current:
+            clauses.append(tuple(current))
+        if len(clauses) != declared[1]:
+            raise QuantumError(
+                f"{source}: header declares {declared[1]} clauses, found {len(clauses)}"
+            )
+        if declared[0] < 1:
+            raise QuantumError(f"{source}: a formula needs at least one variable")
+        return Cnf(declared[0], tuple(clauses))
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> Cnf:
+        p = Path(path)
+        try:
+            if p.stat().st_size > MAX_CNF_BYTES:
+                raise QuantumError(f"{p}: larger than {MAX_CNF_BYTES >> 20} MiB")
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise QuantumError(f"{p}: no such file") from None
+        except IsADirectoryError:
+            raise QuantumError(f"{p}: is a directory, not a CNF file") from None
+        except UnicodeDecodeError:
+            raise QuantumError(f"{p}: not a text file") from None
+        return Cnf.loads(text, str(p))
+
+    def satisfied_by(self, index: int) -> bool:
+        return all(
+            any(((index >> (abs(lit) - 1)) & 1) == (lit > 0) for lit in clause)
+            for clause in self.clauses
+        )
+
+    def solution_mask(self) -> np.ndarray:
+        """uint8[2^n]: 1 where the assignment satisfies every clause."""
+        lits = np.array([lit for c in self.clauses for lit in c], dtype=np.int64)
+        ends = np.cumsum([len(c) for c in self.clauses]).astype(np.int64)
+        out = np.empty(1 << self.num_vars, dtype=np.uint8)
+        _evaluate(out, lits, ends)
+        return out
+
+
+@njit(cache=True, parallel=True)
+def _evaluate(out: np.ndarray, lits: np.ndarray, ends: np.ndarray) -> None:
+    for x in prange(out.shape[0]):
+        ok = 1
+        start = 0
+        for c in range(ends.shape[0]):
+            sat = 0
+            for k in range(start, ends[c]):
+                lit = lits[k]
+                bit = (x >> (abs(lit) - 1)) & 1
+                if (lit > 0 and bit == 1) or (lit < 0 and bit == 0):
+                    sat = 1
+                    break
+            start = ends[c]
+            if sat == 0:
+                ok = 0
+                break
+        out[x] = ok

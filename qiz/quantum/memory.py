@@ -1,0 +1,53 @@
+"""How much memory a simulation needs, and a clear refusal before allocating what cannot fit."""
+
+from __future__ import annotations
+
+import os
+
+from qiz.quantum.errors import ProblemTooLarge
+
+AMPLITUDE_BYTES = 16  # complex128
+MAX_QUBITS = 34  # a hard ceiling regardless of memory: indices and counts stay in int64
+
+
+def state_bytes(num_qubits: int) -> int:
+    """Bytes of one complex128 state vector of ``num_qubits`` qubits."""
+    return AMPLITUDE_BYTES << num_qubits
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, capped by a cgroup limit if any."""
+    limit = _cgroup_limit()
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    return min(avail, limit) if limit else avail
+    except OSError:
+        pass
+    pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(pages, limit) if limit else pages
+
+
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return None
+
+
+def require_memory(num_qubits: int, state_vectors: float, available: int | None = None) -> None:
+    """Raise ProblemTooLarge unless ``state_vectors`` states of ``num_qubits`` fit in memory.
+
+    ``state_vectors`` is the peak the algorithm keeps (e.g. 1.1 for QAOA, 2.2 for adjoint VQE).
+    """
+    needed = int(state_bytes(num_qubits) * state_vectors) if num_qubits <= 62 else 1 << 62
+    avail = available_memory() if available is None else available
+    if num_qubits > MAX_QUBITS or needed > avail:
+        raise ProblemTooLarge(num_qubits, needed, avail)

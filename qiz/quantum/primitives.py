@@ -1,0 +1,142 @@
+"""The primitives people already use: a sampler (circuit, shots, seed -> counts) and an
+estimator (circuit, Pauli-sum observables -> expectation values).
+
+Counts are keyed by bitstrings of the classical register, bit 0 rightmost (Qiskit's order).
+A circuit without any measurement is sampled as if every qubit were measured into bit i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qiz.quantum import statevector
+from qiz.quantum.circuit import Circuit, Instruction
+from qiz.quantum.errors import CircuitError, QuantumError
+from qiz.quantum.pauli import PauliSum
+from qiz.quantum.sampling import sample_counts
+
+MAX_SHOTS = 10_000_000
+MAX_PER_SHOT_WORK = 1 << 31  # shots x amplitudes when mid-circuit measurement forces replays
+
+
+@dataclass
+class SamplerResult:
+    counts: dict[str, int]
+    shots: int
+    seed: int | None
+    num_clbits: int
+    method: str  # "terminal" (one simulation, then sampling) or "per-shot"
+    engine: str = f"{statevector.ENGINE_NAME}/{statevector.ENGINE_VERSION}"
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def _terminal_measurements(circuit: Circuit) -> tuple[Circuit, list[tuple[int, int]]] | None:
+    """Split off measurements that nothing acts on afterwards; None if there are others."""
+    unitary: list[Instruction] = []
+    measured: list[tuple[int, int]] = []
+    done: set[int] = set()
+    for inst in circuit:
+        if inst.name == "measure":
+            measured.append((inst.qubits[0], inst.clbits[0]))
+            done.add(inst.qubits[0])
+        elif inst.name == "reset":
+            return None
+        elif inst.name == "barrier":
+            continue
+        elif done.intersection(inst.qubits):
+            return None
+        else:
+            unitary.append(inst)
+    return Circuit(circuit.num_qubits, circuit.num_clbits, unitary, circuit.name), measured
+
+
+class Sampler:
+    """Runs a circuit ``shots`` times and counts the classical outcomes, reproducibly."""
+
+    def run(
+        self,
+        circuit: Circuit,
+        shots: int = 1024,
+        seed: int | None = None,
+        parameters: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> SamplerResult:
+        if not 0 < shots <= MAX_SHOTS:
+            raise QuantumError(f"shots must be between 1 and {MAX_SHOTS}")
+        if parameters is not None:
+            circuit = circuit.bind(parameters)
+        elif circuit.parameters:
+            raise CircuitError(f"unbound parameters: {', '.join(circuit.parameters)}")
+        if not circuit.has_measurements():
+            circuit = Circuit(
+                circuit.num_qubits, circuit.num_clbits, list(circuit.instructions), circuit.name
+            ).measure_all()
+        rng = np.random.default_rng(seed)
+        split = _terminal_measurements(circuit)
+        width = circuit.num_clbits
+        if split is not None:
+            unitary, measured = split
+            state = statevector.statevector(unitary)
+            by_index = sample_counts(state, shots, rng)
+            counts: dict[str, int] = {}
+            for index, count in by_index.items():
+                bits = [0] * width
+                for qubit, clbit in measured:
+                    bits[clbit] = (index >> qubit) & 1
+                key = _bitstring(bits)
+                counts[key] = counts.get(key, 0) + count
+            return SamplerResult(counts, shots, seed, width, "terminal")
+        if shots << circuit.num_qubits > MAX_PER_SHOT_WORK:
+            raise QuantumError(
+                f"mid-circuit measurement needs one simulation per shot: {shots} shots of "
+                f"{circuit.num_qubits} qubits is too much work; use fewer shots"
+            )
+        counts = {}
+        for _ in range(shots):
+            _, bits = statevector.run(circuit, rng)
+            key = _bitstring(bits)
+            counts[key] = counts.get(key, 0) + 1
+        return SamplerResult(counts, shots, seed, width, "per-shot")
+
+
+def _bitstring(bits: Sequence[int]) -> str:
+    return "".join(str(b) for b in reversed(bits))
+
+
+@dataclass
+class EstimatorResult:
+    values: list[float]
+    engine: str = f"{statevector.ENGINE_NAME}/{statevector.ENGINE_VERSION}"
+
+
+class Estimator:
+    """Exact expectation values <psi|O|psi> of Pauli-sum observables in a circuit's state."""
+
+    def run(
+        self,
+        circuit: Circuit,
+        observables: PauliSum | Sequence[PauliSum],
+        parameters: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> EstimatorResult:
+        obs = [observables] if isinstance(observables, PauliSum) else list(observables)
+        if not obs:
+            raise QuantumError("no observables given")
+        for o in obs:
+            if o.num_qubits != circuit.num_qubits:
+                raise QuantumError(
+                    f"an observable acts on {o.num_qubits} qubits, the circuit has "
+                    f"{circuit.num_qubits}"
+                )
+        if parameters is not None:
+            circuit = circuit.bind(parameters)
+        stripped = Circuit(
+            circuit.num_qubits,
+            circuit.num_clbits,
+            [i for i in circuit if i.name not in ("measure", "barrier")],
+        )
+        if stripped.has_measurements():
+            raise CircuitError("the estimator needs a circuit without reset")
+        state = statevector.statevector(stripped)
+        return EstimatorResult([o.expectation(state) for o in obs])
