@@ -14,6 +14,7 @@ from rich.console import Console
 
 from qiz.crypto.errors import CryptoError
 from qiz.home import HomeError
+from qiz.quantum.errors import QuantumError
 from qiz.wire import WireError
 
 P = ParamSpec("P")
@@ -69,7 +70,7 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
             _json_error(kwargs, str(exc), EXIT_INVALID, exc.payload)
             err_console.print(f"qiz: {exc}", markup=False)
             raise typer.Exit(EXIT_INVALID) from None
-        except (UserError, HomeError, CryptoError, WireError) as exc:
+        except (UserError, HomeError, CryptoError, WireError, QuantumError) as exc:
             _json_error(kwargs, str(exc), EXIT_USER_ERROR)
             err_console.print(f"qiz: error: {exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None

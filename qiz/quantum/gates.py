@@ -116,8 +116,8 @@ def _spec(
     controls: int,
     targets: int,
     num_params: int,
-    *,
     matrix: Callable,
+    *,
     diagonal: bool = False,
 ) -> GateSpec:
     return GateSpec(name, controls, targets, num_params, matrix, diagonal)

@@ -20,6 +20,7 @@ from numba import njit, prange
 from qiz.quantum.cnf import Cnf
 from qiz.quantum.errors import QuantumError
 from qiz.quantum.memory import AMPLITUDE_BYTES, require_memory
+from qiz.quantum.threads import sized_by_qubits
 
 
 def optimal_iterations(num_qubits: int, num_solutions: int) -> int:
@@ -79,6 +80,7 @@ class GroverSimulator:
             return self.cnf.satisfied_by(index)
         return bool(np.isin(index, self._solutions))
 
+    @sized_by_qubits
     def run(self, iterations: int) -> float:
         """Start from |+>^n, apply ``iterations`` Grover iterations; return P(solution)."""
         if iterations < 0:
@@ -100,12 +102,14 @@ class GroverSimulator:
                 total = _iterate_mask(self.state, mean, self._mask)
         return self.success_probability()
 
+    @sized_by_qubits
     def success_probability(self) -> float:
         if self._mask is None:
             amps = self.state[self._solutions]
             return float(np.dot(amps, amps))
         return float(_masked_norm(self.state, self._mask))
 
+    @sized_by_qubits
     def sample(self, shots: int, seed: int | None) -> dict[int, int]:
         from qiz.quantum.sampling import sample_counts
 

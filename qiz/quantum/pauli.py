@@ -30,6 +30,7 @@ import numpy as np
 from qiz.quantum import kernels
 from qiz.quantum.errors import HamiltonianError
 from qiz.quantum.memory import require_memory
+from qiz.quantum.threads import sized_by_qubits
 
 _SPARSE = re.compile(r"^([IXYZ])(\d+)$")
 _DENSE = re.compile(r"^[IXYZ]+$")
@@ -250,6 +251,7 @@ class PauliSum:
 
     __rmul__ = __mul__
 
+    @sized_by_qubits
     def expectation(self, state: np.ndarray) -> float:
         """<psi|H|psi> for a normalised complex128 state, one pass per term."""
         self._check_state(state)
@@ -259,6 +261,7 @@ class PauliSum:
             total += (t.coeff * value).real
         return total
 
+    @sized_by_qubits
     def apply(self, state: np.ndarray) -> np.ndarray:
         """H|psi> as a new complex128 vector."""
         self._check_state(state)

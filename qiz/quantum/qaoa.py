@@ -18,6 +18,7 @@ from qiz.quantum.errors import QuantumError
 from qiz.quantum.memory import require_memory
 from qiz.quantum.qubo import QuboProblem
 from qiz.quantum.sampling import sample_counts
+from qiz.quantum.threads import sized_by_qubits
 
 BLOCK_BITS = 14  # 2^14 amplitudes = 256 KiB per low-pass block (both arrays): stays in L2
 HIGH_GROUP_BITS = 12  # rows per high-pass tile: 2^12 rows x 8 amplitudes = 512 KiB
@@ -67,11 +68,12 @@ class QaoaSimulator:
 
     # -- evaluation -----------------------------------------------------------------------
 
+    @sized_by_qubits
     def evolve(
         self, gammas: Sequence[float], betas: Sequence[float]
     ) -> tuple[np.ndarray, np.ndarray]:
         """The QAOA state for these angles as split (real, imaginary) arrays."""
-        if len(gammas) != len(betas) or not gammas:
+        if len(gammas) != len(betas) or len(gammas) == 0:
             raise QuantumError("QAOA needs as many gammas as betas, at least one of each")
         n = self.num_qubits
         re = np.empty(1 << n)
@@ -113,6 +115,7 @@ class QaoaSimulator:
         qk.join(re, im, out)
         return out
 
+    @sized_by_qubits
     def expectation_of(self, re: np.ndarray, im: np.ndarray) -> float:
         """<C> in the split state (re, im)."""
         if self.level is not None and self.values is not None:

@@ -15,6 +15,7 @@ from qiz.quantum.errors import CircuitError
 from qiz.quantum.gates import gate_spec
 from qiz.quantum.memory import require_memory
 from qiz.quantum.params import ParamExpr
+from qiz.quantum.threads import threads_for
 
 ENGINE_NAME = "qiz-statevector"
 ENGINE_VERSION = "1"
@@ -101,6 +102,14 @@ def run(
             raise CircuitError("initial state has the wrong size")
         state = np.array(initial, dtype=np.complex128)
     bits = [0] * circuit.num_clbits
+    with threads_for(circuit.num_qubits):
+        _run_instructions(circuit, state, bits, rng)
+    return state, bits
+
+
+def _run_instructions(
+    circuit: Circuit, state: np.ndarray, bits: list[int], rng: np.random.Generator
+) -> None:
     for inst in circuit:
         if inst.name == "barrier":
             continue
@@ -111,7 +120,6 @@ def run(
                 apply_matrix(state, inst.qubits, 0, _X)
         else:
             apply_instruction(state, inst)
-    return state, bits
 
 
 def statevector(circuit: Circuit, initial: np.ndarray | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from qiz.quantum.gates import gate_spec
 from qiz.quantum.memory import require_memory
 from qiz.quantum.params import ParamExpr
 from qiz.quantum.pauli import PauliSum
+from qiz.quantum.threads import sized_by_qubits
 
 BLOCK_BITS = 14
 HIGH_GROUP_BITS = 12
@@ -130,11 +131,16 @@ class VqeEvaluator:
         self.evaluations = 0
 
     @property
+    def num_qubits(self) -> int:
+        return self.ansatz.num_qubits
+
+    @property
     def num_parameters(self) -> int:
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
             return self.ansatz.num_parameters
         return len(self.ansatz.parameters)
 
+    @sized_by_qubits
     def energy_and_gradient(self, theta: Sequence[float]) -> tuple[float, np.ndarray]:
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.num_parameters,):
@@ -145,6 +151,7 @@ class VqeEvaluator:
             return self._fast(theta, gradient=True)
         return _adjoint_circuit(self.ansatz, self.hamiltonian, theta, gradient=True)
 
+    @sized_by_qubits
     def energy(self, theta: Sequence[float]) -> float:
         theta = np.asarray(theta, dtype=np.float64)
         if theta.shape != (self.num_parameters,):
@@ -154,6 +161,7 @@ class VqeEvaluator:
             return self._fast(theta, gradient=False)[0]
         return _adjoint_circuit(self.ansatz, self.hamiltonian, theta, gradient=False)[0]
 
+    @sized_by_qubits
     def statevector(self, theta: Sequence[float]) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
         if isinstance(self.ansatz, HardwareEfficientAnsatz):

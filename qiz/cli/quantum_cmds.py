@@ -1,0 +1,315 @@
+"""The quantum processor's commands: ``run``, ``qaoa maxcut``, ``vqe`` and ``grover``.
+
+They run locally (no node needed), print one JSON object with ``--json``, show progress on
+stderr for long optimisations, and refuse a problem too large for this machine's memory with
+the amount it would need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qiz.cli.output import UserError, console, emit, err_console, guarded
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")]
+qaoa_app = typer.Typer(help="QAOA on optimisation problems.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(guarded(run_circuit))
+    app.add_typer(qaoa_app, name="qaoa")
+    qaoa_app.command("maxcut")(guarded(qaoa_maxcut))
+    app.command("vqe")(guarded(vqe))
+    app.command("grover")(guarded(grover))
+
+
+@contextmanager
+def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar on stderr (none under --json): advances once per energy evaluation."""
+    if not enabled:
+        yield lambda _n, _e: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} evaluations  E = {task.fields[energy]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total, energy="-")
+
+        def update(n: int, energy: float) -> None:
+            bar.update(task, completed=min(n, total), energy=f"{energy:.8f}")
+
+        yield update
+
+
+def run_circuit(
+    file: Annotated[Path, typer.Argument(help="An OpenQASM 3 program.")],
+    shots: Annotated[int, typer.Option("--shots", help="Number of shots.")] = 1024,
+    seed: SeedOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sample an OpenQASM 3 circuit: counts of each classical outcome."""
+    from qiz.quantum import qasm
+    from qiz.quantum.memory import require_memory
+    from qiz.quantum.primitives import Sampler
+
+    circuit = qasm.load(file)
+    require_memory(circuit.num_qubits, 1.1)
+    if circuit.parameters:
+        raise UserError(
+            f"{file}: the circuit has free input parameters ({', '.join(circuit.parameters)}); "
+            "bind them in the file to run it"
+        )
+    start = time.perf_counter()
+    result = Sampler().run(circuit, shots=shots, seed=seed)
+    seconds = time.perf_counter() - start
+    data = {
+        "counts": dict(sorted(result.counts.items())),
+        "shots": shots,
+        "seed": seed,
+        "num_qubits": circuit.num_qubits,
+        "num_clbits": result.num_clbits,
+        "method": result.method,
+        "engine": result.engine,
+        "seconds": round(seconds, 6),
+    }
+
+    def human() -> None:
+        table = Table("outcome", "count", "probability", title=f"{file.name}: {shots} shots")
+        for key, count in sorted(result.counts.items(), key=lambda kv: -kv[1])[:32]:
+            table.add_row(key, str(count), f"{count / shots:.4f}")
+        console.print(table)
+        if len(result.counts) > 32:
+            console.print(f"... and {len(result.counts) - 32} more outcomes (use --json)")
+
+    emit(as_json, data, human)
+
+
+def qaoa_maxcut(
+    *,
+    graph: Annotated[str, typer.Option("--graph", help="Edge-list file or random:N,D.")],
+    p: Annotated[int, typer.Option("--p", help="QAOA depth (layers).")] = 1,
+    seed: SeedOption = 0,
+    start: Annotated[str, typer.Option("--start", help="ramp or fixed initial angles.")] = "ramp",
+    maxiter: Annotated[int, typer.Option("--maxiter", help="Optimizer iterations.")] = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Maximise the cut of a graph with QAOA; reports the approximation ratio."""
+    from qiz.quantum.graphs import load_graph
+    from qiz.quantum.memory import require_memory
+    from qiz.quantum.qaoa import optimize
+    from qiz.quantum.qubo import QuboProblem, bitstring
+
+    g = load_graph(graph, seed)
+    require_memory(g.num_nodes, 1.6)
+    problem = QuboProblem.maxcut(g.num_nodes, g.edges, g.weights)
+    began = time.perf_counter()
+    with _progress(not as_json, f"QAOA p={p}", maxiter) as progress:
+        res = optimize(problem, p, start=start, maxiter=maxiter, seed=seed, progress=progress)
+    seconds = time.perf_counter() - began
+    side = [(res.best_index >> i) & 1 for i in range(g.num_nodes)]
+    data = {
+        "problem": "maxcut",
+        "num_nodes": g.num_nodes,
+        "num_edges": len(g.edges),
+        "p": p,
+        "energy": res.energy,
+        "expected_cut": res.energy,
+        "approximation_ratio": res.approximation_ratio,
+        "optimum": res.optimum,
+        "best_cut": {
+            "value": res.best_value,
+            "bitstring": bitstring(res.best_index, g.num_nodes),
+            "partition": [
+                [i for i, s in enumerate(side) if s == 0],
+                [i for i, s in enumerate(side) if s],
+            ],
+        },
+        "gammas": res.gammas,
+        "betas": res.betas,
+        "evaluations": res.evaluations,
+        "seconds": round(seconds, 3),
+    }
+
+    def human() -> None:
+        console.print(f"MaxCut on {g.num_nodes} nodes, {len(g.edges)} edges, QAOA p = {p}")
+        console.print(f"  expected cut <C>      {res.energy:.6f}")
+        if res.optimum is not None:
+            console.print(f"  exact maximum cut     {res.optimum:g}")
+            console.print(f"  approximation ratio   {res.approximation_ratio:.6f}")
+        console.print(
+            f"  best cut sampled      {res.best_value:g}  ({data['best_cut']['bitstring']})"
+        )
+        console.print(f"  {res.evaluations} energy evaluations in {seconds:.2f} s")
+
+    emit(as_json, data, human)
+
+
+def vqe(
+    *,
+    hamiltonian: Annotated[
+        str, typer.Option("--hamiltonian", help="A Pauli-sum file, or tfim:N / heisenberg:N.")
+    ],
+    ansatz: Annotated[str, typer.Option("--ansatz", help="hea:DEPTH[:ladder|ring]")] = "hea:2",
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="L-BFGS-B, COBYLA or SPSA")
+    ] = "L-BFGS-B",
+    maxiter: Annotated[int, typer.Option("--maxiter")] = 500,
+    seed: SeedOption = 0,
+    exact: Annotated[
+        bool, typer.Option("--exact/--no-exact", help="Compute the exact ground energy.")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Find a Hamiltonian's ground energy with VQE (adjoint gradients)."""
+    from qiz.quantum.ansatz import parse_ansatz
+    from qiz.quantum.memory import require_memory
+    from qiz.quantum.vqe import run_vqe
+
+    h = _hamiltonian(hamiltonian)
+    require_memory(h.num_qubits, 2.2)
+    circuit = parse_ansatz(ansatz, h.num_qubits)
+    began = time.perf_counter()
+    with _progress(not as_json, f"VQE {optimizer}", maxiter) as progress:
+        res = run_vqe(
+            circuit,
+            h,
+            method=optimizer,
+            maxiter=maxiter,
+            seed=seed,
+            exact=exact and h.num_qubits <= 20,
+            progress=progress,
+        )
+    seconds = time.perf_counter() - began
+    data = {
+        "num_qubits": h.num_qubits,
+        "num_terms": len(h),
+        "ansatz": ansatz,
+        "optimizer": res.method,
+        "energy": res.energy,
+        "exact": res.exact,
+        "error": res.error,
+        "theta": res.theta,
+        "evaluations": res.evaluations,
+        "iterations": res.iterations,
+        "seconds": round(seconds, 3),
+    }
+
+    def human() -> None:
+        console.print(f"VQE: {h.num_qubits} qubits, {len(h)} terms, ansatz {ansatz}, {res.method}")
+        console.print(f"  energy        {res.energy:.10f}")
+        if res.exact is not None:
+            console.print(f"  exact         {res.exact:.10f}")
+            console.print(f"  error         {res.error:.3e}")
+        console.print(f"  {res.evaluations} evaluations in {seconds:.2f} s")
+
+    emit(as_json, data, human)
+
+
+def _hamiltonian(spec: str):  # noqa: ANN202 - PauliSum, imported lazily
+    from qiz.quantum.pauli import PauliSum
+
+    for prefix, build in (("tfim:", PauliSum.tfim), ("heisenberg:", PauliSum.heisenberg)):
+        if spec.startswith(prefix):
+            n = spec.removeprefix(prefix)
+            if not n.isdigit() or int(n) < 2:
+                raise UserError(f"{spec!r}: expected {prefix}N with N >= 2")
+            return build(int(n))
+    return PauliSum.load(spec)
+
+
+def grover(
+    *,
+    qubits: Annotated[int, typer.Option("--qubits", help="Number of qubits (search space 2^n).")],
+    marked: Annotated[
+        str | None, typer.Option("--marked", help="Comma-separated marked indices or bitstrings.")
+    ] = None,
+    cnf: Annotated[Path | None, typer.Option("--cnf", help="A DIMACS CNF formula.")] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Default: the optimal count.")
+    ] = None,
+    shots: Annotated[int, typer.Option("--shots")] = 1024,
+    seed: SeedOption = 0,
+    search: Annotated[
+        bool, typer.Option("--search", help="Exponential search: the number of solutions unknown.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Grover search over a marked set or the solutions of a CNF formula."""
+    from qiz.quantum.cnf import Cnf
+    from qiz.quantum.grover import (
+        GroverSimulator,
+        analytic_success,
+        exponential_search,
+        optimal_iterations,
+    )
+
+    if (marked is None) == (cnf is None):
+        raise UserError("give exactly one of --marked LIST and --cnf FILE")
+    if marked is not None:
+        sim = GroverSimulator(qubits, marked=_marked(marked, qubits))
+    else:
+        assert cnf is not None
+        sim = GroverSimulator(qubits, cnf=Cnf.load(cnf))
+    m = sim.num_solutions
+    began = time.perf_counter()
+    data: dict[str, object] = {"num_qubits": qubits, "num_solutions": m}
+    if search:
+        found = exponential_search(sim, seed=seed)
+        data.update(found=found.found, iterations=found.iterations, rounds=found.rounds)
+    elif m == 0:
+        data.update(iterations=0, success_probability=0.0, note="the formula has no solution")
+    else:
+        k = optimal_iterations(qubits, m) if iterations is None else iterations
+        prob = sim.run(k)
+        counts = sim.sample(shots, seed)
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:16]
+        data.update(
+            iterations=k,
+            optimal_iterations=optimal_iterations(qubits, m),
+            success_probability=prob,
+            analytic_probability=analytic_success(qubits, m, k),
+            shots=shots,
+            counts={format(i, f"0{qubits}b"): c for i, c in top},
+            hits=sum(c for i, c in counts.items() if sim.is_solution(i)),
+        )
+    data["seconds"] = round(time.perf_counter() - began, 3)
+
+    def human() -> None:
+        console.print(f"Grover: {qubits} qubits, {m} solution(s)")
+        for key, value in data.items():
+            if key not in ("num_qubits", "num_solutions"):
+                console.print(f"  {key:22} {value}")
+
+    emit(as_json, data, human)
+
+
+def _marked(text: str, qubits: int) -> list[int]:
+    out = []
+    for item in text.split(","):
+        token = item.strip()
+        if not token:
+            continue
+        try:
+            if len(token) == qubits and set(token) <= {"0", "1"} and qubits > 1:
+                out.append(int(token, 2))
+            else:
+                out.append(int(token, 0))
+        except ValueError:
+            raise UserError(
+                f"--marked: {token!r} is not an index or a {qubits}-bit string"
+            ) from None
+    if not out:
+        raise UserError("--marked: no items given")
+    return out
