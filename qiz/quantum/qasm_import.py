@@ -37,7 +37,7 @@ from qiz.quantum.qasm_expr import (
 # Limits that keep a hostile or mistaken file from exhausting memory (files arrive from peers).
 MAX_QUBITS = 1 << 16
 MAX_BITS = 1 << 20
-MAX_INSTRUCTIONS = 2_000_000
+MAX_INSTRUCTIONS = 1_000_000
 
 Ops = tuple[list[Instruction], ParamValue]  # instructions and the global phase they carry
 
@@ -97,9 +97,9 @@ _UNSUPPORTED: dict[str, str] = {
     "ClassicalAssignment": "assignment to a classical variable",
     "ExpressionStatement": "an expression statement",
     "CompoundStatement": "a scope block { ... }",
-    "QuantumGateDefinition": "a gate definition inside a gate",
-    "QuantumMeasurementStatement": "measure inside a gate",
-    "QuantumReset": "reset inside a gate",
+    "QuantumGateDefinition": "a gate definition",
+    "QuantumMeasurementStatement": "measure",
+    "QuantumReset": "reset",
 }
 
 
@@ -180,7 +180,7 @@ class Importer:
     def _size(self, expr: ast.Expression | None, what: str) -> int:
         if expr is None:
             return 1
-        size = evaluate_int(expr, self.consts, self.loc, f"the size of {what}")
+        size = evaluate_int(expr, self.values, self.loc, f"the size of {what}")
         if size < 0:
             raise self.loc.error(expr, f"the size of {what} must not be negative")
         return size
@@ -307,7 +307,7 @@ class Importer:
         return [reg.indices[p] for p in positions]
 
     def _index(self, expr: ast.Expression, reg: _Register, name: str) -> int:
-        i = evaluate_int(expr, self.consts, self.loc, "an index")
+        i = evaluate_int(expr, self.values, self.loc, "an index")
         size = len(reg.indices)
         if not -size <= i < size:
             raise self.loc.error(expr, f"index {i} is out of range for '{name}' of size {size}")
@@ -317,7 +317,7 @@ class Importer:
         """OpenQASM ranges include both ends: ``q[0:2]`` is q[0], q[1], q[2]."""
         start = 0 if rng.start is None else self._index(rng.start, reg, name)
         end = len(reg.indices) - 1 if rng.end is None else self._index(rng.end, reg, name)
-        step = 1 if rng.step is None else evaluate_int(rng.step, self.consts, self.loc, "a step")
+        step = 1 if rng.step is None else evaluate_int(rng.step, self.values, self.loc, "a step")
         if step == 0:
             raise self.loc.error(rng, "a range step must not be zero")
         return list(range(start, end + (1 if step > 0 else -1), step))

@@ -123,6 +123,8 @@ class VqeEvaluator:
             raise QuantumError(
                 f"the Hamiltonian acts on {hamiltonian.num_qubits} qubits, the ansatz on {n}"
             )
+        if isinstance(ansatz, HardwareEfficientAnsatz) and not ansatz.fused:
+            ansatz = ansatz.circuit()
         self.ansatz = ansatz
         self.hamiltonian = hamiltonian
         self.fast = isinstance(ansatz, HardwareEfficientAnsatz)
