@@ -184,16 +184,16 @@ def parity(x: int) -> int:
     return x & 1
 
 
-def rotation_coefficients(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(u, v, factor) per qubit for RX(angle) or RY(angle) in the scaled form.
+def rotation_coefficients(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, factors) per qubit for RX(angle) or RY(angle) in the scaled form.
 
     Uses the tangent form where |tan(angle/2)| <= 1, else the cotangent form, so neither u nor v
-    ever exceeds 1; ``factor`` is the product of the cosines/sines taken out.
+    ever exceeds 1; ``factors[q]`` is the cosine or sine taken out of qubit q's rotation.
     """
     half = np.asarray(angles, dtype=np.float64) / 2
     c, s = np.cos(half), np.sin(half)
     tan_form = np.abs(s) <= np.abs(c)
     u = np.where(tan_form, 1.0, np.divide(c, s, where=~tan_form, out=np.ones_like(c)))
     v = np.where(tan_form, np.divide(s, c, where=tan_form, out=np.zeros_like(c)), 1.0)
-    factor = float(np.prod(np.where(tan_form, c, s)))
-    return np.ascontiguousarray(u), np.ascontiguousarray(v), factor
+    factors = np.where(tan_form, c, s)
+    return np.ascontiguousarray(u), np.ascontiguousarray(v), factors

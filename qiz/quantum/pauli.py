@@ -35,6 +35,7 @@ from qiz.quantum.threads import sized_by_qubits
 _SPARSE = re.compile(r"^([IXYZ])(\d+)$")
 _DENSE = re.compile(r"^[IXYZ]+$")
 MAX_TERMS = 1_000_000
+DENSE_LIMIT = 12  # qubits up to which the exact ground energy is a dense eigvalsh
 MAX_FILE_BYTES = 64 << 20
 
 
@@ -186,6 +187,8 @@ class PauliSum:
             if len(dense) + len(sparse) > MAX_TERMS:
                 raise HamiltonianError(f"{where}: more than {MAX_TERMS} terms")
         if not dense and not sparse:
+            if width is not None:  # 'qubits N' and nothing else: the zero operator
+                return PauliSum(width, [])
             raise HamiltonianError(f"{source}: no terms found")
         widths = [len(lbl) for _, _, lbl in dense]
         widths += [max((q + 1 for _, q in f), default=1) for _, _, f in sparse]
@@ -293,7 +296,7 @@ class PauliSum:
     def ground_energy(self) -> float:
         """The exact lowest eigenvalue: dense for <= 12 qubits, Lanczos (scipy eigsh) beyond,
         with H applied matrix-free so nothing larger than a few state vectors is stored."""
-        if self.num_qubits <= 12:
+        if self.num_qubits <= DENSE_LIMIT:
             return float(np.linalg.eigvalsh(self.to_sparse().toarray())[0])
         from scipy.sparse.linalg import LinearOperator, eigsh
 

@@ -81,7 +81,8 @@ class QaoaSimulator:
         block = min(BLOCK_BITS, n)
         init_amp = 1.0 / math.sqrt(1 << n)
         for layer, (gamma, beta) in enumerate(zip(gammas, betas, strict=True)):
-            u, v, factor = rotation_coefficients(np.full(n, 2.0 * float(beta)))
+            u, v, factors = rotation_coefficients(np.full(n, 2.0 * float(beta)))
+            factor = float(np.prod(factors))
             first = layer == 0
             if self.level is not None and self.values is not None:
                 table = factor * np.exp(-1j * float(gamma) * self.values)
@@ -132,14 +133,6 @@ class QaoaSimulator:
         """Measurement outcomes (basis index -> count) of the QAOA state."""
         state = self.statevector(gammas, betas)
         return sample_counts(state, shots, np.random.default_rng(seed))
-
-
-def _rx_form(beta: float, n: int) -> tuple[float, bool, float]:
-    """(t, cotangent form?, factor^n) for RX(2 beta) = factor * [[1, -i t], [-i t, 1]]-style."""
-    c, s = math.cos(beta), math.sin(beta)
-    if abs(s) <= abs(c):
-        return s / c, False, c**n
-    return c / s, True, s**n
 
 
 # -- the driver -------------------------------------------------------------------------------

@@ -173,18 +173,6 @@ class VqeEvaluator:
 
     # -- the fused path ----------------------------------------------------------------------
 
-    def _layer_coefficients(
-        self, angles: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, float, float]:
-        n = self.ansatz.num_qubits
-        block = min(BLOCK_BITS, n)
-        u, v, _ = rotation_coefficients(angles)
-        half = angles / 2
-        per_qubit = np.where(
-            np.abs(np.sin(half)) <= np.abs(np.cos(half)), np.cos(half), np.sin(half)
-        )
-        return u, v, float(np.prod(per_qubit[:block])), float(np.prod(per_qubit[block:]))
-
     def _groups(self) -> list[tuple[int, int]]:
         n = self.ansatz.num_qubits
         out = []
@@ -207,10 +195,11 @@ class VqeEvaluator:
         pr[0] = 1.0
         for layer in range(ans.depth):
             angles = theta[layer * n : (layer + 1) * n]
-            u, v, f_low, f_high = self._layer_coefficients(angles)
+            u, v, factors = rotation_coefficients(angles)
+            f_low = float(np.prod(factors[:block]))
             vk.forward_low(pr, pi, block, u, v, f_low, not groups, shifts, masks)
             for g, (lo, hi) in enumerate(groups):
-                f = f_high if g == 0 else 1.0
+                f = float(np.prod(factors[lo:hi]))  # each pass restores its qubits' scale
                 vk.forward_high(
                     pr,
                     pi,
@@ -243,10 +232,11 @@ class VqeEvaluator:
         groups = self._groups()
         for layer in range(ans.depth - 1, -1, -1):
             angles = theta[layer * n : (layer + 1) * n]
-            u, v, f_low, f_high = self._layer_coefficients(-angles)
+            u, v, factors = rotation_coefficients(-angles)
+            f_low = float(np.prod(factors[:block]))
             g_layer = np.zeros(n)
             for g, (lo, hi) in enumerate(reversed(groups)):
-                f = f_high if g == len(groups) - 1 else 1.0
+                f = float(np.prod(factors[lo:hi]))
                 vk.backward_high(
                     pr,
                     pi,
