@@ -161,7 +161,9 @@ def vqe(
     hamiltonian: Annotated[
         str, typer.Option("--hamiltonian", help="A Pauli-sum file, or tfim:N / heisenberg:N.")
     ],
-    ansatz: Annotated[str, typer.Option("--ansatz", help="hea:DEPTH[:ladder|ring]")] = "hea:2",
+    ansatz: Annotated[
+        str, typer.Option("--ansatz", help="hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS")
+    ] = "hea:2",
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="L-BFGS-B, COBYLA or SPSA")
     ] = "L-BFGS-B",
@@ -179,7 +181,7 @@ def vqe(
 
     h = _hamiltonian(hamiltonian)
     require_memory(h.num_qubits, 2.2)
-    circuit = parse_ansatz(ansatz, h.num_qubits)
+    circuit = parse_ansatz(ansatz, h)
     began = time.perf_counter()
     with _progress(not as_json, f"VQE {optimizer}", maxiter) as progress:
         res = run_vqe(

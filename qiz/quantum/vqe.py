@@ -15,7 +15,7 @@ import numpy as np
 
 from qiz.quantum import kernels, statevector
 from qiz.quantum import vqe_kernels as vk
-from qiz.quantum.ansatz import HardwareEfficientAnsatz
+from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
 from qiz.quantum.blocked import rotation_coefficients
 from qiz.quantum.circuit import Circuit
 from qiz.quantum.errors import CircuitError, QuantumError
@@ -29,7 +29,7 @@ BLOCK_BITS = 14
 HIGH_GROUP_BITS = 12
 MAX_DIAG_LEVELS = 256
 
-Ansatz = HardwareEfficientAnsatz | Circuit
+Ansatz = HardwareEfficientAnsatz | HamiltonianVariationalAnsatz | Circuit
 
 
 # -- the Hamiltonian, prepared for the fast path ---------------------------------------------
@@ -123,7 +123,9 @@ class VqeEvaluator:
             raise QuantumError(
                 f"the Hamiltonian acts on {hamiltonian.num_qubits} qubits, the ansatz on {n}"
             )
-        if isinstance(ansatz, HardwareEfficientAnsatz) and not ansatz.fused:
+        if isinstance(ansatz, HamiltonianVariationalAnsatz) or (
+            isinstance(ansatz, HardwareEfficientAnsatz) and not ansatz.fused
+        ):
             ansatz = ansatz.circuit()
         self.ansatz = ansatz
         self.hamiltonian = hamiltonian
@@ -372,11 +374,12 @@ def run_vqe(
 
     ev = VqeEvaluator(ansatz, hamiltonian)
     rng = np.random.default_rng(seed)
-    x0 = (
-        np.asarray(initial, dtype=np.float64)
-        if initial is not None
-        else rng.uniform(-0.1, 0.1, ev.num_parameters) + _default_shift(ansatz)
-    )
+    if initial is not None:
+        x0 = np.asarray(initial, dtype=np.float64)
+    elif isinstance(ansatz, HamiltonianVariationalAnsatz):
+        x0 = ansatz.initial_point()
+    else:
+        x0 = rng.uniform(-0.1, 0.1, ev.num_parameters) + _default_shift(ansatz)
     history: list[float] = []
 
     def record(e: float) -> None:
