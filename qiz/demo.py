@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qiz.crypto.errors import DecryptionFailed
+from qiz.demo_quantum import render_quantum, run_quantum_demo
 from qiz.home import Home
 from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import PeerRecord, PeerRecordError
@@ -103,6 +104,7 @@ def run_demo(as_json: bool = False) -> dict[str, Any]:
         },
     }
     report["mesh"] = asyncio.run(_mesh_demo())
+    report["quantum"] = run_quantum_demo()
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -206,3 +208,4 @@ def _render(report: dict[str, Any]) -> None:
         f"{mesh['rpc_round_trip_ms_median']:.3f} ms; connect (or reuse) median "
         f"{mesh['connect_ms_median']:.3f} ms"
     )
+    render_quantum(report["quantum"], console)
