@@ -393,6 +393,14 @@ def test_demo_json(tmp_path: Path) -> None:
     assert data["bob"].startswith("qizn1")
     assert data["alice"] != data["bob"]
     assert len(data["refused"]) == 3
+    quantum = data["quantum"]
+    assert set(quantum["ghz_counts"]) == {"000", "111"}
+    assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["max_cut"]
+    assert quantum["vqe"]["h2_error_mHa"] < 1.6
+    assert quantum["grover"]["success_probability"] == pytest.approx(quantum["grover"]["analytic"])
+    values = {a["value"] for a in quantum["placement"].values()}
+    assert all(a["feasible"] for a in quantum["placement"].values())
+    assert min(values) == quantum["placement"]["exact"]["value"]
     assert list(tmp_path.iterdir()) == []
 
 
