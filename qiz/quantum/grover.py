@@ -87,7 +87,9 @@ class GroverSimulator:
             raise QuantumError("iterations must be non-negative")
         n = self.num_qubits
         size = 1 << n
-        self.state = np.full(size, 1.0 / math.sqrt(size))
+        if self.state.shape != (size,):  # allocated once: later runs reuse the pages
+            self.state = np.empty(size)
+        self.state.fill(1.0 / math.sqrt(size))
         sol = self._solutions
         total = (
             _oracle_sum_sparse(self.state, sol)

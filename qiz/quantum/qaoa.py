@@ -33,6 +33,7 @@ class QaoaSimulator:
     cost: np.ndarray = field(init=False, repr=False)
     level: np.ndarray | None = field(init=False, repr=False, default=None)
     values: np.ndarray | None = field(init=False, repr=False, default=None)
+    _state: tuple[np.ndarray, np.ndarray] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         n = self.problem.num_vars
@@ -49,6 +50,14 @@ class QaoaSimulator:
     @property
     def num_qubits(self) -> int:
         return self.problem.num_vars
+
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The state arrays, allocated once and reused by every evaluation: fresh memory costs
+        page faults on every first touch (measured here: 0.36 s for the 256 MiB of 24 qubits).
+        """
+        if self._state is None:
+            self._state = (np.empty(1 << self.num_qubits), np.empty(1 << self.num_qubits))
+        return self._state
 
     def _tabulate(self) -> None:
         """Map each cost to an index into a small table of distinct values when possible."""
@@ -72,12 +81,12 @@ class QaoaSimulator:
     def evolve(
         self, gammas: Sequence[float], betas: Sequence[float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The QAOA state for these angles as split (real, imaginary) arrays."""
+        """The QAOA state for these angles as split (real, imaginary) arrays; they are this
+        simulator's buffers, overwritten by its next evaluation."""
         if len(gammas) != len(betas) or len(gammas) == 0:
             raise QuantumError("QAOA needs as many gammas as betas, at least one of each")
         n = self.num_qubits
-        re = np.empty(1 << n)
-        im = np.empty(1 << n)
+        re, im = self._buffers()
         block = min(BLOCK_BITS, n)
         init_amp = 1.0 / math.sqrt(1 << n)
         for layer, (gamma, beta) in enumerate(zip(gammas, betas, strict=True)):

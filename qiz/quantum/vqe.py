@@ -133,6 +133,15 @@ class VqeEvaluator:
         require_memory(n, 2.2 if self.fast else 3.2)
         self._prepared = PreparedHamiltonian.of(hamiltonian) if self.fast else None
         self.evaluations = 0
+        self._state: tuple[np.ndarray, ...] | None = None
+
+    def _buffers(self) -> tuple[np.ndarray, ...]:
+        """psi and lambda as split arrays, allocated once: fresh memory costs a page fault per
+        page on first touch, which at 22 qubits is a large part of an evaluation."""
+        if self._state is None:
+            size = 1 << self.num_qubits
+            self._state = tuple(np.empty(size) for _ in range(4))
+        return self._state
 
     @property
     def num_qubits(self) -> int:
@@ -170,7 +179,7 @@ class VqeEvaluator:
         theta = np.asarray(theta, dtype=np.float64)
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
             pr, pi = self._forward(theta)
-            return pr + 1j * pi
+            return pr + 1j * pi  # a new array: the buffers belong to the next evaluation
         return statevector.statevector(self.ansatz.bind(list(theta)))
 
     # -- the fused path ----------------------------------------------------------------------
@@ -192,8 +201,9 @@ class VqeEvaluator:
         block = min(BLOCK_BITS, n)
         shifts, masks = ans.cz_masks()
         groups = self._groups()
-        pr = np.zeros(1 << n)
-        pi = np.zeros(1 << n)
+        pr, pi, _, _ = self._buffers()
+        pr.fill(0.0)
+        pi.fill(0.0)
         pr[0] = 1.0
         for layer in range(ans.depth):
             angles = theta[layer * n : (layer + 1) * n]
@@ -222,8 +232,7 @@ class VqeEvaluator:
         assert isinstance(ans, HardwareEfficientAnsatz) and self._prepared is not None
         n = ans.num_qubits
         pr, pi = self._forward(theta)
-        lr = np.empty_like(pr)
-        li = np.empty_like(pi)
+        _, _, lr, li = self._buffers()
         self._prepared.apply_split(pr, pi, lr, li)
         energy = float(vk.real_inner(pr, pi, lr, li))
         grad = np.zeros(ans.num_parameters)
