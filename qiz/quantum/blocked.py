@@ -184,6 +184,19 @@ def parity(x: int) -> int:
     return x & 1
 
 
+def split_state(num_qubits: int, vectors: int = 1) -> tuple[np.ndarray, ...]:
+    """``vectors`` split states as (re, im, re, im, ...) views into ONE allocation.
+
+    One buffer, not one array per part: measured on this kind of VM, separately allocated
+    128 MiB arrays sometimes ran the same kernel five times slower (0.50 s against 0.09 s for a
+    24-qubit low pass) depending on where they landed, while one contiguous buffer was fast in
+    every layout tried.
+    """
+    size = 1 << num_qubits
+    buf = np.empty(2 * vectors * size)
+    return tuple(buf[k * size : (k + 1) * size] for k in range(2 * vectors))
+
+
 def rotation_coefficients(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(u, v, factors) per qubit for RX(angle) or RY(angle) in the scaled form.
 

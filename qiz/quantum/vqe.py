@@ -16,7 +16,7 @@ import numpy as np
 from qiz.quantum import kernels, statevector
 from qiz.quantum import vqe_kernels as vk
 from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
-from qiz.quantum.blocked import rotation_coefficients
+from qiz.quantum.blocked import rotation_coefficients, split_state
 from qiz.quantum.circuit import Circuit
 from qiz.quantum.errors import CircuitError, QuantumError
 from qiz.quantum.gates import gate_spec
@@ -139,8 +139,7 @@ class VqeEvaluator:
         """psi and lambda as split arrays, allocated once: fresh memory costs a page fault per
         page on first touch, which at 22 qubits is a large part of an evaluation."""
         if self._state is None:
-            size = 1 << self.num_qubits
-            self._state = tuple(np.empty(size) for _ in range(4))
+            self._state = split_state(self.num_qubits, vectors=2)
         return self._state
 
     @property

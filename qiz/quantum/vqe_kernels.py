@@ -56,20 +56,27 @@ def _scale_sign(
             im[k] *= s
 
 
-@njit(cache=True, fastmath={"contract", "nsz"})
+@njit(cache=True, fastmath={"contract", "nsz", "reassoc"})
 def _grad_sweep(
     pr: np.ndarray, pi: np.ndarray, lr: np.ndarray, li: np.ndarray, size: int, half: int
 ) -> float:
-    """sum over pairs (a, b = a + half) of Re(conj(l_b) p_a - conj(l_a) p_b)."""
+    """sum over pairs (a, b = a + half) of Re(conj(l_b) p_a - conj(l_a) p_b).
+
+    Reassociation is allowed here (and only in reductions like this one) so the sum runs in
+    vector lanes; a strictly ordered sum is a chain of dependent adds, four times slower.
+    """
     total = 0.0
     for g in range(0, size, 2 * half):
-        for m in range(g, g + half):
-            total += (
-                lr[m + half] * pr[m]
-                + li[m + half] * pi[m]
-                - lr[m] * pr[m + half]
-                - li[m] * pi[m + half]
-            )
+        par = pr[g : g + half]
+        pai = pi[g : g + half]
+        pbr = pr[g + half : g + 2 * half]
+        pbi = pi[g + half : g + 2 * half]
+        lar = lr[g : g + half]
+        lai = li[g : g + half]
+        lbr = lr[g + half : g + 2 * half]
+        lbi = li[g + half : g + 2 * half]
+        for m in range(half):
+            total += lbr[m] * par[m] + lbi[m] * pai[m] - lar[m] * pbr[m] - lai[m] * pbi[m]
     return total
 
 
@@ -217,7 +224,7 @@ def backward_low(
 # -- the Hamiltonian --------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath={"contract", "nsz"})
 def _flip_add(
     pr: np.ndarray,
     pi: np.ndarray,
@@ -230,12 +237,19 @@ def _flip_add(
 ) -> None:
     """lambda += (cx X_q + cy Y_q) psi for the qubit whose pairs are ``half`` apart."""
     for g in range(0, size, 2 * half):
-        for a in range(g, g + half):
-            b = a + half
-            lr[a] += cx * pr[b] + cy * pi[b]
-            li[a] += cx * pi[b] - cy * pr[b]
-            lr[b] += cx * pr[a] - cy * pi[a]
-            li[b] += cx * pi[a] + cy * pr[a]
+        par = pr[g : g + half]
+        pai = pi[g : g + half]
+        pbr = pr[g + half : g + 2 * half]
+        pbi = pi[g + half : g + 2 * half]
+        lar = lr[g : g + half]
+        lai = li[g : g + half]
+        lbr = lr[g + half : g + 2 * half]
+        lbi = li[g + half : g + 2 * half]
+        for m in range(half):
+            lar[m] += cx * pbr[m] + cy * pbi[m]
+            lai[m] += cx * pbi[m] - cy * pbr[m]
+            lbr[m] += cx * par[m] - cy * pai[m]
+            lbi[m] += cx * pai[m] + cy * par[m]
 
 
 @njit(cache=True, parallel=True)
@@ -259,10 +273,17 @@ def hamiltonian_low(
         b = pi[off : off + size]
         c = lr[off : off + size]
         d = li[off : off + size]
-        for k in range(size):
-            dv = dvals[dlevel[off + k]] if indexed else dvals[off + k]
-            c[k] = dv * a[k]
-            d[k] = dv * b[k]
+        if indexed:
+            lvl = dlevel[off : off + size]
+            for k in range(size):
+                dv = dvals[lvl[k]]
+                c[k] = dv * a[k]
+                d[k] = dv * b[k]
+        else:
+            dd = dvals[off : off + size]
+            for k in range(size):
+                c[k] = dd[k] * a[k]
+                d[k] = dd[k] * b[k]
         for q in range(bits):
             if cx[q] != 0.0 or cy[q] != 0.0:
                 _flip_add(a, b, c, d, size, 1 << q, cx[q], cy[q])
