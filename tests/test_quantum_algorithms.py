@@ -183,6 +183,12 @@ def test_qubo_refuses_bad_problems():
 # -- VQE --------------------------------------------------------------------------------------
 
 
+def real_hamiltonian(n: int) -> PauliSum:
+    """A real H (even number of Y per term) with a multi-qubit X group: the real fast path."""
+    extra = [(0.2, "I" * (n - 3) + "XZX"), (-0.15, "Y" + "I" * (n - 2) + "Y")]
+    return PauliSum.tfim(n, j=0.8, h=1.1) + PauliSum.from_labels(extra)
+
+
 def mixed_hamiltonian(n: int) -> PauliSum:
     """TFIM plus single-qubit Y and multi-qubit X-Y terms: every branch of the fast path."""
     extra = [
@@ -193,13 +199,21 @@ def mixed_hamiltonian(n: int) -> PauliSum:
     return PauliSum.tfim(n, j=0.8, h=1.1) + PauliSum.from_labels(extra)
 
 
+@pytest.mark.parametrize("kind", ["complex", "real"])
 @pytest.mark.parametrize("entangler", ["ladder", "ring"])
 @pytest.mark.parametrize("n", [2, 5, 9])
-def test_vqe_fast_path_equals_the_gate_level_adjoint_path(n, entangler, blocking):
+def test_vqe_fast_path_equals_the_gate_level_adjoint_path(n, entangler, kind, blocking):
     ansatz = HardwareEfficientAnsatz(n, 3, entangler)
-    h = mixed_hamiltonian(n) if n >= 3 else PauliSum.tfim(n)
+    if n < 3:
+        h = PauliSum.tfim(n)
+        if kind == "complex":
+            h = h + PauliSum.from_labels([(0.3, "YI")])
+    else:
+        h = mixed_hamiltonian(n) if kind == "complex" else real_hamiltonian(n)
     theta = np.random.default_rng(n).uniform(-3, 3, ansatz.num_parameters)
-    e_fast, g_fast = VqeEvaluator(ansatz, h).energy_and_gradient(theta)
+    fast = VqeEvaluator(ansatz, h)
+    assert fast.real == (kind == "real")
+    e_fast, g_fast = fast.energy_and_gradient(theta)
     e_slow, g_slow = VqeEvaluator(ansatz.circuit(), h).energy_and_gradient(theta)
     assert e_fast == pytest.approx(e_slow, abs=1e-12)
     assert np.max(np.abs(g_fast - g_slow)) < 1e-10

@@ -210,3 +210,81 @@ def rotation_coefficients(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     v = np.where(tan_form, np.divide(s, c, where=tan_form, out=np.zeros_like(c)), 1.0)
     factors = np.where(tan_form, c, s)
     return np.ascontiguousarray(u), np.ascontiguousarray(v), factors
+
+
+# -- real states: one float64 array -----------------------------------------------------------
+# When every gate and the observable are real (RY, CZ, a Hamiltonian with an even number of Y
+# in every term), the state stays real: the same sweeps on one array do half the work, and two
+# real vectors can travel as the (re, im) pair of the complex kernels above (RY acts on both
+# parts alike), which is how the adjoint pass undoes psi and lambda in one sweep.
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _sweep_real(u: float, v: float, x: np.ndarray, off: int, size: int, half: int) -> None:
+    """RY-form (a, b) -> (u a - v b, u b + v a) on one real array, pairs ``half`` apart."""
+    for g in range(off, off + size, 2 * half):
+        xa = x[g : g + half]
+        xb = x[g + half : g + 2 * half]
+        for m in range(half):
+            a = xa[m]
+            b = xb[m]
+            xa[m] = u * a - v * b
+            xb[m] = u * b + v * a
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _low3_real(u: np.ndarray, v: np.ndarray, x: np.ndarray, off: int, size: int) -> None:
+    u0, v0, u1, v1, u2, v2 = u[0], v[0], u[1], v[1], u[2], v[2]
+    for c in range(off, off + size, 8):
+        r = x[c : c + 8]
+        for k in range(4):
+            a, b = r[2 * k], r[2 * k + 1]
+            r[2 * k], r[2 * k + 1] = u0 * a - v0 * b, u0 * b + v0 * a
+        for k in (0, 1, 4, 5):
+            a, b = r[k], r[k + 2]
+            r[k], r[k + 2] = u1 * a - v1 * b, u1 * b + v1 * a
+        for k in range(4):
+            a, b = r[k], r[k + 4]
+            r[k], r[k + 4] = u2 * a - v2 * b, u2 * b + v2 * a
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_contiguous_real(u: np.ndarray, v: np.ndarray, x: np.ndarray, off: int, nbits: int) -> None:
+    """RY on qubits 0..nbits-1 of the real block x[off : off + 2^nbits]."""
+    size = 1 << nbits
+    first = 0
+    if nbits >= 3:
+        _low3_real(u, v, x, off, size)
+        first = 3
+    for q in range(first, nbits):
+        _sweep_real(u[q], v[q], x, off, size, 1 << q)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_tile_real(
+    u: np.ndarray, v: np.ndarray, x: np.ndarray, row_bits: int, width: int, first_qubit: int
+) -> None:
+    size = width << row_bits
+    for k in range(row_bits):
+        q = first_qubit + k
+        _sweep_real(u[q], v[q], x, 0, size, width << k)
+
+
+@njit(cache=True, inline="always")
+def gather_real(x: np.ndarray, bx: np.ndarray, base: int, lo: int, nrows: int, width: int) -> None:
+    for r in range(nrows):
+        src = base + (r << lo)
+        s = x[src : src + width]
+        d = bx[r * width : (r + 1) * width]
+        for w in range(width):
+            d[w] = s[w]
+
+
+@njit(cache=True, inline="always")
+def scatter_real(x: np.ndarray, bx: np.ndarray, base: int, lo: int, nrows: int, width: int) -> None:
+    for r in range(nrows):
+        dst = base + (r << lo)
+        d = x[dst : dst + width]
+        s = bx[r * width : (r + 1) * width]
+        for w in range(width):
+            d[w] = s[w]

@@ -15,6 +15,7 @@ import numpy as np
 
 from qiz.quantum import kernels, statevector
 from qiz.quantum import vqe_kernels as vk
+from qiz.quantum import vqe_real_kernels as vr
 from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
 from qiz.quantum.blocked import rotation_coefficients, split_state
 from qiz.quantum.circuit import Circuit
@@ -99,6 +100,24 @@ class PreparedHamiltonian:
         for x, zmasks, cre, cim in self.groups:
             vk.group_apply_add(pr, pi, lr, li, x, zmasks, cre, cim)
 
+    @property
+    def is_real(self) -> bool:
+        """Whether H is a real matrix (every term has an even number of Y)."""
+        return not self.cy.any() and all(not cim.any() for _, _, _, cim in self.groups)
+
+    def apply_real(self, x: np.ndarray, y: np.ndarray) -> None:
+        """y = H x for a real H and a real state."""
+        n = self.num_qubits
+        block = min(BLOCK_BITS, n)
+        vr.hamiltonian_low_real(x, y, block, self.dlevel, self.dvals, self.indexed, self.cx)
+        lo = block
+        while lo < n:
+            hi = min(n, lo + HIGH_GROUP_BITS)
+            vr.hamiltonian_high_real(x, y, lo, hi, self.cx, min(vk.TILE_WIDTH, 1 << lo))
+            lo = hi
+        for xmask, zmasks, cre, _ in self.groups:
+            vr.group_apply_add_real(x, y, xmask, zmasks, cre)
+
 
 def _levels(diag: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Distinct values and a uint8 index when there are few (TFIM's diagonal has n of them)."""
@@ -132,6 +151,8 @@ class VqeEvaluator:
         self.fast = isinstance(ansatz, HardwareEfficientAnsatz)
         require_memory(n, 2.2 if self.fast else 3.2)
         self._prepared = PreparedHamiltonian.of(hamiltonian) if self.fast else None
+        # RY and CZ are real: with a real H the states stay real, and half the work goes
+        self.real = self._prepared is not None and self._prepared.is_real
         self.evaluations = 0
         self._state: tuple[np.ndarray, ...] | None = None
 
@@ -139,7 +160,7 @@ class VqeEvaluator:
         """psi and lambda as split arrays, allocated once: fresh memory costs a page fault per
         page on first touch, which at 22 qubits is a large part of an evaluation."""
         if self._state is None:
-            self._state = split_state(self.num_qubits, vectors=2)
+            self._state = split_state(self.num_qubits, vectors=1 if self.real else 2)
         return self._state
 
     @property
@@ -177,6 +198,8 @@ class VqeEvaluator:
     def statevector(self, theta: Sequence[float]) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
+            if self.real:
+                return self._forward_real(theta).astype(np.complex128)
             pr, pi = self._forward(theta)
             return pr + 1j * pi  # a new array: the buffers belong to the next evaluation
         return statevector.statevector(self.ansatz.bind(list(theta)))
@@ -226,7 +249,57 @@ class VqeEvaluator:
                 )
         return pr, pi
 
+    def _forward_real(self, theta: np.ndarray) -> np.ndarray:
+        ans = self.ansatz
+        assert isinstance(ans, HardwareEfficientAnsatz)
+        n = ans.num_qubits
+        block = min(BLOCK_BITS, n)
+        shifts, masks = ans.cz_masks()
+        groups = self._groups()
+        x, _ = self._buffers()
+        x.fill(0.0)
+        x[0] = 1.0
+        for layer in range(ans.depth):
+            u, v, factors = rotation_coefficients(theta[layer * n : (layer + 1) * n])
+            f_low = float(np.prod(factors[:block]))
+            vr.forward_low_real(x, block, u, v, f_low, not groups, shifts, masks)
+            for g, (lo, hi) in enumerate(groups):
+                f = float(np.prod(factors[lo:hi]))
+                last = g == len(groups) - 1
+                width = min(vk.TILE_WIDTH, 1 << lo)
+                vr.forward_high_real(x, lo, hi, u, v, f, last, shifts, masks, width)
+        return x
+
+    def _fast_real(self, theta: np.ndarray, gradient: bool) -> tuple[float, np.ndarray]:
+        """The real path: psi and lambda one array each; backward they sweep as one pair."""
+        ans = self.ansatz
+        assert isinstance(ans, HardwareEfficientAnsatz) and self._prepared is not None
+        n = ans.num_qubits
+        x = self._forward_real(theta)
+        _, y = self._buffers()
+        self._prepared.apply_real(x, y)
+        energy = float(vr.dot(x, y))
+        grad = np.zeros(ans.num_parameters)
+        if not gradient:
+            return energy, grad
+        block = min(BLOCK_BITS, n)
+        shifts, masks = ans.cz_masks()
+        groups = self._groups()
+        for layer in range(ans.depth - 1, -1, -1):
+            u, v, factors = rotation_coefficients(-theta[layer * n : (layer + 1) * n])
+            g_layer = np.zeros(n)
+            for g, (lo, hi) in enumerate(reversed(groups)):
+                f = float(np.prod(factors[lo:hi]))
+                width = min(vk.TILE_WIDTH, 1 << lo)
+                vr.backward_high_real(x, y, lo, hi, u, v, f, g == 0, shifts, masks, width, g_layer)
+            f_low = float(np.prod(factors[:block]))
+            vr.backward_low_real(x, y, block, u, v, f_low, not groups, shifts, masks, g_layer)
+            grad[layer * n : (layer + 1) * n] = g_layer
+        return energy, grad
+
     def _fast(self, theta: np.ndarray, gradient: bool) -> tuple[float, np.ndarray]:
+        if self.real:
+            return self._fast_real(theta, gradient)
         ans = self.ansatz
         assert isinstance(ans, HardwareEfficientAnsatz) and self._prepared is not None
         n = ans.num_qubits

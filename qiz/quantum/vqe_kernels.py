@@ -33,7 +33,7 @@ def cz_sign(x: int, shifts: np.ndarray, masks: np.ndarray) -> float:
 
 
 @njit(cache=True, inline="always")
-def _scale_sign(
+def scale_sign(
     re: np.ndarray,
     im: np.ndarray,
     base: int,
@@ -102,7 +102,7 @@ def forward_low(
         r = pr[off : off + size]
         i = pi[off : off + size]
         mix_contiguous(RY, u, v, r, i, 0, bits)
-        _scale_sign(r, i, off, 0, 1, size, factor, shifts, masks, last)
+        scale_sign(r, i, off, 0, 1, size, factor, shifts, masks, last)
 
 
 @njit(cache=True, parallel=True)
@@ -128,7 +128,7 @@ def forward_high(
         bi = np.empty(nrows * width)
         gather(pr, pi, br, bi, base, lo, nrows, width)
         mix_tile(RY, u, v, br, bi, hi - lo, width, lo)
-        _scale_sign(br, bi, base, lo, nrows, width, factor, shifts, masks, last)
+        scale_sign(br, bi, base, lo, nrows, width, factor, shifts, masks, last)
         scatter(pr, pi, br, bi, base, lo, nrows, width)
 
 
@@ -168,14 +168,14 @@ def backward_high(
         gather(pr, pi, bpr, bpi, base, lo, nrows, width)
         gather(lr, li, blr, bli, base, lo, nrows, width)
         if first:
-            _scale_sign(bpr, bpi, base, lo, nrows, width, 1.0, shifts, masks, True)
-            _scale_sign(blr, bli, base, lo, nrows, width, 1.0, shifts, masks, True)
+            scale_sign(bpr, bpi, base, lo, nrows, width, 1.0, shifts, masks, True)
+            scale_sign(blr, bli, base, lo, nrows, width, 1.0, shifts, masks, True)
         for k in range(hi - lo):
             partial[task, k] = _grad_sweep(bpr, bpi, blr, bli, size, width << k)
         mix_tile(RY, u, v, bpr, bpi, hi - lo, width, lo)
         mix_tile(RY, u, v, blr, bli, hi - lo, width, lo)
-        _scale_sign(bpr, bpi, base, lo, nrows, width, factor, shifts, masks, False)
-        _scale_sign(blr, bli, base, lo, nrows, width, factor, shifts, masks, False)
+        scale_sign(bpr, bpi, base, lo, nrows, width, factor, shifts, masks, False)
+        scale_sign(blr, bli, base, lo, nrows, width, factor, shifts, masks, False)
         scatter(pr, pi, bpr, bpi, base, lo, nrows, width)
         scatter(lr, li, blr, bli, base, lo, nrows, width)
     for k in range(hi - lo):
@@ -209,14 +209,14 @@ def backward_low(
         c = lr[off : off + size]
         d = li[off : off + size]
         if first:
-            _scale_sign(a, b, off, 0, 1, size, 1.0, shifts, masks, True)
-            _scale_sign(c, d, off, 0, 1, size, 1.0, shifts, masks, True)
+            scale_sign(a, b, off, 0, 1, size, 1.0, shifts, masks, True)
+            scale_sign(c, d, off, 0, 1, size, 1.0, shifts, masks, True)
         for q in range(bits):
             partial[blk, q] = _grad_sweep(a, b, c, d, size, 1 << q)
         mix_contiguous(RY, u, v, a, b, 0, bits)
         mix_contiguous(RY, u, v, c, d, 0, bits)
-        _scale_sign(a, b, off, 0, 1, size, factor, shifts, masks, False)
-        _scale_sign(c, d, off, 0, 1, size, factor, shifts, masks, False)
+        scale_sign(a, b, off, 0, 1, size, factor, shifts, masks, False)
+        scale_sign(c, d, off, 0, 1, size, factor, shifts, masks, False)
     for q in range(bits):
         grad[q] += partial[:, q].sum()
 
