@@ -63,13 +63,9 @@ class PreparedHamiltonian:
                 (cy if t.zmask else cx)[q] += t.coeff.real
             else:
                 others.setdefault(t.xmask, []).append((t.zmask, t.coeff * (1j**t.num_y)))
-        diag = np.empty(1 << n)
-        vk.diagonal_values(
-            diag,
-            np.array([z for z, _ in zs], dtype=np.int64),
-            np.array([c for _, c in zs], dtype=np.float64),
-        )
-        values, inverse = _levels(diag)
+        zmasks = np.array([z for z, _ in zs], dtype=np.int64)
+        zcoeffs = np.array([c for _, c in zs], dtype=np.float64)
+        values, inverse = _levels(n, zmasks, zcoeffs)
         groups = [
             (
                 x,
@@ -81,6 +77,8 @@ class PreparedHamiltonian:
         ]
         if values is not None and inverse is not None:
             return PreparedHamiltonian(n, inverse, values, True, cx, cy, groups)
+        diag = np.empty(1 << n)
+        vk.diagonal_values(diag, zmasks, zcoeffs, 0)
         return PreparedHamiltonian(n, np.zeros(1, np.uint8), diag, False, cx, cy, groups)
 
     def apply_split(self, pr: np.ndarray, pi: np.ndarray, lr: np.ndarray, li: np.ndarray) -> None:
@@ -119,15 +117,27 @@ class PreparedHamiltonian:
             vr.group_apply_add_real(x, y, xmask, zmasks, cre)
 
 
-def _levels(diag: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Distinct values and a uint8 index when there are few (TFIM's diagonal has n of them)."""
-    sample = np.unique(diag[: 1 << 12])
-    if sample.shape[0] > MAX_DIAG_LEVELS:
-        return None, None
-    values, inverse = np.unique(diag, return_inverse=True)
-    if values.shape[0] > MAX_DIAG_LEVELS:
-        return None, None
-    return values, inverse.astype(np.uint8)
+def _levels(
+    n: int, zmasks: np.ndarray, coeffs: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The diagonal's distinct values and a one-byte index per amplitude, when there are at
+    most 256 values (the Ising chain has n). Built chunk by chunk, so that the float64
+    diagonal (half a state vector) never exists whole: it would raise the peak memory."""
+    size = 1 << n
+    chunk = min(size, 1 << 16)
+    buf = np.empty(chunk)
+    distinct: set[float] = set()
+    for off in range(0, size, chunk):
+        vk.diagonal_values(buf, zmasks, coeffs, off)
+        distinct.update(np.unique(buf).tolist())
+        if len(distinct) > MAX_DIAG_LEVELS:
+            return None, None
+    values = np.array(sorted(distinct))
+    level = np.empty(size, dtype=np.uint8)
+    for off in range(0, size, chunk):
+        vk.diagonal_values(buf, zmasks, coeffs, off)
+        level[off : off + chunk] = np.searchsorted(values, buf)
+    return values, level
 
 
 # -- energy and gradient ----------------------------------------------------------------------

@@ -358,12 +358,13 @@ def real_inner(pr: np.ndarray, pi: np.ndarray, lr: np.ndarray, li: np.ndarray) -
 
 
 @njit(cache=True, parallel=True)
-def diagonal_values(out: np.ndarray, zmasks: np.ndarray, coeffs: np.ndarray) -> None:
-    """out[k] = sum_t c_t (-1)^{popcount(k & z_t)}: the Z-only part of a Hamiltonian."""
+def diagonal_values(out: np.ndarray, zmasks: np.ndarray, coeffs: np.ndarray, offset: int) -> None:
+    """out[k] = sum_t c_t (-1)^{popcount((offset + k) & z_t)}: the Z-only part of H."""
     for k in prange(out.shape[0]):
         total = 0.0
+        x = offset + k
         for t in range(zmasks.shape[0]):
-            if parity(k & zmasks[t]):
+            if parity(x & zmasks[t]):
                 total -= coeffs[t]
             else:
                 total += coeffs[t]
