@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import crypto, dht, qmp
+from bench import crypto, dht, qmp, quantum
 from bench.harness import machine, markdown_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -89,6 +89,9 @@ def main() -> None:
     dht_figures = dht.run(quick)
     page += "\n## Resolution: the DHT (`bench/dht.py`)\n\n" + markdown_table(dht_figures) + "\n"
     page += DHT_NOTES
+    quantum_figures = quantum.run(quick)
+    page += "\n## Quantum simulators (`bench/quantum.py`)\n\n" + quantum.markdown(quantum_figures)
+    page += quantum.notes(quantum_figures)
     print()
     print(page)
     if "--no-write" not in sys.argv:
