@@ -157,8 +157,14 @@ def test_dumps_refuses_unwritable_parameter_names(bad: str) -> None:
 
 
 def test_dumps_refuses_non_finite_angles() -> None:
+    from qiz.quantum.circuit import Instruction
+    from qiz.quantum.errors import CircuitError
+
+    with pytest.raises(CircuitError, match="finite"):
+        Circuit(1).rx(math.inf, 0)  # refused when built ...
+    smuggled = Circuit(1, instructions=[Instruction("rx", (0,), (math.inf,))])
     with pytest.raises(QasmError, match="cannot be written"):
-        dumps(Circuit(1).rx(math.inf, 0))
+        dumps(smuggled)  # ... and by the exporter, for a circuit assembled by hand
 
 
 @pytest.mark.skipif(not HAS_QISKIT_QASM3_IMPORT, reason="qiskit_qasm3_import not installed")

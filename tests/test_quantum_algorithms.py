@@ -434,3 +434,69 @@ def test_grover_refuses_bad_oracles():
         GroverSimulator(3, marked=[8])
     with pytest.raises(QuantumError, match="empty"):
         GroverSimulator(3, marked=[])
+
+
+# -- edge cases found in review ---------------------------------------------------------------
+
+
+def test_hamiltonians_beyond_the_qubit_ceiling_are_refused_cleanly():
+    for text in ("qubits 10000000000000\n1 Z0\n", "1.0 Z9999999999999\n", "qubits \u00b2\n"):
+        with pytest.raises(HamiltonianError):
+            PauliSum.loads(text, "h.txt")
+
+
+def test_hva_with_only_one_kind_of_term():
+    zonly = PauliSum.from_labels([(1.0, "ZZI"), (0.5, "IZZ")])
+    xonly = PauliSum.from_labels([(1.0, "XII"), (0.5, "IIX")])
+    for h in (zonly, xonly):
+        res = run_vqe(HamiltonianVariationalAnsatz(h, 2), h, maxiter=50, exact=True)
+        assert res.energy >= res.exact - 1e-9
+
+
+def test_ground_energy_of_the_zero_operator(monkeypatch):
+    from qiz.quantum import pauli
+
+    monkeypatch.setattr(pauli, "DENSE_LIMIT", 2)
+    assert PauliSum.loads("qubits 14\n").ground_energy() == 0.0
+
+
+def test_satlib_cnf_trailer_is_accepted():
+    cnf = Cnf.loads("p cnf 2 1\n1 2 0\n%\n0\n\n")
+    assert cnf.clauses == ((1, 2),)
+
+
+def test_sampling_refuses_a_state_without_a_finite_norm():
+    from qiz.quantum.sampling import sample_counts
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(QuantumError, match="finite, nonzero norm"):
+        sample_counts(np.array([np.nan, 0, 0, 0], dtype=complex), 5, rng)
+    with pytest.raises(QuantumError, match="finite, nonzero norm"):
+        sample_counts(np.zeros(8), 5, rng)
+    with pytest.raises(QuantumError, match="shots"):
+        sample_counts(np.ones(8), -1, rng)
+    state = np.zeros(1 << 14)
+    state[5] = state[(1 << 14) - 3] = math.sqrt(0.5)  # far apart blocks; zeros at the edges
+    counts = sample_counts(state, 10000, rng)
+    assert set(counts) == {5, (1 << 14) - 3}
+    assert abs(counts[5] - 5000) < 400
+
+
+def test_estimator_refuses_mid_circuit_measurement():
+    from qiz.quantum.errors import CircuitError
+    from qiz.quantum.primitives import Estimator
+
+    circ = Circuit(2, 2)
+    circ.h(0).measure(0, 0).cx(0, 1)
+    with pytest.raises(CircuitError, match="measurements"):
+        Estimator().run(circ, PauliSum.tfim(2))
+
+
+def test_non_finite_angles_are_refused():
+    from qiz.quantum.errors import CircuitError
+
+    with pytest.raises(CircuitError, match="finite"):
+        Circuit(1).rx(float("inf"), 0)
+    circ = Circuit(1).rx(Parameter("t"), 0)
+    with pytest.raises(CircuitError, match="finite"):
+        circ.bind({"t": float("nan")})

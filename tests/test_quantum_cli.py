@@ -35,7 +35,7 @@ def test_run_samples_a_qasm_file_reproducibly(tmp_path: Path):
 
 
 def test_run_reports_bad_qasm_with_line_and_column(tmp_path: Path):
-    (tmp_path / "bad.qasm").write_text('OPENQASM 3.0;\nqubit[1] q;\nif (true) { x q[0]; }\n')
+    (tmp_path / "bad.qasm").write_text("OPENQASM 3.0;\nqubit[1] q;\nif (true) { x q[0]; }\n")
     code, out, err = qiz(tmp_path, "run", "bad.qasm", "--json")
     assert code == 2
     line = assert_one_line_error(err, "bad.qasm", "line 3")
@@ -122,3 +122,30 @@ def test_grover_marked_and_cnf(tmp_path: Path):
     code, _, err = qiz(tmp_path, "grover", "--qubits", "36", "--marked", "1")
     assert code == 2
     assert_one_line_error(err, "36 qubits need about")
+
+
+def test_bad_numbers_are_one_line_errors(tmp_path: Path):
+    (tmp_path / "inf.qasm").write_text("OPENQASM 3.0;\nqubit[2] q;\nrx(1e308*10) q[0];\n")
+    code, _, err = qiz(tmp_path, "run", "inf.qasm")
+    assert code == 2
+    assert_one_line_error(err, "line 3", "not a finite number")
+    code, _, err = qiz(tmp_path, "grover", "--qubits", "4", "--marked", "3", "--shots", "-1")
+    assert code == 2
+    assert_one_line_error(err, "shots")
+    code, _, err = qiz(tmp_path, "vqe", "--hamiltonian", "tfim:4", "--maxiter", "0")
+    assert code == 2
+    assert_one_line_error(err, "--maxiter")
+    code, _, err = qiz(tmp_path, "vqe", "--hamiltonian", "tfim:99999999999")
+    assert code == 2
+    assert_one_line_error(err, "tfim")
+    code, _, err = qiz(tmp_path, "qaoa", "maxcut", "--graph", "random:\u00b2,3")
+    assert code == 2
+    assert_one_line_error(err, "random:N,D")
+
+
+def test_vqe_on_the_ising_ring_from_the_cli(tmp_path: Path):
+    code, out, err = qiz(
+        tmp_path, "vqe", "--hamiltonian", "tfim:8:ring", "--ansatz", "hva:4", "--json"
+    )
+    assert code == 0, err
+    assert abs(json.loads(out)["error"]) < 1e-6

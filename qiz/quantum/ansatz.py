@@ -92,11 +92,11 @@ def parse_ansatz(
     """``hea:DEPTH[:ladder|ring][:cz|cx]`` (default ladder, cz) or ``hva:LAYERS``."""
     parts = spec.split(":")
     num_qubits = hamiltonian.num_qubits
-    if parts[0] == "hva" and len(parts) in (2, 3) and parts[1].isdigit():
+    if parts[0] == "hva" and len(parts) in (2, 3) and parts[1].isdecimal():
         if len(parts) == 3 and parts[2] != "multi":
             raise QuantumError(f"ansatz {spec!r}: expected hva:LAYERS or hva:LAYERS:multi")
         return HamiltonianVariationalAnsatz(hamiltonian, int(parts[1]), shared=len(parts) == 2)
-    if parts[0] != "hea" or not 2 <= len(parts) <= 4 or not parts[1].isdigit():
+    if parts[0] != "hea" or not 2 <= len(parts) <= 4 or not parts[1].isdecimal():
         raise QuantumError(
             f"ansatz {spec!r}: expected hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS[:multi]"
         )
@@ -171,8 +171,12 @@ class HamiltonianVariationalAnsatz:
         values = []
         for layer in range(self.layers):
             share = (layer + 0.5) / self.layers
-            if self.shared:  # parameters in order of first use: a_l, then b_l
-                values += [step * share, step * (1.0 - share)]
+            if self.shared:  # parameters in order of first use: a_l (if any), then b_l (if any)
+                gates = {gate for gate, _, _ in self._ordered_terms()}
+                if gates & {"rz", "rzz"}:
+                    values.append(step * share)
+                if gates - {"rz", "rzz"}:
+                    values.append(step * (1.0 - share))
                 continue
             for gate, _qubits, coeff in self._ordered_terms():
                 weight = share if gate in ("rz", "rzz") else 1.0 - share

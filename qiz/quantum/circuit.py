@@ -6,6 +6,7 @@ read it; nothing here simulates. Gate angles are floats or affine ``ParamExpr``s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +62,10 @@ class Circuit:
             raise CircuitError(f"{name} takes {spec.num_params} parameter(s), got {len(params)}")
         self._check_qubits(qubits, distinct=True)
         values = tuple(p if isinstance(p, ParamExpr) else float(p) for p in params)
+        for p in values:
+            numbers = [p.const, *(c for _, c in p.terms)] if isinstance(p, ParamExpr) else [p]
+            if not all(math.isfinite(x) for x in numbers):
+                raise CircuitError(f"{name}: angle {p} is not a finite number")
         self.instructions.append(Instruction(name, qubits, values))
         return self
 
@@ -149,6 +154,9 @@ class Circuit:
             Instruction(i.name, i.qubits, tuple(bind_value(p, values) for p in i.params), i.clbits)
             for i in self.instructions
         ]
+        for inst in bound:
+            if not all(math.isfinite(float(p)) for p in inst.params):  # type: ignore[arg-type]
+                raise CircuitError(f"{inst.name}: a bound angle is not a finite number")
         return Circuit(self.num_qubits, self.num_clbits, bound, self.name)
 
     def has_measurements(self) -> bool:

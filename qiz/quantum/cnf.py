@@ -30,7 +30,9 @@ class Cnf:
         current: list[int] = []
         for lineno, raw in enumerate(text.splitlines(), 1):
             line = raw.strip()
-            if not line or line.startswith(("c", "%")):
+            if line.startswith("%"):
+                break  # SATLIB files end with '%' and a stray '0'
+            if not line or line.startswith("c"):
                 continue
             if line.startswith("p"):
                 parts = line.split()
@@ -39,7 +41,7 @@ class Cnf:
                 if (
                     len(parts) != 4
                     or parts[1] != "cnf"
-                    or not (parts[2].isdigit() and parts[3].isdigit())
+                    or not (parts[2].isdecimal() and parts[3].isdecimal())
                 ):
                     raise QuantumError(f"{source}:{lineno}: expected 'p cnf VARIABLES CLAUSES'")
                 declared = (int(parts[2]), int(parts[3]))

@@ -70,7 +70,7 @@ def load_graph(spec: str, seed: int | None = 0) -> Graph:
     if spec.startswith("random:"):
         body = spec.removeprefix("random:")
         parts = body.split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isdecimal() for p in parts):
             raise QuantumError(f"graph {spec!r}: expected random:N,D (e.g. random:20,3)")
         n, d = int(parts[0]), int(parts[1])
         return random_regular(n, d, seed)

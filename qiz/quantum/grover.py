@@ -56,7 +56,10 @@ class GroverSimulator:
             if self.cnf.num_vars != n:
                 raise QuantumError(f"the formula has {self.cnf.num_vars} variables, not {n}")
             self._mask = self.cnf.solution_mask()
-            self._solutions = np.flatnonzero(self._mask).astype(np.int64)
+            count = int(np.count_nonzero(self._mask))
+            # the first solutions only (for display and checks): never a 2^n index array
+            self._solutions = np.flatnonzero(self._mask[: 1 << min(n, 20)])[:1024]
+            self._count = count
         else:
             sol = sorted({int(m) for m in self.marked or ()})
             if not sol:
@@ -64,12 +67,13 @@ class GroverSimulator:
             if sol[0] < 0 or sol[-1] >= 1 << n:
                 raise QuantumError(f"marked items must be in 0 .. 2^{n} - 1")
             self._solutions = np.array(sol, dtype=np.int64)
+            self._count = len(sol)
             self._mask = None
         self.state = np.empty(0)
 
     @property
     def num_solutions(self) -> int:
-        return int(self._solutions.shape[0])
+        return self._count
 
     @property
     def solutions(self) -> list[int]:
@@ -115,7 +119,7 @@ class GroverSimulator:
     def sample(self, shots: int, seed: int | None) -> dict[int, int]:
         from qiz.quantum.sampling import sample_counts
 
-        return sample_counts(self.state, shots, np.random.default_rng(seed), self.state**2)
+        return sample_counts(self.state, shots, np.random.default_rng(seed))
 
     @staticmethod
     def state_bytes(num_qubits: int) -> int:

@@ -163,6 +163,14 @@ def pauli_apply_add(
 
 
 @njit(cache=True, parallel=True)
+def zero_unless(state: np.ndarray, mask: int) -> None:
+    """Zero every amplitude whose index does not have all the bits of ``mask`` set."""
+    for i in prange(state.shape[0]):
+        if i & mask != mask:
+            state[i] = 0.0
+
+
+@njit(cache=True, parallel=True)
 def inner(a: np.ndarray, b: np.ndarray) -> complex:
     """<a|b>."""
     total = 0.0 + 0.0j

@@ -37,7 +37,7 @@ def _cgroup_limit() -> int | None:
                 text = f.read().strip()
         except OSError:
             continue
-        if text.isdigit() and int(text) < (1 << 60):
+        if text.isdecimal() and int(text) < (1 << 60):
             return int(text)
     return None
 

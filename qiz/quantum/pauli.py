@@ -29,7 +29,7 @@ import numpy as np
 
 from qiz.quantum import kernels
 from qiz.quantum.errors import HamiltonianError
-from qiz.quantum.memory import require_memory
+from qiz.quantum.memory import MAX_QUBITS, require_memory
 from qiz.quantum.threads import sized_by_qubits
 
 _SPARSE = re.compile(r"^([IXYZ])(\d+)$")
@@ -61,8 +61,10 @@ class PauliSum:
     """A Hermitian sum of Pauli strings on ``num_qubits`` qubits (like terms are merged)."""
 
     def __init__(self, num_qubits: int, terms: Iterable[tuple[complex, int, int]]) -> None:
-        if num_qubits < 1:
-            raise HamiltonianError("a Hamiltonian needs at least one qubit")
+        if not 1 <= num_qubits <= MAX_QUBITS:
+            raise HamiltonianError(
+                f"a Hamiltonian acts on 1 to {MAX_QUBITS} qubits, not {num_qubits}"
+            )
         merged: dict[tuple[int, int], complex] = {}
         limit = 1 << num_qubits
         for coeff, x, z in terms:
@@ -175,9 +177,11 @@ class PauliSum:
             if fields[0].lower() == "qubits":
                 if width is not None or dense or sparse:
                     raise HamiltonianError(f"{where}: 'qubits N' must be the first line")
-                if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+                if len(fields) != 2 or not fields[1].isdecimal() or int(fields[1]) < 1:
                     raise HamiltonianError(f"{where}: expected 'qubits N' with N >= 1")
                 width = int(fields[1])
+                if width > MAX_QUBITS:
+                    raise HamiltonianError(f"{where}: at most {MAX_QUBITS} qubits")
                 continue
             coeff, payload = _parse_term(fields, where)
             if isinstance(payload, str):
@@ -296,6 +300,8 @@ class PauliSum:
     def ground_energy(self) -> float:
         """The exact lowest eigenvalue: dense for <= 12 qubits, Lanczos (scipy eigsh) beyond,
         with H applied matrix-free so nothing larger than a few state vectors is stored."""
+        if not self.terms:
+            return 0.0
         if self.num_qubits <= DENSE_LIMIT:
             return float(np.linalg.eigvalsh(self.to_sparse().toarray())[0])
         from scipy.sparse.linalg import LinearOperator, eigsh
@@ -308,7 +314,12 @@ class PauliSum:
             dtype=np.complex128,
         )
         start = np.random.default_rng(7).standard_normal(dim).astype(np.complex128)
-        values = eigsh(op, k=1, which="SA", tol=1e-12, v0=start, return_eigenvectors=False)
+        from scipy.sparse.linalg import ArpackError
+
+        try:
+            values = eigsh(op, k=1, which="SA", tol=1e-12, v0=start, return_eigenvectors=False)
+        except ArpackError as exc:  # includes no convergence
+            raise HamiltonianError(f"exact diagonalisation did not converge: {exc}") from None
         return float(values[0].real)
 
 
@@ -332,6 +343,8 @@ def _parse_term(fields: list[str], where: str) -> tuple[complex, str | list[tupl
             raise HamiltonianError(
                 f"{where}: {tok!r} is not a Pauli factor (like X0, Z3) or a label (like XXIZ)"
             )
+        if int(m.group(2)) >= MAX_QUBITS:
+            raise HamiltonianError(f"{where}: qubit {m.group(2)} is beyond {MAX_QUBITS} qubits")
         factors.append((m.group(1), int(m.group(2))))
     return coeff, factors
 

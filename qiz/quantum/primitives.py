@@ -131,12 +131,11 @@ class Estimator:
                 )
         if parameters is not None:
             circuit = circuit.bind(parameters)
-        stripped = Circuit(
-            circuit.num_qubits,
-            circuit.num_clbits,
-            [i for i in circuit if i.name not in ("measure", "barrier")],
-        )
-        if stripped.has_measurements():
-            raise CircuitError("the estimator needs a circuit without reset")
+        split = _terminal_measurements(circuit)
+        if split is None:
+            raise CircuitError(
+                "the estimator needs a circuit whose measurements, if any, come last, and no reset"
+            )
+        stripped = split[0]
         state = statevector.statevector(stripped)
         return EstimatorResult([o.expectation(state) for o in obs])

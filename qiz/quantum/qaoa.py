@@ -70,11 +70,23 @@ class QaoaSimulator:
             qk.levels_from_integer_costs(self.cost, lo, level)
             self.level, self.values = level, lo + np.arange(count, dtype=np.float64)
             return
-        if self.num_qubits <= 26:
-            values, inverse = np.unique(self.cost, return_inverse=True)
-            if values.shape[0] <= MAX_LEVELS:
-                dtype = np.uint8 if values.shape[0] <= 256 else np.uint16
-                self.level, self.values = inverse.astype(dtype), values
+        self._tabulate_distinct()
+
+    def _tabulate_distinct(self) -> None:
+        """Non-integer costs with few distinct values: collect them chunk by chunk (a global
+        np.unique would sort a copy and build an int64 index, two more half-states of memory)
+        and give up as soon as there are more than a table holds."""
+        chunk = 1 << 16
+        distinct: set[float] = set()
+        for off in range(0, self.cost.shape[0], chunk):
+            distinct.update(np.unique(self.cost[off : off + chunk]).tolist())
+            if len(distinct) > MAX_LEVELS:
+                return
+        values = np.array(sorted(distinct))
+        level = np.empty(self.cost.shape[0], dtype=np.uint8 if len(values) <= 256 else np.uint16)
+        for off in range(0, self.cost.shape[0], chunk):
+            level[off : off + chunk] = np.searchsorted(values, self.cost[off : off + chunk])
+        self.level, self.values = level, values
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -141,8 +153,7 @@ class QaoaSimulator:
         self, gammas: Sequence[float], betas: Sequence[float], shots: int, seed: int | None
     ) -> dict[int, int]:
         """Measurement outcomes (basis index -> count) of the QAOA state."""
-        state = self.statevector(gammas, betas)
-        return sample_counts(state, shots, np.random.default_rng(seed))
+        return sample_counts(self.evolve(gammas, betas), shots, np.random.default_rng(seed))
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -201,6 +212,7 @@ def optimize(
     maxiter: int = 200,
     seed: int | None = 0,
     exact: bool | None = None,
+    shots: int = 1024,
     progress: Callable[[int, float], None] | None = None,
 ) -> QaoaResult:
     """Optimise the 2p angles with scipy, then sample the best state's most likely answer.
@@ -212,6 +224,8 @@ def optimize(
 
     if p < 1:
         raise QuantumError("QAOA depth p must be at least 1")
+    if maxiter < 1 or shots < 1:
+        raise QuantumError("maxiter and shots must be at least 1")
     sim = QaoaSimulator(problem)
     if start == "fixed" and p in FIXED_ANGLES_3REG:
         g0, b0 = FIXED_ANGLES_3REG[p]
@@ -236,8 +250,7 @@ def optimize(
     gammas, betas = [float(v) for v in res.x[:p]], [float(v) for v in res.x[p:]]
     re, im = sim.evolve(gammas, betas)
     energy = sim.expectation_of(re, im)
-    probs = re * re + im * im
-    samples = sample_counts(re, 1024, np.random.default_rng(seed), probs)
+    samples = sample_counts((re, im), shots, np.random.default_rng(seed))
     best_index = max(samples, key=lambda k: (sign * -sim.cost[k], samples[k]))
     best_value = float(sim.cost[best_index])
     optimum = worst = ratio = None

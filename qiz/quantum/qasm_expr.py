@@ -102,7 +102,13 @@ def is_zero(value: ParamValue) -> bool:
 
 def evaluate(node: ast.Expression, env: Mapping[str, ParamValue], loc: Locator) -> ParamValue:
     """The value of a gate-parameter expression: a float, or an affine ``ParamExpr``."""
-    return normalize(_Evaluator(env, loc).eval(node))
+    value = normalize(_Evaluator(env, loc).eval(node))
+    numbers = (
+        [value.const, *(c for _, c in value.terms)] if isinstance(value, ParamExpr) else [value]
+    )
+    if not all(math.isfinite(x) for x in numbers):
+        raise loc.error(node, "the expression is not a finite number (overflow or nan)")
+    return value
 
 
 def evaluate_constant(
