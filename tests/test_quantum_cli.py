@@ -149,3 +149,30 @@ def test_vqe_on_the_ising_ring_from_the_cli(tmp_path: Path):
     )
     assert code == 0, err
     assert abs(json.loads(out)["error"]) < 1e-6
+
+
+def test_trial_findings_stay_fixed(tmp_path: Path):
+    """From a first-time user's trial: full counts, unambiguous --marked, seeds, odd-Y terms."""
+    code, out, err = qiz(tmp_path, "grover", "--qubits", "6", "--marked", "0b101", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert sum(data["counts"].values()) == data["shots"]  # every outcome, not a top list
+    code, _, err = qiz(tmp_path, "grover", "--qubits", "4", "--marked", "101")
+    assert code == 2
+    assert_one_line_error(err, "101 is outside")
+    code, _, err = qiz(tmp_path, "grover", "--qubits", "2", "--cnf", "f.cnf", "--seed", "-1")
+    assert code == 2
+    assert_one_line_error(err, "--seed")
+    (tmp_path / "empty.qasm").write_text("// nothing here\n")
+    code, _, err = qiz(tmp_path, "run", "empty.qasm")
+    assert code == 2
+    assert_one_line_error(err, "the program is empty")
+    (tmp_path / "y.txt").write_text("1.0 Z0\n0.8 Y0\n")
+    code, _, err = qiz(tmp_path, "vqe", "--hamiltonian", "y.txt", "--ansatz", "hea:2")
+    assert code == 2
+    assert_one_line_error(err, "odd number of Y", "hva")
+    code, out, err = qiz(tmp_path, "vqe", "--hamiltonian", "y.txt", "--ansatz", "hva:2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert abs(data["error"]) < 1e-9
+    assert data["converged"] is True

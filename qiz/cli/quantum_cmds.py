@@ -21,7 +21,9 @@ from qiz.cli.output import UserError, console, emit, err_console, guarded
 from qiz.quantum.memory import MAX_QUBITS
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")]
+SeedOption = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Seed for every random choice (>= 0).")
+]
 qaoa_app = typer.Typer(help="QAOA on optimisation problems.", no_args_is_help=True)
 
 
@@ -137,6 +139,7 @@ def qaoa_maxcut(
                 [i for i, s in enumerate(side) if s],
             ],
         },
+        "converged": res.converged,
         "gammas": res.gammas,
         "betas": res.betas,
         "evaluations": res.evaluations,
@@ -181,11 +184,16 @@ def vqe(
     """Find a Hamiltonian's ground energy with VQE (adjoint gradients)."""
     if maxiter < 1:
         raise UserError("--maxiter must be at least 1")
-    from qiz.quantum.ansatz import parse_ansatz
+    from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, parse_ansatz
     from qiz.quantum.vqe import run_vqe
 
     h = _hamiltonian(hamiltonian)
     circuit = parse_ansatz(ansatz, h)
+    if not isinstance(circuit, HamiltonianVariationalAnsatz) and any(t.num_y % 2 for t in h.terms):
+        raise UserError(
+            f"{ansatz}: a RY-based hardware-efficient ansatz only makes real states, on which "
+            "the Hamiltonian's terms with an odd number of Y average to 0; use --ansatz hva:L"
+        )
     began = time.perf_counter()
     with _progress(not as_json, f"VQE {optimizer}", maxiter) as progress:
         res = run_vqe(
@@ -209,6 +217,7 @@ def vqe(
         "theta": res.theta,
         "evaluations": res.evaluations,
         "iterations": res.iterations,
+        "converged": res.converged,
         "seconds": round(seconds, 3),
     }
 
@@ -241,7 +250,10 @@ def grover(
     *,
     qubits: Annotated[int, typer.Option("--qubits", help="Number of qubits (search space 2^n).")],
     marked: Annotated[
-        str | None, typer.Option("--marked", help="Comma-separated marked indices or bitstrings.")
+        str | None,
+        typer.Option(
+            "--marked", help="Comma-separated marked indices: decimal, or 0b101 bitstrings."
+        ),
     ] = None,
     cnf: Annotated[Path | None, typer.Option("--cnf", help="A DIMACS CNF formula.")] = None,
     iterations: Annotated[
@@ -275,21 +287,25 @@ def grover(
     data: dict[str, object] = {"num_qubits": qubits, "num_solutions": m}
     if search:
         found = exponential_search(sim, seed=seed)
-        data.update(found=found.found, iterations=found.iterations, rounds=found.rounds)
+        data.update(
+            found=None if found.found is None else format(found.found, f"0{qubits}b"),
+            iterations=found.iterations,
+            rounds=found.rounds,
+        )
     elif m == 0:
         data.update(iterations=0, success_probability=0.0, note="the formula has no solution")
     else:
         k = optimal_iterations(qubits, m) if iterations is None else iterations
         prob = sim.run(k)
         counts = sim.sample(shots, seed)
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:16]
+        ordered = sorted(counts.items(), key=lambda kv: -kv[1])
         data.update(
             iterations=k,
             optimal_iterations=optimal_iterations(qubits, m),
             success_probability=prob,
             analytic_probability=analytic_success(qubits, m, k),
             shots=shots,
-            counts={format(i, f"0{qubits}b"): c for i, c in top},
+            counts={format(i, f"0{qubits}b"): c for i, c in ordered},
             hits=sum(c for i, c in counts.items() if sim.is_solution(i)),
         )
     data["seconds"] = round(time.perf_counter() - began, 3)
@@ -297,8 +313,13 @@ def grover(
     def human() -> None:
         console.print(f"Grover: {qubits} qubits, {m} solution(s)")
         for key, value in data.items():
-            if key not in ("num_qubits", "num_solutions"):
-                console.print(f"  {key:22} {value}")
+            if key in ("num_qubits", "num_solutions"):
+                continue
+            shown = value
+            if key == "counts" and isinstance(value, dict) and len(value) > 16:
+                top = dict(list(value.items())[:16])
+                shown = f"{top} ... ({len(value)} outcomes; --json lists all)"
+            console.print(f"  {key:22} {shown}")
 
     emit(as_json, data, human)
 
@@ -309,15 +330,15 @@ def _marked(text: str, qubits: int) -> list[int]:
         token = item.strip()
         if not token:
             continue
-        try:
-            if len(token) == qubits and set(token) <= {"0", "1"} and qubits > 1:
-                out.append(int(token, 2))
-            else:
-                out.append(int(token, 0))
+        try:  # decimal, or 0b... / 0x...: never guessed from the token's length
+            value = int(token, 0)
         except ValueError:
             raise UserError(
-                f"--marked: {token!r} is not an index or a {qubits}-bit string"
+                f"--marked: {token!r} is not an index (write bitstrings as 0b101)"
             ) from None
+        if not 0 <= value < 1 << qubits:
+            raise UserError(f"--marked: {token} is outside 0 .. 2^{qubits} - 1")
+        out.append(value)
     if not out:
         raise UserError("--marked: no items given")
     return out

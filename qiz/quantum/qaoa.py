@@ -175,6 +175,7 @@ class QaoaResult:
     evaluations: int
     history: list[float]
     sense: str
+    converged: bool = False  # the optimizer's own verdict (False: stopped at maxiter)
 
 
 def linear_ramp(p: int, delta_gamma: float = 0.6, delta_beta: float = 0.6) -> tuple[list, list]:
@@ -224,8 +225,10 @@ def optimize(
 
     if p < 1:
         raise QuantumError("QAOA depth p must be at least 1")
-    if maxiter < 1 or shots < 1:
-        raise QuantumError("maxiter and shots must be at least 1")
+    if maxiter < 1:
+        raise QuantumError("maxiter must be at least 1")
+    if shots < 1:
+        raise QuantumError("shots must be at least 1")
     sim = QaoaSimulator(problem)
     if start == "fixed" and p in FIXED_ANGLES_3REG:
         g0, b0 = FIXED_ANGLES_3REG[p]
@@ -273,4 +276,5 @@ def optimize(
         len(history),
         history,
         problem.sense,
+        bool(res.success),
     )

@@ -113,6 +113,8 @@ def _parse(text: str) -> ast.Program:
     reference parser's; the generated lexer and parser come from ``openqasm3._antlr`` exactly
     as ``openqasm3.parser`` imports them (pinned by the openqasm3 version).
     """
+    if not re.sub(r"//[^\n]*|/\*.*?\*/", "", text, flags=re.DOTALL).strip():
+        raise QasmError("the program is empty: no declarations or statements")
     lexer = qasm3Lexer(InputStream(text))
     parser = qasm3Parser(CommonTokenStream(lexer))
     for recognizer in (lexer, parser):

@@ -426,6 +426,7 @@ class VqeResult:
     iterations: int
     history: list[float]
     method: str
+    converged: bool | None = None  # the optimizer's verdict; None for SPSA (fixed iterations)
 
 
 def spsa(
@@ -496,7 +497,7 @@ def run_vqe(
             method="L-BFGS-B",
             options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-10},
         )
-        x, iterations = res.x, int(res.nit)
+        x, iterations, converged = res.x, int(res.nit), bool(res.success)
     elif name == "COBYLA":
 
         def f(x: np.ndarray) -> float:
@@ -505,11 +506,11 @@ def run_vqe(
             return e
 
         res = minimize(f, x0, method="COBYLA", options={"maxiter": maxiter, "rhobeg": 0.3})
-        x, iterations = res.x, int(res.nfev)
+        x, iterations, converged = res.x, int(res.nfev), bool(res.success)
     elif name == "SPSA":
         x, _ = spsa(ev.energy, x0, maxiter, seed)
         record(ev.energy(x))
-        iterations = maxiter
+        iterations, converged = maxiter, None
     else:
         raise QuantumError(f"unknown optimizer {method!r}: use L-BFGS-B, COBYLA or SPSA")
     energy = ev.energy(x)
@@ -525,6 +526,7 @@ def run_vqe(
         iterations,
         history,
         name,
+        converged,
     )
 
 
