@@ -176,3 +176,23 @@ def test_trial_findings_stay_fixed(tmp_path: Path):
     data = json.loads(out)
     assert abs(data["error"]) < 1e-9
     assert data["converged"] is True
+
+
+def test_run_binds_input_angles_from_the_command_line(tmp_path: Path):
+    (tmp_path / "p.qasm").write_text(
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\ninput float[64] theta;\n'
+        "qubit[1] q;\nbit[1] c;\nrx(2 * theta) q[0];\nc[0] = measure q[0];\n"
+    )
+    code, out, err = qiz(
+        tmp_path, "run", "p.qasm", "--param", "theta=1.5707963267948966", "--shots", "50", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["counts"] == {"1": 50}  # rx(pi) flips the qubit
+    for extra, words in (
+        ((), "give each with --param"),
+        (("--param", "phi=1"), "no input named phi"),
+        (("--param", "theta=x"), "NAME=VALUE"),
+    ):
+        code, _, err = qiz(tmp_path, "run", "p.qasm", *extra)
+        assert code == 2
+        assert_one_line_error(err, words)

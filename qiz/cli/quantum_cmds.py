@@ -60,6 +60,10 @@ def run_circuit(
     file: Annotated[Path, typer.Argument(help="An OpenQASM 3 program.")],
     shots: Annotated[int, typer.Option("--shots", help="Number of shots.")] = 1024,
     seed: SeedOption = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Bind an input angle: NAME=VALUE (repeatable)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Sample an OpenQASM 3 circuit: counts of each classical outcome."""
@@ -69,11 +73,17 @@ def run_circuit(
 
     circuit = qasm.load(file)
     require_memory(circuit.num_qubits, 1.1)
-    if circuit.parameters:
+    values = _bindings(param or [])
+    unknown = sorted(set(values) - set(circuit.parameters))
+    if unknown:
+        raise UserError(f"--param: the circuit has no input named {', '.join(unknown)}")
+    missing = [name for name in circuit.parameters if name not in values]
+    if missing:
         raise UserError(
-            f"{file}: the circuit has free input parameters ({', '.join(circuit.parameters)}); "
-            "bind them in the file to run it"
+            f"{file}: the circuit has free input parameters ({', '.join(missing)}); "
+            "give each with --param NAME=VALUE"
         )
+    circuit = circuit.bind(values) if values else circuit
     start = time.perf_counter()
     result = Sampler().run(circuit, shots=shots, seed=seed)
     seconds = time.perf_counter() - start
@@ -322,6 +332,23 @@ def grover(
             console.print(f"  {key:22} {shown}")
 
     emit(as_json, data, human)
+
+
+def _bindings(items: list[str]) -> dict[str, float]:
+    """``NAME=VALUE`` pairs from repeated --param options."""
+    import math
+
+    values: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not sep or not name.strip() or not math.isfinite(value):
+            raise UserError(f"--param {item!r}: expected NAME=VALUE with a finite number")
+        values[name.strip()] = value
+    return values
 
 
 def _marked(text: str, qubits: int) -> list[int]:
