@@ -199,7 +199,7 @@ def vqe(
 
     h = _hamiltonian(hamiltonian)
     circuit = parse_ansatz(ansatz, h)
-    if not isinstance(circuit, HamiltonianVariationalAnsatz) and any(t.num_y % 2 for t in h.terms):
+    if not isinstance(circuit, HamiltonianVariationalAnsatz) and not h.is_real:
         raise UserError(
             f"{ansatz}: a RY-based hardware-efficient ansatz only makes real states, on which "
             "the Hamiltonian's terms with an odd number of Y average to 0; use --ansatz hva:L"

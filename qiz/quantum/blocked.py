@@ -184,6 +184,21 @@ def parity(x: int) -> int:
     return x & 1
 
 
+TILE_WIDTH = 8  # amplitudes per row of a high-pass tile: 64 bytes of each array
+
+
+def high_groups(num_qubits: int, block_bits: int, group_bits: int) -> list[tuple[int, int, int]]:
+    """The high passes after a low pass over qubits 0..block_bits-1: (lo, hi, tile width) for
+    each group of at most ``group_bits`` qubits (none when the low pass covers them all)."""
+    groups = []
+    lo = min(block_bits, num_qubits)
+    while lo < num_qubits:
+        hi = min(num_qubits, lo + group_bits)
+        groups.append((lo, hi, min(TILE_WIDTH, 1 << lo)))
+        lo = hi
+    return groups
+
+
 def split_state(num_qubits: int, vectors: int = 1) -> tuple[np.ndarray, ...]:
     """``vectors`` split states as (re, im, re, im, ...) views into ONE allocation.
 

@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from qiz.quantum.cnf import Cnf
 from qiz.quantum.errors import QuantumError
-from qiz.quantum.memory import AMPLITUDE_BYTES, require_memory
+from qiz.quantum.memory import require_memory
 from qiz.quantum.threads import sized_by_qubits
 
 
@@ -120,10 +120,6 @@ class GroverSimulator:
         from qiz.quantum.sampling import sample_counts
 
         return sample_counts(self.state, shots, np.random.default_rng(seed))
-
-    @staticmethod
-    def state_bytes(num_qubits: int) -> int:
-        return (AMPLITUDE_BYTES // 2) << num_qubits
 
 
 @njit(cache=True, parallel=True)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Below this many amplitudes a parallel loop costs more in thread start-up than it saves.
-PARALLEL_THRESHOLD = 1 << 14
-
 
 @njit(cache=True, inline="always")
 def _insert_zero(i: int, bit: int) -> int:
@@ -21,23 +18,10 @@ def _insert_zero(i: int, bit: int) -> int:
 
 
 @njit(cache=True, parallel=True)
-def apply_1q_par(state: np.ndarray, target: int, ctrl_mask: int, m: np.ndarray) -> None:
+def apply_1q(state: np.ndarray, target: int, ctrl_mask: int, m: np.ndarray) -> None:
     m00, m01, m10, m11 = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
     bit = 1 << target
     for i in prange(state.shape[0] >> 1):
-        i0 = _insert_zero(i, target)
-        if i0 & ctrl_mask == ctrl_mask:
-            a = state[i0]
-            b = state[i0 | bit]
-            state[i0] = m00 * a + m01 * b
-            state[i0 | bit] = m10 * a + m11 * b
-
-
-@njit(cache=True)
-def apply_1q_seq(state: np.ndarray, target: int, ctrl_mask: int, m: np.ndarray) -> None:
-    m00, m01, m10, m11 = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
-    bit = 1 << target
-    for i in range(state.shape[0] >> 1):
         i0 = _insert_zero(i, target)
         if i0 & ctrl_mask == ctrl_mask:
             a = state[i0]
@@ -70,16 +54,9 @@ def _apply_2q_at(
 
 
 @njit(cache=True, parallel=True)
-def apply_2q_par(state: np.ndarray, t0: int, t1: int, ctrl_mask: int, m: np.ndarray) -> None:
+def apply_2q(state: np.ndarray, t0: int, t1: int, ctrl_mask: int, m: np.ndarray) -> None:
     lo, hi = min(t0, t1), max(t0, t1)
     for i in prange(state.shape[0] >> 2):
-        _apply_2q_at(state, i, lo, hi, t0, t1, ctrl_mask, m)
-
-
-@njit(cache=True)
-def apply_2q_seq(state: np.ndarray, t0: int, t1: int, ctrl_mask: int, m: np.ndarray) -> None:
-    lo, hi = min(t0, t1), max(t0, t1)
-    for i in range(state.shape[0] >> 2):
         _apply_2q_at(state, i, lo, hi, t0, t1, ctrl_mask, m)
 
 
@@ -112,13 +89,6 @@ def collapse(state: np.ndarray, target: int, outcome: int, scale: float) -> None
             state[i] *= scale
         else:
             state[i] = 0.0
-
-
-@njit(cache=True, parallel=True)
-def probabilities(state: np.ndarray, out: np.ndarray) -> None:
-    for i in prange(state.shape[0]):
-        a = state[i]
-        out[i] = a.real * a.real + a.imag * a.imag
 
 
 @njit(cache=True, parallel=True)

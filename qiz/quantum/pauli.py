@@ -243,6 +243,11 @@ class PauliSum:
 
     # -- views ----------------------------------------------------------------------------
 
+    @property
+    def is_real(self) -> bool:
+        """Whether H is a real matrix: every term has an even number of Y (i^#Y is real)."""
+        return all(t.num_y % 2 == 0 for t in self.terms)
+
     def raw_terms(self) -> list[tuple[complex, int, int]]:
         return [(t.coeff, t.xmask, t.zmask) for t in self.terms]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qiz.quantum import qaoa_kernels as qk
-from qiz.quantum.blocked import rotation_coefficients, split_state
+from qiz.quantum.blocked import high_groups, rotation_coefficients, split_state
 from qiz.quantum.errors import QuantumError
 from qiz.quantum.memory import require_memory
 from qiz.quantum.qubo import QuboProblem
@@ -124,11 +124,8 @@ class QaoaSimulator:
                 qk.low_pass_direct(
                     re, im, self.cost, float(gamma), factor, block, u, v, first, init_amp
                 )
-            lo = block
-            while lo < n:
-                hi = min(n, lo + HIGH_GROUP_BITS)
-                qk.high_pass(re, im, lo, hi, u, v, min(qk.TILE_WIDTH, 1 << lo))
-                lo = hi
+            for lo, hi, width in high_groups(n, BLOCK_BITS, HIGH_GROUP_BITS):
+                qk.high_pass(re, im, lo, hi, u, v, width)
         return re, im
 
     def statevector(self, gammas: Sequence[float], betas: Sequence[float]) -> np.ndarray:

@@ -15,8 +15,6 @@ from numba import njit, prange
 
 from qiz.quantum.blocked import RX, gather, mix_contiguous, mix_tile, scatter
 
-TILE_WIDTH = 8  # amplitudes per row in a high-pass tile: 64 bytes of each array
-
 
 @njit(cache=True, parallel=True)
 def low_pass_indexed(

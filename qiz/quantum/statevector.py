@@ -37,20 +37,14 @@ def apply_matrix(
     for q in qubits[:controls]:
         ctrl_mask |= 1 << q
     targets = qubits[controls:]
-    parallel = state.shape[0] >= kernels.PARALLEL_THRESHOLD
     m = np.ascontiguousarray(matrix, dtype=np.complex128)
     if len(targets) == 1:
         if m[0, 1] == 0 and m[1, 0] == 0:
             kernels.apply_diag_1q(state, targets[0], ctrl_mask, m[0, 0], m[1, 1])
-        elif parallel:
-            kernels.apply_1q_par(state, targets[0], ctrl_mask, m)
-        else:
-            kernels.apply_1q_seq(state, targets[0], ctrl_mask, m)
+        else:  # small states run on one thread: see qiz.quantum.threads
+            kernels.apply_1q(state, targets[0], ctrl_mask, m)
     elif len(targets) == 2:
-        if parallel:
-            kernels.apply_2q_par(state, targets[0], targets[1], ctrl_mask, m)
-        else:
-            kernels.apply_2q_seq(state, targets[0], targets[1], ctrl_mask, m)
+        kernels.apply_2q(state, targets[0], targets[1], ctrl_mask, m)
     else:
         raise CircuitError(f"no kernel for a {len(targets)}-target gate")
 

@@ -17,7 +17,7 @@ from qiz.quantum import kernels, statevector
 from qiz.quantum import vqe_kernels as vk
 from qiz.quantum import vqe_real_kernels as vr
 from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
-from qiz.quantum.blocked import rotation_coefficients, split_state
+from qiz.quantum.blocked import high_groups, rotation_coefficients, split_state
 from qiz.quantum.circuit import Circuit
 from qiz.quantum.errors import CircuitError, QuantumError
 from qiz.quantum.gates import gate_spec
@@ -88,31 +88,18 @@ class PreparedHamiltonian:
         vk.hamiltonian_low(
             pr, pi, lr, li, block, self.dlevel, self.dvals, self.indexed, self.cx, self.cy
         )
-        lo = block
-        while lo < n:
-            hi = min(n, lo + HIGH_GROUP_BITS)
-            vk.hamiltonian_high(
-                pr, pi, lr, li, lo, hi, self.cx, self.cy, min(vk.TILE_WIDTH, 1 << lo)
-            )
-            lo = hi
+        for lo, hi, width in high_groups(n, BLOCK_BITS, HIGH_GROUP_BITS):
+            vk.hamiltonian_high(pr, pi, lr, li, lo, hi, self.cx, self.cy, width)
         for x, zmasks, cre, cim in self.groups:
             vk.group_apply_add(pr, pi, lr, li, x, zmasks, cre, cim)
-
-    @property
-    def is_real(self) -> bool:
-        """Whether H is a real matrix (every term has an even number of Y)."""
-        return not self.cy.any() and all(not cim.any() for _, _, _, cim in self.groups)
 
     def apply_real(self, x: np.ndarray, y: np.ndarray) -> None:
         """y = H x for a real H and a real state."""
         n = self.num_qubits
         block = min(BLOCK_BITS, n)
         vr.hamiltonian_low_real(x, y, block, self.dlevel, self.dvals, self.indexed, self.cx)
-        lo = block
-        while lo < n:
-            hi = min(n, lo + HIGH_GROUP_BITS)
-            vr.hamiltonian_high_real(x, y, lo, hi, self.cx, min(vk.TILE_WIDTH, 1 << lo))
-            lo = hi
+        for lo, hi, width in high_groups(n, BLOCK_BITS, HIGH_GROUP_BITS):
+            vr.hamiltonian_high_real(x, y, lo, hi, self.cx, width)
         for xmask, zmasks, cre, _ in self.groups:
             vr.group_apply_add_real(x, y, xmask, zmasks, cre)
 
@@ -162,11 +149,10 @@ class VqeEvaluator:
         # Peaks, measured: the fused path keeps psi and lambda (one state when real, two when
         # complex) and the diagonal (a byte per amplitude, or half a state when it has many
         # values); the gate-level path keeps psi, lambda, H psi and a derivative scratch vector.
-        real_h = all(t.num_y % 2 == 0 for t in hamiltonian.terms)
-        require_memory(n, ((1.0 if real_h else 2.0) + 0.6) if self.fast else 4.2)
-        self._prepared = PreparedHamiltonian.of(hamiltonian) if self.fast else None
         # RY and CZ are real: with a real H the states stay real, and half the work goes
-        self.real = self._prepared is not None and self._prepared.is_real
+        self.real = self.fast and hamiltonian.is_real
+        require_memory(n, ((1.0 if self.real else 2.0) + 0.6) if self.fast else 4.2)
+        self._prepared = PreparedHamiltonian.of(hamiltonian) if self.fast else None
         self.evaluations = 0
         self._state: tuple[np.ndarray, ...] | None = None
 
@@ -220,138 +206,92 @@ class VqeEvaluator:
 
     # -- the fused path ----------------------------------------------------------------------
 
-    def _groups(self) -> list[tuple[int, int]]:
+    def _layer(
+        self, theta: np.ndarray, layer: int, sign: float
+    ) -> tuple[np.ndarray, np.ndarray, float, list[tuple[int, int, int, float]]]:
+        """One layer's rotations RY(sign * theta) in scaled form: (u, v), the low pass's factor,
+        and per high group (lo, hi, tile width, factor): each pass restores its qubits' scale."""
         n = self.ansatz.num_qubits
-        out = []
-        lo = min(BLOCK_BITS, n)
-        while lo < n:
-            hi = min(n, lo + HIGH_GROUP_BITS)
-            out.append((lo, hi))
-            lo = hi
-        return out
+        u, v, factors = rotation_coefficients(sign * theta[layer * n : (layer + 1) * n])
+        groups = [
+            (lo, hi, width, float(np.prod(factors[lo:hi])))
+            for lo, hi, width in high_groups(n, BLOCK_BITS, HIGH_GROUP_BITS)
+        ]
+        return u, v, float(np.prod(factors[: min(BLOCK_BITS, n)])), groups
 
     def _forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ans = self.ansatz
         assert isinstance(ans, HardwareEfficientAnsatz)
-        n = ans.num_qubits
-        block = min(BLOCK_BITS, n)
+        block = min(BLOCK_BITS, ans.num_qubits)
         shifts, masks = ans.cz_masks()
-        groups = self._groups()
         pr, pi, _, _ = self._buffers()
         pr.fill(0.0)
         pi.fill(0.0)
         pr[0] = 1.0
         for layer in range(ans.depth):
-            angles = theta[layer * n : (layer + 1) * n]
-            u, v, factors = rotation_coefficients(angles)
-            f_low = float(np.prod(factors[:block]))
+            u, v, f_low, groups = self._layer(theta, layer, 1.0)
             vk.forward_low(pr, pi, block, u, v, f_low, not groups, shifts, masks)
-            for g, (lo, hi) in enumerate(groups):
-                f = float(np.prod(factors[lo:hi]))  # each pass restores its qubits' scale
-                vk.forward_high(
-                    pr,
-                    pi,
-                    lo,
-                    hi,
-                    u,
-                    v,
-                    f,
-                    g == len(groups) - 1,
-                    shifts,
-                    masks,
-                    min(vk.TILE_WIDTH, 1 << lo),
-                )
+            for g, (lo, hi, width, f) in enumerate(groups):
+                last = g == len(groups) - 1
+                vk.forward_high(pr, pi, lo, hi, u, v, f, last, shifts, masks, width)
         return pr, pi
 
     def _forward_real(self, theta: np.ndarray) -> np.ndarray:
         ans = self.ansatz
         assert isinstance(ans, HardwareEfficientAnsatz)
-        n = ans.num_qubits
-        block = min(BLOCK_BITS, n)
+        block = min(BLOCK_BITS, ans.num_qubits)
         shifts, masks = ans.cz_masks()
-        groups = self._groups()
         x, _ = self._buffers()
         x.fill(0.0)
         x[0] = 1.0
         for layer in range(ans.depth):
-            u, v, factors = rotation_coefficients(theta[layer * n : (layer + 1) * n])
-            f_low = float(np.prod(factors[:block]))
+            u, v, f_low, groups = self._layer(theta, layer, 1.0)
             vr.forward_low_real(x, block, u, v, f_low, not groups, shifts, masks)
-            for g, (lo, hi) in enumerate(groups):
-                f = float(np.prod(factors[lo:hi]))
+            for g, (lo, hi, width, f) in enumerate(groups):
                 last = g == len(groups) - 1
-                width = min(vk.TILE_WIDTH, 1 << lo)
                 vr.forward_high_real(x, lo, hi, u, v, f, last, shifts, masks, width)
         return x
 
-    def _fast_real(self, theta: np.ndarray, gradient: bool) -> tuple[float, np.ndarray]:
-        """The real path: psi and lambda one array each; backward they sweep as one pair."""
-        ans = self.ansatz
-        assert isinstance(ans, HardwareEfficientAnsatz) and self._prepared is not None
-        n = ans.num_qubits
-        x = self._forward_real(theta)
-        _, y = self._buffers()
-        self._prepared.apply_real(x, y)
-        energy = float(vr.dot(x, y))
-        grad = np.zeros(ans.num_parameters)
-        if not gradient:
-            return energy, grad
-        block = min(BLOCK_BITS, n)
-        shifts, masks = ans.cz_masks()
-        groups = self._groups()
-        for layer in range(ans.depth - 1, -1, -1):
-            u, v, factors = rotation_coefficients(-theta[layer * n : (layer + 1) * n])
-            g_layer = np.zeros(n)
-            for g, (lo, hi) in enumerate(reversed(groups)):
-                f = float(np.prod(factors[lo:hi]))
-                width = min(vk.TILE_WIDTH, 1 << lo)
-                vr.backward_high_real(x, y, lo, hi, u, v, f, g == 0, shifts, masks, width, g_layer)
-            f_low = float(np.prod(factors[:block]))
-            vr.backward_low_real(x, y, block, u, v, f_low, not groups, shifts, masks, g_layer)
-            grad[layer * n : (layer + 1) * n] = g_layer
-        return energy, grad
-
     def _fast(self, theta: np.ndarray, gradient: bool) -> tuple[float, np.ndarray]:
-        if self.real:
-            return self._fast_real(theta, gradient)
+        """Forward, lambda = H psi, then the layers backward. On the real path psi and lambda
+        are one array each and sweep backward as one (re, im) pair."""
         ans = self.ansatz
         assert isinstance(ans, HardwareEfficientAnsatz) and self._prepared is not None
         n = ans.num_qubits
-        pr, pi = self._forward(theta)
-        _, _, lr, li = self._buffers()
-        self._prepared.apply_split(pr, pi, lr, li)
-        energy = float(vk.real_inner(pr, pi, lr, li))
+        if self.real:
+            x = self._forward_real(theta)
+            _, y = self._buffers()
+            self._prepared.apply_real(x, y)
+            energy = float(vr.dot(x, y))
+        else:
+            pr, pi = self._forward(theta)
+            _, _, lr, li = self._buffers()
+            self._prepared.apply_split(pr, pi, lr, li)
+            energy = float(vk.real_inner(pr, pi, lr, li))
         grad = np.zeros(ans.num_parameters)
         if not gradient:
             return energy, grad
         block = min(BLOCK_BITS, n)
         shifts, masks = ans.cz_masks()
-        groups = self._groups()
         for layer in range(ans.depth - 1, -1, -1):
-            angles = theta[layer * n : (layer + 1) * n]
-            u, v, factors = rotation_coefficients(-angles)
-            f_low = float(np.prod(factors[:block]))
-            g_layer = np.zeros(n)
-            for g, (lo, hi) in enumerate(reversed(groups)):
-                f = float(np.prod(factors[lo:hi]))
-                vk.backward_high(
-                    pr,
-                    pi,
-                    lr,
-                    li,
-                    lo,
-                    hi,
-                    u,
-                    v,
-                    f,
-                    g == 0,
-                    shifts,
-                    masks,
-                    min(vk.TILE_WIDTH, 1 << lo),
-                    g_layer,
+            u, v, f_low, groups = self._layer(theta, layer, -1.0)
+            g_layer = grad[layer * n : (layer + 1) * n]  # the kernels add into this view
+            for g, (lo, hi, width, f) in enumerate(reversed(groups)):
+                first = g == 0
+                if self.real:
+                    vr.backward_high_real(
+                        x, y, lo, hi, u, v, f, first, shifts, masks, width, g_layer
+                    )
+                else:
+                    vk.backward_high(
+                        pr, pi, lr, li, lo, hi, u, v, f, first, shifts, masks, width, g_layer
+                    )
+            if self.real:
+                vr.backward_low_real(x, y, block, u, v, f_low, not groups, shifts, masks, g_layer)
+            else:
+                vk.backward_low(
+                    pr, pi, lr, li, block, u, v, f_low, not groups, shifts, masks, g_layer
                 )
-            vk.backward_low(pr, pi, lr, li, block, u, v, f_low, not groups, shifts, masks, g_layer)
-            grad[layer * n : (layer + 1) * n] = g_layer
         return energy, grad
 
 

@@ -20,8 +20,6 @@ from numba import njit, prange
 
 from qiz.quantum.blocked import RY, gather, mix_contiguous, mix_tile, parity, scatter
 
-TILE_WIDTH = 8
-
 
 @njit(cache=True, inline="always")
 def cz_sign(x: int, shifts: np.ndarray, masks: np.ndarray) -> float:
