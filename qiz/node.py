@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from qiz import __version__
+from qiz.compute.errors import JobError
+from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
 from qiz.qmp.manager import LinkManager, ManagerConfig
@@ -32,7 +34,7 @@ from qiz.resolve.store import RecordStore
 log = logging.getLogger("qiz.node")
 CONTROL_SOCKET = "node.sock"
 RECORD_DB = "records.sqlite"
-MAX_CONTROL_LINE = 64 * 1024
+MAX_CONTROL_LINE = 64 * 1024 * 1024  # a job spec or an attestation file fits
 
 
 class ControlSocketError(RuntimeError):
@@ -60,6 +62,7 @@ class Node:
         dht_config: DhtConfig | None = None,
         lan: dict[str, Any] | None = None,
         control_dir: Path | None = None,
+        compute: ComputeConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -79,6 +82,19 @@ class Node:
         self.dht = Dht(identity, self.links, store, self.record, config=dht_config, clock=clock)
         self.handlers.update(self.dht.handlers())
         self.links.on_peer = self.dht.on_link
+        self.compute = (
+            ComputeService(
+                identity,
+                self.links,
+                self.dht,
+                self.handlers,
+                config=compute,
+                home=control_dir,
+                clock=clock,
+            )
+            if compute is not None
+            else None
+        )
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
         self.lan = (
             LanDiscovery(identity.node_id.digest, lambda: self.address, self._on_beacon, **lan)
@@ -147,6 +163,8 @@ class Node:
                 "joined: %d contacts, our record stored at %d nodes", len(self.dht.table), stored
             )
             self.dht.start()
+            if self.compute is not None:
+                self.compute.start()
         except Exception:
             log.exception("joining the mesh failed")
         finally:
@@ -160,6 +178,8 @@ class Node:
             await self.lan.stop()
         for task in self._tasks:
             task.cancel()
+        if self.compute is not None:
+            await self.compute.stop()
         if self._control is not None:
             self._control.close()
             with contextlib.suppress(Exception):
@@ -189,6 +209,7 @@ class Node:
                 "records": len(self.dht.store),
                 **self.dht.counters,
             },
+            "compute": self.compute.status() if self.compute is not None else None,
         }
 
     def _on_beacon(self, node_id: bytes, address: str) -> None:
@@ -253,6 +274,30 @@ class Node:
     async def _rpc_info(self, ctx: CallContext, body: Any) -> Any:
         return {"node_id": str(self.node_id), "version": __version__, "address": self.address}
 
+    # ------------------------------------------------------------------ jobs
+
+    async def _control_job(self, command: str, request: dict[str, Any]) -> Any:
+        """job_submit / job_status / job_result / job_cancel / job_list for the local owner."""
+        if self.compute is None:
+            raise JobError("this node runs without compute (start it with compute enabled)")
+        await self.joined.wait()
+        coordinator = self.compute.coordinator
+        if command == "job_list":
+            return coordinator.list()
+        if command == "job_submit":
+            return await coordinator.submit(base64.b64decode(request["spec"], validate=True))
+        job = coordinator.resolve_id(str(request["job"]))
+        if command == "job_status":
+            return coordinator.status(job)
+        if command == "job_cancel":
+            return await coordinator.cancel(job)
+        if command == "job_result":
+            return {
+                "status": coordinator.status(job),
+                "attestation": base64.b64encode(coordinator.result(job)).decode("ascii"),
+            }
+        raise JobError(f"unknown job command {command!r}")
+
     # ------------------------------------------------------------------ control socket
 
     async def _refuse_if_running(self) -> None:
@@ -307,11 +352,13 @@ class Node:
                 owner, _, label = str(request["name"]).partition("/")
                 result = await self.resolve_name(NodeId.parse(owner), label)
                 reply = {"ok": True, "result": result}
+            elif isinstance(command, str) and command.startswith("job_"):
+                reply = {"ok": True, "result": await self._control_job(command, request)}
             else:
                 reply = {"ok": False, "error": f"unknown command {command!r}"}
         except (ValueError, KeyError, TypeError, TimeoutError, asyncio.LimitOverrunError) as exc:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
-        except (ResolveError, RecordError, LinkError, RpcError, PeerRecordError) as exc:
+        except (ResolveError, RecordError, LinkError, RpcError, PeerRecordError, JobError) as exc:
             reply = {"ok": False, "error": str(exc)}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
@@ -327,7 +374,9 @@ async def control_request(
     if not path.exists():
         raise ConnectionError(f"no node is running for {home_path} (no {path})")
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(path), limit=MAX_CONTROL_LINE), timeout
+        )
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(f"no node is answering on {path}: {exc}") from None
     writer.write(json.dumps({"cmd": command, **arguments}).encode() + b"\n")

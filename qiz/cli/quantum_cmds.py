@@ -18,7 +18,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qiz.cli.output import UserError, console, emit, err_console, guarded
-from qiz.quantum.memory import MAX_QUBITS
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 SeedOption = Annotated[
@@ -245,15 +244,7 @@ def vqe(
 def _hamiltonian(spec: str):  # noqa: ANN202 - PauliSum, imported lazily
     from qiz.quantum.pauli import PauliSum
 
-    for prefix, build in (("tfim:", PauliSum.tfim), ("heisenberg:", PauliSum.heisenberg)):
-        if spec.startswith(prefix):
-            n, _, shape = spec.removeprefix(prefix).partition(":")
-            if not n.isdecimal() or not 2 <= int(n) <= MAX_QUBITS or shape not in ("", "ring"):
-                raise UserError(
-                    f"{spec!r}: expected {prefix}N or {prefix}N:ring with 2 <= N <= {MAX_QUBITS}"
-                )
-            return build(int(n), periodic=shape == "ring")
-    return PauliSum.load(spec)
+    return PauliSum.builtin(spec) or PauliSum.load(spec)
 
 
 def grover(

@@ -121,6 +121,8 @@ class LinkManager:
             pending = asyncio.ensure_future(self._dial(address, expected, timeout))
             self._dialing[address] = pending
             pending.add_done_callback(lambda _f: self._dialing.pop(address, None))
+            # every waiter may have given up (shield): the failure is still retrieved
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
         peer = await asyncio.shield(pending)
         if expected_id is not None and peer.link.peer_id != expected_id:
             # Another caller's dial to this address, which found a different node there.

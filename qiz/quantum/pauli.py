@@ -160,6 +160,21 @@ class PauliSum:
         terms += [(w, 0, (1 << a) | (1 << b)) for (a, b), w in j.items()]
         return PauliSum(num_qubits, terms)
 
+    @staticmethod
+    def builtin(spec: str) -> PauliSum | None:
+        """``tfim:N[:ring]`` or ``heisenberg:N[:ring]``; None if ``spec`` names no built-in
+        model (so the caller can read it as a file or as text)."""
+        for prefix, build in (("tfim:", PauliSum.tfim), ("heisenberg:", PauliSum.heisenberg)):
+            if spec.startswith(prefix):
+                n, _, shape = spec.removeprefix(prefix).partition(":")
+                if not n.isdecimal() or not 2 <= int(n) <= MAX_QUBITS or shape not in ("", "ring"):
+                    raise HamiltonianError(
+                        f"{spec!r}: expected {prefix}N or {prefix}N:ring "
+                        f"with 2 <= N <= {MAX_QUBITS}"
+                    )
+                return build(int(n), periodic=shape == "ring")
+        return None
+
     # -- reading files --------------------------------------------------------------------
 
     @staticmethod

@@ -1,0 +1,138 @@
+"""Which nodes work, and how much: capacity records from the DHT, refreshed as replies arrive.
+
+Every worker publishes a name record ``(its id, "qiz-capacity")`` whose value is a small JSON
+object (qubits, cores, slots, queue, backlog, engine). A coordinator looks those up for the
+nodes of its routing table and its links, keeps them for ``max_age`` seconds, and updates the
+queue figures from every offer reply, so placement sees near-current load without a lookup per
+job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qiz.crypto.ids import NodeId
+from qiz.qmp.manager import LinkManager
+from qiz.resolve.dht import Dht
+
+CAPACITY_LABEL = "qiz-capacity"
+CAPACITY_TTL = 3600
+CAPACITY_FIELDS = {"qubits", "cores", "slots", "queue", "backlog", "engine"}
+
+
+def encode_capacity(capacity: dict[str, Any]) -> str:
+    return json.dumps({k: capacity[k] for k in sorted(CAPACITY_FIELDS)}, separators=(",", ":"))
+
+
+def decode_capacity(text: str) -> dict[str, Any] | None:
+    """A capacity record's value, or None if it is not one (never trusted beyond its shape)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or set(value) != CAPACITY_FIELDS:
+        return None
+    numbers = ("qubits", "cores", "slots", "queue")
+    if not all(
+        isinstance(value[k], int) and not isinstance(value[k], bool) and value[k] >= 0
+        for k in numbers
+    ):
+        return None
+    if not isinstance(value["backlog"], int | float) or not isinstance(value["engine"], str):
+        return None
+    value["slots"] = max(1, min(value["slots"], 4096))
+    return value
+
+
+@dataclass
+class Entry:
+    node: bytes  # node id digest
+    capacity: dict[str, Any]
+    fetched: float
+
+
+class WorkerDirectory:
+    def __init__(
+        self,
+        own_id: NodeId,
+        own_capacity: Callable[[], dict[str, Any] | None],
+        dht: Dht,
+        links: LinkManager,
+        *,
+        max_age: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.own_id = own_id
+        self.own_capacity = own_capacity
+        self.dht = dht
+        self.links = links
+        self.max_age = max_age
+        self.clock = clock
+        self.entries: dict[bytes, Entry] = {}
+        self._absent: dict[bytes, float] = {}  # nodes without a capacity record, and when asked
+
+    def candidates(self) -> set[bytes]:
+        nodes = {c.node_id for c in self.dht.table.contacts()}
+        nodes |= {peer.digest for peer in self.links.peers}
+        nodes.discard(self.own_id.digest)
+        return nodes
+
+    async def refresh(self, timeout: float = 3.0) -> None:
+        """Look up the capacity of every candidate whose entry is missing or old."""
+        now = self.clock()
+        stale = [
+            n
+            for n in self.candidates()
+            if (n not in self.entries or now - self.entries[n].fetched > self.max_age)
+            and now - self._absent.get(n, -1e9) > self.max_age
+        ]
+        await asyncio.gather(*(self._lookup(n, timeout) for n in stale))
+
+    async def _lookup(self, node: bytes, timeout: float) -> None:
+        try:
+            record = await asyncio.wait_for(
+                self.dht.resolve_name(NodeId(node), CAPACITY_LABEL, use_cache=False), timeout
+            )
+        except Exception:
+            self._absent[node] = self.clock()
+            self.entries.pop(node, None)
+            return
+        capacity = decode_capacity(str(record.value))
+        if capacity is None:
+            self._absent[node] = self.clock()
+            return
+        self._absent.pop(node, None)
+        self.entries[node] = Entry(node, capacity, self.clock())
+
+    def note(self, node: bytes, reply: Any) -> None:
+        """Fresh figures from a worker's reply (offer, fetch)."""
+        if node == self.own_id.digest or not isinstance(reply, dict):
+            return
+        capacity = decode_capacity(json.dumps({k: reply.get(k) for k in CAPACITY_FIELDS}))
+        if capacity is not None:
+            self.entries[node] = Entry(node, capacity, self.clock())
+
+    def forget(self, node: bytes) -> None:
+        self.entries.pop(node, None)
+
+    def workers(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """(node digest, capacity) for this node (if it works) and every known worker."""
+        out = []
+        own = self.own_capacity()
+        if own is not None:
+            out.append((self.own_id.digest, own))
+        out += [(e.node, e.capacity) for e in self.entries.values()]
+        return out
+
+    def rtt(self, node: bytes) -> float:
+        peer = self.links.peers.get(NodeId(node)) if node != self.own_id.digest else None
+        if node == self.own_id.digest:
+            return 0.0
+        if peer is None or peer.link.rtt is None:
+            return 0.005  # not linked yet: a loopback-scale guess, refined once linked
+        return float(peer.link.rtt)

@@ -1,0 +1,23 @@
+"""The errors of the compute layer; each message is one sentence a user can act on."""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """A job spec was refused: malformed, unsigned, over a limit, or naming an unknown kind."""
+
+
+class JobError(RuntimeError):
+    """A job cannot be submitted, found, or completed; the message says why."""
+
+
+class TaskFailed(RuntimeError):
+    """A task ran and failed in a worker process (its error, or the process died)."""
+
+
+class TaskCancelled(RuntimeError):
+    """A task was cancelled before it finished."""
+
+
+class AttestationError(ValueError):
+    """An attestation does not verify; the message names the first check that failed."""

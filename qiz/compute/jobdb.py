@@ -1,0 +1,283 @@
+"""Job state in SQLite (WAL): what a coordinator submitted and what a worker holds.
+
+Nothing a node learned about a job lives only in memory: a coordinator that restarts picks up
+its running jobs and asks the workers for results that waited for it; a worker that restarts
+runs again what it had accepted and still holds results not yet delivered.
+
+Tables: ``jobs`` and ``replicas`` (the coordinator's), ``work`` (the worker's), ``scores``
+(peer scores, see :mod:`qiz.trust.scores`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qiz import wire
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job        BLOB PRIMARY KEY,
+    spec       BLOB NOT NULL,
+    state      TEXT NOT NULL,
+    created    REAL NOT NULL,
+    updated    REAL NOT NULL,
+    error      TEXT,
+    attestation BLOB
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    job      BLOB NOT NULL,
+    task     INTEGER NOT NULL,
+    worker   BLOB NOT NULL,
+    seed     INTEGER,
+    state    TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    result   BLOB,
+    digest   BLOB,
+    sig      BLOB,
+    key      BLOB,
+    engine   TEXT,
+    error    TEXT,
+    assigned REAL NOT NULL,
+    updated  REAL NOT NULL,
+    PRIMARY KEY (job, task, worker)
+);
+CREATE TABLE IF NOT EXISTS work (
+    job         BLOB NOT NULL,
+    task        INTEGER NOT NULL,
+    coordinator BLOB NOT NULL,
+    spec        BLOB NOT NULL,
+    seed        INTEGER,
+    state       TEXT NOT NULL,
+    result      BLOB,
+    digest      BLOB,
+    sig         BLOB,
+    error       TEXT,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    updated     REAL NOT NULL,
+    PRIMARY KEY (job, task, coordinator)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    peer      BLOB PRIMARY KEY,
+    score     REAL NOT NULL,
+    agreed    INTEGER NOT NULL DEFAULT 0,
+    disagreed INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# replica and work states
+QUEUED, RUNNING, DONE, FAILED, LOST, CANCELLED = (
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "lost",
+    "cancelled",
+)
+ACTIVE = (QUEUED, RUNNING)
+
+
+def open_db(path: Path | str | None) -> sqlite3.Connection:
+    """One connection per node (the event loop thread); ``None`` keeps it in memory."""
+    target = str(path) if path is not None else ":memory:"
+    db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    if target != ":memory:":
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+def pack(value: Any) -> bytes | None:
+    return None if value is None else wire.encode(value)
+
+
+def unpack(raw: bytes | None) -> Any:
+    return None if raw is None else wire.decode(raw, max_size=1 << 30, what="stored result")
+
+
+@dataclass
+class ReplicaRow:
+    job: bytes
+    task: int
+    worker: bytes
+    seed: int | None
+    state: str
+    progress: float
+    result: Any
+    digest: bytes | None
+    sig: bytes | None
+    key: bytes | None
+    engine: str | None
+    error: str | None
+    assigned: float
+    updated: float
+
+    @classmethod
+    def of(cls, row: tuple) -> ReplicaRow:
+        values = list(row)
+        values[6] = unpack(values[6])
+        return cls(*values)
+
+
+REPLICA_COLUMNS = (
+    "job, task, worker, seed, state, progress, result, digest, sig, key, engine, error, "
+    "assigned, updated"
+)
+
+
+class CoordinatorTables:
+    """The ``jobs`` and ``replicas`` tables."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def job(self, job: bytes) -> tuple | None:
+        return self.db.execute(
+            "SELECT job, spec, state, created, updated, error, attestation FROM jobs WHERE job=?",
+            (job,),
+        ).fetchone()
+
+    def jobs(self, states: tuple[str, ...] | None = None) -> list[tuple]:
+        rows = self.db.execute(
+            "SELECT job, spec, state, created, updated, error, attestation FROM jobs "
+            "ORDER BY created"
+        ).fetchall()
+        return [r for r in rows if states is None or r[2] in states]
+
+    def find(self, prefix: str) -> list[bytes]:
+        """Job ids whose hex form starts with ``prefix``."""
+        rows = self.db.execute("SELECT job FROM jobs").fetchall()
+        return [r[0] for r in rows if r[0].hex().startswith(prefix.lower())]
+
+    def add_job(self, job: bytes, spec: bytes, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO jobs (job, spec, state, created, updated) VALUES (?, ?, ?, ?, ?)",
+            (job, spec, RUNNING, now, now),
+        )
+
+    def set_job(
+        self,
+        job: bytes,
+        state: str,
+        now: float,
+        *,
+        error: str | None = None,
+        attestation: bytes | None = None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE jobs SET state=?, updated=?, error=?, attestation=? WHERE job=?",
+            (state, now, error, attestation, job),
+        )
+
+    def restart_job(self, job: bytes, now: float) -> None:
+        self.db.execute("DELETE FROM replicas WHERE job=?", (job,))
+        self.set_job(job, RUNNING, now)
+
+    def replicas(self, job: bytes, task: int | None = None) -> list[ReplicaRow]:
+        query = f"SELECT {REPLICA_COLUMNS} FROM replicas WHERE job=?"  # noqa: S608 - our names
+        args: tuple = (job,)
+        if task is not None:
+            query += " AND task=?"
+            args = (job, task)
+        return [ReplicaRow.of(r) for r in self.db.execute(query + " ORDER BY assigned", args)]
+
+    def add_replica(
+        self, job: bytes, task: int, worker: bytes, seed: int | None, now: float
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO replicas (job, task, worker, seed, state, assigned, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job, task, worker, seed, QUEUED, now, now),
+        )
+
+    def update_replica(
+        self, job: bytes, task: int, worker: bytes, now: float, **fields: Any
+    ) -> None:
+        if "result" in fields:
+            fields["result"] = pack(fields["result"])
+        columns = ", ".join(f"{name}=?" for name in fields)
+        self.db.execute(
+            f"UPDATE replicas SET {columns}, updated=? WHERE job=? AND task=? AND worker=?",  # noqa: S608 - names are ours
+            (*fields.values(), now, job, task, worker),
+        )
+
+
+@dataclass
+class WorkRow:
+    job: bytes
+    task: int
+    coordinator: bytes
+    spec: bytes
+    seed: int | None
+    state: str
+    result: Any
+    digest: bytes | None
+    sig: bytes | None
+    error: str | None
+    delivered: bool
+    updated: float
+
+
+WORK_COLUMNS = (
+    "job, task, coordinator, spec, seed, state, result, digest, sig, error, delivered, updated"
+)
+
+
+class WorkerTables:
+    """The ``work`` table: tasks this node accepted, their results until delivered."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def get(self, job: bytes, task: int, coordinator: bytes) -> WorkRow | None:
+        row = self.db.execute(
+            f"SELECT {WORK_COLUMNS} FROM work WHERE job=? AND task=? AND coordinator=?",  # noqa: S608
+            (job, task, coordinator),
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def _row(self, row: tuple) -> WorkRow:
+        values = list(row)
+        values[6] = unpack(values[6])
+        values[10] = bool(values[10])
+        return WorkRow(*values)
+
+    def all(self, states: tuple[str, ...] | None = None) -> list[WorkRow]:
+        rows = [self._row(r) for r in self.db.execute(f"SELECT {WORK_COLUMNS} FROM work")]  # noqa: S608
+        return [r for r in rows if states is None or r.state in states]
+
+    def add(
+        self,
+        job: bytes,
+        task: int,
+        coordinator: bytes,
+        spec: bytes,
+        *,
+        seed: int | None,
+        now: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO work (job, task, coordinator, spec, seed, state, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job, task, coordinator, spec, seed, QUEUED, now),
+        )
+
+    def update(self, job: bytes, task: int, coordinator: bytes, now: float, **fields: Any) -> None:
+        if "result" in fields:
+            fields["result"] = pack(fields["result"])
+        columns = ", ".join(f"{name}=?" for name in fields)
+        self.db.execute(
+            f"UPDATE work SET {columns}, updated=? WHERE job=? AND task=? AND coordinator=?",  # noqa: S608
+            (*fields.values(), now, job, task, coordinator),
+        )
+
+    def expire(self, before: float) -> int:
+        """Forget finished work last touched before ``before`` (delivered or not)."""
+        cursor = self.db.execute(
+            "DELETE FROM work WHERE updated < ? AND state NOT IN (?, ?)", (before, QUEUED, RUNNING)
+        )
+        return cursor.rowcount

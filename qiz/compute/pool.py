@@ -1,0 +1,247 @@
+"""The worker process pool: simulations run outside the node's event loop.
+
+Each slot is one long-lived process (a fresh interpreter running this module, never a ``fork``
+of the node, which has threads and an event loop), talking to the node over a socket pair with
+``multiprocessing.connection`` framing. A process runs one task at a time, with
+``threads`` numba threads (default 1, so ``slots`` processes fill the cores without fighting
+over them, and so a replica's floating-point reductions do not depend on the thread count),
+under an address-space limit (``RLIMIT_AS``) so a runaway simulation fails alone with a clear
+error. Cancelling the task awaiting :meth:`WorkerPool.run` kills the process that runs it; a
+fresh one takes the slot on the next task. A process that dies (killed, out of memory) fails its
+task with :class:`TaskFailed`. Children ask the kernel to kill them when the node dies
+(``PR_SET_PDEATHSIG``), so a killed node leaves no simulation running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from qiz.compute.errors import TaskCancelled, TaskFailed
+
+BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured ~0.7 GiB
+PROGRESS_INTERVAL = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(eq=False)
+class _Slot:
+    process: subprocess.Popen
+    conn: Connection
+    future: asyncio.Future | None = None
+    progress: Callable[[float], None] | None = None
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    """``slots`` worker processes; ``await run(job)`` runs one job dict in one of them."""
+
+    def __init__(self, slots: int, *, threads: int = 1, memory_limit: int | None = None) -> None:
+        if slots < 1:
+            raise ValueError("a worker pool needs at least one slot")
+        self.slots = slots
+        self.threads = threads
+        self.memory_limit = memory_limit
+        self._free = asyncio.Semaphore(slots)
+        self._idle: list[_Slot] = []
+        self._all: set[_Slot] = set()
+        self.started_processes = 0
+        self.closed = False
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self._all if s.future is not None)
+
+    def _start(self) -> _Slot:
+        parent, child = socket.socketpair()
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(max(1, self.threads))}
+        limit = "" if self.memory_limit is None else str(self.memory_limit)
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [
+                    sys.executable,
+                    "-m",
+                    "qiz.compute.pool",
+                    str(child.fileno()),
+                    limit,
+                    str(os.getpid()),
+                ],
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        conn = Connection(parent.detach())
+        slot = _Slot(process, conn)
+        self._all.add(slot)
+        self.started_processes += 1
+        asyncio.get_running_loop().add_reader(conn.fileno(), self._readable, slot)
+        return slot
+
+    def warm(self) -> None:
+        """Start the processes now, so the first tasks do not wait for the imports."""
+        while len(self._all) < self.slots:
+            self._idle.append(self._start())
+
+    async def run(
+        self, job: dict[str, Any], progress: Callable[[float], None] | None = None
+    ) -> Any:
+        """Run ``job`` (kind, params, points, seed) in a worker process and return its result.
+
+        Raises TaskFailed (the job's error, or the process died) or, when the awaiting task is
+        cancelled, kills the process and re-raises the cancellation.
+        """
+        if self.closed:
+            raise TaskFailed("the worker pool is closed")
+        async with self._free:
+            slot = self._idle.pop() if self._idle else self._start()
+            future = asyncio.get_running_loop().create_future()
+            slot.future, slot.progress, slot.cancelled = future, progress, False
+            try:
+                slot.conn.send(job)
+            except (OSError, ValueError) as exc:
+                self._retire(slot)
+                raise TaskFailed(f"the worker process could not take the task: {exc}") from None
+            try:
+                return await future
+            except asyncio.CancelledError:
+                slot.cancelled = True
+                self._retire(slot)
+                raise
+            finally:
+                if slot in self._all and slot.future is future:
+                    slot.future = slot.progress = None
+                    self._idle.append(slot)
+
+    def _readable(self, slot: _Slot) -> None:
+        try:
+            while slot.conn.poll():
+                message = slot.conn.recv()
+                self._on_message(slot, message)
+        except (EOFError, OSError):
+            code = _exit_code(slot.process)
+            future = slot.future
+            self._retire(slot)
+            if future is not None and not future.done():
+                if slot.cancelled:
+                    future.set_exception(TaskCancelled("cancelled"))
+                else:
+                    future.set_exception(TaskFailed(f"the worker process died ({code})"))
+
+    def _on_message(self, slot: _Slot, message: Any) -> None:
+        tag = message[0]
+        future = slot.future
+        if tag == "progress":
+            if slot.progress is not None:
+                slot.progress(float(message[1]))
+            return
+        if future is None or future.done():
+            return
+        if tag == "ok":
+            future.set_result(message[1])
+        else:
+            future.set_exception(TaskFailed(str(message[1])))
+
+    def _retire(self, slot: _Slot) -> None:
+        """Stop using a slot's process: kill it, close its pipe."""
+        if slot not in self._all:
+            return
+        self._all.discard(slot)
+        if slot in self._idle:
+            self._idle.remove(slot)
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(slot.conn.fileno())
+        if slot.process.poll() is None:
+            slot.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            slot.process.wait(timeout=2)
+        slot.conn.close()
+        slot.future = None
+
+    async def close(self) -> None:
+        self.closed = True
+        for slot in list(self._all):
+            future = slot.future
+            slot.cancelled = True
+            self._retire(slot)
+            if future is not None and not future.done():
+                future.set_exception(TaskCancelled("the node is stopping"))
+
+
+def _exit_code(process: subprocess.Popen) -> str:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1)
+    code = process.returncode
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+# ----------------------------------------------------------------------------- the child
+
+
+def _child_main(conn: Connection, memory_limit: int | None, parent: int) -> None:
+    """A worker process: set limits, then run jobs from the pipe until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):  # Linux: die with the node
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+    if memory_limit is not None:
+        import resource
+
+        limit = memory_limit + BASELINE_ADDRESS_SPACE
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from qiz.compute import execute  # after the environment is set: numba reads it on import
+
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        last = [0.0]
+
+        def progress(fraction: float, last: list[float] = last) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                conn.send(("progress", fraction))
+
+        try:
+            if job.get("points") is None:
+                result = execute.run(job["kind"], job["params"], job["seed"], progress)
+            else:
+                result = execute.run_points(
+                    job["kind"], job["params"], job["points"], job["seed"], progress
+                )
+            reply: tuple = ("ok", result)
+        except MemoryError:
+            reply = ("error", "out of memory: the task needs more than this worker's limit")
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
+
+
+if __name__ == "__main__":
+    _fd, _limit, _parent = sys.argv[1:4]
+    _child_main(Connection(int(_fd)), int(_limit) if _limit else None, int(_parent))

@@ -1,0 +1,140 @@
+"""Deciding a task from its replicas (BOINC-style quorum), and the statistical test behind it.
+
+Deterministic work (a seed in the spec, one engine version) must agree exactly: replicas are
+grouped by result digest and a group of ``quorum`` wins. Sampled work run with independent seeds
+(``seed`` null; sampler and grover) cannot agree exactly, so two replicas *agree* when every
+non-count field is equal and every pair of count maps passes Pearson's chi-square test of
+homogeneity at ``ALPHA`` (Bonferroni-corrected over a shard's points). Outcomes whose pooled
+count is below ``MIN_BIN`` are merged into one bin so that the chi-square approximation holds.
+
+A replica outside the winning group *disagrees*: its worker's score falls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qiz import wire
+
+ALPHA = 1e-3  # false alarm rate per comparison: honest replicas are called liars 1 time in 1000
+MIN_BIN = 10
+RESULT_TAG = b"qiz/result/v1\x00"
+EXACT, CHI2 = "exact", "chi2"
+
+
+def result_digest(result: Any) -> bytes:
+    """SHA3-256 over a tag and the canonical CBOR of a (canonical) result."""
+    return hashlib.sha3_256(RESULT_TAG + wire.encode(result)).digest()
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One worker's finished run of a task, as the coordinator holds it."""
+
+    worker: bytes  # node id digest
+    key: bytes  # the worker's composite public key (to check its claim offline)
+    seed: int | None
+    engine: str
+    result: Any
+    digest: bytes
+    sig: bytes  # the worker's signature over its claim
+
+
+@dataclass(frozen=True)
+class Decision:
+    accepted: Replica
+    agreeing: tuple[Replica, ...]  # includes ``accepted``
+    disagreeing: tuple[Replica, ...]
+    test: str
+    p_value: float | None  # the smallest p over the agreeing pairs (chi2 only)
+
+
+def chi2_homogeneity(a: Mapping[str, int], b: Mapping[str, int]) -> float:
+    """p-value of Pearson's chi-square test that two count maps come from one distribution."""
+    from scipy.stats import chi2
+
+    na, nb = sum(a.values()), sum(b.values())
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    bins: list[tuple[int, int]] = []
+    rest_a = rest_b = 0
+    for key in sorted(set(a) | set(b)):
+        ca, cb = a.get(key, 0), b.get(key, 0)
+        if ca + cb < MIN_BIN:
+            rest_a, rest_b = rest_a + ca, rest_b + cb
+        else:
+            bins.append((ca, cb))
+    if rest_a + rest_b:
+        bins.append((rest_a, rest_b))
+    if len(bins) < 2:
+        return 1.0
+    total = na + nb
+    stat = 0.0
+    for ca, cb in bins:
+        pooled = ca + cb
+        ea, eb = na * pooled / total, nb * pooled / total
+        stat += (ca - ea) ** 2 / ea + (cb - eb) ** 2 / eb
+    return float(chi2.sf(stat, len(bins) - 1))
+
+
+def _count_maps(result: Any) -> tuple[list[Mapping[str, int]], Any]:
+    """The count maps of a result (one per sweep point) and the rest, for exact comparison."""
+    if isinstance(result, list):
+        maps, rests = [], []
+        for item in result:
+            m, r = _count_maps(item)
+            maps += m
+            rests.append(r)
+        return maps, rests
+    if isinstance(result, dict) and "counts" in result:
+        return [result["counts"]], {k: v for k, v in result.items() if k != "counts"}
+    return [], result
+
+
+def sampled_agreement(a: Any, b: Any) -> float:
+    """The smallest Bonferroni-scaled p over the count maps (0.0 if anything else differs)."""
+    maps_a, rest_a = _count_maps(a)
+    maps_b, rest_b = _count_maps(b)
+    if rest_a != rest_b or len(maps_a) != len(maps_b):
+        return 0.0
+    if not maps_a:
+        return 1.0
+    worst = min(chi2_homogeneity(x, y) for x, y in zip(maps_a, maps_b, strict=True))
+    return min(1.0, worst * len(maps_a))
+
+
+def decide(replicas: Sequence[Replica], quorum: int, sampled: bool) -> Decision | None:
+    """The winning group if ``quorum`` replicas agree, else None (more replicas are needed)."""
+    if not replicas:
+        return None
+    if not sampled:
+        groups: dict[bytes, list[Replica]] = {}
+        for r in replicas:
+            groups.setdefault(r.digest, []).append(r)
+        digest, group = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        if len(group) < quorum:
+            return None
+        others = tuple(r for r in replicas if r.digest != digest)
+        return Decision(group[0], tuple(group), others, EXACT, None)
+    best: tuple[int, float, int] | None = None
+    best_group: list[Replica] = []
+    for i, leader in enumerate(replicas):
+        group, p_min = [leader], 1.0
+        for other in replicas:
+            if other is leader:
+                continue
+            p = sampled_agreement(leader.result, other.result)
+            if p >= ALPHA:
+                group.append(other)
+                p_min = min(p_min, p)
+        rank = (len(group), p_min, -i)
+        if best is None or rank > best:
+            best, best_group = rank, group
+    if len(best_group) < quorum:
+        return None
+    p_value = best[1] if best is not None and len(best_group) > 1 else None
+    others = tuple(r for r in replicas if all(r is not g for g in best_group))
+    return Decision(best_group[0], tuple(best_group), others, CHI2, p_value)

@@ -1,0 +1,203 @@
+"""Compute on a node: the worker, the coordinator, their database, and how they reach peers.
+
+:class:`ComputeService` is what :class:`~qiz.node.Node` wires in. It owns
+
+* one SQLite database (``jobs.sqlite`` in the home) for jobs, replicas, held work and scores;
+* the worker process pool and the :class:`~qiz.compute.worker.Worker` (unless the node only
+  submits: ``ComputeConfig.worker = False``);
+* the :class:`~qiz.compute.coordinator.Coordinator` for jobs submitted here;
+* the capacity record it publishes in the DHT, and the periodic loops (watch replicas, deliver
+  results that waited, republish capacity).
+
+``call(peer, method, body)`` reaches a peer by id: this node itself directly (a node is its own
+worker and coordinator without a loopback link), a linked peer over its link, anyone else by
+resolving its peer record through the DHT and dialling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qiz.compute import spec as specs
+from qiz.compute.coordinator import Coordinator, Unreachable
+from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
+from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
+from qiz.compute.pool import WorkerPool
+from qiz.compute.worker import Worker, qubits_for
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity
+from qiz.qmp.manager import LinkManager
+from qiz.qmp.rpc import CallContext, Handler
+from qiz.quantum.memory import available_memory
+from qiz.resolve.dht import Dht
+from qiz.trust.scores import PeerScores
+
+log = logging.getLogger("qiz.compute")
+JOBS_DB = "jobs.sqlite"
+
+
+@dataclass
+class ComputeConfig:
+    worker: bool = True  # run other nodes' tasks (False: only submit and coordinate)
+    slots: int = 0  # worker processes; 0: one per core
+    threads: int = 1  # numba threads per worker process
+    memory: int = 0  # bytes for simulations; 0: 80% of what is available at start
+    max_queue: int = 64
+    placement: str = "greedy"
+    tick: float = 0.25  # seconds between the coordinator's checks
+    poll_after: float = 3.0  # fetch a replica not heard of for this long
+    deliver_every: float = 2.0  # retry undelivered results this often
+    republish_every: float = 300.0  # capacity record
+
+
+class ComputeService:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        links: LinkManager,
+        dht: Dht,
+        handlers: dict[str, Handler],
+        *,
+        config: ComputeConfig | None = None,
+        home: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.links = links
+        self.dht = dht
+        self.config = config or ComputeConfig()
+        self.clock = clock
+        self.handlers = handlers
+        self.db = open_db(home / JOBS_DB if home is not None else None)
+        self.scores = PeerScores(self.db)
+        memory = self.config.memory or int(available_memory() * 0.8)
+        self.limits = specs.Limits(max_qubits=qubits_for(memory))
+        self.worker: Worker | None = None
+        self.pool: WorkerPool | None = None
+        if self.config.worker:
+            self.pool = WorkerPool(
+                self.config.slots or os.cpu_count() or 1,
+                threads=self.config.threads,
+                memory_limit=memory,
+            )
+            self.worker = Worker(
+                identity,
+                WorkerTables(self.db),
+                self.pool,
+                self.limits,
+                self.call,
+                max_queue=self.config.max_queue,
+                clock=clock,
+            )
+            handlers.update(self.worker.handlers())
+        self.directory = WorkerDirectory(
+            identity.node_id,
+            lambda: self.worker.capacity() if self.worker is not None else None,
+            dht,
+            links,
+        )
+        self.coordinator = Coordinator(
+            identity,
+            CoordinatorTables(self.db),
+            self.scores,
+            self.directory,
+            self.call,
+            placement=self.config.placement,
+            poll_after=self.config.poll_after,
+            clock=clock,
+        )
+        handlers.update(self.coordinator.handlers())
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ reaching peers
+
+    async def call(self, peer: bytes, method: str, body: Any, *, timeout: float = 10.0) -> Any:
+        if peer == self.identity.node_id.digest:
+            handler = self.handlers[method]
+            return await asyncio.wait_for(
+                handler(CallContext(self.identity.node_id, None), body),  # type: ignore[arg-type]
+                timeout,
+            )
+        node = NodeId(peer)
+        linked = self.links.peers.get(node)
+        if linked is not None and linked.link.is_open:
+            rpc = linked.rpc
+        else:
+            try:
+                record = await asyncio.wait_for(self.dht.resolve_peer(node), timeout)
+                if not record.addresses:
+                    raise Unreachable(f"{node.short()} publishes no address")
+                rpc = await self.links.connect(
+                    record.addresses[0], record, timeout=min(timeout, 3.0)
+                )
+            except Unreachable:
+                raise
+            except Exception as exc:
+                raise Unreachable(f"{node.short()}: {exc}") from None
+        return await rpc.call(method, body, timeout=timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Resume stored work and start the loops (the node has joined the mesh)."""
+        if self.worker is not None:
+            self.worker.resume()
+            assert self.pool is not None
+            self.pool.warm()
+        self.coordinator.resume()
+        self._loops = [
+            asyncio.ensure_future(self._every(self.config.tick, self.coordinator.tick)),
+            asyncio.ensure_future(self._every(self.config.republish_every, self.publish_capacity)),
+        ]
+        if self.worker is not None:
+            self._loops.append(
+                asyncio.ensure_future(
+                    self._every(self.config.deliver_every, self.worker.deliver_pending)
+                )
+            )
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic %s failed", getattr(job, "__name__", job))
+            await asyncio.sleep(seconds)
+
+    async def publish_capacity(self) -> None:
+        if self.worker is None:
+            return
+        value = encode_capacity(self.worker.capacity())
+        await self.dht.publish_name(CAPACITY_LABEL, value, ttl=CAPACITY_TTL)
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        if self.worker is not None:
+            await self.worker.close()
+        if self.pool is not None:
+            await self.pool.close()
+        self.db.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker.capacity() if self.worker is not None else None,
+            "worker_counters": dict(self.worker.counters) if self.worker is not None else None,
+            "jobs": dict(self.coordinator.counters),
+            "running_jobs": len(self.coordinator.jobs),
+            "known_workers": len(self.directory.entries),
+            "scores": [{**row, "peer": str(NodeId(row["peer"]))} for row in self.scores.table()],
+        }

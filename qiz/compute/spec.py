@@ -1,0 +1,346 @@
+"""Job specs: data, never code, signed by the submitter, checked against limits on arrival.
+
+A spec's **body** is canonical CBOR::
+
+    {"v": 1, "kind": "qaoa" | ... | "sweep", "params": {...}, "replicas": r, "quorum": q,
+     "seed": int | null, "deadline": seconds, "resources": {"qubits": n, "shots": s},
+     "submitter": composite public key}
+
+and the signed spec is ``{"body": body bytes, "sig": composite signature}`` under the context
+``"qiz/job-spec/v1"``. The **job id** is SHA3-256 over a domain tag and the body bytes, so
+submitting the same spec twice names the same job (resubmission is idempotent) while two
+submitters never collide. ML-DSA signatures are randomised, which is why the id does not cover
+the signature.
+
+A **sweep** is ``{"kind": "sweep", "params": {"over": KIND, "base": {...}, "axes": {PATH:
+[values]}, "shard": points per task}}``: the product of the axes (in canonical key order, the
+last key varying fastest) applied to ``base`` by dotted path, split into tasks of ``shard``
+points. Every other kind is a single task.
+
+``seed`` null asks for independent randomness per replica; it is allowed only for the sampled
+kinds (sampler, grover), whose replicas are then compared statistically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiz import wire
+from qiz.compute import execute
+from qiz.compute.errors import SpecError
+from qiz.crypto.composite import CompositePublicKey
+from qiz.crypto.errors import InvalidKey, InvalidSignature
+from qiz.crypto.ids import NodeId
+from qiz.identity import NodeIdentity
+
+SPEC_CONTEXT = "qiz/job-spec/v1"
+JOB_ID_TAG = b"qiz/job-id/v1\x00"
+FORMAT = 1
+TOP_FIELDS = {"kind", "params", "replicas", "quorum", "seed", "deadline", "resources"}
+SWEEP_FIELDS = {"over", "base", "axes", "shard"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one node accepts. ``max_qubits`` comes from the node's memory (see ``capacity``)."""
+
+    max_spec_bytes: int = 256 * 1024
+    max_qubits: int = 26
+    max_instructions: int = 200_000
+    max_shots: int = 1_000_000
+    max_points: int = 4096
+    max_replicas: int = 7
+    max_deadline: int = 7 * 24 * 3600
+    max_work: float = 2.0**42  # Shape.work over all points: hours of simulation, not days
+
+
+@dataclass(frozen=True)
+class Task:
+    """One schedulable unit: a whole job, or one shard of a sweep's points."""
+
+    index: int
+    kind: str
+    params: dict
+    points: tuple[dict, ...] | None  # None: not a sweep
+    shape: execute.Shape
+
+    @property
+    def work(self) -> float:
+        return self.shape.work * (len(self.points) if self.points is not None else 1)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A signed spec that passed every check; ``raw`` is what travels and is stored."""
+
+    raw: bytes
+    body: dict
+    body_bytes: bytes
+    job_id: bytes
+    submitter: NodeId
+    tasks: tuple[Task, ...] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.body["kind"]
+
+    @property
+    def replicas(self) -> int:
+        return self.body["replicas"]
+
+    @property
+    def quorum(self) -> int:
+        return self.body["quorum"]
+
+    @property
+    def seed(self) -> int | None:
+        return self.body["seed"]
+
+    @property
+    def deadline(self) -> int:
+        return self.body["deadline"]
+
+    @property
+    def sampled(self) -> bool:
+        base = self.body["params"]["over"] if self.kind == "sweep" else self.kind
+        return base in execute.SAMPLED_KINDS
+
+    @property
+    def num_qubits(self) -> int:
+        return max(t.shape.num_qubits for t in self.tasks)
+
+
+def job_id_of(body_bytes: bytes) -> bytes:
+    return hashlib.sha3_256(JOB_ID_TAG + body_bytes).digest()
+
+
+def job_id_text(job_id: bytes) -> str:
+    return job_id.hex()
+
+
+def parse_job_id(text: str) -> bytes:
+    """A job id from its hex form (64 digits) or a unique prefix is resolved by the caller."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise SpecError(f"{text!r} is not a job id (64 hex digits)") from None
+    if len(raw) != 32:
+        raise SpecError(f"{text!r} is not a job id (64 hex digits)")
+    return raw
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def make_body(document: Mapping[str, Any], submitter: NodeIdentity) -> dict:
+    """The spec body of a user's document (a JSON object): defaults filled in, submitter set."""
+    if not isinstance(document, Mapping):
+        raise SpecError("a job spec is a JSON object with kind and params")
+    unknown = sorted(set(document) - TOP_FIELDS)
+    if unknown:
+        raise SpecError(
+            f"{unknown[0]}: not a job spec field (known: {', '.join(sorted(TOP_FIELDS))})"
+        )
+    kind = document.get("kind")
+    replicas = document.get("replicas", 2)
+    sampled_kind = kind in execute.SAMPLED_KINDS or (
+        kind == "sweep"
+        and isinstance(document.get("params"), Mapping)
+        and document["params"].get("over") in execute.SAMPLED_KINDS
+    )
+    default_seed = None if sampled_kind else 0
+    body = {
+        "v": FORMAT,
+        "kind": kind,
+        "params": _plain(document.get("params"), "params"),
+        "replicas": replicas,
+        "quorum": document.get("quorum", replicas if isinstance(replicas, int) else 1),
+        "seed": document.get("seed", default_seed),
+        "deadline": document.get("deadline", 3600),
+        "resources": _plain(document.get("resources", {}), "resources"),
+        "submitter": submitter.public_key.raw,
+    }
+    return body
+
+
+def _plain(value: Any, path: str) -> Any:
+    """JSON data as CBOR-ready plain data; NaN and infinities refused (JSON allows them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{path}: must be a finite number")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def sign(body: dict, identity: NodeIdentity) -> bytes:
+    """The signed spec bytes. The body's submitter must be ``identity``."""
+    if body.get("submitter") != identity.public_key.raw:
+        raise SpecError("the spec's submitter is not the signing identity")
+    body_bytes = wire.encode(body)
+    return wire.encode({"body": body_bytes, "sig": identity.sign(body_bytes, SPEC_CONTEXT)})
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def parse(raw: Any, limits: Limits | None = None) -> JobSpec:
+    """Decode, verify the submitter's signature, and check every field against ``limits``."""
+    limits = limits or Limits()
+    if not isinstance(raw, bytes):
+        raise SpecError("a signed job spec is a byte string")
+    if len(raw) > limits.max_spec_bytes:
+        raise SpecError(
+            f"the spec is {len(raw)} bytes; this node takes at most {limits.max_spec_bytes}"
+        )
+    try:
+        envelope = wire.decode(raw, max_size=limits.max_spec_bytes, what="job spec")
+    except wire.WireError as exc:
+        raise SpecError(str(exc)) from None
+    if not isinstance(envelope, dict) or set(envelope) != {"body", "sig"}:
+        raise SpecError(
+            "the spec is not signed: expected {body, sig} (sign it with 'qiz job submit')"
+        )
+    body_bytes, sig = envelope["body"], envelope["sig"]
+    if not isinstance(body_bytes, bytes) or not isinstance(sig, bytes):
+        raise SpecError("the spec's body and signature must be byte strings")
+    try:
+        body = wire.decode(body_bytes, max_size=limits.max_spec_bytes, what="job spec body")
+    except wire.WireError as exc:
+        raise SpecError(str(exc)) from None
+    if not isinstance(body, dict) or body.get("v") != FORMAT:
+        raise SpecError(f"the spec body is not format {FORMAT}")
+    if set(body) != TOP_FIELDS | {"v", "submitter"}:
+        raise SpecError("the spec body does not have the expected fields")
+    try:
+        key = CompositePublicKey(body["submitter"])
+        key.verify(sig, body_bytes, SPEC_CONTEXT)
+    except (InvalidKey, TypeError):
+        raise SpecError("the spec's submitter key is malformed") from None
+    except InvalidSignature:
+        raise SpecError("the spec's signature does not verify (altered after signing?)") from None
+    tasks = check_body(body, limits)
+    return JobSpec(
+        raw, body, body_bytes, job_id_of(body_bytes), NodeId.from_public_key(key.raw), tasks
+    )
+
+
+def _count(body: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    value = body[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise SpecError(f"{key}: must be a whole number from {lo} to {hi}")
+    return value
+
+
+def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
+    """Every check but the signature; the tasks the job splits into."""
+    replicas = _count(body, "replicas", 1, limits.max_replicas)
+    _count(body, "quorum", 1, replicas)
+    _count(body, "deadline", 1, limits.max_deadline)
+    seed = body["seed"]
+    if seed is not None and (
+        not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63
+    ):
+        raise SpecError("seed: must be a whole number from 0 to 2^63 - 1, or null")
+    kind = body["kind"]
+    if kind == "sweep":
+        over, base, points, shard = _sweep(body["params"], limits)
+    else:
+        over, base, points, shard = kind, body["params"], None, 1
+    if not isinstance(over, str) or over not in execute.KINDS:
+        raise SpecError(f"kind: {over!r} is not one of {', '.join(execute.KINDS)} or sweep")
+    if seed is None and over not in execute.SAMPLED_KINDS:
+        raise SpecError(
+            f"seed: null (independent replicas) is only for sampler and grover, not {over}"
+        )
+    _check_resources(body["resources"])
+    tasks: list[Task] = []
+    if points is None:
+        tasks.append(Task(0, over, base, None, _shape(over, base, "params", limits)))
+    else:
+        first = _shape(over, execute.apply_point(base, points[0]), "params.base", limits)
+        for index, start in enumerate(range(0, len(points), shard)):
+            chunk = tuple(points[start : start + shard])
+            shape = first
+            if index:  # every point must be valid: check each shard's first point fully
+                shape = _shape(over, execute.apply_point(base, chunk[0]), "params.base", limits)
+            tasks.append(Task(index, over, base, chunk, shape))
+    total = sum(t.work for t in tasks)
+    if total > limits.max_work:
+        raise SpecError(
+            f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
+        )
+    return tuple(tasks)
+
+
+def _check_resources(resources: Any) -> None:
+    if not isinstance(resources, dict) or set(resources) - {"qubits", "shots"}:
+        raise SpecError("resources: a map with at most qubits and shots")
+    for key, value in resources.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise SpecError(f"resources.{key}: must be a non-negative whole number")
+
+
+def _shape(kind: str, params: Any, path: str, limits: Limits) -> execute.Shape:
+    shape = execute.shape(kind, params, path, max_shots=limits.max_shots)
+    if shape.num_qubits > limits.max_qubits:
+        raise SpecError(
+            f"{path}: {shape.num_qubits} qubits; "
+            f"this node's memory allows at most {limits.max_qubits}"
+        )
+    if shape.instructions > limits.max_instructions:
+        raise SpecError(
+            f"{path}: {shape.instructions} instructions; the limit is {limits.max_instructions}"
+        )
+    return shape
+
+
+def _sweep(params: Any, limits: Limits) -> tuple[Any, Any, list[dict], int]:
+    if (
+        not isinstance(params, dict)
+        or set(params) - SWEEP_FIELDS
+        or not {"over", "base", "axes"} <= set(params)
+    ):
+        raise SpecError("params: a sweep needs over, base and axes (and optionally shard)")
+    axes = params["axes"]
+    if not isinstance(axes, dict) or not axes:
+        raise SpecError("params.axes: a map of dotted parameter paths to lists of values")
+    names = sorted(axes)  # canonical CBOR order: the order every node sees
+    count = 1
+    for name in names:
+        values = axes[name]
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"params.axes.{name}: must be a non-empty list of values")
+        count *= len(values)
+        if count > limits.max_points:
+            raise SpecError(f"params.axes: more than {limits.max_points} points")
+    shard = params.get("shard", 8)
+    if not isinstance(shard, int) or isinstance(shard, bool) or not 1 <= shard <= limits.max_points:
+        raise SpecError(f"params.shard: must be a whole number from 1 to {limits.max_points}")
+    points = [
+        dict(zip(names, combo, strict=True))
+        for combo in itertools.product(*(axes[n] for n in names))
+    ]
+    return params["over"], params["base"], points, shard
+
+
+def summary(spec: JobSpec) -> dict[str, Any]:
+    """A short description for listings."""
+    over = spec.body["params"]["over"] if spec.kind == "sweep" else spec.kind
+    points = sum(len(t.points) for t in spec.tasks if t.points is not None)
+    return {
+        "kind": spec.kind,
+        "over": over,
+        "tasks": len(spec.tasks),
+        "points": points or None,
+        "qubits": spec.num_qubits,
+        "replicas": spec.replicas,
+        "quorum": spec.quorum,
+        "seed": spec.seed,
+    }

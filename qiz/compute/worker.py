@@ -1,0 +1,290 @@
+"""The worker side: accept task offers, run them in the process pool, sign and deliver results.
+
+RPC methods (served over QMP links, see ``docs/jobs.md``):
+
+* ``job.offer {spec, task, seed}``: the spec is checked against this node's limits before it is
+  accepted (error code ``refused`` with the reason; ``busy`` when the queue is full). Offering
+  the same (job, task) again returns its state: offers are idempotent.
+* ``job.fetch {job, task}``: the state, progress, and once finished the result with the signed
+  claim. Results wait here (in SQLite) until their coordinator has them, even across restarts.
+* ``job.cancel {job[, task]}``: stop the caller's tasks of that job.
+* ``job.capacity``: what this node advertises in the DHT (qubits, cores, slots, queue, engine).
+
+Only the coordinator that offered a task can fetch or cancel it: the key includes its node id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qiz.compute import execute
+from qiz.compute import spec as specs
+from qiz.compute.attest import Claim
+from qiz.compute.errors import SpecError, TaskCancelled, TaskFailed
+from qiz.compute.jobdb import ACTIVE, CANCELLED, DONE, FAILED, QUEUED, RUNNING, WorkerTables
+from qiz.compute.pool import WorkerPool
+from qiz.compute.quorum import result_digest
+from qiz.identity import NodeIdentity
+from qiz.qmp.rpc import CallContext, RpcError
+from qiz.quantum.memory import AMPLITUDE_BYTES, MAX_QUBITS
+
+log = logging.getLogger("qiz.worker")
+Send = Callable[..., Awaitable[Any]]
+WORST_STATE_VECTORS = max(execute.STATE_VECTORS.values())
+SECONDS_PER_UNIT = 1 / 3e8  # Shape.work units per second on one core (measured order)
+TASK_OVERHEAD = 0.01  # seconds: offer, process hand-off and delivery of a tiny task
+
+
+def qubits_for(memory: int) -> int:
+    """The most qubits whose worst-case kind fits in ``memory`` bytes."""
+    if memory <= 0:
+        return 0
+    n = int(math.log2(memory / (WORST_STATE_VECTORS * AMPLITUDE_BYTES)))
+    return max(0, min(MAX_QUBITS, n))
+
+
+def estimate_seconds(task: specs.Task) -> float:
+    return TASK_OVERHEAD + task.work * SECONDS_PER_UNIT
+
+
+class Worker:
+    """Runs offered tasks; ``send(peer_digest, method, body)`` reaches their coordinators."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        tables: WorkerTables,
+        pool: WorkerPool,
+        limits: specs.Limits,
+        send: Send,
+        *,
+        max_queue: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self.tables = tables
+        self.pool = pool
+        self.limits = limits
+        self.send = send
+        self.max_queue = max_queue
+        self.clock = clock
+        self._specs: dict[bytes, specs.JobSpec] = {}
+        self._tasks: dict[tuple[bytes, int, bytes], asyncio.Task[None]] = {}
+        self._progress: dict[tuple[bytes, int, bytes], float] = {}
+        self._progress_sent: dict[tuple[bytes, int, bytes], float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.backlog = 0.0  # estimated seconds of accepted, unfinished work
+        self.counters = {"accepted": 0, "refused": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self.corrupt: Callable[[Any], Any] | None = None  # fault injection for tests only
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "job.offer": self._rpc_offer,
+            "job.fetch": self._rpc_fetch,
+            "job.cancel": self._rpc_cancel,
+            "job.capacity": self._rpc_capacity,
+        }
+
+    def capacity(self) -> dict[str, Any]:
+        return {
+            "qubits": self.limits.max_qubits,
+            "cores": os.cpu_count() or 1,
+            "slots": self.pool.slots,
+            "queue": len(self._tasks),
+            "backlog": round(self.backlog, 3),
+            "engine": execute.ENGINE,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def resume(self) -> None:
+        """Run again what was accepted before a restart; deliver what still waits."""
+        for row in self.tables.all(ACTIVE):
+            try:
+                spec = specs.parse(row.spec, self.limits)
+            except SpecError as exc:
+                self.tables.update(
+                    row.job, row.task, row.coordinator, self.clock(), state=FAILED, error=str(exc)
+                )
+                continue
+            self._specs[spec.job_id] = spec
+            self._start(spec, row.task, row.coordinator, row.seed)
+
+    async def deliver_pending(self) -> None:
+        """Push finished results their coordinators have not acknowledged (a periodic job)."""
+        self.tables.expire(self.clock() - 7 * 86400)
+        for row in self.tables.all((DONE, FAILED)):
+            if not row.delivered:
+                await self._deliver(row.job, row.task, row.coordinator)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()) + list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
+
+    # ------------------------------------------------------------------ RPC
+
+    async def _rpc_offer(self, ctx: CallContext, body: Any) -> Any:
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), bytes):
+            raise RpcError("bad-request", "job.offer needs {spec, task, seed}")
+        task, seed = body.get("task"), body.get("seed")
+        try:
+            spec = await asyncio.to_thread(specs.parse, body["spec"], self.limits)
+        except SpecError as exc:
+            self.counters["refused"] += 1
+            raise RpcError("refused", str(exc)) from None
+        if not isinstance(task, int) or not 0 <= task < len(spec.tasks):
+            raise RpcError("refused", f"task {task!r} is not one of the job's {len(spec.tasks)}")
+        if spec.seed is not None and seed != spec.seed:
+            raise RpcError("refused", "a seeded job's replicas must run with the spec's seed")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise RpcError("refused", "seed must be a whole number from 0 to 2^63 - 1")
+        coordinator = ctx.peer_id.digest
+        row = self.tables.get(spec.job_id, task, coordinator)
+        if row is not None and row.state != CANCELLED:
+            return {"state": row.state, **self.capacity()}
+        if len(self._tasks) >= self.max_queue:
+            raise RpcError("busy", f"the queue is full ({self.max_queue} tasks)")
+        if row is not None:  # a cancelled task offered again runs again
+            self.tables.db.execute(
+                "DELETE FROM work WHERE job=? AND task=? AND coordinator=?",
+                (spec.job_id, task, coordinator),
+            )
+        self._specs[spec.job_id] = spec
+        self.tables.add(spec.job_id, task, coordinator, spec.raw, seed=seed, now=self.clock())
+        self.counters["accepted"] += 1
+        self._start(spec, task, coordinator, seed)
+        return {"state": QUEUED, **self.capacity()}
+
+    def _start(self, spec: specs.JobSpec, task: int, coordinator: bytes, seed: int | None) -> None:
+        key = (spec.job_id, task, coordinator)
+        estimate = estimate_seconds(spec.tasks[task])
+        self.backlog += estimate
+        runner = asyncio.ensure_future(self._run(spec, task, coordinator, seed))
+        self._tasks[key] = runner
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(key, None)
+            self._progress.pop(key, None)
+            self.backlog = max(0.0, self.backlog - estimate)
+
+        runner.add_done_callback(finished)
+
+    async def _run(
+        self, spec: specs.JobSpec, index: int, coordinator: bytes, seed: int | None
+    ) -> None:
+        task = spec.tasks[index]
+        key = (spec.job_id, index, coordinator)
+        job = {
+            "kind": task.kind,
+            "params": task.params,
+            "points": list(task.points) if task.points is not None else None,
+            "seed": seed,
+        }
+
+        def progress(fraction: float) -> None:
+            self._progress[key] = fraction
+            self._push_progress(key, fraction)
+
+        try:
+            self.tables.update(*key, self.clock(), state=RUNNING)
+            result = await self.pool.run(job, progress)
+        except asyncio.CancelledError:
+            self.tables.update(*key, self.clock(), state=CANCELLED)
+            self.counters["cancelled"] += 1
+            raise
+        except (TaskFailed, TaskCancelled) as exc:
+            self.tables.update(*key, self.clock(), state=FAILED, error=str(exc))
+            self.counters["failed"] += 1
+        else:
+            if self.corrupt is not None:
+                result = self.corrupt(result)
+            digest = result_digest(result)
+            sig = Claim(spec.job_id, index, seed, execute.ENGINE, digest).sign(self.identity)
+            self.tables.update(
+                *key, self.clock(), state=DONE, result=result, digest=digest, sig=sig
+            )
+            self.counters["done"] += 1
+        await self._deliver(*key)
+
+    def _report(self, row: Any) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "job": row.job,
+            "task": row.task,
+            "state": row.state,
+            "progress": 1.0
+            if row.state == DONE
+            else self._progress.get((row.job, row.task, row.coordinator), 0.0),
+            "seed": row.seed,
+            "engine": execute.ENGINE,
+            "key": self.identity.public_key.raw,
+        }
+        if row.state == DONE:
+            report.update(result=row.result, digest=row.digest, sig=row.sig)
+        if row.error:
+            report["error"] = row.error
+        return report
+
+    async def _deliver(self, job: bytes, task: int, coordinator: bytes) -> None:
+        row = self.tables.get(job, task, coordinator)
+        if row is None or row.delivered or row.state not in (DONE, FAILED):
+            return
+        try:
+            await self.send(coordinator, "job.done", self._report(row), timeout=10.0)
+        except Exception as exc:
+            log.info(
+                "result of job %s task %d waits for its coordinator: %s", job.hex()[:12], task, exc
+            )
+            return
+        self.tables.update(job, task, coordinator, self.clock(), delivered=1)
+
+    def _push_progress(self, key: tuple[bytes, int, bytes], fraction: float) -> None:
+        now = time.monotonic()
+        if now - self._progress_sent.get(key, 0.0) < 0.5:
+            return
+        self._progress_sent[key] = now
+        body = {"job": key[0], "task": key[1], "progress": fraction}
+
+        async def push() -> None:
+            with contextlib.suppress(Exception):
+                await self.send(key[2], "job.progress", body, timeout=2.0)
+
+        task = asyncio.ensure_future(push())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rpc_fetch(self, ctx: CallContext, body: Any) -> Any:
+        if not isinstance(body, dict) or not isinstance(body.get("job"), bytes):
+            raise RpcError("bad-request", "job.fetch needs {job, task}")
+        row = self.tables.get(body["job"], body.get("task"), ctx.peer_id.digest)
+        if row is None:
+            return {"state": "unknown"}
+        report = self._report(row)
+        if row.state in (DONE, FAILED):
+            self.tables.update(row.job, row.task, row.coordinator, self.clock(), delivered=1)
+        return report
+
+    async def _rpc_cancel(self, ctx: CallContext, body: Any) -> Any:
+        if not isinstance(body, dict) or not isinstance(body.get("job"), bytes):
+            raise RpcError("bad-request", "job.cancel needs {job}")
+        stopped = 0
+        for key, runner in list(self._tasks.items()):
+            job, task, coordinator = key
+            if (
+                job == body["job"]
+                and coordinator == ctx.peer_id.digest
+                and body.get("task") in (None, task)
+            ):
+                runner.cancel()
+                stopped += 1
+        return {"cancelled": stopped}
+
+    async def _rpc_capacity(self, ctx: CallContext, body: Any) -> Any:
+        return self.capacity()
