@@ -14,6 +14,8 @@ from rich.table import Table
 
 from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
+from qiz.compute.placement import METHODS
+from qiz.compute.service import ComputeConfig
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
@@ -45,6 +47,7 @@ def _check_peers(peers: list[str]) -> None:
 
 def start(
     ctx: typer.Context,
+    *,
     listen: Annotated[
         str | None, typer.Option("--listen", help="ip:port to listen on (default: config).")
     ] = None,
@@ -55,6 +58,13 @@ def start(
     lan: Annotated[
         bool, typer.Option("--lan", help="Find peers on the local network (multicast beacon).")
     ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option("--worker/--no-worker", help="Run other nodes' quantum tasks (default: on)."),
+    ] = True,
+    slots: Annotated[
+        int | None, typer.Option("--slots", help="Worker processes (default: one per core).", min=1)
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'."""
@@ -72,11 +82,36 @@ def start(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_run_node(session, identity, address, peers, lan))
+    compute = _compute_config(config.extra.get("compute", {}), worker, slots)
+    asyncio.run(_run_node(session, identity, address, peers, lan, compute))
 
 
-async def _run_node(
-    session: Session, identity: NodeIdentity, address: str, peers: list[str], lan: bool
+def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeConfig:
+    """The ``[compute]`` table of config.toml (worker, slots, threads, memory_mib, placement),
+    overridden by the command line."""
+    if not isinstance(table, dict):
+        raise UserError("config.toml: [compute] must be a table")
+    config = ComputeConfig()
+    for key, kind in (("slots", int), ("threads", int), ("memory_mib", int), ("placement", str)):
+        if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool)):
+            raise UserError(f"config.toml: compute.{key} must be {kind.__name__}")
+    config.worker = worker and bool(table.get("worker", True))
+    config.slots = slots or int(table.get("slots", 0))
+    config.threads = int(table.get("threads", 1))
+    config.memory = int(table.get("memory_mib", 0)) << 20
+    config.placement = str(table.get("placement", "greedy"))
+    if config.placement not in METHODS:
+        raise UserError(f"config.toml: compute.placement must be one of {', '.join(METHODS)}")
+    return config
+
+
+async def _run_node(  # noqa: PLR0917 - the command's options, passed on
+    session: Session,
+    identity: NodeIdentity,
+    address: str,
+    peers: list[str],
+    lan: bool,
+    compute: ComputeConfig,
 ) -> None:
     config = session.home.load_config()
     if not solves(identity.node_id.digest, config.puzzle_bits):
@@ -91,6 +126,7 @@ async def _run_node(
         control_dir=session.home.path,
         lan={} if lan else None,
         dht_config=DhtConfig(puzzle_bits=config.puzzle_bits),
+        compute=compute,
     )
     try:
         await node.start()

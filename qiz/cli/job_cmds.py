@@ -1,0 +1,332 @@
+"""Job commands: ``job submit|status|result|cancel|list`` and ``verify-result``.
+
+The spec is signed here, with this home's identity, and handed to the home's running node,
+which coordinates it over the mesh. ``verify-result`` needs no node: it checks an attestation
+file offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qiz.cli.common import Session, read_file
+from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
+from qiz.compute import spec as specs
+from qiz.compute.errors import AttestationError, SpecError
+from qiz.fsio import write_atomic
+from qiz.node import control_request
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
+MAX_SPEC_FILE = 1024 * 1024
+FINAL = ("done", "failed", "cancelled")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(job_app, name="job")
+    job_app.command("submit")(guarded(submit))
+    job_app.command("status")(guarded(status))
+    job_app.command("result")(guarded(result))
+    job_app.command("cancel")(guarded(cancel))
+    job_app.command("list")(guarded(list_jobs))
+    app.command("verify-result")(guarded(verify_result))
+
+
+def _request(session: Session, command: str, timeout: float = 60.0, **arguments: Any) -> Any:
+    try:
+        reply = asyncio.run(control_request(session.home.path, command, timeout, **arguments))
+    except ConnectionError as exc:
+        raise UserError(f"{exc} (start it with 'qiz node start')") from None
+    except TimeoutError:
+        raise UserError("the node did not answer in time") from None
+    if not reply.get("ok"):
+        raise UserError(str(reply.get("error")))
+    return reply["result"]
+
+
+def _shortcut(
+    *,
+    qaoa: str | None,
+    graph: str | None,
+    p: int,
+    vqe: str | None,
+    ansatz: str,
+    grover: int | None,
+    marked: str | None,
+    sampler: Path | None,
+    shots: int,
+) -> dict[str, Any]:
+    chosen = [x for x in (qaoa, vqe, grover, sampler) if x is not None]
+    if len(chosen) != 1:
+        raise UserError("give a SPECFILE, or exactly one of --qaoa, --vqe, --grover, --sampler")
+    if qaoa is not None:
+        if qaoa != "maxcut":
+            raise UserError("--qaoa: only 'maxcut' is built in (write a spec file for more)")
+        if graph is None:
+            raise UserError("--qaoa maxcut needs --graph FILE or random:N,D")
+        text = graph
+        if not graph.startswith("random:"):
+            text = read_file(Path(graph), what="graph file").decode("utf-8", "replace")
+        return {"kind": "qaoa", "params": {"graph": text, "p": p, "shots": shots}}
+    if vqe is not None:
+        text = vqe
+        if ":" not in vqe or Path(vqe).exists():
+            text = read_file(Path(vqe), what="Hamiltonian file").decode("utf-8", "replace")
+        return {"kind": "vqe", "params": {"hamiltonian": text, "ansatz": ansatz}}
+    if grover is not None:
+        if marked is None:
+            raise UserError("--grover N needs --marked LIST")
+        try:
+            items = [int(m, 0) for m in marked.split(",") if m.strip()]
+        except ValueError:
+            raise UserError(f"--marked {marked!r}: comma-separated indices") from None
+        return {"kind": "grover", "params": {"qubits": grover, "marked": items, "shots": shots}}
+    assert sampler is not None
+    qasm = read_file(sampler, what="OpenQASM file").decode("utf-8", "replace")
+    return {"kind": "sampler", "params": {"qasm": qasm, "shots": shots}}
+
+
+def submit(
+    ctx: typer.Context,
+    specfile: Annotated[
+        Path | None, typer.Argument(help="A JSON job spec (see docs/jobs.md).")
+    ] = None,
+    *,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="Replicas per task.")] = None,
+    quorum: Annotated[
+        int | None, typer.Option("--quorum", help="Agreeing replicas needed (default: all).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="The job's seed.", min=0)] = None,
+    deadline: Annotated[
+        int | None, typer.Option("--deadline", help="Seconds until the job fails.", min=1)
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --wait: write the attestation here.")
+    ] = None,
+    qaoa: Annotated[str | None, typer.Option("--qaoa", help="Shortcut: maxcut.")] = None,
+    graph: Annotated[str | None, typer.Option("--graph", help="Edge list or random:N,D.")] = None,
+    p: Annotated[int, typer.Option("--p", help="QAOA depth.", min=1)] = 1,
+    vqe: Annotated[
+        str | None, typer.Option("--vqe", help="Shortcut: a Hamiltonian file or tfim:N[:ring].")
+    ] = None,
+    ansatz: Annotated[str, typer.Option("--ansatz", help="VQE ansatz.")] = "hea:2",
+    grover: Annotated[int | None, typer.Option("--grover", help="Shortcut: qubits.")] = None,
+    marked: Annotated[str | None, typer.Option("--marked", help="Grover's marked items.")] = None,
+    sampler: Annotated[
+        Path | None, typer.Option("--sampler", help="Shortcut: an OpenQASM 3 file to sample.")
+    ] = None,
+    shots: Annotated[int, typer.Option("--shots", min=1)] = 1024,
+    as_json: JsonOption = False,
+) -> None:
+    """Sign a job spec with this home's identity and submit it through the home's node."""
+    session: Session = ctx.obj
+    if specfile is not None:
+        if any(x is not None for x in (qaoa, vqe, grover, sampler)):
+            raise UserError("give a SPECFILE or a shortcut option, not both")
+        try:
+            document = json.loads(read_file(specfile, what="spec file", max_size=MAX_SPEC_FILE))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{specfile} is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise UserError(f"{specfile}: a job spec is a JSON object")
+    else:
+        document = _shortcut(
+            qaoa=qaoa,
+            graph=graph,
+            p=p,
+            vqe=vqe,
+            ansatz=ansatz,
+            grover=grover,
+            marked=marked,
+            sampler=sampler,
+            shots=shots,
+        )
+    for key, value in (
+        ("replicas", replicas),
+        ("quorum", quorum),
+        ("seed", seed),
+        ("deadline", deadline),
+    ):
+        if value is not None:
+            document[key] = value
+    if replicas is not None and quorum is None:
+        document.setdefault("quorum", replicas)
+    identity = session.identity()
+    try:
+        raw = specs.sign(specs.make_body(document, identity), identity)
+        specs.parse(
+            raw, specs.Limits(max_qubits=40, max_replicas=16)
+        )  # clear errors before sending
+    except SpecError as exc:
+        raise UserError(f"the spec is invalid: {exc}") from None
+    state = _request(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
+    if wait:
+        state = _wait(session, state["job"], quiet=as_json)
+        if out is not None and state["state"] == "done":
+            _write_attestation(session, state["job"], out)
+    emit(as_json, state, lambda: _show(state))
+    if wait and state["state"] != "done":
+        raise typer.Exit(1)
+
+
+def _wait(session: Session, job: str, *, quiet: bool) -> dict[str, Any]:
+    with Progress(
+        TextColumn("job {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(job[:12], total=1.0)
+        while True:
+            state = _request(session, "job_status", job=job)
+            progress.update(bar, completed=state["progress"])
+            if state["state"] in FINAL:
+                return state
+            time.sleep(0.2)
+
+
+def _write_attestation(session: Session, job: str, out: Path) -> None:
+    reply = _request(session, "job_result", job=job)
+    write_atomic(out, base64.b64decode(reply["attestation"]), mode=0o644)
+
+
+def _show(state: dict[str, Any]) -> None:
+    over = state["over"] if state["kind"] == "sweep" else ""
+    console.print(
+        f"job {state['job']}  {state['kind']} {over}  [bold]{state['state']}[/bold]  "
+        f"{state['decided']}/{state['tasks']} tasks decided, {state['progress'] * 100:.0f}%"
+    )
+    if state.get("error"):
+        console.print(f"  error: {state['error']}", markup=False)
+    workers: dict[str, list[str]] = {}
+    for r in state["replicas"]:
+        workers.setdefault(r["worker"], []).append(f"{r['task']}:{r['state']}")
+    for worker, runs in sorted(workers.items()):
+        console.print(f"  {worker[:16]}  {' '.join(runs)}", markup=False)
+
+
+def status(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    as_json: JsonOption = False,
+) -> None:
+    """A job's state, progress and where its replicas ran."""
+    state = _request(ctx.obj, "job_status", job=job)
+    emit(as_json, state, lambda: _show(state))
+
+
+def result(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the attestation file here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A finished job's results, checked from its attestation (saved with --out)."""
+    from qiz.compute.attest import verify_file
+
+    reply = _request(ctx.obj, "job_result", job=job)
+    data = base64.b64decode(reply["attestation"])
+    verified = verify_file(data)
+    if out is not None:
+        write_atomic(out, data, mode=0o644)
+    payload = {
+        "job": verified.job_id.hex(),
+        "verified": True,
+        "results": verified.results,
+        "workers": [str(w) for w in verified.workers],
+        "attestation": str(out) if out else None,
+    }
+
+    def human() -> None:
+        console.print(f"job {payload['job']}: verified, {len(verified.workers)} workers")
+        console.print_json(json.dumps(verified.results)[:20000])
+        if out:
+            console.print(f"attestation written to {out}", markup=False)
+
+    emit(as_json, payload, human)
+
+
+def cancel(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a running job on every worker."""
+    state = _request(ctx.obj, "job_cancel", job=job)
+    emit(as_json, state, lambda: _show(state))
+
+
+def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Jobs submitted through this home's node."""
+    jobs = _request(ctx.obj, "job_list")
+
+    def human() -> None:
+        table = Table("job", "kind", "state", "tasks", "progress")
+        for j in jobs:
+            kind = j["kind"] + (f"/{j['over']}" if j["kind"] == "sweep" else "")
+            table.add_row(
+                j["job"][:16],
+                kind,
+                j["state"],
+                f"{j['decided']}/{j['tasks']}",
+                f"{j['progress']:.0%}",
+            )
+        console.print(table)
+
+    emit(as_json, {"jobs": jobs}, human)
+
+
+def verify_result(
+    attestation: Annotated[
+        Path, typer.Argument(help="An attestation file (qiz job result --out).")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Check an attestation offline: spec signature, job id, worker claims, quorum, digests."""
+    from qiz.compute.attest import verify_file
+
+    data = read_file(attestation, what="attestation file")
+    try:
+        verified = verify_file(data)
+    except AttestationError as exc:
+        raise CheckFailed(f"{attestation}: NOT verified: {exc}", {"verified": False}) from None
+    payload = {
+        "verified": True,
+        "job": verified.job_id.hex(),
+        "submitter": str(verified.spec.submitter),
+        "coordinator": str(verified.coordinator),
+        "workers": [str(w) for w in verified.workers],
+        "kind": verified.spec.kind,
+        "tasks": len(verified.results),
+        "tests": sorted(set(verified.tests)),
+        "quorum": verified.spec.quorum,
+        "issued": verified.issued,
+    }
+
+    def human() -> None:
+        console.print(f"{attestation}: verified", markup=False)
+        console.print(
+            f"  job          {payload['job']} ({payload['kind']}, {payload['tasks']} tasks)"
+        )
+        console.print(f"  submitter    {payload['submitter']}", markup=False)
+        console.print(f"  coordinator  {payload['coordinator']}", markup=False)
+        console.print(
+            f"  workers      {len(payload['workers'])}, quorum {payload['quorum']} per task"
+        )
+
+    emit(as_json, payload, human)
