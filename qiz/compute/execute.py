@@ -164,7 +164,8 @@ def _hamiltonian(text: str, path: str):  # noqa: ANN202 - PauliSum
     try:
         return PauliSum.builtin(text) or PauliSum.loads(text, source=path)
     except QuantumError as exc:
-        raise _fail(path, str(exc)) from None
+        message = str(exc)  # the parser's messages start with the source, our path
+        raise SpecError(message if message.startswith(path) else f"{path}: {message}") from None
 
 
 def _graph(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Graph

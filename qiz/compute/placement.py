@@ -174,34 +174,73 @@ def _greedy(problem: PlacementProblem) -> list[int]:
 
 
 def _anneal(problem: PlacementProblem, start: list[int], seed: int) -> list[int]:
+    """Metropolis over move and swap steps; the energy is the makespan plus a tiny sum of
+    squared finish times (so that steps that do not move the makespan still have a slope)."""
     rng = random.Random(seed)
-    current, best = list(start), list(start)
-    eligible = [problem.eligible(i) for i in range(len(problem.items))]
+    items, workers = problem.items, problem.workers
+    eligible = [problem.eligible(i) for i in range(len(items))]
+    assign = list(start)
+    load = [0.0] * len(workers)
+    count = [0] * len(workers)
+    holds: set[tuple[int, int]] = set()
+    for i, w in enumerate(assign):
+        load[w] += items[i].seconds
+        count[w] += 1
+        holds.add((items[i].task, w))
 
-    def energy(a: list[int]) -> float:
-        finishes = problem.finish_times(a)
+    def energy() -> float:
+        finishes = [
+            info.rtt + (info.backlog + load[w]) / info.rate if count[w] else 0.0
+            for w, info in enumerate(workers)
+        ]
         return max(finishes) + 1e-6 * sum(f * f for f in finishes)
 
-    e_cur = e_best = energy(current)
-    steps = 400 * len(problem.items) * max(1, len(problem.workers))
+    def shift(i: int, old: int, new: int) -> None:
+        load[old] -= items[i].seconds
+        count[old] -= 1
+        holds.discard((items[i].task, old))
+        load[new] += items[i].seconds
+        count[new] += 1
+        holds.add((items[i].task, new))
+        assign[i] = new
+
+    def propose() -> list[tuple[int, int, int]]:
+        """Apply a random valid move or swap; return how to undo it (empty: none found)."""
+        i = rng.randrange(len(items))
+        if rng.random() < 0.5 or len(items) < 2:
+            old, new = assign[i], rng.choice(eligible[i])
+            if new == old or (items[i].task, new) in holds:
+                return []
+            shift(i, old, new)
+            return [(i, new, old)]
+        j = rng.randrange(len(items))
+        wi, wj = assign[i], assign[j]
+        ti, tj = items[i].task, items[j].task
+        if wi == wj or ti == tj or wj not in eligible[i] or wi not in eligible[j]:
+            return []
+        if (ti, wj) in holds or (tj, wi) in holds:
+            return []
+        shift(i, wi, wj)
+        shift(j, wj, wi)
+        return [(j, wi, wj), (i, wj, wi)]
+
+    e_cur = energy()
+    best, e_best = list(assign), e_cur
+    steps = min(50_000, 200 * len(items) * len(workers))
     t0 = max(e_cur * 0.05, 1e-9)
     for step in range(steps):
         temperature = t0 * (1e-4 ** (step / steps))
-        trial = list(current)
-        i = rng.randrange(len(trial))
-        if rng.random() < 0.5 or len(trial) < 2:
-            trial[i] = rng.choice(eligible[i])
-        else:
-            j = rng.randrange(len(trial))
-            if trial[j] in eligible[i] and trial[i] in eligible[j]:
-                trial[i], trial[j] = trial[j], trial[i]
-        if trial == current or not problem.valid(trial):
+        undo = propose()
+        if not undo:
             continue
-        e_new = energy(trial)
+        e_new = energy()
         if e_new <= e_cur or rng.random() < math.exp((e_cur - e_new) / temperature):
-            current, e_cur = trial, e_new
+            e_cur = e_new
             if e_cur < e_best:
-                best, e_best = list(current), e_cur
+                best, e_best = list(assign), e_cur
+        else:
+            for k, frm, to in undo:
+                shift(k, frm, to)
     return best
 
 
