@@ -56,7 +56,7 @@ class Limits:
     max_points: int = 4096
     max_replicas: int = 7
     max_deadline: int = 7 * 24 * 3600
-    max_work: float = 2.0**42  # Shape.work over all points: hours of simulation, not days
+    max_work: float = 2.0**46  # Shape.work over all points: about a day at the estimated rate
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,357 @@
+"""Jobs over a real mesh: 8 nodes on loopback, QMP links, the DHT, worker processes.
+
+A 64-point QAOA sweep spread over the nodes equals a local run point for point; two workers
+killed mid-sweep do not stop it; a worker returning wrong results is outvoted and its score
+falls; bad specs are refused with clear errors; a submitter that goes offline collects its
+results when it returns; resubmission is idempotent; unseeded sampling is checked by chi-square.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qiz.compute import execute
+from qiz.compute import spec as specs
+from qiz.compute.attest import verify_file
+from qiz.compute.errors import JobError
+from qiz.compute.service import ComputeConfig
+from qiz.identity import NodeIdentity
+from qiz.node import Node
+from qiz.qmp.rpc import RpcError
+from qiz.resolve.dht import DhtConfig
+from qiz.trust.scores import INITIAL
+
+from .test_qmp_network import manager, run
+
+MESH = 8
+
+
+def make(
+    peers: list[str] | None = None,
+    *,
+    identity: NodeIdentity | None = None,
+    home: Path | None = None,
+    listen: str = "127.0.0.1:0",
+    **compute: Any,
+) -> Node:
+    return Node(
+        identity or NodeIdentity.generate(),
+        listen=listen,
+        peers=peers,
+        config=manager(),
+        dht_config=DhtConfig(request_timeout=1.0),
+        control_dir=home,
+        compute=ComputeConfig(slots=1, poll_after=1.0, **compute),
+    )
+
+
+async def start_mesh(size: int, tmp: Path | None = None) -> list[Node]:
+    if tmp:
+        (tmp / "n0").mkdir()
+    first = make(home=tmp / "n0" if tmp else None)
+    await first.start()
+    nodes = [first]
+    for i in range(1, size):
+        home = None
+        if tmp:
+            home = tmp / f"n{i}"
+            home.mkdir()
+        node = make([first.address], home=home)
+        await node.start()
+        nodes.append(node)
+    await asyncio.gather(*(asyncio.wait_for(n.joined.wait(), 30) for n in nodes))
+    for node in nodes:  # every capacity record is in the DHT before the first job
+        await node.compute.publish_capacity()
+    return nodes
+
+
+async def stop_all(nodes: list[Node]) -> None:
+    for node in nodes:
+        if not node.stopped.is_set():
+            await node.stop()
+
+
+def qaoa_sweep(n: int = 10, points: int = 8, shard: int = 8, **extra: Any) -> dict:
+    return {
+        "kind": "sweep",
+        "params": {
+            "over": "qaoa",
+            "base": {"graph": f"random:{n},3", "p": 1, "gammas": [0.0], "betas": [0.0]},
+            "axes": {
+                "gammas.0": [round(0.1 * i, 3) for i in range(points)],
+                "betas.0": [round(0.05 * i, 3) for i in range(points)],
+            },
+            "shard": shard,
+        },
+        **extra,
+    }
+
+
+def local_points(raw: bytes) -> list:
+    spec = specs.parse(raw)
+    return [
+        p for t in spec.tasks for p in execute.run_points(t.kind, t.params, t.points, spec.seed)
+    ]
+
+
+async def wait_final(node: Node, job: bytes, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = node.compute.coordinator.status(job)
+        if state["state"] != "running":
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job did not finish: {node.compute.coordinator.status(job)}")
+
+
+async def submit(node: Node, doc: dict) -> tuple[bytes, bytes]:
+    raw = specs.sign(specs.make_body(doc, node.identity), node.identity)
+    state = await node.compute.coordinator.submit(raw)
+    return raw, bytes.fromhex(state["job"])
+
+
+def test_a_64_point_sweep_spread_over_8_nodes_equals_a_local_run_and_verifies() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(MESH)
+        try:
+            raw, job = await submit(nodes[0], qaoa_sweep())
+            state = await wait_final(nodes[0], job)
+            assert state["state"] == "done", state
+            assert state["tasks"] == 8 and state["decided"] == 8
+            workers = {r["worker"] for r in state["replicas"] if r["state"] == "done"}
+            assert len(workers) >= 6  # spread, not piled on the submitter
+            verified = verify_file(nodes[0].compute.coordinator.result(job))
+            points = [p for task in verified.results for p in task]
+            assert len(points) == 64
+            assert points == local_points(raw)  # point for point, bit for bit
+            # resubmitting the same spec (signed again) names the same finished job
+            again = specs.sign(specs.make_body(qaoa_sweep(), nodes[0].identity), nodes[0].identity)
+            assert again != raw
+            repeat = await nodes[0].compute.coordinator.submit(again)
+            assert repeat["job"] == job.hex() and repeat["state"] == "done"
+            assert len(repeat["replicas"]) == len(state["replicas"])
+            # scores rose for the agreeing workers
+            scores = nodes[0].compute.scores.table()
+            assert scores and all(row["score"] > INITIAL for row in scores)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=180)
+
+
+def test_two_workers_killed_mid_sweep_and_the_sweep_completes_correctly() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(MESH)
+        try:
+            # heavier points (18 qubits, p = 1) so that the kill lands while tasks run
+            raw, job = await submit(nodes[0], qaoa_sweep(n=18, points=8, shard=4))
+            victims: list[Node] = []
+            deadline = time.monotonic() + 60
+            while len(victims) < 2 and time.monotonic() < deadline:
+                for node in nodes[1:]:
+                    busy = node.compute.worker is not None and node.compute.worker._tasks
+                    if busy and node not in victims and len(victims) < 2:
+                        victims.append(node)
+                await asyncio.sleep(0.05)
+            assert len(victims) == 2
+            for node in victims:
+                await node.stop()  # its worker processes are killed, its links drop
+            state = await wait_final(nodes[0], job, timeout=180)
+            assert state["state"] == "done", state
+            lost = [r for r in state["replicas"] if r["state"] == "lost"]
+            assert lost, "the killed workers' replicas were placed again"
+            dead = {str(v.node_id) for v in victims}
+            assert {r["worker"] for r in lost} <= dead
+            verified = verify_file(nodes[0].compute.coordinator.result(job))
+            assert not dead & {str(w) for w in verified.workers}
+            assert [p for t in verified.results for p in t] == local_points(raw)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=300)
+
+
+def test_a_worker_returning_wrong_results_is_outvoted_and_its_score_falls() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(MESH)
+        liar = nodes[3]
+
+        def corrupt(result: Any) -> Any:
+            for point in result:
+                point["expectation"] += 0.5
+            return result
+
+        liar.compute.worker.corrupt = corrupt
+        try:
+            raw, job = await submit(nodes[0], qaoa_sweep(points=8, shard=4))
+            state = await wait_final(nodes[0], job)
+            assert state["state"] == "done", state
+            liar_id = str(liar.node_id)
+            assert any(r["worker"] == liar_id for r in state["replicas"]), "the liar got work"
+            verified = verify_file(nodes[0].compute.coordinator.result(job))
+            assert liar.node_id not in verified.workers
+            assert [p for t in verified.results for p in t] == local_points(raw)
+            scores = {row["peer"]: row for row in nodes[0].compute.scores.table()}
+            assert scores[liar.node_id.digest]["score"] < INITIAL
+            assert scores[liar.node_id.digest]["disagreed"] >= 1
+            honest = [row for peer, row in scores.items() if peer != liar.node_id.digest]
+            assert all(row["score"] > scores[liar.node_id.digest]["score"] for row in honest)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=180)
+
+
+def test_bad_specs_are_refused_with_clear_errors_and_nothing_runs() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(4)
+        small = make([nodes[0].address], memory=16 << 20)  # 16 MiB: at most 18 qubits
+        await small.start()
+        await small.joined.wait()
+        nodes.append(small)
+        try:
+            coordinator = nodes[0].compute.coordinator
+            identity = nodes[0].identity
+            body = specs.make_body(
+                {"kind": "qaoa", "params": {"graph": "random:8,3", "p": 1}}, identity
+            )
+            from qiz import wire
+
+            with pytest.raises(JobError, match="not signed"):
+                await coordinator.submit(wire.encode(body))
+            with pytest.raises(JobError, match=r"params\.p: must be a whole number"):
+                await submit(nodes[0], {"kind": "qaoa", "params": {"graph": "random:8,3", "p": 0}})
+            with pytest.raises(JobError, match="needs 32 qubits; the largest worker known takes"):
+                await submit(nodes[0], {"kind": "qaoa", "params": {"graph": "random:32,3", "p": 1}})
+            # a worker checks again, against its own memory: offered directly, it refuses
+            raw = specs.sign(
+                specs.make_body(
+                    {"kind": "qaoa", "params": {"graph": "random:20,3", "p": 1}}, identity
+                ),
+                identity,
+            )
+            rpc = await nodes[0].connect(small.address, small.node_id)
+            with pytest.raises(
+                RpcError, match=r"refused: .*20 qubits; this node.s memory allows at most 18"
+            ):
+                await rpc.call("job.offer", {"spec": raw, "task": 0, "seed": 0})
+            with pytest.raises(RpcError, match="refused: the spec's signature does not verify"):
+                await rpc.call("job.offer", {"spec": raw[:-3] + bytes(3), "task": 0, "seed": 0})
+            with pytest.raises(
+                RpcError, match="seeded job's replicas must run with the spec's seed"
+            ):
+                ok = {"kind": "qaoa", "params": {"graph": "random:10,3", "p": 1}}
+                await rpc.call(
+                    "job.offer",
+                    {
+                        "spec": specs.sign(specs.make_body(ok, identity), identity),
+                        "task": 0,
+                        "seed": 5,
+                    },
+                )
+            assert coordinator.list() == []
+            assert small.compute.worker.counters["accepted"] == 0
+            assert small.compute.worker.counters["refused"] >= 2
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=180)
+
+
+def test_unseeded_sampling_is_checked_by_chi_square(tmp_path) -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(4)
+        try:
+            qasm = (
+                'OPENQASM 3.0; include "stdgates.inc"; qubit[3] q; bit[3] c; '
+                "ry(1.1) q[0]; cx q[0], q[1]; ry(0.4) q[2]; c = measure q;"
+            )
+            doc = {
+                "kind": "sampler",
+                "params": {"qasm": qasm, "shots": 4000},
+                "replicas": 3,
+                "quorum": 2,
+            }
+            raw, job = await submit(nodes[0], doc)
+            assert specs.parse(raw).seed is None
+            state = await wait_final(nodes[0], job)
+            assert state["state"] == "done", state
+            data = nodes[0].compute.coordinator.result(job)
+            verified = verify_file(data)
+            assert verified.tests == ("chi2",)
+            counts = verified.results[0]["counts"]
+            assert sum(counts.values()) == 4000 and set(counts) <= {f"{i:03b}" for i in range(8)}
+            (tmp_path / "sampler.att").write_bytes(data)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=180)
+
+
+def test_a_submitter_that_goes_offline_collects_its_results_when_it_returns(tmp_path) -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(5, tmp_path)
+        submitter = nodes[0]
+        identity, home = submitter.identity, tmp_path / "n0"
+        try:
+            submitter.compute.worker.limits = specs.Limits(max_qubits=0)  # it only coordinates
+            raw, job = await submit(submitter, qaoa_sweep(n=16, points=4, shard=4))
+            await asyncio.sleep(0.3)
+            assert submitter.compute.coordinator.status(job)["replicas"]
+            await submitter.stop()
+            # the workers finish while the submitter is away; their results wait for it
+            deadline = time.monotonic() + 60
+            workers = nodes[1:]
+            while time.monotonic() < deadline:
+                rows = [r for n in workers for r in n.compute.worker.tables.all()]
+                if rows and all(r.state == "done" for r in rows):
+                    break
+                await asyncio.sleep(0.1)
+            assert all(not r.delivered for n in workers for r in n.compute.worker.tables.all())
+            back = make([nodes[1].address], identity=identity, home=home)
+            nodes[0] = back
+            await back.start()
+            await back.joined.wait()
+            state = await wait_final(back, job, timeout=60)
+            assert state["state"] == "done", state
+            verified = verify_file(back.compute.coordinator.result(job))
+            assert [p for t in verified.results for p in t] == local_points(raw)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=240)
+
+
+def test_a_cancelled_job_stops_on_its_workers() -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(3)
+        try:
+            doc = {
+                "kind": "grover",
+                "params": {"qubits": 26, "marked": [7], "iterations": 4000},
+                "replicas": 2,
+            }
+            _, job = await submit(nodes[0], doc)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                n.compute.worker._tasks for n in nodes[1:]
+            ):
+                await asyncio.sleep(0.05)
+            state = await nodes[0].compute.coordinator.cancel(job)
+            assert state["state"] == "cancelled"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(n.compute.worker._tasks for n in nodes):
+                await asyncio.sleep(0.05)
+            assert not any(n.compute.worker._tasks for n in nodes)
+            assert sum(n.compute.worker.counters["cancelled"] for n in nodes) >= 1
+            with pytest.raises(JobError, match="is cancelled; it has no attested result"):
+                nodes[0].compute.coordinator.result(job)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=120)
