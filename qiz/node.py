@@ -360,6 +360,9 @@ class Node:
             reply = {"ok": False, "error": f"bad control request: {exc}"}
         except (ResolveError, RecordError, LinkError, RpcError, PeerRecordError, JobError) as exc:
             reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug must not leave the owner with a silent socket
+            log.exception("control command failed")
+            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()

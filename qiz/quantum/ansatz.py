@@ -143,6 +143,10 @@ class HamiltonianVariationalAnsatz:
     def num_qubits(self) -> int:
         return self.hamiltonian.num_qubits
 
+    @property
+    def num_parameters(self) -> int:
+        return len(self.circuit().parameters)
+
     def _ordered_terms(self) -> list[tuple[str, list[int], float]]:
         rotations = [_rotation_for(t) for t in self.hamiltonian.terms]
         present = [r for r in rotations if r is not None]
