@@ -401,6 +401,17 @@ def test_demo_json(tmp_path: Path) -> None:
     values = {a["value"] for a in quantum["placement"].values()}
     assert all(a["feasible"] for a in quantum["placement"].values())
     assert min(values) == quantum["placement"]["exact"]["value"]
+    mesh = data["mesh"]  # the main job: five node processes
+    assert len(mesh["nodes"]) == 5 and len(mesh["resolved"]) == 4
+    assert mesh["name"]["value"].startswith("qaoa sweeps at 127.0.0.1:")
+    sweep, vqe = mesh["jobs"]["qaoa-sweep"], mesh["jobs"]["vqe"]
+    killed = mesh["killed"]["name"]
+    assert killed != "node0" and killed in sweep["replicas_lost"]
+    assert killed not in sweep["signed_by_workers"]
+    assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
+    assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
+    assert vqe["error"] < 1e-5
+    assert mesh["left_running"] == 0
     assert list(tmp_path.iterdir()) == []
 
 

@@ -77,12 +77,12 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 class NodeProcess:
     """One ``qiz node start`` process, its output in files (a pipe could fill and block it)."""
 
-    def __init__(self, cwd: Path, home: str, listen: str, peers: list[str]) -> None:
+    def __init__(self, cwd: Path, home: str, listen: str, peers: list[str], *extra: str) -> None:
         self.cwd, self.home, self.listen = cwd, home, listen
         self.log = cwd / f"{home}-{next(_RUNS)}"
         self._out: IO[bytes] = self.log.with_suffix(".out").open("wb")
         self._err: IO[bytes] = self.log.with_suffix(".err").open("wb")
-        args = ["--home", home, "node", "start", "--listen", listen]
+        args = ["--home", home, "node", "start", "--listen", listen, *extra]
         for peer in peers:
             args += ["--peer", peer]
         self.proc = subprocess.Popen(

@@ -1,0 +1,151 @@
+"""The job commands against real node processes: submit (spec file and shortcut), wait, status,
+list, result, cancel, and ``verify-result`` on a good and a tampered attestation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qiz import wire
+
+from .test_node_cli import free_port, node_processes, ok_json, one_line_error, qiz, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def mesh_homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    work = tmp_path_factory.mktemp("jobs")
+    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "ABC"}
+    return work, ids
+
+
+def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
+    work, ids = mesh_homes
+    addresses = {name: f"127.0.0.1:{free_port()}" for name in "ABC"}
+    boot = f"{ids['A']}@{addresses['A']}"
+    with node_processes() as start:
+        nodes = {"A": start(work, "A", addresses["A"], [], "--slots", "1")}
+        wait_for(nodes["A"].status, 20, "node A")
+        for name in "BC":
+            nodes[name] = start(work, name, addresses[name], [boot], "--slots", "1")
+
+        def ready() -> bool:
+            status = nodes["A"].status()
+            return bool(status) and status["dht"]["contacts"] >= 2
+
+        wait_for(ready, 30, "the mesh")
+        spec = {
+            "kind": "sweep",
+            "params": {
+                "over": "qaoa",
+                "base": {"graph": "random:10,3", "p": 1, "gammas": [0.0], "betas": [0.0]},
+                "axes": {"gammas.0": [0.1, 0.2, 0.3, 0.4], "betas.0": [0.1, 0.2]},
+                "shard": 2,
+            },
+        }
+        (work / "sweep.json").write_text(json.dumps(spec))
+        done = ok_json(
+            qiz(
+                work,
+                "--home",
+                "A",
+                "job",
+                "submit",
+                "sweep.json",
+                "--replicas",
+                "2",
+                "--wait",
+                "--out",
+                "sweep.att",
+                "--json",
+                timeout=120,
+            )
+        )
+        assert done["state"] == "done" and done["tasks"] == 4 and done["decided"] == 4
+        verified = ok_json(qiz(work, "verify-result", "sweep.att", "--json"))
+        assert verified["verified"] and verified["submitter"] == ids["A"]
+        assert verified["tasks"] == 4 and verified["tests"] == ["exact"]
+        assert set(verified["workers"]) <= set(ids.values()) and len(verified["workers"]) >= 2
+
+        status = ok_json(qiz(work, "--home", "A", "job", "status", done["job"][:10], "--json"))
+        assert status["job"] == done["job"] and status["state"] == "done"
+        listed = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))
+        assert [j["job"] for j in listed["jobs"]] == [done["job"]]
+        result = ok_json(qiz(work, "--home", "A", "job", "result", done["job"], "--json"))
+        points = [p for task in result["results"] for p in task]
+        assert len(points) == 8 and all("expectation" in p for p in points)
+
+        # the shortcut form; a second submission of the same job is the same job
+        short = [
+            "--home",
+            "A",
+            "job",
+            "submit",
+            "--qaoa",
+            "maxcut",
+            "--graph",
+            "random:8,3",
+            "--p",
+            "1",
+            "--replicas",
+            "2",
+            "--wait",
+            "--json",
+        ]
+        first = ok_json(qiz(work, *short, timeout=120))
+        again = ok_json(qiz(work, *short, timeout=60))
+        assert first["state"] == "done" and again["job"] == first["job"]
+
+        # a tampered attestation fails verification, with exit code 1
+        outer = wire.decode((work / "sweep.att").read_bytes())
+        outer["results"][0][0]["expectation"] += 1e-6
+        (work / "tampered.att").write_bytes(wire.encode(outer))
+        line = one_line_error(qiz(work, "verify-result", "tampered.att"), code=1)
+        assert "NOT verified" in line and "do not match" in line
+
+        # a long job cancelled
+        long_job = [
+            "--home",
+            "A",
+            "job",
+            "submit",
+            "--grover",
+            "24",
+            "--marked",
+            "5",
+            "--replicas",
+            "2",
+            "--json",
+        ]
+        running = ok_json(qiz(work, *long_job))
+        cancelled = ok_json(qiz(work, "--home", "A", "job", "cancel", running["job"], "--json"))
+        assert cancelled["state"] == "cancelled"
+        line = one_line_error(qiz(work, "--home", "A", "job", "result", running["job"]))
+        assert "cancelled; it has no attested result" in line
+
+        # bad input: one clear line each, nothing submitted
+        (work / "bad.json").write_text("{not json")
+        assert "is not JSON" in one_line_error(
+            qiz(work, "--home", "A", "job", "submit", "bad.json")
+        )
+        (work / "invalid.json").write_text(
+            json.dumps({"kind": "qaoa", "params": {"graph": "random:8,3"}})
+        )
+        line = one_line_error(qiz(work, "--home", "A", "job", "submit", "invalid.json"))
+        assert "params.p: is required for qaoa" in line
+        line = one_line_error(qiz(work, "--home", "A", "job", "submit"))
+        assert "exactly one of --qaoa" in line
+        line = one_line_error(qiz(work, "--home", "A", "job", "status", "ffff"))
+        assert "0 jobs start with 'ffff'" in line
+        assert len(ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]) == 3
+        line = one_line_error(qiz(work, "verify-result", "missing.att"))
+        assert "does not exist" in line
+
+
+def test_job_commands_without_a_node(mesh_homes) -> None:
+    work, _ = mesh_homes
+    line = one_line_error(qiz(work, "--home", "B", "job", "list"))
+    assert "no node is" in line and "qiz node start" in line  # never started, or killed
