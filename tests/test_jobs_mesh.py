@@ -46,7 +46,7 @@ def make(
         config=manager(),
         dht_config=DhtConfig(request_timeout=1.0),
         control_dir=home,
-        compute=ComputeConfig(slots=1, poll_after=1.0, **compute),
+        compute=ComputeConfig(slots=1, poll_after=1.0, warm_up=False, **compute),
     )
 
 

@@ -399,6 +399,21 @@ def _grover(params: Mapping[str, Any], seed: int | None, progress: Progress | No
     }
 
 
+WARM_UP = (
+    ("qaoa", {"graph": "random:6,3", "p": 1, "gammas": [0.1], "betas": [0.2]}),
+    ("vqe", {"hamiltonian": "tfim:3", "ansatz": "hea:1", "maxiter": 2}),
+    ("grover", {"qubits": 3, "marked": [1], "shots": 4}),
+    ("sampler", {"qasm": "OPENQASM 3.0; qubit[1] q; bit[1] c; h q[0]; c = measure q;", "shots": 4}),
+)
+
+
+def warm_up() -> None:
+    """Run a tiny instance of each kind, so that a worker process loads its compiled kernels
+    (numba's cache) before the first real task rather than during it."""
+    for kind, params in WARM_UP:
+        run(kind, params, 0)
+
+
 def _per_evaluation(progress: Progress | None, total: int) -> Callable[[int, float], None] | None:
     if progress is None:
         return None

@@ -42,23 +42,37 @@ class _Slot:
     future: asyncio.Future | None = None
     progress: Callable[[float], None] | None = None
     cancelled: bool = False
+    ready: bool = False  # the process finished its imports and warm-up
     started: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:
     """``slots`` worker processes; ``await run(job)`` runs one job dict in one of them."""
 
-    def __init__(self, slots: int, *, threads: int = 1, memory_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        slots: int,
+        *,
+        threads: int = 1,
+        memory_limit: int | None = None,
+        warm_up: bool = True,
+    ) -> None:
         if slots < 1:
             raise ValueError("a worker pool needs at least one slot")
         self.slots = slots
         self.threads = threads
         self.memory_limit = memory_limit
+        self.warm_up = warm_up
         self._free = asyncio.Semaphore(slots)
         self._idle: list[_Slot] = []
         self._all: set[_Slot] = set()
         self.started_processes = 0
         self.closed = False
+
+    @property
+    def ready(self) -> bool:
+        """Every slot's process is started and warmed up (benchmarks wait for this)."""
+        return len(self._all) == self.slots and all(s.ready for s in self._all)
 
     @property
     def busy(self) -> int:
@@ -77,6 +91,7 @@ class WorkerPool:
                     str(child.fileno()),
                     limit,
                     str(os.getpid()),
+                    "warm" if self.warm_up else "cold",
                 ],
                 pass_fds=(child.fileno(),),
                 env=env,
@@ -144,6 +159,9 @@ class WorkerPool:
     def _on_message(self, slot: _Slot, message: Any) -> None:
         tag = message[0]
         future = slot.future
+        if tag == "ready":
+            slot.ready = True
+            return
         if tag == "progress":
             if slot.progress is not None:
                 slot.progress(float(message[1]))
@@ -196,7 +214,7 @@ def _exit_code(process: subprocess.Popen) -> str:
 # ----------------------------------------------------------------------------- the child
 
 
-def _child_main(conn: Connection, memory_limit: int | None, parent: int) -> None:
+def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: bool) -> None:
     """A worker process: set limits, then run jobs from the pipe until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):  # Linux: die with the node
@@ -210,6 +228,14 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int) -> None
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from qiz.compute import execute  # after the environment is set: numba reads it on import
+
+    if warm:
+        with contextlib.suppress(Exception):  # a failed warm-up only slows the first task
+            execute.warm_up()
+    try:
+        conn.send(("ready",))
+    except (OSError, ValueError):
+        return
 
     while True:
         try:
@@ -243,5 +269,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int) -> None
 
 
 if __name__ == "__main__":
-    _fd, _limit, _parent = sys.argv[1:4]
-    _child_main(Connection(int(_fd)), int(_limit) if _limit else None, int(_parent))
+    _fd, _limit, _parent, _warm = sys.argv[1:5]
+    _child_main(
+        Connection(int(_fd)), int(_limit) if _limit else None, int(_parent), _warm == "warm"
+    )

@@ -50,6 +50,7 @@ class ComputeConfig:
     slots: int = 0  # worker processes; 0: one per core
     threads: int = 1  # numba threads per worker process
     memory: int = 0  # bytes for simulations; 0: 80% of what is available at start
+    warm_up: bool = True  # worker processes load every kind's kernels before the first task
     max_queue: int = 64
     placement: str = "greedy"
     tick: float = 0.25  # seconds between the coordinator's checks
@@ -87,6 +88,7 @@ class ComputeService:
                 self.config.slots or os.cpu_count() or 1,
                 threads=self.config.threads,
                 memory_limit=memory,
+                warm_up=self.config.warm_up,
             )
             self.worker = Worker(
                 identity,
