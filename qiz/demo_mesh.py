@@ -236,7 +236,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
         "killed": victim,
         "jobs": results,
         "jobs_seconds": round(jobs_seconds, 2),
-        "network": _network_figures(first, nodes[1]),
+        "network": _network_figures(first, next(n for n in nodes[1:] if n.alive())),
     }
 
 
