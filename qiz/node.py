@@ -30,6 +30,8 @@ from qiz.resolve.dht import Dht, DhtConfig, ResolveError
 from qiz.resolve.discovery import LanDiscovery
 from qiz.resolve.records import RecordError
 from qiz.resolve.store import RecordStore
+from qiz.web.events import EventLog
+from qiz.web.server import WebServer, load_or_create_token
 
 log = logging.getLogger("qiz.node")
 CONTROL_SOCKET = "node.sock"
@@ -63,6 +65,7 @@ class Node:
         lan: dict[str, Any] | None = None,
         control_dir: Path | None = None,
         compute: ComputeConfig | None = None,
+        api_port: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -82,6 +85,9 @@ class Node:
         self.dht = Dht(identity, self.links, store, self.record, config=dht_config, clock=clock)
         self.handlers.update(self.dht.handlers())
         self.links.on_peer = self.dht.on_link
+        self.events = EventLog(clock=clock)
+        self.api_port = api_port  # None: no HTTP API; 0: any free port
+        self.web: WebServer | None = None
         self.compute = (
             ComputeService(
                 identity,
@@ -95,6 +101,8 @@ class Node:
             if compute is not None
             else None
         )
+        if self.compute is not None:
+            self.compute.coordinator.on_event = self.events.emit
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
         self.lan = (
             LanDiscovery(identity.node_id.digest, lambda: self.address, self._on_beacon, **lan)
@@ -140,6 +148,17 @@ class Node:
                 raise ControlSocketError(
                     f"cannot open the control socket {path}: {exc.strerror or exc}"
                 ) from None
+        if self.api_port is not None:
+            try:
+                self.web = WebServer(self, load_or_create_token(self.control_dir))
+                await self.web.start(self.api_port)
+            except OSError as exc:
+                await self.links.close()
+                if self._control is not None:
+                    self._control.close()
+                raise ControlSocketError(
+                    f"cannot serve the HTTP API on 127.0.0.1:{self.api_port}: {exc.strerror or exc}"
+                ) from None
         self._addresses = [self.address]
         self._record = None
         for address, expected in self.bootstrap:
@@ -178,6 +197,8 @@ class Node:
             await self.lan.stop()
         for task in self._tasks:
             task.cancel()
+        if self.web is not None:
+            await self.web.stop()
         if self.compute is not None:
             await self.compute.stop()
         if self._control is not None:
@@ -210,6 +231,7 @@ class Node:
                 **self.dht.counters,
             },
             "compute": self.compute.status() if self.compute is not None else None,
+            "api": self.web.url if self.web is not None else None,
         }
 
     def _on_beacon(self, node_id: bytes, address: str) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from qiz import __version__
-from qiz.cli import identity_cmds, job_cmds, node_cmds, quantum_cmds, resolve_cmds
+from qiz.cli import identity_cmds, job_cmds, node_cmds, quantum_cmds, resolve_cmds, web_cmds
 from qiz.cli.common import Session
 from qiz.cli.output import EXIT_INTERNAL, EXIT_USER_ERROR, emit, err_console, guarded
 from qiz.crypto import require_pq_support
@@ -73,6 +73,7 @@ node_cmds.register(app)
 resolve_cmds.register(app)
 quantum_cmds.register(app)
 job_cmds.register(app)
+web_cmds.register(app)
 
 
 def _fail(message: str, code: int) -> int:

@@ -65,6 +65,11 @@ def start(
     slots: Annotated[
         int | None, typer.Option("--slots", help="Worker processes (default: one per core).", min=1)
     ] = None,
+    api_port: Annotated[
+        int | None,
+        typer.Option("--api-port", help="HTTP API + dashboard port on 127.0.0.1 (0: any).", min=0),
+    ] = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Serve no HTTP API.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
 ) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'."""
@@ -83,7 +88,20 @@ def start(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     compute = _compute_config(config.extra.get("compute", {}), worker, slots)
-    asyncio.run(_run_node(session, identity, address, peers, lan, compute))
+    api = None if no_api else _api_port(config.extra.get("api", {}), api_port)
+    asyncio.run(_run_node(session, identity, address, peers, lan, compute, api))
+
+
+def _api_port(table: object, given: int | None) -> int | None:
+    """The ``[api]`` table of config.toml: ``enabled`` (true) and ``port`` (0: any free port)."""
+    if not isinstance(table, dict):
+        raise UserError("config.toml: [api] must be a table")
+    port = table.get("port", 0) if given is None else given
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise UserError("config.toml: api.port must be a port number (0: any free port)")
+    if given is None and table.get("enabled", True) is False:
+        return None
+    return port
 
 
 def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeConfig:
@@ -112,6 +130,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     peers: list[str],
     lan: bool,
     compute: ComputeConfig,
+    api_port: int | None,
 ) -> None:
     config = session.home.load_config()
     if not solves(identity.node_id.digest, config.puzzle_bits):
@@ -127,6 +146,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         lan={} if lan else None,
         dht_config=DhtConfig(puzzle_bits=config.puzzle_bits),
         compute=compute,
+        api_port=api_port,
     )
     try:
         await node.start()
@@ -135,6 +155,8 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     except OSError as exc:
         raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     console.print(f"node {node.node_id} listening on {node.address}", markup=False)
+    if node.web is not None:
+        console.print(f"API and dashboard on {node.web.url} (qiz dashboard prints the URL)")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, node.stop_requested.set)
@@ -155,12 +177,44 @@ def _control(session: Session, command: str) -> dict:
 
 
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the running node's id, address and links."""
-    info = _control(ctx.obj, "status")["status"]
+    """Show the running node's id, address, links, DHT and jobs (from its HTTP API)."""
+    from qiz.cli.web_cmds import api_get
+
+    session: Session = ctx.obj
+    info = _control(session, "status")["status"]
+    jobs: list[dict] = []
+    if info.get("api"):  # the summary comes from the same API the dashboard uses
+        info = api_get(session, info["api"], "node")
+        if info.get("compute") is not None:
+            jobs = api_get(session, info["api"], "jobs")["jobs"]
 
     def human() -> None:
         console.print(f"node     {info['node_id']}", markup=False)
         console.print(f"address  {info['address']}   uptime {info['uptime_s']} s", markup=False)
+        if info.get("api"):
+            console.print(f"api      {info['api']}  (qiz dashboard)", markup=False)
+        dht = info["dht"]
+        console.print(
+            f"dht      {dht['contacts']} contacts, {dht['records']} records, "
+            f"{dht['lookups']} lookups",
+            markup=False,
+        )
+        compute = info.get("compute")
+        if compute and compute.get("worker"):
+            w = compute["worker"]
+            console.print(
+                f"worker   {w['qubits']} qubits, {w['slots']} slots, queue {w['queue']}, "
+                f"{w['engine']}",
+                markup=False,
+            )
+        if jobs:
+            states: dict[str, int] = {}
+            for job in jobs:
+                states[job["state"]] = states.get(job["state"], 0) + 1
+            console.print(
+                "jobs     " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+                markup=False,
+            )
         table = Table(title=f"{len(info['links'])} links")
         table.add_column("peer", overflow="fold")
         for column in ("address", "dir", "rtt ms", "sent", "received"):

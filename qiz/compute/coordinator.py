@@ -25,6 +25,7 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,8 @@ class Coordinator:
         self.limits = specs.Limits(max_qubits=40, max_replicas=16, max_work=math.inf)
         self.jobs: dict[bytes, JobState] = {}
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "lost": 0, "disagreed": 0}
-        self.schedule_seconds: list[float] = []  # placement + offers, per scheduling round
+        self.schedule_seconds: deque[float] = deque(maxlen=10_000)  # placement + offers, per round
+        self.on_event: Callable[..., Any] = lambda kind, **data: None  # the node's event log
         self._lock = asyncio.Lock()
 
     def handlers(self) -> dict[str, Any]:
@@ -127,6 +129,9 @@ class Coordinator:
             self.tables.restart_job(spec.job_id, now)
         self.counters["submitted"] += 1
         self.jobs[spec.job_id] = JobState(spec, now, {t.index: spec.replicas for t in spec.tasks})
+        self.on_event(
+            "job.submitted", job=spec.job_id.hex(), job_kind=spec.kind, tasks=len(spec.tasks)
+        )
         await self._place(self.jobs[spec.job_id])
         return self.status(spec.job_id)
 
@@ -231,6 +236,7 @@ class Coordinator:
 
     async def _stop(self, job: bytes, state: str, error: str | None) -> None:
         self.jobs.pop(job, None)
+        self.on_event(f"job.{state}", job=job.hex(), error=error)
         now = self.clock()
         self.tables.set_job(job, state, now, error=error)
         if state == FAILED:
@@ -341,6 +347,12 @@ class Coordinator:
             self.tables.add_replica(state.spec.job_id, item.task, node, seed, now)
             state.heard[(item.task, node)] = now
             state.placements.append({"task": item.task, "worker": str(NodeId(node)), "at": now})
+            self.on_event(
+                "replica.placed",
+                job=state.spec.job_id.hex(),
+                task=item.task,
+                worker=str(NodeId(node)),
+            )
             offers.append(self._offer(state, item.task, node, seed))
         await asyncio.gather(*offers)
 
@@ -392,6 +404,7 @@ class Coordinator:
         self.directory.forget(worker)
         self.counters["lost"] += 1
         state.needs_placement = True
+        self.on_event("replica.lost", job=job.hex(), task=task, worker=str(NodeId(worker)), why=why)
         log.info(
             "job %s task %d: replica at %s lost (%s)",
             job.hex()[:12],
@@ -510,6 +523,14 @@ class Coordinator:
                 state.needs_placement = True
             return
         state.decisions[task] = decision
+        self.on_event(
+            "task.decided",
+            job=state.spec.job_id.hex(),
+            task=task,
+            test=decision.test,
+            agreeing=[str(NodeId(r.worker)) for r in decision.agreeing],
+            disagreeing=[str(NodeId(r.worker)) for r in decision.disagreeing],
+        )
         for r in decision.agreeing:
             self.scores.agreed(r.worker)
         for r in decision.disagreeing:
@@ -531,6 +552,7 @@ class Coordinator:
         self.tables.set_job(state.spec.job_id, DONE, self.clock(), attestation=attestation)
         self.jobs.pop(state.spec.job_id, None)
         self.counters["done"] += 1
+        self.on_event("job.done", job=state.spec.job_id.hex(), tasks=len(decisions))
         log.info("job %s done: %d tasks attested", state.spec.job_id.hex()[:12], len(decisions))
 
     # ------------------------------------------------------------------ watching

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,6 +84,7 @@ class Worker:
         self.backlog = 0.0  # estimated seconds of accepted, unfinished work
         self.counters = {"accepted": 0, "refused": 0, "done": 0, "failed": 0, "cancelled": 0}
         self.corrupt: Callable[[Any], Any] | None = None  # fault injection for tests only
+        self.task_seconds: deque[float] = deque(maxlen=10_000)  # simulator time, for metrics
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -195,7 +197,9 @@ class Worker:
 
         try:
             self.tables.update(*key, self.clock(), state=RUNNING)
+            began = time.perf_counter()
             result = await self.pool.run(job, progress)
+            self.task_seconds.append(time.perf_counter() - began)
         except asyncio.CancelledError:
             self.tables.update(*key, self.clock(), state=CANCELLED)
             self.counters["cancelled"] += 1

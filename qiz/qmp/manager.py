@@ -84,6 +84,8 @@ class LinkManager:
         self._tasks: set[asyncio.Task] = set()
         self._keepalive: asyncio.Task[None] | None = None
         self.closing = False
+        # for metrics: handshakes completed / failed by our dials, frames dropped on closed links
+        self.counters = {"handshakes": 0, "dials_failed": 0, "frames_dropped_closed": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,15 +137,19 @@ class LinkManager:
     async def _dial(
         self, address: str, expected: PeerRecord | NodeId | None, timeout: float
     ) -> PeerLink:
-        link = await dial(
-            address,
-            self.identity,
-            self.record_provider(),
-            expected=expected,
-            config=self.config.qmp,
-            timeout=timeout,
-            clock=self.clock,
-        )
+        try:
+            link = await dial(
+                address,
+                self.identity,
+                self.record_provider(),
+                expected=expected,
+                config=self.config.qmp,
+                timeout=timeout,
+                clock=self.clock,
+            )
+        except (LinkError, OSError, TimeoutError):
+            self.counters["dials_failed"] += 1
+            raise
         return self._adopt(link)
 
     def _on_inbound(self, link: Link) -> None:
@@ -166,6 +172,7 @@ class LinkManager:
         """
         peer_id = link.peer_id
         assert peer_id is not None
+        self.counters["handshakes"] += 1
         if self.closing or not link.is_open:
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
             raise LinkError(ErrorCode.SHUTDOWN, "the link closed before it was taken in")
@@ -219,6 +226,7 @@ class LinkManager:
 
     def _on_close(self, link: Link) -> None:
         """Forget a closed link; a spare link to the same peer becomes its primary."""
+        self.counters["frames_dropped_closed"] += link.counters["frames_dropped"]
         peer_id = link.peer_id
         if peer_id is None:
             return

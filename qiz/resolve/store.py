@@ -102,6 +102,17 @@ class RecordStore:
         ).fetchone()
         return None if row is None else ValidRecord(kind, key, holder, row[0], row[1], row[2])
 
+    def listing(self, limit: int = 200) -> list[dict]:
+        """The newest records' metadata (kind, key, holder, seq, expiry), for the local API."""
+        rows = self.db.execute(
+            "SELECT kind, key, holder, seq, expires FROM records ORDER BY stored_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {"kind": k, "key": key.hex(), "holder": holder.hex(), "seq": seq, "expires": exp}
+            for k, key, holder, seq, exp in rows
+        ]
+
     def expire(self, now: float) -> int:
         """Drop expired records; return how many."""
         return self.db.execute("DELETE FROM records WHERE expires<=?", (int(now),)).rowcount
