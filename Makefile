@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/qiz demo
+	$(BIN)/qiz demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -40,7 +40,7 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     return value, (time.perf_counter() - start) * 1000.0
 
 
-def run_demo(as_json: bool = False) -> dict[str, Any]:
+def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
     """Run the demo; print a report (rich or JSON) and return it."""
     with tempfile.TemporaryDirectory(prefix="qiz-demo-") as tmp:
         alice_home, bob_home = Home(Path(tmp) / "alice"), Home(Path(tmp) / "bob")
@@ -101,11 +101,20 @@ def run_demo(as_json: bool = False) -> dict[str, Any]:
         },
     }
     report["quantum"] = run_quantum_demo()
-    report["mesh"] = run_mesh_demo()
+
+    def show(mesh: dict[str, Any]) -> None:
+        report["mesh"] = mesh
+        _render(report)
+
+    mesh = run_mesh_demo(keep=keep and not as_json, show=None if as_json else show)
+    report["mesh"] = mesh  # with the final figures (nothing left running, total time)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        _render(report)
+        Console(highlight=False).print(
+            f"all nodes stopped; {mesh['left_running']} processes left running; "
+            f"the mesh part took {mesh['seconds']:.1f} s"
+        )
     return report
 
 

@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,15 @@ def _wait(check: Any, timeout: float, what: str) -> Any:
     raise DemoError(f"timed out waiting for {what}")
 
 
-def run_mesh_demo(size: int = 5) -> dict[str, Any]:
-    """Run the five-process demo and return its report; raise DemoError if anything is off."""
+def run_mesh_demo(
+    size: int = 5, *, keep: bool = False, show: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run the five-process demo and return its report; raise DemoError if anything is off.
+
+    The first node's dashboard URL is printed on stderr as soon as the mesh is up. With
+    ``keep`` the nodes stay up after the report until Ctrl-C, so the dashboard can be watched
+    and used (submit more jobs from it); then everything is stopped as usual. ``show`` is
+    called with the report before that wait (so it is printed while the mesh runs)."""
     import tempfile
 
     run_id = uuid.uuid4().hex
@@ -106,6 +114,10 @@ def run_mesh_demo(size: int = 5) -> dict[str, Any]:
         nodes: list[NodeProcess] = []
         try:
             report = _run(Path(tmp), size, env, nodes)
+            if show is not None:
+                show(report)
+            if keep:
+                _keep_running(nodes, report)
         except DemoError as exc:
             logs = "".join(
                 f"\n--- {n.name} (last lines of its log)\n"
@@ -147,6 +159,9 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
 
     _wait(everyone_joined, 60, "the nodes to find each other")
     mesh_seconds = time.perf_counter() - started
+    dashboard = _dashboard_url(first)
+    if dashboard:
+        print(f"dashboard of node0 (open it to watch): {dashboard}", file=sys.stderr, flush=True)
     for node in nodes:  # each worker's capacity is in the DHT before the jobs
         _wait(
             lambda node=node: node.request("status", 5.0)["compute"]["worker"] is not None,
@@ -225,6 +240,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
     if not any(r["state"] == "lost" for r in finals["qaoa-sweep"]["replicas"]):
         raise DemoError("the killed worker's replicas were never reported lost")
     return {
+        "dashboard": dashboard,
         "nodes": [{"name": n, "id": ids[n], "address": addresses[n]} for n in names],
         "mesh_seconds": round(mesh_seconds, 2),
         "resolved": resolved,
@@ -238,6 +254,31 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
         "jobs_seconds": round(jobs_seconds, 2),
         "network": _network_figures(first, next(n for n in nodes[1:] if n.alive())),
     }
+
+
+def _dashboard_url(node: NodeProcess) -> str | None:
+    from qiz.web.server import TOKEN_FILE
+
+    api = node.request("status")["api"]
+    if not api:
+        return None
+    token = (node.home / TOKEN_FILE).read_text(encoding="ascii").strip()
+    return f"{api}?token={token}"
+
+
+def _keep_running(nodes: list[NodeProcess], report: dict[str, Any]) -> None:
+    """Wait for Ctrl-C with the surviving nodes up; the caller stops them."""
+    print(
+        f"\nthe mesh keeps running (--keep): {report['dashboard']}\n"
+        "press Ctrl-C to stop every node",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while any(n.alive() for n in nodes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping the mesh", file=sys.stderr, flush=True)
 
 
 def _kill_a_busy_worker(first: NodeProcess, nodes: list[NodeProcess], job: str, ids: dict) -> dict:
@@ -387,6 +428,8 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     console.rule("the main job: a five-process QIZ mesh doing replicated quantum work")
+    if mesh.get("dashboard"):
+        console.print(f"dashboard of node0: {mesh['dashboard']}", markup=False, soft_wrap=True)
     for node in mesh["nodes"]:
         console.print(f"  {node['name']}  {node['id']}  {node['address']}", markup=False)
     console.print(
@@ -454,7 +497,3 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         f"{claims['encryption_gb_s']:g} GB/s",
     )
     console.print(figures)
-    console.print(
-        f"all nodes stopped; {mesh['left_running']} processes left running; "
-        f"this part took {mesh['seconds']:.1f} s"
-    )

@@ -61,11 +61,15 @@ def version(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @guarded
 def demo(
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Keep the five nodes running; print the dashboard URL."),
+    ] = False,
 ) -> None:
     """Run the end-to-end demo in a temporary home."""
     from qiz.demo import run_demo
 
-    run_demo(as_json=as_json)
+    run_demo(as_json=as_json, keep=keep)
 
 
 identity_cmds.register(app)
