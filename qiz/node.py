@@ -182,11 +182,11 @@ class Node:
                 "joined: %d contacts, our record stored at %d nodes", len(self.dht.table), stored
             )
             self.dht.start()
-            if self.compute is not None:
-                self.compute.start()
         except Exception:
             log.exception("joining the mesh failed")
         finally:
+            if self.compute is not None:  # jobs are served even if the first join failed
+                self.compute.start()
             self.joined.set()
 
     async def stop(self) -> None:

@@ -492,3 +492,102 @@ def test_a_task_over_the_memory_limit_fails_alone() -> None:
             await pool.close()
 
     run(scenario(), timeout=120)
+
+
+# ----------------------------------------------------------------------------- from review
+
+
+def test_a_sweep_may_only_vary_angles_and_inputs(alice) -> None:
+    doc = {
+        "kind": "sweep",
+        "params": {
+            "over": "grover",
+            "base": {"qubits": 2, "marked": [1]},
+            "axes": {"qubits": [2, 38]},
+        },
+    }
+    with pytest.raises(SpecError, match=r"params\.axes\.qubits: a grover sweep may only vary"):
+        specs.parse(signed(doc, alice), specs.Limits(max_qubits=20))
+    doc = sweep_doc()
+    doc["params"]["axes"]["p"] = [1, 30]
+    with pytest.raises(SpecError, match=r"params\.axes\.p: a qaoa sweep may only vary gammas"):
+        specs.parse(signed(doc, alice))
+    doc = sweep_doc()
+    doc["params"]["axes"]["gammas.0"] = ["x"]
+    with pytest.raises(SpecError, match="list of numbers"):
+        specs.parse(signed(doc, alice))
+
+
+def test_an_attestation_listing_one_worker_twice_fails(alice, bob, carol) -> None:
+    good = _attested(alice, bob, carol)
+    outer = wire.decode(good)
+    body = wire.decode(outer["attestation"]["body"])
+    body["workers"][1] = body["workers"][0]
+    for task in body["tasks"]:
+        for claim in task["claims"]:
+            claim["sig"] = task["claims"][0]["sig"]
+            claim["worker"] = task["claims"][0]["worker"]
+        task["claims"][1]["worker"] = 1
+    body_bytes = wire.encode(body)
+    outer["attestation"] = {"body": body_bytes, "sig": alice.sign(body_bytes, "qiz/attestation/v1")}
+    with pytest.raises(AttestationError, match="listed twice"):
+        verify_file(wire.encode(outer))
+
+
+def test_capacity_records_with_impossible_figures_are_ignored() -> None:
+    from qiz.compute.directory import decode_capacity, encode_capacity
+
+    good = {"qubits": 20, "cores": 2, "slots": 2, "queue": 0, "backlog": 0.5, "engine": "e"}
+    assert decode_capacity(encode_capacity(good)) == good
+    for backlog in ("-1e308", "NaN", "Infinity", "-1", "true"):
+        text = encode_capacity(good).replace('"backlog":0.5', f'"backlog":{backlog}')
+        assert decode_capacity(text) is None, backlog
+    assert decode_capacity('{"qubits": 1}') is None
+    assert decode_capacity("not json") is None
+
+
+def test_a_worker_stopping_keeps_its_tasks_for_the_restart_and_reruns_on_a_new_seed(bob) -> None:
+    from qiz.compute.jobdb import WorkerTables, open_db
+    from qiz.compute.worker import Worker
+    from qiz.qmp.rpc import CallContext
+
+    async def scenario() -> None:
+        db = open_db(None)
+        doc = {
+            "kind": "grover",
+            "params": {"qubits": 24, "marked": [3], "iterations": 3000},
+            "seed": None,
+        }
+        raw = signed(doc, bob)
+        job = specs.parse(raw).job_id
+        ctx = CallContext(bob.node_id, None)  # type: ignore[arg-type]
+
+        async def nowhere(*args, **kwargs):
+            raise ConnectionError("no coordinator in this test")
+
+        pool = WorkerPool(1, warm_up=False)
+        worker = Worker(bob, WorkerTables(db), pool, specs.Limits(), nowhere)
+        reply = await worker._rpc_offer(ctx, {"spec": raw, "task": 0, "seed": 5})
+        assert reply["state"] == "queued"
+        assert (await worker._rpc_offer(ctx, {"spec": raw, "task": 0, "seed": 5}))["state"] in (
+            "queued",
+            "running",
+        )
+        await asyncio.sleep(0.5)
+        await worker.close()
+        await pool.close()
+        (row,) = WorkerTables(db).all()
+        assert row.state in ("queued", "running")  # not cancelled: a restart runs it again
+        pool = WorkerPool(1, warm_up=False)
+        again = Worker(bob, WorkerTables(db), pool, specs.Limits(), nowhere)
+        again.resume()
+        assert len(again._tasks) == 1
+        await again.close()
+        WorkerTables(db).update(job, 0, bob.node_id.digest, 0.0, state="failed", error="x")
+        rerun = Worker(bob, WorkerTables(db), pool, specs.Limits(), nowhere)
+        reply = await rerun._rpc_offer(ctx, {"spec": raw, "task": 0, "seed": 6})
+        assert reply["state"] == "queued" and WorkerTables(db).all()[0].seed == 6
+        await rerun.close()
+        await pool.close()
+
+    run(scenario(), timeout=120)

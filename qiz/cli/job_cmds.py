@@ -29,6 +29,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
 MAX_SPEC_FILE = 1024 * 1024
 FINAL = ("done", "failed", "cancelled")
+SHOW_TASKS = 4  # task results printed for people; --json prints all
 
 
 def register(app: typer.Typer) -> None:
@@ -164,9 +165,7 @@ def submit(
     identity = session.identity()
     try:
         raw = specs.sign(specs.make_body(document, identity), identity)
-        specs.parse(
-            raw, specs.Limits(max_qubits=40, max_replicas=16)
-        )  # clear errors before sending
+        specs.parse(raw, specs.Limits(max_qubits=40))  # clear errors before sending
     except SpecError as exc:
         raise UserError(f"the spec is invalid: {exc}") from None
     state = _request(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
@@ -241,7 +240,10 @@ def result(
 
     reply = _request(ctx.obj, "job_result", job=job)
     data = base64.b64decode(reply["attestation"])
-    verified = verify_file(data)
+    try:
+        verified = verify_file(data)
+    except AttestationError as exc:
+        raise CheckFailed(f"job {job}: the attestation does NOT verify: {exc}") from None
     if out is not None:
         write_atomic(out, data, mode=0o644)
     payload = {
@@ -254,7 +256,10 @@ def result(
 
     def human() -> None:
         console.print(f"job {payload['job']}: verified, {len(verified.workers)} workers")
-        console.print_json(json.dumps(verified.results)[:20000])
+        shown = verified.results[:SHOW_TASKS]
+        console.print_json(json.dumps(shown))
+        if len(verified.results) > SHOW_TASKS:
+            console.print(f"... {len(verified.results) - SHOW_TASKS} more tasks (--json or --out)")
         if out:
             console.print(f"attestation written to {out}", markup=False)
 

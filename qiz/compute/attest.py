@@ -180,6 +180,12 @@ def verify_file(data: bytes) -> VerifiedAttestation:
     if body.get("seed") != spec.seed or body.get("quorum") != spec.quorum:
         raise AttestationError("the attested seed or quorum differs from the spec's")
     workers = _field(body, "workers", list, "the attestation")
+    try:
+        worker_ids = tuple(NodeId.from_public_key(CompositePublicKey(k).raw) for k in workers)
+    except (InvalidKey, TypeError):
+        raise AttestationError("a worker key is malformed") from None
+    if len(set(worker_ids)) != len(worker_ids):  # a quorum counts distinct workers
+        raise AttestationError("a worker is listed twice")
     tasks = _field(body, "tasks", list, "the attestation")
     if len(tasks) != len(spec.tasks) or len(results) != len(spec.tasks):
         raise AttestationError(
@@ -191,10 +197,6 @@ def verify_file(data: bytes) -> VerifiedAttestation:
     tests = []
     for index, (entry, result) in enumerate(zip(tasks, results, strict=True)):
         tests.append(_verify_task(index, entry, result, spec, workers))
-    try:
-        worker_ids = tuple(NodeId.from_public_key(CompositePublicKey(k).raw) for k in workers)
-    except (InvalidKey, TypeError):
-        raise AttestationError("a worker key is malformed") from None
     return VerifiedAttestation(
         job_id,
         spec,

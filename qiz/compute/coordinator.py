@@ -58,6 +58,9 @@ from qiz.trust.scores import PeerScores
 log = logging.getLogger("qiz.coordinator")
 Send = Callable[..., Awaitable[Any]]
 EXTRA_ATTEMPTS = 6
+MAX_MISSES = 2  # checks in a row without an answer before a linked replica counts as lost
+STRAGGLER_FLOOR = 60.0  # seconds a replica may run before it is considered slow...
+STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is longer
 MIN_SCORE = 0.05  # below this a worker gets no new work from us
 
 
@@ -76,6 +79,9 @@ class JobState:
     placements: list[dict[str, Any]] = field(default_factory=list)
     needs_placement: bool = True
     checking: set[tuple[int, bytes]] = field(default_factory=set)
+    offering: set[tuple[int, bytes]] = field(default_factory=set)  # offers not yet answered
+    misses: dict[tuple[int, bytes], int] = field(default_factory=dict)  # failed checks in a row
+    stragglers: set[int] = field(default_factory=set)  # tasks given a spare replica for a slow one
 
 
 class Coordinator:
@@ -100,7 +106,7 @@ class Coordinator:
         self.poll_after = poll_after
         self.clock = clock
         # qubits and work are the workers' to judge (their memory, their patience)
-        self.limits = specs.Limits(max_qubits=40, max_replicas=16, max_work=math.inf)
+        self.limits = specs.Limits(max_qubits=40, max_work=math.inf)
         self.jobs: dict[bytes, JobState] = {}
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "lost": 0, "disagreed": 0}
         self.schedule_seconds: deque[float] = deque(maxlen=10_000)  # placement + offers, per round
@@ -379,17 +385,30 @@ class Coordinator:
     async def _offer(self, state: JobState, task: int, worker: bytes, seed: int | None) -> None:
         job = state.spec.job_id
         body = {"spec": state.spec.raw, "task": task, "seed": seed}
+        state.offering.add((task, worker))
         try:
-            reply = await self.send(worker, "job.offer", body, timeout=15.0)
+            reply = await self.send(worker, "job.offer", body, timeout=60.0)
         except RpcError as exc:
-            self.tables.update_replica(
-                job, task, worker, self.clock(), state=FAILED, error=f"{exc.code}: {exc.message}"
-            )
+            if exc.code == "busy":  # not an attempt: the worker is full; place it elsewhere
+                self.tables.delete_replica(job, task, worker)
+                self.directory.busy(worker)
+            else:
+                self.tables.update_replica(
+                    job,
+                    task,
+                    worker,
+                    self.clock(),
+                    state=FAILED,
+                    error=f"{exc.code}: {exc.message}",
+                )
             state.needs_placement = True
             return
         except Exception as exc:
             self._lost(state, task, worker, f"offer failed: {exc}")
             return
+        finally:
+            state.offering.discard((task, worker))
+            state.heard[(task, worker)] = self.clock()
         self.directory.note(worker, reply)
         if isinstance(reply, dict) and reply.get("state") in (DONE, FAILED):
             state.heard[(task, worker)] = 0.0  # finished before: fetch it on the next tick
@@ -446,8 +465,9 @@ class Coordinator:
         state.heard[(task, worker)] = now
         kind = report.get("state")
         if kind in (QUEUED, RUNNING):
-            if isinstance(report.get("progress"), float | int):
-                state.progress[(task, worker)] = float(report["progress"])
+            value = report.get("progress")
+            if isinstance(value, float | int) and not isinstance(value, bool):
+                state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
             self.tables.update_replica(job, task, worker, now, state=kind)
             return
         if kind == DONE:
@@ -514,9 +534,9 @@ class Coordinator:
             for r in rows
             if r.state == DONE
         ]
-        engines = {r.engine for r in done}
-        sampled = state.spec.seed is None or (state.spec.sampled and len(engines) > 1)
-        decision = decide(done, state.spec.quorum, sampled)
+        # a seed means exact agreement, whatever engine a worker says it ran: replicas of
+        # another engine version simply disagree (docs/jobs.md); no seed means chi-square
+        decision = decide(done, state.spec.quorum, state.spec.seed is None)
         if decision is None:
             if not any(r.state in ACTIVE for r in rows):
                 state.target[task] = len(done) + 1  # no agreement yet: one more opinion
@@ -567,16 +587,34 @@ class Coordinator:
                 continue
             for r in self.tables.replicas(job):
                 key = (r.task, r.worker)
-                if r.state not in ACTIVE or key in state.checking:
+                if r.state not in ACTIVE or key in state.checking or key in state.offering:
                     continue
                 silent = now - state.heard.get(key, 0.0) > self.poll_after
                 if silent or not self._linked(r.worker):
                     state.checking.add(key)
                     checks.append(self._check(state, r.task, r.worker))
+                self._spare_for_straggler(state, r, now)
         await asyncio.gather(*checks)
         for state in list(self.jobs.values()):
             if state.needs_placement and state.spec.job_id in self.jobs:
                 await self._place(state)
+
+    def _spare_for_straggler(self, state: JobState, row: ReplicaRow, now: float) -> None:
+        """A replica far beyond its estimate gets one spare replica elsewhere (once per task):
+        a worker that keeps saying "running" cannot hold a task until the deadline."""
+        if row.task in state.stragglers or row.task in state.decisions:
+            return
+        budget = STRAGGLER_FLOOR + STRAGGLER_FACTOR * estimate_seconds(state.spec.tasks[row.task])
+        if now - row.assigned > budget:
+            state.stragglers.add(row.task)
+            state.target[row.task] += 1
+            state.needs_placement = True
+            self.on_event(
+                "replica.straggling",
+                job=state.spec.job_id.hex(),
+                task=row.task,
+                worker=str(NodeId(row.worker)),
+            )
 
     def _linked(self, worker: bytes) -> bool:
         if worker == self.identity.node_id.digest:
@@ -589,11 +627,15 @@ class Coordinator:
             report = await self.send(
                 worker, "job.fetch", {"job": state.spec.job_id, "task": task}, timeout=5.0
             )
-        except RpcError as exc:
-            self._lost(state, task, worker, f"fetch refused: {exc}")
-        except Exception as exc:
+        except Unreachable as exc:  # no link and no way to dial it: lost now
             self._lost(state, task, worker, f"unreachable: {exc}")
+        except Exception as exc:  # a timeout or refusal: lost only if it happens again
+            misses = state.misses.get((task, worker), 0) + 1
+            state.misses[(task, worker)] = misses
+            if misses >= MAX_MISSES:
+                self._lost(state, task, worker, f"no answer {misses} times: {exc}")
         else:
+            state.misses.pop((task, worker), None)
             if isinstance(report, dict) and report.get("state") != "unknown":
                 report.setdefault("job", state.spec.job_id)
                 report.setdefault("task", task)

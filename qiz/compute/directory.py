@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +30,14 @@ def encode_capacity(capacity: dict[str, Any]) -> str:
     return json.dumps({k: capacity[k] for k in sorted(CAPACITY_FIELDS)}, separators=(",", ":"))
 
 
+def _refuse(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
 def decode_capacity(text: str) -> dict[str, Any] | None:
     """A capacity record's value, or None if it is not one (never trusted beyond its shape)."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse)
     except ValueError:
         return None
     if not isinstance(value, dict) or set(value) != CAPACITY_FIELDS:
@@ -43,8 +48,11 @@ def decode_capacity(text: str) -> dict[str, Any] | None:
         for k in numbers
     ):
         return None
-    if not isinstance(value["backlog"], int | float) or not isinstance(value["engine"], str):
+    backlog = value["backlog"]
+    if isinstance(backlog, bool) or not isinstance(backlog, int | float):
         return None
+    if not math.isfinite(backlog) or backlog < 0 or not isinstance(value["engine"], str):
+        return None  # a negative or infinite backlog would attract every replica
     value["slots"] = max(1, min(value["slots"], 4096))
     return value
 
@@ -113,12 +121,20 @@ class WorkerDirectory:
         """Fresh figures from a worker's reply (offer, fetch)."""
         if node == self.own_id.digest or not isinstance(reply, dict):
             return
-        capacity = decode_capacity(json.dumps({k: reply.get(k) for k in CAPACITY_FIELDS}))
+        fields = {k: reply.get(k) for k in CAPACITY_FIELDS}
+        if not all(isinstance(v, int | float | str) for v in fields.values()):
+            return  # a reply we cannot read says nothing about capacity
+        capacity = decode_capacity(json.dumps(fields))
         if capacity is not None:
             self.entries[node] = Entry(node, capacity, self.clock())
 
     def forget(self, node: bytes) -> None:
         self.entries.pop(node, None)
+
+    def busy(self, node: bytes, seconds: float = 5.0) -> None:
+        """A worker said its queue is full: leave it out of placements for a few seconds."""
+        self.entries.pop(node, None)
+        self._absent[node] = self.clock() - self.max_age + seconds
 
     def workers(self) -> list[tuple[bytes, dict[str, Any]]]:
         """(node digest, capacity) for this node (if it works) and every known worker."""

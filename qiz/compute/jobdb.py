@@ -174,8 +174,15 @@ class CoordinatorTables:
         )
 
     def restart_job(self, job: bytes, now: float) -> None:
+        """A failed or cancelled job submitted again: a fresh start, deadline included."""
         self.db.execute("DELETE FROM replicas WHERE job=?", (job,))
+        self.db.execute("UPDATE jobs SET created=? WHERE job=?", (now, job))
         self.set_job(job, RUNNING, now)
+
+    def delete_replica(self, job: bytes, task: int, worker: bytes) -> None:
+        self.db.execute(
+            "DELETE FROM replicas WHERE job=? AND task=? AND worker=?", (job, task, worker)
+        )
 
     def replicas(self, job: bytes, task: int | None = None) -> list[ReplicaRow]:
         query = f"SELECT {REPLICA_COLUMNS} FROM replicas WHERE job=?"  # noqa: S608 - our names

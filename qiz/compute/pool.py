@@ -28,11 +28,22 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from qiz import wire
 from qiz.compute.errors import TaskCancelled, TaskFailed
 
 BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured ~0.7 GiB
 PROGRESS_INTERVAL = 0.2
 PR_SET_PDEATHSIG = 1
+MAX_REPLY = 1 << 30  # a task's result: counts over up to 2^26 outcomes fit
+
+
+def _send(conn: Connection, *message: Any) -> None:
+    """A message from a worker process: canonical CBOR (results are plain data)."""
+    try:
+        data = wire.encode(list(message))
+    except wire.WireError as exc:
+        data = wire.encode(["error", f"the result is not plain data: {exc}"])
+    conn.send_bytes(data)
 
 
 @dataclass(eq=False)
@@ -144,7 +155,14 @@ class WorkerPool:
     def _readable(self, slot: _Slot) -> None:
         try:
             while slot.conn.poll():
-                message = slot.conn.recv()
+                try:  # canonical CBOR, never pickle: a subverted worker cannot run code here
+                    message = wire.decode(slot.conn.recv_bytes(), max_size=MAX_REPLY, what="reply")
+                except wire.WireError as exc:
+                    future = slot.future
+                    self._retire(slot)
+                    if future is not None and not future.done():
+                        future.set_exception(TaskFailed(f"the worker process sent {exc}"))
+                    return
                 self._on_message(slot, message)
         except (EOFError, OSError):
             code = _exit_code(slot.process)
@@ -157,21 +175,23 @@ class WorkerPool:
                     future.set_exception(TaskFailed(f"the worker process died ({code})"))
 
     def _on_message(self, slot: _Slot, message: Any) -> None:
-        tag = message[0]
+        if not isinstance(message, list) or not 1 <= len(message) <= 2:
+            message = ["error", "the worker process sent an unreadable message"]
+        tag, value = message[0], message[-1]
         future = slot.future
         if tag == "ready":
             slot.ready = True
             return
         if tag == "progress":
-            if slot.progress is not None:
-                slot.progress(float(message[1]))
+            if slot.progress is not None and isinstance(value, float | int):
+                slot.progress(min(1.0, max(0.0, float(value))))
             return
         if future is None or future.done():
             return
-        if tag == "ok":
-            future.set_result(message[1])
+        if tag == "ok" and len(message) == 2:
+            future.set_result(value)
         else:
-            future.set_exception(TaskFailed(str(message[1])))
+            future.set_exception(TaskFailed(str(value)))
 
     def _retire(self, slot: _Slot) -> None:
         """Stop using a slot's process: kill it, close its pipe."""
@@ -233,7 +253,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
         with contextlib.suppress(Exception):  # a failed warm-up only slows the first task
             execute.warm_up()
     try:
-        conn.send(("ready",))
+        _send(conn, "ready")
     except (OSError, ValueError):
         return
 
@@ -248,7 +268,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                conn.send(("progress", fraction))
+                _send(conn, "progress", fraction)
 
         try:
             if job.get("points") is None:
@@ -263,7 +283,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
-            conn.send(reply)
+            _send(conn, *reply)
         except (OSError, ValueError):
             return
 

@@ -43,6 +43,13 @@ JOB_ID_TAG = b"qiz/job-id/v1\x00"
 FORMAT = 1
 TOP_FIELDS = {"kind", "params", "replicas", "quorum", "seed", "deadline", "resources"}
 SWEEP_FIELDS = {"over", "base", "axes", "shard"}
+# what a sweep may vary, per kind: angles and input values, which never change a task's size
+SWEEPABLE = {
+    "qaoa": ("gammas", "betas"),
+    "vqe": ("theta",),
+    "sampler": ("inputs",),
+    "estimator": ("inputs",),
+}
 
 
 @dataclass(frozen=True)
@@ -264,19 +271,31 @@ def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
     if points is None:
         tasks.append(Task(0, over, base, None, _shape(over, base, "params", limits)))
     else:
-        first = _shape(over, execute.apply_point(base, points[0]), "params.base", limits)
+        _check_axes(over, points[0])
+        # axes only move angles and input values (never sizes), so one full check of the
+        # first point holds for all; every other point is checked for its paths and numbers
+        shape = _shape(over, execute.apply_point(base, points[0]), "params.base", limits)
+        for point in points[1:]:
+            execute.apply_point(base, point)
         for index, start in enumerate(range(0, len(points), shard)):
-            chunk = tuple(points[start : start + shard])
-            shape = first
-            if index:  # every point must be valid: check each shard's first point fully
-                shape = _shape(over, execute.apply_point(base, chunk[0]), "params.base", limits)
-            tasks.append(Task(index, over, base, chunk, shape))
+            tasks.append(Task(index, over, base, tuple(points[start : start + shard]), shape))
     total = sum(t.work for t in tasks)
     if total > limits.max_work:
         raise SpecError(
             f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
         )
     return tuple(tasks)
+
+
+def _check_axes(kind: str, point: dict[str, Any]) -> None:
+    roots = SWEEPABLE.get(kind, ())
+    for path in point:
+        if path.split(".", 1)[0] not in roots:
+            allowed = ", ".join(f"{r}..." for r in roots) or "nothing"
+            raise SpecError(
+                f"params.axes.{path}: a {kind} sweep may only vary {allowed} "
+                "(sizes, circuits and shots are fixed per job)"
+            )
 
 
 def _check_resources(resources: Any) -> None:
@@ -316,7 +335,12 @@ def _sweep(params: Any, limits: Limits) -> tuple[Any, Any, list[dict], int]:
     for name in names:
         values = axes[name]
         if not isinstance(values, list) or not values:
-            raise SpecError(f"params.axes.{name}: must be a non-empty list of values")
+            raise SpecError(f"params.axes.{name}: must be a non-empty list of numbers")
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SpecError(f"params.axes.{name}: must be a non-empty list of numbers")
+            if not math.isfinite(value):
+                raise SpecError(f"params.axes.{name}: must hold finite numbers")
         count *= len(values)
         if count > limits.max_points:
             raise SpecError(f"params.axes: more than {limits.max_points} points")

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +39,8 @@ from qiz.quantum.memory import AMPLITUDE_BYTES, MAX_QUBITS
 log = logging.getLogger("qiz.worker")
 Send = Callable[..., Awaitable[Any]]
 WORST_STATE_VECTORS = max(execute.STATE_VECTORS.values())
+SPEC_CACHE = 32
+RESULT_TTL = 7 * 86400  # finished work is forgotten after this, delivered or not
 SECONDS_PER_UNIT = 1 / 3e8  # Shape.work units per second on one core (measured order)
 TASK_OVERHEAD = 0.01  # seconds: offer, process hand-off and delivery of a tiny task
 
@@ -76,7 +78,12 @@ class Worker:
         self.send = send
         self.max_queue = max_queue
         self.clock = clock
-        self._specs: dict[bytes, specs.JobSpec] = {}
+        # checked specs by raw bytes (a sweep's shards are offered one by one): bounded
+        self._checked: OrderedDict[bytes, specs.JobSpec] = OrderedDict()
+        self._checking = asyncio.Semaphore(1)  # one spec check at a time: parsing holds the GIL
+        self._closing = False
+        self._retry_after: dict[bytes, float] = {}  # coordinator -> when to try delivering again
+        self._failures: dict[bytes, int] = {}  # coordinator -> deliveries failed in a row
         self._tasks: dict[tuple[bytes, int, bytes], asyncio.Task[None]] = {}
         self._progress: dict[tuple[bytes, int, bytes], float] = {}
         self._progress_sent: dict[tuple[bytes, int, bytes], float] = {}
@@ -116,17 +123,36 @@ class Worker:
                     row.job, row.task, row.coordinator, self.clock(), state=FAILED, error=str(exc)
                 )
                 continue
-            self._specs[spec.job_id] = spec
             self._start(spec, row.task, row.coordinator, row.seed)
 
     async def deliver_pending(self) -> None:
-        """Push finished results their coordinators have not acknowledged (a periodic job)."""
-        self.tables.expire(self.clock() - 7 * 86400)
-        for row in self.tables.all((DONE, FAILED)):
-            if not row.delivered:
-                await self._deliver(row.job, row.task, row.coordinator)
+        """Push finished results their coordinators have not acknowledged (a periodic job).
+        A coordinator that could not be reached is tried again after a growing pause, and
+        its results in parallel, so one absent coordinator does not hold up the others."""
+        self.tables.expire(self.clock() - RESULT_TTL)
+        now = time.monotonic()
+        waiting = [
+            row
+            for row in self.tables.all((DONE, FAILED))
+            if not row.delivered and self._retry_after.get(row.coordinator, 0.0) <= now
+        ]
+        await asyncio.gather(*(self._deliver(r.job, r.task, r.coordinator) for r in waiting[:64]))
+
+    def _check(self, raw: bytes) -> specs.JobSpec:
+        """specs.parse with a small cache: the shards of one sweep share their spec."""
+        spec = self._checked.get(raw)
+        if spec is None:
+            spec = specs.parse(raw, self.limits)
+            self._checked[raw] = spec
+            while len(self._checked) > SPEC_CACHE:
+                self._checked.popitem(last=False)
+        else:
+            self._checked.move_to_end(raw)
+        return spec
 
     async def close(self) -> None:
+        """Stop running tasks without recording them as cancelled: a restart runs them again."""
+        self._closing = True
         for task in list(self._tasks.values()) + list(self._background):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
@@ -137,8 +163,15 @@ class Worker:
         if not isinstance(body, dict) or not isinstance(body.get("spec"), bytes):
             raise RpcError("bad-request", "job.offer needs {spec, task, seed}")
         task, seed = body.get("task"), body.get("seed")
+        coordinator = ctx.peer_id.digest
+        if len(self._tasks) >= self.max_queue:
+            raise RpcError("busy", f"the queue is full ({self.max_queue} tasks)")
+        held = sum(1 for key in self._tasks if key[2] == coordinator)
+        if held >= max(1, self.max_queue // 2):  # no one coordinator takes the whole queue
+            raise RpcError("busy", f"this coordinator already has {held} tasks queued here")
         try:
-            spec = await asyncio.to_thread(specs.parse, body["spec"], self.limits)
+            async with self._checking:
+                spec = await asyncio.to_thread(self._check, body["spec"])
         except SpecError as exc:
             self.counters["refused"] += 1
             raise RpcError("refused", str(exc)) from None
@@ -148,18 +181,16 @@ class Worker:
             raise RpcError("refused", "a seeded job's replicas must run with the spec's seed")
         if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise RpcError("refused", "seed must be a whole number from 0 to 2^63 - 1")
-        coordinator = ctx.peer_id.digest
         row = self.tables.get(spec.job_id, task, coordinator)
-        if row is not None and row.state != CANCELLED:
-            return {"state": row.state, **self.capacity()}
-        if len(self._tasks) >= self.max_queue:
-            raise RpcError("busy", f"the queue is full ({self.max_queue} tasks)")
-        if row is not None:  # a cancelled task offered again runs again
+        if row is not None and row.seed == seed and row.state in (QUEUED, RUNNING, DONE):
+            return {"state": row.state, **self.capacity()}  # the same offer again
+        if (spec.job_id, task, coordinator) in self._tasks:
+            raise RpcError("busy", "this task is still running here with another seed")
+        if row is not None:  # failed, cancelled or another seed: this offer runs afresh
             self.tables.db.execute(
                 "DELETE FROM work WHERE job=? AND task=? AND coordinator=?",
                 (spec.job_id, task, coordinator),
             )
-        self._specs[spec.job_id] = spec
         self.tables.add(spec.job_id, task, coordinator, spec.raw, seed=seed, now=self.clock())
         self.counters["accepted"] += 1
         self._start(spec, task, coordinator, seed)
@@ -198,12 +229,18 @@ class Worker:
         try:
             self.tables.update(*key, self.clock(), state=RUNNING)
             began = time.perf_counter()
-            result = await self.pool.run(job, progress)
+            # the spec's deadline bounds a task here too: a coordinator that never cancels
+            # cannot hold a slot for longer than it asked for
+            result = await asyncio.wait_for(self.pool.run(job, progress), spec.deadline)
             self.task_seconds.append(time.perf_counter() - began)
         except asyncio.CancelledError:
-            self.tables.update(*key, self.clock(), state=CANCELLED)
-            self.counters["cancelled"] += 1
+            if not self._closing:  # cancelled by its coordinator; at shutdown it stays running
+                self.tables.update(*key, self.clock(), state=CANCELLED)
+                self.counters["cancelled"] += 1
             raise
+        except TimeoutError:
+            self.tables.update(*key, self.clock(), state=FAILED, error="over the spec's deadline")
+            self.counters["failed"] += 1
         except (TaskFailed, TaskCancelled) as exc:
             self.tables.update(*key, self.clock(), state=FAILED, error=str(exc))
             self.counters["failed"] += 1
@@ -243,10 +280,15 @@ class Worker:
         try:
             await self.send(coordinator, "job.done", self._report(row), timeout=10.0)
         except Exception as exc:
+            failures = self._failures.get(coordinator, 0) + 1
+            self._failures[coordinator] = failures
+            self._retry_after[coordinator] = time.monotonic() + min(300.0, 2.0**failures)
             log.info(
                 "result of job %s task %d waits for its coordinator: %s", job.hex()[:12], task, exc
             )
             return
+        self._failures.pop(coordinator, None)
+        self._retry_after.pop(coordinator, None)
         self.tables.update(job, task, coordinator, self.clock(), delivered=1)
 
     def _push_progress(self, key: tuple[bytes, int, bytes], fraction: float) -> None:
