@@ -355,3 +355,55 @@ def test_a_cancelled_job_stops_on_its_workers() -> None:
             await stop_all(nodes)
 
     run(scenario(), timeout=120)
+
+
+def test_a_coordinator_that_lost_its_records_collects_results_announced_in_the_dht(
+    tmp_path,
+) -> None:
+    async def scenario() -> None:
+        nodes = await start_mesh(4, tmp_path)
+        submitter = nodes[0]
+        identity, home = submitter.identity, tmp_path / "n0"
+        try:
+            submitter.compute.worker.limits = specs.Limits(max_qubits=0)  # it only coordinates
+            doc = qaoa_sweep(n=14, points=2, shard=4)
+            raw, job = await submit(submitter, doc)
+            await asyncio.sleep(0.3)
+            await submitter.stop()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # done, delivery failed, provider record out
+                rows = [r for n in nodes[1:] for r in n.compute.worker.tables.all()]
+                if (
+                    rows
+                    and all(r.state == "done" for r in rows)
+                    and all(
+                        n.compute.worker._announced
+                        for n in nodes[1:]
+                        if n.compute.worker.tables.all()
+                    )
+                ):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            ran = sum(n.compute.worker.counters["done"] for n in nodes[1:])
+            for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
+                (home / name).unlink(missing_ok=True)  # the coordinator forgets everything
+            back = make([nodes[1].address], identity=identity, home=home)
+            nodes[0] = back
+            await back.start()
+            await back.joined.wait()
+            back.compute.worker.limits = specs.Limits(max_qubits=0)
+            again = specs.sign(specs.make_body(doc, identity), identity)
+            state = await back.compute.coordinator.submit(again)
+            assert state["job"] == job.hex()
+            state = await wait_final(back, job, timeout=60)
+            assert state["state"] == "done", state
+            assert sum(n.compute.worker.counters["done"] for n in nodes[1:]) == ran  # no rerun
+            events, _ = back.events.since(0)
+            assert any(e["kind"] == "replica.collected" for e in events)  # found through the DHT
+            verified = verify_file(back.compute.coordinator.result(job))
+            assert [p for t in verified.results for p in t] == local_points(raw)
+        finally:
+            await stop_all(nodes)
+
+    run(scenario(), timeout=240)

@@ -111,6 +111,8 @@ class Coordinator:
         self.counters = {"submitted": 0, "done": 0, "failed": 0, "lost": 0, "disagreed": 0}
         self.schedule_seconds: deque[float] = deque(maxlen=10_000)  # placement + offers, per round
         self.on_event: Callable[..., Any] = lambda kind, **data: None  # the node's event log
+        # nodes that announced (DHT provider records) results of a job waiting for us
+        self.find_holders: Callable[[bytes], Awaitable[list[bytes]]] | None = None
         self._lock = asyncio.Lock()
 
     def handlers(self) -> dict[str, Any]:
@@ -138,7 +140,11 @@ class Coordinator:
         self.on_event(
             "job.submitted", job=spec.job_id.hex(), job_kind=spec.kind, tasks=len(spec.tasks)
         )
-        await self._place(self.jobs[spec.job_id])
+        state = self.jobs[spec.job_id]
+        if row is None:
+            await self._collect_waiting(state)
+        if spec.job_id in self.jobs:  # not already finished by collected results
+            await self._place(state)
         return self.status(spec.job_id)
 
     def _check_capacity(self, spec: specs.JobSpec) -> None:
@@ -154,6 +160,34 @@ class Coordinator:
                 f"the quorum is {spec.quorum} distinct workers with {spec.num_qubits} qubits; "
                 f"{len(able)} known (lower --replicas/quorum, or wait for more nodes)"
             )
+
+    async def _collect_waiting(self, state: JobState) -> None:
+        """A job new to this coordinator may have results waiting at workers already (this
+        node lost its records, or another run of it submitted the same spec): ask the DHT who
+        holds some and take theirs as replicas before placing new ones."""
+        if self.find_holders is None:
+            return
+        job = state.spec.job_id
+        for holder in await self.find_holders(job):
+            for task in state.spec.tasks:
+                try:
+                    report = await self.send(
+                        holder, "job.fetch", {"job": job, "task": task.index}, timeout=5.0
+                    )
+                except Exception:
+                    break
+                if not isinstance(report, dict) or report.get("state") != DONE:
+                    continue
+                seed = report.get("seed")
+                if state.spec.seed is not None and seed != state.spec.seed:
+                    continue
+                if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+                    continue
+                self.tables.add_replica(job, task.index, holder, seed, self.clock())
+                self.record(holder, {**report, "job": job, "task": task.index})
+                self.on_event(
+                    "replica.collected", job=job.hex(), task=task.index, worker=str(NodeId(holder))
+                )
 
     def resolve_id(self, text: str) -> bytes:
         """A job id from its hex form or a unique prefix of it."""

@@ -31,13 +31,14 @@ from qiz.compute.coordinator import Coordinator, Unreachable
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
 from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool
-from qiz.compute.worker import Worker, qubits_for
-from qiz.crypto.ids import NodeId
+from qiz.compute.worker import RESULT_TTL, Worker, qubits_for
+from qiz.crypto.ids import ContentId, NodeId
 from qiz.identity import NodeIdentity
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, Handler
 from qiz.quantum.memory import available_memory
 from qiz.resolve.dht import Dht
+from qiz.resolve.records import RecordKind, make_provider_record
 from qiz.trust.scores import PeerScores
 
 log = logging.getLogger("qiz.compute")
@@ -97,6 +98,7 @@ class ComputeService:
                 self.limits,
                 self.call,
                 max_queue=self.config.max_queue,
+                announce=self.announce_results,
                 clock=clock,
             )
             handlers.update(self.worker.handlers())
@@ -116,6 +118,7 @@ class ComputeService:
             poll_after=self.config.poll_after,
             clock=clock,
         )
+        self.coordinator.find_holders = self.find_holders
         handlers.update(self.coordinator.handlers())
         self._loops: list[asyncio.Task[None]] = []
 
@@ -145,6 +148,28 @@ class ComputeService:
             except Exception as exc:
                 raise Unreachable(f"{node.short()}: {exc}") from None
         return await rpc.call(method, body, timeout=timeout)
+
+    # ------------------------------------------------------------------ results in the DHT
+
+    async def announce_results(self, job: bytes) -> None:
+        """Publish "results of this job wait here": a provider record under the job id."""
+        raw = make_provider_record(
+            self.identity,
+            ContentId(job),
+            [self.links.listener.address],
+            now=self.clock(),
+            ttl=RESULT_TTL,
+        )
+        await self.dht.publish(raw, RecordKind.PROVIDER)
+
+    async def find_holders(self, job: bytes) -> list[bytes]:
+        """Nodes that published a provider record for ``job`` (the DHT returns the best one)."""
+        try:
+            lookup = await asyncio.wait_for(self.dht.lookup(job, RecordKind.PROVIDER), 5.0)
+        except (TimeoutError, OSError):
+            return []
+        best = lookup.best
+        return [best.holder] if best is not None else []
 
     # ------------------------------------------------------------------ lifecycle
 

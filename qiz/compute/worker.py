@@ -69,6 +69,7 @@ class Worker:
         send: Send,
         *,
         max_queue: int = 64,
+        announce: Callable[[bytes], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -77,6 +78,8 @@ class Worker:
         self.limits = limits
         self.send = send
         self.max_queue = max_queue
+        self.announce = announce  # tells the DHT that results of a job wait here
+        self._announced: set[bytes] = set()
         self.clock = clock
         # checked specs by raw bytes (a sweep's shards are offered one by one): bounded
         self._checked: OrderedDict[bytes, specs.JobSpec] = OrderedDict()
@@ -280,6 +283,7 @@ class Worker:
         try:
             await self.send(coordinator, "job.done", self._report(row), timeout=10.0)
         except Exception as exc:
+            self._announce(job)
             failures = self._failures.get(coordinator, 0) + 1
             self._failures[coordinator] = failures
             self._retry_after[coordinator] = time.monotonic() + min(300.0, 2.0**failures)
@@ -290,6 +294,18 @@ class Worker:
         self._failures.pop(coordinator, None)
         self._retry_after.pop(coordinator, None)
         self.tables.update(job, task, coordinator, self.clock(), delivered=1)
+
+    def _announce(self, job: bytes) -> None:
+        """The first time a result of ``job`` cannot be delivered, publish a provider record
+        (content id = job id) so that a coordinator without its own records finds it here."""
+        if self.announce is None or job in self._announced:
+            return
+        self._announced.add(job)
+        task = asyncio.ensure_future(self.announce(job))
+        self._background.add(task)
+        task.add_done_callback(
+            lambda t: (self._background.discard(t), t.cancelled() or t.exception())
+        )
 
     def _push_progress(self, key: tuple[bytes, int, bytes], fraction: float) -> None:
         now = time.monotonic()
