@@ -76,7 +76,6 @@ class JobState:
     decisions: dict[int, Decision] = field(default_factory=dict)
     heard: dict[tuple[int, bytes], float] = field(default_factory=dict)
     progress: dict[tuple[int, bytes], float] = field(default_factory=dict)
-    placements: list[dict[str, Any]] = field(default_factory=list)
     needs_placement: bool = True
     checking: set[tuple[int, bytes]] = field(default_factory=set)
     offering: set[tuple[int, bytes]] = field(default_factory=set)  # offers not yet answered
@@ -386,7 +385,6 @@ class Coordinator:
             seed = state.spec.seed if state.spec.seed is not None else secrets.randbelow(2**63)
             self.tables.add_replica(state.spec.job_id, item.task, node, seed, now)
             state.heard[(item.task, node)] = now
-            state.placements.append({"task": item.task, "worker": str(NodeId(node)), "at": now})
             self.on_event(
                 "replica.placed",
                 job=state.spec.job_id.hex(),

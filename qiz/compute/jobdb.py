@@ -282,6 +282,11 @@ class WorkerTables:
             (*fields.values(), now, job, task, coordinator),
         )
 
+    def delete(self, job: bytes, task: int, coordinator: bytes) -> None:
+        self.db.execute(
+            "DELETE FROM work WHERE job=? AND task=? AND coordinator=?", (job, task, coordinator)
+        )
+
     def expire(self, before: float) -> int:
         """Forget finished work last touched before ``before`` (delivered or not)."""
         cursor = self.db.execute(

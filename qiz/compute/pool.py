@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -54,7 +54,6 @@ class _Slot:
     progress: Callable[[float], None] | None = None
     cancelled: bool = False
     ready: bool = False  # the process finished its imports and warm-up
-    started: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:

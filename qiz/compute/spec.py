@@ -352,19 +352,3 @@ def _sweep(params: Any, limits: Limits) -> tuple[Any, Any, list[dict], int]:
         for combo in itertools.product(*(axes[n] for n in names))
     ]
     return params["over"], params["base"], points, shard
-
-
-def summary(spec: JobSpec) -> dict[str, Any]:
-    """A short description for listings."""
-    over = spec.body["params"]["over"] if spec.kind == "sweep" else spec.kind
-    points = sum(len(t.points) for t in spec.tasks if t.points is not None)
-    return {
-        "kind": spec.kind,
-        "over": over,
-        "tasks": len(spec.tasks),
-        "points": points or None,
-        "qubits": spec.num_qubits,
-        "replicas": spec.replicas,
-        "quorum": spec.quorum,
-        "seed": spec.seed,
-    }

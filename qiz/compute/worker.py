@@ -190,10 +190,7 @@ class Worker:
         if (spec.job_id, task, coordinator) in self._tasks:
             raise RpcError("busy", "this task is still running here with another seed")
         if row is not None:  # failed, cancelled or another seed: this offer runs afresh
-            self.tables.db.execute(
-                "DELETE FROM work WHERE job=? AND task=? AND coordinator=?",
-                (spec.job_id, task, coordinator),
-            )
+            self.tables.delete(spec.job_id, task, coordinator)
         self.tables.add(spec.job_id, task, coordinator, spec.raw, seed=seed, now=self.clock())
         self.counters["accepted"] += 1
         self._start(spec, task, coordinator, seed)
