@@ -64,6 +64,15 @@ STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is long
 MIN_SCORE = 0.05  # below this a worker gets no new work from us
 
 
+def _task_count(body: dict[str, Any]) -> int:
+    """How many tasks a (stored, already checked) spec body splits into."""
+    if body["kind"] != "sweep":
+        return 1
+    params = body["params"]
+    points = math.prod(len(values) for values in params["axes"].values())
+    return math.ceil(points / params.get("shard", specs.DEFAULT_SHARD))
+
+
 class Unreachable(ConnectionError):
     """A peer could not be reached over any link."""
 
@@ -208,18 +217,20 @@ class Coordinator:
         body = wire.decode(wire.decode(spec_raw, max_size=1 << 24)["body"], max_size=1 << 24)
         replicas = self.tables.replicas(job)
         live = self.jobs.get(job)
-        tasks = len(live.spec.tasks) if live else max((r.task for r in replicas), default=0) + 1
+        tasks = _task_count(body)
         decided = len(live.decisions) if live else (tasks if state == DONE else 0)
+
+        def done_part(r: ReplicaRow) -> float:
+            if r.state == DONE:
+                return 1.0
+            return live.progress.get((r.task, r.worker), 0.0) if live else 0.0
+
         progress = []
         for t in range(tasks):
             if (live and t in live.decisions) or state == DONE:
                 progress.append(1.0)
                 continue
-            values = [
-                1.0 if r.state == DONE else (live.progress.get((t, r.worker), 0.0) if live else 0.0)
-                for r in replicas
-                if r.task == t and r.state in (*ACTIVE, DONE)
-            ]
+            values = [done_part(r) for r in replicas if r.task == t and r.state in (*ACTIVE, DONE)]
             progress.append(max(values, default=0.0))
         over = body["params"].get("over") if body["kind"] == "sweep" else body["kind"]
         return {
@@ -243,9 +254,7 @@ class Coordinator:
                     "worker": str(NodeId(r.worker)),
                     "state": r.state,
                     "error": r.error,
-                    "progress": 1.0
-                    if r.state == DONE
-                    else (live.progress.get((r.task, r.worker), 0.0) if live else 0.0),
+                    "progress": done_part(r),
                 }
                 for r in replicas
             ],

@@ -146,9 +146,9 @@ class WorkerDirectory:
         return out
 
     def rtt(self, node: bytes) -> float:
-        peer = self.links.peers.get(NodeId(node)) if node != self.own_id.digest else None
         if node == self.own_id.digest:
             return 0.0
+        peer = self.links.peers.get(NodeId(node))
         if peer is None or peer.link.rtt is None:
             return 0.005  # not linked yet: a loopback-scale guess, refined once linked
         return float(peer.link.rtt)

@@ -43,6 +43,7 @@ JOB_ID_TAG = b"qiz/job-id/v1\x00"
 FORMAT = 1
 TOP_FIELDS = {"kind", "params", "replicas", "quorum", "seed", "deadline", "resources"}
 SWEEP_FIELDS = {"over", "base", "axes", "shard"}
+DEFAULT_SHARD = 8  # sweep points per task
 # what a sweep may vary, per kind: angles and input values, which never change a task's size
 SWEEPABLE = {
     "qaoa": ("gammas", "betas"),
@@ -344,7 +345,7 @@ def _sweep(params: Any, limits: Limits) -> tuple[Any, Any, list[dict], int]:
         count *= len(values)
         if count > limits.max_points:
             raise SpecError(f"params.axes: more than {limits.max_points} points")
-    shard = params.get("shard", 8)
+    shard = params.get("shard", DEFAULT_SHARD)
     if not isinstance(shard, int) or isinstance(shard, bool) or not 1 <= shard <= limits.max_points:
         raise SpecError(f"params.shard: must be a whole number from 1 to {limits.max_points}")
     points = [

@@ -29,7 +29,16 @@ from qiz.compute import execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim
 from qiz.compute.errors import SpecError, TaskCancelled, TaskFailed
-from qiz.compute.jobdb import ACTIVE, CANCELLED, DONE, FAILED, QUEUED, RUNNING, WorkerTables
+from qiz.compute.jobdb import (
+    ACTIVE,
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    WorkerTables,
+    WorkRow,
+)
 from qiz.compute.pool import WorkerPool
 from qiz.compute.quorum import result_digest
 from qiz.identity import NodeIdentity
@@ -255,7 +264,7 @@ class Worker:
             self.counters["done"] += 1
         await self._deliver(*key)
 
-    def _report(self, row: Any) -> dict[str, Any]:
+    def _report(self, row: WorkRow) -> dict[str, Any]:
         report: dict[str, Any] = {
             "job": row.job,
             "task": row.task,
