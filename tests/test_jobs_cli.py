@@ -98,6 +98,50 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         first = ok_json(qiz(work, *short, timeout=120))
         again = ok_json(qiz(work, *short, timeout=60))
         assert first["state"] == "done" and again["job"] == first["job"]
+        assert "approximation ratio" in first["summary"] and "optimum" in first["summary"]
+        done_cancel = qiz(work, "--home", "A", "job", "cancel", first["job"])
+        assert done_cancel.returncode == 0 and "nothing to cancel" in done_cancel.stdout
+        line = one_line_error(
+            qiz(
+                work,
+                "--home",
+                "A",
+                "job",
+                "submit",
+                "--grover",
+                "5",
+                "--marked",
+                "3",
+                "--out",
+                "x.att",
+            )
+        )
+        assert "--out needs --wait" in line
+        (work / "angle.qasm").write_text(
+            'OPENQASM 3.0; include "stdgates.inc"; input angle theta; qubit[1] q; bit[1] c; '
+            "rx(theta) q[0]; c = measure q;"
+        )
+        flipped = ok_json(
+            qiz(
+                work,
+                "--home",
+                "A",
+                "job",
+                "submit",
+                "--sampler",
+                "angle.qasm",
+                "--param",
+                "theta=3.141592653589793",
+                "--shots",
+                "200",
+                "--replicas",
+                "2",
+                "--wait",
+                "--json",
+                timeout=120,
+            )
+        )
+        assert flipped["state"] == "done" and "1: 200" in flipped["summary"]
 
         # a tampered attestation fails verification, with exit code 1
         outer = wire.decode((work / "sweep.att").read_bytes())
@@ -140,7 +184,7 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         assert "exactly one of --qaoa" in line
         line = one_line_error(qiz(work, "--home", "A", "job", "status", "ffff"))
         assert "0 jobs start with 'ffff'" in line
-        assert len(ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]) == 3
+        assert len(ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]) == 4
         line = one_line_error(qiz(work, "verify-result", "missing.att"))
         assert "does not exist" in line
 

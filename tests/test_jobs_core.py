@@ -506,11 +506,19 @@ def test_a_sweep_may_only_vary_angles_and_inputs(alice) -> None:
             "axes": {"qubits": [2, 38]},
         },
     }
-    with pytest.raises(SpecError, match=r"params\.axes\.qubits: a grover sweep may only vary"):
+    with pytest.raises(SpecError, match=r"params\.axes\.qubits: a grover job has nothing a sweep"):
         specs.parse(signed(doc, alice), specs.Limits(max_qubits=20))
     doc = sweep_doc()
     doc["params"]["axes"]["p"] = [1, 30]
     with pytest.raises(SpecError, match=r"params\.axes\.p: a qaoa sweep may only vary gammas"):
+        specs.parse(signed(doc, alice))
+    doc = sweep_doc()
+    doc["params"]["axes"] = {"gammas": [0.1]}
+    with pytest.raises(SpecError, match=r"params\.axes\.gammas: name one value, e\.g\. gammas\.0"):
+        specs.parse(signed(doc, alice))
+    doc = sweep_doc()
+    doc["params"]["over"] = "sweep"
+    with pytest.raises(SpecError, match=r"params\.over: 'sweep' is not one of"):
         specs.parse(signed(doc, alice))
     doc = sweep_doc()
     doc["params"]["axes"]["gammas.0"] = ["x"]

@@ -180,7 +180,11 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                 status, body = await call(client, node, "POST", f"api/jobs/{job}/cancel", json={})
                 assert status == 200 and body["state"] == "done"  # finished jobs stay finished
                 status, body = await call(client, node, "GET", "api/jobs/ffff")
-                assert status == 400 and "0 jobs start with" in body["error"]
+                assert status == 404 and "0 jobs start with" in body["error"]
+                status, body = await call(client, node, "GET", "api/nothing-here")
+                assert status == 404 and body["error"] == "Not Found"  # JSON, like the rest
+                status, body = await call(client, node, "DELETE", "api/jobs")
+                assert status == 405 and "error" in body
                 _, scores = await call(client, node, "GET", "api/scores")
                 assert len(scores["scores"]) >= 1
 

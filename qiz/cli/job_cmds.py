@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from qiz.cli.common import Session, read_file
 from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
+from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
 from qiz.compute.errors import AttestationError, SpecError
 from qiz.fsio import write_atomic
@@ -126,6 +128,10 @@ def submit(
     sampler: Annotated[
         Path | None, typer.Option("--sampler", help="Shortcut: an OpenQASM 3 file to sample.")
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="--sampler: bind an input angle, NAME=VALUE (repeatable)."),
+    ] = None,
     shots: Annotated[int, typer.Option("--shots", min=1)] = 1024,
     as_json: JsonOption = False,
 ) -> None:
@@ -152,6 +158,10 @@ def submit(
             sampler=sampler,
             shots=shots,
         )
+        if param:
+            if document["kind"] != "sampler":
+                raise UserError("--param binds the inputs of a --sampler circuit")
+            document["params"]["inputs"] = parse_bindings(param)
     for key, value in (
         ("replicas", replicas),
         ("quorum", quorum),
@@ -162,18 +172,32 @@ def submit(
             document[key] = value
     if replicas is not None and quorum is None:
         document.setdefault("quorum", replicas)
+    if out is not None and not wait:
+        raise UserError("--out needs --wait (or later: qiz job result JOB --out FILE)")
+    _check_out(out)
     identity = session.identity()
     try:
         raw = specs.sign(specs.make_body(document, identity), identity)
-        specs.parse(raw, specs.Limits(max_qubits=40))  # clear errors before sending
+        # clear errors before sending; qubits and work are for the workers to judge
+        specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf))
     except SpecError as exc:
         raise UserError(f"the spec is invalid: {exc}") from None
     state = _request(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
+    summary = None
     if wait:
         state = _wait(session, state["job"], quiet=as_json)
-        if out is not None and state["state"] == "done":
-            _write_attestation(session, state["job"], out)
-    emit(as_json, state, lambda: _show(state))
+        if state["state"] == "done":
+            summary = _finished(session, state, out)
+            state["summary"] = summary
+
+    def human() -> None:
+        _show(state)
+        if summary:
+            console.print(f"  result: {summary}", markup=False)
+        if out is not None and summary is not None:
+            console.print(f"  attestation written to {out} (check it: qiz verify-result)")
+
+    emit(as_json, state, human)
     if wait and state["state"] != "done":
         raise typer.Exit(1)
 
@@ -197,9 +221,25 @@ def _wait(session: Session, job: str, *, quiet: bool) -> dict[str, Any]:
             time.sleep(0.2)
 
 
-def _write_attestation(session: Session, job: str, out: Path) -> None:
-    reply = _request(session, "job_result", job=job)
-    write_atomic(out, base64.b64decode(reply["attestation"]), mode=0o644)
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name")
+
+
+def _finished(session: Session, state: dict[str, Any], out: Path | None) -> str:
+    """A done job's verified result in one line; the attestation written to ``out``."""
+    from qiz.compute.attest import verify_file
+    from qiz.compute.execute import summarise
+
+    reply = _request(session, "job_result", job=state["job"])
+    data = base64.b64decode(reply["attestation"])
+    try:
+        verified = verify_file(data)
+    except AttestationError as exc:
+        raise CheckFailed(f"job {state['job']}: the attestation does NOT verify: {exc}") from None
+    if out is not None:
+        write_atomic(out, data, mode=0o644)
+    return summarise(verified.spec.kind, verified.results)
 
 
 def _show(state: dict[str, Any]) -> None:
@@ -237,7 +277,9 @@ def result(
 ) -> None:
     """A finished job's results, checked from its attestation (saved with --out)."""
     from qiz.compute.attest import verify_file
+    from qiz.compute.execute import summarise
 
+    _check_out(out)
     reply = _request(ctx.obj, "job_result", job=job)
     data = base64.b64decode(reply["attestation"])
     try:
@@ -252,10 +294,12 @@ def result(
         "results": verified.results,
         "workers": [str(w) for w in verified.workers],
         "attestation": str(out) if out else None,
+        "summary": summarise(verified.spec.kind, verified.results),
     }
 
     def human() -> None:
         console.print(f"job {payload['job']}: verified, {len(verified.workers)} workers")
+        console.print(f"  {payload['summary']}", markup=False)
         shown = verified.results[:SHOW_TASKS]
         console.print_json(json.dumps(shown))
         if len(verified.results) > SHOW_TASKS:
@@ -273,7 +317,13 @@ def cancel(
 ) -> None:
     """Cancel a running job on every worker."""
     state = _request(ctx.obj, "job_cancel", job=job)
-    emit(as_json, state, lambda: _show(state))
+
+    def human() -> None:
+        if state["state"] != "cancelled":
+            console.print(f"job {state['job'][:12]} is already {state['state']}: nothing to cancel")
+        _show(state)
+
+    emit(as_json, state, human)
 
 
 def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -281,6 +331,9 @@ def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
     jobs = _request(ctx.obj, "job_list")
 
     def human() -> None:
+        if not jobs:
+            console.print("no jobs were submitted through this node yet")
+            return
         table = Table("job", "kind", "state", "tasks", "progress")
         for j in jobs:
             kind = j["kind"] + (f"/{j['over']}" if j["kind"] == "sweep" else "")

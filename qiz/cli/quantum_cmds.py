@@ -72,7 +72,7 @@ def run_circuit(
 
     circuit = qasm.load(file)
     require_memory(circuit.num_qubits, 1.1)
-    values = _bindings(param or [])
+    values = parse_bindings(param or [])
     unknown = sorted(set(values) - set(circuit.parameters))
     if unknown:
         raise UserError(f"--param: the circuit has no input named {', '.join(unknown)}")
@@ -325,7 +325,7 @@ def grover(
     emit(as_json, data, human)
 
 
-def _bindings(items: list[str]) -> dict[str, float]:
+def parse_bindings(items: list[str]) -> dict[str, float]:
     """``NAME=VALUE`` pairs from repeated --param options."""
     import math
 

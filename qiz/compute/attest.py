@@ -161,7 +161,7 @@ def verify_file(data: bytes) -> VerifiedAttestation:
         sig = _field(signed, "sig", bytes, "the attestation")
         body = wire.decode(body_bytes, max_size=MAX_FILE, what="attestation body")
     except wire.WireError as exc:
-        raise AttestationError(str(exc)) from None
+        raise AttestationError(f"this is not an attestation file ({exc})") from None
     results = _field(outer, "results", list, "the file")
     if not isinstance(body, dict) or body.get("v") != 1:
         raise AttestationError("the attestation body is not format 1")

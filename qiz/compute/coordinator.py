@@ -35,7 +35,7 @@ from qiz.compute import execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim, make_attestation
 from qiz.compute.directory import WorkerDirectory
-from qiz.compute.errors import JobError, SpecError
+from qiz.compute.errors import JobError, JobNotFound, SpecError
 from qiz.compute.jobdb import (
     ACTIVE,
     CANCELLED,
@@ -137,6 +137,7 @@ class Coordinator:
         if row is not None and row[2] in (RUNNING, DONE):
             return self.status(spec.job_id)
         await self.directory.refresh()
+        await self._confirm_unlinked()
         self._check_capacity(spec)
         now = self.clock()
         if row is None:
@@ -154,6 +155,20 @@ class Coordinator:
         if spec.job_id in self.jobs:  # not already finished by collected results
             await self._place(state)
         return self.status(spec.job_id)
+
+    async def _confirm_unlinked(self) -> None:
+        """Ask the known workers we have no link to whether they are there (a capacity record
+        outlives its node by up to its TTL): the ones that do not answer are left out."""
+        unlinked = [node for node in self.directory.entries if not self._linked(node)]
+        replies = await asyncio.gather(
+            *(self.send(node, "job.capacity", None, timeout=3.0) for node in unlinked),
+            return_exceptions=True,
+        )
+        for node, reply in zip(unlinked, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self.directory.absent(node)
+            else:
+                self.directory.note(node, reply)
 
     def _check_capacity(self, spec: specs.JobSpec) -> None:
         workers = self.directory.workers()
@@ -206,13 +221,13 @@ class Coordinator:
             raise JobError(f"{text!r} is not a job id (hex, at least 4 digits)")
         found = self.tables.find(text)
         if len(found) != 1:
-            raise JobError(f"{len(found)} jobs start with {text!r}")
+            raise (JobNotFound if not found else JobError)(f"{len(found)} jobs start with {text!r}")
         return found[0]
 
     def status(self, job: bytes) -> dict[str, Any]:
         row = self.tables.job(job)
         if row is None:
-            raise JobError(f"no job {job.hex()} was submitted here")
+            raise JobNotFound(f"no job {job.hex()} was submitted here")
         _, spec_raw, state, created, updated, error, attestation = row
         body = wire.decode(wire.decode(spec_raw, max_size=1 << 24)["body"], max_size=1 << 24)
         replicas = self.tables.replicas(job)
@@ -265,7 +280,7 @@ class Coordinator:
         """The attestation file of a finished job."""
         row = self.tables.job(job)
         if row is None:
-            raise JobError(f"no job {job.hex()} was submitted here")
+            raise JobNotFound(f"no job {job.hex()} was submitted here")
         if row[2] != DONE or row[6] is None:
             raise JobError(f"job {job.hex()[:12]} is {row[2]}; it has no attested result")
         return row[6]
@@ -276,7 +291,7 @@ class Coordinator:
     async def cancel(self, job: bytes) -> dict[str, Any]:
         row = self.tables.job(job)
         if row is None:
-            raise JobError(f"no job {job.hex()} was submitted here")
+            raise JobNotFound(f"no job {job.hex()} was submitted here")
         if row[2] != RUNNING:
             return self.status(job)
         await self._stop(job, CANCELLED, "cancelled by its submitter")
@@ -483,11 +498,18 @@ class Coordinator:
         if isinstance(body, dict) and body.get("job") in self.jobs:
             state = self.jobs[body["job"]]
             value = body.get("progress")
-            if isinstance(value, float | int) and isinstance(body.get("task"), int):
-                state.progress[(body["task"], ctx.peer_id.digest)] = min(
-                    1.0, max(0.0, float(value))
-                )
-                state.heard[(body["task"], ctx.peer_id.digest)] = self.clock()
+            task = body.get("task")
+            if isinstance(value, float | int) and isinstance(task, int):
+                worker = ctx.peer_id.digest
+                state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
+                state.heard[(task, worker)] = self.clock()
+                rows = [
+                    r for r in self.tables.replicas(state.spec.job_id, task) if r.worker == worker
+                ]
+                if rows and rows[0].state == QUEUED:  # progress means it runs
+                    self.tables.update_replica(
+                        state.spec.job_id, task, worker, self.clock(), state=RUNNING
+                    )
         return {"ok": True}
 
     def record(self, worker: bytes, report: Any) -> None:

@@ -131,6 +131,11 @@ class WorkerDirectory:
     def forget(self, node: bytes) -> None:
         self.entries.pop(node, None)
 
+    def absent(self, node: bytes) -> None:
+        """A worker did not answer: leave it out until its record is looked up again."""
+        self.entries.pop(node, None)
+        self._absent[node] = self.clock()
+
     def busy(self, node: bytes, seconds: float = 5.0) -> None:
         """A worker said its queue is full: leave it out of placements for a few seconds."""
         self.entries.pop(node, None)

@@ -11,6 +11,10 @@ class JobError(RuntimeError):
     """A job cannot be submitted, found, or completed; the message says why."""
 
 
+class JobNotFound(JobError):
+    """No job with that id (or prefix) was submitted to this node."""
+
+
 class TaskFailed(RuntimeError):
     """A task ran and failed in a worker process (its error, or the process died)."""
 

@@ -52,6 +52,7 @@ FIELDS: dict[str, dict[str, bool]] = {
 # complex128 state vectors each kind holds at its peak (measured in the quantum layer's tests)
 STATE_VECTORS = {"sampler": 1.1, "estimator": 2.1, "vqe": 2.5, "qaoa": 1.6, "grover": 0.6}
 MAX_OBSERVABLES = 64
+EXACT_DEFAULT_QUBITS = 12  # VQE's exact reference by default up to here (dense, deterministic)
 MAX_TEXT = 192 * 1024
 
 Progress = Callable[[float], None]
@@ -106,7 +107,7 @@ def _number(value: Any, path: str) -> float:
 def _numbers(params: Mapping[str, Any], key: str, path: str, length: int | None) -> list[float]:
     value = params.get(key)
     if not isinstance(value, list) or (length is not None and len(value) != length):
-        want = f"{length} numbers" if length is not None else "a list of numbers"
+        want = f"a list of {length} number(s)" if length is not None else "a list of numbers"
         raise _fail(f"{path}.{key}", f"must be {want}")
     return [_number(v, f"{path}.{key}[{i}]") for i, v in enumerate(value)]
 
@@ -331,7 +332,7 @@ def _vqe(params: Mapping[str, Any], seed: int | None, progress: Progress | None)
         method=params.get("optimizer", "L-BFGS-B"),
         maxiter=maxiter,
         seed=seed,
-        exact=bool(params.get("exact", False)),
+        exact=bool(params.get("exact", h.num_qubits <= EXACT_DEFAULT_QUBITS)),
         progress=_per_evaluation(progress, maxiter),
     )
     return {
@@ -414,6 +415,41 @@ def warm_up() -> None:
         run(kind, params, 0)
 
 
+def summarise(kind: str, results: list) -> str:
+    """One line about a job's results (``results``: one per task), for people."""
+    first = results[0] if results else None
+    if kind == "sweep":
+        points = [p for task in results for p in task]
+        values = [p.get("expectation", p.get("energy")) for p in points]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        if numbers:
+            best = max if "expectation" in points[0] else min
+            return f"{len(points)} points, best {best(numbers):.10g}"
+        return f"{len(points)} points"
+    if not isinstance(first, dict):
+        return ""
+    if "approximation_ratio" in first and first.get("optimum") is not None:
+        return (
+            f"expected cut {first['expectation']:.6f}, best cut sampled {first['best_cut']:g} "
+            f"({first['best_bitstring']}), optimum {first['optimum']:g}, "
+            f"approximation ratio {first['approximation_ratio']:.4f}"
+        )
+    if "energy" in first:
+        exact = first.get("exact")
+        return f"energy {first['energy']:.10g}" + (f" (exact {exact:.10g})" if exact else "")
+    if "expectation" in first:
+        return f"expectation {first['expectation']:.10g}"
+    if "counts" in first:
+        top = sorted(first["counts"].items(), key=lambda kv: -kv[1])[:3]
+        text = "top outcomes " + ", ".join(f"{k}: {v}" for k, v in top)
+        if "success_probability" in first:
+            text += f"; success probability {first['success_probability']:.6f}"
+        return text
+    if "values" in first:
+        return "values " + ", ".join(f"{v:.10g}" for v in first["values"][:8])
+    return ""
+
+
 def _per_evaluation(progress: Progress | None, total: int) -> Callable[[int, float], None] | None:
     if progress is None:
         return None
@@ -445,7 +481,7 @@ def apply_point(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict:
             last = i == len(parts) - 1
             if isinstance(node, dict):
                 if part not in node and not last:
-                    raise _fail(f"axes.{path}", f"{part!r} is not in the base parameters")
+                    raise _fail(f"params.axes.{path}", f"{part!r} is not in the base parameters")
                 if last:
                     node[part] = value
                 else:
@@ -456,7 +492,7 @@ def apply_point(params: Mapping[str, Any], point: Mapping[str, Any]) -> dict:
                 else:
                     node = node[int(part)]
             else:
-                raise _fail(f"axes.{path}", f"{part!r} does not name an element of the base")
+                raise _fail(f"params.axes.{path}", f"{part!r} does not name an element of the base")
     return out
 
 

@@ -262,6 +262,8 @@ def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
     else:
         over, base, points, shard = kind, body["params"], None, 1
     if not isinstance(over, str) or over not in execute.KINDS:
+        if kind == "sweep":
+            raise SpecError(f"params.over: {over!r} is not one of {', '.join(execute.KINDS)}")
         raise SpecError(f"kind: {over!r} is not one of {', '.join(execute.KINDS)} or sweep")
     if seed is None and over not in execute.SAMPLED_KINDS:
         raise SpecError(
@@ -291,12 +293,18 @@ def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
 def _check_axes(kind: str, point: dict[str, Any]) -> None:
     roots = SWEEPABLE.get(kind, ())
     for path in point:
-        if path.split(".", 1)[0] not in roots:
-            allowed = ", ".join(f"{r}..." for r in roots) or "nothing"
+        root, _, rest = path.partition(".")
+        if root not in roots:
+            if not roots:
+                raise SpecError(f"params.axes.{path}: a {kind} job has nothing a sweep can vary")
+            allowed = ", ".join(f"{r}.N" if r != "inputs" else "inputs.NAME" for r in roots)
             raise SpecError(
                 f"params.axes.{path}: a {kind} sweep may only vary {allowed} "
                 "(sizes, circuits and shots are fixed per job)"
             )
+        if not rest:
+            example = f"{root}.0" if root != "inputs" else "inputs.theta"
+            raise SpecError(f"params.axes.{path}: name one value, e.g. {example}")
 
 
 def _check_resources(resources: Any) -> None:

@@ -30,7 +30,8 @@ from aiohttp import web
 from qiz import __version__
 from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
-from qiz.compute.errors import AttestationError, JobError, SpecError
+from qiz.compute.errors import AttestationError, JobError, JobNotFound, SpecError
+from qiz.compute.execute import summarise
 from qiz.crypto.ids import NodeId
 from qiz.fsio import write_atomic
 from qiz.web import metrics
@@ -155,8 +156,12 @@ class WebServer:
             return _error(415, "POST bodies must be application/json")
         try:
             response = await handler(request)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as exc:  # unknown paths and methods answer in JSON too
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            return _error(exc.status, exc.reason)
+        except JobNotFound as exc:
+            return _error(404, str(exc))
         except (JobError, SpecError) as exc:
             return _error(400, str(exc))
         response.headers["Cache-Control"] = "no-store"
@@ -282,7 +287,7 @@ class WebServer:
                     "tests": sorted(set(verified.tests)),
                     "workers": [str(w) for w in verified.workers],
                     "issued": verified.issued,
-                    "summary": _summary(verified.spec.kind, verified.results),
+                    "summary": summarise(verified.spec.kind, verified.results),
                 }
             except AttestationError as exc:
                 entry = {"job": row[0].hex(), "verified": False, "error": str(exc)}
@@ -368,28 +373,6 @@ class WebServer:
                 }
             )
         return web.json_response({"version": __version__, "figures": figures})
-
-
-def _summary(kind: str, results: list) -> str:
-    """One line about a job's results, for the dashboard."""
-    first = results[0] if results else None
-    if kind == "sweep":
-        points = [p for task in results for p in task]
-        values = [p.get("expectation", p.get("energy")) for p in points]
-        numbers = [v for v in values if isinstance(v, int | float)]
-        if numbers:
-            return f"{len(points)} points, best {max(numbers):.6g}"
-        return f"{len(points)} points"
-    if isinstance(first, dict):
-        for key in ("expectation", "energy"):
-            if key in first:
-                return f"{key} {first[key]:.10g}"
-        if "counts" in first:
-            top = sorted(first["counts"].items(), key=lambda kv: -kv[1])[:3]
-            return "top outcomes " + ", ".join(f"{k}: {v}" for k, v in top)
-        if "values" in first:
-            return "values " + ", ".join(f"{v:.6g}" for v in first["values"][:4])
-    return ""
 
 
 def _measure_crypto() -> dict[str, Any]:
