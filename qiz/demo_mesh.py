@@ -257,7 +257,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
 
 
 def _dashboard_url(node: NodeProcess) -> str | None:
-    from qiz.web.server import TOKEN_FILE
+    from qiz.web.token import TOKEN_FILE
 
     api = node.request("status")["api"]
     if not api:
@@ -348,9 +348,9 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
 
 def _network_figures(first: NodeProcess, other: NodeProcess) -> dict[str, Any]:
     """Link RTTs seen by the first node; handshakes and AEAD speed measured here."""
-    from qiz.crypto.aead import Aead, AeadAlgorithm, counter_nonce
     from qiz.identity import NodeIdentity, PeerRecord
     from qiz.qmp.transport import dial
+    from qiz.web.server import aead_speed
 
     status = first.request("status")
     rtts = [link["rtt_ms"] for link in status["links"] if link["rtt_ms"] is not None]
@@ -370,12 +370,7 @@ def _network_figures(first: NodeProcess, other: NodeProcess) -> dict[str, Any]:
         return times, pings
 
     times, pings = asyncio.run(handshakes_and_pings())
-    aead = Aead(os.urandom(32), AeadAlgorithm.AES_256_GCM)
-    block = os.urandom(1 << 20)
-    began = time.perf_counter()
-    for i in range(64):
-        aead.encrypt(counter_nonce(i), block, b"")
-    speed = 64 * len(block) / (time.perf_counter() - began) / 1e9
+    speed = aead_speed(64)
     return {
         "link_rtt_ms_median": round(statistics.median(pings), 3),
         "link_rtt_ms_p95": round(sorted(pings)[int(0.95 * (len(pings) - 1))], 3),

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qiz import __version__
 from qiz.compute.errors import JobError
@@ -31,7 +31,9 @@ from qiz.resolve.discovery import LanDiscovery
 from qiz.resolve.records import RecordError
 from qiz.resolve.store import RecordStore
 from qiz.web.events import EventLog
-from qiz.web.server import WebServer, load_or_create_token
+
+if TYPE_CHECKING:
+    from qiz.web.server import WebServer
 
 log = logging.getLogger("qiz.node")
 CONTROL_SOCKET = "node.sock"
@@ -87,7 +89,7 @@ class Node:
         self.links.on_peer = self.dht.on_link
         self.events = EventLog(clock=clock)
         self.api_port = api_port  # None: no HTTP API; 0: any free port
-        self.web: WebServer | None = None
+        self.web: WebServer | None = None  # started with the node when api_port is set
         self.compute = (
             ComputeService(
                 identity,
@@ -149,6 +151,9 @@ class Node:
                     f"cannot open the control socket {path}: {exc.strerror or exc}"
                 ) from None
         if self.api_port is not None:
+            from qiz.web.server import WebServer  # aiohttp only for nodes that serve the API
+            from qiz.web.token import load_or_create_token
+
             try:
                 self.web = WebServer(self, load_or_create_token(self.control_dir))
                 await self.web.start(self.api_port)

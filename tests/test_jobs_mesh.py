@@ -37,6 +37,7 @@ def make(
     identity: NodeIdentity | None = None,
     home: Path | None = None,
     listen: str = "127.0.0.1:0",
+    api_port: int | None = None,
     **compute: Any,
 ) -> Node:
     return Node(
@@ -47,13 +48,14 @@ def make(
         dht_config=DhtConfig(request_timeout=1.0),
         control_dir=home,
         compute=ComputeConfig(slots=1, poll_after=1.0, warm_up=False, **compute),
+        api_port=api_port,
     )
 
 
-async def start_mesh(size: int, tmp: Path | None = None) -> list[Node]:
+async def start_mesh(size: int, tmp: Path | None = None, **node: Any) -> list[Node]:
     if tmp:
         (tmp / "n0").mkdir()
-    first = make(home=tmp / "n0" if tmp else None)
+    first = make(home=tmp / "n0" if tmp else None, **node)
     await first.start()
     nodes = [first]
     for i in range(1, size):
@@ -61,9 +63,9 @@ async def start_mesh(size: int, tmp: Path | None = None) -> list[Node]:
         if tmp:
             home = tmp / f"n{i}"
             home.mkdir()
-        node = make([first.address], home=home)
-        await node.start()
-        nodes.append(node)
+        other = make([first.address], home=home, **node)
+        await other.start()
+        nodes.append(other)
     await asyncio.gather(*(asyncio.wait_for(n.joined.wait(), 30) for n in nodes))
     for node in nodes:  # every capacity record is in the DHT before the first job
         await node.compute.publish_capacity()

@@ -13,39 +13,16 @@ from typing import Any
 import aiohttp
 
 from qiz.compute.attest import verify_file
-from qiz.compute.service import ComputeConfig
-from qiz.identity import NodeIdentity
 from qiz.node import Node
-from qiz.resolve.dht import DhtConfig
 from qiz.web.events import EventLog
-from qiz.web.server import load_or_create_token
+from qiz.web.token import load_or_create_token
 
-from .test_qmp_network import manager, run
-
-
-def make(peers: list[str] | None = None) -> Node:
-    return Node(
-        NodeIdentity.generate(),
-        peers=peers,
-        config=manager(),
-        dht_config=DhtConfig(request_timeout=1.0),
-        compute=ComputeConfig(slots=1, poll_after=1.0, warm_up=False),
-        api_port=0,
-    )
+from .test_jobs_mesh import start_mesh
+from .test_qmp_network import run
 
 
 async def mesh(size: int) -> list[Node]:
-    first = make()
-    await first.start()
-    nodes = [first]
-    for _ in range(size - 1):
-        node = make([first.address])
-        await node.start()
-        nodes.append(node)
-    await asyncio.gather(*(n.joined.wait() for n in nodes))
-    for node in nodes:
-        await node.compute.publish_capacity()
-    return nodes
+    return await start_mesh(size, api_port=0)
 
 
 async def call(

@@ -23,6 +23,7 @@ from qiz.cli.common import Session, read_file
 from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
 from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
+from qiz.compute.attest import VerifiedAttestation
 from qiz.compute.errors import AttestationError, SpecError
 from qiz.fsio import write_atomic
 from qiz.node import control_request
@@ -226,19 +227,26 @@ def _check_out(out: Path | None) -> None:
         raise UserError(f"--out {out} is a directory; give a file name")
 
 
-def _finished(session: Session, state: dict[str, Any], out: Path | None) -> str:
-    """A done job's verified result in one line; the attestation written to ``out``."""
+def _verified_result(session: Session, job: str, out: Path | None) -> VerifiedAttestation:
+    """A done job's attestation, fetched from the node, verified here, kept in ``out``."""
     from qiz.compute.attest import verify_file
-    from qiz.compute.execute import summarise
 
-    reply = _request(session, "job_result", job=state["job"])
+    reply = _request(session, "job_result", job=job)
     data = base64.b64decode(reply["attestation"])
     try:
         verified = verify_file(data)
     except AttestationError as exc:
-        raise CheckFailed(f"job {state['job']}: the attestation does NOT verify: {exc}") from None
+        raise CheckFailed(f"job {job}: the attestation does NOT verify: {exc}") from None
     if out is not None:
         write_atomic(out, data, mode=0o644)
+    return verified
+
+
+def _finished(session: Session, state: dict[str, Any], out: Path | None) -> str:
+    """A done job's verified result in one line; the attestation written to ``out``."""
+    from qiz.compute.execute import summarise
+
+    verified = _verified_result(session, state["job"], out)
     return summarise(verified.spec.kind, verified.results)
 
 
@@ -276,18 +284,10 @@ def result(
     as_json: JsonOption = False,
 ) -> None:
     """A finished job's results, checked from its attestation (saved with --out)."""
-    from qiz.compute.attest import verify_file
     from qiz.compute.execute import summarise
 
     _check_out(out)
-    reply = _request(ctx.obj, "job_result", job=job)
-    data = base64.b64decode(reply["attestation"])
-    try:
-        verified = verify_file(data)
-    except AttestationError as exc:
-        raise CheckFailed(f"job {job}: the attestation does NOT verify: {exc}") from None
-    if out is not None:
-        write_atomic(out, data, mode=0o644)
+    verified = _verified_result(ctx.obj, job, out)
     payload = {
         "job": verified.job_id.hex(),
         "verified": True,

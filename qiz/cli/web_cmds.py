@@ -11,7 +11,7 @@ import typer
 from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.node import control_request
-from qiz.web.server import TOKEN_FILE
+from qiz.web.token import TOKEN_FILE
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 

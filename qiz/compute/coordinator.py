@@ -331,12 +331,8 @@ class Coordinator:
                 continue
             state = JobState(spec, created, {t.index: spec.replicas for t in spec.tasks})
             self.jobs[job] = state
-            for r in self.tables.replicas(job):
-                if r.state == DONE:
-                    self._evaluate(state, r.task)
-            extra = {r.task for r in self.tables.replicas(job) if r.state in (FAILED, LOST)}
-            for task in extra:
-                state.target[task] = max(state.target[task], 0)
+            for task in {r.task for r in self.tables.replicas(job) if r.state == DONE}:
+                self._evaluate(state, task)
 
     # ------------------------------------------------------------------ placement
 

@@ -40,6 +40,11 @@ def decode_capacity(text: str) -> dict[str, Any] | None:
         value = json.loads(text, parse_constant=_refuse)
     except ValueError:
         return None
+    return checked_capacity(value)
+
+
+def checked_capacity(value: Any) -> dict[str, Any] | None:
+    """Capacity figures (from a record or a reply) if they are plausible, else None."""
     if not isinstance(value, dict) or set(value) != CAPACITY_FIELDS:
         return None
     numbers = ("qubits", "cores", "slots", "queue")
@@ -53,8 +58,7 @@ def decode_capacity(text: str) -> dict[str, Any] | None:
         return None
     if not math.isfinite(backlog) or backlog < 0 or not isinstance(value["engine"], str):
         return None  # a negative or infinite backlog would attract every replica
-    value["slots"] = max(1, min(value["slots"], 4096))
-    return value
+    return {**value, "slots": max(1, min(value["slots"], 4096))}
 
 
 @dataclass
@@ -121,10 +125,7 @@ class WorkerDirectory:
         """Fresh figures from a worker's reply (offer, fetch)."""
         if node == self.own_id.digest or not isinstance(reply, dict):
             return
-        fields = {k: reply.get(k) for k in CAPACITY_FIELDS}
-        if not all(isinstance(v, int | float | str) for v in fields.values()):
-            return  # a reply we cannot read says nothing about capacity
-        capacity = decode_capacity(json.dumps(fields))
+        capacity = checked_capacity({k: reply.get(k) for k in CAPACITY_FIELDS})
         if capacity is not None:
             self.entries[node] = Entry(node, capacity, self.clock())
 

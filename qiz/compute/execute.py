@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from qiz.compute.errors import SpecError
-from qiz.quantum import statevector
+from qiz.quantum.engine import ENGINE_NAME, ENGINE_VERSION
 from qiz.quantum.errors import QuantumError
 
-ENGINE = f"{statevector.ENGINE_NAME}/{statevector.ENGINE_VERSION}"
+ENGINE = f"{ENGINE_NAME}/{ENGINE_VERSION}"
 SIGNIFICANT_DIGITS = 12
 KINDS = ("sampler", "estimator", "vqe", "qaoa", "grover")
 SAMPLED_KINDS = ("sampler", "grover")  # results are counts: compared statistically when unseeded
@@ -292,8 +292,12 @@ def _cnf(params: Mapping[str, Any], path: str, n: int):  # noqa: ANN202 - Cnf
 
 
 def run(kind: str, params: Mapping[str, Any], seed: int | None, progress: Progress | None = None):  # noqa: ANN201
-    """Run one instance of ``kind`` and return its canonical result (plain data)."""
-    shape(kind, params)  # every check again: a worker process trusts nothing it is handed
+    """Run one instance of ``kind`` and return its canonical result (plain data).
+
+    ``params`` must have passed :func:`shape` (the worker checks every spec on arrival, and
+    a sweep's points differ only in numbers): the builders below parse what they need once,
+    so a sweep point is not parsed twice. Only the fields are checked again here."""
+    check_fields(kind, params)
     runner = {"sampler": _sampler, "estimator": _estimator, "vqe": _vqe, "qaoa": _qaoa}
     result = runner.get(kind, _grover)(params, seed, progress)
     return canonical(result)

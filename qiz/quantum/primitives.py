@@ -14,6 +14,7 @@ import numpy as np
 
 from qiz.quantum import statevector
 from qiz.quantum.circuit import Circuit, Instruction
+from qiz.quantum.engine import ENGINE_NAME, ENGINE_VERSION
 from qiz.quantum.errors import CircuitError, QuantumError
 from qiz.quantum.pauli import PauliSum
 from qiz.quantum.sampling import sample_counts
@@ -29,7 +30,7 @@ class SamplerResult:
     seed: int | None
     num_clbits: int
     method: str  # "terminal" (one simulation, then sampling) or "per-shot"
-    engine: str = f"{statevector.ENGINE_NAME}/{statevector.ENGINE_VERSION}"
+    engine: str = f"{ENGINE_NAME}/{ENGINE_VERSION}"
     metadata: dict[str, object] = field(default_factory=dict)
 
 
@@ -108,7 +109,7 @@ def _bitstring(bits: Sequence[int]) -> str:
 @dataclass
 class EstimatorResult:
     values: list[float]
-    engine: str = f"{statevector.ENGINE_NAME}/{statevector.ENGINE_VERSION}"
+    engine: str = f"{ENGINE_NAME}/{ENGINE_VERSION}"
 
 
 class Estimator:

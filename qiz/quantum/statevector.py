@@ -17,9 +17,6 @@ from qiz.quantum.memory import require_memory
 from qiz.quantum.params import ParamExpr
 from qiz.quantum.threads import threads_for
 
-ENGINE_NAME = "qiz-statevector"
-ENGINE_VERSION = "1"
-
 
 def zero_state(num_qubits: int) -> np.ndarray:
     """|0...0> of ``num_qubits`` qubits (refuses clearly when it cannot fit in memory)."""
