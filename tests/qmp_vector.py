@@ -13,10 +13,14 @@ import json
 from pathlib import Path
 
 from qiz.crypto.composite import CompositeSigningKey
-from qiz.crypto.xwing import XWingPrivateKey
+from qiz.crypto.xwing import XWingPrivateKey, use_derandomised_mlkem
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.connection import Connection
 from qiz.qmp.cookie import CookieAuthority
+
+from .mlkem_derand import encapsulate_derand
+
+use_derandomised_mlkem(encapsulate_derand)  # the handshake's encapsulations use fixed randomness
 
 VECTOR = Path(__file__).resolve().parent / "vectors" / "qmp-handshake-v1.json"
 NOW = 1_800_000_000.0

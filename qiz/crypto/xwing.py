@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from qiz.crypto.errors import InvalidKey
-from qiz.crypto.mlkem_derand import encapsulate_derand as _mlkem_encapsulate_derand
+from qiz.crypto.errors import CryptoError, InvalidKey
 
 SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 1216
@@ -27,6 +27,23 @@ ENCAPSULATION_SEED_SIZE = 64
 _MLKEM_PK = 1184
 _MLKEM_CT = 1088
 _LABEL = b"\\.//^\\"
+
+MlKemDerand = Callable[[bytes, bytes], tuple[bytes, bytes]]
+"""ML-KEM-768 encapsulation from a given 32-byte message: (public key, m) -> (ss, ct)."""
+
+_mlkem_derand: MlKemDerand | None = None
+
+
+def use_derandomised_mlkem(encapsulate: MlKemDerand | None) -> None:
+    """Install the ML-KEM encapsulation that ``encapsulate(eseed=...)`` needs (None removes it).
+
+    OpenSSL draws ML-KEM's randomness itself and cannot be given it, and the one implementation
+    that can (``tests/mlkem_derand.py``: slow, pure Python, not constant-time) must never be
+    reachable from a running node. So it lives with the tests, which install it here for the
+    known-answer vectors and the QMP transcript vector; a node never does, and refuses ``eseed``.
+    """
+    global _mlkem_derand  # noqa: PLW0603 - one test-only hook, set before any vector runs
+    _mlkem_derand = encapsulate
 
 
 def _combine(ss_m: bytes, ss_x: bytes, ct_x: bytes, pk_x: bytes) -> bytes:
@@ -76,7 +93,8 @@ class XWingPublicKey:
 
         Without ``eseed`` the randomness comes from OpenSSL and the OS. With a 64-byte ``eseed``
         (tests and published vectors only) the result is deterministic: the first 32 bytes are
-        ML-KEM's message, the last 32 the X25519 ephemeral scalar.
+        ML-KEM's message, the last 32 the X25519 ephemeral scalar. That needs the derandomised
+        ML-KEM installed by :func:`use_derandomised_mlkem`; without it ``eseed`` is refused.
         """
         mlkem_key, x25519_key = self.components()
         if eseed is None:
@@ -85,7 +103,12 @@ class XWingPublicKey:
         else:
             if len(eseed) != ENCAPSULATION_SEED_SIZE:
                 raise InvalidKey(f"X-Wing encapsulation seed is {ENCAPSULATION_SEED_SIZE} bytes")
-            ss_m, ct_m = _mlkem_encapsulate_derand(self.mlkem_part, eseed[:32])
+            if _mlkem_derand is None:
+                raise CryptoError(
+                    "X-Wing encapsulation with a given seed is for test vectors only: install "
+                    "an ML-KEM encapsulation with xwing.use_derandomised_mlkem() first"
+                )
+            ss_m, ct_m = _mlkem_derand(self.mlkem_part, eseed[:32])
             eph = x25519.X25519PrivateKey.from_private_bytes(eseed[32:])
         ct_x = eph.public_key().public_bytes_raw()
         try:

@@ -6,7 +6,8 @@ exact ciphertext for a given ``m``. This module is a small, slow, pure-Python im
 the deterministic encapsulation only; key generation and decapsulation always go through
 ``cryptography``. It is checked against the official ML-KEM-768 known-answer file, and it is
 used only where a caller explicitly injects randomness (tests and vectors), never on a hot path.
-It is not constant-time.
+It is not constant-time, which is why it lives under tests/ and not in the runtime package: the
+tests hand it to ``qiz.crypto.xwing.use_derandomised_mlkem`` and no node can reach it.
 """
 
 from __future__ import annotations
