@@ -483,3 +483,120 @@ def test_ping_flood_without_reading_is_cut_off(alice: Party, bob: Party) -> None
         pings += a.data_to_send()
     events = b.receive_data(pings, NOW)  # b never drains its output
     assert events[-1].code is ErrorCode.BUFFER_LIMIT
+
+
+# ------------------------------------------------------------------ timers: next_deadline / tick
+
+
+def test_next_deadline_follows_the_link_through_its_life(alice: Party, bob: Party) -> None:
+    config = QmpConfig(handshake_timeout=7, idle_timeout=30)
+    b = bob.responder(config)
+    assert b.next_deadline() == NOW + 7  # the handshake, counted from the link's start
+    b.receive_data(b"\x03\x00", NOW + 3)  # handshake bytes do not push it back
+    assert b.next_deadline() == NOW + 7
+    a, b = linked(alice, bob, config)
+    assert a.next_deadline() == b.next_deadline() == NOW + 30  # idle, from the last bytes
+    a.ping(b"p", NOW + 10)
+    assert a.next_deadline() == NOW + 30  # sending does not move it
+    b.receive_data(a.data_to_send(), NOW + 10)
+    assert b.next_deadline() == NOW + 40  # receiving moves it later
+    b.close(now=NOW + 11)
+    assert b.next_deadline() is None and b.tick(NOW + 10**6) == []
+
+
+def test_tick_at_the_deadline_does_what_it_was_for(alice: Party, bob: Party) -> None:
+    b = bob.responder(QmpConfig(handshake_timeout=0.1))
+    deadline = b.next_deadline()
+    assert deadline is not None
+    assert b.tick(deadline - 1e-6) == [] and not b.closed
+    (event,) = b.tick(deadline)  # at, not only after: a timer armed there must not re-arm
+    assert isinstance(event, ConnectionClosed) and event.code is ErrorCode.HANDSHAKE_TIMEOUT
+
+
+def test_previous_receive_key_is_erased_when_its_grace_ends() -> None:
+    config = ChannelConfig(rekey_interval=100, previous_key_grace=5)
+    tx = Channel(b"\x01" * 32, b"\x02" * 32, now=NOW, config=config)
+    rx = Channel(b"\x02" * 32, b"\x01" * 32, now=NOW, config=config)
+    assert rx.next_deadline() is None
+    old = tx.seal(InnerType.APP, b"epoch 0", NOW + 1)
+    assert rx.open(tx.seal(InnerType.APP, b"epoch 1", NOW + 101), NOW + 101) is not None
+    assert rx.holds_previous_key and rx.next_deadline() == NOW + 106
+    rx.tick(NOW + 105.5)
+    assert rx.holds_previous_key
+    assert rx.open(old, NOW + 105.5) == (InnerType.APP, b"epoch 0")  # still in its grace
+    rx.tick(NOW + 106)
+    assert not rx.holds_previous_key and rx.next_deadline() is None
+    with pytest.raises(QmpError) as info:
+        rx.open(old, NOW + 106)
+    assert info.value.code is ErrorCode.KEY_EXPIRED
+
+
+def test_a_rekey_moves_the_connection_deadline_earlier(alice: Party, bob: Party) -> None:
+    config = QmpConfig(
+        idle_timeout=60, channel=ChannelConfig(rekey_interval=10, previous_key_grace=5)
+    )
+    a, b = linked(alice, bob, config)
+    a.send(b"new epoch", NOW + 20)
+    b.receive_data(a.data_to_send(), NOW + 20)
+    assert b.next_deadline() == NOW + 25  # the old key's end, before the idle timeout (NOW + 80)
+    assert b.tick(NOW + 25) == [] and not b.closed
+    assert b.next_deadline() == NOW + 80
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    handshake_timeout=st.floats(0.5, 50),
+    idle_timeout=st.floats(0.5, 50),
+    grace=st.floats(0.1, 20),
+    steps=st.lists(
+        st.tuples(st.floats(0, 30), st.sampled_from(["tick", "send", "ping", "half-init"])),
+        max_size=25,
+    ),
+)
+def test_tick_before_the_deadline_never_times_out(
+    alice: Party,
+    bob: Party,
+    handshake_timeout: float,
+    idle_timeout: float,
+    grace: float,
+    steps: list[tuple[float, str]],
+) -> None:
+    """Whatever happens in between, ``tick`` before ``next_deadline()`` changes nothing and
+    ``tick`` at or after it does what the deadline was for; sending never moves it earlier."""
+    config = QmpConfig(
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        channel=ChannelConfig(rekey_interval=4, previous_key_grace=grace),
+    )
+    fresh = bob.responder(config)  # one link stuck in its handshake...
+    a, b = linked(alice, bob, config)  # ... and one established link, ticked at B
+    now = NOW
+    for dt, action in steps:
+        now += dt
+        if action == "half-init" and not fresh.closed:
+            fresh.receive_data(b"\x03", now)  # a trickled handshake byte
+        elif action in ("send", "ping") and not a.closed and not b.closed:
+            before = a.next_deadline()
+            (a.send if action == "send" else a.ping)(b"x", now)
+            assert a.next_deadline() == before
+            b.receive_data(a.data_to_send(), now)
+        for conn in (fresh, b):
+            deadline = conn.next_deadline()
+            if deadline is None:
+                assert conn.closed
+                continue
+            if now < deadline:
+                assert conn.tick(now) == [] and not conn.closed
+                assert conn.next_deadline() == deadline
+                continue
+            events = conn.tick(now)
+            if conn is fresh:
+                assert [e.code for e in events] == [ErrorCode.HANDSHAKE_TIMEOUT]
+            elif now >= conn.last_received + idle_timeout:
+                assert [e.code for e in events] == [ErrorCode.IDLE_TIMEOUT]
+            else:  # only the previous key's grace ended: erased, the link stays up
+                assert deadline < conn.last_received + idle_timeout
+                assert events == [] and not conn.closed
+                assert conn._channel is not None and not conn._channel.holds_previous_key
+                later = conn.next_deadline()
+                assert later is not None and later > deadline

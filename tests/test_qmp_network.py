@@ -12,21 +12,23 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 
+from qiz.events import Event, EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node import Node
 from qiz.qmp.channel import ChannelConfig
 from qiz.qmp.connection import Connection, QmpConfig
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
-from qiz.qmp.manager import ManagerConfig
+from qiz.qmp.manager import LinkManager, ManagerConfig
 from qiz.qmp.rpc import CallContext, RpcEndpoint, RpcError
-from qiz.qmp.transport import TICK_INTERVAL, Link, LinkError, Listener, dial
+from qiz.qmp.transport import Link, LinkError, Listener, dial
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,13 +106,25 @@ async def client(
 
 
 async def eventually(
-    check: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+    check: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def record_events(node: Node) -> list[Event]:
+    """Every link event the node's manager pushes from now on, in order."""
+    seen: list[Event] = []
+
+    def keep(event: Event) -> None:
+        if event.kind in (EventKind.PEER_LINKED, EventKind.PEER_UNLINKED):
+            seen.append(event)
+
+    node.links.events.subscribe(keep)
+    return seen
 
 
 def link_peers(node: Node) -> set[str]:
@@ -253,16 +267,19 @@ def refusal_code(data: bytes) -> ErrorCode | None:
     return ErrorCode(int.from_bytes(frame.body[:2], "big"))
 
 
-def test_hostile_connections_are_closed_while_a_good_peer_keeps_working() -> None:
+def test_hostile_connections_are_closed_while_a_good_peer_keeps_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     handshake_timeout = 1.5
-    bound = handshake_timeout + TICK_INTERVAL + 1.5  # the node checks timeouts once a second
+    bound = 20.0  # a hang guard only: what is asserted is why each connection closed
     config = manager(qmp=qmp(handshake_timeout=handshake_timeout))
+    answered: list[int] = []  # the good peer's calls, in the order they were answered
 
     async def garbage(address: str) -> ErrorCode | None:
         reader, writer = await asyncio.open_connection(*address.split(":"))
         noise = random.Random(1).randbytes(4096)
         writer.write(b"\xee" + noise)  # 0xEE is no frame kind
-        data, _ = await read_until_closed(reader, 2.0)
+        data, _ = await read_until_closed(reader, bound)
         writer.close()
         return refusal_code(data)
 
@@ -276,7 +293,7 @@ def test_hostile_connections_are_closed_while_a_good_peer_keeps_working() -> Non
     async def huge_length(address: str) -> ErrorCode | None:
         reader, writer = await asyncio.open_connection(*address.split(":"))
         writer.write(bytes([FrameKind.INIT]) + (0xFFFFFF).to_bytes(3, "big") + bytes(64))
-        data, _ = await read_until_closed(reader, 2.0)
+        data, _ = await read_until_closed(reader, bound)
         writer.close()
         return refusal_code(data)
 
@@ -299,33 +316,35 @@ def test_hostile_connections_are_closed_while_a_good_peer_keeps_working() -> Non
         writer.close()
         return refusal_code(data)
 
-    async def hello_flood(address: str) -> float:
+    async def hello_flood(address: str) -> None:
         """Ask for the record 100,000 times and never read: each 6-byte HELLO would make the
-        node buffer a 5 KB RECORD. Returns how long the node let it go on."""
+        node buffer a 5 KB RECORD. The node cuts it off (BUFFER_LIMIT, checked below)."""
         reader, writer = await asyncio.open_connection(*address.split(":"))
         hello = encode_frame(FrameKind.HELLO, (1).to_bytes(2, "big"))
-        t0 = time.monotonic()
         with contextlib.suppress(ConnectionError):
             for _ in range(10):
                 writer.write(hello * 10_000)
                 await writer.drain()
                 await asyncio.sleep(0.01)
-        _, closed_at = await read_until_closed(reader, 2.0)
+        await read_until_closed(reader, bound)
         writer.close()
-        return closed_at - t0
+
+    async def counted(attack: Coroutine[Any, Any, Any]) -> tuple[Any, int]:
+        """The attack's result, and how many good calls were answered when it ended."""
+        result = await attack
+        return result, len(answered)
 
     async def scenario() -> None:
         async with running(make_node(config=config), make_node()) as (node, good):
             rpc = await good.connect(node.address)
             stop = asyncio.Event()
-            answered: list[float] = []
 
             async def keep_calling() -> None:
                 i = 0
                 while not stop.is_set():
                     i += 1
-                    assert await rpc.call("qmp.ping", i, timeout=2.0) == i
-                    answered.append(time.monotonic())
+                    assert await rpc.call("qmp.ping", i) == i
+                    answered.append(i)
                     await asyncio.sleep(0.02)
 
             async def watch_buffers() -> None:
@@ -339,31 +358,38 @@ def test_hostile_connections_are_closed_while_a_good_peer_keeps_working() -> Non
             buffered: list[int] = [0]
             caller = asyncio.ensure_future(keep_calling())
             watcher = asyncio.ensure_future(watch_buffers())
-            started = time.monotonic()
-            *codes, flood_time = await asyncio.gather(
-                garbage(node.address),
-                truncated_init(node.address),
-                huge_length(node.address),
-                slow_loris(node.address),
-                hello_flood(node.address),
+            caplog.set_level("INFO", logger="qiz.qmp")
+            outcomes = await asyncio.gather(
+                counted(garbage(node.address)),
+                counted(truncated_init(node.address)),
+                counted(huge_length(node.address)),
+                counted(slow_loris(node.address)),
+                counted(hello_flood(node.address)),
             )
-            elapsed = time.monotonic() - started
             stop.set()
             await caller  # re-raises any failed call
             await watcher
+            codes = [code for code, _ in outcomes[:4]]
             # Each refusal says why, when its ERROR frame arrived before the close.
             assert codes[0] in (None, ErrorCode.PROTOCOL_ERROR)
             assert codes[1] in (None, ErrorCode.HANDSHAKE_TIMEOUT)
             assert codes[2] in (None, ErrorCode.FRAME_TOO_LARGE)
             assert codes[3] in (None, ErrorCode.HANDSHAKE_TIMEOUT)
-            assert elapsed < bound + 0.5
-            # The flood is cut off long before the handshake timeout, with little buffered.
-            assert flood_time < handshake_timeout
+            # ... and the node's log says it for every one, the silent ones by their timer.
+            closed = [r.getMessage() for r in caplog.records if "closed:" in r.getMessage()]
+            for code, times in (("PROTOCOL_ERROR", 1), ("FRAME_TOO_LARGE", 1)):
+                assert sum(line.endswith(f"({code})") for line in closed) >= times, closed
+            assert sum("did not finish in time" in line for line in closed) == 2, closed
+            # The HELLO flood is cut off by a protocol rule (one HELLO per connection) or by
+            # what it made the node buffer, not by waiting for the handshake timeout.
+            assert any(
+                "a second HELLO" in line or line.endswith("(BUFFER_LIMIT)") for line in closed
+            ), closed
             assert max(buffered) < 1024 * 1024
-            # The good peer was served the whole time, not just before or after.
-            assert len(answered) > 20
-            assert max(b - a for a, b in zip([started, *answered], answered, strict=False)) < 1.0
-            assert answered[-1] > started + handshake_timeout
+            # The good peer was served during the attack, not just before or after: calls
+            # were answered between the first hostile close and the last one.
+            served_at = sorted(count for _, count in outcomes)
+            assert served_at[-1] > served_at[0]
 
             # No hostile connection is left behind; the node still takes new links.
             await eventually(lambda: len(node.links.listener.links) == 1, what="pruned links")
@@ -445,11 +471,9 @@ def test_rpc_unknown_method_timeout_and_busy() -> None:
                     await rpc.call("no.such.method", 1)
                 assert unknown.value.code == "unknown-method"
 
-                t0 = time.monotonic()
                 with pytest.raises(RpcError) as late:
                     await rpc.call("test.slow", 1, timeout=0.3)
                 assert late.value.code == "timeout"
-                assert time.monotonic() - t0 < 1.5
                 assert handler_started.is_set()
                 await asyncio.wait_for(handler_cancelled.wait(), 2.0)  # the CANCEL got there
                 served = node.links.peers[link.conn.identity.node_id].rpc
@@ -475,13 +499,11 @@ def test_rpc_unknown_method_timeout_and_busy() -> None:
                 handler_cancelled.clear()
                 pending = asyncio.ensure_future(rpc.call("test.slow", 2, timeout=20.0))
                 await eventually(lambda: bool(served._running), what="slow call running")
-                t0 = time.monotonic()
                 served.link.close()
                 with pytest.raises(RpcError) as dropped:
                     await pending
-                assert dropped.value.code == "link-closed"
-                assert time.monotonic() - t0 < 1.0
-                await asyncio.wait_for(handler_cancelled.wait(), 1.0)
+                assert dropped.value.code == "link-closed"  # at once: at its timeout, "timeout"
+                await asyncio.wait_for(handler_cancelled.wait(), 5.0)
             finally:
                 link.close()
 
@@ -583,7 +605,11 @@ def test_pinned_peer_is_redialled_when_it_comes_back() -> None:
             await b.stop()
             await eventually(lambda: not first.is_open, what="A notices B left")
             await eventually(lambda: not a.status()["links"], what="A drops the link")
-            await asyncio.sleep(0.5)  # a few failed redials with backoff
+            failed = a.links.counters_snapshot()["handshakes_failed"]
+            await eventually(
+                lambda: a.links.counters_snapshot()["handshakes_failed"] >= failed + 2,
+                what="a few failed redials with backoff",
+            )
 
             await b_again.start()
             assert b_again.address == address
@@ -621,9 +647,8 @@ def test_a_node_does_not_link_to_itself() -> None:
 def test_simultaneous_dial_settles_on_one_link() -> None:
     async def scenario() -> None:
         async with running(make_node(), make_node()) as (a, b):
+            seen_a, seen_b = record_events(a), record_events(b)
             await asyncio.gather(a.connect(b.address), b.connect(a.address))
-            grace = a.links.config.duplicate_grace
-            await asyncio.sleep(grace)
             await eventually(
                 lambda: len(a.links.listener.links) + len(b.links.listener.links) == 1,
                 what="the duplicate closed",
@@ -645,7 +670,11 @@ def test_simultaneous_dial_settles_on_one_link() -> None:
             assert rpc_a.link is kept_a and rpc_b.link is kept_b
             assert await rpc_a.call("qmp.ping", "ab") == "ab"
             assert await rpc_b.call("qmp.ping", "ba") == "ba"
-            await asyncio.sleep(grace * 2)
+            # Both ends kept the same TCP connection (same handshake hash, checked above), so
+            # the delayed close each scheduled hits the other one. Resolving the duplicate was
+            # no transition: one "linked" each, no "unlinked" flicker.
+            assert [e.kind for e in seen_a] == [EventKind.PEER_LINKED]
+            assert [e.kind for e in seen_b] == [EventKind.PEER_LINKED]
             assert kept_a.is_open and kept_b.is_open
 
     run(scenario())
@@ -656,10 +685,11 @@ def test_a_later_link_does_not_displace_a_working_one() -> None:
     and B are linked: A keeps the old link as primary, and nothing breaks when it goes away."""
 
     async def scenario() -> None:
-        async with running(make_node(), make_node()) as (a, b):
+        # duplicate_grace=0: any second link is "later", none a simultaneous dial
+        async with running(make_node(config=manager(duplicate_grace=0.0)), make_node()) as (a, b):
+            seen = record_events(a)
             rpc = await b.connect(a.address, a.node_id)
             primary = a.links.peers[b.node_id].link
-            await asyncio.sleep(a.links.config.duplicate_grace * 2)
             ping_link, ping_rpc = await client(a.address, b.identity, expected=a.node_id)
             assert await ping_rpc.call("qmp.ping", 1) == 1
             assert a.links.peers[b.node_id].link is primary
@@ -667,6 +697,7 @@ def test_a_later_link_does_not_displace_a_working_one() -> None:
             await eventually(lambda: not a.links.spares, what="the spare forgotten")
             assert a.links.peers[b.node_id].link is primary and primary.is_open
             assert await rpc.call("qmp.ping", 2) == 2
+            assert [e.kind for e in seen] == [EventKind.PEER_LINKED]  # the spare changed nothing
 
     run(scenario())
 
@@ -675,10 +706,10 @@ def test_a_dead_primary_is_replaced_by_the_newer_link() -> None:
     """B restarts (its old link dies silently); its new link takes over at once at A."""
 
     async def scenario() -> None:
-        async with running(make_node(), make_node()) as (a, b):
+        async with running(make_node(config=manager(duplicate_grace=0.0)), make_node()) as (a, b):
+            seen = record_events(a)
             await b.connect(a.address, a.node_id)
             old = a.links.peers[b.node_id].link
-            await asyncio.sleep(a.links.config.duplicate_grace * 2)
             # Silence the old link without closing it: A's pings there go unanswered.
             b_side = b.links.peers[a.node_id].link
             assert b_side.transport is not None
@@ -688,6 +719,247 @@ def test_a_dead_primary_is_replaced_by_the_newer_link() -> None:
             assert a.links.peers[b.node_id].link.peer_id == b.node_id
             assert a.links.peers[b.node_id].link is not old
             assert await new_rpc.call("qmp.ping", 3) == 3
+            assert [e.kind for e in seen] == [EventKind.PEER_LINKED]  # a takeover, no flicker
             new_link.close()
+            await eventually(lambda: b.node_id not in a.links.peers, what="B unlinked")
+            assert [e.kind for e in seen] == [EventKind.PEER_LINKED, EventKind.PEER_UNLINKED]
 
     run(scenario())
+
+
+# ------------------------------------------------------------------------------ link timers
+
+
+class FakeClock:
+    """A clock the test moves by hand; the event loop's own timers still run in real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def count_ticks(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The ``now`` of every Connection.tick call from here on (a spy)."""
+    calls: list[float] = []
+    original = Connection.tick
+
+    def spy(self: Connection, now: float) -> list:
+        calls.append(now)
+        return original(self, now)
+
+    monkeypatch.setattr(Connection, "tick", spy)
+    return calls
+
+
+def test_handshake_timeout_is_enforced_by_the_links_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A silent connection is closed when its deadline is reached in the link's clock: not
+    before (the clock stands still, the timer fires and re-arms), and then with the reason."""
+    clock = FakeClock()
+    ticks = count_ticks(monkeypatch)
+
+    async def scenario() -> None:
+        identity = NodeIdentity.generate()
+        listener = Listener(
+            identity,
+            lambda: record_of(identity),
+            on_link=lambda link: None,
+            config=qmp(handshake_timeout=0.2),
+            clock=clock,
+        )
+        await listener.start(f"{HOST}:0")
+        try:
+            reader, writer = await asyncio.open_connection(*listener.address.split(":"))
+            await eventually(lambda: len(listener.links) == 1, what="the link")
+            (link,) = listener.links
+            assert link.timer_deadline == link.conn.started_at + 0.2 == clock.now + 0.2
+            await eventually(lambda: len(ticks) >= 2, what="the timer firing")
+            assert link.is_open and link.timer_deadline == clock.now + 0.2  # re-armed, same
+            clock.now += 0.2
+            data, _ = await read_until_closed(reader, 10.0)
+            assert refusal_code(data) is ErrorCode.HANDSHAKE_TIMEOUT
+            assert link.timer_deadline is None
+            writer.close()
+        finally:
+            await listener.close()
+
+    run(scenario())
+
+
+def test_the_idle_timer_is_not_rearmed_per_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traffic pushes the idle deadline back without touching the armed timer; when the timer
+    fires early it re-arms at the new deadline; once the clock passes it, the link closes."""
+    clock = FakeClock()
+    ticks = count_ticks(monkeypatch)
+    config = qmp(idle_timeout=0.3)
+
+    async def scenario() -> None:
+        server = NodeIdentity.generate()
+        record = record_of(server)
+
+        async def echo(link: Link) -> None:
+            while True:
+                await link.send(await link.recv())
+
+        listener = Listener(server, lambda: record, on_link=echo, config=config, clock=clock)
+        await listener.start(f"{HOST}:0")
+        try:
+            me = NodeIdentity.generate()
+            link = await dial(
+                listener.address, me, record_of(me), expected=record, config=config, clock=clock
+            )
+            armed = link.timer_deadline
+            assert armed is not None and armed == link.conn.next_deadline()
+            for i in range(20):
+                clock.now += 0.01  # frames arrive later and later...
+                await link.send(bytes([i]))
+                assert await link.recv() == bytes([i])
+            # ... the deadline moved with them, the timer did not.
+            assert link.conn.next_deadline() == pytest.approx(armed + 0.2)
+            assert link.timer_deadline == armed
+            await eventually(lambda: link.timer_deadline != armed, what="the early wake-up")
+            assert link.is_open and link.timer_deadline == link.conn.next_deadline()
+            assert ticks  # it woke, found nothing due, and re-armed
+            clock.now += 1.0
+            code, reason, by_peer = await asyncio.wait_for(link.closed, 10.0)
+            assert (code, by_peer) == (ErrorCode.IDLE_TIMEOUT, False), reason
+            assert link.timer_deadline is None
+        finally:
+            await listener.close()
+
+    run(scenario())
+
+
+# ------------------------------------------------------------------------------ link events
+
+
+def bare_manager(bus: EventBus, **config: Any) -> LinkManager:
+    """A LinkManager without a Node: its own identity, record and one echo method."""
+    identity = NodeIdentity.generate()
+    record: list[PeerRecord] = []
+
+    def provider() -> PeerRecord:
+        if not record:
+            record.append(record_of(identity))
+        return record[0]
+
+    async def echo(ctx: CallContext, body: Any) -> Any:
+        return body
+
+    return LinkManager(identity, provider, {"qmp.ping": echo}, config=manager(**config), events=bus)
+
+
+def test_link_events_are_pushed_once_per_transition() -> None:
+    async def scenario() -> None:
+        bus_a, bus_b = EventBus(), EventBus()
+        seen_a: list[Event] = []
+        seen_b: list[Event] = []
+        bus_a.subscribe(seen_a.append)
+        bus_b.subscribe(seen_b.append)
+        a, b = bare_manager(bus_a), bare_manager(bus_b)
+        await a.start(f"{HOST}:0")
+        await b.start(f"{HOST}:0")
+        try:
+            a_id, b_id = str(a.identity.node_id), str(b.identity.node_id)
+            rpc = await a.connect(b.listener.address, b.identity.node_id)
+            await eventually(lambda: len(seen_b) == 1, what="B hears of A")
+            (linked_a,) = seen_a
+            assert linked_a.kind is EventKind.PEER_LINKED
+            assert linked_a.data == {
+                "peer": b_id,
+                "address": b.listener.address,
+                "direction": "out",
+            }
+            assert seen_b[0].kind is EventKind.PEER_LINKED
+            assert seen_b[0].data["peer"] == a_id and seen_b[0].data["direction"] == "in"
+            # More use of the link and a second connect: no event.
+            assert await rpc.call("qmp.ping", 1) == 1
+            assert (await a.connect(b.listener.address, b.identity.node_id)) is rpc
+
+            rpc.link.close(ErrorCode.NORMAL_CLOSE, "done with B")
+            # A's event is emitted by the time close() returns; B's when its end notices.
+            assert seen_a[-1].kind is EventKind.PEER_UNLINKED
+            assert seen_a[-1].data == {"peer": b_id, "reason": "done with B"}
+            await eventually(lambda: len(seen_b) == 2, what="B hears A left")
+            assert seen_b[-1].kind is EventKind.PEER_UNLINKED and seen_b[-1].data["peer"] == a_id
+
+            # Linked again, then A stops: every "unlinked" is out when close() returns.
+            await a.connect(b.listener.address, b.identity.node_id)
+            await eventually(lambda: len(seen_b) == 3, what="B hears of A again")
+            await a.close()
+            assert [e.kind for e in seen_a] == [
+                EventKind.PEER_LINKED,
+                EventKind.PEER_UNLINKED,
+                EventKind.PEER_LINKED,
+                EventKind.PEER_UNLINKED,
+            ]
+            assert seen_a[-1].data["reason"] == "node shutting down"
+            await eventually(lambda: len(seen_b) == 4, what="B hears A stopped")
+            assert seen_b[-1].kind is EventKind.PEER_UNLINKED
+            assert [e.seq for e in seen_a] == sorted(e.seq for e in seen_a)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
+def test_closing_the_manager_leaves_no_task_running() -> None:
+    """A handler mid-call with clean-up to do, a redial loop to a dead address, a dial in
+    progress and the keepalive: when close() returns, all of them have ended."""
+
+    async def scenario(dead: str) -> None:
+        a, b = bare_manager(EventBus()), bare_manager(EventBus())
+        started, cleaned = asyncio.Event(), asyncio.Event()
+
+        async def slow(ctx: CallContext, body: Any) -> Any:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:
+                await asyncio.sleep(0.01)  # clean-up that itself awaits
+                cleaned.set()
+
+        a.handlers["test.slow"] = slow
+        await a.start(f"{HOST}:0")
+        await b.start(f"{HOST}:0")
+        try:
+            a.pin(dead)
+            rpc = await b.connect(a.listener.address, a.identity.node_id)
+            call = asyncio.ensure_future(rpc.call("test.slow", 1, timeout=30))
+            await asyncio.wait_for(started.wait(), 10)
+            silent = await asyncio.start_server(lambda r, w: None, HOST, 0)
+            port = silent.sockets[0].getsockname()[1]
+            dialing = asyncio.ensure_future(a.connect(f"{HOST}:{port}"))  # never answered
+            await eventually(lambda: len(a.tasks) >= 4, what="A's tasks")
+            await a.close()
+            assert len(a.tasks) == 0 and len(a.listener.tasks) == 0
+            assert cleaned.is_set()  # the handler's clean-up ran before close() returned
+            with pytest.raises((LinkError, asyncio.CancelledError)):
+                await dialing
+            with pytest.raises(RpcError) as info:
+                await call
+            assert info.value.code == "link-closed"
+            with pytest.raises(LinkError) as refused:
+                await a.connect(b.listener.address)
+            assert refused.value.code is ErrorCode.SHUTDOWN
+            silent.close()
+        finally:
+            await a.close()
+            await b.close()
+        owners = ("links", "rpc", "qmp.listener")
+        left = [t for t in asyncio.all_tasks() if t.get_name().split(":")[0] in owners]
+        assert not left
+
+    with refusing_address() as dead:
+        run(scenario(dead))
+
+
+@contextlib.contextmanager
+def refusing_address() -> Iterator[str]:
+    """An address where connections are refused: a port bound (port 0) and held, but not
+    listening, so no other process can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        yield f"{HOST}:{sock.getsockname()[1]}"

@@ -10,6 +10,12 @@ is HKDF-Expand(key, "qmp/1 rekey") and the old one is erased, so a key stolen la
 decrypt earlier epochs. A receiver follows when it sees ``epoch + 1``, keeps the previous key
 briefly for frames still in flight, and refuses a key older than ``reject_after`` seconds.
 
+Time: the sender's rekey by age happens at the first frame sealed after ``rekey_interval``, not
+on a timer: a key that seals nothing needs no replacement, and advancing an epoch without a frame
+would let a receiver see ``epoch + 2``. The one time-driven duty is erasing the previous receive
+key once its grace is over (:meth:`Channel.next_deadline` / :meth:`Channel.tick`), so that it does
+not stay in memory until the next rekey.
+
 Replay: a sliding window (``replay_window`` counters, as in RFC 6479) rejects duplicates and
 frames too old to judge; such frames are dropped, the link stays up.
 """
@@ -99,6 +105,23 @@ class Channel:
         self._window = ReplayWindow(config.replay_window)
         self.replays_dropped = 0
 
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work: the end of the previous receive key's grace."""
+        if self._previous is None:
+            return None
+        return self._previous[1] + self.config.previous_key_grace
+
+    def tick(self, now: float) -> None:
+        """Erase the previous receive key once its grace is over (it could open no frame after
+        that anyway: :meth:`open` refuses it), keeping the forward-secrecy promise."""
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            self._previous = None
+
+    @property
+    def holds_previous_key(self) -> bool:
+        return self._previous is not None
+
     def _maybe_rekey(self, now: float) -> None:
         if (
             now - self._send_epoch_started >= self.config.rekey_interval
@@ -147,7 +170,7 @@ class Channel:
         elif (
             epoch + 1 == self.recv_epoch
             and self._previous is not None
-            and now - self._previous[1] <= self.config.previous_key_grace
+            and now < self._previous[1] + self.config.previous_key_grace
         ):
             aead = self._previous[0]
         else:

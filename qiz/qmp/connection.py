@@ -7,7 +7,14 @@ Usage (either side)::
     transport.write(conn.data_to_send())
     for event in conn.receive_data(received_bytes, now): ...
     conn.send(payload, now); conn.ping(b"...", now); conn.close()
-    for event in conn.tick(now): ...      # timeouts
+    for event in conn.tick(now): ...      # timeouts, at or after conn.next_deadline()
+
+Time: the connection never reads a clock. :meth:`Connection.next_deadline` says when it next
+needs :meth:`Connection.tick` (as aioquic's ``get_timer()``); a driver arms one timer there and
+re-arms it after each call. Calling ``tick`` early is harmless (it does nothing), so a driver may
+keep a timer that is earlier than the deadline and simply re-arm when it fires: the idle deadline
+moves later with every frame received, and re-arming a timer for each would cost more than the
+occasional early wake-up.
 
 Every protocol failure closes the link (an ERROR or CLOSE frame goes out first when possible)
 and surfaces as :class:`ConnectionClosed`; it never raises out of ``receive_data``. Application
@@ -265,11 +272,32 @@ class Connection:
             events.append(self._fail(exc, now, by_peer=False, notify=True))
         return events
 
+    def next_deadline(self) -> float | None:
+        """The time at which :meth:`tick` next has something to do, or None (closed).
+
+        Before the channel is up: the handshake timeout (from the first byte of the link, so a
+        peer cannot keep a half-open link alive by trickling handshake bytes). Once up: the
+        idle timeout (from the last bytes received) and the channel's erasure of its previous
+        receive key. ``send`` and ``ping`` never move it earlier; ``receive_data`` may (a rekey
+        starts the previous key's grace), and the handshake's end replaces its deadline.
+        """
+        if self.state is State.CLOSED:
+            return None
+        if not self.established:
+            return self.started_at + self.config.handshake_timeout
+        deadline = self.last_received + self.config.idle_timeout
+        if self._channel is not None:
+            erase = self._channel.next_deadline()
+            if erase is not None and erase < deadline:
+                deadline = erase
+        return deadline
+
     def tick(self, now: float) -> list[Event]:
-        """Enforce the handshake and idle timeouts."""
+        """Do what is due at ``now``: the handshake and idle timeouts (which close the link) and
+        the erasure of an expired previous key. Before :meth:`next_deadline` it does nothing."""
         if self.state is State.CLOSED:
             return []
-        if not self.established and now - self.started_at > self.config.handshake_timeout:
+        if not self.established and now >= self.started_at + self.config.handshake_timeout:
             return [
                 self._fail(
                     QmpError(ErrorCode.HANDSHAKE_TIMEOUT, "handshake did not finish in time"),
@@ -278,7 +306,7 @@ class Connection:
                     notify=True,
                 )
             ]
-        if self.established and now - self.last_received > self.config.idle_timeout:
+        if self.established and now >= self.last_received + self.config.idle_timeout:
             return [
                 self._fail(
                     QmpError(ErrorCode.IDLE_TIMEOUT, "nothing received for too long"),
@@ -287,6 +315,8 @@ class Connection:
                     notify=True,
                 )
             ]
+        if self._channel is not None:
+            self._channel.tick(now)
         return []
 
     # ----------------------------------------------------------------- internals

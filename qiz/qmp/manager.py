@@ -7,6 +7,14 @@
 * pinned peers (bootstrap addresses) are redialled with exponential backoff and jitter;
 * keepalive pings measure RTT; links unused for ``idle_close`` seconds are closed unless pinned;
 * inbound links are capped by the :class:`~qiz.qmp.transport.Listener`.
+
+Events: the manager pushes ``peer.linked`` when a peer first gets a primary link and
+``peer.unlinked`` when its last link closes, exactly once per transition: a duplicate link being
+resolved, or a spare taking over from a dead primary, is no transition and emits nothing.
+
+Tasks: every task of the link layer (dials, redial loops, keepalive, delayed closes, RPC
+handlers and replies) belongs to one :class:`~qiz.tasks.TaskOwner`; :meth:`LinkManager.close`
+cancels and awaits them all, so when it returns no code of the link layer is still running.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from qiz.crypto.ids import NodeId
+from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.connection import QmpConfig
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.rpc import Handler, RpcEndpoint
 from qiz.qmp.transport import Link, LinkError, Listener, dial
+from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.links")
 
@@ -60,8 +71,10 @@ class LinkManager:
         config: ManagerConfig | None = None,
         clock: Callable[[], float] = time.time,
         on_peer: Callable[[Link], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.identity = identity
+        self.events = events if events is not None else EventBus(clock)
         self.on_peer = on_peer  # told of every authenticated link (the DHT's routing table)
         self.record_provider = record_provider
         self.handlers = handlers
@@ -78,33 +91,71 @@ class LinkManager:
             cookie_threshold=self.config.cookie_threshold,
             clock=clock,
         )
-        self._dialing: dict[str, asyncio.Future[PeerLink]] = {}
-        self._pinned: dict[str, asyncio.Task[None]] = {}
+        self._dialing: dict[str, asyncio.Task[PeerLink | LinkError]] = {}
+        self._pinned: set[str] = set()
         self._pinned_ids: set[NodeId] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._keepalive: asyncio.Task[None] | None = None
+        self.tasks = TaskOwner("links", log)
         self.closing = False
-        # for metrics: handshakes completed / failed by our dials, frames dropped on closed links
-        self.counters = {"handshakes": 0, "dials_failed": 0, "frames_dropped_closed": 0}
+        # handshakes completed / failed by our dials; what closed links had counted (their
+        # live counts are added in counters_snapshot)
+        self.counters = {
+            "handshakes": 0,
+            "dials_failed": 0,
+            "frames_dropped_closed": 0,
+            "rpc_malformed_closed": 0,
+            "rpc_reply_unsent_closed": 0,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, listen: str) -> None:
         await self.listener.start(listen)
-        self._keepalive = asyncio.ensure_future(self._keepalive_loop())
+        self.tasks.every(self._keepalive_interval, self._keepalive, "keepalive")
 
     async def close(self) -> None:
+        """Close every link and end every task of the link layer; when this returns, none is
+        still running and every ``peer.unlinked`` event has been emitted."""
         self.closing = True
-        for task in [*self._pinned.values(), *self._tasks, *self._dialing.values()]:
-            task.cancel()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        await self.tasks.close()  # dials, redial loops, keepalive, handlers: cancelled, awaited
         for peer in list(self._all_links()):
             peer.link.close(ErrorCode.SHUTDOWN, "node shutting down")
         await self.listener.close()
 
     def _all_links(self) -> list[PeerLink]:
         return [*self.peers.values(), *(s for spares in self.spares.values() for s in spares)]
+
+    # ------------------------------------------------------------------ observation
+
+    def counters_snapshot(self) -> dict[str, int]:
+        """Totals since start, for metrics; the names are stable.
+
+        ``handshakes_ok``: links authenticated and taken in (both directions);
+        ``handshakes_failed``: our dials that failed plus inbound handshakes that failed;
+        ``inbound_refused``: inbound connections refused (link cap, per-host handshake cap);
+        ``frames_dropped_replayed``: DATA frames dropped as replays or too old;
+        ``rpc_malformed``: RPC messages from peers that did not parse;
+        ``rpc_reply_unsent``: RPC refusals dropped because the peer did not read them;
+        ``links``: peers with an open primary link now (a gauge, not a total).
+        """
+        live = self._all_links()
+        return {
+            "handshakes_ok": self.counters["handshakes"],
+            "handshakes_failed": self.counters["dials_failed"] + self.listener.handshakes_failed,
+            "inbound_refused": self.listener.refused,
+            "frames_dropped_replayed": self.counters["frames_dropped_closed"]
+            + sum(p.link.frames_dropped for p in live),
+            "rpc_malformed": self.counters["rpc_malformed_closed"]
+            + sum(p.rpc.bad_messages for p in live),
+            "rpc_reply_unsent": self.counters["rpc_reply_unsent_closed"]
+            + sum(p.rpc.replies_dropped for p in live),
+            "links": len(self.peers),
+        }
+
+    def peer_stats(self) -> list[dict[str, Any]]:
+        """One row per link (primaries and spares): peer, addresses, direction, RTT, bytes."""
+        return [peer.link.stats() for peer in self._all_links()]
+
+    stats = peer_stats  # the older name
 
     # ------------------------------------------------------------------ links
 
@@ -118,14 +169,18 @@ class LinkManager:
             if existing is not None and existing.link.is_open:
                 existing.last_used = self.clock()
                 return existing.rpc
+        if self.closing:
+            raise LinkError(ErrorCode.SHUTDOWN, "the link manager is closed")
         pending = self._dialing.get(address)
         if pending is None:
-            pending = asyncio.ensure_future(self._dial(address, expected, timeout))
+            pending = self.tasks.spawn(self._dial(address, expected, timeout), f"dial {address}")
             self._dialing[address] = pending
             pending.add_done_callback(lambda _f: self._dialing.pop(address, None))
-            # every waiter may have given up (shield): the failure is still retrieved
-            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
-        peer = await asyncio.shield(pending)
+        outcome = await asyncio.shield(pending)
+        if isinstance(outcome, LinkError):
+            # a fresh exception per caller: several callers may share this one dial
+            raise LinkError(outcome.code, str(outcome))
+        peer = outcome
         if expected_id is not None and peer.link.peer_id != expected_id:
             # Another caller's dial to this address, which found a different node there.
             raise LinkError(
@@ -136,7 +191,9 @@ class LinkManager:
 
     async def _dial(
         self, address: str, expected: PeerRecord | NodeId | None, timeout: float
-    ) -> PeerLink:
+    ) -> PeerLink | LinkError:
+        """One dial, shared by every caller that asked for ``address`` meanwhile. A failure is
+        returned, not raised: it is an outcome for the callers, not a fault of the task."""
         try:
             link = await dial(
                 address,
@@ -147,10 +204,13 @@ class LinkManager:
                 timeout=timeout,
                 clock=self.clock,
             )
-        except (LinkError, OSError, TimeoutError):
+        except LinkError as exc:
             self.counters["dials_failed"] += 1
-            raise
-        return self._adopt(link)
+            return exc
+        try:
+            return self._adopt(link)
+        except LinkError as exc:
+            return exc
 
     def _on_inbound(self, link: Link) -> None:
         # Our own dial, looped back (a node listed among its own peers), or a link that closed
@@ -179,13 +239,22 @@ class LinkManager:
         if peer_id == self.identity.node_id:
             link.close(ErrorCode.UNEXPECTED_PEER, "a node does not link to itself")
             raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")
-        entry = PeerLink(link, RpcEndpoint(link, self.handlers), self.clock())
-        link.closed.add_done_callback(lambda _f, link=link: self._on_close(link))
+        entry = PeerLink(link, RpcEndpoint(link, self.handlers, tasks=self.tasks), self.clock())
+        link.add_close_listener(lambda _link, entry=entry: self._on_close(entry))
         if self.on_peer is not None:
             self.on_peer(link)
         self._later(0, self._first_ping, link)
         current = self.peers.get(peer_id)
-        if current is None or not current.link.is_open:
+        if current is None:
+            self.peers[peer_id] = entry
+            self.events.emit(
+                EventKind.PEER_LINKED,
+                peer=str(peer_id),
+                address=link.remote_address,
+                direction="out" if link.conn.is_initiator else "in",
+            )
+            return entry
+        if not current.link.is_open:  # closing, its close listener not yet run: a takeover
             self.peers[peer_id] = entry
             return entry
         if abs(link.since - current.link.since) <= self.config.duplicate_grace:
@@ -224,18 +293,24 @@ class LinkManager:
 
         return initiator(new) < initiator(old)
 
-    def _on_close(self, link: Link) -> None:
-        """Forget a closed link; a spare link to the same peer becomes its primary."""
-        self.counters["frames_dropped_closed"] += link.counters["frames_dropped"]
+    def _on_close(self, entry: PeerLink) -> None:
+        """Forget a closed link; a spare link to the same peer becomes its primary. The peer
+        is unlinked (one event) only when no open link to it is left."""
+        link = entry.link
+        self.counters["frames_dropped_closed"] += link.frames_dropped
+        self.counters["rpc_malformed_closed"] += entry.rpc.bad_messages
+        self.counters["rpc_reply_unsent_closed"] += entry.rpc.replies_dropped
         peer_id = link.peer_id
-        if peer_id is None:
-            return
+        assert peer_id is not None  # only authenticated links are taken in
         spares = [s for s in self.spares.get(peer_id, []) if s.link is not link and s.link.is_open]
         current = self.peers.get(peer_id)
         if current is not None and current.link is link:
             del self.peers[peer_id]
             if spares:
                 self.peers[peer_id] = spares.pop(0)
+            else:
+                _code, reason, _by_peer = link.closed.result()
+                self.events.emit(EventKind.PEER_UNLINKED, peer=str(peer_id), reason=reason)
         if spares:
             self.spares[peer_id] = spares
         else:
@@ -243,6 +318,8 @@ class LinkManager:
 
     def _later(self, delay: float, fn: Callable, *args: object) -> None:
         """Run ``fn(*args)`` (plain or async) after ``delay`` seconds, owned by the manager."""
+        if self.tasks.closed:
+            return
 
         async def run() -> None:
             await asyncio.sleep(delay)
@@ -250,16 +327,15 @@ class LinkManager:
             if asyncio.iscoroutine(result):
                 await result
 
-        task = asyncio.ensure_future(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(run(), getattr(fn, "__name__", "later"))
 
     # ------------------------------------------------------------------ upkeep
 
     def pin(self, address: str, expected: NodeId | None = None) -> None:
         """Keep a link to ``address`` up for as long as the manager runs."""
-        if address not in self._pinned:
-            self._pinned[address] = asyncio.ensure_future(self._keep_linked(address, expected))
+        if address not in self._pinned and not self.closing:
+            self._pinned.add(address)
+            self.tasks.spawn(self._keep_linked(address, expected), f"pinned {address}")
 
     async def _keep_linked(self, address: str, expected: NodeId | None) -> None:
         delay = self.config.backoff_initial
@@ -275,30 +351,34 @@ class LinkManager:
                 if self.closing:
                     return
                 log.info("link to %s lost; redialling", address)
-            except (LinkError, OSError) as exc:
+            except LinkError as exc:
                 log.info("cannot link to %s: %s; retry in %.1fs", address, exc, delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.config.backoff_max)
 
-    async def _keepalive_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.keepalive_interval)
-            now = self.clock()
-            alive = []
-            for peer in self._all_links():
-                peer_id = peer.link.peer_id
-                is_primary = self.peers.get(peer_id) is peer  # type: ignore[arg-type]
-                idle = now - max(peer.last_used, peer.rpc.last_activity)
-                if idle > self.config.idle_close and not (
-                    is_primary and peer_id in self._pinned_ids
-                ):
-                    peer.link.close(ErrorCode.IDLE_TIMEOUT, "idle")
-                else:
-                    alive.append(peer.link)
-            await asyncio.gather(
-                *(link.ping(timeout=self.config.keepalive_interval) for link in alive),
-                return_exceptions=True,  # a lost link is closed by its own timers
-            )
+    def _keepalive_interval(self) -> float:
+        return self.config.keepalive_interval
 
-    def stats(self) -> list[dict]:
-        return [peer.link.stats() for peer in self._all_links()]
+    async def _keepalive(self) -> None:
+        """Close links unused for ``idle_close`` (not a pinned peer's primary); ping the rest,
+        which both measures RTT and keeps the peer's idle timeout from firing."""
+        now = self.clock()
+        alive = []
+        for peer in self._all_links():
+            peer_id = peer.link.peer_id
+            is_primary = self.peers.get(peer_id) is peer  # type: ignore[arg-type]
+            idle = now - max(peer.last_used, peer.rpc.last_activity)
+            if idle > self.config.idle_close and not (is_primary and peer_id in self._pinned_ids):
+                peer.link.close(ErrorCode.IDLE_TIMEOUT, "idle")
+            else:
+                alive.append(peer.link)
+        results = await asyncio.gather(
+            *(link.ping(timeout=self.config.keepalive_interval) for link in alive),
+            return_exceptions=True,
+        )
+        for result in results:
+            # a lost or silent link is closed by its own timers; anything else is a bug
+            if isinstance(result, BaseException) and not isinstance(
+                result, LinkError | TimeoutError | asyncio.CancelledError
+            ):
+                log.error("keepalive ping failed", exc_info=result)

@@ -10,6 +10,9 @@ text name such as ``"qmp.ping"``, ``body`` any plain CBOR value. Limits: a cap o
 flight each way (an inbound request over the cap is answered ``busy`` at once, without running
 it), a per-call timeout, and cancellation (a caller that gives up sends ``cancel`` and the
 handler task is cancelled). Sends wait on the link's backpressure.
+
+Handler and reply tasks belong to a :class:`~qiz.tasks.TaskOwner`: the link manager's (so that
+``LinkManager.close()`` cancels and awaits them) or, for a bare endpoint, the endpoint's own.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from qiz import wire
 from qiz.crypto.ids import NodeId
 from qiz.qmp.transport import Link, LinkError
+from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.rpc")
 
@@ -64,8 +68,10 @@ class RpcEndpoint:
         max_inflight_out: int = 64,
         default_timeout: float = 10.0,
         max_message: int | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.link = link
+        self.tasks = tasks or TaskOwner("rpc", log)
         self.handlers = handlers
         self.max_inflight_in = max_inflight_in
         self.default_timeout = default_timeout
@@ -74,9 +80,9 @@ class RpcEndpoint:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
-        self._replies: set[asyncio.Task[None]] = set()
-        self.bad_messages = 0
-        self.replies_dropped = 0
+        self._replies_queued = 0  # refusals waiting for the link to take them
+        self.bad_messages = 0  # malformed messages from the peer (dropped, counted)
+        self.replies_dropped = 0  # refusals never sent: the peer does not read them
         self.last_activity = link.clock()
         link.on_message = self._on_message
         link.closed.add_done_callback(self._on_closed)
@@ -158,7 +164,10 @@ class RpcEndpoint:
             return
         assert self.link.peer_id is not None
         context = CallContext(self.link.peer_id, self.link)
-        task = asyncio.ensure_future(self._run(call_id, method, handler, context, body))
+        if self.tasks.closed:  # the node is stopping: the link closes next
+            self._reply_later([ERROR, call_id, "busy", "the node is stopping"])
+            return
+        task = self.tasks.spawn(self._run(call_id, method, handler, context, body), method)
         self._running[call_id] = task
 
     async def _run(
@@ -195,12 +204,17 @@ class RpcEndpoint:
                 return
         except LinkError:
             return
-        if len(self._replies) >= self.max_inflight_in:
+        if self._replies_queued >= self.max_inflight_in or self.tasks.closed:
             self.replies_dropped += 1
             return
-        task = asyncio.ensure_future(self._send_quietly(message))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
+        self._replies_queued += 1
+        self.tasks.spawn(self._send_refusal(message), "refusal")
+
+    async def _send_refusal(self, message: list) -> None:
+        try:
+            await self._send_quietly(message)
+        finally:
+            self._replies_queued -= 1
 
     def _on_closed(self, _future: asyncio.Future) -> None:
         for future in self._pending.values():

@@ -7,12 +7,20 @@ socket bytes and wall-clock time.
 * :class:`Link` gives ``send``/``recv``/``ping`` with backpressure both ways: ``send`` waits while
   the socket's write buffer is above its high-water mark, and reading pauses while more than
   ``max_queued`` received messages wait for the application.
+
+Timers: each link has one event-loop timer, armed at the connection's
+:meth:`~qiz.qmp.connection.Connection.next_deadline` (handshake timeout, idle timeout, erasure of
+an old key) and re-armed after the calls that can move that deadline earlier (bytes received, a
+tick). A deadline that moves later (every frame received pushes the idle timeout back) leaves the
+timer where it is: it fires early, ``tick`` finds nothing due, and the timer is armed again at
+the new deadline. So a quiet link wakes the event loop about once per idle timeout, a busy one
+costs no timer operation per frame, and a timeout is enforced when it is due, not up to a polling
+interval later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -24,6 +32,7 @@ from qiz.identity.peer_record import VerifiedRecordCache, parse_address
 from qiz.qmp.connection import (
     Connection,
     ConnectionClosed,
+    ConnectionStateError,
     FrameDropped,
     HandshakeComplete,
     MessageReceived,
@@ -33,9 +42,9 @@ from qiz.qmp.connection import (
 from qiz.qmp.cookie import CookieAuthority
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.handshake import EPHEMERAL_POOL
+from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.qmp")
-TICK_INTERVAL = 1.0
 # Unsent bytes a link may hold before its handshake completes. A real handshake leaves a few KiB
 # (RECORD, RESPONSE); more means the peer makes us answer but does not read the answers.
 HANDSHAKE_WRITE_LIMIT = 64 * 1024
@@ -86,7 +95,10 @@ class Link(asyncio.Protocol):
         self._pings: dict[bytes, float] = {}
         self._ping_seq = 0
         self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
-        self._ticker: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None  # the connection deadline the timer is armed for
+        self._close_listeners: list[Callable[[Link], None]] = []
 
     # ------------------------------------------------------------- asyncio.Protocol
 
@@ -105,8 +117,8 @@ class Link(asyncio.Protocol):
         self._flush()  # also delivers a refusal queued before the connection was made (BUSY)
         if self.conn.is_initiator:
             # Make the next dial's ephemeral key while this one waits for the responder.
-            asyncio.get_running_loop().call_soon(EPHEMERAL_POOL.refill)
-        self._schedule_tick()
+            self._loop.call_soon(EPHEMERAL_POOL.refill)
+        self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         step = len(data) if self.established.done() else HANDSHAKE_FEED_SLICE
@@ -116,6 +128,7 @@ class Link(asyncio.Protocol):
             self._dispatch(events)
             if self.conn.closed:
                 return
+        self._arm_timer()
 
     def eof_received(self) -> bool | None:
         self._finish(ErrorCode.NORMAL_CLOSE, "peer closed the connection", by_peer=True)
@@ -160,6 +173,29 @@ class Link(asyncio.Protocol):
     @property
     def is_open(self) -> bool:
         return not self.closed.done()
+
+    @property
+    def frames_dropped(self) -> int:
+        """Authentic-looking frames dropped as replays or too old (the link stays up)."""
+        return self.conn.frames_dropped
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether the link stopped reading its peer (inbox full, or answers not drained)."""
+        return bool(self._paused_for)
+
+    @property
+    def timer_deadline(self) -> float | None:
+        """The connection deadline (in ``clock`` time) the link's one timer is armed for, or
+        None when no timer is armed. Never later than the connection's own deadline."""
+        return self._timer_at
+
+    def add_close_listener(self, listener: Callable[[Link], None]) -> None:
+        """Call ``listener(link)`` when the link closes, synchronously, after ``on_close``:
+        unlike a callback on :attr:`closed` it has run by the time ``close()`` returns."""
+        if self.closed.done():
+            raise LinkError(ErrorCode.NORMAL_CLOSE, "link already closed")
+        self._close_listeners.append(listener)
 
     def take_queued(self) -> list[bytes]:
         """Messages received before a consumer attached (``on_message`` set later)."""
@@ -229,9 +265,14 @@ class Link(asyncio.Protocol):
         self._pings[token] = time.perf_counter()
         try:
             self.conn.ping(token, self.clock())
-        except Exception:
+        except ConnectionStateError:
             self._pong_waiters.pop(token, None)
+            self._pings.pop(token, None)
             raise self._closed_error() from None
+        except BufferError:
+            self._pong_waiters.pop(token, None)
+            self._pings.pop(token, None)
+            raise LinkError(ErrorCode.BUFFER_LIMIT, "outbound buffer full") from None
         self._flush()
         try:
             return await asyncio.wait_for(waiter, timeout)
@@ -336,8 +377,7 @@ class Link(asyncio.Protocol):
     def _finish(self, code: ErrorCode, reason: str, *, by_peer: bool) -> None:
         if self.closed.done():
             return
-        if self._ticker is not None:
-            self._ticker.cancel()
+        self._cancel_timer()
         error = LinkError(code, reason)
         if not self.established.done():
             self.established.set_exception(error)
@@ -352,17 +392,40 @@ class Link(asyncio.Protocol):
             log.info("link %s closed: %r (%s)", self.remote_address, reason, code.name)
         if self.on_close is not None:
             self.on_close(self)
+        listeners, self._close_listeners = self._close_listeners, []
+        for listener in listeners:
+            listener(self)
 
-    def _schedule_tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._ticker = loop.call_later(TICK_INTERVAL, self._tick)
+    def _arm_timer(self) -> None:
+        """Arm the link's timer at the connection's deadline, unless it is already armed no
+        later than that (see the module docstring: an early wake-up is cheaper than a re-arm
+        per frame)."""
+        deadline = self.conn.next_deadline()
+        if deadline is None:
+            self._cancel_timer()
+            return
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
+            return
+        self._cancel_timer()
+        # The connection's clock may be wall time and the loop's is monotonic: convert the
+        # deadline to a delay from now in the connection's clock.
+        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._on_timer)
+        self._timer_at = deadline
 
-    def _tick(self) -> None:
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
         events = self.conn.tick(self.clock())
         self._flush()
         self._dispatch(events)
         if not self.closed.done():
-            self._schedule_tick()
+            self._arm_timer()
 
 
 async def dial(
@@ -439,7 +502,8 @@ class Listener:
         self.server: asyncio.base_events.Server | None = None
         self.refused = 0
         self.handshakes_failed = 0
-        self._tasks: set[asyncio.Task] = set()
+        # the applications' on_link coroutines: cancelled and awaited by close()
+        self.tasks = TaskOwner("qmp.listener", log)
 
     @property
     def address(self) -> str:
@@ -502,20 +566,25 @@ class Listener:
         if fut.cancelled() or fut.exception() is not None:
             self.handshakes_failed += 1
             return
+        if self.tasks.closed:  # established while the listener was closing
+            link.close(ErrorCode.SHUTDOWN, "node shutting down")
+            return
         result = self.on_link(link)
         if asyncio.iscoroutine(result):
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.tasks.spawn(result, f"on_link {link.remote_address}")
 
     def _on_close(self, link: Link) -> None:
         self.links.discard(link)
 
     async def close(self) -> None:
+        """Stop accepting, close every inbound link, and wait for the ``on_link`` tasks."""
         if self.server is not None:
             self.server.close()
         for link in list(self.links):
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
+        await self.tasks.close()
         if self.server is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
+            except TimeoutError:
+                log.warning("listener %s: sockets still closing after 2 s", self.address)
