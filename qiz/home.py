@@ -19,13 +19,15 @@ import tomli_w
 
 from qiz.crypto import keyfile
 from qiz.crypto.errors import InvalidKey
-from qiz.fsio import write_atomic
+from qiz.fsio import read_bounded, write_atomic
 from qiz.identity import NodeIdentity
 from qiz.resolve.puzzle import generate_identity
 
 CONFIG_NAME = "config.toml"
 IDENTITY_NAME = "identity.key"
 DEFAULT_LISTEN = "127.0.0.1:7450"
+MAX_CONFIG_FILE = 1 << 20
+MAX_IDENTITY_FILE = 2 * keyfile.MAX_SECRET  # an encrypted secret plus its header, with room
 DEFAULT_PUZZLE_BITS = 8  # about 256 key generations, a tenth of a second, per identity
 
 
@@ -152,22 +154,32 @@ class Home:
         self._require()
         if not self.config_path.exists():
             return Config()
-        return Config.from_toml(
-            self.config_path.read_text(encoding="utf-8"), name=str(self.config_path)
-        )
+        try:
+            raw = read_bounded(self.config_path, MAX_CONFIG_FILE, "config file")
+        except OSError as exc:
+            raise HomeError(f"cannot read {self.config_path}: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HomeError(f"{self.config_path} is not UTF-8 text") from None
+        return Config.from_toml(text, name=str(self.config_path))
 
     def identity_locked(self) -> bool:
         self._require()
         try:
-            return keyfile.is_locked(self.identity_path.read_bytes())
+            return keyfile.is_locked(self._read_identity())
         except OSError as exc:
             raise HomeError(f"cannot read {self.identity_path}: {exc.strerror or exc}") from None
+
+    def _read_identity(self) -> bytes:
+        """The key file's bytes, bounded: a key file is small, a huge one is not ours."""
+        return read_bounded(self.identity_path, MAX_IDENTITY_FILE, "identity key file")
 
     def load_identity(self, passphrase: str | None = None) -> NodeIdentity:
         """Read and unlock the identity; :class:`HomeError` or :class:`KeyFileError` otherwise."""
         self._require()
         try:
-            data = self.identity_path.read_bytes()
+            data = self._read_identity()
         except OSError as exc:
             raise HomeError(f"cannot read {self.identity_path}: {exc.strerror or exc}") from None
         secret = keyfile.decode(data, passphrase, name=str(self.identity_path))

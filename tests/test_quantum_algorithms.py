@@ -500,3 +500,29 @@ def test_non_finite_angles_are_refused():
     circ = Circuit(1).rx(Parameter("t"), 0)
     with pytest.raises(CircuitError, match="finite"):
         circ.bind({"t": float("nan")})
+
+
+def test_input_files_are_bounded_while_read_not_by_stat(tmp_path, monkeypatch):
+    """The size limit holds for what is read: a FIFO (size 0 to stat) cannot slip past it."""
+    import os
+    import threading
+
+    from qiz.quantum import cnf, files
+
+    big = tmp_path / "big.cnf"
+    big.write_text("p cnf 1 1\n1 0\n" + "c padding\n" * 20)
+    monkeypatch.setattr(cnf, "MAX_CNF_BYTES", 64)
+    with pytest.raises(QuantumError, match=r"big\.cnf: larger than the 64-byte limit"):
+        Cnf.load(big)
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as w:
+            w.write(b"x" * 200)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with pytest.raises(QuantumError, match=r"pipe\.txt: larger than the 100-byte limit"):
+        files.read_text(fifo, max_size=100)
+    writer.join()

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from qiz.cli.output import UserError
 from qiz.crypto import keyfile
+from qiz.fsio import FileTooLarge, read_bounded
 from qiz.home import Home
 from qiz.identity import NodeIdentity
 
 PASSPHRASE_ENV = "QIZ_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+MAX_INPUT_FILE = 64 << 20  # for inputs without a tighter limit of their own
+MAX_PASSPHRASE_FILE = 64 * 1024
 
 
 @dataclass
@@ -25,7 +28,9 @@ class Session:
     def passphrase(self) -> str | None:
         if self.passphrase_file is not None:
             try:
-                text = read_file(self.passphrase_file, what="passphrase file").decode("utf-8")
+                text = read_file(
+                    self.passphrase_file, what="passphrase file", max_size=MAX_PASSPHRASE_FILE
+                ).decode("utf-8")
             except UnicodeDecodeError:
                 raise UserError(
                     f"passphrase file {self.passphrase_file} is not UTF-8 text"
@@ -47,12 +52,13 @@ class Session:
             raise UserError(str(exc)) from None
 
 
-def read_file(path: Path, *, what: str = "file", max_size: int | None = None) -> bytes:
-    """Read a whole input file, turning OS errors into one clear sentence."""
+def read_file(path: Path, *, what: str = "file", max_size: int = MAX_INPUT_FILE) -> bytes:
+    """Read a whole input file, at most ``max_size`` bytes (checked while reading, see
+    ``qiz.fsio.read_bounded``), turning OS errors into one clear sentence."""
     try:
-        if max_size is not None and path.stat().st_size > max_size:
-            raise UserError(f"{what} {path} is larger than the {max_size}-byte limit")
-        return path.read_bytes()
+        return read_bounded(path, max_size, what)
+    except FileTooLarge as exc:
+        raise UserError(str(exc)) from None
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
     except IsADirectoryError:

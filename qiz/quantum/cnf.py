@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
 from qiz.quantum.errors import QuantumError
+from qiz.quantum.files import read_text
 
 MAX_CNF_BYTES = 16 << 20
 
@@ -79,18 +79,8 @@ class Cnf:
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> Cnf:
-        p = Path(path)
-        try:
-            if p.stat().st_size > MAX_CNF_BYTES:
-                raise QuantumError(f"{p}: larger than {MAX_CNF_BYTES >> 20} MiB")
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise QuantumError(f"{p}: no such file") from None
-        except IsADirectoryError:
-            raise QuantumError(f"{p}: is a directory, not a CNF file") from None
-        except UnicodeDecodeError:
-            raise QuantumError(f"{p}: not a text file") from None
-        return Cnf.loads(text, str(p))
+        text = read_text(path, max_size=MAX_CNF_BYTES, kind="a CNF file")
+        return Cnf.loads(text, os.fspath(path))
 
     def satisfied_by(self, index: int) -> bool:
         return all(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qiz.quantum.errors import QuantumError
+from qiz.quantum.files import read_text
 
 MAX_GRAPH_BYTES = 16 << 20
 
@@ -74,18 +75,10 @@ def load_graph(spec: str, seed: int | None = 0) -> Graph:
             raise QuantumError(f"graph {spec!r}: expected random:N,D (e.g. random:20,3)")
         n, d = int(parts[0]), int(parts[1])
         return random_regular(n, d, seed)
-    path = Path(spec)
-    try:
-        if path.stat().st_size > MAX_GRAPH_BYTES:
-            raise QuantumError(f"{path}: larger than {MAX_GRAPH_BYTES >> 20} MiB")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise QuantumError(f"{path}: no such file (or use random:N,D)") from None
-    except IsADirectoryError:
-        raise QuantumError(f"{path}: is a directory, not an edge list") from None
-    except UnicodeDecodeError:
-        raise QuantumError(f"{path}: not a text file") from None
-    return parse_edge_list(text, os.fspath(path))
+    text = read_text(
+        spec, max_size=MAX_GRAPH_BYTES, kind="an edge list", missing_hint="or use random:N,D"
+    )
+    return parse_edge_list(text, os.fspath(Path(spec)))
 
 
 def random_regular(n: int, d: int, seed: int | None) -> Graph:

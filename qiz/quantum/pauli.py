@@ -23,12 +23,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from qiz.quantum import kernels
 from qiz.quantum.errors import HamiltonianError
+from qiz.quantum.files import read_text
 from qiz.quantum.memory import MAX_QUBITS, require_memory
 from qiz.quantum.threads import sized_by_qubits
 
@@ -237,18 +237,10 @@ class PauliSum:
     @staticmethod
     def load(path: str | os.PathLike[str]) -> PauliSum:
         """Read a Hamiltonian file; errors name the file and line."""
-        p = Path(path)
-        try:
-            if p.stat().st_size > MAX_FILE_BYTES:
-                raise HamiltonianError(f"{p}: larger than {MAX_FILE_BYTES >> 20} MiB")
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise HamiltonianError(f"{p}: not a UTF-8 text file") from None
-        except IsADirectoryError:
-            raise HamiltonianError(f"{p}: is a directory, not a Hamiltonian file") from None
-        except FileNotFoundError:
-            raise HamiltonianError(f"{p}: no such file") from None
-        return PauliSum.loads(text, str(p))
+        text = read_text(
+            path, max_size=MAX_FILE_BYTES, error=HamiltonianError, kind="a Hamiltonian file"
+        )
+        return PauliSum.loads(text, os.fspath(path))
 
     def dumps(self) -> str:
         lines = [f"qubits {self.num_qubits}"]

@@ -45,12 +45,15 @@ from openqasm3.parser import QASM3ParsingError, QASMNodeVisitor
 
 from qiz.quantum.circuit import Circuit
 from qiz.quantum.errors import QasmError
+from qiz.quantum.files import read_text
 from qiz.quantum.gates import ALIASES, GATES, NONSTANDARD_DEFINITIONS
 from qiz.quantum.params import ParamExpr, ParamValue
 from qiz.quantum.qasm_expr import CONSTANTS, FUNCTIONS, Locator
 from qiz.quantum.qasm_import import Importer
 
 __all__ = ["dumps", "load", "loads"]
+
+MAX_QASM_BYTES = 64 << 20  # far above any circuit a state vector can hold; stops a runaway file
 
 
 def loads(text: str, *, name: str = "circuit") -> Circuit:
@@ -71,12 +74,7 @@ def load(path: str | os.PathLike[str]) -> Circuit:
     one exception type; the message names the file either way.
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QasmError(f"{file}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise QasmError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = read_text(file, max_size=MAX_QASM_BYTES, error=QasmError, kind="an OpenQASM file")
     try:
         return loads(text, name=file.stem or "circuit")
     except QasmError as exc:
