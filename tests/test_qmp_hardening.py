@@ -279,3 +279,28 @@ def test_idle_links_are_closed_and_inbound_links_capped() -> None:
             assert capped.links.listener.refused >= 1
 
     run(scenario())
+
+
+def test_counters_snapshot_keeps_what_closed_links_counted() -> None:
+    async def scenario() -> None:
+        node = make_node()
+        async with running(node):
+            before = node.links.counters_snapshot()
+            assert before == dict.fromkeys(before, 0)
+            conn, _reader, writer = await raw_established(node.address, node.record())
+            conn.send(b"\xff not cbor", time.time())  # a malformed RPC message
+            frame = conn.data_to_send()
+            writer.write(frame + frame)  # ... and the same frame replayed
+            await eventually(
+                lambda: node.links.counters_snapshot()["frames_dropped_replayed"] == 1,
+                what="the replay dropped",
+            )
+            live = node.links.counters_snapshot()
+            assert live["links"] == 1 and live["handshakes_ok"] == 1
+            assert live["rpc_malformed"] == 1 and live["rpc_reply_unsent"] == 0
+            writer.close()
+            await eventually(lambda: not node.links.peers, what="the link closed")
+            after = node.links.counters_snapshot()
+            assert after == {**live, "links": 0}  # totals survive the link
+
+    run(scenario())
