@@ -176,7 +176,14 @@ class LinkManager:
             pending = self.tasks.spawn(self._dial(address, expected, timeout), f"dial {address}")
             self._dialing[address] = pending
             pending.add_done_callback(lambda _f: self._dialing.pop(address, None))
-        outcome = await asyncio.shield(pending)
+        try:
+            outcome = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if pending.cancelled() and current is not None and not current.cancelling():
+                # the dial was ended by close(), not our caller: say so as a link error
+                raise LinkError(ErrorCode.SHUTDOWN, "the link manager closed") from None
+            raise
         if isinstance(outcome, LinkError):
             # a fresh exception per caller: several callers may share this one dial
             raise LinkError(outcome.code, str(outcome))
