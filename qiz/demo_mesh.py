@@ -13,7 +13,10 @@ Five homes are made in a temporary directory and five ``qiz node start`` process
 * link latency, handshake time and AEAD speed are measured beside the whitepaper's claims.
 
 Every node is stopped at the end, and the demo checks that no process it started (nodes or
-their worker processes) is left: each carries a marker in its environment.
+their worker processes) is left: each carries a marker in its environment. The nodes bind
+port 0 and report their address in their ready line (:mod:`qiz.procs`); they run in one process
+group of their own (a Ctrl-C at the terminal reaches the demo, which stops them in order) and
+die with the demo if it is killed (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
 from qiz.home import Home
 from qiz.node import control_request
+from qiz.procs import NodeProcess, NodeStartError, kill_group, processes_with_env
 
 MARKER = "QIZ_DEMO_RUN"
 CLAIM_LATENCY_MS = 5.0  # whitepaper: "5 ms average latency"
@@ -50,26 +54,8 @@ class DemoError(RuntimeError):
     """The demo saw something wrong; the message says what."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class NodeProcess:
-    def __init__(self, name: str, home: Path, listen: str, peers: list[str], env: dict) -> None:
-        self.name, self.home, self.address = name, home, listen
-        args = ["--home", str(home), "node", "start", "--listen", listen, "--slots", "1"]
-        for peer in peers:
-            args += ["--peer", peer]
-        self.log = (home / "node.log").open("wb")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "qiz", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+class MeshNode(NodeProcess):
+    """A demo node process: its control-socket replies unwrapped, failures as DemoError."""
 
     def request(self, command: str, timeout: float = 30.0, **arguments: Any) -> Any:
         try:
@@ -79,9 +65,6 @@ class NodeProcess:
         if not reply.get("ok"):
             raise DemoError(f"{self.name}: {command} failed: {reply.get('error')}")
         return reply.get("result", reply.get("status"))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 def _wait(check: Any, timeout: float, what: str) -> Any:
@@ -101,35 +84,34 @@ def run_mesh_demo(
     """Run the five-process demo and return its report; raise DemoError if anything is off.
 
     The first node's dashboard URL is printed on stderr as soon as the mesh is up. With
-    ``keep`` the nodes stay up after the report until Ctrl-C, so the dashboard can be watched
-    and used (submit more jobs from it); then everything is stopped as usual. ``show`` is
-    called with the report before that wait (so it is printed while the mesh runs)."""
+    ``keep`` the nodes stay up after the report until Ctrl-C or SIGTERM, so the dashboard can
+    be watched and used (submit more jobs from it); then everything is stopped as usual.
+    ``show`` is called with the report before that wait (so it is printed while the mesh
+    runs)."""
     import tempfile
 
     run_id = uuid.uuid4().hex
     env = {**os.environ, MARKER: run_id}
     env.pop("QIZ_HOME", None)
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="qiz-mesh-") as tmp:
-        nodes: list[NodeProcess] = []
+    with tempfile.TemporaryDirectory(prefix="qiz-mesh-") as tmp, _interruptible():
+        nodes: list[MeshNode] = []
         try:
             report = _run(Path(tmp), size, env, nodes)
             if show is not None:
                 show(report)
             if keep:
                 _keep_running(nodes, report)
-        except DemoError as exc:
-            logs = "".join(
-                f"\n--- {n.name} (last lines of its log)\n"
-                + "\n".join((n.home / "node.log").read_text(errors="replace").splitlines()[-15:])
-                for n in nodes
-            )
+        except (DemoError, NodeStartError) as exc:
+            logs = "".join(f"\n--- {n.name} (last lines of its log){n.tail()}" for n in nodes)
             raise DemoError(f"{exc}{logs}") from None
         finally:
             _stop_all(nodes)
         leftovers = _processes_with(run_id)
         if leftovers:
-            for pid in leftovers:
+            if nodes:
+                kill_group(nodes[0].group)
+            for pid in leftovers:  # one that left the group
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             raise DemoError(f"processes were left running: {leftovers}")
@@ -138,20 +120,32 @@ def run_mesh_demo(
     return report
 
 
-def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str, Any]:
+def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, Any]:
     names = [f"node{i}" for i in range(size)]
     ids = {}
     for name in names:
         home = Home(tmp / name)
         ids[name] = str(home.init().node_id)
-    addresses = {name: f"127.0.0.1:{_free_port()}" for name in names}
-    boot = f"{ids[names[0]]}@{addresses[names[0]]}"
     started = time.perf_counter()
-    nodes.append(NodeProcess(names[0], tmp / names[0], addresses[names[0]], [], env))
-    first = nodes[0]
-    _wait(lambda: first.request("status", 5.0), 30, "the first node to listen")
+    # The first node leads a new process group that every other node joins: the mesh is
+    # one group, apart from the terminal's (Ctrl-C reaches the demo, which stops the nodes).
+    first = MeshNode(tmp / names[0], args=["--slots", "1"], env=env, name=names[0])
+    nodes.append(first)
+    first.wait_ready(60)  # it bound 127.0.0.1:0 and says which port it got
     for name in names[1:]:  # everyone else knows only the first node's address
-        nodes.append(NodeProcess(name, tmp / name, addresses[name], [boot], env))
+        nodes.append(
+            MeshNode(
+                tmp / name,
+                peers=[first.bootstrap],
+                args=["--slots", "1"],
+                env=env,
+                name=name,
+                group=first.group,
+            )
+        )
+    for node in nodes:
+        node.wait_ready(60)
+    addresses = {node.name: node.address for node in nodes}
 
     def everyone_joined() -> bool:  # all bootstrapped from the first: it knows every node
         contacts = [n.request("status", 5.0)["dht"]["contacts"] for n in nodes]
@@ -256,7 +250,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[NodeProcess]) -> dict[str,
     }
 
 
-def _dashboard_url(node: NodeProcess) -> str | None:
+def _dashboard_url(node: MeshNode) -> str | None:
     from qiz.web.token import TOKEN_FILE
 
     api = node.request("status")["api"]
@@ -266,8 +260,30 @@ def _dashboard_url(node: NodeProcess) -> str | None:
     return f"{api}?token={token}"
 
 
-def _keep_running(nodes: list[NodeProcess], report: dict[str, Any]) -> None:
-    """Wait for Ctrl-C with the surviving nodes up; the caller stops them."""
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt while the demo runs, so either ends it
+    through its cleanup (every node stopped), whatever disposition they were inherited with:
+    a shell's background job starts with SIGINT ignored, and must still stop on it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _keep_running(nodes: list[MeshNode], report: dict[str, Any]) -> None:
+    """Wait for Ctrl-C (or SIGTERM) with the surviving nodes up; the caller stops them."""
     print(
         f"\nthe mesh keeps running (--keep): {report['dashboard']}\n"
         "press Ctrl-C to stop every node",
@@ -281,11 +297,11 @@ def _keep_running(nodes: list[NodeProcess], report: dict[str, Any]) -> None:
         print("stopping the mesh", file=sys.stderr, flush=True)
 
 
-def _kill_a_busy_worker(first: NodeProcess, nodes: list[NodeProcess], job: str, ids: dict) -> dict:
+def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: dict) -> dict:
     """SIGKILL the first worker (not the submitter) seen holding an unfinished replica."""
     by_id = {ids[n.name]: n for n in nodes}
 
-    def busy() -> NodeProcess | None:
+    def busy() -> MeshNode | None:
         state = first.request("job_status", job=job)
         for r in state["replicas"]:
             node = by_id.get(r["worker"])
@@ -346,11 +362,11 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
     return out
 
 
-def _network_figures(first: NodeProcess, other: NodeProcess) -> dict[str, Any]:
+def _network_figures(first: MeshNode, other: MeshNode) -> dict[str, Any]:
     """Link RTTs seen by the first node; handshakes and AEAD speed measured here."""
+    from qiz.web.server import aead_speed
     from qiz.identity import NodeIdentity, PeerRecord
     from qiz.qmp.transport import dial
-    from qiz.web.server import aead_speed
 
     status = first.request("status")
     rtts = [link["rtt_ms"] for link in status["links"] if link["rtt_ms"] is not None]
@@ -385,34 +401,27 @@ def _network_figures(first: NodeProcess, other: NodeProcess) -> dict[str, Any]:
     }
 
 
-def _stop_all(nodes: list[NodeProcess]) -> None:
+def _stop_all(nodes: list[MeshNode]) -> None:
+    """Ask every node to stop (each stops its worker processes); SIGKILL one that does not."""
     for node in nodes:
         if node.alive():
             with contextlib.suppress(Exception):
                 node.request("stop", 5.0)
     for node in nodes:
         try:
-            node.proc.wait(15)
+            node.wait(15)
         except subprocess.TimeoutExpired:
             node.proc.kill()
             node.proc.wait(5)
-        node.log.close()
+        node.close()
 
 
 def _processes_with(marker: str) -> list[int]:
-    """Live processes whose environment carries this run's marker (the worker processes too)."""
+    """Live processes whose environment carries this run's marker (the worker processes too),
+    after up to 5 s for those already on their way out."""
     deadline = time.monotonic() + 5.0
-    needle = f"{MARKER}={marker}".encode()
     while True:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            with contextlib.suppress(OSError):
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-                    if state != "Z":
-                        found.append(int(entry.name))
+        found = processes_with_env(MARKER, marker)
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)

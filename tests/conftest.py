@@ -1,8 +1,10 @@
-"""Shared fixtures: official vector files and fast identities."""
+"""Shared fixtures: official vector files, fast identities, node processes. Plain helpers are
+in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cryptography_vectors
@@ -10,6 +12,9 @@ import pytest
 from hypothesis import settings
 
 from qiz.identity import NodeIdentity
+from qiz.procs import NodeProcess
+
+from .helpers import node_processes
 
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -44,3 +49,11 @@ def alice() -> NodeIdentity:
 @pytest.fixture(scope="session")
 def bob() -> NodeIdentity:
     return NodeIdentity.generate()
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """Start ``qiz node start`` processes (homes relative to ``tmp_path``, or to ``cwd=``),
+    each waited for until ready; every one's process group is killed when the test ends."""
+    with node_processes(tmp_path) as start:
+        yield start

@@ -9,8 +9,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,37 +19,10 @@ from qiz.home import Home
 from qiz.identity.armor import dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE
 
+from .helpers import assert_one_line_error
+from .helpers import qiz_raw as qiz
+
 PASSPHRASE = "tr0ub4dor & 3"
-_CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if k not in ("QIZ_HOME", "QIZ_PASSPHRASE", "QIZ_DEBUG")
-}
-
-
-def qiz(cwd: Path, *args: str | Path, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
-    """Run ``python -m qiz ARGS`` in ``cwd`` with stdin closed; (returncode, stdout, stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "qiz", *map(str, args)],
-        cwd=cwd,
-        env={**_CLEAN_ENV, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
-
-
-def assert_one_line_error(stderr: str, *words: str) -> str:
-    """The CLI's own error report: one non-empty ``qiz: ...`` line, never a traceback."""
-    assert "Traceback" not in stderr
-    line = stderr.strip()
-    assert line, "expected an error message on stderr"
-    assert "\n" not in line, stderr
-    assert line.startswith("qiz: "), line
-    assert "internal error" not in line, line
-    for word in words:
-        assert word in line, line
-    return line
 
 
 def ok_json(result: tuple[int, bytes, str]) -> dict:

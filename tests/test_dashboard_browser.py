@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_node_cli import free_port, node_processes, ok_json, qiz, wait_for
+from .helpers import eventually, node_processes, node_status, ok_json, qiz
 
 pytestmark = pytest.mark.timeout(300)
 CHROMIUM = "/usr/bin/chromium"
@@ -35,20 +35,19 @@ def test_the_dashboard_shows_three_nodes_and_runs_a_job_from_the_page(tmp_path: 
     assert shutil.which(CHROMIUM), "Debian's chromium is missing: 'make test' installs it"
     work = tmp_path
     ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "ABC"}
-    addresses = {name: f"127.0.0.1:{free_port()}" for name in "ABC"}
-    with node_processes() as start:
-        a = start(work, "A", addresses["A"], [], "--slots", "1", "--api-port", "0")
-        wait_for(a.status, 20, "node A")
+    with node_processes(work) as start:
+        a = start("A", args=["--slots", "1", "--api-port", "0"])
         for name in "BC":
-            start(work, name, addresses[name], [f"{ids['A']}@{addresses['A']}"], "--slots", "1")
+            start(name, [a.bootstrap], args=["--slots", "1"])
 
         def linked() -> bool:
-            status = a.status()
+            status = node_status(a)
             return bool(status) and len(status["links"]) >= 2
 
-        wait_for(linked, 30, "A linked to B and C")
+        eventually(linked, 30, "A linked to B and C")
         url = ok_json(qiz(work, "--home", "A", "dashboard", "--json"))["url"]
         assert url.startswith("http://127.0.0.1:") and "?token=" in url
+        assert url.startswith(a.api)  # the URL its ready line reported
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:

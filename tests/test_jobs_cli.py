@@ -10,7 +10,7 @@ import pytest
 
 from qiz import wire
 
-from .test_node_cli import free_port, node_processes, ok_json, one_line_error, qiz, wait_for
+from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -24,19 +24,17 @@ def mesh_homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
     work, ids = mesh_homes
-    addresses = {name: f"127.0.0.1:{free_port()}" for name in "ABC"}
-    boot = f"{ids['A']}@{addresses['A']}"
-    with node_processes() as start:
-        nodes = {"A": start(work, "A", addresses["A"], [], "--slots", "1")}
-        wait_for(nodes["A"].status, 20, "node A")
+    with node_processes(work) as start:
+        nodes = {"A": start("A", args=["--slots", "1"])}
+        assert nodes["A"].node_id == ids["A"]
         for name in "BC":
-            nodes[name] = start(work, name, addresses[name], [boot], "--slots", "1")
+            nodes[name] = start(name, [nodes["A"].bootstrap], args=["--slots", "1"])
 
         def ready() -> bool:
-            status = nodes["A"].status()
+            status = node_status(nodes["A"])
             return bool(status) and status["dht"]["contacts"] >= 2
 
-        wait_for(ready, 30, "the mesh")
+        eventually(ready, 30, "the mesh")
         spec = {
             "kind": "sweep",
             "params": {

@@ -1,139 +1,22 @@
 """Real node processes driven by the CLI: ``node start|status|stop`` and ``ping`` on loopback.
 
-Every node runs as its own ``python -m qiz`` process on 127.0.0.1; each test kills whatever it
-started, however it ends.
+Every node runs as its own ``python -m qiz`` process on 127.0.0.1:0 and reports the address it
+got in its ready line; each test kills the process groups it started, however it ends.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 
+from qiz.procs import NodeProcess
+
+from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+
 pytestmark = pytest.mark.timeout(120)
-
-_RUNS = itertools.count()
-_CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if k not in ("QIZ_HOME", "QIZ_PASSPHRASE", "QIZ_DEBUG")
-}
-
-
-def qiz(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qiz", *args],
-        cwd=cwd,
-        env=_CLEAN_ENV,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return json.loads(result.stdout)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    line = result.stderr.strip()
-    assert line and "\n" not in line, result.stderr
-    assert line.startswith("qiz: ") and "internal error" not in line, line
-    return line
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-class NodeProcess:
-    """One ``qiz node start`` process, its output in files (a pipe could fill and block it)."""
-
-    def __init__(self, cwd: Path, home: str, listen: str, peers: list[str], *extra: str) -> None:
-        self.cwd, self.home, self.listen = cwd, home, listen
-        self.log = cwd / f"{home}-{next(_RUNS)}"
-        self._out: IO[bytes] = self.log.with_suffix(".out").open("wb")
-        self._err: IO[bytes] = self.log.with_suffix(".err").open("wb")
-        args = ["--home", home, "node", "start", "--listen", listen, *extra]
-        for peer in peers:
-            args += ["--peer", peer]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qiz", *args],
-            cwd=cwd,
-            env=_CLEAN_ENV,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=self._err,
-        )
-
-    def status(self) -> dict | None:
-        """``node status --json``, or None while the node does not answer yet."""
-        if self.proc.poll() is not None:
-            raise AssertionError(f"node {self.home} exited early: {self.output()}")
-        result = qiz(self.cwd, "--home", self.home, "node", "status", "--json")
-        return json.loads(result.stdout) if result.returncode == 0 else None
-
-    def output(self) -> tuple[str, str]:
-        self._out.flush()
-        self._err.flush()
-        return (
-            self.log.with_suffix(".out").read_text(errors="replace"),
-            self.log.with_suffix(".err").read_text(errors="replace"),
-        )
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._out.close()
-        self._err.close()
-
-
-@contextlib.contextmanager
-def node_processes() -> Iterator[Callable[..., NodeProcess]]:
-    started: list[NodeProcess] = []
-
-    def start(*args: Any) -> NodeProcess:
-        node = NodeProcess(*args)
-        started.append(node)
-        return node
-
-    try:
-        yield start
-    finally:
-        for node in started:
-            node.kill()
 
 
 @pytest.fixture(scope="module")
@@ -144,48 +27,78 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     return work, ids
 
 
+def assert_stopped_cleanly(node: NodeProcess, work: Path) -> None:
+    """Exit 0, the stopped line printed, no traceback, the control socket removed."""
+    assert node.wait(20) == 0, node.tail()
+    out, err = node.output()
+    assert json.loads(out.splitlines()[-1]) == {"event": "stopped"}, (out, err)
+    assert "Traceback" not in err, err
+    assert not (work / node.home / "node.sock").exists()
+
+
 def test_two_node_processes_link_ping_and_stop(homes: tuple[Path, dict[str, str]]) -> None:
     work, ids = homes
-    port_a, port_b = free_port(), free_port()
-    addr_a, addr_b = f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"
-    with node_processes() as start:
-        a = start(work, "A", addr_a, [addr_b])
-        b = start(work, "B", addr_b, [f"{ids['A']}@{addr_a}"])
-        status_a = wait_for(a.status, 15, "node A to answer")
-        status_b = wait_for(b.status, 15, "node B to answer")
-        assert (status_a["node_id"], status_a["address"]) == (ids["A"], addr_a)
-        assert (status_b["node_id"], status_b["address"]) == (ids["B"], addr_b)
+    with node_processes(work) as start:
+        a = start("A")
+        b = start("B", [a.bootstrap])
+        # the ready line carries the address the system chose for :0, as status does
+        for node, name in ((a, "A"), (b, "B")):
+            assert node.node_id == ids[name]
+            assert node.address.startswith("127.0.0.1:") and not node.address.endswith(":0")
+            status = eventually(lambda node=node: node_status(node), 15, f"{name} to answer")
+            assert (status["node_id"], status["address"]) == (ids[name], node.address)
+            assert status["api"] == node.api
 
         def linked(node: NodeProcess, peer: str) -> bool:
-            status = node.status()
+            status = node_status(node)
             return status is not None and [link["peer"] for link in status["links"]] == [peer]
 
-        wait_for(lambda: linked(a, ids["B"]) and linked(b, ids["A"]), 15, "A and B linked")
+        eventually(lambda: linked(a, ids["B"]) and linked(b, ids["A"]), 15, "A and B linked")
         for node in (a, b):
-            (link,) = node.status()["links"]  # type: ignore[index]
+            (link,) = node_status(node)["links"]  # type: ignore[index]
             assert link["established"] and link["direction"] in ("in", "out")
 
-        ping = ok_json(qiz(work, "--home", "A", "ping", addr_b, "--count", "3", "--json"))
+        ping = ok_json(qiz(work, "--home", "A", "ping", b.address, "--count", "3", "--json"))
         assert ping["peer"] == ids["B"]
-        assert ping["address"] == addr_b
+        assert ping["address"] == b.address
         assert len(ping["rtt_ms"]) == 3 and all(r > 0 for r in ping["rtt_ms"])
         assert ping["handshake_ms"] > 0
-        pinned = ok_json(
-            qiz(work, "--home", "B", "ping", f"{ids['A']}@{addr_a}", "-c", "1", "--json")
-        )
+        pinned = ok_json(qiz(work, "--home", "B", "ping", a.bootstrap, "-c", "1", "--json"))
         assert pinned["peer"] == ids["A"] and len(pinned["rtt_ms"]) == 1
 
         stop = qiz(work, "--home", "A", "node", "stop")
         assert stop.returncode == 0, stop.stderr
-        assert a.wait(10) == 0
+        assert_stopped_cleanly(a, work)
         b.proc.send_signal(signal.SIGTERM)
-        assert b.wait(10) == 0
-        for node in (a, b):
-            out, err = node.output()
-            assert "node stopped" in out, (out, err)
-            assert "Traceback" not in err, err
-            assert not (work / node.home / "node.sock").exists()
+        assert_stopped_cleanly(b, work)
         one_line_error(qiz(work, "--home", "A", "node", "status"))  # gone for good
+
+
+def test_the_human_start_line_names_the_chosen_address(homes: tuple[Path, dict[str, str]]) -> None:
+    """Without --json, the first line says where the node listens (port 0 resolved)."""
+    work, ids = homes
+    with node_processes(work) as start:
+        node = start("A", ready=False, as_json=False)
+        line = node.stdout.wait_for(lambda text: "listening on" in text and text, 60)
+        assert line and line.startswith(f"node {ids['A']} listening on 127.0.0.1:"), line
+        assert not line.endswith(":0")
+        node.proc.send_signal(signal.SIGINT)
+        assert node.wait(20) == 0
+        assert "node stopped" in node.output()[0]
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+def test_a_node_started_with_sigint_ignored_still_stops_cleanly(
+    homes: tuple[Path, dict[str, str]], stop_with: signal.Signals
+) -> None:
+    """A shell's background job starts with SIGINT ignored; both signals still stop the node
+    cleanly (its handlers replace the inherited disposition)."""
+    work, _ = homes
+    with node_processes(work) as start:
+        node = start("B", ignore_sigint=True)
+        assert eventually(lambda: node_status(node), 15, "the node to answer")
+        node.proc.send_signal(stop_with)
+        assert_stopped_cleanly(node, work)
 
 
 def test_status_and_stop_without_a_running_node(homes: tuple[Path, dict[str, str]]) -> None:
@@ -215,20 +128,20 @@ def test_ping_with_nothing_listening(homes: tuple[Path, dict[str, str]]) -> None
 
 def test_one_node_per_home(homes: tuple[Path, dict[str, str]]) -> None:
     work, ids = homes
-    with node_processes() as start:
-        first = start(work, "B", f"127.0.0.1:{free_port()}", [])
-        wait_for(first.status, 15, "the first node to answer")
+    with node_processes(work) as start:
+        first = start("B")
         # A second node for the same home is refused and leaves the first one reachable.
-        second = qiz(work, "--home", "B", "node", "start", "--listen", f"127.0.0.1:{free_port()}")
+        second = qiz(work, "--home", "B", "node", "start", "--listen", "127.0.0.1:0")
         assert "already running" in one_line_error(second)
-        assert first.status()["node_id"] == ids["B"]  # type: ignore[index]
+        assert node_status(first)["node_id"] == ids["B"]  # type: ignore[index]
 
-        # A node that died without cleaning up leaves a stale socket, which the next replaces.
-        first.proc.kill()
-        first.wait(10)
+        # A node killed with SIGKILL leaves a stale socket: status says no node runs there,
+        # and the next node started in that home replaces the socket.
+        first.kill()
         assert (work / "B" / "node.sock").exists()
-        again = start(work, "B", f"127.0.0.1:{free_port()}", [])
-        assert wait_for(again.status, 15, "the new node to answer")["node_id"] == ids["B"]
+        line = one_line_error(qiz(work, "--home", "B", "node", "status"))
+        assert "no node is" in line or "not running" in line, line
+        again = start("B")
+        assert node_status(again)["node_id"] == ids["B"]  # type: ignore[index]
         assert ok_json(qiz(work, "--home", "B", "node", "stop", "--json")) == {"stopped": True}
-        assert again.wait(10) == 0
-        assert "node stopped" in again.output()[0]
+        assert_stopped_cleanly(again, work)

@@ -8,7 +8,8 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from tests.test_cli import assert_one_line_error, qiz
+from .helpers import assert_one_line_error
+from .helpers import qiz_raw as qiz
 
 BELL = """OPENQASM 3.0;
 include "stdgates.inc";

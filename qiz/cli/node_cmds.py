@@ -71,8 +71,19 @@ def start(
     ] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Serve no HTTP API.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print one JSON line when ready ({"event": "ready", "node_id", "address", '
+            '"api"}) and one when stopped ({"event": "stopped"}).',
+        ),
+    ] = False,
 ) -> None:
-    """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'."""
+    """Run the node in the foreground until SIGINT/SIGTERM or 'qiz node stop'.
+
+    With ``--listen ip:0`` the port is chosen by the system and reported: in the ready line
+    (``--json``), the first line printed, and ``qiz node status``."""
     session: Session = ctx.obj
     config = session.home.load_config()
     identity = session.identity()
@@ -89,7 +100,7 @@ def start(
     )
     compute = _compute_config(config.extra.get("compute", {}), worker, slots)
     api = None if no_api else _api_port(config.extra.get("api", {}), api_port)
-    asyncio.run(_run_node(session, identity, address, peers, lan, compute, api))
+    asyncio.run(_run_node(session, identity, address, peers, lan, compute, api, as_json))
 
 
 def _api_port(table: object, given: int | None) -> int | None:
@@ -131,6 +142,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     lan: bool,
     compute: ComputeConfig,
     api_port: int | None,
+    as_json: bool = False,
 ) -> None:
     config = session.home.load_config()
     if not solves(identity.node_id.digest, config.puzzle_bits):
@@ -148,22 +160,30 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         compute=compute,
         api_port=api_port,
     )
+    # Both signals stop the node, whatever disposition they were inherited with: a shell's
+    # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.
+    # Installed before start() so that a signal during start-up also ends in a clean stop.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.stop_requested.set)
     try:
         await node.start()
     except ControlSocketError as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-    console.print(f"node {node.node_id} listening on {node.address}", markup=False)
-    if node.web is not None:
-        console.print(f"API and dashboard on {node.web.url} (qiz dashboard prints the URL)")
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, node.stop_requested.set)
+    api = node.web.url if node.web is not None else None
+    if as_json:  # one line a parent process waits for: it says the node is up, and where
+        ready = {"event": "ready", "node_id": str(node.node_id), "address": node.address}
+        emit(True, {**ready, "api": api}, lambda: None)
+    else:
+        console.print(f"node {node.node_id} listening on {node.address}", markup=False)
+        if api is not None:
+            console.print(f"API and dashboard on {api} (qiz dashboard prints the URL)")
     await node.stop_requested.wait()
     logging.getLogger("qiz.node").info("shutting down")
     await node.stop()
-    console.print("node stopped", markup=False)
+    emit(as_json, {"event": "stopped"}, lambda: console.print("node stopped", markup=False))
 
 
 def _control(session: Session, command: str) -> dict:

@@ -1,0 +1,261 @@
+"""What the tests share: running coroutines and CLI commands, waiting for conditions, node
+processes and small in-process meshes. Test modules import from here (or get fixtures from
+conftest.py), never from each other.
+
+Two rules this module exists to make easy:
+
+* wait for a condition (:func:`eventually`, :func:`async_eventually`, a node's ready line),
+  never sleep a fixed time and hope;
+* bind port 0 and read the port back (``127.0.0.1:0`` everywhere), never "find a free port,
+  then bind it".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from qiz.node import Node
+from qiz.procs import NodeProcess
+from qiz.qmp.connection import QmpConfig
+from qiz.qmp.manager import ManagerConfig
+
+__all__ = [
+    "CLEAN_ENV",
+    "NodeProcess",
+    "assert_one_line_error",
+    "async_eventually",
+    "eventually",
+    "manager",
+    "node_processes",
+    "node_status",
+    "ok_json",
+    "one_line_error",
+    "qiz",
+    "qiz_raw",
+    "qmp",
+    "run",
+    "running_mesh",
+    "start_mesh",
+    "stop_all",
+]
+
+# The environment of every CLI subprocess: no home, passphrase or debug switch leaks in from
+# the developer's shell.
+CLEAN_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("QIZ_HOME", "QIZ_PASSPHRASE", "QIZ_DEBUG")
+}
+
+# ------------------------------------------------------------------------------ running
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+    """Run ``coro`` in a fresh event loop, bounded by ``timeout``; fail on anything the loop
+    reports as unhandled (a task that crashed, a callback that raised) while it ran."""
+    problems: list[dict] = []
+
+    async def main() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: problems.append(ctx))
+        return await asyncio.wait_for(coro, timeout)
+
+    result = asyncio.run(main())
+    assert not problems, [p.get("message") for p in problems]
+    return result
+
+
+def qiz(cwd: Path, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m qiz ARGS`` in ``cwd``, stdin closed, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "qiz", *map(str, args)],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def qiz_raw(
+    cwd: Path, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[int, bytes, str]:
+    """Like :func:`qiz` for commands with binary output: (returncode, stdout bytes, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "qiz", *map(str, args)],
+        cwd=cwd,
+        env={**CLEAN_ENV, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON a command printed, after checking it succeeded cleanly."""
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_one_line_error(stderr: str, *words: str) -> str:
+    """The CLI's own error report: one non-empty ``qiz: ...`` line, never a traceback."""
+    assert "Traceback" not in stderr
+    line = stderr.strip()
+    assert line, "expected an error message on stderr"
+    assert "\n" not in line, stderr
+    assert line.startswith("qiz: "), line
+    assert "internal error" not in line, line
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """A command that failed with exit ``code`` and said why in one line."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    return assert_one_line_error(result.stderr)
+
+
+# ------------------------------------------------------------------------------ waiting
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait until ``check()`` returns something true and return it; fail after ``timeout``.
+
+    For state in other processes, which notifies nobody: poll the condition itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+async def async_eventually(
+    check: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """:func:`eventually` inside an event loop; ``check`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------ node processes
+
+
+@contextlib.contextmanager
+def node_processes(cwd: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """``start(home, peers=(), args=())`` starts ``qiz node start`` on 127.0.0.1:0 with
+    ``home`` relative to ``cwd`` (short control-socket paths) and waits for its ready line
+    (``ready=False``: the caller waits); every process group started is SIGKILLed on the way
+    out, however the test ends."""
+    started: list[NodeProcess] = []
+
+    def start(
+        home: str,
+        peers: Iterable[str] = (),
+        args: Iterable[str] = (),
+        *,
+        ready: bool = True,
+        **kwargs: Any,
+    ) -> NodeProcess:
+        kwargs.setdefault("cwd", cwd)
+        node = NodeProcess(home, peers=peers, args=args, env=CLEAN_ENV, **kwargs)
+        started.append(node)
+        if ready:
+            node.wait_ready(60)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.kill()
+
+
+def node_status(node: NodeProcess) -> dict | None:
+    """``qiz node status --json`` of a running node process (the CLI path a user takes), or
+    None if it does not answer."""
+    if not node.alive():
+        raise AssertionError(f"node {node.name} exited: {node.tail()}")
+    result = qiz(node.cwd, "--home", str(node.home), "node", "status", "--json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+# ------------------------------------------------------------------------------ in-process meshes
+
+
+def qmp(**overrides: Any) -> QmpConfig:
+    """QMP settings with a handshake timeout that fits a test."""
+    return QmpConfig(**{"handshake_timeout": 3.0, **overrides})
+
+
+def manager(**overrides: Any) -> ManagerConfig:
+    """Link-manager settings scaled down so that every timer fits in a test."""
+    values: dict[str, Any] = {
+        "keepalive_interval": 5.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "duplicate_grace": 0.2,
+        "qmp": qmp(),
+        **overrides,
+    }
+    return ManagerConfig(**values)
+
+
+async def start_mesh(
+    size: int, make: Callable[[list[str] | None, int], Node], join_timeout: float = 30
+) -> list[Node]:
+    """``size`` in-process nodes on 127.0.0.1:0, made by ``make(peers, index)``: the first
+    with no peers, every other one given only the first's address; returns once every node
+    has joined the DHT. Nodes that started are stopped if a later one fails."""
+    nodes: list[Node] = []
+    try:
+        for i in range(size):
+            node = make([nodes[0].address] if nodes else None, i)
+            await node.start()
+            nodes.append(node)
+        await asyncio.gather(*(asyncio.wait_for(n.joined.wait(), join_timeout) for n in nodes))
+    except BaseException:
+        await stop_all(nodes)
+        raise
+    return nodes
+
+
+async def stop_all(nodes: Iterable[Node]) -> None:
+    """Stop every node not already stopped (a test may have stopped some)."""
+    for node in nodes:
+        if not node.stopped.is_set():
+            await node.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    size: int, make: Callable[[list[str] | None, int], Node]
+) -> AsyncIterator[list[Node]]:
+    """:func:`start_mesh` as a context: every node is stopped on the way out."""
+    nodes = await start_mesh(size, make)
+    try:
+        yield nodes
+    finally:
+        await stop_all(nodes)
