@@ -26,7 +26,7 @@ from qiz.qmp.rpc import RpcError
 from qiz.resolve.dht import DhtConfig
 from qiz.trust.scores import INITIAL
 
-from .test_qmp_network import manager, run
+from .helpers import async_eventually, manager, run
 
 MESH = 8
 
@@ -303,8 +303,11 @@ def test_a_submitter_that_goes_offline_collects_its_results_when_it_returns(tmp_
         try:
             submitter.compute.worker.limits = specs.Limits(max_qubits=0)  # it only coordinates
             raw, job = await submit(submitter, qaoa_sweep(n=16, points=4, shard=4))
-            await asyncio.sleep(0.3)
-            assert submitter.compute.coordinator.status(job)["replicas"]
+            await async_eventually(
+                lambda: submitter.compute.coordinator.status(job)["replicas"],
+                30,
+                "the job's replicas to be placed",
+            )
             await submitter.stop()
             # the workers finish while the submitter is away; their results wait for it
             deadline = time.monotonic() + 60
@@ -370,7 +373,11 @@ def test_a_coordinator_that_lost_its_records_collects_results_announced_in_the_d
             submitter.compute.worker.limits = specs.Limits(max_qubits=0)  # it only coordinates
             doc = qaoa_sweep(n=14, points=2, shard=4)
             raw, job = await submit(submitter, doc)
-            await asyncio.sleep(0.3)
+            await async_eventually(
+                lambda: submitter.compute.coordinator.status(job)["replicas"],
+                30,
+                "the job's replicas to be placed",
+            )
             await submitter.stop()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # done, delivery failed, provider record out
