@@ -106,19 +106,6 @@ def processes_with_env(name: str, value: str) -> list[int]:
     return found
 
 
-def wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Call ``check`` until it returns something true and return that; None on timeout.
-
-    For conditions nothing notifies us of (another process's state): a bounded wait for the
-    condition itself, not a fixed sleep that hopes the condition holds by then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() >= deadline:
-            return value or None
-        time.sleep(interval)
-
-
 class LineReader:
     """Drains a child's output pipe in a thread (a full pipe would block the child), keeps
     every line and wakes whoever waits for a particular one."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,16 +90,17 @@ def test_the_human_start_line_names_the_chosen_address(homes: tuple[Path, dict[s
 
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
 def test_a_node_started_with_sigint_ignored_still_stops_cleanly(
-    homes: tuple[Path, dict[str, str]], stop_with: signal.Signals
+    homes: tuple[Path, dict[str, str]],
+    start_node: Callable[..., NodeProcess],
+    stop_with: signal.Signals,
 ) -> None:
     """A shell's background job starts with SIGINT ignored; both signals still stop the node
     cleanly (its handlers replace the inherited disposition)."""
     work, _ = homes
-    with node_processes(work) as start:
-        node = start("B", ignore_sigint=True)
-        assert eventually(lambda: node_status(node), 15, "the node to answer")
-        node.proc.send_signal(stop_with)
-        assert_stopped_cleanly(node, work)
+    node = start_node("B", cwd=work, ignore_sigint=True)
+    assert eventually(lambda: node_status(node), 15, "the node to answer")
+    node.proc.send_signal(stop_with)
+    assert_stopped_cleanly(node, work)
 
 
 def test_status_and_stop_without_a_running_node(homes: tuple[Path, dict[str, str]]) -> None:
