@@ -76,7 +76,7 @@ async def wait_done(node: Node, jobs: list[bytes], timeout: float = 600) -> None
     deadline = time.monotonic() + timeout
     coordinator = node.compute.coordinator
     while time.monotonic() < deadline:
-        if all(coordinator.status(j)["state"] != "running" for j in jobs):
+        if all(coordinator.status(j).state != "running" for j in jobs):
             return
         await asyncio.sleep(0.02)
     raise RuntimeError("jobs did not finish")
@@ -100,7 +100,7 @@ async def mesh_part(quick: bool) -> list[Figure]:
             began = time.perf_counter()
             state = await coordinator.submit(raw)
             walls.append(time.perf_counter() - began)
-            await wait_done(submitter, [bytes.fromhex(state["job"])])
+            await wait_done(submitter, [state.job])
         placement = median(coordinator.schedule_seconds)
         figures.append(
             Figure(
@@ -145,7 +145,7 @@ async def mesh_part(quick: bool) -> list[Figure]:
             ]
             began = time.perf_counter()
             states = await asyncio.gather(*(coordinator.submit(raw) for raw in raws))
-            jobs = [bytes.fromhex(s["job"]) for s in states]
+            jobs = [s.job for s in states]
             await wait_done(submitter, jobs)
             rate = n_jobs / (time.perf_counter() - began)
             for i, job in enumerate(jobs):
@@ -215,7 +215,7 @@ async def heavy_part(quick: bool) -> list[Figure]:
             coordinator = nodes[0].compute.coordinator
             began = time.perf_counter()
             state = await coordinator.submit(raw)
-            job = bytes.fromhex(state["job"])
+            job = state.job
             await wait_done(nodes[0], [job])
             seconds = time.perf_counter() - began
             results = [x for t in verify_file(coordinator.result(job)).results for x in t]

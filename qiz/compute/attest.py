@@ -24,7 +24,7 @@ recomputed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidKey, InvalidSignature
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity
-from qiz.quantum.memory import MAX_QUBITS
+from qiz.quantum.core.memory import MAX_QUBITS
 
 CLAIM_CONTEXT = "qiz/job-result/v1"
 ATTESTATION_CONTEXT = "qiz/attestation/v1"
@@ -78,6 +78,34 @@ class Claim:
         except (InvalidKey, InvalidSignature, TypeError, ValueError):
             return False
         return True
+
+
+def check_claim(
+    report: Mapping[str, Any], *, job: bytes, task: int, seed: int | None, worker: bytes
+) -> str | None:
+    """Why a worker's finished report cannot count as a replica of (job, task), or None if its
+    claim holds: the key is the worker's own, it ran with the seed it was given, the result
+    matches its digest, and the signature over the claim verifies.
+
+    Pure and total: any report a peer sends gets an answer, never an exception. This is the
+    coordinator's only defence against a forged or mangled report; a *wrong* result behind a
+    valid claim is the quorum's to catch.
+    """
+    key, digest, sig, engine = (report.get(k) for k in ("key", "digest", "sig", "engine"))
+    if not all(isinstance(v, bytes) for v in (key, digest, sig)) or not isinstance(engine, str):
+        return "missing fields"
+    if NodeId.from_public_key(key).digest != worker:
+        return "the claim's key is not the worker's"
+    if report.get("seed") != seed:
+        return "ran with another seed"
+    try:
+        if result_digest(report.get("result")) != digest:
+            return "the result does not match its digest"
+    except (TypeError, ValueError):
+        return "the result cannot be encoded"
+    if not Claim(job, task, seed, engine, digest).valid(key, sig):
+        return "the signature does not verify"
+    return None
 
 
 def make_attestation(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from qiz import CheckFailed, NotFound, QizError
 
-class SpecError(ValueError):
+
+class SpecError(QizError, ValueError):
     """A job spec was refused: malformed, unsigned, over a limit, or naming an unknown kind."""
 
 
-class JobError(RuntimeError):
+class JobError(QizError, RuntimeError):
     """A job cannot be submitted, found, or completed; the message says why."""
 
 
-class JobNotFound(JobError):
+class JobNotFound(NotFound, JobError):
     """No job with that id (or prefix) was submitted to this node."""
 
 
@@ -23,5 +25,9 @@ class TaskCancelled(RuntimeError):
     """A task was cancelled before it finished."""
 
 
-class AttestationError(ValueError):
+class AttestationError(CheckFailed, ValueError):
     """An attestation does not verify; the message names the first check that failed."""
+
+
+class Unreachable(ConnectionError):
+    """A peer could not be reached over any link (no link, and no way to dial it)."""

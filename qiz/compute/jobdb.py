@@ -4,8 +4,10 @@ Nothing a node learned about a job lives only in memory: a coordinator that rest
 its running jobs and asks the workers for results that waited for it; a worker that restarts
 runs again what it had accepted and still holds results not yet delivered.
 
-Tables: ``jobs`` and ``replicas`` (the coordinator's), ``work`` (the worker's), ``scores``
-(peer scores, see :mod:`qiz.trust.scores`).
+Tables: ``jobs`` and ``replicas`` (the coordinator's), ``work`` (the worker's). Rows come back
+as typed records (:class:`JobRow`, :class:`ReplicaRow`, :class:`WorkRow`), never as tuples
+read by position. Peer scores share the database but their table belongs to
+:mod:`qiz.trust.scores`.
 """
 
 from __future__ import annotations
@@ -59,13 +61,6 @@ CREATE TABLE IF NOT EXISTS work (
     updated     REAL NOT NULL,
     PRIMARY KEY (job, task, coordinator)
 );
-CREATE TABLE IF NOT EXISTS scores (
-    peer      BLOB PRIMARY KEY,
-    score     REAL NOT NULL,
-    agreed    INTEGER NOT NULL DEFAULT 0,
-    disagreed INTEGER NOT NULL DEFAULT 0,
-    failed    INTEGER NOT NULL DEFAULT 0
-);
 """
 
 # replica and work states
@@ -99,6 +94,23 @@ def unpack(raw: bytes | None) -> Any:
     return None if raw is None else wire.decode(raw, max_size=1 << 30, what="stored result")
 
 
+@dataclass(frozen=True)
+class JobRow:
+    """One submitted job as stored: its signed spec, where it stands, and once done its
+    attestation file."""
+
+    job: bytes
+    spec: bytes
+    state: str
+    created: float
+    updated: float
+    error: str | None
+    attestation: bytes | None
+
+
+JOB_COLUMNS = "job, spec, state, created, updated, error, attestation"
+
+
 @dataclass
 class ReplicaRow:
     job: bytes
@@ -117,10 +129,18 @@ class ReplicaRow:
     updated: float
 
     @classmethod
+    def new(cls, job: bytes, task: int, worker: bytes, seed: int | None, now: float) -> ReplicaRow:
+        """A replica just placed (or collected): queued, nothing known of it yet."""
+        return cls(
+            job, task, worker, seed, QUEUED, 0.0, None, None, None, None, None, None, now, now
+        )
+
+    @classmethod
     def of(cls, row: tuple) -> ReplicaRow:
-        values = list(row)
-        values[6] = unpack(values[6])
-        return cls(*values)
+        """From a ``REPLICA_COLUMNS`` select; the stored result is decoded."""
+        row_ = cls(*row)
+        row_.result = unpack(row_.result)
+        return row_
 
 
 REPLICA_COLUMNS = (
@@ -135,18 +155,23 @@ class CoordinatorTables:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def job(self, job: bytes) -> tuple | None:
-        return self.db.execute(
-            "SELECT job, spec, state, created, updated, error, attestation FROM jobs WHERE job=?",
+    def job(self, job: bytes) -> JobRow | None:
+        row = self.db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE job=?",  # noqa: S608 - our names
             (job,),
         ).fetchone()
+        return JobRow(*row) if row else None
 
-    def jobs(self, states: tuple[str, ...] | None = None) -> list[tuple]:
+    def jobs(self, states: tuple[str, ...] | None = None) -> list[JobRow]:
         rows = self.db.execute(
-            "SELECT job, spec, state, created, updated, error, attestation FROM jobs "
-            "ORDER BY created"
+            f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY created"  # noqa: S608 - our names
         ).fetchall()
-        return [r for r in rows if states is None or r[2] in states]
+        jobs = [JobRow(*r) for r in rows]
+        return [j for j in jobs if states is None or j.state in states]
+
+    def count_by_state(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+        return {state: count for state, count in rows}
 
     def find(self, prefix: str) -> list[bytes]:
         """Job ids whose hex form starts with ``prefix``."""
@@ -248,10 +273,11 @@ class WorkerTables:
         return self._row(row) if row else None
 
     def _row(self, row: tuple) -> WorkRow:
-        values = list(row)
-        values[6] = unpack(values[6])
-        values[10] = bool(values[10])
-        return WorkRow(*values)
+        """From a ``WORK_COLUMNS`` select; the stored result is decoded."""
+        work = WorkRow(*row)
+        work.result = unpack(work.result)
+        work.delivered = bool(work.delivered)
+        return work
 
     def all(self, states: tuple[str, ...] | None = None) -> list[WorkRow]:
         rows = [self._row(r) for r in self.db.execute(f"SELECT {WORK_COLUMNS} FROM work")]  # noqa: S608

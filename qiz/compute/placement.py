@@ -17,7 +17,7 @@ Solvers (``solve(problem, method)``):
   4/3 of the optimum for identical workers, Graham 1969). Microseconds; the scheduler's default.
 * ``annealing``: simulated annealing from the greedy answer (move and swap steps, seeded).
 * ``exact``: depth-first branch and bound, for small instances (refused above ``EXACT_NODES``).
-* ``qaoa``: the placement as a QUBO (``qiz.quantum.netopt.assignment_qubo``: a quadratic
+* ``qaoa``: the placement as a QUBO (``qiz.quantum.problems.netopt.assignment_qubo``: a quadratic
   balance proxy for the makespan plus RTT costs) solved by QAOA on the state-vector engine, at
   most ``QAOA_VARIABLES`` variables. The QUBO knows neither backlogs nor the distinct-replica
   rule, so its answer is repaired greedily; the makespan is always computed from the model.
@@ -30,8 +30,11 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 METHODS = ("greedy", "annealing", "exact", "qaoa")
+SECONDS_PER_UNIT = 1 / 3e8  # Shape.work units per second on one core (measured order)
+TASK_OVERHEAD = 0.01  # seconds: offer, process hand-off and delivery of a tiny task
 EXACT_NODES = 2_000_000
 QAOA_VARIABLES = 16
 MIN_RELIABILITY = 0.1
@@ -39,6 +42,17 @@ MIN_RELIABILITY = 0.1
 
 class PlacementError(ValueError):
     """The instance cannot be placed (no eligible worker) or is too large for the solver."""
+
+
+class _Work(Protocol):
+    @property
+    def work(self) -> float: ...
+
+
+def estimate_seconds(task: _Work) -> float:
+    """Seconds one core needs for a task (a :class:`qiz.compute.spec.Task`): the model's
+    item size, and the yardstick for stragglers."""
+    return TASK_OVERHEAD + task.work * SECONDS_PER_UNIT
 
 
 @dataclass(frozen=True)
@@ -295,8 +309,8 @@ def _exact(problem: PlacementProblem) -> list[int]:
 
 
 def _qaoa(problem: PlacementProblem, seed: int) -> list[int]:
-    from qiz.quantum.netopt import assignment_qubo
-    from qiz.quantum.solvers import solve as solve_qubo
+    from qiz.quantum.algorithms.solvers import solve as solve_qubo
+    from qiz.quantum.problems.netopt import assignment_qubo
 
     items, workers = len(problem.items), len(problem.workers)
     if items * workers > QAOA_VARIABLES:

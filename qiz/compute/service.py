@@ -17,7 +17,6 @@ resolving its peer record through the DHT and dialling.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -27,18 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from qiz.compute import spec as specs
-from qiz.compute.coordinator import Coordinator, Unreachable
+from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
+from qiz.compute.errors import Unreachable
 from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool
 from qiz.compute.worker import RESULT_TTL, Worker, qubits_for
 from qiz.crypto.ids import ContentId, NodeId
+from qiz.events import EventBus
 from qiz.identity import NodeIdentity
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, Handler
-from qiz.quantum.memory import available_memory
+from qiz.quantum.core.memory import available_memory
 from qiz.resolve.dht import Dht
 from qiz.resolve.records import RecordKind, make_provider_record
+from qiz.tasks import TaskOwner
 from qiz.trust.scores import PeerScores
 
 log = logging.getLogger("qiz.compute")
@@ -71,8 +73,10 @@ class ComputeService:
         config: ComputeConfig | None = None,
         home: Path | None = None,
         clock: Callable[[], float] = time.time,
+        events: EventBus | None = None,
     ) -> None:
         self.identity = identity
+        self.events = events if events is not None else EventBus(clock)
         self.links = links
         self.dht = dht
         self.config = config or ComputeConfig()
@@ -114,13 +118,14 @@ class ComputeService:
             self.scores,
             self.directory,
             self.call,
+            events=self.events,
             placement=self.config.placement,
             poll_after=self.config.poll_after,
             clock=clock,
         )
         self.coordinator.find_holders = self.find_holders
         handlers.update(self.coordinator.handlers())
-        self._loops: list[asyncio.Task[None]] = []
+        self._owner = TaskOwner("compute", log)
 
     # ------------------------------------------------------------------ reaching peers
 
@@ -180,26 +185,12 @@ class ComputeService:
             assert self.pool is not None
             self.pool.warm()
         self.coordinator.resume()
-        self._loops = [
-            asyncio.ensure_future(self._every(self.config.tick, self.coordinator.tick)),
-            asyncio.ensure_future(self._every(self.config.republish_every, self.publish_capacity)),
-        ]
+        self._owner.every(self.config.tick, self.coordinator.tick, "watch jobs")
+        self._owner.every(self.config.republish_every, self.publish_capacity, "publish capacity")
         if self.worker is not None:
-            self._loops.append(
-                asyncio.ensure_future(
-                    self._every(self.config.deliver_every, self.worker.deliver_pending)
-                )
+            self._owner.every(
+                self.config.deliver_every, self.worker.deliver_pending, "deliver results"
             )
-
-    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
-        while True:
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("periodic %s failed", getattr(job, "__name__", job))
-            await asyncio.sleep(seconds)
 
     async def publish_capacity(self) -> None:
         if self.worker is None:
@@ -208,11 +199,10 @@ class ComputeService:
         await self.dht.publish_name(CAPACITY_LABEL, value, ttl=CAPACITY_TTL)
 
     async def stop(self) -> None:
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        """End the loops, the coordinator's background sends, the worker and its processes,
+        each awaited, then close the database."""
+        await self._owner.close()
+        await self.coordinator.close()
         if self.worker is not None:
             await self.worker.close()
         if self.pool is not None:

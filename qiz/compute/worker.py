@@ -16,7 +16,6 @@ Only the coordinator that offered a task can fetch or cancel it: the key include
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -39,19 +38,19 @@ from qiz.compute.jobdb import (
     WorkerTables,
     WorkRow,
 )
+from qiz.compute.placement import estimate_seconds
 from qiz.compute.pool import WorkerPool
 from qiz.compute.quorum import result_digest
 from qiz.identity import NodeIdentity
 from qiz.qmp.rpc import CallContext, RpcError
-from qiz.quantum.memory import AMPLITUDE_BYTES, MAX_QUBITS
+from qiz.quantum.core.memory import AMPLITUDE_BYTES, MAX_QUBITS
+from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.worker")
 Send = Callable[..., Awaitable[Any]]
 WORST_STATE_VECTORS = max(execute.STATE_VECTORS.values())
 SPEC_CACHE = 32
 RESULT_TTL = 7 * 86400  # finished work is forgotten after this, delivered or not
-SECONDS_PER_UNIT = 1 / 3e8  # Shape.work units per second on one core (measured order)
-TASK_OVERHEAD = 0.01  # seconds: offer, process hand-off and delivery of a tiny task
 
 
 def qubits_for(memory: int) -> int:
@@ -60,10 +59,6 @@ def qubits_for(memory: int) -> int:
         return 0
     n = int(math.log2(memory / (WORST_STATE_VECTORS * AMPLITUDE_BYTES)))
     return max(0, min(MAX_QUBITS, n))
-
-
-def estimate_seconds(task: specs.Task) -> float:
-    return TASK_OVERHEAD + task.work * SECONDS_PER_UNIT
 
 
 class Worker:
@@ -99,7 +94,7 @@ class Worker:
         self._tasks: dict[tuple[bytes, int, bytes], asyncio.Task[None]] = {}
         self._progress: dict[tuple[bytes, int, bytes], float] = {}
         self._progress_sent: dict[tuple[bytes, int, bytes], float] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._owner = TaskOwner("worker", log)  # runs, progress pushes, announcements
         self.backlog = 0.0  # estimated seconds of accepted, unfinished work
         self.counters = {"accepted": 0, "refused": 0, "done": 0, "failed": 0, "cancelled": 0}
         self.corrupt: Callable[[Any], Any] | None = None  # fault injection for tests only
@@ -113,12 +108,17 @@ class Worker:
             "job.capacity": self._rpc_capacity,
         }
 
+    @property
+    def queue_length(self) -> int:
+        """Accepted tasks not finished yet (queued or running here)."""
+        return len(self._tasks)
+
     def capacity(self) -> dict[str, Any]:
         return {
             "qubits": self.limits.max_qubits,
             "cores": os.cpu_count() or 1,
             "slots": self.pool.slots,
-            "queue": len(self._tasks),
+            "queue": self.queue_length,
             "backlog": round(self.backlog, 3),
             "engine": execute.ENGINE,
         }
@@ -165,9 +165,7 @@ class Worker:
     async def close(self) -> None:
         """Stop running tasks without recording them as cancelled: a restart runs them again."""
         self._closing = True
-        for task in list(self._tasks.values()) + list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), *self._background, return_exceptions=True)
+        await self._owner.close()
 
     # ------------------------------------------------------------------ RPC
 
@@ -209,7 +207,7 @@ class Worker:
         key = (spec.job_id, task, coordinator)
         estimate = estimate_seconds(spec.tasks[task])
         self.backlog += estimate
-        runner = asyncio.ensure_future(self._run(spec, task, coordinator, seed))
+        runner = self._owner.spawn(self._run(spec, task, coordinator, seed), f"run {task}")
         self._tasks[key] = runner
 
         def finished(_: asyncio.Task[None]) -> None:
@@ -307,11 +305,8 @@ class Worker:
         if self.announce is None or job in self._announced:
             return
         self._announced.add(job)
-        task = asyncio.ensure_future(self.announce(job))
-        self._background.add(task)
-        task.add_done_callback(
-            lambda t: (self._background.discard(t), t.cancelled() or t.exception())
-        )
+        if not self._owner.closed:
+            self._owner.spawn(self.announce(job), "announce results")
 
     def _push_progress(self, key: tuple[bytes, int, bytes], fraction: float) -> None:
         now = time.monotonic()
@@ -321,12 +316,13 @@ class Worker:
         body = {"job": key[0], "task": key[1], "progress": fraction}
 
         async def push() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.send(key[2], "job.progress", body, timeout=2.0)
+            except Exception as exc:  # progress is a courtesy: the result is delivered anyway
+                log.debug("progress to its coordinator not sent: %s", exc)
 
-        task = asyncio.ensure_future(push())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if not self._owner.closed:
+            self._owner.spawn(push(), "push progress")
 
     async def _rpc_fetch(self, ctx: CallContext, body: Any) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get("job"), bytes):

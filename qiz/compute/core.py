@@ -1,0 +1,776 @@
+"""The coordinator's decisions as a sans-IO state machine: inputs in, actions out.
+
+Usage (the asyncio driver in :mod:`qiz.compute.coordinator`, or the simulator in
+:mod:`qiz.sim.jobs`)::
+
+    core = JobCore(tables, scores, self_id=me, attest=sign_attestation)
+    actions = core.submit(spec, now)                  # then, when the driver is ready to place:
+    actions += core.place(job, workers, now)          # Offer(...) per new replica
+    for action in actions: ...                        # the driver performs them
+    core.offer_accepted(job, task, worker, reply, now) / offer_refused / offer_failed
+    core.report(worker, report, now)                  # a pushed job.done
+    core.progress(worker, body, now)                  # a pushed job.progress
+    core.fetched(job, task, worker, report, now) / fetch_failed(...)   # answers to Fetch
+    core.tick(now, linked)                            # at core.next_deadline() or periodically
+
+Why split it out: the rules (how many replicas, when one is lost, when a task is decided, when a
+job fails) are the part worth testing hard, and with no sockets, no event loop and time passed
+in as ``now`` the same code runs on a live node, under hypothesis, and in a simulator with a
+thousand workers and churn. The core never raises on what a peer sends (a malformed report is
+ignored or counted against the peer); it raises :class:`~qiz.compute.errors.JobError` only on
+its owner's mistakes (see :func:`check_capacity`).
+
+State that must survive a restart is written through to the
+:class:`~qiz.compute.jobdb.CoordinatorTables` (SQLite, synchronous and local) before the
+action that depends on it is returned; replica rows are also kept in memory, so a tick reads no
+table. The claim check and the attestation signer are injected: the node passes the real ones
+(:func:`qiz.compute.attest.check_claim`, an ML-DSA signature), the simulator cheap ones.
+
+The rules, as before the split (docs/jobs.md):
+
+* each undecided task wants ``replicas`` live-or-finished replicas on distinct workers, placed
+  with :mod:`qiz.compute.placement` over a snapshot of the workers the driver knows;
+* a replica whose worker is unreachable is lost at once; one not heard of for ``poll_after``
+  seconds is fetched, and lost after ``MAX_MISSES`` unanswered fetches in a row;
+* a worker that refuses an offer as busy has cost no attempt: its row is dropped;
+* ``quorum`` agreeing replicas decide a task (:mod:`qiz.compute.quorum`); no agreement and
+  nothing running asks for one more replica, up to ``replicas + EXTRA_ATTEMPTS`` in all;
+* a replica running far beyond its estimate gets one spare replica elsewhere (once per task);
+* a job past its deadline fails; a job whose every task is decided is attested.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qiz.compute import spec as specs
+from qiz.compute.attest import check_claim as real_check_claim
+from qiz.compute.errors import JobError, SpecError
+from qiz.compute.jobdb import (
+    ACTIVE,
+    CANCELLED,
+    DONE,
+    FAILED,
+    LOST,
+    QUEUED,
+    RUNNING,
+    CoordinatorTables,
+    JobRow,
+    ReplicaRow,
+)
+from qiz.compute.placement import (
+    Item,
+    PlacementError,
+    PlacementProblem,
+    WorkerInfo,
+    estimate_seconds,
+    solve,
+)
+from qiz.compute.quorum import Decision, Replica, decide
+from qiz.compute.status import Live
+from qiz.crypto.ids import NodeId
+from qiz.events import EventKind
+from qiz.trust.scores import PeerScores
+
+log = logging.getLogger("qiz.coordinator")
+
+EXTRA_ATTEMPTS = 6
+MAX_MISSES = 2  # checks in a row without an answer before a linked replica counts as lost
+STRAGGLER_FLOOR = 60.0  # seconds a replica may run before it is considered slow...
+STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is longer
+MIN_SCORE = 0.05  # below this a worker gets no new work from us
+MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
+
+
+# ---------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Send ``job.offer {spec, task, seed}`` to ``worker``; answer with ``offer_*``."""
+
+    job: bytes
+    task: int
+    worker: bytes
+    seed: int | None
+    spec: bytes  # the signed spec, as it travels
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Send ``job.fetch {job, task}`` to ``worker``; answer with ``fetched``/``fetch_failed``."""
+
+    job: bytes
+    task: int
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAt:
+    """Send ``job.cancel {job[, task]}`` to ``worker``; nothing to answer."""
+
+    job: bytes
+    worker: bytes
+    task: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Drop ``worker`` from the directory until its capacity is looked up again (it was lost)."""
+
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """An event for the node's :class:`~qiz.events.EventBus`."""
+
+    kind: EventKind
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished:
+    """Every task was decided and the attestation is stored."""
+
+    job: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    """The job ended without a result (deadline, no agreement, nothing could run it)."""
+
+    job: bytes
+    reason: str
+
+
+Action = Offer | Fetch | CancelAt | Forget | Emit | JobFinished | JobFailed
+
+ClaimCheck = Callable[..., str | None]  # (report, *, job, task, seed, worker) -> why not, or None
+Attest = Callable[[specs.JobSpec, Sequence[Decision], float], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One worker as the driver's directory sees it at placement time."""
+
+    node: bytes
+    slots: int
+    qubits: int
+    backlog: float = 0.0
+    rtt: float = 0.0
+
+    @classmethod
+    def of(cls, node: bytes, capacity: Mapping[str, Any], rtt: float) -> WorkerView:
+        """From a checked capacity record (see :mod:`qiz.compute.directory`)."""
+        return cls(
+            node, int(capacity["slots"]), int(capacity["qubits"]), float(capacity["backlog"]), rtt
+        )
+
+
+def check_capacity(spec: specs.JobSpec, workers: Sequence[WorkerView]) -> None:
+    """Refuse a job no set of known workers could decide (the owner's error, said plainly)."""
+    able = [w for w in workers if w.qubits >= spec.num_qubits]
+    if not able:
+        most = max((w.qubits for w in workers), default=0)
+        raise JobError(
+            f"the job needs {spec.num_qubits} qubits; the largest worker known takes {most}"
+        )
+    if len(able) < spec.quorum:
+        raise JobError(
+            f"the quorum is {spec.quorum} distinct workers with {spec.num_qubits} qubits; "
+            f"{len(able)} known (lower --replicas/quorum, or wait for more nodes)"
+        )
+
+
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _who(worker: bytes) -> str:
+    return str(NodeId(worker))
+
+
+Key = tuple[int, bytes]  # (task, worker)
+
+
+@dataclass
+class JobState:
+    """What the core holds of one running job."""
+
+    spec: specs.JobSpec
+    created: float
+    target: dict[int, int]  # task -> replicas wanted (grows when replicas disagree)
+    replicas: dict[Key, ReplicaRow] = field(default_factory=dict)  # in the order placed
+    decisions: dict[int, Decision] = field(default_factory=dict)
+    heard: dict[Key, float] = field(default_factory=dict)
+    progress: dict[Key, float] = field(default_factory=dict)
+    needs_placement: bool = True
+    checking: set[Key] = field(default_factory=set)  # fetches not yet answered
+    offering: set[Key] = field(default_factory=set)  # offers not yet answered
+    misses: dict[Key, int] = field(default_factory=dict)  # failed checks in a row
+    stragglers: set[int] = field(default_factory=set)  # tasks given a spare replica for a slow one
+    straggling: set[Key] = field(default_factory=set)  # replicas past their budget
+    budgets: list[float] = field(default_factory=list)  # per task: seconds before it straggles
+
+    def __post_init__(self) -> None:
+        self.budgets = [
+            STRAGGLER_FLOOR + STRAGGLER_FACTOR * estimate_seconds(t) for t in self.spec.tasks
+        ]
+
+    @property
+    def job(self) -> bytes:
+        return self.spec.job_id
+
+    @property
+    def deadline(self) -> float:
+        return self.created + self.spec.deadline
+
+    def rows(self, task: int) -> list[ReplicaRow]:
+        return [r for r in self.replicas.values() if r.task == task]
+
+
+class JobCore:
+    """Every decision of the submitter's side; see the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        tables: CoordinatorTables,
+        scores: PeerScores,
+        *,
+        self_id: bytes,
+        attest: Attest,
+        check_claim: ClaimCheck = real_check_claim,
+        poll_after: float = 3.0,
+        placement: str = "greedy",
+        new_seed: Callable[[], int] = lambda: secrets.randbelow(2**63),
+    ) -> None:
+        self.tables = tables
+        self.scores = scores
+        self.self_id = self_id
+        self.attest = attest
+        self.check_claim = check_claim
+        self.poll_after = poll_after
+        self.placement = placement
+        self.new_seed = new_seed
+        self.jobs: dict[bytes, JobState] = {}
+        self.counters = {"submitted": 0, "done": 0, "failed": 0, "lost": 0, "disagreed": 0}
+
+    # ------------------------------------------------------------------ the owner's inputs
+
+    def known(self, job: bytes) -> JobRow | None:
+        return self.tables.job(job)
+
+    def submit(self, spec: specs.JobSpec, now: float) -> list[Action]:
+        """Start (or restart, if it failed or was cancelled) a checked job. Placement waits
+        for the driver's :meth:`place`: results already waiting at workers may come first."""
+        row = self.tables.job(spec.job_id)
+        if row is None:
+            self.tables.add_job(spec.job_id, spec.raw, now)
+        else:
+            self.tables.restart_job(spec.job_id, now)
+        self.counters["submitted"] += 1
+        state = JobState(spec, now, {t.index: spec.replicas for t in spec.tasks})
+        state.needs_placement = False
+        self.jobs[spec.job_id] = state
+        return [
+            Emit(
+                EventKind.JOB_SUBMITTED,
+                {"job": spec.job_id.hex(), "job_kind": spec.kind, "tasks": len(spec.tasks)},
+            )
+        ]
+
+    def cancel(self, job: bytes, now: float) -> list[Action]:
+        """Stop a running job at its submitter's request (nothing if it is not running)."""
+        if job not in self.jobs:
+            return []
+        return self._stop(job, CANCELLED, "cancelled by its submitter", now)
+
+    def resume(self, limits: specs.Limits, now: float) -> list[Action]:
+        """Pick up the running jobs of a previous run: their replicas have not been heard of,
+        so the next :meth:`tick` fetches every one; finished replicas are decided at once."""
+        actions: list[Action] = []
+        for row in self.tables.jobs((RUNNING,)):
+            try:
+                spec = specs.parse(row.spec, limits)
+            except SpecError as exc:
+                self.tables.set_job(row.job, FAILED, now, error=f"stored spec: {exc}")
+                continue
+            state = JobState(spec, row.created, {t.index: spec.replicas for t in spec.tasks})
+            for r in self.tables.replicas(row.job):
+                state.replicas[(r.task, r.worker)] = r
+            self.jobs[row.job] = state
+            for task in sorted({r.task for r in state.replicas.values() if r.state == DONE}):
+                if row.job in self.jobs:
+                    actions += self._evaluate(state, task, now)
+        return actions
+
+    def live(self, job: bytes) -> Live | None:
+        """What a status needs from memory while the job runs."""
+        state = self.jobs.get(job)
+        if state is None:
+            return None
+        return Live(frozenset(state.decisions), dict(state.progress))
+
+    # ------------------------------------------------------------------ placement
+
+    def placement_due(self) -> list[bytes]:
+        """Running jobs that asked for placement since it last ran."""
+        return [job for job, state in self.jobs.items() if state.needs_placement]
+
+    def wants(self, job: bytes) -> bool:
+        """Whether :meth:`place` would look for workers (the driver refreshes them first)."""
+        state = self.jobs.get(job)
+        return state is not None and bool(self._wants(state))
+
+    def _wants(self, state: JobState) -> list[tuple[specs.Task, int, set[bytes]]]:
+        wants = []
+        for task in state.spec.tasks:
+            if task.index in state.decisions:
+                continue
+            rows = state.rows(task.index)
+            live = [r for r in rows if r.state in (*ACTIVE, DONE)]
+            missing = state.target[task.index] - len(live)
+            budget = state.spec.replicas + EXTRA_ATTEMPTS - len(rows)
+            if missing > 0 and budget > 0:
+                wants.append((task, min(missing, budget), {r.worker for r in rows}))
+        return wants
+
+    def place(self, job: bytes, workers: Sequence[WorkerView], now: float) -> list[Action]:
+        """Place the replicas a job is missing on ``workers`` (a snapshot); one ``Offer`` each.
+        A task that has nothing running and cannot be placed fails the job."""
+        state = self.jobs.get(job)
+        if state is None:
+            return []
+        state.needs_placement = False
+        wants = self._wants(state)
+        usable = [
+            w for w in workers if w.node == self.self_id or self.scores.get(w.node) >= MIN_SCORE
+        ]
+        infos = [
+            WorkerInfo(
+                slots=w.slots,
+                max_qubits=w.qubits,
+                backlog=w.backlog,
+                rtt=w.rtt,
+                score=self.scores.get(w.node) if w.node != self.self_id else 1.0,
+            )
+            for w in usable
+        ]
+        items: list[Item] = []
+        excluded: list[frozenset[int]] = []
+        for task, count, used in wants:
+            banned = frozenset(i for i, w in enumerate(usable) if w.node in used)
+            eligible = sum(
+                1
+                for i, info in enumerate(infos)
+                if info.max_qubits >= task.shape.num_qubits and i not in banned
+            )
+            for _ in range(min(count, eligible)):
+                items.append(Item(task.index, estimate_seconds(task), task.shape.num_qubits))
+                excluded.append(banned)
+        stalled = self._stalled(state, {item.task for item in items})
+        if stalled is not None:
+            return self._stop(job, FAILED, stalled, now)
+        if not items:
+            return []
+        try:
+            placement = solve(PlacementProblem(tuple(items), tuple(infos), tuple(excluded)))
+        except PlacementError as exc:
+            log.warning("placement failed: %s", exc)
+            state.needs_placement = True  # the workers may change; try again next round
+            return []
+        actions: list[Action] = []
+        for item, w in zip(items, placement.assignment, strict=True):
+            node = usable[w].node
+            seed = state.spec.seed if state.spec.seed is not None else self.new_seed()
+            self.tables.add_replica(job, item.task, node, seed, now)
+            state.replicas[(item.task, node)] = ReplicaRow.new(job, item.task, node, seed, now)
+            state.heard[(item.task, node)] = now
+            state.offering.add((item.task, node))
+            actions.append(
+                Emit(
+                    EventKind.REPLICA_PLACED,
+                    {"job": job.hex(), "task": item.task, "worker": _who(node)},
+                )
+            )
+            actions.append(Offer(job, item.task, node, seed, state.spec.raw))
+        return actions
+
+    def _stalled(self, state: JobState, placed: set[int]) -> str | None:
+        """Why the job must fail, if an undecided task has nothing running and no new replica."""
+        for task in state.spec.tasks:
+            if task.index in state.decisions or task.index in placed:
+                continue
+            rows = state.rows(task.index)
+            if any(r.state in ACTIVE for r in rows):
+                continue
+            reasons = sorted({r.error for r in rows if r.error})
+            if len(rows) >= state.spec.replicas + EXTRA_ATTEMPTS:
+                why = f"no {state.spec.quorum} of {len(rows)} replicas agreed"
+            else:
+                why = "; ".join(reasons[:3]) or "no worker can take it"
+            return f"task {task.index}: {why}"
+        return None
+
+    # ------------------------------------------------------------------ answers to offers
+
+    def offer_accepted(
+        self, job: bytes, task: int, worker: bytes, reply: Any, now: float
+    ) -> list[Action]:
+        state = self._offered(job, task, worker, now)
+        if state is not None and isinstance(reply, dict) and reply.get("state") in (DONE, FAILED):
+            state.heard[(task, worker)] = -1e18  # it finished before: fetch it on the next tick
+        return []
+
+    def offer_refused(
+        self, job: bytes, task: int, worker: bytes, *, code: str, message: str, now: float
+    ) -> list[Action]:
+        """The worker answered the offer with an error. ``busy`` is not an attempt (its queue
+        is full): the row goes and the replica is placed elsewhere."""
+        state = self._offered(job, task, worker, now)
+        if state is None:
+            return []
+        row = state.replicas.get((task, worker))
+        if row is None or row.state not in ACTIVE:
+            return []
+        if code == "busy":
+            del state.replicas[(task, worker)]
+            state.heard.pop((task, worker), None)
+            self.tables.delete_replica(job, task, worker)
+        else:
+            self._update(row, now, state=FAILED, error=f"{code}: {message}"[:MAX_ERROR])
+        state.needs_placement = True
+        return []
+
+    def offer_failed(
+        self, job: bytes, task: int, worker: bytes, why: str, now: float
+    ) -> list[Action]:
+        """The offer did not reach the worker, or no answer came back: the replica is lost."""
+        state = self._offered(job, task, worker, now)
+        if state is None:
+            return []
+        return self._lost(state, task, worker, f"offer failed: {why}", now)
+
+    def _offered(self, job: bytes, task: int, worker: bytes, now: float) -> JobState | None:
+        state = self.jobs.get(job)
+        if state is None:
+            return None
+        state.offering.discard((task, worker))
+        if (task, worker) in state.replicas:
+            state.heard[(task, worker)] = now
+        return state
+
+    # ------------------------------------------------------------------ reports
+
+    def progress(self, worker: bytes, body: Any, now: float) -> list[Action]:
+        """A pushed ``job.progress {job, task, progress}``: progress means the replica runs."""
+        if not isinstance(body, dict):
+            return []
+        job, task, value = body.get("job"), body.get("task"), body.get("progress")
+        state = self.jobs.get(job) if isinstance(job, bytes) else None
+        if state is None or not _plain_int(task) or not _number(value):
+            return []
+        row = state.replicas.get((task, worker))
+        if row is None or row.state not in ACTIVE:
+            return []
+        state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
+        state.heard[(task, worker)] = now
+        if row.state == QUEUED:
+            self._update(row, now, state=RUNNING)
+        return []
+
+    def fetched(
+        self, job: bytes, task: int, worker: bytes, report: Any, now: float
+    ) -> list[Action]:
+        """The answer to a :class:`Fetch`."""
+        state = self.jobs.get(job)
+        if state is None:
+            return []
+        state.checking.discard((task, worker))
+        state.misses.pop((task, worker), None)
+        if isinstance(report, dict) and report.get("state") != "unknown":
+            report = {**report, "job": job, "task": task}
+        else:
+            report = {"job": job, "task": task, "state": "unknown"}
+        return self.report(worker, report, now)
+
+    def fetch_failed(
+        self, job: bytes, task: int, worker: bytes, why: str, *, unreachable: bool, now: float
+    ) -> list[Action]:
+        """A :class:`Fetch` got no answer. Unreachable (no link and no way to dial): lost now;
+        a timeout or refusal: lost only after ``MAX_MISSES`` in a row."""
+        state = self.jobs.get(job)
+        if state is None:
+            return []
+        state.checking.discard((task, worker))
+        if unreachable:
+            return self._lost(state, task, worker, f"unreachable: {why}", now)
+        misses = state.misses.get((task, worker), 0) + 1
+        state.misses[(task, worker)] = misses
+        if misses >= MAX_MISSES:
+            return self._lost(state, task, worker, f"no answer {misses} times: {why}", now)
+        return []
+
+    def report(self, worker: bytes, report: Any, now: float) -> list[Action]:
+        """A worker's report (pushed ``job.done``, or fetched): store it and decide its task."""
+        if not isinstance(report, dict):
+            return []
+        job, task = report.get("job"), report.get("task")
+        state = self.jobs.get(job) if isinstance(job, bytes) else None
+        if state is None or not _plain_int(task):
+            return []
+        row = state.replicas.get((task, worker))
+        if row is None or row.state not in ACTIVE:
+            return []  # not ours, or already settled
+        state.heard[(task, worker)] = now
+        kind = report.get("state")
+        if kind in (QUEUED, RUNNING):
+            value = report.get("progress")
+            if _number(value):
+                state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
+            if row.state != kind:
+                self._update(row, now, state=kind)
+            return []
+        if kind == DONE:
+            problem = self.check_claim(report, job=job, task=task, seed=row.seed, worker=worker)
+            if problem is None:
+                self._update(
+                    row,
+                    now,
+                    state=DONE,
+                    result=report["result"],
+                    digest=report["digest"],
+                    sig=report["sig"],
+                    key=report["key"],
+                    engine=report["engine"],
+                )
+                return self._evaluate(state, task, now)
+            self.scores.disagreed(worker)
+            error = f"bad claim: {problem}"
+        elif kind == "unknown":
+            return self._lost(state, task, worker, "the worker does not know the task", now)
+        else:
+            error = str(report.get("error") or "failed")[:MAX_ERROR]
+            self.scores.failed(worker)
+        self._update(row, now, state=FAILED, error=error)
+        state.needs_placement = True
+        return []
+
+    def collected(
+        self, job: bytes, task: int, holder: bytes, report: Any, now: float
+    ) -> list[Action]:
+        """A result found through the DHT (a worker announced it held results of this job):
+        taken as a replica when it is finished and ran with a seed the spec allows. Returns no
+        action for a report that does not qualify."""
+        state = self.jobs.get(job)
+        if state is None or not isinstance(report, dict) or report.get("state") != DONE:
+            return []
+        if not 0 <= task < len(state.spec.tasks) or (task, holder) in state.replicas:
+            return []
+        seed = report.get("seed")
+        if state.spec.seed is not None and seed != state.spec.seed:
+            return []
+        if seed is not None and not _plain_int(seed):
+            return []
+        self.tables.add_replica(job, task, holder, seed, now)
+        state.replicas[(task, holder)] = ReplicaRow.new(job, task, holder, seed, now)
+        actions: list[Action] = [
+            Emit(
+                EventKind.REPLICA_COLLECTED,
+                {"job": job.hex(), "task": task, "worker": _who(holder)},
+            )
+        ]
+        return actions + self.report(holder, {**report, "job": job, "task": task}, now)
+
+    # ------------------------------------------------------------------ deciding
+
+    def _evaluate(self, state: JobState, task: int, now: float) -> list[Action]:
+        if task in state.decisions:
+            return []
+        rows = state.rows(task)
+        done = [
+            Replica(
+                r.worker,
+                r.key or b"",
+                r.seed,
+                r.engine or "",
+                r.result,
+                r.digest or b"",
+                r.sig or b"",
+            )
+            for r in rows
+            if r.state == DONE
+        ]
+        # a seed means exact agreement, whatever engine a worker says it ran: replicas of
+        # another engine version simply disagree (docs/jobs.md); no seed means chi-square
+        decision = decide(done, state.spec.quorum, state.spec.seed is None)
+        if decision is None:
+            running = [
+                r for r in rows if r.state in ACTIVE and (r.task, r.worker) not in state.straggling
+            ]
+            if not running:  # no agreement yet, and nothing but stragglers may still answer
+                stuck = sum(1 for r in rows if r.state in ACTIVE)
+                state.target[task] = len(done) + stuck + 1  # one more opinion
+                state.needs_placement = True
+            return []
+        state.decisions[task] = decision
+        actions: list[Action] = [
+            Emit(
+                EventKind.TASK_DECIDED,
+                {
+                    "job": state.job.hex(),
+                    "task": task,
+                    "test": decision.test,
+                    "agreeing": [_who(r.worker) for r in decision.agreeing],
+                    "disagreeing": [_who(r.worker) for r in decision.disagreeing],
+                },
+            )
+        ]
+        for r in decision.agreeing:
+            self.scores.agreed(r.worker)
+        for r in decision.disagreeing:
+            self.scores.disagreed(r.worker)
+            self.counters["disagreed"] += 1
+        for r in rows:
+            if r.state in ACTIVE:
+                self._update(r, now, state=CANCELLED)
+                actions.append(CancelAt(state.job, r.worker, task))
+        if len(state.decisions) == len(state.spec.tasks):
+            actions += self._finish(state, now)
+        return actions
+
+    def _finish(self, state: JobState, now: float) -> list[Action]:
+        decisions = [state.decisions[t.index] for t in state.spec.tasks]
+        attestation = self.attest(state.spec, decisions, now)
+        self.tables.set_job(state.job, DONE, now, attestation=attestation)
+        self.jobs.pop(state.job, None)
+        self.counters["done"] += 1
+        log.info("job %s done: %d tasks attested", state.job.hex()[:12], len(decisions))
+        return [
+            Emit(EventKind.JOB_DONE, {"job": state.job.hex(), "tasks": len(decisions)}),
+            JobFinished(state.job),
+        ]
+
+    def _stop(self, job: bytes, end: str, error: str, now: float) -> list[Action]:
+        state = self.jobs.pop(job, None)
+        kind = EventKind.JOB_FAILED if end == FAILED else EventKind.JOB_CANCELLED
+        actions: list[Action] = [Emit(kind, {"job": job.hex(), "error": error})]
+        self.tables.set_job(job, end, now, error=error)
+        if end == FAILED:
+            self.counters["failed"] += 1
+            log.info("job %s failed: %s", job.hex()[:12], error)
+        rows = list(state.replicas.values()) if state else self.tables.replicas(job)
+        for r in rows:
+            if r.state in ACTIVE:
+                if state is not None:
+                    self._update(r, now, state=CANCELLED)
+                else:
+                    self.tables.update_replica(job, r.task, r.worker, now, state=CANCELLED)
+        for worker in dict.fromkeys(r.worker for r in rows):
+            actions.append(CancelAt(job, worker, None))
+        if end == FAILED:
+            actions.append(JobFailed(job, error))
+        return actions
+
+    def _lost(
+        self, state: JobState, task: int, worker: bytes, why: str, now: float
+    ) -> list[Action]:
+        row = state.replicas.get((task, worker))
+        if row is None or row.state not in ACTIVE:
+            return []
+        why = why[:MAX_ERROR]
+        self._update(row, now, state=LOST, error=why)
+        self.scores.failed(worker)
+        self.counters["lost"] += 1
+        state.needs_placement = True
+        log.info(
+            "job %s task %d: replica at %s lost (%s)",
+            state.job.hex()[:12],
+            task,
+            NodeId(worker).short(),
+            why,
+        )
+        return [
+            Forget(worker),
+            Emit(
+                EventKind.REPLICA_LOST,
+                {"job": state.job.hex(), "task": task, "worker": _who(worker), "why": why},
+            ),
+        ]
+
+    def _update(self, row: ReplicaRow, now: float, **fields: Any) -> None:
+        """Change a replica in memory and in the table together."""
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.updated = now
+        self.tables.update_replica(row.job, row.task, row.worker, now, **fields)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float, linked: Callable[[bytes], bool] = lambda _: True) -> list[Action]:
+        """Deadlines, silent or unlinked replicas (one ``Fetch`` each), stragglers.
+        ``linked(worker)`` says whether a link to it is open now."""
+        actions: list[Action] = []
+        for job, state in list(self.jobs.items()):
+            if now >= state.deadline:
+                actions += self._stop(
+                    job, FAILED, f"the deadline ({state.spec.deadline} s) passed", now
+                )
+                continue
+            for key, r in list(state.replicas.items()):
+                if r.state not in ACTIVE or key in state.checking or key in state.offering:
+                    continue
+                silent = now - state.heard.get(key, -1e18) >= self.poll_after
+                if silent or not linked(r.worker):
+                    state.checking.add(key)
+                    actions.append(Fetch(job, r.task, r.worker))
+                actions += self._spare_for_straggler(state, r, now)
+        return actions
+
+    def _spare_for_straggler(self, state: JobState, row: ReplicaRow, now: float) -> list[Action]:
+        """A replica far beyond its estimate is *straggling*: its task gets one spare replica
+        elsewhere (once per task), so a worker that keeps saying "running" cannot hold a task
+        until the deadline; and a straggler no longer counts as running when the task looks
+        for one more opinion (see :meth:`_evaluate`)."""
+        key = (row.task, row.worker)
+        if key in state.straggling or row.task in state.decisions:
+            return []
+        if now - row.assigned < state.budgets[row.task]:
+            return []
+        state.straggling.add(key)
+        if row.task in state.stragglers:  # its spare is out: may the task want one more?
+            return self._evaluate(state, row.task, now)
+        state.stragglers.add(row.task)
+        state.target[row.task] += 1
+        state.needs_placement = True
+        return [
+            Emit(
+                EventKind.REPLICA_STRAGGLING,
+                {"job": state.job.hex(), "task": row.task, "worker": _who(row.worker)},
+            )
+        ]
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`tick` has something to do without any other input (a job's
+        deadline, a replica falling silent, a straggler's budget), or None when nothing runs.
+        Replicas whose link drops are not foreseen: a live driver also ticks periodically."""
+        times: list[float] = []
+        for state in self.jobs.values():
+            times.append(state.deadline)
+            for key, r in state.replicas.items():
+                if r.state not in ACTIVE:
+                    continue
+                if key not in state.checking and key not in state.offering:
+                    times.append(state.heard.get(key, -1e18) + self.poll_after)
+                if key not in state.straggling and r.task not in state.decisions:
+                    times.append(r.assigned + state.budgets[r.task])
+        return min(times, default=None)
