@@ -21,7 +21,7 @@ from qiz.crypto import keyfile
 from qiz.crypto.errors import InvalidKey
 from qiz.fsio import read_bounded, write_atomic
 from qiz.identity import NodeIdentity
-from qiz.resolve.puzzle import generate_identity
+from qiz.identity.puzzle import generate_identity
 
 CONFIG_NAME = "config.toml"
 IDENTITY_NAME = "identity.key"

@@ -1,4 +1,4 @@
-"""Network-optimisation encodings (qiz.quantum.netopt) and the common solver interface.
+"""Network-optimisation encodings (qiz.quantum.problems.netopt) and the common solver interface.
 
 The encodings are checked against searches over the *domain* (every job->node map, every
 simple path via networkx), not against the QUBO itself, and the derived penalty bounds are
@@ -14,10 +14,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.netopt import assignment_qubo, shortest_path_qubo
-from qiz.quantum.qubo import QuboProblem
-from qiz.quantum.solvers import QUANTUM_LIMIT, solve
+from qiz.quantum.algorithms.solvers import QUANTUM_LIMIT, solve
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.problems.netopt import assignment_qubo, shortest_path_qubo
+from qiz.quantum.problems.qubo import QuboProblem
 
 # -- helpers ------------------------------------------------------------------------------------
 

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qiz.quantum import qasm_import
-from qiz.quantum.circuit import Circuit, Instruction
-from qiz.quantum.errors import QasmError
-from qiz.quantum.gates import GATES, NONSTANDARD_DEFINITIONS
-from qiz.quantum.params import Parameter, ParamExpr
+from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.errors import QasmError
+from qiz.quantum.core.gates import GATES, NONSTANDARD_DEFINITIONS
+from qiz.quantum.core.params import Parameter, ParamExpr
+from qiz.quantum.core.statevector import statevector
 from qiz.quantum.qasm import dumps, load, loads
-from qiz.quantum.statevector import statevector
+from qiz.quantum.qasm import importer as qasm_import
 
 HEADER = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 HAS_QISKIT_QASM3_IMPORT = importlib.util.find_spec("qiskit_qasm3_import") is not None
@@ -157,8 +157,8 @@ def test_dumps_refuses_unwritable_parameter_names(bad: str) -> None:
 
 
 def test_dumps_refuses_non_finite_angles() -> None:
-    from qiz.quantum.circuit import Instruction
-    from qiz.quantum.errors import CircuitError
+    from qiz.quantum.core.circuit import Instruction
+    from qiz.quantum.core.errors import CircuitError
 
     with pytest.raises(CircuitError, match="finite"):
         Circuit(1).rx(math.inf, 0)  # refused when built ...

@@ -11,24 +11,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qiz.quantum import qaoa as qaoa_mod
-from qiz.quantum import vqe as vqe_mod
-from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz, parse_ansatz
-from qiz.quantum.circuit import Circuit
-from qiz.quantum.cnf import Cnf
-from qiz.quantum.errors import HamiltonianError, QuantumError
-from qiz.quantum.grover import (
+from qiz.quantum.algorithms import qaoa as qaoa_mod
+from qiz.quantum.algorithms import vqe as vqe_mod
+from qiz.quantum.algorithms.ansatz import (
+    HamiltonianVariationalAnsatz,
+    HardwareEfficientAnsatz,
+    parse_ansatz,
+)
+from qiz.quantum.algorithms.grover import (
     GroverSimulator,
     analytic_success,
     exponential_search,
     optimal_iterations,
 )
-from qiz.quantum.params import Parameter
-from qiz.quantum.pauli import PauliSum
-from qiz.quantum.qaoa import QaoaSimulator, optimize
-from qiz.quantum.qubo import QuboProblem
-from qiz.quantum.statevector import statevector
-from qiz.quantum.vqe import VqeEvaluator, run_vqe
+from qiz.quantum.algorithms.qaoa import QaoaSimulator, optimize
+from qiz.quantum.algorithms.vqe import VqeEvaluator, run_vqe
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.errors import HamiltonianError, QuantumError
+from qiz.quantum.core.params import Parameter
+from qiz.quantum.core.pauli import PauliSum
+from qiz.quantum.core.statevector import statevector
+from qiz.quantum.problems.cnf import Cnf
+from qiz.quantum.problems.qubo import QuboProblem
 
 DATA = "qiz/quantum/data"
 CHEMICAL_ACCURACY = 1.6e-3
@@ -288,7 +292,7 @@ def test_optimizers_cobyla_and_spsa_lower_the_energy():
 
 
 def test_exact_ground_energy_by_lanczos_equals_the_dense_one(monkeypatch):
-    from qiz.quantum import pauli
+    from qiz.quantum.core import pauli
 
     h = mixed_hamiltonian(8)
     dense = h.ground_energy()
@@ -454,7 +458,7 @@ def test_hva_with_only_one_kind_of_term():
 
 
 def test_ground_energy_of_the_zero_operator(monkeypatch):
-    from qiz.quantum import pauli
+    from qiz.quantum.core import pauli
 
     monkeypatch.setattr(pauli, "DENSE_LIMIT", 2)
     assert PauliSum.loads("qubits 14\n").ground_energy() == 0.0
@@ -466,7 +470,7 @@ def test_satlib_cnf_trailer_is_accepted():
 
 
 def test_sampling_refuses_a_state_without_a_finite_norm():
-    from qiz.quantum.sampling import sample_counts
+    from qiz.quantum.core.sampling import sample_counts
 
     rng = np.random.default_rng(0)
     with pytest.raises(QuantumError, match="finite, nonzero norm"):
@@ -483,8 +487,8 @@ def test_sampling_refuses_a_state_without_a_finite_norm():
 
 
 def test_estimator_refuses_mid_circuit_measurement():
-    from qiz.quantum.errors import CircuitError
-    from qiz.quantum.primitives import Estimator
+    from qiz.quantum.core.errors import CircuitError
+    from qiz.quantum.core.primitives import Estimator
 
     circ = Circuit(2, 2)
     circ.h(0).measure(0, 0).cx(0, 1)
@@ -493,7 +497,7 @@ def test_estimator_refuses_mid_circuit_measurement():
 
 
 def test_non_finite_angles_are_refused():
-    from qiz.quantum.errors import CircuitError
+    from qiz.quantum.core.errors import CircuitError
 
     with pytest.raises(CircuitError, match="finite"):
         Circuit(1).rx(float("inf"), 0)
@@ -507,7 +511,8 @@ def test_input_files_are_bounded_while_read_not_by_stat(tmp_path, monkeypatch):
     import os
     import threading
 
-    from qiz.quantum import cnf, files
+    from qiz.quantum.core import files
+    from qiz.quantum.problems import cnf
 
     big = tmp_path / "big.cnf"
     big.write_text("p cnf 1 1\n1 0\n" + "c padding\n" * 20)

@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qiz.quantum.circuit import Circuit
-from qiz.quantum.errors import CircuitError, ProblemTooLarge
-from qiz.quantum.gates import GATES
-from qiz.quantum.memory import require_memory
-from qiz.quantum.params import Parameter
-from qiz.quantum.pauli import PauliSum
-from qiz.quantum.primitives import Estimator, Sampler
-from qiz.quantum.statevector import run, statevector
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.errors import CircuitError, ProblemTooLarge
+from qiz.quantum.core.gates import GATES
+from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.params import Parameter
+from qiz.quantum.core.pauli import PauliSum
+from qiz.quantum.core.primitives import Estimator, Sampler
+from qiz.quantum.core.statevector import run, statevector
 
 qiskit = pytest.importorskip("qiskit")
 aer = pytest.importorskip("qiskit_aer")
@@ -178,3 +178,59 @@ def test_memory_refusal_says_how_much_is_needed():
     require_memory(20, 1.0, available=8 << 30)  # fits: no error
     with pytest.raises(ProblemTooLarge, match="40 qubits"):
         Circuit(40).h(0) and statevector(Circuit(40).h(0))
+
+
+# -- the package's shape -----------------------------------------------------------------------
+
+# Which parts each part of qiz.quantum may import (see qiz/quantum/__init__.py).
+QUANTUM_PARTS = {
+    "kernels": {"kernels"},
+    "core": {"core", "kernels"},
+    "qasm": {"qasm", "core"},
+    "problems": {"problems", "core"},
+    "algorithms": {"algorithms", "problems", "core", "kernels"},
+}
+
+
+def _parts_imported(tree: object) -> list[tuple[int, str]]:
+    """(line, part) for every import of a qiz.quantum subpackage in a parsed module."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "qiz.quantum":
+            names = [f"qiz.quantum.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [
+            (node.lineno, name.split(".")[2]) for name in names if name.startswith("qiz.quantum.")
+        ]
+    return found
+
+
+def test_quantum_parts_import_only_downwards() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "qiz" / "quantum"
+    assert set(QUANTUM_PARTS) == {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    wrong = [
+        f"{path.relative_to(root)}:{line} imports qiz.quantum.{part}"
+        for path in sorted(root.glob("*/*.py"))
+        for line, part in _parts_imported(ast.parse(path.read_text(), str(path)))
+        if part not in QUANTUM_PARTS[path.parent.name]
+    ]
+    assert not wrong
+
+
+def test_importing_qiz_quantum_loads_neither_numpy_nor_numba() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, qiz.quantum; print(sorted({'numpy', 'numba'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

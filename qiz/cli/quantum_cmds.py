@@ -67,8 +67,8 @@ def run_circuit(
 ) -> None:
     """Sample an OpenQASM 3 circuit: counts of each classical outcome."""
     from qiz.quantum import qasm
-    from qiz.quantum.memory import require_memory
-    from qiz.quantum.primitives import Sampler
+    from qiz.quantum.core.memory import require_memory
+    from qiz.quantum.core.primitives import Sampler
 
     circuit = qasm.load(file)
     require_memory(circuit.num_qubits, 1.1)
@@ -118,10 +118,10 @@ def qaoa_maxcut(
     as_json: JsonOption = False,
 ) -> None:
     """Maximise the cut of a graph with QAOA; reports the approximation ratio."""
-    from qiz.quantum.graphs import load_graph
-    from qiz.quantum.memory import require_memory
-    from qiz.quantum.qaoa import optimize
-    from qiz.quantum.qubo import QuboProblem, bitstring
+    from qiz.quantum.algorithms.qaoa import optimize
+    from qiz.quantum.core.memory import require_memory
+    from qiz.quantum.problems.graphs import load_graph
+    from qiz.quantum.problems.qubo import QuboProblem, bitstring
 
     g = load_graph(graph, seed)
     require_memory(g.num_nodes, 1.6)
@@ -193,8 +193,8 @@ def vqe(
     """Find a Hamiltonian's ground energy with VQE (adjoint gradients)."""
     if maxiter < 1:
         raise UserError("--maxiter must be at least 1")
-    from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, parse_ansatz
-    from qiz.quantum.vqe import run_vqe
+    from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, parse_ansatz
+    from qiz.quantum.algorithms.vqe import run_vqe
 
     h = _hamiltonian(hamiltonian)
     circuit = parse_ansatz(ansatz, h)
@@ -242,7 +242,7 @@ def vqe(
 
 
 def _hamiltonian(spec: str):  # noqa: ANN202 - PauliSum, imported lazily
-    from qiz.quantum.pauli import PauliSum
+    from qiz.quantum.core.pauli import PauliSum
 
     return PauliSum.builtin(spec) or PauliSum.load(spec)
 
@@ -268,13 +268,13 @@ def grover(
     as_json: JsonOption = False,
 ) -> None:
     """Grover search over a marked set or the solutions of a CNF formula."""
-    from qiz.quantum.cnf import Cnf
-    from qiz.quantum.grover import (
+    from qiz.quantum.algorithms.grover import (
         GroverSimulator,
         analytic_success,
         exponential_search,
         optimal_iterations,
     )
+    from qiz.quantum.problems.cnf import Cnf
 
     if (marked is None) == (cnf is None):
         raise UserError("give exactly one of --marked LIST and --cnf FILE")

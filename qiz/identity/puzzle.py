@@ -14,7 +14,7 @@ import os
 
 from qiz.crypto.composite import CompositeSigningKey
 from qiz.crypto.xwing import XWingPrivateKey
-from qiz.identity import NodeIdentity
+from qiz.identity.node_identity import NodeIdentity
 
 DOMAIN = b"qiz/puzzle/v1"
 MAX_BITS = 32

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qiz.quantum.circuit import Circuit
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.params import Parameter
-from qiz.quantum.pauli import PauliSum, PauliTerm
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.params import Parameter
+from qiz.quantum.core.pauli import PauliSum, PauliTerm
 
 ENTANGLERS = ("ladder", "ring", "none")
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.cnf import Cnf
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.memory import require_memory
-from qiz.quantum.threads import sized_by_qubits
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.threads import sized_by_qubits
+from qiz.quantum.problems.cnf import Cnf
 
 
 def optimal_iterations(num_qubits: int, num_solutions: int) -> int:
@@ -117,7 +117,7 @@ class GroverSimulator:
 
     @sized_by_qubits
     def sample(self, shots: int, seed: int | None) -> dict[int, int]:
-        from qiz.quantum.sampling import sample_counts
+        from qiz.quantum.core.sampling import sample_counts
 
         return sample_counts(self.state, shots, np.random.default_rng(seed))
 

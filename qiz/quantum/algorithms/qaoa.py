@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qiz.quantum import qaoa_kernels as qk
-from qiz.quantum.blocked import high_groups, rotation_coefficients, split_state
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.memory import require_memory
-from qiz.quantum.qubo import QuboProblem
-from qiz.quantum.sampling import sample_counts
-from qiz.quantum.threads import sized_by_qubits
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.sampling import sample_counts
+from qiz.quantum.core.threads import sized_by_qubits
+from qiz.quantum.kernels import qaoa as qk
+from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
+from qiz.quantum.problems.qubo import QuboProblem
 
 BLOCK_BITS = 14  # 2^14 amplitudes = 256 KiB per low-pass block (both arrays): stays in L2
 HIGH_GROUP_BITS = 12  # rows per high-pass tile: 2^12 rows x 8 amplitudes = 512 KiB

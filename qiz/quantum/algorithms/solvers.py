@@ -1,9 +1,9 @@
 """One way to solve any ``QuboProblem``: exactly, by simulated annealing, by QAOA or by VQE.
 
 ``solve(problem, method)`` returns a ``Solution`` whose ``index``/``bits`` can go straight to an
-encoding's ``decode`` (``qiz.quantum.netopt``), so callers swap solvers without touching their
-own code. ``value`` is always the problem's *own* objective of the returned assignment,
-re-evaluated here, whatever scaling or sign flip a method used internally.
+encoding's ``decode`` (``qiz.quantum.problems.netopt``), so callers swap solvers without
+touching their own code. ``value`` is always the problem's *own* objective of the returned
+assignment, re-evaluated here, whatever scaling or sign flip a method used internally.
 
 - "exact": enumeration (``QuboProblem.brute_force``), up to ``EXACT_LIMIT`` variables.
 - "annealing": single-bit-flip Metropolis with incremental energy deltas over a sparse
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.qubo import QuboProblem, bits_of
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.problems.qubo import QuboProblem, bits_of
 
 EXACT_LIMIT = 24  # 2^24 float64 costs = 128 MiB
 QUANTUM_LIMIT = 20  # 2^20 amplitudes: a few seconds per optimisation, not minutes
@@ -362,7 +362,7 @@ def _scaled(problem: QuboProblem, scale: float) -> QuboProblem:
 def _qaoa(
     problem: QuboProblem, seed: int | None, *, p: int, optimizer: str, maxiter: int, start: str
 ) -> Solution:
-    from qiz.quantum import qaoa
+    from qiz.quantum.algorithms import qaoa
 
     _limit(problem, "qaoa", QUANTUM_LIMIT)
     scale = _ising_scale(problem)
@@ -415,10 +415,10 @@ def _vqe(
     maxiter: int,
     shots: int,
 ) -> Solution:
-    from qiz.quantum.ansatz import HardwareEfficientAnsatz
-    from qiz.quantum.pauli import PauliSum
-    from qiz.quantum.sampling import sample_counts
-    from qiz.quantum.vqe import VqeEvaluator, run_vqe
+    from qiz.quantum.algorithms.ansatz import HardwareEfficientAnsatz
+    from qiz.quantum.algorithms.vqe import VqeEvaluator, run_vqe
+    from qiz.quantum.core.pauli import PauliSum
+    from qiz.quantum.core.sampling import sample_counts
 
     _limit(problem, "vqe", QUANTUM_LIMIT)
     if int(shots) != shots or shots < 1:

@@ -1,7 +1,7 @@
 """VQE: energies and adjoint gradients, optimizers, and the exact reference.
 
 Two paths give the same numbers: the fused fast path for ``HardwareEfficientAnsatz`` (see
-``vqe_kernels``) and a gate-level adjoint method for any parameterised ``Circuit`` (a
+``kernels.vqe``) and a gate-level adjoint method for any parameterised ``Circuit`` (a
 user-given ansatz, e.g. from OpenQASM with ``input`` angles). Both compute E(theta) and the full
 gradient in about three sweeps of the circuit, independent of the number of parameters.
 """
@@ -13,18 +13,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qiz.quantum import kernels, statevector
-from qiz.quantum import vqe_kernels as vk
-from qiz.quantum import vqe_real_kernels as vr
-from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
-from qiz.quantum.blocked import high_groups, rotation_coefficients, split_state
-from qiz.quantum.circuit import Circuit
-from qiz.quantum.errors import CircuitError, QuantumError
-from qiz.quantum.gates import gate_spec
-from qiz.quantum.memory import require_memory
-from qiz.quantum.params import ParamExpr
-from qiz.quantum.pauli import PauliSum
-from qiz.quantum.threads import sized_by_qubits
+from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
+from qiz.quantum.core import statevector
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.errors import CircuitError, QuantumError
+from qiz.quantum.core.gates import gate_spec
+from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.params import ParamExpr
+from qiz.quantum.core.pauli import PauliSum
+from qiz.quantum.core.threads import sized_by_qubits
+from qiz.quantum.kernels import general as kernels
+from qiz.quantum.kernels import vqe as vk
+from qiz.quantum.kernels import vqe_real as vr
+from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
 
 BLOCK_BITS = 14
 HIGH_GROUP_BITS = 12

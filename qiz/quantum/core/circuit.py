@@ -10,9 +10,9 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qiz.quantum.errors import CircuitError
-from qiz.quantum.gates import gate_spec
-from qiz.quantum.params import ParamExpr, ParamValue, bind_value
+from qiz.quantum.core.errors import CircuitError
+from qiz.quantum.core.gates import gate_spec
+from qiz.quantum.core.params import ParamExpr, ParamValue, bind_value
 
 DIRECTIVES = ("measure", "reset", "barrier")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qiz.quantum.errors import QuantumError
+from qiz.quantum.core.errors import QuantumError
 
 
 def read_text(

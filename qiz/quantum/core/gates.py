@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qiz.quantum.errors import CircuitError
+from qiz.quantum.core.errors import CircuitError
 
 Matrix = np.ndarray
 

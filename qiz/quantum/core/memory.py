@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from qiz.quantum.errors import ProblemTooLarge
+from qiz.quantum.core.errors import ProblemTooLarge
 
 AMPLITUDE_BYTES = 16  # complex128
 MAX_QUBITS = 34  # a hard ceiling regardless of memory: indices and counts stay in int64

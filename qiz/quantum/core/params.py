@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from qiz.quantum.errors import CircuitError
+from qiz.quantum.core.errors import CircuitError
 
 
 @dataclass(frozen=True)

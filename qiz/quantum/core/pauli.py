@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qiz.quantum import kernels
-from qiz.quantum.errors import HamiltonianError
-from qiz.quantum.files import read_text
-from qiz.quantum.memory import MAX_QUBITS, require_memory
-from qiz.quantum.threads import sized_by_qubits
+from qiz.quantum.core.errors import HamiltonianError
+from qiz.quantum.core.files import read_text
+from qiz.quantum.core.memory import MAX_QUBITS, require_memory
+from qiz.quantum.core.threads import sized_by_qubits
+from qiz.quantum.kernels import general as kernels
 
 _SPARSE = re.compile(r"^([IXYZ])(\d+)$")
 _DENSE = re.compile(r"^[IXYZ]+$")

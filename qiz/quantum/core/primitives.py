@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qiz.quantum import statevector
-from qiz.quantum.circuit import Circuit, Instruction
-from qiz.quantum.engine import ENGINE_NAME, ENGINE_VERSION
-from qiz.quantum.errors import CircuitError, QuantumError
-from qiz.quantum.pauli import PauliSum
-from qiz.quantum.sampling import sample_counts
+from qiz.quantum.core import statevector
+from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.engine import ENGINE_NAME, ENGINE_VERSION
+from qiz.quantum.core.errors import CircuitError, QuantumError
+from qiz.quantum.core.pauli import PauliSum
+from qiz.quantum.core.sampling import sample_counts
 
 MAX_SHOTS = 10_000_000
 MAX_PER_SHOT_WORK = 1 << 31  # shots x amplitudes when mid-circuit measurement forces replays

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.errors import QuantumError
+from qiz.quantum.core.errors import QuantumError
 
 BLOCK_BITS = 12
 MAX_SHOTS = 10_000_000

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from qiz.quantum import kernels
-from qiz.quantum.circuit import Circuit, Instruction
-from qiz.quantum.errors import CircuitError
-from qiz.quantum.gates import gate_spec
-from qiz.quantum.memory import require_memory
-from qiz.quantum.params import ParamExpr
-from qiz.quantum.threads import threads_for
+from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.errors import CircuitError
+from qiz.quantum.core.gates import gate_spec
+from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.params import ParamExpr
+from qiz.quantum.core.threads import threads_for
+from qiz.quantum.kernels import general as kernels
 
 
 def zero_state(num_qubits: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def apply_matrix(
     if len(targets) == 1:
         if m[0, 1] == 0 and m[1, 0] == 0:
             kernels.apply_diag_1q(state, targets[0], ctrl_mask, m[0, 0], m[1, 1])
-        else:  # small states run on one thread: see qiz.quantum.threads
+        else:  # small states run on one thread: see qiz.quantum.core.threads
             kernels.apply_1q(state, targets[0], ctrl_mask, m)
     elif len(targets) == 2:
         kernels.apply_2q(state, targets[0], targets[1], ctrl_mask, m)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.blocked import RX, gather, mix_contiguous, mix_tile, scatter
+from qiz.quantum.kernels.blocked import RX, gather, mix_contiguous, mix_tile, scatter
 
 
 @njit(cache=True, parallel=True)

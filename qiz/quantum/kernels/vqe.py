@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.blocked import RY, gather, mix_contiguous, mix_tile, parity, scatter
+from qiz.quantum.kernels.blocked import RY, gather, mix_contiguous, mix_tile, parity, scatter
 
 
 @njit(cache=True, inline="always")

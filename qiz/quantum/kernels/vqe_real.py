@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.blocked import (
+from qiz.quantum.kernels.blocked import (
     RY,
     gather,
     gather_real,
@@ -22,7 +22,7 @@ from qiz.quantum.blocked import (
     scatter,
     scatter_real,
 )
-from qiz.quantum.vqe_kernels import cz_sign, scale_sign
+from qiz.quantum.kernels.vqe import cz_sign, scale_sign
 
 FAST = {"contract", "nsz"}
 FAST_SUM = {"contract", "nsz", "reassoc"}  # reductions only: lets the sum use vector lanes

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.files import read_text
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.files import read_text
 
 MAX_CNF_BYTES = 16 << 20
 

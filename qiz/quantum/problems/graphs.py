@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.files import read_text
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.files import read_text
 
 MAX_GRAPH_BYTES = 16 << 20
 

@@ -1,9 +1,10 @@
 """Network-optimisation problems of the mesh as QUBOs: job placement and shortest paths.
 
 Each encoder returns an *encoding*: the ``QuboProblem`` (sense "min") that any solver in
-``qiz.quantum.solvers`` accepts, plus what is needed to read an answer back in domain terms
-(``decode``) and to check it against a classical search (``objective`` / ``encode``). Keeping
-the domain data next to the problem means a bitstring that came back from a remote worker can be
+``qiz.quantum.algorithms.solvers`` accepts, plus what is needed to read an answer back in
+domain terms (``decode``) and to check it against a classical search (``objective`` /
+``encode``). Keeping the domain data next to the problem means a bitstring that came back from
+a remote worker can be
 decoded and judged without trusting how it was produced.
 
 Constraints become quadratic penalties ``A * violation^2``. A penalty that is too small lets an
@@ -26,8 +27,8 @@ from functools import cached_property
 
 import numpy as np
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.qubo import QuboProblem, bits_of
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.problems.qubo import QuboProblem, bits_of
 
 PENALTY_MARGIN = 1.25  # automatic assignment penalty = margin * derived bound (strictly above)
 # automatic path penalty = factor * derived bound. Near the bound D/2 the empty selection

@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 from numba import njit, prange
 
-from qiz.quantum.errors import QuantumError
-from qiz.quantum.memory import require_memory
+from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.memory import require_memory
 
 Sense = Literal["min", "max"]
 BRUTE_FORCE_LIMIT = 26  # 2^26 float64 costs = 512 MiB

@@ -14,13 +14,13 @@ that the reference parser reads (``qreg``/``creg``, ``qelib1.inc``, ``measure q 
   expressible in the gate set: ``ctrl @ x`` is cx, ``ctrl @ ctrl @ x`` ccx, ``ctrl @ U`` cu,
   ``ctrl @ rzz`` its cx-rz-cx expansion, ...; not ch, cu, ccx or cswap), and ``gphase``;
 - ``measure``, ``reset``, ``barrier``; ``input float``/``input angle`` declare free circuit
-  parameters (affine uses only, see ``qasm_expr``); ``const`` numeric declarations.
+  parameters (affine uses only, see ``expr``); ``const`` numeric declarations.
 
 Anything else (classical control flow, subroutines, classical variables, timing, calibration,
 hardware qubits, non-integer powers) is refused with a ``QasmError`` that names the construct
 and gives its line and (1-based) column.
 
-The walk over the AST lives in ``qasm_import`` and expression evaluation in ``qasm_expr``.
+The walk over the AST lives in ``importer`` and expression evaluation in ``expr``.
 
 Global phase: a ``Circuit`` has none, and a global phase cannot be observed by sampling or by
 an expectation value, so ``gphase`` at top level (and the phase of gates such as ``u3``, which
@@ -43,13 +43,13 @@ from openqasm3._antlr.qasm3Lexer import qasm3Lexer
 from openqasm3._antlr.qasm3Parser import qasm3Parser
 from openqasm3.parser import QASM3ParsingError, QASMNodeVisitor
 
-from qiz.quantum.circuit import Circuit
-from qiz.quantum.errors import QasmError
-from qiz.quantum.files import read_text
-from qiz.quantum.gates import ALIASES, GATES, NONSTANDARD_DEFINITIONS
-from qiz.quantum.params import ParamExpr, ParamValue
-from qiz.quantum.qasm_expr import CONSTANTS, FUNCTIONS, Locator
-from qiz.quantum.qasm_import import Importer
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.errors import QasmError
+from qiz.quantum.core.files import read_text
+from qiz.quantum.core.gates import ALIASES, GATES, NONSTANDARD_DEFINITIONS
+from qiz.quantum.core.params import ParamExpr, ParamValue
+from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS, Locator
+from qiz.quantum.qasm.importer import Importer
 
 __all__ = ["dumps", "load", "loads"]
 

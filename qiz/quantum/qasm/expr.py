@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 
 from openqasm3 import ast
 
-from qiz.quantum.errors import CircuitError, QasmError
-from qiz.quantum.params import ParamExpr, ParamValue
+from qiz.quantum.core.errors import CircuitError, QasmError
+from qiz.quantum.core.params import ParamExpr, ParamValue
 
 # Built-in constants of OpenQASM 3 (both spellings each).
 CONSTANTS: dict[str, float] = {

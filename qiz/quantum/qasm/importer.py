@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from openqasm3 import ast
 
-from qiz.quantum.circuit import Circuit, Instruction
-from qiz.quantum.errors import CircuitError, QasmError
-from qiz.quantum.gates import ALIASES, GATES, GateSpec
-from qiz.quantum.params import ParamExpr, ParamValue
-from qiz.quantum.qasm_expr import (
+from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.errors import CircuitError, QasmError
+from qiz.quantum.core.gates import ALIASES, GATES, GateSpec
+from qiz.quantum.core.params import ParamExpr, ParamValue
+from qiz.quantum.qasm.expr import (
     CONSTANTS,
     FUNCTIONS,
     Locator,

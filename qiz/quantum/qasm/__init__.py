@@ -1,0 +1,7 @@
+"""OpenQASM 3 (and 2) in and out: ``load``/``loads`` read a program into a ``Circuit``,
+``dumps`` writes one back. ``codec`` holds them, ``importer`` walks the reference parser's AST,
+``expr`` evaluates gate-parameter expressions. The one part that needs ``openqasm3``."""
+
+from qiz.quantum.qasm.codec import dumps, load, loads
+
+__all__ = ["dumps", "load", "loads"]
