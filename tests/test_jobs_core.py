@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from qiz import wire
@@ -1001,6 +1001,7 @@ def test_random_reports_timeouts_and_failures_keep_the_core_consistent(
     assert h.job not in h.core.jobs
     row = h.tables.job(h.job)
     assert row.state in ("done", "failed") and (row.state == "done" or row.error)
+    event(f"job {row.state}")
     if row.state == "done":
         assert [d.accepted.digest for d in h.attested[h.job]] == [
             decided.get(t, h.attested[h.job][t].accepted.digest) for t in range(tasks)

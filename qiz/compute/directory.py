@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from qiz.crypto.ids import NodeId
 from qiz.qmp.manager import LinkManager
 from qiz.resolve.dht import Dht
 
+log = logging.getLogger("qiz.directory")
 CAPACITY_LABEL = "qiz-capacity"
 CAPACITY_TTL = 3600
 CAPACITY_FIELDS = {"qubits", "cores", "slots", "queue", "backlog", "engine"}
@@ -110,7 +112,8 @@ class WorkerDirectory:
             record = await asyncio.wait_for(
                 self.dht.resolve_name(NodeId(node), CAPACITY_LABEL, use_cache=False), timeout
             )
-        except Exception:
+        except Exception as exc:  # not found, timed out, refused: all mean "no capacity known"
+            log.debug("capacity of %s: %s: %s", NodeId(node).short(), type(exc).__name__, exc)
             self._absent[node] = self.clock()
             self.entries.pop(node, None)
             return

@@ -199,7 +199,7 @@ class WorkerPool:
         self._all.discard(slot)
         if slot in self._idle:
             self._idle.remove(slot)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(RuntimeError, OSError, ValueError):  # no loop, closed pipe
             asyncio.get_running_loop().remove_reader(slot.conn.fileno())
         if slot.process.poll() is None:
             slot.process.kill()
@@ -236,7 +236,7 @@ def _exit_code(process: subprocess.Popen) -> str:
 def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: bool) -> None:
     """A worker process: set limits, then run jobs from the pipe until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(Exception):  # Linux: die with the node
+    with contextlib.suppress(OSError, AttributeError):  # Linux only: die with the node
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(0)
@@ -249,8 +249,10 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
     from qiz.compute import execute  # after the environment is set: numba reads it on import
 
     if warm:
-        with contextlib.suppress(Exception):  # a failed warm-up only slows the first task
+        try:
             execute.warm_up()
+        except Exception as exc:  # a failed warm-up only slows the first task: say so
+            sys.stderr.write(f"qiz worker process: warm-up failed: {type(exc).__name__}: {exc}\n")
     try:
         _send(conn, "ready")
     except (OSError, ValueError):
