@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from qiz.compute.errors import SpecError
-from qiz.quantum.engine import ENGINE_NAME, ENGINE_VERSION
-from qiz.quantum.errors import QuantumError
+from qiz.quantum.core.engine import ENGINE_NAME, ENGINE_VERSION
+from qiz.quantum.core.errors import QuantumError
 
 ENGINE = f"{ENGINE_NAME}/{ENGINE_VERSION}"
 SIGNIFICANT_DIGITS = 12
@@ -160,7 +160,7 @@ def _circuit(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Circuit, l
 
 
 def _hamiltonian(text: str, path: str):  # noqa: ANN202 - PauliSum
-    from qiz.quantum.pauli import PauliSum
+    from qiz.quantum.core.pauli import PauliSum
 
     try:
         return PauliSum.builtin(text) or PauliSum.loads(text, source=path)
@@ -170,7 +170,7 @@ def _hamiltonian(text: str, path: str):  # noqa: ANN202 - PauliSum
 
 
 def _graph(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Graph
-    from qiz.quantum.graphs import load_graph, parse_edge_list
+    from qiz.quantum.problems.graphs import load_graph, parse_edge_list
 
     text = _text(params, "graph", path)
     seed = _int(params, "graph_seed", path, 0, 2**63 - 1, 0)
@@ -214,7 +214,7 @@ def _shape_estimator(params: Mapping[str, Any], path: str, max_shots: int) -> Sh
 
 
 def _shape_vqe(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
-    from qiz.quantum.ansatz import parse_ansatz
+    from qiz.quantum.algorithms.ansatz import parse_ansatz
 
     h = _hamiltonian(_text(params, "hamiltonian", path), f"{path}.hamiltonian")
     try:
@@ -277,7 +277,7 @@ _SHAPES: dict[str, Callable[[Mapping[str, Any], str, int], Shape]] = {
 
 
 def _cnf(params: Mapping[str, Any], path: str, n: int):  # noqa: ANN202 - Cnf
-    from qiz.quantum.cnf import Cnf
+    from qiz.quantum.problems.cnf import Cnf
 
     try:
         cnf = Cnf.loads(_text(params, "cnf", path), source=f"{path}.cnf")
@@ -304,7 +304,7 @@ def run(kind: str, params: Mapping[str, Any], seed: int | None, progress: Progre
 
 
 def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.primitives import Sampler
+    from qiz.quantum.core.primitives import Sampler
 
     circuit = _circuit(params, "params")
     shots = int(params.get("shots", 1024))
@@ -313,7 +313,7 @@ def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | N
 
 
 def _estimator(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.primitives import Estimator
+    from qiz.quantum.core.primitives import Estimator
 
     circuit = _circuit(params, "params")
     obs = [_hamiltonian(t, "params.observables") for t in params["observables"]]
@@ -321,8 +321,8 @@ def _estimator(params: Mapping[str, Any], seed: int | None, progress: Progress |
 
 
 def _vqe(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.ansatz import parse_ansatz
-    from qiz.quantum.vqe import VqeEvaluator, run_vqe
+    from qiz.quantum.algorithms.ansatz import parse_ansatz
+    from qiz.quantum.algorithms.vqe import VqeEvaluator, run_vqe
 
     h = _hamiltonian(params["hamiltonian"], "params.hamiltonian")
     ansatz = parse_ansatz(params.get("ansatz", "hea:2"), h)
@@ -349,8 +349,8 @@ def _vqe(params: Mapping[str, Any], seed: int | None, progress: Progress | None)
 
 
 def _qaoa(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.qaoa import QaoaSimulator, optimize
-    from qiz.quantum.qubo import QuboProblem, bitstring
+    from qiz.quantum.algorithms.qaoa import QaoaSimulator, optimize
+    from qiz.quantum.problems.qubo import QuboProblem, bitstring
 
     g = _graph(params, "params")
     problem = QuboProblem.maxcut(g.num_nodes, g.edges, g.weights)
@@ -383,7 +383,7 @@ def _qaoa(params: Mapping[str, Any], seed: int | None, progress: Progress | None
 
 
 def _grover(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.grover import GroverSimulator, optimal_iterations
+    from qiz.quantum.algorithms.grover import GroverSimulator, optimal_iterations
 
     n = int(params["qubits"])
     if "marked" in params:
