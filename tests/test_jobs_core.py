@@ -1006,3 +1006,14 @@ def test_random_reports_timeouts_and_failures_keep_the_core_consistent(
         assert [d.accepted.digest for d in h.attested[h.job]] == [
             decided.get(t, h.attested[h.job][t].accepted.digest) for t in range(tasks)
         ]
+
+
+def test_a_placement_method_that_refuses_a_round_falls_back_to_greedy() -> None:
+    h = Harness(replicas=3)
+    h.core.placement = "qaoa"  # 3 items x 8 workers: over QAOA's 16 variables
+    sent = offers(h.start())
+    assert len({o.worker for o in sent}) == 3
+    h.core.placement = "nonsense"
+    h.core.offer_refused(h.job, 0, sent[0].worker, code="refused", message="no", now=1.0)
+    (again,) = offers(h.core.place(h.job, h.views, 1.0))
+    assert again.worker not in {o.worker for o in sent}

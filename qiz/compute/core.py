@@ -59,7 +59,6 @@ from qiz.compute.jobdb import (
     QUEUED,
     RUNNING,
     CoordinatorTables,
-    JobRow,
     ReplicaRow,
 )
 from qiz.compute.placement import (
@@ -266,9 +265,6 @@ class JobCore:
 
     # ------------------------------------------------------------------ the owner's inputs
 
-    def known(self, job: bytes) -> JobRow | None:
-        return self.tables.job(job)
-
     def submit(self, spec: specs.JobSpec, now: float) -> list[Action]:
         """Start (or restart, if it failed or was cancelled) a checked job. Placement waits
         for the driver's :meth:`place`: results already waiting at workers may come first."""
@@ -382,12 +378,16 @@ class JobCore:
             return self._stop(job, FAILED, stalled, now)
         if not items:
             return []
+        problem = PlacementProblem(tuple(items), tuple(infos), tuple(excluded))
         try:
-            placement = solve(PlacementProblem(tuple(items), tuple(infos), tuple(excluded)))
-        except PlacementError as exc:
-            log.warning("placement failed: %s", exc)
-            state.needs_placement = True  # the workers may change; try again next round
-            return []
+            placement = solve(problem, self.placement)
+        except PlacementError as exc:  # e.g. too large for qaoa or exact: greedy places it
+            log.info("%s placement refused the round (%s); placing greedily", self.placement, exc)
+            try:
+                placement = solve(problem, "greedy")
+            except PlacementError as again:
+                log.warning("placement failed: %s", again)
+                return []
         actions: list[Action] = []
         for item, w in zip(items, placement.assignment, strict=True):
             node = usable[w].node
