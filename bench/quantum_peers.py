@@ -96,14 +96,14 @@ Setup = Callable[[str, int, int], Callable[[], Any]]
 
 def setup_qiz(workload: str, n: int, seed: int) -> Callable[[], Any]:
     if workload == "qaoa":
-        from qiz.quantum.qaoa import QaoaSimulator
+        from qiz.quantum.algorithms.qaoa import QaoaSimulator
 
         sim = QaoaSimulator.maxcut(n, qaoa_edges(n, seed))
         return lambda: float(sim.expectation(list(QAOA_GAMMAS), list(QAOA_BETAS)))
     if workload == "vqe":
-        from qiz.quantum.ansatz import HardwareEfficientAnsatz
-        from qiz.quantum.pauli import PauliSum
-        from qiz.quantum.vqe import VqeEvaluator
+        from qiz.quantum.algorithms.ansatz import HardwareEfficientAnsatz
+        from qiz.quantum.algorithms.vqe import VqeEvaluator
+        from qiz.quantum.core.pauli import PauliSum
 
         ansatz = HardwareEfficientAnsatz(n, depth=VQE_DEPTH)
         ham = PauliSum.tfim(n, j=TFIM_J, h=TFIM_H, periodic=False)
@@ -117,7 +117,7 @@ def setup_qiz(workload: str, n: int, seed: int) -> Callable[[], Any]:
             return float(e), np.asarray(g, dtype=float)
 
         return vqe
-    from qiz.quantum.grover import GroverSimulator
+    from qiz.quantum.algorithms.grover import GroverSimulator
 
     sim = GroverSimulator(n, marked=[grover_marked(n, seed)])
     return lambda: float(sim.run(GROVER_ITERATIONS))

@@ -37,10 +37,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from qiz import QizError
 from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
+from qiz.control import control_request
 from qiz.home import Home
-from qiz.node import control_request
 from qiz.procs import NodeProcess, NodeStartError, kill_group, processes_with_env
 
 MARKER = "QIZ_DEMO_RUN"
@@ -50,7 +51,7 @@ CLAIM_ENCRYPTION_GBS = 1.0  # whitepaper: "encryption speed 1 GB/s"
 SWEEP_GRAPH = "random:16,3"
 
 
-class DemoError(RuntimeError):
+class DemoError(QizError, RuntimeError):
     """The demo saw something wrong; the message says what."""
 
 
@@ -332,9 +333,9 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
         "replicas_lost": dict(sorted(lost.items())),
     }
     if label == "qaoa-sweep":
-        from qiz.quantum.graphs import load_graph
-        from qiz.quantum.qaoa import QaoaSimulator
-        from qiz.quantum.qubo import QuboProblem
+        from qiz.quantum.algorithms.qaoa import QaoaSimulator
+        from qiz.quantum.problems.graphs import load_graph
+        from qiz.quantum.problems.qubo import QuboProblem
 
         points = [p for task in verified.results for p in task]
         best = max(points, key=lambda p: p["expectation"])
@@ -352,7 +353,7 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
             ratio=round(best["expectation"] / optimum, 4),
         )
     else:
-        from qiz.quantum.pauli import PauliSum
+        from qiz.quantum.core.pauli import PauliSum
 
         energy = verified.results[0]["energy"]
         exact = PauliSum.tfim(8, periodic=True).ground_energy()
@@ -364,7 +365,7 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
 
 def _network_figures(first: MeshNode, other: MeshNode) -> dict[str, Any]:
     """Link RTTs seen by the first node; handshakes and AEAD speed measured here."""
-    from qiz.web.server import aead_speed
+    from qiz.crypto.measure import aead_speed
     from qiz.identity import NodeIdentity, PeerRecord
     from qiz.qmp.transport import dial
 

@@ -25,16 +25,16 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
     from importlib import resources
 
     from qiz.quantum import qasm
-    from qiz.quantum.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
-    from qiz.quantum.graphs import random_regular
-    from qiz.quantum.grover import GroverSimulator, analytic_success, optimal_iterations
-    from qiz.quantum.netopt import assignment_qubo
-    from qiz.quantum.pauli import PauliSum
-    from qiz.quantum.primitives import Sampler
-    from qiz.quantum.qaoa import QaoaSimulator, optimize
-    from qiz.quantum.qubo import QuboProblem
-    from qiz.quantum.solvers import solve
-    from qiz.quantum.vqe import run_vqe
+    from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
+    from qiz.quantum.algorithms.grover import GroverSimulator, analytic_success, optimal_iterations
+    from qiz.quantum.algorithms.qaoa import QaoaSimulator, optimize
+    from qiz.quantum.algorithms.solvers import solve
+    from qiz.quantum.algorithms.vqe import run_vqe
+    from qiz.quantum.core.pauli import PauliSum
+    from qiz.quantum.core.primitives import Sampler
+    from qiz.quantum.problems.graphs import random_regular
+    from qiz.quantum.problems.netopt import assignment_qubo
+    from qiz.quantum.problems.qubo import QuboProblem
 
     out: dict[str, Any] = {}
     began = time.perf_counter()

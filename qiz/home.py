@@ -17,6 +17,7 @@ from typing import Any
 import platformdirs
 import tomli_w
 
+from qiz import QizError
 from qiz.crypto import keyfile
 from qiz.crypto.errors import InvalidKey
 from qiz.fsio import read_bounded, write_atomic
@@ -31,7 +32,7 @@ MAX_IDENTITY_FILE = 2 * keyfile.MAX_SECRET  # an encrypted secret plus its heade
 DEFAULT_PUZZLE_BITS = 8  # about 256 key generations, a tenth of a second, per identity
 
 
-class HomeError(Exception):
+class HomeError(QizError):
     """A user-facing problem with the home directory; the message is one sentence."""
 
 

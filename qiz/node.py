@@ -1,8 +1,10 @@
-"""The composition root: one :class:`Node` wires identity, links and RPC services together.
+"""The composition root: one :class:`Node` wires identity, links, the DHT, compute and events.
 
 A node listens on one address, keeps links to its bootstrap peers, answers ``qmp.ping`` and
-``node.info``, and exposes its state to the local owner through a control socket (a Unix
-socket in the home, mode 0600) that ``qiz node status`` and ``qiz node stop`` talk to.
+``node.info``, and offers its owner one API (:class:`~qiz.node_api.NodeAPI`): over the HTTP API
+when it serves one, and always over a control socket (a Unix socket in the home, mode 0600)
+that ``qiz node status``, ``qiz job ...`` and ``qiz node stop`` talk to. Both dispatch on the
+same table of operations (:data:`qiz.node_api.OPERATIONS`).
 """
 
 from __future__ import annotations
@@ -16,32 +18,44 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from qiz import __version__
-from qiz.compute.errors import JobError
+from qiz import QizError, __version__
 from qiz.compute.service import ComputeConfig, ComputeService
+from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import NodeId
-from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
+from qiz.events import EventBus, EventLog
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.node_api import NodeAPI, invoke, plain
 from qiz.qmp.manager import LinkManager, ManagerConfig
-from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
+from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
 from qiz.qmp.transport import LinkError
-from qiz.resolve.dht import Dht, DhtConfig, ResolveError
+from qiz.resolve.dht import Dht, DhtConfig
 from qiz.resolve.discovery import LanDiscovery
-from qiz.resolve.records import RecordError
 from qiz.resolve.store import RecordStore
-from qiz.web.events import EventLog
+from qiz.tasks import TaskOwner
 
 if TYPE_CHECKING:
-    from qiz.web.server import WebServer
+    from collections.abc import Awaitable
+
+
+class Face(Protocol):
+    """A face the node serves while it runs (the HTTP API): started by a :data:`FaceStarter`,
+    stopped with the node. The node knows faces only through this, so it imports none."""
+
+    url: str
+
+    async def stop(self) -> None: ...
+
+
+FaceStarter = Callable[["Node"], "Awaitable[Face]"]
 
 log = logging.getLogger("qiz.node")
-CONTROL_SOCKET = "node.sock"
 RECORD_DB = "records.sqlite"
-MAX_CONTROL_LINE = 64 * 1024 * 1024  # a job spec or an attestation file fits
+MAX_LAN_DIALS = 8  # LAN beacons answered at once
 
 
-class ControlSocketError(RuntimeError):
+class ControlSocketError(QizError):
     """The home's control socket cannot be set up: another node runs there, or the OS refused."""
 
 
@@ -67,7 +81,7 @@ class Node:
         lan: dict[str, Any] | None = None,
         control_dir: Path | None = None,
         compute: ComputeConfig | None = None,
-        api_port: int | None = None,
+        http: FaceStarter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -78,18 +92,32 @@ class Node:
         self.control_dir = control_dir
         self._record: PeerRecord | None = None
         self._addresses: list[str] = []
+        # one sequence of events for the whole node: links, DHT and jobs push into it
+        self.events = EventBus(clock)
+        self.event_log = EventLog(self.events)
+        self.tasks = TaskOwner("node", log)
         self.handlers: dict[str, Handler] = {
             "qmp.ping": self._rpc_ping,
             "node.info": self._rpc_info,
         }
-        self.links = LinkManager(identity, self.record, self.handlers, config=config, clock=clock)
+        self.links = LinkManager(
+            identity, self.record, self.handlers, config=config, clock=clock, events=self.events
+        )
         store = RecordStore(control_dir / RECORD_DB if control_dir is not None else None)
-        self.dht = Dht(identity, self.links, store, self.record, config=dht_config, clock=clock)
+        self.dht = Dht(
+            identity,
+            self.links,
+            store,
+            self.record,
+            config=dht_config,
+            clock=clock,
+            events=self.events,
+        )
         self.handlers.update(self.dht.handlers())
         self.links.on_peer = self.dht.on_link
-        self.events = EventLog(clock=clock)
-        self.api_port = api_port  # None: no HTTP API; 0: any free port
-        self.web: WebServer | None = None  # started with the node when api_port is set
+        self.api = NodeAPI(self)
+        self._start_http = http  # e.g. qiz.web.server.serve_api(port); None: no HTTP API
+        self.web: Face | None = None  # the HTTP API, once started
         self.compute = (
             ComputeService(
                 identity,
@@ -99,20 +127,18 @@ class Node:
                 config=compute,
                 home=control_dir,
                 clock=clock,
+                events=self.events,
             )
             if compute is not None
             else None
         )
-        if self.compute is not None:
-            self.compute.coordinator.on_event = self.events.emit
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
         self.lan = (
             LanDiscovery(identity.node_id.digest, lambda: self.address, self._on_beacon, **lan)
             if lan is not None
             else None
         )
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._join_task: asyncio.Task[None] | None = None
+        self._lan_dials = 0
         self._control: asyncio.base_events.Server | None = None
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()
@@ -150,19 +176,15 @@ class Node:
                 raise ControlSocketError(
                     f"cannot open the control socket {path}: {exc.strerror or exc}"
                 ) from None
-        if self.api_port is not None:
-            from qiz.web.server import WebServer  # aiohttp only for nodes that serve the API
-            from qiz.web.token import load_or_create_token
-
+        if self._start_http is not None:
             try:
-                self.web = WebServer(self, load_or_create_token(self.control_dir))
-                await self.web.start(self.api_port)
+                self.web = await self._start_http(self)
             except OSError as exc:
                 await self.links.close()
                 if self._control is not None:
                     self._control.close()
                 raise ControlSocketError(
-                    f"cannot serve the HTTP API on 127.0.0.1:{self.api_port}: {exc.strerror or exc}"
+                    f"cannot serve the HTTP API: {exc.strerror or exc}"
                 ) from None
         self._addresses = [self.address]
         self._record = None
@@ -170,7 +192,7 @@ class Node:
             self.links.pin(address, expected)
         if self.lan is not None:
             await self.lan.start()
-        self._join_task = asyncio.ensure_future(self._join())
+        self.tasks.spawn(self._join(), "join")
         log.info("node %s listening on %s", self.node_id, self.address)
 
     async def _join(self) -> None:
@@ -187,28 +209,30 @@ class Node:
                 "joined: %d contacts, our record stored at %d nodes", len(self.dht.table), stored
             )
             self.dht.start()
-        except Exception:
-            log.exception("joining the mesh failed")
+        except (LinkError, OSError, TimeoutError, QizError) as exc:
+            log.warning("joining the mesh failed: %s", exc)
         finally:
             if self.compute is not None:  # jobs are served even if the first join failed
                 self.compute.start()
             self.joined.set()
 
     async def stop(self) -> None:
-        if self._join_task is not None:
-            self._join_task.cancel()
+        """Stop every service, faces first, links last; when this returns, no task of the
+        node is left running and its files are closed. Safe to call twice."""
+        if self.stopped.is_set():
+            return
+        if self._control is not None:  # no new requests from the owner
+            self._control.close()
+        if self.web is not None:
+            await self.web.stop()
+        await self.tasks.close()  # join, LAN dials, self-measure
         await self.dht.stop()
         if self.lan is not None:
             await self.lan.stop()
-        for task in self._tasks:
-            task.cancel()
-        if self.web is not None:
-            await self.web.stop()
         if self.compute is not None:
             await self.compute.stop()
         if self._control is not None:
-            self._control.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):
                 await self._control.wait_closed()
             with contextlib.suppress(FileNotFoundError):
                 (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
@@ -222,27 +246,15 @@ class Node:
         return await self.links.connect(address, expected)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "node_id": str(self.node_id),
-            "version": __version__,
-            "address": self.address,
-            "uptime_s": round(self.clock() - self.started_at, 1),
-            "links": sorted(self.links.stats(), key=lambda s: s["peer"] or ""),
-            "inbound_refused": self.links.listener.refused,
-            "handshakes_failed": self.links.listener.handshakes_failed,
-            "dht": {
-                "contacts": len(self.dht.table),
-                "records": len(self.dht.store),
-                **self.dht.counters,
-            },
-            "compute": self.compute.status() if self.compute is not None else None,
-            "api": self.web.url if self.web is not None else None,
-        }
+        """The ``status`` operation's answer, as plain data (for scripts and tests)."""
+        return plain(self.api.status())
 
     def _on_beacon(self, node_id: bytes, address: str) -> None:
         """A LAN beacon named a node we may not know: dial it, expecting that id."""
         peer = NodeId(node_id)
-        if peer in self.links.peers or self.links.closing or len(self._tasks) >= 8:
+        if peer in self.links.peers or self.links.closing or self.tasks.closed:
+            return
+        if self._lan_dials >= MAX_LAN_DIALS:
             return
 
         async def link_up() -> None:
@@ -251,12 +263,13 @@ class Node:
                 if len(self.dht.table) < self.dht.config.k:  # still joining: fill the table
                     await self.dht.bootstrap()
                     await self.dht.publish_self()
-            except (LinkError, OSError, TimeoutError) as exc:
+            except (LinkError, OSError, TimeoutError, QizError) as exc:
                 log.info("LAN peer %s at %s: %s", peer.short(), address, exc)
+            finally:
+                self._lan_dials -= 1
 
-        task = asyncio.ensure_future(link_up())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._lan_dials += 1
+        self.tasks.spawn(link_up(), f"lan-dial {peer.short()}")
 
     # ------------------------------------------------------------------ resolution
 
@@ -301,30 +314,6 @@ class Node:
     async def _rpc_info(self, ctx: CallContext, body: Any) -> Any:
         return {"node_id": str(self.node_id), "version": __version__, "address": self.address}
 
-    # ------------------------------------------------------------------ jobs
-
-    async def _control_job(self, command: str, request: dict[str, Any]) -> Any:
-        """job_submit / job_status / job_result / job_cancel / job_list for the local owner."""
-        if self.compute is None:
-            raise JobError("this node runs without compute (start it with compute enabled)")
-        await self.joined.wait()
-        coordinator = self.compute.coordinator
-        if command == "job_list":
-            return coordinator.list()
-        if command == "job_submit":
-            return await coordinator.submit(base64.b64decode(request["spec"], validate=True))
-        job = coordinator.resolve_id(str(request["job"]))
-        if command == "job_status":
-            return coordinator.status(job)
-        if command == "job_cancel":
-            return await coordinator.cancel(job)
-        if command == "job_result":
-            return {
-                "status": coordinator.status(job),
-                "attestation": base64.b64encode(coordinator.result(job)).decode("ascii"),
-            }
-        raise JobError(f"unknown job command {command!r}")
-
     # ------------------------------------------------------------------ control socket
 
     async def _refuse_if_running(self) -> None:
@@ -356,61 +345,26 @@ class Node:
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """One request line ``{"cmd": OPERATION, ...arguments}``, one reply line
+        ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": ..., "status": ...}``."""
         try:
             line = await asyncio.wait_for(reader.readline(), 5.0)
             request = json.loads(line or b"{}")
-            command = request.get("cmd") if isinstance(request, dict) else None
-            if command == "status":
-                reply: dict[str, Any] = {"ok": True, "status": self.status()}
-            elif command == "stop":
-                reply = {"ok": True}
-                self.stop_requested.set()
-            elif command == "resolve":
-                await self.joined.wait()
-                reply = {"ok": True, "result": await self.resolve(NodeId.parse(request["id"]))}
-            elif command == "name_publish":
-                await self.joined.wait()
-                result = await self.publish_name(
-                    str(request["label"]), str(request["value"]), int(request["ttl"])
-                )
-                reply = {"ok": True, "result": result}
-            elif command == "name_resolve":
-                await self.joined.wait()
-                owner, _, label = str(request["name"]).partition("/")
-                result = await self.resolve_name(NodeId.parse(owner), label)
-                reply = {"ok": True, "result": result}
-            elif isinstance(command, str) and command.startswith("job_"):
-                reply = {"ok": True, "result": await self._control_job(command, request)}
-            else:
-                reply = {"ok": False, "error": f"unknown command {command!r}"}
-        except (ValueError, KeyError, TypeError, TimeoutError, asyncio.LimitOverrunError) as exc:
-            reply = {"ok": False, "error": f"bad control request: {exc}"}
-        except (ResolveError, RecordError, LinkError, RpcError, PeerRecordError, JobError) as exc:
-            reply = {"ok": False, "error": str(exc)}
+            if not isinstance(request, dict):
+                raise ValueError("a request is one JSON object")
+            result = await invoke(self.api, str(request.pop("cmd", "")), request)
+            if isinstance(result, bytes):
+                result = base64.b64encode(result).decode("ascii")
+            reply: dict[str, Any] = {"ok": True, "result": result}
+        except QizError as exc:
+            reply = {"ok": False, "error": str(exc), "status": exc.http_status}
+        except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+            reply = {"ok": False, "error": f"bad control request: {exc}", "status": 400}
         except Exception as exc:  # a bug must not leave the owner with a silent socket
             log.exception("control command failed")
             reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            reply["status"] = 500
         writer.write(json.dumps(reply).encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
-
-
-async def control_request(
-    home_path: Path, command: str, timeout: float = 5.0, **arguments: Any
-) -> dict[str, Any]:
-    """Send one command to the node running in ``home_path``; raise ConnectionError if none."""
-    path = home_path / CONTROL_SOCKET
-    if not path.exists():
-        raise ConnectionError(f"no node is running for {home_path} (no {path})")
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_CONTROL_LINE), timeout
-        )
-    except (OSError, TimeoutError) as exc:
-        raise ConnectionError(f"no node is answering on {path}: {exc}") from None
-    writer.write(json.dumps({"cmd": command, **arguments}).encode() + b"\n")
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), timeout)
-    writer.close()
-    return json.loads(line)

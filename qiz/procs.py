@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from qiz import QizError
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY = "ready"  # the "event" of the line ``qiz node start --json`` prints once it listens
 STOPPED = "stopped"  # ... and of its last line
 
 
-class NodeStartError(RuntimeError):
+class NodeStartError(QizError, RuntimeError):
     """A node process exited, or said nothing, before it reported ready; the message has the
     end of its stderr."""
 
@@ -249,7 +251,7 @@ class NodeProcess:
 
     def request(self, command: str, timeout: float = 30.0, **arguments: Any) -> dict[str, Any]:
         """One control-socket command (the socket's path must fit AF_UNIX's limit)."""
-        from qiz.node import control_request
+        from qiz.control import control_request
 
         return asyncio.run(control_request(self.cwd / self.home, command, timeout, **arguments))
 

@@ -442,7 +442,7 @@ def test_home_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_new_identities_solve_the_configured_id_puzzle(tmp_path: Path) -> None:
     from qiz.home import DEFAULT_PUZZLE_BITS
-    from qiz.resolve.puzzle import solves
+    from qiz.identity.puzzle import solves
 
     home = Home(tmp_path / "p")
     identity = home.init(scrypt=FAST)

@@ -25,8 +25,8 @@ from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
 from qiz.compute.attest import VerifiedAttestation
 from qiz.compute.errors import AttestationError, SpecError
+from qiz.control import control_request
 from qiz.fsio import write_atomic
-from qiz.node import control_request
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
@@ -328,7 +328,7 @@ def cancel(
 
 def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Jobs submitted through this home's node."""
-    jobs = _request(ctx.obj, "job_list")
+    jobs = _request(ctx.obj, "job_list")["jobs"]
 
     def human() -> None:
         if not jobs:

@@ -16,13 +16,14 @@ from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
 from qiz.compute.service import ComputeConfig
+from qiz.control import control_request
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
-from qiz.node import ControlSocketError, Node, control_request, parse_peer
+from qiz.identity.puzzle import solves
+from qiz.node import ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.transport import LinkError, dial
 from qiz.resolve.dht import DhtConfig
-from qiz.resolve.puzzle import solves
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
@@ -103,6 +104,12 @@ def start(
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, api, as_json))
 
 
+def _serve_api(port: int) -> FaceStarter:
+    from qiz.web.server import serve_api  # aiohttp only for nodes that serve the API
+
+    return serve_api(port)
+
+
 def _api_port(table: object, given: int | None) -> int | None:
     """The ``[api]`` table of config.toml: ``enabled`` (true) and ``port`` (0: any free port)."""
     if not isinstance(table, dict):
@@ -158,7 +165,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         lan={} if lan else None,
         dht_config=DhtConfig(puzzle_bits=config.puzzle_bits),
         compute=compute,
-        api_port=api_port,
+        http=_serve_api(api_port) if api_port is not None else None,
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.
@@ -201,7 +208,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from qiz.cli.web_cmds import api_get
 
     session: Session = ctx.obj
-    info = _control(session, "status")["status"]
+    info = _control(session, "status")["result"]
     jobs: list[dict] = []
     if info.get("api"):  # the summary comes from the same API the dashboard uses
         info = api_get(session, info["api"], "node")

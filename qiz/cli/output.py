@@ -12,10 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from qiz.crypto.errors import CryptoError
-from qiz.home import HomeError
-from qiz.quantum.errors import QuantumError
-from qiz.wire import WireError
+from qiz import CheckFailed as _CheckFailed
+from qiz import QizError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,12 +27,12 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class UserError(Exception):
+class UserError(QizError):
     """The user asked for something that cannot be done; the message says what and how."""
 
 
-class CheckFailed(Exception):
-    """A verification ran and failed; exit code 1."""
+class CheckFailed(_CheckFailed):
+    """A verification ran and failed (exit code 1); ``payload`` goes into the JSON answer."""
 
     def __init__(self, message: str, payload: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -60,20 +58,21 @@ def _json_error(
 
 
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a command so QIZ's errors become one stderr line and the right exit code."""
+    """Wrap a command so QIZ's errors become one stderr line and the right exit code.
+
+    Every error a user can cause is a :class:`qiz.QizError`, which carries its own exit code:
+    there is no table of error types here to keep in step with the layers below."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except CheckFailed as exc:
-            _json_error(kwargs, str(exc), EXIT_INVALID, exc.payload)
-            err_console.print(f"qiz: {exc}", markup=False)
-            raise typer.Exit(EXIT_INVALID) from None
-        except (UserError, HomeError, CryptoError, WireError, QuantumError) as exc:
-            _json_error(kwargs, str(exc), EXIT_USER_ERROR)
-            err_console.print(f"qiz: error: {exc}", markup=False)
-            raise typer.Exit(EXIT_USER_ERROR) from None
+        except QizError as exc:
+            code = exc.exit_code
+            _json_error(kwargs, str(exc), code, getattr(exc, "payload", None))
+            prefix = "qiz: " if code == EXIT_INVALID else "qiz: error: "
+            err_console.print(f"{prefix}{exc}", markup=False)
+            raise typer.Exit(code) from None
         except OSError as exc:
             # A path the user named cannot be read or written (missing directory, permissions).
             where = f" {exc.filename}:" if exc.filename else ""

@@ -9,9 +9,9 @@ import typer
 
 from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
+from qiz.control import control_request
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import NodeId, normalize_label
-from qiz.node import control_request
 from qiz.resolve.records import MAX_TTL
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]

@@ -10,7 +10,7 @@ import typer
 
 from qiz.cli.common import Session
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.node import control_request
+from qiz.control import control_request
 from qiz.web.token import TOKEN_FILE
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -65,7 +65,10 @@ def dashboard(
         reply = asyncio.run(control_request(session.home.path, "status"))
     except ConnectionError as exc:
         raise UserError(f"{exc} (start it with 'qiz node start')") from None
-    api = reply.get("status", {}).get("api")
+    if not reply.get("ok"):
+        raise UserError(f"the node refused: {reply.get('error')}")
+    status = reply["result"]
+    api = status.get("api")
     if not api:
         raise UserError("the node serves no HTTP API (it was started with --no-api)")
     url = f"{api}?token={api_token(session)}"
@@ -73,6 +76,6 @@ def dashboard(
         webbrowser.open(url)
     emit(
         as_json,
-        {"url": url, "api": f"{api}api/", "node_id": reply["status"]["node_id"]},
+        {"url": url, "api": f"{api}api/", "node_id": status["node_id"]},
         lambda: console.print(url, markup=False, soft_wrap=True),
     )

@@ -3,8 +3,10 @@
 Every error carries one sentence meant for a human: the CLI prints ``str(error)`` as is.
 """
 
+from qiz import QizError
 
-class CryptoError(Exception):
+
+class CryptoError(QizError):
     """Base class for every failure in the crypto layer."""
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 
+from qiz import QizError
 
-class ArmorError(ValueError):
+
+class ArmorError(QizError, ValueError):
     """The text is not an armored object of the expected kind."""
 
 

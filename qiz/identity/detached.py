@@ -8,7 +8,7 @@ check it (the id is the hash of that key); a peer record, when given, must name 
 
 from __future__ import annotations
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.crypto.composite import SIGNATURE_SIZE, CompositePublicKey
 from qiz.crypto.errors import InvalidKey, InvalidSignature
 from qiz.crypto.ids import NodeId
@@ -19,7 +19,7 @@ FORMAT = 1
 MAX_SIG_FILE = 8 * 1024
 
 
-class SignatureFileError(ValueError):
+class SignatureFileError(QizError, ValueError):
     """A ``.sig`` file is malformed or does not match; the message says which."""
 
 

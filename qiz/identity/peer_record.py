@@ -20,7 +20,7 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidKey, InvalidSignature
 from qiz.crypto.ids import NodeId
@@ -35,7 +35,7 @@ MAX_ADDRESS_LENGTH = 64
 DEFAULT_LIFETIME = 24 * 3600
 
 
-class PeerRecordError(ValueError):
+class PeerRecordError(QizError, ValueError):
     """A peer record was refused; the message says which check failed."""
 
 

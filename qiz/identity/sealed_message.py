@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.crypto.composite import CompositePublicKey, message_digest
 from qiz.crypto.errors import InvalidKey, InvalidSignature
 from qiz.crypto.ids import NodeId
@@ -27,7 +27,7 @@ MAX_MESSAGE = 64 * 1024 * 1024
 _INNER_SLACK = 8 * 1024
 
 
-class SealedMessageError(ValueError):
+class SealedMessageError(QizError, ValueError):
     """A sealed message is malformed or its inner signature is bad."""
 
 

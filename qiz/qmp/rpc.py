@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.crypto.ids import NodeId
 from qiz.qmp.transport import Link, LinkError
 from qiz.tasks import TaskOwner
@@ -35,9 +35,11 @@ REQUEST, RESULT, ERROR, CANCEL = 0, 1, 2, 3
 MAX_METHOD = 64
 
 
-class RpcError(Exception):
+class RpcError(QizError):
     """A call failed: ``code`` is one of ``unknown-method``, ``bad-request``, ``busy``,
     ``internal``, ``timeout``, ``cancelled``, ``link-closed`` or a handler's own code."""
+
+    http_status = 502  # a peer failed or refused: the owner's request itself was fine
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from qiz import QizError
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache, parse_address
@@ -53,8 +54,10 @@ HANDSHAKE_WRITE_LIMIT = 64 * 1024
 HANDSHAKE_FEED_SLICE = 2048
 
 
-class LinkError(ConnectionError):
+class LinkError(QizError, ConnectionError):
     """A link could not be set up, or closed while in use; ``code`` says why."""
+
+    http_status = 502  # the peer could not be reached: the owner's request itself was fine
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)

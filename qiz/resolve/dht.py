@@ -18,18 +18,21 @@ import ipaddress
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from qiz import NotFound
 from qiz.crypto.ids import NodeId, ServiceName
+from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache, parse_address
+from qiz.identity.puzzle import solves
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.qmp.transport import Link, LinkError
 from qiz.resolve.lookup import Lookup
-from qiz.resolve.puzzle import solves
 from qiz.resolve.records import (
     RecordError,
     RecordKind,
@@ -39,15 +42,17 @@ from qiz.resolve.records import (
 )
 from qiz.resolve.routing import Contact, RoutingTable
 from qiz.resolve.store import PutResult, RecordStore
+from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.dht")
+LATENCY_WINDOW = 10_000  # lookup durations kept for the metrics' histogram
 PROTOCOL = "dht/1"
 FIND_NODE = f"{PROTOCOL}.find_node"
 FIND_VALUE = f"{PROTOCOL}.find_value"
 STORE = f"{PROTOCOL}.store"
 
 
-class ResolveError(LookupError):
+class ResolveError(NotFound, LookupError):
     """A name or id could not be resolved; the message says what was tried."""
 
 
@@ -78,8 +83,10 @@ class Dht:
         *,
         config: DhtConfig | None = None,
         clock: Callable[[], float] = time.time,
+        events: EventBus | None = None,
     ) -> None:
         self.identity = identity
+        self.events = events or EventBus(clock)
         self.links = links
         self.store = store
         self.record_provider = record_provider
@@ -92,10 +99,10 @@ class Dht:
         )
         self.records = VerifiedRecordCache()
         self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
-        self.lookup_latencies: list[float] = []
+        # the most recent lookups' durations (seconds): metrics and the dashboard read them
+        self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._resolved: dict[tuple[RecordKind, bytes], tuple[float, ValidRecord]] = {}
-        self._maintenance: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("dht", log)
         self._pinging: set[bytes] = set()
 
     @property
@@ -123,9 +130,8 @@ class Dht:
         result = self.table.add(record.node_id.digest, address, self.clock())
         if result.ping is not None and result.ping.node_id not in self._pinging:
             self._pinging.add(result.ping.node_id)
-            task = asyncio.ensure_future(self._ping_oldest(result.ping))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if not self._tasks.closed:
+                self._tasks.spawn(self._ping_oldest(result.ping), "ping-oldest")
         with contextlib.suppress(RecordError):
             self.store.put(
                 validate(
@@ -298,7 +304,17 @@ class Dht:
                 await asyncio.wait_for(wake.wait(), left)
         for task in tasks:
             task.cancel()
-        self.lookup_latencies.append(time.perf_counter() - started)
+        if tasks:  # the cancelled requests end here, not behind the caller's back
+            await asyncio.gather(*tasks, return_exceptions=True)
+        elapsed = time.perf_counter() - started
+        self.lookup_latencies.append(elapsed)
+        self.events.emit(
+            EventKind.LOOKUP_DONE,
+            target=target.hex(),
+            record_kind=kind.value if kind is not None else None,
+            found=lookup.best is not None if want_value else None,
+            ms=round(elapsed * 1000, 3),
+        )
         return lookup
 
     # ------------------------------------------------------------------ publishing
@@ -320,6 +336,12 @@ class Dht:
 
         await asyncio.gather(*(put(c) for c in lookup.closest(self.config.k)))
         self.store.mark_published(record, self.clock())
+        self.events.emit(
+            EventKind.RECORD_PUBLISHED,
+            record_kind=kind.value,
+            key=record.key.hex(),
+            stored_at=accepted,
+        )
         return accepted
 
     async def publish_self(self) -> int:
@@ -387,15 +409,11 @@ class Dht:
         await self.lookup(self.identity.node_id.digest)
 
     def start(self) -> None:
-        self._maintenance = asyncio.ensure_future(self._maintain())
+        self._tasks.spawn(self._maintain(), "maintenance")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        """Cancel upkeep and pings and wait until none of them runs any more."""
+        await self._tasks.close()
 
     async def maintain_once(self) -> dict[str, int]:
         """One round of upkeep: expire, republish what is due, refresh stale buckets."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
 from qiz.crypto.ids import ContentId, NodeId, ServiceName, normalize_label
@@ -40,7 +40,7 @@ class RecordKind(enum.Enum):
     PROVIDER = "provider"
 
 
-class RecordError(ValueError):
+class RecordError(QizError, ValueError):
     """A record was refused; the message says which check failed."""
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one node, read from its state at scrape time.
+"""Prometheus metrics of one node, read through its API at scrape time.
 
 A custom collector on a registry of the node's own (several nodes can share a process in tests),
 rendered by prometheus-client's text exposition. Families:
@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from qiz.node import Node
+    from qiz.node_api import NodeAPI
 
 LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0)
@@ -42,95 +42,73 @@ def histogram(name: str, doc: str, samples: Iterable[float], bounds: Sequence[fl
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Reads one :class:`~qiz.node_api.MetricsSnapshot` per scrape and exports it."""
+
+    def __init__(self, api: NodeAPI) -> None:
+        self.api = api
 
     def collect(self) -> Iterator[Metric]:
-        node = self.node
-        links = node.links
-        yield GaugeMetricFamily("qiz_links", "Peers with an open QMP link.", value=len(links.peers))
+        m = self.api.metrics()
+        yield GaugeMetricFamily("qiz_links", "Peers with an open QMP link.", value=m.links)
         handshakes = CounterMetricFamily(
             "qiz_handshakes", "QMP handshakes, by result.", labels=["result"]
         )
-        handshakes.add_metric(["ok"], links.counters["handshakes"])
-        handshakes.add_metric(
-            ["failed"], links.counters["dials_failed"] + links.listener.handshakes_failed
-        )
+        handshakes.add_metric(["ok"], m.handshakes_ok)
+        handshakes.add_metric(["failed"], m.handshakes_failed)
         yield handshakes
         yield CounterMetricFamily(
-            "qiz_inbound_refused",
-            "Inbound connections refused (limits).",
-            value=links.listener.refused,
+            "qiz_inbound_refused", "Inbound connections refused (limits).", value=m.inbound_refused
         )
-        live = [p.link for p in links._all_links()]
-        replayed = links.counters["frames_dropped_closed"] + sum(
-            link.counters["frames_dropped"] for link in live
-        )
-        bad_rpc = sum(p.rpc.bad_messages for p in links._all_links())
-        unsent = sum(p.rpc.replies_dropped for p in links._all_links())
         dropped = CounterMetricFamily(
             "qiz_frames_dropped", "Frames or messages dropped, by reason.", labels=["reason"]
         )
-        dropped.add_metric(["replayed_or_too_old"], replayed)
-        dropped.add_metric(["rpc_malformed"], bad_rpc)
-        dropped.add_metric(["rpc_reply_unsent"], unsent)
+        dropped.add_metric(["replayed_or_too_old"], m.frames_dropped_replayed)
+        dropped.add_metric(["rpc_malformed"], m.rpc_malformed)
+        dropped.add_metric(["rpc_reply_unsent"], m.rpc_reply_unsent)
         yield dropped
-        dht = node.dht
-        yield CounterMetricFamily(
-            "qiz_dht_lookups", "DHT lookups started.", value=dht.counters["lookups"]
-        )
+        yield CounterMetricFamily("qiz_dht_lookups", "DHT lookups started.", value=m.dht_lookups)
         yield histogram(
-            "qiz_dht_lookup_seconds",
-            "DHT lookup latency.",
-            dht.lookup_latencies[-10_000:],
-            LOOKUP_BUCKETS,
+            "qiz_dht_lookup_seconds", "DHT lookup latency.", m.dht_lookup_seconds, LOOKUP_BUCKETS
         )
-        yield GaugeMetricFamily("qiz_dht_contacts", "Routing table contacts.", value=len(dht.table))
+        yield GaugeMetricFamily("qiz_dht_contacts", "Routing table contacts.", value=m.dht_contacts)
         yield GaugeMetricFamily(
-            "qiz_dht_records", "Records in the local store.", value=len(dht.store)
+            "qiz_dht_records", "Records in the local store.", value=m.dht_records
         )
         yield CounterMetricFamily(
-            "qiz_dht_invalid_records",
-            "Records refused in lookups.",
-            value=dht.counters["invalid_records"],
+            "qiz_dht_invalid_records", "Records refused in lookups.", value=m.dht_invalid_records
         )
         yield CounterMetricFamily(
-            "qiz_dht_refused_stores",
-            "STORE requests refused.",
-            value=dht.counters["refused_stores"],
+            "qiz_dht_refused_stores", "STORE requests refused.", value=m.dht_refused_stores
         )
-        if node.compute is None:
+        if m.jobs_by_state is None:
             return
         jobs = GaugeMetricFamily("qiz_jobs", "Jobs coordinated here, by state.", labels=["state"])
-        counts = {"running": 0, "done": 0, "failed": 0, "cancelled": 0}
-        for row in node.compute.coordinator.tables.jobs():
-            counts[row[2]] = counts.get(row[2], 0) + 1
+        counts = {"running": 0, "done": 0, "failed": 0, "cancelled": 0, **m.jobs_by_state}
         for state, count in sorted(counts.items()):
             jobs.add_metric([state], count)
         yield jobs
-        worker = node.compute.worker
-        if worker is None:
+        if m.worker_outcomes is None:
             return
         outcomes = CounterMetricFamily(
             "qiz_worker_tasks", "Tasks offered to this worker, by outcome.", labels=["outcome"]
         )
-        for outcome, count in sorted(worker.counters.items()):
+        for outcome, count in sorted(m.worker_outcomes.items()):
             outcomes.add_metric([outcome], count)
         yield outcomes
         yield GaugeMetricFamily(
-            "qiz_worker_queue", "Accepted, unfinished tasks.", value=len(worker._tasks)
+            "qiz_worker_queue", "Accepted, unfinished tasks.", value=m.worker_queue
         )
         yield histogram(
             "qiz_task_simulator_seconds",
             "Simulator time per task run here.",
-            worker.task_seconds,
+            m.task_seconds or [],
             TASK_BUCKETS,
         )
 
 
-def registry_for(node: Node) -> CollectorRegistry:
+def registry_for(api: NodeAPI) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(api))
     return registry
 
 

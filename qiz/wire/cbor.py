@@ -19,12 +19,14 @@ from typing import Any
 
 import cbor2
 
+from qiz import QizError
+
 DEFAULT_MAX_SIZE = 64 * 1024
 DEFAULT_MAX_DEPTH = 16
 _MAX_INT = (1 << 64) - 1
 
 
-class WireError(ValueError):
+class WireError(QizError, ValueError):
     """Bytes from the network or a file are not an acceptable encoding."""
 
 

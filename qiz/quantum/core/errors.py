@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from qiz import QizError
 
-class QuantumError(Exception):
+
+class QuantumError(QizError):
     """Base class: a circuit, problem or file the quantum processor cannot handle as asked."""
 
 

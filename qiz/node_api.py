@@ -1,0 +1,506 @@
+"""The one API of a running node: what its faces (HTTP API, dashboard, metrics, control socket,
+CLI) may read and do, as plain typed data.
+
+Faces never reach into the routing table, the record store, the coordinator's tables or a
+link's counters: they call :class:`NodeAPI`. The operations a client can invoke are listed once,
+in :data:`OPERATIONS`; the HTTP server builds its routes from that table and the control socket
+dispatches on it, so both serve the same operations with the same arguments, results and
+errors (a face only chooses how to carry them: JSON over HTTP, one JSON line over the socket).
+
+This module sits between :mod:`qiz.node` (the composition root that builds a :class:`NodeAPI`
+for itself) and the faces; it never imports a face, and the node only under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import statistics
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qiz import QizError, __version__
+from qiz.compute import spec as specs
+from qiz.compute.attest import verify_file
+from qiz.compute.errors import AttestationError
+from qiz.compute.execute import summarise
+from qiz.crypto.ids import NodeId
+from qiz.crypto.measure import measure_crypto
+
+if TYPE_CHECKING:
+    from qiz.compute.coordinator import Coordinator
+    from qiz.node import Node
+
+# the whitepaper's figures that this node can measure about itself: key -> (claim, its words)
+CLAIMS = {
+    "encryption_gb_s": (1.0, "1 GB/s encryption"),
+    "key_exchange_ms": (1.0, "1 ms key exchange"),
+    "authentication_ms": (1.0, "1 ms authentication"),
+    "latency_ms": (5.0, "5 ms average latency"),
+}
+LOOKUP_CLAIM_MS = 5.0
+MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a request
+
+
+class BadRequest(QizError):
+    """An operation's arguments are missing or malformed."""
+
+
+class ComputeDisabled(QizError):
+    """The node runs without compute; job operations have nothing to talk to."""
+
+    http_status = 503
+
+
+# ---------------------------------------------------------------------------- typed views
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """One open QMP link, as the node sees it."""
+
+    peer: str | None
+    address: str
+    listens_at: list[str]
+    direction: str
+    rtt_ms: float | None
+    bytes_sent: int
+    bytes_received: int
+    since: float
+    established: bool
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class DhtView:
+    contacts: int
+    records: int
+    lookups: int
+    invalid_records: int
+    refused_stores: int
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: str
+    version: str
+    address: str
+    addresses: list[str]
+    uptime_s: float
+    links: list[LinkView]
+    inbound_refused: int
+    handshakes_failed: int
+    dht: DhtView
+    compute: dict[str, Any] | None
+    api: str | None
+
+
+@dataclass(frozen=True)
+class ContactView:
+    node_id: str
+    address: str
+    last_seen: float
+    failures: int
+    bucket: int
+
+
+@dataclass(frozen=True)
+class ScoreView:
+    peer: str
+    score: float
+    agreed: int
+    disagreed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class AttestationView:
+    job: str
+    verified: bool
+    kind: str | None = None
+    tasks: int | None = None
+    tests: list[str] = field(default_factory=list)
+    workers: list[str] = field(default_factory=list)
+    issued: float | None = None
+    summary: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    figure: str
+    measured: float | None
+    claim: float
+    claim_text: str
+    ratio: float | None
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Every number the Prometheus collector exports, read at one moment."""
+
+    links: int
+    handshakes_ok: int
+    handshakes_failed: int
+    inbound_refused: int
+    frames_dropped_replayed: int
+    rpc_malformed: int
+    rpc_reply_unsent: int
+    dht_lookups: int
+    dht_lookup_seconds: list[float]
+    dht_contacts: int
+    dht_records: int
+    dht_invalid_records: int
+    dht_refused_stores: int
+    jobs_by_state: dict[str, int] | None
+    worker_outcomes: dict[str, int] | None
+    worker_queue: int | None
+    task_seconds: list[float] | None
+
+
+def plain(value: Any) -> Any:
+    """Views, statuses and containers of them as JSON-ready dicts and lists."""
+    if hasattr(value, "as_dict"):
+        return plain(value.as_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- the facade
+
+
+class NodeAPI:
+    """Everything a face may ask of one running :class:`~qiz.node.Node`."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._verified: dict[tuple[bytes, bytes], AttestationView] = {}
+        self._bench: asyncio.Task[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ the node and mesh
+
+    def links(self) -> list[LinkView]:
+        scores = {s.peer: s.score for s in self.scores()}
+        views = []
+        for stats in self.node.links.stats():
+            views.append(LinkView(**stats, score=scores.get(stats["peer"])))
+        return sorted(views, key=lambda v: v.peer or "")
+
+    def status(self) -> NodeStatus:
+        node = self.node
+        dht = node.dht
+        compute = node.compute.status() if node.compute is not None else None
+        return NodeStatus(
+            node_id=str(node.node_id),
+            version=__version__,
+            address=node.address,
+            addresses=list(node.record().addresses) or [node.address],
+            uptime_s=round(node.clock() - node.started_at, 1),
+            links=self.links(),
+            inbound_refused=node.links.listener.refused,
+            handshakes_failed=node.links.listener.handshakes_failed,
+            dht=DhtView(contacts=len(dht.table), records=len(dht.store), **dht.counters),
+            compute=compute,
+            api=node.web.url if node.web is not None else None,
+        )
+
+    def peers(self) -> dict[str, Any]:
+        """Linked peers (links not yet authenticated are left out)."""
+        return {
+            "self": str(self.node.node_id),
+            "peers": [v for v in self.links() if v.peer is not None],
+        }
+
+    def routing(self) -> dict[str, Any]:
+        own = int.from_bytes(self.node.node_id.digest, "big")
+        contacts = [
+            ContactView(
+                node_id=str(NodeId(c.node_id)),
+                address=c.address,
+                last_seen=c.last_seen,
+                failures=c.failures,
+                bucket=256 - (own ^ int.from_bytes(c.node_id, "big")).bit_length(),
+            )
+            for c in self.node.dht.table.contacts()
+        ]
+        return {"k": self.node.dht.config.k, "contacts": contacts}
+
+    def records(self) -> dict[str, Any]:
+        return {"records": self.node.dht.store.listing()}
+
+    def scores(self) -> list[ScoreView]:
+        if self.node.compute is None:
+            return []
+        return [
+            ScoreView(**{**row, "peer": str(NodeId(row["peer"]))})
+            for row in self.node.compute.scores.table()
+        ]
+
+    def request_stop(self) -> dict[str, Any]:
+        self.node.stop_requested.set()
+        return {"stopping": True}
+
+    async def resolve(self, node_id: str) -> dict[str, Any]:
+        await self.node.joined.wait()
+        return await self.node.resolve(_parse_id(node_id))
+
+    async def publish_name(self, label: str, value: str, ttl: int) -> dict[str, Any]:
+        await self.node.joined.wait()
+        return await self.node.publish_name(label, value, ttl)
+
+    async def resolve_name(self, name: str) -> dict[str, Any]:
+        owner, _, label = name.partition("/")
+        if not label:
+            raise BadRequest(f"{name!r} is not a name: expected OWNER_ID/LABEL")
+        await self.node.joined.wait()
+        return await self.node.resolve_name(_parse_id(owner), label)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _coordinator(self) -> Coordinator:
+        if self.node.compute is None:
+            raise ComputeDisabled("this node runs without compute (start it with a worker)")
+        return self.node.compute.coordinator
+
+    def jobs(self) -> dict[str, Any]:
+        return {"jobs": self._coordinator().list()}
+
+    def job(self, job: str) -> Any:
+        coordinator = self._coordinator()
+        return coordinator.status(coordinator.resolve_id(job))
+
+    async def submit(self, spec: Any) -> Any:
+        """A spec as a JSON document (signed here, by this node) or as the base64 of a spec
+        already signed by its submitter."""
+        coordinator = self._coordinator()
+        if isinstance(spec, dict):
+            identity = self.node.identity
+            raw = specs.sign(specs.make_body(spec, identity), identity)
+        elif isinstance(spec, str):
+            try:
+                raw = base64.b64decode(spec, validate=True)
+            except ValueError:
+                raise BadRequest("spec: not base64 (a signed spec) nor a JSON object") from None
+        else:
+            raise BadRequest('expected {"spec": {...}}: a job spec as a JSON object')
+        await self.node.joined.wait()
+        return await coordinator.submit(raw)
+
+    async def cancel(self, job: str) -> Any:
+        coordinator = self._coordinator()
+        return await coordinator.cancel(coordinator.resolve_id(job))
+
+    def attestation_file(self, job: str) -> bytes:
+        coordinator = self._coordinator()
+        return coordinator.result(coordinator.resolve_id(job))
+
+    def job_result(self, job: str) -> dict[str, Any]:
+        """A finished job's state and its attestation file (base64), in one answer."""
+        coordinator = self._coordinator()
+        job_id = coordinator.resolve_id(job)
+        return {
+            "status": coordinator.status(job_id),
+            "attestation": base64.b64encode(coordinator.result(job_id)).decode("ascii"),
+        }
+
+    def attestations(self) -> dict[str, Any]:
+        if self.node.compute is None:
+            return {"attestations": []}
+        attested = self._coordinator().attested()
+        return {"attestations": [self._checked(job, data) for job, data in attested]}
+
+    def _checked(self, job: bytes, data: bytes) -> AttestationView:
+        """One attestation, verified the first time it is listed (it never changes after):
+        the dashboard lists them every second, and each check is many ML-DSA verifications."""
+        key = (job, data)
+        if key not in self._verified:
+            try:
+                verified = verify_file(data)
+                view = AttestationView(
+                    job=job.hex(),
+                    verified=True,
+                    kind=verified.spec.kind,
+                    tasks=len(verified.results),
+                    tests=sorted(set(verified.tests)),
+                    workers=[str(w) for w in verified.workers],
+                    issued=verified.issued,
+                    summary=summarise(verified.spec.kind, verified.results),
+                )
+            except AttestationError as exc:
+                view = AttestationView(job=job.hex(), verified=False, error=str(exc))
+            self._verified[key] = view
+        return self._verified[key]
+
+    # ------------------------------------------------------------------ events and figures
+
+    async def events(self, after: int, timeout: float) -> dict[str, Any]:
+        timeout = min(MAX_EVENT_WAIT, max(0.0, timeout))
+        log = self.node.event_log
+        events, missed = await log.wait(after, timeout)
+        return {"events": events, "last": log.last_id, "missed": missed}
+
+    async def figures(self) -> dict[str, Any]:
+        """This node's measured crypto speed, link RTT and lookup time beside the claims."""
+        if self._bench is None:
+            self._bench = self.node.tasks.spawn(asyncio.to_thread(measure_crypto), "self-measure")
+        bench = await asyncio.shield(self._bench)
+        rtts = [v.rtt_ms for v in self.links() if v.rtt_ms is not None]
+        measured = {**bench, "latency_ms": round(statistics.median(rtts), 3) if rtts else None}
+        figures = []
+        for key, (claim, text) in CLAIMS.items():
+            value = measured.get(key)
+            ratio = None
+            if value:
+                ratio = round(value / claim if key == "encryption_gb_s" else claim / value, 2)
+            figures.append(Figure(key, value, claim, text, ratio))
+        lookups = list(self.node.dht.lookup_latencies)[-1000:]
+        if lookups:
+            median_ms = statistics.median(lookups) * 1000
+            figures.append(
+                Figure(
+                    "dht_lookup_ms_median",
+                    round(median_ms, 3),
+                    LOOKUP_CLAIM_MS,
+                    "5 ms average (resolution)",
+                    round(LOOKUP_CLAIM_MS / median_ms, 2),
+                )
+            )
+        return {"version": __version__, "figures": figures}
+
+    def metrics(self) -> MetricsSnapshot:
+        node = self.node
+        links = node.links.counters_snapshot()
+        dht = node.dht
+        compute = node.compute
+        worker = compute.worker if compute is not None else None
+        return MetricsSnapshot(
+            links=links["links"],
+            handshakes_ok=links["handshakes_ok"],
+            handshakes_failed=links["handshakes_failed"],
+            inbound_refused=links["inbound_refused"],
+            frames_dropped_replayed=links["frames_dropped_replayed"],
+            rpc_malformed=links["rpc_malformed"],
+            rpc_reply_unsent=links["rpc_reply_unsent"],
+            dht_lookups=dht.counters["lookups"],
+            dht_lookup_seconds=list(dht.lookup_latencies),
+            dht_contacts=len(dht.table),
+            dht_records=len(dht.store),
+            dht_invalid_records=dht.counters["invalid_records"],
+            dht_refused_stores=dht.counters["refused_stores"],
+            jobs_by_state=compute.coordinator.counts_by_state() if compute is not None else None,
+            worker_outcomes=dict(worker.counters) if worker is not None else None,
+            worker_queue=worker.queue_length if worker is not None else None,
+            task_seconds=list(worker.task_seconds) if worker is not None else None,
+        )
+
+
+def _parse_id(text: str) -> NodeId:
+    return NodeId.parse(text.strip())
+
+
+# ---------------------------------------------------------------------------- operations
+
+Args = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One thing a client can ask a node: how it is reached over HTTP (None: only over the
+    control socket) and what it does with its arguments."""
+
+    name: str
+    run: Callable[[NodeAPI, Args], Any | Awaitable[Any]]
+    method: str | None = None
+    path: str | None = None
+    status: int = 200  # HTTP status of a success
+
+
+def arg(args: Args, name: str, kind: type = str) -> Any:
+    """A required argument of ``kind`` (query strings arrive as text: numbers are converted)."""
+    if name not in args:
+        raise BadRequest(f"missing argument {name!r}")
+    value = args[name]
+    if kind is int and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer") from None
+    if kind is float and isinstance(value, str | int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except ValueError:
+            raise BadRequest(f"{name} must be a number") from None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a ' + kind.__name__}")
+    return value
+
+
+def _events(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
+    after = arg(args, "after", int) if "after" in args else 0
+    timeout = arg(args, "timeout", float) if "timeout" in args else 25.0
+    return api.events(after, timeout)
+
+
+def _name_resolve(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
+    name = args["name"] if "name" in args else f"{arg(args, 'owner')}/{arg(args, 'label')}"
+    return api.resolve_name(str(name))
+
+
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation("status", lambda api, a: api.status(), "GET", "/api/node"),
+        Operation("stop", lambda api, a: api.request_stop(), "POST", "/api/node/stop"),
+        Operation("peers", lambda api, a: api.peers(), "GET", "/api/peers"),
+        Operation("routing", lambda api, a: api.routing(), "GET", "/api/routing"),
+        Operation("records", lambda api, a: api.records(), "GET", "/api/records"),
+        Operation("scores", lambda api, a: {"scores": api.scores()}, "GET", "/api/scores"),
+        Operation("events", _events, "GET", "/api/events"),
+        Operation("bench", lambda api, a: api.figures(), "GET", "/api/bench"),
+        Operation("resolve", lambda api, a: api.resolve(arg(a, "id")), "POST", "/api/resolve"),
+        Operation(
+            "name_publish",
+            lambda api, a: api.publish_name(arg(a, "label"), arg(a, "value"), arg(a, "ttl", int)),
+            "POST",
+            "/api/names",
+        ),
+        Operation("name_resolve", _name_resolve, "GET", "/api/names/{owner}/{label}"),
+        Operation("job_list", lambda api, a: api.jobs(), "GET", "/api/jobs"),
+        Operation("job_submit", lambda api, a: api.submit(a.get("spec")), "POST", "/api/jobs", 201),
+        Operation("job_status", lambda api, a: api.job(arg(a, "job")), "GET", "/api/jobs/{job}"),
+        Operation(
+            "job_cancel", lambda api, a: api.cancel(arg(a, "job")), "POST", "/api/jobs/{job}/cancel"
+        ),
+        Operation(
+            "job_result",
+            lambda api, a: api.job_result(arg(a, "job")),
+            "GET",
+            "/api/jobs/{job}/result",
+        ),
+        Operation("attestations", lambda api, a: api.attestations(), "GET", "/api/attestations"),
+        Operation(
+            "attestation_file",
+            lambda api, a: api.attestation_file(arg(a, "job")),
+            "GET",
+            "/api/attestations/{job}",
+        ),
+    )
+}
+
+
+async def invoke(api: NodeAPI, name: str, args: Args) -> Any:
+    """Run operation ``name``; its result as plain data (bytes stay bytes)."""
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        raise BadRequest(f"unknown operation {name!r}")
+    result = operation.run(api, args)
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        result = await result
+    return result if isinstance(result, bytes) else plain(result)

@@ -1,0 +1,148 @@
+"""One API, two carriers: the control socket and the HTTP API serve the same operations (one
+dispatch table) with the same answers and the same errors; events are pushed as links come and
+go; a stale control socket after a crash reads as "not running"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from qiz.control import CONTROL_SOCKET, NodeNotRunning, control_request
+from qiz.events import EventKind
+from qiz.identity import NodeIdentity
+from qiz.node import Node
+from qiz.node_api import OPERATIONS
+from qiz.qmp.manager import ManagerConfig
+from qiz.web.server import serve_api
+
+from .helpers import async_eventually, run
+
+FAST = ManagerConfig(keepalive_interval=0.2)
+
+
+async def http(node: Node, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    assert node.web is not None
+    headers = {"Authorization": f"Bearer {node.web.token}"}  # type: ignore[attr-defined]
+    async with (
+        aiohttp.ClientSession() as client,
+        client.request(method, node.web.url + path.lstrip("/"), headers=headers, json=body) as r,
+    ):
+        return r.status, json.loads(await r.text())
+
+
+async def two_nodes(tmp_path: Path) -> tuple[Node, Node]:
+    (tmp_path / "a").mkdir()
+    a = Node(NodeIdentity.generate(), control_dir=tmp_path / "a", http=serve_api(0), config=FAST)
+    await a.start()
+    b = Node(NodeIdentity.generate(), peers=[a.address], config=FAST)
+    await b.start()
+    await asyncio.wait_for(b.joined.wait(), 20)
+    await async_eventually(lambda: len(a.links.peers) == 1, what="a sees b")
+    return a, b
+
+
+def test_every_operation_answers_alike_over_the_socket_and_over_http(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a, b = await two_nodes(tmp_path)
+        try:
+            home = tmp_path / "a"
+            for name in ("peers", "routing", "scores", "records"):
+                op = OPERATIONS[name]
+                assert op.method == "GET"
+                reply = await control_request(home, name)
+                status, body = await http(a, "GET", op.path)  # type: ignore[arg-type]
+                assert reply["ok"] and status == 200
+                volatile = {"rtt_ms", "bytes_sent", "bytes_received", "last_seen", "expires"}
+
+                def stable(value: Any, volatile: set[str] = volatile) -> Any:
+                    if isinstance(value, dict):
+                        return {k: stable(v) for k, v in value.items() if k not in volatile}
+                    if isinstance(value, list):
+                        return [stable(v) for v in value]
+                    return value
+
+                assert stable(reply["result"]) == stable(body), name
+            reply = await control_request(home, "status")
+            status, body = await http(a, "GET", "/api/node")
+            assert reply["result"]["node_id"] == body["node_id"] == str(a.node_id)
+            assert [link["peer"] for link in body["links"]] == [str(b.node_id)]
+            # the same refusal, with the same status, on both carriers
+            reply = await control_request(home, "job_list")
+            status, body = await http(a, "GET", "/api/jobs")
+            assert not reply["ok"] and reply["status"] == status == 503
+            assert reply["error"] == body["error"]
+            reply = await control_request(home, "name_publish", label="x", value="y", ttl="soon")
+            status, body = await http(
+                a, "POST", "/api/names", {"label": "x", "value": "y", "ttl": "soon"}
+            )
+            assert reply == {"ok": False, "error": "ttl must be an integer", "status": 400}
+            assert (status, body) == (400, {"error": "ttl must be an integer"})
+            reply = await control_request(home, "no_such_thing")
+            assert not reply["ok"] and "unknown operation" in reply["error"]
+            # a name published over HTTP resolves over the socket
+            status, body = await http(
+                a, "POST", "/api/names", {"label": "lab", "value": "v1", "ttl": 600}
+            )
+            assert status == 200, body
+            reply = await control_request(home, "name_resolve", name=f"{a.node_id}/lab")
+            assert reply["ok"] and reply["result"]["value"] == "v1"
+            status, body = await http(a, "GET", f"/api/names/{a.node_id}/lab")
+            assert (status, body["value"]) == (200, "v1")
+        finally:
+            await b.stop()
+            await a.stop()
+
+    run(scenario(), timeout=60)
+
+
+def test_links_push_their_events_with_one_sequence(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        a, b = await two_nodes(tmp_path)
+        try:
+            await b.stop()
+            await async_eventually(
+                lambda: any(e["kind"] == EventKind.PEER_UNLINKED for e in a.event_log.since(0)[0]),
+                what="the unlinked event",
+            )
+            events, missed = a.event_log.since(0)
+            assert not missed
+            ids = [e["id"] for e in events]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            mine = [e for e in events if e.get("peer") == str(b.node_id)]
+            assert [e["kind"] for e in mine] == ["peer.linked", "peer.unlinked"]
+            # the DHT pushes its own events into the same sequence
+            assert any(e["kind"] == "lookup.done" for e in b.event_log.since(0)[0])
+        finally:
+            await a.stop()
+
+    run(scenario(), timeout=60)
+
+
+def test_a_stale_socket_reads_as_not_running_and_a_new_node_replaces_it(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    left_behind = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left_behind.bind(str(home / CONTROL_SOCKET))  # bound, never listening: as after kill -9
+    left_behind.close()
+    with pytest.raises(NodeNotRunning, match="stale"):
+        asyncio.run(control_request(home, "status"))
+    with pytest.raises(NodeNotRunning, match="no node is running"):
+        asyncio.run(control_request(tmp_path, "status"))
+
+    async def restart() -> None:
+        node = Node(NodeIdentity.generate(), control_dir=home)
+        await node.start()
+        try:
+            reply = await control_request(home, "status")
+            assert reply["ok"] and reply["result"]["node_id"] == str(node.node_id)
+        finally:
+            await node.stop()
+        assert not (home / CONTROL_SOCKET).exists()
+
+    run(restart())
