@@ -23,17 +23,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from pathlib import Path
 from typing import Any
 
+from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node import Node
 from qiz.procs import NodeProcess
 from qiz.qmp.connection import QmpConfig
 from qiz.qmp.manager import ManagerConfig
+from qiz.qmp.rpc import RpcEndpoint
+from qiz.qmp.transport import Link, dial
 
 __all__ = [
     "CLEAN_ENV",
+    "HOST",
     "NodeProcess",
     "assert_one_line_error",
     "async_eventually",
+    "client",
     "eventually",
+    "make_node",
     "manager",
     "node_processes",
     "node_status",
@@ -42,7 +48,10 @@ __all__ = [
     "qiz",
     "qiz_raw",
     "qmp",
+    "read_until_closed",
+    "record_of",
     "run",
+    "running",
     "running_mesh",
     "start_mesh",
     "stop_all",
@@ -145,7 +154,7 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
 
 
 async def async_eventually(
-    check: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+    check: Callable[[], Any | Awaitable[Any]], timeout: float = 15.0, what: str = "condition"
 ) -> Any:
     """:func:`eventually` inside an event loop; ``check`` may be a coroutine function."""
     deadline = time.monotonic() + timeout
@@ -259,3 +268,65 @@ async def running_mesh(
         yield nodes
     finally:
         await stop_all(nodes)
+
+
+# ------------------------------------------------------------------------- links and raw sockets
+
+HOST = "127.0.0.1"
+
+
+def make_node(identity: NodeIdentity | None = None, **kwargs: Any) -> Node:
+    kwargs.setdefault("config", manager())
+    kwargs.setdefault("listen", f"{HOST}:0")
+    return Node(identity or NodeIdentity.generate(), **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[tuple[Node, ...]]:
+    """Start ``nodes``; stop every one that started, whatever happens."""
+    started: list[Node] = []
+    try:
+        for node in nodes:
+            await node.start()
+            started.append(node)
+        yield nodes
+    finally:
+        for node in reversed(started):
+            await node.stop()
+
+
+def record_of(identity: NodeIdentity) -> PeerRecord:
+    now = time.time()
+    return PeerRecord.create(identity, [], seq=int(now * 1000), now=now)
+
+
+async def client(
+    address: str, identity: NodeIdentity | None = None, **kwargs: Any
+) -> tuple[Link, RpcEndpoint]:
+    """A bare RPC client (no node of its own): dial, then an endpoint with no handlers."""
+    identity = identity or NodeIdentity.generate()
+    limits = {k: kwargs.pop(k) for k in ("max_inflight_out",) if k in kwargs}
+    kwargs.setdefault("config", qmp())
+    link = await dial(address, identity, record_of(identity), **kwargs)
+    return link, RpcEndpoint(link, {}, **limits)
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:
+    """Everything the node sent before closing, and when it closed (monotonic seconds).
+    Fails if the connection is still open after ``timeout`` seconds."""
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"the node kept the connection open for {timeout} s")
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            received += chunk
+    except TimeoutError:
+        raise AssertionError(f"the node kept the connection open for {timeout} s") from None
+    except ConnectionError:  # reset: closed as well
+        pass
+    return bytes(received), time.monotonic()

@@ -51,7 +51,7 @@ from qiz.quantum.problems.qubo import QuboProblem
 from qiz.sim.jobs import sim_check_claim, sim_claim, sim_spec
 from qiz.trust.scores import INITIAL, PeerScores
 
-from .test_qmp_network import run
+from .helpers import run
 
 BELL = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '

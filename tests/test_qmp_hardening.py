@@ -18,16 +18,16 @@ from qiz.qmp.frames import FrameKind, encode_frame
 from qiz.qmp.rpc import REQUEST, RpcEndpoint
 from qiz.qmp.transport import LinkError, Listener
 
-from .test_qmp_network import (
+from .helpers import (
     HOST,
     client,
-    eventually,
     make_node,
     manager,
     read_until_closed,
     run,
     running,
 )
+from .helpers import async_eventually as eventually
 
 NOW = 1_800_000_000.0
 

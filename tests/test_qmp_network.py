@@ -14,7 +14,7 @@ import hashlib
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -23,96 +23,32 @@ from qiz.events import Event, EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node import Node
 from qiz.qmp.channel import ChannelConfig
-from qiz.qmp.connection import Connection, QmpConfig
+from qiz.qmp.connection import Connection
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
-from qiz.qmp.manager import LinkManager, ManagerConfig
+from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcEndpoint, RpcError
 from qiz.qmp.transport import Link, LinkError, Listener, dial
 
+from .helpers import (
+    HOST,
+    client,
+    make_node,
+    manager,
+    qmp,
+    read_until_closed,
+    record_of,
+    run,
+    running,
+)
+from .helpers import async_eventually as eventually
+
 pytestmark = pytest.mark.timeout(60)
 
-HOST = "127.0.0.1"
 CLIENTS = 50
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
-    """Run ``coro`` in a fresh event loop; fail on anything the loop reports as unhandled."""
-    problems: list[dict] = []
-
-    async def main() -> Any:
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: problems.append(ctx))
-        return await asyncio.wait_for(coro, timeout)
-
-    result = asyncio.run(main())
-    assert not problems, [p.get("message") for p in problems]
-    return result
-
-
-def qmp(**overrides: Any) -> QmpConfig:
-    return QmpConfig(**{"handshake_timeout": 3.0, **overrides})
-
-
-def manager(**overrides: Any) -> ManagerConfig:
-    """Manager settings scaled down so that every timer fits in a test."""
-    values: dict[str, Any] = {
-        "keepalive_interval": 5.0,
-        "backoff_initial": 0.05,
-        "backoff_max": 0.2,
-        "duplicate_grace": 0.2,
-        "qmp": qmp(),
-        **overrides,
-    }
-    return ManagerConfig(**values)
-
-
-def make_node(identity: NodeIdentity | None = None, **kwargs: Any) -> Node:
-    kwargs.setdefault("config", manager())
-    kwargs.setdefault("listen", f"{HOST}:0")
-    return Node(identity or NodeIdentity.generate(), **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def running(*nodes: Node) -> AsyncIterator[tuple[Node, ...]]:
-    """Start ``nodes``; stop every one that started, whatever happens."""
-    started: list[Node] = []
-    try:
-        for node in nodes:
-            await node.start()
-            started.append(node)
-        yield nodes
-    finally:
-        for node in reversed(started):
-            await node.stop()
-
-
-def record_of(identity: NodeIdentity) -> PeerRecord:
-    now = time.time()
-    return PeerRecord.create(identity, [], seq=int(now * 1000), now=now)
-
-
-async def client(
-    address: str, identity: NodeIdentity | None = None, **kwargs: Any
-) -> tuple[Link, RpcEndpoint]:
-    """A bare RPC client (no node of its own): dial, then an endpoint with no handlers."""
-    identity = identity or NodeIdentity.generate()
-    limits = {k: kwargs.pop(k) for k in ("max_inflight_out",) if k in kwargs}
-    kwargs.setdefault("config", qmp())
-    link = await dial(address, identity, record_of(identity), **kwargs)
-    return link, RpcEndpoint(link, {}, **limits)
-
-
-async def eventually(
-    check: Callable[[], bool], timeout: float = 15.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def record_events(node: Node) -> list[Event]:
@@ -235,27 +171,6 @@ def test_dial_expectations(frames_sent: dict[Connection, list[FrameKind]]) -> No
 
 
 # ------------------------------------------------------------------------------ hostile sockets
-
-
-async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> tuple[bytes, float]:
-    """Everything the node sent before closing, and when it closed (monotonic seconds).
-    Fails if the connection is still open after ``timeout`` seconds."""
-    received = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"the node kept the connection open for {timeout} s")
-            chunk = await asyncio.wait_for(reader.read(65536), left)
-            if not chunk:
-                break
-            received += chunk
-    except TimeoutError:
-        raise AssertionError(f"the node kept the connection open for {timeout} s") from None
-    except ConnectionError:  # reset: closed as well
-        pass
-    return bytes(received), time.monotonic()
 
 
 def refusal_code(data: bytes) -> ErrorCode | None:
