@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from qiz import wire
 from qiz.compute import core as jobcore
-from qiz.compute import execute
+from qiz.compute import execute, quorum, results
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim, check_claim, make_attestation, verify_file
 from qiz.compute.core import (
@@ -51,7 +53,7 @@ from qiz.quantum.problems.qubo import QuboProblem
 from qiz.sim.jobs import sim_check_claim, sim_claim, sim_spec
 from qiz.trust.scores import INITIAL, PeerScores
 
-from .helpers import run
+from .helpers import async_eventually, run
 
 BELL = (
     'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; '
@@ -461,7 +463,7 @@ def test_the_pool_runs_cancels_and_survives_a_killed_process() -> None:
                 "seed": 0,
             }
             runner = asyncio.ensure_future(pool.run(slow))
-            await asyncio.sleep(1.0)
+            await async_eventually(lambda: pool.busy == 1, 30, "the slow task to start")
             runner.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await runner
@@ -469,8 +471,9 @@ def test_the_pool_runs_cancels_and_survives_a_killed_process() -> None:
             assert await pool.run(job) == execute.run("qaoa", job["params"], 0)  # a fresh process
             assert pool.started_processes == 2
             runner = asyncio.ensure_future(pool.run(slow))
-            await asyncio.sleep(1.0)
-            next(iter(pool._all)).process.kill()
+            await async_eventually(lambda: pool.busy == 1, 30, "the slow task to start")
+            (slot,) = pool._all
+            slot.process.kill()
             with pytest.raises(TaskFailed, match="killed by SIGKILL"):
                 await runner
             bad = {
@@ -600,7 +603,7 @@ def test_a_worker_stopping_keeps_its_tasks_for_the_restart_and_reruns_on_a_new_s
             "queued",
             "running",
         )
-        await asyncio.sleep(0.5)
+        await async_eventually(lambda: pool.busy == 1, 30, "the task to run in the pool")
         await worker.close()
         await pool.close()
         (row,) = WorkerTables(db).all()
@@ -635,13 +638,20 @@ STATUS_KEYS = {
 class Harness:
     """A JobCore over an in-memory database, with helpers that play the workers."""
 
-    def __init__(self, *, tasks: int = 1, replicas: int = 2, deadline: int = 600) -> None:
+    def __init__(
+        self,
+        *,
+        tasks: int = 1,
+        replicas: int = 2,
+        deadline: int = 600,
+        spec: specs.JobSpec | None = None,
+    ) -> None:
         self.db = open_db(None)
         self.tables = CoordinatorTables(self.db)
         self.scores = PeerScores(self.db)
         self.attested: dict[bytes, list] = {}
         self.core = self.new_core()
-        self.spec = sim_spec(1, tasks, replicas, 2, deadline, random.Random(3))
+        self.spec = spec or sim_spec(1, tasks, replicas, 2, deadline, random.Random(3))
         self.job = self.spec.job_id
         self.views = [WorkerView(w, 2, 30, 0.0, 0.01) for w in WORKERS]
 
@@ -658,8 +668,12 @@ class Harness:
         actions = self.core.submit(self.spec, now)
         return actions + self.core.place(self.job, self.views, now)
 
-    def done(self, worker: bytes, task: int, value: str = "right", seed: int | None = 1) -> dict:
-        result = {"value": value}
+    def done(
+        self, worker: bytes, task: int, value: Any = "right", seed: int | None = 1, *, raw=False
+    ) -> dict:
+        """A finished report with a valid (simulated) claim over ``{"value": value}``, or over
+        ``value`` itself with ``raw``."""
+        result = value if raw else {"value": value}
         digest = result_digest(result)
         return {
             "job": self.job, "task": task, "state": "done", "seed": seed, "engine": "sim",
@@ -1017,3 +1031,349 @@ def test_a_placement_method_that_refuses_a_round_falls_back_to_greedy() -> None:
     h.core.offer_refused(h.job, 0, sent[0].worker, code="refused", message="no", now=1.0)
     (again,) = offers(h.core.place(h.job, h.views, 1.0))
     assert again.worker not in {o.worker for o in sent}
+
+
+# ----------------------------------------------------------------------------- lying results
+# A valid claim proves who said a result, not that it is one: the core refuses a result of the
+# wrong shape before the quorum sees it, and a quorum that still cannot compare fails a replica.
+
+UNSEEDED_BELL = {"kind": "sampler", "params": {"qasm": BELL, "shots": 1024}, "replicas": 3}
+
+
+def unseeded_harness(alice, doc: dict | None = None) -> Harness:
+    spec = specs.parse(signed(doc or UNSEEDED_BELL, alice))
+    assert spec.seed is None and spec.quorum == 3
+    # quorum 2 of 3: the attack needs only one honest worker to "agree" with
+    body = {**spec.body, "quorum": 2}
+    spec = specs.parse(specs.sign(body, alice))
+    h = Harness(spec=spec)
+    h.core.new_seed = itertools.count(11).__next__  # fixed seeds: honest pairs agree every run
+    return h
+
+
+def sampled(h: Harness, worker: bytes, result: Any, seed: int) -> dict:
+    return h.done(worker, 0, result, seed=seed, raw=True)
+
+
+def test_a_liar_with_overflowing_counts_cannot_win_the_vote(alice) -> None:
+    h = unseeded_harness(alice)
+    liar, a, b = (o.worker for o in offers(h.start()))
+    seeds = {r.worker: r.seed for r in h.core.jobs[h.job].replicas.values()}
+    params = h.spec.tasks[0].params
+    huge = {"counts": {"00": 1e308, "11": 1e308}, "shots": 1024}
+    assert h.core.report(liar, sampled(h, liar, huge, seeds[liar]), 1.0) == []
+    row = h.core.jobs[h.job].replicas[(0, liar)]
+    assert row.state == "failed" and "bad result" in row.error and "1e+308" in row.error
+    assert h.scores.get(liar) < INITIAL
+    for n, w in enumerate((a, b)):
+        honest = execute.run("sampler", params, seeds[w])
+        end = h.core.report(w, sampled(h, w, honest, seeds[w]), 2.0 + n)
+    assert EventKind.JOB_DONE in kinds(end)
+    (decision,) = h.attested[h.job]
+    assert {r.worker for r in decision.agreeing} == {a, b} and decision.accepted.worker != liar
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        ({"counts": {"00": "x"}, "shots": 1024}, "count of '00'"),
+        ({"counts": 5, "shots": 1024}, "counts must be a map"),
+        ({"counts": {"00": 1024}}, "missing shots;"),
+        ({"counts": {"00": 1000, "11": 24}, "shots": 1024, "extra": 1}, "unexpected 'extra'"),
+        ({"counts": {"00": 1025, "11": -1}, "shots": 1024}, "count of '11'"),
+        ({"counts": {"00": 1000, "11": 23}, "shots": 1024}, "sum to 1023"),
+        ({"counts": {"00": 1023, "11": True}, "shots": 1024}, "count of '11'"),
+        ({"counts": {"000": 1024}, "shots": 1024}, "2 bits"),
+        ({"counts": {"0x": 1024}, "shots": 1024}, "2 bits"),
+        ({"counts": {"00": 8}, "shots": 8}, "spec asks for 1024"),
+        ([{"counts": {"00": 1024}, "shots": 1024}], "is a map, not list"),
+        (None, "is a map, not NoneType"),
+    ],
+)
+def test_a_malformed_sampled_result_fails_its_replica_and_never_blocks_the_task(
+    alice, result, why
+) -> None:
+    h = unseeded_harness(alice)
+    bad, a, b = (o.worker for o in offers(h.start()))
+    seeds = {r.worker: r.seed for r in h.core.jobs[h.job].replicas.values()}
+    assert h.core.report(bad, sampled(h, bad, result, seeds[bad]), 1.0) == []
+    row = h.core.jobs[h.job].replicas[(0, bad)]
+    assert row.state == "failed" and why in row.error, row.error
+    params = h.spec.tasks[0].params
+    h.core.report(a, sampled(h, a, execute.run("sampler", params, seeds[a]), seeds[a]), 2.0)
+    end = h.core.report(b, sampled(h, b, execute.run("sampler", params, seeds[b]), seeds[b]), 3.0)
+    assert EventKind.JOB_DONE in kinds(end)
+
+
+def test_a_report_without_its_result_fails_the_replica_instead_of_raising() -> None:
+    h = Harness()
+    a, _ = (o.worker for o in offers(h.start()))
+    signed_none = h.done(a, 0, None, raw=True)  # a claim over the digest of None...
+    del signed_none["result"]  # ...and no result at all
+    assert h.core.report(a, signed_none, 1.0) == []
+    assert "missing fields: result" in h.core.jobs[h.job].replicas[(0, a)].error
+    # the same report answering a fetch inside a tick's round: an answer, not an exception
+    h2 = Harness()
+    a2, _ = (o.worker for o in offers(h2.start()))
+    fetched = h2.done(a2, 0, None, raw=True)
+    del fetched["result"]
+    assert h2.core.fetched(h2.job, 0, a2, fetched, 1.0) == []
+    assert h2.core.jobs[h2.job].replicas[(0, a2)].state == "failed"
+    for field in ("engine", "key", "digest", "sig"):
+        h3 = Harness()
+        a3, _ = (o.worker for o in offers(h3.start()))
+        report = h3.done(a3, 0)
+        del report[field]
+        assert h3.core.report(a3, report, 1.0) == []
+        assert h3.core.jobs[h3.job].replicas[(0, a3)].state == "failed"
+
+
+def test_a_quorum_that_raises_fails_the_offending_replica_and_the_task_goes_on(
+    monkeypatch,
+) -> None:
+    real = jobcore.decide
+
+    def fragile(replicas, quorum, sampled):
+        if any(r.result == {"value": "boom"} for r in replicas):
+            raise TypeError("unsupported operand")
+        return real(replicas, quorum, sampled)
+
+    monkeypatch.setattr(jobcore, "decide", fragile)
+    h = Harness()
+    a, b = (o.worker for o in offers(h.start()))
+    assert h.core.report(a, h.done(a, 0), 1.0) == []
+    assert h.core.report(b, h.done(b, 0, "boom"), 1.1) == []  # no exception out of the core
+    row = h.core.jobs[h.job].replicas[(0, b)]
+    assert row.state == "failed" and "cannot be compared: TypeError" in row.error
+    assert h.core.jobs[h.job].replicas[(0, a)].state == "done"  # the honest one stays
+    assert h.scores.get(b) < INITIAL and h.core.placement_due() == [h.job]
+    (again,) = offers(h.core.place(h.job, h.views, 1.2))
+    assert again.worker not in (a, b)
+    end = h.core.report(again.worker, h.done(again.worker, 0), 2.0)
+    assert EventKind.JOB_DONE in kinds(end)
+
+
+def test_overflowing_or_malformed_counts_never_agree() -> None:
+    honest = {"00": 512, "11": 512}
+    assert chi2_homogeneity(honest, {"00": 500, "11": 524}) > ALPHA
+    for bad in ({"00": 1e308, "11": 1e308}, {"00": 10**400, "11": 1}, {"00": "x"}, {"00": -5}):
+        assert chi2_homogeneity(honest, bad) == 0.0
+        assert chi2_homogeneity(bad, honest) == 0.0
+    assert quorum.sampled_agreement({"counts": 5}, {"counts": honest}) == 0.0
+    assert quorum.sampled_agreement({"counts": {"00": math.nan}}, {"counts": honest}) == 0.0
+    liar = Replica(b"l", b"", None, "e", {"counts": {"00": 1e308, "11": 1e308}}, b"l", b"")
+    a = Replica(b"a", b"", None, "e", {"counts": honest}, b"a", b"")
+    b = Replica(b"b", b"", None, "e", {"counts": {"00": 520, "11": 504}}, b"b", b"")
+    decision = decide([liar, a, b], 2, True)
+    assert decision is not None and decision.accepted is not liar
+    assert decision.disagreeing == (liar,)
+
+
+def _shape(alice, doc: dict) -> results.ResultShape:
+    shape = results.shape_of(specs.parse(signed(doc, alice)).tasks[0])
+    assert shape is not None
+    return shape
+
+
+def test_every_kind_s_real_result_has_the_shape_the_core_checks(alice) -> None:
+    """The check must never refuse an honest result: run each kind small and check it."""
+    for kind, params in execute.WARM_UP:
+        shape = _shape(alice, {"kind": kind, "params": params})
+        assert results.problem(shape, execute.run(kind, params, 3)) is None, kind
+    optimised = {"kind": "qaoa", "params": {"graph": "random:6,3", "p": 1, "maxiter": 6}}
+    result = execute.run("qaoa", optimised["params"], 3)
+    assert results.problem(_shape(alice, optimised), result) is None
+    vqe = {
+        "kind": "vqe",
+        "params": {"hamiltonian": "tfim:2", "ansatz": "hea:1", "theta": [0.1] * 2},
+    }
+    assert results.problem(_shape(alice, vqe), execute.run("vqe", vqe["params"], 0)) is None
+    estimator = {
+        "kind": "estimator",
+        "params": {"qasm": BELL.replace(" c = measure q;", ""), "observables": ["1 ZZ", "0.5 XX"]},
+    }
+    shape = _shape(alice, estimator)
+    assert results.problem(shape, execute.run("estimator", estimator["params"], 0)) is None
+    assert "2 numbers" in results.problem(shape, {"values": [1.0]})
+    none_marked = {"kind": "grover", "params": {"qubits": 2, "cnf": "p cnf 2 2\n1 0\n-1 0\n"}}
+    shape = _shape(alice, none_marked)
+    assert results.problem(shape, execute.run("grover", none_marked["params"], 0)) is None
+    spec = specs.parse(signed(sweep_doc(n=6, points=3, shard=2), alice))
+    for task in spec.tasks:
+        shard = execute.run_points(task.kind, task.params, task.points, 0)
+        shape = results.shape_of(task)
+        assert shape is not None and results.problem(shape, shard) is None
+        assert "not for point 0" in results.problem(shape, [{**shard[0], "point": {}}, *shard[1:]])
+        assert f"list of {len(task.points)} results" in results.problem(shape, shard[1:])
+    assert results.shape_of(sim_spec(1, 1, 2, 2, 60, random.Random(1)).tasks[0]) is None
+
+
+def test_a_placement_that_fails_is_retried_then_fails_the_job_with_its_reason(
+    monkeypatch,
+) -> None:
+    def refuse(problem, method="greedy", **_):
+        raise PlacementError("task 0 needs 30 qubits on a distinct worker; none is left")
+
+    monkeypatch.setattr(jobcore, "solve", refuse)
+    h = Harness()
+    now = 0.0
+    assert offers(h.start(now)) == []
+    for failed_rounds in range(1, jobcore.PLACEMENT_TRIES):
+        assert h.core.jobs[h.job].placement_failures == failed_rounds
+        assert h.core.placement_due(now) == []  # not before the retry time...
+        retry = now + jobcore.PLACEMENT_RETRY
+        assert h.core.next_deadline() == pytest.approx(retry)  # ...which wakes the driver
+        assert h.core.placement_due(retry) == [h.job]
+        now = retry
+        actions = h.core.place(h.job, h.views, now)
+    (failed,) = [a for a in actions if isinstance(a, JobFailed)]
+    assert failed.reason == (
+        f"placement failed {jobcore.PLACEMENT_TRIES} times: "
+        "task 0 needs 30 qubits on a distinct worker; none is left"
+    )
+    assert h.tables.job(h.job).error == failed.reason and h.job not in h.core.jobs
+
+
+def test_a_placement_that_fails_once_places_on_the_retry(monkeypatch) -> None:
+    real, calls = jobcore.solve, []
+
+    def once(problem, method="greedy", **kw):
+        calls.append(method)
+        if len(calls) <= 2:  # the configured method and its greedy fallback, once
+            raise PlacementError("no eligible worker")
+        return real(problem, method, **kw)
+
+    monkeypatch.setattr(jobcore, "solve", once)
+    h = Harness()
+    assert offers(h.start(0.0)) == []
+    later = jobcore.PLACEMENT_RETRY
+    assert h.core.placement_due(later) == [h.job]
+    assert len(offers(h.core.place(h.job, h.views, later))) == 2
+    assert h.core.jobs[h.job].placement_failures == 0
+
+
+# what the wire can carry (no non-finite float, no integer beyond 64 bits): all a peer can send
+wire_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.binary(max_size=8) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=8,
+)  # fmt: skip
+count_maps = st.dictionaries(
+    st.sampled_from(["00", "11", "01", "0", "000", "x"]) | st.text(max_size=3),
+    wire_values | st.integers(-3, 2000) | st.sampled_from([1e308, -1e308, 2**63 - 1]),
+    max_size=4,
+)
+sampled_results = (
+    st.fixed_dictionaries(
+        {
+            "counts": count_maps | wire_values,
+            "shots": st.sampled_from([1024, 0, -1, 1e3]) | wire_values,
+        },
+        optional={"extra": wire_values},
+    )
+    | wire_values
+)
+CLAIMED = ("job", "task", "state", "seed", "engine", "key", "result", "digest", "sig")
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), sampled_results, st.sets(st.sampled_from(CLAIMED))), max_size=8
+    )
+)
+def test_junk_under_valid_claims_never_raises_out_of_the_core(alice, reports) -> None:
+    """Results a peer signed properly but shaped as anything at all, some fields left out, as
+    pushed reports, fetched answers and collected ones, then the clock: the core answers."""
+    h = unseeded_harness(alice)
+    workers = [o.worker for o in offers(h.start())]
+    seeds = {r.worker: r.seed for r in h.core.jobs[h.job].replicas.values()}
+    now = 1.0
+    for pick, result, dropped in reports:
+        worker = workers[pick]
+        report = sampled(h, worker, result, seeds.get(worker))
+        for name in dropped:
+            report.pop(name, None)
+        now += 1.0
+        for answer in (
+            h.core.report(worker, report, now),
+            h.core.fetched(h.job, 0, worker, report, now),
+            h.core.collected(h.job, 0, bytes([pick + 40]) * 32, report, now),
+            h.core.tick(now),
+            h.core.place(h.job, h.views, now),
+        ):
+            assert isinstance(answer, list)
+        h.core.next_deadline()
+    state = h.core.jobs.get(h.job)
+    if state is not None:  # whatever was accepted as a result has the kind's shape
+        for r in state.replicas.values():
+            assert r.state != "done" or state.result_problem(0, r.result) is None
+
+
+# ----------------------------------------------------------------------------- the live driver
+
+
+def test_the_coordinator_sleeps_until_the_core_s_deadline_and_wakes_on_input(alice) -> None:
+    """No polling: the watch loop waits for what ``next_deadline`` says (bounded) or for an
+    input (a report, progress, a link going down), never a fixed quarter second."""
+    from qiz.compute.coordinator import Coordinator
+    from qiz.events import EventBus
+    from qiz.qmp.rpc import CallContext
+
+    async def scenario() -> None:
+        db = open_db(None)
+        bus = EventBus()
+        clock = [100.0]
+        coordinator = Coordinator(
+            alice,
+            CoordinatorTables(db),
+            PeerScores(db),
+            directory=None,  # type: ignore[arg-type] - an idle tick never asks it
+            send=None,  # type: ignore[arg-type]
+            events=bus,
+            clock=lambda: clock[0],
+        )
+        assert coordinator.sleep_for(0.05, 3600.0) == 3600.0  # nothing runs: the ceiling
+        h = Harness(deadline=60)
+        coordinator.core.submit(h.spec, clock[0])
+        assert coordinator.sleep_for(0.05, 3600.0) == pytest.approx(60.0)  # the job's deadline
+        clock[0] = 170.0  # past it: the floor, not a spin
+        assert coordinator.sleep_for(0.05, 3600.0) == 0.05
+        coordinator.core.cancel(h.job, clock[0])
+
+        ticks: list[float] = []
+        delays: list[float] = []
+        real_tick, real_sleep_for = coordinator.tick, coordinator.sleep_for
+
+        async def tick() -> None:
+            ticks.append(clock[0])
+            await real_tick()
+
+        def sleep_for(tick_min: float, tick_max: float) -> float:
+            delays.append(real_sleep_for(tick_min, tick_max))
+            return delays[-1]
+
+        coordinator.tick, coordinator.sleep_for = tick, sleep_for  # type: ignore[method-assign]
+        watch = asyncio.ensure_future(coordinator.watch(tick_min=0.0, tick_max=3600.0))
+        try:
+            await async_eventually(lambda: delays, what="the first tick and its sleep")
+            assert len(ticks) == 1 and delays == [3600.0]  # idle: it sleeps the whole ceiling
+            ctx = CallContext(alice.node_id, None)  # type: ignore[arg-type]
+            await coordinator._rpc_progress(ctx, {"job": b"x", "task": 0, "progress": 0.5})
+            await async_eventually(lambda: len(ticks) == 2, what="a tick after a progress push")
+            await coordinator._rpc_done(ctx, {"job": b"x", "task": 0, "state": "done"})
+            await async_eventually(lambda: len(ticks) == 3, what="a tick after a report")
+            bus.emit(EventKind.PEER_UNLINKED, peer="someone", reason="closed")
+            await async_eventually(lambda: len(ticks) == 4, what="a tick after a link drops")
+            await async_eventually(lambda: len(delays) == 4, what="the loop to sleep again")
+            assert set(delays) == {3600.0}  # no job: each sleep is the ceiling, not a poll
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await coordinator.close()
+            db.close()
+
+    run(scenario())

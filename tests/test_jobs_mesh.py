@@ -313,13 +313,13 @@ def test_a_submitter_that_goes_offline_collects_its_results_when_it_returns(tmp_
             )
             await submitter.stop()
             # the workers finish while the submitter is away; their results wait for it
-            deadline = time.monotonic() + 60
             workers = nodes[1:]
-            while time.monotonic() < deadline:
+
+            def all_done() -> bool:
                 rows = [r for n in workers for r in n.compute.worker.tables.all()]
-                if rows and all(r.state == "done" for r in rows):
-                    break
-                await asyncio.sleep(0.1)
+                return bool(rows) and all(r.state == "done" for r in rows)
+
+            await async_eventually(all_done, 60, "the workers to finish every replica")
             assert all(not r.delivered for n in workers for r in n.compute.worker.tables.all())
             back = make([nodes[1].address], identity=identity, home=home)
             nodes[0] = back
@@ -345,17 +345,18 @@ def test_a_cancelled_job_stops_on_its_workers() -> None:
                 "replicas": 2,
             }
             _, job = await submit(nodes[0], doc)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(
-                n.compute.worker.queue_length for n in nodes[1:]
-            ):
-                await asyncio.sleep(0.05)
+            await async_eventually(
+                lambda: any(n.compute.worker.queue_length for n in nodes[1:]),
+                30,
+                "a worker to queue the job",
+            )
             state = await nodes[0].compute.coordinator.cancel(job)
             assert state.state == "cancelled"
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and any(n.compute.worker.queue_length for n in nodes):
-                await asyncio.sleep(0.05)
-            assert not any(n.compute.worker.queue_length for n in nodes)
+            await async_eventually(
+                lambda: not any(n.compute.worker.queue_length for n in nodes),
+                10,
+                "the workers to drop the cancelled job",
+            )
             assert sum(n.compute.worker.counters["cancelled"] for n in nodes) >= 1
             with pytest.raises(JobError, match="is cancelled; it has no attested result"):
                 nodes[0].compute.coordinator.result(job)
@@ -382,21 +383,27 @@ def test_a_coordinator_that_lost_its_records_collects_results_announced_in_the_d
                 "the job's replicas to be placed",
             )
             await submitter.stop()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:  # done, delivery failed, provider record out
-                rows = [r for n in nodes[1:] for r in n.compute.worker.tables.all()]
-                if (
-                    rows
+
+            def published(node: Node) -> bool:
+                """The node's provider record for the job is out (not only decided on)."""
+                events, _ = node.event_log.since(0)
+                return any(
+                    e["kind"] == "record.published"
+                    and e.get("record_kind") == "provider"
+                    and e.get("key") == job.hex()
+                    for e in events
+                )
+
+            def announced() -> bool:  # done, delivery failed, provider record published
+                holders = [n for n in nodes[1:] if n.compute.worker.tables.all()]
+                rows = [r for n in holders for r in n.compute.worker.tables.all()]
+                return (
+                    bool(rows)
                     and all(r.state == "done" for r in rows)
-                    and all(
-                        n.compute.worker._announced
-                        for n in nodes[1:]
-                        if n.compute.worker.tables.all()
-                    )
-                ):
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)
+                    and all(published(n) for n in holders)
+                )
+
+            await async_eventually(announced, 60, "every holder's provider record published")
             ran = sum(n.compute.worker.counters["done"] for n in nodes[1:])
             for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
                 (home / name).unlink(missing_ok=True)  # the coordinator forgets everything

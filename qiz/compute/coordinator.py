@@ -10,7 +10,11 @@ when one is lost, when a task is decided, when the job fails) is the sans-IO cor
   asks unlinked workers whether they are there, looks up DHT-announced results, and performs
   the core's actions over RPC (``send(peer, method, body, timeout=)``: ``job.offer``,
   ``job.fetch``, ``job.cancel``), feeding every answer or failure back into the core;
-* time: ``tick()`` (a few times a second) hands the core the clock and the links' state;
+* time: :meth:`Coordinator.watch` sleeps until the core's ``next_deadline()`` (at most
+  ``tick_max``, at least ``tick_min``) or until an input arrives (a report, progress, an answer
+  to an offer or a fetch, a submission, a cancellation, a link going down), whichever is first,
+  then ``tick()`` hands the core the clock and the links' state and places what is due: an
+  idle coordinator wakes every ``tick_max`` seconds, not four times a second;
 * signing: the attestation is signed with the node's identity when the core finishes a job.
 
 Events go to the node's :class:`~qiz.events.EventBus`; background sends (cancellations) are
@@ -20,6 +24,7 @@ owned by a :class:`~qiz.tasks.TaskOwner` that :meth:`Coordinator.close` awaits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -48,7 +53,7 @@ from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
 from qiz.compute.quorum import Decision
 from qiz.compute.status import JobStatus, job_status
 from qiz.crypto.ids import NodeId
-from qiz.events import EventBus
+from qiz.events import Event, EventBus, EventKind
 from qiz.identity import NodeIdentity
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.tasks import TaskOwner
@@ -99,6 +104,9 @@ class Coordinator:
         # nodes that announced (DHT provider records) results of a job waiting for us
         self.find_holders: Callable[[bytes], Awaitable[list[bytes]]] | None = None
         self._owner = TaskOwner("coordinator", log)
+        # set by every input that may make work due; :meth:`watch` waits on it
+        self.wake = asyncio.Event()
+        self._unsubscribe = events.subscribe(self._on_event)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -114,7 +122,14 @@ class Coordinator:
 
     async def close(self) -> None:
         """End every background send this coordinator started."""
+        self._unsubscribe()
         await self._owner.close()
+
+    def _on_event(self, event: Event) -> None:
+        """A link that went down may carry replicas: the core fetches them at once (a tick),
+        which ``next_deadline`` cannot foresee."""
+        if event.kind == EventKind.PEER_UNLINKED:
+            self.wake.set()
 
     def _attest(self, spec: specs.JobSpec, decisions: Sequence[Decision], now: float) -> bytes:
         return make_attestation(self.identity, spec, decisions, execute.ENGINE, now)
@@ -135,6 +150,7 @@ class Coordinator:
         await self._confirm_unlinked()
         check_capacity(spec, self._workers())
         self._perform_now(self.core.submit(spec, self.clock()))
+        self.wake.set()
         if row is None:
             await self._collect_waiting(spec)
         if spec.job_id in self.core.jobs:  # not already finished by collected results
@@ -187,6 +203,7 @@ class Coordinator:
         if self.tables.job(job) is None:
             raise JobNotFound(f"no job {job.hex()} was submitted here")
         actions = self.core.cancel(job, self.clock())
+        self.wake.set()
         self._perform_now([a for a in actions if not isinstance(a, CancelAt)])
         await asyncio.gather(*(self._cancel_at(a) for a in actions if isinstance(a, CancelAt)))
         return self.status(job)
@@ -194,6 +211,7 @@ class Coordinator:
     def resume(self) -> None:
         """Pick up the running jobs of a previous run; their replicas are polled at once."""
         self._perform_now(self.core.resume(self.limits, self.clock()))
+        self.wake.set()
 
     # ------------------------------------------------------------------ performing actions
 
@@ -245,6 +263,7 @@ class Coordinator:
             actions = self.core.offer_accepted(
                 offer.job, offer.task, offer.worker, reply, self.clock()
             )
+        self.wake.set()
         await self._perform(actions)
 
     async def _fetch(self, fetch: Fetch) -> None:
@@ -267,6 +286,7 @@ class Coordinator:
             )
         else:
             actions = self.core.fetched(fetch.job, fetch.task, fetch.worker, report, self.clock())
+        self.wake.set()
         await self._perform(actions)
 
     async def _cancel_at(self, cancel: CancelAt) -> None:
@@ -338,10 +358,12 @@ class Coordinator:
     # ------------------------------------------------------------------ RPC from workers
 
     async def _rpc_done(self, ctx: CallContext, body: Any) -> Any:
+        self.wake.set()
         await self._perform(self.core.report(ctx.peer_id.digest, body, self.clock()))
         return {"ok": True}
 
     async def _rpc_progress(self, ctx: CallContext, body: Any) -> Any:
+        self.wake.set()
         await self._perform(self.core.progress(ctx.peer_id.digest, body, self.clock()))
         return {"ok": True}
 
@@ -350,6 +372,36 @@ class Coordinator:
     async def tick(self) -> None:
         """Deadlines, unreachable workers, silent replicas, and placement of what is missing."""
         await self._perform(self.core.tick(self.clock(), self._linked))
-        due = self.core.placement_due()
+        due = self.core.placement_due(self.clock())
         if due:
             await self._place(due)
+
+    def sleep_for(self, tick_min: float, tick_max: float) -> float:
+        """Seconds until the core next has something to do: its next deadline, bounded to
+        [``tick_min``, ``tick_max``] (the floor keeps a deadline already past from spinning
+        the loop; the ceiling catches what no deadline foresees, as a stored job's replicas)."""
+        due = self.core.next_deadline()
+        if due is None:
+            return tick_max
+        return min(tick_max, max(tick_min, due - self.clock()))
+
+    async def watch(self, tick_min: float = 0.05, tick_max: float = 5.0) -> None:
+        """Tick, then sleep until the core's next deadline or the next input, forever.
+
+        The wake flag is cleared *before* each tick: an input that arrives while the tick runs
+        (an answer to the offers it sent) sets it again, and the loop ticks once more at once
+        to place what that input made due, instead of missing it until the next deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.wake.clear()
+            started = loop.time()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # logged, and the loop goes on: a bug must not stop every job
+                log.exception("coordinator tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.sleep_for(tick_min, tick_max))
+            # inputs that keep coming wake it at most once per tick_min
+            await asyncio.sleep(max(0.0, started + tick_min - loop.time()))

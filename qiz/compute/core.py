@@ -17,8 +17,10 @@ Why split it out: the rules (how many replicas, when one is lost, when a task is
 job fails) are the part worth testing hard, and with no sockets, no event loop and time passed
 in as ``now`` the same code runs on a live node, under hypothesis, and in a simulator with a
 thousand workers and churn. The core never raises on what a peer sends (a malformed report is
-ignored or counted against the peer); it raises :class:`~qiz.compute.errors.JobError` only on
-its owner's mistakes (see :func:`check_capacity`).
+ignored or counted against the peer: a finished report must carry every claim field and a result
+shaped as the spec's kind returns, :mod:`qiz.compute.results`, or its replica fails; a result the
+quorum still cannot compare fails its replica too); it raises
+:class:`~qiz.compute.errors.JobError` only on its owner's mistakes (see :func:`check_capacity`).
 
 State that must survive a restart is written through to the
 :class:`~qiz.compute.jobdb.CoordinatorTables` (SQLite, synchronous and local) before the
@@ -36,15 +38,19 @@ The rules, as before the split (docs/jobs.md):
 * ``quorum`` agreeing replicas decide a task (:mod:`qiz.compute.quorum`); no agreement and
   nothing running asks for one more replica, up to ``replicas + EXTRA_ATTEMPTS`` in all;
 * a replica running far beyond its estimate gets one spare replica elsewhere (once per task);
-* a job past its deadline fails; a job whose every task is decided is attested.
+* a job past its deadline fails; a job whose every task is decided is attested;
+* a round that even greedy placement cannot place is tried again ``PLACEMENT_RETRY`` seconds
+  later (the directory may have changed), and after ``PLACEMENT_TRIES`` failed rounds in a row
+  the job fails with the placement error as its reason, rather than idle until its deadline.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qiz.compute import spec as specs
@@ -70,6 +76,8 @@ from qiz.compute.placement import (
     solve,
 )
 from qiz.compute.quorum import Decision, Replica, decide
+from qiz.compute.results import ResultShape, shape_of
+from qiz.compute.results import problem as result_problem
 from qiz.compute.status import Live
 from qiz.crypto.ids import NodeId
 from qiz.events import EventKind
@@ -83,6 +91,9 @@ STRAGGLER_FLOOR = 60.0  # seconds a replica may run before it is considered slow
 STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is longer
 MIN_SCORE = 0.05  # below this a worker gets no new work from us
 MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
+PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
+PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
+CLAIM_FIELDS = {"key": bytes, "digest": bytes, "sig": bytes, "engine": str}
 
 
 # ---------------------------------------------------------------------- actions
@@ -190,8 +201,29 @@ def _plain_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _fraction(value: Any) -> float | None:
+    """A peer's progress figure clamped to [0, 1], or None if it is no finite number (a huge
+    integer overflows float(), NaN compares false both ways: neither may reach the state)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    if math.isnan(number):
+        return None
+    return min(1.0, max(0.0, number))
+
+
+def _claim_fields_problem(report: Mapping[str, Any]) -> str | None:
+    """What a finished report lacks that the core stores (the injected claim check may be a
+    lighter one, as the simulator's): every claim field with its type, and a ``result``."""
+    for name, kind in CLAIM_FIELDS.items():
+        if not isinstance(report.get(name), kind):
+            return f"missing fields: {name}"
+    if "result" not in report:
+        return "missing fields: result"
+    return None
 
 
 def _who(worker: bytes) -> str:
@@ -219,6 +251,9 @@ class JobState:
     stragglers: set[int] = field(default_factory=set)  # tasks given a spare replica for a slow one
     straggling: set[Key] = field(default_factory=set)  # replicas past their budget
     budgets: list[float] = field(default_factory=list)  # per task: seconds before it straggles
+    shapes: dict[int, ResultShape | None] = field(default_factory=dict)  # built when first needed
+    place_at: float = -1e18  # placement is not due before this (after a failed round)
+    placement_failures: int = 0  # failed rounds since a placement last succeeded
 
     def __post_init__(self) -> None:
         self.budgets = [
@@ -235,6 +270,13 @@ class JobState:
 
     def rows(self, task: int) -> list[ReplicaRow]:
         return [r for r in self.replicas.values() if r.task == task]
+
+    def result_problem(self, task: int, result: Any) -> str | None:
+        """Why ``result`` is not shaped as this job's task ``task`` returns, or None."""
+        if task not in self.shapes:
+            self.shapes[task] = shape_of(self.spec.tasks[task])
+        shape = self.shapes[task]
+        return None if shape is None else result_problem(shape, result)
 
 
 class JobCore:
@@ -303,6 +345,10 @@ class JobCore:
             state = JobState(spec, row.created, {t.index: spec.replicas for t in spec.tasks})
             for r in self.tables.replicas(row.job):
                 state.replicas[(r.task, r.worker)] = r
+                if r.state == DONE and 0 <= r.task < len(spec.tasks):
+                    problem = state.result_problem(r.task, r.result)
+                    if problem is not None:  # stored by a version that did not check
+                        self._update(r, now, state=FAILED, error=f"bad result: {problem}")
             self.jobs[row.job] = state
             for task in sorted({r.task for r in state.replicas.values() if r.state == DONE}):
                 if row.job in self.jobs:
@@ -318,9 +364,14 @@ class JobCore:
 
     # ------------------------------------------------------------------ placement
 
-    def placement_due(self) -> list[bytes]:
-        """Running jobs that asked for placement since it last ran."""
-        return [job for job, state in self.jobs.items() if state.needs_placement]
+    def placement_due(self, now: float | None = None) -> list[bytes]:
+        """Running jobs that asked for placement since it last ran (at ``now``: leaving out
+        those waiting to retry a round that could not be placed)."""
+        return [
+            job
+            for job, state in self.jobs.items()
+            if state.needs_placement and (now is None or state.place_at <= now)
+        ]
 
     def wants(self, job: bytes) -> bool:
         """Whether :meth:`place` would look for workers (the driver refreshes them first)."""
@@ -386,8 +437,8 @@ class JobCore:
             try:
                 placement = solve(problem, "greedy")
             except PlacementError as again:
-                log.warning("placement failed: %s", again)
-                return []
+                return self._placement_failed(state, str(again), now)
+        state.placement_failures = 0
         actions: list[Action] = []
         for item, w in zip(items, placement.assignment, strict=True):
             node = usable[w].node
@@ -404,6 +455,28 @@ class JobCore:
             )
             actions.append(Offer(job, item.task, node, seed, state.spec.raw))
         return actions
+
+    def _placement_failed(self, state: JobState, why: str, now: float) -> list[Action]:
+        """A round not even greedy could place: the workers known may change (the driver
+        refreshes its directory before placing), so try again a little later; but a job that
+        keeps failing to place says why now instead of idling to its deadline."""
+        state.placement_failures += 1
+        if state.placement_failures >= PLACEMENT_TRIES:
+            return self._stop(
+                state.job,
+                FAILED,
+                f"placement failed {state.placement_failures} times: {why}",
+                now,
+            )
+        log.warning(
+            "job %s: placement failed (%s); again in %.0f s",
+            state.job.hex()[:12],
+            why,
+            PLACEMENT_RETRY,
+        )
+        state.needs_placement = True
+        state.place_at = now + PLACEMENT_RETRY
+        return []
 
     def _stalled(self, state: JobState, placed: set[int]) -> str | None:
         """Why the job must fail, if an undecided task has nothing running and no new replica."""
@@ -475,14 +548,14 @@ class JobCore:
         """A pushed ``job.progress {job, task, progress}``: progress means the replica runs."""
         if not isinstance(body, dict):
             return []
-        job, task, value = body.get("job"), body.get("task"), body.get("progress")
+        job, task, value = body.get("job"), body.get("task"), _fraction(body.get("progress"))
         state = self.jobs.get(job) if isinstance(job, bytes) else None
-        if state is None or not _plain_int(task) or not _number(value):
+        if state is None or not _plain_int(task) or value is None:
             return []
         row = state.replicas.get((task, worker))
         if row is None or row.state not in ACTIVE:
             return []
-        state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
+        state.progress[(task, worker)] = value
         state.heard[(task, worker)] = now
         if row.state == QUEUED:
             self._update(row, now, state=RUNNING)
@@ -534,14 +607,21 @@ class JobCore:
         state.heard[(task, worker)] = now
         kind = report.get("state")
         if kind in (QUEUED, RUNNING):
-            value = report.get("progress")
-            if _number(value):
-                state.progress[(task, worker)] = min(1.0, max(0.0, float(value)))
+            value = _fraction(report.get("progress"))
+            if value is not None:
+                state.progress[(task, worker)] = value
             if row.state != kind:
                 self._update(row, now, state=kind)
             return []
         if kind == DONE:
-            problem = self.check_claim(report, job=job, task=task, seed=row.seed, worker=worker)
+            problem = _claim_fields_problem(report) or self.check_claim(
+                report, job=job, task=task, seed=row.seed, worker=worker
+            )
+            if problem is None:
+                bad = state.result_problem(task, report["result"])
+                problem = None if bad is None else f"bad result: {bad}"
+            else:
+                problem = f"bad claim: {problem}"
             if problem is None:
                 self._update(
                     row,
@@ -555,7 +635,7 @@ class JobCore:
                 )
                 return self._evaluate(state, task, now)
             self.scores.disagreed(worker)
-            error = f"bad claim: {problem}"
+            error = problem[:MAX_ERROR]
         elif kind == "unknown":
             return self._lost(state, task, worker, "the worker does not know the task", now)
         else:
@@ -612,7 +692,10 @@ class JobCore:
         ]
         # a seed means exact agreement, whatever engine a worker says it ran: replicas of
         # another engine version simply disagree (docs/jobs.md); no seed means chi-square
-        decision = decide(done, state.spec.quorum, state.spec.seed is None)
+        try:
+            decision = decide(done, state.spec.quorum, state.spec.seed is None)
+        except Exception as exc:  # whatever a peer's result breaks, it must not stop the core
+            return self._incomparable(state, task, done, exc, now)
         if decision is None:
             running = [
                 r for r in rows if r.state in ACTIVE and (r.task, r.worker) not in state.straggling
@@ -647,6 +730,37 @@ class JobCore:
         if len(state.decisions) == len(state.spec.tasks):
             actions += self._finish(state, now)
         return actions
+
+    def _incomparable(
+        self, state: JobState, task: int, done: list[Replica], exc: Exception, now: float
+    ) -> list[Action]:
+        """The quorum raised on these results (the shape check should have refused what
+        caused it): fail the replica(s) whose result cannot even be compared with itself, or
+        else the one that arrived last, count it against its worker, and decide again without
+        it; the task places a new replica in its stead."""
+        log.warning(
+            "job %s task %d: the quorum could not compare the results (%s: %s)",
+            state.job.hex()[:12],
+            task,
+            type(exc).__name__,
+            exc,
+        )
+        sampled = state.spec.seed is None
+        offending = []
+        for r in done:
+            try:
+                decide([r, replace(r)], 2, sampled)  # compared with a copy of itself
+            except Exception:  # this is the test for a result that breaks the quorum
+                offending.append(r.worker)
+        if not offending:
+            rows = [state.replicas[(task, r.worker)] for r in done]
+            offending = [max(rows, key=lambda row: row.updated).worker]
+        why = f"the result cannot be compared: {type(exc).__name__}: {exc}"[:MAX_ERROR]
+        for worker in offending:
+            self._update(state.replicas[(task, worker)], now, state=FAILED, error=why)
+            self.scores.disagreed(worker)
+        state.needs_placement = True
+        return self._evaluate(state, task, now)
 
     def _finish(self, state: JobState, now: float) -> list[Action]:
         decisions = [state.decisions[t.index] for t in state.spec.tasks]
@@ -766,6 +880,8 @@ class JobCore:
         times: list[float] = []
         for state in self.jobs.values():
             times.append(state.deadline)
+            if state.needs_placement and state.placement_failures:
+                times.append(state.place_at)
             for key, r in state.replicas.items():
                 if r.state not in ACTIVE:
                     continue

@@ -404,6 +404,57 @@ def _grover(params: Mapping[str, Any], seed: int | None, progress: Progress | No
     }
 
 
+# ----------------------------------------------------------------------------- result shapes
+# What each runner above returns, read by :mod:`qiz.compute.results` to refuse a peer's result
+# of the wrong shape before the quorum compares it; kept here, beside the runners, so that a
+# runner that changes its fields changes this too (tests run every kind and check both agree).
+
+
+def result_fields(kind: str, params: Mapping[str, Any]) -> frozenset[str] | None:
+    """The exact keys of one run's result of ``kind`` with ``params``, or None (not a kind)."""
+    if kind == "sampler":
+        return frozenset({"counts", "shots"})
+    if kind == "estimator":
+        return frozenset({"values"})
+    if kind == "vqe":
+        if "theta" in params:
+            return frozenset({"energy"})
+        return frozenset({"energy", "theta", "exact", "evaluations", "converged"})
+    if kind == "qaoa":
+        if "gammas" in params:
+            return frozenset({"expectation"})
+        return frozenset(
+            {
+                "expectation",
+                "gammas",
+                "betas",
+                "best_cut",
+                "best_bitstring",
+                "optimum",
+                "approximation_ratio",
+                "evaluations",
+            }
+        )
+    if kind == "grover":
+        return frozenset({"iterations", "success_probability", "counts", "shots"})
+    return None
+
+
+def outcome_width(kind: str, params: Mapping[str, Any]) -> int | None:
+    """Bits per outcome in a sampled kind's counts (the circuit's classical bits, or grover's
+    qubits); None for the kinds that return no counts. ``params`` passed :func:`shape`."""
+    if kind == "sampler":
+        return int(_circuit(params, "params").num_clbits)
+    if kind == "grover":
+        return int(params["qubits"])
+    return None
+
+
+def observables(kind: str, params: Mapping[str, Any]) -> int | None:
+    """How many values an estimator returns (one per observable); None for the other kinds."""
+    return len(params["observables"]) if kind == "estimator" else None
+
+
 WARM_UP = (
     ("qaoa", {"graph": "random:6,3", "p": 1, "gammas": [0.1], "betas": [0.2]}),
     ("vqe", {"hamiltonian": "tfim:3", "ansatz": "hea:1", "maxiter": 2}),

@@ -8,11 +8,17 @@ homogeneity at ``ALPHA`` (Bonferroni-corrected over a shard's points). Outcomes 
 count is below ``MIN_BIN`` are merged into one bin so that the chi-square approximation holds.
 
 A replica outside the winning group *disagrees*: its worker's score falls.
+
+Counts a peer sent are not trusted here either (the core checks a result's shape first, see
+:mod:`qiz.compute.results`, but this module must not be the weak link): a count map that is not
+a map of non-negative whole numbers, or a comparison whose p-value is not a finite number (an
+overflow), counts as *disagreement*, never as agreement.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +59,14 @@ class Decision:
 
 
 def chi2_homogeneity(a: Mapping[str, int], b: Mapping[str, int]) -> float:
-    """p-value of Pearson's chi-square test that two count maps come from one distribution."""
+    """p-value of Pearson's chi-square test that two count maps come from one distribution.
+
+    0.0 (they differ) for anything that is not two maps of non-negative whole numbers, and for
+    a statistic that overflows: a NaN or infinite p must never read as agreement."""
     from scipy.stats import chi2
 
+    if not (_counts(a) and _counts(b)):
+        return 0.0
     na, nb = sum(a.values()), sum(b.values())
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
@@ -73,11 +84,23 @@ def chi2_homogeneity(a: Mapping[str, int], b: Mapping[str, int]) -> float:
         return 1.0
     total = na + nb
     stat = 0.0
-    for ca, cb in bins:
-        pooled = ca + cb
-        ea, eb = na * pooled / total, nb * pooled / total
-        stat += (ca - ea) ** 2 / ea + (cb - eb) ** 2 / eb
-    return float(chi2.sf(stat, len(bins) - 1))
+    try:
+        for ca, cb in bins:
+            pooled = ca + cb
+            ea, eb = na * pooled / total, nb * pooled / total
+            stat += (ca - ea) ** 2 / ea + (cb - eb) ** 2 / eb
+    except (OverflowError, ZeroDivisionError):  # counts beyond a float's range
+        return 0.0
+    p = float(chi2.sf(stat, len(bins) - 1))
+    return p if math.isfinite(p) else 0.0
+
+
+def _counts(m: Any) -> bool:
+    """Whether ``m`` is a count map: text outcomes to whole numbers >= 0 (bool is not one)."""
+    return isinstance(m, Mapping) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in m.items()
+    )
 
 
 def _count_maps(result: Any) -> tuple[list[Mapping[str, int]], Any]:
@@ -103,6 +126,8 @@ def sampled_agreement(a: Any, b: Any) -> float:
     if not maps_a:
         return 1.0
     worst = min(chi2_homogeneity(x, y) for x, y in zip(maps_a, maps_b, strict=True))
+    if not math.isfinite(worst):  # min(1.0, nan) is 1.0: a NaN must not read as agreement
+        return 0.0
     return min(1.0, worst * len(maps_a))
 
 

@@ -6,8 +6,9 @@
 * the worker process pool and the :class:`~qiz.compute.worker.Worker` (unless the node only
   submits: ``ComputeConfig.worker = False``);
 * the :class:`~qiz.compute.coordinator.Coordinator` for jobs submitted here;
-* the capacity record it publishes in the DHT, and the periodic loops (watch replicas, deliver
-  results that waited, republish capacity).
+* the capacity record it publishes in the DHT, and its loops: the coordinator's watch (which
+  sleeps until the job core's next deadline or an input), delivering results that waited, and
+  republishing capacity.
 
 ``call(peer, method, body)`` reaches a peer by id: this node itself directly (a node is its own
 worker and coordinator without a loopback link), a linked peer over its link, anyone else by
@@ -56,7 +57,10 @@ class ComputeConfig:
     warm_up: bool = True  # worker processes load every kind's kernels before the first task
     max_queue: int = 64
     placement: str = "greedy"
-    tick: float = 0.25  # seconds between the coordinator's checks
+    # the coordinator sleeps until its next deadline or an input, but at least tick_min (so a
+    # deadline just past does not spin) and at most tick_max seconds (what nothing foresees)
+    tick_min: float = 0.05
+    tick_max: float = 5.0
     poll_after: float = 3.0  # fetch a replica not heard of for this long
     deliver_every: float = 2.0  # retry undelivered results this often
     republish_every: float = 300.0  # capacity record
@@ -185,7 +189,9 @@ class ComputeService:
             assert self.pool is not None
             self.pool.warm()
         self.coordinator.resume()
-        self._owner.every(self.config.tick, self.coordinator.tick, "watch jobs")
+        self._owner.spawn(
+            self.coordinator.watch(self.config.tick_min, self.config.tick_max), "watch jobs"
+        )
         self._owner.every(self.config.republish_every, self.publish_capacity, "publish capacity")
         if self.worker is not None:
             self._owner.every(
@@ -200,13 +206,17 @@ class ComputeService:
 
     async def stop(self) -> None:
         """End the loops, the coordinator's background sends, the worker and its processes,
-        each awaited, then close the database."""
+        each awaited. The database stays open for peers' calls still in flight on the links
+        (the node closes those next), then :meth:`close` closes it."""
         await self._owner.close()
         await self.coordinator.close()
         if self.worker is not None:
             await self.worker.close()
         if self.pool is not None:
             await self.pool.close()
+
+    def close(self) -> None:
+        """Close the database: after :meth:`stop`, once no RPC handler can run any more."""
         self.db.close()
 
     def status(self) -> dict[str, Any]:

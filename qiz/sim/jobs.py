@@ -354,7 +354,7 @@ class JobsSim:
         self.perform(self.core.place(spec.job_id, self._directory(), self.now))
 
     def _place_due(self) -> None:
-        for job in self.core.placement_due():
+        for job in self.core.placement_due(self.now):
             self.perform(self.core.place(job, self._directory(), self.now))
 
     def _directory(self) -> list[WorkerView]:
