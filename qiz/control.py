@@ -53,3 +53,23 @@ async def control_request(
     if not line:
         raise NodeNotRunning(f"the node at {path} closed the connection without answering")
     return json.loads(line)
+
+
+class NodeRefused(QizError):
+    """The node answered a request with an error; it carries the node's own status, so the
+    CLI exits as it would have had the error happened in the CLI itself."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.exit_code = 1 if status == 422 else 2  # 422: a check ran and said no
+
+
+async def ask(home_path: Path, command: str, timeout: float = 5.0, **arguments: Any) -> Any:
+    """Run one operation on the node of ``home_path`` and return its result; its error, if
+    any, as :class:`NodeRefused`; :class:`NodeNotRunning` if no node answers."""
+    reply = await control_request(home_path, command, timeout, **arguments)
+    if not reply.get("ok"):
+        status = reply.get("status")
+        raise NodeRefused(str(reply.get("error")), status if isinstance(status, int) else 400)
+    return reply.get("result")

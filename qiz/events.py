@@ -6,22 +6,21 @@ decided). The bus stamps the event with the next number of one monotonic sequenc
 observer can put events from different sources in the order they happened, and hands it to
 every subscriber at once: nothing polls a table to find out what changed.
 
-:class:`EventLog` is one such subscriber: a bounded ring that long-polling clients (the HTTP
-API's ``/api/events``, the dashboard) read with "everything after sequence number N".
+:class:`qiz.event_log.EventLog` is one such subscriber: a bounded ring that long-polling
+clients (the HTTP API's ``/api/events``, the dashboard) read with "everything after sequence
+number N".
 
 This module sits below every service that emits (``qmp``, ``resolve``, ``compute``) and above
-none of them: it imports nothing of qiz.
+none of them: it imports nothing of qiz, and no asyncio, so the sans-IO cores may emit too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,43 +94,3 @@ class EventBus:
             except Exception:
                 log.exception("an event subscriber failed on %s", event.kind)
         return event
-
-
-class EventLog:
-    """The last ``size`` events of a bus, for clients that ask "what happened after N?"."""
-
-    def __init__(self, bus: EventBus, size: int = 2000) -> None:
-        self._events: deque[Event] = deque(maxlen=size)
-        self._last = 0
-        self._changed: asyncio.Event | None = None
-        self.unsubscribe = bus.subscribe(self._append)
-
-    @property
-    def last_id(self) -> int:
-        return self._last
-
-    def _append(self, event: Event) -> None:
-        self._events.append(event)
-        self._last = event.seq
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    def since(self, after: int, limit: int = 500) -> tuple[list[dict[str, Any]], bool]:
-        """Events with a sequence number above ``after`` (oldest first), as dicts, and whether
-        some of them were already dropped from the ring."""
-        out = [e.as_dict() for e in self._events if e.seq > after][:limit]
-        oldest = self._events[0].seq if self._events else self._last + 1
-        return out, after + 1 < oldest and after < self._last
-
-    async def wait(self, after: int, timeout: float) -> tuple[list[dict[str, Any]], bool]:
-        """Like :meth:`since`, but waits up to ``timeout`` seconds for a first event."""
-        events, missed = self.since(after)
-        if events or timeout <= 0:
-            return events, missed
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-        return self.since(after)

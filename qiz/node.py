@@ -24,9 +24,10 @@ from qiz import QizError, __version__
 from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import NodeId
-from qiz.events import EventBus, EventLog
+from qiz.event_log import EventLog
+from qiz.events import EventBus
 from qiz.identity import NodeIdentity, PeerRecord
-from qiz.node_api import NodeAPI, invoke, plain
+from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
 from qiz.qmp.manager import LinkManager, ManagerConfig
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
 from qiz.qmp.transport import LinkError
@@ -53,6 +54,7 @@ FaceStarter = Callable[["Node"], "Awaitable[Face]"]
 log = logging.getLogger("qiz.node")
 RECORD_DB = "records.sqlite"
 MAX_LAN_DIALS = 8  # LAN beacons answered at once
+CONTROL_READ_TIMEOUT = 5.0  # seconds an owner's client may take to send its request line
 
 
 class ControlSocketError(QizError):
@@ -161,31 +163,32 @@ class Node:
         return self._record
 
     async def start(self) -> None:
-        """Listen, then open the control socket; :class:`OSError` if the address cannot be
-        bound, :class:`ControlSocketError` if the control socket cannot (nothing is left
-        running in either case)."""
+        """Listen, then open the control socket and the faces; :class:`OSError` if the address
+        cannot be bound, :class:`ControlSocketError` if the control socket or the HTTP API
+        cannot be served (nothing is left running, and no socket file is left, in any case)."""
         if self.control_dir is not None:
             await self._refuse_if_running()
         await self.links.start(self.listen)
-        if self.control_dir is not None:
-            try:
-                await self._start_control()
-            except OSError as exc:
-                await self.links.close()
-                path = self.control_dir / CONTROL_SOCKET
-                raise ControlSocketError(
-                    f"cannot open the control socket {path}: {exc.strerror or exc}"
-                ) from None
-        if self._start_http is not None:
-            try:
-                self.web = await self._start_http(self)
-            except OSError as exc:
-                await self.links.close()
-                if self._control is not None:
-                    self._control.close()
-                raise ControlSocketError(
-                    f"cannot serve the HTTP API: {exc.strerror or exc}"
-                ) from None
+        try:
+            if self.control_dir is not None:
+                try:
+                    await self._start_control()
+                except OSError as exc:
+                    path = self.control_dir / CONTROL_SOCKET
+                    raise ControlSocketError(
+                        f"cannot open the control socket {path}: {exc.strerror or exc}"
+                    ) from None
+            if self._start_http is not None:
+                try:
+                    self.web = await self._start_http(self)
+                except OSError as exc:
+                    raise ControlSocketError(
+                        f"cannot serve the HTTP API: {exc.strerror or exc}"
+                    ) from None
+        except BaseException:
+            await self._close_control()
+            await self.links.close()
+            raise
         self._addresses = [self.address]
         self._record = None
         for address, expected in self.bootstrap:
@@ -217,28 +220,38 @@ class Node:
             self.joined.set()
 
     async def stop(self) -> None:
-        """Stop every service, faces first, links last; when this returns, no task of the
-        node is left running and its files are closed. Safe to call twice."""
+        """Stop every service: the owner's faces first, then the node's own work, the links,
+        and the databases last. When this returns no task of the node runs and its files are
+        closed. Safe to call twice."""
         if self.stopped.is_set():
             return
+        self.event_log.close()  # long polls answer now instead of holding the HTTP server
         if self._control is not None:  # no new requests from the owner
             self._control.close()
         if self.web is not None:
             await self.web.stop()
-        await self.tasks.close()  # join, LAN dials, self-measure
+        await self.tasks.close()  # join, LAN dials, self-measure, control requests in flight
+        await self._close_control()
         await self.dht.stop()
         if self.lan is not None:
             await self.lan.stop()
         if self.compute is not None:
-            await self.compute.stop()
-        if self._control is not None:
-            with contextlib.suppress(OSError):
-                await self._control.wait_closed()
-            with contextlib.suppress(FileNotFoundError):
-                (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
-        await self.links.close()
+            await self.compute.stop()  # its loops and worker processes; its database stays open
+        await self.links.close()  # peers' calls in flight end here, while the databases are open
+        if self.compute is not None:
+            self.compute.close()
         self.dht.store.close()
         self.stopped.set()
+
+    async def _close_control(self) -> None:
+        if self._control is None:
+            return
+        self._control.close()
+        with contextlib.suppress(OSError):
+            await self._control.wait_closed()
+        self._control = None
+        with contextlib.suppress(FileNotFoundError):
+            (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
 
     async def connect(
         self, address: str, expected: PeerRecord | NodeId | None = None
@@ -337,34 +350,44 @@ class Node:
         old_umask = os.umask(0o177)
         try:
             self._control = await asyncio.start_unix_server(
-                self._serve_control, path=str(path), limit=MAX_CONTROL_LINE
+                self._accept_control, path=str(path), limit=MAX_CONTROL_LINE
             )
         finally:
             os.umask(old_umask)
+
+    def _accept_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each owner request runs as a task of the node, so stop() ends and awaits it."""
+        if self.tasks.closed:
+            writer.close()
+            return
+        self.tasks.spawn(self._serve_control(reader, writer), "control request")
 
     async def _serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """One request line ``{"cmd": OPERATION, ...arguments}``, one reply line
-        ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": ..., "status": ...}``."""
+        ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": ..., "status": ...}``: the
+        same operations, answers and errors as the HTTP API."""
         try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            request = json.loads(line or b"{}")
+            try:
+                line = await asyncio.wait_for(reader.readline(), CONTROL_READ_TIMEOUT)
+                request = json.loads(line or b"{}")
+            except (ValueError, TimeoutError) as exc:  # over the line limit, slow, not JSON
+                why = str(exc) or "no request line in time"
+                raise BadRequest(f"bad control request: {why}") from None
             if not isinstance(request, dict):
-                raise ValueError("a request is one JSON object")
+                raise BadRequest("bad control request: expected one JSON object")
             result = await invoke(self.api, str(request.pop("cmd", "")), request)
-            if isinstance(result, bytes):
-                result = base64.b64encode(result).decode("ascii")
+            if isinstance(result, Download):
+                result = base64.b64encode(result.data).decode("ascii")
             reply: dict[str, Any] = {"ok": True, "result": result}
-        except QizError as exc:
-            reply = {"ok": False, "error": str(exc), "status": exc.http_status}
-        except (ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
-            reply = {"ok": False, "error": f"bad control request: {exc}", "status": 400}
-        except Exception as exc:  # a bug must not leave the owner with a silent socket
-            log.exception("control command failed")
-            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
-            reply["status"] = 500
-        writer.write(json.dumps(reply).encode() + b"\n")
-        with contextlib.suppress(ConnectionError):
+        except Exception as exc:  # every error gets the answer the HTTP API would give
+            status, message = error_answer(exc)
+            reply = {"ok": False, "error": message, "status": status}
+        try:
+            writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        writer.close()
+        except ConnectionError:
+            pass  # the owner hung up: nothing to tell
+        finally:
+            writer.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import logging
 import statistics
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ CLAIMS = {
 }
 LOOKUP_CLAIM_MS = 5.0
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a request
+log = logging.getLogger("qiz.api")
 
 
 class BadRequest(QizError):
@@ -52,6 +54,27 @@ class ComputeDisabled(QizError):
     """The node runs without compute; job operations have nothing to talk to."""
 
     http_status = 503
+
+
+@dataclass(frozen=True)
+class Download:
+    """A result that is a file, not data: HTTP sends it as an attachment, the control socket
+    as base64."""
+
+    filename: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
+def error_answer(exc: BaseException) -> tuple[int, str]:
+    """The one mapping from an error to what every carrier answers: (HTTP status, message).
+
+    A :class:`~qiz.QizError` says both itself; anything else is a bug, logged with its
+    traceback here and answered as a one-line internal error (500), never a silent socket."""
+    if isinstance(exc, QizError):
+        return exc.http_status, str(exc)
+    log.error("operation failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return 500, f"internal error: {type(exc).__name__}: {exc}"
 
 
 # ---------------------------------------------------------------------------- typed views
@@ -297,9 +320,11 @@ class NodeAPI:
         coordinator = self._coordinator()
         return await coordinator.cancel(coordinator.resolve_id(job))
 
-    def attestation_file(self, job: str) -> bytes:
+    def attestation_file(self, job: str) -> Download:
         coordinator = self._coordinator()
-        return coordinator.result(coordinator.resolve_id(job))
+        job_id = coordinator.resolve_id(job)
+        data = coordinator.result(job_id)
+        return Download(f"{job_id.hex()[:16]}.att", data, "application/cbor")
 
     def job_result(self, job: str) -> dict[str, Any]:
         """A finished job's state and its attestation file (base64), in one answer."""
@@ -348,9 +373,14 @@ class NodeAPI:
 
     async def figures(self) -> dict[str, Any]:
         """This node's measured crypto speed, link RTT and lookup time beside the claims."""
-        if self._bench is None:
+        failed = (
+            self._bench is not None
+            and self._bench.done()
+            and (self._bench.cancelled() or self._bench.exception() is not None)
+        )
+        if self._bench is None or failed:
             self._bench = self.node.tasks.spawn(asyncio.to_thread(measure_crypto), "self-measure")
-        bench = await asyncio.shield(self._bench)
+        bench = await asyncio.shield(self._bench)  # a failure is measured again next time
         rtts = [v.rtt_ms for v in self.links() if v.rtt_ms is not None]
         measured = {**bench, "latency_ms": round(statistics.median(rtts), 3) if rtts else None}
         figures = []
@@ -457,7 +487,9 @@ OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
         Operation("status", lambda api, a: api.status(), "GET", "/api/node"),
-        Operation("stop", lambda api, a: api.request_stop(), "POST", "/api/node/stop"),
+        # stop and name_publish act with the node's identity or end it: only the owner's
+        # control socket (mode 0600) carries them, never a token that may sit in a URL
+        Operation("stop", lambda api, a: api.request_stop()),
         Operation("peers", lambda api, a: api.peers(), "GET", "/api/peers"),
         Operation("routing", lambda api, a: api.routing(), "GET", "/api/routing"),
         Operation("records", lambda api, a: api.records(), "GET", "/api/records"),
@@ -468,8 +500,6 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "name_publish",
             lambda api, a: api.publish_name(arg(a, "label"), arg(a, "value"), arg(a, "ttl", int)),
-            "POST",
-            "/api/names",
         ),
         Operation("name_resolve", _name_resolve, "GET", "/api/names/{owner}/{label}"),
         Operation("job_list", lambda api, a: api.jobs(), "GET", "/api/jobs"),
@@ -496,11 +526,11 @@ OPERATIONS: dict[str, Operation] = {
 
 
 async def invoke(api: NodeAPI, name: str, args: Args) -> Any:
-    """Run operation ``name``; its result as plain data (bytes stay bytes)."""
+    """Run operation ``name``; its result as plain data (a :class:`Download` stays one)."""
     operation = OPERATIONS.get(name)
     if operation is None:
         raise BadRequest(f"unknown operation {name!r}")
     result = operation.run(api, args)
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         result = await result
-    return result if isinstance(result, bytes) else plain(result)
+    return result if isinstance(result, Download) else plain(result)

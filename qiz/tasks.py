@@ -16,12 +16,19 @@ failures isolated and logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from qiz import QizError
+
 T = TypeVar("T")
+
+
+class ServiceStopping(QizError, RuntimeError):
+    """The service is stopping and takes no new work."""
+
+    http_status = 503
 
 
 class TaskOwner:
@@ -38,7 +45,7 @@ class TaskOwner:
         """Run ``coro`` in the background, owned by this service."""
         if self.closed:
             coro.close()
-            raise RuntimeError(f"{self.name} is stopping: no new task {name!r}")
+            raise ServiceStopping(f"{self.name} is stopping: no new task {name!r}")
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -73,12 +80,20 @@ class TaskOwner:
             )
 
     async def close(self) -> None:
-        """Cancel every owned task and wait until all of them have ended."""
+        """Cancel every owned task and wait until all of them have ended.
+
+        If the caller itself is cancelled meanwhile (``wait_for(node.stop(), t)`` ran out),
+        that cancellation is the caller's and goes on up; the owned tasks were cancelled
+        already and end on their own."""
         self.closed = True
         while self._tasks:
             pending = list(self._tasks)
             for task in pending:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await asyncio.gather(*pending, return_exceptions=True)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
             self._tasks.difference_update(pending)

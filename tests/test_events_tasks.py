@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qiz.events import EventBus, EventKind, EventLog
+from qiz.event_log import EventLog
+from qiz.events import EventBus, EventKind
 from qiz.tasks import TaskOwner
 
 
@@ -155,3 +156,31 @@ def test_a_periodic_job_goes_on_after_a_failure() -> None:
         return calls
 
     assert asyncio.run(scenario()) >= 3
+
+
+def test_a_caller_cancelled_while_closing_is_cancelled_still() -> None:
+    """``wait_for(service.stop(), t)`` must be able to time out: the owner passes the caller's
+    own cancellation on instead of swallowing it."""
+
+    async def scenario() -> bool:
+        owner = TaskOwner("slow")
+        release = asyncio.Event()
+
+        async def stubborn() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await release.wait()  # a clean-up that takes its time
+
+        owner.spawn(stubborn(), "stubborn")
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(owner.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        release.set()
+        await owner.close()
+        return len(owner) == 0
+
+    assert asyncio.run(scenario())

@@ -190,4 +190,4 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
 def test_job_commands_without_a_node(mesh_homes) -> None:
     work, _ = mesh_homes
     line = one_line_error(qiz(work, "--home", "B", "job", "list"))
-    assert "no node is" in line and "qiz node start" in line  # never started, or killed
+    assert "no node is" in line and "node start" in line  # never started, or killed

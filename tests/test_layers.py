@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "qiz"
 LAYERS: list[set[str]] = [
     {"qiz", "crypto", "wire"},
     {"identity", "fsio"},
-    {"events", "tasks", "trust", "home"},
+    {"events", "event_log", "tasks", "trust", "home"},
     {"qmp"},
     {"resolve"},
     {"quantum"},
@@ -146,3 +146,23 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     found = [module for _, module in imports(planted)]
     assert found == ["asyncio", "qiz.node"]
     assert RANK[target_part("qiz.node")] > RANK["crypto"]
+
+
+def test_sans_io_cores_load_no_event_loop_or_socket_even_indirectly() -> None:
+    """Importing a protocol core (and everything it imports) must not load asyncio or socket:
+    the simulator drives the very same modules."""
+    import subprocess
+    import sys
+
+    modules = [f"qiz.{path.removesuffix('.py').replace('/', '.')}" for path in SANS_IO]
+    modules.append("qiz.events")
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(sorted(m for m in ('asyncio', 'socket') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

@@ -13,11 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from qiz.compute.service import ComputeConfig
 from qiz.control import CONTROL_SOCKET, NodeNotRunning, control_request
 from qiz.events import EventKind
 from qiz.identity import NodeIdentity
 from qiz.node import Node
-from qiz.node_api import OPERATIONS
+from qiz.node_api import OPERATIONS, NodeAPI
 from qiz.qmp.manager import ManagerConfig
 from qiz.web.server import serve_api
 
@@ -77,19 +78,15 @@ def test_every_operation_answers_alike_over_the_socket_and_over_http(tmp_path: P
             status, body = await http(a, "GET", "/api/jobs")
             assert not reply["ok"] and reply["status"] == status == 503
             assert reply["error"] == body["error"]
-            reply = await control_request(home, "name_publish", label="x", value="y", ttl="soon")
-            status, body = await http(
-                a, "POST", "/api/names", {"label": "x", "value": "y", "ttl": "soon"}
-            )
-            assert reply == {"ok": False, "error": "ttl must be an integer", "status": 400}
-            assert (status, body) == (400, {"error": "ttl must be an integer"})
+            reply = await control_request(home, "events", after="soon")
+            status, body = await http(a, "GET", "/api/events?after=soon")
+            assert reply == {"ok": False, "error": "after must be an integer", "status": 400}
+            assert (status, body) == (400, {"error": "after must be an integer"})
             reply = await control_request(home, "no_such_thing")
             assert not reply["ok"] and "unknown operation" in reply["error"]
-            # a name published over HTTP resolves over the socket
-            status, body = await http(
-                a, "POST", "/api/names", {"label": "lab", "value": "v1", "ttl": 600}
-            )
-            assert status == 200, body
+            # a name published over the socket resolves over both
+            reply = await control_request(home, "name_publish", label="lab", value="v1", ttl=600)
+            assert reply["ok"], reply
             reply = await control_request(home, "name_resolve", name=f"{a.node_id}/lab")
             assert reply["ok"] and reply["result"]["value"] == "v1"
             status, body = await http(a, "GET", f"/api/names/{a.node_id}/lab")
@@ -146,3 +143,75 @@ def test_a_stale_socket_reads_as_not_running_and_a_new_node_replaces_it(tmp_path
         assert not (home / CONTROL_SOCKET).exists()
 
     run(restart())
+
+
+def test_errors_paths_and_files_are_carried_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug answers 500 in JSON on both carriers; text that cannot be encoded is a clear 400;
+    the path beats the body; the owner-only operations are not on HTTP."""
+
+    async def scenario() -> None:
+        home = tmp_path / "c"
+        home.mkdir()
+        node = Node(
+            NodeIdentity.generate(),
+            control_dir=home,
+            http=serve_api(0),
+            config=FAST,
+            compute=ComputeConfig(worker=False),
+        )
+        await node.start()
+        try:
+            await asyncio.wait_for(node.joined.wait(), 20)
+
+            def broken(self: object) -> None:
+                raise RuntimeError("boom")
+
+            monkeypatch.setattr(NodeAPI, "routing", broken)
+            reply = await control_request(home, "routing")
+            status, body = await http(node, "GET", "/api/routing")
+            assert reply == {
+                "ok": False,
+                "error": "internal error: RuntimeError: boom",
+                "status": 500,
+            }
+            assert (status, body) == (500, {"error": reply["error"]})
+            monkeypatch.undo()
+
+            status, body = await http(node, "POST", "/api/jobs", {"spec": {"kind": "\ud800"}})
+            assert status == 400 and "not valid Unicode" in body["error"]
+
+            status, body = await http(node, "POST", "/api/jobs/aaaa/cancel", {"job": "bbbb"})
+            assert status == 404 and "'aaaa'" in body["error"], body
+
+            reply = await control_request(home, "name_publish", label="lab/v2", value="x", ttl=60)
+            assert reply["status"] == 400 and "may not contain '/'" in reply["error"]
+            for method, path in (("POST", "/api/node/stop"), ("POST", "/api/names")):
+                status, _ = await http(node, method, path, {})
+                assert status in (404, 405), (method, path)  # owner-only: the socket carries them
+            assert not node.stop_requested.is_set()
+        finally:
+            await node.stop()
+
+    run(scenario(), timeout=60)
+
+
+def test_stop_answers_a_waiting_long_poll_instead_of_waiting_for_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        home = tmp_path / "d"
+        home.mkdir()
+        node = Node(NodeIdentity.generate(), control_dir=home, http=serve_api(0), config=FAST)
+        await node.start()
+        await asyncio.wait_for(node.joined.wait(), 20)  # its join's events are all in
+        after = node.event_log.last_id
+        poll = asyncio.ensure_future(http(node, "GET", f"/api/events?after={after}&timeout=30"))
+        socket_poll = asyncio.ensure_future(control_request(home, "events", 60.0, after=after))
+        await async_eventually(lambda: node.event_log.waiting == 2, what="both polls to wait")
+        await node.stop()  # bounded by run()'s timeout, well under the polls' 30 s
+        status, body = await poll
+        assert status == 200 and body["events"] == []
+        reply = await socket_poll
+        assert reply["ok"] or "closed" in reply.get("error", ""), reply
+
+    run(scenario(), timeout=20)

@@ -14,7 +14,8 @@ import aiohttp
 
 from qiz.compute.attest import verify_file
 from qiz.compute.service import ComputeConfig
-from qiz.events import EventBus, EventKind, EventLog
+from qiz.event_log import EventLog
+from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity
 from qiz.node import Node
 from qiz.resolve.dht import DhtConfig

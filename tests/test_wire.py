@@ -79,3 +79,13 @@ def test_unencodable_values() -> None:
     for bad in (object(), {1.5: 1}, {True: 1}, float("inf"), 2**64):
         with pytest.raises(WireError):
             encode(bad)
+
+
+@pytest.mark.parametrize(
+    "value", [{"label": "x\ud800"}, {"\udc00": 1}, ["ok", ["deep", "\udfff"]], "\ud83d"]
+)
+def test_text_that_is_not_unicode_is_refused_with_its_position(value: object) -> None:
+    """JSON can carry a lone surrogate (``"\\ud800"``); encoding it must be a WireError that
+    says what is wrong, not an encoder's UnicodeEncodeError."""
+    with pytest.raises(WireError, match="not valid Unicode"):
+        encode(value)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qiz.cli.output import UserError
+from qiz.control import NodeNotRunning, ask
 from qiz.crypto import keyfile
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.home import Home
@@ -65,3 +68,16 @@ def read_file(path: Path, *, what: str = "file", max_size: int = MAX_INPUT_FILE)
         raise UserError(f"{what} {path} is a directory") from None
     except PermissionError:
         raise UserError(f"{what} {path} cannot be read (permission denied)") from None
+
+
+def node_call(session: Session, command: str, timeout: float = 60.0, **arguments: Any) -> Any:
+    """One operation on the node running in this home (the control socket), for every
+    command that talks to a node: its result, or its error as the node stated it."""
+    try:
+        return asyncio.run(ask(session.home.path, command, timeout, **arguments))
+    except NodeNotRunning as exc:
+        raise UserError(
+            f"{exc}; start it with 'qiz --home {session.home.path} node start'"
+        ) from None
+    except TimeoutError:
+        raise UserError(f"the node did not answer within {timeout:.0f} s") from None

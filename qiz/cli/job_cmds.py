@@ -7,7 +7,6 @@ file offline.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import math
@@ -19,13 +18,12 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from qiz.cli.common import Session, read_file
+from qiz.cli.common import Session, node_call, read_file
 from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
 from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
 from qiz.compute.attest import VerifiedAttestation
 from qiz.compute.errors import AttestationError, SpecError
-from qiz.control import control_request
 from qiz.fsio import write_atomic
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -43,18 +41,6 @@ def register(app: typer.Typer) -> None:
     job_app.command("cancel")(guarded(cancel))
     job_app.command("list")(guarded(list_jobs))
     app.command("verify-result")(guarded(verify_result))
-
-
-def _request(session: Session, command: str, timeout: float = 60.0, **arguments: Any) -> Any:
-    try:
-        reply = asyncio.run(control_request(session.home.path, command, timeout, **arguments))
-    except ConnectionError as exc:
-        raise UserError(f"{exc} (start it with 'qiz node start')") from None
-    except TimeoutError:
-        raise UserError("the node did not answer in time") from None
-    if not reply.get("ok"):
-        raise UserError(str(reply.get("error")))
-    return reply["result"]
 
 
 def _shortcut(
@@ -183,7 +169,7 @@ def submit(
         specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf))
     except SpecError as exc:
         raise UserError(f"the spec is invalid: {exc}") from None
-    state = _request(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
+    state = node_call(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
     summary = None
     if wait:
         state = _wait(session, state["job"], quiet=as_json)
@@ -215,7 +201,7 @@ def _wait(session: Session, job: str, *, quiet: bool) -> dict[str, Any]:
     ) as progress:
         bar = progress.add_task(job[:12], total=1.0)
         while True:
-            state = _request(session, "job_status", job=job)
+            state = node_call(session, "job_status", job=job)
             progress.update(bar, completed=state["progress"])
             if state["state"] in FINAL:
                 return state
@@ -231,7 +217,7 @@ def _verified_result(session: Session, job: str, out: Path | None) -> VerifiedAt
     """A done job's attestation, fetched from the node, verified here, kept in ``out``."""
     from qiz.compute.attest import verify_file
 
-    reply = _request(session, "job_result", job=job)
+    reply = node_call(session, "job_result", job=job)
     data = base64.b64decode(reply["attestation"])
     try:
         verified = verify_file(data)
@@ -271,7 +257,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """A job's state, progress and where its replicas ran."""
-    state = _request(ctx.obj, "job_status", job=job)
+    state = node_call(ctx.obj, "job_status", job=job)
     emit(as_json, state, lambda: _show(state))
 
 
@@ -316,7 +302,7 @@ def cancel(
     as_json: JsonOption = False,
 ) -> None:
     """Cancel a running job on every worker."""
-    state = _request(ctx.obj, "job_cancel", job=job)
+    state = node_call(ctx.obj, "job_cancel", job=job)
 
     def human() -> None:
         if state["state"] != "cancelled":
@@ -328,7 +314,7 @@ def cancel(
 
 def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Jobs submitted through this home's node."""
-    jobs = _request(ctx.obj, "job_list")["jobs"]
+    jobs = node_call(ctx.obj, "job_list")["jobs"]
 
     def human() -> None:
         if not jobs:

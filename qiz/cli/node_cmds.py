@@ -12,11 +12,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from qiz.cli.common import Session
+from qiz.cli.common import Session, node_call
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
 from qiz.compute.service import ComputeConfig
-from qiz.control import control_request
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
@@ -193,22 +192,12 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     emit(as_json, {"event": "stopped"}, lambda: console.print("node stopped", markup=False))
 
 
-def _control(session: Session, command: str) -> dict:
-    try:
-        reply = asyncio.run(control_request(session.home.path, command))
-    except ConnectionError as exc:
-        raise UserError(str(exc)) from None
-    if not reply.get("ok"):
-        raise UserError(f"the node refused: {reply.get('error')}")
-    return reply
-
-
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the running node's id, address, links, DHT and jobs (from its HTTP API)."""
     from qiz.cli.web_cmds import api_get
 
     session: Session = ctx.obj
-    info = _control(session, "status")["result"]
+    info = node_call(session, "status", 5.0)
     jobs: list[dict] = []
     if info.get("api"):  # the summary comes from the same API the dashboard uses
         info = api_get(session, info["api"], "node")
@@ -262,7 +251,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Ask the running node to shut down cleanly."""
-    _control(ctx.obj, "stop")
+    node_call(ctx.obj, "stop", 5.0)
     emit(as_json, {"stopped": True}, lambda: console.print("stop requested"))
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from qiz.cli.common import Session
+from qiz.cli.common import node_call
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.control import control_request
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import NodeId, normalize_label
 from qiz.resolve.records import MAX_TTL
@@ -26,22 +24,6 @@ def register(app: typer.Typer) -> None:
     name_app.command("resolve")(guarded(name_resolve))
 
 
-def _ask(session: Session, command: str, **arguments: Any) -> dict:
-    try:
-        reply = asyncio.run(
-            control_request(session.home.path, command, timeout=LOOKUP_TIMEOUT, **arguments)
-        )
-    except ConnectionError as exc:
-        raise UserError(
-            f"{exc}; start it with 'qiz --home {session.home.path} node start'"
-        ) from None
-    except TimeoutError:
-        raise UserError(f"the node did not answer within {LOOKUP_TIMEOUT:.0f} s") from None
-    if not reply.get("ok"):
-        raise UserError(str(reply.get("error")))
-    return reply["result"]
-
-
 def resolve(
     ctx: typer.Context,
     node_id: Annotated[str, typer.Argument(help="A node id (qizn1...).")],
@@ -52,7 +34,7 @@ def resolve(
         NodeId.parse(node_id)
     except InvalidIdentifier as exc:
         raise UserError(str(exc)) from None
-    result = _ask(ctx.obj, "resolve", id=node_id)
+    result = node_call(ctx.obj, "resolve", LOOKUP_TIMEOUT, id=node_id)
 
     def human() -> None:
         console.print(f"node      {result['node_id']}", markup=False)
@@ -80,7 +62,7 @@ def publish(
         raise UserError(str(exc)) from None
     if len(value.encode("utf-8")) > 1024:
         raise UserError("a name's value is at most 1024 bytes")
-    result = _ask(ctx.obj, "name_publish", label=label, value=value, ttl=ttl)
+    result = node_call(ctx.obj, "name_publish", LOOKUP_TIMEOUT, label=label, value=value, ttl=ttl)
     emit(
         as_json,
         result,
@@ -106,5 +88,5 @@ def name_resolve(
         normalize_label(label)
     except InvalidIdentifier as exc:
         raise UserError(str(exc)) from None
-    result = _ask(ctx.obj, "name_resolve", name=name)
+    result = node_call(ctx.obj, "name_resolve", LOOKUP_TIMEOUT, name=name)
     emit(as_json, result, lambda: console.print(result["value"], markup=False))

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from qiz.cli.common import Session
+from qiz.cli.common import Session, node_call
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.control import control_request
 from qiz.web.token import TOKEN_FILE
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -61,13 +60,7 @@ def dashboard(
 ) -> None:
     """Print the URL of the running node's dashboard (with its token) and open it if asked."""
     session: Session = ctx.obj
-    try:
-        reply = asyncio.run(control_request(session.home.path, "status"))
-    except ConnectionError as exc:
-        raise UserError(f"{exc} (start it with 'qiz node start')") from None
-    if not reply.get("ok"):
-        raise UserError(f"the node refused: {reply.get('error')}")
-    status = reply["result"]
+    status = node_call(session, "status", 5.0)
     api = status.get("api")
     if not api:
         raise UserError("the node serves no HTTP API (it was started with --no-api)")

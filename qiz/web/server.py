@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from qiz import QizError
-from qiz.node_api import OPERATIONS, NodeAPI, Operation, invoke
+from qiz.node_api import OPERATIONS, Download, NodeAPI, Operation, error_answer, invoke
 from qiz.web import metrics
 from qiz.web.token import load_or_create_token
 
@@ -97,11 +96,12 @@ class WebServer:
     # ------------------------------------------------------------------ operations
 
     def _handler(self, operation: Operation) -> Handler:
-        """The route of one operation: its arguments from the path, the query and (for POST)
-        the JSON body; its result as JSON, or as a file when it is bytes."""
+        """The route of one operation: its arguments from the JSON body (POST), the query and
+        the path, the path winning (``POST /api/jobs/A/cancel {"job": "B"}`` cancels A); its
+        result as JSON, or as an attachment when it is a :class:`~qiz.node_api.Download`."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            args: dict[str, Any] = {**request.query, **request.match_info}
+            args: dict[str, Any] = {}
             if request.method == "POST" and request.can_read_body:
                 try:
                     body = await request.json()
@@ -110,13 +110,14 @@ class WebServer:
                 if not isinstance(body, dict):
                     return _error(400, "the body must be a JSON object")
                 args.update(body)
+            args.update(request.query)
+            args.update(request.match_info)
             result = await invoke(self.api, operation.name, args)
-            if isinstance(result, bytes):
-                name = f"{str(args.get('job', 'result'))[:16]}.att"
+            if isinstance(result, Download):
                 return web.Response(
-                    body=result,
-                    content_type="application/cbor",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'},
+                    body=result.data,
+                    content_type=result.content_type,
+                    headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
                 )
             return web.json_response(result, status=operation.status)
 
@@ -150,8 +151,8 @@ class WebServer:
             if exc.status < 400 or exc.content_type == "application/json":
                 raise
             return _error(exc.status, exc.reason)
-        except QizError as exc:
-            return _error(exc.http_status, str(exc))
+        except Exception as exc:  # the same answer the control socket gives (500 for a bug)
+            return _error(*error_answer(exc))
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"

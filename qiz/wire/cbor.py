@@ -30,10 +30,25 @@ class WireError(QizError, ValueError):
     """Bytes from the network or a file are not an acceptable encoding."""
 
 
+def _check_text(text: str) -> None:
+    """Text must be encodable as UTF-8: a lone surrogate (which JSON can carry as ``\\ud800``)
+    would otherwise fail deep inside the encoder with an error no user can act on."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WireError(
+            f"text holds a character that is not valid Unicode ({exc.object[exc.start]!r} "
+            f"at position {exc.start})"
+        ) from None
+
+
 def _check(value: Any, depth: int, max_depth: int) -> None:
     if depth > max_depth:
         raise WireError(f"nesting deeper than {max_depth}")
-    if value is None or isinstance(value, bool | str | bytes):
+    if value is None or isinstance(value, bool | bytes):
+        return
+    if isinstance(value, str):
+        _check_text(value)
         return
     if isinstance(value, int):
         if not -_MAX_INT - 1 <= value <= _MAX_INT:
@@ -51,6 +66,8 @@ def _check(value: Any, depth: int, max_depth: int) -> None:
         for key, item in value.items():
             if isinstance(key, bool) or not isinstance(key, str | int):
                 raise WireError("map keys must be text or integers")
+            if isinstance(key, str):
+                _check_text(key)
             _check(item, depth + 1, max_depth)
         return
     raise WireError(f"type {type(value).__name__} is not plain data")
