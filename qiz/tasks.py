@@ -90,10 +90,7 @@ class TaskOwner:
             pending = list(self._tasks)
             for task in pending:
                 task.cancel()
-            try:
-                await asyncio.gather(*pending, return_exceptions=True)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            # asyncio.wait, not gather: a cancelled caller leaves at once (gather would wait
+            # for the children's clean-up); each task's outcome is read by _done
+            await asyncio.wait(pending)
             self._tasks.difference_update(pending)
