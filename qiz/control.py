@@ -19,7 +19,12 @@ from typing import Any
 from qiz import QizError
 
 CONTROL_SOCKET = "node.sock"
-MAX_CONTROL_LINE = 64 * 1024 * 1024  # a job spec or an attestation file fits
+MAX_CONTROL_LINE = 64 * 1024 * 1024  # a request: a job spec fits
+MAX_CONTROL_REPLY = 96 * 1024 * 1024  # a reply: a 64 MiB attestation file as base64 fits
+
+
+class ReplyTooLarge(QizError):
+    """The node's answer is over the reply limit (nothing was cut: it was refused whole)."""
 
 
 class NodeNotRunning(QizError, ConnectionError):
@@ -37,7 +42,7 @@ async def control_request(
         raise NodeNotRunning(f"no node is running for {home_path} (no {path})")
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(path), limit=MAX_CONTROL_LINE), timeout
+            asyncio.open_unix_connection(str(path), limit=MAX_CONTROL_REPLY), timeout
         )
     except (ConnectionRefusedError, FileNotFoundError):
         raise NodeNotRunning(
@@ -46,10 +51,18 @@ async def control_request(
         ) from None
     except (OSError, TimeoutError) as exc:
         raise NodeNotRunning(f"no node is answering on {path}: {exc}") from None
-    writer.write(json.dumps({"cmd": command, **arguments}).encode() + b"\n")
-    await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), timeout)
-    writer.close()
+    try:
+        writer.write(json.dumps({"cmd": command, **arguments}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except ValueError:  # the reader's limit: an answer this large is refused, not parsed
+        raise ReplyTooLarge(
+            f"the node's answer to {command} is over {MAX_CONTROL_REPLY >> 20} MiB"
+        ) from None
+    except ConnectionError as exc:
+        raise NodeNotRunning(f"the node at {path} dropped the connection: {exc}") from None
+    finally:
+        writer.close()
     if not line:
         raise NodeNotRunning(f"the node at {path} closed the connection without answering")
     return json.loads(line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -54,11 +55,13 @@ FaceStarter = Callable[["Node"], "Awaitable[Face]"]
 log = logging.getLogger("qiz.node")
 RECORD_DB = "records.sqlite"
 MAX_LAN_DIALS = 8  # LAN beacons answered at once
+LOCK_FILE = "node.lock"
 CONTROL_READ_TIMEOUT = 5.0  # seconds an owner's client may take to send its request line
 
 
 class ControlSocketError(QizError):
-    """The home's control socket cannot be set up: another node runs there, or the OS refused."""
+    """A node cannot start: another node runs in its home, or a socket it serves (control,
+    HTTP, LAN discovery) cannot be opened."""
 
 
 def parse_peer(text: str) -> tuple[str, NodeId | None]:
@@ -142,6 +145,7 @@ class Node:
         )
         self._lan_dials = 0
         self._control: asyncio.base_events.Server | None = None
+        self._lock_fd: int | None = None
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()
 
@@ -163,40 +167,80 @@ class Node:
         return self._record
 
     async def start(self) -> None:
-        """Listen, then open the control socket and the faces; :class:`OSError` if the address
-        cannot be bound, :class:`ControlSocketError` if the control socket or the HTTP API
-        cannot be served (nothing is left running, and no socket file is left, in any case)."""
+        """Take the home, listen, open the control socket and the faces, start discovery;
+        :class:`OSError` if the address cannot be bound, :class:`ControlSocketError` if the
+        home is in use or a socket cannot be served. On any failure nothing is left running,
+        no socket file is left and the databases are closed."""
         if self.control_dir is not None:
-            await self._refuse_if_running()
-        await self.links.start(self.listen)
+            self._take_home()
         try:
-            if self.control_dir is not None:
-                try:
-                    await self._start_control()
-                except OSError as exc:
-                    path = self.control_dir / CONTROL_SOCKET
-                    raise ControlSocketError(
-                        f"cannot open the control socket {path}: {exc.strerror or exc}"
-                    ) from None
-            if self._start_http is not None:
-                try:
-                    self.web = await self._start_http(self)
-                except OSError as exc:
-                    raise ControlSocketError(
-                        f"cannot serve the HTTP API: {exc.strerror or exc}"
-                    ) from None
+            await self.links.start(self.listen)
+            try:
+                await self._start_faces()
+                self._addresses = [self.address]
+                self._record = None
+                for address, expected in self.bootstrap:
+                    self.links.pin(address, expected)
+                if self.lan is not None:
+                    try:
+                        await self.lan.start()
+                    except OSError as exc:
+                        raise ControlSocketError(
+                            f"cannot start LAN discovery: {exc.strerror or exc} "
+                            "(does this host have multicast? start without --lan)"
+                        ) from None
+            except BaseException:
+                if self.web is not None:
+                    await self.web.stop()
+                await self._close_control()
+                await self.links.close()
+                raise
         except BaseException:
-            await self._close_control()
-            await self.links.close()
+            self._close_files()
             raise
-        self._addresses = [self.address]
-        self._record = None
-        for address, expected in self.bootstrap:
-            self.links.pin(address, expected)
-        if self.lan is not None:
-            await self.lan.start()
         self.tasks.spawn(self._join(), "join")
         log.info("node %s listening on %s", self.node_id, self.address)
+
+    async def _start_faces(self) -> None:
+        if self.control_dir is not None:
+            try:
+                await self._start_control()
+            except OSError as exc:
+                path = self.control_dir / CONTROL_SOCKET
+                raise ControlSocketError(
+                    f"cannot open the control socket {path}: {exc.strerror or exc}"
+                ) from None
+        if self._start_http is not None:
+            try:
+                self.web = await self._start_http(self)
+            except OSError as exc:
+                raise ControlSocketError(
+                    f"cannot serve the HTTP API: {exc.strerror or exc}"
+                ) from None
+
+    def _take_home(self) -> None:
+        """Hold the home's lock for the node's whole run: one node per home, decided by the
+        kernel (a killed node's lock goes with its process), not by probing the socket, so a
+        node still stopping cannot delete the socket of the one that follows it."""
+        assert self.control_dir is not None
+        fd = os.open(self.control_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ControlSocketError(
+                f"a node is already running for {self.control_dir} (it holds {LOCK_FILE})"
+            ) from None
+        self._lock_fd = fd
+
+    def _close_files(self) -> None:
+        """The databases, then the home's lock: the last thing a node lets go of."""
+        if self.compute is not None:
+            self.compute.close()
+        self.dht.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     async def _join(self) -> None:
         """Link to the bootstrap peers, fill the routing table, publish our record."""
@@ -215,7 +259,8 @@ class Node:
         except (LinkError, OSError, TimeoutError, QizError) as exc:
             log.warning("joining the mesh failed: %s", exc)
         finally:
-            if self.compute is not None:  # jobs are served even if the first join failed
+            # jobs are served even if the first join failed, but not by a node that stops
+            if self.compute is not None and not self.tasks.closed:
                 self.compute.start()
             self.joined.set()
 
@@ -238,9 +283,7 @@ class Node:
         if self.compute is not None:
             await self.compute.stop()  # its loops and worker processes; its database stays open
         await self.links.close()  # peers' calls in flight end here, while the databases are open
-        if self.compute is not None:
-            self.compute.close()
-        self.dht.store.close()
+        self._close_files()
         self.stopped.set()
 
     async def _close_control(self) -> None:
@@ -329,19 +372,6 @@ class Node:
 
     # ------------------------------------------------------------------ control socket
 
-    async def _refuse_if_running(self) -> None:
-        """Another node answering on this home's socket keeps it; a stale one is replaced."""
-        assert self.control_dir is not None
-        path = self.control_dir / CONTROL_SOCKET
-        if not path.exists():
-            return
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2.0)
-        except (OSError, TimeoutError):
-            return  # left behind by a node that died
-        writer.close()
-        raise ControlSocketError(f"a node is already running for {self.control_dir} ({path})")
-
     async def _start_control(self) -> None:
         assert self.control_dir is not None
         path = self.control_dir / CONTROL_SOCKET
@@ -381,11 +411,22 @@ class Node:
             if isinstance(result, Download):
                 result = base64.b64encode(result.data).decode("ascii")
             reply: dict[str, Any] = {"ok": True, "result": result}
+        except asyncio.CancelledError:  # the node stops: say so before the line goes dead
+            stopping = {"ok": False, "error": "the node is stopping", "status": 503}
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(json.dumps(stopping).encode() + b"\n")
+            writer.close()
+            raise
         except Exception as exc:  # every error gets the answer the HTTP API would give
             status, message = error_answer(exc)
             reply = {"ok": False, "error": message, "status": status}
         try:
-            writer.write(json.dumps(reply).encode() + b"\n")
+            line = json.dumps(reply).encode() + b"\n"
+        except (TypeError, ValueError) as exc:  # a result that is not JSON: a bug, said as one
+            status, message = error_answer(exc)
+            line = json.dumps({"ok": False, "error": message, "status": status}).encode() + b"\n"
+        try:
+            writer.write(line)
             await writer.drain()
         except ConnectionError:
             pass  # the owner hung up: nothing to tell

@@ -17,9 +17,10 @@ from qiz.compute.service import ComputeConfig
 from qiz.control import CONTROL_SOCKET, NodeNotRunning, control_request
 from qiz.events import EventKind
 from qiz.identity import NodeIdentity
-from qiz.node import Node
+from qiz.node import ControlSocketError, Node
 from qiz.node_api import OPERATIONS, NodeAPI
 from qiz.qmp.manager import ManagerConfig
+from qiz.resolve.discovery import LanDiscovery
 from qiz.web.server import serve_api
 
 from .helpers import async_eventually, run
@@ -215,3 +216,79 @@ def test_stop_answers_a_waiting_long_poll_instead_of_waiting_for_it(tmp_path: Pa
         assert reply["ok"] or "closed" in reply.get("error", ""), reply
 
     run(scenario(), timeout=20)
+
+
+def test_one_node_per_home_even_while_the_first_is_stopping(tmp_path: Path) -> None:
+    """The home's lock, not a probe of the socket, decides: a node still stopping keeps its
+    home until it is done, so the next one can never lose its socket to it."""
+    home = tmp_path / "e"
+    home.mkdir()
+
+    class SlowFace:
+        url = "http://127.0.0.1:1/"
+
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+
+        async def stop(self) -> None:
+            await self.release.wait()
+
+    face = SlowFace()
+
+    async def start_slow(node: Node) -> SlowFace:
+        return face
+
+    async def scenario() -> None:
+        first = Node(NodeIdentity.generate(), control_dir=home, http=start_slow)
+        await first.start()
+        second = Node(NodeIdentity.generate(), control_dir=home)
+        with pytest.raises(ControlSocketError, match="already running"):
+            await second.start()
+        stopping = asyncio.ensure_future(first.stop())
+        await async_eventually(lambda: first.event_log.closed, what="the first to be stopping")
+        with pytest.raises(ControlSocketError, match="already running"):
+            await second.start()
+        face.release.set()
+        await stopping
+        third = Node(NodeIdentity.generate(), control_dir=home)
+        await third.start()
+        try:
+            reply = await control_request(home, "status")
+            assert reply["result"]["node_id"] == str(third.node_id)
+        finally:
+            await third.stop()
+
+    run(scenario())
+
+
+def test_a_failed_start_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "f"
+    home.mkdir()
+
+    seen: list[str] = []
+
+    async def no_multicast(self: LanDiscovery) -> None:
+        seen.append(self.address())  # where the node listened, for the check below
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(LanDiscovery, "start", no_multicast)
+
+    async def scenario() -> None:
+        node = Node(NodeIdentity.generate(), control_dir=home, http=serve_api(0), lan={})
+        with pytest.raises(ControlSocketError, match="LAN discovery"):
+            await node.start()
+        assert not (home / CONTROL_SOCKET).exists()
+        host, port = seen[0].rsplit(":", 1)
+        with pytest.raises(OSError):
+            await asyncio.open_connection(host, int(port))  # the listener is closed
+        assert node.web is not None
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http(node, "GET", "/api/node")  # and so is the HTTP API
+        monkeypatch.undo()
+        again = Node(NodeIdentity.generate(), control_dir=home)  # the home is free again
+        await again.start()
+        await again.stop()
+
+    run(scenario())
