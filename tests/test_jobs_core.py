@@ -803,6 +803,49 @@ def test_a_replica_is_lost_when_unreachable_or_twice_silent_never_once() -> None
     assert h.core.counters["lost"] == 2 and h.scores.get(a) < INITIAL
 
 
+def test_a_fetch_that_fails_at_once_is_tried_again_poll_after_later_not_next_tick() -> None:
+    """A refusal answers in milliseconds, and its answer wakes the driver: unless the failure
+    counts as the time last heard of, the next tick fetches again at once and the two misses
+    that lose a replica (MAX_MISSES) come ~100 ms apart instead of ``poll_after``."""
+    h = Harness()
+    h.accept_all(h.start(), 0.0)
+    a, b = h.placed(0)
+    assert {f.worker for f in h.core.tick(3.0)} == {a, b}
+    h.core.fetched(h.job, 0, b, {"state": "running"}, 3.05)
+    assert h.core.fetch_failed(h.job, 0, a, "refused", unreachable=False, now=3.01) == []
+    assert h.core.next_deadline() == pytest.approx(3.01 + h.core.poll_after)
+    assert h.core.tick(3.1) == []  # the wake's tick: no second fetch yet
+    assert h.core.tick(5.9) == []
+    (again,) = h.core.tick(6.01)
+    assert again == Fetch(h.job, 0, a)
+    lost = h.core.fetch_failed(h.job, 0, a, "refused", unreachable=False, now=6.02)
+    assert kinds(lost) == [EventKind.REPLICA_LOST]  # the second miss, poll_after after the first
+
+
+def test_a_job_parses_its_circuit_once_not_once_per_task(alice, monkeypatch) -> None:
+    """The width cannot vary within a sweep: shard=1 over many points must not parse the same
+    circuit once per task in the event loop."""
+    calls = []
+    real = execute.outcome_width
+
+    def counted(kind: str, params: dict) -> int | None:
+        calls.append(kind)
+        return real(kind, params)
+
+    monkeypatch.setattr(execute, "outcome_width", counted)
+    spec = specs.parse(signed(sweep_doc(n=6, points=5, shard=1), alice))
+    h = Harness(spec=spec)
+    h.start()
+    state = h.core.jobs[h.job]
+    for task in spec.tasks:
+        point = execute.canonical(dict(task.points[0]))
+        assert "not for point 0" in state.result_problem(task.index, [{"point": {}}])
+        assert "fields" in state.result_problem(task.index, [{"point": point}])
+        assert state.shapes[task.index] == results.shape_of(task)  # the same as built alone
+    tasks = len(spec.tasks)  # a grid: 25 one-point shards
+    assert tasks == 25 and calls.count("qaoa") == 1 + tasks  # once, then once per shape_of
+
+
 def test_an_unlinked_worker_is_fetched_at_once_and_a_forgotten_task_is_lost() -> None:
     h = Harness()
     h.accept_all(h.start(), 0.0)
@@ -1081,6 +1124,8 @@ def test_a_liar_with_overflowing_counts_cannot_win_the_vote(alice) -> None:
         ({"counts": {"00": 1024}}, "missing shots;"),
         ({"counts": {"00": 1000, "11": 24}, "shots": 1024, "extra": 1}, "unexpected 'extra'"),
         ({"counts": {"00": 1025, "11": -1}, "shots": 1024}, "count of '11'"),
+        ({"counts": {"00": 1024, "11": 0}, "shots": 1024}, "count of '11' is 0, not a whole"),
+        ({"counts": {"00": 1020, "01": 1, "10": 1, "11": 1, "x": 1}, "shots": 1024}, "5 outcomes"),
         ({"counts": {"00": 1000, "11": 23}, "shots": 1024}, "sum to 1023"),
         ({"counts": {"00": 1023, "11": True}, "shots": 1024}, "count of '11'"),
         ({"counts": {"000": 1024}, "shots": 1024}, "2 bits"),
@@ -1169,6 +1214,52 @@ def test_overflowing_or_malformed_counts_never_agree() -> None:
     assert decision.disagreeing == (liar,)
 
 
+class NoKeysPlease(dict):
+    """A counts map that says how many keys it has but fails if they are looked at."""
+
+    def __iter__(self):
+        raise AssertionError("the keys were looked at before their number")
+
+    def items(self):
+        raise AssertionError("the keys were looked at before their number")
+
+
+def test_counts_must_be_drawn_so_a_map_has_at_most_shots_and_2_to_the_width_keys() -> None:
+    """Zero counts padded a map to any size (600,000 keys took one chi-square test seconds in
+    the event loop): every count is >= 1 now, and the number of keys is checked first."""
+    wide = results.ResultShape("sampler", frozenset({"counts", "shots"}), 20, 1024, None, None)
+    padded = {format(i, "020b"): 0 for i in range(600_000)}
+    padded["0" * 20] = 1024
+    assert results.problem(wide, {"counts": padded, "shots": 1024}) == (
+        "600000 outcomes; 1024 shots of 20 bits give at most 1024"
+    )
+    many = NoKeysPlease({format(i, "020b"): 1 for i in range(1025)})
+    assert "1025 outcomes" in results.counts_problem(many, 1024, wide)
+    narrow = results.ResultShape("sampler", frozenset({"counts", "shots"}), 1, 1024, None, None)
+    three = NoKeysPlease({"0": 1000, "1": 23, "x": 1})
+    assert "3 outcomes; 1024 shots of 1 bits give at most 2" in results.counts_problem(
+        three, 1024, narrow
+    )
+    one_zero = {"0": 1024, "1": 0}
+    assert "not a whole number >= 1" in results.counts_problem(one_zero, 1024, narrow)
+    assert results.counts_problem({"0": 1000, "1": 24}, 1024, narrow) is None
+
+
+def test_honest_samples_never_list_an_outcome_with_a_zero_count() -> None:
+    """What the >= 1 rule relies on: both sampler paths and grover count draws only."""
+    terminal = {"qasm": BELL, "shots": 64}
+    per_shot = {
+        "qasm": "OPENQASM 3.0; qubit[2] q; bit[2] c; h q[0]; c[0] = measure q[0]; "
+        "x q[0]; c[1] = measure q[0];",
+        "shots": 64,
+    }
+    grover = {"qubits": 4, "marked": [3, 5], "shots": 64}
+    for kind, params in (("sampler", terminal), ("sampler", per_shot), ("grover", grover)):
+        for seed in range(5):
+            counts = execute.run(kind, params, seed)["counts"]
+            assert counts and min(counts.values()) >= 1, (kind, counts)
+
+
 def _shape(alice, doc: dict) -> results.ResultShape:
     shape = results.shape_of(specs.parse(signed(doc, alice)).tasks[0])
     assert shape is not None
@@ -1195,6 +1286,18 @@ def test_every_kind_s_real_result_has_the_shape_the_core_checks(alice) -> None:
     shape = _shape(alice, estimator)
     assert results.problem(shape, execute.run("estimator", estimator["params"], 0)) is None
     assert "2 numbers" in results.problem(shape, {"values": [1.0]})
+    # no measure: the sampler measures every qubit, widening the register (measure_all)
+    for qasm, width in (
+        ("OPENQASM 3.0; qubit[2] q; h q[0];", 2),
+        ("OPENQASM 3.0; qubit[2] q; bit[1] c; h q[0];", 2),
+        ("OPENQASM 3.0; qubit[2] q; bit[3] c; h q[0];", 3),
+        ("OPENQASM 3.0; qubit[2] q; bit[1] c; h q[0]; reset q[1];", 1),  # reset: not widened
+    ):
+        params = {"qasm": qasm, "shots": 64}
+        shape = _shape(alice, {"kind": "sampler", "params": params})
+        result = execute.run("sampler", params, 3)
+        assert shape.width == width and {len(k) for k in result["counts"]} == {width}, qasm
+        assert results.problem(shape, result) is None, qasm
     none_marked = {"kind": "grover", "params": {"qubits": 2, "cnf": "p cnf 2 2\n1 0\n-1 0\n"}}
     shape = _shape(alice, none_marked)
     assert results.problem(shape, execute.run("grover", none_marked["params"], 0)) is None
@@ -1363,13 +1466,113 @@ def test_the_coordinator_sleeps_until_the_core_s_deadline_and_wakes_on_input(ali
             assert len(ticks) == 1 and delays == [3600.0]  # idle: it sleeps the whole ceiling
             ctx = CallContext(alice.node_id, None)  # type: ignore[arg-type]
             await coordinator._rpc_progress(ctx, {"job": b"x", "task": 0, "progress": 0.5})
-            await async_eventually(lambda: len(ticks) == 2, what="a tick after a progress push")
+            # progress only pushes a replica's next check later: nothing to tick for
+            assert not coordinator.wake.is_set() and len(ticks) == 1
             await coordinator._rpc_done(ctx, {"job": b"x", "task": 0, "state": "done"})
-            await async_eventually(lambda: len(ticks) == 3, what="a tick after a report")
+            await async_eventually(lambda: len(ticks) == 2, what="a tick after a report")
             bus.emit(EventKind.PEER_UNLINKED, peer="someone", reason="closed")
-            await async_eventually(lambda: len(ticks) == 4, what="a tick after a link drops")
-            await async_eventually(lambda: len(delays) == 4, what="the loop to sleep again")
+            await async_eventually(lambda: len(ticks) == 3, what="a tick after a link drops")
+            await async_eventually(lambda: len(delays) == 3, what="the loop to sleep again")
             assert set(delays) == {3600.0}  # no job: each sleep is the ceiling, not a poll
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await coordinator.close()
+            db.close()
+
+    run(scenario())
+
+
+class FakeDirectory:
+    """The directory as the driver uses it for placement: two workers, nothing else."""
+
+    def __init__(self, workers: list[bytes]) -> None:
+        self.nodes = workers
+
+    async def refresh(self) -> None:
+        return None
+
+    def workers(self) -> list[tuple[bytes, dict]]:
+        return [(w, {"slots": 2, "qubits": 30, "backlog": 0.0}) for w in self.nodes]
+
+    def rtt(self, node: bytes) -> float:
+        return 0.01
+
+    def note(self, node: bytes, reply: Any) -> None:
+        return None
+
+    def forget(self, node: bytes) -> None:
+        return None
+
+    def busy(self, node: bytes) -> None:
+        return None
+
+
+def test_a_worker_that_never_answers_an_offer_holds_up_no_other_job(alice) -> None:
+    """One watch loop serves every job: a tick that awaited its offers (60 s timeout each) let
+    one silent worker stop every other job's deadline, poll and straggler check. The sends run
+    in the background now, and the core still never offers or fetches a replica twice."""
+    from qiz.compute.coordinator import Coordinator
+    from qiz.events import EventBus
+
+    silent, other = WORKERS[0], WORKERS[1]
+    doc = {"kind": "sampler", "params": {"qasm": BELL, "shots": 16}, "replicas": 2, "seed": 5}
+    slow = specs.parse(signed({**doc, "deadline": 600}, alice))
+    short = specs.parse(signed({**doc, "deadline": 10}, alice))
+    job_of = {slow.raw: slow.job_id, short.raw: short.job_id}
+
+    async def scenario() -> None:
+        db = open_db(None)
+        tables = CoordinatorTables(db)
+        clock = [100.0]
+        sent: list[tuple[str, bytes, bytes]] = []
+
+        async def send(peer: bytes, method: str, body: dict, *, timeout: float) -> Any:
+            job = job_of[body["spec"]] if method == "job.offer" else body["job"]
+            sent.append((method, peer, job))
+            if method == "job.offer" and peer == silent:
+                await asyncio.get_running_loop().create_future()  # never answers
+            return {"state": "queued" if method == "job.offer" else "running"}
+
+        coordinator = Coordinator(
+            alice,
+            tables,
+            PeerScores(db),
+            directory=FakeDirectory([silent, other]),  # type: ignore[arg-type]
+            send=send,
+            events=EventBus(),
+            clock=lambda: clock[0],
+        )
+        coordinator._linked = lambda worker: True  # type: ignore[method-assign]
+        for spec in (slow, short):  # running jobs of a previous run: the first tick places them
+            tables.add_job(spec.job_id, spec.raw, clock[0])
+        coordinator.resume()
+        watch = asyncio.ensure_future(coordinator.watch(tick_min=0.0, tick_max=3600.0))
+        try:
+            await async_eventually(
+                lambda: len({(p, j) for m, p, j in sent if m == "job.offer"}) == 4,
+                what="both jobs offered to both workers",
+            )
+            clock[0] = 111.0  # past the short job's deadline (110)
+            coordinator.wake.set()  # what the loop's timer does at that deadline
+            await async_eventually(
+                lambda: tables.job(short.job_id).state == "failed",
+                what="the short job failing at its deadline while an offer hangs",
+            )
+            assert "deadline (10 s)" in tables.job(short.job_id).error
+            clock[0] = 120.0  # more ticks: the silent worker's replica is only ever offered
+            coordinator.wake.set()
+            await async_eventually(
+                lambda: sent.count(("job.fetch", other, slow.job_id)) >= 2,
+                what="the answering worker polled on later ticks",
+            )
+            offered = [(p, j) for m, p, j in sent if m == "job.offer"]
+            assert sorted(offered) == sorted(
+                [(w, j) for w in (silent, other) for j in (slow.job_id, short.job_id)]
+            )  # once each: the hanging offer is not sent again
+            assert ("job.fetch", silent, slow.job_id) not in sent  # nor fetched meanwhile
+            assert slow.job_id in coordinator.core.jobs
+            assert (0, silent) in coordinator.core.jobs[slow.job_id].offering
         finally:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)

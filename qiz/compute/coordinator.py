@@ -11,14 +11,21 @@ when one is lost, when a task is decided, when the job fails) is the sans-IO cor
   the core's actions over RPC (``send(peer, method, body, timeout=)``: ``job.offer``,
   ``job.fetch``, ``job.cancel``), feeding every answer or failure back into the core;
 * time: :meth:`Coordinator.watch` sleeps until the core's ``next_deadline()`` (at most
-  ``tick_max``, at least ``tick_min``) or until an input arrives (a report, progress, an answer
-  to an offer or a fetch, a submission, a cancellation, a link going down), whichever is first,
+  ``tick_max``, at least ``tick_min``) or until an input arrives (a report, an answer to an
+  offer or a fetch, a submission, a cancellation, a link going down), whichever is first,
   then ``tick()`` hands the core the clock and the links' state and places what is due: an
-  idle coordinator wakes every ``tick_max`` seconds, not four times a second;
+  idle coordinator wakes every ``tick_max`` seconds, not four times a second. Progress does
+  not wake it: progress only pushes a replica's silence deadline later;
+* sends in the background: every ``job.offer``, ``job.fetch`` and ``job.cancel`` runs as a task
+  of the coordinator's :class:`~qiz.tasks.TaskOwner`, and its answer goes to the core and sets
+  the wake event. A tick never awaits a peer: one worker that never answers an offer (60 s)
+  must not hold the single watch loop, and with it every other job's deadline, poll and
+  straggler check. The core keeps the bookkeeping of what is in flight (an offer not answered
+  is never offered again nor fetched, a fetch not answered is not sent twice);
 * signing: the attestation is signed with the node's identity when the core finishes a job.
 
-Events go to the node's :class:`~qiz.events.EventBus`; background sends (cancellations) are
-owned by a :class:`~qiz.tasks.TaskOwner` that :meth:`Coordinator.close` awaits.
+Events go to the node's :class:`~qiz.events.EventBus`; background sends are owned by a
+:class:`~qiz.tasks.TaskOwner` that :meth:`Coordinator.close` awaits.
 """
 
 from __future__ import annotations
@@ -100,7 +107,9 @@ class Coordinator:
             poll_after=poll_after,
             placement=placement,
         )
-        self.schedule_seconds: deque[float] = deque(maxlen=10_000)  # placement + offers, per round
+        # per placement round: directory refresh, placement, and (for a submission, which waits
+        # for them) the offers' answers; the watch loop's rounds do not wait for answers
+        self.schedule_seconds: deque[float] = deque(maxlen=10_000)
         # nodes that announced (DHT provider records) results of a job waiting for us
         self.find_holders: Callable[[bytes], Awaitable[list[bytes]]] | None = None
         self._owner = TaskOwner("coordinator", log)
@@ -149,12 +158,14 @@ class Coordinator:
         await self.directory.refresh()
         await self._confirm_unlinked()
         check_capacity(spec, self._workers())
-        self._perform_now(self.core.submit(spec, self.clock()))
+        self._perform(self.core.submit(spec, self.clock()))
         self.wake.set()
         if row is None:
             await self._collect_waiting(spec)
         if spec.job_id in self.core.jobs:  # not already finished by collected results
-            await self._place([spec.job_id])
+            # the submitter waits for its own offers' answers (its status then shows replicas
+            # queued, or refused); the watch loop never does
+            await self._place([spec.job_id], wait=True)
         return self.status(spec.job_id)
 
     def resolve_id(self, text: str) -> bytes:
@@ -204,39 +215,42 @@ class Coordinator:
             raise JobNotFound(f"no job {job.hex()} was submitted here")
         actions = self.core.cancel(job, self.clock())
         self.wake.set()
-        self._perform_now([a for a in actions if not isinstance(a, CancelAt)])
+        self._perform([a for a in actions if not isinstance(a, CancelAt)])
+        # the owner's call waits for the workers to hear of it (each send is bounded)
         await asyncio.gather(*(self._cancel_at(a) for a in actions if isinstance(a, CancelAt)))
         return self.status(job)
 
     def resume(self) -> None:
         """Pick up the running jobs of a previous run; their replicas are polled at once."""
-        self._perform_now(self.core.resume(self.limits, self.clock()))
+        self._perform(self.core.resume(self.limits, self.clock()))
         self.wake.set()
 
     # ------------------------------------------------------------------ performing actions
 
-    def _perform_now(self, actions: list[Action]) -> list[Offer | Fetch]:
-        """Do what needs no answer (events, directory, cancellations in the background) and
-        return the RPCs whose answers the core waits for."""
-        calls: list[Offer | Fetch] = []
+    def _perform(self, actions: list[Action]) -> list[asyncio.Task[None]]:
+        """Do the core's actions without waiting for any peer: events and the directory at
+        once, every send as a background task (returned, for a caller that chooses to wait).
+
+        Why never await a send here: this runs inside :meth:`tick` and the RPC handlers, and
+        an offer may take its whole 60 s timeout; each answer reaches the core and sets the
+        wake event by itself (:meth:`_offer`, :meth:`_fetch`). A closed coordinator sends
+        nothing more (its jobs are picked up again by :meth:`resume` after a restart)."""
+        sends: list[asyncio.Task[None]] = []
         for action in actions:
             if isinstance(action, Emit):
                 self.events.emit(action.kind, **action.data)
             elif isinstance(action, Forget):
                 self.directory.forget(action.worker)
+            elif self._owner.closed:
+                continue
             elif isinstance(action, CancelAt):
-                if not self._owner.closed:
-                    self._owner.spawn(self._cancel_at(action), "cancel")
-            elif isinstance(action, Offer | Fetch):
-                calls.append(action)
+                sends.append(self._owner.spawn(self._cancel_at(action), "cancel"))
+            elif isinstance(action, Offer):
+                sends.append(self._owner.spawn(self._offer(action), "offer"))
+            elif isinstance(action, Fetch):
+                sends.append(self._owner.spawn(self._fetch(action), "fetch"))
             # JobFinished / JobFailed: already stored and announced by an Emit
-        return calls
-
-    async def _perform(self, actions: list[Action]) -> None:
-        calls = self._perform_now(actions)
-        await asyncio.gather(
-            *(self._offer(a) if isinstance(a, Offer) else self._fetch(a) for a in calls)
-        )
+        return sends
 
     async def _offer(self, offer: Offer) -> None:
         body = {"spec": offer.spec, "task": offer.task, "seed": offer.seed}
@@ -264,7 +278,7 @@ class Coordinator:
                 offer.job, offer.task, offer.worker, reply, self.clock()
             )
         self.wake.set()
-        await self._perform(actions)
+        self._perform(actions)
 
     async def _fetch(self, fetch: Fetch) -> None:
         body = {"job": fetch.job, "task": fetch.task}
@@ -287,7 +301,7 @@ class Coordinator:
         else:
             actions = self.core.fetched(fetch.job, fetch.task, fetch.worker, report, self.clock())
         self.wake.set()
-        await self._perform(actions)
+        self._perform(actions)
 
     async def _cancel_at(self, cancel: CancelAt) -> None:
         body: dict[str, Any] = {"job": cancel.job}
@@ -343,35 +357,44 @@ class Coordinator:
                     log.info("results of %s at %s: %s", job.hex()[:12], NodeId(holder).short(), exc)
                     break
                 now = self.clock()
-                self._perform_now(self.core.collected(job, task.index, holder, report, now))
+                self._perform(self.core.collected(job, task.index, holder, report, now))
 
-    async def _place(self, jobs: list[bytes]) -> None:
+    async def _place(self, jobs: list[bytes], *, wait: bool = False) -> None:
         """Refresh the directory if some job wants workers, then place each job's missing
-        replicas and wait for the offers' answers."""
+        replicas; the offers go out in the background, and only with ``wait`` (a submission)
+        are their answers awaited (``asyncio.wait``: a caller cancelled meanwhile leaves the
+        sends running, owned by the coordinator)."""
         started = time.perf_counter()
         if any(self.core.wants(job) for job in jobs):
             await self.directory.refresh()
+        sends: list[asyncio.Task[None]] = []
         for job in jobs:
-            await self._perform(self.core.place(job, self._workers(), self.clock()))
+            sends += self._perform(self.core.place(job, self._workers(), self.clock()))
+        if wait and sends:
+            await asyncio.wait(sends)
         self.schedule_seconds.append(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ RPC from workers
 
     async def _rpc_done(self, ctx: CallContext, body: Any) -> Any:
         self.wake.set()
-        await self._perform(self.core.report(ctx.peer_id.digest, body, self.clock()))
+        self._perform(self.core.report(ctx.peer_id.digest, body, self.clock()))
         return {"ok": True}
 
     async def _rpc_progress(self, ctx: CallContext, body: Any) -> Any:
-        self.wake.set()
-        await self._perform(self.core.progress(ctx.peer_id.digest, body, self.clock()))
+        """A worker's progress. It sets no wake: progress only marks a replica heard of, which
+        pushes its next check later; nothing becomes due sooner (the core returns no action),
+        so a busy worker's pushes do not tick the loop once per ``tick_min``."""
+        self._perform(self.core.progress(ctx.peer_id.digest, body, self.clock()))
         return {"ok": True}
 
     # ------------------------------------------------------------------ watching
 
     async def tick(self) -> None:
-        """Deadlines, unreachable workers, silent replicas, and placement of what is missing."""
-        await self._perform(self.core.tick(self.clock(), self._linked))
+        """Deadlines, unreachable workers, silent replicas, and placement of what is missing.
+        It awaits no peer (the sends run in the background), only the directory's refresh
+        before a placement."""
+        self._perform(self.core.tick(self.clock(), self._linked))
         due = self.core.placement_due(self.clock())
         if due:
             await self._place(due)
@@ -389,8 +412,9 @@ class Coordinator:
         """Tick, then sleep until the core's next deadline or the next input, forever.
 
         The wake flag is cleared *before* each tick: an input that arrives while the tick runs
-        (an answer to the offers it sent) sets it again, and the loop ticks once more at once
-        to place what that input made due, instead of missing it until the next deadline."""
+        (an answer to a send of an earlier tick) sets it again, and the loop ticks once more at
+        once to place what that input made due, instead of missing it until the next
+        deadline."""
         loop = asyncio.get_running_loop()
         while True:
             self.wake.clear()

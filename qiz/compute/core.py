@@ -252,6 +252,7 @@ class JobState:
     straggling: set[Key] = field(default_factory=set)  # replicas past their budget
     budgets: list[float] = field(default_factory=list)  # per task: seconds before it straggles
     shapes: dict[int, ResultShape | None] = field(default_factory=dict)  # built when first needed
+    first_shape: ResultShape | None = None  # one task's shape: the others copy it (no parsing)
     place_at: float = -1e18  # placement is not due before this (after a failed round)
     placement_failures: int = 0  # failed rounds since a placement last succeeded
 
@@ -272,9 +273,19 @@ class JobState:
         return [r for r in self.replicas.values() if r.task == task]
 
     def result_problem(self, task: int, result: Any) -> str | None:
-        """Why ``result`` is not shaped as this job's task ``task`` returns, or None."""
+        """Why ``result`` is not shaped as this job's task ``task`` returns, or None.
+
+        The circuit is parsed once per job, not once per task: every task of a job has the
+        same width (a sweep varies no size), so later tasks copy the first shape built and take
+        only their own points (:func:`~qiz.compute.results.shape_of` with ``like``)."""
         if task not in self.shapes:
-            self.shapes[task] = shape_of(self.spec.tasks[task])
+            if not self.shapes:
+                self.first_shape = shape_of(self.spec.tasks[task])
+                self.shapes[task] = self.first_shape
+            elif self.first_shape is None:  # a kind with no known shape: no task has one
+                self.shapes[task] = None
+            else:
+                self.shapes[task] = shape_of(self.spec.tasks[task], self.first_shape)
         shape = self.shapes[task]
         return None if shape is None else result_problem(shape, result)
 
@@ -585,6 +596,10 @@ class JobCore:
         if state is None:
             return []
         state.checking.discard((task, worker))
+        # a refusal may come back at once: the next check is ``poll_after`` from this one, or
+        # the wake event would spend both misses (``MAX_MISSES``) within a tick or two
+        if (task, worker) in state.replicas:
+            state.heard[(task, worker)] = now
         if unreachable:
             return self._lost(state, task, worker, f"unreachable: {why}", now)
         misses = state.misses.get((task, worker), 0) + 1

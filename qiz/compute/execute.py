@@ -442,9 +442,17 @@ def result_fields(kind: str, params: Mapping[str, Any]) -> frozenset[str] | None
 
 def outcome_width(kind: str, params: Mapping[str, Any]) -> int | None:
     """Bits per outcome in a sampled kind's counts (the circuit's classical bits, or grover's
-    qubits); None for the kinds that return no counts. ``params`` passed :func:`shape`."""
+    qubits); None for the kinds that return no counts. ``params`` passed :func:`shape`.
+
+    The sampler's rule is mirrored exactly (``Sampler.run``): a circuit with no ``measure``
+    and no ``reset`` is measured whole (``measure_all``), which widens the classical register
+    to the qubits, so its outcomes have ``max(clbits, qubits)`` bits, not ``clbits`` (an honest
+    result of ``qubit[2] q; h q[0];`` has outcomes like ``"01"``, not zero bits)."""
     if kind == "sampler":
-        return int(_circuit(params, "params").num_clbits)
+        circuit = _circuit(params, "params")
+        if circuit.has_measurements():
+            return int(circuit.num_clbits)
+        return max(int(circuit.num_clbits), int(circuit.num_qubits))
     if kind == "grover":
         return int(params["qubits"])
     return None

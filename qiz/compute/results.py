@@ -9,8 +9,12 @@ therefore refuses, before storing it, a result whose shape is wrong for the spec
 
 * the fields of the kind's result (:func:`qiz.compute.execute.result_fields`), no more, no less;
 * for the sampled kinds, ``counts`` is a map from bitstrings of the task's outcome width to
-  non-negative whole numbers, and they sum to ``shots``, which is the spec's (or 0 for a grover
-  search with no solution, which samples nothing);
+  whole numbers >= 1, and they sum to ``shots``, which is the spec's (or 0 for a grover search
+  with no solution, which samples nothing). Honest samplers never list an outcome they did not
+  draw (``sample_counts`` counts draws, the per-shot path counts shots), so a zero count can
+  only pad the map: 600,000 zero-count keys once cost one chi-square test seconds in the event
+  loop. With every count >= 1 a map has at most ``shots`` keys, and distinct bitstrings at
+  most ``2**width``; the number of keys is checked first, before any key is looked at;
 * for an estimator, one number per observable;
 * for a sweep shard, a list with one such result per point, each carrying its point.
 
@@ -21,7 +25,7 @@ Tasks of kinds this node does not know (the simulator's sized tasks) have no sha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qiz.compute import execute
@@ -43,8 +47,16 @@ class ResultShape:
     points: tuple[Any, ...] | None  # a sweep shard's points (canonical), or None
 
 
-def shape_of(task: Task) -> ResultShape | None:
-    """The shape of ``task``'s result, or None for a kind with no known shape."""
+def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
+    """The shape of ``task``'s result, or None for a kind with no known shape.
+
+    ``like``, the shape of another task of the same job, saves the work: every task of a job
+    has the same kind, base parameters and shots (a sweep varies only angles and inputs, never
+    sizes or circuits), so only its points are taken from ``task``. Without it the circuit is
+    parsed for its width: a sweep of thousands of one-point shards must not parse it thousands
+    of times in the coordinator's event loop."""
+    if like is not None:
+        return replace(like, points=_points(task))
     params = task.params
     if task.points:
         params = execute.apply_point(params, task.points[0])  # sizes never vary in a sweep
@@ -55,17 +67,21 @@ def shape_of(task: Task) -> ResultShape | None:
         width = execute.outcome_width(task.kind, params)
     except SpecError:  # cannot happen for a parsed spec; then the width is simply not checked
         width = None
-    points = None
-    if task.points is not None:
-        points = tuple(execute.canonical(dict(p)) for p in task.points)
     return ResultShape(
         task.kind,
         fields,
         width,
         task.shape.shots,
         execute.observables(task.kind, params),
-        points,
+        _points(task),
     )
+
+
+def _points(task: Task) -> tuple[Any, ...] | None:
+    """A sweep shard's points as its results carry them (canonical), or None."""
+    if task.points is None:
+        return None
+    return tuple(execute.canonical(dict(p)) for p in task.points)
 
 
 def problem(shape: ResultShape, result: Any) -> str | None:
@@ -120,12 +136,15 @@ def counts_problem(counts: Any, shots: Any, shape: ResultShape) -> str | None:
         return f"shots is {_show(shots)}; the spec asks for {shape.shots}"
     if not isinstance(counts, Mapping):
         return f"counts must be a map, not {type(counts).__name__}"
+    most = shots if shape.width >= 64 else min(shots, 1 << shape.width)
+    if len(counts) > most:
+        return f"{len(counts)} outcomes; {shots} shots of {shape.width} bits give at most {most}"
     total = 0
     for outcome, count in counts.items():
         if not isinstance(outcome, str) or len(outcome) != shape.width or outcome.strip("01") != "":
             return f"outcome {_show(outcome)} is not a bitstring of {shape.width} bits"
-        if not _plain_int(count) or count < 0:
-            return f"the count of {outcome!r} is {_show(count)}, not a whole number >= 0"
+        if not _plain_int(count) or count < 1:
+            return f"the count of {outcome!r} is {_show(count)}, not a whole number >= 1"
         total += count
     if total != shots:
         return f"the counts sum to {total}, not the {shots} shots"
