@@ -18,18 +18,20 @@ from qiz import wire
 from qiz.compute import core as jobcore
 from qiz.compute import execute, quorum, results
 from qiz.compute import spec as specs
-from qiz.compute.attest import Claim, check_claim, make_attestation, verify_file
-from qiz.compute.core import (
-    EXTRA_ATTEMPTS,
-    STRAGGLER_FLOOR,
+from qiz.compute.actions import (
     CancelAt,
     Emit,
     Fetch,
     Forget,
-    JobCore,
     JobFailed,
     JobFinished,
     Offer,
+)
+from qiz.compute.attest import Claim, check_claim, make_attestation, verify_file
+from qiz.compute.core import (
+    EXTRA_ATTEMPTS,
+    STRAGGLER_FLOOR,
+    JobCore,
     WorkerView,
 )
 from qiz.compute.errors import AttestationError, SpecError, TaskFailed

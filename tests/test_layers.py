@@ -38,6 +38,7 @@ SANS_IO = [
     "resolve/lookup.py",
     "resolve/routing.py",
     "compute/core.py",
+    "compute/actions.py",
 ]
 
 

@@ -41,16 +41,18 @@ from typing import Any
 
 from qiz.compute import execute
 from qiz.compute import spec as specs
-from qiz.compute.attest import make_attestation
-from qiz.compute.core import (
+from qiz.compute.actions import (
     Action,
     CancelAt,
     Emit,
     Fetch,
     Forget,
+    Offer,
+)
+from qiz.compute.attest import make_attestation
+from qiz.compute.core import (
     JobCore,
     JobState,
-    Offer,
     WorkerView,
     check_capacity,
 )

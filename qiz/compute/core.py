@@ -54,6 +54,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qiz.compute import spec as specs
+from qiz.compute.actions import (
+    Action,
+    CancelAt,
+    Emit,
+    Fetch,
+    Forget,
+    JobFailed,
+    JobFinished,
+    Offer,
+)
 from qiz.compute.attest import check_claim as real_check_claim
 from qiz.compute.errors import JobError, SpecError
 from qiz.compute.jobdb import (
@@ -95,70 +105,6 @@ PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is trie
 PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
 CLAIM_FIELDS = {"key": bytes, "digest": bytes, "sig": bytes, "engine": str}
 
-
-# ---------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """Send ``job.offer {spec, task, seed}`` to ``worker``; answer with ``offer_*``."""
-
-    job: bytes
-    task: int
-    worker: bytes
-    seed: int | None
-    spec: bytes  # the signed spec, as it travels
-
-
-@dataclass(frozen=True, slots=True)
-class Fetch:
-    """Send ``job.fetch {job, task}`` to ``worker``; answer with ``fetched``/``fetch_failed``."""
-
-    job: bytes
-    task: int
-    worker: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CancelAt:
-    """Send ``job.cancel {job[, task]}`` to ``worker``; nothing to answer."""
-
-    job: bytes
-    worker: bytes
-    task: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Forget:
-    """Drop ``worker`` from the directory until its capacity is looked up again (it was lost)."""
-
-    worker: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """An event for the node's :class:`~qiz.events.EventBus`."""
-
-    kind: EventKind
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class JobFinished:
-    """Every task was decided and the attestation is stored."""
-
-    job: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class JobFailed:
-    """The job ended without a result (deadline, no agreement, nothing could run it)."""
-
-    job: bytes
-    reason: str
-
-
-Action = Offer | Fetch | CancelAt | Forget | Emit | JobFinished | JobFailed
 
 ClaimCheck = Callable[..., str | None]  # (report, *, job, task, seed, worker) -> why not, or None
 Attest = Callable[[specs.JobSpec, Sequence[Decision], float], bytes]

@@ -30,16 +30,18 @@ from typing import Any
 from qiz import wire
 from qiz.compute import execute
 from qiz.compute import spec as specs
-from qiz.compute.core import (
+from qiz.compute.actions import (
     Action,
     CancelAt,
     Emit,
     Fetch,
     Forget,
-    JobCore,
     JobFailed,
     JobFinished,
     Offer,
+)
+from qiz.compute.core import (
+    JobCore,
     WorkerView,
     check_capacity,
 )
