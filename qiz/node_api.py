@@ -212,7 +212,7 @@ class NodeAPI:
     def links(self) -> list[LinkView]:
         scores = {s.peer: s.score for s in self.scores()}
         views = []
-        for stats in self.node.links.stats():
+        for stats in self.node.links.peer_stats():
             views.append(LinkView(**stats, score=scores.get(stats["peer"])))
         return sorted(views, key=lambda v: v.peer or "")
 

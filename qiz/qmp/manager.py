@@ -155,8 +155,6 @@ class LinkManager:
         """One row per link (primaries and spares): peer, addresses, direction, RTT, bytes."""
         return [peer.link.stats() for peer in self._all_links()]
 
-    stats = peer_stats  # the older name
-
     # ------------------------------------------------------------------ links
 
     async def connect(

@@ -34,7 +34,6 @@ from qiz.qmp.connection import (
     Connection,
     ConnectionClosed,
     ConnectionStateError,
-    FrameDropped,
     HandshakeComplete,
     MessageReceived,
     PongReceived,
@@ -89,7 +88,6 @@ class Link(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.rtt: float | None = None
         self.since = clock()
-        self.counters = {"frames_dropped": 0}
         self._inbox: deque[bytes] = deque()
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
@@ -367,8 +365,6 @@ class Link(asyncio.Protocol):
                     self.rtt = time.perf_counter() - sent
                     if waiter is not None and not waiter.done():
                         waiter.set_result(self.rtt)
-            elif isinstance(event, FrameDropped):
-                self.counters["frames_dropped"] += 1
             elif isinstance(event, ConnectionClosed):
                 self._close_transport()
                 self._finish(event.code, event.reason, by_peer=event.by_peer)
