@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cryptography_vectors
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from qiz.identity import NodeIdentity
 from qiz.procs import NodeProcess
@@ -19,6 +19,19 @@ from .helpers import node_processes
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# Fuzz targets (tests/fuzz) choose their budget by name: "fuzz" in `make test`, "fuzz-long"
+# in `make fuzz` (QIZ_FUZZ_PROFILE=fuzz-long); a failure prints the blob that replays it.
+SLOW_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile(
+    "fuzz", max_examples=40, deadline=None, print_blob=True, suppress_health_check=SLOW_CHECKS
+)
+settings.register_profile(
+    "fuzz-long",
+    max_examples=int(os.environ.get("QIZ_FUZZ_EXAMPLES", "4000")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=SLOW_CHECKS,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REPO_VECTORS = Path(__file__).resolve().parent / "vectors"
