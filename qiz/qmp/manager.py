@@ -342,6 +342,11 @@ class LinkManager:
             self._pinned.add(address)
             self.tasks.spawn(self._keep_linked(address, expected), f"pinned {address}")
 
+    @property
+    def pinned_ids(self) -> frozenset[NodeId]:
+        """The ids of the pinned peers we have linked to (the DHT never evicts their records)."""
+        return frozenset(self._pinned_ids)
+
     async def _keep_linked(self, address: str, expected: NodeId | None) -> None:
         delay = self.config.backoff_initial
         pinned_id: NodeId | None = expected
