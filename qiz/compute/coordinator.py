@@ -50,6 +50,7 @@ from qiz.compute.actions import (
     Offer,
 )
 from qiz.compute.attest import make_attestation
+from qiz.compute.checker import SpecChecker
 from qiz.compute.core import (
     JobCore,
     JobState,
@@ -57,7 +58,7 @@ from qiz.compute.core import (
     check_capacity,
 )
 from qiz.compute.directory import WorkerDirectory
-from qiz.compute.errors import JobError, JobNotFound, SpecError, Unreachable
+from qiz.compute.errors import CheckerBusy, JobError, JobNotFound, SpecError, Unreachable
 from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
 from qiz.compute.quorum import Decision
 from qiz.compute.status import JobStatus, job_status
@@ -91,8 +92,10 @@ class Coordinator:
         placement: str = "greedy",
         poll_after: float = 3.0,
         clock: Callable[[], float] = time.time,
+        checker: SpecChecker | None = None,
     ) -> None:
         self.identity = identity
+        self.checker = checker  # parses submitted specs in a limited process (None: a thread)
         self.tables = tables
         self.scores = scores
         self.directory = directory
@@ -151,7 +154,12 @@ class Coordinator:
         """Check a signed spec and start it; the same spec again names the same job and
         returns its status (a failed or cancelled job starts afresh)."""
         try:
-            spec = await asyncio.to_thread(specs.parse, raw, self.limits)
+            if self.checker is not None:
+                spec = await self.checker.parse(raw, self.limits)
+            else:
+                spec = await asyncio.to_thread(specs.parse, raw, self.limits)
+        except CheckerBusy:
+            raise
         except SpecError as exc:
             raise JobError(f"the spec was refused: {exc}") from None
         row = self.tables.job(spec.job_id)

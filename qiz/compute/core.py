@@ -260,7 +260,15 @@ class JobCore:
         self.placement = placement
         self.new_seed = new_seed
         self.jobs: dict[bytes, JobState] = {}
-        self.counters = {"submitted": 0, "done": 0, "failed": 0, "lost": 0, "disagreed": 0}
+        self.counters = {
+            "submitted": 0,
+            "done": 0,
+            "failed": 0,
+            "lost": 0,
+            "disagreed": 0,
+            # job.progress for a replica the sender does not hold (or malformed): dropped
+            "progress_dropped": 0,
+        }
 
     # ------------------------------------------------------------------ the owner's inputs
 
@@ -502,15 +510,22 @@ class JobCore:
     # ------------------------------------------------------------------ reports
 
     def progress(self, worker: bytes, body: Any, now: float) -> list[Action]:
-        """A pushed ``job.progress {job, task, progress}``: progress means the replica runs."""
+        """A pushed ``job.progress {job, task, progress}``: progress means the replica runs.
+
+        Only the worker holding an active replica of that (job, task) is heard; every other
+        report (made-up jobs, tasks or workers: issue 13's memory attack) is counted in
+        ``progress_dropped`` and leaves no trace, so the core's memory stays per replica."""
         if not isinstance(body, dict):
+            self.counters["progress_dropped"] += 1
             return []
         job, task, value = body.get("job"), body.get("task"), _fraction(body.get("progress"))
         state = self.jobs.get(job) if isinstance(job, bytes) else None
         if state is None or not _plain_int(task) or value is None:
+            self.counters["progress_dropped"] += 1
             return []
         row = state.replicas.get((task, worker))
         if row is None or row.state not in ACTIVE:
+            self.counters["progress_dropped"] += 1
             return []
         state.progress[(task, worker)] = value
         state.heard[(task, worker)] = now

@@ -9,6 +9,13 @@ class SpecError(QizError, ValueError):
     """A job spec was refused: malformed, unsigned, over a limit, or naming an unknown kind."""
 
 
+class CheckerBusy(QizError, RuntimeError):
+    """Too many spec checks wait for the limited checker process; the same spec may be offered
+    again later (a worker answers ``busy``)."""
+
+    http_status = 503
+
+
 class JobError(QizError, RuntimeError):
     """A job cannot be submitted, found, or completed; the message says why."""
 

@@ -313,6 +313,24 @@ class WorkerTables:
             "DELETE FROM work WHERE job=? AND task=? AND coordinator=?", (job, task, coordinator)
         )
 
+    def waiting(self) -> list[tuple[bytes, int, bytes, int]]:
+        """Finished work not yet delivered, oldest first: (job, task, coordinator, bytes held),
+        the bytes being the stored spec and result (what a waiting row costs the disk)."""
+        rows = self.db.execute(
+            "SELECT job, task, coordinator, length(spec) + coalesce(length(result), 0) "
+            "FROM work WHERE delivered = 0 AND state IN (?, ?) ORDER BY updated, rowid",
+            (DONE, FAILED),
+        )
+        return [(job, task, coordinator, size) for job, task, coordinator, size in rows]
+
+    def expire_waiting(self, before: float) -> int:
+        """Forget finished work still not delivered, last touched before ``before``."""
+        cursor = self.db.execute(
+            "DELETE FROM work WHERE updated < ? AND delivered = 0 AND state IN (?, ?)",
+            (before, DONE, FAILED),
+        )
+        return cursor.rowcount
+
     def expire(self, before: float) -> int:
         """Forget finished work last touched before ``before`` (delivered or not)."""
         cursor = self.db.execute(

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from qiz.compute import spec as specs
+from qiz.compute.checker import SpecChecker
 from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
 from qiz.compute.errors import Unreachable
 from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool
-from qiz.compute.worker import RESULT_TTL, Worker, qubits_for
+from qiz.compute.worker import WAIT_TTL, Worker, qubits_for
 from qiz.crypto.ids import ContentId, NodeId
 from qiz.events import EventBus
 from qiz.identity import NodeIdentity
@@ -90,6 +91,8 @@ class ComputeService:
         self.scores = PeerScores(self.db)
         memory = self.config.memory or int(available_memory() * 0.8)
         self.limits = specs.Limits(max_qubits=qubits_for(memory))
+        # every spec from a peer or the owner is parsed in a limited process (started lazily)
+        self.checker = SpecChecker()
         self.worker: Worker | None = None
         self.pool: WorkerPool | None = None
         if self.config.worker:
@@ -108,6 +111,7 @@ class ComputeService:
                 max_queue=self.config.max_queue,
                 announce=self.announce_results,
                 clock=clock,
+                checker=self.checker,
             )
             handlers.update(self.worker.handlers())
         self.directory = WorkerDirectory(
@@ -126,6 +130,7 @@ class ComputeService:
             placement=self.config.placement,
             poll_after=self.config.poll_after,
             clock=clock,
+            checker=self.checker,
         )
         self.coordinator.find_holders = self.find_holders
         handlers.update(self.coordinator.handlers())
@@ -167,7 +172,7 @@ class ComputeService:
             ContentId(job),
             [self.links.listener.address],
             now=self.clock(),
-            ttl=RESULT_TTL,
+            ttl=WAIT_TTL,
         )
         await self.dht.publish(raw, RecordKind.PROVIDER)
 
@@ -214,6 +219,7 @@ class ComputeService:
             await self.worker.close()
         if self.pool is not None:
             await self.pool.close()
+        await self.checker.close()
 
     def close(self) -> None:
         """Close the database: after :meth:`stop`, once no RPC handler can run any more."""
@@ -223,6 +229,7 @@ class ComputeService:
         return {
             "worker": self.worker.capacity() if self.worker is not None else None,
             "worker_counters": dict(self.worker.counters) if self.worker is not None else None,
+            "spec_checks": self.checker.stats(),
             "jobs": dict(self.coordinator.counters),
             "running_jobs": len(self.coordinator.jobs),
             "known_workers": len(self.directory.entries),

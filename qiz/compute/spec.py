@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,16 @@ FORMAT = 1
 TOP_FIELDS = {"kind", "params", "replicas", "quorum", "seed", "deadline", "resources"}
 SWEEP_FIELDS = {"over", "base", "axes", "shard"}
 DEFAULT_SHARD = 8  # sweep points per task
+# every whole number in a spec fits a signed 64-bit SQLite INTEGER (seeds and sizes are stored
+# as such): anything outside is refused by name before it can overflow a column or the encoder
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# a body is ``{..., "params": {...}}``: params sits one level below the body, and the wire
+# codec refuses nesting deeper than wire.cbor.DEFAULT_MAX_DEPTH; the same cap is checked here on
+# the user's document first, so the error names the field instead of coming from the encoder
+MAX_NESTING = 16
+# how a spec check measures one run: execute.shape, or (in the node) the shapes a limited
+# checker process measured (qiz.compute.checker), so the node's own process never parses QASM
+Measure = Callable[[str, Any, str, int], "execute.Shape"]
 # what a sweep may vary, per kind: angles and input values, which never change a task's size
 SWEEPABLE = {
     "qaoa": ("gammas", "betas"),
@@ -164,27 +174,44 @@ def make_body(document: Mapping[str, Any], submitter: NodeIdentity) -> dict:
     default_seed = None if sampled_kind else 0
     body = {
         "v": FORMAT,
-        "kind": kind,
-        "params": _plain(document.get("params"), "params"),
-        "replicas": replicas,
-        "quorum": document.get("quorum", replicas if isinstance(replicas, int) else 1),
-        "seed": document.get("seed", default_seed),
-        "deadline": document.get("deadline", 3600),
-        "resources": _plain(document.get("resources", {}), "resources"),
+        "kind": _plain(kind, "kind", 1),
+        "params": _plain(document.get("params"), "params", 1),
+        "replicas": _plain(replicas, "replicas", 1),
+        "quorum": _plain(
+            document.get("quorum", replicas if isinstance(replicas, int) else 1), "quorum", 1
+        ),
+        "seed": _plain(document.get("seed", default_seed), "seed", 1),
+        "deadline": _plain(document.get("deadline", 3600), "deadline", 1),
+        "resources": _plain(document.get("resources", {}), "resources", 1),
         "submitter": submitter.public_key.raw,
     }
     return body
 
 
-def _plain(value: Any, path: str) -> Any:
-    """JSON data as CBOR-ready plain data; NaN and infinities refused (JSON allows them)."""
+def _plain(value: Any, path: str, depth: int) -> Any:
+    """JSON data as CBOR-ready plain data, each refusal naming its field: NaN and infinities
+    (JSON allows them), whole numbers outside the signed 64-bit range, nesting deeper than
+    ``MAX_NESTING`` (``depth`` is the value's level in the body). The depth is checked before
+    each step down, so a document nested thousands deep is refused, never a RecursionError."""
+    if depth > MAX_NESTING:
+        raise SpecError(f"{path}: nested deeper than {MAX_NESTING} levels")
     if isinstance(value, float) and not math.isfinite(value):
         raise SpecError(f"{path}: must be a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise SpecError(f"{path}: {_digits(value)} is outside the 64-bit range")
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _plain(v, f"{path}.{k}", depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     return value
+
+
+def _digits(value: int) -> str:
+    """A huge number for an error line: short (and never str() of a 5,000-digit int, which
+    Python refuses)."""
+    if value < 0:
+        return f"-2^{(-value).bit_length() - 1} or less"
+    return f"2^{value.bit_length() - 1} or more"
 
 
 def sign(body: dict, identity: NodeIdentity) -> bytes:
@@ -198,8 +225,11 @@ def sign(body: dict, identity: NodeIdentity) -> bytes:
 # ----------------------------------------------------------------------------- checking
 
 
-def parse(raw: Any, limits: Limits | None = None) -> JobSpec:
-    """Decode, verify the submitter's signature, and check every field against ``limits``."""
+def parse(raw: Any, limits: Limits | None = None, measure: Measure | None = None) -> JobSpec:
+    """Decode, verify the submitter's signature, and check every field against ``limits``.
+
+    ``measure`` (default :func:`execute.shape`) parses circuits and Hamiltonians: the costly,
+    attacker-shaped part. The node passes the shapes its limited checker process measured."""
     limits = limits or Limits()
     if not isinstance(raw, bytes):
         raise SpecError("a signed job spec is a byte string")
@@ -233,7 +263,7 @@ def parse(raw: Any, limits: Limits | None = None) -> JobSpec:
         raise SpecError("the spec's submitter key is malformed") from None
     except InvalidSignature:
         raise SpecError("the spec's signature does not verify (altered after signing?)") from None
-    tasks = check_body(body, limits)
+    tasks = check_body(body, limits, measure)
     return JobSpec(
         raw, body, body_bytes, job_id_of(body_bytes), NodeId.from_public_key(key.raw), tasks
     )
@@ -246,7 +276,9 @@ def _count(body: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     return value
 
 
-def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
+def check_body(
+    body: Mapping[str, Any], limits: Limits, measure: Measure | None = None
+) -> tuple[Task, ...]:
     """Every check but the signature; the tasks the job splits into."""
     replicas = _count(body, "replicas", 1, limits.max_replicas)
     _count(body, "quorum", 1, replicas)
@@ -262,9 +294,10 @@ def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
     else:
         over, base, points, shard = kind, body["params"], None, 1
     if not isinstance(over, str) or over not in execute.KINDS:
+        shown = repr(over[:40]) if isinstance(over, str) else f"a {type(over).__name__}"
         if kind == "sweep":
-            raise SpecError(f"params.over: {over!r} is not one of {', '.join(execute.KINDS)}")
-        raise SpecError(f"kind: {over!r} is not one of {', '.join(execute.KINDS)} or sweep")
+            raise SpecError(f"params.over: {shown} is not one of {', '.join(execute.KINDS)}")
+        raise SpecError(f"kind: {shown} is not one of {', '.join(execute.KINDS)} or sweep")
     if seed is None and over not in execute.SAMPLED_KINDS:
         raise SpecError(
             f"seed: null (independent replicas) is only for sampler and grover, not {over}"
@@ -272,12 +305,13 @@ def check_body(body: Mapping[str, Any], limits: Limits) -> tuple[Task, ...]:
     _check_resources(body["resources"])
     tasks: list[Task] = []
     if points is None:
-        tasks.append(Task(0, over, base, None, _shape(over, base, "params", limits)))
+        tasks.append(Task(0, over, base, None, _shape(over, base, "params", limits, measure)))
     else:
         _check_axes(over, points[0])
         # axes only move angles and input values (never sizes), so one full check of the
         # first point holds for all; every other point is checked for its paths and numbers
-        shape = _shape(over, execute.apply_point(base, points[0]), "params.base", limits)
+        first = execute.apply_point(base, points[0])
+        shape = _shape(over, first, "params.base", limits, measure)
         for point in points[1:]:
             execute.apply_point(base, point)
         for index, start in enumerate(range(0, len(points), shard)):
@@ -311,12 +345,14 @@ def _check_resources(resources: Any) -> None:
     if not isinstance(resources, dict) or set(resources) - {"qubits", "shots"}:
         raise SpecError("resources: a map with at most qubits and shots")
     for key, value in resources.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise SpecError(f"resources.{key}: must be a non-negative whole number")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT_MAX:
+            raise SpecError(f"resources.{key}: must be a whole number from 0 to 2^63 - 1")
 
 
-def _shape(kind: str, params: Any, path: str, limits: Limits) -> execute.Shape:
-    shape = execute.shape(kind, params, path, max_shots=limits.max_shots)
+def _shape(
+    kind: str, params: Any, path: str, limits: Limits, measure: Measure | None
+) -> execute.Shape:
+    shape = (measure or execute.shape)(kind, params, path, limits.max_shots)
     if shape.num_qubits > limits.max_qubits:
         raise SpecError(
             f"{path}: {shape.num_qubits} qubits; "

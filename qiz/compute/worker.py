@@ -11,6 +11,25 @@ RPC methods (served over QMP links, see ``docs/jobs.md``):
 * ``job.capacity``: what this node advertises in the DHT (qubits, cores, slots, queue, engine).
 
 Only the coordinator that offered a task can fetch or cancel it: the key includes its node id.
+
+Specs are checked by the node's :class:`~qiz.compute.checker.SpecChecker` (a limited process,
+fair across peers) when the service gives one; without it (tests that build a Worker alone) in
+a thread of this process.
+
+Results that wait for a coordinator who does not collect them are bounded, because any peer
+can make up throwaway coordinators that offer a tiny task each and never come back (issue 13:
+~256 such offers made a worker publish a provider record per result and retry for 7 days):
+
+* at most ``MAX_WAITING_PER_COORDINATOR`` results and ``MAX_WAITING_BYTES_PER_COORDINATOR``
+  bytes (stored spec + result) per coordinator, ``MAX_WAITING_RESULTS`` and
+  ``MAX_WAITING_BYTES`` in all; past a bound the oldest waiting results are evicted first
+  (per coordinator, then over all), never the newest one;
+* an undelivered result is forgotten ``WAIT_TTL`` (a day) after it finished, delivered ones
+  after ``RESULT_TTL``;
+* a provider record ("results of this job wait here", so a coordinator that lost its own
+  records finds them) is published for at most one job per coordinator and
+  ``MAX_ANNOUNCED`` jobs in all per ``WAIT_TTL``: the worker's records on other nodes stay a
+  few, whoever offers.
 """
 
 from __future__ import annotations
@@ -20,14 +39,15 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qiz.compute import execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim
-from qiz.compute.errors import SpecError, TaskCancelled, TaskFailed
+from qiz.compute.checker import SpecChecker
+from qiz.compute.errors import CheckerBusy, SpecError, TaskCancelled, TaskFailed
 from qiz.compute.jobdb import (
     ACTIVE,
     CANCELLED,
@@ -49,8 +69,15 @@ from qiz.tasks import TaskOwner
 log = logging.getLogger("qiz.worker")
 Send = Callable[..., Awaitable[Any]]
 WORST_STATE_VECTORS = max(execute.STATE_VECTORS.values())
-SPEC_CACHE = 32
 RESULT_TTL = 7 * 86400  # finished work is forgotten after this, delivered or not
+# results waiting for a coordinator that does not collect them (see the module docstring):
+# they protect the worker's disk and its DHT quota on other nodes from throwaway coordinators
+WAIT_TTL = 86400  # an undelivered result is kept this long (and its provider record lives)
+MAX_WAITING_RESULTS = 64  # undelivered results, all coordinators together
+MAX_WAITING_PER_COORDINATOR = 16  # ... per coordinator
+MAX_WAITING_BYTES = 256 << 20  # stored spec + result bytes of undelivered results, in all
+MAX_WAITING_BYTES_PER_COORDINATOR = 64 << 20  # ... per coordinator
+MAX_ANNOUNCED = 16  # provider records for waiting results per WAIT_TTL (one per coordinator)
 
 
 def qubits_for(memory: int) -> int:
@@ -75,6 +102,7 @@ class Worker:
         max_queue: int = 64,
         announce: Callable[[bytes], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        checker: SpecChecker | None = None,
     ) -> None:
         self.identity = identity
         self.tables = tables
@@ -83,11 +111,11 @@ class Worker:
         self.send = send
         self.max_queue = max_queue
         self.announce = announce  # tells the DHT that results of a job wait here
-        self._announced: set[bytes] = set()
+        # provider records published for waiting results: (when, coordinator, job), newest last
+        self._announced: deque[tuple[float, bytes, bytes]] = deque()
         self.clock = clock
-        # checked specs by raw bytes (a sweep's shards are offered one by one): bounded
-        self._checked: OrderedDict[bytes, specs.JobSpec] = OrderedDict()
-        self._checking = asyncio.Semaphore(1)  # one spec check at a time: parsing holds the GIL
+        self.checker = checker
+        self._checking = asyncio.Semaphore(1)  # without a checker: one check at a time here
         self._closing = False
         self._retry_after: dict[bytes, float] = {}  # coordinator -> when to try delivering again
         self._failures: dict[bytes, int] = {}  # coordinator -> deliveries failed in a row
@@ -96,7 +124,17 @@ class Worker:
         self._progress_sent: dict[tuple[bytes, int, bytes], float] = {}
         self._owner = TaskOwner("worker", log)  # runs, progress pushes, announcements
         self.backlog = 0.0  # estimated seconds of accepted, unfinished work
-        self.counters = {"accepted": 0, "refused": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self.counters = {
+            "accepted": 0,
+            "refused": 0,
+            "busy": 0,  # offers refused because too many spec checks waited
+            "done": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "evicted": 0,  # waiting results dropped over a bound (oldest first)
+            "expired": 0,  # waiting results dropped after WAIT_TTL
+            "announced": 0,  # provider records published for waiting results
+        }
         self.corrupt: Callable[[Any], Any] | None = None  # fault injection for tests only
         self.task_seconds: deque[float] = deque(maxlen=10_000)  # simulator time, for metrics
 
@@ -142,25 +180,56 @@ class Worker:
         A coordinator that could not be reached is tried again after a growing pause, and
         its results in parallel, so one absent coordinator does not hold up the others."""
         self.tables.expire(self.clock() - RESULT_TTL)
+        self.counters["expired"] += self.tables.expire_waiting(self.clock() - WAIT_TTL)
+        waiting = self.tables.waiting()
+        coordinators = {row[2] for row in waiting}
+        for gone in set(self._retry_after) - coordinators:  # nothing waits for them any more
+            self._retry_after.pop(gone, None)
+            self._failures.pop(gone, None)
         now = time.monotonic()
-        waiting = [
-            row
-            for row in self.tables.all((DONE, FAILED))
-            if not row.delivered and self._retry_after.get(row.coordinator, 0.0) <= now
-        ]
-        await asyncio.gather(*(self._deliver(r.job, r.task, r.coordinator) for r in waiting[:64]))
+        due = [row for row in waiting if self._retry_after.get(row[2], 0.0) <= now]
+        await asyncio.gather(*(self._deliver(job, task, c) for job, task, c, _ in due[:64]))
 
-    def _check(self, raw: bytes) -> specs.JobSpec:
-        """specs.parse with a small cache: the shards of one sweep share their spec."""
-        spec = self._checked.get(raw)
-        if spec is None:
-            spec = specs.parse(raw, self.limits)
-            self._checked[raw] = spec
-            while len(self._checked) > SPEC_CACHE:
-                self._checked.popitem(last=False)
-        else:
-            self._checked.move_to_end(raw)
-        return spec
+    async def _check(self, raw: Any, coordinator: bytes) -> specs.JobSpec:
+        """A peer's spec, checked in the limited checker process (fair across peers)."""
+        if self.checker is not None:
+            return await self.checker.parse(raw, self.limits, coordinator)
+        async with self._checking:
+            return await asyncio.to_thread(specs.parse, raw, self.limits)
+
+    def _bound_waiting(self) -> None:
+        """Evict the oldest waiting results over a bound: per coordinator, then over all.
+        The newest waiting result is never evicted, whatever its size."""
+        waiting = self.tables.waiting()
+        if not waiting:
+            return
+        newest = waiting[-1]
+        evict: set[tuple[bytes, int, bytes]] = set()
+        per: dict[bytes, list[tuple[bytes, int, bytes, int]]] = {}
+        for row in waiting:
+            per.setdefault(row[2], []).append(row)
+        for rows in per.values():
+            count, size = len(rows), sum(r[3] for r in rows)
+            for row in rows:
+                if row is newest or (
+                    count <= MAX_WAITING_PER_COORDINATOR
+                    and size <= MAX_WAITING_BYTES_PER_COORDINATOR
+                ):
+                    break
+                evict.add(row[:3])
+                count, size = count - 1, size - row[3]
+        kept = [row for row in waiting if row[:3] not in evict]
+        count, size = len(kept), sum(r[3] for r in kept)
+        for row in kept:
+            if row is newest or (count <= MAX_WAITING_RESULTS and size <= MAX_WAITING_BYTES):
+                break
+            evict.add(row[:3])
+            count, size = count - 1, size - row[3]
+        for job, task, coordinator in evict:
+            self.tables.delete(job, task, coordinator)
+        if evict:
+            self.counters["evicted"] += len(evict)
+            log.debug("evicted %d results nobody collected (oldest first)", len(evict))
 
     async def close(self) -> None:
         """Stop running tasks without recording them as cancelled: a restart runs them again."""
@@ -180,8 +249,10 @@ class Worker:
         if held >= max(1, self.max_queue // 2):  # no one coordinator takes the whole queue
             raise RpcError("busy", f"this coordinator already has {held} tasks queued here")
         try:
-            async with self._checking:
-                spec = await asyncio.to_thread(self._check, body["spec"])
+            spec = await self._check(body["spec"], coordinator)
+        except CheckerBusy as exc:
+            self.counters["busy"] += 1
+            raise RpcError("busy", str(exc)) from None
         except SpecError as exc:
             self.counters["refused"] += 1
             raise RpcError("refused", str(exc)) from None
@@ -213,6 +284,7 @@ class Worker:
         def finished(_: asyncio.Task[None]) -> None:
             self._tasks.pop(key, None)
             self._progress.pop(key, None)
+            self._progress_sent.pop(key, None)
             self.backlog = max(0.0, self.backlog - estimate)
 
         runner.add_done_callback(finished)
@@ -287,7 +359,10 @@ class Worker:
         try:
             await self.send(coordinator, "job.done", self._report(row), timeout=10.0)
         except Exception as exc:
-            self._announce(job)
+            self._bound_waiting()
+            if self.tables.get(job, task, coordinator) is None:
+                return  # evicted: too much waits for no one
+            self._announce(job, coordinator)
             failures = self._failures.get(coordinator, 0) + 1
             self._failures[coordinator] = failures
             self._retry_after[coordinator] = time.monotonic() + min(300.0, 2.0**failures)
@@ -299,13 +374,24 @@ class Worker:
         self._retry_after.pop(coordinator, None)
         self.tables.update(job, task, coordinator, self.clock(), delivered=1)
 
-    def _announce(self, job: bytes) -> None:
+    def _announce(self, job: bytes, coordinator: bytes) -> None:
         """The first time a result of ``job`` cannot be delivered, publish a provider record
-        (content id = job id) so that a coordinator without its own records finds it here."""
-        if self.announce is None or job in self._announced:
+        (content id = job id) so that a coordinator without its own records finds it here:
+        for one job per coordinator and ``MAX_ANNOUNCED`` in all per ``WAIT_TTL`` (the
+        record's lifetime), so that throwaway coordinators cannot spend this node's record
+        quota on other nodes."""
+        if self.announce is None:
             return
-        self._announced.add(job)
+        now = self.clock()
+        while self._announced and self._announced[0][0] < now - WAIT_TTL:
+            self._announced.popleft()
+        if len(self._announced) >= MAX_ANNOUNCED or any(
+            c == coordinator or j == job for _, c, j in self._announced
+        ):
+            return
+        self._announced.append((now, coordinator, job))
         if not self._owner.closed:
+            self.counters["announced"] += 1
             self._owner.spawn(self.announce(job), "announce results")
 
     def _push_progress(self, key: tuple[bytes, int, bytes], fraction: float) -> None:
