@@ -118,6 +118,8 @@ class NodeStatus:
     dht: DhtView
     compute: dict[str, Any] | None
     api: str | None
+    # the link layer's counters (LinkManager.counters_snapshot): handshakes, refusals, KEM work
+    link_counters: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ class MetricsSnapshot:
     worker_outcomes: dict[str, int] | None
     worker_queue: int | None
     task_seconds: list[float] | None
+    # every counter of the link layer by name (the fields above are some of them)
+    link_counters: dict[str, int] = field(default_factory=dict)
 
 
 def plain(value: Any) -> Any:
@@ -232,6 +236,7 @@ class NodeAPI:
             dht=DhtView(contacts=len(dht.table), records=len(dht.store), **dht.counters),
             compute=compute,
             api=node.web.url if node.web is not None else None,
+            link_counters=node.links.counters_snapshot(),
         )
 
     def peers(self) -> dict[str, Any]:
@@ -428,6 +433,7 @@ class NodeAPI:
             worker_outcomes=dict(worker.counters) if worker is not None else None,
             worker_queue=worker.queue_length if worker is not None else None,
             task_seconds=list(worker.task_seconds) if worker is not None else None,
+            link_counters=links,
         )
 
 

@@ -35,7 +35,9 @@ class Party:
     def __init__(self) -> None:
         self.identity = NodeIdentity.generate()
         self.record = PeerRecord.create(self.identity, ["127.0.0.1:1"], seq=1, now=NOW)
-        self.cookies = CookieAuthority(self.identity.xwing_public.raw, now=NOW)
+        # The clock here stands still, so no KEM bucket would ever refill: a budget that
+        # outlasts every handshake of the module (the budget has tests of its own).
+        self.cookies = CookieAuthority(self.identity.xwing_public.raw, now=NOW, kem_burst=1_000_000)
 
     def responder(self, config: QmpConfig | None = None) -> Connection:
         return Connection.responder(

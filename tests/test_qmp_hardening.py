@@ -201,8 +201,7 @@ def test_one_host_cannot_hold_every_handshake_slot() -> None:
             identity,
             lambda: PeerRecord.create(identity, [], seq=1, now=time.time()),
             on_link=lambda link: None,
-            max_handshakes_per_host=3,
-            limit_loopback=True,
+            max_pending_per_prefix=3,  # loopback is limited like any network now
         )
         await listener.start(f"{HOST}:0")
         try:

@@ -471,8 +471,17 @@ class Connection:
         if self._cookies.under_load and not mac2_ok:
             self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
             return
-        if self._cookies.replayed(mac1, now):
-            raise QmpError(ErrorCode.AUTHENTICATION_FAILED, "replayed INIT")
+        ciphertext = ResponderHandshake.init_ciphertext(message)
+        if self._cookies.replayed(ciphertext, now):
+            raise QmpError(ErrorCode.AUTHENTICATION_FAILED, "replayed INIT (KEM ciphertext seen)")
+        if not self._cookies.allow_kem(self.peer_address, now):
+            # The sender's network used its KEM budget: no decapsulation. Without a cookie it
+            # gets one (a retry a moment later may find a token); with one, a refusal.
+            if mac2_ok:
+                raise QmpError(ErrorCode.BUSY, "too many handshakes from this network")
+            self._emit(FrameKind.COOKIE, self._cookies.cookie_frame(self.peer_address, mac1, now))
+            return
+        self._cookies.remember(ciphertext, now)
         self.kem_operations += 1
         responder = ResponderHandshake(self.identity, self.local_record, self._records)
         response, result, _payload = responder.respond(body, now=now, rng=self.rng)

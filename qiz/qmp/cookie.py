@@ -11,6 +11,15 @@
   COOKIE frame: nonce (12) || AES-256-GCM(key = SHA3-256("qmp/1 cookie" || responder X-Wing
   key), nonce, cookie, aad = mac1). A flood of INITs therefore costs the responder only HMACs
   until the sender proves, by a round trip, that it can receive at its address.
+* Every INIT's KEM ciphertext ``ct1`` is remembered for two minutes and a second INIT with the
+  same ``ct1`` is refused before any KEM work. The key is ``ct1``, not ``mac1``: anyone holding
+  the node's public key can change a byte of the encrypted payload and recompute ``mac1``, but
+  the decapsulation such an INIT costs is decided by ``ct1`` alone.
+* KEM work is rate-limited per source prefix (:class:`~qiz.qmp.admission.PrefixBuckets`): an
+  INIT from a prefix whose bucket is empty is answered with a COOKIE (no valid mac2) or refused
+  with BUSY (valid mac2), never decapsulated. Making a fresh INIT costs the sender one
+  encapsulation; processing it costs the node a decapsulation and two encapsulations, so the
+  bucket, not the cookie, is what bounds the node's KEM work per network.
 """
 
 from __future__ import annotations
@@ -23,13 +32,21 @@ from collections.abc import Callable
 
 from qiz.crypto.aead import Aead
 from qiz.crypto.errors import DecryptionFailed
+from qiz.qmp.admission import PrefixBuckets, address_prefix
 from qiz.qmp.errors import ErrorCode, QmpError
 
 MAC_SIZE = 16
 COOKIE_SIZE = 16
 COOKIE_FRAME_SIZE = 12 + COOKIE_SIZE + 16
 SECRET_LIFETIME = 120.0
+# INIT ciphertexts remembered (16-byte digests, about 2 MiB at most): bounds the replay cache
 MAX_RECENT_INITS = 65536
+# KEM work per source prefix: decapsulations a /24 (IPv4) or /64 (IPv6) may make the node do,
+# per second and in one burst. Protects the node's CPU from INIT floods (each costs it a
+# decapsulation and two encapsulations, ~0.3 ms); a burst of 100 lets a local mesh of dozens of
+# nodes on 127.0.0.1 join one bootstrap node at once.
+KEM_RATE_PER_PREFIX = 50.0
+KEM_BURST_PER_PREFIX = 100
 
 
 def _mac(key: bytes, data: bytes) -> bytes:
@@ -77,6 +94,8 @@ class CookieAuthority:
         *,
         rng: Callable[[int], bytes] = os.urandom,
         now: float = 0.0,
+        kem_rate: float = KEM_RATE_PER_PREFIX,
+        kem_burst: int = KEM_BURST_PER_PREFIX,
     ) -> None:
         self._responder_xwing = responder_xwing
         self._mac1_key = mac1_key(responder_xwing)
@@ -88,25 +107,48 @@ class CookieAuthority:
         self.under_load = False
         self.cookies_sent = 0
         self.replays_refused = 0
+        self.kem_operations = 0  # INITs decapsulated (each also costs two encapsulations)
+        self.kem_limited = 0  # INITs not decapsulated because their prefix had no token
+        self.kem_buckets = PrefixBuckets(kem_rate, kem_burst)
         self._recent_inits: OrderedDict[bytes, float] = OrderedDict()
 
-    def replayed(self, mac1: bytes, now: float) -> bool:
-        """True if an INIT with this mac1 was already processed in the last two minutes.
+    @staticmethod
+    def _init_key(ciphertext: bytes) -> bytes:
+        return hashlib.sha3_256(ciphertext).digest()[:16]
 
-        A byte-identical INIT replayed on new connections would cost the responder its KEM
-        work each time for no cost to the sender (it cannot finish the handshake, but it need
-        not). mac1 covers the whole INIT, so it names it; the INIT a cookie retry resends was
-        answered with a COOKIE, not processed, so it passes.
-        """
+    def _expire(self, now: float) -> None:
         while self._recent_inits:
             oldest, seen = next(iter(self._recent_inits.items()))
             if now - seen <= SECRET_LIFETIME and len(self._recent_inits) <= MAX_RECENT_INITS:
                 break
             del self._recent_inits[oldest]
-        if mac1 in self._recent_inits:
+
+    def replayed(self, ciphertext: bytes, now: float) -> bool:
+        """True (and counted) if an INIT with this KEM ciphertext was decapsulated in the last
+        two minutes.
+
+        A replayed INIT -- byte for byte, or with its payload altered and mac1 recomputed --
+        can never complete, but would cost the responder its KEM work each time for no cost to
+        the sender. Only :meth:`remember` (called just before the decapsulation) adds to the
+        cache, so the INIT a cookie retry resends, answered with a COOKIE the first time, passes.
+        """
+        self._expire(now)
+        if self._init_key(ciphertext) in self._recent_inits:
             self.replays_refused += 1
             return True
-        self._recent_inits[mac1] = now
+        return False
+
+    def remember(self, ciphertext: bytes, now: float) -> None:
+        """Record that the INIT with this ciphertext is being decapsulated now."""
+        self._expire(now)
+        self._recent_inits[self._init_key(ciphertext)] = now
+
+    def allow_kem(self, peer_address: str, now: float) -> bool:
+        """Take one KEM token from ``peer_address``'s prefix (counted either way)."""
+        if self.kem_buckets.take(address_prefix(peer_address), now):
+            self.kem_operations += 1
+            return True
+        self.kem_limited += 1
         return False
 
     def _rotate(self, now: float) -> None:

@@ -2,7 +2,8 @@
 
 The length is checked against the limit *before* any body byte is buffered, so a peer that
 announces a huge frame is refused at once, and the decoder never holds more than one frame plus
-a header of unprocessed input.
+a header of unprocessed input. A zero-length body is refused too: no frame kind is empty (the
+shortest, HELLO, carries its 2-byte version), so an empty one is a malformed stream.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from qiz.qmp.errors import ErrorCode, QmpError
 
 HEADER_SIZE = 4
 MAX_BODY = (1 << 24) - 1
+MIN_BODY = 1  # every frame kind carries something; an empty body is a PROTOCOL_ERROR
 
 
 class FrameKind(enum.IntEnum):
@@ -61,6 +63,8 @@ class FrameDecoder:
         return self._size
 
     def _take(self, n: int) -> bytes | memoryview:
+        if n == 0:
+            return b""
         first = self._chunks[0]
         if len(first) - self._offset >= n:
             piece: bytes | memoryview = memoryview(first)[self._offset : self._offset + n]
@@ -113,6 +117,8 @@ class FrameDecoder:
                 raise QmpError(
                     ErrorCode.PROTOCOL_ERROR, f"unknown frame kind {kind_byte}"
                 ) from None
+            if length < MIN_BODY:
+                raise QmpError(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
             if length > self.max_body:
                 raise QmpError(
                     ErrorCode.FRAME_TOO_LARGE,

@@ -235,6 +235,12 @@ class ResponderHandshake:
             raise QmpError(ErrorCode.PROTOCOL_ERROR, "INIT is too short")
         return body[: -2 * MAC_SIZE], body[-2 * MAC_SIZE : -MAC_SIZE], body[-MAC_SIZE:]
 
+    @staticmethod
+    def init_ciphertext(message: bytes) -> bytes:
+        """``ct1`` of an INIT (``message`` as :meth:`split_init` returns it): the input of the
+        responder's decapsulation, and so the key of its replay cache."""
+        return message[2 + PUBLIC_KEY_SIZE : 2 + PUBLIC_KEY_SIZE + CIPHERTEXT_SIZE]
+
     def respond(
         self,
         body: bytes,

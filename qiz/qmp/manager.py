@@ -6,7 +6,9 @@
   smaller id and close the other after a short grace period, so both pick the same one;
 * pinned peers (bootstrap addresses) are redialled with exponential backoff and jitter;
 * keepalive pings measure RTT; links unused for ``idle_close`` seconds are closed unless pinned;
-* inbound links are capped by the :class:`~qiz.qmp.transport.Listener`.
+* inbound links are capped by the :class:`~qiz.qmp.transport.Listener`: handshakes in progress
+  and established links separately, per source prefix, with slots kept for known peers (the
+  ones this manager pins or has dialled, and whatever ``known_peer`` names).
 
 Events: the manager pushes ``peer.linked`` when a peer first gets a primary link and
 ``peer.unlinked`` when its last link closes, exactly once per transition: a duplicate link being
@@ -24,6 +26,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +35,26 @@ from qiz.crypto.ids import NodeId
 from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.connection import QmpConfig
+from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.rpc import Handler, RpcEndpoint
-from qiz.qmp.transport import Link, LinkError, Listener, dial
+from qiz.qmp.transport import (
+    MAX_INBOUND,
+    MAX_PENDING,
+    MAX_PENDING_PER_PREFIX,
+    PENDING_TIMEOUT,
+    RESERVED_KNOWN,
+    Link,
+    LinkError,
+    Listener,
+    dial,
+)
 from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.links")
+# Peers this node dialled that it remembers as known (for the inbound slots kept for known
+# peers); bounds that memory. The oldest is forgotten first.
+MAX_DIALLED_KNOWN = 1024
 
 
 @dataclass
@@ -47,8 +64,15 @@ class ManagerConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     duplicate_grace: float = 2.0
-    max_inbound: int = 256
-    cookie_threshold: int = 64
+    # inbound limits: what each protects is said where the default is defined
+    max_inbound: int = MAX_INBOUND  # established inbound links
+    reserved_known: int = RESERVED_KNOWN  # of those, kept for known peers
+    max_pending: int = MAX_PENDING  # handshakes in progress, all sources
+    max_pending_per_prefix: int = MAX_PENDING_PER_PREFIX  # ... from one /24 or /64
+    pending_timeout: float = PENDING_TIMEOUT  # seconds an inbound handshake may take
+    kem_rate_per_prefix: float = KEM_RATE_PER_PREFIX  # INITs decapsulated per second, per prefix
+    kem_burst_per_prefix: int = KEM_BURST_PER_PREFIX  # ... in one burst
+    cookie_threshold: int = 64  # handshakes in progress above which INITs need a cookie
     qmp: QmpConfig = field(default_factory=QmpConfig)
 
 
@@ -82,15 +106,27 @@ class LinkManager:
         self.clock = clock
         self.peers: dict[NodeId, PeerLink] = {}  # the primary link to each peer
         self.spares: dict[NodeId, list[PeerLink]] = {}  # later links to a peer (see _adopt)
+        config = self.config
         self.listener = Listener(
             identity,
             record_provider,
             on_link=self._on_inbound,
-            config=self.config.qmp,
-            max_inbound=self.config.max_inbound,
-            cookie_threshold=self.config.cookie_threshold,
+            config=config.qmp,
+            max_inbound=config.max_inbound,
+            reserved_known=config.reserved_known,
+            cookie_threshold=config.cookie_threshold,
+            max_pending=config.max_pending,
+            max_pending_per_prefix=config.max_pending_per_prefix,
+            pending_timeout=config.pending_timeout,
+            kem_rate=config.kem_rate_per_prefix,
+            kem_burst=config.kem_burst_per_prefix,
+            is_known=self.is_known,
             clock=clock,
         )
+        # Peers the node relies on, beyond those pinned or dialled here (the node may name its
+        # routing table's contacts): they may use the inbound slots kept for known peers.
+        self.known_peer: Callable[[NodeId], bool] | None = None
+        self._dialled: OrderedDict[NodeId, None] = OrderedDict()  # bounded: MAX_DIALLED_KNOWN
         self._dialing: dict[str, asyncio.Task[PeerLink | LinkError]] = {}
         self._pinned: set[str] = set()
         self._pinned_ids: set[NodeId] = set()
@@ -131,14 +167,32 @@ class LinkManager:
 
         ``handshakes_ok``: links authenticated and taken in (both directions);
         ``handshakes_failed``: our dials that failed plus inbound handshakes that failed;
-        ``inbound_refused``: inbound connections refused (link cap, per-host handshake cap);
+        ``inbound_refused``: inbound connections refused (any of the caps below);
+        ``inbound_full`` / ``pending_refused`` / ``unknown_refused``: ... because every
+        established slot was taken / the source prefix's handshakes in progress were at their
+        cap (or all were, with none to drop) / only slots kept for known peers were left;
+        ``pending_evicted``: silent handshakes dropped to make room for a new connection;
+        ``pending_timed_out``: inbound handshakes closed at the pending deadline;
+        ``kem_decapsulations``: INITs the node did KEM work for (one decapsulation and two
+        encapsulations each); ``kem_rate_limited``: INITs not decapsulated because their
+        prefix's KEM budget was spent; ``init_replays_refused``: INITs refused because their
+        KEM ciphertext was already seen; ``cookies_sent``: COOKIE replies;
         ``frames_dropped_replayed``: DATA frames dropped as replays or too old;
         ``rpc_malformed``: RPC messages from peers that did not parse;
         ``rpc_reply_unsent``: RPC refusals dropped because the peer did not read them;
-        ``links``: peers with an open primary link now (a gauge, not a total).
+        ``links``: peers with an open primary link now; ``pending``: inbound handshakes in
+        progress now (gauges, not totals).
         """
         live = self._all_links()
+        listener = self.listener
+        cookies = listener.cookies
         return {
+            **listener.counters,
+            "pending": len(listener.pending),
+            "kem_decapsulations": cookies.kem_operations,
+            "kem_rate_limited": cookies.kem_limited,
+            "init_replays_refused": cookies.replays_refused,
+            "cookies_sent": cookies.cookies_sent,
             "handshakes_ok": self.counters["handshakes"],
             "handshakes_failed": self.counters["dials_failed"] + self.listener.handshakes_failed,
             "inbound_refused": self.listener.refused,
@@ -150,6 +204,14 @@ class LinkManager:
             + sum(p.rpc.replies_dropped for p in live),
             "links": len(self.peers),
         }
+
+    def is_known(self, peer_id: NodeId) -> bool:
+        """Whether ``peer_id`` may use the inbound slots kept for known peers: a pinned peer,
+        one this node dialled, or one ``known_peer`` names. Never a peer merely because it
+        linked to us before (new identities are cheap)."""
+        if peer_id in self._pinned_ids or peer_id in self._dialled:
+            return True
+        return self.known_peer is not None and self.known_peer(peer_id)
 
     def peer_stats(self) -> list[dict[str, Any]]:
         """One row per link (primaries and spares): peer, addresses, direction, RTT, bytes."""
@@ -212,6 +274,11 @@ class LinkManager:
         except LinkError as exc:
             self.counters["dials_failed"] += 1
             return exc
+        if link.peer_id is not None:
+            self._dialled[link.peer_id] = None
+            self._dialled.move_to_end(link.peer_id)
+            while len(self._dialled) > MAX_DIALLED_KNOWN:
+                self._dialled.popitem(last=False)
         try:
             return self._adopt(link)
         except LinkError as exc:

@@ -2,8 +2,11 @@
 socket bytes and wall-clock time.
 
 * :func:`dial` opens a link and returns it established (or raises :class:`LinkError`);
-* :class:`Listener` accepts links, caps inbound links, and turns on the handshake cookie when too
-  many handshakes are in progress at once;
+* :class:`Listener` accepts links and keeps two budgets apart: handshakes in progress
+  (unauthenticated: a cap of their own, a cap per network prefix, a short deadline, and the
+  oldest silent one dropped to make room) and established links (a cap, part of it reserved for
+  peers the node already knows); it turns on the handshake cookie when too many handshakes are
+  in progress at once;
 * :class:`Link` gives ``send``/``recv``/``ping`` with backpressure both ways: ``send`` waits while
   the socket's write buffer is above its high-water mark, and reading pauses while more than
   ``max_queued`` received messages wait for the application.
@@ -21,6 +24,7 @@ interval later.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -30,6 +34,7 @@ from qiz import QizError
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache, parse_address
+from qiz.qmp.admission import PendingTable, address_prefix
 from qiz.qmp.connection import (
     Connection,
     ConnectionClosed,
@@ -38,8 +43,9 @@ from qiz.qmp.connection import (
     MessageReceived,
     PongReceived,
     QmpConfig,
+    State,
 )
-from qiz.qmp.cookie import CookieAuthority
+from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.handshake import EPHEMERAL_POOL
 from qiz.tasks import TaskOwner
@@ -51,6 +57,21 @@ HANDSHAKE_WRITE_LIMIT = 64 * 1024
 # Before the handshake completes, input is fed in slices this small and the output is checked
 # after each, so that a burst of tiny requests (HELLO) cannot build a huge reply in one go.
 HANDSHAKE_FEED_SLICE = 2048
+# Inbound limits (the link manager's config passes its own values; these are the defaults).
+# Established inbound links: bounds the node's sockets and per-link memory.
+MAX_INBOUND = 256
+# ... of which this many are kept for peers the node already knows (pinned, dialled by us):
+# a crowd of new identities cannot take the last slots from the peers the node relies on.
+RESERVED_KNOWN = 32
+# Handshakes in progress (not yet authenticated), counted apart from established links: bounds
+# what unauthenticated connections can hold; at the cap the oldest silent one is dropped.
+MAX_PENDING = 128
+# ... per /24 (IPv4) or /64 (IPv6) source prefix, loopback included: one network cannot hold
+# more than half the pending slots. 64 lets 50 local clients dial one node at once.
+MAX_PENDING_PER_PREFIX = 64
+# Seconds an inbound connection may take to authenticate (an honest one needs one round trip
+# plus a little CPU); the dialler's own handshake_timeout (10 s) is for its side.
+PENDING_TIMEOUT = 5.0
 
 
 class LinkError(QizError, ConnectionError):
@@ -469,8 +490,30 @@ async def dial(
     return link
 
 
+def _silent(link: Link) -> bool:
+    """Whether an inbound link has had no INIT processed yet (it cost us no KEM work and holds
+    no answer of ours): the kind of pending handshake that may be dropped to make room."""
+    return link.conn.state is State.AWAIT_HELLO_OR_INIT
+
+
 class Listener:
-    """Accepts QMP links on one address."""
+    """Accepts QMP links on one address.
+
+    Two budgets, kept apart so that unauthenticated connections can never take the slots of
+    established ones:
+
+    * handshakes in progress: at most ``max_pending`` in all and ``max_pending_per_prefix``
+      from one /24 or /64 (loopback included), each closed after ``pending_timeout`` seconds.
+      A connection from a full prefix is refused (BUSY); when the node's total is reached, the
+      oldest connection that has not sent a processed INIT, from the prefix holding the most
+      pending handshakes, is dropped (BUSY) to make room, so a flood from a few networks can
+      not lock out a newcomer from another one;
+    * established inbound links: at most ``max_inbound``; the last ``reserved_known`` of them
+      only for peers ``is_known`` names (the link manager's pinned and dialled peers). An
+      unknown peer over its share is closed (BUSY) once authenticated.
+
+    ``counters`` counts each refusal by reason; KEM work is counted by :attr:`cookies`.
+    """
 
     def __init__(
         self,
@@ -479,28 +522,49 @@ class Listener:
         *,
         on_link: Callable[[Link], Awaitable[None] | None],
         config: QmpConfig | None = None,
-        max_inbound: int = 256,
+        max_inbound: int = MAX_INBOUND,
+        reserved_known: int = RESERVED_KNOWN,
         cookie_threshold: int = 64,
-        max_handshakes_per_host: int = 32,
-        limit_loopback: bool = False,
+        max_pending: int = MAX_PENDING,
+        max_pending_per_prefix: int = MAX_PENDING_PER_PREFIX,
+        pending_timeout: float = PENDING_TIMEOUT,
+        kem_rate: float = KEM_RATE_PER_PREFIX,
+        kem_burst: int = KEM_BURST_PER_PREFIX,
+        is_known: Callable[[NodeId], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
         self.local_record_provider = local_record_provider
         self.on_link = on_link
         self.config = config or QmpConfig()
+        # inbound handshakes get the shorter of the two deadlines
+        self._responder_config = dataclasses.replace(
+            self.config, handshake_timeout=min(self.config.handshake_timeout, pending_timeout)
+        )
         self.max_inbound = max_inbound
+        # never more than a quarter of the cap: a small node still takes new peers
+        self.reserved_known = min(reserved_known, max_inbound // 4)
         self.cookie_threshold = cookie_threshold
-        self.max_handshakes_per_host = max_handshakes_per_host
-        # Loopback is one operator's own machine (a local mesh, tests): not limited by default.
-        self.limit_loopback = limit_loopback
+        self.pending: PendingTable[Link] = PendingTable(
+            total=max_pending, per_prefix=max_pending_per_prefix
+        )
+        self.is_known = is_known
         self.clock = clock
-        self.cookies = CookieAuthority(identity.xwing_public.raw, now=clock())
+        self.cookies = CookieAuthority(
+            identity.xwing_public.raw, now=clock(), kem_rate=kem_rate, kem_burst=kem_burst
+        )
         self.records = VerifiedRecordCache()
         self.links: set[Link] = set()
         self.server: asyncio.base_events.Server | None = None
         self.refused = 0
         self.handshakes_failed = 0
+        self.counters = {
+            "inbound_full": 0,  # refused at accept: every established slot taken
+            "pending_refused": 0,  # refused at accept: the source prefix's handshakes at cap
+            "pending_evicted": 0,  # dropped to make room when all pending slots were taken
+            "pending_timed_out": 0,  # did not authenticate within the pending deadline
+            "unknown_refused": 0,  # authenticated, but only reserved (known-peer) slots left
+        }
         # the applications' on_link coroutines: cancelled and awaited by close()
         self.tasks = TaskOwner("qmp.listener", log)
 
@@ -509,6 +573,11 @@ class Listener:
         assert self.server is not None
         host, port = self.server.sockets[0].getsockname()[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def established_count(self) -> int:
+        """Inbound links authenticated and open (links minus handshakes in progress)."""
+        return len(self.links) - len(self.pending)
 
     async def start(self, address: str) -> None:
         host, port = (
@@ -522,9 +591,6 @@ class Listener:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._make_link, host, port)
 
-    def _in_handshake(self) -> int:
-        return sum(1 for link in self.links if not link.established.done())
-
     def _make_link(self) -> Link:
         conn = Connection.responder(
             self.identity,
@@ -532,41 +598,64 @@ class Listener:
             cookies=self.cookies,
             peer_address="",
             now=self.clock(),
-            config=self.config,
+            config=self._responder_config,
             records=self.records,
         )
-        self.cookies.under_load = self._in_handshake() >= self.cookie_threshold
         link = Link(conn, clock=self.clock, on_close=self._on_close, on_made=self._admit)
-        if len(self.links) >= self.max_inbound:
-            self.refused += 1
-            conn.close(ErrorCode.BUSY, "too many inbound links")
+        if self.established_count >= self.max_inbound:
+            self._refuse(link, "inbound_full", "too many inbound links")
         self.links.add(link)
         link.established.add_done_callback(lambda fut, link=link: self._on_established(link, fut))
         return link
 
+    def _refuse(self, link: Link, reason: str, message: str) -> None:
+        self.refused += 1
+        self.counters[reason] += 1
+        link.conn.close(ErrorCode.BUSY, message)
+
     def _admit(self, link: Link) -> None:
-        """Refuse a connection from a host that already has too many handshakes in progress,
-        so one host cannot hold every inbound slot with connections that never authenticate."""
-        host = link.remote_address.rsplit(":", 1)[0]
-        if not self.limit_loopback and (host.startswith("127.") or host == "[::1]"):
+        """Count a new connection against its prefix's and the node's handshake budget, or
+        refuse it (its prefix is at its cap), dropping the oldest silent handshake of the
+        busiest prefix when the node's total is reached."""
+        if link.conn.closed:
             return
-        pending = sum(
-            1
-            for other in self.links
-            if other is not link
-            and not other.established.done()
-            and other.remote_address.rsplit(":", 1)[0] == host
-        )
-        if pending >= self.max_handshakes_per_host and not link.conn.closed:
-            self.refused += 1
-            link.conn.close(ErrorCode.BUSY, "too many handshakes in progress from this host")
+        prefix = address_prefix(link.remote_address)
+        if self.pending.prefix_full(prefix):
+            self._refuse(link, "pending_refused", "too many handshakes in progress from here")
+            return
+        if self.pending.full:
+            victim = self.pending.victim(_silent)
+            if victim is None:
+                self._refuse(link, "pending_refused", "too many handshakes in progress")
+                return
+            self.counters["pending_evicted"] += 1
+            self.pending.discard(victim)
+            victim.close(ErrorCode.BUSY, "handshake dropped: too many in progress")
+        self.pending.add(link, prefix)
+        self.cookies.under_load = len(self.pending) >= self.cookie_threshold
+
+    def _done_pending(self, link: Link) -> None:
+        self.pending.discard(link)
+        self.cookies.under_load = len(self.pending) >= self.cookie_threshold
 
     def _on_established(self, link: Link, fut: asyncio.Future) -> None:
+        self._done_pending(link)
         if fut.cancelled() or fut.exception() is not None:
             self.handshakes_failed += 1
+            error = None if fut.cancelled() else fut.exception()
+            if isinstance(error, LinkError) and error.code is ErrorCode.HANDSHAKE_TIMEOUT:
+                self.counters["pending_timed_out"] += 1
             return
         if self.tasks.closed:  # established while the listener was closing
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
+            return
+        peer_id = link.peer_id
+        known = peer_id is not None and self.is_known is not None and self.is_known(peer_id)
+        limit = self.max_inbound if known else self.max_inbound - self.reserved_known
+        if self.established_count > limit:
+            self.refused += 1
+            self.counters["unknown_refused" if not known else "inbound_full"] += 1
+            link.close(ErrorCode.BUSY, "too many inbound links")
             return
         result = self.on_link(link)
         if asyncio.iscoroutine(result):
@@ -574,6 +663,7 @@ class Listener:
 
     def _on_close(self, link: Link) -> None:
         self.links.discard(link)
+        self._done_pending(link)
 
     async def close(self) -> None:
         """Stop accepting, close every inbound link, and wait for the ``on_link`` tasks."""

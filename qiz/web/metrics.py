@@ -4,6 +4,8 @@ A custom collector on a registry of the node's own (several nodes can share a pr
 rendered by prometheus-client's text exposition. Families:
 
 * ``qiz_links``: linked peers; ``qiz_handshakes_total{result}``; ``qiz_inbound_refused_total``;
+* ``qiz_link_guard{counter}``: the link layer's admission and KEM counters (pending handshakes,
+  refusals by reason, decapsulations, rate-limited INITs, refused replays, cookies);
 * ``qiz_frames_dropped_total{reason}``: replayed or too-old frames, RPC messages that did not
   parse, RPC replies that could not be sent;
 * ``qiz_dht_lookups_total``, ``qiz_dht_lookup_seconds`` (histogram), ``qiz_dht_records``,
@@ -32,6 +34,16 @@ if TYPE_CHECKING:
 LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# link counters exported under families of their own above, not again in qiz_link_guard
+_LINK_FIELDS = {
+    "links",
+    "handshakes_ok",
+    "handshakes_failed",
+    "inbound_refused",
+    "frames_dropped_replayed",
+    "rpc_malformed",
+    "rpc_reply_unsent",
+}
 
 
 def histogram(name: str, doc: str, samples: Iterable[float], bounds: Sequence[float]) -> Metric:
@@ -59,6 +71,12 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "qiz_inbound_refused", "Inbound connections refused (limits).", value=m.inbound_refused
         )
+        guard = GaugeMetricFamily(
+            "qiz_link_guard", "Link admission and KEM work counters.", labels=["counter"]
+        )
+        for name in sorted(set(m.link_counters) - _LINK_FIELDS):
+            guard.add_metric([name], m.link_counters[name])
+        yield guard
         dropped = CounterMetricFamily(
             "qiz_frames_dropped", "Frames or messages dropped, by reason.", labels=["reason"]
         )

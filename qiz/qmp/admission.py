@@ -1,0 +1,142 @@
+"""Who may make a node work before they have proved who they are (sans-IO: time is passed in).
+
+An inbound connection costs the node a socket and a little memory as soon as it is accepted,
+and one X-Wing decapsulation plus two encapsulations once its INIT is processed; none of that
+needs an identity. So the listener accounts for unauthenticated work by *network prefix* (/24
+for IPv4, /64 for IPv6: what one host or one small network can use without asking anyone), not
+by exact address, which an attacker changes for free inside its own network:
+
+* :func:`address_prefix` names the prefix of an ``ip:port`` address;
+* :class:`PendingTable` counts handshakes in progress per prefix, and names the connection to
+  drop when the node's total is reached (the oldest silent one of the prefix holding the most);
+* :class:`PrefixBuckets` holds one token bucket per prefix for KEM work: an INIT is decapsulated
+  only if its prefix's bucket has a token, otherwise it gets a cookie reply or a refusal.
+
+Loopback is a prefix like any other (127.0.0.0/24, ::1/64): a local mesh of many nodes stays
+well inside the defaults, which are sized for that (see ``ManagerConfig``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+PREFIX_V4 = 24  # an IPv4 /24: a small network's addresses count as one source
+PREFIX_V6 = 64  # an IPv6 /64: the smallest network one subscriber is usually given
+MAX_PREFIXES = 4096  # token buckets kept at once: bounds the limiter's memory whatever arrives
+
+K = TypeVar("K", bound=Hashable)
+
+
+def address_prefix(address: str) -> str:
+    """``"192.0.2.7:4000"`` -> ``"192.0.2.0/24"``; ``"[2001:db8::1]:4000"`` -> ``"2001:db8::/64"``.
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address. Anything that does not parse (a
+    Unix socket, an empty peer name) is its own prefix: it is still counted, never exempt.
+    """
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]" in address else address
+    host = host.strip("[]").split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"?{address}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = PREFIX_V4 if ip.version == 4 else PREFIX_V6
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+class PendingTable(Generic[K]):
+    """Handshakes in progress, oldest first, with a count per prefix.
+
+    The listener refuses a connection whose prefix already holds ``per_prefix`` handshakes;
+    when the node as a whole holds ``total``, it drops the :meth:`victim` to make room, so a
+    flood from a few networks can delay a newcomer from another network by at most one
+    eviction, never lock it out until the flood's connections time out.
+    """
+
+    def __init__(self, *, total: int, per_prefix: int) -> None:
+        if total < 1 or per_prefix < 1:
+            raise ValueError("pending handshake caps must be at least 1")
+        self.total = total
+        self.per_prefix = per_prefix
+        self._prefix_of: dict[K, str] = {}  # insertion order: oldest first
+        self._count: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._prefix_of)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._prefix_of
+
+    def count(self, prefix: str) -> int:
+        return self._count[prefix]
+
+    def prefix_full(self, prefix: str) -> bool:
+        return self._count[prefix] >= self.per_prefix
+
+    @property
+    def full(self) -> bool:
+        return len(self._prefix_of) >= self.total
+
+    def add(self, key: K, prefix: str) -> None:
+        self._prefix_of[key] = prefix
+        self._count[prefix] += 1
+
+    def discard(self, key: K) -> None:
+        prefix = self._prefix_of.pop(key, None)
+        if prefix is not None:
+            self._count[prefix] -= 1
+            if not self._count[prefix]:
+                del self._count[prefix]
+
+    def victim(self, evictable: Callable[[K], bool]) -> K | None:
+        """The oldest ``evictable`` handshake of the prefix that holds the most (ties: the
+        prefix whose oldest such handshake is oldest); None if none is evictable."""
+        best: tuple[int, K] | None = None
+        seen: set[str] = set()
+        for key, prefix in self._prefix_of.items():  # oldest first
+            if prefix in seen or not evictable(key):
+                continue
+            seen.add(prefix)
+            if best is None or self._count[prefix] > best[0]:
+                best = (self._count[prefix], key)
+        return None if best is None else best[1]
+
+
+class PrefixBuckets:
+    """One token bucket per prefix: ``burst`` tokens, refilled at ``rate`` per second.
+
+    At most ``max_prefixes`` buckets are kept; the one used least recently is forgotten first
+    and comes back full, which is what it would have been after ``burst / rate`` seconds idle.
+    """
+
+    def __init__(self, rate: float, burst: float, *, max_prefixes: int = MAX_PREFIXES) -> None:
+        if rate < 0 or burst < 1 or max_prefixes < 1:
+            raise ValueError("a token bucket needs rate >= 0, burst >= 1 and max_prefixes >= 1")
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_prefixes = max_prefixes
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def tokens(self, prefix: str, now: float) -> float:
+        entry = self._buckets.get(prefix)
+        if entry is None:
+            return self.burst
+        tokens, at = entry
+        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
+
+    def take(self, prefix: str, now: float) -> bool:
+        """Take one token from ``prefix``'s bucket; False (nothing taken) if it has none."""
+        tokens = self.tokens(prefix, now)
+        allowed = tokens >= 1.0
+        self._buckets[prefix] = (tokens - 1.0 if allowed else tokens, now)
+        self._buckets.move_to_end(prefix)
+        while len(self._buckets) > self.max_prefixes:
+            self._buckets.popitem(last=False)
+        return allowed
