@@ -3,11 +3,17 @@
 The home is ``--home DIR``, else ``$QIZ_HOME``, else the platform's user data directory. Nothing
 here ever overwrites a key file it could not read: a damaged or locked file stops the command
 with one clear sentence and stays exactly as it was.
+
+Everything in a home is its owner's alone: the directory is 0700 and its files 0600
+(:meth:`Home.secure` tightens a home made looser, and says what it changed), and an identity
+key that group or others could read is refused, as ssh refuses such a key, with the chmod
+that fixes it: a key others could have copied is not a secret any more.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -30,6 +36,10 @@ DEFAULT_LISTEN = "127.0.0.1:7450"
 MAX_CONFIG_FILE = 1 << 20
 MAX_IDENTITY_FILE = 2 * keyfile.MAX_SECRET  # an encrypted secret plus its header, with room
 DEFAULT_PUZZLE_BITS = 8  # about 256 key generations, a tenth of a second, per identity
+HOME_MODE = 0o700  # a home holds keys, tokens and databases: its owner's alone
+DATA_MODE = 0o600  # every file in it (config, databases and their -wal/-shm, token, key)
+PRIVATE_UMASK = 0o077  # what a node process creates files with, SQLite's side files included
+TABLES = ("node", "dht", "identity", "compute", "api")  # the top-level keys that are tables
 
 
 class HomeError(QizError):
@@ -60,6 +70,9 @@ class Config:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise HomeError(f"{name} is not valid TOML: {exc}") from None
+        for table in TABLES:
+            if not isinstance(data.get(table, {}), dict):
+                raise HomeError(f"{name}: {table} must be a table ([{table}]), not a value")
         node = data.get("node", {})
         listen = node.get("listen", DEFAULT_LISTEN)
         bootstrap = node.get("bootstrap", [])
@@ -68,7 +81,11 @@ class Config:
         if not isinstance(bootstrap, list) or not all(isinstance(b, str) for b in bootstrap):
             raise HomeError(f"{name}: node.bootstrap must be a list of 'ip:port' strings")
         puzzle_bits = data.get("dht", {}).get("puzzle_bits", DEFAULT_PUZZLE_BITS)
-        if not isinstance(puzzle_bits, int) or not 0 <= puzzle_bits <= 24:
+        if (
+            not isinstance(puzzle_bits, int)
+            or isinstance(puzzle_bits, bool)
+            or not 0 <= puzzle_bits <= 24
+        ):
             raise HomeError(f"{name}: dht.puzzle_bits must be an integer from 0 to 24")
         return cls(listen=listen, bootstrap=bootstrap, puzzle_bits=puzzle_bits, extra=data)
 
@@ -136,16 +153,48 @@ class Home:
                     _move_aside(old)
         identity = identity or generate_identity(DEFAULT_PUZZLE_BITS)
         try:
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.path.mkdir(parents=True, exist_ok=True, mode=HOME_MODE)
             write_atomic(
-                self.identity_path, keyfile.encode(identity.to_secret_bytes(), passphrase, scrypt)
+                self.identity_path,
+                keyfile.encode(identity.to_secret_bytes(), passphrase, scrypt),
+                mode=DATA_MODE,
             )
-            write_atomic(self.config_path, Config().to_toml(), mode=0o644)
+            write_atomic(self.config_path, Config().to_toml(), mode=DATA_MODE)
         except OSError as exc:
             raise HomeError(
                 f"cannot create the home at {self.path}: {exc.strerror or exc}"
             ) from None
         return identity
+
+    def secure(self) -> list[str]:
+        """Make the home 0700 and its files 0600 where they are looser (a home made by
+        ``mkdir``, files of an older version); one sentence per change, for the caller to
+        say once (after this, there is nothing left to change)."""
+        changed: list[str] = []
+        if not self.path.is_dir():
+            return changed
+        entries = [self.path, *self.path.iterdir()]
+        for entry in entries:
+            try:
+                info = entry.lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and entry == self.path:
+                wanted = HOME_MODE
+            elif stat.S_ISREG(info.st_mode):
+                wanted = DATA_MODE
+            else:  # sockets are made 0600 by the node; links and subdirectories are left
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            if mode & 0o077:
+                try:
+                    os.chmod(entry, mode & wanted)
+                except OSError as exc:
+                    raise HomeError(
+                        f"cannot make {entry} private (chmod {wanted:o}): {exc.strerror or exc}"
+                    ) from None
+                changed.append(f"{entry} was mode {mode:04o}; it is now {mode & wanted:04o}")
+        return changed
 
     def _require(self) -> None:
         if not self.path.is_dir() or not self.identity_path.exists():
@@ -173,7 +222,15 @@ class Home:
             raise HomeError(f"cannot read {self.identity_path}: {exc.strerror or exc}") from None
 
     def _read_identity(self) -> bytes:
-        """The key file's bytes, bounded: a key file is small, a huge one is not ours."""
+        """The key file's bytes, bounded: a key file is small, a huge one is not ours. A key
+        that group or others may read or write is refused before it is read."""
+        mode = stat.S_IMODE(os.stat(self.identity_path).st_mode)
+        if mode & 0o077:
+            raise HomeError(
+                f"the identity key {self.identity_path} is open to group or others "
+                f"(mode {mode:04o}) and is refused; make it private with: "
+                f"chmod 600 {self.identity_path}"
+            )
         return read_bounded(self.identity_path, MAX_IDENTITY_FILE, "identity key file")
 
     def load_identity(self, passphrase: str | None = None) -> NodeIdentity:

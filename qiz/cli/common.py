@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qiz.cli.output import UserError
+from qiz.cli.output import UserError, err_console
 from qiz.control import NodeNotRunning, ask
 from qiz.crypto import keyfile
 from qiz.fsio import FileTooLarge, read_bounded
@@ -43,6 +43,12 @@ class Session:
                 raise UserError(f"passphrase file {self.passphrase_file} is empty")
             return phrase
         return os.environ.get(PASSPHRASE_ENV) or None
+
+    def secure_home(self) -> None:
+        """Make the home private (0700, files 0600) and say on stderr what that changed; a
+        home already private says nothing, so each change is told once."""
+        for change in self.home.secure():
+            err_console.print(f"qiz: note: made the home private: {change}", markup=False)
 
     def identity(self) -> NodeIdentity:
         """Load this home's identity, asking for the passphrase on a terminal if it is locked."""

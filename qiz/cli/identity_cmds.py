@@ -93,6 +93,7 @@ def init(
         identity = session.home.init(passphrase=phrase, force=force)
     except HomeError as exc:
         raise UserError(str(exc)) from None
+    session.secure_home()  # a directory that existed before init keeps its mode until now
     data = {
         "home": str(session.home.path),
         "node_id": str(identity.node_id),

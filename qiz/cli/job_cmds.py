@@ -25,6 +25,7 @@ from qiz.compute import spec as specs
 from qiz.compute.attest import VerifiedAttestation
 from qiz.compute.errors import AttestationError, SpecError
 from qiz.fsio import write_atomic
+from qiz.web.json_input import JsonInputError, parse_json
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
@@ -127,10 +128,11 @@ def submit(
     if specfile is not None:
         if any(x is not None for x in (qaoa, vqe, grover, sampler)):
             raise UserError("give a SPECFILE or a shortcut option, not both")
+        raw = read_file(specfile, what="spec file", max_size=MAX_SPEC_FILE)
         try:
-            document = json.loads(read_file(specfile, what="spec file", max_size=MAX_SPEC_FILE))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{specfile} is not JSON: {exc}") from None
+            document = parse_json(raw, f"spec file {specfile}")
+        except JsonInputError as exc:
+            raise UserError(str(exc)) from None
         if not isinstance(document, dict):
             raise UserError(f"{specfile}: a job spec is a JSON object")
     else:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import statistics
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from qiz.cli import logs
 from qiz.cli.common import Session, node_call
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
+from qiz.compute.pool import SlotsError, check_slots, max_slots
 from qiz.compute.service import ComputeConfig
 from qiz.crypto.errors import InvalidIdentifier
+from qiz.home import PRIVATE_UMASK
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
@@ -63,7 +67,12 @@ def start(
         typer.Option("--worker/--no-worker", help="Run other nodes' quantum tasks (default: on)."),
     ] = True,
     slots: Annotated[
-        int | None, typer.Option("--slots", help="Worker processes (default: one per core).", min=1)
+        int | None,
+        typer.Option(
+            "--slots",
+            help="Worker processes (default: one per core; at most 2 per core and one per "
+            "512 MiB of available memory).",
+        ),
     ] = None,
     api_port: Annotated[
         int | None,
@@ -85,8 +94,12 @@ def start(
     With ``--listen ip:0`` the port is chosen by the system and reported: in the ready line
     (``--json``), the first line printed, and ``qiz node status``."""
     session: Session = ctx.obj
+    # Everything the node creates is its owner's alone: the databases and SQLite's -wal/-shm
+    # files (which take the database's mode), the token, the sockets. Set before the first.
+    os.umask(PRIVATE_UMASK)
     config = session.home.load_config()
     identity = session.identity()
+    session.secure_home()
     address = listen or config.listen
     peers = list(peer or config.bootstrap)
     try:
@@ -94,49 +107,90 @@ def start(
     except ValueError as exc:
         raise UserError(f"--listen: {exc}") from None
     _check_peers(peers)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     compute = _compute_config(config.extra.get("compute", {}), worker, slots)
-    api = None if no_api else _api_port(config.extra.get("api", {}), api_port)
+    api = None if no_api else _api_settings(config.extra.get("api", {}), api_port)
+    logs.configure(verbose)
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, api, as_json))
 
 
-def _serve_api(port: int) -> FaceStarter:
-    from qiz.web.server import serve_api  # aiohttp only for nodes that serve the API
+def _serve_api(settings: tuple[int, dict[str, float]]) -> FaceStarter:
+    from qiz.web.server import ApiLimits, serve_api  # aiohttp only for nodes that serve it
 
-    return serve_api(port)
+    port, limits = settings
+    return serve_api(port, ApiLimits(**limits))  # type: ignore[arg-type]
 
 
-def _api_port(table: object, given: int | None) -> int | None:
-    """The ``[api]`` table of config.toml: ``enabled`` (true) and ``port`` (0: any free port)."""
+def _number(table: dict, key: str, name: str, low: float, high: float, *, whole: bool) -> Any:
+    """``table[key]`` if it is a number (whole, if ``whole``) from ``low`` to ``high``; else a
+    one-line error naming ``name``."""
+    value = table[key]
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "a whole number" if whole else "a number"
+        raise UserError(f"config.toml: {name} must be {kind} from {low:g} to {high:g}")
+    return value
+
+
+def _flag(table: dict, key: str, name: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise UserError(f"config.toml: {name} must be true or false")
+    return value
+
+
+# what the [api] table may set, with its bounds (ApiLimits's fields)
+API_LIMIT_KEYS = {
+    "max_connections": (1, 10_000, True),
+    "idle_timeout": (0.1, 3600, False),
+    "body_timeout": (0.1, 3600, False),
+}
+
+
+def _api_settings(table: object, given: int | None) -> tuple[int, dict[str, float]] | None:
+    """The ``[api]`` table of config.toml: ``enabled`` (true), ``port`` (0: any free port),
+    and the connection limits (``max_connections``, ``idle_timeout``, ``body_timeout``)."""
     if not isinstance(table, dict):
         raise UserError("config.toml: [api] must be a table")
     port = table.get("port", 0) if given is None else given
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UserError("config.toml: api.port must be a port number (0: any free port)")
-    if given is None and table.get("enabled", True) is False:
+    if not _flag(table, "enabled", "api.enabled", True) and given is None:
         return None
-    return port
+    limits = {
+        key: _number(table, key, f"api.{key}", low, high, whole=whole)
+        for key, (low, high, whole) in API_LIMIT_KEYS.items()
+        if key in table
+    }
+    return port, limits
 
 
 def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeConfig:
     """The ``[compute]`` table of config.toml (worker, slots, threads, memory_mib, placement),
-    overridden by the command line."""
+    overridden by the command line. ``slots`` is bounded by cores and memory
+    (:func:`qiz.compute.pool.max_slots`); 0 or absent means one per core, within that bound."""
     if not isinstance(table, dict):
         raise UserError("config.toml: [compute] must be a table")
     config = ComputeConfig()
-    for key, kind in (("slots", int), ("threads", int), ("memory_mib", int), ("placement", str)):
-        if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool)):
-            raise UserError(f"config.toml: compute.{key} must be {kind.__name__}")
-    config.worker = worker and bool(table.get("worker", True))
-    config.slots = slots or int(table.get("slots", 0))
-    config.threads = int(table.get("threads", 1))
-    config.memory = int(table.get("memory_mib", 0)) << 20
-    config.placement = str(table.get("placement", "greedy"))
-    if config.placement not in METHODS:
+    config.worker = worker and _flag(table, "worker", "compute.worker", True)
+    try:
+        if slots is not None:
+            config.slots = check_slots(slots, "--slots")
+        elif table.get("slots", 0) != 0 or isinstance(table.get("slots"), bool):
+            config.slots = check_slots(table["slots"], "config.toml: compute.slots")
+        else:
+            config.slots = min(os.cpu_count() or 1, max_slots())
+    except SlotsError as exc:
+        raise UserError(str(exc)) from None
+    cores = os.cpu_count() or 1
+    if "threads" in table:
+        config.threads = _number(table, "threads", "compute.threads", 1, cores, whole=True)
+    if "memory_mib" in table:
+        config.memory = _number(table, "memory_mib", "compute.memory_mib", 0, 1 << 30, whole=True)
+        config.memory <<= 20
+    placement = table.get("placement", "greedy")
+    if not isinstance(placement, str) or placement not in METHODS:
         raise UserError(f"config.toml: compute.placement must be one of {', '.join(METHODS)}")
+    config.placement = placement
     return config
 
 
@@ -147,7 +201,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     peers: list[str],
     lan: bool,
     compute: ComputeConfig,
-    api_port: int | None,
+    api: tuple[int, dict[str, float]] | None,
     as_json: bool = False,
 ) -> None:
     config = session.home.load_config()
@@ -162,9 +216,11 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         peers=peers,
         control_dir=session.home.path,
         lan={} if lan else None,
-        dht_config=DhtConfig(puzzle_bits=config.puzzle_bits),
+        dht_config=DhtConfig.from_table(
+            config.extra.get("dht", {}), puzzle_bits=config.puzzle_bits
+        ),
         compute=compute,
-        http=_serve_api(api_port) if api_port is not None else None,
+        http=_serve_api(api) if api is not None else None,
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.

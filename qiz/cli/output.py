@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -79,5 +81,16 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
             _json_error(kwargs, f"{where} {exc.strerror or exc}".strip(), EXIT_USER_ERROR)
             err_console.print(f"qiz: error:{where} {exc.strerror or exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the command line's own ways out (typer.Exit is a RuntimeError)
+        except Exception as exc:
+            # A bug: still one line, and still one JSON object under --json, so a script
+            # reading stdout learns that the command failed.
+            if os.environ.get("QIZ_DEBUG"):
+                traceback.print_exc()
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            _json_error(kwargs, message, EXIT_INTERNAL)
+            err_console.print(f"qiz: {message} (set QIZ_DEBUG=1 for details)", markup=False)
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper

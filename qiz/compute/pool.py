@@ -28,10 +28,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from qiz import wire
+from qiz import QizError, wire
 from qiz.compute.errors import TaskCancelled, TaskFailed
+from qiz.quantum.core.memory import available_memory
 
 BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured ~0.7 GiB
+# The bound on ``slots``: each is a whole process, so an unbounded number fork-bombed and
+# OOM-killed a host. At most SLOTS_PER_CORE per core (more only queue for the same cores) and
+# one per SLOT_MEMORY_FLOOR of the memory available at start (a warm worker holds ~210 MiB
+# resident before its first task; the rest is room for a small simulation).
+SLOTS_PER_CORE = 2
+SLOT_MEMORY_FLOOR = 512 << 20
 PROGRESS_INTERVAL = 0.2
 PR_SET_PDEATHSIG = 1
 MAX_REPLY = 1 << 30  # a task's result: counts over up to 2^26 outcomes fit
@@ -44,6 +51,32 @@ def _send(conn: Connection, *message: Any) -> None:
     except wire.WireError as exc:
         data = wire.encode(["error", f"the result is not plain data: {exc}"])
     conn.send_bytes(data)
+
+
+class SlotsError(QizError, ValueError):
+    """A number of worker slots outside 1..:func:`max_slots` (exit 2 / 400)."""
+
+
+def max_slots(cores: int | None = None, memory: int | None = None) -> int:
+    """The most worker processes this machine may run: ``SLOTS_PER_CORE`` x cores, and one
+    per ``SLOT_MEMORY_FLOOR`` of available memory; never less than 1."""
+    cores = cores if cores is not None else os.cpu_count() or 1
+    memory = memory if memory is not None else available_memory()
+    return max(1, min(SLOTS_PER_CORE * cores, memory // SLOT_MEMORY_FLOOR))
+
+
+def check_slots(slots: object, field: str = "slots") -> int:
+    """``slots`` if it is a whole number from 1 to :func:`max_slots`, else :class:`SlotsError`
+    naming ``field`` and the bound with its reason."""
+    limit = max_slots()
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= limit:
+        cores = os.cpu_count() or 1
+        raise SlotsError(
+            f"{field} must be a whole number from 1 to {limit} (at most {SLOTS_PER_CORE} per "
+            f"core on {cores} cores and one per {SLOT_MEMORY_FLOOR >> 20} MiB of available "
+            f"memory), not {slots!r}"
+        )
+    return slots
 
 
 @dataclass(eq=False)
@@ -67,9 +100,7 @@ class WorkerPool:
         memory_limit: int | None = None,
         warm_up: bool = True,
     ) -> None:
-        if slots < 1:
-            raise ValueError("a worker pool needs at least one slot")
-        self.slots = slots
+        self.slots = check_slots(slots)
         self.threads = threads
         self.memory_limit = memory_limit
         self.warm_up = warm_up

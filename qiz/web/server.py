@@ -8,14 +8,27 @@ name). A request carrying an Origin must come from the same host and port; a POS
 (no HTML form can send that without a CORS preflight, which this server never grants). The
 dashboard's files need no token (they hold no data); everything under ``/api/`` and
 ``/metrics`` does. ``openapi.json`` documents the API.
+
+What one local process can take from it is bounded (:class:`ApiLimits`): at most
+``max_connections`` connections at once (1,100 idle ones once took every file descriptor of the
+node, and with them every QMP dial); when a new one arrives at the cap, the oldest connection
+with no request being answered is closed to make room (an idle or half-sent connection is
+cheap to take back, a request in progress is never cut), and only when every connection is busy
+is the newcomer answered 503 and closed. A connection must deliver its request line and headers
+within ``idle_timeout`` seconds of opening or of its last answer (aiohttp's keep-alive timer,
+which also runs before the first request: a slowloris client is closed at it), and a body within
+``body_timeout`` seconds (408). JSON bodies are nested at most
+:data:`qiz.web.json_input.MAX_JSON_DEPTH` levels.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +36,7 @@ from aiohttp import web
 
 from qiz.node_api import OPERATIONS, Download, NodeAPI, Operation, error_answer, invoke
 from qiz.web import metrics
+from qiz.web.json_input import JsonInputError, parse_json
 from qiz.web.token import load_or_create_token
 
 if TYPE_CHECKING:
@@ -30,24 +44,93 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qiz.web")
 MAX_BODY = 1024 * 1024
+# Each API connection holds a file descriptor and a parser; the cap leaves the node's
+# descriptors (often 1,024 in all) to its QMP links, databases and worker pipes.
+MAX_CONNECTIONS = 64
+# Seconds a connection may take to send a whole request line and headers, counted from its
+# opening or its last answer: what a slowloris client (or an idle one) can hold a slot for.
+IDLE_TIMEOUT = 10.0
+BODY_TIMEOUT = 10.0  # seconds to receive a request body (a body sent a byte at a time)
+LINGER = 1.0  # seconds an unread body is drained after an answer, so the answer can be read
 STATIC = resources.files("qiz.web") / "static"
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_REFUSAL_BODY = b'{"error": "every API connection is busy; retry later"}\n'
+REFUSAL = (  # the whole answer to a connection over the cap when none can be let go
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def serve_api(port: int = 0) -> FaceStarter:
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one client may hold of the API (the ``[api]`` table of config.toml)."""
+
+    max_connections: int = MAX_CONNECTIONS
+    idle_timeout: float = IDLE_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+
+
+def serve_api(port: int = 0, limits: ApiLimits | None = None) -> FaceStarter:
     """What a node calls at start to serve its HTTP API on 127.0.0.1:``port`` (0: any free
     port), with the token of its home: ``Node(..., http=serve_api(port))``."""
 
     async def start(node: Node) -> WebServer:
-        server = WebServer(node, load_or_create_token(node.control_dir))
+        server = WebServer(node, load_or_create_token(node.control_dir), limits)
         await server.start(port)
         return server
 
     return start
 
 
+class _Handler(web.RequestHandler):
+    """aiohttp's connection protocol, admitted by the :class:`WebServer`'s connection cap when
+    the connection is made and released when it is lost."""
+
+    def __init__(self, owner: WebServer, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self.owner = owner
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.owner.admit(self):
+            transport.write(REFUSAL)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self.admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.admitted:
+            self.owner.release(self)
+            super().connection_lost(exc)
+
+
+class _Site(web.BaseSite):
+    """A TCP site on 127.0.0.1 whose connections are :class:`_Handler`\\ s."""
+
+    def __init__(self, runner: web.AppRunner, port: int, factory: Callable[[], _Handler]) -> None:
+        super().__init__(runner)
+        self._port = port
+        self._factory = factory
+
+    @property
+    def name(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._factory, "127.0.0.1", self._port)
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+class _BodyTimeout(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request body did not arrive within {seconds:g} s")
 
 
 class WebServer:
@@ -58,12 +141,23 @@ class WebServer:
     guard, static files, the OpenAPI document and the Prometheus exposition.
     """
 
-    def __init__(self, node: Node, token: str) -> None:
+    def __init__(self, node: Node, token: str, limits: ApiLimits | None = None) -> None:
         self.api: NodeAPI = node.api
         self.token = token
+        self.limits = limits or ApiLimits()
         self.registry = metrics.registry_for(self.api)
         self.port = 0
         self._runner: web.AppRunner | None = None
+        self._static_names = {
+            entry.name
+            for entry in STATIC.iterdir()
+            if os.path.splitext(entry.name)[1] in STATIC_TYPES
+        }
+        self._open: dict[_Handler, None] = {}  # admitted connections, oldest first
+        self._busy: set[Any] = set()  # connections whose request is being answered
+        self.connections_refused = 0
+        self.connections_evicted = 0
+        self.bodies_timed_out = 0
 
     @property
     def url(self) -> str:
@@ -83,11 +177,52 @@ class WebServer:
     async def start(self, port: int = 0) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        manager = self._runner.server
+        assert manager is not None
+        loop = asyncio.get_running_loop()
+
+        def connection() -> _Handler:
+            return _Handler(
+                self,
+                manager,
+                loop=loop,
+                keepalive_timeout=self.limits.idle_timeout,
+                lingering_time=LINGER,
+            )
+
+        site = _Site(self._runner, port, connection)
         await site.start()
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ the connection cap
+
+    def admit(self, handler: _Handler) -> bool:
+        """Take ``handler``'s connection under the cap, closing the oldest idle connection to
+        make room if need be; False (the caller refuses it) if every connection is busy."""
+        if len(self._open) >= self.limits.max_connections:
+            idle = next((h for h in self._open if h not in self._busy), None)
+            if idle is None:
+                self.connections_refused += 1
+                log.warning("API connection refused: %d connections busy", len(self._open))
+                return False
+            self.connections_evicted += 1
+            log.info(
+                "API connection cap (%d) reached: closing the oldest idle one", len(self._open)
+            )
+            del self._open[idle]
+            idle.force_close()
+        self._open[handler] = None
+        return True
+
+    def release(self, handler: _Handler) -> None:
+        self._open.pop(handler, None)
+        self._busy.discard(handler)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -103,10 +238,7 @@ class WebServer:
         async def handle(request: web.Request) -> web.StreamResponse:
             args: dict[str, Any] = {}
             if request.method == "POST" and request.can_read_body:
-                try:
-                    body = await request.json()
-                except ValueError:
-                    return _error(400, "the body is not JSON")
+                body = parse_json(await self._body(request), "the body")
                 if not isinstance(body, dict):
                     return _error(400, "the body must be a JSON object")
                 args.update(body)
@@ -123,6 +255,16 @@ class WebServer:
 
         handle.__name__ = f"op_{operation.name}"
         return handle
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request's body, if it arrives within ``body_timeout`` (else 408, and the
+        connection is closed after the answer)."""
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                return await request.read()
+        except TimeoutError:
+            self.bodies_timed_out += 1
+            raise _BodyTimeout(self.limits.body_timeout) from None
 
     # ------------------------------------------------------------------ the guard
 
@@ -145,14 +287,23 @@ class WebServer:
                 return _error(401, "a valid API token is required (see 'qiz dashboard')")
         if request.method == "POST" and request.content_type != "application/json":
             return _error(415, "POST bodies must be application/json")
+        protocol = request.protocol
+        self._busy.add(protocol)
         try:
             response = await handler(request)
+        except _BodyTimeout as exc:
+            response = _error(408, str(exc))
+            response.force_close()
+        except JsonInputError as exc:
+            return _error(400, str(exc))
         except web.HTTPException as exc:  # unknown paths and methods answer in JSON too
             if exc.status < 400 or exc.content_type == "application/json":
                 raise
             return _error(exc.status, exc.reason)
         except Exception as exc:  # the same answer the control socket gives (500 for a bug)
             return _error(*error_answer(exc))
+        finally:
+            self._busy.discard(protocol)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
@@ -169,14 +320,12 @@ class WebServer:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        kinds = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+        # only the names listed at start: no path the client wrote reaches the file system
+        # (a 5,000-character name once made the lookup itself fail with a 500)
+        if name not in self._static_names:
+            raise web.HTTPNotFound()
         suffix = os.path.splitext(name)[1]
-        if "/" in name or name.startswith(".") or suffix not in kinds:
-            raise web.HTTPNotFound()
-        target = STATIC / name
-        if not target.is_file():
-            raise web.HTTPNotFound()
-        return web.Response(body=target.read_bytes(), content_type=kinds[suffix])
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=STATIC_TYPES[suffix])
 
     async def _openapi(self, request: web.Request) -> web.StreamResponse:
         body = (resources.files("qiz.web") / "openapi.json").read_bytes()
