@@ -248,17 +248,23 @@ class Node:
             for address, expected in self.bootstrap:
                 try:
                     await self.links.connect(address, expected)
-                except (LinkError, OSError) as exc:
+                except (LinkError, OSError, TimeoutError, QizError) as exc:
                     log.info("bootstrap peer %s: %s", address, exc)
+                except Exception:  # one bad bootstrap peer never stops the join: say it, go on
+                    log.exception("bootstrap peer %s", address)
             await self.dht.bootstrap()
             stored = await self.dht.publish_self()
             log.info(
                 "joined: %d contacts, our record stored at %d nodes", len(self.dht.table), stored
             )
-            self.dht.start()
         except (LinkError, OSError, TimeoutError, QizError) as exc:
             log.warning("joining the mesh failed: %s", exc)
+        except Exception:  # whatever a peer sent, the node goes on to its upkeep
+            log.exception("joining the mesh failed")
         finally:
+            # DHT upkeep runs even if the first join failed (expiry, republishing, refresh)
+            if not self.tasks.closed:
+                self.dht.start()
             # jobs are served even if the first join failed, but not by a node that stops
             if self.compute is not None and not self.tasks.closed:
                 self.compute.start()

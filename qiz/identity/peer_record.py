@@ -9,8 +9,9 @@ A record is canonical CBOR of a map::
 ``sig`` signs the canonical encoding of the same map without ``sig``, under the context
 ``"qiz/peer-record/v1"``. A record is accepted only if it is at most :data:`MAX_RECORD_SIZE`
 bytes (checked before parsing), is canonical, ``id`` equals SHA3-256 over the domain tag and
-``sk`` (so nobody can publish keys under someone else's id), both signature halves verify, and
-it has not expired. A higher ``seq`` replaces a lower one for the same id.
+``sk`` (so nobody can publish keys under someone else's id), ``seq`` and ``exp`` are integers
+from 0 to :data:`MAX_RECORD_INT` (what SQLite can store), both signature halves verify, and it
+has not expired. A higher ``seq`` replaces a lower one for the same id.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ MAX_RECORD_SIZE = 8 * 1024
 MAX_ADDRESSES = 16
 MAX_ADDRESS_LENGTH = 64
 DEFAULT_LIFETIME = 24 * 3600
+# The largest integer a record may carry (seq, exp): SQLite's INTEGER is a signed 64-bit number,
+# and every integer of a record ends up in a record store. A larger one (CBOR allows up to
+# 2**64-1) is refused when the record is checked, so it can never reach a database.
+MAX_RECORD_INT = 2**63 - 1
 
 
 class PeerRecordError(QizError, ValueError):
@@ -62,6 +67,14 @@ def parse_address(text: str, *, allow_port_zero: bool = False) -> tuple[str, int
     return str(ip), port
 
 
+def check_record_int(value: object, what: str) -> int:
+    """``value`` if it is an integer a record may carry (0 to :data:`MAX_RECORD_INT`), else a
+    :class:`PeerRecordError` naming ``what`` and the range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RECORD_INT:
+        raise PeerRecordError(f"{what} must be an integer from 0 to 2**63-1")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class PeerRecord:
     """A verified (or freshly signed) peer record. Build one with :meth:`create` or
@@ -88,6 +101,7 @@ class PeerRecord:
         """Sign a record for ``identity``. ``now`` is injected so tests control time."""
         for address in addresses:
             parse_address(address)
+        check_record_int(seq, "peer record sequence number")
         if len(addresses) > MAX_ADDRESSES:
             raise PeerRecordError(f"a record holds at most {MAX_ADDRESSES} addresses")
         body = {
@@ -136,10 +150,8 @@ class PeerRecord:
         addrs, seq, exp = fields["addrs"], fields["seq"], fields["exp"]
         if not all(isinstance(x, bytes) for x in (node_digest, sk, xk, sig)):
             raise PeerRecordError("peer record key fields must be byte strings")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise PeerRecordError("peer record sequence number must be a non-negative integer")
-        if not isinstance(exp, int) or isinstance(exp, bool) or exp < 0:
-            raise PeerRecordError("peer record expiry must be a non-negative integer")
+        check_record_int(seq, "peer record sequence number")
+        check_record_int(exp, "peer record expiry")
         if not isinstance(addrs, list) or len(addrs) > MAX_ADDRESSES:
             raise PeerRecordError(f"peer record holds a list of at most {MAX_ADDRESSES} addresses")
         try:

@@ -6,6 +6,11 @@ table and lookups with real links, and keeping the local record store.
   their peer record. Ids that fail the crypto puzzle are not taken in.
 * ``find_node``, ``find_value`` and ``store`` are the RPCs; every record is validated before it
   is stored and again when a lookup receives it.
+* A store is admitted only within limits that keep one link or one identity from filling the
+  store: the storing peer and the record's signer must solve the id puzzle, stores are
+  rate-limited per peer and per signer, a signer holds at most ``max_records_per_holder``
+  records (replacing one of its own always fits), and the store itself is bounded in rows and
+  bytes with the least valuable records evicted first (:mod:`qiz.resolve.store`).
 * A node publishes its own peer record at start and periodically; stored records are
   republished and expired on a clock the caller injects.
 """
@@ -17,13 +22,14 @@ import contextlib
 import ipaddress
 import logging
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qiz import NotFound
+from qiz import NotFound, QizError
 from qiz.crypto.ids import NodeId, ServiceName
 from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
@@ -33,6 +39,7 @@ from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.qmp.transport import Link, LinkError
 from qiz.resolve.lookup import Lookup
+from qiz.resolve.ratelimit import KeyedRateLimiter
 from qiz.resolve.records import (
     RecordError,
     RecordKind,
@@ -41,7 +48,7 @@ from qiz.resolve.records import (
     validate,
 )
 from qiz.resolve.routing import Contact, RoutingTable
-from qiz.resolve.store import PutResult, RecordStore
+from qiz.resolve.store import MAX_BYTES, MAX_RECORDS, PutResult, RecordStore
 from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.dht")
@@ -56,6 +63,10 @@ class ResolveError(NotFound, LookupError):
     """A name or id could not be resolved; the message says what was tried."""
 
 
+class DhtConfigError(QizError):
+    """A ``[dht]`` setting in config.toml is not usable; the message names it."""
+
+
 @dataclass
 class DhtConfig:
     k: int = 20
@@ -63,6 +74,8 @@ class DhtConfig:
     value_paths: int = 4  # S/Kademlia disjoint paths for value lookups
     node_paths: int = 1
     request_timeout: float = 2.0
+    # S/Kademlia id puzzle: contacts, peers that store with us and signers of stored records
+    # must have ids with this many leading zero bits (home.DEFAULT_PUZZLE_BITS for CLI nodes)
     puzzle_bits: int = 0
     republish_interval: float = 3600.0
     refresh_interval: float = 900.0
@@ -70,7 +83,61 @@ class DhtConfig:
     enforce_prefix_limits: bool = True
     cache_ttl: float = 60.0  # how long a resolved record is answered from the local cache
     lookup_deadline: float = 30.0  # a lookup returns what it has by then, whatever happens
-    max_records_per_holder: int = 256  # one signer cannot fill a node's store
+    # one signer cannot fill a node's store: new keys beyond this are refused (updates of a
+    # key it already holds always fit)
+    max_records_per_holder: int = 256
+    # stores one peer (the id its link proved) may make: a sustained rate and a burst. Owners
+    # publish their own records, so an honest peer stores a handful per hour; this bounds a
+    # flood over one link to store_rate_per_peer records/s.
+    store_rate_per_peer: float = 10.0
+    store_burst_per_peer: float = 100.0
+    # stores of records by one signer, whichever peers carry them: the same bound per identity
+    store_rate_per_signer: float = 5.0
+    store_burst_per_signer: float = 50.0
+    store_max_records: int = MAX_RECORDS  # rows in the record store
+    store_max_bytes: int = MAX_BYTES  # bytes of the record store (raw + row overhead)
+
+    @classmethod
+    def from_table(cls, table: object, *, puzzle_bits: int = 0) -> DhtConfig:
+        """The ``[dht]`` table of config.toml: the limits above by name (puzzle_bits is read
+        by the home's own config). Unknown keys are left for other versions."""
+        if not isinstance(table, dict):
+            raise DhtConfigError("config.toml: [dht] must be a table")
+        config = cls(puzzle_bits=puzzle_bits)
+        for name in TABLE_FIELDS:
+            if name not in table:
+                continue
+            value = table[name]
+            default = getattr(config, name)
+            kind = int if isinstance(default, int) else float
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not isinstance(value, int))
+                or not 0 < value <= TABLE_MAX
+            ):
+                raise DhtConfigError(
+                    f"config.toml: dht.{name} must be a positive {kind.__name__} "
+                    f"(at most {TABLE_MAX})"
+                )
+            setattr(config, name, kind(value))
+        return config
+
+
+# the [dht] settings config.toml may set, and the largest value any of them takes
+TABLE_FIELDS = (
+    "max_records_per_holder",
+    "store_rate_per_peer",
+    "store_burst_per_peer",
+    "store_rate_per_signer",
+    "store_burst_per_signer",
+    "store_max_records",
+    "store_max_bytes",
+    "republish_interval",
+    "refresh_interval",
+    "maintenance_interval",
+)
+TABLE_MAX = 1 << 40
 
 
 class Dht:
@@ -99,11 +166,34 @@ class Dht:
         )
         self.records = VerifiedRecordCache()
         self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
+        self.rate_limited_stores = 0  # of refused_stores: refused by a rate limit
+        self.store.configure(
+            max_records=self.config.store_max_records,
+            max_bytes=self.config.store_max_bytes,
+            home=identity.node_id.digest,
+            keep=self._kept_holders,
+        )
+        self._peer_stores = KeyedRateLimiter(
+            self.config.store_rate_per_peer, self.config.store_burst_per_peer
+        )
+        self._signer_stores = KeyedRateLimiter(
+            self.config.store_rate_per_signer, self.config.store_burst_per_signer
+        )
         # the most recent lookups' durations (seconds): metrics and the dashboard read them
         self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._resolved: dict[tuple[RecordKind, bytes], tuple[float, ValidRecord]] = {}
         self._tasks = TaskOwner("dht", log)
         self._pinging: set[bytes] = set()
+        self._maintenance: asyncio.Task | None = None
+
+    def _kept_holders(self) -> set[bytes]:
+        """Holders whose records the store never evicts: us, and the peers we pinned."""
+        return {self.identity.node_id.digest, *(p.digest for p in self.links.pinned_ids)}
+
+    @property
+    def maintaining(self) -> bool:
+        """True while the upkeep loop (expiry, republishing, refresh) runs."""
+        return self._maintenance is not None and not self._maintenance.done()
 
     @property
     def _on_loopback(self) -> bool:
@@ -132,13 +222,16 @@ class Dht:
             self._pinging.add(result.ping.node_id)
             if not self._tasks.closed:
                 self._tasks.spawn(self._ping_oldest(result.ping), "ping-oldest")
-        with contextlib.suppress(RecordError):
+        try:
             self.store.put(
                 validate(
                     RecordKind.PEER, record.raw, key=None, now=self.clock(), cache=self.records
                 ),
                 self.clock(),
             )
+        except (RecordError, sqlite3.Error) as exc:  # one bad record never breaks a link
+            self.counters["invalid_records"] += 1
+            log.info("peer record of %s not stored: %s", record.node_id.short(), exc)
 
     async def _ping_oldest(self, contact: Contact) -> None:
         try:
@@ -171,26 +264,67 @@ class Dht:
         return {"records": records, "contacts": self._contacts_out(key, ctx.peer_id.digest)}
 
     async def _store(self, ctx: CallContext, body: Any) -> Any:
+        """Admit a record, cheapest checks first: the peer's rate before any signature is
+        checked, the signer's puzzle and rate before anything is written."""
         kind = _kind(body)
         raw = body.get("raw") if isinstance(body, dict) else None
         if not isinstance(raw, bytes):
             raise RpcError("bad-request", "store needs a record")
+        now = self.clock()
+        bits = self.config.puzzle_bits
+        if not solves(ctx.peer_id.digest, bits):
+            raise self._refuse(
+                "bad-peer",
+                f"stores are taken only from ids that solve the "
+                f"{bits}-bit id puzzle (dht.puzzle_bits)",
+            )
+        if not self._peer_stores.allow(ctx.peer_id.digest, now):
+            self.rate_limited_stores += 1
+            raise self._refuse(
+                "rate-limited",
+                f"over {self.config.store_rate_per_peer:g} stores/s from one peer "
+                f"(burst {self.config.store_burst_per_peer:g}; dht.store_rate_per_peer)",
+            )
         try:
-            record = validate(kind, raw, key=None, now=self.clock(), cache=self.records)
+            record = validate(kind, raw, key=None, now=now, cache=self.records)
         except RecordError as exc:
-            self.counters["refused_stores"] += 1
-            raise RpcError("bad-record", str(exc)) from None
-        if self.store.count_holder(record.holder) >= self.config.max_records_per_holder:
-            self.counters["refused_stores"] += 1
-            raise RpcError("store-full", "this signer already has its quota of records here")
-        result = self.store.put(record, self.clock())
+            raise self._refuse("bad-record", str(exc)) from None
+        if not solves(record.holder, bits):
+            raise self._refuse(
+                "bad-record",
+                f"the record's signer does not solve the {bits}-bit id puzzle (dht.puzzle_bits)",
+            )
+        if not self._signer_stores.allow(record.holder, now):
+            self.rate_limited_stores += 1
+            raise self._refuse(
+                "rate-limited",
+                f"over {self.config.store_rate_per_signer:g} stores/s of one signer's records "
+                f"(burst {self.config.store_burst_per_signer:g}; dht.store_rate_per_signer)",
+            )
+        quota = self.config.max_records_per_holder
+        if not self.store.holds(kind, record.key, record.holder) and (
+            self.store.count_holder(record.holder) >= quota
+        ):
+            raise self._refuse(
+                "store-full",
+                f"this signer already has its quota of {quota} records here "
+                "(dht.max_records_per_holder; updates of its records still fit)",
+            )
+        result = self.store.put(record, now)
         if result is PutResult.OLDER:
-            self.counters["refused_stores"] += 1
-            raise RpcError("older-record", "a record with a higher sequence number is held")
+            raise self._refuse("older-record", "a record with a higher sequence number is held")
         if result is PutResult.FULL:
-            self.counters["refused_stores"] += 1
-            raise RpcError("store-full", "this node's record store is full")
+            raise self._refuse(
+                "store-full",
+                f"this node's record store is full ({self.config.store_max_bytes} bytes, "
+                f"{self.config.store_max_records} records; dht.store_max_bytes) of records "
+                "worth keeping more than this one",
+            )
         return {"result": result.value}
+
+    def _refuse(self, code: str, message: str) -> RpcError:
+        self.counters["refused_stores"] += 1
+        return RpcError(code, message)
 
     # ------------------------------------------------------------------ lookups
 
@@ -409,7 +543,9 @@ class Dht:
         await self.lookup(self.identity.node_id.digest)
 
     def start(self) -> None:
-        self._tasks.spawn(self._maintain(), "maintenance")
+        """Start the upkeep loop (once: a second call while it runs does nothing)."""
+        if not self.maintaining and not self._tasks.closed:
+            self._maintenance = self._tasks.spawn(self._maintain(), "maintenance")
 
     async def stop(self) -> None:
         """Cancel upkeep and pings and wait until none of them runs any more."""

@@ -9,7 +9,9 @@ Kinds and their keys (32-byte digests):
 * ``provider``: a :class:`ProviderRecord` -- "this holder serves this content", signed by the
   holder, under the content id. A key has one provider record per holder.
 
-For one key (and holder), a higher sequence number replaces a lower one; a record with a lower
+Every integer of a record (sequence number, expiry) is 0 to 2**63-1, what the SQLite store can
+hold; a larger one is refused at validation. For one key (and holder), a higher sequence number
+replaces a lower one; a record with a lower
 sequence number than the one held is refused, both when offered for storage and when returned by
 a lookup.
 """
@@ -24,7 +26,7 @@ from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
 from qiz.crypto.ids import ContentId, NodeId, ServiceName, normalize_label
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
-from qiz.identity.peer_record import VerifiedRecordCache, parse_address
+from qiz.identity.peer_record import MAX_RECORD_INT, VerifiedRecordCache, parse_address
 
 NAME_CONTEXT = "qiz/name-record/v1"
 PROVIDER_CONTEXT = "qiz/provider-record/v1"
@@ -76,8 +78,10 @@ def _signed_map(raw: bytes, what: str, keys: set[str]) -> dict:
 
 
 def _check_uint(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise RecordError(f"{what} must be a non-negative integer")
+    """An integer a record may carry: 0 to :data:`MAX_RECORD_INT`, what the SQLite store can
+    hold (CBOR goes up to 2**64-1; such a record is refused here, before any database)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RECORD_INT:
+        raise RecordError(f"{what} must be an integer from 0 to 2**63-1")
     return value
 
 
@@ -104,6 +108,7 @@ def make_name_record(
 ) -> bytes:
     if not 0 < ttl <= MAX_TTL:
         raise RecordError(f"a name TTL is 1 to {MAX_TTL} seconds")
+    _check_uint(seq, "a name record's seq")
     raw_value = value.encode("utf-8")
     if len(raw_value) > MAX_VALUE:
         raise RecordError(f"a name value is at most {MAX_VALUE} bytes")

@@ -3,16 +3,41 @@ clock.
 
 Only validated records are put here (the caller validates; this module trusts its input but
 enforces the ordering rule): for one (kind, key, holder), a record with a lower sequence number
-than the one held is refused, an equal one is kept as is, a higher one replaces it.
+than the one held is refused, an equal one is kept as is, a higher one replaces it. An integer
+outside SQLite's range is refused with a :class:`RecordError`, never an ``OverflowError``.
+
+The store is bounded in rows (``max_records``) and bytes (``max_bytes``: each row counts its
+raw record plus :data:`ROW_OVERHEAD`). When a new record does not fit, expired records go
+first; then records are evicted least valuable first, in this order:
+
+1. records of the signer that holds the most records here (a flood's own records go first,
+   so one signer's newcomers mostly replace that signer's older ones);
+2. among equal counts, signers farthest from our id (shortest common prefix with ``home``:
+   ids close to ours are the costly ones to mint, since every id must solve the puzzle);
+3. then the record closest to its expiry, then the one stored first.
+
+A newcomer may only evict records that rank at or before itself in that order (its signer's
+count taken with the newcomer in it): a signer with one record here is never pushed out by a
+signer that holds more. Records of the holders in ``keep()`` (the node's own id, its pinned
+peers') are never evicted, and are stored even when nothing can make room for them.
 """
 
 from __future__ import annotations
 
 import enum
 import sqlite3
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-from qiz.resolve.records import RecordKind, ValidRecord
+from qiz.identity.peer_record import MAX_RECORD_INT
+from qiz.resolve.keyspace import bucket_index
+from qiz.resolve.records import RecordError, RecordKind, ValidRecord
+
+# What a row costs beside its raw record (kind, 32-byte key and holder, numbers, the entries of
+# the primary key and the indexes), so that the byte budget bounds the file, not the payload.
+ROW_OVERHEAD = 160
+MAX_RECORDS = 20_000  # rows at most: the count bound beside the byte budget
+MAX_BYTES = 64 << 20  # bytes at most (raw + ROW_OVERHEAD per row): bounds disk and page cache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -27,6 +52,7 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (kind, key, holder)
 );
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires);
+CREATE INDEX IF NOT EXISTS records_holder ON records (holder);
 """
 
 
@@ -34,42 +60,90 @@ class PutResult(enum.Enum):
     STORED = "stored"
     UNCHANGED = "unchanged"
     OLDER = "older"  # refused: we hold a newer record
-    FULL = "full"  # refused: the store is at its limit
+    FULL = "full"  # refused: the store is at its limit and holds nothing less valuable
 
 
 class RecordStore:
-    """A SQLite table of validated records. ``path=None`` keeps it in memory."""
+    """A SQLite table of validated records. ``path=None`` keeps it in memory.
 
-    def __init__(self, path: Path | str | None = None, *, max_records: int = 100_000) -> None:
+    ``home`` is our id (eviction prefers signers far from it); ``keep()`` names the holders
+    whose records are never evicted. The DHT sets both (:meth:`configure`)."""
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        max_records: int = MAX_RECORDS,
+        max_bytes: int = MAX_BYTES,
+        home: bytes = bytes(32),
+        keep: Callable[[], Collection[bytes]] = frozenset,
+    ) -> None:
         self.path = str(path) if path is not None else ":memory:"
         self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.home = home
+        self.keep = keep
+        self.evicted = 0  # records evicted to make room, since start
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if self.path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+        self._kept_now: set[bytes] = set()  # the holders kept from eviction, while evicting
+        self.db.create_function("closeness", 1, self._closeness, deterministic=True)
+        self.db.create_function("kept", 1, lambda holder: holder in self._kept_now)
         self.db.executescript(SCHEMA)
+        self.rows, self.bytes = self._count()
+
+    def configure(
+        self,
+        *,
+        max_records: int,
+        max_bytes: int,
+        home: bytes,
+        keep: Callable[[], Collection[bytes]],
+    ) -> None:
+        self.max_records, self.max_bytes, self.home, self.keep = max_records, max_bytes, home, keep
 
     def close(self) -> None:
         self.db.close()
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        return self.rows
+
+    def _count(self) -> tuple[int, int]:
+        """Rows, and bytes as the budget counts them (raw + :data:`ROW_OVERHEAD` each)."""
+        rows, raw = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(raw)), 0) FROM records"
+        ).fetchone()
+        return int(rows), int(raw) + int(rows) * ROW_OVERHEAD
+
+    def _closeness(self, holder: bytes) -> int:
+        """Common prefix length of ``holder`` with our id: higher is closer (256 for us)."""
+        index = bucket_index(self.home, holder) if len(holder) == len(self.home) else 0
+        return 256 if index < 0 else index
+
+    # ------------------------------------------------------------------ writing
 
     def put(self, record: ValidRecord, now: float) -> PutResult:
+        for value, what in ((record.seq, "sequence number"), (record.expires, "expiry")):
+            if not 0 <= value <= MAX_RECORD_INT:
+                raise RecordError(f"a record's {what} must be an integer from 0 to 2**63-1")
         row = self.db.execute(
-            "SELECT seq, expires FROM records WHERE kind=? AND key=? AND holder=?",
+            "SELECT seq, expires, length(raw) FROM records WHERE kind=? AND key=? AND holder=?",
             (record.kind.value, record.key, record.holder),
         ).fetchone()
+        held_bytes = 0
         if row is not None:
-            seq, expires = row
+            seq, expires, length = row
             if record.seq < seq:
                 return PutResult.OLDER
             if record.seq == seq and record.expires <= expires:
                 return PutResult.UNCHANGED
-        elif len(self) >= self.max_records:
-            self.expire(now)
-            if len(self) >= self.max_records:
-                return PutResult.FULL  # keep what we have
+            held_bytes = length + ROW_OVERHEAD
+        need = len(record.raw) + ROW_OVERHEAD - held_bytes
+        new_row = row is None
+        if not self._fits(need, new_row) and not self._make_room(record, need, new_row, now):
+            return PutResult.FULL  # keep what we have
         self.db.execute(
             "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -83,7 +157,53 @@ class RecordStore:
                 now,
             ),
         )
+        self.bytes += need
+        self.rows += new_row
         return PutResult.STORED
+
+    def _fits(self, need: int, new_row: bool) -> bool:
+        return self.bytes + need <= self.max_bytes and self.rows + new_row <= self.max_records
+
+    def _make_room(self, record: ValidRecord, need: int, new_row: bool, now: float) -> bool:
+        """Expire, then evict what ranks at or before ``record`` (the module docstring's order)
+        one record at a time until it fits. True if it fits now; a protected holder's record
+        goes in whatever happens."""
+        self.expire(now)
+        kept = set(self.keep())
+        protected = record.holder in kept
+        while not self._fits(need, new_row):
+            mine = self.count_holder(record.holder) + new_row
+            rank = (-mine, self._closeness(record.holder), record.expires)
+            victim = self._least_valuable(kept, record, new_row)
+            if victim is None:
+                return protected
+            kind, key, holder, count, closeness, expires, length = victim
+            if not protected and (-count, closeness, expires) > rank:
+                return False  # everything left is worth more than the newcomer
+            self.db.execute(
+                "DELETE FROM records WHERE kind=? AND key=? AND holder=?", (kind, key, holder)
+            )
+            self.bytes -= length + ROW_OVERHEAD
+            self.rows -= 1
+            self.evicted += 1
+        return True
+
+    def _least_valuable(self, kept: set[bytes], record: ValidRecord, new_row: bool) -> tuple | None:
+        """The first record in eviction order, other than ``record``'s own row and the kept
+        holders': (kind, key, holder, its holder's count, closeness, expires, raw length).
+        The newcomer's signer is counted with the newcomer in it."""
+        self._kept_now = kept
+        return self.db.execute(
+            "WITH counts AS (SELECT holder, COUNT(*) + (holder = ?) * ? AS n FROM records "
+            "GROUP BY holder) "
+            "SELECT r.kind, r.key, r.holder, c.n, closeness(r.holder) AS near, r.expires, "
+            "length(r.raw) FROM records r JOIN counts c ON c.holder = r.holder "
+            "WHERE NOT (r.kind=? AND r.key=? AND r.holder=?) AND NOT kept(r.holder) "
+            "ORDER BY c.n DESC, near ASC, r.expires ASC, r.stored_at ASC LIMIT 1",
+            (record.holder, int(new_row), record.kind.value, record.key, record.holder),
+        ).fetchone()
+
+    # ------------------------------------------------------------------ reading
 
     def get(self, kind: RecordKind, key: bytes, now: float, limit: int = 20) -> list[ValidRecord]:
         """Unexpired records under ``key``, newest first (several for providers)."""
@@ -102,6 +222,15 @@ class RecordStore:
         ).fetchone()
         return None if row is None else ValidRecord(kind, key, holder, row[0], row[1], row[2])
 
+    def holds(self, kind: RecordKind, key: bytes, holder: bytes) -> bool:
+        """True if a record of ``holder`` under (kind, key) is stored, expired or not: a new
+        one would replace it rather than take another row."""
+        row = self.db.execute(
+            "SELECT 1 FROM records WHERE kind=? AND key=? AND holder=?",
+            (kind.value, key, holder),
+        ).fetchone()
+        return row is not None
+
     def listing(self, limit: int = 200) -> list[dict]:
         """The newest records' metadata (kind, key, holder, seq, expiry), for the local API."""
         rows = self.db.execute(
@@ -115,7 +244,10 @@ class RecordStore:
 
     def expire(self, now: float) -> int:
         """Drop expired records; return how many."""
-        return self.db.execute("DELETE FROM records WHERE expires<=?", (int(now),)).rowcount
+        dropped = self.db.execute("DELETE FROM records WHERE expires<=?", (int(now),)).rowcount
+        if dropped:
+            self.rows, self.bytes = self._count()
+        return dropped
 
     def count_holder(self, holder: bytes) -> int:
         return self.db.execute("SELECT COUNT(*) FROM records WHERE holder=?", (holder,)).fetchone()[
