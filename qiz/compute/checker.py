@@ -88,6 +88,10 @@ class _Died(Exception):
     """The checker's pipe closed: it exited or was killed."""
 
 
+class _NotStarted(Exception):
+    """A fresh checker died (or said something else) before its ready line."""
+
+
 @dataclass
 class _Counters:
     checked: int = 0  # checks run in a checker process
@@ -266,6 +270,12 @@ class SpecChecker:
             self._kill(checker)  # the thread sees the pipe close; retire it after
             exchange.add_done_callback(lambda _: self._retire(checker))
             raise
+        except _NotStarted:
+            why = _exit_reason(checker.process)
+            self._retire(checker)
+            raise CheckerBusy(
+                f"the spec checker could not start ({why}); its error is in the node's log"
+            ) from None
         except _Overtime:
             self._retire(checker)
             self.counters.over_limit += 1
@@ -307,8 +317,12 @@ class SpecChecker:
         """In a thread: wait for a fresh checker's ready line, send the check, read the
         answer. Blocking reads with timeouts, so the event loop never waits on a checker."""
         if not checker.ready:
-            if _read(checker, CHECK_START_SECONDS) != ["ready"]:
-                raise _Died
+            try:
+                ready = _read(checker, CHECK_START_SECONDS)
+            except (_Died, _Overtime):
+                raise _NotStarted from None
+            if ready != ["ready"]:
+                raise _NotStarted
             checker.ready = True
         try:
             checker.conn.send_bytes(request)

@@ -1,0 +1,442 @@
+"""Issue 13, the compute layer's part: each attack replayed by a client written here.
+
+* item 1: specs are parsed in a limited checker process: a check over its memory or CPU limit is
+  refused with a clear line and the checker is replaced; a node process checking one peer's
+  heavy offers still takes another peer's offer in its turn, and its own memory does not grow;
+* item 3: throwaway coordinators that never collect cannot make a worker hold more than a
+  bounded number of waiting results, nor publish a provider record for each;
+* item 9: made-up ``job.progress`` reports are counted and dropped, the core's memory stays
+  per replica, and real work still finishes;
+* item 11: out-of-range integers and over-deep nesting in a submitted spec are one 400 line
+  naming the field, through the node's real HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qiz.compute import spec as specs
+from qiz.compute import worker as workers
+from qiz.compute.checker import SpecChecker
+from qiz.compute.errors import SpecError
+from qiz.compute.service import ComputeConfig
+from qiz.control import control_request
+from qiz.identity import NodeIdentity
+from qiz.node import Node
+from qiz.qmp.rpc import RpcError
+from qiz.web.server import serve_api
+
+from .helpers import async_eventually, client, eventually, node_processes, ok_json, qiz, run
+
+SMALL_QASM = "OPENQASM 3.0; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;"
+
+
+def heavy_qasm(lines: int) -> str:
+    """A legitimate circuit whose parse costs about 0.3 ms of CPU and 6 KiB per line."""
+    return "OPENQASM 3.0; qubit[4] q;\n" + "h q[0];\n" * lines
+
+
+def signed(identity: NodeIdentity, document: dict[str, Any]) -> bytes:
+    return specs.sign(specs.make_body(document, identity), identity)
+
+
+def sampler(identity: NodeIdentity, qasm: str = SMALL_QASM, shots: int = 16) -> bytes:
+    doc = {"kind": "sampler", "params": {"qasm": qasm, "shots": shots}, "replicas": 1, "seed": 7}
+    return signed(identity, doc)
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+# ----------------------------------------------------------------------------- item 1
+
+
+def test_a_check_over_its_memory_limit_is_refused_and_the_checker_replaced() -> None:
+    identity = NodeIdentity.generate()
+    heavy = sampler(identity, heavy_qasm(20_000))  # ~120 MiB to parse
+
+    async def scenario() -> None:
+        checker = SpecChecker(memory=24 << 20)
+        try:
+            with pytest.raises(SpecError, match=r"needed more than 24 MiB .*limit.*refused"):
+                await checker.parse(heavy, specs.Limits())
+            # the same bytes again: refused from the cache, no second parse
+            with pytest.raises(SpecError, match="needed more than 24 MiB"):
+                await checker.parse(heavy, specs.Limits())
+            assert checker.counters.checked == 1 and checker.counters.over_limit == 1
+            # a fresh checker takes the next spec
+            spec = await checker.parse(sampler(identity), specs.Limits())
+            assert spec.tasks[0].shape.num_qubits == 2
+            assert checker.counters.started == 2
+        finally:
+            await checker.close()
+
+    run(scenario(), 120)
+
+
+def test_a_check_over_its_cpu_limit_is_refused_and_the_checker_replaced() -> None:
+    identity = NodeIdentity.generate()
+    heavy = sampler(identity, heavy_qasm(20_000))  # several seconds of CPU
+
+    async def scenario() -> None:
+        checker = SpecChecker(cpu_seconds=1)
+        try:
+            with pytest.raises(SpecError, match=r"over 1 s of CPU time .*limit.*refused"):
+                await checker.parse(heavy, specs.Limits())
+            spec = await checker.parse(sampler(identity), specs.Limits())
+            assert spec.job_id == specs.parse(sampler(identity)).job_id
+            assert checker.counters.started == 2 and checker.counters.over_limit == 1
+        finally:
+            await checker.close()
+
+    run(scenario(), 120)
+
+
+def test_the_checker_gives_the_same_spec_as_an_in_process_parse() -> None:
+    identity = NodeIdentity.generate()
+    sweep = {
+        "kind": "sweep",
+        "params": {
+            "over": "qaoa",
+            "base": {"graph": "random:6,3", "p": 1, "gammas": [0.1], "betas": [0.2]},
+            "axes": {"gammas.0": [0.1, 0.2, 0.3]},
+            "shard": 2,
+        },
+        "replicas": 1,
+    }
+    raws = [sampler(identity), signed(identity, sweep)]
+
+    async def scenario() -> None:
+        checker = SpecChecker()
+        try:
+            for raw in raws:
+                assert await checker.parse(raw, specs.Limits()) == specs.parse(raw)
+            with pytest.raises(SpecError, match="out of range") as caught:
+                await checker.parse(
+                    sampler(identity, "OPENQASM 3.0; qubit[1] q; h q[3];"), specs.Limits()
+                )
+            assert "\n" not in str(caught.value)
+        finally:
+            await checker.close()
+
+    run(scenario(), 120)
+
+
+def test_one_peers_heavy_offers_neither_stall_another_peers_offer_nor_grow_the_node(
+    tmp_path: Path,
+) -> None:
+    """Peer A offers three heavy specs at once (each seconds of parsing), then peer B one tiny
+    one. B's offer is checked in its turn, before A's last; a fourth and fifth queued offer of A
+    are refused as busy; and the node process's own peak memory does not grow by the parse."""
+    qiz(tmp_path, "--home", "w", "init", "--json")
+    with node_processes(tmp_path) as start:
+        node = start("w", args=["--slots", "1"])
+        attacker, victim = NodeIdentity.generate(), NodeIdentity.generate()
+        heavy = [sampler(attacker, heavy_qasm(10_000), shots=10 + i) for i in range(7)]
+
+        async def scenario() -> None:
+            link_a, rpc_a = await client(node.address, attacker)
+            link_b, rpc_b = await client(node.address, victim)
+            try:
+                # warm: the checker process is started, so its start-up is not the heavy part
+                await rpc_b.call("job.offer", {"spec": sampler(victim), "task": 0, "seed": 7})
+                base_rss = peak_rss_kib(node.proc.pid)
+                answered: list[str] = []
+
+                async def offer(rpc: Any, raw: bytes, name: str) -> str:
+                    try:
+                        await rpc.call(
+                            "job.offer", {"spec": raw, "task": 0, "seed": 7}, timeout=120
+                        )
+                        outcome = "accepted"
+                    except RpcError as exc:
+                        outcome = exc.code
+                    answered.append(name)
+                    return outcome
+
+                tasks = []
+                for i in range(len(heavy)):
+                    tasks.append(asyncio.ensure_future(offer(rpc_a, heavy[i], f"A{i}")))
+                    await asyncio.sleep(0)  # let each offer reach the node in this order
+
+                async def queued() -> bool:
+                    return await _waiting_peak(node) >= 4
+
+                await async_eventually(queued, 30, "A's checks to queue")
+                victim_offer = asyncio.ensure_future(offer(rpc_b, sampler(victim, shots=99), "B"))
+                outcomes = await asyncio.gather(*tasks, victim_offer)
+                assert outcomes[-1] == "accepted"
+                assert outcomes.count("busy") == 2, outcomes  # 1 checking + 4 waiting per peer
+                accepted_a = [f"A{i}" for i, o in enumerate(outcomes[:-1]) if o == "accepted"]
+                assert len(accepted_a) == 5
+                # B waited for at most the check running and one of A's in turn, never for all
+                assert answered.index("B") < answered.index(accepted_a[-1]), answered
+                grown = peak_rss_kib(node.proc.pid) - base_rss
+                assert grown < 24 * 1024, f"the node process grew by {grown} KiB"
+            finally:
+                link_a.close()
+                link_b.close()
+
+        run(scenario(), 300)
+
+
+async def _waiting_peak(node: Any) -> int:
+    status = (await control_request(node.cwd / node.home, "status"))["result"]
+    return status["compute"]["spec_checks"]["waiting_peak"]
+
+
+# ----------------------------------------------------------------------------- item 3
+
+
+def test_results_for_throwaway_coordinators_are_bounded(tmp_path: Path) -> None:
+    """80 throwaway coordinators offer one tiny task each and vanish; one more offers a sweep
+    of 24 shards and vanishes. The worker keeps at most the bounded number of waiting results
+    (per coordinator and in all), publishes at most MAX_ANNOUNCED provider records, and still
+    runs a legitimate job to the end."""
+    qiz(tmp_path, "--home", "w", "init", "--json")
+    throwaway = 80
+    with node_processes(tmp_path) as start:
+        node = start("w", args=["--slots", "1"])
+
+        async def flood() -> None:
+            for _ in range(throwaway):
+                identity = NodeIdentity.generate()
+                link, rpc = await client(node.address, identity)
+                try:
+                    raw = sampler(identity)
+                    await rpc.call("job.offer", {"spec": raw, "task": 0, "seed": 7}, timeout=60)
+                finally:
+                    link.close()
+            identity = NodeIdentity.generate()
+            sweep = signed(
+                identity,
+                {
+                    "kind": "sweep",
+                    "params": {
+                        "over": "qaoa",
+                        "base": {"graph": "random:4,3", "p": 1, "gammas": [0.1], "betas": [0.2]},
+                        "axes": {"gammas.0": [0.01 * i for i in range(24)]},
+                        "shard": 1,
+                    },
+                    "replicas": 1,
+                },
+            )
+            link, rpc = await client(node.address, identity)
+            try:
+                for task in range(24):
+                    await rpc.call("job.offer", {"spec": sweep, "task": task, "seed": 0})
+            finally:
+                link.close()
+
+        run(flood(), 300)
+
+        def worker_counters() -> dict | None:
+            status = node.request("status")["result"]["compute"]
+            counters = {**status["worker_counters"], "queue": status["worker"]["queue"]}
+            finished = counters["done"] + counters["failed"]
+            return counters if finished >= throwaway + 24 and counters["queue"] == 0 else None
+
+        counters = eventually(worker_counters, 240, "every offered task to finish")
+        db = sqlite3.connect(f"file:{tmp_path / 'w' / 'jobs.sqlite'}?mode=ro", uri=True)
+        try:
+            waiting = db.execute(
+                "SELECT coordinator, COUNT(*) FROM work WHERE delivered = 0 GROUP BY coordinator"
+            ).fetchall()
+        finally:
+            db.close()
+        total = sum(n for _, n in waiting)
+        assert total <= workers.MAX_WAITING_RESULTS, total
+        assert max(n for _, n in waiting) <= workers.MAX_WAITING_PER_COORDINATOR, waiting
+        assert counters["evicted"] >= throwaway + 24 - workers.MAX_WAITING_RESULTS, counters
+        assert counters["announced"] <= workers.MAX_ANNOUNCED, counters
+
+        # legitimate work still completes on the flooded node
+        (tmp_path / "job.json").write_text(
+            json.dumps({"kind": "sampler", "params": {"qasm": SMALL_QASM, "shots": 32}})
+        )
+        done = ok_json(
+            qiz(
+                tmp_path,
+                "--home",
+                "w",
+                "job",
+                "submit",
+                "job.json",
+                "--replicas",
+                "1",
+                "--wait",
+                "--json",
+                timeout=120,
+            )
+        )
+        assert done["state"] == "done", done
+
+
+# ----------------------------------------------------------------------------- item 9
+
+
+def test_made_up_progress_reports_are_counted_and_dropped() -> None:
+    async def scenario() -> None:
+        node = Node(
+            NodeIdentity.generate(),
+            listen="127.0.0.1:0",
+            compute=ComputeConfig(slots=1, warm_up=False),
+        )
+        await node.start()
+        try:
+            assert node.compute is not None
+            coordinator = node.compute.coordinator
+            me = node.identity
+            long_job = signed(
+                me,
+                {
+                    "kind": "vqe",
+                    "params": {"hamiltonian": "tfim:10", "ansatz": "hea:4", "maxiter": 100_000},
+                    "replicas": 1,
+                },
+            )
+            state = await coordinator.submit(long_job)
+            job = state.job
+            live = coordinator.core.jobs[job]
+            await async_eventually(lambda: len(live.replicas) == 1, 30, "the replica placed")
+            sent = 0
+            link, rpc = await client(node.address)
+            try:
+                for i in range(600):
+                    for body in (
+                        {"job": job, "task": i, "progress": 0.5},  # a task that does not exist
+                        {"job": job, "task": 0, "progress": 0.5},  # not this peer's replica
+                        {"job": i.to_bytes(32, "big"), "task": 0, "progress": 0.5},  # no such job
+                    ):
+                        await rpc.call("job.progress", body)
+                        sent += 1
+            finally:
+                link.close()
+            assert coordinator.counters["progress_dropped"] >= sent
+            assert len(live.progress) <= 1 and len(live.heard) <= 1
+            assert set(live.progress) <= set(live.replicas) and set(live.heard) <= set(
+                live.replicas
+            )
+            await coordinator.cancel(job)
+            small = await coordinator.submit(sampler(me))
+
+            def finished() -> bool:
+                return coordinator.status(small.job).state == "done"
+
+            await async_eventually(finished, 60, "a real job to finish")
+        finally:
+            await node.stop()
+
+    run(scenario(), 180)
+
+
+# ----------------------------------------------------------------------------- item 11
+
+BASE = {"kind": "sampler", "params": {"qasm": SMALL_QASM, "shots": 10}, "replicas": 1, "seed": 1}
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+CASES = [
+    ({**BASE, "seed": 2**64}, "seed: 2^64 or more is outside the 64-bit range"),
+    ({**BASE, "seed": 2**63}, "seed: 2^63 or more is outside the 64-bit range"),
+    ({**BASE, "seed": True}, "seed: must be a whole number"),
+    ({**BASE, "resources": {"qubits": 2**64}}, "resources.qubits: 2^64 or more"),
+    ({**BASE, "resources": {"qubits": 2**63}}, "resources.qubits: 2^63 or more"),
+    ({**BASE, "resources": {"shots": True}}, "resources.shots: must be a whole number"),
+    ({**BASE, "params": {**BASE["params"], "shots": 2**64 - 1}}, "params.shots: 2^63 or more"),
+    ({**BASE, "params": {**BASE["params"], "shots": -(2**64)}}, "params.shots: -2^64 or less"),
+    ({**BASE, "replicas": 2**64}, "replicas: 2^64 or more"),
+    ({**BASE, "quorum": 2**70}, "quorum: 2^70 or more"),
+    ({**BASE, "deadline": 2**64}, "deadline: 2^64 or more"),
+    ({**BASE, "kind": 2**80}, "kind: 2^80 or more"),
+    ({**BASE, "params": {**BASE["params"], "x": nested(20)}}, "nested deeper than 16 levels"),
+    ({**BASE, "resources": {"qubits": nested(40)}}, "resources.qubits[0]"),
+]
+
+
+def test_out_of_range_numbers_and_deep_nesting_are_400_naming_the_field(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = Node(
+            NodeIdentity.generate(),
+            listen="127.0.0.1:0",
+            http=serve_api(0),
+            compute=ComputeConfig(slots=1, warm_up=False),
+        )
+        await node.start()
+        try:
+            web = node.web
+            assert web is not None
+            headers = {"Authorization": f"Bearer {web.token}"}  # type: ignore[attr-defined]
+            async with aiohttp.ClientSession() as session:
+                for document, words in CASES:
+                    async with session.post(
+                        web.url + "api/jobs", headers=headers, json={"spec": document}
+                    ) as r:
+                        body = json.loads(await r.text())
+                        assert r.status == 400, (words, r.status, body)
+                        assert words in body["error"] and "\n" not in body["error"], body
+                async with session.get(web.url + "api/jobs", headers=headers) as r:
+                    assert json.loads(await r.text())["jobs"] == []
+        finally:
+            await node.stop()
+
+    run(scenario(), 120)
+
+
+def test_a_peers_spec_with_sizes_past_int64_is_refused_by_name() -> None:
+    """The wire takes integers up to 2^64 - 1; the spec's own check stops at 2^63 - 1."""
+    identity = NodeIdentity.generate()
+    for value in (2**63, 2**64 - 1):
+        body = specs.make_body(BASE, identity)
+        body["resources"] = {"qubits": value}
+        with pytest.raises(SpecError, match=r"resources\.qubits: must be a whole number from 0"):
+            specs.parse(specs.sign(body, identity))
+    body = specs.make_body(BASE, identity)
+    body["resources"] = {"qubits": 2**63 - 1}
+    assert specs.parse(specs.sign(body, identity)).body["resources"]["qubits"] == 2**63 - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(
+        st.integers(),
+        st.integers(min_value=2**62, max_value=2**66),
+        st.integers(min_value=-(2**66), max_value=-(2**62)),
+    ),
+    field=st.sampled_from(["seed", "replicas", "quorum", "deadline"]),
+)
+def test_every_whole_number_in_a_document_is_storable_or_refused_by_name(
+    value: int, field: str
+) -> None:
+    identity = _IDENTITY
+    document = {**BASE, field: value, "params": {**BASE["params"], "inputs": {"x": value}}}
+    try:
+        body = specs.make_body(document, identity)
+    except SpecError as exc:
+        assert not -(2**63) <= value <= 2**63 - 1
+        assert str(exc).startswith(field) or str(exc).startswith("params.inputs.x")
+        return
+    assert -(2**63) <= value <= 2**63 - 1
+    specs.sign(body, identity)  # encodes: every number fits
+
+
+_IDENTITY = NodeIdentity.generate()
