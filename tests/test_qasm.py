@@ -15,8 +15,7 @@ from qiz.quantum.core.errors import QasmError
 from qiz.quantum.core.gates import GATES, NONSTANDARD_DEFINITIONS
 from qiz.quantum.core.params import Parameter, ParamExpr
 from qiz.quantum.core.statevector import statevector
-from qiz.quantum.qasm import dumps, load, loads
-from qiz.quantum.qasm import importer as qasm_import
+from qiz.quantum.qasm import QasmLimits, dumps, load, loads
 
 HEADER = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 HAS_QISKIT_QASM3_IMPORT = importlib.util.find_spec("qiskit_qasm3_import") is not None
@@ -561,17 +560,18 @@ def test_unsupported_version() -> None:
     assert (info.value.line, info.value.column) == (2, 1)
 
 
-def test_instruction_limit_stops_blowup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qasm_import, "MAX_INSTRUCTIONS", 500)  # the real limit, just sooner
+def test_instruction_limit_stops_blowup() -> None:
+    limits = QasmLimits(instructions=500)  # the real limit, just sooner
     source = "gate g0 a { x a; }\n" + "".join(
-        f"gate g{i} a {{ g{i - 1} a; g{i - 1} a; }}\n" for i in range(1, 40)
+        f"gate g{i} a {{ g{i - 1} a; g{i - 1} a; }}\n" for i in range(1, 10)
     )
-    with pytest.raises(QasmError, match="gate 'g9' expands past the limit"):
-        program(source + "g39 q[0];", 1)
-    with pytest.raises(QasmError, match=r"pow\(100000\) expands past"):
-        program("pow(100000) @ x q[0];", 1)
+    with pytest.raises(QasmError, match="gate 'g9' expands past the limit of 500 instructions"):
+        loads(f"{HEADER}qubit q;\n{source}g9 q;", limits=limits)
+    with pytest.raises(QasmError, match=r"pow\(100000\) expands past 500 instructions"):
+        loads(f"{HEADER}qubit q;\npow(100000) @ x q;", limits=limits)
     with pytest.raises(QasmError, match="grows past 500"):
-        program("x q[0];\n" * 501, 1)
+        loads(f"{HEADER}qubit q;\n" + "x q;\n" * 501, limits=limits)
+    assert len(loads(f"{HEADER}qubit q;\n" + "x q;\n" * 500, limits=limits)) == 500
 
 
 def test_load_names_the_file(tmp_path) -> None:

@@ -3,5 +3,6 @@
 ``expr`` evaluates gate-parameter expressions. The one part that needs ``openqasm3``."""
 
 from qiz.quantum.qasm.codec import dumps, load, loads
+from qiz.quantum.qasm.limits import QasmLimits
 
-__all__ = ["dumps", "load", "loads"]
+__all__ = ["QasmLimits", "dumps", "load", "loads"]

@@ -50,24 +50,29 @@ from qiz.quantum.core.gates import ALIASES, GATES, NONSTANDARD_DEFINITIONS
 from qiz.quantum.core.params import ParamExpr, ParamValue
 from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS, Locator
 from qiz.quantum.qasm.importer import Importer
+from qiz.quantum.qasm.limits import DEFAULT_LIMITS, QasmLimits
 
-__all__ = ["dumps", "load", "loads"]
+__all__ = ["QasmLimits", "dumps", "load", "loads"]
 
 MAX_QASM_BYTES = 64 << 20  # far above any circuit a state vector can hold; stops a runaway file
 
 
-def loads(text: str, *, name: str = "circuit") -> Circuit:
-    """The circuit described by OpenQASM 3 (or 2) program ``text``; ``QasmError`` if it can't be."""
+def loads(text: str, *, name: str = "circuit", limits: QasmLimits = DEFAULT_LIMITS) -> Circuit:
+    """The circuit described by OpenQASM 3 (or 2) program ``text``; ``QasmError`` if it can't be.
+
+    ``limits`` caps what the program may cost (see ``limits``); a caller reading untrusted
+    programs can pass tighter ones, e.g. ``QasmLimits(instructions=100_000, expansion=500_000)``.
+    """
     text = text.removeprefix("\ufeff")
     loc = Locator(text)
     program = _parse(text)
     try:
-        return Importer(text, loc, name).run(program)
+        return Importer(text, loc, name, limits).run(program)
     except RecursionError:
         raise QasmError("gate definitions or expressions are nested too deeply") from None
 
 
-def load(path: str | os.PathLike[str]) -> Circuit:
+def load(path: str | os.PathLike[str], *, limits: QasmLimits = DEFAULT_LIMITS) -> Circuit:
     """Read an OpenQASM file; every failure (unreadable file included) is a ``QasmError``.
 
     Unreadable files raise ``QasmError`` too (chained to the ``OSError``), so a caller handles
@@ -76,7 +81,7 @@ def load(path: str | os.PathLike[str]) -> Circuit:
     file = Path(path)
     text = read_text(file, max_size=MAX_QASM_BYTES, error=QasmError, kind="an OpenQASM file")
     try:
-        return loads(text, name=file.stem or "circuit")
+        return loads(text, name=file.stem or "circuit", limits=limits)
     except QasmError as exc:
         located = QasmError(exc.reason, exc.line, exc.column)
         where = f", line {exc.line}, column {exc.column}" if exc.line is not None else ""
@@ -111,7 +116,7 @@ def _parse(text: str) -> ast.Program:
     reference parser's; the generated lexer and parser come from ``openqasm3._antlr`` exactly
     as ``openqasm3.parser`` imports them (pinned by the openqasm3 version).
     """
-    if not re.sub(r"//[^\n]*|/\*.*?\*/", "", text, flags=re.DOTALL).strip():
+    if not _COMMENTS.sub("", text).strip():
         raise QasmError("the program is empty: no declarations or statements")
     lexer = qasm3Lexer(InputStream(text))
     parser = qasm3Parser(CommonTokenStream(lexer))
@@ -132,6 +137,11 @@ def _parse(text: str) -> ast.Program:
         raise QasmError("the program is nested too deeply to parse") from None
     except Exception as exc:  # the AST builder has other failure modes on odd trees
         raise QasmError(f"cannot read the program: {exc}") from exc
+
+
+# Line and block comments; an unclosed block runs to the end of the text, which keeps the scan
+# linear (with a required "*/", every "/*" of "/*/*/*..." would rescan the rest: quadratic).
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
 
 
 def _tidy(message: str) -> str:

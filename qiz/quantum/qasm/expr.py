@@ -21,6 +21,7 @@ from openqasm3 import ast
 
 from qiz.quantum.core.errors import CircuitError, QasmError
 from qiz.quantum.core.params import ParamExpr, ParamValue
+from qiz.quantum.qasm.limits import Budget
 
 # Built-in constants of OpenQASM 3 (both spellings each).
 CONSTANTS: dict[str, float] = {
@@ -100,9 +101,19 @@ def is_zero(value: ParamValue) -> bool:
     return not isinstance(value, ParamExpr) and value == 0.0
 
 
-def evaluate(node: ast.Expression, env: Mapping[str, ParamValue], loc: Locator) -> ParamValue:
-    """The value of a gate-parameter expression: a float, or an affine ``ParamExpr``."""
-    value = normalize(_Evaluator(env, loc).eval(node))
+def evaluate(
+    node: ast.Expression,
+    env: Mapping[str, ParamValue],
+    loc: Locator,
+    budget: Budget | None = None,
+) -> ParamValue:
+    """The value of a gate-parameter expression: a float, or an affine ``ParamExpr``.
+
+    With a ``budget``, every node evaluated spends one step plus one per free parameter its
+    value carries (the cost of an affine operation on it), so an expression inside a gate body
+    that is inlined many times is paid for each time.
+    """
+    value = normalize(_Evaluator(env, loc, budget).eval(node))
     numbers = (
         [value.const, *(c for _, c in value.terms)] if isinstance(value, ParamExpr) else [value]
     )
@@ -112,10 +123,14 @@ def evaluate(node: ast.Expression, env: Mapping[str, ParamValue], loc: Locator) 
 
 
 def evaluate_constant(
-    node: ast.Expression, env: Mapping[str, ParamValue], loc: Locator, what: str
+    node: ast.Expression,
+    env: Mapping[str, ParamValue],
+    loc: Locator,
+    what: str,
+    budget: Budget | None = None,
 ) -> float:
     """A compile-time constant (sizes, indices, ``pow`` exponents, ``const`` values)."""
-    value = evaluate(node, env, loc)
+    value = evaluate(node, env, loc, budget)
     if isinstance(value, ParamExpr):
         names = ", ".join(value.names)
         raise loc.error(node, f"{what} must be a constant, but it depends on input {names}")
@@ -123,21 +138,36 @@ def evaluate_constant(
 
 
 def evaluate_int(
-    node: ast.Expression, env: Mapping[str, ParamValue], loc: Locator, what: str
+    node: ast.Expression,
+    env: Mapping[str, ParamValue],
+    loc: Locator,
+    what: str,
+    budget: Budget | None = None,
 ) -> int:
     """A constant that must be a whole number, such as an index or a register size."""
-    value = evaluate_constant(node, env, loc, what)
+    value = evaluate_constant(node, env, loc, what, budget)
     if not value.is_integer():
         raise loc.error(node, f"{what} must be an integer, got {value!r}")
     return int(value)
 
 
 class _Evaluator:
-    def __init__(self, env: Mapping[str, ParamValue], loc: Locator) -> None:
+    def __init__(
+        self, env: Mapping[str, ParamValue], loc: Locator, budget: Budget | None = None
+    ) -> None:
         self.env = env
         self.loc = loc
+        self.budget = budget
 
     def eval(self, node: ast.QASMNode) -> ParamValue:
+        value = self._eval(node)
+        if self.budget is not None:
+            terms = len(value.terms) if isinstance(value, ParamExpr) else 0
+            if not self.budget.spend(1 + terms):
+                raise self.loc.error(node, self.budget.message("the expression"))
+        return value
+
+    def _eval(self, node: ast.QASMNode) -> ParamValue:
         if isinstance(node, ast.IntegerLiteral):
             try:
                 return float(node.value)

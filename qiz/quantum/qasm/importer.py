@@ -6,12 +6,18 @@ substituted, and the modifiers are applied to the expanded list (``inv`` reverse
 it, ``pow(k)`` repeats it, ``ctrl`` adds a control to every instruction and turns the carried
 global phase into a phase gate on the control). Every call returns its global phase alongside
 its instructions for that last reason: dropped at top level, it is physical under ``ctrl``.
+
+What a program may cost is bounded by ``limits.QasmLimits``: a definition sees the gates defined
+before it through a view by position (no copy of the table, so definitions are linear), and the
+expansion spends a ``limits.Budget`` as it goes, each gate call first checked against a lower
+bound of its cost that every definition keeps (so nested macros are refused before they grow).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import ChainMap, Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,18 +39,36 @@ from qiz.quantum.qasm.expr import (
     is_zero,
     normalize,
 )
+from qiz.quantum.qasm.limits import (
+    DEFAULT_LIMITS,
+    MAX_BITS,
+    MAX_EXPANSION,
+    MAX_GATE_DEFINITIONS,
+    MAX_GATE_DEPTH,
+    MAX_INSTRUCTIONS,
+    MAX_NATIVE_CHECK,
+    MAX_QUBITS,
+    Budget,
+    QasmLimits,
+)
 
-# Limits that keep a hostile or mistaken file from exhausting memory (files arrive from peers).
-MAX_QUBITS = 1 << 16
-MAX_BITS = 1 << 20
-MAX_INSTRUCTIONS = 1_000_000
+__all__ = [
+    "MAX_BITS",
+    "MAX_EXPANSION",
+    "MAX_GATE_DEFINITIONS",
+    "MAX_GATE_DEPTH",
+    "MAX_INSTRUCTIONS",
+    "MAX_QUBITS",
+    "Importer",
+    "QasmLimits",
+]
 
 Ops = tuple[list[Instruction], ParamValue]  # instructions and the global phase they carry
 
 
 @dataclass
 class _Register:
-    indices: list[int]
+    indices: range  # a range, not a list: a declared size costs no memory until it is used
     is_array: bool  # 'qubit q;' declares one qubit, which cannot be indexed
 
 
@@ -54,9 +78,37 @@ class _GateDef:
     params: list[str]
     qubits: list[str]
     body: list[ast.QuantumStatement]
-    scope: dict[str, _GateDef]  # the gates visible where it was defined (so no recursion)
+    scope: _Visible  # the gates visible where it was defined (so no recursion)
     native: bool = False  # its unitary equals GATES[name] up to a global phase ...
     exact: bool = False  # ... and the phase is zero, so it may stand in for it under ctrl
+    depth: int = 1  # 1 + the deepest definition its body calls
+    # Lower bounds of what one call of the body spends: budget steps and instructions made.
+    min_steps: int = 0
+    min_insts: int = 0
+
+
+class _Visible(Mapping[str, _GateDef]):
+    """The gates defined before position ``end`` of ``table``: a view, not a copy.
+
+    Gates cannot be redefined, so a name's entry never changes and its position in the
+    table tells whether a definition written before it can see it.
+    """
+
+    def __init__(self, table: dict[str, _GateDef], end: int, order: dict[str, int]) -> None:
+        self.table = table
+        self.end = end
+        self.order = order
+
+    def __getitem__(self, name: str) -> _GateDef:
+        if self.order.get(name, self.end) >= self.end:
+            raise KeyError(name)
+        return self.table[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self.table if self.order[name] < self.end)
+
+    def __len__(self) -> int:
+        return min(self.end, len(self.table))
 
 
 # Aliases from qelib1.inc that gates.ALIASES does not carry, and parameter counts of aliases
@@ -110,15 +162,20 @@ def _type_name(node: ast.ClassicalType) -> str:
 class Importer:
     """Walks the reference AST once, expanding gate calls into ``Circuit`` instructions."""
 
-    def __init__(self, text: str, loc: Locator, name: str) -> None:
+    def __init__(
+        self, text: str, loc: Locator, name: str, limits: QasmLimits = DEFAULT_LIMITS
+    ) -> None:
         self.text = text
         self.loc = loc
+        self.limits = limits
+        self.budget = Budget(limits.expansion)
         self.circuit = Circuit(0, 0, name=name)
         self.qregs: dict[str, _Register] = {}
         self.cregs: dict[str, _Register] = {}
         self.consts: dict[str, ParamValue] = {}
         self.values: dict[str, ParamValue] = {}  # consts and inputs: what top level can see
         self.gates: dict[str, _GateDef] = {}
+        self.order: dict[str, int] = {}  # each gate's position in definition order
 
     def run(self, program: ast.Program) -> Circuit:
         self._check_version(program.version)
@@ -189,9 +246,9 @@ class Importer:
         name = self._new_name(node.qubit)
         size = self._size(node.size, f"qubit register '{name}'")
         start = self.circuit.num_qubits
-        if start + size > MAX_QUBITS:
-            raise self.loc.error(node, f"more than {MAX_QUBITS} qubits")
-        self.qregs[name] = _Register(list(range(start, start + size)), node.size is not None)
+        if start + size > self.limits.qubits:
+            raise self.loc.error(node, f"more than {self.limits.qubits} qubits (the qubit limit)")
+        self.qregs[name] = _Register(range(start, start + size), node.size is not None)
         self.circuit.num_qubits = start + size
 
     def _declare_bits(self, node: ast.ClassicalDeclaration) -> None:
@@ -207,9 +264,9 @@ class Importer:
         name = self._new_name(node.identifier)
         size = self._size(node.type.size, f"bit register '{name}'")
         start = self.circuit.num_clbits
-        if start + size > MAX_BITS:
-            raise self.loc.error(node, f"more than {MAX_BITS} bits")
-        self.cregs[name] = _Register(list(range(start, start + size)), node.type.size is not None)
+        if start + size > self.limits.bits:
+            raise self.loc.error(node, f"more than {self.limits.bits} bits (the bit limit)")
+        self.cregs[name] = _Register(range(start, start + size), node.type.size is not None)
         self.circuit.num_clbits = start + size
         if init is not None:
             self._measure_into(init.qubit, node.identifier, node)
@@ -243,16 +300,82 @@ class Importer:
         name = node.name.name
         if name in self.gates or name == "gphase":
             raise self.loc.error(node.name, f"gate '{name}' is already defined")
+        if len(self.gates) >= self.limits.gate_definitions:
+            raise self.loc.error(
+                node,
+                f"more than {self.limits.gate_definitions} gate definitions "
+                "(the gate definition limit)",
+            )
         params = [ident.name for ident in node.arguments]
         qubits = [ident.name for ident in node.qubits]
+        counts = Counter([*params, *qubits])
         for ident in [*node.arguments, *node.qubits]:
-            if [*params, *qubits].count(ident.name) > 1:
+            if counts[ident.name] > 1:
                 raise self.loc.error(ident, f"'{ident.name}' appears twice in the gate signature")
-        definition = _GateDef(name, params, qubits, list(node.body), dict(self.gates))
+        scope = _Visible(self.gates, len(self.gates), self.order)
+        definition = _GateDef(name, params, qubits, list(node.body), scope)
+        self._measure_definition(definition, node)
         spec = GATES.get(name)
         if spec and len(params) == spec.num_params and len(qubits) == spec.num_qubits:
             definition.native, definition.exact = self._compare_native(definition, spec)
+        self.order[name] = len(self.gates)
         self.gates[name] = definition
+
+    def _measure_definition(self, definition: _GateDef, node: ast.QuantumGateDefinition) -> None:
+        """Its nesting depth (capped) and lower bounds of a call's cost, from its callees'.
+
+        One pass over the body, each callee's figures already known: linear in the program.
+        A bound only ever leaves out work, so refusing a call on it never refuses a program
+        that would have fitted. Unknown gates count nothing here; calling them fails anyway.
+        """
+        cap = self.limits.expansion + 1  # figures saturate here: more is refused all the same
+        depth, steps, insts = 0, 0, 0
+        for stmt in definition.body:
+            if isinstance(stmt, ast.QuantumBarrier):
+                steps += len(stmt.qubits) or len(definition.qubits)
+                insts += 1
+                continue
+            if not isinstance(stmt, (ast.QuantumGate, ast.QuantumPhase)):
+                continue  # refused when called, as before
+            callee = None
+            if isinstance(stmt, ast.QuantumGate):
+                callee = definition.scope.get(stmt.name.name)
+            if callee is not None:
+                depth = max(depth, callee.depth)
+                base = (
+                    (min(1, callee.min_steps), min(1, callee.min_insts))
+                    if callee.native
+                    else (callee.min_steps, callee.min_insts)
+                )
+            elif isinstance(stmt, ast.QuantumPhase):
+                base = (0, 0)
+            else:
+                base = (1, 1)  # a gate of the set or an alias: one instruction
+            mods = [self._static_modifier(mod, definition) for mod in stmt.modifiers]
+            call_steps, call_insts = _lower_bound(base, mods, cap)
+            steps, insts = min(cap, steps + call_steps), min(cap, insts + call_insts)
+        definition.depth = depth + 1
+        definition.min_steps, definition.min_insts = steps, insts
+        if definition.depth > self.limits.gate_depth:
+            raise self.loc.error(
+                node,
+                f"gate '{definition.name}' nests gate calls {definition.depth} deep; "
+                f"the gate depth limit is {self.limits.gate_depth}",
+            )
+
+    def _static_modifier(
+        self, mod: ast.QuantumGateModifier, definition: _GateDef
+    ) -> tuple[str, int | None]:
+        """A modifier as ``_lower_bound`` takes it; a pow exponent is None unless constant."""
+        kind = mod.modifier.name
+        if kind != "pow":
+            return kind, 1
+        consts = _Hiding(self.consts, frozenset(definition.params))  # a parameter is unknown
+        try:
+            k = evaluate_constant(mod.argument, consts, self.loc, "the exponent of pow")
+        except QasmError:
+            return kind, None  # depends on the gate's parameters (or fails when called)
+        return kind, int(abs(k)) if k.is_integer() else None
 
     def _compare_native(self, definition: _GateDef, spec: GateSpec) -> tuple[bool, bool]:
         """Does the body equal our gate (up to a global phase; exactly)? Checked numerically.
@@ -260,12 +383,16 @@ class Importer:
         Two random angle sets make an accidental match at one point irrelevant; the tolerance
         is far above rounding (~1e-15) and far below any real difference of a gate.
         """
+        if definition.min_insts > MAX_NATIVE_CHECK:
+            return False, False
         rng = np.random.default_rng(20240601)
         size = 1 << spec.num_qubits
         exact = True
         for _ in range(2):
             params = [float(x) for x in rng.uniform(-math.pi, math.pi, spec.num_params)]
             insts, phase = self._body(definition, params, list(range(spec.num_qubits)), True)
+            if len(insts) > MAX_NATIVE_CHECK:
+                return False, False  # a long body is inlined: cheaper than its matrix
             unitary = _unitary(insts, spec.num_qubits) * np.exp(1j * float(phase))
             overlap = np.vdot(spec.full_matrix(params), unitary) / size
             if abs(abs(overlap) - 1.0) > 1e-9:
@@ -324,10 +451,20 @@ class Importer:
 
     # -- statements
 
+    def _spend(self, steps: int, node: ast.QASMNode, what: str = "the program") -> None:
+        """Charge the expansion budget, refusing at ``node`` once it is spent."""
+        if not self.budget.spend(steps):
+            raise self.loc.error(node, self.budget.message(what))
+
+    def _room(self) -> int:
+        """Instructions the circuit may still take: no expansion may grow past this."""
+        return self.limits.instructions - len(self.circuit.instructions)
+
     def _emit(self, insts: list[Instruction], node: ast.QASMNode) -> None:
         circuit = self.circuit
-        if len(circuit.instructions) + len(insts) > MAX_INSTRUCTIONS:
-            raise self.loc.error(node, f"the circuit grows past {MAX_INSTRUCTIONS} instructions")
+        if len(insts) > self._room():
+            limit = self.limits.instructions
+            raise self.loc.error(node, f"the circuit grows past {limit} instructions")
         try:
             for inst in insts:
                 if inst.name == "barrier":
@@ -367,19 +504,23 @@ class Importer:
         qubits, bits = self._operand(qubit, "qubit"), self._operand(target, "bit")
         if len(qubits) != len(bits):
             raise self.loc.error(node, f"measure of {len(qubits)} qubit(s) into {len(bits)} bit(s)")
+        self._spend(len(qubits), node)
         self._emit(
             [Instruction("measure", (q,), (), (b,)) for q, b in zip(qubits, bits, strict=True)],
             node,
         )
 
     def _reset(self, node: ast.QuantumReset) -> None:
-        self._emit([Instruction("reset", (q,)) for q in self._operand(node.qubits, "qubit")], node)
+        qubits = self._operand(node.qubits, "qubit")
+        self._spend(len(qubits), node)
+        self._emit([Instruction("reset", (q,)) for q in qubits], node)
 
     def _barrier(self, node: ast.QuantumBarrier) -> None:
         if node.qubits:
             qubits = [q for operand in node.qubits for q in self._operand(operand, "qubit")]
         else:
             qubits = list(range(self.circuit.num_qubits))
+        self._spend(len(qubits), node)  # a barrier's qubits are its size
         self._emit([Instruction("barrier", tuple(qubits))], node)
 
     # -- gate calls, definitions and modifiers
@@ -399,10 +540,12 @@ class Importer:
         """
         if isinstance(node, ast.QuantumGate) and node.duration is not None:
             raise self.loc.error(node, "a gate duration is not supported")
+        self._spend(1, node)  # every call counts, even one that makes no instruction
+        budget = self.budget
         is_phase = isinstance(node, ast.QuantumPhase)
         name = "gphase" if is_phase else node.name.name
         args = [node.argument] if is_phase else node.arguments
-        params = [evaluate(arg, env, self.loc) for arg in args]
+        params = [evaluate(arg, env, self.loc, budget) for arg in args]
         plan: list[tuple[str, int | list[int]]] = []
         used = 0
         for mod in node.modifiers:
@@ -410,13 +553,14 @@ class Importer:
             if kind in ("ctrl", "negctrl"):
                 count = 1
                 if mod.argument is not None:
-                    count = evaluate_int(mod.argument, env, self.loc, f"the count of {kind}")
+                    what = f"the count of {kind}"
+                    count = evaluate_int(mod.argument, env, self.loc, what, budget)
                 if count < 1:
                     raise self.loc.error(mod, f"{kind}({count}) needs at least one control")
                 plan.append((kind, qubits[used : used + count]))
                 used += count
             elif kind == "pow":
-                k = evaluate_constant(mod.argument, env, self.loc, "the exponent of pow")
+                k = evaluate_constant(mod.argument, env, self.loc, "the exponent of pow", budget)
                 if not k.is_integer():
                     raise self.loc.error(mod, f"pow({k!r}) @ is not supported: only integer powers")
                 plan.append(("pow", int(k)))
@@ -433,9 +577,13 @@ class Importer:
         if len(set(qubits)) != len(qubits):
             raise self.loc.error(node, f"{name} is given the same qubit twice")
         phase_matters = phase_matters or used > 0
+        definition = gates.get(name)
+        if definition is not None:
+            self._check_cost(definition, plan, phase_matters, node)
         insts, phase = self._base(name, params, qubits[used:], gates, phase_matters)
         for kind, arg in reversed(plan):
             if kind == "inv":
+                self._spend(len(insts) + _terms(phase), node)
                 insts, phase = _inverse(insts), normalize(-phase)
             elif kind == "pow":
                 insts, phase = self._power(insts, phase, arg, node)  # type: ignore[arg-type]
@@ -444,6 +592,27 @@ class Importer:
                     insts = self._control(insts, phase, control, kind == "negctrl", node)
                     phase = 0.0
         return insts, phase
+
+    def _check_cost(
+        self,
+        definition: _GateDef,
+        plan: list[tuple[str, int | list[int]]],
+        phase_matters: bool,
+        node: ast.QASMNode,
+    ) -> None:
+        """Refuse a call of a user gate before expanding it when even a lower bound of its
+        cost is more than the budget has left: nested macros fail here, not after growing."""
+        if definition.native and (definition.exact or not phase_matters):
+            base = (1, 1)
+        else:
+            base = (definition.min_steps, definition.min_insts)
+        mods = [
+            (kind, abs(arg) if kind == "pow" else 1)  # type: ignore[arg-type]
+            for kind, arg in plan
+        ]
+        steps, _insts = _lower_bound(base, mods, self.budget.limit + 1)
+        if steps > self.budget.left:
+            raise self.loc.error(node, self.budget.message(f"gate '{definition.name}'"))
 
     def _signature(
         self, name: str, gates: Mapping[str, _GateDef], node: ast.QuantumGate | ast.QuantumPhase
@@ -473,8 +642,10 @@ class Importer:
         definition = gates.get(name)
         if definition is not None:
             if definition.native and (definition.exact or not phase_matters):
+                self.budget.spend(1)  # checked with the call's cost, just before
                 return [Instruction(name, tuple(targets), tuple(params))], 0.0
             return self._body(definition, params, targets, phase_matters)
+        self.budget.spend(1)  # the call's own step already passed the check; one over at most
         if name in GATES:
             return [Instruction(name, tuple(targets), tuple(params))], 0.0
         native, mapping = ALIASES.get(name) or _EXTRA_ALIASES[name]
@@ -489,13 +660,16 @@ class Importer:
         phase_matters: bool,
     ) -> Ops:
         """Inline a user gate: its body with arguments and qubits substituted."""
-        env = {**self.consts, **dict(zip(definition.params, params, strict=True))}
+        # A view over the consts, not a copy: a call costs its own parameters, not the program's.
+        env = ChainMap(dict(zip(definition.params, params, strict=True)), self.consts)
         wires = dict(zip(definition.qubits, targets, strict=True))
         insts: list[Instruction] = []
         phase: ParamValue = 0.0
+        room = self._room()
         for stmt in definition.body:
             if isinstance(stmt, ast.QuantumBarrier):
                 qubits = [self._wire(op, wires, definition) for op in stmt.qubits] or targets
+                self._spend(len(qubits), stmt, f"gate '{definition.name}'")
                 insts.append(Instruction("barrier", tuple(qubits)))
                 continue
             if not isinstance(stmt, (ast.QuantumGate, ast.QuantumPhase)):
@@ -503,9 +677,15 @@ class Importer:
             qubits = [self._wire(op, wires, definition) for op in stmt.qubits]
             sub, sub_phase = self._call(stmt, qubits, env, definition.scope, phase_matters)
             insts.extend(sub)
-            phase = normalize(phase + sub_phase)
-            if len(insts) > MAX_INSTRUCTIONS:
-                raise self.loc.error(stmt, f"gate '{definition.name}' expands past the limit")
+            if not is_zero(sub_phase):
+                self._spend(_terms(phase) + _terms(sub_phase), stmt, f"gate '{definition.name}'")
+                phase = normalize(phase + sub_phase)
+            if len(insts) > room:
+                raise self.loc.error(
+                    stmt,
+                    f"gate '{definition.name}' expands past the limit of "
+                    f"{self.limits.instructions} instructions",
+                )
         return insts, phase
 
     def _wire(self, node: ast.QASMNode, wires: Mapping[str, int], definition: _GateDef) -> int:
@@ -521,10 +701,12 @@ class Importer:
         self, insts: list[Instruction], phase: ParamValue, k: int, node: ast.QASMNode
     ) -> Ops:
         """pow(k) @ g for integer k: g repeated k times (its inverse for negative k)."""
+        if len(insts) * abs(k) > self._room():
+            limit = self.limits.instructions
+            raise self.loc.error(node, f"pow({abs(k)}) expands past {limit} instructions")
+        self._spend(len(insts) * abs(k) + _terms(phase), node)
         if k < 0:
             insts, phase, k = _inverse(insts), -phase, -k
-        if len(insts) * k > MAX_INSTRUCTIONS:
-            raise self.loc.error(node, f"pow({k}) expands past {MAX_INSTRUCTIONS} instructions")
         return insts * k, normalize(phase * k)
 
     def _control(
@@ -538,14 +720,22 @@ class Importer:
         """ctrl @ (g1; g2; ...; gphase(a)) = ctrl @ g1; ctrl @ g2; ...; p(a) on the control."""
         flip = [Instruction("x", (control,))] if negative else []
         out = list(flip)
+        room = self._room()
+        self._spend(len(insts), node)  # at least one instruction out for each in, paid first
         for inst in insts:
             if inst.name == "barrier":
                 out.append(inst)
             else:
-                out.extend(self._control_one(inst, control, node))
+                more = self._control_one(inst, control, node)
+                self._spend(len(more) - 1, node)
+                out.extend(more)
+            if len(out) > room:
+                limit = self.limits.instructions
+                raise self.loc.error(node, f"ctrl @ expands past {limit} instructions")
         if not is_zero(phase):
             out.append(Instruction("p", (control,), (phase,)))
         out.extend(flip)
+        self._spend(len(flip) * 2 + 1, node)
         return out
 
     def _control_one(self, inst: Instruction, c: int, node: ast.QASMNode) -> list[Instruction]:
@@ -636,6 +826,48 @@ def _decompose(inst: Instruction) -> list[Instruction] | None:
             *(g(back[0], x, params=back[1]) for x in q),
         ]
     return None
+
+
+class _Hiding(Mapping[str, ParamValue]):
+    """``base`` without the names in ``hidden`` (a gate's parameters shadow consts)."""
+
+    def __init__(self, base: Mapping[str, ParamValue], hidden: frozenset[str]) -> None:
+        self.base = base
+        self.hidden = hidden
+
+    def __getitem__(self, name: str) -> ParamValue:
+        if name in self.hidden:
+            raise KeyError(name)
+        return self.base[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self.base if name not in self.hidden)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _terms(value: ParamValue) -> int:
+    """The free parameters a value carries: what an affine operation on it costs."""
+    return len(value.terms) if isinstance(value, ParamExpr) else 0
+
+
+def _lower_bound(
+    base: tuple[int, int], mods: Sequence[tuple[str, int | None]], cap: int
+) -> tuple[int, int]:
+    """Budget steps and instructions a call spends at least, from its base's and modifiers.
+
+    ``base`` is what the gate itself costs (steps, instructions); ``mods`` the modifiers in
+    source order, a pow with its exponent's size (None when unknown until the call). The call
+    counts one step, each modifier (applied innermost first) at least one per instruction it
+    makes, and none makes fewer than it is given except pow. Results saturate at ``cap``.
+    """
+    steps, insts = min(cap, 1 + base[0]), min(cap, base[1])
+    for kind, k in reversed(mods):
+        if kind == "pow":
+            insts = 0 if k is None else min(cap, insts * k)
+        steps = min(cap, steps + insts)
+    return steps, insts
 
 
 def _inverse(insts: list[Instruction]) -> list[Instruction]:
