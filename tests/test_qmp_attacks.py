@@ -33,7 +33,7 @@ from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
 from qiz.qmp.handshake import VERSION, InitiatorHandshake
 from qiz.qmp.transport import MAX_PENDING, MAX_PENDING_PER_PREFIX
 
-from .helpers import NodeProcess, client, eventually, node_processes, read_until_closed, run
+from .helpers import NodeProcess, client, eventually, node_processes, qiz, read_until_closed, run
 
 NOW = 1_800_000_000.0
 HANG_GUARD = 30.0  # seconds: only so that a broken node fails the test instead of hanging it
@@ -186,13 +186,14 @@ def test_prefixes_and_the_pending_table() -> None:
 
 @pytest.fixture
 def target(tmp_path: Path) -> Any:
+    qiz(tmp_path, "--home", "target", "init")
     with node_processes(tmp_path) as start:
         yield start("target")
 
 
 def counters(node: NodeProcess) -> dict[str, int]:
     """The node's link counters, over its control socket."""
-    return node.request("status")["link_counters"]
+    return node.request("status")["result"]["link_counters"]
 
 
 def host_port(address: str) -> tuple[str, int]:
