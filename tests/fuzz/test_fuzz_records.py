@@ -1,0 +1,139 @@
+"""Fuzz targets of the signed records a peer hands over: peer records (in HELLO/INIT and the
+DHT), name and provider records (``dht/1.store``, lookup answers).
+
+Two kinds of input: valid records with byte-level mutations (they must fail the signature or
+an earlier check), and records whose fields were mutated *and then signed again* by their
+owner, which is what a malicious owner can publish: those reach every check behind the
+signature, and, when they validate, the record store that ``dht/1.store`` puts them in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import event, example, given
+from hypothesis import strategies as st
+
+from qiz import wire
+from qiz.crypto.ids import ContentId
+from qiz.identity import PeerRecord, PeerRecordError
+from qiz.identity.peer_record import CONTEXT as PEER_CONTEXT
+from qiz.resolve.records import (
+    NAME_CONTEXT,
+    PROVIDER_CONTEXT,
+    RecordError,
+    RecordKind,
+    ValidRecord,
+    make_name_record,
+    make_provider_record,
+    validate,
+)
+from qiz.resolve.store import PutResult, RecordStore
+
+from .strategies import budget, bytes_from, cbor, identity, mutated_value, only
+
+NOW = time.time()
+CONTEXTS = {
+    RecordKind.PEER: PEER_CONTEXT,
+    RecordKind.NAME: NAME_CONTEXT,
+    RecordKind.PROVIDER: PROVIDER_CONTEXT,
+}
+
+
+def valid_raw(kind: RecordKind) -> bytes:
+    owner = identity("owner")
+    if kind is RecordKind.PEER:
+        return PeerRecord.create(owner, ["127.0.0.1:4000", "[::1]:4000"], seq=7, now=NOW).raw
+    if kind is RecordKind.NAME:
+        return make_name_record(owner, "svc", "v=1", seq=7, now=NOW, ttl=3600)
+    return make_provider_record(owner, ContentId(bytes(32)), ["10.0.0.1:9"], now=NOW, ttl=3600)
+
+
+VALID = {kind: valid_raw(kind) for kind in RecordKind}
+KEYS = {kind: validate(kind, VALID[kind], key=None, now=NOW).key for kind in RecordKind}
+
+
+def resign(kind: RecordKind, fields: Any) -> bytes:
+    """``fields`` (a mutated record map) signed again by the owner, as a malicious owner
+    would: the signature covers the canonical map without ``sig``."""
+    if not isinstance(fields, dict):
+        return cbor(fields)
+    body = {k: v for k, v in fields.items() if k != "sig"}
+    try:
+        signed = wire.encode(body)
+    except wire.WireError:
+        signed = cbor(body)  # no valid record can hold it; the verifier refuses it first
+    sig = identity("owner").sign(signed, CONTEXTS[kind])
+    return cbor({**body, "sig": sig})
+
+
+@st.composite
+def resigned(draw: st.DrawFn, kind: RecordKind) -> bytes:
+    fields = wire.decode(VALID[kind])
+    return resign(kind, draw(mutated_value(fields)))
+
+
+KINDS = st.sampled_from(list(RecordKind))
+
+
+def check(kind: RecordKind, raw: bytes, key: bytes | None) -> ValidRecord | None:
+    """The property: a ValidRecord or RecordError; a valid one can be stored."""
+    with only(RecordError):
+        record = validate(kind, raw, key=key, now=NOW)
+        assert isinstance(record, ValidRecord) and record.kind is kind
+        store = RecordStore(None)
+        try:
+            assert store.put(record, NOW) in (PutResult.STORED, PutResult.UNCHANGED)
+            assert store.get(kind, record.key, NOW)[0].raw == raw
+        finally:
+            store.close()
+        return record
+    return None
+
+
+@given(KINDS.flatmap(lambda k: st.tuples(st.just(k), bytes_from(st.just(VALID[k])))))
+@budget(1)
+def test_mutated_records_validate_or_raise_record_error(case: tuple[RecordKind, bytes]) -> None:
+    kind, raw = case
+    got = check(kind, raw, None)
+    event(f"{kind.value}: {'valid' if got else 'refused'}")
+    if got is not None:
+        assert raw == VALID[kind]  # only the unmutated bytes may pass the signature
+
+
+@given(KINDS.flatmap(lambda k: st.tuples(st.just(k), resigned(k))), st.booleans())
+@budget(1)
+def test_records_resigned_by_their_owner_validate_or_raise_record_error(
+    case: tuple[RecordKind, bytes], keyed: bool
+) -> None:
+    kind, raw = case
+    got = check(kind, raw, KEYS[kind] if keyed else None)
+    event(f"{kind.value}: {'valid' if got else 'refused'}")
+
+
+@given(bytes_from(st.just(VALID[RecordKind.PEER])))
+@budget(1)
+def test_peer_record_verify_returns_a_record_or_peer_record_error(raw: bytes) -> None:
+    """The handshake's path: PeerRecord.verify on what RECORD and INIT carry."""
+    with only(PeerRecordError):
+        record = PeerRecord.verify(raw, now=NOW)
+        assert record.raw == raw
+
+
+# ----------------------------------------------------------------------------- known defects
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13.2: a record with seq >= 2^63 validates, then overflows SQLite's INTEGER",
+)
+@example(RecordKind.NAME, 1 << 63)
+@example(RecordKind.PEER, (1 << 64) - 1)
+@given(st.sampled_from([RecordKind.PEER, RecordKind.NAME]), st.integers(1 << 63, (1 << 64) - 1))
+@budget(0.1)
+def test_a_record_with_a_huge_seq_is_refused_or_stored(kind: RecordKind, seq: int) -> None:
+    fields = wire.decode(VALID[kind])
+    with pytest.raises(RecordError):  # refused is the only right answer: SQLite cannot hold it
+        validate(kind, resign(kind, {**fields, "seq": seq}), key=None, now=NOW)
