@@ -1,5 +1,6 @@
-"""QMP benchmark, side by side on loopback in one run: handshake latency and crypto CPU per
-side; RPC round trip; idle link RTT; bulk throughput over one link against raw asyncio TCP and
+"""QMP benchmark, side by side on loopback in one run: what one INIT costs an attacker and the
+node (the cost asymmetry the KEM budget bounds); handshake latency and crypto CPU per side; RPC
+round trip; idle link RTT; bulk throughput over one link against raw asyncio TCP and
 TLS 1.3 (Python's ``ssl``). Each server runs in its own process, as a real peer would.
 
 Every transport carries the same byte stream and the server returns the stream's SHA-256, which
@@ -27,7 +28,9 @@ from bench.harness import Figure, machine, markdown_table, median, percentile
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache
 from qiz.qmp.connection import Connection
-from qiz.qmp.cookie import CookieAuthority
+from qiz.qmp.cookie import CookieAuthority, compute_mac1
+from qiz.qmp.frames import FrameKind, encode_frame
+from qiz.qmp.handshake import EPHEMERAL_POOL, InitiatorHandshake
 from qiz.qmp.rpc import RpcEndpoint
 from qiz.qmp.transport import Link, Listener, dial
 
@@ -55,7 +58,15 @@ async def serve_qmp(secret_path: str) -> None:
         RpcEndpoint(link, {"echo": echo})
         return None
 
-    listener = Listener(identity, lambda: record, on_link=on_link, max_inbound=10_000)
+    # one client dials hundreds of times from 127.0.0.1: lift the per-network KEM budget
+    listener = Listener(
+        identity,
+        lambda: record,
+        on_link=on_link,
+        max_inbound=10_000,
+        kem_rate=1e9,
+        kem_burst=1_000_000_000,
+    )
     await listener.start("127.0.0.1:0")
     print(listener.address.rsplit(":", 1)[1], flush=True)
     await asyncio.Event().wait()
@@ -184,6 +195,72 @@ def handshake_cpu(rounds: int, *, warm: bool) -> tuple[float, float]:
     return median(init_cpu), median(resp_cpu)
 
 
+def handshake_cost(rounds: int) -> list[Figure]:
+    """What one INIT costs its sender and the responder (CPU ms, median, sans-IO): the cost
+    asymmetry of docs/qmp.md §4.1. The attacker reuses one identity and record (the responder's
+    record cache makes the record check free after the first), so its work per fresh INIT is an
+    encapsulation, an AEAD and an HMAC (plus a key generation, unless it reuses its ephemeral
+    key); an altered replay (a seen INIT with one payload byte changed and mac1 recomputed) is
+    an HMAC."""
+    now = time.time()
+    attacker, node = NodeIdentity.generate(), NodeIdentity.generate()
+    a_rec = PeerRecord.create(attacker, ["127.0.0.1:1"], seq=1, now=now)
+    n_rec = PeerRecord.create(node, ["127.0.0.1:2"], seq=1, now=now)
+
+    def cpu(fn, setup=None) -> float:
+        samples = []
+        for _ in range(rounds):
+            if setup is not None:
+                setup()
+            t0 = time.process_time()
+            fn()
+            samples.append(time.process_time() - t0)
+        return median(samples) * 1e3
+
+    def make_init() -> bytes:
+        return InitiatorHandshake(attacker, a_rec, n_rec).init_message()
+
+    seen = make_init()
+    message = bytearray(seen[:-32])
+
+    def altered() -> bytes:
+        message[-1] ^= 1
+        return bytes(message) + compute_mac1(n_rec.xwing_key.raw, bytes(message)) + bytes(16)
+
+    records = VerifiedRecordCache()
+    open_budget = CookieAuthority(node.xwing_public.raw, now=now, kem_burst=10**9)
+    spent_budget = CookieAuthority(node.xwing_public.raw, now=now, kem_rate=0.0, kem_burst=1)
+    spent_budget.allow_kem("198.51.100.1:1", now)  # its one token, gone
+
+    def respond(cookies: CookieAuthority, body: bytes) -> None:
+        conn = Connection.responder(
+            node, n_rec, cookies=cookies, peer_address="198.51.100.1:1", now=now, records=records
+        )
+        conn.receive_data(encode_frame(FrameKind.INIT, body), now)
+        conn.data_to_send()
+
+    fresh = [make_init() for _ in range(2 * rounds)]
+    respond(open_budget, seen)  # the record check is cached from here on; seen is remembered
+    processed = cpu(lambda: respond(open_budget, fresh.pop()))
+    replayed = cpu(lambda: respond(open_budget, altered()))
+    limited = cpu(lambda: respond(spent_budget, fresh.pop()))
+    assert open_budget.kem_operations == rounds + 1 and spent_budget.kem_limited == rounds
+    group = "QMP handshake cost (per INIT)"
+    EPHEMERAL_POOL.clear()
+    with_keygen = cpu(make_init)
+    # an attacker may reuse one ephemeral key: its key generation then costs nothing per INIT
+    # (a key made ahead of time, outside the timing, is the same cost)
+    without_keygen = cpu(make_init, setup=EPHEMERAL_POOL.refill)
+    return [
+        Figure(group, "attacker CPU, fresh INIT (new ephemeral key)", with_keygen, "ms"),
+        Figure(group, "attacker CPU, fresh INIT (ephemeral key reused)", without_keygen, "ms"),
+        Figure(group, "attacker CPU, altered replay (mac1 recomputed)", cpu(altered), "ms"),
+        Figure(group, "node CPU, INIT processed (decaps + 2 encaps)", processed, "ms"),
+        Figure(group, "node CPU, altered replay refused (same KEM ciphertext)", replayed, "ms"),
+        Figure(group, "node CPU, INIT over its network's KEM budget (COOKIE)", limited, "ms"),
+    ]
+
+
 async def qmp_client(port: int, identity: NodeIdentity, server_record: PeerRecord, quick: bool):
     now = time.time()
     record = PeerRecord.create(identity, ["127.0.0.1:1"], seq=1, now=now)
@@ -252,6 +329,7 @@ async def stream_bulk(port: int, data: bytes, use_tls: bool):
 def run(quick: bool = False) -> list[Figure]:
     figures: list[Figure] = []
     rounds = 30 if quick else 200
+    figures += handshake_cost(rounds)
     init_cpu, resp_cold = handshake_cpu(rounds, warm=False)
     _, resp_warm = handshake_cpu(rounds, warm=True)
     figures += [
