@@ -33,7 +33,18 @@ from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
 from qiz.qmp.handshake import VERSION, InitiatorHandshake
 from qiz.qmp.transport import MAX_PENDING, MAX_PENDING_PER_PREFIX
 
-from .helpers import NodeProcess, client, eventually, node_processes, qiz, read_until_closed, run
+from .helpers import (
+    NodeProcess,
+    client,
+    eventually,
+    make_node,
+    manager,
+    node_processes,
+    qiz,
+    read_until_closed,
+    run,
+    running,
+)
 
 NOW = 1_800_000_000.0
 HANG_GUARD = 30.0  # seconds: only so that a broken node fails the test instead of hanging it
@@ -364,3 +375,31 @@ def test_an_init_flood_from_one_network_is_held_to_its_kem_budget(target: NodePr
     # the bucket's own bound: its burst plus what it refilled while the flood lasted
     assert flood_kem <= KEM_BURST_PER_PREFIX + KEM_RATE_PER_PREFIX * elapsed + 1
     assert seen["kem_rate_limited"] > 0
+
+
+def test_slots_kept_for_known_peers_survive_a_crowd_of_new_identities() -> None:
+    """Fresh identities are cheap: once they hold every inbound slot but the reserved ones,
+    the next new identity is closed (BUSY) after its handshake, while a peer the node dialled
+    itself still links in."""
+
+    async def scenario() -> None:
+        node = make_node(config=manager(max_inbound=8, reserved_known=2))
+        friend = make_node()
+        async with running(node, friend):
+            await node.connect(friend.address, friend.node_id)  # dialled by the node: known
+            crowd = [await client(node.address) for _ in range(6)]  # 6 = 8 - 2 reserved
+            for _link, rpc in crowd:
+                assert await rpc.call("qmp.ping", 1) == 1
+            late_link, _ = await client(node.address)
+            await late_link.wait_closed()
+            code, _reason, by_peer = late_link.closed.result()
+            assert code is ErrorCode.BUSY and by_peer
+            # the friend dials in with its own identity: a reserved slot takes it
+            link, rpc = await client(node.address, friend.identity)
+            assert await rpc.call("qmp.ping", "friend") == "friend"
+            seen = node.links.counters_snapshot()
+            assert seen["unknown_refused"] == 1 and seen["inbound_full"] == 0
+            for other, _ in [*crowd, (link, rpc)]:
+                other.close()
+
+    run(scenario())
