@@ -11,10 +11,12 @@ dashboard's files need no token (they hold no data); everything under ``/api/`` 
 
 What one local process can take from it is bounded (:class:`ApiLimits`): at most
 ``max_connections`` connections at once (1,100 idle ones once took every file descriptor of the
-node, and with them every QMP dial); when a new one arrives at the cap, the oldest connection
-with no request being answered is closed to make room (an idle or half-sent connection is
-cheap to take back, a request in progress is never cut), and only when every connection is busy
-is the newcomer answered 503 and closed. A connection must deliver its request line and headers
+node, and with them every QMP dial); when a new one arrives at the cap, one with no request
+being answered is closed to make room: the oldest that has sent nothing yet, else the oldest
+idle or half-sent one (a request in progress is never cut). A real client sends its request at
+once, so a flood of silent connections, even one reopened as fast as it is closed, churns
+through the silent ones and leaves it be. Only when every connection is busy is the newcomer
+answered 503 and closed. A connection must deliver its request line and headers
 within ``idle_timeout`` seconds of opening or of its last answer (aiohttp's keep-alive timer,
 which also runs before the first request: a slowloris client is closed at it), and a body within
 ``body_timeout`` seconds (408). JSON bodies are nested at most
@@ -44,9 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qiz.web")
 MAX_BODY = 1024 * 1024
-# Each API connection holds a file descriptor and a parser; the cap leaves the node's
+# Each API connection holds a file descriptor and a parser; the cap leaves most of the node's
 # descriptors (often 1,024 in all) to its QMP links, databases and worker pipes.
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 128
 # Seconds a connection may take to send a whole request line and headers, counted from its
 # opening or its last answer: what a slowloris client (or an idle one) can hold a slot for.
 IDLE_TIMEOUT = 10.0
@@ -91,6 +93,11 @@ class _Handler(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self.owner = owner
         self.admitted = False
+        self.talked = False  # it has sent at least one byte
+
+    def data_received(self, data: bytes) -> None:
+        self.talked = True
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.owner.admit(self):
@@ -202,7 +209,9 @@ class WebServer:
         """Take ``handler``'s connection under the cap, closing the oldest idle connection to
         make room if need be; False (the caller refuses it) if every connection is busy."""
         if len(self._open) >= self.limits.max_connections:
-            idle = next((h for h in self._open if h not in self._busy), None)
+            idle = next((h for h in self._open if not h.talked), None) or next(
+                (h for h in self._open if h not in self._busy), None
+            )
             if idle is None:
                 self.connections_refused += 1
                 log.warning("API connection refused: %d connections busy", len(self._open))
