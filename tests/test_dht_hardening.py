@@ -435,7 +435,9 @@ def test_a_store_flood_keeps_to_the_byte_budget_and_evicts_the_flood_first(nodes
     evicts its own records, so an honest record stored before the flood is still there and
     one stored after it is taken too. Both resolve."""
     budget = 60_000
-    target = nodes("target", store_max_bytes=budget, store_burst_per_signer=200)
+    target = nodes(
+        "target", store_max_bytes=budget, store_burst_per_signer=200, store_burst_per_peer=100
+    )
     flooders = [generate_identity(BITS) for _ in range(3)]
     early, late = generate_identity(BITS), generate_identity(BITS)
 

@@ -87,13 +87,13 @@ class DhtConfig:
     # key it already holds always fit)
     max_records_per_holder: int = 256
     # stores one peer (the id its link proved) may make: a sustained rate and a burst. Owners
-    # publish their own records, so an honest peer stores a handful per hour; this bounds a
-    # flood over one link to store_rate_per_peer records/s.
-    store_rate_per_peer: float = 10.0
-    store_burst_per_peer: float = 100.0
-    # stores of records by one signer, whichever peers carry them: the same bound per identity
-    store_rate_per_signer: float = 5.0
-    store_burst_per_signer: float = 50.0
+    # publish their own records (a peer record, names, providers: a handful at join and per
+    # hour), so an honest peer stays far below; a flood over one link gets this rate at most.
+    store_rate_per_peer: float = 5.0
+    store_burst_per_peer: float = 20.0
+    # stores of one signer's records, whichever peers carry them: the same bound per identity
+    store_rate_per_signer: float = 2.0
+    store_burst_per_signer: float = 20.0
     store_max_records: int = MAX_RECORDS  # rows in the record store
     store_max_bytes: int = MAX_BYTES  # bytes of the record store (raw + row overhead)
 
