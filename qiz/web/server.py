@@ -11,16 +11,16 @@ dashboard's files need no token (they hold no data); everything under ``/api/`` 
 
 What one local process can take from it is bounded (:class:`ApiLimits`): at most
 ``max_connections`` connections at once (1,100 idle ones once took every file descriptor of the
-node, and with them every QMP dial); when a new one arrives at the cap, one with no request
-being answered is closed to make room: the oldest that has sent nothing yet, else the oldest
-idle or half-sent one (a request in progress is never cut). A real client sends its request at
-once, so a flood of silent connections, even one reopened as fast as it is closed, churns
-through the silent ones and leaves it be. Only when every connection is busy is the newcomer
-answered 503 and closed. A connection must deliver its request line and headers
-within ``idle_timeout`` seconds of opening or of its last answer (aiohttp's keep-alive timer,
-which also runs before the first request: a slowloris client is closed at it), and a body within
-``body_timeout`` seconds (408). JSON bodies are nested at most
-:data:`qiz.web.json_input.MAX_JSON_DEPTH` levels.
+node, and with them every QMP dial); when a new one arrives at the cap, the oldest connection
+that has not sent a whole request head is closed to make room (an idle or half-sent connection
+is cheap to take back; a request whose head is in is never cut). A real client sends its head
+at once and is protected from then until its answer, so a flood of silent or slowloris
+connections, even one reopened as fast as the node closes it, churns through itself. Only when
+every connection holds a request is the newcomer answered 503 and closed. A connection must
+deliver its request line and headers within ``idle_timeout`` seconds of opening or of its last
+answer (aiohttp's keep-alive timer, which also runs before the first request: a slowloris
+client is closed at it), and a body within ``body_timeout`` seconds (408). JSON bodies are
+nested at most :data:`qiz.web.json_input.MAX_JSON_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -93,11 +93,20 @@ class _Handler(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self.owner = owner
         self.admitted = False
-        self.talked = False  # it has sent at least one byte
+        self.headed = False  # a whole request head is in and not answered yet: never evicted
+        self._tail = b""  # the last bytes of the head so far, for a CRLFCRLF split in two
 
     def data_received(self, data: bytes) -> None:
-        self.talked = True
+        if not self.headed:
+            window = self._tail + data
+            self.headed = b"\r\n\r\n" in window
+            self._tail = window[-3:]
         super().data_received(data)
+
+    def answered(self) -> None:
+        """Its request was answered: it may be evicted again while it idles."""
+        self.headed = False
+        self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.owner.admit(self):
@@ -161,7 +170,6 @@ class WebServer:
             if os.path.splitext(entry.name)[1] in STATIC_TYPES
         }
         self._open: dict[_Handler, None] = {}  # admitted connections, oldest first
-        self._busy: set[Any] = set()  # connections whose request is being answered
         self.connections_refused = 0
         self.connections_evicted = 0
         self.bodies_timed_out = 0
@@ -209,9 +217,7 @@ class WebServer:
         """Take ``handler``'s connection under the cap, closing the oldest idle connection to
         make room if need be; False (the caller refuses it) if every connection is busy."""
         if len(self._open) >= self.limits.max_connections:
-            idle = next((h for h in self._open if not h.talked), None) or next(
-                (h for h in self._open if h not in self._busy), None
-            )
+            idle = next((h for h in self._open if not h.headed), None)
             if idle is None:
                 self.connections_refused += 1
                 log.warning("API connection refused: %d connections busy", len(self._open))
@@ -227,7 +233,6 @@ class WebServer:
 
     def release(self, handler: _Handler) -> None:
         self._open.pop(handler, None)
-        self._busy.discard(handler)
 
     @property
     def open_connections(self) -> int:
@@ -282,6 +287,13 @@ class WebServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await self._checked(request, handler)
+        finally:
+            if isinstance(request.protocol, _Handler):
+                request.protocol.answered()
+
+    async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         hosts = self._hosts()
         if request.host not in hosts:
             return _error(403, f"Host {request.host!r} is not this node's API (DNS rebinding?)")
@@ -296,8 +308,6 @@ class WebServer:
                 return _error(401, "a valid API token is required (see 'qiz dashboard')")
         if request.method == "POST" and request.content_type != "application/json":
             return _error(415, "POST bodies must be application/json")
-        protocol = request.protocol
-        self._busy.add(protocol)
         try:
             response = await handler(request)
         except _BodyTimeout as exc:
@@ -311,8 +321,6 @@ class WebServer:
             return _error(exc.status, exc.reason)
         except Exception as exc:  # the same answer the control socket gives (500 for a bug)
             return _error(*error_answer(exc))
-        finally:
-            self._busy.discard(protocol)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
