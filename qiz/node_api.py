@@ -103,6 +103,10 @@ class DhtView:
     lookups: int
     invalid_records: int
     refused_stores: int
+    # the record store's budget in use, and what the DHT's store limits did (docs/dht.md)
+    store_bytes: int = 0
+    evicted_records: int = 0
+    rate_limited_stores: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,14 @@ class NodeAPI:
             links=self.links(),
             inbound_refused=node.links.listener.refused,
             handshakes_failed=node.links.listener.handshakes_failed,
-            dht=DhtView(contacts=len(dht.table), records=len(dht.store), **dht.counters),
+            dht=DhtView(
+                contacts=len(dht.table),
+                records=len(dht.store),
+                **dht.counters,
+                store_bytes=dht.store.bytes,
+                evicted_records=dht.store.evicted,
+                rate_limited_stores=dht.rate_limited_stores,
+            ),
             compute=compute,
             api=node.web.url if node.web is not None else None,
             link_counters=node.links.counters_snapshot(),
