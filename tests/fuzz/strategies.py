@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sqlite3
 import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ class Known:
     keep looking for the next defect meanwhile instead of failing on this one."""
 
     what: str
-    error: type[BaseException]
+    error: type[BaseException] | tuple[type[BaseException], ...]
     file: str
     function: str
 
@@ -66,6 +67,12 @@ KNOWN: list[Known] = [
     Known("issue 13.10: zero-length frame", IndexError, "qiz/qmp/frames.py", "_take"),
     Known("issue 13.2: seq >= 2^63 into SQLite", OverflowError, "qiz/resolve/store.py", "put"),
     Known("tfim:<5000 digits>: int() limit", ValueError, "qiz/quantum/core/pauli.py", "builtin"),
+    Known(
+        "job.fetch: task unchecked into SQLite (>= 2^63, a list, a map...)",
+        (OverflowError, sqlite3.ProgrammingError),
+        "qiz/compute/jobdb.py",
+        "get",
+    ),
 ]
 
 

@@ -9,71 +9,17 @@ signature, and, when they validate, the record store that ``dht/1.store`` puts t
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from qiz import wire
-from qiz.crypto.ids import ContentId
 from qiz.identity import PeerRecord, PeerRecordError
-from qiz.identity.peer_record import CONTEXT as PEER_CONTEXT
-from qiz.resolve.records import (
-    NAME_CONTEXT,
-    PROVIDER_CONTEXT,
-    RecordError,
-    RecordKind,
-    ValidRecord,
-    make_name_record,
-    make_provider_record,
-    validate,
-)
+from qiz.resolve.records import RecordError, RecordKind, ValidRecord, validate
 from qiz.resolve.store import PutResult, RecordStore
 
-from .strategies import budget, bytes_from, cbor, identity, mutated_value, only
-
-NOW = time.time()
-CONTEXTS = {
-    RecordKind.PEER: PEER_CONTEXT,
-    RecordKind.NAME: NAME_CONTEXT,
-    RecordKind.PROVIDER: PROVIDER_CONTEXT,
-}
-
-
-def valid_raw(kind: RecordKind) -> bytes:
-    owner = identity("owner")
-    if kind is RecordKind.PEER:
-        return PeerRecord.create(owner, ["127.0.0.1:4000", "[::1]:4000"], seq=7, now=NOW).raw
-    if kind is RecordKind.NAME:
-        return make_name_record(owner, "svc", "v=1", seq=7, now=NOW, ttl=3600)
-    return make_provider_record(owner, ContentId(bytes(32)), ["10.0.0.1:9"], now=NOW, ttl=3600)
-
-
-VALID = {kind: valid_raw(kind) for kind in RecordKind}
-KEYS = {kind: validate(kind, VALID[kind], key=None, now=NOW).key for kind in RecordKind}
-
-
-def resign(kind: RecordKind, fields: Any) -> bytes:
-    """``fields`` (a mutated record map) signed again by the owner, as a malicious owner
-    would: the signature covers the canonical map without ``sig``."""
-    if not isinstance(fields, dict):
-        return cbor(fields)
-    body = {k: v for k, v in fields.items() if k != "sig"}
-    try:
-        signed = wire.encode(body)
-    except wire.WireError:
-        signed = cbor(body)  # no valid record can hold it; the verifier refuses it first
-    sig = identity("owner").sign(signed, CONTEXTS[kind])
-    return cbor({**body, "sig": sig})
-
-
-@st.composite
-def resigned(draw: st.DrawFn, kind: RecordKind) -> bytes:
-    fields = wire.decode(VALID[kind])
-    return resign(kind, draw(mutated_value(fields)))
-
+from .inputs import KEYS, NOW, VALID, resign, resigned
+from .strategies import budget, bytes_from, only
 
 KINDS = st.sampled_from(list(RecordKind))
 
