@@ -64,8 +64,6 @@ class Known:
 
 
 KNOWN: list[Known] = [
-    Known("issue 13.10: zero-length frame", IndexError, "qiz/qmp/frames.py", "_take"),
-    Known("issue 13.2: seq >= 2^63 into SQLite", OverflowError, "qiz/resolve/store.py", "put"),
     Known("tfim:<5000 digits>: int() limit", ValueError, "qiz/quantum/core/pauli.py", "builtin"),
     Known(
         "job.fetch: task unchecked into SQLite (>= 2^63, a list, a map...)",

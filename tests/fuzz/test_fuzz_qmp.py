@@ -15,7 +15,6 @@ import functools
 import itertools
 import time
 
-import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
@@ -302,15 +301,14 @@ def test_an_established_link_survives_anything_its_peer_seals(
     event(outcome(victim))
 
 
-# ----------------------------------------------------------------------------- known defects
+# ----------------------------------------------------------------------------- regressions
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13.10: a zero-length frame raises IndexError")
 @example(frame(FrameKind.HELLO, b""))
 @given(st.sampled_from([frame(k, b"") for k in KINDS]))
 def test_a_zero_length_frame_is_refused_with_a_qmp_error(stream: bytes) -> None:
-    """Issue 13 item 10 (qiz/qmp/frames.py, FrameDecoder._take): a frame whose length is 0 and
-    that ends the input raises IndexError instead of being refused."""
+    """Issue 13 item 10, found by the frame fuzzer: a frame whose length is 0 and that ends
+    the input raised IndexError in FrameDecoder._take (qiz/qmp/frames.py) at d378dc9."""
     decoder = FrameDecoder(1024)
     with contextlib.suppress(QmpError):
         decoder.feed(stream)
@@ -321,3 +319,24 @@ def test_encode_frame_round_trips_through_the_decoder() -> None:
     decoder = FrameDecoder(HANDSHAKE_MAX_BODY)
     body = init_message(wire.encode({"rec": records()[0].raw}))
     assert decoder.feed(encode_frame(FrameKind.INIT, body))[0].body == body
+
+
+def test_adversarial_wire_inputs_stay_within_bounded_memory() -> None:
+    """What a 64 KiB message or a frame header can make the decoders allocate: heads that
+    announce 2^64-byte strings, nesting thousands deep, 16,383 empty maps (the worst
+    amplification: about 20x), a 16 MiB frame announced."""
+    from .strategies import peak_bytes
+
+    bound = 4 << 20  # 64x the largest message wire.decode takes
+    cases = {
+        "huge-length": b"\x5b" + b"\xff" * 8,
+        "deep": b"\x81" * 60000 + b"\x00",
+        "wide": b"\x9a\x00\x00\xff\xff" + b"\x00" * 60000,
+        "many-maps": b"\x99\x3f\xff" + b"\xa0" * 16383,
+    }
+    for name, data in cases.items():
+        assert peak_bytes(lambda data=data: wire.decode(data)) <= bound, name
+    decoder = FrameDecoder(HANDSHAKE_MAX_BODY)
+    with contextlib.suppress(QmpError):
+        decoder.feed(frame(FrameKind.INIT, b"")[:1] + b"\xff\xff\xff")
+    assert decoder.buffered <= HEADER_SIZE
