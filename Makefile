@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean browser fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# The parsers' fuzz targets (tests/fuzz) with the long hypothesis profile: FUZZ_EXAMPLES per
+# target (`make test` runs them briefly). Failures are kept in .hypothesis/ and replayed first.
+FUZZ_EXAMPLES ?= 4000
+
+fuzz: $(STAMP)
+	QIZ_FUZZ_PROFILE=fuzz-long QIZ_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/python -m pytest -q --timeout=0 --hypothesis-show-statistics tests/fuzz
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
