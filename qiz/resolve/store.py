@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (kind, key, holder)
 );
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires);
-CREATE INDEX IF NOT EXISTS records_holder ON records (holder);
+DROP INDEX IF EXISTS records_holder;
+CREATE INDEX IF NOT EXISTS records_holder_expiry ON records (holder, expires);
 """
 
 
@@ -191,17 +192,29 @@ class RecordStore:
     def _least_valuable(self, kept: set[bytes], record: ValidRecord, new_row: bool) -> tuple | None:
         """The first record in eviction order, other than ``record``'s own row and the kept
         holders': (kind, key, holder, its holder's count, closeness, expires, raw length).
-        The newcomer's signer is counted with the newcomer in it."""
+        The newcomer's signer is counted with the newcomer in it.
+
+        Count and closeness belong to the holder, so the first record is the earliest to
+        expire of the first holder in (count desc, closeness asc) order: two indexed queries
+        instead of ranking every row."""
         self._kept_now = kept
-        return self.db.execute(
-            "WITH counts AS (SELECT holder, COUNT(*) + (holder = ?) * ? AS n FROM records "
-            "GROUP BY holder) "
-            "SELECT r.kind, r.key, r.holder, c.n, closeness(r.holder) AS near, r.expires, "
-            "length(r.raw) FROM records r JOIN counts c ON c.holder = r.holder "
-            "WHERE NOT (r.kind=? AND r.key=? AND r.holder=?) AND NOT kept(r.holder) "
-            "ORDER BY c.n DESC, near ASC, r.expires ASC, r.stored_at ASC LIMIT 1",
-            (record.holder, int(new_row), record.kind.value, record.key, record.holder),
-        ).fetchone()
+        holders = self.db.execute(
+            "SELECT holder, COUNT(*) + (holder = ?) * ? AS n FROM records "
+            "GROUP BY holder HAVING NOT kept(holder) "
+            "ORDER BY n DESC, closeness(holder) ASC LIMIT 2",
+            (record.holder, int(new_row)),
+        ).fetchall()
+        for holder, count in holders:  # the newcomer's own row may be its holder's only one
+            row = self.db.execute(
+                "SELECT kind, key, expires, length(raw) FROM records "
+                "WHERE holder=? AND NOT (kind=? AND key=? AND holder=?) "
+                "ORDER BY expires ASC, stored_at ASC LIMIT 1",
+                (holder, record.kind.value, record.key, record.holder),
+            ).fetchone()
+            if row is not None:
+                kind, key, expires, length = row
+                return kind, key, holder, count, self._closeness(holder), expires, length
+        return None
 
     # ------------------------------------------------------------------ reading
 
