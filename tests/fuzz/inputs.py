@@ -80,7 +80,7 @@ DOCUMENTS: list[dict[str, Any]] = [
         "kind": "estimator",
         "params": {
             "qasm": "OPENQASM 3.0; input float a; qubit[2] q; rx(a) q[0];",
-            "observables": ["1 ZZ", "0.5 X0"],
+            "observables": ["1 ZZ", "0.5 X0 Z1"],
             "inputs": {"a": 0.5},
         },
     },
