@@ -566,7 +566,8 @@ class Importer:
                 plan.append(("pow", int(k)))
             else:
                 plan.append(("inv", 0))
-        num_params, num_qubits = self._signature(name, gates, node)
+        definition = None if is_phase else gates.get(name)  # looked up once: calls are hot
+        num_params, num_qubits = self._signature(name, definition, node)
         if len(params) != num_params:
             raise self.loc.error(node, f"{name} takes {num_params} parameter(s), got {len(params)}")
         if len(qubits) != used + num_qubits:
@@ -577,10 +578,9 @@ class Importer:
         if len(set(qubits)) != len(qubits):
             raise self.loc.error(node, f"{name} is given the same qubit twice")
         phase_matters = phase_matters or used > 0
-        definition = gates.get(name)
         if definition is not None:
             self._check_cost(definition, plan, phase_matters, node)
-        insts, phase = self._base(name, params, qubits[used:], gates, phase_matters)
+        insts, phase = self._base(name, params, qubits[used:], definition, phase_matters)
         for kind, arg in reversed(plan):
             if kind == "inv":
                 self._spend(len(insts) + _terms(phase), node)
@@ -611,16 +611,16 @@ class Importer:
             for kind, arg in plan
         ]
         steps, _insts = _lower_bound(base, mods, self.budget.limit + 1)
-        if steps > self.budget.left:
+        if steps - 1 > self.budget.left:  # the call's own step is already paid
             raise self.loc.error(node, self.budget.message(f"gate '{definition.name}'"))
 
     def _signature(
-        self, name: str, gates: Mapping[str, _GateDef], node: ast.QuantumGate | ast.QuantumPhase
+        self, name: str, definition: _GateDef | None, node: ast.QuantumGate | ast.QuantumPhase
     ) -> tuple[int, int]:
         if name == "gphase":
             return 1, 0
-        if name in gates:
-            return len(gates[name].params), len(gates[name].qubits)
+        if definition is not None:
+            return len(definition.params), len(definition.qubits)
         if name in GATES:
             return GATES[name].num_params, GATES[name].num_qubits
         alias = ALIASES.get(name) or _EXTRA_ALIASES.get(name)
@@ -634,12 +634,11 @@ class Importer:
         name: str,
         params: list[ParamValue],
         targets: list[int],
-        gates: Mapping[str, _GateDef],
+        definition: _GateDef | None,
         phase_matters: bool,
     ) -> Ops:
         if name == "gphase":
             return [], params[0]
-        definition = gates.get(name)
         if definition is not None:
             if definition.native and (definition.exact or not phase_matters):
                 self.budget.spend(1)  # checked with the call's cost, just before

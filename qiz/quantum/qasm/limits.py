@@ -30,9 +30,10 @@ MAX_GATE_DEFINITIONS = 10_000
 # How deeply definitions may call one another (g1 calls g0, g2 calls g1, ...): every level is
 # a few Python frames and a possible doubling of the expansion; stdgates.inc nests 3 deep.
 MAX_GATE_DEPTH = 64
-# Steps of expansion for a whole program (see the module docstring): about 3 per written gate
-# and more per inlined one, so a circuit of MAX_INSTRUCTIONS fits; time ~1 us per step.
-MAX_EXPANSION = 4_000_000
+# Steps of expansion for a whole program (see the module docstring): about 3 per written gate,
+# 2-3 per inlined one, and each step is 5-30 us of Python, so this is ~5-30 s of work at most.
+# Below MAX_INSTRUCTIONS on purpose: only pow copies (1 step per instruction) can reach that.
+MAX_EXPANSION = 1_000_000
 # A definition named like one of our gates is compared numerically with it (so the exporter's
 # own definitions become native gates); bodies longer than this are simply inlined instead.
 MAX_NATIVE_CHECK = 256
