@@ -53,6 +53,9 @@ MAX_CONNECTIONS = 128
 # opening or its last answer: what a slowloris client (or an idle one) can hold a slot for.
 IDLE_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0  # seconds to receive a request body (a body sent a byte at a time)
+# Connects the kernel queues for the API before it accepts them: a flood of connects fills a
+# short queue (asyncio's default is 100) and a real client's SYN is then dropped and retried.
+LISTEN_BACKLOG = 1024
 LINGER = 1.0  # seconds an unread body is drained after an answer, so the answer can be read
 STATIC = resources.files("qiz.web") / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -137,7 +140,9 @@ class _Site(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._factory, "127.0.0.1", self._port)
+        self._server = await loop.create_server(
+            self._factory, "127.0.0.1", self._port, backlog=LISTEN_BACKLOG
+        )
 
 
 def _error(status: int, message: str) -> web.Response:
