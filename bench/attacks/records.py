@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.attacks.probe import measure, start_target, table
+from qiz.crypto.ids import ServiceName
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.puzzle import generate_identity
 from qiz.procs import NodeProcess
@@ -62,7 +63,11 @@ def store_size(node: NodeProcess) -> dict[str, int]:
 
 
 def flood(
-    node: NodeProcess, signers: list[NodeIdentity], link_ids: list[NodeIdentity], rotate: bool
+    node: NodeProcess,
+    signers: list[NodeIdentity],
+    link_ids: list[NodeIdentity],
+    honest_ids: list[NodeIdentity],
+    rotate: bool,
 ):
     """The attack coroutine for :func:`measure`: store until ``stop``, return the figures."""
 
@@ -80,6 +85,36 @@ def flood(
             link = await dial(node.address, identity, record, timeout=5)
             return link, RpcEndpoint(link, {})
 
+        async def honest_store(label: str) -> tuple[str, Any]:
+            """An honest signer over its own link: store a record, then ask for it back."""
+            owner = honest.pop()
+            now = time.time()
+            own = PeerRecord.create(owner, [], seq=int(now * 1000), now=now)
+            link = await dial(node.address, owner, own, timeout=5)
+            rpc = RpcEndpoint(link, {})
+            answer = "error"
+            try:
+                raw = make_name_record(owner, label, "honest", seq=1, now=now, ttl=3600)
+                try:
+                    await rpc.call("dht/1.store", {"kind": "name", "raw": raw}, timeout=10)
+                    answer = "stored"
+                except RpcError as exc:
+                    answer = exc.code
+                return answer, (rpc, ServiceName.of(owner.node_id, label).digest, raw)
+            finally:
+                if answer != "stored":
+                    link.close()
+
+        async def still_held(where: Any) -> bool:
+            rpc, key, raw = where
+            try:
+                reply = await rpc.call("dht/1.find_value", {"key": key, "kind": "name"}, timeout=10)
+                return raw in reply["records"]
+            finally:
+                rpc.link.close()
+
+        honest = list(honest_ids)
+        _, early = await honest_store("before-flood")
         link, rpc = await open_link()
         links_opened = 1
 
@@ -107,6 +142,9 @@ def flood(
                 links_opened += 1
         link.close()
         elapsed = time.monotonic() - started
+        late_answer, late = await honest_store("after-flood")
+        early_held = await still_held(early)
+        late_held = late_answer == "stored" and await still_held(late)
         return {
             "stores_sent": sum(answers.values()),
             "accepted": answers["stored"],
@@ -114,6 +152,9 @@ def flood(
             "answers": dict(answers),
             "refusal_said": sample,
             "links_opened": links_opened,
+            "honest_before_flood_still_held": early_held,
+            "honest_after_flood": late_answer,
+            "honest_after_flood_held": late_held,
             **store_size(node),
         }
 
@@ -122,7 +163,7 @@ def flood(
 
 async def main(seconds: float, before: Path | None) -> list[dict[str, Any]]:
     print(f"minting {SIGNERS + LINK_IDS} puzzle-solving ids ({PUZZLE_BITS} bits)...", flush=True)
-    signers, link_ids = mint(SIGNERS), mint(LINK_IDS)
+    signers, link_ids, honest = mint(SIGNERS), mint(LINK_IDS), mint(2)
     rows = []
     codes = [("before", before), ("after", None)] if before is not None else [("after", None)]
     for name, rotate in (("store flood, one link", False), ("store flood, rotating links", True)):
@@ -130,7 +171,11 @@ async def main(seconds: float, before: Path | None) -> list[dict[str, Any]]:
             with start_target(code) as node:
                 rows.append(
                     await measure(
-                        name, node, flood(node, signers, link_ids, rotate), seconds, code=label
+                        name,
+                        node,
+                        flood(node, signers, link_ids, honest, rotate),
+                        seconds,
+                        code=label,
                     )
                 )
     return rows
@@ -140,14 +185,16 @@ def report(rows: list[dict[str, Any]]) -> str:
     lines = [
         table(rows),
         "",
-        "| attack | code | accepted/s | accepted | links | store rows | raw MB | file MB |",
-        "|" + "---|" * 8,
+        "| attack | code | accepted/s | accepted | links | store rows | raw MB | file MB "
+        "| honest record kept / stored after |",
+        "|" + "---|" * 9,
     ]
     for r in rows:
         lines.append(
             f"| {r['attack']} | {r['code']} | {r['accepted_per_s']} | {r['accepted']} "
             f"| {r['links_opened']} | {r['store_rows']} | {r['store_raw_bytes'] / 1e6:.1f} "
-            f"| {r['store_file_bytes'] / 1e6:.1f} |"
+            f"| {r['store_file_bytes'] / 1e6:.1f} | {r['honest_before_flood_still_held']} / "
+            f"{r['honest_after_flood']} |"
         )
     return "\n".join(lines)
 
