@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -29,8 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from qiz import QizError
+from qiz.lifeline import _prctl, die_with_parent
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 READY = "ready"  # the "event" of the line ``qiz node start --json`` prints once it listens
 STOPPED = "stopped"  # ... and of its last line
 
@@ -38,36 +37,6 @@ STOPPED = "stopped"  # ... and of its last line
 class NodeStartError(QizError, RuntimeError):
     """A node process exited, or said nothing, before it reported ready; the message has the
     end of its stderr."""
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl``, looked up once in the parent: a ``preexec_fn`` runs between fork and
-    exec, where looking a symbol up (dlopen's lock, held by another thread at fork) could
-    hang the child."""
-    global _PRCTL  # noqa: PLW0603 - a cache filled once
-    if _PRCTL is None:
-        with contextlib.suppress(Exception):  # not Linux: no such call
-            _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-    return _PRCTL
-
-
-_PRCTL: Callable[..., int] | None = None
-
-
-def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere: the
-    caller's own cleanup still holds there).
-
-    Call it in the child: as (part of) a ``preexec_fn``, or first thing in a child's main.
-    ``parent`` is the pid the child expects as its parent: if that parent already died
-    between fork and this call, the signal would never come, so the child exits now.
-    SIGKILL by default, because a parent that died can no longer stop its children cleanly
-    and a child that is stuck must go too."""
-    prctl = _prctl()
-    if prctl is not None:
-        prctl(PR_SET_PDEATHSIG, int(sig))
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
 
 
 def child_setup(*, ignore_sigint: bool = False) -> Callable[[], None]:

@@ -8,7 +8,7 @@ node's process only decodes the envelope and verifies the signature (bounded by 
 limit), and the parse runs in a checker process:
 
 * a fresh interpreter running this module (never a ``fork`` of the node, which has threads and
-  an event loop) that dies with the node (:func:`qiz.procs.die_with_parent`) and talks canonical
+  an event loop) that dies with the node (:func:`qiz.lifeline.die_with_parent`) and talks canonical
   CBOR over a socket pair (never pickle: a subverted checker cannot run code in the node);
 * under an address-space limit (``RLIMIT_AS``: its size once warmed up plus ``memory``) and a
   CPU-time limit per check (``RLIMIT_CPU`` set to ``cpu_seconds`` more than it used so far: the
@@ -52,6 +52,7 @@ from qiz import wire
 from qiz.compute import execute
 from qiz.compute import spec as specs
 from qiz.compute.errors import CheckerBusy, SpecError
+from qiz.lifeline import die_with_parent
 
 # what one check may cost: the node's memory and CPU are what these protect. A legitimate spec at
 # the byte limit (256 KiB, ~24,000 instructions) measured ~135 MiB and ~7 s of CPU to parse here
@@ -435,8 +436,6 @@ def _exit_reason(process: subprocess.Popen) -> str:
 def _child_main(conn: Connection, parent: int, memory: int, cpu_seconds: int) -> None:
     """A checker process: load what checks need, set the memory limit, answer checks."""
     import resource
-
-    from qiz.procs import die_with_parent
 
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

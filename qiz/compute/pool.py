@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -30,6 +29,7 @@ from typing import Any
 
 from qiz import QizError, wire
 from qiz.compute.errors import TaskCancelled, TaskFailed
+from qiz.lifeline import die_with_parent
 from qiz.quantum.core.memory import available_memory
 
 BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured ~0.7 GiB
@@ -40,7 +40,6 @@ BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured
 SLOTS_PER_CORE = 2
 SLOT_MEMORY_FLOOR = 512 << 20
 PROGRESS_INTERVAL = 0.2
-PR_SET_PDEATHSIG = 1
 MAX_REPLY = 1 << 30  # a task's result: counts over up to 2^26 outcomes fit
 
 
@@ -267,10 +266,7 @@ def _exit_code(process: subprocess.Popen) -> str:
 def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: bool) -> None:
     """A worker process: set limits, then run jobs from the pipe until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # Linux only: die with the node
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(0)
+    die_with_parent(parent)  # Linux: a killed node leaves no worker behind
     if memory_limit is not None:
         import resource
 
