@@ -528,7 +528,7 @@ def test_a_flood_signer_evicts_at_most_one_honest_record() -> None:
 
 
 def test_token_buckets_count_with_the_time_passed_in() -> None:
-    from qiz.resolve.ratelimit import KeyedRateLimiter
+    from qiz.ratelimit import KeyedRateLimiter
 
     limiter = KeyedRateLimiter(rate=2.0, burst=3, max_keys=2)
     assert [limiter.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]

@@ -25,13 +25,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qiz.identity import NodeIdentity, PeerRecord
-from qiz.qmp.admission import PendingTable, PrefixBuckets, address_prefix
+from qiz.qmp.admission import PendingTable, address_prefix
 from qiz.qmp.connection import Connection, ConnectionClosed, FrameDropped
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority, compute_mac1
 from qiz.qmp.errors import ErrorCode, QmpError
 from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
 from qiz.qmp.handshake import VERSION, InitiatorHandshake
 from qiz.qmp.transport import MAX_PENDING, MAX_PENDING_PER_PREFIX
+from qiz.ratelimit import KeyedRateLimiter
 
 from .helpers import (
     NodeProcess,
@@ -185,11 +186,11 @@ def test_prefixes_and_the_pending_table() -> None:
     assert table.victim(lambda key: False) is None
     table.discard("a1")
     assert len(table) == 3 and table.count("A") == 2 and "a1" not in table
-    buckets = PrefixBuckets(rate=0.0, burst=2, max_prefixes=2)
-    assert [buckets.take("A", NOW) for _ in range(3)] == [True, True, False]
-    buckets.take("B", NOW)
-    buckets.take("C", NOW)  # A, used least recently, is forgotten: it comes back full
-    assert len(buckets) == 2 and buckets.take("A", NOW)
+    buckets = KeyedRateLimiter(rate=0.0, burst=2, max_keys=2)
+    assert [buckets.allow("A", NOW) for _ in range(3)] == [True, True, False]
+    buckets.allow("B", NOW)
+    buckets.allow("C", NOW)  # A, used least recently, is forgotten: it comes back full
+    assert len(buckets) == 2 and buckets.allow("A", NOW)
 
 
 # ------------------------------------------------------------------ on the wire: a node process

@@ -9,8 +9,9 @@ by exact address, which an attacker changes for free inside its own network:
 * :func:`address_prefix` names the prefix of an ``ip:port`` address;
 * :class:`PendingTable` counts handshakes in progress per prefix, and names the connection to
   drop when the node's total is reached (the oldest silent one of the prefix holding the most);
-* :class:`PrefixBuckets` holds one token bucket per prefix for KEM work: an INIT is decapsulated
-  only if its prefix's bucket has a token, otherwise it gets a cookie reply or a refusal.
+* KEM work is metered per prefix by a :class:`qiz.ratelimit.KeyedRateLimiter` keyed on
+  :func:`address_prefix` (see :mod:`qiz.qmp.cookie`): an INIT is decapsulated only if its
+  prefix's bucket has a token, otherwise it gets a cookie reply or a refusal.
 
 Loopback is a prefix like any other (127.0.0.0/24, ::1/64): a local mesh of many nodes stays
 well inside the defaults, which are sized for that (see ``ManagerConfig``).
@@ -19,13 +20,12 @@ well inside the defaults, which are sized for that (see ``ManagerConfig``).
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 PREFIX_V4 = 24  # an IPv4 /24: a small network's addresses count as one source
 PREFIX_V6 = 64  # an IPv6 /64: the smallest network one subscriber is usually given
-MAX_PREFIXES = 4096  # token buckets kept at once: bounds the limiter's memory whatever arrives
 
 K = TypeVar("K", bound=Hashable)
 
@@ -104,39 +104,3 @@ class PendingTable(Generic[K]):
             if best is None or self._count[prefix] > best[0]:
                 best = (self._count[prefix], key)
         return None if best is None else best[1]
-
-
-class PrefixBuckets:
-    """One token bucket per prefix: ``burst`` tokens, refilled at ``rate`` per second.
-
-    At most ``max_prefixes`` buckets are kept; the one used least recently is forgotten first
-    and comes back full, which is what it would have been after ``burst / rate`` seconds idle.
-    """
-
-    def __init__(self, rate: float, burst: float, *, max_prefixes: int = MAX_PREFIXES) -> None:
-        if rate < 0 or burst < 1 or max_prefixes < 1:
-            raise ValueError("a token bucket needs rate >= 0, burst >= 1 and max_prefixes >= 1")
-        self.rate = rate
-        self.burst = float(burst)
-        self.max_prefixes = max_prefixes
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def tokens(self, prefix: str, now: float) -> float:
-        entry = self._buckets.get(prefix)
-        if entry is None:
-            return self.burst
-        tokens, at = entry
-        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
-
-    def take(self, prefix: str, now: float) -> bool:
-        """Take one token from ``prefix``'s bucket; False (nothing taken) if it has none."""
-        tokens = self.tokens(prefix, now)
-        allowed = tokens >= 1.0
-        self._buckets[prefix] = (tokens - 1.0 if allowed else tokens, now)
-        self._buckets.move_to_end(prefix)
-        while len(self._buckets) > self.max_prefixes:
-            self._buckets.popitem(last=False)
-        return allowed

@@ -15,11 +15,12 @@
   same ``ct1`` is refused before any KEM work. The key is ``ct1``, not ``mac1``: anyone holding
   the node's public key can change a byte of the encrypted payload and recompute ``mac1``, but
   the decapsulation such an INIT costs is decided by ``ct1`` alone.
-* KEM work is rate-limited per source prefix (:class:`~qiz.qmp.admission.PrefixBuckets`): an
-  INIT from a prefix whose bucket is empty is answered with a COOKIE (no valid mac2) or refused
-  with BUSY (valid mac2), never decapsulated. Making a fresh INIT costs the sender one
-  encapsulation; processing it costs the node a decapsulation and two encapsulations, so the
-  bucket, not the cookie, is what bounds the node's KEM work per network.
+* KEM work is rate-limited per source prefix (a :class:`~qiz.ratelimit.KeyedRateLimiter`
+  keyed on the prefix): an INIT from a prefix whose bucket is empty is answered with a COOKIE
+  (no valid mac2) or refused with BUSY (valid mac2), never decapsulated. Making a fresh INIT
+  costs the sender one encapsulation; processing it costs the node a decapsulation and two
+  encapsulations, so the bucket, not the cookie, is what bounds the node's KEM work per
+  network.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from collections.abc import Callable
 
 from qiz.crypto.aead import Aead
 from qiz.crypto.errors import DecryptionFailed
-from qiz.qmp.admission import PrefixBuckets, address_prefix
+from qiz.qmp.admission import address_prefix
 from qiz.qmp.errors import ErrorCode, QmpError
+from qiz.ratelimit import KeyedRateLimiter
 
 MAC_SIZE = 16
 COOKIE_SIZE = 16
@@ -109,7 +111,7 @@ class CookieAuthority:
         self.replays_refused = 0
         self.kem_operations = 0  # INITs decapsulated (each also costs two encapsulations)
         self.kem_limited = 0  # INITs not decapsulated because their prefix had no token
-        self.kem_buckets = PrefixBuckets(kem_rate, kem_burst)
+        self.kem_buckets = KeyedRateLimiter(kem_rate, kem_burst)
         self._recent_inits: OrderedDict[bytes, float] = OrderedDict()
 
     @staticmethod
@@ -145,7 +147,7 @@ class CookieAuthority:
 
     def allow_kem(self, peer_address: str, now: float) -> bool:
         """Take one KEM token from ``peer_address``'s prefix (counted either way)."""
-        if self.kem_buckets.take(address_prefix(peer_address), now):
+        if self.kem_buckets.allow(address_prefix(peer_address), now):
             self.kem_operations += 1
             return True
         self.kem_limited += 1

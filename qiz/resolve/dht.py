@@ -38,8 +38,8 @@ from qiz.identity.puzzle import solves
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.qmp.transport import Link, LinkError
+from qiz.ratelimit import KeyedRateLimiter
 from qiz.resolve.lookup import Lookup
-from qiz.resolve.ratelimit import KeyedRateLimiter
 from qiz.resolve.records import (
     RecordError,
     RecordKind,
