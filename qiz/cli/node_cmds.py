@@ -17,7 +17,7 @@ from qiz.cli import logs
 from qiz.cli.common import Session, node_call
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
-from qiz.compute.pool import SlotsError, check_slots, max_slots
+from qiz.compute.pool import SlotsError, check_slots, default_slots
 from qiz.compute.service import ComputeConfig
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.home import PRIVATE_UMASK
@@ -178,7 +178,7 @@ def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeCo
         elif table.get("slots", 0) != 0 or isinstance(table.get("slots"), bool):
             config.slots = check_slots(table["slots"], "config.toml: compute.slots")
         else:
-            config.slots = min(os.cpu_count() or 1, max_slots())
+            config.slots = default_slots()
     except SlotsError as exc:
         raise UserError(str(exc)) from None
     cores = os.cpu_count() or 1

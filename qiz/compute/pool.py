@@ -64,6 +64,11 @@ def max_slots(cores: int | None = None, memory: int | None = None) -> int:
     return max(1, min(SLOTS_PER_CORE * cores, memory // SLOT_MEMORY_FLOOR))
 
 
+def default_slots() -> int:
+    """Slots when the owner chose none: one per core, within :func:`max_slots`."""
+    return min(os.cpu_count() or 1, max_slots())
+
+
 def check_slots(slots: object, field: str = "slots") -> int:
     """``slots`` if it is a whole number from 1 to :func:`max_slots`, else :class:`SlotsError`
     naming ``field`` and the bound with its reason."""

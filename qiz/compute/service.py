@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
 from qiz.compute.errors import Unreachable
 from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
-from qiz.compute.pool import WorkerPool
+from qiz.compute.pool import WorkerPool, default_slots
 from qiz.compute.worker import WAIT_TTL, Worker, qubits_for
 from qiz.crypto.ids import ContentId, NodeId
 from qiz.events import EventBus
@@ -52,7 +51,7 @@ JOBS_DB = "jobs.sqlite"
 @dataclass
 class ComputeConfig:
     worker: bool = True  # run other nodes' tasks (False: only submit and coordinate)
-    slots: int = 0  # worker processes; 0: one per core
+    slots: int = 0  # worker processes; 0: one per core, within what memory allows
     threads: int = 1  # numba threads per worker process
     memory: int = 0  # bytes for simulations; 0: 80% of what is available at start
     warm_up: bool = True  # worker processes load every kind's kernels before the first task
@@ -97,7 +96,7 @@ class ComputeService:
         self.pool: WorkerPool | None = None
         if self.config.worker:
             self.pool = WorkerPool(
-                self.config.slots or os.cpu_count() or 1,
+                self.config.slots or default_slots(),
                 threads=self.config.threads,
                 memory_limit=memory,
                 warm_up=self.config.warm_up,
