@@ -39,7 +39,8 @@ DEFAULT_PUZZLE_BITS = 8  # about 256 key generations, a tenth of a second, per i
 HOME_MODE = 0o700  # a home holds keys, tokens and databases: its owner's alone
 DATA_MODE = 0o600  # every file in it (config, databases and their -wal/-shm, token, key)
 PRIVATE_UMASK = 0o077  # what a node process creates files with, SQLite's side files included
-TABLES = ("node", "dht", "identity", "compute", "api")  # the top-level keys that are tables
+# the top-level keys that are tables
+TABLES = ("node", "dht", "identity", "compute", "api", "links")
 
 
 class HomeError(QizError):

@@ -358,6 +358,11 @@ WRONG_TYPES = {
     '[api]\nenabled = "no"\n': "api.enabled",
     "[api]\nmax_connections = 0\n": "api.max_connections",
     '[api]\nidle_timeout = "1"\n': "api.idle_timeout",
+    "links = 1\n": "links",
+    "[links]\nmax_pending_per_prefix = 0\n": "links.max_pending_per_prefix",
+    '[links]\npending_timeout = "5"\n': "links.pending_timeout",
+    "[links]\nmax_pending = 4\nmax_pending_per_prefix = 8\n": "links.max_pending_per_prefix",
+    "[links]\nmax_inbound = 8\nreserved_known = 4\n": "links.reserved_known",
 }
 
 

@@ -404,3 +404,31 @@ def test_slots_kept_for_known_peers_survive_a_crowd_of_new_identities() -> None:
                 other.close()
 
     run(scenario())
+
+
+def test_links_settings_in_config_toml_reach_the_listener(tmp_path: Path) -> None:
+    """``[links]`` in config.toml tunes the admission limits of a real node: with
+    ``max_pending_per_prefix = 2`` a third silent connection from one network is refused
+    with BUSY at once (the default would have taken 64)."""
+    qiz(tmp_path, "--home", "tuned", "init")
+    config = tmp_path / "tuned" / "config.toml"
+    config.write_text(config.read_text() + "\n[links]\nmax_pending_per_prefix = 2\n")
+    with node_processes(tmp_path) as start:
+        node = start("tuned")
+
+        async def attack() -> tuple[FrameKind, bytes]:
+            held = [await open_from(node.address, "127.0.7.1") for _ in range(2)]
+            try:
+                reader, writer = await open_from(node.address, "127.0.7.1")
+                try:
+                    return await first_frame(reader)
+                finally:
+                    writer.close()
+            finally:
+                for _, writer in held:
+                    writer.close()
+
+        kind, body = run(attack(), timeout=60)
+        assert kind is FrameKind.ERROR
+        assert int.from_bytes(body[:2], "big") == ErrorCode.BUSY
+        assert counters(node)["pending_refused"] == 1

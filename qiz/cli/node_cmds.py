@@ -25,6 +25,7 @@ from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
 from qiz.node import ControlSocketError, FaceStarter, Node, parse_peer
+from qiz.qmp.manager import ManagerConfig
 from qiz.qmp.transport import LinkError, dial
 from qiz.resolve.dht import DhtConfig
 
@@ -108,9 +109,10 @@ def start(
         raise UserError(f"--listen: {exc}") from None
     _check_peers(peers)
     compute = _compute_config(config.extra.get("compute", {}), worker, slots)
+    links = _link_config(config.extra.get("links", {}))
     api = None if no_api else _api_settings(config.extra.get("api", {}), api_port)
     logs.configure(verbose)
-    asyncio.run(_run_node(session, identity, address, peers, lan, compute, api, as_json))
+    asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
 
 
 def _serve_api(settings: tuple[int, dict[str, float]]) -> FaceStarter:
@@ -164,6 +166,37 @@ def _api_settings(table: object, given: int | None) -> tuple[int, dict[str, floa
     return port, limits
 
 
+# what the [links] table may set, with its bounds (ManagerConfig's admission limits: a node
+# behind a NAT shared with many others may need a larger per-network budget)
+LINK_LIMIT_KEYS = {
+    "max_inbound": (1, 65_536, True),
+    "reserved_known": (0, 65_536, True),
+    "max_pending": (1, 65_536, True),
+    "max_pending_per_prefix": (1, 65_536, True),
+    "pending_timeout": (0.5, 600, False),
+    "kem_rate_per_prefix": (0.1, 100_000, False),
+    "kem_burst_per_prefix": (1, 1_000_000, True),
+}
+
+
+def _link_config(table: object) -> ManagerConfig:
+    """The ``[links]`` table of config.toml: who may make this node work before they have
+    proved who they are (docs/security.md). Absent keys keep their defaults."""
+    if not isinstance(table, dict):
+        raise UserError("config.toml: [links] must be a table")
+    values = {
+        key: _number(table, key, f"links.{key}", low, high, whole=whole)
+        for key, (low, high, whole) in LINK_LIMIT_KEYS.items()
+        if key in table
+    }
+    config = ManagerConfig(**values)
+    if config.reserved_known > config.max_inbound // 4:
+        raise UserError("config.toml: links.reserved_known must be at most max_inbound / 4")
+    if config.max_pending_per_prefix > config.max_pending:
+        raise UserError("config.toml: links.max_pending_per_prefix must be at most max_pending")
+    return config
+
+
 def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeConfig:
     """The ``[compute]`` table of config.toml (worker, slots, threads, memory_mib, placement),
     overridden by the command line. ``slots`` is bounded by cores and memory
@@ -201,6 +234,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     peers: list[str],
     lan: bool,
     compute: ComputeConfig,
+    links: ManagerConfig,
     api: tuple[int, dict[str, float]] | None,
     as_json: bool = False,
 ) -> None:
@@ -215,6 +249,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         listen=address,
         peers=peers,
         control_dir=session.home.path,
+        config=links,
         lan={} if lan else None,
         dht_config=DhtConfig.from_table(
             config.extra.get("dht", {}), puzzle_bits=config.puzzle_bits
