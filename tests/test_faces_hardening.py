@@ -215,9 +215,13 @@ def test_slowloris_headers_and_bodies_are_closed(api_node: NodeProcess) -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"did not arrive" in answer
         writer.close()
-        # and the API still answers
+        # and the API still answers, and counts what it did in /metrics
         status, _ = await http(node, "GET", "/api/node")
         assert status == 200
+        status, text = await http(node, "GET", "/metrics")
+        assert status == 200
+        assert b'qiz_api_refused_total{reason="body_timeout"} 1.0' in text, text
+        assert b"qiz_api_connections " in text
 
     run(attack(), timeout=200)
     assert len(node.log_path.read_bytes()) < LOG_BOUND

@@ -11,12 +11,14 @@ rendered by prometheus-client's text exposition. Families:
 * ``qiz_dht_lookups_total``, ``qiz_dht_lookup_seconds`` (histogram), ``qiz_dht_records``,
   ``qiz_dht_contacts``, ``qiz_dht_invalid_records_total``, ``qiz_dht_refused_stores_total``;
 * ``qiz_jobs{state}`` (jobs this node coordinates), ``qiz_worker_tasks_total{outcome}``,
-  ``qiz_worker_queue``, ``qiz_task_simulator_seconds`` (histogram, per task run here).
+  ``qiz_worker_queue``, ``qiz_task_simulator_seconds`` (histogram, per task run here);
+* ``qiz_api_connections`` (open now) and ``qiz_api_refused_total{reason}``: the HTTP API's own
+  guard (connections refused or closed to make room at the cap, bodies that timed out).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -124,9 +126,35 @@ class NodeCollector(Collector):
         )
 
 
-def registry_for(api: NodeAPI) -> CollectorRegistry:
+class ApiCollector(Collector):
+    """The HTTP server's own counters (the node's API does not see its carrier's
+    connections): ``read()`` returns the open-connection count and the refusal counters."""
+
+    def __init__(self, read: Callable[[], tuple[int, dict[str, int]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        open_now, refused = self.read()
+        yield GaugeMetricFamily("qiz_api_connections", "Open HTTP API connections.", value=open_now)
+        family = CounterMetricFamily(
+            "qiz_api_refused",
+            "HTTP API connections or requests refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(refused.items()):
+            family.add_metric([reason], count)
+        yield family
+
+
+def registry_for(
+    api: NodeAPI, carrier: Callable[[], tuple[int, dict[str, int]]] | None = None
+) -> CollectorRegistry:
+    """The registry one node's ``/metrics`` renders: its API's figures and, with ``carrier``,
+    the HTTP server's own (see :class:`ApiCollector`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(api))
+    if carrier is not None:
+        registry.register(ApiCollector(carrier))
     return registry
 
 

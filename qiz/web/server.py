@@ -166,7 +166,7 @@ class WebServer:
         self.api: NodeAPI = node.api
         self.token = token
         self.limits = limits or ApiLimits()
-        self.registry = metrics.registry_for(self.api)
+        self.registry = metrics.registry_for(self.api, self._guard_figures)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._static_names = {
@@ -182,6 +182,14 @@ class WebServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    def _guard_figures(self) -> tuple[int, dict[str, int]]:
+        """Open connections and refusals by reason, for ``/metrics``."""
+        return len(self._open), {
+            "connection_refused": self.connections_refused,
+            "connection_evicted": self.connections_evicted,
+            "body_timeout": self.bodies_timed_out,
+        }
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
