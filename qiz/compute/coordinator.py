@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from qiz.compute import execute
+from qiz.compute import bodies, execute
 from qiz.compute import spec as specs
 from qiz.compute.actions import (
     Action,
@@ -387,6 +387,11 @@ class Coordinator:
     # ------------------------------------------------------------------ RPC from workers
 
     async def _rpc_done(self, ctx: CallContext, body: Any) -> Any:
+        """A worker's finished report. Its key fields are checked here (``bad-request``);
+        the rest (state, claim, result shape) is the core's to judge against the replica."""
+        body = bodies.fields(body, "job.done", "job, task, state, ...")
+        bodies.job_id(body, "job.done", exact=False)
+        bodies.task_index(body, "job.done")
         self.wake.set()
         self._perform(self.core.report(ctx.peer_id.digest, body, self.clock()))
         return {"ok": True}
@@ -394,8 +399,13 @@ class Coordinator:
     async def _rpc_progress(self, ctx: CallContext, body: Any) -> Any:
         """A worker's progress. It sets no wake: progress only marks a replica heard of, which
         pushes its next check later; nothing becomes due sooner (the core returns no action),
-        so a busy worker's pushes do not tick the loop once per ``tick_min``."""
+        so a busy worker's pushes do not tick the loop once per ``tick_min``. A malformed body
+        is counted with the other dropped reports, and answered ``bad-request``."""
         self._perform(self.core.progress(ctx.peer_id.digest, body, self.clock()))
+        body = bodies.fields(body, "job.progress", "job, task, progress")
+        bodies.job_id(body, "job.progress", exact=False)
+        bodies.task_index(body, "job.progress")
+        bodies.fraction(body, "job.progress")
         return {"ok": True}
 
     # ------------------------------------------------------------------ watching
@@ -424,9 +434,19 @@ class Coordinator:
         The wake flag is cleared *before* each tick: an input that arrives while the tick runs
         (an answer to a send of an earlier tick) sets it again, and the loop ticks once more at
         once to place what that input made due, instead of missing it until the next
-        deadline."""
+        deadline.
+
+        A cancellation always ends the loop (``Node.stop()`` waits for it): the sleep awaits
+        the event itself under ``asyncio.timeout``, never ``asyncio.wait_for``, which in Python
+        3.11 returns the inner result and drops the cancellation when both come in the same
+        turn (a link closing just before a stop set the wake flag and hung the stop, issue
+        13); and a cancellation that something awaited inside a tick swallowed all the same
+        ends the loop at the top of the next turn."""
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError  # requested, but lost on the way (see above)
             self.wake.clear()
             started = loop.time()
             try:
@@ -436,6 +456,7 @@ class Coordinator:
             except Exception:  # logged, and the loop goes on: a bug must not stop every job
                 log.exception("coordinator tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.sleep_for(tick_min, tick_max))
+                async with asyncio.timeout(self.sleep_for(tick_min, tick_max)):
+                    await self.wake.wait()
             # inputs that keep coming wake it at most once per tick_min
             await asyncio.sleep(max(0.0, started + tick_min - loop.time()))

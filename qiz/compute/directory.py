@@ -26,6 +26,13 @@ log = logging.getLogger("qiz.directory")
 CAPACITY_LABEL = "qiz-capacity"
 CAPACITY_TTL = 3600
 CAPACITY_FIELDS = {"qubits", "cores", "slots", "queue", "backlog", "engine"}
+# A capacity value is one flat JSON object; a peer's text nested deeper is refused before the
+# JSON parser sees it (the parser recurses per level: 1,000 '[' within a name record's 1 KiB
+# raised RecursionError out of refresh(), issue 13)
+MAX_CAPACITY_DEPTH = 2
+# a name record's value is at most 1 KiB (qiz.resolve.records.MAX_VALUE); text handed to
+# decode_capacity from elsewhere is held to the same, so the scan below stays small
+MAX_CAPACITY_TEXT = 1024
 
 
 def encode_capacity(capacity: dict[str, Any]) -> str:
@@ -36,11 +43,42 @@ def _refuse(name: str) -> float:
     raise ValueError(f"{name} is not a number")
 
 
+def nesting_depth(text: str, limit: int) -> int:
+    """How deep the arrays/objects of JSON ``text`` nest, counted without recursion and
+    outside strings; the scan stops at ``limit + 1`` (deep enough to refuse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def decode_capacity(text: str) -> dict[str, Any] | None:
-    """A capacity record's value, or None if it is not one (never trusted beyond its shape)."""
+    """A capacity record's value, or None if it is not one (never trusted beyond its shape):
+    over ``MAX_CAPACITY_TEXT`` characters or nested deeper than ``MAX_CAPACITY_DEPTH``, it is
+    refused before the JSON parser runs."""
+    if not isinstance(text, str) or len(text) > MAX_CAPACITY_TEXT:
+        return None
+    if nesting_depth(text, MAX_CAPACITY_DEPTH) > MAX_CAPACITY_DEPTH:
+        return None
     try:
         value = json.loads(text, parse_constant=_refuse)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: cannot happen after the scan
         return None
     return checked_capacity(value)
 
@@ -89,6 +127,10 @@ class WorkerDirectory:
         self.clock = clock
         self.entries: dict[bytes, Entry] = {}
         self._absent: dict[bytes, float] = {}  # nodes without a capacity record, and when asked
+        self.counters = {
+            "bad_records": 0,  # capacity records that were no capacity (skipped, node absent)
+            "failed_lookups": 0,  # lookups that raised something unexpected (skipped, logged)
+        }
 
     def candidates(self) -> set[bytes]:
         nodes = {c.node_id for c in self.dht.table.contacts()}
@@ -97,7 +139,9 @@ class WorkerDirectory:
         return nodes
 
     async def refresh(self, timeout: float = 3.0) -> None:
-        """Look up the capacity of every candidate whose entry is missing or old."""
+        """Look up the capacity of every candidate whose entry is missing or old. One peer's
+        record, however bad, fails only its own lookup: never the refresh, which every
+        submission and every placement awaits."""
         now = self.clock()
         stale = [
             n
@@ -109,17 +153,24 @@ class WorkerDirectory:
 
     async def _lookup(self, node: bytes, timeout: float) -> None:
         try:
-            record = await asyncio.wait_for(
-                self.dht.resolve_name(NodeId(node), CAPACITY_LABEL, use_cache=False), timeout
-            )
+            async with asyncio.timeout(timeout):
+                record = await self.dht.resolve_name(NodeId(node), CAPACITY_LABEL, use_cache=False)
         except Exception as exc:  # not found, timed out, refused: all mean "no capacity known"
             log.debug("capacity of %s: %s: %s", NodeId(node).short(), type(exc).__name__, exc)
             self._absent[node] = self.clock()
             self.entries.pop(node, None)
             return
-        capacity = decode_capacity(str(record.value))
+        try:
+            capacity = decode_capacity(record.value) if isinstance(record.value, str) else None
+        except Exception as exc:  # a bug in the check must not fail the refresh: skip the node
+            self.counters["failed_lookups"] += 1
+            log.warning("capacity record of %s not read: %r", NodeId(node).short(), exc)
+            capacity = None
+        else:
+            self.counters["bad_records"] += capacity is None
         if capacity is None:
             self._absent[node] = self.clock()
+            self.entries.pop(node, None)
             return
         self._absent.pop(node, None)
         self.entries[node] = Entry(node, capacity, self.clock())

@@ -232,5 +232,6 @@ class ComputeService:
             "jobs": dict(self.coordinator.counters),
             "running_jobs": len(self.coordinator.jobs),
             "known_workers": len(self.directory.entries),
+            "directory": dict(self.directory.counters),
             "scores": [{**row, "peer": str(NodeId(row["peer"]))} for row in self.scores.table()],
         }

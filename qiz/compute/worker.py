@@ -10,6 +10,9 @@ RPC methods (served over QMP links, see ``docs/jobs.md``):
 * ``job.cancel {job[, task]}``: stop the caller's tasks of that job.
 * ``job.capacity``: what this node advertises in the DHT (qubits, cores, slots, queue, engine).
 
+Every field of a body is checked (:mod:`qiz.compute.bodies`: types, 0 .. 2^63 - 1, a job id's
+32 bytes) before a handler reads its tables or checks a spec: a bad one is ``bad-request``.
+
 Only the coordinator that offered a task can fetch or cancel it: the key includes its node id.
 
 Specs are checked by the node's :class:`~qiz.compute.checker.SpecChecker` (a limited process,
@@ -43,7 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qiz.compute import execute
+from qiz.compute import bodies, execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim
 from qiz.compute.checker import SpecChecker
@@ -239,9 +242,12 @@ class Worker:
     # ------------------------------------------------------------------ RPC
 
     async def _rpc_offer(self, ctx: CallContext, body: Any) -> Any:
-        if not isinstance(body, dict) or not isinstance(body.get("spec"), bytes):
-            raise RpcError("bad-request", "job.offer needs {spec, task, seed}")
-        task, seed = body.get("task"), body.get("seed")
+        # the cheap fields first: a malformed offer costs no spec check
+        body = bodies.fields(body, "job.offer", "spec, task, seed")
+        if not isinstance(body.get("spec"), bytes):
+            raise bodies.bad("job.offer", "spec must be a signed job spec (bytes)")
+        task = bodies.task_index(body, "job.offer")
+        seed = bodies.seed(body, "job.offer")
         coordinator = ctx.peer_id.digest
         if len(self._tasks) >= self.max_queue:
             raise RpcError("busy", f"the queue is full ({self.max_queue} tasks)")
@@ -256,12 +262,10 @@ class Worker:
         except SpecError as exc:
             self.counters["refused"] += 1
             raise RpcError("refused", str(exc)) from None
-        if not isinstance(task, int) or not 0 <= task < len(spec.tasks):
-            raise RpcError("refused", f"task {task!r} is not one of the job's {len(spec.tasks)}")
+        if task >= len(spec.tasks):
+            raise RpcError("refused", f"task {task} is not one of the job's {len(spec.tasks)}")
         if spec.seed is not None and seed != spec.seed:
             raise RpcError("refused", "a seeded job's replicas must run with the spec's seed")
-        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**63):
-            raise RpcError("refused", "seed must be a whole number from 0 to 2^63 - 1")
         row = self.tables.get(spec.job_id, task, coordinator)
         if row is not None and row.seed == seed and row.state in (QUEUED, RUNNING, DONE):
             return {"state": row.state, **self.capacity()}  # the same offer again
@@ -411,9 +415,10 @@ class Worker:
             self._owner.spawn(push(), "push progress")
 
     async def _rpc_fetch(self, ctx: CallContext, body: Any) -> Any:
-        if not isinstance(body, dict) or not isinstance(body.get("job"), bytes):
-            raise RpcError("bad-request", "job.fetch needs {job, task}")
-        row = self.tables.get(body["job"], body.get("task"), ctx.peer_id.digest)
+        body = bodies.fields(body, "job.fetch", "job, task")
+        job = bodies.job_id(body, "job.fetch")
+        task = bodies.task_index(body, "job.fetch")
+        row = self.tables.get(job, task, ctx.peer_id.digest)
         if row is None:
             return {"state": "unknown"}
         report = self._report(row)
@@ -422,19 +427,17 @@ class Worker:
         return report
 
     async def _rpc_cancel(self, ctx: CallContext, body: Any) -> Any:
-        if not isinstance(body, dict) or not isinstance(body.get("job"), bytes):
-            raise RpcError("bad-request", "job.cancel needs {job}")
+        body = bodies.fields(body, "job.cancel", "job[, task]")
+        wanted = bodies.job_id(body, "job.cancel")
+        only = bodies.optional_task(body, "job.cancel")
         stopped = 0
         for key, runner in list(self._tasks.items()):
             job, task, coordinator = key
-            if (
-                job == body["job"]
-                and coordinator == ctx.peer_id.digest
-                and body.get("task") in (None, task)
-            ):
+            if job == wanted and coordinator == ctx.peer_id.digest and only in (None, task):
                 runner.cancel()
                 stopped += 1
         return {"cancelled": stopped}
 
     async def _rpc_capacity(self, ctx: CallContext, body: Any) -> Any:
+        """The body is not read (``None`` by convention): there is nothing in it to check."""
         return self.capacity()

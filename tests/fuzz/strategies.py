@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sqlite3
 import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -65,13 +64,6 @@ class Known:
 
 KNOWN: list[Known] = [
     Known("tfim:<5000 digits>: int() limit", ValueError, "qiz/quantum/core/pauli.py", "builtin"),
-    Known("capacity text nested 1,000 deep", RecursionError, "json/decoder.py", "raw_decode"),
-    Known(
-        "job.fetch: task unchecked into SQLite (>= 2^63, a list, a map...)",
-        (OverflowError, sqlite3.ProgrammingError),
-        "qiz/compute/jobdb.py",
-        "get",
-    ),
 ]
 
 

@@ -70,8 +70,8 @@ class Harness:
 
     def close(self) -> None:
         async def stop() -> None:
-            # the node first: a link closed just before Node.stop() hangs it (see the xfail
-            # test at the end), and this fixture must not
+            # the node first, bounded: a link closed just before Node.stop() hung it once
+            # (see the test at the end), and this fixture must not
             await asyncio.wait_for(self.node.stop(), 30)
             self.link.close()
 
@@ -243,27 +243,15 @@ def test_the_node_still_serves_after_the_fuzzing(harness: Harness) -> None:
     assert not unknown, [c.getMessage() for c in unknown]
 
 
-# ----------------------------------------------------------------------------- known defects
+# ----------------------------------------------------------------------------- found defects
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: job.fetch passes its task unchecked to SQLite and answers internal "
-    "(OverflowError for >= 2^63, ProgrammingError for a list or map; qiz/compute/worker.py "
-    "_rpc_fetch -> jobdb.py WorkerTables.get)",
-)
 @pytest.mark.parametrize("task", [1 << 63, [1], {"a": 1}])
 def test_job_fetch_with_a_task_that_is_no_index_is_a_bad_request(harness: Harness, task) -> None:
     status, answer = harness.call("job.fetch", {"job": JOB, "task": task})
     assert status == "result" or answer.code != "internal", answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: Node.stop() never returns when a peer's link closes just before it: "
-    "Coordinator.watch (qiz/compute/coordinator.py) loses its cancellation in "
-    "asyncio.wait_for (Python 3.11) when the link's PEER_UNLINKED sets its wake event",
-)
 def test_a_node_stops_when_a_link_closed_just_before() -> None:
     async def scenario() -> bool:
         node = make_node(compute=ComputeConfig(slots=1, warm_up=False, memory=256 * MiB))
