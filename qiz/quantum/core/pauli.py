@@ -29,10 +29,11 @@ import numpy as np
 from qiz.quantum.core.errors import HamiltonianError
 from qiz.quantum.core.files import read_text
 from qiz.quantum.core.memory import MAX_QUBITS, require_memory
+from qiz.quantum.core.names import shown, whole
 from qiz.quantum.core.threads import sized_by_qubits
 from qiz.quantum.kernels import general as kernels
 
-_SPARSE = re.compile(r"^([IXYZ])(\d+)$")
+_SPARSE = re.compile(r"^([IXYZ])([0-9]+)$")
 _DENSE = re.compile(r"^[IXYZ]+$")
 MAX_TERMS = 1_000_000
 DENSE_LIMIT = 12  # qubits up to which the exact ground energy is a dense eigvalsh
@@ -92,12 +93,18 @@ class PauliSum:
         """From (coefficient, dense label) pairs, Qiskit's order (rightmost = qubit 0)."""
         items = list(pairs)
         width = num_qubits or max((len(lbl) for _, lbl in items), default=0)
+        if width > MAX_QUBITS:  # before the masks: a label's mask costs its length squared
+            raise HamiltonianError(
+                f"a Hamiltonian acts on at most {MAX_QUBITS} qubits, not {width}"
+            )
         terms = []
         for coeff, label in items:
             if not _DENSE.match(label):
-                raise HamiltonianError(f"bad Pauli label {label!r}: use the letters I, X, Y, Z")
+                raise HamiltonianError(
+                    f"bad Pauli label {shown(label)}: use the letters I, X, Y, Z"
+                )
             if len(label) > width:
-                raise HamiltonianError(f"label {label!r} is wider than {width} qubits")
+                raise HamiltonianError(f"label {shown(label)} is wider than {width} qubits")
             terms.append((coeff, *_masks_dense(label)))
         return PauliSum(width, terms)
 
@@ -166,13 +173,14 @@ class PauliSum:
         model (so the caller can read it as a file or as text)."""
         for prefix, build in (("tfim:", PauliSum.tfim), ("heisenberg:", PauliSum.heisenberg)):
             if spec.startswith(prefix):
-                n, _, shape = spec.removeprefix(prefix).partition(":")
-                if not n.isdecimal() or not 2 <= int(n) <= MAX_QUBITS or shape not in ("", "ring"):
+                digits, _, shape = spec.removeprefix(prefix).partition(":")
+                n = whole(digits, MAX_QUBITS)  # bounded before int(): a name of 5,000 digits
+                if n is None or n < 2 or shape not in ("", "ring"):
                     raise HamiltonianError(
-                        f"{spec!r}: expected {prefix}N or {prefix}N:ring "
+                        f"{shown(spec)}: expected {prefix}N or {prefix}N:ring "
                         f"with 2 <= N <= {MAX_QUBITS}"
                     )
-                return build(int(n), periodic=shape == "ring")
+                return build(n, periodic=shape == "ring")
         return None
 
     # -- reading files --------------------------------------------------------------------
@@ -192,11 +200,11 @@ class PauliSum:
             if fields[0].lower() == "qubits":
                 if width is not None or dense or sparse:
                     raise HamiltonianError(f"{where}: 'qubits N' must be the first line")
-                if len(fields) != 2 or not fields[1].isdecimal() or int(fields[1]) < 1:
-                    raise HamiltonianError(f"{where}: expected 'qubits N' with N >= 1")
-                width = int(fields[1])
-                if width > MAX_QUBITS:
-                    raise HamiltonianError(f"{where}: at most {MAX_QUBITS} qubits")
+                width = whole(fields[1], MAX_QUBITS) if len(fields) == 2 else None
+                if width is None or width < 1:
+                    raise HamiltonianError(
+                        f"{where}: expected 'qubits N' with N >= 1 (at most {MAX_QUBITS})"
+                    )
                 continue
             coeff, payload = _parse_term(fields, where)
             if isinstance(payload, str):
@@ -341,23 +349,30 @@ def _parse_term(fields: list[str], where: str) -> tuple[complex, str | list[tupl
         coeff = complex(fields[0].replace("i", "j"))
     except ValueError:
         raise HamiltonianError(
-            f"{where}: {fields[0]!r} is not a number; each line is 'coefficient PAULIS'"
+            f"{where}: {shown(fields[0])} is not a number; each line is 'coefficient PAULIS'"
         ) from None
     if not (math.isfinite(coeff.real) and math.isfinite(coeff.imag)):
         raise HamiltonianError(f"{where}: coefficient must be finite")
     rest = fields[1:]
     if len(rest) == 1 and _DENSE.match(rest[0]) and not _SPARSE.match(rest[0]):
+        if len(rest[0]) > MAX_QUBITS:  # refused by its length, before its masks are built
+            raise HamiltonianError(
+                f"{where}: a label of {len(rest[0])} letters; at most {MAX_QUBITS} qubits"
+            )
         return coeff, rest[0]
     factors = []
     for tok in rest:  # no factors at all: a constant term
         m = _SPARSE.match(tok)
         if not m:
             raise HamiltonianError(
-                f"{where}: {tok!r} is not a Pauli factor (like X0, Z3) or a label (like XXIZ)"
+                f"{where}: {shown(tok)} is not a Pauli factor (like X0, Z3) or a label (like XXIZ)"
             )
-        if int(m.group(2)) >= MAX_QUBITS:
-            raise HamiltonianError(f"{where}: qubit {m.group(2)} is beyond {MAX_QUBITS} qubits")
-        factors.append((m.group(1), int(m.group(2))))
+        qubit = whole(m.group(2), MAX_QUBITS - 1)
+        if qubit is None:
+            raise HamiltonianError(
+                f"{where}: the qubit of {shown(tok)} is beyond {MAX_QUBITS} qubits"
+            )
+        factors.append((m.group(1), qubit))
     return coeff, factors
 
 
