@@ -14,8 +14,16 @@ from numba import njit, prange
 
 from qiz.quantum.core.errors import QuantumError
 from qiz.quantum.core.files import read_text
+from qiz.quantum.core.memory import MAX_QUBITS
+from qiz.quantum.core.names import shown, whole
 
 MAX_CNF_BYTES = 16 << 20
+# variables of a formula: one qubit each, and solution_mask() allocates 2^N bytes; the header's
+# count is read against this before int(), so 'p cnf <5,000 digits> 1' is refused by name
+MAX_CNF_VARIABLES = MAX_QUBITS
+# clauses a header may declare: more than a 16 MiB file can hold (each clause is >= 2 bytes);
+# clauses are counted as they are read and refused at the first one beyond the declared count
+MAX_CNF_CLAUSES = MAX_CNF_BYTES // 2
 
 
 @dataclass(frozen=True)
@@ -38,24 +46,38 @@ class Cnf:
                 parts = line.split()
                 if declared is not None:
                     raise QuantumError(f"{source}:{lineno}: a second 'p cnf' header")
-                if (
-                    len(parts) != 4
-                    or parts[1] != "cnf"
-                    or not (parts[2].isdecimal() and parts[3].isdecimal())
-                ):
+                if len(parts) != 4 or parts[1] != "cnf":
                     raise QuantumError(f"{source}:{lineno}: expected 'p cnf VARIABLES CLAUSES'")
-                declared = (int(parts[2]), int(parts[3]))
+                num_vars = whole(parts[2], MAX_CNF_VARIABLES)
+                num_clauses = whole(parts[3], MAX_CNF_CLAUSES)
+                if num_vars is None or num_clauses is None:
+                    raise QuantumError(
+                        f"{source}:{lineno}: expected 'p cnf VARIABLES CLAUSES' with at most "
+                        f"{MAX_CNF_VARIABLES} variables (one qubit each) and {MAX_CNF_CLAUSES} "
+                        "clauses"
+                    )
+                declared = (num_vars, num_clauses)
                 continue
             if declared is None:
                 raise QuantumError(f"{source}:{lineno}: clause before the 'p cnf' header")
             for tok in line.split():
-                try:
-                    lit = int(tok)
-                except ValueError:
-                    raise QuantumError(f"{source}:{lineno}: {tok!r} is not a literal") from None
+                digits = tok[1:] if tok[0] in "+-" else tok
+                lit = whole(digits, MAX_CNF_VARIABLES)  # bounded before int()
+                if lit is None:
+                    if not (digits.isascii() and digits.isdigit()):
+                        raise QuantumError(f"{source}:{lineno}: {shown(tok)} is not a literal")
+                    raise QuantumError(
+                        f"{source}:{lineno}: literal {shown(tok)} exceeds the {declared[0]} "
+                        "variables declared"
+                    )
+                lit = -lit if tok[0] == "-" else lit
                 if lit == 0:
                     if not current:
                         raise QuantumError(f"{source}:{lineno}: empty clause")
+                    if len(clauses) == declared[1]:  # counted as it grows, not at the end
+                        raise QuantumError(
+                            f"{source}:{lineno}: more than the {declared[1]} clauses declared"
+                        )
                     clauses.append(tuple(current))
                     current = []
                 elif abs(lit) > declared[0]:
