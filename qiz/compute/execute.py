@@ -230,7 +230,8 @@ def _shape_vqe(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
         maxiter = 1
     if not isinstance(params.get("exact", False), bool):
         raise _fail(f"{path}.exact", "must be true or false")
-    return Shape(h.num_qubits, ansatz.num_parameters + len(h), 0, maxiter)
+    # the gates each evaluation prepares, counted from the name (never built here), and a term each
+    return Shape(h.num_qubits, ansatz.num_instructions + len(h), 0, maxiter)
 
 
 def _shape_qaoa(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:

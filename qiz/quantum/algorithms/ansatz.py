@@ -10,6 +10,10 @@ RealAmplitudes form). It runs on the gate-level adjoint path. It exists because 
 universal for real states: on the open transverse-field Ising chain at h = 1 its energy stalls
 (0.0245 above the ground energy at 4 qubits, 0.10 at 8, for every depth tried), while RY + CX
 reaches the ground state to 1e-12.
+
+Both are named by a short string a peer may send (``hea:4``, ``hva:8:multi``): their sizes
+(``num_parameters``, ``num_instructions``) are counted from the name and the Hamiltonian, never
+by building the circuit, and a layer count beyond ``MAX_LAYERS`` is refused by name at once.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ import numpy as np
 
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.names import shown, whole
 from qiz.quantum.core.params import Parameter
 from qiz.quantum.core.pauli import PauliSum, PauliTerm
 
 ENTANGLERS = ("ladder", "ring", "none")
+# layers of either ansatz: far beyond any depth trained here (tens), and small enough that a
+# name like 'hva:100000' is refused at once instead of sized at 100,000 x the Hamiltonian's terms
+MAX_LAYERS = 10_000
+_DIAGONAL = ("rz", "rzz")  # the HVA's diagonal rotations, angle a_l; the others take b_l
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class HardwareEfficientAnsatz:
     def __post_init__(self) -> None:
         if self.num_qubits < 1 or self.depth < 1:
             raise QuantumError("the ansatz needs at least one qubit and one layer")
+        if self.depth > MAX_LAYERS:
+            raise QuantumError(f"the ansatz has at most {MAX_LAYERS} layers, not {self.depth}")
         if self.entangler not in ENTANGLERS:
             raise QuantumError(f"entangler must be one of {', '.join(ENTANGLERS)}")
         if self.gate not in ("cz", "cx"):
@@ -51,6 +62,13 @@ class HardwareEfficientAnsatz:
     @property
     def num_parameters(self) -> int:
         return self.num_qubits * (self.depth + (0 if self.fused else 1))
+
+    @property
+    def num_instructions(self) -> int:
+        """Gates of :meth:`circuit`, counted without building it."""
+        n = self.num_qubits
+        pairs = 0 if self.entangler == "none" else n - 1 + (self.entangler == "ring" and n > 2)
+        return self.depth * (n + pairs) + (0 if self.fused else n)
 
     def cz_pairs(self) -> list[tuple[int, int]]:
         n = self.num_qubits
@@ -92,13 +110,15 @@ def parse_ansatz(
     """``hea:DEPTH[:ladder|ring][:cz|cx]`` (default ladder, cz) or ``hva:LAYERS``."""
     parts = spec.split(":")
     num_qubits = hamiltonian.num_qubits
-    if parts[0] == "hva" and len(parts) in (2, 3) and parts[1].isdecimal():
+    digits = parts[1] if len(parts) > 1 and parts[1].isascii() and parts[1].isdigit() else None
+    if parts[0] == "hva" and len(parts) in (2, 3) and digits is not None:
         if len(parts) == 3 and parts[2] != "multi":
-            raise QuantumError(f"ansatz {spec!r}: expected hva:LAYERS or hva:LAYERS:multi")
-        return HamiltonianVariationalAnsatz(hamiltonian, int(parts[1]), shared=len(parts) == 2)
-    if parts[0] != "hea" or not 2 <= len(parts) <= 4 or not parts[1].isdecimal():
+            raise QuantumError(f"ansatz {shown(spec)}: expected hva:LAYERS or hva:LAYERS:multi")
+        layers = _layers(spec, digits)
+        return HamiltonianVariationalAnsatz(hamiltonian, layers, shared=len(parts) == 2)
+    if parts[0] != "hea" or not 2 <= len(parts) <= 4 or digits is None:
         raise QuantumError(
-            f"ansatz {spec!r}: expected hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS[:multi]"
+            f"ansatz {shown(spec)}: expected hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS[:multi]"
         )
     entangler, gate = "ladder", "cz"
     for extra in parts[2:]:
@@ -107,8 +127,18 @@ def parse_ansatz(
         elif extra in ("cz", "cx"):
             gate = extra
         else:
-            raise QuantumError(f"ansatz {spec!r}: {extra!r} is not ladder, ring, cz or cx")
-    return HardwareEfficientAnsatz(num_qubits, int(parts[1]), entangler, gate)
+            raise QuantumError(
+                f"ansatz {shown(spec)}: {shown(extra)} is not ladder, ring, cz or cx"
+            )
+    return HardwareEfficientAnsatz(num_qubits, _layers(spec, digits), entangler, gate)
+
+
+def _layers(spec: str, digits: str) -> int:
+    """The layer count of an ansatz name, bounded before int() and before anything is built."""
+    layers = whole(digits, MAX_LAYERS)
+    if layers is None:
+        raise QuantumError(f"ansatz {shown(spec)}: at most {MAX_LAYERS} layers")
+    return layers
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,8 @@ class HamiltonianVariationalAnsatz:
     def __post_init__(self) -> None:
         if self.layers < 1:
             raise QuantumError("the ansatz needs at least one layer")
+        if self.layers > MAX_LAYERS:
+            raise QuantumError(f"the ansatz has at most {MAX_LAYERS} layers, not {self.layers}")
         for t in self.hamiltonian.terms:
             if _rotation_for(t) is None and (t.xmask or t.zmask):
                 raise QuantumError(
@@ -145,12 +177,27 @@ class HamiltonianVariationalAnsatz:
 
     @property
     def num_parameters(self) -> int:
-        return len(self.circuit().parameters)
+        """``len(self.circuit().parameters)``, counted without building the circuit: every
+        rotation of every layer (multi-angle), or per layer a_l and b_l where some rotation
+        of that kind has a non-zero angle (shared; a zero coefficient leaves no parameter)."""
+        if not self.shared:
+            return self.layers * len(self._ordered_terms())
+        return self.layers * sum(self._shared_angles())
+
+    @property
+    def num_instructions(self) -> int:
+        """Gates of :meth:`circuit` (H on every qubit, then one rotation per term per layer)."""
+        return self.num_qubits + self.layers * len(self._ordered_terms())
+
+    def _shared_angles(self) -> tuple[bool, bool]:
+        """Whether each layer of the shared form has a parameter a_l, and one b_l."""
+        kinds = {gate in _DIAGONAL for gate, _, coeff in self._ordered_terms() if coeff != 0.0}
+        return True in kinds, False in kinds
 
     def _ordered_terms(self) -> list[tuple[str, list[int], float]]:
         rotations = [_rotation_for(t) for t in self.hamiltonian.terms]
         present = [r for r in rotations if r is not None]
-        return sorted(present, key=lambda r: r[0] not in ("rz", "rzz"))
+        return sorted(present, key=lambda r: r[0] not in _DIAGONAL)
 
     def circuit(self) -> Circuit:
         n = self.num_qubits
@@ -176,10 +223,10 @@ class HamiltonianVariationalAnsatz:
         for layer in range(self.layers):
             share = (layer + 0.5) / self.layers
             if self.shared:  # parameters in order of first use: a_l (if any), then b_l (if any)
-                gates = {gate for gate, _, _ in self._ordered_terms()}
-                if gates & {"rz", "rzz"}:
+                diagonal, field = self._shared_angles()
+                if diagonal:
                     values.append(step * share)
-                if gates - {"rz", "rzz"}:
+                if field:
                     values.append(step * (1.0 - share))
                 continue
             for gate, _qubits, coeff in self._ordered_terms():
