@@ -62,9 +62,7 @@ class Known:
         )
 
 
-KNOWN: list[Known] = [
-    Known("tfim:<5000 digits>: int() limit", ValueError, "qiz/quantum/core/pauli.py", "builtin"),
-]
+KNOWN: list[Known] = []
 
 
 def known(exc: BaseException) -> Known | None:
