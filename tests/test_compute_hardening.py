@@ -8,12 +8,17 @@
 * item 9: made-up ``job.progress`` reports are counted and dropped, the core's memory stays
   per replica, and real work still finishes;
 * item 11: out-of-range integers and over-deep nesting in a submitted spec are one 400 line
-  naming the field, through the node's real HTTP API.
+  naming the field, through the node's real HTTP API;
+* fuzz findings 7-9 (tests/fuzz): job.* RPC fields of the wrong type or out of 0..2^63-1 are
+  ``bad-request`` naming the field (never ``internal``); a peer's capacity record nested 1,000
+  deep does not break the coordinator's directory; the coordinator's watch loop ends on a
+  cancellation that arrives with a wake-up, so ``Node.stop()`` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -444,3 +449,232 @@ def test_every_whole_number_in_a_document_is_storable_or_refused_by_name(
 
 
 _IDENTITY = NodeIdentity.generate()
+
+
+# ------------------------------------------------------------------- fuzz findings 7, 8, 9
+
+JOB_ID = bytes(range(32))
+NO_INDEX = [2**63, 2**64 - 1, -1, True, "0", 1.0, [1], {"a": 1}, b"\x00"]
+
+
+def test_job_rpc_fields_out_of_range_or_of_the_wrong_type_are_bad_requests(
+    tmp_path: Path,
+) -> None:
+    """Fuzz finding 7: ``job.fetch {task: 2^63}`` (or a list, a map) went unchecked into SQLite
+    and was answered ``internal`` with a traceback in the node's log, per request. Replayed
+    against a node process from a client written here, for every job.* method and field: each
+    is ``bad-request`` naming the field, the link stays up, the log holds no traceback, and
+    2^63 - 1 (the largest storable index) is still a task nobody offered."""
+    qiz(tmp_path, "--home", "w", "init", "--json")
+    with node_processes(tmp_path) as start:
+        node = start("w", args=["--slots", "1"])
+        peer = NodeIdentity.generate()
+        spec = sampler(peer)
+
+        async def scenario() -> None:
+            link, rpc = await client(node.address, peer)
+            try:
+                calls: list[tuple[str, dict[str, Any], str]] = []
+                for task in NO_INDEX:
+                    calls += [
+                        ("job.fetch", {"job": JOB_ID, "task": task}, "task"),
+                        ("job.cancel", {"job": JOB_ID, "task": task}, "task"),
+                        ("job.offer", {"spec": spec, "task": task, "seed": 7}, "task"),
+                        ("job.done", {"job": JOB_ID, "task": task, "state": "done"}, "task"),
+                        ("job.progress", {"job": JOB_ID, "task": task, "progress": 0.5}, "task"),
+                    ]
+                for seed in (2**63, -1, True, "7", [7]):
+                    calls.append(("job.offer", {"spec": spec, "task": 0, "seed": seed}, "seed"))
+                for job in (b"", JOB_ID + b"\x00", "ab" * 32, [JOB_ID], None):
+                    calls += [
+                        ("job.fetch", {"job": job, "task": 0}, "job"),
+                        ("job.cancel", {"job": job}, "job"),
+                    ]
+                # (NaN, infinities and integers past 2^64 do not pass the wire's decoder)
+                for progress in ("half", None, True, [0.5], {"p": 0.5}):
+                    body = {"job": JOB_ID, "task": 0, "progress": progress}
+                    calls.append(("job.progress", body, "progress"))
+                for method in ("job.fetch", "job.cancel", "job.offer", "job.done"):
+                    calls += [(method, [JOB_ID, 0], "map"), (method, None, "map")]
+                for method, body, field in calls:
+                    with pytest.raises(RpcError) as caught:
+                        await rpc.call(method, body)
+                    error = caught.value
+                    assert error.code == "bad-request", (method, body, error)
+                    assert error.message.startswith(method) and field in error.message, error
+                    assert link.is_open
+                # the largest storable index is a well-formed question with a plain answer
+                assert await rpc.call("job.fetch", {"job": JOB_ID, "task": 2**63 - 1}) == {
+                    "state": "unknown"
+                }
+                assert await rpc.call("job.cancel", {"job": JOB_ID, "task": 2**63 - 1}) == {
+                    "cancelled": 0
+                }
+                assert await rpc.call("qmp.ping", b"still here") == b"still here"
+            finally:
+                link.close()
+
+        run(scenario(), 120)
+        log = node.log_path.read_text()
+        assert "Traceback" not in log, log[-2000:]
+
+
+def test_a_peer_publishing_a_deep_capacity_record_does_not_stop_jobs(tmp_path: Path) -> None:
+    """Fuzz finding 8: a capacity name record of 1,000+ '[' (within a name value's 1 KiB) made
+    the coordinator's JSON decode raise RecursionError out of its directory refresh, which
+    every submission and placement awaits. A peer (in this test) joins a mesh of two node
+    processes and publishes such a record; a job that needs both workers is submitted to the
+    first with the CLI while that peer is linked, and completes; the bad record is counted."""
+    from qiz.compute.directory import CAPACITY_LABEL
+    from qiz.crypto.ids import NodeId
+    from qiz.home import DEFAULT_PUZZLE_BITS
+    from qiz.identity.puzzle import generate_identity
+    from qiz.resolve.records import MAX_VALUE
+
+    from .helpers import make_node
+
+    for home in ("v", "w"):
+        qiz(tmp_path, "--home", home, "init", "--json")
+    (tmp_path / "job.json").write_text(
+        json.dumps({"kind": "sampler", "params": {"qasm": SMALL_QASM, "shots": 32}, "seed": 3})
+    )
+    with node_processes(tmp_path) as start:
+        victim = start("v", args=["--slots", "1"])
+        worker = start("w", peers=[victim.bootstrap], args=["--slots", "1"])
+
+        async def scenario() -> dict[str, Any]:
+            # an id that solves the nodes' puzzle: its record is stored as any peer's would be
+            bad = make_node(generate_identity(DEFAULT_PUZZLE_BITS), peers=[victim.bootstrap])
+            await bad.start()
+            try:
+                await asyncio.wait_for(bad.joined.wait(), 30)
+                value = "[" * MAX_VALUE
+                await bad.dht.publish_name(CAPACITY_LABEL, value, ttl=3600)
+                assert (await bad.dht.resolve_name(bad.identity.node_id, CAPACITY_LABEL)).value == (
+                    value
+                )
+
+                async def worker_published() -> bool:
+                    try:
+                        await bad.dht.resolve_name(NodeId.parse(worker.node_id), CAPACITY_LABEL)
+                    except Exception:
+                        return False
+                    return True
+
+                await async_eventually(worker_published, 30, "the worker's capacity record")
+                # the CLI blocks: in a thread, so that the bad peer answers lookups meanwhile
+                submitted = await asyncio.to_thread(
+                    qiz,
+                    tmp_path,
+                    "--home",
+                    "v",
+                    "job",
+                    "submit",
+                    "job.json",
+                    "--replicas",
+                    "2",
+                    "--wait",
+                    "--json",
+                    timeout=120,
+                )
+                return ok_json(submitted)
+            finally:
+                await bad.stop()
+
+        done = run(scenario(), 240)
+        assert done["state"] == "done", done
+        workers_used = {r["worker"] for r in done["replicas"]}
+        assert workers_used == {victim.node_id, worker.node_id}, done
+        status = victim.request("status")["result"]["compute"]
+        assert status["directory"]["bad_records"] >= 1, status
+        assert "RecursionError" not in victim.log_path.read_text()
+
+
+def _idle_coordinator() -> tuple[Any, Any]:
+    """A coordinator with no jobs (its tick asks nothing of a directory or a peer), and its
+    database to close."""
+    from qiz.compute.coordinator import Coordinator
+    from qiz.compute.jobdb import CoordinatorTables, open_db
+    from qiz.events import EventBus
+    from qiz.trust.scores import PeerScores
+
+    db = open_db(None)
+    coordinator = Coordinator(
+        NodeIdentity.generate(),
+        CoordinatorTables(db),
+        PeerScores(db),
+        directory=None,  # type: ignore[arg-type] - an idle tick never asks it
+        send=None,  # type: ignore[arg-type]
+        events=EventBus(),
+    )
+    return coordinator, db
+
+
+def test_the_watch_loop_ends_when_woken_and_cancelled_in_the_same_turn() -> None:
+    """Fuzz finding 9, without a race: the wake flag is set (as a link's PEER_UNLINKED event
+    does) and the loop's task cancelled (as ``Node.stop()`` does) in one step of the event
+    loop, while the loop sleeps. With ``asyncio.wait_for`` (Python 3.11) the wake's result won
+    and the cancellation was lost: the loop ticked on and the stop never returned."""
+
+    async def scenario() -> None:
+        coordinator, db = _idle_coordinator()
+        ticks = 0
+        real_tick = coordinator.tick
+
+        async def tick() -> None:
+            nonlocal ticks
+            ticks += 1
+            await real_tick()
+
+        coordinator.tick = tick  # type: ignore[method-assign]
+        watch = asyncio.ensure_future(coordinator.watch(tick_min=0.0, tick_max=3600.0))
+        try:
+            await async_eventually(lambda: ticks == 1, what="the first tick")
+            for _ in range(5):  # into its sleep on the wake flag
+                await asyncio.sleep(0)
+            coordinator.wake.set()
+            watch.cancel()
+            done, _ = await asyncio.wait({watch}, timeout=10)
+            assert watch in done and watch.cancelled(), f"the loop went on ({ticks} ticks)"
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await coordinator.close()
+            db.close()
+
+    run(scenario(), 60)
+
+
+def test_the_watch_loop_ends_when_a_tick_swallows_its_cancellation() -> None:
+    """Whatever a tick awaits may drop a cancellation as ``wait_for`` did (a directory
+    lookup, a send): the loop still ends at the top of its next turn instead of ticking on."""
+
+    async def scenario() -> None:
+        coordinator, db = _idle_coordinator()
+        ticking = asyncio.Event()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            ticks += 1
+            ticking.set()
+            if ticks > 1:  # a loop that went on: this tick is cancelled by the clean-up
+                await asyncio.sleep(3600)
+            with contextlib.suppress(asyncio.CancelledError):  # as a lost wait_for race would
+                await asyncio.sleep(3600)
+
+        coordinator.tick = tick  # type: ignore[method-assign]
+        watch = asyncio.ensure_future(coordinator.watch(tick_min=0.0, tick_max=0.0))
+        try:
+            await ticking.wait()
+            watch.cancel()
+            done, _ = await asyncio.wait({watch}, timeout=10)
+            assert watch in done and watch.cancelled(), f"the loop went on ({ticks} ticks)"
+            assert ticks == 1
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await coordinator.close()
+            db.close()
+
+    run(scenario(), 60)
