@@ -140,17 +140,19 @@ class ComputeService:
     async def call(self, peer: bytes, method: str, body: Any, *, timeout: float = 10.0) -> Any:
         if peer == self.identity.node_id.digest:
             handler = self.handlers[method]
-            return await asyncio.wait_for(
-                handler(CallContext(self.identity.node_id, None), body),  # type: ignore[arg-type]
-                timeout,
-            )
+            # asyncio.timeout, not wait_for, here and below: in Python 3.11 wait_for drops a
+            # cancellation that comes with the inner result, and these run inside loops that
+            # Node.stop() cancels (the worker's deliveries, the coordinator's sends)
+            async with asyncio.timeout(timeout):
+                return await handler(CallContext(self.identity.node_id, None), body)  # type: ignore[arg-type]
         node = NodeId(peer)
         linked = self.links.peers.get(node)
         if linked is not None and linked.link.is_open:
             rpc = linked.rpc
         else:
             try:
-                record = await asyncio.wait_for(self.dht.resolve_peer(node), timeout)
+                async with asyncio.timeout(timeout):
+                    record = await self.dht.resolve_peer(node)
                 if not record.addresses:
                     raise Unreachable(f"{node.short()} publishes no address")
                 rpc = await self.links.connect(
@@ -178,7 +180,8 @@ class ComputeService:
     async def find_holders(self, job: bytes) -> list[bytes]:
         """Nodes that published a provider record for ``job`` (the DHT returns the best one)."""
         try:
-            lookup = await asyncio.wait_for(self.dht.lookup(job, RecordKind.PROVIDER), 5.0)
+            async with asyncio.timeout(5.0):
+                lookup = await self.dht.lookup(job, RecordKind.PROVIDER)
         except (TimeoutError, OSError):
             return []
         best = lookup.best

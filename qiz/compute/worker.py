@@ -313,8 +313,10 @@ class Worker:
             self.tables.update(*key, self.clock(), state=RUNNING)
             began = time.perf_counter()
             # the spec's deadline bounds a task here too: a coordinator that never cancels
-            # cannot hold a slot for longer than it asked for
-            result = await asyncio.wait_for(self.pool.run(job, progress), spec.deadline)
+            # cannot hold a slot for longer than it asked for (asyncio.timeout: wait_for may
+            # drop a cancellation that comes with the result, Python 3.11)
+            async with asyncio.timeout(spec.deadline):
+                result = await self.pool.run(job, progress)
             self.task_seconds.append(time.perf_counter() - began)
         except asyncio.CancelledError:
             if not self._closing:  # cancelled by its coordinator; at shutdown it stays running
