@@ -678,3 +678,32 @@ def test_the_watch_loop_ends_when_a_tick_swallows_its_cancellation() -> None:
             db.close()
 
     run(scenario(), 60)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\:,ab', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_the_capacity_nesting_scan_agrees_with_the_json_parser(value: Any) -> None:
+    """The scan that guards the parser counts what the parser would nest, brackets inside
+    strings (escaped quotes included) left out; it stops as soon as the limit is passed."""
+    from qiz.compute.directory import nesting_depth
+
+    text = json.dumps(value)
+    assert nesting_depth(text, 64) == _depth(value)
+    assert nesting_depth(text, 1) == min(_depth(value), 2)
