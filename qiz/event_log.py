@@ -65,8 +65,12 @@ class EventLog:
         changed = self._changed
         self.waiting += 1
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+            # that arrives in the same turn as the event (a stopping node's request then
+            # returns instead of being cancelled)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await changed.wait()
         finally:
             self.waiting -= 1
         return self.since(after)

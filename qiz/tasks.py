@@ -55,9 +55,12 @@ class TaskOwner:
         self, seconds: float | Callable[[], float], job: Callable[[], Awaitable[Any]], name: str
     ) -> asyncio.Task[None]:
         """Call ``job`` now and then every ``seconds`` (a number, or a callable read before each
-        wait); a failed call is logged and the loop goes on."""
+        wait); a failed call is logged and the loop goes on. A job that swallows the loop's
+        cancellation (a ``wait_for`` deep inside it can, on Python 3.11) still ends the loop:
+        it checks ``cancelling()`` after every call, so :meth:`close` never waits for ever."""
 
         async def loop() -> None:
+            me = asyncio.current_task()
             while True:
                 try:
                     await job()
@@ -65,6 +68,8 @@ class TaskOwner:
                     raise
                 except Exception:
                     self.log.exception("%s: periodic %s failed", self.name, name)
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
                 await asyncio.sleep(seconds() if callable(seconds) else seconds)
 
         return self.spawn(loop(), name)

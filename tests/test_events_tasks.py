@@ -184,3 +184,50 @@ def test_a_caller_cancelled_while_closing_is_cancelled_still() -> None:
         return len(owner) == 0
 
     assert asyncio.run(scenario())
+
+
+def test_a_long_poll_cancelled_as_its_event_arrives_is_cancelled() -> None:
+    """The event and the cancellation land in the same turn: the poll must end cancelled
+    (``asyncio.wait_for`` on Python 3.11 returned the events and lost the cancel)."""
+
+    async def scenario() -> bool:
+        bus = EventBus()
+        log = EventLog(bus)
+        waiting = asyncio.ensure_future(log.wait(0, timeout=30.0))
+        await asyncio.sleep(0)
+        bus.emit(EventKind.PEER_UNLINKED, peer="b")
+        waiting.cancel()
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(scenario())
+
+
+def test_a_periodic_job_that_swallows_its_cancellation_still_ends_its_loop() -> None:
+    """A job that catches the loop's CancelledError and returns: close() still returns."""
+
+    async def scenario() -> int:
+        owner = TaskOwner("test")
+        calls = 0
+        started = asyncio.Event()
+
+        async def swallowing() -> None:
+            nonlocal calls
+            calls += 1
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return  # the defect: the cancel is dropped here
+
+        owner.every(0.0, swallowing, "swallow")
+        await started.wait()
+        closing = asyncio.ensure_future(owner.close())
+        done, _ = await asyncio.wait({closing}, timeout=5.0)  # a hang guard, not a speed test
+        assert done, "close() waited on a loop that lost its cancellation"
+        return calls
+
+    assert asyncio.run(scenario()) == 1

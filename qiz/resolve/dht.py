@@ -434,8 +434,9 @@ class Dht:
             if left <= 0:
                 log.info("lookup gave up after %.0f s", self.config.lookup_deadline)
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), left)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancellation
+                async with asyncio.timeout(left):
+                    await wake.wait()
         for task in tasks:
             task.cancel()
         if tasks:  # the cancelled requests end here, not behind the caller's back
