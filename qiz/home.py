@@ -187,14 +187,15 @@ class Home:
             else:  # sockets are made 0600 by the node; links and subdirectories are left
                 continue
             mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
+            if mode & ~wanted & 0o077:  # open to group or others: take exactly that away
+                private = mode & ~0o077
                 try:
-                    os.chmod(entry, mode & wanted)
+                    os.chmod(entry, private)
                 except OSError as exc:
                     raise HomeError(
                         f"cannot make {entry} private (chmod {wanted:o}): {exc.strerror or exc}"
                     ) from None
-                changed.append(f"{entry} was mode {mode:04o}; it is now {mode & wanted:04o}")
+                changed.append(f"{entry} was mode {mode:04o}; it is now {private:04o}")
         return changed
 
     def _require(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from qiz import QizError, wire
 from qiz.compute.errors import TaskCancelled, TaskFailed
 from qiz.lifeline import die_with_parent
-from qiz.quantum.core.memory import available_memory
+from qiz.quantum.core.memory import total_memory
 
 BASELINE_ADDRESS_SPACE = 3 << 30  # interpreter + numpy + numba + LLVM, measured ~0.7 GiB
 # The bound on ``slots``: each is a whole process, so an unbounded number fork-bombed and
@@ -58,9 +58,11 @@ class SlotsError(QizError, ValueError):
 
 def max_slots(cores: int | None = None, memory: int | None = None) -> int:
     """The most worker processes this machine may run: ``SLOTS_PER_CORE`` x cores, and one
-    per ``SLOT_MEMORY_FLOOR`` of available memory; never less than 1."""
+    per ``SLOT_MEMORY_FLOOR`` of the machine's (or cgroup's) total memory; never less than 1.
+    Total, not available, memory: a bound that moved with a browser's footprint would let a
+    config.toml start today and refuse it tomorrow on the same machine."""
     cores = cores if cores is not None else os.cpu_count() or 1
-    memory = memory if memory is not None else available_memory()
+    memory = memory if memory is not None else total_memory()
     return max(1, min(SLOTS_PER_CORE * cores, memory // SLOT_MEMORY_FLOOR))
 
 
@@ -77,8 +79,8 @@ def check_slots(slots: object, field: str = "slots") -> int:
         cores = os.cpu_count() or 1
         raise SlotsError(
             f"{field} must be a whole number from 1 to {limit} (at most {SLOTS_PER_CORE} per "
-            f"core on {cores} cores and one per {SLOT_MEMORY_FLOOR >> 20} MiB of available "
-            f"memory), not {slots!r}"
+            f"core on {cores} cores and one per {SLOT_MEMORY_FLOOR >> 20} MiB of memory), "
+            f"not {slots!r}"
         )
     return slots
 

@@ -30,6 +30,15 @@ def available_memory() -> int:
     return min(pages, limit) if limit else pages
 
 
+def total_memory() -> int:
+    """Bytes of memory this machine (or its cgroup) has in all: MemTotal, capped by a cgroup
+    limit. Unlike :func:`available_memory` it does not change with what else is running, so a
+    bound derived from it holds from one start to the next."""
+    limit = _cgroup_limit()
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(total, limit) if limit else total
+
+
 def _cgroup_limit() -> int | None:
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
