@@ -476,6 +476,112 @@ def test_a_store_flood_keeps_to_the_byte_budget_and_evicts_the_flood_first(nodes
     assert dht["store_bytes"] <= budget and dht["evicted_records"] > 0
 
 
+def test_replaying_a_signers_record_does_not_spend_its_rate_limit(nodes) -> None:
+    """The attack: a peer replays a victim's public record to the victim's closest node,
+    many times over (above the signer's rate). Replays of what is held are answered
+    ``unchanged`` for free, so the victim's own update (a newer seq) is still stored (it
+    used to be refused as rate-limited: every replay took a token of the victim's bucket)."""
+    target = nodes(
+        "target",
+        store_rate_per_signer=0.001,  # no refill within the test: counts, not timing
+        store_burst_per_signer=3,
+        store_burst_per_peer=100,
+    )
+    victim = generate_identity(BITS)
+
+    async def scenario() -> None:
+        link, rpc = await client(target.address, generate_identity(BITS))
+        try:
+            first = name_record(victim, "www", seq=1)
+            assert await store(rpc, first) == ("stored", "")
+            replays = [await store(rpc, first) for _ in range(20)]
+            assert set(replays) == {("unchanged", "")}
+            newer = name_record(victim, "www", seq=2, value="moved")
+            assert await store(rpc, newer) == ("stored", "")
+            code, _ = await store(rpc, first)  # an older record is refused, also for free
+            assert code == "older-record"
+            assert await held(rpc, name_key(victim, "www")) == [newer]
+        finally:
+            link.close()
+
+    run(scenario(), timeout=60)
+
+
+def test_stores_from_one_network_are_bounded_whatever_ids_it_mints(nodes) -> None:
+    """The attack: fresh (puzzle-solving) ids, each over its own link and so with a fresh
+    per-peer burst, store one record each from one network (here 127.0.0.0/24). The
+    network's budget bounds them: at most its burst is stored, the rest refused in one line
+    naming the setting."""
+    burst = 8
+    target = nodes("target", store_rate_per_prefix=0.001, store_burst_per_prefix=burst)
+
+    async def scenario() -> None:
+        answers = []
+        for i in range(3 * burst):
+            link, rpc = await client(target.address, generate_identity(BITS))
+            try:
+                answers.append(await store(rpc, name_record(generate_identity(BITS), f"f{i}")))
+            finally:
+                link.close()
+        stored = [a for a in answers if a[0] == "stored"]
+        refused = [a for a in answers if a[0] != "stored"]
+        assert len(stored) == burst, answers
+        assert {code for code, _ in refused} == {"rate-limited"}
+        assert "dht.store_rate_per_prefix" in refused[0][1]
+        assert "one network" in refused[0][1]
+
+    run(scenario(), timeout=120)
+
+
+def test_a_node_republishes_more_records_than_the_signer_burst() -> None:
+    """In process, on a clock the test turns: an owner holding more of its own records than
+    a receiver's per-signer burst republishes all of them, paced over upkeep rounds (it
+    used to send them back to back: the receiver refused those beyond the burst, and they
+    were marked published all the same, so they went missing for an hour)."""
+    from qiz.resolve.dht import DhtConfig
+
+    now = [time.time()]
+    clock = lambda: now[0]  # noqa: E731
+    config = DhtConfig(
+        store_rate_per_signer=0.1,  # 6 tokens per 60-second round
+        store_burst_per_signer=6,  # a round republishes 3
+        maintenance_interval=10_000,  # the test runs the rounds itself
+    )
+    count = 10
+
+    async def scenario() -> None:
+        receiver = make_node(dht_config=config, clock=clock)
+        async with running(receiver):
+            owner = make_node(dht_config=config, clock=clock, peers=[receiver.address])
+            async with running(owner):
+                await asyncio.wait_for(owner.joined.wait(), 30)
+                me = owner.identity
+                raws = [
+                    make_name_record(me, f"n{i}", "v", seq=1, now=clock(), ttl=7200)
+                    for i in range(count)
+                ]
+                stale = clock() - config.republish_interval - 1  # published long ago
+                for raw in raws:
+                    record = validate(RecordKind.NAME, raw, key=None, now=clock())
+                    owner.dht.store.put(record, stale)
+
+                def received() -> int:
+                    return sum(
+                        bool(
+                            receiver.dht.store.get(RecordKind.NAME, name_key(me, f"n{i}"), clock())
+                        )
+                        for i in range(count)
+                    )
+
+                for _ in range(8):  # 8 minutes: far inside republish_interval
+                    await owner.dht.maintain_once()
+                    now[0] += 60
+                assert received() == count, received()
+                assert receiver.dht.rate_limited_stores == 0
+
+    run(scenario(), timeout=120)
+
+
 # ----------------------------------------------------------------------------- units
 
 

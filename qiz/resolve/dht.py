@@ -8,11 +8,18 @@ table and lookups with real links, and keeping the local record store.
   is stored and again when a lookup receives it.
 * A store is admitted only within limits that keep one link or one identity from filling the
   store: the storing peer and the record's signer must solve the id puzzle, stores are
-  rate-limited per peer and per signer, a signer holds at most ``max_records_per_holder``
-  records (replacing one of its own always fits), and the store itself is bounded in rows and
-  bytes with the least valuable records evicted first (:mod:`qiz.resolve.store`).
+  rate-limited per peer, per source network (/24, /64) and per signer, a signer holds at
+  most ``max_records_per_holder`` records (replacing one of its own always fits), and the
+  store itself is bounded in rows and bytes with the least valuable records evicted first
+  (:mod:`qiz.resolve.store`).
+* A replay of a record already held (same or older seq) is answered ``unchanged`` or
+  ``older-record`` before the signer's rate limit is charged: only a store that changes
+  something spends the signer's budget, so replaying a victim's public records cannot lock
+  the victim out of updating them.
 * A node publishes its own peer record at start and periodically; stored records are
-  republished and expired on a clock the caller injects.
+  republished and expired on a clock the caller injects. Republishing is paced to fit the
+  receivers' per-signer limit (at most half the signer burst per upkeep round), and a record
+  counts as published only once some node accepted it; otherwise the next round retries it.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache, parse_address
 from qiz.identity.puzzle import solves
+from qiz.qmp.admission import address_prefix
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.qmp.transport import Link, LinkError
@@ -94,6 +102,11 @@ class DhtConfig:
     # stores of one signer's records, whichever peers carry them: the same bound per identity
     store_rate_per_signer: float = 2.0
     store_burst_per_signer: float = 20.0
+    # stores arriving over links from one source network (/24 IPv4, /64 IPv6), whatever ids
+    # the links proved: an attacker minting fresh ids (each with a fresh per-peer burst) gets
+    # this rate at most, which bounds the eviction work a full store does for it
+    store_rate_per_prefix: float = 20.0
+    store_burst_per_prefix: float = 200.0
     store_max_records: int = MAX_RECORDS  # rows in the record store
     store_max_bytes: int = MAX_BYTES  # bytes of the record store (raw + row overhead)
 
@@ -131,6 +144,8 @@ TABLE_FIELDS = (
     "store_burst_per_peer",
     "store_rate_per_signer",
     "store_burst_per_signer",
+    "store_rate_per_prefix",
+    "store_burst_per_prefix",
     "store_max_records",
     "store_max_bytes",
     "republish_interval",
@@ -178,6 +193,9 @@ class Dht:
         )
         self._signer_stores = KeyedRateLimiter(
             self.config.store_rate_per_signer, self.config.store_burst_per_signer
+        )
+        self._prefix_stores = KeyedRateLimiter(
+            self.config.store_rate_per_prefix, self.config.store_burst_per_prefix
         )
         # the most recent lookups' durations (seconds): metrics and the dashboard read them
         self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -264,8 +282,10 @@ class Dht:
         return {"records": records, "contacts": self._contacts_out(key, ctx.peer_id.digest)}
 
     async def _store(self, ctx: CallContext, body: Any) -> Any:
-        """Admit a record, cheapest checks first: the peer's rate before any signature is
-        checked, the signer's puzzle and rate before anything is written."""
+        """Admit a record, cheapest checks first: the peer's and its network's rates before any
+        signature is checked; a replay of what is held answered before the signer's rate is
+        charged (only a change spends it); the signer's puzzle and rate before anything is
+        written."""
         kind = _kind(body)
         raw = body.get("raw") if isinstance(body, dict) else None
         if not isinstance(raw, bytes):
@@ -285,6 +305,13 @@ class Dht:
                 f"over {self.config.store_rate_per_peer:g} stores/s from one peer "
                 f"(burst {self.config.store_burst_per_peer:g}; dht.store_rate_per_peer)",
             )
+        if not self._prefix_stores.allow(address_prefix(ctx.link.remote_address), now):
+            self.rate_limited_stores += 1
+            raise self._refuse(
+                "rate-limited",
+                f"over {self.config.store_rate_per_prefix:g} stores/s from one network "
+                f"(burst {self.config.store_burst_per_prefix:g}; dht.store_rate_per_prefix)",
+            )
         try:
             record = validate(kind, raw, key=None, now=now, cache=self.records)
         except RecordError as exc:
@@ -294,6 +321,11 @@ class Dht:
                 "bad-record",
                 f"the record's signer does not solve the {bits}-bit id puzzle (dht.puzzle_bits)",
             )
+        standing = self.store.standing(record)
+        if standing is PutResult.UNCHANGED:
+            return {"result": standing.value}
+        if standing is PutResult.OLDER:
+            raise self._refuse("older-record", "a record with a higher sequence number is held")
         if not self._signer_stores.allow(record.holder, now):
             self.rate_limited_stores += 1
             raise self._refuse(
@@ -455,7 +487,9 @@ class Dht:
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, raw: bytes, kind: RecordKind) -> int:
-        """Store a record at the k nodes closest to its key; return how many accepted it."""
+        """Store a record at the k nodes closest to its key; return how many accepted it.
+        It counts as published (not due again for ``republish_interval``) only if some node
+        accepted it: one refused everywhere (rate-limited, say) is retried by the upkeep."""
         record = validate(kind, raw, key=None, now=self.clock(), cache=self.records)
         self.store.put(record, self.clock())
         lookup = await self.lookup(record.key)
@@ -470,7 +504,8 @@ class Dht:
                 pass
 
         await asyncio.gather(*(put(c) for c in lookup.closest(self.config.k)))
-        self.store.mark_published(record, self.clock())
+        if accepted:
+            self.store.mark_published(record, self.clock())
         self.events.emit(
             EventKind.RECORD_PUBLISHED,
             record_kind=kind.value,
@@ -558,20 +593,34 @@ class Dht:
         expired = self.store.expire(now)
         republished = 0
         # Owners republish their own records (replicas live out their TTL): a node never
-        # spends its upkeep on whatever others chose to store with it.
+        # spends its upkeep on whatever others chose to store with it. Every store is charged
+        # to our id as signer at the receivers, so one round publishes at most
+        # republish_batch() records (the rest stay due for the next rounds) and a record
+        # nobody accepted stays due and is retried first next round.
         due = self.store.due_for_republish(
-            now, self.config.republish_interval, holder=self.identity.node_id.digest
+            now,
+            self.config.republish_interval,
+            holder=self.identity.node_id.digest,
+            limit=self.republish_batch(),
         )
         for record in due:
             with contextlib.suppress(RecordError):
                 if record.kind is RecordKind.PEER:
-                    await self.publish_self()  # a fresh record, not the old bytes
+                    accepted = await self.publish_self()  # a fresh record, not the old bytes
                 else:
-                    await self.publish(record.raw, record.kind)
-                republished += 1
+                    accepted = await self.publish(record.raw, record.kind)
+                republished += accepted > 0
         for index in self.table.stale_buckets(now, self.config.refresh_interval)[:4]:
             await self.lookup(_random_key_in_bucket(self.identity.node_id.digest, index))
         return {"expired": expired, "republished": republished}
+
+    def republish_batch(self) -> int:
+        """Records one upkeep round republishes: half the per-signer burst, so that a round
+        fits the receivers' bucket with room left for the owner's own publishes; between
+        rounds (``maintenance_interval``, 60 s) the bucket refills at ``store_rate_per_signer``
+        (2/s). With the defaults, 10 a minute: a holder's full quota (256) within 26 minutes,
+        inside ``republish_interval`` (an hour)."""
+        return max(1, int(self.config.store_burst_per_signer) // 2)
 
     async def _maintain(self) -> None:
         while True:

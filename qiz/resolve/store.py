@@ -129,17 +129,13 @@ class RecordStore:
         for value, what in ((record.seq, "sequence number"), (record.expires, "expiry")):
             if not 0 <= value <= MAX_RECORD_INT:
                 raise RecordError(f"a record's {what} must be an integer from 0 to 2**63-1")
-        row = self.db.execute(
-            "SELECT seq, expires, length(raw) FROM records WHERE kind=? AND key=? AND holder=?",
-            (record.kind.value, record.key, record.holder),
-        ).fetchone()
+        row = self._row(record)
         held_bytes = 0
         if row is not None:
             seq, expires, length = row
-            if record.seq < seq:
-                return PutResult.OLDER
-            if record.seq == seq and record.expires <= expires:
-                return PutResult.UNCHANGED
+            standing = _standing(record, seq, expires)
+            if standing is not None:
+                return standing
             held_bytes = length + ROW_OVERHEAD
         need = len(record.raw) + ROW_OVERHEAD - held_bytes
         new_row = row is None
@@ -161,6 +157,21 @@ class RecordStore:
         self.bytes += need
         self.rows += new_row
         return PutResult.STORED
+
+    def _row(self, record: ValidRecord) -> tuple[int, int, int] | None:
+        """(seq, expires, raw length) of the row ``record`` would replace, if there is one."""
+        return self.db.execute(
+            "SELECT seq, expires, length(raw) FROM records WHERE kind=? AND key=? AND holder=?",
+            (record.kind.value, record.key, record.holder),
+        ).fetchone()
+
+    def standing(self, record: ValidRecord) -> PutResult | None:
+        """What :meth:`put` would answer without writing (OLDER or UNCHANGED), or None if it
+        would change something (a new key, a higher seq, a later expiry). One indexed read:
+        the DHT answers replays with it before charging the signer's rate limit, so replaying
+        someone's public record never spends that someone's budget."""
+        row = self._row(record)
+        return None if row is None else _standing(record, row[0], row[1])
 
     def _fits(self, need: int, new_row: bool) -> bool:
         return self.bytes + need <= self.max_bytes and self.rows + new_row <= self.max_records
@@ -271,7 +282,7 @@ class RecordStore:
         self, now: float, interval: float, *, holder: bytes | None = None, limit: int = 64
     ) -> list[ValidRecord]:
         """Unexpired records not (re)published for ``interval`` seconds (optionally only one
-        signer's), at most ``limit`` per call."""
+        signer's), at most ``limit`` per call, the longest unpublished first."""
         query = (
             "SELECT kind, key, holder, seq, expires, raw FROM records "
             "WHERE published<=? AND expires>?"
@@ -280,7 +291,10 @@ class RecordStore:
         if holder is not None:
             query += " AND holder=?"
             params += (holder,)
-        rows = self.db.execute(query + " LIMIT ?", (*params, limit)).fetchall()
+        # the longest unpublished first: a record whose store failed is retried before others
+        rows = self.db.execute(
+            query + " ORDER BY published ASC LIMIT ?", (*params, limit)
+        ).fetchall()
         return [ValidRecord(RecordKind(k), key, h, s, e, raw) for k, key, h, s, e, raw in rows]
 
     def mark_published(self, record: ValidRecord, now: float) -> None:
@@ -288,3 +302,12 @@ class RecordStore:
             "UPDATE records SET published=? WHERE kind=? AND key=? AND holder=?",
             (now, record.kind.value, record.key, record.holder),
         )
+
+
+def _standing(record: ValidRecord, seq: int, expires: int) -> PutResult | None:
+    """OLDER or UNCHANGED if ``record`` would not replace the row (seq, expires), else None."""
+    if record.seq < seq:
+        return PutResult.OLDER
+    if record.seq == seq and record.expires <= expires:
+        return PutResult.UNCHANGED
+    return None
