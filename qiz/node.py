@@ -120,6 +120,9 @@ class Node:
         )
         self.handlers.update(self.dht.handlers())
         self.links.on_peer = self.dht.on_link
+        # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
+        # for known peers and is not held to the per-prefix cap on unknown ones
+        self.links.known_peer = lambda peer_id: peer_id.digest in self.dht.table
         self.api = NodeAPI(self)
         self._start_http = http  # e.g. qiz.web.server.serve_api(port); None: no HTTP API
         self.web: Face | None = None  # the HTTP API, once started

@@ -26,12 +26,18 @@ from hypothesis import strategies as st
 
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.admission import PendingTable, address_prefix
-from qiz.qmp.connection import Connection, ConnectionClosed, FrameDropped
+from qiz.qmp.connection import CONFIRM_TIMEOUT, Connection, ConnectionClosed, FrameDropped, State
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority, compute_mac1
 from qiz.qmp.errors import ErrorCode, QmpError
 from qiz.qmp.frames import MAX_BODY, FrameDecoder, FrameKind, encode_frame
 from qiz.qmp.handshake import VERSION, InitiatorHandshake
-from qiz.qmp.transport import MAX_PENDING, MAX_PENDING_PER_PREFIX
+from qiz.qmp.manager import ManagerConfig
+from qiz.qmp.transport import (
+    COOKIE_THRESHOLD,
+    MAX_INBOUND_PER_PREFIX,
+    MAX_PENDING,
+    MAX_PENDING_PER_PREFIX,
+)
 from qiz.ratelimit import KeyedRateLimiter
 
 from .helpers import (
@@ -42,6 +48,7 @@ from .helpers import (
     manager,
     node_processes,
     qiz,
+    qmp,
     read_until_closed,
     run,
     running,
@@ -432,3 +439,147 @@ def test_links_settings_in_config_toml_reach_the_listener(tmp_path: Path) -> Non
         assert kind is FrameKind.ERROR
         assert int.from_bytes(body[:2], "big") == ErrorCode.BUSY
         assert counters(node)["pending_refused"] == 1
+
+
+# ------------------------------------------------------------------ review of items 5/6
+
+
+def test_a_responder_waits_for_the_confirm_only_confirm_timeout() -> None:
+    """An initiator that sends its INIT and never confirms holds the responder's pending slot
+    (after one decapsulation) for CONFIRM_TIMEOUT, not for the whole handshake timeout."""
+    (ia, ra), (ib, rb) = party(), party()
+    initiator = Connection.initiator(ia, ra, expected=rb, now=NOW)
+    initiator.start(NOW)
+    conn = responder(ib, rb, CookieAuthority(ib.xwing_public.raw, now=NOW), "10.0.0.1:1")
+    conn.receive_data(initiator.data_to_send(), NOW)
+    assert conn.kem_operations == 1 and conn.state is State.AWAIT_CONFIRM
+    assert conn.config.handshake_timeout > CONFIRM_TIMEOUT
+    assert conn.next_deadline() == NOW + CONFIRM_TIMEOUT
+    assert conn.tick(NOW + CONFIRM_TIMEOUT - 0.01) == []
+    (closed,) = conn.tick(NOW + CONFIRM_TIMEOUT)
+    assert isinstance(closed, ConnectionClosed) and closed.code is ErrorCode.HANDSHAKE_TIMEOUT
+
+
+async def init_and_hold(
+    address: str, server: PeerRecord, source: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A valid INIT from ``source``, its RESPONSE read, and no CONFIRM ever: the connection is
+    left open, decapsulated and waiting."""
+    (init,) = fresh_inits(server, 1)
+    reader, writer = await open_from(address, source)
+    writer.write(encode_frame(FrameKind.INIT, init))
+    kind, _ = await first_frame(reader)
+    assert kind is FrameKind.RESPONSE
+    return reader, writer
+
+
+def test_inits_never_confirmed_from_two_networks_cannot_lock_out_a_newcomer() -> None:
+    """Two networks fill every pending slot with connections whose INIT was decapsulated and
+    that never send their CONFIRM (the deadlines are set long, so only eviction can help): a
+    newcomer from a third network still links, and the oldest of the busiest network's
+    handshakes is dropped for it."""
+    per_prefix, total = 4, 8
+    config = manager(
+        max_pending=total,
+        max_pending_per_prefix=per_prefix,
+        pending_timeout=120.0,
+        cookie_threshold=1000,  # no cookies: every INIT is decapsulated
+        qmp=qmp(handshake_timeout=120.0, confirm_timeout=120.0),
+    )
+
+    async def scenario() -> None:
+        node = make_node(config=config)
+        async with running(node):
+            server = node.record()
+            held = [
+                await init_and_hold(node.address, server, src)
+                for src in ("127.0.1.1", "127.0.2.1")
+                for _ in range(per_prefix)
+            ]
+            seen = node.links.counters_snapshot()
+            assert seen["pending"] == total and seen["kem_decapsulations"] == total
+            link, rpc = await client(node.address, timeout=HANG_GUARD)
+            assert await rpc.call("qmp.ping", "in") == "in"
+            link.close()
+            seen = node.links.counters_snapshot()
+            assert seen["pending_evicted"] == 1 and seen["pending_refused"] == 0
+            assert seen["handshakes_ok"] == 1
+            # the one dropped is the oldest (127.0.1.1's first): the node hung up on it
+            await read_until_closed(held[0][0], HANG_GUARD)
+            assert node.links.counters_snapshot()["pending"] == total - 1
+            for _, writer in held:
+                writer.close()
+
+    run(scenario(), timeout=120)
+
+
+def test_one_network_of_new_identities_is_held_to_its_share_of_inbound_links() -> None:
+    """Cheap identities from one /24 take at most ``max_inbound_per_prefix`` established
+    inbound links, however many unreserved slots are free; a contact of the node's routing
+    table (a known peer) from the same network still links in."""
+
+    async def scenario() -> None:
+        node = make_node(config=manager(max_inbound=16, reserved_known=4, max_inbound_per_prefix=3))
+        friend = make_node()
+        async with running(node, friend):
+            crowd = [await client(node.address) for _ in range(3)]
+            for _link, rpc in crowd:
+                assert await rpc.call("qmp.ping", 1) == 1
+            late_link, _ = await client(node.address)
+            await late_link.wait_closed()
+            code, _reason, by_peer = late_link.closed.result()
+            assert code is ErrorCode.BUSY and by_peer
+            assert node.links.listener.established_count == 3  # of 12 unreserved slots
+            # the friend is in the node's routing table (not dialled, not pinned): known
+            assert node.links.known_peer is not None
+            assert not node.links.known_peer(friend.node_id)
+            node.dht.table.add(friend.node_id.digest, friend.address, time.time())
+            assert node.links.is_known(friend.node_id)
+            link, rpc = await client(node.address, friend.identity)
+            assert await rpc.call("qmp.ping", "friend") == "friend"
+            seen = node.links.counters_snapshot()
+            assert seen["prefix_inbound_full"] == 1 and seen["unknown_refused"] == 0
+            for other, _ in [*crowd, (link, rpc)]:
+                other.close()
+
+    run(scenario())
+
+
+def test_connections_refused_at_accept_do_not_count_as_established() -> None:
+    """Every inbound slot taken: a connection accepted now is refused (BUSY) and lingers in
+    the listener until its socket closes. It must not count as established, or a known peer
+    arriving in that window (during a flood, a whole batch of them) finds no slot."""
+
+    async def scenario() -> None:
+        node = make_node(config=manager(max_inbound=4, reserved_known=1))
+        friends = [make_node(), make_node()]
+        async with running(node, *friends):
+            for friend in friends:  # contacts of the node's routing table: known peers
+                node.dht.table.add(friend.node_id.digest, friend.address, time.time())
+            crowd = [await client(node.address) for _ in range(3)]  # the 3 unreserved slots
+            first = await client(node.address, friends[0].identity)  # the reserved one
+            listener = node.links.listener
+            assert listener.established_count == 4
+            # what the event loop does when the flood's next connections are accepted: each
+            # is refused at once, and stays in the listener until its socket has closed
+            refused = [listener._make_link() for _ in range(5)]
+            assert all(r.conn.closed for r in refused)
+            assert listener.counters["inbound_full"] == 5
+            assert listener.established_count == 4
+            crowd[0][0].close()
+            while listener.established_count > 3:
+                await asyncio.sleep(0.01)
+            link, rpc = await client(node.address, friends[1].identity)
+            assert await rpc.call("qmp.ping", "friend") == "friend"
+            assert listener.established_count == 4
+            for other, _ in [*crowd[1:], first, (link, rpc)]:
+                other.close()
+            for r in refused:
+                r.close()
+
+    run(scenario())
+
+
+def test_the_cookie_threshold_is_one_constant() -> None:
+    assert ManagerConfig().cookie_threshold == COOKIE_THRESHOLD
+    assert ManagerConfig().max_inbound_per_prefix == MAX_INBOUND_PER_PREFIX

@@ -8,7 +8,7 @@ by exact address, which an attacker changes for free inside its own network:
 
 * :func:`address_prefix` names the prefix of an ``ip:port`` address;
 * :class:`PendingTable` counts handshakes in progress per prefix, and names the connection to
-  drop when the node's total is reached (the oldest silent one of the prefix holding the most);
+  drop when the node's total is reached (the oldest one of the prefix holding the most);
 * KEM work is metered per prefix by a :class:`qiz.ratelimit.KeyedRateLimiter` keyed on
   :func:`address_prefix` (see :mod:`qiz.qmp.cookie`): an INIT is decapsulated only if its
   prefix's bucket has a token, otherwise it gets a cookie reply or a refusal.

@@ -44,6 +44,11 @@ from qiz.qmp.handshake import (
 MAX_COOKIE_RETRIES = 2
 HANDSHAKE_MAX_BODY = 32 * 1024  # INIT carries a ~6.8 KB peer record; nothing needs more
 MAX_ERROR_REASON = 200
+# Seconds a responder waits for the CONFIRM after sending its RESPONSE: an honest initiator
+# answers after one decapsulation and one network trip. A peer that sends INITs and never
+# confirms holds a pending slot (and made us decapsulate) for this long, not for the whole
+# handshake timeout.
+CONFIRM_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class QmpConfig:
     max_frame_body: int = 256 * 1024 + DATA_OVERHEAD
     max_outbound_buffer: int = 8 * 1024 * 1024
     handshake_timeout: float = 10.0
+    confirm_timeout: float = CONFIRM_TIMEOUT  # responder: RESPONSE sent, CONFIRM due
     idle_timeout: float = 90.0
     channel: ChannelConfig = field(default_factory=ChannelConfig)
 
@@ -130,6 +136,7 @@ class Connection:
         self.rng = rng
         self.state = State.START if initiator else State.AWAIT_HELLO_OR_INIT
         self.started_at = now
+        self._confirm_due: float | None = None  # responder in AWAIT_CONFIRM: CONFIRM due by
         self.last_received = now
         self.peer: PeerRecord | None = None
         self.handshake_hash: bytes | None = None
@@ -284,7 +291,7 @@ class Connection:
         if self.state is State.CLOSED:
             return None
         if not self.established:
-            return self.started_at + self.config.handshake_timeout
+            return self._handshake_deadline()
         deadline = self.last_received + self.config.idle_timeout
         if self._channel is not None:
             erase = self._channel.next_deadline()
@@ -292,12 +299,19 @@ class Connection:
                 deadline = erase
         return deadline
 
+    def _handshake_deadline(self) -> float:
+        """The handshake timeout, or the CONFIRM deadline if that comes first."""
+        deadline = self.started_at + self.config.handshake_timeout
+        if self._confirm_due is not None and self._confirm_due < deadline:
+            return self._confirm_due
+        return deadline
+
     def tick(self, now: float) -> list[Event]:
         """Do what is due at ``now``: the handshake and idle timeouts (which close the link) and
         the erasure of an expired previous key. Before :meth:`next_deadline` it does nothing."""
         if self.state is State.CLOSED:
             return []
-        if not self.established and now >= self.started_at + self.config.handshake_timeout:
+        if not self.established and now >= self._handshake_deadline():
             return [
                 self._fail(
                     QmpError(ErrorCode.HANDSHAKE_TIMEOUT, "handshake did not finish in time"),
@@ -488,6 +502,7 @@ class Connection:
         self._emit(FrameKind.RESPONSE, response)
         self._establish(result, now)
         self.state = State.AWAIT_CONFIRM
+        self._confirm_due = now + self.config.confirm_timeout
 
     # both -----------------------------------------------------------------------
 

@@ -39,7 +39,9 @@ from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.rpc import Handler, RpcEndpoint
 from qiz.qmp.transport import (
+    COOKIE_THRESHOLD,
     MAX_INBOUND,
+    MAX_INBOUND_PER_PREFIX,
     MAX_PENDING,
     MAX_PENDING_PER_PREFIX,
     PENDING_TIMEOUT,
@@ -67,12 +69,13 @@ class ManagerConfig:
     # inbound limits: what each protects is said where the default is defined
     max_inbound: int = MAX_INBOUND  # established inbound links
     reserved_known: int = RESERVED_KNOWN  # of those, kept for known peers
+    max_inbound_per_prefix: int = MAX_INBOUND_PER_PREFIX  # ... unknown peers from one /24, /64
     max_pending: int = MAX_PENDING  # handshakes in progress, all sources
     max_pending_per_prefix: int = MAX_PENDING_PER_PREFIX  # ... from one /24 or /64
     pending_timeout: float = PENDING_TIMEOUT  # seconds an inbound handshake may take
     kem_rate_per_prefix: float = KEM_RATE_PER_PREFIX  # INITs decapsulated per second, per prefix
     kem_burst_per_prefix: int = KEM_BURST_PER_PREFIX  # ... in one burst
-    cookie_threshold: int = 64  # handshakes in progress above which INITs need a cookie
+    cookie_threshold: int = COOKIE_THRESHOLD  # handshakes in progress: INITs need a cookie
     qmp: QmpConfig = field(default_factory=QmpConfig)
 
 
@@ -114,6 +117,7 @@ class LinkManager:
             config=config.qmp,
             max_inbound=config.max_inbound,
             reserved_known=config.reserved_known,
+            max_inbound_per_prefix=config.max_inbound_per_prefix,
             cookie_threshold=config.cookie_threshold,
             max_pending=config.max_pending,
             max_pending_per_prefix=config.max_pending_per_prefix,
@@ -171,7 +175,9 @@ class LinkManager:
         ``inbound_full`` / ``pending_refused`` / ``unknown_refused``: ... because every
         established slot was taken / the source prefix's handshakes in progress were at their
         cap (or all were, with none to drop) / only slots kept for known peers were left;
-        ``pending_evicted``: silent handshakes dropped to make room for a new connection;
+        ``prefix_inbound_full``: unknown peers refused once authenticated because their prefix
+        held ``max_inbound_per_prefix`` established inbound links;
+        ``pending_evicted``: handshakes in progress dropped to make room for a new connection;
         ``pending_timed_out``: inbound handshakes closed at the pending deadline;
         ``kem_decapsulations``: INITs the node did KEM work for (one decapsulation and two
         encapsulations each); ``kem_rate_limited``: INITs not decapsulated because their

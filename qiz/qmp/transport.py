@@ -27,7 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from qiz import QizError
@@ -43,7 +43,6 @@ from qiz.qmp.connection import (
     MessageReceived,
     PongReceived,
     QmpConfig,
-    State,
 )
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority
 from qiz.qmp.errors import ErrorCode
@@ -63,8 +62,13 @@ MAX_INBOUND = 256
 # ... of which this many are kept for peers the node already knows (pinned, dialled by us):
 # a crowd of new identities cannot take the last slots from the peers the node relies on.
 RESERVED_KNOWN = 32
+# ... of which one /24 (IPv4) or /64 (IPv6) may hold at most this many with peers the node does
+# not know: one host minting cheap identities cannot take every unreserved slot. Half the cap
+# leaves a loopback mesh (every node in 127.0.0.0/24) far more than it needs.
+MAX_INBOUND_PER_PREFIX = 128
 # Handshakes in progress (not yet authenticated), counted apart from established links: bounds
-# what unauthenticated connections can hold; at the cap the oldest silent one is dropped.
+# what unauthenticated connections can hold; at the cap the oldest one of the busiest prefix is
+# dropped, whatever its state (one waiting for its CONFIRM has cost all it will cost).
 MAX_PENDING = 128
 # ... per /24 (IPv4) or /64 (IPv6) source prefix, loopback included: one network cannot hold
 # more than half the pending slots. 64 lets 50 local clients dial one node at once.
@@ -72,6 +76,9 @@ MAX_PENDING_PER_PREFIX = 64
 # Seconds an inbound connection may take to authenticate (an honest one needs one round trip
 # plus a little CPU); the dialler's own handshake_timeout (10 s) is for its side.
 PENDING_TIMEOUT = 5.0
+# Handshakes in progress above which an INIT must carry a cookie (mac2) to be decapsulated:
+# a flood then has to prove it receives at its source address.
+COOKIE_THRESHOLD = 64
 
 
 class LinkError(QizError, ConnectionError):
@@ -490,12 +497,6 @@ async def dial(
     return link
 
 
-def _silent(link: Link) -> bool:
-    """Whether an inbound link has had no INIT processed yet (it cost us no KEM work and holds
-    no answer of ours): the kind of pending handshake that may be dropped to make room."""
-    return link.conn.state is State.AWAIT_HELLO_OR_INIT
-
-
 class Listener:
     """Accepts QMP links on one address.
 
@@ -503,14 +504,17 @@ class Listener:
     established ones:
 
     * handshakes in progress: at most ``max_pending`` in all and ``max_pending_per_prefix``
-      from one /24 or /64 (loopback included), each closed after ``pending_timeout`` seconds.
-      A connection from a full prefix is refused (BUSY); when the node's total is reached, the
-      oldest connection that has not sent a processed INIT, from the prefix holding the most
-      pending handshakes, is dropped (BUSY) to make room, so a flood from a few networks can
-      not lock out a newcomer from another one;
+      from one /24 or /64 (loopback included), each closed after ``pending_timeout`` seconds
+      (and ``config.confirm_timeout`` after our RESPONSE). A connection from a full prefix is
+      refused (BUSY); when the node's total is reached, the oldest connection of the prefix
+      holding the most pending handshakes is dropped (BUSY) to make room, whatever its state
+      (silent, or decapsulated and waiting for its CONFIRM: dropping it costs nothing more), so
+      a flood from a few networks cannot lock out a newcomer from another one;
     * established inbound links: at most ``max_inbound``; the last ``reserved_known`` of them
-      only for peers ``is_known`` names (the link manager's pinned and dialled peers). An
-      unknown peer over its share is closed (BUSY) once authenticated.
+      only for peers ``is_known`` names (the link manager's pinned and dialled peers, and its
+      ``known_peer``: the node's routing table); peers it does not know hold at most
+      ``max_inbound_per_prefix`` from one /24 or /64. An unknown peer over its share is closed
+      (BUSY) once authenticated. Connections refused at accept never count as established.
 
     ``counters`` counts each refusal by reason; KEM work is counted by :attr:`cookies`.
     """
@@ -524,7 +528,8 @@ class Listener:
         config: QmpConfig | None = None,
         max_inbound: int = MAX_INBOUND,
         reserved_known: int = RESERVED_KNOWN,
-        cookie_threshold: int = 64,
+        max_inbound_per_prefix: int = MAX_INBOUND_PER_PREFIX,
+        cookie_threshold: int = COOKIE_THRESHOLD,
         max_pending: int = MAX_PENDING,
         max_pending_per_prefix: int = MAX_PENDING_PER_PREFIX,
         pending_timeout: float = PENDING_TIMEOUT,
@@ -544,6 +549,7 @@ class Listener:
         self.max_inbound = max_inbound
         # never more than a quarter of the cap: a small node still takes new peers
         self.reserved_known = min(reserved_known, max_inbound // 4)
+        self.max_inbound_per_prefix = max_inbound_per_prefix
         self.cookie_threshold = cookie_threshold
         self.pending: PendingTable[Link] = PendingTable(
             total=max_pending, per_prefix=max_pending_per_prefix
@@ -554,7 +560,10 @@ class Listener:
             identity.xwing_public.raw, now=clock(), kem_rate=kem_rate, kem_burst=kem_burst
         )
         self.records = VerifiedRecordCache()
-        self.links: set[Link] = set()
+        self.links: set[Link] = set()  # every inbound connection not yet closed
+        # the authenticated, accepted ones among them, by source prefix (what the caps count)
+        self._established: dict[Link, str] = {}
+        self._established_per_prefix: Counter[str] = Counter()
         self.server: asyncio.base_events.Server | None = None
         self.refused = 0
         self.handshakes_failed = 0
@@ -564,6 +573,7 @@ class Listener:
             "pending_evicted": 0,  # dropped to make room when all pending slots were taken
             "pending_timed_out": 0,  # did not authenticate within the pending deadline
             "unknown_refused": 0,  # authenticated, but only reserved (known-peer) slots left
+            "prefix_inbound_full": 0,  # authenticated, unknown, its prefix's links at cap
         }
         # the applications' on_link coroutines: cancelled and awaited by close()
         self.tasks = TaskOwner("qmp.listener", log)
@@ -576,8 +586,13 @@ class Listener:
 
     @property
     def established_count(self) -> int:
-        """Inbound links authenticated and open (links minus handshakes in progress)."""
-        return len(self.links) - len(self.pending)
+        """Inbound links authenticated, accepted and open (not handshakes in progress, not
+        connections refused and still closing)."""
+        return len(self._established)
+
+    def established_from(self, prefix: str) -> int:
+        """Accepted inbound links open now from ``prefix`` (see :func:`address_prefix`)."""
+        return self._established_per_prefix[prefix]
 
     async def start(self, address: str) -> None:
         host, port = (
@@ -624,7 +639,7 @@ class Listener:
             self._refuse(link, "pending_refused", "too many handshakes in progress from here")
             return
         if self.pending.full:
-            victim = self.pending.victim(_silent)
+            victim = self.pending.victim(lambda _link: True)
             if victim is None:
                 self._refuse(link, "pending_refused", "too many handshakes in progress")
                 return
@@ -646,17 +661,27 @@ class Listener:
             if isinstance(error, LinkError) and error.code is ErrorCode.HANDSHAKE_TIMEOUT:
                 self.counters["pending_timed_out"] += 1
             return
+        if not link.is_open:  # closed before this callback ran: _on_close has been and gone
+            return
         if self.tasks.closed:  # established while the listener was closing
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
             return
         peer_id = link.peer_id
         known = peer_id is not None and self.is_known is not None and self.is_known(peer_id)
         limit = self.max_inbound if known else self.max_inbound - self.reserved_known
-        if self.established_count > limit:
+        prefix = address_prefix(link.remote_address)
+        if self.established_count >= limit:
             self.refused += 1
             self.counters["unknown_refused" if not known else "inbound_full"] += 1
             link.close(ErrorCode.BUSY, "too many inbound links")
             return
+        if not known and self._established_per_prefix[prefix] >= self.max_inbound_per_prefix:
+            self.refused += 1
+            self.counters["prefix_inbound_full"] += 1
+            link.close(ErrorCode.BUSY, "too many inbound links from this network")
+            return
+        self._established[link] = prefix
+        self._established_per_prefix[prefix] += 1
         result = self.on_link(link)
         if asyncio.iscoroutine(result):
             self.tasks.spawn(result, f"on_link {link.remote_address}")
@@ -664,6 +689,11 @@ class Listener:
     def _on_close(self, link: Link) -> None:
         self.links.discard(link)
         self._done_pending(link)
+        prefix = self._established.pop(link, None)
+        if prefix is not None:
+            self._established_per_prefix[prefix] -= 1
+            if not self._established_per_prefix[prefix]:
+                del self._established_per_prefix[prefix]
 
     async def close(self) -> None:
         """Stop accepting, close every inbound link, and wait for the ``on_link`` tasks."""
