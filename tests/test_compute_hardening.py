@@ -707,3 +707,178 @@ def test_the_capacity_nesting_scan_agrees_with_the_json_parser(value: Any) -> No
     text = json.dumps(value)
     assert nesting_depth(text, 64) == _depth(value)
     assert nesting_depth(text, 1) == min(_depth(value), 2)
+
+
+# ----------------------------------------------------------------------------- issue 13 review
+
+
+def test_the_owners_check_is_taken_while_peers_fill_the_checkers_queue() -> None:
+    """Peers fill the checker's queue (one heavy check running, every waiting place taken);
+    the owner's check (``peer=b""``, what ``job submit`` uses) is not refused as busy, and it
+    runs before the peers' waiting checks."""
+    identity = NodeIdentity.generate()
+    heavy = [sampler(identity, heavy_qasm(2_000 + i)) for i in range(3)]
+    mine = sampler(identity, shots=99)
+
+    async def scenario() -> None:
+        checker = SpecChecker(max_waiting=2, max_waiting_per_peer=1)
+        order: list[str] = []
+
+        async def check(raw: bytes, peer: bytes, name: str) -> str:
+            try:
+                await checker.parse(raw, specs.Limits(), peer)
+            except Exception as exc:  # noqa: BLE001 - the outcome is what the test reads
+                order.append(name)
+                return type(exc).__name__
+            order.append(name)
+            return "ok"
+
+        try:
+            running = asyncio.ensure_future(check(heavy[0], b"peer-0", "p0"))
+            await asyncio.sleep(0)
+            waiting = [
+                asyncio.ensure_future(check(heavy[i], f"peer-{i}".encode(), f"p{i}"))
+                for i in (1, 2)
+            ]
+            await asyncio.sleep(0)
+            assert checker.waiting == 2  # the peers' queue is full ...
+            with pytest.raises(Exception, match="wait here already"):
+                await checker.parse(sampler(identity, shots=98), specs.Limits(), b"peer-3")
+            owner = asyncio.ensure_future(check(mine, b"", "owner"))  # ... the owner's is not
+            outcomes = await asyncio.gather(running, *waiting, owner)
+            assert outcomes == ["ok", "ok", "ok", "ok"], outcomes
+            assert order.index("owner") < order.index("p1"), order  # ahead of the peers
+        finally:
+            await checker.close()
+
+    run(scenario(), 240)
+
+
+class _Coordinators:
+    """What a worker's ``send`` reaches: only the coordinators marked online answer."""
+
+    def __init__(self) -> None:
+        self.online: set[bytes] = set()
+
+    async def send(self, coordinator: bytes, method: str, body: Any, **_: Any) -> Any:
+        if coordinator not in self.online:
+            raise ConnectionError("this coordinator is not there")
+        return {"ok": True}
+
+
+async def _finish(worker: Any, job: bytes, coordinator: bytes, task: int = 0) -> None:
+    """A finished result of (job, task) for ``coordinator``, and its delivery attempt."""
+    worker.tables.add(job, task, coordinator, b"spec", seed=None, now=worker.clock())
+    worker.tables.update(job, task, coordinator, worker.clock(), state="done", result=[1])
+    await worker._deliver(job, task, coordinator)
+
+
+def _worker(coordinators: _Coordinators, announce: Any = None) -> Any:
+    from qiz.compute.jobdb import WorkerTables, open_db
+    from qiz.compute.pool import WorkerPool
+
+    clock = iter(range(1, 1 << 30))
+    return workers.Worker(
+        NodeIdentity.generate(),
+        WorkerTables(open_db(None)),
+        WorkerPool(1, warm_up=False),
+        specs.Limits(),
+        coordinators.send,
+        announce=announce,
+        clock=lambda: float(next(clock)),
+    )
+
+
+def _waiting_by(worker: Any) -> dict[bytes, int]:
+    held: dict[bytes, int] = {}
+    for _, _, coordinator, _ in worker.tables.waiting():
+        held[coordinator] = held.get(coordinator, 0) + 1
+    return held
+
+
+def test_throwaway_coordinators_do_not_evict_a_known_coordinators_waiting_results() -> None:
+    """The rule: over the bound in all, results of coordinators never delivered to go first,
+    from the one holding the most. A real coordinator (it collected here before) goes offline
+    with 3 results waiting; 64 throwaway coordinators then leave one result each. The real
+    coordinator's 3 all stay; the throwaways evict one another."""
+    coordinators = _Coordinators()
+    real = b"R" * 32
+
+    async def scenario() -> None:
+        worker = _worker(coordinators)
+        try:
+            coordinators.online.add(real)
+            await _finish(worker, b"j" * 32, real)  # delivered: a known coordinator
+            coordinators.online.clear()
+            for task in range(1, 4):
+                await _finish(worker, b"j" * 32, real, task)
+            for i in range(workers.MAX_WAITING_RESULTS):
+                await _finish(worker, i.to_bytes(32, "big"), i.to_bytes(32, "little"))
+            held = _waiting_by(worker)
+            assert held[real] == 3, held
+            assert sum(held.values()) == workers.MAX_WAITING_RESULTS
+            assert worker.counters["evicted"] == 3
+        finally:
+            await worker.close()
+            await worker.pool.close()
+
+    run(scenario(), 60)
+
+
+def test_over_the_bound_the_stranger_holding_the_most_loses_first() -> None:
+    """60 throwaway coordinators leave one result each, then one stranger leaves 10: the 6
+    results over the bound are the 10-holder's oldest, not the earlier singles."""
+    coordinators = _Coordinators()
+    greedy = b"G" * 32
+
+    async def scenario() -> None:
+        worker = _worker(coordinators)
+        try:
+            for i in range(60):
+                await _finish(worker, i.to_bytes(32, "big"), i.to_bytes(32, "little"))
+            for task in range(10):
+                await _finish(worker, b"g" * 32, greedy, task)
+            held = _waiting_by(worker)
+            assert held[greedy] == 4, held
+            assert len(held) == 61 and sum(held.values()) == workers.MAX_WAITING_RESULTS
+            tasks = sorted(t for _, t, c, _ in worker.tables.waiting() if c == greedy)
+            assert tasks == [6, 7, 8, 9]  # its oldest went first
+        finally:
+            await worker.close()
+            await worker.pool.close()
+
+    run(scenario(), 60)
+
+
+def test_strangers_cannot_spend_the_announcements_kept_for_known_coordinators() -> None:
+    """16 throwaway coordinators leave a result each: provider records for at most
+    MAX_ANNOUNCED_STRANGERS of their jobs. A coordinator that collected here before then
+    goes offline: its waiting job is still announced, once, whatever more of it waits."""
+    coordinators = _Coordinators()
+    announced: list[bytes] = []
+    known = b"K" * 32
+
+    async def announce(job: bytes) -> None:
+        announced.append(job)
+
+    async def scenario() -> None:
+        worker = _worker(coordinators, announce)
+        try:
+            coordinators.online.add(known)
+            await _finish(worker, b"k" * 32, known)
+            coordinators.online.clear()
+            for i in range(16):
+                await _finish(worker, i.to_bytes(32, "big"), i.to_bytes(32, "little"))
+            await asyncio.sleep(0)
+            assert len(announced) == workers.MAX_ANNOUNCED_STRANGERS, len(announced)
+            for task in range(1, 4):  # the same job: one record
+                await _finish(worker, b"k" * 32, known, task)
+            await _finish(worker, b"m" * 32, known)  # another job of it: its own record
+            await asyncio.sleep(0)
+            assert announced.count(b"k" * 32) == 1 and b"m" * 32 in announced, announced
+            assert worker.counters["announced"] == len(announced)
+        finally:
+            await worker.close()
+            await worker.pool.close()
+
+    run(scenario(), 60)

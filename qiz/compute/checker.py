@@ -26,9 +26,15 @@ Fairness and bounds: at most ``processes`` checks run at once; the checks waitin
 are served round robin by peer, so one peer's queue of offers delays another's by at most one
 check of each peer ahead; at most ``max_waiting_per_peer`` wait per peer and ``max_waiting``
 in all, beyond which a check is refused at once with :class:`CheckerBusy` (the worker answers
-``busy``, its coordinator places the task elsewhere). The same bytes checked twice at once are
-checked once; answers are cached (accepted and refused, each a bounded LRU), so a refused spec
-offered again costs a hash.
+``busy``, its coordinator places the task elsewhere). The node's owner (``peer=b""``: ``job
+submit``, a restart's stored specs) has a lane of its own: its checks wait apart (at most
+``max_waiting_owner``, never counted in the peers' ``max_waiting``) and take the next free
+process ahead of every peer, so peers flooding the checker cannot refuse the owner (issue 13
+review). The same bytes checked twice at once are checked once; answers are cached (accepted
+and refused, each a bounded LRU), so a refused spec offered again costs a hash. Only the
+parser's own refusals (and a blown CPU or memory limit: the spec's own cost) are cached; a check
+that ran out of wall-clock time or whose checker died may have been the machine's load, so
+that spec is checked again when offered again.
 """
 
 from __future__ import annotations
@@ -63,12 +69,15 @@ CHECK_START_SECONDS = 60.0  # a fresh checker's imports and warm-up
 CHECK_PROCESSES = 1  # checks at once: each takes a core; the worker pool needs the others
 MAX_WAITING = 32  # checks waiting for a process, all peers together
 MAX_WAITING_PER_PEER = 4  # ... and per peer: one peer cannot fill the queue
+MAX_WAITING_OWNER = 16  # the owner's checks waiting, apart from the peers' (peers cannot fill it)
 CACHE = 64  # accepted specs remembered (a sweep's shards are offered one by one)
 REFUSED_CACHE = 256  # refused specs remembered: offering a refused spec again costs a hash
 MAX_REQUEST = 1 << 20  # a spec (256 KiB by default) plus its limits, with room
 MAX_REPLY = 64 << 10  # a few shapes or one error line
 MAX_MESSAGE = 2000  # characters of a refusal passed on from the checker
 RESERVE = 1 << 20  # bytes a checker holds back to answer "out of memory" with
+REAP_SECONDS = 2.0  # a killed checker's reaping, in a thread (never on the event loop)
+OWNER = b""  # the ``peer`` of the node's owner's own checks
 
 
 @dataclass(eq=False)
@@ -93,6 +102,11 @@ class _NotStarted(Exception):
     """A fresh checker died (or said something else) before its ready line."""
 
 
+class _LoadRefusal(SpecError):
+    """Refused because the check ran out of wall-clock time or its checker died: maybe the
+    machine's load, not the spec, so the refusal is not cached."""
+
+
 @dataclass
 class _Counters:
     checked: int = 0  # checks run in a checker process
@@ -115,6 +129,7 @@ class SpecChecker:
     processes: int = CHECK_PROCESSES
     max_waiting: int = MAX_WAITING
     max_waiting_per_peer: int = MAX_WAITING_PER_PEER
+    max_waiting_owner: int = MAX_WAITING_OWNER
     counters: _Counters = field(default_factory=_Counters)
 
     def __post_init__(self) -> None:
@@ -125,6 +140,7 @@ class SpecChecker:
         self._running = 0  # admitted checks (each holds a process)
         self._waiting: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._order: deque[bytes] = deque()  # peers with waiting checks, in turn order
+        self._owner: deque[asyncio.Future[None]] = deque()  # the owner's, served first
         self._inflight: dict[tuple, asyncio.Task[specs.JobSpec]] = {}
         self._accepted: OrderedDict[tuple, specs.JobSpec] = OrderedDict()
         self._refused: OrderedDict[tuple, str] = OrderedDict()
@@ -134,6 +150,7 @@ class SpecChecker:
 
     @property
     def waiting(self) -> int:
+        """Checks of peers waiting for a process (the owner's wait apart)."""
         return sum(len(q) for q in self._waiting.values())
 
     def stats(self) -> dict[str, int]:
@@ -178,15 +195,23 @@ class SpecChecker:
             for waiter in queue:
                 if not waiter.done():
                     waiter.set_exception(CheckerBusy("the node is stopping"))
+        for waiter in self._owner:
+            if not waiter.done():
+                waiter.set_exception(CheckerBusy("the node is stopping"))
         self._waiting.clear()
         self._order.clear()
+        self._owner.clear()
 
     # ------------------------------------------------------------------ turns
 
     async def _admit(self, peer: bytes) -> None:
-        """Wait for this peer's turn at a checker process (round robin over peers)."""
-        if self._running < self.processes and not self._order:
+        """Wait for this peer's turn at a checker process (round robin over peers; the
+        owner's checks wait apart and go first)."""
+        if self._running < self.processes and not self._order and not self._owner:
             self._running += 1
+            return
+        if peer == OWNER:
+            await self._admit_owner()
             return
         queue = self._waiting.get(peer)
         waiting = self.waiting
@@ -218,8 +243,33 @@ class SpecChecker:
                         self._order.remove(peer)
             raise
 
+    async def _admit_owner(self) -> None:
+        """The owner's turn: its own bound, and ahead of every peer."""
+        if len(self._owner) >= self.max_waiting_owner:
+            self.counters.busy += 1
+            raise CheckerBusy(
+                f"{len(self._owner)} of the owner's spec checks wait here already; try later"
+            )
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._owner.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._release()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._owner.remove(turn)
+            raise
+
     def _release(self) -> None:
-        """A check ended: the next peer in turn takes its process, or it goes idle."""
+        """A check ended: the owner's next check, else the next peer in turn takes its
+        process, or it goes idle."""
+        while self._owner:
+            turn = self._owner.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
         while self._order:
             peer = self._order.popleft()
             queue = self._waiting[peer]
@@ -247,6 +297,8 @@ class SpecChecker:
                 return shape
 
             spec = specs.parse(raw, limits, measured)
+        except _LoadRefusal:
+            raise  # maybe the load: checked again when offered again
         except SpecError as exc:
             self.counters.refused += 1
             _remember(self._refused, key, str(exc), REFUSED_CACHE)
@@ -272,7 +324,7 @@ class SpecChecker:
             exchange.add_done_callback(lambda _: self._retire(checker))
             raise
         except _NotStarted:
-            why = _exit_reason(checker.process)
+            why = await _exit_reason(checker.process)
             self._retire(checker)
             raise CheckerBusy(
                 f"the spec checker could not start ({why}); its error is in the node's log"
@@ -280,11 +332,11 @@ class SpecChecker:
         except _Overtime:
             self._retire(checker)
             self.counters.over_limit += 1
-            raise SpecError(
+            raise _LoadRefusal(
                 f"checking the spec took over {self.wall_seconds:g} s (the limit); refused"
             ) from None
         except _Died:
-            why = _exit_reason(checker.process)
+            why = await _exit_reason(checker.process)
             self._retire(checker)
             self.counters.over_limit += 1
             if why == "SIGXCPU":
@@ -292,7 +344,7 @@ class SpecChecker:
                     f"checking the spec took over {self.cpu_seconds} s of CPU time "
                     "(the checker's limit); refused"
                 ) from None
-            raise SpecError(
+            raise _LoadRefusal(
                 f"the spec checker died checking it ({why}: over its memory, or a crash); refused"
             ) from None
         tag = reply[0] if isinstance(reply, list) and reply else None
@@ -379,8 +431,7 @@ class SpecChecker:
         if checker in self._idle:
             self._idle.remove(checker)
         self._kill(checker)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            checker.process.wait(timeout=2)
+        _reap(checker.process)
         checker.conn.close()
 
 
@@ -418,9 +469,27 @@ def _limits_of(values: list) -> specs.Limits:
     )
 
 
-def _exit_reason(process: subprocess.Popen) -> str:
+def _wait(process: subprocess.Popen) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=2)
+        process.wait(timeout=REAP_SECONDS)
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Reap a killed checker: in a thread when an event loop runs (the wait must not block
+    it), at once otherwise."""
+    if process.poll() is not None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _wait(process)
+        return
+    loop.run_in_executor(None, _wait, process)
+
+
+async def _exit_reason(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        await asyncio.to_thread(_wait, process)
     code = process.returncode
     if code is None:
         return "still running"

@@ -400,12 +400,17 @@ class Coordinator:
         """A worker's progress. It sets no wake: progress only marks a replica heard of, which
         pushes its next check later; nothing becomes due sooner (the core returns no action),
         so a busy worker's pushes do not tick the loop once per ``tick_min``. A malformed body
-        is counted with the other dropped reports, and answered ``bad-request``."""
-        self._perform(self.core.progress(ctx.peer_id.digest, body, self.clock()))
-        body = bodies.fields(body, "job.progress", "job, task, progress")
-        bodies.job_id(body, "job.progress", exact=False)
-        bodies.task_index(body, "job.progress")
-        bodies.fraction(body, "job.progress")
+        is checked first (the core never sees it), counted with the other dropped reports,
+        and answered ``bad-request``."""
+        try:
+            checked = bodies.fields(body, "job.progress", "job, task, progress")
+            bodies.job_id(checked, "job.progress", exact=False)
+            bodies.task_index(checked, "job.progress")
+            bodies.fraction(checked, "job.progress")
+        except RpcError:
+            self.core.counters["progress_dropped"] += 1
+            raise
+        self._perform(self.core.progress(ctx.peer_id.digest, checked, self.clock()))
         return {"ok": True}
 
     # ------------------------------------------------------------------ watching

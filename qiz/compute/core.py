@@ -301,11 +301,16 @@ class JobCore:
         """Pick up the running jobs of a previous run: their replicas have not been heard of,
         so the next :meth:`tick` fetches every one; finished replicas are decided at once."""
         actions: list[Action] = []
+        parsed: dict[bytes, specs.JobSpec | SpecError] = {}  # each raw spec parsed once
         for row in self.tables.jobs((RUNNING,)):
-            try:
-                spec = specs.parse(row.spec, limits)
-            except SpecError as exc:
-                self.tables.set_job(row.job, FAILED, now, error=f"stored spec: {exc}")
+            if row.spec not in parsed:
+                try:
+                    parsed[row.spec] = specs.parse(row.spec, limits)
+                except SpecError as exc:
+                    parsed[row.spec] = exc
+            spec = parsed[row.spec]
+            if isinstance(spec, SpecError):
+                self.tables.set_job(row.job, FAILED, now, error=f"stored spec: {spec}")
                 continue
             state = JobState(spec, row.created, {t.index: spec.replicas for t in spec.tasks})
             for r in self.tables.replicas(row.job):

@@ -25,14 +25,25 @@ can make up throwaway coordinators that offer a tiny task each and never come ba
 
 * at most ``MAX_WAITING_PER_COORDINATOR`` results and ``MAX_WAITING_BYTES_PER_COORDINATOR``
   bytes (stored spec + result) per coordinator, ``MAX_WAITING_RESULTS`` and
-  ``MAX_WAITING_BYTES`` in all; past a bound the oldest waiting results are evicted first
-  (per coordinator, then over all), never the newest one;
+  ``MAX_WAITING_BYTES`` in all. Past a coordinator's bound its oldest are evicted. Past the
+  bound in all, results are evicted first from coordinators this worker never delivered to
+  ("strangers"), then from known ones; within each class from the coordinator holding the most
+  (ties: the one whose oldest result is oldest), its oldest first; never the newest result. So
+  a crowd of throwaway coordinators holding one result each evicts one another, never the
+  results of a coordinator that has collected here before, and a stranger holding many loses
+  its own before a stranger holding one (issue 13 review);
 * an undelivered result is forgotten ``WAIT_TTL`` (a day) after it finished, delivered ones
   after ``RESULT_TTL``;
 * a provider record ("results of this job wait here", so a coordinator that lost its own
-  records finds them) is published for at most one job per coordinator and
-  ``MAX_ANNOUNCED`` jobs in all per ``WAIT_TTL``: the worker's records on other nodes stay a
-  few, whoever offers.
+  records finds them) is published once per job (whatever coordinators wait for it) and for
+  at most ``MAX_ANNOUNCED`` jobs in all per ``WAIT_TTL``; strangers get at most one job each
+  and ``MAX_ANNOUNCED_STRANGERS`` in all, so the rest of the budget stays for coordinators
+  this worker has delivered to before: the worker's records on other nodes stay a few,
+  whoever offers, and strangers cannot spend a known coordinator's share.
+
+Stored specs are checked again at a restart (a limit may have changed): through the checker
+process when there is one (one at a time, in the owner's lane, off the event loop), each raw
+spec once (a sweep's shards share one).
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,7 +91,9 @@ MAX_WAITING_RESULTS = 64  # undelivered results, all coordinators together
 MAX_WAITING_PER_COORDINATOR = 16  # ... per coordinator
 MAX_WAITING_BYTES = 256 << 20  # stored spec + result bytes of undelivered results, in all
 MAX_WAITING_BYTES_PER_COORDINATOR = 64 << 20  # ... per coordinator
-MAX_ANNOUNCED = 16  # provider records for waiting results per WAIT_TTL (one per coordinator)
+MAX_ANNOUNCED = 16  # provider records for waiting results per WAIT_TTL (one per job)
+MAX_ANNOUNCED_STRANGERS = 8  # ... of which for coordinators never delivered to (one each)
+MAX_KNOWN_COORDINATORS = 1024  # coordinators remembered as delivered to (oldest forgotten)
 
 
 def qubits_for(memory: int) -> int:
@@ -116,6 +129,8 @@ class Worker:
         self.announce = announce  # tells the DHT that results of a job wait here
         # provider records published for waiting results: (when, coordinator, job), newest last
         self._announced: deque[tuple[float, bytes, bytes]] = deque()
+        # coordinators a result was delivered to (since start, or found delivered in the table)
+        self._known: OrderedDict[bytes, None] = OrderedDict()
         self.clock = clock
         self.checker = checker
         self._checking = asyncio.Semaphore(1)  # without a checker: one check at a time here
@@ -167,16 +182,58 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     def resume(self) -> None:
-        """Run again what was accepted before a restart; deliver what still waits."""
-        for row in self.tables.all(ACTIVE):
+        """Run again what was accepted before a restart; deliver what still waits.
+
+        Each stored spec is parsed once per raw bytes (a sweep's shards share one). With a
+        checker, the checks run in the background through it (stored specs came from peers:
+        parsed here, 32 heavy ones would hold the event loop for minutes)."""
+        for row in self.tables.all((DONE, FAILED)):
+            if row.delivered:
+                self._remember_known(row.coordinator)
+        rows = self.tables.all(ACTIVE)
+        if not rows:
+            return
+        if self.checker is not None:
+            self._owner.spawn(self._resume_checked(rows), "resume stored work")
+            return
+        parsed: dict[bytes, specs.JobSpec | SpecError] = {}
+        for row in rows:
+            if row.spec not in parsed:
+                try:
+                    parsed[row.spec] = specs.parse(row.spec, self.limits)
+                except SpecError as exc:
+                    parsed[row.spec] = exc
+            self._resume_row(row, parsed[row.spec])
+
+    async def _resume_checked(self, rows: list[WorkRow]) -> None:
+        """The stored specs checked in the checker process, one at a time, in the owner's
+        lane; the checker caches by raw bytes, so a sweep's shards are checked once."""
+        assert self.checker is not None
+        for row in rows:
             try:
-                spec = specs.parse(row.spec, self.limits)
+                outcome: specs.JobSpec | SpecError = await self.checker.parse(row.spec, self.limits)
             except SpecError as exc:
-                self.tables.update(
-                    row.job, row.task, row.coordinator, self.clock(), state=FAILED, error=str(exc)
-                )
-                continue
-            self._start(spec, row.task, row.coordinator, row.seed)
+                outcome = exc
+            except CheckerBusy as exc:  # the node is stopping: the next start resumes it
+                log.info("stored work not resumed: %s", exc)
+                return
+            self._resume_row(row, outcome)
+
+    def _resume_row(self, row: WorkRow, outcome: specs.JobSpec | SpecError) -> None:
+        if isinstance(outcome, SpecError):
+            self.tables.update(
+                row.job, row.task, row.coordinator, self.clock(), state=FAILED, error=str(outcome)
+            )
+            return
+        if (outcome.job_id, row.task, row.coordinator) not in self._tasks:
+            self._start(outcome, row.task, row.coordinator, row.seed)
+
+    def _remember_known(self, coordinator: bytes) -> None:
+        """A coordinator that collected a result here: not a throwaway one."""
+        self._known[coordinator] = None
+        self._known.move_to_end(coordinator)
+        while len(self._known) > MAX_KNOWN_COORDINATORS:
+            self._known.popitem(last=False)
 
     async def deliver_pending(self) -> None:
         """Push finished results their coordinators have not acknowledged (a periodic job).
@@ -201,8 +258,10 @@ class Worker:
             return await asyncio.to_thread(specs.parse, raw, self.limits)
 
     def _bound_waiting(self) -> None:
-        """Evict the oldest waiting results over a bound: per coordinator, then over all.
-        The newest waiting result is never evicted, whatever its size."""
+        """Evict waiting results over a bound: a coordinator's oldest over its own bound;
+        over the bound in all, strangers' before known coordinators', from the one holding
+        the most (ties: oldest first), its oldest first (see the module docstring). The
+        newest waiting result is never evicted, whatever its size."""
         waiting = self.tables.waiting()
         if not waiting:
             return
@@ -221,11 +280,22 @@ class Worker:
                     break
                 evict.add(row[:3])
                 count, size = count - 1, size - row[3]
+        held: dict[bytes, deque[tuple[bytes, int, bytes, int]]] = {}
+        for row in waiting:
+            if row[:3] not in evict and row is not newest:
+                held.setdefault(row[2], deque()).append(row)
         kept = [row for row in waiting if row[:3] not in evict]
         count, size = len(kept), sum(r[3] for r in kept)
-        for row in kept:
-            if row is newest or (count <= MAX_WAITING_RESULTS and size <= MAX_WAITING_BYTES):
-                break
+        age = {row[:3]: i for i, row in enumerate(waiting)}  # 0 = the oldest
+        while held and (count > MAX_WAITING_RESULTS or size > MAX_WAITING_BYTES):
+            # strangers first; then the one holding the most; then the oldest result
+            victim = min(
+                held,
+                key=lambda c: (c in self._known, -len(held[c]), age[held[c][0][:3]]),
+            )
+            row = held[victim].popleft()
+            if not held[victim]:
+                del held[victim]
             evict.add(row[:3])
             count, size = count - 1, size - row[3]
         for job, task, coordinator in evict:
@@ -378,23 +448,27 @@ class Worker:
             return
         self._failures.pop(coordinator, None)
         self._retry_after.pop(coordinator, None)
+        self._remember_known(coordinator)
         self.tables.update(job, task, coordinator, self.clock(), delivered=1)
 
     def _announce(self, job: bytes, coordinator: bytes) -> None:
         """The first time a result of ``job`` cannot be delivered, publish a provider record
         (content id = job id) so that a coordinator without its own records finds it here:
-        for one job per coordinator and ``MAX_ANNOUNCED`` in all per ``WAIT_TTL`` (the
-        record's lifetime), so that throwaway coordinators cannot spend this node's record
-        quota on other nodes."""
+        once per job, ``MAX_ANNOUNCED`` in all per ``WAIT_TTL`` (the record's lifetime), of
+        which strangers (never delivered to) get one job each and ``MAX_ANNOUNCED_STRANGERS``
+        in all: throwaway coordinators cannot spend this node's record quota on other nodes,
+        nor the share kept for coordinators that collect here."""
         if self.announce is None:
             return
         now = self.clock()
         while self._announced and self._announced[0][0] < now - WAIT_TTL:
             self._announced.popleft()
-        if len(self._announced) >= MAX_ANNOUNCED or any(
-            c == coordinator or j == job for _, c, j in self._announced
-        ):
+        if len(self._announced) >= MAX_ANNOUNCED or any(j == job for _, _, j in self._announced):
             return
+        if coordinator not in self._known:
+            strangers = [c for _, c, _ in self._announced if c not in self._known]
+            if len(strangers) >= MAX_ANNOUNCED_STRANGERS or coordinator in strangers:
+                return
         self._announced.append((now, coordinator, job))
         if not self._owner.closed:
             self.counters["announced"] += 1
@@ -425,6 +499,7 @@ class Worker:
             return {"state": "unknown"}
         report = self._report(row)
         if row.state in (DONE, FAILED):
+            self._remember_known(row.coordinator)
             self.tables.update(row.job, row.task, row.coordinator, self.clock(), delivered=1)
         return report
 
