@@ -188,7 +188,9 @@ def test_one_peers_heavy_offers_neither_stall_another_peers_offer_nor_grow_the_n
                 # B waited for at most the check running and one of A's in turn, never for all
                 assert answered.index("B") < answered.index(accepted_a[-1]), answered
                 grown = peak_rss_kib(node.proc.pid) - base_rss
-                assert grown < 24 * 1024, f"the node process grew by {grown} KiB"
+                # generous (a loaded box, the allocator's arenas): one of these specs parsed in
+                # the node's process costs ~60 MiB (6 KiB a line), five of them ~300 MiB
+                assert grown < 48 * 1024, f"the node process grew by {grown} KiB"
             finally:
                 link_a.close()
                 link_b.close()
