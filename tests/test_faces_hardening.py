@@ -367,6 +367,7 @@ WRONG_TYPES = {
     '[links]\npending_timeout = "5"\n': "links.pending_timeout",
     "[links]\nmax_pending = 4\nmax_pending_per_prefix = 8\n": "links.max_pending_per_prefix",
     "[links]\nmax_inbound = 8\nreserved_known = 4\n": "links.reserved_known",
+    "[links]\nmax_inbound_per_prefix = 0\n": "links.max_inbound_per_prefix",
 }
 
 

@@ -170,6 +170,7 @@ def _api_settings(table: object, given: int | None) -> tuple[int, dict[str, floa
 # behind a NAT shared with many others may need a larger per-network budget)
 LINK_LIMIT_KEYS = {
     "max_inbound": (1, 65_536, True),
+    "max_inbound_per_prefix": (1, 65_536, True),
     "reserved_known": (0, 65_536, True),
     "max_pending": (1, 65_536, True),
     "max_pending_per_prefix": (1, 65_536, True),
