@@ -157,6 +157,26 @@ async def legit_probe(
     )
 
 
+async def _probe_process(address: str, seconds: float) -> asyncio.subprocess.Process:
+    """:func:`legit_probe` in a process of its own: in the attacker's event loop its latency
+    would measure the attacker's load, not the node's."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.attacks.probe",
+        address,
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent.parent,
+    )
+
+
+async def _probe_for(address: str, seconds: float) -> ProbeResult:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(seconds, stop.set)
+    return await legit_probe(address, stop)
+
+
 async def measure(
     name: str,
     node: NodeProcess,
@@ -165,9 +185,10 @@ async def measure(
     *,
     code: str = "after",
 ) -> dict[str, Any]:
-    """Run ``attack(stop)`` and :func:`legit_probe` side by side for ``seconds``, sampling the
-    node's vitals every 0.2 s; print and return one JSON row. ``attack`` returns its own
-    figures (what it sent, what the node answered) and must return soon after ``stop``."""
+    """Run ``attack(stop)`` and :func:`legit_probe` (in its own process) side by side for
+    ``seconds``, sampling the node's vitals every 0.2 s; print and return one JSON row.
+    ``attack`` returns its own figures (what it sent, what the node answered) and must return
+    soon after ``stop``."""
     assert node.ready is not None
     pid = node.proc.pid
     stop = asyncio.Event()
@@ -175,7 +196,7 @@ async def measure(
     peak = before.rss_mib
     peak_fds = before.fds
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    probe = asyncio.ensure_future(legit_probe(node.ready["address"], stop))
+    probe = await _probe_process(node.ready["address"], seconds)
     attacking = asyncio.ensure_future(attack(stop))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not attacking.done():
@@ -184,7 +205,8 @@ async def measure(
         peak, peak_fds = max(peak, now.rss_mib), max(peak_fds, now.fds)
     stop.set()
     attack_figures = await attacking
-    legit = await probe
+    out, _ = await probe.communicate()
+    legit = ProbeResult(**json.loads(out.decode().strip().splitlines()[-1]))
     after = vitals(pid)
     row = {
         "attack": name,
@@ -220,3 +242,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['rss_mib_peak']} | {r['node_cpu_s']} | {r['fds_peak']} | {r['log_bytes']} |"
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the probe process of :func:`measure`: ADDRESS SECONDS
+    print(json.dumps(asdict(asyncio.run(_probe_for(sys.argv[1], float(sys.argv[2]))))))
