@@ -110,6 +110,32 @@ def start_target(
             node.kill()
 
 
+def child_in_tree(
+    code: Path, source: str, stdin: str, timeout: float, args: tuple[str, ...] = ()
+) -> dict[str, Any] | str:
+    """Run the Python ``source`` in a fresh interpreter that imports ``qiz`` from the checkout
+    ``code`` (this one or an older one), feeding it ``stdin``: the JSON object its last output
+    line holds, or a sentence saying why there is none (cut off after ``timeout``, or exited).
+    A fresh process for each run, so one tree's imports, caches and peak memory never leak
+    into another's figures."""
+    try:
+        done = subprocess.run(  # our own interpreter
+            [sys.executable, "-c", source, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(code)},
+            cwd=code,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"still running after {timeout:g} s (cut off)"
+    if done.returncode != 0:
+        return f"exit {done.returncode}: {done.stderr.strip()[-200:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @dataclass
 class ProbeResult:
     """Legitimate clients' view: each probe dials with a fresh identity and pings once."""

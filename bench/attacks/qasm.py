@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from bench.attacks.probe import child_in_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,23 +67,10 @@ ATTACKS = {
 
 
 def run(code: Path, text: str, mode: str, timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD, mode],
-            input=text,
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=code,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"outcome": f"still running after {timeout:.0f} s (cut off)", "cut": True}
-    if done.returncode != 0:
-        return {"outcome": f"exit {done.returncode}: {done.stderr.strip()[-200:]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    answer = child_in_tree(code, _CHILD, text, timeout, (mode,))
+    if isinstance(answer, str):
+        return {"outcome": answer, "cut": answer.startswith("still running")}
+    return answer
 
 
 def table(rows: list[dict[str, Any]]) -> str:

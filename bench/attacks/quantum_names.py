@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from bench.attacks.probe import child_in_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = "9" * 5000
@@ -61,23 +60,10 @@ print(json.dumps(row))
 
 
 def run(code: Path, kind: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD],
-            input=json.dumps([kind, params]),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            cwd=code,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"answer": f"cut off after {timeout:g} s", "peak_mib": None, "seconds": timeout}
-    if done.returncode != 0:
-        return {"answer": f"exit {done.returncode}", "peak_mib": None, "seconds": None}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    answer = child_in_tree(code, CHILD, json.dumps([kind, params]), timeout)
+    if isinstance(answer, str):
+        return {"answer": answer, "peak_mib": None, "seconds": None}
+    return answer
 
 
 def main() -> None:
