@@ -26,7 +26,11 @@ from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
 from qiz.crypto.ids import ContentId, NodeId, ServiceName, normalize_label
 from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
-from qiz.identity.peer_record import MAX_RECORD_INT, VerifiedRecordCache, parse_address
+from qiz.identity.peer_record import (
+    VerifiedRecordCache,
+    check_record_int,
+    parse_address,
+)
 
 NAME_CONTEXT = "qiz/name-record/v1"
 PROVIDER_CONTEXT = "qiz/provider-record/v1"
@@ -77,12 +81,13 @@ def _signed_map(raw: bytes, what: str, keys: set[str]) -> dict:
     return fields
 
 
-def _check_uint(value: object, what: str) -> int:
-    """An integer a record may carry: 0 to :data:`MAX_RECORD_INT`, what the SQLite store can
-    hold (CBOR goes up to 2**64-1; such a record is refused here, before any database)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RECORD_INT:
-        raise RecordError(f"{what} must be an integer from 0 to 2**63-1")
-    return value
+def check_uint(value: object, what: str) -> int:
+    """An integer a record may carry (peer records' own rule, :func:`check_record_int`: what
+    the SQLite store can hold; CBOR goes up to 2**64-1), as this module's :class:`RecordError`."""
+    try:
+        return check_record_int(value, what)
+    except PeerRecordError as exc:
+        raise RecordError(str(exc)) from None
 
 
 def _verify_signed(fields: dict, key_field: str, context: str, what: str) -> NodeId:
@@ -108,7 +113,7 @@ def make_name_record(
 ) -> bytes:
     if not 0 < ttl <= MAX_TTL:
         raise RecordError(f"a name TTL is 1 to {MAX_TTL} seconds")
-    _check_uint(seq, "a name record's seq")
+    check_uint(seq, "a name record's seq")
     raw_value = value.encode("utf-8")
     if len(raw_value) > MAX_VALUE:
         raise RecordError(f"a name value is at most {MAX_VALUE} bytes")
@@ -131,8 +136,8 @@ def validate_name(raw: bytes, *, key: bytes | None, now: float) -> ValidRecord:
         raise RecordError("name record label and value must be text")
     if len(value.encode("utf-8")) > MAX_VALUE:
         raise RecordError(f"name record value is over {MAX_VALUE} bytes")
-    seq = _check_uint(fields["seq"], "name record seq")
-    exp = _check_uint(fields["exp"], "name record expiry")
+    seq = check_uint(fields["seq"], "name record seq")
+    exp = check_uint(fields["exp"], "name record expiry")
     if exp <= now:
         raise RecordError("name record has expired")
     if exp > now + MAX_TTL + 60:
@@ -177,7 +182,7 @@ def validate_provider(raw: bytes, *, key: bytes | None, now: float) -> ValidReco
             parse_address(address)
     except ValueError as exc:
         raise RecordError(f"provider record address: {exc}") from None
-    exp = _check_uint(fields["exp"], "provider record expiry")
+    exp = check_uint(fields["exp"], "provider record expiry")
     if exp <= now:
         raise RecordError("provider record has expired")
     if exp > now + MAX_TTL + 60:

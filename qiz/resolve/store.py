@@ -29,9 +29,8 @@ import sqlite3
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from qiz.identity.peer_record import MAX_RECORD_INT
 from qiz.resolve.keyspace import bucket_index
-from qiz.resolve.records import RecordError, RecordKind, ValidRecord
+from qiz.resolve.records import RecordKind, ValidRecord, check_uint
 
 # What a row costs beside its raw record (kind, 32-byte key and holder, numbers, the entries of
 # the primary key and the indexes), so that the byte budget bounds the file, not the payload.
@@ -126,9 +125,11 @@ class RecordStore:
     # ------------------------------------------------------------------ writing
 
     def put(self, record: ValidRecord, now: float) -> PutResult:
-        for value, what in ((record.seq, "sequence number"), (record.expires, "expiry")):
-            if not 0 <= value <= MAX_RECORD_INT:
-                raise RecordError(f"a record's {what} must be an integer from 0 to 2**63-1")
+        for value, what in (
+            (record.seq, "a record's sequence number"),
+            (record.expires, "a record's expiry"),
+        ):
+            check_uint(value, what)  # again here: nothing reaches SQLite unchecked
         row = self._row(record)
         held_bytes = 0
         if row is not None:
