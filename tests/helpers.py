@@ -30,6 +30,7 @@ from qiz.qmp.connection import QmpConfig
 from qiz.qmp.manager import ManagerConfig
 from qiz.qmp.rpc import RpcEndpoint
 from qiz.qmp.transport import Link, dial
+from tests.json_shapes import check_answer, check_shape
 
 __all__ = [
     "CLEAN_ENV",
@@ -114,7 +115,8 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     """The JSON a command printed, after checking it succeeded cleanly."""
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    return json.loads(result.stdout)
+    argv = [str(a) for a in result.args]
+    return check_answer(argv[argv.index("qiz") + 1 :] if "qiz" in argv else argv, result.stdout)
 
 
 def assert_one_line_error(stderr: str, *words: str) -> str:
@@ -133,6 +135,10 @@ def assert_one_line_error(stderr: str, *words: str) -> str:
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
     """A command that failed with exit ``code`` and said why in one line."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    if "--json" in [str(a) for a in result.args]:
+        failure = json.loads(result.stdout)
+        check_shape("(failed)", failure)
+        assert failure["ok"] is False and failure["exit_code"] == code, failure
     return assert_one_line_error(result.stderr)
 
 

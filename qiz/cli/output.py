@@ -42,9 +42,12 @@ class CheckFailed(_CheckFailed):
 
 
 def emit(as_json: bool, data: dict[str, Any], human: Callable[[], None]) -> None:
-    """Print ``data`` as one JSON object, or call ``human`` to render it for people."""
+    """Print ``data`` as one JSON object, or call ``human`` to render it for people.
+
+    Every JSON answer carries ``"ok"``: true here, false from :func:`guarded` when the command
+    failed (docs/json/ has the shape of each command's answer)."""
     if as_json:
-        sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps({"ok": True, **data}, sort_keys=True) + "\n")
         sys.stdout.flush()
     else:
         human()
