@@ -91,9 +91,8 @@ def check_shape(command: str, answer: Any) -> None:
     name = command.replace(" ", "-") if answer["ok"] else ERROR_SCHEMA
     assert (SCHEMA_DIR / f"{name}.schema.json").exists(), f"no docs/json/{name}.schema.json"
     errors = sorted(validator(name).iter_errors(answer), key=lambda e: list(e.path))
-    assert not errors, f"{command} --json does not match docs/json/{name}.schema.json: " + "; ".join(
-        f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:5]
-    )
+    found = "; ".join(f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors[:5])
+    assert not errors, f"{command} --json does not match docs/json/{name}.schema.json: {found}"
 
 
 def check_answer(argv: Sequence[str], stdout: str) -> Any:

@@ -31,7 +31,7 @@ def test_schema_is_valid_and_states_ok(path) -> None:
     validator(name)  # raises on an invalid schema
     assert schema.get("type") == "object", name
     assert "ok" in schema.get("required", []), name
-    want = False if name == "error" else True
+    want = name != "error"
     assert schema["properties"]["ok"] == {"const": want}, name
     assert schema.get("title") and schema.get("description"), f"{name}: say what it answers"
 
