@@ -6,6 +6,7 @@ people read ISO 8601 moments in UTC, short durations and sizes with binary units
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -14,7 +15,7 @@ def moment(epoch_s: float | None) -> str:
     """A moment as ISO 8601 in UTC to the second (``2026-12-04T03:19:00Z``); ``-`` when unknown."""
     if epoch_s is None:
         return "-"
-    when = dt.datetime.fromtimestamp(epoch_s, dt.UTC).replace(microsecond=0)
+    when = dt.datetime.fromtimestamp(math.floor(epoch_s), dt.UTC)
     return when.isoformat().replace("+00:00", "Z")
 
 
