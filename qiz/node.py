@@ -27,6 +27,7 @@ from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import NodeId
 from qiz.event_log import EventLog
 from qiz.events import EventBus
+from qiz.history import History
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
 from qiz.qmp.manager import LinkManager, ManagerConfig
@@ -101,6 +102,7 @@ class Node:
         self.events = EventBus(clock)
         self.event_log = EventLog(self.events)
         self.tasks = TaskOwner("node", log)
+        self.history = History(clock)  # its own recent past, for the dashboard
         self.handlers: dict[str, Handler] = {
             "qmp.ping": self._rpc_ping,
             "node.info": self._rpc_info,
@@ -202,6 +204,7 @@ class Node:
             self._close_files()
             raise
         self.tasks.spawn(self._join(), "join")
+        self.tasks.every(self.history.interval_s, self._sample_history, "history")
         log.info("node %s listening on %s", self.node_id, self.address)
 
     async def _start_faces(self) -> None:
@@ -304,6 +307,12 @@ class Node:
         self._control = None
         with contextlib.suppress(FileNotFoundError):
             (self.control_dir / CONTROL_SOCKET).unlink()  # type: ignore[operator]
+
+    async def _sample_history(self) -> None:
+        """One sample of the node's recent past (GET /api/history): links' RTT, jobs done."""
+        rtts = [stats.get("rtt_ms") for stats in self.links.peer_stats()]
+        done = self.compute.coordinator.counts_by_state().get("done", 0) if self.compute else 0
+        self.history.record(rtts, done)
 
     async def connect(
         self, address: str, expected: PeerRecord | NodeId | None = None

@@ -336,6 +336,32 @@ class NodeAPI:
         coordinator = self._coordinator()
         return await coordinator.cancel(coordinator.resolve_id(job))
 
+    def job_logs(self, job: str) -> dict[str, Any]:
+        """A job's timeline: ``{"job_id", "entries": [{at, event, task, worker, detail}]}``."""
+        coordinator = self._coordinator()
+        return coordinator.logs(coordinator.resolve_id(job))
+
+    def worker_runs(self) -> dict[str, Any]:
+        """The tasks this node ran as a worker for any submitter, oldest first."""
+        if self.node.compute is None or self.node.compute.worker is None:
+            return {"worker": False, "runs": []}
+        return {
+            "worker": True,
+            "runs": [
+                {
+                    "job_id": r.job.hex(),
+                    "task": r.task,
+                    "coordinator": str(NodeId(r.coordinator)),
+                    "started_at": r.started,
+                    "finished_at": r.finished,
+                    "duration_s": None if r.finished is None else round(r.finished - r.started, 3),
+                    "state": r.outcome,
+                    "error": r.error,
+                }
+                for r in self.node.compute.worker.history()
+            ],
+        }
+
     def attestation_file(self, job: str) -> Download:
         coordinator = self._coordinator()
         job_id = coordinator.resolve_id(job)
@@ -419,6 +445,10 @@ class NodeAPI:
                 )
             )
         return {"version": __version__, "figures": figures}
+
+    def history(self) -> dict[str, Any]:
+        """The node's recent samples (qiz/history.py): RTT, jobs done, CPU, memory."""
+        return self.node.history.answer()
 
     def metrics(self) -> MetricsSnapshot:
         node = self.node
@@ -513,6 +543,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("scores", lambda api, a: {"scores": api.scores()}, "GET", "/api/scores"),
         Operation("events", _events, "GET", "/api/events"),
         Operation("bench", lambda api, a: api.figures(), "GET", "/api/bench"),
+        Operation("history", lambda api, a: api.history(), "GET", "/api/history"),
         Operation("resolve", lambda api, a: api.resolve(arg(a, "id")), "POST", "/api/resolve"),
         Operation(
             "name_publish",
@@ -531,6 +562,10 @@ OPERATIONS: dict[str, Operation] = {
             "GET",
             "/api/jobs/{job}/result",
         ),
+        Operation(
+            "job_logs", lambda api, a: api.job_logs(arg(a, "job")), "GET", "/api/jobs/{job}/logs"
+        ),
+        Operation("job_worked", lambda api, a: api.worker_runs(), "GET", "/api/worker/runs"),
         Operation("attestations", lambda api, a: api.attestations(), "GET", "/api/attestations"),
         Operation(
             "attestation_file",

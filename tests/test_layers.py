@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "qiz"
 LAYERS: list[set[str]] = [
     {"qiz", "crypto", "wire"},
     {"identity", "fsio", "lifeline", "ratelimit"},
-    {"events", "event_log", "tasks", "trust", "home"},
+    {"events", "event_log", "tasks", "trust", "home", "history"},
     {"qmp"},
     {"resolve"},
     {"quantum"},
