@@ -632,8 +632,9 @@ def test_a_worker_stopping_keeps_its_tasks_for_the_restart_and_reruns_on_a_new_s
 ME = b"\x00" * 32
 WORKERS = [bytes([i]) * 32 for i in range(1, 9)]
 STATUS_KEYS = {
-    "job", "state", "error", "kind", "over", "created", "updated", "deadline",
-    "replicas_wanted", "quorum", "seed", "tasks", "decided", "progress", "replicas", "attested",
+    "job_id", "job", "state", "error", "kind", "over", "submitted_at", "updated_at",
+    "finished_at", "duration_s", "deadline_at", "replicas_wanted", "quorum", "seed", "tasks",
+    "decided", "progress", "replicas", "attested",
 }  # fmt: skip
 
 

@@ -61,7 +61,7 @@ from qiz.compute.directory import WorkerDirectory
 from qiz.compute.errors import CheckerBusy, JobError, JobNotFound, SpecError, Unreachable
 from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
 from qiz.compute.quorum import Decision
-from qiz.compute.status import JobStatus, job_status
+from qiz.compute.status import JobStatus, job_status, log_entry
 from qiz.crypto.ids import NodeId
 from qiz.events import Event, EventBus, EventKind
 from qiz.identity import NodeIdentity
@@ -194,10 +194,16 @@ class Coordinator:
         row = self.tables.job(job)
         if row is None:
             raise JobNotFound(f"no job {job.hex()} was submitted here")
-        return job_status(row, self.tables.replicas(job), self.core.live(job))
+        return job_status(row, self.tables.replicas(job), self.core.live(job), self.clock())
 
     def list(self) -> list[JobStatus]:
         return [self.status(row.job) for row in self.tables.jobs()]
+
+    def logs(self, job: bytes) -> dict[str, Any]:
+        """A job's timeline (``qiz job logs``): what the core decided, when, oldest first."""
+        if self.tables.job(job) is None:
+            raise JobNotFound(f"no job {job.hex()} was submitted here")
+        return {"job_id": job.hex(), "entries": [log_entry(e) for e in self.tables.log(job)]}
 
     def result(self, job: bytes) -> bytes:
         """The attestation file of a finished job."""

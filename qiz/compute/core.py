@@ -42,6 +42,11 @@ The rules, as before the split (docs/jobs.md):
 * a round that even greedy placement cannot place is tried again ``PLACEMENT_RETRY`` seconds
   later (the directory may have changed), and after ``PLACEMENT_TRIES`` failed rounds in a row
   the job fails with the placement error as its reason, rather than idle until its deadline.
+
+Each decision is also written to the job's timeline where it is taken (``job_log``, read by
+``qiz job logs``): submitted, placed or retried (and why), accepted, busy, started, a replica
+done, failed or lost (and why), straggling, collected, decided (the quorum's test and votes),
+no quorum yet, and the job's end. The names are in :data:`LOG_EVENTS` and docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -104,6 +109,26 @@ MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
 PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
 PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
 CLAIM_FIELDS = {"key": bytes, "digest": bytes, "sig": bytes, "engine": str}
+# the events of a job's timeline (docs/jobs.md, "The job's timeline")
+LOG_EVENTS = (
+    "submitted",
+    "resumed",
+    "placed",
+    "retried",
+    "accepted",
+    "busy",
+    "started",
+    "replica_done",
+    "replica_failed",
+    "replica_lost",
+    "straggling",
+    "collected",
+    "decided",
+    "no_quorum",
+    "done",
+    "failed",
+    "cancelled",
+)
 
 
 ClaimCheck = Callable[..., str | None]  # (report, *, job, task, seed, worker) -> why not, or None
@@ -281,6 +306,13 @@ class JobCore:
         else:
             self.tables.restart_job(spec.job_id, now)
         self.counters["submitted"] += 1
+        self._note(
+            spec.job_id,
+            now,
+            "submitted",
+            detail=f"{spec.kind}: {len(spec.tasks)} tasks, {spec.replicas} replicas each, "
+            f"quorum {spec.quorum}" + ("" if row is None else f" (again, after {row.state})"),
+        )
         state = JobState(spec, now, {t.index: spec.replicas for t in spec.tasks})
         state.needs_placement = False
         self.jobs[spec.job_id] = state
@@ -320,6 +352,7 @@ class JobCore:
                     if problem is not None:  # stored by a version that did not check
                         self._update(r, now, state=FAILED, error=f"bad result: {problem}")
             self.jobs[row.job] = state
+            self._note(row.job, now, "resumed", detail="the coordinator restarted")
             for task in sorted({r.task for r in state.replicas.values() if r.state == DONE}):
                 if row.job in self.jobs:
                     actions += self._evaluate(state, task, now)
@@ -410,8 +443,18 @@ class JobCore:
                 return self._placement_failed(state, str(again), now)
         state.placement_failures = 0
         actions: list[Action] = []
+        earlier = {item.task: state.rows(item.task) for item in items}
         for item, w in zip(items, placement.assignment, strict=True):
             node = usable[w].node
+            why = self._why_more(state, item.task, earlier[item.task])
+            self._note(
+                job,
+                now,
+                "placed" if why is None else "retried",
+                task=item.task,
+                worker=node,
+                detail=why or "",
+            )
             seed = state.spec.seed if state.spec.seed is not None else self.new_seed()
             self.tables.add_replica(job, item.task, node, seed, now)
             state.replicas[(item.task, node)] = ReplicaRow.new(job, item.task, node, seed, now)
@@ -425,6 +468,19 @@ class JobCore:
             )
             actions.append(Offer(job, item.task, node, seed, state.spec.raw))
         return actions
+
+    @staticmethod
+    def _why_more(state: JobState, task: int, rows: list[ReplicaRow]) -> str | None:
+        """Why a task gets a replica beyond its first ones, or None for a first placement."""
+        if not rows:
+            return None
+        failed = [r for r in rows if r.state in (FAILED, LOST)]
+        if failed:
+            last = max(failed, key=lambda r: r.updated)
+            return f"after a replica {last.state} at {_who(last.worker)}: {last.error}"
+        if task in state.stragglers:
+            return "a spare for a slow replica"
+        return "one more opinion: the replicas so far do not agree"
 
     def _placement_failed(self, state: JobState, why: str, now: float) -> list[Action]:
         """A round not even greedy could place: the workers known may change (the driver
@@ -470,7 +526,11 @@ class JobCore:
         self, job: bytes, task: int, worker: bytes, reply: Any, now: float
     ) -> list[Action]:
         state = self._offered(job, task, worker, now)
-        if state is not None and isinstance(reply, dict) and reply.get("state") in (DONE, FAILED):
+        if state is None:
+            return []
+        said = reply.get("state") if isinstance(reply, dict) else None
+        self._note(job, now, "accepted", task=task, worker=worker, detail=f"{said or 'queued'}")
+        if said in (DONE, FAILED):
             state.heard[(task, worker)] = -1e18  # it finished before: fetch it on the next tick
         return []
 
@@ -489,8 +549,11 @@ class JobCore:
             del state.replicas[(task, worker)]
             state.heard.pop((task, worker), None)
             self.tables.delete_replica(job, task, worker)
+            self._note(job, now, "busy", task=task, worker=worker, detail=message)
         else:
-            self._update(row, now, state=FAILED, error=f"{code}: {message}"[:MAX_ERROR])
+            error = f"refused: {code}: {message}"[:MAX_ERROR]
+            self._update(row, now, state=FAILED, error=error)
+            self._note(job, now, "replica_failed", task=task, worker=worker, detail=error)
         state.needs_placement = True
         return []
 
@@ -536,6 +599,7 @@ class JobCore:
         state.heard[(task, worker)] = now
         if row.state == QUEUED:
             self._update(row, now, state=RUNNING)
+            self._note(job, now, "started", task=task, worker=worker)
         return []
 
     def fetched(
@@ -593,6 +657,8 @@ class JobCore:
                 state.progress[(task, worker)] = value
             if row.state != kind:
                 self._update(row, now, state=kind)
+                if kind == RUNNING:
+                    self._note(job, now, "started", task=task, worker=worker)
             return []
         if kind == DONE:
             problem = _claim_fields_problem(report) or self.check_claim(
@@ -614,6 +680,7 @@ class JobCore:
                     key=report["key"],
                     engine=report["engine"],
                 )
+                self._note(job, now, "replica_done", task=task, worker=worker)
                 return self._evaluate(state, task, now)
             self.scores.disagreed(worker)
             error = problem[:MAX_ERROR]
@@ -623,6 +690,7 @@ class JobCore:
             error = str(report.get("error") or "failed")[:MAX_ERROR]
             self.scores.failed(worker)
         self._update(row, now, state=FAILED, error=error)
+        self._note(job, now, "replica_failed", task=task, worker=worker, detail=error)
         state.needs_placement = True
         return []
 
@@ -644,6 +712,7 @@ class JobCore:
             return []
         self.tables.add_replica(job, task, holder, seed, now)
         state.replicas[(task, holder)] = ReplicaRow.new(job, task, holder, seed, now)
+        self._note(job, now, "collected", task=task, worker=holder, detail="announced in the DHT")
         actions: list[Action] = [
             Emit(
                 EventKind.REPLICA_COLLECTED,
@@ -685,8 +754,24 @@ class JobCore:
                 stuck = sum(1 for r in rows if r.state in ACTIVE)
                 state.target[task] = len(done) + stuck + 1  # one more opinion
                 state.needs_placement = True
+                if len(done) >= state.spec.quorum:
+                    self._note(
+                        state.job,
+                        now,
+                        "no_quorum",
+                        task=task,
+                        detail=f"{len(done)} results, no {state.spec.quorum} agree: one more",
+                    )
             return []
         state.decisions[task] = decision
+        self._note(
+            state.job,
+            now,
+            "decided",
+            task=task,
+            detail=f"{decision.test} test: {len(decision.agreeing)} agreeing"
+            + "".join(f", disagreeing {_who(r.worker)}" for r in decision.disagreeing),
+        )
         actions: list[Action] = [
             Emit(
                 EventKind.TASK_DECIDED,
@@ -739,6 +824,7 @@ class JobCore:
         why = f"the result cannot be compared: {type(exc).__name__}: {exc}"[:MAX_ERROR]
         for worker in offending:
             self._update(state.replicas[(task, worker)], now, state=FAILED, error=why)
+            self._note(state.job, now, "replica_failed", task=task, worker=worker, detail=why)
             self.scores.disagreed(worker)
         state.needs_placement = True
         return self._evaluate(state, task, now)
@@ -747,6 +833,7 @@ class JobCore:
         decisions = [state.decisions[t.index] for t in state.spec.tasks]
         attestation = self.attest(state.spec, decisions, now)
         self.tables.set_job(state.job, DONE, now, attestation=attestation)
+        self._note(state.job, now, "done", detail=f"{len(decisions)} tasks attested")
         self.jobs.pop(state.job, None)
         self.counters["done"] += 1
         log.info("job %s done: %d tasks attested", state.job.hex()[:12], len(decisions))
@@ -760,6 +847,7 @@ class JobCore:
         kind = EventKind.JOB_FAILED if end == FAILED else EventKind.JOB_CANCELLED
         actions: list[Action] = [Emit(kind, {"job": job.hex(), "error": error})]
         self.tables.set_job(job, end, now, error=error)
+        self._note(job, now, end, detail=error)
         if end == FAILED:
             self.counters["failed"] += 1
             log.info("job %s failed: %s", job.hex()[:12], error)
@@ -784,6 +872,7 @@ class JobCore:
             return []
         why = why[:MAX_ERROR]
         self._update(row, now, state=LOST, error=why)
+        self._note(state.job, now, "replica_lost", task=task, worker=worker, detail=why)
         self.scores.failed(worker)
         self.counters["lost"] += 1
         state.needs_placement = True
@@ -801,6 +890,19 @@ class JobCore:
                 {"job": state.job.hex(), "task": task, "worker": _who(worker), "why": why},
             ),
         ]
+
+    def _note(
+        self,
+        job: bytes,
+        now: float,
+        event: str,
+        *,
+        task: int | None = None,
+        worker: bytes | None = None,
+        detail: str = "",
+    ) -> None:
+        """One entry of the job's timeline, stored where the decision is taken."""
+        self.tables.add_log(job, now, event, task=task, worker=worker, detail=detail)
 
     def _update(self, row: ReplicaRow, now: float, **fields: Any) -> None:
         """Change a replica in memory and in the table together."""
@@ -845,6 +947,14 @@ class JobCore:
         if row.task in state.stragglers:  # its spare is out: may the task want one more?
             return self._evaluate(state, row.task, now)
         state.stragglers.add(row.task)
+        self._note(
+            state.job,
+            now,
+            "straggling",
+            task=row.task,
+            worker=row.worker,
+            detail=f"running for {now - row.assigned:.0f} s, beyond its estimate",
+        )
         state.target[row.task] += 1
         state.needs_placement = True
         return [

@@ -4,7 +4,8 @@ Nothing a node learned about a job lives only in memory: a coordinator that rest
 its running jobs and asks the workers for results that waited for it; a worker that restarts
 runs again what it had accepted and still holds results not yet delivered.
 
-Tables: ``jobs`` and ``replicas`` (the coordinator's), ``work`` (the worker's). Rows come back
+Tables: ``jobs``, ``replicas`` and ``job_log`` (the coordinator's), ``work`` and ``runs`` (the
+worker's). Rows come back
 as typed records (:class:`JobRow`, :class:`ReplicaRow`, :class:`WorkRow`), never as tuples
 read by position. Peer scores share the database but their table belongs to
 :mod:`qiz.trust.scores`.
@@ -61,7 +62,33 @@ CREATE TABLE IF NOT EXISTS work (
     updated     REAL NOT NULL,
     PRIMARY KEY (job, task, coordinator)
 );
+CREATE TABLE IF NOT EXISTS job_log (
+    job    BLOB NOT NULL,
+    at     REAL NOT NULL,
+    event  TEXT NOT NULL,
+    task   INTEGER,
+    worker BLOB,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS job_log_by_job ON job_log (job);
+CREATE TABLE IF NOT EXISTS runs (
+    job         BLOB NOT NULL,
+    task        INTEGER NOT NULL,
+    coordinator BLOB NOT NULL,
+    started     REAL NOT NULL,
+    finished    REAL,
+    outcome     TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (job, task, coordinator)
+);
 """
+
+# a job's timeline (``qiz job logs``): entries kept per job; past it the oldest go, except the
+# first ("submitted"), so a job that retries for hours cannot grow the database without end
+MAX_LOG_ENTRIES_PER_JOB = 500
+MAX_LOG_DETAIL = 300  # characters of one entry's detail (a peer's error text is quoted in it)
+# tasks this node ran as a worker (``qiz job list --worker``): the newest kept, the oldest go
+MAX_WORKER_RUNS = 1000
 
 # replica and work states
 QUEUED, RUNNING, DONE, FAILED, LOST, CANCELLED = (
@@ -149,8 +176,19 @@ REPLICA_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One moment of a job's timeline, as the coordinator decided it (docs/jobs.md)."""
+
+    at: float
+    event: str
+    task: int | None
+    worker: bytes | None
+    detail: str
+
+
 class CoordinatorTables:
-    """The ``jobs`` and ``replicas`` tables."""
+    """The ``jobs``, ``replicas`` and ``job_log`` tables."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -203,6 +241,38 @@ class CoordinatorTables:
         self.db.execute("DELETE FROM replicas WHERE job=?", (job,))
         self.db.execute("UPDATE jobs SET created=? WHERE job=?", (now, job))
         self.set_job(job, RUNNING, now)
+
+    def add_log(
+        self,
+        job: bytes,
+        at: float,
+        event: str,
+        *,
+        task: int | None = None,
+        worker: bytes | None = None,
+        detail: str = "",
+    ) -> None:
+        """One entry of a job's timeline; past ``MAX_LOG_ENTRIES_PER_JOB`` the oldest entries
+        after the first are dropped."""
+        self.db.execute(
+            "INSERT INTO job_log (job, at, event, task, worker, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (job, at, event, task, worker, detail[:MAX_LOG_DETAIL]),
+        )
+        (count,) = self.db.execute("SELECT COUNT(*) FROM job_log WHERE job=?", (job,)).fetchone()
+        if count > MAX_LOG_ENTRIES_PER_JOB:
+            self.db.execute(
+                "DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log WHERE job=? "
+                "ORDER BY rowid LIMIT ? OFFSET 1)",
+                (job, count - MAX_LOG_ENTRIES_PER_JOB),
+            )
+
+    def log(self, job: bytes) -> list[LogEntry]:
+        """A job's timeline, oldest first."""
+        rows = self.db.execute(
+            "SELECT at, event, task, worker, detail FROM job_log WHERE job=? ORDER BY rowid",
+            (job,),
+        )
+        return [LogEntry(*row) for row in rows]
 
     def delete_replica(self, job: bytes, task: int, worker: bytes) -> None:
         self.db.execute(
@@ -337,3 +407,61 @@ class WorkerTables:
             "DELETE FROM work WHERE updated < ? AND state NOT IN (?, ?)", (before, QUEUED, RUNNING)
         )
         return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One task this node ran as a worker, kept after its result is delivered and forgotten."""
+
+    job: bytes
+    task: int
+    coordinator: bytes
+    started: float
+    finished: float | None
+    outcome: str  # running, done, failed, cancelled
+    error: str | None
+
+
+class RunTables:
+    """The ``runs`` table: what this node ran for others (``qiz job list --worker``)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def started(self, job: bytes, task: int, coordinator: bytes, now: float) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO runs (job, task, coordinator, started, outcome) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (job, task, coordinator, now, RUNNING),
+        )
+        (count,) = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        if count > MAX_WORKER_RUNS:
+            self.db.execute(
+                "DELETE FROM runs WHERE rowid IN "
+                "(SELECT rowid FROM runs ORDER BY started, rowid LIMIT ?)",
+                (count - MAX_WORKER_RUNS,),
+            )
+
+    def finished(
+        self,
+        job: bytes,
+        task: int,
+        coordinator: bytes,
+        now: float,
+        *,
+        outcome: str,
+        error: str | None = None,
+    ) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished=?, outcome=?, error=? "
+            "WHERE job=? AND task=? AND coordinator=?",
+            (now, outcome, error, job, task, coordinator),
+        )
+
+    def all(self) -> list[RunRow]:
+        """Every run remembered, oldest first."""
+        rows = self.db.execute(
+            "SELECT job, task, coordinator, started, finished, outcome, error FROM runs "
+            "ORDER BY started, rowid"
+        )
+        return [RunRow(*row) for row in rows]

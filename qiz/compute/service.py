@@ -30,7 +30,7 @@ from qiz.compute.checker import SpecChecker
 from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
 from qiz.compute.errors import Unreachable
-from qiz.compute.jobdb import CoordinatorTables, WorkerTables, open_db
+from qiz.compute.jobdb import CoordinatorTables, RunTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool, default_slots
 from qiz.compute.worker import WAIT_TTL, Worker, qubits_for
 from qiz.crypto.ids import ContentId, NodeId
@@ -111,6 +111,7 @@ class ComputeService:
                 announce=self.announce_results,
                 clock=clock,
                 checker=self.checker,
+                runs=RunTables(self.db),
             )
             handlers.update(self.worker.handlers())
         self.directory = WorkerDirectory(

@@ -1,7 +1,9 @@
 """What a submitter sees of a job: typed statuses built from stored rows and live progress.
 
 The CLI, the HTTP API and the dashboard all read one JSON shape; :meth:`JobStatus.as_dict`
-is the single place that shape is written, so a renamed field cannot drift between faces.
+is the single place that shape is written, so a renamed field cannot drift between faces. Its
+names follow docs/json/README.md (``job_id``, ``*_at`` moments, ``*_s`` durations); the
+schema is docs/json/job-status.schema.json.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from qiz import wire
 from qiz.compute import spec as specs
-from qiz.compute.jobdb import ACTIVE, DONE, JobRow, ReplicaRow
+from qiz.compute.jobdb import ACTIVE, CANCELLED, DONE, FAILED, JobRow, LogEntry, ReplicaRow
 from qiz.crypto.ids import NodeId
 
 
@@ -24,6 +26,9 @@ def task_count(body: Mapping[str, Any]) -> int:
     params = body["params"]
     points = math.prod(len(values) for values in params["axes"].values())
     return math.ceil(points / params.get("shard", specs.DEFAULT_SHARD))
+
+
+FINAL = (DONE, FAILED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,12 @@ class JobStatus:
     progress: float  # 0..1 over the tasks
     replicas: tuple[ReplicaStatus, ...]
     attested: bool
+    now: float = 0.0  # when the status was read: a running job's duration so far
+
+    @property
+    def finished(self) -> float | None:
+        """When the job reached its final state (its row's last update), or None."""
+        return self.updated if self.state in FINAL else None
 
     @property
     def job_hex(self) -> str:
@@ -69,15 +80,19 @@ class JobStatus:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of ``qiz job status --json``, ``/api/jobs/<id>`` and the dashboard."""
+        finished = self.finished
         return {
-            "job": self.job.hex(),
+            "job_id": self.job.hex(),
+            "job": self.job.hex(),  # deprecated: the dashboard's name until it reads job_id
             "state": self.state,
             "error": self.error,
             "kind": self.kind,
             "over": self.over,
-            "created": self.created,
-            "updated": self.updated,
-            "deadline": self.deadline,
+            "submitted_at": self.created,
+            "updated_at": self.updated,
+            "finished_at": finished,
+            "duration_s": round(max(0.0, (finished or self.now) - self.created), 3),
+            "deadline_at": self.deadline,
             "replicas_wanted": self.replicas_wanted,
             "quorum": self.quorum,
             "seed": self.seed,
@@ -97,9 +112,11 @@ class Live:
     progress: Mapping[tuple[int, bytes], float]
 
 
-def job_status(row: JobRow, replicas: Sequence[ReplicaRow], live: Live | None) -> JobStatus:
+def job_status(
+    row: JobRow, replicas: Sequence[ReplicaRow], live: Live | None, now: float | None = None
+) -> JobStatus:
     """The status of one job from its stored row, its replica rows and, while it runs, what
-    the coordinator holds in memory."""
+    the coordinator holds in memory (``now``: the moment a running job's duration runs to)."""
     body = wire.decode(wire.decode(row.spec, max_size=1 << 24)["body"], max_size=1 << 24)
     tasks = task_count(body)
     finished = row.state == DONE
@@ -137,4 +154,17 @@ def job_status(row: JobRow, replicas: Sequence[ReplicaRow], live: Live | None) -
             for r in replicas
         ),
         attested=row.attestation is not None,
+        now=row.updated if now is None else now,
     )
+
+
+def log_entry(entry: LogEntry) -> dict[str, Any]:
+    """One timeline entry in the JSON shape of ``qiz job logs --json`` and
+    ``/api/jobs/{job}/logs`` (docs/json/job-logs.schema.json)."""
+    return {
+        "at": entry.at,
+        "event": entry.event,
+        "task": entry.task,
+        "worker": str(NodeId(entry.worker)) if entry.worker is not None else None,
+        "detail": entry.detail,
+    }

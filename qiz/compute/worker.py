@@ -69,6 +69,8 @@ from qiz.compute.jobdb import (
     FAILED,
     QUEUED,
     RUNNING,
+    RunRow,
+    RunTables,
     WorkerTables,
     WorkRow,
 )
@@ -119,9 +121,12 @@ class Worker:
         announce: Callable[[bytes], Awaitable[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         checker: SpecChecker | None = None,
+        runs: RunTables | None = None,
     ) -> None:
         self.identity = identity
         self.tables = tables
+        # what this node ran for others, kept after the work rows go (``job list --worker``)
+        self.runs = runs
         self.pool = pool
         self.limits = limits
         self.send = send
@@ -163,6 +168,14 @@ class Worker:
             "job.cancel": self._rpc_cancel,
             "job.capacity": self._rpc_capacity,
         }
+
+    def history(self) -> list[RunRow]:
+        """The tasks this node ran as a worker, oldest first (bounded: ``MAX_WORKER_RUNS``)."""
+        return self.runs.all() if self.runs is not None else []
+
+    def _ran(self, key: tuple[bytes, int, bytes], outcome: str, error: str | None = None) -> None:
+        if self.runs is not None:
+            self.runs.finished(*key, self.clock(), outcome=outcome, error=error)
 
     @property
     def queue_length(self) -> int:
@@ -381,6 +394,8 @@ class Worker:
 
         try:
             self.tables.update(*key, self.clock(), state=RUNNING)
+            if self.runs is not None:
+                self.runs.started(*key, self.clock())
             began = time.perf_counter()
             # the spec's deadline bounds a task here too: a coordinator that never cancels
             # cannot hold a slot for longer than it asked for (asyncio.timeout: wait_for may
@@ -391,13 +406,16 @@ class Worker:
         except asyncio.CancelledError:
             if not self._closing:  # cancelled by its coordinator; at shutdown it stays running
                 self.tables.update(*key, self.clock(), state=CANCELLED)
+                self._ran(key, CANCELLED)
                 self.counters["cancelled"] += 1
             raise
         except TimeoutError:
             self.tables.update(*key, self.clock(), state=FAILED, error="over the spec's deadline")
+            self._ran(key, FAILED, "over the spec's deadline")
             self.counters["failed"] += 1
         except (TaskFailed, TaskCancelled) as exc:
             self.tables.update(*key, self.clock(), state=FAILED, error=str(exc))
+            self._ran(key, FAILED, str(exc))
             self.counters["failed"] += 1
         else:
             if self.corrupt is not None:
@@ -407,6 +425,7 @@ class Worker:
             self.tables.update(
                 *key, self.clock(), state=DONE, result=result, digest=digest, sig=sig
             )
+            self._ran(key, DONE)
             self.counters["done"] += 1
         await self._deliver(*key)
 
