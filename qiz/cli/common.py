@@ -50,13 +50,18 @@ class Session:
         for change in self.home.secure():
             err_console.print(f"qiz: note: made the home private: {change}", markup=False)
 
-    def identity(self) -> NodeIdentity:
-        """Load this home's identity, asking for the passphrase on a terminal if it is locked."""
+    def unlock_passphrase(self) -> str | None:
+        """The passphrase that unlocks this home's key: given, or asked for on a terminal if
+        the key is locked; None for a key without one."""
         phrase = self.passphrase()
         if phrase is None and self.home.identity_locked() and os.isatty(0):
             phrase = getpass.getpass(f"passphrase for {self.home.identity_path}: ")
+        return phrase
+
+    def identity(self, phrase: str | None = None) -> NodeIdentity:
+        """Load this home's identity (with ``phrase``, else :meth:`unlock_passphrase`)."""
         try:
-            return self.home.load_identity(phrase)
+            return self.home.load_identity(phrase or self.unlock_passphrase())
         except keyfile.KeyFileError as exc:
             raise UserError(str(exc)) from None
 

@@ -9,6 +9,7 @@ or hang-up does not reach it) with its output in ``HOME/node.log``; ``qiz node s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qiz.cli.output import UserError
+from qiz.node import LOCK_FILE
 from qiz.procs import ready_record
 
 LOG_NAME = "node.log"  # the detached node's stdout and stderr, rewritten at each start
@@ -35,6 +37,7 @@ def start_detached(
     ready line; its record, with ``pid`` and ``log``. A node that exits or stays silent first
     is a :class:`UserError` quoting the end of its log."""
     log_path = home / LOG_NAME
+    _require_no_node(home)  # before the log is rewritten: a running node still writes to it
     env = dict(os.environ)
     if passphrase is not None:
         env["QIZ_PASSPHRASE"] = passphrase  # read once here; the child must not prompt
@@ -61,6 +64,19 @@ def start_detached(
                 os.killpg(process.pid, 15)
             raise UserError(f"the node was not ready within {timeout:.0f} s (see {log_path})")
         time.sleep(POLL_INTERVAL)
+
+
+def _require_no_node(home: Path) -> None:
+    """Refuse when a node already holds the home's lock (the node itself checks again)."""
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(
+            f"a node is already running for {home}; stop it with 'qiz --home {home} node stop'"
+        ) from None
+    finally:
+        os.close(fd)  # releases the lock if it was taken
 
 
 def _ready_in(log_path: Path) -> dict[str, Any] | None:

@@ -81,6 +81,13 @@ def start(
     ] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Serve no HTTP API.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Run in the background and return once ready (output in HOME/node.log).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -99,7 +106,8 @@ def start(
     # files (which take the database's mode), the token, the sockets. Set before the first.
     os.umask(PRIVATE_UMASK)
     config = session.home.load_config()
-    identity = session.identity()
+    phrase = session.unlock_passphrase()
+    identity = session.identity(phrase)
     session.secure_home()
     address = listen or config.listen
     peers = list(peer or config.bootstrap)
@@ -111,8 +119,46 @@ def start(
     compute = _compute_config(config.extra.get("compute", {}), worker, slots)
     links = _link_config(config.extra.get("links", {}))
     api = None if no_api else _api_settings(config.extra.get("api", {}), api_port)
+    if detach:
+        _start_detached(session, ctx, phrase, as_json)
+        return
     logs.configure(verbose)
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
+
+
+def _start_detached(
+    session: Session, ctx: typer.Context, phrase: str | None, as_json: bool
+) -> None:
+    """``node start --detach``: the same command, options checked here, run in the background
+    (:mod:`qiz.cli.detach`); print its ready record and return."""
+    from qiz.cli.detach import start_detached
+
+    options: list[str] = []
+    for name, value in ctx.params.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "worker":
+            options.append("--worker" if value else "--no-worker")
+        elif name in ("detach", "as_json") or value is None or value is False:
+            continue
+        elif name == "peer":
+            for each in value:
+                options += ["--peer", each]
+        elif value is True:
+            options.append("-v" if name == "verbose" else flag)
+        else:
+            options += [flag, str(value)]
+    ready = start_detached(session.home.path, options, passphrase=phrase)
+    home = session.home.path
+    emit(
+        as_json,
+        ready,
+        lambda: console.print(
+            f"node {ready['node_id']} runs in the background (pid {ready['pid']})\n"
+            f"  listening on {ready.get('address')}\n"
+            f"  log          {ready['log']}\n"
+            f"  stop it with 'qiz --home {home} node stop'"
+        ),
+    )
 
 
 def _serve_api(settings: tuple[int, dict[str, float]]) -> FaceStarter:
