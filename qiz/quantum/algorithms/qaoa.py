@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qiz.quantum.algorithms.budget import cobyla_budget
 from qiz.quantum.core.errors import QuantumError
 from qiz.quantum.core.memory import require_memory
 from qiz.quantum.core.sampling import sample_counts
@@ -173,6 +174,8 @@ class QaoaResult:
     history: list[float]
     sense: str
     converged: bool = False  # the optimizer's own verdict (False: stopped at maxiter)
+    message: str = ""  # the optimizer's own words on why it stopped (scipy's ``message``)
+    iterations: int = 0  # the optimizer's iterations (scipy's ``nit``, or its evaluations)
 
 
 def linear_ramp(p: int, delta_gamma: float = 0.6, delta_beta: float = 0.6) -> tuple[list, list]:
@@ -246,7 +249,9 @@ def optimize(
     x0 = np.array([*g0, *b0], dtype=np.float64)
     if method.upper() not in ("COBYLA", "NELDER-MEAD", "POWELL"):
         raise QuantumError(f"unknown method {method!r}: use COBYLA, Nelder-Mead or Powell")
-    res = minimize(objective, x0, method=method, options={"maxiter": maxiter})
+    res = minimize(
+        objective, x0, method=method, options={"maxiter": cobyla_budget(method, maxiter, x0)}
+    )
     gammas, betas = [float(v) for v in res.x[:p]], [float(v) for v in res.x[p:]]
     re, im = sim.evolve(gammas, betas)
     energy = sim.expectation_of(re, im)
@@ -274,4 +279,6 @@ def optimize(
         history,
         problem.sense,
         bool(res.success),
+        str(res.message),
+        int(getattr(res, "nit", None) or res.nfev),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
+from qiz.quantum.algorithms.budget import cobyla_budget
 from qiz.quantum.core import statevector
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.errors import CircuitError, QuantumError
@@ -368,6 +369,7 @@ class VqeResult:
     history: list[float]
     method: str
     converged: bool | None = None  # the optimizer's verdict; None for SPSA (fixed iterations)
+    message: str = ""  # the optimizer's own words on why it stopped (scipy's ``message``)
 
 
 def spsa(
@@ -439,6 +441,7 @@ def run_vqe(
             options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-10},
         )
         x, iterations, converged = res.x, int(res.nit), bool(res.success)
+        message = str(res.message)
     elif name == "COBYLA":
 
         def f(x: np.ndarray) -> float:
@@ -446,12 +449,15 @@ def run_vqe(
             record(e)
             return e
 
-        res = minimize(f, x0, method="COBYLA", options={"maxiter": maxiter, "rhobeg": 0.3})
+        budget = cobyla_budget("COBYLA", maxiter, x0)
+        res = minimize(f, x0, method="COBYLA", options={"maxiter": budget, "rhobeg": 0.3})
         x, iterations, converged = res.x, int(res.nfev), bool(res.success)
+        message = str(res.message)
     elif name == "SPSA":
         x, _ = spsa(ev.energy, x0, maxiter, seed)
         record(ev.energy(x))
         iterations, converged = maxiter, None
+        message = f"SPSA ran its {maxiter} iterations (it has no convergence test)"
     else:
         raise QuantumError(f"unknown optimizer {method!r}: use L-BFGS-B, COBYLA or SPSA")
     energy = ev.energy(x)
@@ -468,6 +474,7 @@ def run_vqe(
         history,
         name,
         converged,
+        message,
     )
 
 
