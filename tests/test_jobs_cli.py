@@ -68,13 +68,26 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         assert verified["tasks"] == 4 and verified["tests"] == ["exact"]
         assert set(verified["workers"]) <= set(ids.values()) and len(verified["workers"]) >= 2
 
-        status = ok_json(qiz(work, "--home", "A", "job", "status", done["job"][:10], "--json"))
-        assert status["job"] == done["job"] and status["state"] == "done"
+        status = ok_json(qiz(work, "--home", "A", "job", "status", done["job_id"][:10], "--json"))
+        assert status["job_id"] == done["job_id"] and status["state"] == "done"
         listed = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))
-        assert [j["job"] for j in listed["jobs"]] == [done["job"]]
-        result = ok_json(qiz(work, "--home", "A", "job", "result", done["job"], "--json"))
+        assert [j["job_id"] for j in listed["jobs"]] == [done["job_id"]]
+        result = ok_json(qiz(work, "--home", "A", "job", "result", done["job_id"], "--json"))
         points = [p for task in result["results"] for p in task]
         assert len(points) == 8 and all("expectation" in p for p in points)
+        # the readable summary: the best point with its parameters, and the number of points
+        best = max(points, key=lambda p: p["expectation"])
+        assert result["points"] == 8 and result["best"]["point"] == best["point"]
+        assert result["best"]["value"] == best["expectation"] and result["over"] == "qaoa"
+        shown = qiz(work, "--home", "A", "job", "result", done["job_id"])
+        assert shown.returncode == 0 and "8 points over qaoa" in shown.stdout
+        assert f"best expectation {best['expectation']:.10g} at betas.0 = " in shown.stdout
+        # the timeline: every replica placed, done, every task decided, the job done
+        timeline = ok_json(qiz(work, "--home", "A", "job", "logs", done["job_id"], "--json"))
+        seen = [e["event"] for e in timeline["entries"]]
+        assert seen[0] == "submitted" and seen[-1] == "done" and seen.count("decided") == 4
+        assert seen.count("placed") >= 8 and seen.count("replica_done") >= 8
+        assert {e["worker"] for e in timeline["entries"] if e["worker"]} <= set(ids.values())
 
         # the shortcut form; a second submission of the same job is the same job
         short = [
@@ -95,9 +108,9 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         ]
         first = ok_json(qiz(work, *short, timeout=120))
         again = ok_json(qiz(work, *short, timeout=60))
-        assert first["state"] == "done" and again["job"] == first["job"]
+        assert first["state"] == "done" and again["job_id"] == first["job_id"]
         assert "approximation ratio" in first["summary"] and "optimum" in first["summary"]
-        done_cancel = qiz(work, "--home", "A", "job", "cancel", first["job"])
+        done_cancel = qiz(work, "--home", "A", "job", "cancel", first["job_id"])
         assert done_cancel.returncode == 0 and "nothing to cancel" in done_cancel.stdout
         line = one_line_error(
             qiz(
@@ -163,9 +176,9 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
             "--json",
         ]
         running = ok_json(qiz(work, *long_job))
-        cancelled = ok_json(qiz(work, "--home", "A", "job", "cancel", running["job"], "--json"))
+        cancelled = ok_json(qiz(work, "--home", "A", "job", "cancel", running["job_id"], "--json"))
         assert cancelled["state"] == "cancelled"
-        line = one_line_error(qiz(work, "--home", "A", "job", "result", running["job"]))
+        line = one_line_error(qiz(work, "--home", "A", "job", "result", running["job_id"]))
         assert "cancelled; it has no attested result" in line
 
         # bad input: one clear line each, nothing submitted

@@ -1,8 +1,11 @@
-"""Job commands: ``job submit|status|result|cancel|list`` and ``verify-result``.
+"""Job commands: ``job submit|status|logs|result|cancel|list`` and ``verify-result``.
 
 The spec is signed here, with this home's identity, and handed to the home's running node,
-which coordinates it over the mesh. ``verify-result`` needs no node: it checks an attestation
-file offline.
+which coordinates it over the mesh: the job lives in the node, so a command that waits for it
+(``submit --wait``, ``status --wait/--follow``, ``logs --follow``) may be stopped with Ctrl-C
+and the job goes on (:mod:`qiz.cli.job_follow`). ``verify-result`` needs no node: it checks an
+attestation file offline. Rendering for people is in :mod:`qiz.cli.job_view`; the JSON shapes
+are docs/json/job-*.schema.json and verify-result.schema.json.
 """
 
 from __future__ import annotations
@@ -10,16 +13,15 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from qiz.cli import job_follow, job_view
 from qiz.cli.common import Session, node_call, read_file
-from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
+from qiz.cli.human import moment
+from qiz.cli.output import CheckFailed, UserError, console, emit, guarded
 from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
 from qiz.compute.attest import VerifiedAttestation
@@ -29,15 +31,15 @@ from qiz.web.json_input import JsonInputError, parse_json
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
+JobArgument = Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]
 MAX_SPEC_FILE = 1024 * 1024
-FINAL = ("done", "failed", "cancelled")
-SHOW_TASKS = 4  # task results printed for people; --json prints all
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(job_app, name="job")
     job_app.command("submit")(guarded(submit))
     job_app.command("status")(guarded(status))
+    job_app.command("logs")(guarded(logs))
     job_app.command("result")(guarded(result))
     job_app.command("cancel")(guarded(cancel))
     job_app.command("list")(guarded(list_jobs))
@@ -86,6 +88,17 @@ def _shortcut(
     return {"kind": "sampler", "params": {"qasm": qasm, "shots": shots}}
 
 
+def _spec_file(specfile: Path) -> dict[str, Any]:
+    raw = read_file(specfile, what="spec file", max_size=MAX_SPEC_FILE)
+    try:
+        document = parse_json(raw, f"spec file {specfile}")
+    except JsonInputError as exc:
+        raise UserError(str(exc)) from None
+    if not isinstance(document, dict):
+        raise UserError(f"{specfile}: a job spec is a JSON object")
+    return document
+
+
 def submit(
     ctx: typer.Context,
     specfile: Annotated[
@@ -100,7 +113,9 @@ def submit(
     deadline: Annotated[
         int | None, typer.Option("--deadline", help="Seconds until the job fails.", min=1)
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the result (Ctrl-C stops waiting only).")
+    ] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="With --wait: write the attestation here.")
     ] = None,
@@ -128,13 +143,7 @@ def submit(
     if specfile is not None:
         if any(x is not None for x in (qaoa, vqe, grover, sampler)):
             raise UserError("give a SPECFILE or a shortcut option, not both")
-        raw = read_file(specfile, what="spec file", max_size=MAX_SPEC_FILE)
-        try:
-            document = parse_json(raw, f"spec file {specfile}")
-        except JsonInputError as exc:
-            raise UserError(str(exc)) from None
-        if not isinstance(document, dict):
-            raise UserError(f"{specfile}: a job spec is a JSON object")
+        document = _spec_file(specfile)
     else:
         document = _shortcut(
             qaoa=qaoa,
@@ -168,46 +177,35 @@ def submit(
     try:
         raw = specs.sign(specs.make_body(document, identity), identity)
         # clear errors before sending; qubits and work are for the workers to judge
-        specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf))
+        job_id = specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf)).job_id.hex()
     except SpecError as exc:
         raise UserError(f"the spec is invalid: {exc}") from None
-    state = node_call(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
+    try:
+        state = node_call(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
+        if wait:
+            state = job_follow.wait_with_bar(session, job_id, quiet=as_json)
+    except KeyboardInterrupt:
+        if not wait:
+            raise
+        raise job_follow.interrupted(ctx, job_id, as_json=as_json) from None
     summary = None
-    if wait:
-        state = _wait(session, state["job"], quiet=as_json)
-        if state["state"] == "done":
-            summary = _finished(session, state, out)
-            state["summary"] = summary
+    if wait and state["state"] == "done":
+        summary = _finished(session, state, out)
+        state["summary"] = summary
 
     def human() -> None:
-        _show(state)
+        job_view.show_status(state)
         if summary:
             console.print(f"  result: {summary}", markup=False)
         if out is not None and summary is not None:
             console.print(f"  attestation written to {out} (check it: qiz verify-result)")
+        if not wait:
+            follow = job_follow.command_text(ctx, "job", "status", job_id[:16], "--follow")
+            console.print(f"  follow it: {follow}", markup=False)
 
     emit(as_json, state, human)
     if wait and state["state"] != "done":
         raise typer.Exit(1)
-
-
-def _wait(session: Session, job: str, *, quiet: bool) -> dict[str, Any]:
-    with Progress(
-        TextColumn("job {task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=True,
-    ) as progress:
-        bar = progress.add_task(job[:12], total=1.0)
-        while True:
-            state = node_call(session, "job_status", job=job)
-            progress.update(bar, completed=state["progress"])
-            if state["state"] in FINAL:
-                return state
-            time.sleep(0.2)
 
 
 def _check_out(out: Path | None) -> None:
@@ -234,107 +232,133 @@ def _finished(session: Session, state: dict[str, Any], out: Path | None) -> str:
     """A done job's verified result in one line; the attestation written to ``out``."""
     from qiz.compute.execute import summarise
 
-    verified = _verified_result(session, state["job"], out)
+    verified = _verified_result(session, state["job_id"], out)
     return summarise(verified.spec.kind, verified.results)
-
-
-def _show(state: dict[str, Any]) -> None:
-    over = state["over"] if state["kind"] == "sweep" else ""
-    console.print(
-        f"job {state['job']}  {state['kind']} {over}  [bold]{state['state']}[/bold]  "
-        f"{state['decided']}/{state['tasks']} tasks decided, {state['progress'] * 100:.0f}%"
-    )
-    if state.get("error"):
-        console.print(f"  error: {state['error']}", markup=False)
-    workers: dict[str, list[str]] = {}
-    for r in state["replicas"]:
-        workers.setdefault(r["worker"], []).append(f"{r['task']}:{r['state']}")
-    for worker, runs in sorted(workers.items()):
-        console.print(f"  {worker[:16]}  {' '.join(runs)}", markup=False)
 
 
 def status(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    job: JobArgument,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Block until the job ends: exit 0 done, 1 failed/cancelled."),
+    ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Print its state and progress as they change, to its end."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """A job's state, progress and where its replicas ran."""
-    state = node_call(ctx.obj, "job_status", job=job)
-    emit(as_json, state, lambda: _show(state))
+    """A job's state, progress, times and where its replicas ran."""
+    session: Session = ctx.obj
+    state = node_call(session, "job_status", job=job)
+    if (wait or follow) and state["state"] not in job_follow.FINAL:
+        try:
+            if follow:
+                state = job_follow.follow(session, state["job_id"], timeline=False, quiet=as_json)
+            else:
+                state = job_follow.wait_with_bar(session, state["job_id"], quiet=as_json)
+        except KeyboardInterrupt:
+            raise job_follow.interrupted(ctx, state["job_id"], as_json=as_json) from None
+    emit(as_json, state, lambda: job_view.show_status(state))
+    if wait or follow:
+        job_follow.final_exit(state)
+
+
+def logs(
+    ctx: typer.Context,
+    job: JobArgument,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Print new entries as they come, to the job's end.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """A job's timeline: placements, retries and why, replicas started, done, failed or lost,
+    the quorum's decisions and the job's end, each with its moment."""
+    session: Session = ctx.obj
+    answer = node_call(session, "job_logs", job=job)
+    if follow:
+        try:
+            job_follow.follow(session, answer["job_id"], timeline=True, quiet=as_json)
+        except KeyboardInterrupt:
+            raise job_follow.interrupted(ctx, answer["job_id"], as_json=as_json) from None
+        if not as_json:
+            return  # every entry was printed as it came
+        answer = node_call(session, "job_logs", job=answer["job_id"])
+    emit(as_json, answer, lambda: job_view.show_logs(answer["entries"]))
 
 
 def result(
     ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
+    job: JobArgument,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the attestation file here.")
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the full result as JSON to this file."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """A finished job's results, checked from its attestation (saved with --out)."""
+    """A finished job's results, checked from its attestation: a sweep's best point with its
+    parameters, or the kind's key figures (all of it with --json or -o FILE)."""
     from qiz.compute.execute import summarise
 
     _check_out(out)
+    if output is not None and output.is_dir():
+        raise UserError(f"-o {output} is a directory; give a file name")
     verified = _verified_result(ctx.obj, job, out)
-    payload = {
-        "job": verified.job_id.hex(),
+    spec = verified.spec
+    payload: dict[str, Any] = {
+        "job_id": verified.job_id.hex(),
         "verified": True,
-        "results": verified.results,
+        "kind": spec.kind,
+        "over": spec.body["params"].get("over") if spec.kind == "sweep" else spec.kind,
+        "tasks": len(verified.results),
         "workers": [str(w) for w in verified.workers],
-        "attestation": str(out) if out else None,
-        "summary": summarise(verified.spec.kind, verified.results),
+        "summary": summarise(spec.kind, verified.results),
+        "results": verified.results,
+        "attestation_file": str(out) if out else None,
+        "output_file": str(output) if output else None,
     }
-
-    def human() -> None:
-        console.print(f"job {payload['job']}: verified, {len(verified.workers)} workers")
-        console.print(f"  {payload['summary']}", markup=False)
-        shown = verified.results[:SHOW_TASKS]
-        console.print_json(json.dumps(shown))
-        if len(verified.results) > SHOW_TASKS:
-            console.print(f"... {len(verified.results) - SHOW_TASKS} more tasks (--json or --out)")
-        if out:
-            console.print(f"attestation written to {out}", markup=False)
-
-    emit(as_json, payload, human)
+    if spec.kind == "sweep":
+        payload["points"] = sum(len(t) for t in verified.results if isinstance(t, list))
+        payload["best"] = job_view.best_point(verified.results)
+    if output is not None:
+        text = json.dumps({"ok": True, **payload}, sort_keys=True, indent=1) + "\n"
+        write_atomic(output, text.encode("utf-8"), mode=0o644)
+    emit(as_json, payload, lambda: job_view.show_result(payload))
 
 
-def cancel(
-    ctx: typer.Context,
-    job: Annotated[str, typer.Argument(help="Job id (or a unique prefix).")],
-    as_json: JsonOption = False,
-) -> None:
+def cancel(ctx: typer.Context, job: JobArgument, as_json: JsonOption = False) -> None:
     """Cancel a running job on every worker."""
     state = node_call(ctx.obj, "job_cancel", job=job)
 
     def human() -> None:
         if state["state"] != "cancelled":
-            console.print(f"job {state['job'][:12]} is already {state['state']}: nothing to cancel")
-        _show(state)
+            console.print(
+                f"job {state['job_id'][:16]} is already {state['state']}: nothing to cancel"
+            )
+        job_view.show_status(state)
 
     emit(as_json, state, human)
 
 
-def list_jobs(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Jobs submitted through this home's node."""
+def list_jobs(
+    ctx: typer.Context,
+    worker: Annotated[
+        bool,
+        typer.Option("--worker", help="The tasks this node ran as a worker, for any submitter."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Jobs submitted through this home's node (with --worker: tasks it ran for others)."""
+    if worker:
+        runs = node_call(ctx.obj, "job_worked")
+        emit(as_json, runs, lambda: job_view.show_runs(runs))
+        return
     jobs = node_call(ctx.obj, "job_list")["jobs"]
-
-    def human() -> None:
-        if not jobs:
-            console.print("no jobs were submitted through this node yet")
-            return
-        table = Table("job", "kind", "state", "tasks", "progress")
-        for j in jobs:
-            kind = j["kind"] + (f"/{j['over']}" if j["kind"] == "sweep" else "")
-            table.add_row(
-                j["job"][:16],
-                kind,
-                j["state"],
-                f"{j['decided']}/{j['tasks']}",
-                f"{j['progress']:.0%}",
-            )
-        console.print(table)
-
-    emit(as_json, {"jobs": jobs}, human)
+    emit(as_json, {"jobs": jobs}, lambda: job_view.show_jobs(jobs))
 
 
 def verify_result(
@@ -353,7 +377,7 @@ def verify_result(
         raise CheckFailed(f"{attestation}: NOT verified: {exc}", {"verified": False}) from None
     payload = {
         "verified": True,
-        "job": verified.job_id.hex(),
+        "job_id": verified.job_id.hex(),
         "submitter": str(verified.spec.submitter),
         "coordinator": str(verified.coordinator),
         "workers": [str(w) for w in verified.workers],
@@ -361,18 +385,19 @@ def verify_result(
         "tasks": len(verified.results),
         "tests": sorted(set(verified.tests)),
         "quorum": verified.spec.quorum,
-        "issued": verified.issued,
+        "issued_at": verified.issued,
     }
 
     def human() -> None:
         console.print(f"{attestation}: verified", markup=False)
         console.print(
-            f"  job          {payload['job']} ({payload['kind']}, {payload['tasks']} tasks)"
+            f"  job          {payload['job_id']} ({payload['kind']}, {payload['tasks']} tasks)"
         )
         console.print(f"  submitter    {payload['submitter']}", markup=False)
         console.print(f"  coordinator  {payload['coordinator']}", markup=False)
         console.print(
             f"  workers      {len(payload['workers'])}, quorum {payload['quorum']} per task"
         )
+        console.print(f"  issued       {moment(payload['issued_at'])}")
 
     emit(as_json, payload, human)

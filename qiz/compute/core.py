@@ -310,7 +310,7 @@ class JobCore:
             spec.job_id,
             now,
             "submitted",
-            detail=f"{spec.kind}: {len(spec.tasks)} tasks, {spec.replicas} replicas each, "
+            detail=f"{spec.kind}: {len(spec.tasks)} task(s), {spec.replicas} replicas each, "
             f"quorum {spec.quorum}" + ("" if row is None else f" (again, after {row.state})"),
         )
         state = JobState(spec, now, {t.index: spec.replicas for t in spec.tasks})
@@ -833,7 +833,7 @@ class JobCore:
         decisions = [state.decisions[t.index] for t in state.spec.tasks]
         attestation = self.attest(state.spec, decisions, now)
         self.tables.set_job(state.job, DONE, now, attestation=attestation)
-        self._note(state.job, now, "done", detail=f"{len(decisions)} tasks attested")
+        self._note(state.job, now, "done", detail=f"{len(decisions)} task(s) attested")
         self.jobs.pop(state.job, None)
         self.counters["done"] += 1
         log.info("job %s done: %d tasks attested", state.job.hex()[:12], len(decisions))

@@ -1,0 +1,134 @@
+"""Watching a job from the command line: wait for its end, follow its timeline, and what Ctrl-C
+means while doing so.
+
+A job runs in the node, not in the command that submitted it: stopping the command (Ctrl-C)
+stops only the watching. :func:`interrupted` says so in one line, with the commands that
+follow or cancel the job, written with the ``--home`` the user typed (as ``ray job submit``
+says how to reattach). Watching polls the node's control socket (status and timeline), which
+is cheap and needs no subscription that a killed command would leave behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from qiz.cli.common import Session, node_call
+from qiz.cli.human import moment
+from qiz.cli.job_view import log_line
+from qiz.cli.output import console, err_console
+
+FINAL = ("done", "failed", "cancelled")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+POLL_S = 0.3  # seconds between two looks at the node while waiting or following
+HINT_ID = 16  # hex digits of the job id in the printed commands (any unique prefix works)
+
+
+def home_words(ctx: typer.Context) -> list[str]:
+    """``--home H`` as the user typed it (nothing when they gave none: $QIZ_HOME or the
+    default then applies again), for commands printed back to them."""
+    home = ctx.find_root().params.get("home")
+    return ["--home", str(home)] if home is not None else []
+
+
+def command_text(ctx: typer.Context, *words: str) -> str:
+    return shlex.join(["qiz", *home_words(ctx), *words])
+
+
+def interrupted(ctx: typer.Context, job_id: str, *, as_json: bool) -> typer.Exit:
+    """Ctrl-C while waiting: the job goes on in the node; say how to follow or cancel it.
+    Returns the exit (130) for the caller to raise."""
+    short = job_id[:HINT_ID]
+    follow = command_text(ctx, "job", "status", short, "--follow")
+    logs = command_text(ctx, "job", "logs", short)
+    cancel = command_text(ctx, "job", "cancel", short)
+    message = (
+        f"interrupted; job {short} goes on in the node. Follow it: {follow} (or {logs}); "
+        f"cancel it: {cancel}"
+    )
+    if as_json:
+        answer = {"ok": False, "error": message, "exit_code": EXIT_INTERRUPTED, "job_id": job_id}
+        sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    err_console.print(f"qiz: {message}", markup=False)
+    return typer.Exit(EXIT_INTERRUPTED)
+
+
+def wait_with_bar(session: Session, job_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Poll until the job is final, with a progress bar on stderr (none when ``quiet``)."""
+    with Progress(
+        TextColumn("job {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(job_id[:12], total=1.0)
+        while True:
+            state = node_call(session, "job_status", job=job_id)
+            progress.update(bar, completed=state["progress"])
+            if state["state"] in FINAL:
+                return state
+            time.sleep(POLL_S)
+
+
+def new_entries(session: Session, job_id: str, last: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Timeline entries after ``last`` (the last one printed). Not by count: past its bound
+    the timeline drops its oldest entries after the first, so positions shift."""
+    entries = node_call(session, "job_logs", job=job_id)["entries"]
+    if last is None:
+        return entries
+    for i in range(len(entries) - 1, -1, -1):
+        if entries[i] == last:
+            return entries[i + 1 :]
+    return entries
+
+
+def follow(session: Session, job_id: str, *, timeline: bool, quiet: bool) -> dict[str, Any]:
+    """Print the job's new timeline entries (``timeline``) and its state and progress as they
+    change, until it is final; returns the final status. ``quiet`` prints nothing (--json)."""
+    printed: dict[str, Any] | None = None
+    last: tuple[Any, ...] | None = None
+    for state in _polls(session, job_id):
+        if timeline:
+            fresh = new_entries(session, job_id, printed)
+            printed = fresh[-1] if fresh else printed
+            if not quiet:
+                for entry in fresh:
+                    console.print(log_line(entry), markup=False)
+        now = (state["state"], state["decided"], round(state["progress"], 2))
+        if not quiet and now != last and not timeline:
+            console.print(
+                f"{moment(time.time())}  {state['state']}: {state['decided']}/{state['tasks']} "
+                f"tasks decided, {state['progress'] * 100:.0f}%",
+                markup=False,
+            )
+        last = now
+        if state["state"] in FINAL:
+            return state
+    raise AssertionError("unreachable")
+
+
+def _polls(session: Session, job_id: str) -> Iterator[dict[str, Any]]:
+    while True:
+        yield node_call(session, "job_status", job=job_id)
+        time.sleep(POLL_S)
+
+
+def final_exit(state: dict[str, Any]) -> None:
+    """Exit 1 (after saying so on stderr) unless the job is done."""
+    if state["state"] != "done":
+        why = f": {state['error']}" if state.get("error") else ""
+        err_console.print(
+            f"qiz: job {state['job_id'][:HINT_ID]} {state['state']}{why}", markup=False
+        )
+        raise typer.Exit(1)

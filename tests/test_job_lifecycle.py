@@ -1,0 +1,155 @@
+"""A job's lifecycle from the command line, on two real node processes: Ctrl-C during
+``job submit --wait`` leaves the job running and says how to follow or cancel it;
+``job status --wait/--follow`` and ``job logs --follow`` block until the end and exit by the
+job's outcome; ``job logs`` shows the timeline; ``job list`` shows times and, with
+``--worker``, what a node ran for others.
+
+How the test holds a job back without timing: both nodes run one slot each, and a long
+Grover search (the "blocker") takes both slots first; the small job queued behind it cannot
+finish until the blocker is cancelled, so the CLI is surely waiting when it gets SIGINT."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.json_shapes import check_shape
+
+from .helpers import CLEAN_ENV, eventually, node_processes, node_status, ok_json, qiz
+
+pytestmark = pytest.mark.timeout(180)
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def popen(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """A ``qiz`` command left running (to be interrupted, or to follow a job)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qiz", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def events(work: Path, job: str) -> list[str]:
+    answer = ok_json(qiz(work, "--home", "A", "job", "logs", job, "--json"))
+    assert answer["job_id"] == job
+    return [e["event"] for e in answer["entries"]]
+
+
+def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
+    work = tmp_path
+    ids = {h: ok_json(qiz(work, "--home", h, "init", "--json"))["node_id"] for h in "AB"}
+    with node_processes(work) as start:
+        a = start("A", args=["--slots", "1"])
+        start("B", [a.bootstrap], args=["--slots", "1"])
+        eventually(lambda: (node_status(a) or {}).get("dht", {}).get("contacts"), 30, "B")
+
+        blocker = ok_json(
+            qiz(work, "--home", "A", "job", "submit", "--grover", "24", "--marked", "5",
+                "--replicas", "2", "--json")
+        )["job_id"]  # fmt: skip
+        eventually(lambda: events(work, blocker).count("accepted") == 2, 30, "the blocker")
+
+        # the small job, waited for, then Ctrl-C: the command stops, the job does not
+        waiting = popen(
+            work, "--home", "A", "job", "submit", "--qaoa", "maxcut", "--graph", "random:6,3",
+            "--replicas", "2", "--seed", "3", "--wait",
+        )  # fmt: skip
+
+        def small_job() -> str | None:
+            jobs = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]
+            mine = [j["job_id"] for j in jobs if j["kind"] == "qaoa"]
+            return mine[0] if mine and events(work, mine[0]).count("accepted") == 2 else None
+
+        job = eventually(small_job, 30, "the small job queued at both workers")
+        assert waiting.poll() is None  # queued behind the blocker: still waiting
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=30)
+        assert waiting.returncode == 130, (out, err)
+        line = err.strip()
+        assert "\n" not in line and "Traceback" not in err, err
+        short = job[:16]
+        assert "goes on in the node" in line
+        assert f"qiz --home A job status {short} --follow" in line
+        assert f"qiz --home A job logs {short}" in line
+        assert f"qiz --home A job cancel {short}" in line
+
+        # followers started while it waits; they end when it ends
+        follow = popen(work, "--home", "A", "job", "status", short, "--follow")
+        wait_json = popen(work, "--home", "A", "job", "status", short, "--wait", "--json")
+        logs_follow = popen(work, "--home", "A", "job", "logs", short, "--follow")
+        running = ok_json(qiz(work, "--home", "A", "job", "status", short, "--json"))
+        assert running["state"] == "running" and running["finished_at"] is None
+
+        cancelled = qiz(work, "--home", "A", "job", "cancel", blocker, "--json")
+        assert ok_json(cancelled)["state"] == "cancelled"
+        stopped = qiz(work, "--home", "A", "job", "status", blocker, "--wait")
+        assert stopped.returncode == 1 and "cancelled by its submitter" in stopped.stderr
+
+        out, err = wait_json.communicate(timeout=60)
+        assert wait_json.returncode == 0, err
+        final = json.loads(out)
+        check_shape("job status", final)
+        assert final["state"] == "done" and final["job_id"] == job
+        assert final["finished_at"] >= final["submitted_at"] and final["duration_s"] > 0
+        out, err = follow.communicate(timeout=60)
+        assert follow.returncode == 0, err
+        assert ISO.search(out) and "done: 1/1 tasks decided" in out
+        out, err = logs_follow.communicate(timeout=60)
+        assert logs_follow.returncode == 0, err
+        assert out.rstrip().splitlines()[-1].split()[1] == "done"  # the job's last entry
+
+        # the timeline: submitted, placed twice, accepted, started, done, decided, done
+        timeline = ok_json(qiz(work, "--home", "A", "job", "logs", short, "--json"))
+        entries = timeline["entries"]
+        seen = [e["event"] for e in entries]
+        assert seen[0] == "submitted" and seen[-1] == "done"
+        for event in ("placed", "accepted", "started", "replica_done"):
+            assert seen.count(event) >= 2, seen
+        assert seen.count("decided") == 1
+        placed = {e["worker"] for e in entries if e["event"] == "placed"}
+        assert placed == set(ids.values())
+        assert all(e["at"] >= entries[0]["at"] for e in entries)
+        decided = next(e for e in entries if e["event"] == "decided")
+        assert decided["task"] == 0 and "2 agreeing" in decided["detail"]
+        human = qiz(work, "--home", "A", "job", "logs", short)
+        assert human.returncode == 0 and ISO.match(human.stdout) and "decided" in human.stdout
+        blocked = ok_json(qiz(work, "--home", "A", "job", "logs", blocker, "--json"))
+        assert blocked["entries"][-1]["event"] == "cancelled"
+
+        # a done job waited for: at once, exit 0
+        assert qiz(work, "--home", "A", "job", "status", short, "--wait").returncode == 0
+
+        # job list: submit time, duration, state, kind, replicas; --worker on each node
+        listed = qiz(work, "--home", "A", "job", "list")
+        assert listed.returncode == 0
+        rows = listed.stdout.splitlines()
+        assert rows[0].split()[:6] == ["JOB", "SUBMITTED", "DURATION", "STATE", "KIND", "REPLICAS"]
+        assert any(job[:16] in r and "done" in r and "qaoa" in r and ISO.search(r) for r in rows)
+        assert any(blocker[:16] in r and "cancelled" in r for r in rows)
+        for home in "AB":
+            runs = ok_json(qiz(work, "--home", home, "job", "list", "--worker", "--json"))["runs"]
+            ran = {(r["job_id"], r["state"]) for r in runs}
+            assert (job, "done") in ran and (blocker, "cancelled") in ran, ran
+            assert all(r["coordinator"] == ids["A"] for r in runs)
+        shown = qiz(work, "--home", "B", "job", "list", "--worker")
+        assert shown.returncode == 0 and job[:16] in shown.stdout and ISO.search(shown.stdout)
+
+        # the result, readable, and in full to a file
+        result = qiz(work, "--home", "A", "job", "result", short, "-o", "full.json")
+        assert result.returncode == 0, result.stderr
+        assert "approximation ratio" in result.stdout and "full.json" in result.stdout
+        full = json.loads((work / "full.json").read_text())
+        check_shape("job result", full)
+        answer = ok_json(qiz(work, "--home", "A", "job", "result", short, "--json"))
+        assert full["results"] == answer["results"] and answer["job_id"] == job
