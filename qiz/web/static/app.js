@@ -1,119 +1,92 @@
-// The QIZ dashboard: plain JavaScript, no build step. Talks only to this node's /api/.
+// The QIZ dashboard: plain JavaScript modules, no build step, nothing from elsewhere. Talks
+// only to this node's /api/ (the NodeAPI operations, see /openapi.json).
 "use strict";
 
-const params = new URLSearchParams(location.search);
-if (params.get("token")) {
-  sessionStorage.setItem("qiz-token", params.get("token"));
-  history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
-}
-const token = sessionStorage.getItem("qiz-token") || "";
-const $ = (sel) => document.querySelector(sel);
-const short = (id) => (id || "").slice(0, 14) + "…";
+import { api, $, el, fillTable, idBox, when, whenShort, duration, size, ms, label, token } from "./util.js";
+import { drawMesh, rttClass, sparkline } from "./charts.js";
+import { renderDetail, leaveDetail, jobId } from "./detail.js";
 
-async function api(path, options = {}) {
-  const headers = { Authorization: "Bearer " + token, ...(options.headers || {}) };
-  const response = await fetch("/api/" + path, { ...options, headers });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
-  return body;
-}
+let self = null;  // this node's id
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("data-") || k === "title" || k === "href" || k === "download") node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
-  return node;
-}
-
-function fillTable(selector, rows) {
-  const body = $(selector + " tbody");
-  body.replaceChildren(...rows);
-}
-
-function bytes(n) {
-  if (n < 1024) return n + " B";
-  if (n < 1 << 20) return (n / 1024).toFixed(1) + " KiB";
-  return (n / (1 << 20)).toFixed(1) + " MiB";
-}
-
-function rttClass(ms) {
-  if (ms === null || ms === undefined) return "none";
-  return ms < 1 ? "fast" : ms < 5 ? "mid" : "slow";
-}
+// ------------------------------------------------------------------ the overview
 
 function renderNode(node) {
+  self = node.node_id;
   const rows = [
     ["id", node.node_id], ["addresses", (node.addresses || [node.address]).join(", ")],
-    ["uptime", node.uptime_s.toFixed(0) + " s"], ["version", node.version],
+    ["uptime", duration(node.uptime_s)], ["version", node.version],
     ["DHT", `${node.dht.contacts} contacts, ${node.dht.records} records, ${node.dht.lookups} lookups`],
   ];
   const worker = node.compute && node.compute.worker;
   if (worker) rows.push(["worker", `${worker.qubits} qubits, ${worker.slots} slots, queue ${worker.queue}, ${worker.engine}`]);
-  $("#node").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-testid": "node-" + k }, v)]));
+  $("#node").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-testid": "node-" + k, class: k === "id" ? "long" : "" }, v)]));
 }
 
-function renderMesh(self, peers) {
-  const svg = $("#mesh");
-  const ns = "http://www.w3.org/2000/svg";
-  const make = (tag, attrs) => { const n = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v); return n; };
-  const cx = 210, cy = 150, r = 110;
-  const colors = { fast: "#3ddc97", mid: "#f6c453", slow: "#ff6b6b", none: "#8a97a5" };
-  const parts = [];
-  const nodes = [{ id: self, x: cx, y: cy, self: true }];
-  peers.forEach((p, i) => {
-    const a = (2 * Math.PI * i) / Math.max(1, peers.length) - Math.PI / 2;
-    nodes.push({ id: p.peer, x: cx + r * Math.cos(a), y: cy + r * Math.sin(a), rtt: p.rtt_ms });
-  });
-  for (const n of nodes.slice(1)) {
-    parts.push(make("line", { x1: cx, y1: cy, x2: n.x, y2: n.y, stroke: colors[rttClass(n.rtt)], "stroke-width": 2.5 }));
-    if (n.rtt !== null && n.rtt !== undefined) {
-      const t = make("text", { x: (cx + n.x) / 2 + 4, y: (cy + n.y) / 2 - 4 }); t.textContent = n.rtt.toFixed(2) + " ms"; parts.push(t);
-    }
-  }
-  for (const n of nodes) {
-    const g = make("g", { "data-testid": "mesh-node", "data-id": n.id });
-    const title = make("title", {}); title.textContent = n.id; g.append(title);
-    g.append(make("circle", { cx: n.x, cy: n.y, r: n.self ? 14 : 10, fill: n.self ? "#5cc8ff" : "#2b3947", stroke: "#5cc8ff" }));
-    const label = make("text", { x: n.x + 14, y: n.y + 4 }); label.textContent = (n.self ? "this node " : "") + short(n.id);
-    g.append(label);
-    parts.push(g);
-  }
-  svg.replaceChildren(...parts);
-  $("#mesh-count").textContent = `${nodes.length} nodes`;
-  fillTable("#peers", peers.map((p) => el("tr", { "data-testid": "peer-row" },
-    el("td", { class: "id", title: p.peer }, short(p.peer)), el("td", {}, (p.listens_at && p.listens_at[0]) || p.address),
-    el("td", { class: rttClass(p.rtt_ms) === "slow" ? "bad" : "" }, p.rtt_ms === null ? "–" : p.rtt_ms.toFixed(3) + " ms"),
-    el("td", {}, bytes(p.bytes_sent)), el("td", {}, bytes(p.bytes_received)),
-    el("td", {}, new Date(p.since * 1000).toLocaleTimeString()), el("td", {}, p.score === null ? "–" : p.score.toFixed(3)))));
+// GET /api/peers, the new shape ({node_id, peers: [{node_id, state, connected_at, left_at, ...}]})
+// or the old one ({self, peers: [{peer, since}]}) while it changes
+function renderPeers(answer) {
+  const rows = answer.peers.map((p) => ({
+    ...p,
+    id: p.node_id ?? p.peer,
+    offline: (p.state ?? "online") === "offline",
+    connected: p.connected_at ?? p.since,
+  }));
+  rows.sort((a, b) => (a.offline - b.offline) || String(a.id).localeCompare(String(b.id)));
+  drawMesh($("#mesh"), answer.node_id ?? answer.self, rows);
+  const online = rows.filter((p) => !p.offline).length;
+  $("#mesh-count").textContent = `${online + 1} nodes online` + (rows.length > online ? `, ${rows.length - online} left` : "");
+  fillTable($("#peers"), rows.map((p) => {
+    const address = (p.listens_at && p.listens_at[0]) || p.address || "–";
+    const state = p.offline
+      ? el("td", { class: "wrap", "data-testid": "peer-state" }, el("span", { class: "state-offline" }, "offline"), p.left_reason ? el("span", { class: "muted" }, ": " + p.left_reason) : "")
+      : el("td", { "data-testid": "peer-state" }, el("span", { class: "state-online" }, "online"), p.path && p.path !== "direct" ? el("span", { class: "muted" }, " (" + p.path + ")") : "");
+    const moment = p.offline
+      ? el("td", { title: "last seen " + when(p.last_seen_at) }, "left " + whenShort(p.left_at))
+      : el("td", { title: when(p.connected) }, whenShort(p.connected));
+    return el("tr", { "data-testid": "peer-row", "data-peer": p.id, "data-state": p.offline ? "offline" : "online", class: p.offline ? "offline" : "" },
+      el("td", {}, idBox(p.id)), state, el("td", { class: "addr" }, address),
+      el("td", { class: "num " + (rttClass(p.rtt_ms) === "slow" ? "bad" : "") }, p.offline ? "–" : ms(p.rtt_ms, 3)),
+      el("td", { class: "num" }, size(p.bytes_sent)), el("td", { class: "num" }, size(p.bytes_received)),
+      moment, el("td", { class: "num" }, p.score === null || p.score === undefined ? "–" : p.score.toFixed(3)));
+  }), "no peer yet");
 }
 
 function renderJobs(jobs) {
-  fillTable("#jobs", jobs.slice().reverse().map((j) => {
-    const where = {};
-    for (const r of j.replicas) where[short(r.worker)] = (where[short(r.worker)] || 0) + (r.state === "done" ? 1 : 0);
-    const lost = j.replicas.filter((r) => r.state === "lost").length;
-    const bar = el("span", { class: "bar" }, el("span", { style: "" }));
+  fillTable($("#jobs"), jobs.slice().reverse().map((j) => {
+    const id = jobId(j);
+    const done = j.replicas.filter((r) => r.state === "done").length;
+    const workers = new Set(j.replicas.map((r) => r.worker)).size;
+    const lost = j.replicas.filter((r) => r.state === "lost" || r.state === "failed").length;
+    const bar = el("span", { class: "bar" }, el("span"));
     bar.firstChild.style.width = Math.round(j.progress * 100) + "%";
-    return el("tr", { "data-testid": "job-row", "data-job": j.job, "data-state": j.state },
-      el("td", { class: "id", title: j.job }, j.job.slice(0, 12)),
-      el("td", {}, j.kind === "sweep" ? "sweep/" + j.over : j.kind),
-      el("td", { class: "state-" + j.state, "data-testid": "job-state" }, j.state + (j.error ? ": " + j.error : "")),
-      el("td", {}, bar, " " + Math.round(j.progress * 100) + "%"),
-      el("td", {}, `${j.decided}/${j.tasks}`),
-      el("td", {}, Object.entries(where).map(([w, n]) => `${w} ${n}`).join(", ") + (lost ? ` (${lost} lost)` : "")));
-  }));
+    const submitted = j.submitted_at ?? j.created;
+    const ended = ["done", "failed", "cancelled"].includes(j.state);
+    const took = j.duration_s !== undefined ? duration(j.duration_s) : ended ? duration((j.finished_at ?? j.updated) - submitted) : "–";
+    const row = el("tr", { "data-testid": "job-row", "data-job": id, "data-state": j.state, class: "clickable", title: "show job " + id },
+      el("td", {}, idBox(id, { href: "#job/" + id })),
+      el("td", {}, j.kind === "sweep" ? "sweep of " + j.over : j.kind),
+      el("td", { class: "wrap state-" + j.state, "data-testid": "job-state" }, j.state + (j.error ? ": " + j.error : "")),
+      el("td", { class: "nowrap" }, bar, " " + Math.round(j.progress * 100) + "%"),
+      el("td", { class: "num" }, `${j.decided}/${j.tasks}`),
+      el("td", {}, `${done} done on ${workers} worker${workers === 1 ? "" : "s"}` + (lost ? `, ${lost} lost` : "")),
+      el("td", { title: when(submitted) }, whenShort(submitted)),
+      el("td", { class: "num" }, took));
+    row.addEventListener("click", () => { location.hash = "#job/" + id; });
+    return row;
+  }), "no job submitted through this node yet");
 }
 
 function renderResults(items) {
-  fillTable("#results", items.slice().reverse().map((a) => el("tr", { "data-testid": "result-row", "data-job": a.job },
-    el("td", { class: "id", title: a.job }, a.job.slice(0, 12)), el("td", {}, a.kind || ""),
-    el("td", { class: a.verified ? "ok" : "bad", "data-testid": "verified" }, a.verified ? "verified (" + a.tests.join(", ") + ")" : "NOT verified: " + a.error),
-    el("td", {}, a.summary || ""), el("td", {}, a.workers ? a.workers.length + " workers" : ""),
-    el("td", {}, el("a", { href: "#", "data-job": a.job, onclick: download }, "download")))));
+  fillTable($("#results"), items.slice().reverse().map((a) => {
+    const id = a.job_id ?? a.job;
+    return el("tr", { "data-testid": "result-row", "data-job": id },
+      el("td", {}, idBox(id, { href: "#job/" + id })), el("td", {}, a.kind || ""),
+      el("td", { class: a.verified ? "ok" : "bad wrap", "data-testid": "verified" }, a.verified ? "verified (" + a.tests.join(", ") + ")" : "NOT verified: " + a.error),
+      el("td", { class: "wrap summary" }, a.summary || ""),
+      el("td", { "data-testid": "result-replicas" }, a.workers ? `${a.tasks} task${a.tasks === 1 ? "" : "s"} on ${a.workers.length} workers` : ""),
+      el("td", { title: when(a.issued_at ?? a.issued) }, whenShort(a.issued_at ?? a.issued)),
+      el("td", {}, el("a", { href: "#", "data-job": id, onclick: download }, "download")));
+  }), "no verified result yet");
 }
 
 async function download(event) {
@@ -126,15 +99,48 @@ async function download(event) {
 }
 
 function renderScores(rows) {
-  fillTable("#scores", rows.map((s) => el("tr", {}, el("td", { class: "id", title: s.peer }, short(s.peer)),
-    el("td", {}, s.score.toFixed(3)), el("td", {}, s.agreed), el("td", {}, s.disagreed), el("td", {}, s.failed))));
+  fillTable($("#scores"), rows.map((s) => el("tr", {}, el("td", {}, idBox(s.node_id ?? s.peer)),
+    el("td", { class: "num" }, s.score.toFixed(3)), el("td", { class: "num" }, s.agreed),
+    el("td", { class: "num" }, s.disagreed), el("td", { class: "num" }, s.failed))), "no peer has run a job for this node yet");
 }
 
 function renderBench(bench) {
-  const unit = (f) => f.endsWith("_gb_s") ? " GB/s" : f.endsWith("_ms") || f.endsWith("_ms_median") ? " ms" : "";
-  fillTable("#bench", bench.figures.map((f) => el("tr", {},
-    el("td", {}, f.figure.replaceAll("_", " ")), el("td", {}, f.measured === null ? "–" : f.measured + unit(f.figure)),
-    el("td", {}, f.claim_text), el("td", { class: f.ratio && f.ratio >= 1 ? "ok" : "bad" }, f.ratio ? f.ratio + "x" : "–"))));
+  fillTable($("#bench"), bench.figures.map((f) => el("tr", { "data-testid": "bench-row" },
+    el("td", { class: "wrap", "data-testid": "figure" }, label(f.figure)),
+    el("td", { class: "num" }, f.measured === null ? "–" : String(f.measured)),
+    el("td", { class: "wrap" }, f.claim_text),
+    el("td", { class: "num " + (f.ratio && f.ratio >= 1 ? "ok" : "bad"), "data-testid": "ratio" }, f.ratio ? f.ratio + "×" : "–"))));
+}
+
+// GET /api/history: sparklines of the last minutes
+function renderHistory(answer) {
+  const samples = answer.samples;
+  if (!samples.length) return;
+  const perMinute = samples.map((s, i) => {
+    if (i === 0) return null;
+    const dt = s.at - samples[i - 1].at;
+    return dt > 0 ? ((s.jobs_done - samples[i - 1].jobs_done) / dt) * 60 : null;
+  });
+  const last = (values) => [...values].reverse().find((v) => v !== null && v !== undefined);
+  const series = [
+    ["rtt", samples.map((s) => s.rtt_ms), (v) => ms(v)],
+    ["jobs", perMinute, (v) => (v === undefined ? "–" : v.toFixed(1) + " /min")],
+    ["cpu", samples.map((s) => s.cpu_percent), (v) => (v === undefined ? "–" : v.toFixed(1) + " %")],
+    ["rss", samples.map((s) => s.rss_bytes), (v) => size(v)],
+  ];
+  for (const [name, values, show] of series) {
+    sparkline($("#spark-" + name), values, { min: 0 });
+    $("#now-" + name).textContent = show(last(values));
+  }
+  const span = samples[samples.length - 1].at - samples[0].at;
+  $("#activity-span").textContent = `(last ${duration(span)}, every ${answer.interval_s} s)`;
+}
+
+// ------------------------------------------------------------------ refreshing and routing
+
+function route() {
+  const m = /^#job\/([0-9a-fA-F]{6,64})$/.exec(location.hash);
+  return m ? m[1].toLowerCase() : null;
 }
 
 let refreshing = false;
@@ -142,19 +148,40 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [node, peers, jobs, results, scores] = await Promise.all([
-      api("node"), api("peers"), api("jobs"), api("attestations"), api("scores")]);
-    renderNode(node);
-    renderMesh(peers.self, peers.peers);
-    renderJobs(jobs.jobs);
-    renderResults(results.attestations);
-    renderScores(scores.scores);
-    $("#status").textContent = "live · " + new Date().toLocaleTimeString();
+    const job = route();
+    $("#overview").hidden = job !== null;
+    $("#detail").hidden = job === null;
+    if (job !== null) {
+      if (self === null) renderNode(await api("node"));
+      await renderDetail(job, self);
+    } else {
+      leaveDetail();
+      const [node, peers, jobs, results, scores, history] = await Promise.all([
+        api("node"), api("peers"), api("jobs").catch(() => ({ jobs: [] })), api("attestations"), api("scores"),
+        api("history").catch(() => ({ samples: [] }))]);
+      renderNode(node);
+      renderPeers(peers);
+      renderJobs(jobs.jobs);
+      renderResults(results.attestations);
+      renderScores(scores.scores);
+      renderHistory(history);
+    }
+    $("#status").textContent = "live · " + when(Date.now() / 1000);
   } catch (error) {
     $("#status").textContent = "error: " + error.message;
   } finally {
     refreshing = false;
   }
+}
+
+function eventText(e) {
+  const skip = new Set(["id", "time", "at", "kind"]);
+  const fields = Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => {
+    const one = (x) => (typeof x === "string" && x.length > 20 ? x.slice(0, 12) + "…" : JSON.stringify(x));
+    const text = Array.isArray(v) ? "[" + v.map(one).join(", ") + "]" : one(v);
+    return `${k.replaceAll("_", " ")} ${text}`;
+  });
+  return `#${e.id} ${whenShort(e.at ?? e.time)} ${e.kind} ` + fields.join(", ");
 }
 
 async function followEvents() {
@@ -164,10 +191,10 @@ async function followEvents() {
       const page = await api(`events?after=${after}&timeout=20`);
       for (const e of page.events) {
         after = e.id;
-        const text = `#${e.id} ${new Date(e.time * 1000).toLocaleTimeString()} ${e.kind} ` +
-          Object.entries(e).filter(([k]) => !["id", "time", "kind"].includes(k)).map(([k, v]) => `${k}=${typeof v === "string" && v.length > 20 ? v.slice(0, 12) + "…" : JSON.stringify(v)}`).join(" ");
-        $("#events").prepend(el("li", {}, text));
+        $("#events").prepend(el("li", {}, eventText(e)));
       }
+      const list = $("#events");
+      while (list.children.length > 200) list.lastChild.remove();
       if (page.events.length) refresh();
     } catch (error) {
       await new Promise((r) => setTimeout(r, 2000));
@@ -175,20 +202,90 @@ async function followEvents() {
   }
 }
 
+// ------------------------------------------------------------------ the submit form
+
+class FieldError extends Error {
+  constructor(field, message) { super(message); this.field = field; }
+}
+
+function whole(id, lo, hi) {
+  const input = $("#" + id);
+  const value = Number(input.value);
+  if (input.value.trim() === "" || !Number.isInteger(value) || value < lo || value > hi) {
+    throw new FieldError(input, `${input.dataset.label} must be a whole number from ${lo} to ${hi}`);
+  }
+  return value;
+}
+
 function specFromForm() {
   const kind = $("#kind").value;
-  const replicas = Number($("#replicas").value);
-  if (kind === "json") return JSON.parse($("#spec").value);
-  if (kind === "grover") {
-    const marked = $("#marked").value.split(",").map((x) => Number(x.trim()));
-    return { kind: "grover", params: { qubits: Number($("#qubits").value), marked }, replicas };
+  if (kind === "json") {
+    try {
+      return JSON.parse($("#spec").value);
+    } catch (error) {
+      throw new FieldError($("#spec"), "Spec (JSON) is not valid JSON: " + error.message);
+    }
   }
-  const base = { graph: $("#graph").value, p: Number($("#p").value) };
+  const replicas = whole("replicas", 1, 7);
+  if (kind === "grover") {
+    const qubits = whole("qubits", 2, 28);
+    const text = $("#marked").value;
+    const marked = text.split(",").map((x) => x.trim()).filter(Boolean).map(Number);
+    if (!marked.length || marked.some((m) => !Number.isInteger(m) || m < 0 || m >= 2 ** qubits)) {
+      throw new FieldError($("#marked"), `Marked states must be whole numbers from 0 to ${2 ** qubits - 1}, separated by commas`);
+    }
+    return { kind: "grover", params: { qubits, marked }, replicas };
+  }
+  const graph = $("#graph").value.trim();
+  if (!graph) throw new FieldError($("#graph"), "Graph is empty: write random:N,D (e.g. random:12,3) or an edge list");
+  const p = whole("p", 1, 64);
+  const base = { graph, p };
   if (kind === "qaoa") return { kind: "qaoa", params: base, replicas };
-  const p = base.p;
   return { kind: "sweep", replicas, params: { over: "qaoa", shard: 4,
     base: { ...base, gammas: Array(p).fill(0), betas: Array(p).fill(0) },
     axes: { "gammas.0": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "betas.0": [0.1, 0.2, 0.3, 0.4] } } };
+}
+
+// the spec checker names spec paths ("params.p: ..."); the form speaks of its own fields
+const FIELDS = { replicas: "replicas", quorum: null, "params.graph": "graph", "params.p": "p", "params.qubits": "qubits", "params.marked": "marked" };
+function formError(message) {
+  const text = message.replace(/^the spec was refused:\s*/, "");
+  const m = /^([a-z_]+(?:\.[a-z_]+)*)(\[\d+\])?(?:\.[\w.[\]]+)?:\s*(.*)$/i.exec(text);
+  if (m && FIELDS[m[1]] && $("#kind").value !== "json") {
+    const input = $("#" + FIELDS[m[1]]);
+    return new FieldError(input, `${input.dataset.label} ${m[3]}`);
+  }
+  return new FieldError(null, text.replace(/--([a-z-]+)/g, (_, flag) => flag.replaceAll("-", " ")));
+}
+
+async function submit(event) {
+  event.preventDefault();
+  const out = $("#submit-result");
+  for (const n of document.querySelectorAll("#submit-form .invalid")) { n.classList.remove("invalid"); n.removeAttribute("aria-invalid"); }
+  out.className = "muted";
+  out.removeAttribute("data-job");
+  try {
+    const spec = specFromForm();
+    out.textContent = "submitting…";
+    let state;
+    try {
+      state = await api("jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ spec }) });
+    } catch (error) {
+      throw formError(error.message);
+    }
+    const id = jobId(state);
+    out.replaceChildren("submitted ", el("a", { href: "#job/" + id }, id.slice(0, 12) + "…"));
+    out.setAttribute("data-job", id);
+    refresh();
+  } catch (error) {
+    out.className = "bad";
+    out.textContent = error.message;
+    if (error.field) {
+      error.field.classList.add("invalid");
+      error.field.setAttribute("aria-invalid", "true");
+      error.field.focus();
+    }
+  }
 }
 
 function showFields() {
@@ -196,24 +293,13 @@ function showFields() {
   for (const n of document.querySelectorAll(".qaoa-field")) n.hidden = !(kind === "qaoa" || kind === "sweep");
   for (const n of document.querySelectorAll(".grover-field")) n.hidden = kind !== "grover";
   for (const n of document.querySelectorAll(".json-field")) n.hidden = kind !== "json";
-}
-
-async function submit(event) {
-  event.preventDefault();
-  const out = $("#submit-result");
-  try {
-    const state = await api("jobs", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ spec: specFromForm() }) });
-    out.textContent = "submitted " + state.job.slice(0, 12);
-    out.setAttribute("data-job", state.job);
-    refresh();
-  } catch (error) {
-    out.textContent = "refused: " + error.message;
-  }
+  for (const n of document.querySelectorAll(".not-json")) n.hidden = kind === "json";
 }
 
 $("#submit-form").addEventListener("submit", submit);
 $("#kind").addEventListener("change", showFields);
+$("#detail-download").addEventListener("click", download);
+window.addEventListener("hashchange", () => { window.scrollTo(0, 0); refresh(); });
 showFields();
 refresh();
 setInterval(refresh, 1000);
