@@ -12,8 +12,6 @@ results verified from their attestations. The demo grows as the mesh gains capab
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,8 +38,11 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     return value, (time.perf_counter() - start) * 1000.0
 
 
-def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
-    """Run the demo; print a report (rich or JSON) and return it."""
+def run_demo(
+    as_json: bool = False, keep: bool = False, console: Console | None = None
+) -> dict[str, Any]:
+    """Run the demo and return its report; unless ``as_json``, print it for people on
+    ``console`` as it goes (the caller prints the JSON, and the closing line)."""
     with tempfile.TemporaryDirectory(prefix="qiz-demo-") as tmp:
         alice_home, bob_home = Home(Path(tmp) / "alice"), Home(Path(tmp) / "bob")
         alice, t_alice = _timed(alice_home.init)
@@ -102,24 +103,18 @@ def run_demo(as_json: bool = False, keep: bool = False) -> dict[str, Any]:
     }
     report["quantum"] = run_quantum_demo()
 
+    out = console or Console(highlight=False, soft_wrap=True)
+
     def show(mesh: dict[str, Any]) -> None:
         report["mesh"] = mesh
-        _render(report)
+        _render(report, out)
 
     mesh = run_mesh_demo(keep=keep and not as_json, show=None if as_json else show)
     report["mesh"] = mesh  # with the final figures (nothing left running, total time)
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        Console(highlight=False).print(
-            f"all nodes stopped; {mesh['left_running']} processes left running; "
-            f"the mesh part took {mesh['seconds']:.1f} s"
-        )
     return report
 
 
-def _render(report: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+def _render(report: dict[str, Any], console: Console) -> None:
     console.rule("QIZ demo: post-quantum identities, signed and sealed messages")
     console.print(f"Alice  {report['alice']}")
     console.print(f"Bob    {report['bob']}")

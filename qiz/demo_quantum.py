@@ -50,11 +50,11 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
     t0 = time.perf_counter()
     sim.expectation(res.gammas, res.betas)
     out["qaoa"] = {
-        "nodes": 16,
+        "num_nodes": 16,
         "p": 3,
         "expected_cut": res.energy,
         "best_cut_sampled": res.best_value,
-        "max_cut": res.optimum,
+        "optimum": res.optimum,
         "approximation_ratio": res.approximation_ratio,
         "ms_per_energy": (time.perf_counter() - t0) * 1000,
     }
@@ -80,10 +80,10 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
     prob = grover.run(k)
     hits = grover.sample(100, seed).get(0xBEEF, 0)
     out["grover"] = {
-        "qubits": 16,
+        "num_qubits": 16,
         "iterations": k,
         "success_probability": prob,
-        "analytic": analytic_success(16, 1, k),
+        "analytic_probability": analytic_success(16, 1, k),
         "hits_in_100_shots": hits,
     }
 
@@ -98,7 +98,7 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
             "value": sol.value,
         }
     out["placement"] = answers
-    out["seconds"] = time.perf_counter() - began
+    out["duration_s"] = time.perf_counter() - began
     return out
 
 
@@ -107,8 +107,8 @@ def render_quantum(report: dict[str, Any], console: Console) -> None:
     console.print(f"OpenQASM 3 GHZ circuit, 1000 shots: {report['ghz_counts']}")
     q = report["qaoa"]
     console.print(
-        f"QAOA p={q['p']} MaxCut, random 3-regular graph of {q['nodes']} nodes: <C> = "
-        f"{q['expected_cut']:.4f}, exact max cut {q['max_cut']:g}, approximation ratio "
+        f"QAOA p={q['p']} MaxCut, random 3-regular graph of {q['num_nodes']} nodes: <C> = "
+        f"{q['expected_cut']:.4f}, exact max cut {q['optimum']:g}, approximation ratio "
         f"{q['approximation_ratio']:.4f}, best sampled cut {q['best_cut_sampled']:g} "
         f"({q['ms_per_energy']:.2f} ms per energy evaluation)"
     )
@@ -123,8 +123,8 @@ def render_quantum(report: dict[str, Any], console: Console) -> None:
     )
     gr = report["grover"]
     console.print(
-        f"Grover, {gr['qubits']} qubits, one marked item, {gr['iterations']} iterations: "
-        f"P = {gr['success_probability']:.6f} (analytic {gr['analytic']:.6f}); "
+        f"Grover, {gr['num_qubits']} qubits, one marked item, {gr['iterations']} iterations: "
+        f"P = {gr['success_probability']:.6f} (analytic {gr['analytic_probability']:.6f}); "
         f"{gr['hits_in_100_shots']}/100 shots found it"
     )
     table = Table(title="job placement as QUBO (3 jobs, 2 nodes): one interface, three solvers")

@@ -19,17 +19,31 @@ from qiz.home import Home
 from qiz.identity.armor import dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE
 
-from .helpers import assert_one_line_error
-from .helpers import qiz_raw as qiz
+from .helpers import assert_one_line_error, qiz_raw
+from .json_shapes import check_answer
 
 PASSPHRASE = "tr0ub4dor & 3"
 
 
+def qiz(
+    cwd: Path, *args: str | Path, env: dict[str, str] | None = None
+) -> tuple[int, bytes, str]:
+    """``qiz ARGS`` (see helpers.qiz_raw); a successful ``--json`` answer is checked against
+    its schema in docs/json/ on the way."""
+    code, out, err = qiz_raw(cwd, *args, env=env)
+    if code == 0 and "--json" in args:
+        check_answer([str(a) for a in args], out.decode())
+    return code, out, err
+
+
 def ok_json(result: tuple[int, bytes, str]) -> dict:
+    """The JSON answer of a command that succeeded, without its ``"ok": true``."""
     code, out, err = result
     assert code == 0, err
     assert "Traceback" not in err
-    return json.loads(out)
+    data = json.loads(out)
+    assert data.pop("ok") is True
+    return data
 
 
 @dataclass(frozen=True)
@@ -168,13 +182,14 @@ def test_verify_tampered_signature_fails(mesh: Mesh, signed: tuple[Path, Path]) 
 
 
 @pytest.mark.parametrize("garbage", [b"", b"not a signature\x00\xff" * 10])
-def test_verify_garbage_signature_fails(
+def test_verify_garbage_signature_is_a_usage_error(
     mesh: Mesh, signed: tuple[Path, Path], garbage: bytes
 ) -> None:
+    """A file that is not a signature at all is the wrong file (2), not a failed check (1)."""
     (mesh.dir / "garbage.sig").write_bytes(garbage)
     code, _, err = mesh.run("verify", "doc.txt", "garbage.sig", "--id", mesh.a_id)
-    assert code == 1
-    assert_one_line_error(err, "INVALID")
+    assert code == 2
+    assert_one_line_error(err, "garbage.sig", "not a QIZ signature file")
 
 
 @pytest.mark.parametrize("bad_id", ["qizn1notanid", "hello", "qizn2" + "a" * 56, ""])
@@ -256,7 +271,7 @@ def test_open_binary_to_stdout_and_to_file(mesh: Mesh, sealed_blob: bytes) -> No
 
     data = ok_json(mesh.run("--home", "B", "open", "X.sealed", "-o", "OUT", "--json"))
     assert data["sender"] == mesh.a_id
-    assert data["bytes"] == len(sealed_blob)
+    assert data["plaintext_bytes"] == len(sealed_blob)
     assert (mesh.dir / "OUT").read_bytes() == sealed_blob
     assert stat.S_IMODE((mesh.dir / "OUT").stat().st_mode) == 0o600
 
@@ -272,7 +287,7 @@ def test_open_by_the_wrong_node_fails(mesh: Mesh, sealed_blob: bytes) -> None:
     assert not (mesh.dir / "wrong.out").exists()
 
 
-@pytest.mark.parametrize("where", [0, 100, -1])
+@pytest.mark.parametrize("where", [100, -1])
 def test_open_tampered_sealed_file_fails(mesh: Mesh, sealed_blob: bytes, where: int) -> None:
     data = bytearray((mesh.dir / "X.sealed").read_bytes())
     data[where] ^= 0x01
@@ -282,6 +297,19 @@ def test_open_tampered_sealed_file_fails(mesh: Mesh, sealed_blob: bytes, where: 
     assert code == 1
     assert out == b""
     assert_one_line_error(err, "cannot open")
+
+
+def test_open_a_file_without_the_sealed_header_is_a_usage_error(
+    mesh: Mesh, sealed_blob: bytes
+) -> None:
+    """A flipped bit in the header leaves a file that is not a sealed message: exit 2."""
+    data = bytearray((mesh.dir / "X.sealed").read_bytes())
+    data[0] ^= 0x01
+    (mesh.dir / "header.sealed").write_bytes(bytes(data))
+    code, out, err = mesh.run("--home", "B", "open", "header.sealed")
+    assert code == 2
+    assert out == b""
+    assert_one_line_error(err, "header.sealed is not a sealed QIZ message")
 
 
 def test_seal_to_a_missing_record_is_a_usage_error(mesh: Mesh) -> None:

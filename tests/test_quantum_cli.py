@@ -92,7 +92,7 @@ def test_vqe_on_h2_reaches_chemical_accuracy_from_the_cli(tmp_path: Path):
     assert code == 0, err
     data = json.loads(out)
     assert data["exact"] == pytest.approx(-1.857275030202, abs=1e-9)
-    assert abs(data["error"]) < 1.6e-3
+    assert abs(data["energy_error"]) < 1.6e-3
 
 
 def test_vqe_reports_bad_hamiltonian_files(tmp_path: Path):
@@ -149,7 +149,7 @@ def test_vqe_on_the_ising_ring_from_the_cli(tmp_path: Path):
         tmp_path, "vqe", "--hamiltonian", "tfim:8:ring", "--ansatz", "hva:4", "--json"
     )
     assert code == 0, err
-    assert abs(json.loads(out)["error"]) < 1e-6
+    assert abs(json.loads(out)["energy_error"]) < 1e-6
 
 
 def test_trial_findings_stay_fixed(tmp_path: Path):
@@ -175,7 +175,7 @@ def test_trial_findings_stay_fixed(tmp_path: Path):
     code, out, err = qiz(tmp_path, "vqe", "--hamiltonian", "y.txt", "--ansatz", "hva:2", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert abs(data["error"]) < 1e-9
+    assert abs(data["energy_error"]) < 1e-9
     assert data["converged"] is True
 
 

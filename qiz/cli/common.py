@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,14 @@ class Session:
 
     home: Home
     passphrase_file: Path | None = None
+    home_given: bool = False  # --home was on the command line (hints then repeat it)
+
+    def command(self, words: str) -> str:
+        """The command line a hint tells the user to type: ``qiz node start`` with the
+        ``--home`` they typed, as they typed it (a relative path stays relative); none when
+        the home came from $QIZ_HOME or the default, which the next command finds again."""
+        home = f" --home {shlex.quote(str(self.home.path))}" if self.home_given else ""
+        return f"qiz{home} {words}"
 
     def passphrase(self) -> str | None:
         if self.passphrase_file is not None:
@@ -87,8 +96,6 @@ def node_call(session: Session, command: str, timeout: float = 60.0, **arguments
     try:
         return asyncio.run(ask(session.home.path, command, timeout, **arguments))
     except NodeNotRunning as exc:
-        raise UserError(
-            f"{exc}; start it with 'qiz --home {session.home.path} node start'"
-        ) from None
+        raise UserError(f"{exc}; start it with: {session.command('node start')}") from None
     except TimeoutError:
         raise UserError(f"the node did not answer within {timeout:.0f} s") from None

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from qiz import wire
 from qiz.cli.common import Session, read_file
 from qiz.cli.output import CheckFailed, UserError, console, emit, err_console, guarded
 from qiz.crypto.composite import stream_digest
@@ -24,12 +25,14 @@ from qiz.identity.detached import SignatureFileError, make_signature_file, verif
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
 from qiz.identity.sealed_message import (
     MAX_MESSAGE,
+    NotSealedError,
     SealedMessageError,
     open_message,
     seal_message,
 )
 
 RECORD_ARMOR = "QIZ PEER RECORD"
+PANEL = "Identity and files"  # the heading these commands have in 'qiz --help'
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
@@ -50,19 +53,25 @@ def load_record_file(
     blob = read_file(path, what="record file", max_size=4 * MAX_RECORD_SIZE)
     try:
         raw = dearmor(RECORD_ARMOR, blob, max_size=MAX_RECORD_SIZE)
+        wire.decode(raw, max_size=MAX_RECORD_SIZE, what="peer record")
+    except (ArmorError, wire.WireError):
+        # not a record at all (another file, garbage, cut short): the wrong file was given,
+        # and the decoder's words (CBOR, major types...) would not help anyone
+        raise UserError(f"{path} is not a QIZ peer record (made by 'qiz record')") from None
+    try:
         return PeerRecord.verify(raw, now=now, check_expiry=check_expiry)
-    except (ArmorError, PeerRecordError) as exc:
+    except PeerRecordError as exc:
         raise invalid(f"record file {path} is not a valid peer record: {exc}") from None
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(guarded(init))
-    app.command("id")(guarded(show_id))
-    app.command()(guarded(record))
-    app.command()(guarded(sign))
-    app.command()(guarded(verify))
-    app.command()(guarded(seal))
-    app.command("open")(guarded(open_cmd))
+    app.command(rich_help_panel=PANEL)(guarded(init))
+    app.command("id", rich_help_panel=PANEL)(guarded(show_id))
+    app.command(rich_help_panel=PANEL)(guarded(record))
+    app.command(rich_help_panel=PANEL)(guarded(sign))
+    app.command(rich_help_panel=PANEL)(guarded(verify))
+    app.command(rich_help_panel=PANEL)(guarded(seal))
+    app.command("open", rich_help_panel=PANEL)(guarded(open_cmd))
 
 
 def init(
@@ -158,7 +167,7 @@ def record(
         "node_id": str(rec.node_id),
         "addresses": list(rec.addresses),
         "seq": rec.seq,
-        "expires": rec.expires,
+        "expires_at": rec.expires,
         "record": base64.b64encode(rec.raw).decode("ascii"),
         "output": str(output) if output else None,
     }
@@ -231,7 +240,9 @@ def verify(
         signer = verify_signature_file(
             sig_bytes, digest, expected_id=expected, expected_key=rec.signing_key if rec else None
         )
-    except (SignatureFileError, InvalidSignature) as exc:
+    except SignatureFileError as exc:
+        raise UserError(f"{signature}: {exc}") from None
+    except InvalidSignature as exc:
         raise CheckFailed(
             f"INVALID: {exc}", {"valid": False, "file": str(file), "reason": str(exc)}
         ) from None
@@ -268,7 +279,7 @@ def seal(
         "sealed": str(target),
         "sender": str(identity.node_id),
         "recipient": str(recipient.node_id),
-        "bytes": len(sealed),
+        "sealed_bytes": len(sealed),
     }
     emit(as_json, data, lambda: console.print(f"sealed {file} for {recipient.node_id} -> {target}"))
 
@@ -287,14 +298,20 @@ def open_cmd(
     sealed = read_file(file, what="sealed file", max_size=MAX_MESSAGE + 16 * 1024)
     try:
         opened = open_message(identity, sealed)
-    except (DecryptionFailed, SealedMessageError) as exc:
+    except NotSealedError:
+        raise UserError(f"{file} is not a sealed QIZ message (made by 'qiz seal')") from None
+    except DecryptionFailed:
+        raise CheckFailed(
+            f"cannot open {file}: it was sealed for another node, or altered on the way"
+        ) from None
+    except SealedMessageError as exc:
         raise CheckFailed(f"cannot open {file}: {exc}") from None
     if output is not None:
         write_atomic(output, opened.message, mode=0o600)
     data = {
         "file": str(file),
         "sender": str(opened.sender),
-        "bytes": len(opened.message),
+        "plaintext_bytes": len(opened.message),
         "output": str(output) if output else None,
     }
     if as_json and output is None:

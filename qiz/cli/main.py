@@ -12,9 +12,17 @@ from typing import Annotated
 import typer
 
 from qiz import __version__
-from qiz.cli import identity_cmds, job_cmds, node_cmds, quantum_cmds, resolve_cmds, web_cmds
+from qiz.cli import (
+    help_format,
+    identity_cmds,
+    job_cmds,
+    node_cmds,
+    quantum_cmds,
+    resolve_cmds,
+    web_cmds,
+)
 from qiz.cli.common import Session
-from qiz.cli.output import EXIT_INTERNAL, EXIT_USER_ERROR, emit, err_console, guarded
+from qiz.cli.output import EXIT_INTERNAL, EXIT_USER_ERROR, console, emit, err_console, guarded
 from qiz.crypto import require_pq_support
 from qiz.home import Home
 
@@ -25,7 +33,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=help_format.QizGroup,
+    context_settings=help_format.context_settings(),
 )
+
+
+def _print_version(given: bool) -> None:
+    """``qiz --version``: the same line as ``qiz version``, before anything else runs."""
+    if given:
+        print(f"qiz {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -44,20 +61,26 @@ def main(
             "--passphrase-file", help="Read the key passphrase from this file (or $QIZ_PASSPHRASE)."
         ),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """Global options, then a command."""
     require_pq_support()
-    ctx.obj = Session(home=Home(home), passphrase_file=passphrase_file)
+    ctx.obj = Session(home=Home(home), passphrase_file=passphrase_file, home_given=home is not None)
 
 
-@app.command()
+@app.command(rich_help_panel=help_format.OTHER)
 @guarded
 def version(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Print the QIZ version."""
     emit(as_json, {"version": __version__}, lambda: print(f"qiz {__version__}"))
 
 
-@app.command()
+@app.command(rich_help_panel=help_format.OTHER)
 @guarded
 def demo(
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -69,7 +92,17 @@ def demo(
     """Run the end-to-end demo in a temporary home."""
     from qiz.demo import run_demo
 
-    run_demo(as_json=as_json, keep=keep)
+    report = run_demo(as_json=as_json, keep=keep, console=console)
+    mesh = report["mesh"]
+    emit(
+        as_json,
+        report,
+        lambda: console.print(
+            f"all nodes stopped; {mesh['left_running']} processes left running; "
+            f"the mesh part took {mesh['seconds']:.1f} s",
+            markup=False,
+        ),
+    )
 
 
 identity_cmds.register(app)
@@ -78,6 +111,7 @@ resolve_cmds.register(app)
 quantum_cmds.register(app)
 job_cmds.register(app)
 web_cmds.register(app)
+help_format.apply(app)  # every group's help grouped and uncut, whoever registered it
 
 
 def _fail(message: str, code: int) -> int:
@@ -96,7 +130,9 @@ def run(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # typer's usage errors: missing argument, bad value...
         message = exc.format_message()
         if type(exc).__name__ == "NoArgsIsHelpError":
-            err_console.print(message, markup=False)  # plain `qiz`: the help is the answer
+            # plain `qiz` (or `qiz job`): the help is the answer, on stdout so that a pager
+            # or grep gets it; still exit 2, as no command ran
+            sys.stdout.write(message.rstrip("\n") + "\n")
             return EXIT_USER_ERROR
         context = getattr(exc, "ctx", None)
         where = f" (see '{context.command_path} --help')" if context is not None else ""

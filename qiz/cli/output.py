@@ -25,8 +25,22 @@ EXIT_INVALID = 1  # a check ran and said no (bad signature, forged record)
 EXIT_USER_ERROR = 2  # the command could not run as asked (missing file, bad id, locked key)
 EXIT_INTERNAL = 3  # a bug: reported in one line, traceback with QIZ_DEBUG=1
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+PIPE_WIDTH = 160  # columns for tables and rules when the output is not a terminal
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for people's text that never breaks a line by itself (``soft_wrap``: a
+    sentence stays one line, in a terminal or a pipe), and that lays out tables and rules for
+    :data:`PIPE_WIDTH` columns when writing to a pipe or file, not rich's 80, so that
+    ``qiz ... | cat`` shows what a wide terminal would. $COLUMNS still wins when set."""
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPE_WIDTH
+    return out
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class UserError(QizError):

@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from qiz.cli.human import duration
 from qiz.cli.output import UserError, console, emit, err_console, guarded
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -24,20 +25,47 @@ SeedOption = Annotated[
     int | None, typer.Option("--seed", min=0, help="Seed for every random choice (>= 0).")
 ]
 qaoa_app = typer.Typer(help="QAOA on optimisation problems.", no_args_is_help=True)
+PANEL = "Quantum processor"  # the heading these commands have in 'qiz --help'
+LABEL_WIDTH = 22  # the column where values start in the human summaries
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(guarded(run_circuit))
-    app.add_typer(qaoa_app, name="qaoa")
+    app.command("run", rich_help_panel=PANEL)(guarded(run_circuit))
+    app.add_typer(qaoa_app, name="qaoa", rich_help_panel=PANEL)
     qaoa_app.command("maxcut")(guarded(qaoa_maxcut))
-    app.command("vqe")(guarded(vqe))
-    app.command("grover")(guarded(grover))
+    app.command("vqe", rich_help_panel=PANEL)(guarded(vqe))
+    app.command("grover", rich_help_panel=PANEL)(guarded(grover))
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    """A title line, then one aligned ``label  value`` line per row: the one layout of the
+    quantum commands' human output."""
+    console.print(title, markup=False)
+    for label, value in rows:
+        console.print(f"  {label:<{LABEL_WIDTH}}{value}", markup=False)
+
+
+def _verdict(converged: bool | None, message: str, hint: str) -> str:
+    """The optimizer's verdict for people: converged or not, in its own words."""
+    said = message.strip().rstrip(".")
+    if converged is None:
+        return f"not tested: {said}" if said else "not tested"
+    verdict = "yes" if converged else "no"
+    return (f"{verdict} ({said})" if said else verdict) + ("" if converged else f"; {hint}")
+
+
+def _evaluations(evaluations: int, iterations: int) -> str:
+    """Energy evaluations, and the optimizer's iterations when they are a different count."""
+    return f"{evaluations} energies" + (
+        f", {iterations} iterations" if iterations != evaluations else ""
+    )
 
 
 @contextmanager
 def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, float], None]]:
-    """A progress bar on stderr (none under --json): advances once per energy evaluation."""
-    if not enabled:
+    """A progress bar on stderr (none under --json, and none when stderr is not a terminal,
+    where it would leave a blank line in a log): advances once per energy evaluation."""
+    if not enabled or not err_console.is_terminal:
         yield lambda _n, _e: None
         return
     columns = (
@@ -94,7 +122,7 @@ def run_circuit(
         "num_clbits": result.num_clbits,
         "method": result.method,
         "engine": result.engine,
-        "seconds": round(seconds, 6),
+        "duration_s": round(seconds, 6),
     }
 
     def human() -> None:
@@ -149,22 +177,26 @@ def qaoa_maxcut(
             ],
         },
         "converged": res.converged,
+        "optimizer_message": res.message,
+        "iterations": res.iterations,
         "gammas": res.gammas,
         "betas": res.betas,
         "evaluations": res.evaluations,
-        "seconds": round(seconds, 3),
+        "duration_s": round(seconds, 3),
     }
 
     def human() -> None:
-        console.print(f"MaxCut on {g.num_nodes} nodes, {len(g.edges)} edges, QAOA p = {p}")
-        console.print(f"  expected cut <C>      {res.energy:.6f}")
+        rows = [("expected cut <C>", f"{res.energy:.6f}")]
         if res.optimum is not None:
-            console.print(f"  exact maximum cut     {res.optimum:g}")
-            console.print(f"  approximation ratio   {res.approximation_ratio:.6f}")
-        console.print(
-            f"  best cut sampled      {res.best_value:g}  ({data['best_cut']['bitstring']})"
-        )
-        console.print(f"  {res.evaluations} energy evaluations in {seconds:.2f} s")
+            rows.append(("exact maximum cut", f"{res.optimum:g}"))
+            rows.append(("approximation ratio", f"{res.approximation_ratio:.6f}"))
+        rows += [
+            ("best cut sampled", f"{res.best_value:g}  ({data['best_cut']['bitstring']})"),
+            ("converged", _verdict(res.converged, res.message, "raise --maxiter")),
+            ("evaluations", _evaluations(res.evaluations, res.iterations)),
+            ("time", duration(seconds)),
+        ]
+        _summary(f"MaxCut on {g.num_nodes} nodes, {len(g.edges)} edges, QAOA p = {p}", rows)
 
     emit(as_json, data, human)
 
@@ -222,21 +254,27 @@ def vqe(
         "optimizer": res.method,
         "energy": res.energy,
         "exact": res.exact,
-        "error": res.error,
+        "energy_error": res.error,
         "theta": res.theta,
         "evaluations": res.evaluations,
         "iterations": res.iterations,
         "converged": res.converged,
-        "seconds": round(seconds, 3),
+        "optimizer_message": res.message,
+        "duration_s": round(seconds, 3),
     }
 
     def human() -> None:
-        console.print(f"VQE: {h.num_qubits} qubits, {len(h)} terms, ansatz {ansatz}, {res.method}")
-        console.print(f"  energy        {res.energy:.10f}")
-        if res.exact is not None:
-            console.print(f"  exact         {res.exact:.10f}")
-            console.print(f"  error         {res.error:.3e}")
-        console.print(f"  {res.evaluations} evaluations in {seconds:.2f} s")
+        rows = [("energy", f"{res.energy:.10f}")]
+        if res.exact is not None and res.error is not None:
+            rows.append(("exact ground energy", f"{res.exact:.10f}"))
+            rows.append(("energy error", f"{res.error:.3e}"))
+        rows += [
+            ("converged", _verdict(res.converged, res.message, "raise --maxiter")),
+            ("evaluations", _evaluations(res.evaluations, res.iterations)),
+            ("time", duration(seconds)),
+        ]
+        title = f"VQE: {h.num_qubits} qubits, {len(h)} terms, ansatz {ansatz}, {res.method}"
+        _summary(title, rows)
 
     emit(as_json, data, human)
 
@@ -285,7 +323,7 @@ def grover(
         sim = GroverSimulator(qubits, cnf=Cnf.load(cnf))
     m = sim.num_solutions
     began = time.perf_counter()
-    data: dict[str, object] = {"num_qubits": qubits, "num_solutions": m}
+    data: dict[str, object] = {"num_qubits": qubits, "num_items": 1 << qubits, "num_solutions": m}
     if search:
         found = exponential_search(sim, seed=seed)
         data.update(
@@ -309,20 +347,51 @@ def grover(
             counts={format(i, f"0{qubits}b"): c for i, c in ordered},
             hits=sum(c for i, c in counts.items() if sim.is_solution(i)),
         )
-    data["seconds"] = round(time.perf_counter() - began, 3)
+    data["duration_s"] = round(time.perf_counter() - began, 3)
 
     def human() -> None:
-        console.print(f"Grover: {qubits} qubits, {m} solution(s)")
-        for key, value in data.items():
-            if key in ("num_qubits", "num_solutions"):
-                continue
-            shown = value
-            if key == "counts" and isinstance(value, dict) and len(value) > 16:
-                top = dict(list(value.items())[:16])
-                shown = f"{top} ... ({len(value)} outcomes; --json lists all)"
-            console.print(f"  {key:22} {shown}")
+        title = f"Grover search: {qubits} qubits, {1 << qubits} items, {m} marked"
+        _summary(title, _grover_rows(data, sim.is_solution))
 
     emit(as_json, data, human)
+
+
+TOP_OUTCOMES = 5  # outcomes listed in Grover's human summary (--json lists all)
+
+
+def _grover_rows(data: dict, is_solution: Callable[[int], bool]) -> list[tuple[str, str]]:
+    """Grover's answer as aligned rows: iterations, success beside the analytic value, top
+    outcomes (marked ones flagged), time."""
+    rows: list[tuple[str, str]] = []
+    if "rounds" in data:  # exponential search
+        found = data["found"]
+        rows.append(("found", "nothing" if found is None else f"{found} (marked)"))
+        rows.append(("iterations", f"{data['iterations']} over {data['rounds']} rounds"))
+    elif "note" in data:
+        rows.append(("result", str(data["note"])))
+    else:
+        optimal = data["optimal_iterations"]
+        k = data["iterations"]
+        rows.append(
+            ("iterations", f"{k}" + (" (optimal)" if k == optimal else f" (optimal {optimal})"))
+        )
+        rows.append(
+            (
+                "success probability",
+                f"{data['success_probability']:.6f}  (analytic {data['analytic_probability']:.6f})",
+            )
+        )
+        shots = data["shots"]
+        rows.append(("marked in samples", f"{data['hits']} of {shots} shots"))
+        counts: dict[str, int] = data["counts"]
+        for n, (bits, count) in enumerate(list(counts.items())[:TOP_OUTCOMES]):
+            mark = "  marked" if is_solution(int(bits, 2)) else ""
+            line = f"{bits}  {count:>{len(str(shots))}}  ({count / shots:.1%}){mark}"
+            rows.append(("top outcomes" if n == 0 else "", line))
+        if len(counts) > TOP_OUTCOMES:
+            rows.append(("", f"... {len(counts) - TOP_OUTCOMES} more outcomes (--json lists all)"))
+    rows.append(("time", duration(float(data["duration_s"]))))
+    return rows
 
 
 def parse_bindings(items: list[str]) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import webbrowser
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -15,8 +16,11 @@ from qiz.web.token import TOKEN_FILE
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
+PANEL = "Node and mesh"  # the heading of 'dashboard' in 'qiz --help'
+
+
 def register(app: typer.Typer) -> None:
-    app.command("dashboard")(guarded(dashboard))
+    app.command("dashboard", rich_help_panel=PANEL)(guarded(dashboard))
 
 
 def api_token(session: Session) -> str:
@@ -64,11 +68,15 @@ def dashboard(
     api = status.get("api")
     if not api:
         raise UserError("the node serves no HTTP API (it was started with --no-api)")
-    url = f"{api}?token={api_token(session)}"
+    token = api_token(session)
+    url = f"{api}?token={token}"
     if open_browser:
         webbrowser.open(url)
-    emit(
-        as_json,
-        {"url": url, "api": f"{api}api/", "node_id": status["node_id"]},
-        lambda: console.print(url, markup=False, soft_wrap=True),
-    )
+    data = {
+        "url": url,
+        "api": f"{api}api/",
+        "port": urlsplit(api).port,  # for scripts: curl http://127.0.0.1:$PORT/api/...
+        "token": token,
+        "node_id": status["node_id"],
+    }
+    emit(as_json, data, lambda: console.print(url, markup=False, soft_wrap=True))

@@ -17,10 +17,15 @@ from qiz.identity.node_identity import NodeIdentity
 CONTEXT = "qiz/file/v1"
 FORMAT = 1
 MAX_SIG_FILE = 8 * 1024
+NOT_A_SIGNATURE = "not a QIZ signature file (made by 'qiz sign')"
 
 
 class SignatureFileError(QizError, ValueError):
-    """A ``.sig`` file is malformed or does not match; the message says which."""
+    """A ``.sig`` file is not one (garbage, truncated, another kind of file, an unknown format):
+    the user gave the wrong file, a user error (exit 2). A signature that does not hold, or was
+    made by someone else, is :class:`InvalidSignature` (a check that said no, exit 1)."""
+
+    exit_code = 2
 
 
 def make_signature_file(identity: NodeIdentity, file_digest: bytes) -> bytes:
@@ -43,19 +48,22 @@ def verify_signature_file(
     """
     try:
         fields = wire.decode(sig_file, max_size=MAX_SIG_FILE, what="signature file")
-    except wire.WireError as exc:
-        raise SignatureFileError(str(exc)) from None
+    except wire.WireError:
+        raise SignatureFileError(NOT_A_SIGNATURE) from None
     if not isinstance(fields, dict) or set(fields) != {"v", "signer", "sig"}:
-        raise SignatureFileError("signature file does not have the QIZ .sig layout")
+        raise SignatureFileError(NOT_A_SIGNATURE)
     if fields["v"] != FORMAT:
-        raise SignatureFileError(f"signature file has unknown format {fields['v']!r}")
+        version = fields["v"] if isinstance(fields["v"], int) else "?"
+        raise SignatureFileError(f"a QIZ signature file of unknown format version {version}")
     signer, sig = fields["signer"], fields["sig"]
     if not isinstance(signer, bytes) or not isinstance(sig, bytes) or len(sig) != SIGNATURE_SIZE:
-        raise SignatureFileError("signature file fields have the wrong types or sizes")
+        raise SignatureFileError("a damaged QIZ signature file (fields of the wrong type or size)")
     try:
         key = CompositePublicKey(signer)
-    except InvalidKey as exc:
-        raise SignatureFileError(str(exc)) from None
+    except InvalidKey:
+        raise SignatureFileError(
+            "a damaged QIZ signature file (the signer's key is malformed)"
+        ) from None
     signer_id = NodeId.from_public_key(key.raw)
     if expected_id is not None and signer_id != expected_id:
         raise InvalidSignature(f"signed by {signer_id}, not by {expected_id}")

@@ -17,7 +17,7 @@ from qiz import QizError, wire
 from qiz.crypto.composite import CompositePublicKey, message_digest
 from qiz.crypto.errors import InvalidKey, InvalidSignature
 from qiz.crypto.ids import NodeId
-from qiz.crypto.seal import OVERHEAD, open_sealed, seal
+from qiz.crypto.seal import MAGIC, OVERHEAD, open_sealed, seal
 from qiz.identity.node_identity import NodeIdentity
 from qiz.identity.peer_record import PeerRecord
 
@@ -29,6 +29,13 @@ _INNER_SLACK = 8 * 1024
 
 class SealedMessageError(QizError, ValueError):
     """A sealed message is malformed or its inner signature is bad."""
+
+
+class NotSealedError(SealedMessageError):
+    """The bytes are not a sealed QIZ message at all (no QIZ header, or shorter than any seal):
+    the user gave the wrong file, which is a user error (exit 2), not a failed check."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +57,15 @@ def open_message(recipient: NodeIdentity, sealed: bytes) -> OpenedMessage:
     """Decrypt and check the sender's signature; raise on any problem, return nothing partial."""
     if len(sealed) > MAX_MESSAGE + _INNER_SLACK + OVERHEAD:
         raise SealedMessageError("sealed message is over the size limit")
+    if len(sealed) < OVERHEAD or not sealed.startswith(MAGIC):
+        raise NotSealedError("not a sealed QIZ message (made by 'qiz seal')")
     inner = open_sealed(sealed, recipient.xwing_key, associated_data=recipient.node_id.digest)
     try:
         fields = wire.decode(inner, max_size=MAX_MESSAGE + _INNER_SLACK, what="sealed message")
-    except wire.WireError as exc:
-        raise SealedMessageError(str(exc)) from None
+    except wire.WireError:
+        raise SealedMessageError(
+            "the sealed message's contents do not have the QIZ layout"
+        ) from None
     if not isinstance(fields, dict) or set(fields) != {"v", "from", "msg", "sig"}:
         raise SealedMessageError("sealed message does not have the QIZ layout")
     if fields["v"] != FORMAT or not all(
@@ -63,8 +74,10 @@ def open_message(recipient: NodeIdentity, sealed: bytes) -> OpenedMessage:
         raise SealedMessageError("sealed message has an unknown format")
     try:
         key = CompositePublicKey(fields["from"])
-    except InvalidKey as exc:
-        raise SealedMessageError(str(exc)) from None
+    except InvalidKey:
+        raise SealedMessageError(
+            "the sender's key inside the sealed message is malformed"
+        ) from None
     digest = _signed_digest(recipient.node_id, fields["msg"])
     try:
         key.verify_digest(fields["sig"], digest, CONTEXT)
