@@ -126,7 +126,8 @@ export function heatmap(points) {
   const best = higher ? hi : lo;
   const cw = Math.max(14, Math.min(48, Math.floor(520 / xs.length)));
   const ch = axes.length > 1 ? Math.max(12, Math.min(36, Math.floor(260 / ys.length))) : 28;
-  const left = axes.length > 1 ? 54 : 8, top = 8, bottom = 34;
+  const bars = axes.length === 1 ? 60 : 0;  // one axis: bars above the strip, a profile to read
+  const left = axes.length > 1 ? 54 : 8, top = 8 + bars, bottom = 34;
   const width = left + xs.length * cw + 8, height = top + ys.length * ch + bottom;
   root.setAttribute("viewBox", `0 0 ${width} ${height}`);
   root.setAttribute("aria-label", `${key} over ${axes.join(" × ")}`);
@@ -139,6 +140,10 @@ export function heatmap(points) {
     });
     rect.append(svg("title", {}, Object.entries(cell.point).map(([a, v]) => `${a} = ${fmt(v)}`).join(", ") + `: ${key} ${fmt(cell.value)}`));
     root.append(rect);
+    if (bars) {
+      const h = 4 + ((cell.value - lo) / span) * (bars - 8);
+      root.append(svg("rect", { x: left + i * cw + 2, y: top - 2 - h, width: cw - 5, height: h, fill: ramp((cell.value - lo) / span), class: "heat-bar" }));
+    }
   }
   const every = Math.ceil(xs.length / 10);
   xs.forEach((v, i) => {
@@ -162,7 +167,9 @@ export function heatKey(points) {
   const lo = Math.min(...values), hi = Math.max(...values);
   const bar = el("span", { class: "ramp" });
   bar.style.background = `linear-gradient(to right, ${STOPS.map((c) => `rgb(${c.join(",")})`).join(", ")})`;
+  const axes = Object.keys(points[0].point || {});
+  const rest = axes.length > 2 ? `; each cell is the best over ${axes.slice(2).join(", ")}` : "";
   return el("p", { class: "heat-key" }, `${judged[0].key} `, el("span", { class: "num" }, fmt(lo)), bar,
     el("span", { class: "num" }, fmt(hi)), el("span", { class: "muted" },
-      ` (${judged[0].higher ? "higher" : "lower"} is better; the outlined cell is the best)`));
+      ` (${judged[0].higher ? "higher" : "lower"} is better; the outlined cell is the best${rest})`));
 }
