@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +31,11 @@ from qiz.events import EventBus
 from qiz.history import History
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
-from qiz.qmp.manager import LinkManager, ManagerConfig
+from qiz.peer_ref import PeerRef, match_prefix, parse_peer_ref
+from qiz.qmp.errors import ErrorCode
+from qiz.qmp.manager import LinkManager, ManagerConfig, PeerLink
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
-from qiz.qmp.transport import LinkError
+from qiz.qmp.transport import Link, LinkError
 from qiz.resolve.dht import Dht, DhtConfig
 from qiz.resolve.discovery import LanDiscovery
 from qiz.resolve.store import RecordStore
@@ -205,7 +208,8 @@ class Node:
             raise
         self.tasks.spawn(self._join(), "join")
         self.tasks.every(self.history.interval_s, self._sample_history, "history")
-        log.info("node %s listening on %s", self.node_id, self.address)
+        # the CLI prints this on stdout; at info level it showed twice on a terminal
+        log.debug("node %s listening on %s", self.node_id, self.address)
 
     async def _start_faces(self) -> None:
         if self.control_dir is not None:
@@ -345,6 +349,107 @@ class Node:
         self._lan_dials += 1
         self.tasks.spawn(link_up(), f"lan-dial {peer.short()}")
 
+    # ------------------------------------------------------------------ naming peers
+
+    def known_ids(self) -> set[NodeId]:
+        """Every node a prefix may name: this one, linked and departed peers, contacts."""
+        ids = {self.node_id, *self.links.peers, *self.links.departed}
+        ids.update(NodeId(contact.node_id) for contact in self.dht.table.contacts())
+        return ids
+
+    async def peer_id(self, text: str) -> NodeId:
+        """The node ``text`` names (docs/qmp.md, "Naming a peer"): a full id as is, a prefix
+        among :meth:`known_ids`, an address by linking to it and reading who answered."""
+        ref = _peer_ref(text)
+        if ref.address is not None:
+            link, _ = await self.link_to(text)
+            assert link.peer_id is not None
+            return link.peer_id
+        return ref.node_id or match_prefix(ref.prefix or "", self.known_ids())
+
+    async def link_to(self, text: str) -> tuple[Link, dict[str, float | None]]:
+        """An open link to the peer ``text`` names, and what it took: ``resolve_ms`` (a DHT
+        lookup, for an id not linked) and ``handshake_ms`` (a new link), each None when not
+        needed. An address is dialled unless a link to it is up; an id or prefix uses the
+        peer's link if there is one, else its record from the DHT."""
+        ref = _peer_ref(text)
+        taken: dict[str, float | None] = {"resolve_ms": None, "handshake_ms": None}
+        expected: PeerRecord | NodeId | None = ref.node_id
+        if ref.address is not None:
+            target = ref.address
+            # one link per peer: a pinned id already linked is reused, wherever it listens
+            current = self._linked_at(ref.address, ref.node_id) or (
+                self.links.peers.get(ref.node_id) if ref.node_id is not None else None
+            )
+        else:
+            node_id = ref.node_id or match_prefix(ref.prefix or "", self.known_ids())
+            if node_id == self.node_id:
+                raise BadRequest(f"{text!r} names this node itself")
+            current = self.links.peers.get(node_id)
+            if current is None or not current.link.is_open:
+                started = time.perf_counter()
+                record = await self.dht.resolve_peer(node_id)
+                taken["resolve_ms"] = _ms(time.perf_counter() - started)
+                if not record.addresses:
+                    raise LinkError(ErrorCode.NORMAL_CLOSE, f"{node_id} publishes no address")
+                target, expected = record.addresses[0], record
+        if current is not None and current.link.is_open:
+            current.last_used = self.clock()
+            return current.link, taken
+        started = time.perf_counter()
+        endpoint = await self.links.connect(target, expected)
+        taken["handshake_ms"] = _ms(time.perf_counter() - started)
+        return endpoint.link, taken
+
+    def _linked_at(self, address: str, expected: NodeId | None) -> PeerLink | None:
+        """The primary link to the peer at ``address`` (dialled there, or listening there by
+        its record), if one is up and it is ``expected`` (when given)."""
+        for peer_id, peer in self.links.peers.items():
+            link = peer.link
+            here = address == link.remote_address or (
+                link.peer is not None and address in link.peer.addresses
+            )
+            if here and link.is_open and expected in (None, peer_id):
+                return peer
+        return None
+
+    async def ping_peer(self, text: str, count: int) -> dict[str, Any]:
+        """``count`` encrypted pings over the link to the peer ``text`` names (linking first
+        if needed, through the DHT for an id not linked): the ``ping`` operation."""
+        link, taken = await self.link_to(text)
+        rtts: list[float] = []
+        try:
+            for _ in range(count):
+                rtts.append(await link.ping())
+        except (LinkError, TimeoutError) as exc:
+            raise LinkError(
+                ErrorCode.NORMAL_CLOSE, f"the link failed after {len(rtts)} pings: {exc}"
+            ) from None
+        return {
+            **_link_answer(link),
+            "rtt_ms": [_ms(r) for r in rtts],
+            "rtt_median_ms": _ms(statistics.median(rtts)),
+            **taken,
+        }
+
+    async def connect_peer(self, text: str) -> dict[str, Any]:
+        """Open (or reuse) a link to the peer ``text`` names and measure one RTT over it: the
+        ``connect`` operation."""
+        link, taken = await self.link_to(text)
+        try:
+            rtt = await link.ping()
+        except (LinkError, TimeoutError) as exc:
+            raise LinkError(
+                ErrorCode.NORMAL_CLOSE, f"linked, then the link failed: {exc}"
+            ) from None
+        return {
+            **_link_answer(link),
+            "direction": "out" if link.conn.is_initiator else "in",
+            "already_linked": taken["handshake_ms"] is None,
+            "rtt_ms": _ms(rtt),
+            **taken,
+        }
+
     # ------------------------------------------------------------------ resolution
 
     async def resolve(self, node_id: NodeId) -> dict[str, Any]:
@@ -360,15 +465,15 @@ class Node:
             "node_id": str(record.node_id),
             "addresses": list(record.addresses),
             "seq": record.seq,
-            "expires": record.expires,
-            "resolve_ms": round(resolved * 1000, 3),
+            "expires_at": record.expires,
+            "resolve_ms": _ms(resolved),
             "linked": linked,
             "record": base64.b64encode(record.raw).decode("ascii"),
         }
 
     async def publish_name(self, label: str, value: str, ttl: int) -> dict[str, Any]:
         name, stored = await self.dht.publish_name(label, value, ttl=ttl)
-        return {"name": str(name), "owner": str(self.node_id), "label": label, "stored_at": stored}
+        return {"name": str(name), "owner": str(self.node_id), "label": label, "stored_on": stored}
 
     async def resolve_name(self, owner: NodeId, label: str) -> dict[str, Any]:
         record = await self.dht.resolve_name(owner, label)
@@ -377,7 +482,7 @@ class Node:
             "label": label,
             "value": record.value,
             "seq": record.seq,
-            "expires": record.expires,
+            "expires_at": record.expires,
         }
 
     # ------------------------------------------------------------------ RPC services
@@ -450,3 +555,23 @@ class Node:
             pass  # the owner hung up: nothing to tell
         finally:
             writer.close()
+
+
+def _peer_ref(text: str) -> PeerRef:
+    """``text`` as a peer reference, or the reason it is none, as a bad request."""
+    try:
+        return parse_peer_ref(text)
+    except ValueError as exc:  # InvalidIdentifier is one too
+        raise BadRequest(str(exc)) from None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _link_answer(link: Link) -> dict[str, Any]:
+    """Who is at the other end of ``link`` and where it listens (for an inbound link, the
+    address its record gives, not the source port it dialled from)."""
+    listens = list(link.peer.addresses) if link.peer is not None else []
+    address = link.remote_address if link.conn.is_initiator or not listens else listens[0]
+    return {"node_id": str(link.peer_id), "address": address}

@@ -43,6 +43,7 @@ CLAIMS = {
 }
 LOOKUP_CLAIM_MS = 5.0
 MAX_EVENT_WAIT = 30.0  # seconds a long poll may hold a request
+MAX_PING_COUNT = 10_000  # pings one ping operation sends back to back
 log = logging.getLogger("qiz.api")
 
 
@@ -82,17 +83,23 @@ def error_answer(exc: BaseException) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class LinkView:
-    """One open QMP link, as the node sees it."""
+    """One peer, as ``qiz peers``, ``GET /api/peers`` and node status's ``links`` show it
+    (docs/json/peers.schema.json): online, from its primary link, or offline, a peer that left
+    (``left_at``, ``left_reason``) and is remembered for a while (qiz.qmp.manager)."""
 
-    peer: str | None
-    address: str
-    listens_at: list[str]
-    direction: str
+    node_id: str
+    address: str  # where the link goes (an inbound link: the peer's source address)
+    listens_at: list[str]  # where the peer says it listens
+    state: str  # "online" | "offline"
+    direction: str  # "in" | "out"
+    path: str  # "direct" (relayed links come later)
     rtt_ms: float | None
     bytes_sent: int
     bytes_received: int
-    since: float
-    established: bool
+    connected_at: float
+    last_seen_at: float | None  # the last bytes received from the peer
+    left_at: float | None = None
+    left_reason: str | None = None
     score: float | None = None
 
 
@@ -218,11 +225,18 @@ class NodeAPI:
     # ------------------------------------------------------------------ the node and mesh
 
     def links(self) -> list[LinkView]:
+        """The peers linked now (online), one row each, by id."""
+        return [view for view in self.peer_views() if view.state == "online"]
+
+    def peer_views(self) -> list[LinkView]:
+        """Linked peers by id, then the peers that left, the most recent first."""
         scores = {s.peer: s.score for s in self.scores()}
-        views = []
-        for stats in self.node.links.peer_stats():
-            views.append(LinkView(**stats, score=scores.get(stats["peer"])))
-        return sorted(views, key=lambda v: v.peer or "")
+        views = [
+            LinkView(**row, score=scores.get(row["node_id"]))
+            for row in self.node.links.peer_rows()
+        ]
+        online = sorted((v for v in views if v.state == "online"), key=lambda v: v.node_id)
+        return online + [v for v in views if v.state != "online"]
 
     def status(self) -> NodeStatus:
         node = self.node
@@ -251,11 +265,21 @@ class NodeAPI:
         )
 
     def peers(self) -> dict[str, Any]:
-        """Linked peers (links not yet authenticated are left out)."""
-        return {
-            "self": str(self.node.node_id),
-            "peers": [v for v in self.links() if v.peer is not None],
-        }
+        """This node's id and its peers: linked (online) and departed (offline)."""
+        return {"node_id": str(self.node.node_id), "peers": self.peer_views()}
+
+    async def ping(self, target: str, count: int) -> dict[str, Any]:
+        """RTTs to a peer named by id, prefix or address (linking first, through the DHT for
+        an id not linked)."""
+        if not 1 <= count <= MAX_PING_COUNT:
+            raise BadRequest(f"count must be from 1 to {MAX_PING_COUNT}")
+        await self.node.joined.wait()
+        return await self.node.ping_peer(target, count)
+
+    async def connect(self, target: str) -> dict[str, Any]:
+        """Open a link to a peer named by address (``ID@ADDR`` pins its id), id or prefix."""
+        await self.node.joined.wait()
+        return await self.node.connect_peer(target)
 
     def routing(self) -> dict[str, Any]:
         own = int.from_bytes(self.node.node_id.digest, "big")
@@ -288,7 +312,7 @@ class NodeAPI:
 
     async def resolve(self, node_id: str) -> dict[str, Any]:
         await self.node.joined.wait()
-        return await self.node.resolve(_parse_id(node_id))
+        return await self.node.resolve(await self.node.peer_id(node_id))
 
     async def publish_name(self, label: str, value: str, ttl: int) -> dict[str, Any]:
         await self.node.joined.wait()
@@ -299,7 +323,7 @@ class NodeAPI:
         if not label:
             raise BadRequest(f"{name!r} is not a name: expected OWNER_ID/LABEL")
         await self.node.joined.wait()
-        return await self.node.resolve_name(_parse_id(owner), label)
+        return await self.node.resolve_name(await self.node.peer_id(owner), label)
 
     # ------------------------------------------------------------------ jobs
 
@@ -478,10 +502,6 @@ class NodeAPI:
         )
 
 
-def _parse_id(text: str) -> NodeId:
-    return NodeId.parse(text.strip())
-
-
 # ---------------------------------------------------------------------------- operations
 
 Args = Mapping[str, Any]
@@ -545,6 +565,10 @@ OPERATIONS: dict[str, Operation] = {
         Operation("bench", lambda api, a: api.figures(), "GET", "/api/bench"),
         Operation("history", lambda api, a: api.history(), "GET", "/api/history"),
         Operation("resolve", lambda api, a: api.resolve(arg(a, "id")), "POST", "/api/resolve"),
+        # ping may run for minutes (count): only the owner's socket carries it; connect dials
+        # as resolve does, so it is served over HTTP too (docs/qmp.md, "Naming a peer")
+        Operation("ping", lambda api, a: api.ping(arg(a, "target"), arg(a, "count", int))),
+        Operation("connect", lambda api, a: api.connect(arg(a, "target")), "POST", "/api/connect"),
         Operation(
             "name_publish",
             lambda api, a: api.publish_name(arg(a, "label"), arg(a, "value"), arg(a, "ttl", int)),

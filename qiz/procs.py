@@ -209,7 +209,7 @@ class NodeProcess:
 
     @property
     def api(self) -> str | None:
-        return self.wait_ready().get("api")
+        return self.wait_ready().get("api_url")
 
     @property
     def bootstrap(self) -> str:

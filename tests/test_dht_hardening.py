@@ -284,7 +284,7 @@ def test_a_node_joins_through_a_bootstrap_peer_with_a_huge_sequence_number(nodes
         published = ok_json(
             qiz(victim.cwd, "--home", "victim", "name", "publish", "svc", "hello", "--json")
         )
-        assert published["stored_at"] >= 1
+        assert published["stored_on"] >= 1
         answer = ok_json(
             qiz(
                 honest.cwd, "--home", "honest", "name", "resolve", f"{victim.node_id}/svc", "--json"

@@ -60,7 +60,14 @@ def test_every_operation_answers_alike_over_the_socket_and_over_http(tmp_path: P
                 reply = await control_request(home, name)
                 status, body = await http(a, "GET", op.path)  # type: ignore[arg-type]
                 assert reply["ok"] and status == 200
-                volatile = {"rtt_ms", "bytes_sent", "bytes_received", "last_seen", "expires"}
+                volatile = {
+                    "rtt_ms",
+                    "bytes_sent",
+                    "bytes_received",
+                    "last_seen",
+                    "last_seen_at",
+                    "expires",
+                }
 
                 def stable(value: Any, volatile: set[str] = volatile) -> Any:
                     if isinstance(value, dict):
@@ -73,7 +80,7 @@ def test_every_operation_answers_alike_over_the_socket_and_over_http(tmp_path: P
             reply = await control_request(home, "status")
             status, body = await http(a, "GET", "/api/node")
             assert reply["result"]["node_id"] == body["node_id"] == str(a.node_id)
-            assert [link["peer"] for link in body["links"]] == [str(b.node_id)]
+            assert [link["node_id"] for link in body["links"]] == [str(b.node_id)]
             # the same refusal, with the same status, on both carriers
             reply = await control_request(home, "job_list")
             status, body = await http(a, "GET", "/api/jobs")

@@ -16,6 +16,7 @@ import pytest
 from qiz.procs import NodeProcess
 
 from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+from .json_shapes import check_shape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,10 +30,13 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
 
 
 def assert_stopped_cleanly(node: NodeProcess, work: Path) -> None:
-    """Exit 0, the stopped line printed, no traceback, the control socket removed."""
+    """Exit 0, nothing on stdout but the ready line, no traceback, the control socket removed."""
     assert node.wait(20) == 0, node.tail()
     out, err = node.output()
-    assert json.loads(out.splitlines()[-1]) == {"event": "stopped"}, (out, err)
+    (line,) = out.splitlines()
+    ready = json.loads(line)
+    check_shape("node start", ready)
+    assert ready["event"] == "ready" and ready["ok"] is True, (out, err)
     assert "Traceback" not in err, err
     assert not (work / node.home / "node.sock").exists()
 
@@ -52,20 +56,21 @@ def test_two_node_processes_link_ping_and_stop(homes: tuple[Path, dict[str, str]
 
         def linked(node: NodeProcess, peer: str) -> bool:
             status = node_status(node)
-            return status is not None and [link["peer"] for link in status["links"]] == [peer]
+            return status is not None and [link["node_id"] for link in status["links"]] == [peer]
 
         eventually(lambda: linked(a, ids["B"]) and linked(b, ids["A"]), 15, "A and B linked")
         for node in (a, b):
             (link,) = node_status(node)["links"]  # type: ignore[index]
-            assert link["established"] and link["direction"] in ("in", "out")
+            assert link["state"] == "online" and link["direction"] in ("in", "out")
+            assert link["path"] == "direct" and link["left_at"] is None
 
         ping = ok_json(qiz(work, "--home", "A", "ping", b.address, "--count", "3", "--json"))
-        assert ping["peer"] == ids["B"]
+        assert ping["node_id"] == ids["B"]
         assert ping["address"] == b.address
         assert len(ping["rtt_ms"]) == 3 and all(r > 0 for r in ping["rtt_ms"])
         assert ping["handshake_ms"] > 0
         pinned = ok_json(qiz(work, "--home", "B", "ping", a.bootstrap, "-c", "1", "--json"))
-        assert pinned["peer"] == ids["A"] and len(pinned["rtt_ms"]) == 1
+        assert pinned["node_id"] == ids["A"] and len(pinned["rtt_ms"]) == 1
 
         stop = qiz(work, "--home", "A", "node", "stop")
         assert stop.returncode == 0, stop.stderr
@@ -85,7 +90,10 @@ def test_the_human_start_line_names_the_chosen_address(homes: tuple[Path, dict[s
         assert not line.endswith(":0")
         node.proc.send_signal(signal.SIGINT)
         assert node.wait(20) == 0
-        assert "node stopped" in node.output()[0]
+        out, err = node.output()
+        assert "node stopped" in out
+        # each start-up line once: the log on stderr does not repeat what stdout says
+        assert out.count("listening on") == 1 and "listening on" not in err, (out, err)
 
 
 @pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
@@ -145,5 +153,5 @@ def test_one_node_per_home(homes: tuple[Path, dict[str, str]]) -> None:
         assert "no node is" in line or "not running" in line, line
         again = start("B")
         assert node_status(again)["node_id"] == ids["B"]  # type: ignore[index]
-        assert ok_json(qiz(work, "--home", "B", "node", "stop", "--json")) == {"stopped": True}
+        assert ok_json(qiz(work, "--home", "B", "node", "stop", "--json"))["stopped"] is True
         assert_stopped_cleanly(again, work)

@@ -64,7 +64,7 @@ def record_events(node: Node) -> list[Event]:
 
 
 def link_peers(node: Node) -> set[str]:
-    return {link["peer"] for link in node.status()["links"]}
+    return {link["node_id"] for link in node.status()["links"]}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_two_nodes_link_and_call() -> None:
             (out,) = a.status()["links"]
             (inn,) = b.status()["links"]
             assert (out["direction"], inn["direction"]) == ("out", "in")
-            assert out["established"] and inn["established"]
+            assert out["state"] == inn["state"] == "online"
             assert out["address"] == b.address
             await eventually(lambda: a.status()["links"][0]["rtt_ms"] is not None, what="RTT")
             assert a.status()["handshakes_failed"] == b.status()["handshakes_failed"] == 0

@@ -1,4 +1,4 @@
-"""Node commands: ``node start|status|stop`` and ``ping``."""
+"""Node commands: ``node start|status|stop`` (the mesh commands are in :mod:`qiz.cli.peer_cmds`)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,26 @@ import asyncio
 import logging
 import os
 import signal
-import statistics
 import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from qiz.cli import logs
+from qiz.cli import logs, peer_cmds
 from qiz.cli.common import Session, node_call
+from qiz.cli.human import duration, moment
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
 from qiz.compute.pool import SlotsError, check_slots, default_slots
 from qiz.compute.service import ComputeConfig
+from qiz.control import CONTROL_SOCKET
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.home import PRIVATE_UMASK
-from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
 from qiz.node import ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.manager import ManagerConfig
-from qiz.qmp.transport import LinkError, dial
 from qiz.resolve.dht import DhtConfig
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -35,7 +34,7 @@ node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
-    app.command()(guarded(ping))
+    peer_cmds.register(app)
     node_app.command("start")(guarded(start))
     node_app.command("status")(guarded(status))
     node_app.command("stop")(guarded(stop))
@@ -92,8 +91,8 @@ def start(
         bool,
         typer.Option(
             "--json",
-            help='Print one JSON line when ready ({"event": "ready", "node_id", "address", '
-            '"api"}) and one when stopped ({"event": "stopped"}).',
+            help='Print one JSON line when ready ({"ok": true, "event": "ready", "node_id", '
+            '"address", "addresses", "api_url", "control", "home"}) and nothing else.',
         ),
     ] = False,
 ) -> None:
@@ -223,6 +222,9 @@ LINK_LIMIT_KEYS = {
     "pending_timeout": (0.5, 600, False),
     "kem_rate_per_prefix": (0.1, 100_000, False),
     "kem_burst_per_prefix": (1, 1_000_000, True),
+    # upkeep: keepalive pings (RTT) and closing links nobody uses (pinned peers stay)
+    "keepalive_interval": (0.1, 3600, False),
+    "idle_close": (0.5, 86_400, False),
 }
 
 
@@ -317,9 +319,8 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     except OSError as exc:
         raise UserError(f"cannot listen on {address}: {exc.strerror or exc}") from None
     api = node.web.url if node.web is not None else None
-    if as_json:  # one line a parent process waits for: it says the node is up, and where
-        ready = {"event": "ready", "node_id": str(node.node_id), "address": node.address}
-        emit(True, {**ready, "api": api}, lambda: None)
+    if as_json:  # the one line a parent process waits for: the node is up, and where
+        emit(True, _ready(session, node, api), lambda: None)
     else:
         console.print(f"node {node.node_id} listening on {node.address}", markup=False)
         if api is not None:
@@ -327,7 +328,23 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     await node.stop_requested.wait()
     logging.getLogger("qiz.node").info("shutting down")
     await node.stop()
-    emit(as_json, {"event": "stopped"}, lambda: console.print("node stopped", markup=False))
+    if not as_json:  # under --json the ready line is all stdout ever gets
+        console.print("node stopped", markup=False)
+
+
+def _ready(session: Session, node: Node, api: str | None) -> dict[str, Any]:
+    """The ready line of ``node start --json`` (docs/json/node-start.schema.json)."""
+    home = session.home.path.absolute()
+    return {
+        "event": "ready",
+        "node_id": str(node.node_id),
+        "address": node.address,
+        "addresses": list(node.record().addresses) or [node.address],
+        "api_url": api,
+        "control": str(home / CONTROL_SOCKET),
+        "home": str(home),
+        "pid": os.getpid(),
+    }
 
 
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -343,8 +360,14 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             jobs = api_get(session, info["api"], "jobs")["jobs"]
 
     def human() -> None:
+        started = time.time() - info["uptime_s"]
         console.print(f"node     {info['node_id']}", markup=False)
-        console.print(f"address  {info['address']}   uptime {info['uptime_s']} s", markup=False)
+        console.print(f"address  {', '.join(info['addresses'])}", markup=False)
+        console.print(
+            f"uptime   {duration(info['uptime_s'])} (since {moment(started)}), "
+            f"version {info['version']}",
+            markup=False,
+        )
         if info.get("api"):
             console.print(f"api      {info['api']}  (qiz dashboard)", markup=False)
         dht = info["dht"]
@@ -369,20 +392,11 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 "jobs     " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
                 markup=False,
             )
-        table = Table(title=f"{len(info['links'])} links")
-        table.add_column("peer", overflow="fold")
-        for column in ("address", "dir", "rtt ms", "sent", "received"):
-            table.add_column(column, no_wrap=True)
-        for link in info["links"]:
-            table.add_row(
-                (link["peer"][:20] + "...") if link["peer"] else "?",
-                (link.get("listens_at") or [link["address"]])[0],
-                link["direction"],
-                "" if link["rtt_ms"] is None else f"{link['rtt_ms']:.3f}",
-                str(link["bytes_sent"]),
-                str(link["bytes_received"]),
-            )
-        console.print(table)
+        links = info["links"]
+        online = peer_cmds.plural(len(links), "peer")
+        console.print(f"links    {online} online (qiz peers: also those that left)", markup=False)
+        if links:
+            peer_cmds.print_lines(peer_cmds.peer_lines(links))
 
     emit(as_json, info, human)
 
@@ -391,53 +405,3 @@ def stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Ask the running node to shut down cleanly."""
     node_call(ctx.obj, "stop", 5.0)
     emit(as_json, {"stopped": True}, lambda: console.print("stop requested"))
-
-
-def ping(
-    ctx: typer.Context,
-    address: Annotated[str, typer.Argument(help="ip:port or ID@ip:port of a node.")],
-    count: Annotated[int, typer.Option("--count", "-c", min=1, max=10000)] = 4,
-    as_json: JsonOption = False,
-) -> None:
-    """Open a secure link to a node and measure round-trip times over it."""
-    session: Session = ctx.obj
-    identity = session.identity()
-    try:
-        target, expected = parse_peer(address)
-        parse_address(target)
-    except (ValueError, InvalidIdentifier) as exc:
-        raise UserError(f"{address!r}: {exc}") from None
-
-    async def run() -> dict:
-        record = PeerRecord.create(identity, [], seq=int(time.time() * 1000), now=time.time())
-        t0 = time.perf_counter()
-        try:
-            link = await dial(target, identity, record, expected=expected)
-        except LinkError as exc:
-            raise UserError(str(exc)) from None
-        handshake = time.perf_counter() - t0
-        rtts = []
-        try:
-            for _ in range(count):
-                rtts.append(await link.ping())
-        except (LinkError, TimeoutError) as exc:
-            raise UserError(f"link failed after {len(rtts)} pings: {exc}") from None
-        finally:
-            link.close()
-        return {
-            "peer": str(link.peer_id),
-            "address": target,
-            "handshake_ms": round(handshake * 1000, 3),
-            "rtt_ms": [round(r * 1000, 3) for r in rtts],
-            "rtt_median_ms": round(statistics.median(rtts) * 1000, 3),
-        }
-
-    result = asyncio.run(run())
-
-    def human() -> None:
-        console.print(f"linked to {result['peer']} at {target} in {result['handshake_ms']} ms")
-        for i, rtt in enumerate(result["rtt_ms"], 1):
-            console.print(f"  ping {i}: {rtt:.3f} ms")
-        console.print(f"median {result['rtt_median_ms']:.3f} ms")
-
-    emit(as_json, result, human)

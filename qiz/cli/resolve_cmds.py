@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 
 from qiz.cli.common import node_call
+from qiz.cli.human import moment
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.crypto.errors import InvalidIdentifier
-from qiz.crypto.ids import NodeId, normalize_label
+from qiz.crypto.ids import normalize_label
+from qiz.peer_ref import parse_peer_ref
 from qiz.resolve.records import MAX_TTL
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -26,21 +28,26 @@ def register(app: typer.Typer) -> None:
 
 def resolve(
     ctx: typer.Context,
-    node_id: Annotated[str, typer.Argument(help="A node id (qizn1...).")],
+    node_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="PEER", help="A node id (qizn1...), a unique prefix of one, or ip:port."
+        ),
+    ],
     as_json: JsonOption = False,
 ) -> None:
-    """Find a node's signed peer record through the DHT, verify it, and link to it."""
-    try:
-        NodeId.parse(node_id)
-    except InvalidIdentifier as exc:
-        raise UserError(str(exc)) from None
+    """Find a node's signed peer record through the DHT, verify it, and link to it.
+
+    A prefix names a node the running node knows; an address is linked to, and the record is
+    the one its node proved in the handshake."""
+    _check_peer(node_id)
     result = node_call(ctx.obj, "resolve", LOOKUP_TIMEOUT, id=node_id)
 
     def human() -> None:
         console.print(f"node      {result['node_id']}", markup=False)
         console.print(f"addresses {', '.join(result['addresses']) or '(none)'}", markup=False)
         console.print(
-            f"seq {result['seq']}, expires {result['expires']}, "
+            f"seq {result['seq']}, expires {moment(result['expires_at'])}, "
             f"resolved in {result['resolve_ms']:.1f} ms"
             + (f", linked at {result['linked']}" if result["linked"] else "")
         )
@@ -68,7 +75,7 @@ def publish(
         result,
         lambda: console.print(
             f"published {result['owner']}/{label} ({result['name']}), "
-            f"stored at {result['stored_at']} nodes",
+            f"stored on {result['stored_on']} nodes",
             markup=False,
         ),
     )
@@ -76,17 +83,28 @@ def publish(
 
 def name_resolve(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="OWNER_ID/LABEL")],
+    name: Annotated[
+        str,
+        typer.Argument(help="OWNER/LABEL; OWNER is a node id, a unique prefix of one, or ip:port."),
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Resolve OWNER_ID/LABEL to its value (the newest signed record)."""
     owner, sep, label = name.partition("/")
     if not sep or not label:
         raise UserError("a name is OWNER_ID/LABEL")
+    _check_peer(owner)
     try:
-        NodeId.parse(owner)
         normalize_label(label)
     except InvalidIdentifier as exc:
         raise UserError(str(exc)) from None
     result = node_call(ctx.obj, "name_resolve", LOOKUP_TIMEOUT, name=name)
     emit(as_json, result, lambda: console.print(result["value"], markup=False))
+
+
+def _check_peer(text: str) -> None:
+    """A peer the node may be asked about (:mod:`qiz.peer_ref`), or one line saying why not."""
+    try:
+        parse_peer_ref(text)
+    except ValueError as exc:  # InvalidIdentifier too
+        raise UserError(str(exc)) from None

@@ -14,6 +14,12 @@ Events: the manager pushes ``peer.linked`` when a peer first gets a primary link
 ``peer.unlinked`` when its last link closes, exactly once per transition: a duplicate link being
 resolved, or a spare taking over from a dead primary, is no transition and emits nothing.
 
+Peers that left: when a peer's last link closes, its last row (address, direction, bytes, RTT,
+when it linked and was last heard from) is kept as a departed peer with ``left_at`` and
+``left_reason`` (:func:`leave_reason`), so ``qiz peers`` and the dashboard show it offline instead
+of dropping it; at most :data:`MAX_DEPARTED_PEERS`, each for :data:`DEPARTED_PEER_TTL` seconds, and
+forgotten when the peer links again.
+
 Tasks: every task of the link layer (dials, redial loops, keepalive, delayed closes, RPC
 handlers and replies) belongs to one :class:`~qiz.tasks.TaskOwner`; :meth:`LinkManager.close`
 cancels and awaits them all, so when it returns no code of the link layer is still running.
@@ -57,6 +63,10 @@ log = logging.getLogger("qiz.links")
 # Peers this node dialled that it remembers as known (for the inbound slots kept for known
 # peers); bounds that memory. The oldest is forgotten first.
 MAX_DIALLED_KNOWN = 1024
+# Peers whose last link closed, remembered (shown offline, with when and why they left); the
+# oldest is forgotten first, and none is kept longer than DEPARTED_PEER_TTL seconds.
+MAX_DEPARTED_PEERS = 256
+DEPARTED_PEER_TTL = 24 * 3600.0
 
 
 @dataclass
@@ -77,6 +87,42 @@ class ManagerConfig:
     kem_burst_per_prefix: int = KEM_BURST_PER_PREFIX  # ... in one burst
     cookie_threshold: int = COOKIE_THRESHOLD  # handshakes in progress: INITs need a cookie
     qmp: QmpConfig = field(default_factory=QmpConfig)
+
+
+def leave_reason(code: ErrorCode, reason: str, by_peer: bool) -> str:
+    """Why a peer's last link closed, in the words ``qiz peers`` shows: ``closed by peer``,
+    ``peer stopping``, ``keepalive timeout``, ``idle``, ``node stopping``, ``closed here``, or an
+    error with its detail (``IO error: ...``, ``protocol error: ...``)."""
+    if code == ErrorCode.IDLE_TIMEOUT:
+        return "idle" if reason == "idle" and not by_peer else "keepalive timeout"
+    if code == ErrorCode.SHUTDOWN:
+        return "peer stopping" if by_peer else "node stopping"
+    if code == ErrorCode.NORMAL_CLOSE:
+        if reason.startswith("connection lost:"):
+            return f"IO error: {reason.removeprefix('connection lost:').strip()}"
+        return "closed by peer" if by_peer else "closed here"
+    return f"{code.name.lower().replace('_', ' ')}: {reason}"
+
+
+def peer_row(link: Link) -> dict[str, Any]:
+    """One peer's row as ``qiz peers`` and ``GET /api/peers`` show it (docs/json/peers.schema.json),
+    from its primary link: online, with no ``left_at``."""
+    stats = link.stats()
+    return {
+        "node_id": stats["peer"],
+        "address": stats["address"],
+        "listens_at": stats["listens_at"],
+        "state": "online",
+        "direction": stats["direction"],
+        "path": "direct",  # relayed links come later
+        "rtt_ms": stats["rtt_ms"],
+        "bytes_sent": stats["bytes_sent"],
+        "bytes_received": stats["bytes_received"],
+        "connected_at": stats["since"],
+        "last_seen_at": link.conn.last_received,  # the last bytes from the peer
+        "left_at": None,
+        "left_reason": None,
+    }
 
 
 @dataclass
@@ -136,6 +182,8 @@ class LinkManager:
         self._pinned_ids: set[NodeId] = set()
         self.tasks = TaskOwner("links", log)
         self.closing = False
+        # peers whose last link closed: their last row, oldest first (bounded, see above)
+        self.departed: OrderedDict[NodeId, dict[str, Any]] = OrderedDict()
         # handshakes completed / failed by our dials; what closed links had counted (their
         # live counts are added in counters_snapshot)
         self.counters = {
@@ -222,6 +270,32 @@ class LinkManager:
     def peer_stats(self) -> list[dict[str, Any]]:
         """One row per link (primaries and spares): peer, addresses, direction, RTT, bytes."""
         return [peer.link.stats() for peer in self._all_links()]
+
+    def peer_rows(self) -> list[dict[str, Any]]:
+        """One row per peer: the linked ones (online, from the primary link), then the ones
+        that left within :data:`DEPARTED_PEER_TTL` (offline, with ``left_at`` and
+        ``left_reason``), most recent first."""
+        self._forget_departed()
+        online = [peer_row(peer.link) for peer in self.peers.values()]
+        return online + [dict(row) for row in reversed(self.departed.values())]
+
+    def _depart(self, link: Link, reason: str) -> None:
+        """Remember a peer whose last link just closed."""
+        assert link.peer_id is not None
+        row = peer_row(link)
+        row.update(state="offline", left_at=self.clock(), left_reason=reason)
+        self.departed.pop(link.peer_id, None)
+        self.departed[link.peer_id] = row
+        self._forget_departed()
+
+    def _forget_departed(self) -> None:
+        """Drop departed peers beyond the count or older than the TTL (oldest first)."""
+        horizon = self.clock() - DEPARTED_PEER_TTL
+        while self.departed and (
+            len(self.departed) > MAX_DEPARTED_PEERS
+            or next(iter(self.departed.values()))["left_at"] < horizon
+        ):
+            self.departed.popitem(last=False)
 
     # ------------------------------------------------------------------ links
 
@@ -325,6 +399,7 @@ class LinkManager:
         current = self.peers.get(peer_id)
         if current is None:
             self.peers[peer_id] = entry
+            self.departed.pop(peer_id, None)  # back: online again
             self.events.emit(
                 EventKind.PEER_LINKED,
                 peer=str(peer_id),
@@ -387,7 +462,8 @@ class LinkManager:
             if spares:
                 self.peers[peer_id] = spares.pop(0)
             else:
-                _code, reason, _by_peer = link.closed.result()
+                code, reason, by_peer = link.closed.result()
+                self._depart(link, leave_reason(code, reason, by_peer))
                 self.events.emit(EventKind.PEER_UNLINKED, peer=str(peer_id), reason=reason)
         if spares:
             self.spares[peer_id] = spares

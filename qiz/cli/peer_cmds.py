@@ -1,0 +1,237 @@
+"""Mesh commands: ``ping``, ``peers`` and ``connect`` (as kubo's ``swarm peers`` and
+tailscale's ``ping`` by name).
+
+A peer is named the same way everywhere (:mod:`qiz.peer_ref`): ``ip:port``, ``ID@ip:port``, a
+node id, or a unique prefix of one. ``ping ADDRESS`` dials directly with this home's identity
+(no node needs to run); every other form goes to the running node, which knows the peers a
+prefix may name and looks a full id up in the DHT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Annotated, Any
+
+import typer
+
+from qiz.cli.common import Session, node_call
+from qiz.cli.human import duration, moment, size
+from qiz.cli.output import UserError, console, emit, guarded
+from qiz.identity import PeerRecord
+from qiz.peer_ref import PeerRef, parse_peer_ref
+from qiz.qmp.transport import LinkError, dial
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+PEER_HELP = "ip:port, ID@ip:port, a node id, or a unique prefix of one (as job ids take)."
+LOOKUP_TIMEOUT = 60.0  # seconds for a DHT lookup and a handshake
+PING_TIMEOUT = 5.0  # seconds each ping may take (the link's own default)
+SHOWN_ID = 20  # characters of a node id human tables show ("qizn1" and 15 more)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(guarded(ping))
+    app.command()(guarded(peers))
+    app.command()(guarded(connect))
+
+
+def peer_ref(text: str) -> PeerRef:
+    """``text`` as a peer, or one line saying why it is none."""
+    try:
+        return parse_peer_ref(text)
+    except ValueError as exc:  # InvalidIdentifier too
+        raise UserError(str(exc)) from None
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def short_id(node_id: str | None) -> str:
+    """A node id cut for a table (``--json`` has it whole)."""
+    if not node_id:
+        return "?"
+    return node_id if len(node_id) <= SHOWN_ID else node_id[:SHOWN_ID] + "..."
+
+
+# ---------------------------------------------------------------------------- ping
+
+
+def ping(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="PEER", help=PEER_HELP)],
+    count: Annotated[int, typer.Option("--count", "-c", min=1, max=10000)] = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure round-trip times over a secure link to a node.
+
+    An address is dialled from here (no node needs to run); an id or a prefix is pinged by
+    this home's running node, which finds an id it is not linked to through the DHT."""
+    session: Session = ctx.obj
+    ref = peer_ref(target)
+    if ref.address is not None:
+        result = asyncio.run(_dial_and_ping(session, ref, count))
+    else:
+        timeout = LOOKUP_TIMEOUT + count * PING_TIMEOUT
+        result = node_call(session, "ping", timeout, target=target, count=count)
+
+    def human() -> None:
+        how = []
+        if result.get("resolve_ms") is not None:
+            how.append(f"found in the DHT in {result['resolve_ms']:.1f} ms")
+        if result.get("handshake_ms") is not None:
+            how.append(f"linked in {result['handshake_ms']:.1f} ms")
+        else:
+            how.append("over the node's link")
+        console.print(f"{result['node_id']} at {result['address']}: {', '.join(how)}", markup=False)
+        for i, rtt in enumerate(result["rtt_ms"], 1):
+            console.print(f"  ping {i}: {rtt:.3f} ms", markup=False)
+        console.print(f"median {result['rtt_median_ms']:.3f} ms", markup=False)
+
+    emit(as_json, result, human)
+
+
+async def _dial_and_ping(session: Session, ref: PeerRef, count: int) -> dict[str, Any]:
+    """Ping an address over a link of our own (this home's identity, a short-lived record)."""
+    assert ref.address is not None
+    identity = session.identity()
+    record = PeerRecord.create(identity, [], seq=int(time.time() * 1000), now=time.time())
+    started = time.perf_counter()
+    try:
+        link = await dial(ref.address, identity, record, expected=ref.node_id)
+    except LinkError as exc:
+        raise UserError(str(exc)) from None
+    handshake = time.perf_counter() - started
+    rtts: list[float] = []
+    try:
+        for _ in range(count):
+            rtts.append(await link.ping(PING_TIMEOUT))
+    except (LinkError, TimeoutError) as exc:
+        raise UserError(f"the link failed after {len(rtts)} pings: {exc or 'timed out'}") from None
+    finally:
+        link.close()
+    return {
+        "node_id": str(link.peer_id),
+        "address": ref.address,
+        "handshake_ms": round(handshake * 1000, 3),
+        "resolve_ms": None,
+        "rtt_ms": [round(r * 1000, 3) for r in rtts],
+        "rtt_median_ms": round(statistics.median(rtts) * 1000, 3),
+    }
+
+
+# ---------------------------------------------------------------------------- peers
+
+
+def peers(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the running node's peers: linked ones (online) and those that left (offline,
+    with when and why), with RTT, traffic and score."""
+    answer = node_call(ctx.obj, "peers", 10.0)
+
+    def human() -> None:
+        rows = answer["peers"]
+        online = [row for row in rows if row["state"] == "online"]
+        left = [row for row in rows if row["state"] != "online"]
+        console.print(f"node {answer['node_id']}", markup=False)
+        console.print(f"{plural(len(online), 'peer')} online", markup=False)
+        print_lines(peer_lines(online))
+        if left:
+            console.print(f"{plural(len(left), 'peer')} left", markup=False)
+            print_lines(departed_lines(left))
+
+    emit(as_json, answer, human)
+
+
+def print_lines(lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def columns(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain text table, each column as wide as its widest cell: never cut or wrapped to a
+    terminal's width (a piped table stays greppable), the last column left ragged."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _where(row: dict[str, Any]) -> str:
+    return (row.get("listens_at") or [row["address"]])[0]
+
+
+def peer_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Online peers (``qiz peers``, ``qiz node status``): ids cut (``--json`` has them
+    whole), moments in ISO 8601, sizes with units."""
+    header = ["peer", "address", "dir", "path", "rtt", "connected", "last seen", "score"]
+    header += ["sent", "received"]
+    return columns(
+        header,
+        [
+            [
+                short_id(row["node_id"]),
+                _where(row),
+                row["direction"],
+                row["path"],
+                "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.2f} ms",
+                moment(row["connected_at"]),
+                moment(row["last_seen_at"]),
+                "-" if row.get("score") is None else f"{row['score']:.2f}",
+                size(row["bytes_sent"]),
+                size(row["bytes_received"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def departed_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Peers that left: when they had linked, when they left and why."""
+    header = ["peer", "address", "dir", "connected", "left", "sent", "received", "why"]
+    return columns(
+        header,
+        [
+            [
+                short_id(row["node_id"]),
+                _where(row),
+                row["direction"],
+                moment(row["connected_at"]),
+                moment(row["left_at"]),
+                size(row["bytes_sent"]),
+                size(row["bytes_received"]),
+                row["left_reason"] or "-",
+            ]
+            for row in rows
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------- connect
+
+
+def connect(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="PEER", help=PEER_HELP)],
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the running node to open a link to a peer (ADDR, ID@ADDR to pin its id, an id
+    it finds through the DHT, or a prefix of a peer it knows); print the peer's id and RTT."""
+    peer_ref(target)
+    result = node_call(ctx.obj, "connect", LOOKUP_TIMEOUT + PING_TIMEOUT, target=target)
+
+    def human() -> None:
+        if result["already_linked"]:
+            how = "already linked"
+        else:
+            how = f"linked in {duration(result['handshake_ms'] / 1000)}"
+        console.print(
+            f"{result['node_id']} at {result['address']} ({result['direction']}): {how}, "
+            f"rtt {result['rtt_ms']:.2f} ms",
+            markup=False,
+        )
+
+    emit(as_json, result, human)
