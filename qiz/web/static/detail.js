@@ -116,8 +116,7 @@ async function attestationOf(id, status) {
     attested.set(id, att);
     return att;
   } catch (error) {
-    console.warn("the attestation could not be read:", error.message);
-    attested.set(id, null);
+    console.warn("the attestation could not be read (tried again at the next refresh):", error.message);
     return null;
   }
 }
