@@ -32,6 +32,9 @@ from qiz.identity.sealed_message import (
 )
 
 RECORD_ARMOR = "QIZ PEER RECORD"
+# fields every peer record has (qiz.identity.peer_record): a file without them is another kind
+# of file (exit 2); one with them that fails a check is a bad record (exit 1 at verify)
+RECORD_SHAPE = frozenset({"v", "id", "sk", "xk", "sig"})
 PANEL = "Identity and files"  # the heading these commands have in 'qiz --help'
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
@@ -53,10 +56,12 @@ def load_record_file(
     blob = read_file(path, what="record file", max_size=4 * MAX_RECORD_SIZE)
     try:
         raw = dearmor(RECORD_ARMOR, blob, max_size=MAX_RECORD_SIZE)
-        wire.decode(raw, max_size=MAX_RECORD_SIZE, what="peer record")
+        fields = wire.decode(raw, max_size=MAX_RECORD_SIZE, what="peer record")
     except (ArmorError, wire.WireError):
-        # not a record at all (another file, garbage, cut short): the wrong file was given,
-        # and the decoder's words (CBOR, major types...) would not help anyone
+        fields = None
+    if not isinstance(fields, dict) or not fields.keys() >= RECORD_SHAPE:
+        # not a record at all (garbage, cut short, a .sig or another file): the wrong file
+        # was given, a user error; the decoder's words (CBOR, major types) would help nobody
         raise UserError(f"{path} is not a QIZ peer record (made by 'qiz record')") from None
     try:
         return PeerRecord.verify(raw, now=now, check_expiry=check_expiry)
