@@ -40,12 +40,6 @@ def popen(cwd: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def events(work: Path, job: str) -> list[str]:
-    answer = ok_json(qiz(work, "--home", "A", "job", "logs", job, "--json"))
-    assert answer["job_id"] == job
-    return [e["event"] for e in answer["entries"]]
-
-
 def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
     work = tmp_path
     ids = {h: ok_json(qiz(work, "--home", h, "init", "--json"))["node_id"] for h in "AB"}
@@ -58,21 +52,31 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
             qiz(work, "--home", "A", "job", "submit", "--grover", "24", "--marked", "5",
                 "--replicas", "2", "--json")
         )["job_id"]  # fmt: skip
-        eventually(lambda: events(work, blocker).count("accepted") == 2, 30, "the blocker")
+        # (a submission answers once its offers are answered: both slots are the blocker's)
 
-        # the small job, waited for, then Ctrl-C: the command stops, the job does not
-        waiting = popen(
-            work, "--home", "A", "job", "submit", "--qaoa", "maxcut", "--graph", "random:6,3",
-            "--replicas", "2", "--seed", "3", "--wait",
-        )  # fmt: skip
+        # two small jobs, waited for (one with --json), then Ctrl-C: the commands stop, the
+        # jobs do not
+        small = ["job", "submit", "--qaoa", "maxcut", "--graph", "random:6,3", "--replicas", "2"]
+        waiting = popen(work, "--home", "A", *small, "--seed", "3", "--wait")
+        waiting_json = popen(work, "--home", "A", *small, "--seed", "4", "--wait", "--json")
 
-        def small_job() -> str | None:
+        def small_jobs() -> dict[int, str] | None:
+            """The two small jobs by seed, once the node has both (their commands sent
+            them: they wait now, or are about to)."""
             jobs = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]
-            mine = [j["job_id"] for j in jobs if j["kind"] == "qaoa"]
-            return mine[0] if mine and events(work, mine[0]).count("accepted") == 2 else None
+            mine = {j["seed"]: j["job_id"] for j in jobs if j["kind"] == "qaoa"}
+            return mine if len(mine) == 2 else None
 
-        job = eventually(small_job, 30, "the small job queued at both workers")
-        assert waiting.poll() is None  # queued behind the blocker: still waiting
+        found = eventually(small_jobs, 30, "both small jobs submitted")
+        job, other = found[3], found[4]
+        assert waiting.poll() is None and waiting_json.poll() is None  # behind the blocker
+        waiting_json.send_signal(signal.SIGINT)
+        out, err = waiting_json.communicate(timeout=30)
+        assert waiting_json.returncode == 130, (out, err)
+        failure = json.loads(out)
+        check_shape("job submit", failure)
+        assert failure["exit_code"] == 130 and failure["job_id"] == other
+        assert "goes on in the node" in failure["error"] and failure["error"] in err
         waiting.send_signal(signal.SIGINT)
         out, err = waiting.communicate(timeout=30)
         assert waiting.returncode == 130, (out, err)
@@ -127,8 +131,13 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         blocked = ok_json(qiz(work, "--home", "A", "job", "logs", blocker, "--json"))
         assert blocked["entries"][-1]["event"] == "cancelled"
 
-        # a done job waited for: at once, exit 0
-        assert qiz(work, "--home", "A", "job", "status", short, "--wait").returncode == 0
+        # the other interrupted job finishes too
+        assert (
+            ok_json(
+                qiz(work, "--home", "A", "job", "status", other, "--wait", "--json", timeout=60)
+            )["state"]
+            == "done"
+        )
 
         # job list: submit time, duration, state, kind, replicas; --worker on each node
         listed = qiz(work, "--home", "A", "job", "list")
@@ -151,5 +160,4 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         assert "approximation ratio" in result.stdout and "full.json" in result.stdout
         full = json.loads((work / "full.json").read_text())
         check_shape("job result", full)
-        answer = ok_json(qiz(work, "--home", "A", "job", "result", short, "--json"))
-        assert full["results"] == answer["results"] and answer["job_id"] == job
+        assert full["job_id"] == job and full["results"][0]["optimum"] == 7
