@@ -19,6 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from qiz.compute.jobdb import (
+    MAX_LOG_ENTRIES_PER_JOB,
+    MAX_WORKER_RUNS,
+    CoordinatorTables,
+    RunTables,
+    open_db,
+)
 from tests.json_shapes import check_shape
 
 from .helpers import CLEAN_ENV, eventually, node_processes, node_status, ok_json, qiz
@@ -161,3 +168,30 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         full = json.loads((work / "full.json").read_text())
         check_shape("job result", full)
         assert full["job_id"] == job and full["results"][0]["optimum"] == 7
+
+
+def test_a_timeline_keeps_its_first_entry_and_the_newest_within_its_bound() -> None:
+    tables = CoordinatorTables(open_db(None))
+    job, other = b"\x01" * 32, b"\x02" * 32
+    tables.add_log(other, 0.0, "submitted")
+    tables.add_log(job, 0.0, "submitted", detail="x" * 10_000)
+    for i in range(1, MAX_LOG_ENTRIES_PER_JOB + 20):
+        tables.add_log(job, float(i), "retried", task=0, worker=b"\x03" * 32, detail=str(i))
+    kept = tables.log(job)
+    assert len(kept) == MAX_LOG_ENTRIES_PER_JOB
+    assert kept[0].event == "submitted" and len(kept[0].detail) < 10_000
+    assert kept[-1].detail == str(MAX_LOG_ENTRIES_PER_JOB + 19)
+    assert [e.at for e in kept] == sorted(e.at for e in kept)
+    assert len(tables.log(other)) == 1  # another job's timeline is its own
+
+
+def test_the_worker_history_keeps_the_newest_runs() -> None:
+    runs = RunTables(open_db(None))
+    coordinator = b"\x04" * 32
+    for i in range(MAX_WORKER_RUNS + 5):
+        runs.started(i.to_bytes(32, "big"), 0, coordinator, float(i))
+    runs.finished((MAX_WORKER_RUNS + 4).to_bytes(32, "big"), 0, coordinator, 1e6, outcome="done")
+    kept = runs.all()
+    assert len(kept) == MAX_WORKER_RUNS and kept[0].started == 5.0
+    assert kept[-1].outcome == "done" and kept[-1].finished == 1e6
+    assert all(r.outcome == "running" and r.finished is None for r in kept[:-1])

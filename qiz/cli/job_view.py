@@ -81,6 +81,8 @@ def log_line(entry: Mapping[str, Any]) -> str:
 
 
 def show_logs(entries: Sequence[Mapping[str, Any]]) -> None:
+    if not entries:
+        console.print("no timeline for this job (it was submitted before timelines were kept)")
     for entry in entries:
         console.print(log_line(entry), markup=False)
 
