@@ -64,7 +64,7 @@ def parse_peer_ref(text: str) -> PeerRef:
         lowered = text.lower()
         body = lowered.removeprefix(NodeId.PREFIX)
         if len(body) >= BODY_LENGTH:  # the whole id: its checksum is checked
-            return PeerRef(text, node_id=NodeId.parse(lowered))
+            return PeerRef(text, node_id=NodeId.parse(NodeId.PREFIX + body))
     except ValueError as exc:  # InvalidIdentifier too: say which text was meant
         raise InvalidIdentifier(f"{text!r} is not a peer: {exc}") from None
     bad = sorted({c for c in body if c not in _BASE32})

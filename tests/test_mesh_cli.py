@@ -26,9 +26,9 @@ from qiz.identity import NodeIdentity
 from qiz.peer_ref import MIN_PREFIX, AmbiguousPeer, UnknownPeer, match_prefix, parse_peer_ref
 from qiz.procs import NodeProcess
 from qiz.qmp.errors import ErrorCode
-from qiz.qmp.manager import leave_reason
+from qiz.qmp.manager import DEPARTED_PEER_TTL, MAX_DEPARTED_PEERS, LinkManager, leave_reason
 
-from .helpers import eventually, ok_json, one_line_error, qiz
+from .helpers import eventually, ok_json, one_line_error, qiz, record_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -108,6 +108,25 @@ def test_too_short_or_foreign_text_is_no_peer() -> None:
 )
 def test_why_a_peer_left(code: ErrorCode, reason: str, by_peer: bool, said: str) -> None:
     assert leave_reason(code, reason, by_peer) == said
+
+
+def test_departed_peers_are_bounded_in_number_and_age() -> None:
+    """The memory of peers that left holds the newest MAX_DEPARTED_PEERS, none older than
+    DEPARTED_PEER_TTL, and lists the most recent first."""
+    now = [1_000_000.0]
+    identity = NodeIdentity.generate()
+    links = LinkManager(identity, lambda: record_of(identity), {}, clock=lambda: now[0])
+    for i in range(MAX_DEPARTED_PEERS + 10):
+        links.departed[NodeId(i.to_bytes(32, "big"))] = {"left_at": now[0], "n": i}
+        now[0] += 1
+        links._forget_departed()
+    rows = links.peer_rows()
+    assert len(rows) == MAX_DEPARTED_PEERS
+    assert [row["n"] for row in rows[:2]] == [MAX_DEPARTED_PEERS + 9, MAX_DEPARTED_PEERS + 8]
+    now[0] += DEPARTED_PEER_TTL - MAX_DEPARTED_PEERS / 2
+    assert 0 < len(links.peer_rows()) < MAX_DEPARTED_PEERS
+    now[0] += DEPARTED_PEER_TTL
+    assert links.peer_rows() == []
 
 
 # ------------------------------------------------------------------------------ three nodes
