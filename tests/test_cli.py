@@ -394,9 +394,10 @@ def test_demo_json(tmp_path: Path) -> None:
     assert len(data["refused"]) == 3
     quantum = data["quantum"]
     assert set(quantum["ghz_counts"]) == {"000", "111"}
-    assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["max_cut"]
+    assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["optimum"]
     assert quantum["vqe"]["h2_error_mHa"] < 1.6
-    assert quantum["grover"]["success_probability"] == pytest.approx(quantum["grover"]["analytic"])
+    grover = quantum["grover"]
+    assert grover["success_probability"] == pytest.approx(grover["analytic_probability"])
     values = {a["value"] for a in quantum["placement"].values()}
     assert all(a["feasible"] for a in quantum["placement"].values())
     assert min(values) == quantum["placement"]["exact"]["value"]
