@@ -457,7 +457,7 @@ def run_vqe(
         x, _ = spsa(ev.energy, x0, maxiter, seed)
         record(ev.energy(x))
         iterations, converged = maxiter, None
-        message = f"SPSA ran its {maxiter} iterations (it has no convergence test)"
+        message = f"SPSA has no convergence test; it ran its {maxiter} iterations"
     else:
         raise QuantumError(f"unknown optimizer {method!r}: use L-BFGS-B, COBYLA or SPSA")
     energy = ev.energy(x)
