@@ -25,9 +25,7 @@ from .json_shapes import check_answer
 PASSPHRASE = "tr0ub4dor & 3"
 
 
-def qiz(
-    cwd: Path, *args: str | Path, env: dict[str, str] | None = None
-) -> tuple[int, bytes, str]:
+def qiz(cwd: Path, *args: str | Path, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
     """``qiz ARGS`` (see helpers.qiz_raw); a successful ``--json`` answer is checked against
     its schema in docs/json/ on the way."""
     code, out, err = qiz_raw(cwd, *args, env=env)
