@@ -35,15 +35,18 @@ JobArgument = Annotated[str, typer.Argument(help="Job id (or a unique prefix).")
 MAX_SPEC_FILE = 1024 * 1024
 
 
+PANEL = "Jobs"  # the heading these commands have in 'qiz --help'
+
+
 def register(app: typer.Typer) -> None:
-    app.add_typer(job_app, name="job")
+    app.add_typer(job_app, name="job", rich_help_panel=PANEL)
     job_app.command("submit")(guarded(submit))
     job_app.command("status")(guarded(status))
     job_app.command("logs")(guarded(logs))
     job_app.command("result")(guarded(result))
     job_app.command("cancel")(guarded(cancel))
     job_app.command("list")(guarded(list_jobs))
-    app.command("verify-result")(guarded(verify_result))
+    app.command("verify-result", rich_help_panel=PANEL)(guarded(verify_result))
 
 
 def _shortcut(

@@ -32,8 +32,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
 
 
+PANEL = "Node and mesh"  # the heading these commands have in 'qiz --help'
+
+
 def register(app: typer.Typer) -> None:
-    app.add_typer(node_app, name="node")
+    app.add_typer(node_app, name="node", rich_help_panel=PANEL)
     peer_cmds.register(app)
     node_app.command("start")(guarded(start))
     node_app.command("status")(guarded(status))

@@ -30,10 +30,13 @@ PING_TIMEOUT = 5.0  # seconds each ping may take (the link's own default)
 SHOWN_ID = 20  # characters of a node id human tables show ("qizn1" and 15 more)
 
 
+PANEL = "Node and mesh"  # the heading these commands have in 'qiz --help'
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(guarded(ping))
-    app.command()(guarded(peers))
-    app.command()(guarded(connect))
+    app.command(rich_help_panel=PANEL)(guarded(ping))
+    app.command(rich_help_panel=PANEL)(guarded(peers))
+    app.command(rich_help_panel=PANEL)(guarded(connect))
 
 
 def peer_ref(text: str) -> PeerRef:

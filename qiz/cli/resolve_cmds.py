@@ -19,9 +19,12 @@ name_app = typer.Typer(help="Publish and resolve signed names.", no_args_is_help
 LOOKUP_TIMEOUT = 60.0
 
 
+PANEL = "Node and mesh"  # the heading these commands have in 'qiz --help'
+
+
 def register(app: typer.Typer) -> None:
-    app.command("resolve")(guarded(resolve))
-    app.add_typer(name_app, name="name")
+    app.command("resolve", rich_help_panel=PANEL)(guarded(resolve))
+    app.add_typer(name_app, name="name", rich_help_panel=PANEL)
     name_app.command("publish")(guarded(publish))
     name_app.command("resolve")(guarded(name_resolve))
 
