@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -89,3 +90,11 @@ def test_text_that_is_not_unicode_is_refused_with_its_position(value: object) ->
     says what is wrong, not an encoder's UnicodeEncodeError."""
     with pytest.raises(WireError, match="not valid Unicode"):
         encode(value)
+
+
+@pytest.mark.parametrize("tag", [0, 1, 2, 3, 4, 30, 258, 55799])
+def test_built_in_tags_are_refused_before_a_value_is_built(tag) -> None:
+    """cbor2 decodes its own tags (dates, bignums, fractions, sets) before any hook sees them:
+    each must be refused with the one plain message, not a Python type's name."""
+    with pytest.raises(WireError, match="CBOR tags are not accepted"):
+        decode(cbor2.dumps(cbor2.CBORTag(tag, [1, 2])), max_size=100)

@@ -25,7 +25,7 @@ from qiz.cli.output import CheckFailed, UserError, console, emit, guarded
 from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
 from qiz.compute.attest import VerifiedAttestation
-from qiz.compute.errors import AttestationError, SpecError
+from qiz.compute.errors import AttestationError, NotAnAttestation, SpecError
 from qiz.fsio import write_atomic
 from qiz.web.json_input import JsonInputError, parse_json
 
@@ -376,6 +376,11 @@ def verify_result(
     data = read_file(attestation, what="attestation file")
     try:
         verified = verify_file(data)
+    except NotAnAttestation:
+        raise UserError(
+            f"{attestation} is not a QIZ attestation file (written by 'qiz job submit --wait "
+            "--out' or 'qiz job result --out')"
+        ) from None
     except AttestationError as exc:
         raise CheckFailed(f"{attestation}: NOT verified: {exc}", {"verified": False}) from None
     payload = {

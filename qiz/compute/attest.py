@@ -30,7 +30,7 @@ from typing import Any
 
 from qiz import wire
 from qiz.compute import spec as specs
-from qiz.compute.errors import AttestationError, SpecError
+from qiz.compute.errors import AttestationError, NotAnAttestation, SpecError
 from qiz.compute.quorum import ALPHA, CHI2, EXACT, Decision, result_digest
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidKey, InvalidSignature
@@ -187,10 +187,14 @@ def verify_file(data: bytes) -> VerifiedAttestation:
         signed = _field(outer, "attestation", dict, "the file")
         body_bytes = _field(signed, "body", bytes, "the attestation")
         sig = _field(signed, "sig", bytes, "the attestation")
+        results = _field(outer, "results", list, "the file")
+    except (wire.WireError, AttestationError):
+        # the container is not there at all: a wrong file, told in words, not the codec's
+        raise NotAnAttestation("this is not a QIZ attestation file") from None
+    try:
         body = wire.decode(body_bytes, max_size=MAX_FILE, what="attestation body")
-    except wire.WireError as exc:
-        raise AttestationError(f"this is not an attestation file ({exc})") from None
-    results = _field(outer, "results", list, "the file")
+    except wire.WireError:
+        raise AttestationError("the attestation body is not in its canonical form") from None
     if not isinstance(body, dict) or body.get("v") != 1:
         raise AttestationError("the attestation body is not format 1")
     coordinator_key = _field(body, "coordinator", bytes, "the attestation")

@@ -36,5 +36,12 @@ class AttestationError(CheckFailed, ValueError):
     """An attestation does not verify; the message names the first check that failed."""
 
 
+class NotAnAttestation(AttestationError):
+    """The bytes are not an attestation file at all (not its container format): a wrong file,
+    a user error, rather than an attestation that failed its checks."""
+
+    exit_code = 2
+
+
 class Unreachable(ConnectionError):
     """A peer could not be reached over any link (no link, and no way to dial it)."""

@@ -98,11 +98,13 @@ def decode(
             allow_indefinite=False,
             allow_duplicate_keys=False,
             tag_hook=_refuse_tag,
-            semantic_decoders={},
+            semantic_decoders=_NO_SEMANTIC_TAGS,
         )
     except WireError:
         raise
     except Exception as exc:  # cbor2 raises several types for malformed input
+        if isinstance(exc.__cause__, WireError):  # a tag refused from inside the decoder
+            raise WireError(f"{what}: {exc.__cause__}") from None
         raise WireError(f"{what} is not valid CBOR: {exc}") from None
     _check(value, 0, max_depth)
     if cbor2.dumps(value, canonical=True) != data:
@@ -112,3 +114,20 @@ def decode(
 
 def _refuse_tag(_decoder: object, tag: object) -> None:
     raise WireError("CBOR tags are not accepted")
+
+
+class _NoSemanticTags(dict):
+    """What cbor2 consults for its built-in tags (dates, bignums, fractions, sets...): every
+    tag maps to a refusal, so no tagged value is ever built, only refused with one message."""
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+    def get(self, tag: object, default: object = None) -> object:
+        return self[tag]
+
+    def __getitem__(self, tag: object) -> object:
+        return _refuse_tag
+
+
+_NO_SEMANTIC_TAGS = _NoSemanticTags()
