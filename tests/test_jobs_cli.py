@@ -204,3 +204,19 @@ def test_job_commands_without_a_node(mesh_homes) -> None:
     work, _ = mesh_homes
     line = one_line_error(qiz(work, "--home", "B", "job", "list"))
     assert "no node is" in line and "node start" in line  # never started, or killed
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello\n", b"\xa1\x61a\x01", bytes(range(256)), b"\xd8\x1e\x82\x01\x02"],
+    ids=["text", "other-cbor", "binary", "cbor-tag"],
+)
+def test_verify_result_refuses_a_file_that_is_not_an_attestation(tmp_path, content) -> None:
+    """A wrong file is a user error (exit 2) told in words, not a failed check (exit 1) in the
+    codec's words."""
+    (tmp_path / "wrong.att").write_bytes(content)
+    for args in (["verify-result", "wrong.att"], ["verify-result", "wrong.att", "--json"]):
+        line = one_line_error(qiz(tmp_path, *args), code=2)
+        assert "is not a QIZ attestation file" in line
+        for word in ("CBOR", "cbor", "canonical", "stream", "tag", "Fraction"):
+            assert word not in line, line
