@@ -13,6 +13,7 @@ that fixes it: a key others could have copied is not a secret any more.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import time
 import tomllib
@@ -119,6 +120,7 @@ class Home:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_home()
+        self.given = path is not None  # named on the command line: hints repeat it
 
     @property
     def config_path(self) -> Path:
@@ -200,7 +202,8 @@ class Home:
 
     def _require(self) -> None:
         if not self.path.is_dir() or not self.identity_path.exists():
-            raise HomeError(f"no QIZ home at {self.path}: run 'qiz --home {self.path} init' first")
+            again = f"qiz --home {shlex.quote(str(self.path))} init" if self.given else "qiz init"
+            raise HomeError(f"no QIZ home at {self.path}; create it with: {again}")
 
     def load_config(self) -> Config:
         self._require()

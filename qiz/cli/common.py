@@ -28,13 +28,12 @@ class Session:
 
     home: Home
     passphrase_file: Path | None = None
-    home_given: bool = False  # --home was on the command line (hints then repeat it)
 
     def command(self, words: str) -> str:
         """The command line a hint tells the user to type: ``qiz node start`` with the
         ``--home`` they typed, as they typed it (a relative path stays relative); none when
         the home came from $QIZ_HOME or the default, which the next command finds again."""
-        home = f" --home {shlex.quote(str(self.home.path))}" if self.home_given else ""
+        home = f" --home {shlex.quote(str(self.home.path))}" if self.home.given else ""
         return f"qiz{home} {words}"
 
     def passphrase(self) -> str | None:

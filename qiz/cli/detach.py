@@ -31,13 +31,15 @@ def start_detached(
     options: list[str],
     *,
     passphrase: str | None,
+    stop_hint: str,
     timeout: float = READY_TIMEOUT,
 ) -> dict[str, Any]:
     """Start ``qiz --home HOME node start --json OPTIONS`` in the background and wait for its
     ready line; its record, with ``pid`` and ``log``. A node that exits or stays silent first
     is a :class:`UserError` quoting the end of its log."""
     log_path = home / LOG_NAME
-    _require_no_node(home)  # before the log is rewritten: a running node still writes to it
+    # before the log is rewritten: a running node still writes to it
+    _require_no_node(home, stop_hint)
     env = dict(os.environ)
     if passphrase is not None:
         env["QIZ_PASSPHRASE"] = passphrase  # read once here; the child must not prompt
@@ -66,14 +68,14 @@ def start_detached(
         time.sleep(POLL_INTERVAL)
 
 
-def _require_no_node(home: Path) -> None:
+def _require_no_node(home: Path, stop_hint: str) -> None:
     """Refuse when a node already holds the home's lock (the node itself checks again)."""
     fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise UserError(
-            f"a node is already running for {home}; stop it with 'qiz --home {home} node stop'"
+            f"a node is already running for {home}; stop it with '{stop_hint}'"
         ) from None
     finally:
         os.close(fd)  # releases the lock if it was taken

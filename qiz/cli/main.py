@@ -70,7 +70,7 @@ def main(
 ) -> None:
     """Global options, then a command."""
     require_pq_support()
-    ctx.obj = Session(home=Home(home), passphrase_file=passphrase_file, home_given=home is not None)
+    ctx.obj = Session(home=Home(home), passphrase_file=passphrase_file)
 
 
 @app.command(rich_help_panel=help_format.OTHER)

@@ -149,8 +149,9 @@ def _start_detached(
             options.append("-v" if name == "verbose" else flag)
         else:
             options += [flag, str(value)]
-    ready = start_detached(session.home.path, options, passphrase=phrase)
-    home = session.home.path
+    ready = start_detached(
+        session.home.path, options, passphrase=phrase, stop_hint=session.command("node stop")
+    )
     emit(
         as_json,
         ready,
@@ -158,7 +159,7 @@ def _start_detached(
             f"node {ready['node_id']} runs in the background (pid {ready['pid']})\n"
             f"  listening on {ready.get('address')}\n"
             f"  log          {ready['log']}\n"
-            f"  stop it with 'qiz --home {home} node stop'"
+            f"  stop it with '{session.command('node stop')}'"
         ),
     )
 
