@@ -117,7 +117,7 @@ def run_mesh_demo(
                     os.kill(pid, signal.SIGKILL)
             raise DemoError(f"processes were left running: {leftovers}")
     report["left_running"] = 0
-    report["seconds"] = round(time.perf_counter() - began, 1)
+    report["duration_s"] = round(time.perf_counter() - began, 1)
     return report
 
 
@@ -172,9 +172,9 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         resolved.append(
             {
                 "node": name,
-                "id": ids[name],
+                "node_id": ids[name],
                 "addresses": answer["addresses"],
-                "ms": answer["resolve_ms"],
+                "resolve_ms": answer["resolve_ms"],
             }
         )
     nodes[1].request(
@@ -212,7 +212,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
     for label, doc in (("qaoa-sweep", sweep_doc), ("vqe", vqe_doc)):
         raw = specs.sign(specs.make_body(doc, identity), identity)
         state = first.request("job_submit", spec=base64.b64encode(raw).decode("ascii"))
-        jobs[label] = state["job"]
+        jobs[label] = state["job_id"]
 
     victim = _kill_a_busy_worker(first, nodes, jobs["qaoa-sweep"], ids)
     finals = {
@@ -236,8 +236,8 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         raise DemoError("the killed worker's replicas were never reported lost")
     return {
         "dashboard": dashboard,
-        "nodes": [{"name": n, "id": ids[n], "address": addresses[n]} for n in names],
-        "mesh_seconds": round(mesh_seconds, 2),
+        "nodes": [{"name": n, "node_id": ids[n], "address": addresses[n]} for n in names],
+        "mesh_s": round(mesh_seconds, 2),
         "resolved": resolved,
         "name": {
             "name": f"{ids[names[1]][:16]}.../quantum-lab",
@@ -246,7 +246,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         },
         "killed": victim,
         "jobs": results,
-        "jobs_seconds": round(jobs_seconds, 2),
+        "jobs_s": round(jobs_seconds, 2),
         "network": _network_figures(first, next(n for n in nodes[1:] if n.alive())),
     }
 
@@ -254,7 +254,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
 def _dashboard_url(node: MeshNode) -> str | None:
     from qiz.web.token import TOKEN_FILE
 
-    api = node.request("status")["api"]
+    api = node.request("status")["api_url"]
     if not api:
         return None
     token = (node.home / TOKEN_FILE).read_text(encoding="ascii").strip()
@@ -313,7 +313,7 @@ def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: d
     victim = _wait(busy, 30, "a worker to take part of the sweep")
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
-    return {"name": victim.name, "id": ids[victim.name]}
+    return {"name": victim.name, "node_id": ids[victim.name]}
 
 
 def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, Any]:
@@ -325,7 +325,7 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
         names.get(r["worker"], r["worker"][:12]) for r in state["replicas"] if r["state"] == "lost"
     )
     out: dict[str, Any] = {
-        "job": state["job"],
+        "job_id": state["job_id"],
         "tasks": state["tasks"],
         "verified": True,
         "signed_by_workers": sorted(names.get(str(w), str(w)[:12]) for w in verified.workers),
@@ -359,7 +359,7 @@ def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, A
         exact = PauliSum.tfim(8, periodic=True).ground_energy()
         if abs(energy - exact) > 1e-5:
             raise DemoError(f"VQE reached {energy}, not the ground energy {exact}")
-        out.update(energy=energy, exact=exact, error=abs(energy - exact))
+        out.update(energy=energy, exact=exact, energy_error=abs(energy - exact))
     return out
 
 
@@ -439,9 +439,9 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         console.print(f"  {node['name']}  {node['id']}  {node['address']}", markup=False)
     console.print(
         f"{len(mesh['nodes'])} processes found each other from one bootstrap address in "
-        f"{mesh['mesh_seconds']:.1f} s"
+        f"{mesh['mesh_s']:.1f} s"
     )
-    ms = [r["ms"] for r in mesh["resolved"]]
+    ms = [r["resolve_ms"] for r in mesh["resolved"]]
     console.print(
         f"resolved {len(ms)} nodes by id through the DHT (signed peer records), "
         f"{min(ms):.1f} to {max(ms):.1f} ms; name {mesh['name']['name']} -> "
@@ -454,7 +454,7 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         f"its replicas were placed again"
     )
     table = Table(
-        title=f"jobs (both finished in {mesh['jobs_seconds']:.1f} s, attestations verified offline)"
+        title=f"jobs (both finished in {mesh['jobs_s']:.1f} s, attestations verified offline)"
     )
     for column in ("job", "tasks", "ran where (replicas done)", "lost", "result", "exact"):
         table.add_column(column)

@@ -128,7 +128,7 @@ class NodeStatus:
     handshakes_failed: int
     dht: DhtView
     compute: dict[str, Any] | None
-    api: str | None
+    api_url: str | None
     # the link layer's counters (LinkManager.counters_snapshot): handshakes, refusals, KEM work
     link_counters: dict[str, int] = field(default_factory=dict)
 
@@ -137,14 +137,14 @@ class NodeStatus:
 class ContactView:
     node_id: str
     address: str
-    last_seen: float
+    last_seen_at: float
     failures: int
     bucket: int
 
 
 @dataclass(frozen=True)
 class ScoreView:
-    peer: str
+    node_id: str
     score: float
     agreed: int
     disagreed: int
@@ -153,13 +153,13 @@ class ScoreView:
 
 @dataclass(frozen=True)
 class AttestationView:
-    job: str
+    job_id: str
     verified: bool
     kind: str | None = None
     tasks: int | None = None
     tests: list[str] = field(default_factory=list)
     workers: list[str] = field(default_factory=list)
-    issued: float | None = None
+    issued_at: float | None = None
     summary: Any = None
     error: str | None = None
 
@@ -230,10 +230,9 @@ class NodeAPI:
 
     def peer_views(self) -> list[LinkView]:
         """Linked peers by id, then the peers that left, the most recent first."""
-        scores = {s.peer: s.score for s in self.scores()}
+        scores = {s.node_id: s.score for s in self.scores()}
         views = [
-            LinkView(**row, score=scores.get(row["node_id"]))
-            for row in self.node.links.peer_rows()
+            LinkView(**row, score=scores.get(row["node_id"])) for row in self.node.links.peer_rows()
         ]
         online = sorted((v for v in views if v.state == "online"), key=lambda v: v.node_id)
         return online + [v for v in views if v.state != "online"]
@@ -260,7 +259,7 @@ class NodeAPI:
                 rate_limited_stores=dht.rate_limited_stores,
             ),
             compute=compute,
-            api=node.web.url if node.web is not None else None,
+            api_url=node.web.url if node.web is not None else None,
             link_counters=node.links.counters_snapshot(),
         )
 
@@ -287,7 +286,7 @@ class NodeAPI:
             ContactView(
                 node_id=str(NodeId(c.node_id)),
                 address=c.address,
-                last_seen=c.last_seen,
+                last_seen_at=c.last_seen,
                 failures=c.failures,
                 bucket=256 - (own ^ int.from_bytes(c.node_id, "big")).bit_length(),
             )
@@ -302,7 +301,10 @@ class NodeAPI:
         if self.node.compute is None:
             return []
         return [
-            ScoreView(**{**row, "peer": str(NodeId(row["peer"]))})
+            ScoreView(
+                node_id=str(NodeId(row["peer"])),
+                **{k: v for k, v in row.items() if k != "peer"},
+            )
             for row in self.node.compute.scores.table()
         ]
 
@@ -415,17 +417,17 @@ class NodeAPI:
             try:
                 verified = verify_file(data)
                 view = AttestationView(
-                    job=job.hex(),
+                    job_id=job.hex(),
                     verified=True,
                     kind=verified.spec.kind,
                     tasks=len(verified.results),
                     tests=sorted(set(verified.tests)),
                     workers=[str(w) for w in verified.workers],
-                    issued=verified.issued,
+                    issued_at=verified.issued,
                     summary=summarise(verified.spec.kind, verified.results),
                 )
             except AttestationError as exc:
-                view = AttestationView(job=job.hex(), verified=False, error=str(exc))
+                view = AttestationView(job_id=job.hex(), verified=False, error=str(exc))
             self._verified[key] = view
         return self._verified[key]
 

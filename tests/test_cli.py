@@ -408,7 +408,7 @@ def test_demo_json(tmp_path: Path) -> None:
     assert killed not in sweep["signed_by_workers"]
     assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
     assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
-    assert vqe["error"] < 1e-5
+    assert vqe["energy_error"] < 1e-5
     assert mesh["left_running"] == 0
     assert list(tmp_path.iterdir()) == []
 

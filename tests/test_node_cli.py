@@ -52,7 +52,7 @@ def test_two_node_processes_link_ping_and_stop(homes: tuple[Path, dict[str, str]
             assert node.address.startswith("127.0.0.1:") and not node.address.endswith(":0")
             status = eventually(lambda node=node: node_status(node), 15, f"{name} to answer")
             assert (status["node_id"], status["address"]) == (ids[name], node.address)
-            assert status["api"] == node.api
+            assert status["api_url"] == node.api
 
         def linked(node: NodeProcess, peer: str) -> bool:
             status = node_status(node)

@@ -145,7 +145,7 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                 spec = {"kind": "qaoa", "params": {"graph": "random:8,3", "p": 1}, "replicas": 2}
                 status, state = await call(client, node, "POST", "api/jobs", json={"spec": spec})
                 assert status == 201 and state["state"] == "running"
-                job = state["job"]
+                job = state["job_id"]
                 # long poll: returns as soon as events exist, ids increase
                 _, page = await call(client, node, "GET", f"api/events?after={after}&timeout=10")
                 ids = [e["id"] for e in page["events"]]
@@ -168,7 +168,7 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                 assert [e["id"] for e in mine] == sorted(e["id"] for e in mine)
                 _, atts = await call(client, node, "GET", "api/attestations")
                 (entry,) = atts["attestations"]
-                assert entry["job"] == job and entry["verified"] and len(entry["workers"]) == 2
+                assert entry["job_id"] == job and entry["verified"] and len(entry["workers"]) == 2
                 async with client.get(
                     node.web.url + f"api/attestations/{job}",
                     headers={"Authorization": f"Bearer {node.web.token}"},

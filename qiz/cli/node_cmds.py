@@ -358,10 +358,10 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     session: Session = ctx.obj
     info = node_call(session, "status", 5.0)
     jobs: list[dict] = []
-    if info.get("api"):  # the summary comes from the same API the dashboard uses
-        info = api_get(session, info["api"], "node")
+    if info.get("api_url"):  # the summary comes from the same API the dashboard uses
+        info = api_get(session, info["api_url"], "node")
         if info.get("compute") is not None:
-            jobs = api_get(session, info["api"], "jobs")["jobs"]
+            jobs = api_get(session, info["api_url"], "jobs")["jobs"]
 
     def human() -> None:
         started = time.time() - info["uptime_s"]
@@ -372,8 +372,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             f"version {info['version']}",
             markup=False,
         )
-        if info.get("api"):
-            console.print(f"api      {info['api']}  (qiz dashboard)", markup=False)
+        if info.get("api_url"):
+            console.print(f"api      {info['api_url']}  (qiz dashboard)", markup=False)
         dht = info["dht"]
         console.print(
             f"dht      {dht['contacts']} contacts, {dht['records']} records, "

@@ -65,7 +65,7 @@ def dashboard(
     """Print the URL of the running node's dashboard (with its token) and open it if asked."""
     session: Session = ctx.obj
     status = node_call(session, "status", 5.0)
-    api = status.get("api")
+    api = status.get("api_url")
     if not api:
         raise UserError("the node serves no HTTP API (it was started with --no-api)")
     token = api_token(session)
@@ -74,7 +74,7 @@ def dashboard(
         webbrowser.open(url)
     data = {
         "url": url,
-        "api": f"{api}api/",
+        "api_url": f"{api}api/",
         "port": urlsplit(api).port,  # for scripts: curl http://127.0.0.1:$PORT/api/...
         "token": token,
         "node_id": status["node_id"],

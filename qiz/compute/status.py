@@ -83,7 +83,6 @@ class JobStatus:
         finished = self.finished
         return {
             "job_id": self.job.hex(),
-            "job": self.job.hex(),  # deprecated: the dashboard's name until it reads job_id
             "state": self.state,
             "error": self.error,
             "kind": self.kind,
