@@ -436,7 +436,7 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
     if mesh.get("dashboard"):
         console.print(f"dashboard of node0: {mesh['dashboard']}", markup=False, soft_wrap=True)
     for node in mesh["nodes"]:
-        console.print(f"  {node['name']}  {node['id']}  {node['address']}", markup=False)
+        console.print(f"  {node['name']}  {node['node_id']}  {node['address']}", markup=False)
     console.print(
         f"{len(mesh['nodes'])} processes found each other from one bootstrap address in "
         f"{mesh['mesh_s']:.1f} s"
@@ -469,8 +469,8 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
             exact = f"max cut {job['exact_max_cut']:g} (ratio {job['ratio']:.3f}, p = 1)"
         else:
             result = f"E = {job['energy']:.9f}"
-            exact = f"{job['exact']:.9f} (error {job['error']:.1e})"
-        table.add_row(f"{label} {job['job'][:10]}", str(job["tasks"]), ran, lost, result, exact)
+            exact = f"{job['exact']:.9f} (error {job['energy_error']:.1e})"
+        table.add_row(f"{label} {job['job_id'][:10]}", str(job["tasks"]), ran, lost, result, exact)
     console.print(table)
     for label, job in mesh["jobs"].items():
         console.print(

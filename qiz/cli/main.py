@@ -99,7 +99,7 @@ def demo(
         report,
         lambda: console.print(
             f"all nodes stopped; {mesh['left_running']} processes left running; "
-            f"the mesh part took {mesh['seconds']:.1f} s",
+            f"the mesh part took {mesh['duration_s']:.1f} s",
             markup=False,
         ),
     )
