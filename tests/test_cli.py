@@ -405,7 +405,9 @@ def test_demo_json(tmp_path: Path) -> None:
     sweep, vqe = mesh["jobs"]["qaoa-sweep"], mesh["jobs"]["vqe"]
     killed = mesh["killed"]["name"]
     assert killed != "node0" and killed in sweep["replicas_lost"]
-    assert killed not in sweep["signed_by_workers"]
+    # a worker killed mid-sweep may have finished some tasks first: only those carry its claims
+    signed = killed in sweep["signed_by_workers"]
+    assert signed == (sweep["replicas_done"].get(killed, 0) > 0), sweep
     assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
     assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
     assert vqe["energy_error"] < 1e-5
