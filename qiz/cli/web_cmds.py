@@ -74,7 +74,7 @@ def dashboard(
         webbrowser.open(url)
     data = {
         "url": url,
-        "api_url": f"{api}api/",
+        "api_url": api,  # the same base URL as node status; endpoints under api/
         "port": urlsplit(api).port,  # for scripts: curl http://127.0.0.1:$PORT/api/...
         "token": token,
         "node_id": status["node_id"],
