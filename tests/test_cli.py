@@ -20,7 +20,7 @@ from qiz.identity.armor import dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE
 
 from .helpers import assert_one_line_error, qiz_raw
-from .json_shapes import check_answer
+from .json_shapes import check_answer, check_shape
 
 PASSPHRASE = "tr0ub4dor & 3"
 
@@ -436,3 +436,100 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path: Path, args, words: str)
     assert code == 2
     assert_one_line_error(err, words)
     assert not (tmp_path / "H").exists()  # nothing was created by a refused init
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--home", "H", "job", "status", "--json"), "Missing argument"),
+        (("job", "status", "7623", "--bogus", "--json"), "--bogus"),
+        (("nosuchcmd", "--json"), "No such command"),
+        (("ping", "--count", "0", "127.0.0.1:1", "--json"), "--count"),
+    ],
+)
+def test_usage_errors_under_json_print_the_failure_object(tmp_path: Path, args, words) -> None:
+    """Typer's own usage errors keep the --json promise: one failure object on stdout."""
+    code, out, err = qiz(tmp_path, *args)
+    assert code == 2
+    assert_one_line_error(err, words)
+    failure = json.loads(out)
+    check_shape("(failed)", failure)
+    assert failure["ok"] is False and failure["exit_code"] == 2 and words in failure["error"]
+
+
+def test_version_flag_takes_json_too(tmp_path: Path) -> None:
+    assert (
+        ok_json(qiz(tmp_path, "--version", "--json"))["version"]
+        == ok_json(qiz(tmp_path, "version", "--json"))["version"]
+    )
+
+
+INTERRUPT_DURING_IMPORTS = """
+import sys
+
+class Interrupt:  # Ctrl-C arriving while the CLI's heavy modules load
+    def find_spec(self, name, path=None, target=None):
+        if name == "rich.console":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["qiz", *sys.argv[1:]]
+from qiz.cli.main import entry
+
+entry()
+"""
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, as_json: bool) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import CLEAN_ENV
+
+    args = ["version", *(["--json"] if as_json else [])]
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_DURING_IMPORTS, *args],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "qiz: interrupted\n"
+    if as_json:
+        assert json.loads(proc.stdout) == {"ok": False, "error": "interrupted", "exit_code": 130}
+    else:
+        assert proc.stdout == ""
+
+
+def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line(tmp_path: Path) -> None:
+    """SIGINT 0.3 s after the start (imports, or the wait for a peer that never answers):
+    the same one line and exit 130, never a traceback."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from .helpers import CLEAN_ENV
+
+    ok_json(qiz(tmp_path, "--home", "H", "init", "--json"))
+    with socket.socket() as silent:  # accepts, never speaks QMP: the ping waits
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qiz", "--home", "H", "ping", f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=CLEAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err, out) == (130, "qiz: interrupted\n", "")
