@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from qiz import QizError, __version__
+from qiz import QizError, __version__, peer_memory
 from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import NodeId
@@ -59,6 +59,7 @@ FaceStarter = Callable[["Node"], "Awaitable[Face]"]
 log = logging.getLogger("qiz.node")
 RECORD_DB = "records.sqlite"
 MAX_LAN_DIALS = 8  # LAN beacons answered at once
+REMEMBERED_DIAL_TIMEOUT = 5.0  # seconds a remembered peer may take to link at start
 LOCK_FILE = "node.lock"
 CONTROL_READ_TIMEOUT = 5.0  # seconds an owner's client may take to send its request line
 
@@ -96,6 +97,10 @@ class Node:
         self.identity = identity
         self.listen = listen
         self.bootstrap = [parse_peer(p) for p in peers or []]
+        # the peers this home was linked to last time (qiz.peer_memory): dialled at start when
+        # no bootstrap peer is given, so that a restarted node rejoins its mesh
+        self._memory = peer_memory.load(control_dir) if control_dir is not None else []
+        self.remembered = [] if self.bootstrap else list(self._memory)
         self.clock = clock
         self.started_at = clock()
         self.control_dir = control_dir
@@ -208,6 +213,8 @@ class Node:
             raise
         self.tasks.spawn(self._join(), "join")
         self.tasks.every(self.history.interval_s, self._sample_history, "history")
+        if self.control_dir is not None:
+            self.tasks.every(peer_memory.SAVE_INTERVAL_S, self._save_peers, "remember peers")
         # the CLI prints this on stdout; at info level it showed twice on a terminal
         log.debug("node %s listening on %s", self.node_id, self.address)
 
@@ -262,6 +269,7 @@ class Node:
                     log.info("bootstrap peer %s: %s", address, exc)
                 except Exception:  # one bad bootstrap peer never stops the join: say it, go on
                     log.exception("bootstrap peer %s", address)
+            await asyncio.gather(*(self._dial_remembered(entry) for entry in self.remembered))
             await self.dht.bootstrap()
             stored = await self.dht.publish_self()
             log.info(
@@ -280,6 +288,44 @@ class Node:
                 self.compute.start()
             self.joined.set()
 
+    async def _dial_remembered(self, entry: str) -> None:
+        """Link to a peer remembered from the last run (not pinned: one that is gone is
+        skipped, and forgotten once newer peers fill the list)."""
+        address, expected = parse_peer(entry)
+        try:
+            await self.links.connect(address, expected, timeout=REMEMBERED_DIAL_TIMEOUT)
+        except (LinkError, OSError, TimeoutError, QizError) as exc:
+            log.info("remembered peer %s: %s", address, exc)
+        except Exception:
+            log.exception("remembered peer %s", address)
+
+    async def _save_peers(self) -> None:
+        self.remember_peers()
+
+    def remember_peers(self) -> None:
+        """Write the peers linked now (most recently used first), then those remembered
+        before, to the home (:mod:`qiz.peer_memory`); nothing when the list did not change."""
+        if self.control_dir is None:
+            return
+        linked = []
+        for peer_id, peer in sorted(self.links.peers.items(), key=lambda p: -p[1].last_used):
+            link = peer.link
+            # where we reached it (proven dialable), or for an inbound link where it says it
+            # listens (its source port is not)
+            claimed = list(link.peer.addresses) if link.peer is not None else []
+            where = link.remote_address if link.conn.is_initiator else (claimed or [None])[0]
+            if link.is_open and where:
+                linked.append(f"{peer_id}@{where}")
+        entries = peer_memory.merge(linked, self._memory)
+        if entries == self._memory:
+            return
+        try:
+            peer_memory.save(self.control_dir, entries)
+        except OSError as exc:
+            log.warning("cannot remember the peers in %s: %s", self.control_dir, exc)
+            return
+        self._memory = entries
+
     async def stop(self) -> None:
         """Stop every service: the owner's faces first, then the node's own work, the links,
         and the databases last. When this returns no task of the node runs and its files are
@@ -292,6 +338,7 @@ class Node:
         if self.web is not None:
             await self.web.stop()
         await self.tasks.close()  # join, LAN dials, self-measure, control requests in flight
+        self.remember_peers()  # while the links are still up
         await self._close_control()
         await self.dht.stop()
         if self.lan is not None:
@@ -365,7 +412,7 @@ class Node:
             link, _ = await self.link_to(text)
             assert link.peer_id is not None
             return link.peer_id
-        return ref.node_id or match_prefix(ref.prefix or "", self.known_ids())
+        return ref.node_id or match_prefix(ref.prefix or "", self.known_ids(), ref.text)
 
     async def link_to(self, text: str) -> tuple[Link, dict[str, float | None]]:
         """An open link to the peer ``text`` names, and what it took: ``resolve_ms`` (a DHT
@@ -382,7 +429,7 @@ class Node:
                 self.links.peers.get(ref.node_id) if ref.node_id is not None else None
             )
         else:
-            node_id = ref.node_id or match_prefix(ref.prefix or "", self.known_ids())
+            node_id = ref.node_id or match_prefix(ref.prefix or "", self.known_ids(), ref.text)
             if node_id == self.node_id:
                 raise BadRequest(f"{text!r} names this node itself")
             current = self.links.peers.get(node_id)
@@ -423,7 +470,8 @@ class Node:
                 rtts.append(await link.ping())
         except (LinkError, TimeoutError) as exc:
             raise LinkError(
-                ErrorCode.NORMAL_CLOSE, f"the link failed after {len(rtts)} pings: {exc}"
+                ErrorCode.NORMAL_CLOSE,
+                f"the link failed after {len(rtts)} ping{'' if len(rtts) == 1 else 's'}: {exc}",
             ) from None
         return {
             **_link_answer(link),

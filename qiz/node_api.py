@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from qiz import QizError, __version__
 from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
-from qiz.compute.errors import AttestationError
+from qiz.compute.errors import AttestationError, JobNotFound
 from qiz.compute.execute import summarise
 from qiz.crypto.ids import NodeId
 from qiz.crypto.measure import measure_crypto
@@ -88,7 +88,8 @@ class LinkView:
     (``left_at``, ``left_reason``) and is remembered for a while (qiz.qmp.manager)."""
 
     node_id: str
-    address: str  # where the link goes (an inbound link: the peer's source address)
+    address: str  # where the peer listens (its record's first address), else where the link goes
+    remote_address: str  # the link's far end (an inbound link: the peer's source address)
     listens_at: list[str]  # where the peer says it listens
     state: str  # "online" | "offline"
     direction: str  # "in" | "out"
@@ -338,8 +339,32 @@ class NodeAPI:
         return {"jobs": self._coordinator().list()}
 
     def job(self, job: str) -> Any:
+        """The status of one job, with the summary of its spec (``spec``)."""
+        return self._coordinator().status(self._job_id(job), with_spec=True)
+
+    def _job_id(self, text: str) -> bytes:
+        """The id of a job submitted here, from its hex form or a unique prefix. A job this
+        node only ran tasks of as a worker is not here: the refusal points to where it is."""
         coordinator = self._coordinator()
-        return coordinator.status(coordinator.resolve_id(job))
+        try:
+            job_id = coordinator.resolve_id(text)
+            if not coordinator.known(job_id):
+                raise JobNotFound(f"no job {job_id.hex()} was submitted here")
+        except JobNotFound as exc:
+            worker = self.node.compute.worker if self.node.compute is not None else None
+            prefix = text.strip().lower()
+            ran = [
+                r.job.hex()
+                for r in (worker.history() if worker is not None else ())
+                if r.job.hex().startswith(prefix)
+            ]
+            if not ran:
+                raise
+            raise JobNotFound(
+                f"{exc}; this node ran tasks of job {ran[-1][:16]} as a worker, for another "
+                "submitter: see 'qiz job list --worker'"
+            ) from None
+        return job_id
 
     async def submit(self, spec: Any) -> Any:
         """A spec as a JSON document (signed here, by this node) or as the base64 of a spec
@@ -359,13 +384,11 @@ class NodeAPI:
         return await coordinator.submit(raw)
 
     async def cancel(self, job: str) -> Any:
-        coordinator = self._coordinator()
-        return await coordinator.cancel(coordinator.resolve_id(job))
+        return await self._coordinator().cancel(self._job_id(job))
 
     def job_logs(self, job: str) -> dict[str, Any]:
         """A job's timeline: ``{"job_id", "entries": [{at, event, task, worker, detail}]}``."""
-        coordinator = self._coordinator()
-        return coordinator.logs(coordinator.resolve_id(job))
+        return self._coordinator().logs(self._job_id(job))
 
     def worker_runs(self) -> dict[str, Any]:
         """The tasks this node ran as a worker for any submitter, oldest first."""
@@ -382,7 +405,7 @@ class NodeAPI:
                     "finished_at": r.finished,
                     "duration_s": None if r.finished is None else round(r.finished - r.started, 3),
                     "state": r.outcome,
-                    "error": r.error,
+                    "reason": r.error,
                 }
                 for r in self.node.compute.worker.history()
             ],
@@ -390,14 +413,14 @@ class NodeAPI:
 
     def attestation_file(self, job: str) -> Download:
         coordinator = self._coordinator()
-        job_id = coordinator.resolve_id(job)
+        job_id = self._job_id(job)
         data = coordinator.result(job_id)
         return Download(f"{job_id.hex()[:16]}.att", data, "application/cbor")
 
     def job_result(self, job: str) -> dict[str, Any]:
         """A finished job's state and its attestation file (base64), in one answer."""
         coordinator = self._coordinator()
-        job_id = coordinator.resolve_id(job)
+        job_id = self._job_id(job)
         return {
             "status": coordinator.status(job_id),
             "attestation": base64.b64encode(coordinator.result(job_id)).decode("ascii"),

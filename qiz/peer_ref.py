@@ -26,6 +26,7 @@ from qiz.identity.peer_record import parse_address
 
 MIN_PREFIX = 4  # characters after "qizn1": fewer would match half the mesh
 _BASE32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+EXAMPLE_PORT = 7451  # the port in the example address of "an address needs a port"
 CANDIDATES_SHOWN = 5  # an ambiguous prefix's error lists this many candidates at most
 
 
@@ -67,6 +68,8 @@ def parse_peer_ref(text: str) -> PeerRef:
             return PeerRef(text, node_id=NodeId.parse(NodeId.PREFIX + body))
     except ValueError as exc:  # InvalidIdentifier too: say which text was meant
         raise InvalidIdentifier(f"{text!r} is not a peer: {exc}") from None
+    if "." in text:  # a host without its port: say that, not "'.' is not base32"
+        raise InvalidIdentifier(f"{text}: an address needs a port, e.g. {text}:{EXAMPLE_PORT}")
     bad = sorted({c for c in body if c not in _BASE32})
     if bad:
         raise InvalidIdentifier(
@@ -81,19 +84,21 @@ def parse_peer_ref(text: str) -> PeerRef:
     return PeerRef(text, prefix=NodeId.PREFIX + body)
 
 
-def match_prefix(prefix: str, candidates: Iterable[NodeId]) -> NodeId:
+def match_prefix(prefix: str, candidates: Iterable[NodeId], said: str | None = None) -> NodeId:
     """The one candidate whose id starts with ``prefix``; :class:`UnknownPeer` if none does,
-    :class:`AmbiguousPeer` (listing some) if several do."""
+    :class:`AmbiguousPeer` (listing some) if several do. ``said`` is the text the user typed
+    (:attr:`PeerRef.text`), which the errors repeat: not ``prefix``, which may have gained a
+    ``qizn1`` they never typed."""
     found = sorted({c for c in candidates if str(c).startswith(prefix)}, key=str)
     if len(found) == 1:
         return found[0]
+    said = prefix if said is None else said.strip()
     if not found:
         raise UnknownPeer(
-            f"no known peer starts with {prefix!r} (linked, departed or in the routing table); "
-            "give the full id to look it up in the DHT"
+            f"{said!r} names no known peer: no node id this node knows (linked, departed or in "
+            "the routing table) starts with it; an address is ip:port, and a full id is looked "
+            "up in the DHT"
         )
     shown = ", ".join(str(c)[: len(prefix) + 6] + "..." for c in found[:CANDIDATES_SHOWN])
     more = f" and {len(found) - CANDIDATES_SHOWN} more" if len(found) > CANDIDATES_SHOWN else ""
-    raise AmbiguousPeer(
-        f"{prefix!r} matches {len(found)} peers: {shown}{more}; give more characters"
-    )
+    raise AmbiguousPeer(f"{said!r} matches {len(found)} peers: {shown}{more}; give more characters")

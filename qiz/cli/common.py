@@ -95,6 +95,11 @@ def node_call(session: Session, command: str, timeout: float = 60.0, **arguments
     try:
         return asyncio.run(ask(session.home.path, command, timeout, **arguments))
     except NodeNotRunning as exc:
+        home = session.home
+        if not home.path.is_dir() or not home.identity_path.exists():  # as `qiz id` says it
+            raise UserError(
+                f"no QIZ home at {home.path}; create it with: {session.command('init')}"
+            ) from None
         raise UserError(f"{exc}; start it with: {session.command('node start')}") from None
     except TimeoutError:
         raise UserError(f"the node did not answer within {timeout:.0f} s") from None

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from qiz import peer_memory
 from qiz.cli import logs, peer_cmds
 from qiz.cli.common import Session, node_call
+from qiz.cli.detach import LOG_NAME
 from qiz.cli.human import duration, moment
 from qiz.cli.output import UserError, console, emit, guarded
+from qiz.cli.peer_cmds import plural
 from qiz.compute.placement import METHODS
 from qiz.compute.pool import SlotsError, check_slots, default_slots
 from qiz.compute.service import ComputeConfig
@@ -24,7 +29,7 @@ from qiz.home import PRIVATE_UMASK
 from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
-from qiz.node import ControlSocketError, FaceStarter, Node, parse_peer
+from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.manager import ManagerConfig
 from qiz.resolve.dht import DhtConfig
 
@@ -33,6 +38,9 @@ node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help
 
 
 PANEL = "Node and mesh"  # the heading these commands have in 'qiz --help'
+# said by a node that starts with nobody to dial: no --peer, no bootstrap, no peers remembered
+# from its last run (qiz.peer_memory), no --lan
+NO_PEERS = "no peers to join: pass --peer ADDR or set bootstrap in config.toml"
 
 
 def register(app: typer.Typer) -> None:
@@ -122,14 +130,15 @@ def start(
     links = _link_config(config.extra.get("links", {}))
     api = None if no_api else _api_settings(config.extra.get("api", {}), api_port)
     if detach:
-        _start_detached(session, ctx, phrase, as_json)
+        alone = not peers and not lan and not peer_memory.load(session.home.path)
+        _start_detached(session, ctx, phrase, as_json, alone)
         return
     logs.configure(verbose)
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
 
 
 def _start_detached(
-    session: Session, ctx: typer.Context, phrase: str | None, as_json: bool
+    session: Session, ctx: typer.Context, phrase: str | None, as_json: bool, alone: bool
 ) -> None:
     """``node start --detach``: the same command, options checked here, run in the background
     (:mod:`qiz.cli.detach`); print its ready record and return."""
@@ -159,7 +168,8 @@ def _start_detached(
             f"node {ready['node_id']} runs in the background (pid {ready['pid']})\n"
             f"  listening on {ready.get('address')}\n"
             f"  log          {ready['log']}\n"
-            f"  stop it with '{session.command('node stop')}'"
+            f"  stop it with '{session.command('node stop')}'" + (f"\n{NO_PEERS}" if alone else ""),
+            markup=False,
         ),
     )
 
@@ -329,6 +339,8 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         console.print(f"node {node.node_id} listening on {node.address}", markup=False)
         if api is not None:
             console.print(f"API and dashboard on {api} (qiz dashboard prints the URL)")
+        if not peers and not node.remembered and node.lan is None:
+            console.print(NO_PEERS, markup=False)
     await node.stop_requested.wait()
     logging.getLogger("qiz.node").info("shutting down")
     await node.stop()
@@ -376,16 +388,16 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
             console.print(f"api      {info['api_url']}  (qiz dashboard)", markup=False)
         dht = info["dht"]
         console.print(
-            f"dht      {dht['contacts']} contacts, {dht['records']} records, "
-            f"{dht['lookups']} lookups",
+            f"dht      {plural(dht['contacts'], 'contact')}, {plural(dht['records'], 'record')}, "
+            f"{plural(dht['lookups'], 'lookup')}",
             markup=False,
         )
         compute = info.get("compute")
         if compute and compute.get("worker"):
             w = compute["worker"]
             console.print(
-                f"worker   {w['qubits']} qubits, {w['slots']} slots, queue {w['queue']}, "
-                f"{w['engine']}",
+                f"worker   {plural(w['qubits'], 'qubit')}, {plural(w['slots'], 'slot')}, "
+                f"queue {w['queue']}, {w['engine']}",
                 markup=False,
             )
         if jobs:
@@ -405,7 +417,49 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     emit(as_json, info, human)
 
 
-def stop(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Ask the running node to shut down cleanly."""
-    node_call(ctx.obj, "stop", 5.0)
-    emit(as_json, {"stopped": True}, lambda: console.print("stop requested"))
+STOP_WAIT_S = 30.0  # how long 'node stop' waits for the node to let go of its home
+
+
+def stop(
+    ctx: typer.Context,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Return once the stop is requested, not when it is done."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop the running node cleanly, and wait (at most 30 s) until it has: a 'node start'
+    right after it finds the home free."""
+    session: Session = ctx.obj
+    node_call(session, "stop", 5.0)
+    if no_wait:
+        emit(as_json, {"stopped": False}, lambda: console.print("stop requested"))
+        return
+    if not _wait_released(session.home.path / LOCK_FILE, STOP_WAIT_S):
+        raise UserError(
+            f"the node was asked to stop but still holds its home after {STOP_WAIT_S:.0f} s "
+            f"(see {session.home.path / LOG_NAME} if it runs detached)"
+        )
+    emit(as_json, {"stopped": True}, lambda: console.print("stopped"))
+
+
+def _wait_released(lock: Path, timeout: float) -> bool:
+    """Whether the node's lock on its home (:data:`qiz.node.LOCK_FILE`, held until its last
+    file is closed) is free within ``timeout`` seconds. The lock, not the socket: the socket
+    goes first, the lock last, and it is what the next node start takes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True  # released (closing the fd below lets go of ours at once)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)

@@ -111,7 +111,9 @@ async def _dial_and_ping(session: Session, ref: PeerRef, count: int) -> dict[str
         for _ in range(count):
             rtts.append(await link.ping(PING_TIMEOUT))
     except (LinkError, TimeoutError) as exc:
-        raise UserError(f"the link failed after {len(rtts)} pings: {exc or 'timed out'}") from None
+        raise UserError(
+            f"the link failed after {plural(len(rtts), 'ping')}: {exc or 'timed out'}"
+        ) from None
     finally:
         link.close()
     return {
@@ -164,7 +166,7 @@ def columns(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _where(row: dict[str, Any]) -> str:
-    return (row.get("listens_at") or [row["address"]])[0]
+    return row["address"]  # where it listens (remote_address: an inbound link's source port)
 
 
 def peer_lines(rows: list[dict[str, Any]]) -> list[str]:

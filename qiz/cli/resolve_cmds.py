@@ -9,6 +9,7 @@ import typer
 from qiz.cli.common import node_call
 from qiz.cli.human import moment
 from qiz.cli.output import UserError, console, emit, guarded
+from qiz.cli.peer_cmds import plural
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import normalize_label
 from qiz.peer_ref import parse_peer_ref
@@ -78,7 +79,7 @@ def publish(
         result,
         lambda: console.print(
             f"published {result['owner']}/{label} ({result['name']}), "
-            f"stored on {result['stored_on']} nodes",
+            f"stored on {plural(result['stored_on'], 'node')}",
             markup=False,
         ),
     )

@@ -24,6 +24,11 @@ class ErrorCode(enum.IntEnum):
     SHUTDOWN = 13
 
 
+# The reason a link's first bytes could not be read as QMP (an HTTP server, say): dial() turns a
+# handshake that failed with it into "ADDRESS answered but is not a QIZ node".
+NOT_QMP = "the other end does not speak QMP"
+
+
 class QmpError(Exception):
     """A protocol failure on one link. The link is closed; the node keeps running."""
 

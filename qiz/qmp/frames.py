@@ -12,7 +12,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-from qiz.qmp.errors import ErrorCode, QmpError
+from qiz.qmp.errors import NOT_QMP, ErrorCode, QmpError
 
 HEADER_SIZE = 4
 MAX_BODY = (1 << 24) - 1
@@ -57,6 +57,7 @@ class FrameDecoder:
         self._chunks: deque[bytes] = deque()
         self._offset = 0  # bytes of the first chunk already consumed
         self._size = 0  # unconsumed bytes in all chunks
+        self._decoded = 0  # frames returned so far: an error before the first is "not QMP"
 
     @property
     def buffered(self) -> int:
@@ -114,13 +115,13 @@ class FrameDecoder:
             try:
                 kind = FrameKind(kind_byte)
             except ValueError:
-                raise QmpError(
+                raise self._error(
                     ErrorCode.PROTOCOL_ERROR, f"unknown frame kind {kind_byte}"
                 ) from None
             if length < MIN_BODY:
-                raise QmpError(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
+                raise self._error(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
             if length > self.max_body:
-                raise QmpError(
+                raise self._error(
                     ErrorCode.FRAME_TOO_LARGE,
                     f"frame of {length} bytes announced, limit is {self.max_body}",
                 )
@@ -129,4 +130,12 @@ class FrameDecoder:
             self._take(HEADER_SIZE)
             body = self._take(length)
             frames.append(Frame(kind, body if kind is FrameKind.DATA else bytes(body)))
+            self._decoded += 1
         return frames
+
+    def _error(self, code: ErrorCode, detail: str) -> QmpError:
+        """A framing error; before any frame was read, the bytes are not QMP at all (an HTTP
+        server's answer, say), and the reason says that in plain words."""
+        if self._decoded == 0:
+            return QmpError(code, f"{NOT_QMP} ({detail})")
+        return QmpError(code, detail)

@@ -110,7 +110,9 @@ def peer_row(link: Link) -> dict[str, Any]:
     stats = link.stats()
     return {
         "node_id": stats["peer"],
-        "address": stats["address"],
+        # where it listens (an inbound link's far end is a source port nobody can dial)
+        "address": (stats["listens_at"] or [stats["address"]])[0],
+        "remote_address": stats["address"],
         "listens_at": stats["listens_at"],
         "state": "online",
         "direction": stats["direction"],

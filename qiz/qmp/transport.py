@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -45,7 +47,7 @@ from qiz.qmp.connection import (
     QmpConfig,
 )
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority
-from qiz.qmp.errors import ErrorCode
+from qiz.qmp.errors import NOT_QMP, ErrorCode
 from qiz.qmp.handshake import EPHEMERAL_POOL
 from qiz.tasks import TaskOwner
 
@@ -455,6 +457,29 @@ class Link(asyncio.Protocol):
             self._arm_timer()
 
 
+# Socket errors in the words a person reads (the CLI, job logs, the dashboard), not errno text
+# such as "[Errno 111] Connect call failed ('127.0.0.1', 1)".
+_PLAIN_ERRNO = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "no answer (timed out)",
+    errno.EADDRNOTAVAIL: "address not available here",
+    errno.EACCES: "not allowed (permission denied)",
+    errno.EPERM: "not allowed (operation not permitted)",
+}
+
+
+def why_not(exc: OSError) -> str:
+    """Why a connection could not be made, in plain words."""
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if exc.errno in _PLAIN_ERRNO:
+        return _PLAIN_ERRNO[exc.errno]
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
 async def dial(
     address: str,
     identity: NodeIdentity,
@@ -483,7 +508,8 @@ async def dial(
             timeout,
         )
     except (OSError, TimeoutError) as exc:
-        raise LinkError(ErrorCode.PROTOCOL_ERROR, f"cannot reach {address}: {exc}") from None
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else why_not(exc)
+        raise LinkError(ErrorCode.PROTOCOL_ERROR, f"cannot reach {address}: {why}") from None
     try:
         await link.wait_established(timeout)
     except TimeoutError:
@@ -491,6 +517,12 @@ async def dial(
         raise LinkError(
             ErrorCode.HANDSHAKE_TIMEOUT, f"handshake with {address} timed out"
         ) from None
+    except LinkError as exc:
+        if str(exc).startswith(NOT_QMP):
+            raise LinkError(
+                exc.code, f"{address} answered but is not a QIZ node (it does not speak QMP)"
+            ) from None
+        raise
     except BaseException:  # failed or cancelled: leave no half-open link behind
         link.close(ErrorCode.SHUTDOWN, "dial abandoned")
         raise
