@@ -2,9 +2,9 @@
 // only to this node's /api/ (the NodeAPI operations, see /openapi.json).
 "use strict";
 
-import { api, $, el, fillTable, idBox, when, whenShort, duration, size, ms, label, token } from "./util.js";
+import { api, $, el, fillTable, idBox, when, whenCell, iso, duration, size, ms, label, plural, token } from "./util.js";
 import { drawMesh, rttClass, sparkline } from "./charts.js";
-import { renderDetail, leaveDetail, jobId } from "./detail.js";
+import { renderDetail, leaveDetail, jobId, reasonOf } from "./detail.js";
 
 let self = null;  // this node's id
 
@@ -34,15 +34,15 @@ function renderPeers(answer) {
   rows.sort((a, b) => (a.offline - b.offline) || String(a.id).localeCompare(String(b.id)));
   drawMesh($("#mesh"), answer.node_id ?? answer.self, rows);
   const online = rows.filter((p) => !p.offline).length;
-  $("#mesh-count").textContent = `${online + 1} nodes online` + (rows.length > online ? `, ${rows.length - online} left` : "");
+  $("#mesh-count").textContent = plural(online + 1, "node") + " online" + (rows.length > online ? `, ${rows.length - online} left` : "");
   fillTable($("#peers"), rows.map((p) => {
     const address = (p.listens_at && p.listens_at[0]) || p.address || "–";
     const state = p.offline
       ? el("td", { class: "wrap", "data-testid": "peer-state" }, el("span", { class: "state-offline" }, "offline"), p.left_reason ? el("span", { class: "muted" }, ": " + p.left_reason) : "")
       : el("td", { "data-testid": "peer-state" }, el("span", { class: "state-online" }, "online"), p.path && p.path !== "direct" ? el("span", { class: "muted" }, " (" + p.path + ")") : "");
     const moment = p.offline
-      ? el("td", { title: "last seen " + when(p.last_seen_at) }, "left " + whenShort(p.left_at))
-      : el("td", { title: when(p.connected) }, whenShort(p.connected));
+      ? whenCell(p.left_at, { prefix: "left ", title: "last seen " + when(p.last_seen_at) })
+      : whenCell(p.connected);
     return el("tr", { "data-testid": "peer-row", "data-peer": p.id, "data-state": p.offline ? "offline" : "online", class: p.offline ? "offline" : "" },
       el("td", {}, idBox(p.id)), state, el("td", { class: "addr" }, address),
       el("td", { class: "num " + (rttClass(p.rtt_ms) === "slow" ? "bad" : "") }, p.offline ? "–" : ms(p.rtt_ms, 3)),
@@ -65,11 +65,11 @@ function renderJobs(jobs) {
     const row = el("tr", { "data-testid": "job-row", "data-job": id, "data-state": j.state, class: "clickable", title: "show job " + id },
       el("td", {}, idBox(id, { href: "#job/" + id })),
       el("td", {}, j.kind === "sweep" ? "sweep of " + j.over : j.kind),
-      el("td", { class: "wrap state-" + j.state, "data-testid": "job-state" }, j.state + (j.error ? ": " + j.error : "")),
+      el("td", { class: "wrap state-" + j.state, "data-testid": "job-state" }, j.state + (reasonOf(j) ? ": " + reasonOf(j) : "")),
       el("td", { class: "nowrap" }, bar, " " + Math.round(j.progress * 100) + "%"),
       el("td", { class: "num" }, `${j.decided}/${j.tasks}`),
-      el("td", {}, `${done} done on ${workers} worker${workers === 1 ? "" : "s"}` + (lost ? `, ${lost} lost` : "")),
-      el("td", { title: when(submitted) }, whenShort(submitted)),
+      el("td", {}, `${done} done on ${plural(workers, "worker")}` + (lost ? `, ${lost} lost` : "")),
+      whenCell(submitted),
       el("td", { class: "num" }, took));
     row.addEventListener("click", () => { location.hash = "#job/" + id; });
     return row;
@@ -78,13 +78,13 @@ function renderJobs(jobs) {
 
 function renderResults(items) {
   fillTable($("#results"), items.slice().reverse().map((a) => {
-    const id = a.job_id ?? a.job;
+    const id = a.job_id;
     return el("tr", { "data-testid": "result-row", "data-job": id },
       el("td", {}, idBox(id, { href: "#job/" + id })), el("td", {}, a.kind || ""),
       el("td", { class: a.verified ? "ok" : "bad wrap", "data-testid": "verified" }, a.verified ? "verified (" + a.tests.join(", ") + ")" : "NOT verified: " + a.error),
       el("td", { class: "wrap summary" }, a.summary || ""),
-      el("td", { "data-testid": "result-replicas" }, a.workers ? `${a.tasks} task${a.tasks === 1 ? "" : "s"} on ${a.workers.length} workers` : ""),
-      el("td", { title: when(a.issued_at ?? a.issued) }, whenShort(a.issued_at ?? a.issued)),
+      el("td", { "data-testid": "result-replicas" }, a.workers ? `${plural(a.tasks, "task")} on ${plural(a.workers.length, "worker")}` : ""),
+      whenCell(a.issued_at),
       el("td", {}, el("a", { href: "#", "data-job": id, onclick: download }, "download")));
   }), "no verified result yet");
 }
@@ -98,8 +98,10 @@ async function download(event) {
   link.click();
 }
 
+// this node scores itself too (it runs replicas of its own jobs): its row says so
 function renderScores(rows) {
-  fillTable($("#scores"), rows.map((s) => el("tr", {}, el("td", {}, idBox(s.node_id ?? s.peer)),
+  fillTable($("#scores"), rows.map((s) => el("tr", { "data-testid": "score-row", "data-peer": s.node_id },
+    el("td", { class: "nowrap" }, idBox(s.node_id), s.node_id === self ? el("span", { class: "muted", "data-testid": "this-node" }, " (this node)") : ""),
     el("td", { class: "num" }, s.score.toFixed(3)), el("td", { class: "num" }, s.agreed),
     el("td", { class: "num" }, s.disagreed), el("td", { class: "num" }, s.failed))), "no peer has run a job for this node yet");
 }
@@ -166,7 +168,9 @@ async function refresh() {
       renderScores(scores.scores);
       renderHistory(history);
     }
-    $("#status").textContent = "live · " + when(Date.now() / 1000);
+    const now = Date.now() / 1000;
+    $("#status").textContent = "live · " + when(now);
+    $("#status").title = "times on this page are this browser's local time (" + iso(now) + " in UTC)";
   } catch (error) {
     $("#status").textContent = "error: " + error.message;
   } finally {
@@ -181,7 +185,7 @@ function eventText(e) {
     const text = Array.isArray(v) ? "[" + v.map(one).join(", ") + "]" : one(v);
     return `${k.replaceAll("_", " ")} ${text}`;
   });
-  return `#${e.id} ${whenShort(e.at ?? e.time)} ${e.kind} ` + fields.join(", ");
+  return `#${e.id} ${when(e.at ?? e.time)} ${e.kind} ` + fields.join(", ");
 }
 
 async function followEvents() {
@@ -246,22 +250,42 @@ function specFromForm() {
     axes: { "gammas.0": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "betas.0": [0.1, 0.2, 0.3, 0.4] } } };
 }
 
-// the spec checker names spec paths ("params.p: ..."); the form speaks of its own fields
-const FIELDS = { replicas: "replicas", quorum: null, "params.graph": "graph", "params.p": "p", "params.qubits": "qubits", "params.marked": "marked" };
-function formError(message) {
+// The node's spec check names spec paths and repeats the field ("the spec was refused:
+// params.graph: params.graph:1: expected ...", "params.graph: graph 'random:4000,3': at most 34
+// nodes"); the form speaks of its own fields ("Graph, line 1: expected ...", "Graph: at most 34
+// nodes") and marks the field. A JSON spec keeps the paths: its writer wrote them.
+const FIELDS = { replicas: "replicas", graph: "graph", p: "p", qubits: "qubits", marked: "marked" };
+export function formError(message) {
   const text = message.replace(/^the spec was refused:\s*/, "");
-  const m = /^([a-z_]+(?:\.[a-z_]+)*)(\[\d+\])?(?:\.[\w.[\]]+)?:\s*(.*)$/i.exec(text);
-  if (m && FIELDS[m[1]] && $("#kind").value !== "json") {
-    const input = $("#" + FIELDS[m[1]]);
-    return new FieldError(input, `${input.dataset.label} ${m[3]}`);
+  const m = /^(?:params\.(?:base\.)?)?([a-z_]+)(?:\[(\d+)\])?:\s*(.*)$/is.exec(text);
+  if (!m || !FIELDS[m[1]] || $("#kind").value === "json") {
+    return new FieldError(null, text.replace(/--([a-z-]+)/g, (_, flag) => flag.replaceAll("-", " ")));
   }
-  return new FieldError(null, text.replace(/--([a-z-]+)/g, (_, flag) => flag.replaceAll("-", " ")));
+  const input = $("#" + FIELDS[m[1]]);
+  let rest = m[3], where = m[2] !== undefined ? ` (value ${Number(m[2]) + 1})` : "";
+  for (;;) {  // the field named again inside: "params.graph:1: ", "graph 'random:x': ", "graph: "
+    const again = new RegExp(`^(?:params\\.(?:base\\.)?)?${m[1]}(?::(\\d+))?(?:\\s+'[^']*')?:\\s*`, "i").exec(rest);
+    if (!again) break;
+    if (again[1]) where = `, line ${again[1]}`;
+    rest = rest.slice(again[0].length);
+  }
+  const label = input.dataset.label + where;
+  return new FieldError(input, /^must\b/.test(rest) ? `${label} ${rest}` : `${label}: ${rest}`);
+}
+
+// a mistake shown stays until the reader changes the kind or edits the field it is about
+function clearError(field = null) {
+  const marked = [...document.querySelectorAll("#submit-form .invalid")];
+  if (field && marked.length && !marked.includes(field)) return;
+  for (const n of marked) { n.classList.remove("invalid"); n.removeAttribute("aria-invalid"); }
+  const out = $("#submit-result");
+  if (out.classList.contains("bad")) { out.textContent = ""; out.className = "muted"; }
 }
 
 async function submit(event) {
   event.preventDefault();
   const out = $("#submit-result");
-  for (const n of document.querySelectorAll("#submit-form .invalid")) { n.classList.remove("invalid"); n.removeAttribute("aria-invalid"); }
+  clearError();
   out.className = "muted";
   out.removeAttribute("data-job");
   try {
@@ -297,7 +321,8 @@ function showFields() {
 }
 
 $("#submit-form").addEventListener("submit", submit);
-$("#kind").addEventListener("change", showFields);
+$("#kind").addEventListener("change", () => { clearError(); showFields(); });
+$("#submit-form").addEventListener("input", (event) => { if (event.target.id !== "kind") clearError(event.target); });
 $("#detail-download").addEventListener("click", download);
 window.addEventListener("hashchange", () => { window.scrollTo(0, 0); refresh(); });
 showFields();

@@ -13,10 +13,18 @@ export function rttClass(ms) {
 
 const shortId = (id) => (id || "").slice(0, 12) + "…";
 
-// this node in the middle, its peers around it; offline peers grey and dashed
+// this node in the middle, its label below its circle; its peers around it, offline ones grey
+// and dashed. The drawing's box is cut to what is drawn (the card holds no empty band) and
+// shown at a fixed scale, so one peer makes a small picture and twenty a larger one.
+const CHAR = 6.1;  // the width of one character of the 10 px monospace labels, in drawing units
 export function drawMesh(target, self, peers) {
-  const cx = 210, cy = 150, r = 110;
+  const cx = 0, cy = 0, r = peers.length > 8 ? 150 : 110;
   const parts = [];
+  const box = { x0: Infinity, y0: Infinity, x1: -Infinity, y1: -Infinity };
+  const cover = (x0, y0, x1, y1) => {
+    box.x0 = Math.min(box.x0, x0); box.y0 = Math.min(box.y0, y0);
+    box.x1 = Math.max(box.x1, x1); box.y1 = Math.max(box.y1, y1);
+  };
   const nodes = [{ id: self, x: cx, y: cy, self: true }];
   peers.forEach((p, i) => {
     const a = (2 * Math.PI * i) / Math.max(1, peers.length) - Math.PI / 2;
@@ -28,22 +36,39 @@ export function drawMesh(target, self, peers) {
     if (n.offline) line.setAttribute("stroke-dasharray", "5 5");
     parts.push(line);
     if (!n.offline && n.rtt !== null && n.rtt !== undefined) {
-      parts.push(svg("text", { x: (cx + n.x) / 2 + 4, y: (cy + n.y) / 2 - 4 }, n.rtt.toFixed(2) + " ms"));
+      parts.push(svg("text", { x: (cx + n.x) / 2 + 4, y: (cy + n.y) / 2 - 4, class: "halo" }, n.rtt.toFixed(2) + " ms"));
     }
   }
   for (const n of nodes) {
     const g = svg("g", { "data-testid": "mesh-node", "data-id": n.id, "data-state": n.offline ? "offline" : "online" });
-    g.append(svg("title", {}, n.id + (n.offline ? " (offline)" : "")));
+    const radius = n.self ? 14 : 10;
+    g.append(svg("title", {}, n.id + (n.self ? " (this node)" : n.offline ? " (offline)" : "")));
     g.append(svg("circle", {
-      cx: n.x, cy: n.y, r: n.self ? 14 : 10,
+      cx: n.x, cy: n.y, r: radius,
       fill: n.self ? "#5cc8ff" : n.offline ? "#182029" : "#2b3947",
       stroke: n.offline ? COLORS.offline : "#5cc8ff",
     }));
-    const text = (n.self ? "this node " : "") + shortId(n.id) + (n.offline ? " offline" : "");
-    const anchor = n.x < cx - 20 ? "end" : "start";
-    g.append(svg("text", { x: n.x + (anchor === "end" ? -14 : 14), y: n.y + 4, "text-anchor": anchor }, text));
+    cover(n.x - radius - 2, n.y - radius - 2, n.x + radius + 2, n.y + radius + 2);
+    if (n.self) {  // two lines under the circle, clear of it
+      const words = ["this node", shortId(n.id)];
+      words.forEach((w, k) => g.append(svg("text", { x: n.x, y: n.y + radius + 13 + 11 * k, "text-anchor": "middle", class: "halo" }, w)));
+      const half = (shortId(n.id).length * CHAR) / 2;
+      cover(n.x - half, n.y, n.x + half, n.y + radius + 30);
+    } else {
+      const text = shortId(n.id) + (n.offline ? " offline" : "");
+      const anchor = n.x < cx - 20 ? "end" : "start";
+      const x = n.x + (anchor === "end" ? -(radius + 4) : radius + 4);
+      g.append(svg("text", { x, y: n.y + 4, "text-anchor": anchor, class: "halo" }, text));
+      const w = text.length * CHAR;
+      cover(anchor === "end" ? x - w : x, n.y - 8, anchor === "end" ? x : x + w, n.y + 8);
+    }
     parts.push(g);
   }
+  const pad = 8, scale = 1.25;
+  const width = box.x1 - box.x0 + 2 * pad, height = box.y1 - box.y0 + 2 * pad;
+  target.setAttribute("viewBox", `${(box.x0 - pad).toFixed(1)} ${(box.y0 - pad).toFixed(1)} ${width.toFixed(1)} ${height.toFixed(1)}`);
+  target.setAttribute("width", Math.round(width * scale));
+  target.setAttribute("height", Math.round(height * scale));
   target.replaceChildren(...parts);
 }
 

@@ -1,16 +1,21 @@
-// One job in detail (#job/ID): its spec, its timeline (GET /api/jobs/ID/logs), each replica's
-// state and error (GET /api/jobs/ID), and for a finished sweep its landscape as a heat map
-// (the results of its attestation, GET /api/jobs/ID/result).
+// One job in detail (#job/ID): its spec (GET /api/jobs/ID's "spec", for any job, attested or
+// not; else what its attestation says), its result's key figures once attested (the results of
+// GET /api/jobs/ID/result, the node's one-line summary from GET /api/attestations), its timeline
+// (GET /api/jobs/ID/logs), each replica's state and reason, and for a finished sweep its
+// landscape as a heat map.
 "use strict";
 
-import { api, ApiError, $, el, fillTable, idBox, when, duration } from "./util.js";
+import { api, ApiError, $, el, fillTable, idBox, when, iso, duration, plural } from "./util.js";
 import { heatmap, heatKey, pointValue } from "./charts.js";
 import { readAttestation, hex } from "./cbor.js";
 
 const attested = new Map();  // job id -> what its attestation says (it never changes)
+const summaries = new Map();  // job id -> its row of GET /api/attestations (verified, summary)
 let shown = null;  // the job id on screen
 
-export const jobId = (j) => j.job_id ?? j.job;
+export const jobId = (j) => j.job_id;
+// why a job or a replica ended as it did ("reason"; "error" in answers of older nodes)
+export const reasonOf = (x) => x.reason ?? x.error ?? null;
 
 // what the spec's parameters say, as [label, text] rows a person reads
 function parameterRows(kind, params) {
@@ -35,36 +40,111 @@ function sameBytes(a, b) {
   return a && b && a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function renderSpec(status, att, self) {
-  const spec = att ? att.spec : null;
-  const params = status.params ?? (spec && spec.params);
-  let submitter = status.submitter ?? null;
-  if (!submitter && spec && att.coordinatorKey) {
-    submitter = sameBytes(spec.submitter, att.coordinatorKey) ? self : `another node (key ${hex(spec.submitter.subarray(0, 6))}…)`;
+function submitterOf(status, att, self) {
+  const given = status.spec ? status.spec.submitter : status.submitter;
+  if (given) {
+    if (given === self) return el("span", {}, idBox(given), el("span", { class: "muted" }, " (this node)"));
+    return given.startsWith("qizn") ? idBox(given) : given;
   }
+  if (att && att.coordinatorKey && att.spec.submitter) {
+    return sameBytes(att.spec.submitter, att.coordinatorKey) ? el("span", {}, idBox(self), el("span", { class: "muted" }, " (this node)"))
+      : `another node (key ${hex(att.spec.submitter.subarray(0, 6))}…)`;
+  }
+  return el("span", { class: "muted" }, "not known to this node");
+}
+
+function renderSpec(status, att, self) {
+  // the node's copy of the spec (any job), else the attested one (older nodes, done jobs only)
+  const spec = status.spec ?? (att ? att.spec : null);
+  const params = spec ? spec.params : status.params;
+  const deadline = status.deadline_at ?? status.deadline;
   const submitted = status.submitted_at ?? status.created;
+  const reason = reasonOf(status);
   const rows = [
     ["kind", status.kind === "sweep" ? `sweep of ${status.over}` : status.kind],
-    ["state", el("span", { class: "state-" + status.state, "data-testid": "detail-state" }, status.state + (status.error ? ": " + status.error : ""))],
-    ["replicas", `${status.replicas_wanted} per task, quorum ${status.quorum}`],
+    ["state", el("span", { class: "state-" + status.state, "data-testid": "detail-state" }, status.state + (reason ? ": " + reason : ""))],
+    ["replicas", `${status.replicas_wanted ?? spec?.replicas} per task, quorum ${status.quorum ?? spec?.quorum}`],
     ["tasks", `${status.decided} of ${status.tasks} decided`],
     ...(status.duration_s !== null && status.duration_s !== undefined ? [["took", duration(status.duration_s)]] : []),
-    ["seed", status.seed ?? "none (independent randomness per replica)"],
+    ["seed", status.seed ?? spec?.seed ?? "none (independent randomness per replica)"],
     ["submitted", when(submitted)],
-    ["deadline", when(status.deadline_at ?? status.deadline)],
-    ["submitter", submitter && submitter.startsWith("qizn") ? idBox(submitter) : submitter ?? "shown once the job is attested"],
+    ["deadline", when(deadline) + (spec && spec.deadline_s ? ` (${duration(spec.deadline_s)} after submission)` : "")],
+    ["submitter", submitterOf(status, att, self)],
   ];
   if (att && att.issued) rows.push(["attested", `${when(att.issued)} (${[...new Set(att.tests)].join(", ")})`]);
   const paramRows = parameterRows(status.kind, params);
-  if (!params) rows.push(["parameters", "shown once the job is attested"]);
+  if (!params) rows.push(["parameters", el("span", { class: "muted" }, "not known to this node")]);
   $("#detail-spec").replaceChildren(...[...rows, ...paramRows].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+// ------------------------------------------------------------------ the result's key figures
+
+const num = (v, digits = 10) => (typeof v === "number" ? Number(v.toPrecision(digits)).toString() : "–");
+const percent = (v) => (typeof v === "number" ? (v * 100).toFixed(2) + " %" : "–");
+
+function topCounts(counts, shots, n) {
+  const total = shots || Object.values(counts).reduce((a, b) => a + b, 0);
+  return Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, n)
+    .map(([k, v]) => `${k}: ${v} (${((v / total) * 100).toFixed(1)} %)`).join(", ");
+}
+
+// what a person looks for in each kind's result (the first task's, as qiz job result prints)
+export function keyFigures(kind, results) {
+  const r = Array.isArray(results) ? results[0] : null;
+  if (kind === "sweep") {
+    const points = (results || []).flat();
+    return points.length ? [["points", points.length]] : [];
+  }
+  if (!r || typeof r !== "object") return [];
+  const rows = [];
+  if (kind === "vqe" || ("energy" in r && !("counts" in r))) {
+    rows.push(["energy", num(r.energy)]);
+    if (typeof r.exact === "number") {
+      rows.push(["exact ground energy", num(r.exact)]);
+      const gap = r.energy - r.exact;
+      rows.push(["above exact by", `${num(gap, 4)}` + (r.exact ? ` (${Math.abs((gap / r.exact) * 100).toFixed(2)} %)` : "")]);
+    }
+    if ("converged" in r) rows.push(["optimizer", (r.converged ? "converged" : "did not converge") + (r.evaluations ? ` after ${plural(r.evaluations, "evaluation")}` : "")]);
+    return rows;
+  }
+  if ("approximation_ratio" in r || (kind === "qaoa" && "expectation" in r)) {
+    rows.push(["expected cut", num(r.expectation, 7)]);
+    if (typeof r.approximation_ratio === "number") rows.push(["approximation ratio", num(r.approximation_ratio, 4)]);
+    if ("best_cut" in r) rows.push(["best cut sampled", `${num(r.best_cut)}` + (r.best_bitstring ? ` (${r.best_bitstring})` : "")]);
+    if (typeof r.optimum === "number") rows.push(["optimum", num(r.optimum)]);
+    if (r.evaluations) rows.push(["optimizer", `${plural(r.evaluations, "evaluation")}`]);
+    return rows;
+  }
+  if (typeof r.success_probability === "number") rows.push(["success probability", `${num(r.success_probability, 6)} (${percent(r.success_probability)})`]);
+  if (r.iterations) rows.push(["Grover iterations", r.iterations]);
+  if (r.counts && typeof r.counts === "object") {
+    rows.push(["shots", r.shots ?? Object.values(r.counts).reduce((a, b) => a + b, 0)]);
+    rows.push(["top outcomes", topCounts(r.counts, r.shots, kind === "sampler" ? 8 : 3)]);
+  }
+  if ("expectation" in r && !rows.length) rows.push(["expectation", num(r.expectation)]);
+  if (Array.isArray(r.values)) rows.push(["values", r.values.slice(0, 8).map((v) => num(v)).join(", ")]);
+  return rows;
+}
+
+function renderResult(status, att, view) {
+  const card = $("#result-card");
+  const box = $("#detail-result");
+  card.hidden = status.state !== "done" && !att;
+  if (card.hidden) return;
+  if (!att) { box.replaceChildren(el("dt", {}, "result"), el("dd", { class: "muted" }, "reading the attestation…")); return; }
+  const rows = keyFigures(status.kind, att.results);
+  if (view) {
+    rows.push(["check", el("span", { class: view.verified ? "ok" : "bad" }, view.verified ? `verified (${view.tests.join(", ")})` : "NOT verified: " + reasonOf(view))]);
+    if (view.summary) rows.push(["summary", el("span", { class: "muted" }, view.summary)]);
+  }
+  box.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-testid": "figure-" + k.replaceAll(" ", "-") }, v)]));
 }
 
 function renderReplicas(status) {
   const rows = status.replicas.map((r) => el("tr", { "data-testid": "replica-row", "data-state": r.state },
     el("td", { class: "num" }, r.task), el("td", {}, idBox(r.worker)),
     el("td", { class: "state-" + r.state }, r.state), el("td", { class: "num" }, Math.round((r.progress || 0) * 100) + "%"),
-    el("td", { class: r.error ? "bad wrap" : "muted" }, r.error || "–")));
+    el("td", { class: reasonOf(r) ? "bad wrap" : "muted" }, reasonOf(r) || "–")));
   fillTable($("#detail-replicas"), rows, "no replica placed yet");
 }
 
@@ -76,7 +156,7 @@ function renderTimeline(logs) {
   }
   const start = logs.entries.length ? logs.entries[0].at : 0;
   list.replaceChildren(...logs.entries.map((e) => el("li", { "data-testid": "timeline-entry", "data-event": e.event },
-    el("span", { class: "at", title: when(e.at) }, when(e.at).slice(11), el("span", { class: "muted" }, ` +${duration(e.at - start)}`)),
+    el("span", { class: "at", title: iso(e.at) }, when(e.at), " ", el("span", { class: "muted" }, `+${duration(e.at - start)}`)),
     el("span", { class: "event ev-" + e.event }, e.event.replaceAll("_", " ")),
     e.task !== null && e.task !== undefined ? el("span", { class: "muted" }, `task ${e.task}`) : "",
     e.worker ? idBox(e.worker) : "",
@@ -121,6 +201,16 @@ async function attestationOf(id, status) {
   }
 }
 
+// the node's check of the attestation and its one-line summary (GET /api/attestations)
+async function summaryOf(id, status) {
+  if (summaries.has(id)) return summaries.get(id);
+  if (status.state !== "done") return null;
+  const answer = await api("attestations").catch(() => ({ attestations: [] }));
+  const view = answer.attestations.find((a) => a.job_id === id) ?? null;
+  if (view) summaries.set(id, view);
+  return view;
+}
+
 async function logsOf(id) {
   try {
     return await api(`jobs/${id}/logs`);
@@ -134,7 +224,8 @@ export async function renderDetail(id, self) {
   if (shown !== id) {
     shown = id;
     $("#detail-id").replaceChildren(idBox(id));
-    for (const n of ["#detail-spec", "#detail-timeline", "#detail-landscape"]) $(n).replaceChildren();
+    for (const n of ["#detail-spec", "#detail-result", "#detail-timeline", "#detail-landscape"]) $(n).replaceChildren();
+    $("#result-card").hidden = true;
     fillTable($("#detail-replicas"), []);
     $("#detail-error").textContent = "";
     $("#detail").removeAttribute("data-job");
@@ -147,13 +238,14 @@ export async function renderDetail(id, self) {
     return;
   }
   const full = jobId(status);
-  const [logs, att] = await Promise.all([logsOf(full).catch(() => null), attestationOf(full, status)]);
+  const [logs, att, view] = await Promise.all([logsOf(full).catch(() => null), attestationOf(full, status), summaryOf(full, status)]);
   if (shown !== id) return;  // the reader moved on meanwhile
   if ($("#detail").getAttribute("data-job") !== full) {
     $("#detail").setAttribute("data-job", full);
     $("#detail-id").replaceChildren(idBox(full));
   }
   renderSpec(status, att, self);
+  renderResult(status, att, view);
   renderReplicas(status);
   renderTimeline(logs);
   renderLandscape(status, att);

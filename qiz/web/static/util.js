@@ -58,29 +58,51 @@ export function fillTable(table, rows, empty) {
 
 const pad = (n) => String(n).padStart(2, "0");
 
-// an epoch in seconds as a local "YYYY-MM-DD HH:MM:SS"
+// the browser's zone, said beside every time: "UTC", or its offset ("UTC+01:00")
+export function zone(epoch = Date.now() / 1000) {
+  const offset = -new Date(epoch * 1000).getTimezoneOffset();
+  if (offset === 0) return "UTC";
+  const a = Math.abs(offset);
+  return `UTC${offset > 0 ? "+" : "-"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+// an epoch in seconds as the local "YYYY-MM-DD HH:MM:SS" and its zone ("... UTC",
+// "... UTC+01:00"): the CLI prints ISO 8601 in UTC, the page local time that says so
 export function when(epoch) {
   if (epoch === null || epoch === undefined) return "–";
   const d = new Date(epoch * 1000);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(epoch)}`;
 }
 
-// only the time of day when the moment is today, the whole date otherwise
-export function whenShort(epoch) {
-  if (epoch === null || epoch === undefined) return "–";
-  const full = when(epoch);
-  return full.slice(0, 10) === when(Date.now() / 1000).slice(0, 10) ? full.slice(11) : full;
+// the same moment as ISO 8601 in UTC, as the CLI prints it (for titles: one to compare)
+export function iso(epoch) {
+  if (epoch === null || epoch === undefined) return "";
+  return new Date(Math.floor(epoch) * 1000).toISOString().replace(".000Z", "Z");
 }
 
+// a moment in a table cell: date, time and zone, which may break only after the date (a title
+// with the CLI's UTC form); "prefix" goes before it ("left ")
+export function whenCell(epoch, { prefix = "", title } = {}) {
+  const text = when(epoch);
+  const parts = text.length > 10 ? [text.slice(0, 10), text.slice(11)] : [text];
+  return el("td", { class: "moment", title: title ?? iso(epoch) },
+    el("span", { class: "nowrap" }, prefix + parts[0]), parts[1] ? " " : "", parts[1] ? el("span", { class: "nowrap" }, parts[1]) : "");
+}
+
+// a duration as the CLI writes it (qiz/cli/human.py duration): 850 ms, 12.3 s, 4m05s, 2h03m, 3d04h
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   if (seconds < 1) return (seconds * 1000).toFixed(0) + " ms";
   if (seconds < 60) return seconds.toFixed(1) + " s";
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
-  const h = Math.floor(seconds / 3600);
-  return h < 48 ? `${h} h ${Math.floor((seconds % 3600) / 60)} min` : `${Math.floor(h / 24)} d ${h % 24} h`;
+  const whole = Math.floor(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)}m${pad(whole % 60)}s`;
+  if (whole < 86400) return `${Math.floor(whole / 3600)}h${pad(Math.floor((whole % 3600) / 60))}m`;
+  return `${Math.floor(whole / 86400)}d${pad(Math.floor((whole % 86400) / 3600))}h`;
 }
+
+// "1 node", "2 nodes"
+export const plural = (n, word, many = word + "s") => `${n} ${n === 1 ? word : many}`;
 
 export function size(bytes) {
   if (bytes === null || bytes === undefined) return "–";
