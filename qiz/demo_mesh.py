@@ -227,7 +227,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
     results = {}
     for label, state in finals.items():
         if state["state"] != "done":
-            raise DemoError(f"job {label} ended {state['state']}: {state['error']}")
+            raise DemoError(f"job {label} ended {state['state']}: {state['reason']}")
         data = base64.b64decode(first.request("job_result", job=jobs[label])["attestation"])
         (tmp / f"{label}.attestation").write_bytes(data)
         verified = verify_file(data)  # offline: signatures, quorum, digests

@@ -46,7 +46,7 @@ from qiz.compute.placement import (
 )
 from qiz.compute.pool import WorkerPool
 from qiz.compute.quorum import ALPHA, Replica, chi2_homogeneity, decide, result_digest
-from qiz.compute.status import job_status
+from qiz.compute.status import CUT_TEXT, job_status, spec_summary
 from qiz.events import EventKind
 from qiz.identity import NodeIdentity
 from qiz.quantum.algorithms.qaoa import QaoaSimulator
@@ -632,7 +632,7 @@ def test_a_worker_stopping_keeps_its_tasks_for_the_restart_and_reruns_on_a_new_s
 ME = b"\x00" * 32
 WORKERS = [bytes([i]) * 32 for i in range(1, 9)]
 STATUS_KEYS = {
-    "job_id", "job", "state", "error", "kind", "over", "submitted_at", "updated_at",
+    "job_id", "state", "reason", "kind", "over", "submitted_at", "updated_at",
     "finished_at", "duration_s", "deadline_at", "replicas_wanted", "quorum", "seed", "tasks",
     "decided", "progress", "replicas", "attested",
 }  # fmt: skip
@@ -1583,3 +1583,56 @@ def test_a_worker_that_never_answers_an_offer_holds_up_no_other_job(alice) -> No
             db.close()
 
     run(scenario())
+
+
+def test_progress_is_the_quorums_replica_and_never_one_before_a_replica_is_done() -> None:
+    """Issue 14: a job showed 100% while its one replica still ran (an optimizer's estimate
+    overshoots, and the status took the best replica although the quorum waits for the
+    q-th)."""
+    h = Harness(replicas=2)
+    actions = h.start()
+    h.accept_all(actions, 0.1)
+    a, b = h.placed(0)
+
+    def push(worker: bytes, value: float) -> dict:
+        h.core.progress(worker, {"job": h.job, "task": 0, "progress": value}, 0.2)
+        return job_status(h.tables.job(h.job), h.tables.replicas(h.job), h.core.live(h.job))
+
+    status = push(a, 1.0)  # a worker's estimate says all; it has not reported done
+    assert [r.progress for r in status.replicas if r.worker.digest == a] == [0.99]
+    assert status.progress == 0.0  # the quorum of 2 waits for b, which has not started
+    assert push(b, 0.5).progress == 0.5
+    h.core.report(a, h.done(a, 0), 1.0)
+    status = job_status(h.tables.job(h.job), h.tables.replicas(h.job), h.core.live(h.job))
+    assert status.progress == 0.5 and status.as_dict()["replicas"][0]["reason"] is None
+    h.core.report(b, h.done(b, 0), 1.1)
+    final = job_status(h.tables.job(h.job), h.tables.replicas(h.job), h.core.live(h.job))
+    assert final.state == "done" and final.progress == 1.0
+    # the optimizer's own estimate: evaluations over its iteration budget, capped
+    seen: list[float] = []
+    report = execute._per_evaluation(seen.append, 10)
+    assert report is not None
+    for done in (5, 10, 50):
+        report(done, 0.0)
+    assert seen == [0.5, 0.99, 0.99]
+
+
+_SUBMITTER: list[NodeIdentity] = []
+
+
+@given(st.text(min_size=0, max_size=5000))
+def test_a_status_spec_cuts_long_strings_and_says_their_length(text) -> None:
+    if not _SUBMITTER:  # one identity for every example (key generation is slow)
+        _SUBMITTER.append(NodeIdentity.generate())
+    alice = _SUBMITTER[0]
+    body = specs.make_body(
+        {"kind": "sampler", "params": {"qasm": text, "shots": 10}, "replicas": 1}, alice
+    )
+    summary = spec_summary(body)
+    assert summary["submitter"] == str(alice.node_id) and summary["deadline_s"] == 3600
+    assert (summary["replicas"], summary["quorum"], summary["kind"]) == (1, 1, "sampler")
+    shown = summary["params"]["qasm"]
+    if len(text) <= CUT_TEXT:
+        assert shown == text
+    else:
+        assert shown == f"{text[:CUT_TEXT]}\u2026  ({len(text):,} characters)"

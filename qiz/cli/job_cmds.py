@@ -33,6 +33,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
 JobArgument = Annotated[str, typer.Argument(help="Job id (or a unique prefix).")]
 MAX_SPEC_FILE = 1024 * 1024
+LIST_SHOWN = 50  # jobs 'qiz job list' shows without --limit/--all (the newest)
 
 
 PANEL = "Jobs"  # the heading these commands have in 'qiz --help'
@@ -102,6 +103,20 @@ def _spec_file(specfile: Path) -> dict[str, Any]:
     return document
 
 
+# the earlier name of --attestation, kept working for scripts (and the README's tour)
+OutAlias = Annotated[Path | None, typer.Option("--out", hidden=True)]
+
+
+def _attestation_path(attestation: Path | None, out: Path | None) -> tuple[Path | None, str]:
+    """The attestation file asked for (``--attestation``, or its old name ``--out``), and the
+    flag as typed, for messages about it."""
+    if attestation is not None and out is not None:
+        raise UserError("give --attestation FILE once (--out is its old name)")
+    if out is not None:
+        return out, "--out"
+    return attestation, "--attestation"
+
+
 def submit(
     ctx: typer.Context,
     specfile: Annotated[
@@ -119,9 +134,11 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the result (Ctrl-C stops waiting only).")
     ] = False,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="With --wait: write the attestation here.")
+    attestation: Annotated[
+        Path | None,
+        typer.Option("--attestation", help="With --wait: write the attestation file here."),
     ] = None,
+    out: OutAlias = None,
     qaoa: Annotated[str | None, typer.Option("--qaoa", help="Shortcut: maxcut.")] = None,
     graph: Annotated[str | None, typer.Option("--graph", help="Edge list or random:N,D.")] = None,
     p: Annotated[int, typer.Option("--p", help="QAOA depth.", min=1)] = 1,
@@ -143,12 +160,11 @@ def submit(
 ) -> None:
     """Sign a job spec with this home's identity and submit it through the home's node."""
     session: Session = ctx.obj
-    if specfile is not None:
-        if any(x is not None for x in (qaoa, vqe, grover, sampler)):
-            raise UserError("give a SPECFILE or a shortcut option, not both")
-        document = _spec_file(specfile)
-    else:
-        document = _shortcut(
+    # Ctrl-C before the spec leaves for the node: say that nothing was submitted (a
+    # KeyboardInterrupt leaving the command would be typer's silent exit 130)
+    try:
+        document = _document(
+            specfile,
             qaoa=qaoa,
             graph=graph,
             p=p,
@@ -157,51 +173,48 @@ def submit(
             grover=grover,
             marked=marked,
             sampler=sampler,
+            param=param,
             shots=shots,
         )
-        if param:
-            if document["kind"] != "sampler":
-                raise UserError("--param binds the inputs of a --sampler circuit")
-            document["params"]["inputs"] = parse_bindings(param)
-    for key, value in (
-        ("replicas", replicas),
-        ("quorum", quorum),
-        ("seed", seed),
-        ("deadline", deadline),
-    ):
-        if value is not None:
-            document[key] = value
-    if replicas is not None and quorum is None:
-        document.setdefault("quorum", replicas)
-    if out is not None and not wait:
-        raise UserError("--out needs --wait (or later: qiz job result JOB --out FILE)")
-    _check_out(out)
-    identity = session.identity()
-    try:
-        raw = specs.sign(specs.make_body(document, identity), identity)
-        # clear errors before sending; qubits and work are for the workers to judge
-        job_id = specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf)).job_id.hex()
-    except SpecError as exc:
-        raise UserError(f"the spec is invalid: {exc}") from None
+        for key, value in (
+            ("replicas", replicas),
+            ("quorum", quorum),
+            ("seed", seed),
+            ("deadline", deadline),
+        ):
+            if value is not None:
+                document[key] = value
+        if replicas is not None and quorum is None:
+            document.setdefault("quorum", replicas)
+        keep, flag = _attestation_path(attestation, out)
+        if keep is not None and not wait:
+            raise UserError(
+                f"{flag} needs --wait (or later: qiz job result JOB --attestation FILE)"
+            )
+        _check_out(keep, flag)
+        raw, job_id = _signed(session, document)
+    except KeyboardInterrupt:
+        raise job_follow.not_submitted(as_json=as_json) from None
     try:
         state = node_call(session, "job_submit", spec=base64.b64encode(raw).decode("ascii"))
-        if wait:
-            state = job_follow.wait_with_bar(session, job_id, quiet=as_json)
     except KeyboardInterrupt:
-        if not wait:
-            raise
-        raise job_follow.interrupted(ctx, job_id, as_json=as_json) from None
+        raise job_follow.interrupted_submitting(ctx, session, job_id, as_json=as_json) from None
+    if wait:
+        try:
+            state = job_follow.wait_with_bar(session, job_id, quiet=as_json)
+        except KeyboardInterrupt:
+            raise job_follow.interrupted(ctx, job_id, as_json=as_json) from None
     summary = None
     if wait and state["state"] == "done":
-        summary = _finished(session, state, out)
+        summary = _finished(session, state, keep)
         state["summary"] = summary
 
     def human() -> None:
         job_view.show_status(state)
         if summary:
             console.print(f"  result: {summary}", markup=False)
-        if out is not None and summary is not None:
-            console.print(f"  attestation written to {out} (check it: qiz verify-result)")
+        if keep is not None and summary is not None:
+            console.print(f"  attestation written to {keep} (check it: qiz verify-result)")
         if not wait:
             follow = job_follow.command_text(ctx, "job", "status", job_id[:16], "--follow")
             console.print(f"  follow it: {follow}", markup=False)
@@ -211,9 +224,35 @@ def submit(
         raise typer.Exit(1)
 
 
-def _check_out(out: Path | None) -> None:
+def _document(specfile: Path | None, *, param: list[str] | None, **shortcut: Any) -> dict[str, Any]:
+    """The job document from a spec file or from one shortcut option."""
+    if specfile is not None:
+        if any(shortcut[k] is not None for k in ("qaoa", "vqe", "grover", "sampler")):
+            raise UserError("give a SPECFILE or a shortcut option, not both")
+        return _spec_file(specfile)
+    document = _shortcut(**shortcut)
+    if param:
+        if document["kind"] != "sampler":
+            raise UserError("--param binds the inputs of a --sampler circuit")
+        document["params"]["inputs"] = parse_bindings(param)
+    return document
+
+
+def _signed(session: Session, document: dict[str, Any]) -> tuple[bytes, str]:
+    """The signed spec and its job id; a spec the node would refuse is refused here."""
+    identity = session.identity()
+    try:
+        raw = specs.sign(specs.make_body(document, identity), identity)
+        # clear errors before sending; qubits and work are for the workers to judge
+        job_id = specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf)).job_id.hex()
+    except SpecError as exc:
+        raise UserError(f"the spec is invalid: {exc}") from None
+    return raw, job_id
+
+
+def _check_out(out: Path | None, flag: str = "--attestation") -> None:
     if out is not None and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name")
+        raise UserError(f"{flag} {out} is a directory; give a file name")
 
 
 def _verified_result(session: Session, job: str, out: Path | None) -> VerifiedAttestation:
@@ -294,9 +333,12 @@ def logs(
 def result(
     ctx: typer.Context,
     job: JobArgument,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the attestation file here.")
+    *,
+    attestation: Annotated[
+        Path | None,
+        typer.Option("--attestation", help="Write the attestation file (CBOR) here."),
     ] = None,
+    out: OutAlias = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Write the full result as JSON to this file."),
@@ -304,13 +346,15 @@ def result(
     as_json: JsonOption = False,
 ) -> None:
     """A finished job's results, checked from its attestation: a sweep's best point with its
-    parameters, or the kind's key figures (all of it with --json or -o FILE)."""
+    parameters, or the kind's key figures (all of it with --json or -o FILE; a sweep's points
+    as one list)."""
     from qiz.compute.execute import summarise
 
-    _check_out(out)
+    keep, flag = _attestation_path(attestation, out)
+    _check_out(keep, flag)
     if output is not None and output.is_dir():
         raise UserError(f"-o {output} is a directory; give a file name")
-    verified = _verified_result(ctx.obj, job, out)
+    verified = _verified_result(ctx.obj, job, keep)
     spec = verified.spec
     payload: dict[str, Any] = {
         "job_id": verified.job_id.hex(),
@@ -320,13 +364,16 @@ def result(
         "tasks": len(verified.results),
         "workers": [str(w) for w in verified.workers],
         "summary": summarise(spec.kind, verified.results),
-        "results": verified.results,
-        "attestation_file": str(out) if out else None,
+        "attestation_file": str(keep) if keep else None,
         "output_file": str(output) if output else None,
     }
     if spec.kind == "sweep":
-        payload["points"] = sum(len(t) for t in verified.results if isinstance(t, list))
+        # one list of points, in order (the attestation holds one list per shard)
+        payload["points"] = job_view.flat_points(verified.results)
+        payload["num_points"] = len(payload["points"])
         payload["best"] = job_view.best_point(verified.results)
+    else:
+        payload["results"] = verified.results
     if output is not None:
         text = json.dumps({"ok": True, **payload}, sort_keys=True, indent=1) + "\n"
         write_atomic(output, text.encode("utf-8"), mode=0o644)
@@ -335,10 +382,14 @@ def result(
 
 def cancel(ctx: typer.Context, job: JobArgument, as_json: JsonOption = False) -> None:
     """Cancel a running job on every worker."""
-    state = node_call(ctx.obj, "job_cancel", job=job)
+    state = node_call(ctx.obj, "job_status", job=job)
+    ended = state["state"] in job_follow.FINAL  # done, failed, or cancelled before
+    if not ended:
+        state = node_call(ctx.obj, "job_cancel", job=state["job_id"])
+    state.pop("spec", None)  # a cancel answers the status without the spec's summary
 
     def human() -> None:
-        if state["state"] != "cancelled":
+        if ended:
             console.print(
                 f"job {state['job_id'][:16]} is already {state['state']}: nothing to cancel"
             )
@@ -353,20 +404,30 @@ def list_jobs(
         bool,
         typer.Option("--worker", help="The tasks this node ran as a worker, for any submitter."),
     ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help=f"Show the newest N jobs (default {LIST_SHOWN}; --json: all)."
+        ),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every job.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Jobs submitted through this home's node (with --worker: tasks it ran for others)."""
+    """Jobs submitted through this home's node, newest first (with --worker: tasks it ran
+    for others)."""
     if worker:
         runs = node_call(ctx.obj, "job_worked")
         emit(as_json, runs, lambda: job_view.show_runs(runs))
         return
-    jobs = node_call(ctx.obj, "job_list")["jobs"]
-    emit(as_json, {"jobs": jobs}, lambda: job_view.show_jobs(jobs))
+    jobs = node_call(ctx.obj, "job_list")["jobs"]  # newest first
+    shown = len(jobs) if show_all else (limit or (len(jobs) if as_json else LIST_SHOWN))
+    listed = jobs[:shown]
+    emit(as_json, {"jobs": listed}, lambda: job_view.show_jobs(listed, len(jobs) - len(listed)))
 
 
 def verify_result(
     attestation: Annotated[
-        Path, typer.Argument(help="An attestation file (qiz job result --out).")
+        Path, typer.Argument(help="An attestation file (qiz job result --attestation).")
     ],
     as_json: JsonOption = False,
 ) -> None:
@@ -379,7 +440,7 @@ def verify_result(
     except NotAnAttestation:
         raise UserError(
             f"{attestation} is not a QIZ attestation file (written by 'qiz job submit --wait "
-            "--out' or 'qiz job result --out')"
+            "--attestation' or 'qiz job result --attestation')"
         ) from None
     except AttestationError as exc:
         raise CheckFailed(f"{attestation}: NOT verified: {exc}", {"verified": False}) from None
@@ -399,7 +460,8 @@ def verify_result(
     def human() -> None:
         console.print(f"{attestation}: verified", markup=False)
         console.print(
-            f"  job          {payload['job_id']} ({payload['kind']}, {payload['tasks']} tasks)"
+            f"  job          {payload['job_id']} ({payload['kind']}, "
+            f"{job_view.plural(payload['tasks'], 'task')})"
         )
         console.print(f"  submitter    {payload['submitter']}", markup=False)
         console.print(f"  coordinator  {payload['coordinator']}", markup=False)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from qiz.cli.common import Session, node_call
 from qiz.cli.human import moment
-from qiz.cli.job_view import log_line
+from qiz.cli.job_view import decided_text, log_line, reason_text
 from qiz.cli.output import console, err_console
 
 FINAL = ("done", "failed", "cancelled")
@@ -53,12 +53,42 @@ def interrupted(ctx: typer.Context, job_id: str, *, as_json: bool) -> typer.Exit
         f"interrupted; job {short} goes on in the node. Follow it: {follow} (or {logs}); "
         f"cancel it: {cancel}"
     )
+    return _say_interrupted(message, as_json=as_json, job_id=job_id)
+
+
+def _say_interrupted(message: str, *, as_json: bool, **extra: Any) -> typer.Exit:
     if as_json:
-        answer = {"ok": False, "error": message, "exit_code": EXIT_INTERRUPTED, "job_id": job_id}
+        answer = {"ok": False, "error": message, "exit_code": EXIT_INTERRUPTED, **extra}
         sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
         sys.stdout.flush()
     err_console.print(f"qiz: {message}", markup=False)
     return typer.Exit(EXIT_INTERRUPTED)
+
+
+def not_submitted(*, as_json: bool) -> typer.Exit:
+    """Ctrl-C before the spec went to the node: nothing runs. Returns the exit (130) to raise.
+
+    Said here because a KeyboardInterrupt that leaves a command is turned by typer into a
+    silent exit 130, which leaves the user wondering whether a job runs."""
+    return _say_interrupted("interrupted; nothing was submitted", as_json=as_json)
+
+
+def interrupted_submitting(
+    ctx: typer.Context, session: Session, job_id: str, *, as_json: bool
+) -> typer.Exit:
+    """Ctrl-C while the spec was on its way to the node: whether the node has it decides
+    what to say (it goes on there, or nothing was submitted). Returns the exit (130)."""
+    try:
+        node_call(session, "job_status", job=job_id, timeout=5.0)
+    except Exception:  # not there (or no answer): nothing of it runs that we know of
+        short = job_id[:HINT_ID]
+        return _say_interrupted(
+            f"interrupted; job {short} was not submitted, as far as the node says "
+            f"(check: {command_text(ctx, 'job', 'status', short)})",
+            as_json=as_json,
+            job_id=job_id,
+        )
+    return interrupted(ctx, job_id, as_json=as_json)
 
 
 def wait_with_bar(session: Session, job_id: str, *, quiet: bool) -> dict[str, Any]:
@@ -108,9 +138,7 @@ def follow(session: Session, job_id: str, *, timeline: bool, quiet: bool) -> dic
         now = (state["state"], state["decided"], round(state["progress"], 2))
         if not quiet and now != last and not timeline:
             console.print(
-                f"{moment(time.time())}  {state['state']}: {state['decided']}/{state['tasks']} "
-                f"tasks decided, {state['progress'] * 100:.0f}%",
-                markup=False,
+                f"{moment(time.time())}  {state['state']}: {decided_text(state)}", markup=False
             )
         last = now
         if state["state"] in FINAL:
@@ -127,8 +155,6 @@ def _polls(session: Session, job_id: str) -> Iterator[dict[str, Any]]:
 def final_exit(state: dict[str, Any]) -> None:
     """Exit 1 (after saying so on stderr) unless the job is done."""
     if state["state"] != "done":
-        why = f": {state['error']}" if state.get("error") else ""
-        err_console.print(
-            f"qiz: job {state['job_id'][:HINT_ID]} {state['state']}{why}", markup=False
-        )
+        why = reason_text(state) or state["state"]
+        err_console.print(f"qiz: job {state['job_id'][:HINT_ID]} {why}", markup=False)
         raise typer.Exit(1)

@@ -46,6 +46,23 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+def reason_text(state: Mapping[str, Any]) -> str | None:
+    """Why a job ended as it did, said once: "cancelled by its submitter", not "cancelled:
+    cancelled by its submitter" (None when there is no reason: a done or running job)."""
+    reason = state.get("reason")
+    if not reason:
+        return None
+    return reason if reason.startswith(state["state"]) else f"{state['state']}: {reason}"
+
+
+def decided_text(state: Mapping[str, Any]) -> str:
+    """ "0/1 task decided, 42%": how far a job is, as the status and --follow print it."""
+    return (
+        f"{state['decided']}/{plural(state['tasks'], 'task')} decided, "
+        f"{state['progress'] * 100:.0f}%"
+    )
+
+
 def kind_of(state: Mapping[str, Any]) -> str:
     return state["kind"] + (f"/{state['over']}" if state["kind"] == "sweep" else "")
 
@@ -54,17 +71,18 @@ def show_status(state: Mapping[str, Any]) -> None:
     """A job's state, progress, times and where its replicas run."""
     console.print(
         f"job {state['job_id']}  {kind_of(state)}  [bold]{state['state']}[/bold]  "
-        f"{state['decided']}/{state['tasks']} tasks decided, {state['progress'] * 100:.0f}%"
+        f"{decided_text(state)}"
     )
     ended = f", finished {moment(state['finished_at'])}" if state.get("finished_at") else ""
     console.print(
         f"  submitted {moment(state['submitted_at'])}{ended}, "
-        f"{duration(state['duration_s'])}; {state['replicas_wanted']} replicas per task, "
-        f"quorum {state['quorum']}",
+        f"{duration(state['duration_s'])}; {plural(state['replicas_wanted'], 'replica')} per "
+        f"task, quorum {state['quorum']}",
         markup=False,
     )
-    if state.get("error"):
-        console.print(f"  error: {state['error']}", markup=False)
+    why = reason_text(state)
+    if why:
+        console.print(f"  {why}", markup=False)
     workers: dict[str, list[str]] = {}
     for r in state["replicas"]:
         workers.setdefault(r["worker"], []).append(f"{r['task']}:{r['state']}")
@@ -87,8 +105,9 @@ def show_logs(entries: Sequence[Mapping[str, Any]]) -> None:
         console.print(log_line(entry), markup=False)
 
 
-def show_jobs(jobs: Sequence[Mapping[str, Any]]) -> None:
-    if not jobs:
+def show_jobs(jobs: Sequence[Mapping[str, Any]], older: int = 0) -> None:
+    """The jobs submitted here, newest first; ``older``: how many more are not shown."""
+    if not jobs and not older:
         console.print("no jobs were submitted through this node yet")
         return
     header = ("JOB", "SUBMITTED", "DURATION", "STATE", "KIND", "REPLICAS", "TASKS", "PROGRESS")
@@ -106,6 +125,8 @@ def show_jobs(jobs: Sequence[Mapping[str, Any]]) -> None:
         for j in jobs
     ]
     columns(header, rows)
+    if older:
+        console.print(f"{plural(older, 'older job')} not shown: --all, or --limit N", markup=False)
 
 
 def show_runs(answer: Mapping[str, Any]) -> None:
@@ -116,7 +137,7 @@ def show_runs(answer: Mapping[str, Any]) -> None:
     if not answer["runs"]:
         console.print("this node has not run any task for others yet")
         return
-    header = ("JOB", "TASK", "COORDINATOR", "STARTED", "DURATION", "STATE", "ERROR")
+    header = ("JOB", "TASK", "COORDINATOR", "STARTED", "DURATION", "STATE", "REASON")
     rows = [
         (
             r["job_id"][:SHORT_ID],
@@ -125,7 +146,7 @@ def show_runs(answer: Mapping[str, Any]) -> None:
             moment(r["started_at"]),
             duration(r["duration_s"]),
             r["state"],
-            r["error"] or "",
+            r.get("reason") or "",
         )
         for r in answer["runs"]
     ]
@@ -143,6 +164,11 @@ def _scalar(point: Mapping[str, Any]) -> tuple[str, float] | None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return name, float(value)
     return None
+
+
+def flat_points(results: Sequence[Any]) -> list[Any]:
+    """A sweep's points in one list, in order: the attested results are one list per shard."""
+    return [point for task in results for point in (task if isinstance(task, list) else ())]
 
 
 def best_point(results: Sequence[Any]) -> dict[str, Any] | None:
@@ -188,12 +214,15 @@ def show_result(payload: Mapping[str, Any]) -> None:
     )
     best = payload.get("best")
     if payload["kind"] == "sweep":
-        console.print(f"  {payload['points']} points over {payload['over']}", markup=False)
+        console.print(
+            f"  {plural(payload['num_points'], 'point')} over {payload['over']}", markup=False
+        )
         if best is not None:
             where = ", ".join(f"{k} = {_number(v)}" for k, v in sorted(best["point"].items()))
             console.print(f"  best {best['figure']} {best['value']:.10g} at {where}", markup=False)
     else:
-        figures = key_figures(payload["kind"], payload["results"][0] if payload["results"] else {})
+        results = payload.get("results") or [{}]
+        figures = key_figures(payload["kind"], results[0])
         for name, value in figures.items():
             shown = _number(value)
             console.print(f"  {name.replace('_', ' '):<20} {shown}", markup=False)

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -61,7 +61,7 @@ from qiz.compute.directory import WorkerDirectory
 from qiz.compute.errors import CheckerBusy, JobError, JobNotFound, SpecError, Unreachable
 from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
 from qiz.compute.quorum import Decision
-from qiz.compute.status import JobStatus, job_status, log_entry
+from qiz.compute.status import JobStatus, job_status, log_entry, spec_body, spec_summary
 from qiz.crypto.ids import NodeId
 from qiz.events import Event, EventBus, EventKind
 from qiz.identity import NodeIdentity
@@ -77,6 +77,7 @@ OFFER_TIMEOUT = 60.0
 FETCH_TIMEOUT = 5.0
 CANCEL_TIMEOUT = 3.0
 CONFIRM_TIMEOUT = 3.0
+SPEC_CACHE_JOBS = 256  # jobs whose decoded spec body and summary a coordinator keeps at hand
 
 
 class Coordinator:
@@ -120,6 +121,9 @@ class Coordinator:
         self._owner = TaskOwner("coordinator", log)
         # set by every input that may make work due; :meth:`watch` waits on it
         self.wake = asyncio.Event()
+        # job id -> (spec body, spec summary): a status is polled every 0.3 s by a waiting
+        # CLI and by the dashboard, and a spec may carry a large QASM program; decoded once
+        self._specs: OrderedDict[bytes, tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
         self._unsubscribe = events.subscribe(self._on_event)
 
     @property
@@ -186,18 +190,49 @@ class Coordinator:
         if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
             raise JobError(f"{text!r} is not a job id (hex, at least 4 digits)")
         found = self.tables.find(text)
-        if len(found) != 1:
-            raise (JobNotFound if not found else JobError)(f"{len(found)} jobs start with {text!r}")
+        if not found:
+            raise JobNotFound(f"no job submitted here starts with {text!r}")
+        if len(found) > 1:
+            raise JobError(f"{len(found)} jobs start with {text!r}: give more of its digits")
         return found[0]
 
-    def status(self, job: bytes) -> JobStatus:
+    def known(self, job: bytes) -> bool:
+        """Whether ``job`` was submitted here."""
+        return self.tables.job(job) is not None
+
+    def _spec_of(self, row: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The decoded body and summary of a job's spec, from the cache when there."""
+        cached = self._specs.get(row.job)
+        if cached is None:
+            body = spec_body(row)
+            cached = (body, spec_summary(body))
+            self._specs[row.job] = cached
+            if len(self._specs) > SPEC_CACHE_JOBS:
+                self._specs.popitem(last=False)
+        else:
+            self._specs.move_to_end(row.job)
+        return cached
+
+    def status(self, job: bytes, *, with_spec: bool = False) -> JobStatus:
+        """A job's status; ``with_spec`` adds what its spec asked for (the status of one job,
+        ``qiz job status``, ``GET /api/jobs/{job}``)."""
         row = self.tables.job(job)
         if row is None:
             raise JobNotFound(f"no job {job.hex()} was submitted here")
-        return job_status(row, self.tables.replicas(job), self.core.live(job), self.clock())
+        body, summary = self._spec_of(row)
+        return job_status(
+            row,
+            self.tables.replicas(job),
+            self.core.live(job),
+            self.clock(),
+            body=body,
+            spec=summary if with_spec else None,
+        )
 
     def list(self) -> list[JobStatus]:
-        return [self.status(row.job) for row in self.tables.jobs()]
+        """Every job submitted here, newest first."""
+        rows = sorted(self.tables.jobs(), key=lambda row: row.created, reverse=True)
+        return [self.status(row.job) for row in rows]
 
     def logs(self, job: bytes) -> dict[str, Any]:
         """A job's timeline (``qiz job logs``): what the core decided, when, oldest first."""

@@ -514,10 +514,16 @@ def summarise(kind: str, results: list) -> str:
     return ""
 
 
+RUNNING_CAP = 0.99  # the most progress a task still running reports (it is not done yet)
+
+
 def _per_evaluation(progress: Progress | None, total: int) -> Callable[[int, float], None] | None:
+    """Progress as evaluations over the optimizer's iteration budget: an estimate only (L-BFGS-B
+    evaluates several times per iteration, so it can run past ``total``), hence capped below
+    1.0: only the finished task is done."""
     if progress is None:
         return None
-    return lambda done, _value: progress(min(1.0, done / max(1, total)))
+    return lambda done, _value: progress(min(RUNNING_CAP, done / max(1, total)))
 
 
 # ----------------------------------------------------------------------------- plain data
@@ -581,5 +587,5 @@ def run_points(
         result = run(kind, apply_point(base, point), seed)
         out.append({"point": canonical(dict(point)), **result})
         if progress is not None:
-            progress((i + 1) / len(points))
+            progress(min(RUNNING_CAP, (i + 1) / len(points)))
     return out

@@ -29,6 +29,40 @@ def task_count(body: Mapping[str, Any]) -> int:
 
 
 FINAL = (DONE, FAILED, CANCELLED)
+RUNNING_CAP = 0.99  # the most a replica still running, or a task still undecided, shows
+CUT_TEXT = 2000  # characters of a spec's string parameter shown in a status (a QASM program)
+
+
+def _clipped(value: Any) -> Any:
+    """JSON data with every string longer than :data:`CUT_TEXT` cut, its length said."""
+    if isinstance(value, str) and len(value) > CUT_TEXT:
+        return f"{value[:CUT_TEXT]}\u2026  ({len(value):,} characters)"
+    if isinstance(value, Mapping):
+        return {str(k): _clipped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clipped(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def spec_summary(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job's signed spec asked for (``spec`` in the status of one job): the dashboard
+    shows it for jobs that never got an attestation (cancelled, failed, running)."""
+    return {
+        "kind": body["kind"],
+        "params": _clipped(body["params"]),
+        "replicas": body["replicas"],
+        "quorum": body["quorum"],
+        "seed": body["seed"],
+        "deadline_s": body["deadline"],
+        "submitter": str(NodeId.from_public_key(body["submitter"])),
+    }
+
+
+def spec_body(row: JobRow) -> dict[str, Any]:
+    """The body of a stored job's signed spec (already checked when it was submitted)."""
+    return wire.decode(wire.decode(row.spec, max_size=1 << 24)["body"], max_size=1 << 24)
 
 
 @dataclass(frozen=True)
@@ -36,7 +70,7 @@ class ReplicaStatus:
     task: int
     worker: NodeId
     state: str
-    error: str | None
+    reason: str | None  # why it failed, was cancelled or lost; None otherwise
     progress: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -44,7 +78,7 @@ class ReplicaStatus:
             "task": self.task,
             "worker": str(self.worker),
             "state": self.state,
-            "error": self.error,
+            "reason": self.reason,
             "progress": self.progress,
         }
 
@@ -53,7 +87,7 @@ class ReplicaStatus:
 class JobStatus:
     job: bytes
     state: str
-    error: str | None
+    reason: str | None  # why it failed or was cancelled; None otherwise
     kind: str
     over: str  # the kind a sweep runs at each point; the kind itself otherwise
     created: float
@@ -68,6 +102,7 @@ class JobStatus:
     replicas: tuple[ReplicaStatus, ...]
     attested: bool
     now: float = 0.0  # when the status was read: a running job's duration so far
+    spec: Mapping[str, Any] | None = None  # spec_summary(), in the status of one job only
 
     @property
     def finished(self) -> float | None:
@@ -81,10 +116,10 @@ class JobStatus:
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of ``qiz job status --json``, ``/api/jobs/<id>`` and the dashboard."""
         finished = self.finished
-        return {
+        answer = {
             "job_id": self.job.hex(),
             "state": self.state,
-            "error": self.error,
+            "reason": self.reason,
             "kind": self.kind,
             "over": self.over,
             "submitted_at": self.created,
@@ -101,6 +136,9 @@ class JobStatus:
             "replicas": [r.as_dict() for r in self.replicas],
             "attested": self.attested,
         }
+        if self.spec is not None:
+            answer["spec"] = dict(self.spec)
+        return answer
 
 
 @dataclass(frozen=True)
@@ -112,31 +150,46 @@ class Live:
 
 
 def job_status(
-    row: JobRow, replicas: Sequence[ReplicaRow], live: Live | None, now: float | None = None
+    row: JobRow,
+    replicas: Sequence[ReplicaRow],
+    live: Live | None,
+    now: float | None = None,
+    *,
+    body: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
 ) -> JobStatus:
     """The status of one job from its stored row, its replica rows and, while it runs, what
-    the coordinator holds in memory (``now``: the moment a running job's duration runs to)."""
-    body = wire.decode(wire.decode(row.spec, max_size=1 << 24)["body"], max_size=1 << 24)
+    the coordinator holds in memory (``now``: the moment a running job's duration runs to;
+    ``body``: the spec's body when the caller has it decoded already; ``spec``: its
+    :func:`spec_summary`, for the status of one job)."""
+    body = spec_body(row) if body is None else body
     tasks = task_count(body)
     finished = row.state == DONE
     decided = len(live.decided) if live else (tasks if finished else 0)
+    quorum = max(1, int(body["quorum"]))
 
     def done_part(r: ReplicaRow) -> float:
         if r.state == DONE:
             return 1.0
-        return live.progress.get((r.task, r.worker), 0.0) if live else 0.0
+        pushed = live.progress.get((r.task, r.worker), 0.0) if live else 0.0
+        return min(RUNNING_CAP, pushed)
 
     progress = []
     for t in range(tasks):
         if (live and t in live.decided) or finished:
             progress.append(1.0)
             continue
-        values = [done_part(r) for r in replicas if r.task == t and r.state in (*ACTIVE, DONE)]
-        progress.append(max(values, default=0.0))
+        values = sorted(
+            (done_part(r) for r in replicas if r.task == t and r.state in (*ACTIVE, DONE)),
+            reverse=True,
+        )
+        # the quorum waits for its q-th replica; an undecided task is not done
+        reached = values[quorum - 1] if len(values) >= quorum else 0.0
+        progress.append(min(RUNNING_CAP, reached))
     return JobStatus(
         job=row.job,
         state=row.state,
-        error=row.error,
+        reason=row.error,
         kind=body["kind"],
         over=body["params"].get("over") if body["kind"] == "sweep" else body["kind"],
         created=row.created,
@@ -147,14 +200,23 @@ def job_status(
         seed=body["seed"],
         tasks=tasks,
         decided=decided,
-        progress=round(sum(progress) / max(1, len(progress)), 4),
+        progress=_overall(progress),
         replicas=tuple(
             ReplicaStatus(r.task, NodeId(r.worker), r.state, r.error, done_part(r))
             for r in replicas
         ),
         attested=row.attestation is not None,
         now=row.updated if now is None else now,
+        spec=spec,
     )
+
+
+def _overall(tasks: Sequence[float]) -> float:
+    """The job's progress over its tasks: 1.0 only when every task is decided (rounding the
+    mean of 999 decided tasks and one at 0.99 would say 1.0 otherwise)."""
+    if all(p >= 1.0 for p in tasks):
+        return 1.0
+    return min(RUNNING_CAP, round(sum(tasks) / max(1, len(tasks)), 4))
 
 
 def log_entry(entry: LogEntry) -> dict[str, Any]:
