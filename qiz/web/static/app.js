@@ -18,7 +18,7 @@ function renderNode(node) {
     ["DHT", `${node.dht.contacts} contacts, ${node.dht.records} records, ${node.dht.lookups} lookups`],
   ];
   const worker = node.compute && node.compute.worker;
-  if (worker) rows.push(["worker", `${worker.qubits} qubits, ${worker.slots} slots, queue ${worker.queue}, ${worker.engine}`]);
+  if (worker) rows.push(["worker", `${worker.qubits} qubits, ${plural(worker.slots, "slot")}, queue ${worker.queue}, ${worker.engine}`]);
   $("#node").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-testid": "node-" + k, class: k === "id" ? "long" : "" }, v)]));
 }
 
@@ -52,7 +52,9 @@ function renderPeers(answer) {
 }
 
 function renderJobs(jobs) {
-  fillTable($("#jobs"), jobs.slice().reverse().map((j) => {
+  // newest first, whatever order the node lists them in
+  const newest = jobs.slice().sort((a, b) => (b.submitted_at ?? b.created) - (a.submitted_at ?? a.created));
+  fillTable($("#jobs"), newest.map((j) => {
     const id = jobId(j);
     const done = j.replicas.filter((r) => r.state === "done").length;
     const workers = new Set(j.replicas.map((r) => r.worker)).size;
@@ -77,7 +79,8 @@ function renderJobs(jobs) {
 }
 
 function renderResults(items) {
-  fillTable($("#results"), items.slice().reverse().map((a) => {
+  const newest = items.slice().sort((a, b) => (b.issued_at ?? 0) - (a.issued_at ?? 0));
+  fillTable($("#results"), newest.map((a) => {
     const id = a.job_id;
     return el("tr", { "data-testid": "result-row", "data-job": id },
       el("td", {}, idBox(id, { href: "#job/" + id })), el("td", {}, a.kind || ""),
