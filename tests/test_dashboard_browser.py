@@ -5,7 +5,8 @@ From the page: the mesh and this node; the submit form's mistakes said in the fo
 node's spec paths and repeated field names left out) and gone once the field is edited or the
 kind changed; a sweep submitted, watched until done and its attestation verified; the job's
 detail view (spec, per-replica table, timeline with dated moments and their zone, the
-landscape's heat map) by a click and by its ``#job/ID`` route; a QAOA job's key figures;
+landscape's heat map) by a click and by its ``#job/ID`` route; a QAOA job's key figures; a
+cancelled job's spec (never attested: the node's copy);
 this node marked among the peer scores; counts in the singular when there is one;
 the layout at 1280 and 1920 px (nothing wider than its card, nothing wider than the window,
 the results' replicas column and the whitepaper's ratio column on screen); a copied id; the
@@ -283,6 +284,25 @@ def test_the_dashboard_runs_a_sweep_shows_its_detail_and_fits_two_widths(tmp_pat
                 )
                 expect(figures.get_by_test_id("figure-expected-cut")).to_be_visible()
                 expect(figures.get_by_test_id("figure-check")).to_have_text("verified (exact)")
+
+                # a job cancelled long before it could finish: never attested, its spec shown
+                page.get_by_test_id("back").click()
+                page.get_by_test_id("kind").select_option("json")
+                page.get_by_test_id("spec").fill(
+                    '{"kind": "vqe", "params": {"hamiltonian": "tfim:16", "ansatz": "hea:8"},'
+                    ' "replicas": 2}'
+                )
+                page.get_by_test_id("submit-job").click()
+                expect(result).to_have_attribute("data-job", JOB_ID, timeout=20_000)
+                slow = str(result.get_attribute("data-job"))
+                ok_json(qiz(work, "--home", "A", "job", "cancel", slow, "--json"))
+                page.goto(f"{base}#job/{slow}")
+                expect(detail).to_have_attribute("data-job", slow, timeout=10_000)
+                expect(page.get_by_test_id("detail-state")).to_contain_text("cancelled")
+                expect(spec).to_contain_text("tfim:16")
+                expect(spec).to_contain_text("hea:8")
+                expect(spec).to_contain_text("(this node)")  # the submitter
+                expect(page.get_by_test_id("detail-result")).to_be_hidden()
                 page.get_by_test_id("back").click()
 
                 # a peer that stops stays on the page, offline, with when and why
