@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qiz import __version__
+from qiz import __version__, peer_memory
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity
@@ -86,6 +88,63 @@ def test_a_prefix_two_ids_share_is_ambiguous_and_names_both(a: bytes, b: bytes) 
     assert match_prefix(str(first), [first, second]) == first
     with pytest.raises(UnknownPeer, match="no known peer"):
         match_prefix(shared, [])
+
+
+@given(st.integers(min_value=0, max_value=255), st.sampled_from(["10.0.0", "localhost", "a.b"]))
+def test_a_host_without_its_port_is_told_so(last: int, host: str) -> None:
+    text = f"{host}.{last}"
+    with pytest.raises(InvalidIdentifier) as caught:
+        parse_peer_ref(text)
+    assert str(caught.value) == f"{text}: an address needs a port, e.g. {text}:7451"
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", min_size=MIN_PREFIX, max_size=40))
+def test_an_unknown_prefix_is_echoed_as_typed(typed: str) -> None:
+    ref = parse_peer_ref(typed)
+    assert ref.prefix is not None
+    with pytest.raises(UnknownPeer) as caught:
+        match_prefix(ref.prefix, [], ref.text)
+    assert str(caught.value).startswith(f"{typed!r} names no known peer")
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=90),
+            st.integers(),
+            st.none(),
+            st.builds(lambda d, p: f"{NodeId(d)}@10.0.0.1:{p}", digests, ports),
+        ),
+        max_size=40,
+    )
+)
+def test_the_remembered_peers_file_is_read_forgivingly(entries: list) -> None:
+    """Whatever peers.json holds, reading it gives at most MAX_REMEMBERED_PEERS entries, each a
+    peer by id and address; a write then a read gives the list back."""
+    home = Path(tempfile.mkdtemp())
+    try:
+        (home / peer_memory.PEERS_FILE).write_text(json.dumps({"peers": entries}))
+        got = peer_memory.load(home)
+        assert len(got) <= peer_memory.MAX_REMEMBERED_PEERS
+        for entry in got:
+            ref = parse_peer_ref(entry)
+            assert ref.address is not None and ref.node_id is not None
+        (home / peer_memory.PEERS_FILE).write_bytes(b"\xff not json")
+        assert peer_memory.load(home) == []
+        peer_memory.save(home, got)
+        assert peer_memory.load(home) == got
+    finally:
+        shutil.rmtree(home)
+
+
+def test_remembered_peers_are_bounded_newest_first_one_per_id() -> None:
+    ids = [NodeIdentity.generate().node_id for _ in range(peer_memory.MAX_REMEMBERED_PEERS + 3)]
+    before = [f"{node}@10.0.0.1:{7000 + i}" for i, node in enumerate(ids)]
+    now = [f"{ids[-1]}@10.0.0.2:1", f"{ids[-1]}@10.0.0.3:1"]
+    merged = peer_memory.merge(now, before)
+    assert len(merged) == peer_memory.MAX_REMEMBERED_PEERS
+    assert merged[0] == now[0] and merged[1:] == before[: len(merged) - 1]
 
 
 def test_too_short_or_foreign_text_is_no_peer() -> None:
@@ -174,6 +233,12 @@ def test_ping_peers_connect_and_resolve_by_id_prefix_and_address(
     assert ping["address"] == c.address and all(r > 0 for r in ping["rtt_ms"])
 
     # the node's own view: A online with RTT, traffic, ISO times in the table
+    # a row's address is where the peer listens, whoever dialled; remote_address the far end
+    # of the socket (for C's inbound link to A: its source port)
+    for node, peer in ((a, c), (a, b), (b, a)):
+        row = peers_of(node)[peer.node_id]
+        assert row["address"] == peer.address, row
+        assert row["remote_address"] == peer.address or row["direction"] == "in", row
     row = peers_of(b)[a.node_id]
     assert row["direction"] in ("in", "out") and row["path"] == "direct"
     assert row["bytes_sent"] > 0 and row["last_seen_at"] >= row["connected_at"]
@@ -188,7 +253,17 @@ def test_ping_peers_connect_and_resolve_by_id_prefix_and_address(
     assert pinned["node_id"] == a.node_id and pinned["already_linked"] is True
     stranger = NodeIdentity.generate().node_id
     assert a.node_id in one_line_error(run(b, "connect", f"{stranger}@{a.address}", "--json"))
-    assert "127.0.0.1:1" in one_line_error(run(b, "connect", "127.0.0.1:1"))
+    refused = one_line_error(run(b, "connect", "127.0.0.1:1"))
+    assert refused == "qiz: error: cannot reach 127.0.0.1:1: connection refused"
+    # something that answers but is no QIZ node (A's own HTTP API), by the node and from here
+    assert a.api is not None
+    http = a.api.removeprefix("http://").rstrip("/")
+    for command in ("connect", "ping"):
+        line = one_line_error(run(b, command, http))
+        assert line == f"qiz: error: {http} answered but is not a QIZ node (it does not speak QMP)"
+    # what the user typed, not what it was read as; a missing port said as such
+    assert "'nonsense' names no known peer" in one_line_error(run(b, "connect", "nonsense"))
+    assert "needs a port" in one_line_error(run(b, "connect", "127.0.0.1", "--json"))
 
     # unknown and malformed prefixes: one line each, exit 2
     assert "no known peer" in one_line_error(run(b, "ping", "qizn1zzzzzzzz", "--json"))
@@ -199,8 +274,11 @@ def test_ping_peers_connect_and_resolve_by_id_prefix_and_address(
     assert resolved["node_id"] == a.node_id and resolved["expires_at"] > 0
     published = ok_json(run(a, "name", "publish", "lab", "v1", "--json"))
     assert published["owner"] == a.node_id and published["stored_on"] >= 1
+    said = run(a, "name", "publish", "lab", "v2").stdout + run(a, "node", "status").stdout
+    assert "stored on " in said and "dht " in said
+    assert not re.search(r"\b1 (node|contact|record|lookup|peer|slot|qubit)s\b", said), said
     named = ok_json(run(b, "name", "resolve", f"{a.node_id[:14]}/lab", "--json"))
-    assert (named["owner"], named["value"]) == (a.node_id, "v1")
+    assert (named["owner"], named["value"]) == (a.node_id, "v2")  # the newest
 
     # a peer that stops is kept, offline, with when and why it left
     c.proc.send_signal(signal.SIGTERM)

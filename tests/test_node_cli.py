@@ -6,13 +6,18 @@ got in its ready line; each test kills the process groups it started, however it
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from qiz import peer_memory
+from qiz.cli.node_cmds import NO_PEERS
+from qiz.node import LOCK_FILE
 from qiz.procs import NodeProcess
 
 from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
@@ -23,9 +28,9 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """A directory with homes A and B (relative paths keep the control sockets short)."""
+    """A directory with homes A, B and C (relative paths keep the control sockets short)."""
     work = tmp_path_factory.mktemp("nodes")
-    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "AB"}
+    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "ABC"}
     return work, ids
 
 
@@ -72,21 +77,44 @@ def test_two_node_processes_link_ping_and_stop(homes: tuple[Path, dict[str, str]
         pinned = ok_json(qiz(work, "--home", "B", "ping", a.bootstrap, "-c", "1", "--json"))
         assert pinned["node_id"] == ids["A"] and len(pinned["rtt_ms"]) == 1
 
-        stop = qiz(work, "--home", "A", "node", "stop")
-        assert stop.returncode == 0, stop.stderr
-        assert_stopped_cleanly(a, work)
-        b.proc.send_signal(signal.SIGTERM)
+        # 'node stop' returns once the node has let go of its home: a start right after it
+        # finds the home free; and B, started again without --peer, rejoins A by memory
+        stop = qiz(work, "--home", "B", "node", "stop")
+        assert (stop.returncode, stop.stdout) == (0, "stopped\n"), stop.stderr
+        assert lock_is_free(work / "B")
         assert_stopped_cleanly(b, work)
+        assert peer_memory.load(work / "B") == [f"{ids['A']}@{a.address}"]
+        again = start("B")
+        eventually(lambda: linked(again, ids["A"]), 15, "B to rejoin A by memory")
+
+        stop = qiz(work, "--home", "A", "node", "stop", "--no-wait", "--json")
+        assert ok_json(stop)["stopped"] is False
+        assert_stopped_cleanly(a, work)
+        again.proc.send_signal(signal.SIGTERM)
+        assert_stopped_cleanly(again, work)
         one_line_error(qiz(work, "--home", "A", "node", "status"))  # gone for good
+
+
+def lock_is_free(home: Path) -> bool:
+    """Whether no process holds the home's lock (the one a starting node takes)."""
+    fd = os.open(home / LOCK_FILE, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def test_the_human_start_line_names_the_chosen_address(homes: tuple[Path, dict[str, str]]) -> None:
     """Without --json, the first line says where the node listens (port 0 resolved)."""
     work, ids = homes
     with node_processes(work) as start:
-        node = start("A", ready=False, as_json=False)
+        node = start("C", ready=False, as_json=False)  # a home that never had a peer
         line = node.stdout.wait_for(lambda text: "listening on" in text and text, 60)
-        assert line and line.startswith(f"node {ids['A']} listening on 127.0.0.1:"), line
+        assert line and line.startswith(f"node {ids['C']} listening on 127.0.0.1:"), line
+        assert node.stdout.wait_for(lambda text: NO_PEERS in text, 60)
         assert not line.endswith(":0")
         node.proc.send_signal(signal.SIGINT)
         assert node.wait(20) == 0
@@ -116,7 +144,10 @@ def test_status_and_stop_without_a_running_node(homes: tuple[Path, dict[str, str
     line = one_line_error(qiz(work, "--home", "A", "node", "status", "--json"))
     assert "no node is running" in line
     one_line_error(qiz(work, "--home", "A", "node", "stop"))
-    one_line_error(qiz(work, "--home", "nowhere", "node", "status"))
+    # no home at all: say so, as 'qiz id' does, not "start the node"
+    for command in (("node", "status"), ("node", "stop"), ("peers",)):
+        line = one_line_error(qiz(work, "--home", "h/zz", *command))
+        assert line == "qiz: error: no QIZ home at h/zz; create it with: qiz --home h/zz init"
 
 
 def test_start_with_a_bad_listen_address(homes: tuple[Path, dict[str, str]]) -> None:
