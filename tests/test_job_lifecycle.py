@@ -11,6 +11,7 @@ finish until the blocker is cancelled, so the CLI is surely waiting when it gets
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -101,11 +102,16 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         logs_follow = popen(work, "--home", "A", "job", "logs", short, "--follow")
         running = ok_json(qiz(work, "--home", "A", "job", "status", short, "--json"))
         assert running["state"] == "running" and running["finished_at"] is None
+        assert running["reason"] is None and running["spec"]["kind"] == "qaoa"
+        assert running["progress"] < 1 and all(r["progress"] < 1 for r in running["replicas"])
 
         cancelled = qiz(work, "--home", "A", "job", "cancel", blocker, "--json")
         assert ok_json(cancelled)["state"] == "cancelled"
         stopped = qiz(work, "--home", "A", "job", "status", blocker, "--wait")
         assert stopped.returncode == 1 and "cancelled by its submitter" in stopped.stderr
+        assert f"qiz: job {blocker[:16]} cancelled by its submitter\n" in stopped.stderr
+        assert "cancelled: cancelled" not in stopped.stdout + stopped.stderr
+        assert "reason: " not in stopped.stdout
 
         out, err = wait_json.communicate(timeout=60)
         assert wait_json.returncode == 0, err
@@ -115,7 +121,7 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         assert final["finished_at"] >= final["submitted_at"] and final["duration_s"] > 0
         out, err = follow.communicate(timeout=60)
         assert follow.returncode == 0, err
-        assert ISO.search(out) and "done: 1/1 tasks decided" in out
+        assert ISO.search(out) and "done: 1/1 task decided" in out  # one task, singular
         out, err = logs_follow.communicate(timeout=60)
         assert logs_follow.returncode == 0, err
         assert out.rstrip().splitlines()[-1].split()[1] == "done"  # the job's last entry
@@ -156,6 +162,7 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         for home in "AB":
             runs = ok_json(qiz(work, "--home", home, "job", "list", "--worker", "--json"))["runs"]
             ran = {(r["job_id"], r["state"]) for r in runs}
+            assert all("error" not in r and "reason" in r for r in runs)
             assert (job, "done") in ran and (blocker, "cancelled") in ran, ran
             assert all(r["coordinator"] == ids["A"] for r in runs)
         shown = qiz(work, "--home", "B", "job", "list", "--worker")
@@ -168,6 +175,38 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         full = json.loads((work / "full.json").read_text())
         check_shape("job result", full)
         assert full["job_id"] == job and full["results"][0]["optimum"] == 7
+
+
+def _writer(fifo: Path) -> int | None:
+    """The write end of ``fifo`` once a reader has it open (None before: ENXIO)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+
+
+def test_ctrl_c_before_the_spec_leaves_says_nothing_was_submitted(tmp_path: Path) -> None:
+    """Ctrl-C while ``job submit --wait`` still prepares its spec ended as typer's silent exit
+    130. The spec file is a FIFO nobody writes to: the command surely blocks reading it (its
+    write end opens only once the command has it open), before anything reaches a node."""
+    fifo = tmp_path / "spec.json"
+    os.mkfifo(fifo)
+    for extra in ([], ["--json"]):
+        command = popen(tmp_path, "job", "submit", "spec.json", "--wait", *extra)
+        fd = eventually(lambda: _writer(fifo), 60, "the command reading its spec")
+        try:
+            command.send_signal(signal.SIGINT)
+            out, err = command.communicate(timeout=30)
+        finally:
+            os.close(fd)
+        assert command.returncode == 130, (out, err)
+        assert err == "qiz: interrupted; nothing was submitted\n", err
+        if extra:
+            answer = json.loads(out)
+            check_shape("job submit", answer)
+            assert answer == {
+                "ok": False, "error": "interrupted; nothing was submitted", "exit_code": 130
+            }  # fmt: skip
 
 
 def test_a_timeline_keeps_its_first_entry_and_the_newest_within_its_bound() -> None:

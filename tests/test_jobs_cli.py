@@ -70,14 +70,35 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
 
         status = ok_json(qiz(work, "--home", "A", "job", "status", done["job_id"][:10], "--json"))
         assert status["job_id"] == done["job_id"] and status["state"] == "done"
+        assert status["reason"] is None and "error" not in status  # 'error': a failed command
+        # what the signed spec asked for, for the dashboard of jobs without an attestation
+        assert status["spec"] == {
+            "kind": "sweep", "params": spec["params"], "replicas": 2, "quorum": 2, "seed": status["seed"],
+            "deadline_s": 3600, "submitter": ids["A"],
+        }  # fmt: skip
+        # a node that ran tasks of the job only as a worker: not its job, said so, and where
+        worker_home = next(h for h in "BC" if ids[h] in verified["workers"])
+        line = one_line_error(
+            qiz(work, "--home", worker_home, "job", "status", done["job_id"][:10])
+        )
+        assert f"no job submitted here starts with '{done['job_id'][:10]}'" in line
+        assert "qiz job list --worker" in line
         listed = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))
         assert [j["job_id"] for j in listed["jobs"]] == [done["job_id"]]
-        result = ok_json(qiz(work, "--home", "A", "job", "result", done["job_id"], "--json"))
-        points = [p for task in result["results"] for p in task]
-        assert len(points) == 8 and all("expectation" in p for p in points)
+        assert "spec" not in listed["jobs"][0]
+        result = ok_json(
+            qiz(work, "--home", "A", "job", "result", done["job_id"], "-o", "flat.json",
+                "--attestation", "again.att", "--json")
+        )  # fmt: skip
+        # a sweep's points: one flat list, each with its point (not one list per shard)
+        points = result["points"]
+        assert len(points) == 8 and all("expectation" in p and "point" in p for p in points)
+        assert "results" not in result
+        assert json.loads((work / "flat.json").read_text())["points"] == points
+        assert (work / "again.att").read_bytes() == (work / "sweep.att").read_bytes()
         # the readable summary: the best point with its parameters, and the number of points
         best = max(points, key=lambda p: p["expectation"])
-        assert result["points"] == 8 and result["best"]["point"] == best["point"]
+        assert result["num_points"] == 8 and result["best"]["point"] == best["point"]
         assert result["best"]["value"] == best["expectation"] and result["over"] == "qaoa"
         shown = qiz(work, "--home", "A", "job", "result", done["job_id"])
         assert shown.returncode == 0 and "8 points over qaoa" in shown.stdout
@@ -112,6 +133,8 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         assert "approximation ratio" in first["summary"] and "optimum" in first["summary"]
         done_cancel = qiz(work, "--home", "A", "job", "cancel", first["job_id"])
         assert done_cancel.returncode == 0 and "nothing to cancel" in done_cancel.stdout
+        shown = qiz(work, "--home", "A", "job", "status", first["job_id"])
+        assert "1/1 task decided" in shown.stdout and "2 replicas per task" in shown.stdout
         line = one_line_error(
             qiz(
                 work,
@@ -128,10 +151,11 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
             )
         )
         assert "--out needs --wait" in line
-        (work / "angle.qasm").write_text(
+        program = (
             'OPENQASM 3.0; include "stdgates.inc"; input angle theta; qubit[1] q; bit[1] c; '
-            "rx(theta) q[0]; c = measure q;"
+            "rx(theta) q[0]; c = measure q;\n// " + "x" * 3000 + "\n"
         )
+        (work / "angle.qasm").write_text(program)
         flipped = ok_json(
             qiz(
                 work,
@@ -153,6 +177,8 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
             )
         )
         assert flipped["state"] == "done" and "1: 200" in flipped["summary"]
+        qasm = flipped["spec"]["params"]["qasm"]  # --wait: the final status, with the spec
+        assert qasm == program[:2000] + f"\u2026  ({len(program):,} characters)"
 
         # a tampered attestation fails verification, with exit code 1
         outer = wire.decode((work / "sweep.att").read_bytes())
@@ -177,7 +203,16 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         ]
         running = ok_json(qiz(work, *long_job))
         cancelled = ok_json(qiz(work, "--home", "A", "job", "cancel", running["job_id"], "--json"))
-        assert cancelled["state"] == "cancelled"
+        assert (
+            cancelled["state"] == "cancelled"
+            and cancelled["reason"] == "cancelled by its submitter"
+        )
+        again = qiz(work, "--home", "A", "job", "cancel", running["job_id"][:12])
+        assert again.returncode == 0, again.stderr
+        assert (
+            f"job {running['job_id'][:16]} is already cancelled: nothing to cancel" in again.stdout
+        )
+        assert again.stdout.count("cancelled by its submitter") == 1  # said once, not doubled
         line = one_line_error(qiz(work, "--home", "A", "job", "result", running["job_id"]))
         assert "cancelled; it has no attested result" in line
 
@@ -194,8 +229,19 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         line = one_line_error(qiz(work, "--home", "A", "job", "submit"))
         assert "exactly one of --qaoa" in line
         line = one_line_error(qiz(work, "--home", "A", "job", "status", "ffff"))
-        assert "0 jobs start with 'ffff'" in line
-        assert len(ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]) == 4
+        assert "no job submitted here starts with 'ffff'" in line and "--worker" not in line
+        jobs = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]
+        assert len(jobs) == 4 and jobs[0]["job_id"] == running["job_id"]  # newest first
+        assert [j["submitted_at"] for j in jobs] == sorted(
+            (j["submitted_at"] for j in jobs), reverse=True
+        )
+        shown = qiz(work, "--home", "A", "job", "list", "--limit", "1").stdout.splitlines()
+        assert len(shown) == 3 and running["job_id"][:16] in shown[1]
+        assert shown[2] == "3 older jobs not shown: --all, or --limit N"
+        assert (
+            len(ok_json(qiz(work, "--home", "A", "job", "list", "--limit", "2", "--json"))["jobs"])
+            == 2
+        )
         line = one_line_error(qiz(work, "verify-result", "missing.att"))
         assert "does not exist" in line
 

@@ -157,6 +157,11 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
 
                 state = await async_eventually(finished, 60, "the job to finish")
                 assert state["state"] == "done", state
+                # one job's status carries its spec's summary (the list does not)
+                assert state["spec"]["params"] == spec["params"] and state["reason"] is None
+                assert state["spec"]["quorum"] == 2 and state["spec"]["submitter"] == str(
+                    node.node_id
+                )
                 # links and lookups have events of their own, interleaved with the job's: only
                 # the events of this one job come in an order the test can know
                 _, page = await call(client, node, "GET", f"api/events?after={after}&timeout=0")
@@ -178,7 +183,7 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                 status, body = await call(client, node, "POST", f"api/jobs/{job}/cancel", json={})
                 assert status == 200 and body["state"] == "done"  # finished jobs stay finished
                 status, body = await call(client, node, "GET", "api/jobs/ffff")
-                assert status == 404 and "0 jobs start with" in body["error"]
+                assert status == 404 and "no job submitted here starts with" in body["error"]
                 status, body = await call(client, node, "GET", "api/nothing-here")
                 assert status == 404 and body["error"] == "Not Found"  # JSON, like the rest
                 status, body = await call(client, node, "DELETE", "api/jobs")
