@@ -96,7 +96,7 @@ def test_piped_help_and_errors_are_not_wrapped(tmp_path: Path) -> None:
     assert any("A Pauli-sum file, or tfim:N[:ring] / heisenberg:N[:ring]." in x for x in lines)
     home = "a-home-with-a-name-long-enough-that-any-80-column-wrapping-would-cut-the-hint-" * 2
     error = one_line_error(qiz(tmp_path, "--home", home, "dashboard"))
-    assert len(error) > 200 and f"start it with: qiz --home {home} node start" in error
+    assert len(error) > 200 and f"create it with: qiz --home {home} init" in error
 
 
 # --- the quantum summaries ----------------------------------------------------------------------
@@ -181,11 +181,15 @@ def test_no_library_warnings_and_no_error_key_in_a_success(tmp_path: Path, args)
 
 
 def test_hints_repeat_the_home_as_typed(tmp_path: Path) -> None:
+    """A home that does not exist is named (create it); one without a node running too."""
     error = one_line_error(qiz(tmp_path, "--home", "alice", "dashboard"))
-    assert error.endswith("start it with: qiz --home alice node start")
+    assert error.endswith("no QIZ home at alice; create it with: qiz --home alice init")
     code, _, err = qiz_raw(tmp_path, "dashboard", env={"QIZ_HOME": "alice"})
     assert code == 2
-    assert assert_one_line_error(err).endswith("start it with: qiz node start")
+    assert assert_one_line_error(err).endswith("create it with: qiz init")
+    assert qiz(tmp_path, "--home", "alice", "init").returncode == 0
+    error = one_line_error(qiz(tmp_path, "--home", "alice", "dashboard"))
+    assert error.endswith("start it with: qiz --home alice node start")
 
 
 # --- the wrong file ------------------------------------------------------------------------------
