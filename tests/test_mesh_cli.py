@@ -27,7 +27,8 @@ from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity
 from qiz.peer_ref import MIN_PREFIX, AmbiguousPeer, UnknownPeer, match_prefix, parse_peer_ref
 from qiz.procs import NodeProcess
-from qiz.qmp.errors import ErrorCode
+from qiz.qmp.errors import NOT_QMP, ErrorCode, QmpError
+from qiz.qmp.frames import FrameDecoder, FrameKind
 from qiz.qmp.manager import DEPARTED_PEER_TTL, MAX_DEPARTED_PEERS, LinkManager, leave_reason
 
 from .helpers import eventually, ok_json, one_line_error, qiz, record_of
@@ -145,6 +146,15 @@ def test_remembered_peers_are_bounded_newest_first_one_per_id() -> None:
     merged = peer_memory.merge(now, before)
     assert len(merged) == peer_memory.MAX_REMEMBERED_PEERS
     assert merged[0] == now[0] and merged[1:] == before[: len(merged) - 1]
+
+
+def test_bytes_that_are_not_qmp_are_said_to_be_so_only_before_the_first_frame() -> None:
+    with pytest.raises(QmpError, match=f"^{NOT_QMP} "):
+        FrameDecoder(1024).feed(b"HTTP/1.1 400 Bad Request\r\n")
+    decoder = FrameDecoder(1024)
+    assert len(decoder.feed(bytes([FrameKind.HELLO]) + b"\x00\x00\x01x")) == 1
+    with pytest.raises(QmpError, match=r"^unknown frame kind 72$"):
+        decoder.feed(b"HTTP")
 
 
 def test_too_short_or_foreign_text_is_no_peer() -> None:

@@ -119,7 +119,7 @@ class FrameDecoder:
                     ErrorCode.PROTOCOL_ERROR, f"unknown frame kind {kind_byte}"
                 ) from None
             if length < MIN_BODY:
-                raise self._error(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
+                raise QmpError(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
             if length > self.max_body:
                 raise self._error(
                     ErrorCode.FRAME_TOO_LARGE,
@@ -134,8 +134,9 @@ class FrameDecoder:
         return frames
 
     def _error(self, code: ErrorCode, detail: str) -> QmpError:
-        """A framing error; before any frame was read, the bytes are not QMP at all (an HTTP
-        server's answer, say), and the reason says that in plain words."""
+        """A header no QMP speaker sends (an unknown kind, an absurd length): before any frame
+        was read, the bytes are not QMP at all (an HTTP server's answer, say), and the reason
+        says that in plain words."""
         if self._decoded == 0:
             return QmpError(code, f"{NOT_QMP} ({detail})")
         return QmpError(code, detail)
