@@ -9,6 +9,7 @@ loads the command inside the ``try`` that catches the interrupt.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -24,6 +25,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _interrupted(args: list[str]) -> int:
+    if "--json" in args:
+        body = {"ok": False, "error": "interrupted", "exit_code": EXIT_INTERRUPTED}
+        sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+    sys.stderr.write("qiz: interrupted\n")
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a Ctrl-C is behind ``exc``: Python wraps one that lands inside a class body's
+    ``__set_name__`` (rich's console, while it is imported) in a RuntimeError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (see :func:`qiz.cli.app.run`); a Ctrl-C however
     early, imports included, is ``qiz: interrupted`` and exit 130 (with the failure object on
@@ -34,12 +54,20 @@ def run(argv: list[str] | None = None) -> int:
 
         return run_command(args)
     except KeyboardInterrupt:
-        if "--json" in args:
-            body = {"ok": False, "error": "interrupted", "exit_code": EXIT_INTERRUPTED}
-            sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
-        sys.stderr.write("qiz: interrupted\n")
-        return EXIT_INTERRUPTED
+        return _interrupted(args)
+    except Exception as exc:
+        if _caused_by_interrupt(exc):
+            return _interrupted(args)
+        raise
 
 
 def entry() -> None:
-    sys.exit(run())
+    code = run()
+    if code == EXIT_INTERRUPTED:
+        # CPython marks a Ctrl-C that passed through code a C extension ran (PyRun_*) during
+        # an import as unhandled even when it was caught here, and then kills itself with
+        # SIGINT at exit instead of returning 130: leave at once, output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -24,6 +24,7 @@ EXIT_OK = 0
 EXIT_INVALID = 1  # a check ran and said no (bad signature, forged record)
 EXIT_USER_ERROR = 2  # the command could not run as asked (missing file, bad id, locked key)
 EXIT_INTERNAL = 3  # a bug: reported in one line, traceback with QIZ_DEBUG=1
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 PIPE_WIDTH = 160  # columns for tables and rules when the output is not a terminal
 
@@ -98,6 +99,12 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
             _json_error(kwargs, f"{where} {exc.strerror or exc}".strip(), EXIT_USER_ERROR)
             err_console.print(f"qiz: error:{where} {exc.strerror or exc}", markup=False)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            # Ctrl-C in a command that does not handle it itself (typer would exit 130 without
+            # a word): the same line, and object under --json, as anywhere else
+            _json_error(kwargs, "interrupted", EXIT_INTERRUPTED)
+            err_console.print("qiz: interrupted", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the command line's own ways out (typer.Exit is a RuntimeError)
         except Exception as exc:
