@@ -533,3 +533,35 @@ def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err, out) == (130, "qiz: interrupted\n", "")
+
+
+def test_ctrl_c_inside_a_command_is_one_line_and_the_failure_object(tmp_path: Path) -> None:
+    """SIGINT once the command is surely running (its dial reached our silent listener): not
+    typer's silent exit 130, but the same line and, under --json, the failure object."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from .helpers import CLEAN_ENV
+
+    ok_json(qiz(tmp_path, "--home", "H", "init", "--json"))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qiz", "--home", "H", "ping", address, "--json"],
+            cwd=tmp_path,
+            env=CLEAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        silent.settimeout(60)
+        conn, _ = silent.accept()  # the command is in its dial: inside the command
+        with conn:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "qiz: interrupted\n")
+    assert json.loads(out) == {"ok": False, "error": "interrupted", "exit_code": 130}
