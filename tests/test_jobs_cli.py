@@ -73,8 +73,8 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
         assert status["reason"] is None and "error" not in status  # 'error': a failed command
         # what the signed spec asked for, for the dashboard of jobs without an attestation
         assert status["spec"] == {
-            "kind": "sweep", "params": spec["params"], "replicas": 2, "quorum": 2, "seed": status["seed"],
-            "deadline_s": 3600, "submitter": ids["A"],
+            "kind": "sweep", "params": spec["params"], "replicas": 2, "quorum": 2,
+            "seed": status["seed"], "deadline_s": 3600, "submitter": ids["A"],
         }  # fmt: skip
         # a node that ran tasks of the job only as a worker: not its job, said so, and where
         worker_home = next(h for h in "BC" if ids[h] in verified["workers"])
