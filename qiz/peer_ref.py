@@ -68,7 +68,7 @@ def parse_peer_ref(text: str) -> PeerRef:
             return PeerRef(text, node_id=NodeId.parse(NodeId.PREFIX + body))
     except ValueError as exc:  # InvalidIdentifier too: say which text was meant
         raise InvalidIdentifier(f"{text!r} is not a peer: {exc}") from None
-    if "." in text:  # a host without its port: say that, not "'.' is not base32"
+    if "." in text and text.isprintable() and " " not in text:  # a host without its port
         raise InvalidIdentifier(f"{text}: an address needs a port, e.g. {text}:{EXAMPLE_PORT}")
     bad = sorted({c for c in body if c not in _BASE32})
     if bad:

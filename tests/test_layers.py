@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "qiz"
 LAYERS: list[set[str]] = [
     {"qiz", "crypto", "wire"},
     {"identity", "fsio", "lifeline", "ratelimit"},
-    {"events", "event_log", "tasks", "trust", "home", "history"},
+    {"events", "event_log", "tasks", "trust", "home", "history", "peer_ref", "peer_memory"},
     {"qmp"},
     {"resolve"},
     {"quantum"},
