@@ -236,7 +236,10 @@ class Link(asyncio.Protocol):
         return queued
 
     async def wait_established(self, timeout: float | None = None) -> PeerRecord:
-        await asyncio.wait_for(asyncio.shield(self.established), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation (a Ctrl-C)
+        # that arrives as the awaited future completes, and the caller then waits on
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(self.established)
         assert self.conn.peer is not None
         return self.conn.peer
 
@@ -306,7 +309,8 @@ class Link(asyncio.Protocol):
             raise LinkError(ErrorCode.BUFFER_LIMIT, "outbound buffer full") from None
         self._flush()
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see wait_established
+                return await waiter
         finally:
             self._pong_waiters.pop(token, None)
             self._pings.pop(token, None)
@@ -499,14 +503,12 @@ async def dial(
         identity, local_record, expected=expected, now=clock(), config=config
     )
     try:
-        _, link = await asyncio.wait_for(
-            loop.create_connection(
+        async with asyncio.timeout(timeout):  # not wait_for: see Link.wait_established
+            _, link = await loop.create_connection(
                 lambda: Link(conn, clock=clock, on_message=on_message, on_close=on_close),
                 host,
                 port,
-            ),
-            timeout,
-        )
+            )
     except (OSError, TimeoutError) as exc:
         why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else why_not(exc)
         raise LinkError(ErrorCode.PROTOCOL_ERROR, f"cannot reach {address}: {why}") from None
