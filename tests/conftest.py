@@ -3,7 +3,10 @@ in tests/helpers.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from qiz.identity import NodeIdentity
-from qiz.procs import NodeProcess
+from qiz.procs import NodeProcess, processes_with_env
 
-from .helpers import node_processes
+from .helpers import CLEAN_ENV, node_processes
 
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
@@ -70,3 +73,19 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     each waited for until ready; every one's process group is killed when the test ends."""
     with node_processes(tmp_path) as start:
         yield start
+
+
+TAG_VARIABLE = "QIZ_TEST_RUN"  # marks the environment of CLI runs whose leftovers are killed
+
+
+@pytest.fixture
+def tagged_env() -> Iterator[dict[str, str]]:
+    """The CLI's environment, marked so that every process a run leaves behind (a node started
+    with ``--detach``, its workers) is found by the mark and killed afterwards."""
+    tag = uuid.uuid4().hex
+    try:
+        yield {**CLEAN_ENV, TAG_VARIABLE: tag}
+    finally:
+        for pid in processes_with_env(TAG_VARIABLE, tag):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

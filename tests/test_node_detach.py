@@ -4,33 +4,11 @@ why in one line."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from qiz.procs import processes_with_env
-from tests.helpers import CLEAN_ENV, eventually, ok_json, one_line_error
-
-TAG = "QIZ_DETACH_TEST"
-
-
-@pytest.fixture
-def tagged_env() -> Iterator[dict[str, str]]:
-    """The CLI's environment, marked so every process it leaves behind is found and killed."""
-    tag = uuid.uuid4().hex
-    try:
-        yield {**CLEAN_ENV, TAG: tag}
-    finally:
-        for pid in processes_with_env(TAG, tag):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+from tests.helpers import eventually, ok_json, one_line_error
 
 
 def cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,28 +3,20 @@ README.md itself (so the test and the README cannot drift) and run by bash from 
 root, with real node processes on loopback.
 
 The tour's ``T=$(mktemp -d)`` lands in this test's temporary folder (``TMPDIR``), and every
-process it starts carries a marker in its environment, so whatever the tour leaves running
-(a detached node after a failed step) is found and killed afterwards.
+process it starts carries a marker in its environment (the ``tagged_env`` fixture), so whatever
+the tour leaves running (a detached node after a failed step) is found and killed afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from qiz.procs import processes_with_env
-from tests.helpers import CLEAN_ENV
-
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-TAG = "QIZ_TOUR_RUN"
 
 
 def tour_block() -> str:
@@ -48,30 +40,23 @@ def test_the_tour_block_is_found_and_uses_the_examples() -> None:
 
 
 @pytest.mark.timeout(600)
-def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
+def test_the_readme_tour_runs_as_written(tmp_path: Path, tagged_env: dict[str, str]) -> None:
     if not (ROOT / ".venv" / "bin" / "activate").exists():
         pytest.fail("the tour activates .venv: run the tests through 'make test'")
     script = (
         "set -eEuo pipefail\n"
         "trap 'echo \"tour failed at line $LINENO: $BASH_COMMAND\" >&2' ERR\n" + tour_block()
     )
-    tag = uuid.uuid4().hex
-    env = {**CLEAN_ENV, "TMPDIR": str(tmp_path), TAG: tag}
-    try:
-        done = subprocess.run(
-            ["bash", "-c", script],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=540,
-            check=False,
-        )
-    finally:
-        for pid in processes_with_env(TAG, tag):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    done = subprocess.run(  # whatever it leaves running, tagged_env kills
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env={**tagged_env, "TMPDIR": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
     tail = f"\n--- stdout ---\n{done.stdout[-4000:]}\n--- stderr ---\n{done.stderr[-4000:]}"
     assert done.returncode == 0, tail
     assert "Traceback" not in done.stderr, tail
