@@ -505,30 +505,37 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, as_json
         assert proc.stdout == ""
 
 
+def _ping_a_silent_peer(tmp_path: Path, silent, *flags: str):
+    """``qiz ping`` in a process of its own, aimed at ``silent``: a listener that accepts and
+    never speaks QMP, so the command waits inside its dial until it is interrupted."""
+    import subprocess
+    import sys
+
+    from .helpers import CLEAN_ENV
+
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    return subprocess.Popen(
+        [sys.executable, "-m", "qiz", "--home", "H", "ping", address, *flags],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_ctrl_c_at_any_moment_of_a_real_run_is_one_line(tmp_path: Path) -> None:
     """SIGINT 0.3 s after the start (imports, or the wait for a peer that never answers):
     the same one line and exit 130, never a traceback."""
     import signal
     import socket
-    import subprocess
-    import sys
     import time
 
-    from .helpers import CLEAN_ENV
-
     ok_json(qiz(tmp_path, "--home", "H", "init", "--json"))
-    with socket.socket() as silent:  # accepts, never speaks QMP: the ping waits
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        port = silent.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qiz", "--home", "H", "ping", f"127.0.0.1:{port}"],
-            cwd=tmp_path,
-            env=CLEAN_ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    with socket.socket() as silent:
+        proc = _ping_a_silent_peer(tmp_path, silent)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -540,24 +547,10 @@ def test_ctrl_c_inside_a_command_is_one_line_and_the_failure_object(tmp_path: Pa
     typer's silent exit 130, but the same line and, under --json, the failure object."""
     import signal
     import socket
-    import subprocess
-    import sys
-
-    from .helpers import CLEAN_ENV
 
     ok_json(qiz(tmp_path, "--home", "H", "init", "--json"))
     with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        address = f"127.0.0.1:{silent.getsockname()[1]}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qiz", "--home", "H", "ping", address, "--json"],
-            cwd=tmp_path,
-            env=CLEAN_ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = _ping_a_silent_peer(tmp_path, silent, "--json")
         silent.settimeout(60)
         conn, _ = silent.accept()  # the command is in its dial: inside the command
         with conn:
