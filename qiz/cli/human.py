@@ -35,6 +35,11 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
+def plural(count: int, word: str) -> str:
+    """``1 node``, ``2 nodes``: a count with its noun (regular plurals only)."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def size(n_bytes: float | None) -> str:
     """A size with a binary unit: ``512 B``, ``1.5 KiB``, ``12.0 MiB``."""
     if n_bytes is None:

@@ -20,7 +20,7 @@ import typer
 
 from qiz.cli import job_follow, job_view
 from qiz.cli.common import Session, node_call, read_file
-from qiz.cli.human import moment
+from qiz.cli.human import moment, plural
 from qiz.cli.output import CheckFailed, UserError, console, emit, guarded
 from qiz.cli.quantum_cmds import parse_bindings
 from qiz.compute import spec as specs
@@ -461,7 +461,7 @@ def verify_result(
         console.print(f"{attestation}: verified", markup=False)
         console.print(
             f"  job          {payload['job_id']} ({payload['kind']}, "
-            f"{job_view.plural(payload['tasks'], 'task')})"
+            f"{plural(payload['tasks'], 'task')})"
         )
         console.print(f"  submitter    {payload['submitter']}", markup=False)
         console.print(f"  coordinator  {payload['coordinator']}", markup=False)

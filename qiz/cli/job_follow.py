@@ -23,23 +23,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from qiz.cli.common import Session, node_call
 from qiz.cli.human import moment
 from qiz.cli.job_view import decided_text, log_line, reason_text
-from qiz.cli.output import console, err_console
+from qiz.cli.output import EXIT_INTERRUPTED, console, err_console
+from qiz.compute.status import FINAL
 
-FINAL = ("done", "failed", "cancelled")
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 POLL_S = 0.3  # seconds between two looks at the node while waiting or following
 HINT_ID = 16  # hex digits of the job id in the printed commands (any unique prefix works)
 
 
-def home_words(ctx: typer.Context) -> list[str]:
-    """``--home H`` as the user typed it (nothing when they gave none: $QIZ_HOME or the
-    default then applies again), for commands printed back to them."""
-    home = ctx.find_root().params.get("home")
-    return ["--home", str(home)] if home is not None else []
-
-
 def command_text(ctx: typer.Context, *words: str) -> str:
-    return shlex.join(["qiz", *home_words(ctx), *words])
+    """A command printed back to the user, with the --home they typed (Session.command)."""
+    return ctx.obj.command(shlex.join(words))
 
 
 def interrupted(ctx: typer.Context, job_id: str, *, as_json: bool) -> typer.Exit:

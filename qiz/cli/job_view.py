@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qiz.cli.human import duration, moment
+from qiz.cli.human import duration, moment, plural
 from qiz.cli.output import console
 
 SHORT_ID = 16  # hex digits of a job id, characters of a node id, shown in tables
@@ -40,10 +40,6 @@ def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in (header, *rows):
         cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
         console.print("  ".join(cells).rstrip(), markup=False, soft_wrap=True)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def reason_text(state: Mapping[str, Any]) -> str | None:

@@ -17,9 +17,8 @@ from qiz import peer_memory
 from qiz.cli import logs, peer_cmds
 from qiz.cli.common import Session, node_call
 from qiz.cli.detach import LOG_NAME
-from qiz.cli.human import duration, moment
+from qiz.cli.human import duration, moment, plural
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.cli.peer_cmds import plural
 from qiz.compute.placement import METHODS
 from qiz.compute.pool import SlotsError, check_slots, default_slots
 from qiz.compute.service import ComputeConfig
@@ -409,7 +408,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 markup=False,
             )
         links = info["links"]
-        online = peer_cmds.plural(len(links), "peer")
+        online = plural(len(links), "peer")
         console.print(f"links    {online} online (qiz peers: also those that left)", markup=False)
         if links:
             peer_cmds.print_lines(peer_cmds.peer_lines(links))

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from qiz.cli.common import Session, node_call
-from qiz.cli.human import duration, moment, size
+from qiz.cli.human import duration, moment, plural, size
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.identity import PeerRecord
 from qiz.peer_ref import PeerRef, parse_peer_ref
@@ -45,10 +45,6 @@ def peer_ref(text: str) -> PeerRef:
         return parse_peer_ref(text)
     except ValueError as exc:  # InvalidIdentifier too
         raise UserError(str(exc)) from None
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def short_id(node_id: str | None) -> str:

@@ -7,12 +7,11 @@ from typing import Annotated
 import typer
 
 from qiz.cli.common import node_call
-from qiz.cli.human import moment
+from qiz.cli.human import moment, plural
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.cli.peer_cmds import plural
+from qiz.cli.peer_cmds import peer_ref
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import normalize_label
-from qiz.peer_ref import parse_peer_ref
 from qiz.resolve.records import MAX_TTL
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -44,7 +43,7 @@ def resolve(
 
     A prefix names a node the running node knows; an address is linked to, and the record is
     the one its node proved in the handshake."""
-    _check_peer(node_id)
+    peer_ref(node_id)
     result = node_call(ctx.obj, "resolve", LOOKUP_TIMEOUT, id=node_id)
 
     def human() -> None:
@@ -97,18 +96,10 @@ def name_resolve(
     owner, sep, label = name.partition("/")
     if not sep or not label:
         raise UserError("a name is OWNER_ID/LABEL")
-    _check_peer(owner)
+    peer_ref(owner)
     try:
         normalize_label(label)
     except InvalidIdentifier as exc:
         raise UserError(str(exc)) from None
     result = node_call(ctx.obj, "name_resolve", LOOKUP_TIMEOUT, name=name)
     emit(as_json, result, lambda: console.print(result["value"], markup=False))
-
-
-def _check_peer(text: str) -> None:
-    """A peer the node may be asked about (:mod:`qiz.peer_ref`), or one line saying why not."""
-    try:
-        parse_peer_ref(text)
-    except ValueError as exc:  # InvalidIdentifier too
-        raise UserError(str(exc)) from None

@@ -46,7 +46,7 @@ The rules, as before the split (docs/jobs.md):
 Each decision is also written to the job's timeline where it is taken (``job_log``, read by
 ``qiz job logs``): submitted, placed or retried (and why), accepted, busy, started, a replica
 done, failed or lost (and why), straggling, collected, decided (the quorum's test and votes),
-no quorum yet, and the job's end. The names are in :data:`LOG_EVENTS` and docs/jobs.md.
+no quorum yet, and the job's end. The names are listed in docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -109,26 +109,6 @@ MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
 PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
 PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
 CLAIM_FIELDS = {"key": bytes, "digest": bytes, "sig": bytes, "engine": str}
-# the events of a job's timeline (docs/jobs.md, "The job's timeline")
-LOG_EVENTS = (
-    "submitted",
-    "resumed",
-    "placed",
-    "retried",
-    "accepted",
-    "busy",
-    "started",
-    "replica_done",
-    "replica_failed",
-    "replica_lost",
-    "straggling",
-    "collected",
-    "decided",
-    "no_quorum",
-    "done",
-    "failed",
-    "cancelled",
-)
 
 
 ClaimCheck = Callable[..., str | None]  # (report, *, job, task, seed, worker) -> why not, or None
