@@ -3,6 +3,8 @@ estimator (circuit, Pauli-sum observables -> expectation values).
 
 Counts are keyed by bitstrings of the classical register, bit 0 rightmost (Qiskit's order).
 A circuit without any measurement is sampled as if every qubit were measured into bit i.
+A program with classical control on measurements (``qasm.DynamicProgram``, any
+``dynamic.DynamicCircuit``) is sampled shot-batched by ``dynamic``; the estimator refuses it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from qiz.quantum.core import statevector
 from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.dynamic import DynamicCircuit, run_dynamic
 from qiz.quantum.core.engine import ENGINE_NAME, ENGINE_VERSION
 from qiz.quantum.core.errors import CircuitError, QuantumError
 from qiz.quantum.core.pauli import PauliSum
@@ -29,7 +32,8 @@ class SamplerResult:
     shots: int
     seed: int | None
     num_clbits: int
-    method: str  # "terminal" (one simulation, then sampling) or "per-shot"
+    # "terminal" (one simulation, then sampling), "per-shot", or "dynamic..." (branching)
+    method: str
     engine: str = f"{ENGINE_NAME}/{ENGINE_VERSION}"
     metadata: dict[str, object] = field(default_factory=dict)
 
@@ -59,13 +63,15 @@ class Sampler:
 
     def run(
         self,
-        circuit: Circuit,
+        circuit: Circuit | DynamicCircuit,
         shots: int = 1024,
         seed: int | None = None,
         parameters: Mapping[str, float] | Sequence[float] | None = None,
     ) -> SamplerResult:
         if not 0 < shots <= MAX_SHOTS:
             raise QuantumError(f"shots must be between 1 and {MAX_SHOTS}")
+        if not isinstance(circuit, Circuit):
+            return _run_dynamic(circuit, shots, seed, parameters)
         if parameters is not None:
             circuit = circuit.bind(parameters)
         elif circuit.parameters:
@@ -102,6 +108,26 @@ class Sampler:
         return SamplerResult(counts, shots, seed, width, "per-shot")
 
 
+def _run_dynamic(
+    program: DynamicCircuit,
+    shots: int,
+    seed: int | None,
+    parameters: Mapping[str, float] | Sequence[float] | None,
+) -> SamplerResult:
+    if parameters is not None:
+        program = program.bind(parameters)
+    elif program.parameters:
+        raise CircuitError(f"unbound parameters: {', '.join(program.parameters)}")
+    result = run_dynamic(program, shots, np.random.default_rng(seed))
+    counts: dict[str, int] = {}
+    for bits, count in result.counts.items():
+        key = _bitstring(bits)
+        counts[key] = counts.get(key, 0) + count
+    return SamplerResult(
+        counts, shots, seed, program.num_clbits, result.method, metadata=result.metadata
+    )
+
+
 def _bitstring(bits: Sequence[int]) -> str:
     return "".join(str(b) for b in reversed(bits))
 
@@ -121,6 +147,11 @@ class Estimator:
         observables: PauliSum | Sequence[PauliSum],
         parameters: Mapping[str, float] | Sequence[float] | None = None,
     ) -> EstimatorResult:
+        if not isinstance(circuit, Circuit):
+            raise CircuitError(
+                "the estimator needs a circuit without classical control; this program's "
+                "control flow depends on measurements (sample it instead)"
+            )
         obs = [observables] if isinstance(observables, PauliSum) else list(observables)
         if not obs:
             raise QuantumError("no observables given")

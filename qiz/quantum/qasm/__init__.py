@@ -4,5 +4,6 @@
 
 from qiz.quantum.qasm.codec import dumps, load, loads
 from qiz.quantum.qasm.limits import QasmLimits
+from qiz.quantum.qasm.program import DynamicProgram
 
-__all__ = ["QasmLimits", "dumps", "load", "loads"]
+__all__ = ["DynamicProgram", "QasmLimits", "dumps", "load", "loads"]

@@ -16,9 +16,10 @@ that the reference parser reads (``qreg``/``creg``, ``qelib1.inc``, ``measure q 
 - ``measure``, ``reset``, ``barrier``; ``input float``/``input angle`` declare free circuit
   parameters (affine uses only, see ``expr``); ``const`` numeric declarations.
 
-Anything else (classical control flow, subroutines, classical variables, timing, calibration,
-hardware qubits, non-integer powers) is refused with a ``QasmError`` that names the construct
-and gives its line and (1-based) column.
+Classical control (``for``, ``while``, ``if``, classical variables, ``def``, ...) is read by
+``program`` (unrolled into a ``Circuit`` when it can be, else a ``DynamicProgram``). Anything
+else (switch, extern, timing, calibration, hardware qubits, arrays, non-integer powers) is
+refused with a ``QasmError`` that names the construct and gives its line and (1-based) column.
 
 The walk over the AST lives in ``importer`` and expression evaluation in ``expr``.
 
@@ -51,14 +52,21 @@ from qiz.quantum.core.params import ParamExpr, ParamValue
 from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS, Locator
 from qiz.quantum.qasm.importer import Importer
 from qiz.quantum.qasm.limits import DEFAULT_LIMITS, QasmLimits
+from qiz.quantum.qasm.program import DynamicProgram, build, is_static
 
-__all__ = ["QasmLimits", "dumps", "load", "loads"]
+__all__ = ["DynamicProgram", "QasmLimits", "dumps", "load", "loads"]
 
 MAX_QASM_BYTES = 64 << 20  # far above any circuit a state vector can hold; stops a runaway file
 
 
-def loads(text: str, *, name: str = "circuit", limits: QasmLimits = DEFAULT_LIMITS) -> Circuit:
+def loads(
+    text: str, *, name: str = "circuit", limits: QasmLimits = DEFAULT_LIMITS
+) -> Circuit | DynamicProgram:
     """The circuit described by OpenQASM 3 (or 2) program ``text``; ``QasmError`` if it can't be.
+
+    A program with classical control comes back as the same static ``Circuit`` when it
+    unrolls at import (loops with constant bounds, no condition on a measured bit), and as a
+    ``DynamicProgram`` otherwise, which ``Sampler().run`` samples (see ``program``).
 
     ``limits`` caps what the program may cost (see ``limits``); a caller reading untrusted
     programs can pass tighter ones, e.g. ``QasmLimits(instructions=100_000, expansion=500_000)``.
@@ -67,12 +75,17 @@ def loads(text: str, *, name: str = "circuit", limits: QasmLimits = DEFAULT_LIMI
     loc = Locator(text)
     program = _parse(text)
     try:
-        return Importer(text, loc, name, limits).run(program)
+        importer = Importer(text, loc, name, limits)
+        if is_static(program):
+            return importer.run(program)
+        return build(importer, program)
     except RecursionError:
         raise QasmError("gate definitions or expressions are nested too deeply") from None
 
 
-def load(path: str | os.PathLike[str], *, limits: QasmLimits = DEFAULT_LIMITS) -> Circuit:
+def load(
+    path: str | os.PathLike[str], *, limits: QasmLimits = DEFAULT_LIMITS
+) -> Circuit | DynamicProgram:
     """Read an OpenQASM file; every failure (unreadable file included) is a ``QasmError``.
 
     Unreadable files raise ``QasmError`` too (chained to the ``OSError``), so a caller handles

@@ -176,6 +176,7 @@ class Importer:
         self.values: dict[str, ParamValue] = {}  # consts and inputs: what top level can see
         self.gates: dict[str, _GateDef] = {}
         self.order: dict[str, int] = {}  # each gate's position in definition order
+        self.taken: set[str] = set()  # other global names (variables, subroutines)
 
     def run(self, program: ast.Program) -> Circuit:
         self._check_version(program.version)
@@ -230,9 +231,24 @@ class Importer:
         name = ident.name
         if name in CONSTANTS or name in FUNCTIONS:
             raise self.loc.error(ident, f"'{name}' is a built-in name and cannot be redeclared")
+        if self.is_gate_name(name):
+            raise self.loc.error(
+                ident, f"'{name}' is the name of a gate and cannot name a register or variable"
+            )
         if name in self.qregs or name in self.cregs or name in self.values:
             raise self.loc.error(ident, f"'{name}' is already declared")
         return name
+
+    def is_gate_name(self, name: str) -> bool:
+        """Is ``name`` a gate in scope here? Such a name cannot be given to anything else,
+        as Qiskit's importer also refuses: ``h q;`` would be ambiguous."""
+        return (
+            name in GATES
+            or name in ALIASES
+            or name in _EXTRA_ALIASES
+            or name == "gphase"
+            or name in self.gates
+        )
 
     def _size(self, expr: ast.Expression | None, what: str) -> int:
         if expr is None:
@@ -300,6 +316,8 @@ class Importer:
         name = node.name.name
         if name in self.gates or name == "gphase":
             raise self.loc.error(node.name, f"gate '{name}' is already defined")
+        if name in self.qregs or name in self.cregs or name in self.values or name in self.taken:
+            raise self.loc.error(node.name, f"'{name}' is already declared and cannot name a gate")
         if len(self.gates) >= self.limits.gate_definitions:
             raise self.loc.error(
                 node,

@@ -39,6 +39,20 @@ MAX_EXPANSION = 1_000_000
 MAX_NATIVE_CHECK = 256
 
 
+# -- classical programs (for, while, if, def: see qiz.quantum.qasm.interp) ---------------------
+
+# Width of a classical integer, bit register value or angle: every operation on it is O(width).
+MAX_CLASSICAL_WIDTH = 1 << 16
+# Rounds one while loop may run before the program is refused: stops `while (true)`.
+MAX_WHILE_ITERATIONS = 100_000
+# How deeply subroutines may call one another (recursion included).
+MAX_CALL_DEPTH = 64
+# Statements a dynamic program may execute in one run, summed over its branches: its time.
+MAX_DYNAMIC_STEPS = 5_000_000
+# Live branches (state vectors) a dynamic run may hold at once; memory bounds it further.
+MAX_BRANCHES = 1024
+
+
 @dataclass(frozen=True)
 class QasmLimits:
     """The caps one import runs under; the defaults are the module constants."""
@@ -49,6 +63,10 @@ class QasmLimits:
     gate_definitions: int = MAX_GATE_DEFINITIONS
     gate_depth: int = MAX_GATE_DEPTH
     expansion: int = MAX_EXPANSION
+    while_iterations: int = MAX_WHILE_ITERATIONS
+    call_depth: int = MAX_CALL_DEPTH
+    dynamic_steps: int = MAX_DYNAMIC_STEPS
+    branches: int = MAX_BRANCHES
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -1,0 +1,684 @@
+"""The statement interpreter of OpenQASM 3 classical control, run over a set of branches.
+
+Every statement is executed on a list of branches (``core.dynamic.Branch``: a state, an
+``Env`` and a shot count). Conditions are evaluated per branch and split the list, loops run
+while any branch is still inside, and ``break``/``continue``/``return``/``end`` are kinds of
+exit a block hands back with the branches that took them (``Flow``). Quantum operations go to a
+*backend*: at import time ``program.Trace`` records them into a ``Circuit`` (one branch, no
+state; a value that depends on a measurement stops it), and at run time ``program.Run`` applies
+them to the branches' states through ``core.dynamic.Machine``, which splits at measurements.
+
+Gate calls are expanded by the static ``Importer`` (user gates, modifiers, aliases), with their
+angles first evaluated here: so a gate parameter may depend on classical variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import ChainMap
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from openqasm3 import ast
+
+from qiz.quantum.core.circuit import Instruction
+from qiz.quantum.core.params import ParamValue
+from qiz.quantum.qasm import classical as cl
+from qiz.quantum.qasm.cexpr import (
+    UNKNOWN,
+    Evaluator,
+    NeedsDynamic,
+    NeedsSymbol,
+    QubitRef,
+    Symbol,
+    as_angle,
+    ctype_of,
+)
+from qiz.quantum.qasm.expr import evaluate
+
+if TYPE_CHECKING:
+    from qiz.quantum.core.dynamic import Branch
+    from qiz.quantum.qasm.program import ProgramInfo
+
+
+@dataclass(frozen=True)
+class Const:
+    """A binding that cannot be assigned."""
+
+    value: object
+
+
+class Env:
+    """One branch's classical state: a stack of scopes; subroutine frames start new ones.
+
+    Inside a subroutine only its own scopes and the global constants and inputs are visible.
+    """
+
+    def __init__(self, scopes: list[dict[str, object]], frames: list[int]) -> None:
+        self.scopes = scopes
+        self.frames = frames
+        self.retval: cl.Value | None = None
+
+    def copy(self) -> Env:
+        env = Env([dict(s) for s in self.scopes], list(self.frames))
+        env.retval = self.retval
+        return env
+
+    def find(self, name: str) -> dict[str, object] | None:
+        base = self.frames[-1] if self.frames else 0
+        for scope in reversed(self.scopes[base:]):
+            if name in scope:
+                return scope
+        if base and isinstance(self.scopes[0].get(name), Const):
+            return self.scopes[0]
+        return None
+
+    def lookup(self, name: str) -> object:
+        scope = self.find(name)
+        if scope is None:
+            return None
+        bound = scope[name]
+        return bound.value if isinstance(bound, Const) else bound
+
+
+@dataclass
+class Flow:
+    """The branches that left a block normally, or by break, continue, return or end."""
+
+    normal: list[Branch] = field(default_factory=list)
+    brk: list[Branch] = field(default_factory=list)
+    cont: list[Branch] = field(default_factory=list)
+    ret: list[Branch] = field(default_factory=list)
+    end: list[Branch] = field(default_factory=list)
+
+    def add(self, other: Flow, normal: bool = True) -> None:
+        if normal:
+            self.normal += other.normal
+        self.brk += other.brk
+        self.cont += other.cont
+        self.ret += other.ret
+        self.end += other.end
+
+
+class Backend(Protocol):
+    """Where quantum operations go (see the module docstring)."""
+
+    def gate(self, branch: Branch, insts: list[Instruction], node: ast.QASMNode) -> None: ...
+
+    def measure(
+        self, branch: Branch, qubit: int, clbit: int | None, node: ast.QASMNode
+    ) -> list[tuple[Branch, object]]: ...
+
+    def reset(self, branch: Branch, qubit: int, node: ast.QASMNode) -> list[Branch]: ...
+
+    def barrier(self, qubits: list[int], node: ast.QASMNode) -> None: ...
+
+
+_SKIPPED = (
+    ast.Include,
+    ast.Pragma,
+    ast.QubitDeclaration,
+    ast.QuantumGateDefinition,
+    ast.SubroutineDefinition,
+    ast.IODeclaration,
+)
+
+
+class Interpreter:
+    """Runs a program's statements over branches (one ``execute`` per group of shots)."""
+
+    def __init__(self, info: ProgramInfo, backend: Backend, trace: bool) -> None:
+        self.info = info
+        self.importer = info.importer
+        self.loc = info.importer.loc
+        self.limits = info.importer.limits
+        self.backend = backend
+        self.trace = trace
+        self.steps = 0
+        self.inline = 0  # > 0 while a subroutine runs inside an expression: no splits there
+
+    # -- blocks
+
+    def block(self, stmts: Sequence[ast.Statement], branches: list[Branch], scope: bool) -> Flow:
+        if scope:
+            for b in branches:
+                b.env.scopes.append({})
+        flow = Flow()
+        active = branches
+        for stmt in stmts:
+            if not active:
+                break
+            self.steps += len(active)
+            if self.steps > self.limits.dynamic_steps:
+                raise self.loc.error(
+                    stmt,
+                    f"the program runs past {self.limits.dynamic_steps} statement steps "
+                    "(the dynamic step limit)",
+                )
+            out = self.statement(stmt, active)
+            flow.add(out, normal=False)
+            active = out.normal
+        flow.normal = active
+        if scope:
+            for b in (*flow.normal, *flow.brk, *flow.cont):
+                b.env.scopes.pop()
+        return flow
+
+    def statement(self, stmt: ast.Statement, branches: list[Branch]) -> Flow:
+        if isinstance(stmt, _SKIPPED) or (
+            isinstance(stmt, ast.ConstantDeclaration) and id(stmt) in self.info.global_consts
+        ):
+            return Flow(normal=branches)
+        handler = _HANDLERS.get(type(stmt))
+        if handler is None:
+            raise self.info.unsupported(stmt)
+        return handler(self, stmt, branches)
+
+    def _evaluator(self, branch: Branch) -> Evaluator:
+        return Evaluator(branch.env.lookup, self.loc, lambda node: self._inline_call(node, branch))
+
+    def _value(self, node: ast.Expression, branch: Branch) -> cl.Value:
+        return self._evaluator(branch).eval(node)
+
+    def _condition(self, node: ast.Expression, branches: list[Branch]) -> tuple[list, list]:
+        yes, no = [], []
+        for b in branches:
+            (yes if cl.truth(self._value(node, b)) else no).append(b)
+        return yes, no
+
+    # -- control flow
+
+    def _if(self, stmt: ast.BranchingStatement, branches: list[Branch]) -> Flow:
+        yes, no = self._condition(stmt.condition, branches)
+        flow = self.block(stmt.if_block, yes, True)
+        flow.add(self.block(stmt.else_block, no, True))
+        return flow
+
+    def _while(self, stmt: ast.WhileLoop, branches: list[Branch]) -> Flow:
+        flow = Flow()
+        active, rounds = branches, 0
+        while active:
+            active, done = self._condition(stmt.while_condition, active)
+            flow.normal += done
+            if not active:
+                break
+            rounds += 1
+            if rounds > self.limits.while_iterations:
+                raise self.loc.error(
+                    stmt,
+                    f"the while loop runs more than {self.limits.while_iterations} iterations "
+                    "(the while iteration limit)",
+                )
+            body = self.block(stmt.block, active, True)
+            flow.normal += body.brk
+            flow.ret += body.ret
+            flow.end += body.end
+            active = body.normal + body.cont
+        return flow
+
+    def _for(self, stmt: ast.ForInLoop, branches: list[Branch]) -> Flow:
+        ctype = self._ctype(stmt.type)
+        groups: dict[tuple, list[Branch]] = {}
+        for b in branches:
+            groups.setdefault(tuple(self._iteration(stmt, b)), []).append(b)
+        flow = Flow()
+        name = stmt.identifier.name
+        self.info.check_name(stmt.identifier)
+        for values, members in groups.items():
+            active = members
+            for raw in values:
+                if not active:
+                    break
+                for b in active:
+                    b.env.scopes.append({name: cl.cast(raw, ctype)})
+                body = self.block(stmt.block, active, True)
+                for b in (*body.normal, *body.brk, *body.cont):
+                    b.env.scopes.pop()
+                flow.normal += body.brk
+                flow.ret += body.ret
+                flow.end += body.end
+                active = body.normal + body.cont
+            flow.normal += active
+        return flow
+
+    def _iteration(self, stmt: ast.ForInLoop, branch: Branch) -> list[cl.Value]:
+        ev = self._evaluator(branch)
+        spec = stmt.set_declaration
+        cap = self.limits.while_iterations
+        if isinstance(spec, ast.RangeDefinition):
+            if spec.start is None or spec.end is None:
+                raise self.loc.error(spec, "a for-loop range needs a start and an end")
+            start, end = (
+                ev.integer(spec.start, "a range start"),
+                ev.integer(spec.end, "a range end"),
+            )
+            step = 1 if spec.step is None else ev.integer(spec.step, "a range step")
+            if step == 0:
+                raise self.loc.error(spec, "a range step must not be zero")
+            values = range(start, end + (1 if step > 0 else -1), step)
+            if len(values) > cap:
+                raise self.loc.error(spec, f"the for loop runs more than {cap} iterations")
+            return [cl.make(cl.INT, v) for v in values]
+        if isinstance(spec, ast.DiscreteSet):
+            return [ev.eval(v) for v in spec.values]
+        value = ev.eval(spec)
+        if value.type.kind not in ("bit", "int", "uint"):
+            raise self.loc.error(spec, f"cannot loop over a {value.type}")
+        return [cl.get_bit(value, i) for i in range(value.type.bits)]
+
+    def _jump(self, stmt: ast.Statement, branches: list[Branch]) -> Flow:
+        if isinstance(stmt, ast.BreakStatement):
+            return Flow(brk=branches)
+        if isinstance(stmt, ast.ContinueStatement):
+            return Flow(cont=branches)
+        return Flow(end=branches)
+
+    def _return(self, stmt: ast.ReturnStatement, branches: list[Branch]) -> Flow:
+        if not any(b.env.frames for b in branches):
+            raise self.loc.error(stmt, "return outside a subroutine is not supported")
+        if isinstance(stmt.expression, ast.QuantumMeasurement):
+            raise self.loc.error(stmt, "return measure is not supported; measure into a bit")
+        for b in branches:
+            b.env.retval = None if stmt.expression is None else self._value(stmt.expression, b)
+        return Flow(ret=branches)
+
+    def _compound(self, stmt: ast.CompoundStatement, branches: list[Branch]) -> Flow:
+        return self.block(stmt.statements, branches, True)
+
+    # -- classical data
+
+    def _ctype(self, node: ast.ClassicalType) -> cl.CType:
+        return ctype_of(node, self.info.constant_int, self.loc)
+
+    def _declare(self, stmt: ast.ClassicalDeclaration, branches: list[Branch]) -> Flow:
+        name = stmt.identifier.name
+        ctype = self._ctype(stmt.type)
+        init = stmt.init_expression
+        top = self.info.is_output(stmt)
+        if not top:
+            self.info.check_name(stmt.identifier)
+        for b in branches:
+            scope = b.env.scopes[-1]
+            if name in scope and not top:
+                raise self.loc.error(stmt.identifier, f"'{name}' is already declared")
+            scope[name] = cl.make(ctype, 0)
+        if init is None:
+            return Flow(normal=branches)
+        if isinstance(init, ast.QuantumMeasurement):
+            return Flow(normal=self._measure_into(init.qubit, stmt.identifier, branches, stmt))
+        if top and self.trace:
+            raise NeedsDynamic(name)  # a Circuit's bits start at 0 and only measure sets them
+        return self._assign_from(stmt.identifier, "=", init, branches, ctype)
+
+    def _const(self, stmt: ast.ConstantDeclaration, branches: list[Branch]) -> Flow:
+        self.info.check_name(stmt.identifier)
+        ctype = self._ctype(stmt.type)
+        value = self.info.constant(stmt.init_expression, ctype)
+        for b in branches:
+            b.env.scopes[-1][stmt.identifier.name] = Const(value)
+        return Flow(normal=branches)
+
+    def _assignment(self, stmt: ast.ClassicalAssignment, branches: list[Branch]) -> Flow:
+        op = stmt.op.name.removesuffix("=") or "="
+        if op == "~":
+            raise self.loc.error(stmt, "'~=' is not an assignment operator")
+        return self._assign_from(stmt.lvalue, op, stmt.rvalue, branches, None)
+
+    def _assign_from(
+        self,
+        target: ast.Identifier | ast.IndexedIdentifier,
+        op: str,
+        rvalue: ast.Expression,
+        branches: list[Branch],
+        ctype: cl.CType | None,
+    ) -> Flow:
+        if isinstance(rvalue, ast.FunctionCall) and rvalue.name.name in self.info.subroutines:
+            pairs = self._call(rvalue, branches)
+        else:
+            pairs = [(b, self._value(rvalue, b)) for b in branches]
+        for b, value in pairs:
+            if value is None:
+                raise self.loc.error(rvalue, f"subroutine '{rvalue.name.name}' returns no value")
+            self._store(target, op, value, b)
+        return Flow(normal=[b for b, _ in pairs])
+
+    def _store(
+        self, target: ast.Identifier | ast.IndexedIdentifier, op: str, value: cl.Value, b: Branch
+    ) -> None:
+        ident = target if isinstance(target, ast.Identifier) else target.name
+        name = ident.name
+        scope = b.env.find(name)
+        if scope is None:
+            raise self.loc.error(ident, f"'{name}' is not declared (or not visible here)")
+        old = scope[name]
+        if isinstance(old, Const):
+            raise self.loc.error(ident, f"'{name}' is a constant and cannot be assigned")
+        if not isinstance(old, cl.Value):
+            if self.trace and old is UNKNOWN:
+                raise NeedsDynamic(name)
+            raise self.loc.error(ident, f"'{name}' cannot be assigned")
+        if self.trace and scope is b.env.scopes[0] and name in self.info.outputs:
+            raise NeedsDynamic(name)
+        try:
+            if isinstance(target, ast.Identifier):
+                new = value if op == "=" else cl.binary(op, old, value)
+                scope[name] = cl.cast(new, old.type)
+                return
+            index = self._bit_index(target, b)
+            current = cl.get_bit(old, index)
+            new = value if op == "=" else cl.binary(op, current, value)
+            scope[name] = cl.set_bit(old, index, new)
+        except cl.ClassicalError as exc:
+            raise self.loc.error(target, str(exc)) from None
+
+    def _bit_index(self, target: ast.IndexedIdentifier, b: Branch) -> int:
+        if len(target.indices) != 1 or isinstance(target.indices[0], ast.DiscreteSet):
+            raise self.loc.error(target, "only a single index of a classical value is supported")
+        item = target.indices[0]
+        if len(item) != 1 or isinstance(item[0], ast.RangeDefinition):
+            raise self.loc.error(target, "only a single index of a classical value is supported")
+        return self._evaluator(b).integer(item[0], "an index")
+
+    def _expression(self, stmt: ast.ExpressionStatement, branches: list[Branch]) -> Flow:
+        expr = stmt.expression
+        if isinstance(expr, ast.FunctionCall) and expr.name.name in self.info.subroutines:
+            return Flow(normal=[b for b, _ in self._call(expr, branches)])
+        for b in branches:
+            self._value(expr, b)
+        return Flow(normal=branches)
+
+    # -- subroutines
+
+    def _call(self, node: ast.FunctionCall, branches: list[Branch]) -> list[tuple[Branch, object]]:
+        name = node.name.name
+        sub = self.info.subroutines.get(name)
+        if sub is None:
+            raise self.loc.error(node, f"function '{name}' is not defined")
+        if len(node.arguments) != len(sub.arguments):
+            raise self.loc.error(
+                node, f"{name} takes {len(sub.arguments)} argument(s), got {len(node.arguments)}"
+            )
+        for b in branches:
+            if len(b.env.frames) >= self.limits.call_depth:
+                raise self.loc.error(
+                    node,
+                    f"subroutine calls nest deeper than {self.limits.call_depth} "
+                    "(the call depth limit)",
+                )
+            frame: dict[str, object] = {}
+            for param, arg in zip(sub.arguments, node.arguments, strict=True):
+                frame[param.name.name] = self._argument(param, arg, b, name)
+            b.env.frames.append(len(b.env.scopes))
+            b.env.scopes.append(frame)
+            b.env.retval = None
+        flow = self.block(sub.body, branches, False)
+        if flow.brk or flow.cont:
+            raise self.loc.error(node, f"break or continue outside a loop in subroutine '{name}'")
+        out: list[tuple[Branch, object]] = []
+        for b in flow.normal + flow.ret:
+            value = b.env.retval
+            if sub.return_type is not None:
+                if value is None:
+                    raise self.loc.error(node, f"subroutine '{name}' ended without a return value")
+                value = cl.cast(value, self._ctype(sub.return_type))
+            del b.env.scopes[b.env.frames.pop() :]
+            b.env.retval = None
+            out.append((b, value))
+        if flow.end:
+            raise self.loc.error(node, f"end inside subroutine '{name}' is not supported")
+        return out
+
+    def _argument(self, param: ast.QASMNode, arg: ast.Expression, b: Branch, name: str) -> object:
+        if isinstance(param, ast.QuantumArgument):
+            qubits = self._qubits(arg, b)
+            size = 1 if param.size is None else self.info.constant_int(param.size)
+            if len(qubits) != size:
+                raise self.loc.error(
+                    arg, f"{name}: qubit argument '{param.name.name}' needs {size} qubit(s)"
+                )
+            return QubitRef(tuple(qubits), param.size is not None)
+        ctype = self._ctype(param.type)
+        return cl.cast(self._value(arg, b), ctype)
+
+    def _inline_call(self, node: ast.FunctionCall, branch: Branch) -> cl.Value:
+        self.inline += 1
+        try:
+            [(_, value)] = self._call(node, [branch])
+        finally:
+            self.inline -= 1
+        if not isinstance(value, cl.Value):
+            raise self.loc.error(node, f"subroutine '{node.name.name}' returns no value")
+        return value
+
+    # -- quantum operations
+
+    def _qubits(self, node: ast.QASMNode, b: Branch) -> list[int]:
+        ident = node if isinstance(node, ast.Identifier) else getattr(node, "name", None)
+        if not isinstance(ident, ast.Identifier):
+            raise self.loc.error(node, "this qubit operand is not supported")
+        bound = b.env.lookup(ident.name)
+        if isinstance(bound, QubitRef):
+            base, is_array = list(bound.qubits), bound.is_array
+        elif bound is None and ident.name in self.importer.qregs:
+            reg = self.importer.qregs[ident.name]
+            base, is_array = list(reg.indices), reg.is_array
+        else:
+            raise self.loc.error(ident, f"qubit register '{ident.name}' is not declared")
+        if isinstance(node, ast.Identifier):
+            return base
+        return [base[p] for p in self._positions(node, len(base), is_array, b)]
+
+    def _positions(
+        self, node: ast.IndexedIdentifier, size: int, is_array: bool, b: Branch
+    ) -> list[int]:
+        name = node.name.name
+        if not is_array:
+            raise self.loc.error(node, f"'{name}' is a single qubit or bit and cannot be indexed")
+        if len(node.indices) != 1:
+            raise self.loc.error(node, "only one index per operand is supported")
+        ev = self._evaluator(b)
+
+        def index(expr: ast.Expression) -> int:
+            i = ev.integer(expr, "an index")
+            if not -size <= i < size:
+                raise self.loc.error(expr, f"index {i} is out of range for '{name}' of size {size}")
+            return i % size
+
+        item = node.indices[0]
+        if isinstance(item, ast.DiscreteSet):
+            return [index(v) for v in item.values]
+        if len(item) != 1:
+            raise self.loc.error(node, f"'{name}' is one-dimensional")
+        rng = item[0]
+        if not isinstance(rng, ast.RangeDefinition):
+            return [index(rng)]
+        start = 0 if rng.start is None else index(rng.start)
+        end = size - 1 if rng.end is None else index(rng.end)
+        step = 1 if rng.step is None else ev.integer(rng.step, "a step")
+        if step == 0:
+            raise self.loc.error(rng, "a range step must not be zero")
+        return list(range(start, end + (1 if step > 0 else -1), step))
+
+    def _gate(self, stmt: ast.QuantumGate | ast.QuantumPhase, branches: list[Branch]) -> Flow:
+        if self.trace is False and isinstance(stmt, ast.QuantumPhase) and not stmt.modifiers:
+            return Flow(normal=branches)  # a global phase: unobservable by sampling
+        cache: dict[tuple, list[Instruction]] = {}
+        keyed = not any(m.argument is not None for m in stmt.modifiers)
+        for b in branches:
+            operands = [self._qubits(q, b) for q in stmt.qubits]
+            params = self._angles(stmt, b)
+            env: Mapping[str, ParamValue] = ChainMap(
+                {f"\0{i}": p for i, p in enumerate(params)}, _Floats(b.env)
+            )
+            call = _with_params(stmt, len(params))
+            for qubits in self.importer._broadcast(operands, stmt):
+                key = (tuple(qubits), tuple(params))
+                insts = cache.get(key) if keyed else None
+                if insts is None:
+                    insts, _phase = self.importer._call(
+                        call, qubits, env, self.importer.gates, False
+                    )
+                    cache[key] = insts
+                self.backend.gate(b, insts, stmt)
+        return Flow(normal=branches)
+
+    def _angles(self, stmt: ast.QuantumGate | ast.QuantumPhase, b: Branch) -> list[ParamValue]:
+        args = [stmt.argument] if isinstance(stmt, ast.QuantumPhase) else stmt.arguments
+        out: list[ParamValue] = []
+        for arg in args:
+            try:
+                out.append(as_angle(self._value(arg, b)))
+            except NeedsSymbol:  # an unbound input (import time): affine, through expr
+                out.append(evaluate(arg, _Floats(b.env, symbols=True), self.loc))
+            except cl.ClassicalError as exc:
+                raise self.loc.error(arg, str(exc)) from None
+        return out
+
+    def _measure(self, stmt: ast.QuantumMeasurementStatement, branches: list[Branch]) -> Flow:
+        if stmt.target is None:
+            raise self.loc.error(
+                stmt, "measure without a target bit is not supported; write 'c = measure q;'"
+            )
+        return Flow(normal=self._measure_into(stmt.measure.qubit, stmt.target, branches, stmt))
+
+    def _measure_into(
+        self, qubit: ast.QASMNode, target: ast.QASMNode, branches: list[Branch], node: ast.QASMNode
+    ) -> list[Branch]:
+        if self.inline:
+            raise self.loc.error(
+                node,
+                "a subroutine that measures can only be called as a statement or as the whole "
+                "right-hand side of an assignment",
+            )
+        out: list[Branch] = []
+        for b in branches:
+            qubits = self._qubits(qubit, b)
+            name, positions, clbits = self._bits(target, b)
+            if len(qubits) != len(positions):
+                raise self.loc.error(
+                    node, f"measure of {len(qubits)} qubit(s) into {len(positions)} bit(s)"
+                )
+            current = [b]
+            for q, pos, clbit in zip(qubits, positions, clbits, strict=True):
+                nxt = []
+                for br in current:
+                    for br2, outcome in self.backend.measure(br, q, clbit, node):
+                        _set_bit(br2.env, name, pos, outcome)
+                        nxt.append(br2)
+                current = nxt
+            out += current
+        return out
+
+    def _bits(self, target: ast.QASMNode, b: Branch) -> tuple[str, list[int], list[int | None]]:
+        """A measurement target: register name, bit positions, and their circuit clbits."""
+        ident = target if isinstance(target, ast.Identifier) else getattr(target, "name", None)
+        if not isinstance(ident, ast.Identifier):
+            raise self.loc.error(target, "this bit operand is not supported")
+        scope = b.env.find(ident.name)
+        bound = None if scope is None else scope[ident.name]
+        if bound is UNKNOWN:
+            width, sized = self.info.outputs[ident.name]
+        elif isinstance(bound, cl.Value) and bound.type.kind == "bit":
+            width, sized = bound.type.bits, bound.type.width is not None
+        else:
+            raise self.loc.error(ident, f"bit register '{ident.name}' is not declared")
+        if isinstance(target, ast.Identifier):
+            positions = list(range(width))
+        else:
+            positions = self._positions(target, width, sized, b)
+        offset = self.info.offsets.get(ident.name) if scope is b.env.scopes[0] else None
+        clbits = [None if offset is None else offset + p for p in positions]
+        return ident.name, positions, clbits
+
+    def _reset(self, stmt: ast.QuantumReset, branches: list[Branch]) -> Flow:
+        if self.inline:
+            raise self.loc.error(stmt, "a subroutine that resets cannot be called in an expression")
+        out: list[Branch] = []
+        for b in branches:
+            current = [b]
+            for q in self._qubits(stmt.qubits, b):
+                current = [r for br in current for r in self.backend.reset(br, q, stmt)]
+            out += current
+        return Flow(normal=out)
+
+    def _barrier(self, stmt: ast.QuantumBarrier, branches: list[Branch]) -> Flow:
+        for b in branches[:1]:
+            if stmt.qubits:
+                qubits = [q for op in stmt.qubits for q in self._qubits(op, b)]
+            else:
+                qubits = list(range(self.importer.circuit.num_qubits))
+            self.backend.barrier(qubits, stmt)
+        return Flow(normal=branches)
+
+
+def _set_bit(env: Env, name: str, position: int, outcome: object) -> None:
+    scope = env.find(name)
+    assert scope is not None  # found just before the measurement
+    old = scope[name]
+    if old is UNKNOWN or outcome is UNKNOWN:
+        scope[name] = UNKNOWN
+    else:
+        scope[name] = cl.set_bit(old, position, cl.Value(cl.BIT, int(outcome)))  # type: ignore[arg-type]
+
+
+def _with_params(stmt: ast.QuantumGate | ast.QuantumPhase, count: int) -> ast.QASMNode:
+    """The call with its angles replaced by names bound to the values computed here."""
+    if isinstance(stmt, ast.QuantumPhase):
+        call = dataclasses.replace(stmt, argument=_name("\0" + "0", stmt.argument))
+    else:
+        names = [_name(f"\0{i}", a) for i, a in enumerate(stmt.arguments)]
+        call = dataclasses.replace(stmt, arguments=names[:count])
+    call.span = stmt.span  # replace() leaves out the position: errors need it
+    return call
+
+
+def _name(name: str, where: ast.QASMNode) -> ast.Identifier:
+    ident = ast.Identifier(name)
+    ident.span = where.span
+    return ident
+
+
+class _Floats(Mapping[str, ParamValue]):
+    """A branch's numeric variables as gate-angle values (for modifier arguments and expr)."""
+
+    def __init__(self, env: Env, symbols: bool = False) -> None:
+        self.env = env
+        self.symbols = symbols
+
+    def __getitem__(self, name: str) -> ParamValue:
+        bound = self.env.lookup(name)
+        if isinstance(bound, cl.Value) and bound.type.kind != "bool":
+            return float(bound.value)
+        if self.symbols and isinstance(bound, Symbol):
+            return bound.expr
+        if bound is UNKNOWN:
+            raise NeedsDynamic(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_HANDLERS = {
+    ast.ClassicalDeclaration: Interpreter._declare,
+    ast.ConstantDeclaration: Interpreter._const,
+    ast.ClassicalAssignment: Interpreter._assignment,
+    ast.ExpressionStatement: Interpreter._expression,
+    ast.BranchingStatement: Interpreter._if,
+    ast.WhileLoop: Interpreter._while,
+    ast.ForInLoop: Interpreter._for,
+    ast.BreakStatement: Interpreter._jump,
+    ast.ContinueStatement: Interpreter._jump,
+    ast.EndStatement: Interpreter._jump,
+    ast.ReturnStatement: Interpreter._return,
+    ast.CompoundStatement: Interpreter._compound,
+    ast.QuantumGate: Interpreter._gate,
+    ast.QuantumPhase: Interpreter._gate,
+    ast.QuantumMeasurementStatement: Interpreter._measure,
+    ast.QuantumReset: Interpreter._reset,
+    ast.QuantumBarrier: Interpreter._barrier,
+}

@@ -1,0 +1,386 @@
+"""OpenQASM 3 programs with classical control: declared once, unrolled if possible, else dynamic.
+
+``codec.loads`` sends a program here when it uses anything beyond a plain gate circuit (``for``,
+``while``, ``if``, classical variables, ``def``, ...). ``build`` first declares what is global
+and fixed (qubits, gates, subroutines, constants, inputs, the output bit registers) and checks
+every statement, nested ones included, for constructs we do not run, so those are refused at
+load time with their line. Then it *traces* the program once: an ``interp.Interpreter`` with no
+state, recording gates into a ``Circuit``. Loops with constant bounds unroll and conditions on
+constants resolve, so a program that never reads a measured bit (a ``for``-loop
+Bernstein-Vazirani) becomes the same static ``Circuit`` a written-out one gives. As soon as a
+value depends on a measurement (or on an unbound ``input`` outside a gate angle), the trace
+stops and the program is a ``DynamicProgram``: run shot-batched by ``core.dynamic``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from openqasm3 import ast
+
+from qiz.quantum.core.circuit import Circuit, Instruction
+from qiz.quantum.core.dynamic import Branch, Machine
+from qiz.quantum.core.errors import CircuitError, QasmError
+from qiz.quantum.core.params import ParamExpr
+from qiz.quantum.qasm import classical as cl
+from qiz.quantum.qasm.cexpr import UNKNOWN, Evaluator, NeedsDynamic, NeedsSymbol, Symbol, ctype_of
+from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS
+from qiz.quantum.qasm.importer import Importer
+from qiz.quantum.qasm.interp import Const, Env, Interpreter
+from qiz.quantum.qasm.limits import Budget
+
+# Statements only the static importer knew; a program of these alone never comes here.
+_STATIC = (
+    ast.Include,
+    ast.QubitDeclaration,
+    ast.IODeclaration,
+    ast.ConstantDeclaration,
+    ast.QuantumGateDefinition,
+    ast.QuantumGate,
+    ast.QuantumPhase,
+    ast.QuantumMeasurementStatement,
+    ast.QuantumReset,
+    ast.QuantumBarrier,
+    ast.Pragma,
+)
+_CONTROL = (
+    ast.ClassicalDeclaration,
+    ast.ConstantDeclaration,
+    ast.ClassicalAssignment,
+    ast.ExpressionStatement,
+    ast.BranchingStatement,
+    ast.WhileLoop,
+    ast.ForInLoop,
+    ast.BreakStatement,
+    ast.ContinueStatement,
+    ast.EndStatement,
+    ast.ReturnStatement,
+    ast.CompoundStatement,
+    ast.QuantumGate,
+    ast.QuantumPhase,
+    ast.QuantumMeasurementStatement,
+    ast.QuantumReset,
+    ast.QuantumBarrier,
+    ast.Pragma,
+)
+_GLOBAL_ONLY = (ast.QubitDeclaration, ast.QuantumGateDefinition, ast.SubroutineDefinition)
+
+
+def is_static(program: ast.Program) -> bool:
+    """Only what the static importer always read: it keeps that path, unchanged."""
+    for stmt in program.statements:
+        if isinstance(stmt, ast.ClassicalDeclaration):
+            init = stmt.init_expression
+            if not isinstance(stmt.type, ast.BitType) or not (
+                init is None or isinstance(init, ast.QuantumMeasurement)
+            ):
+                return False
+        elif isinstance(stmt, ast.ConstantDeclaration):
+            if not isinstance(stmt.type, (ast.FloatType, ast.AngleType, ast.IntType, ast.UintType)):
+                return False
+        elif isinstance(stmt, ast.IODeclaration):
+            if not isinstance(stmt.type, (ast.FloatType, ast.AngleType)):
+                return False
+        elif not isinstance(stmt, _STATIC):
+            return False
+    return True
+
+
+class ProgramInfo:
+    """What is global and fixed in a program: declared once, shared by every run."""
+
+    def __init__(self, importer: Importer, program: ast.Program) -> None:
+        self.importer = importer
+        self.loc = importer.loc
+        self.statements = list(program.statements)
+        self.subroutines: dict[str, ast.SubroutineDefinition] = {}
+        self.outputs: dict[str, tuple[int, bool]] = {}  # bit registers: width, sized
+        self.offsets: dict[str, int] = {}  # their first clbit
+        self.output_ids: set[int] = set()
+        self.global_consts: set[int] = set()
+        self.consts: dict[str, cl.Value] = {}
+        self.inputs: dict[str, cl.CType] = {}
+
+    def unsupported(self, node: ast.QASMNode, where: str = "") -> QasmError:
+        return self.importer._unsupported(node, where)
+
+    def is_output(self, stmt: ast.ClassicalDeclaration) -> bool:
+        return id(stmt) in self.output_ids
+
+    def check_name(self, ident: ast.Identifier) -> None:
+        name = ident.name
+        if self.importer.is_gate_name(name):
+            raise self.loc.error(
+                ident, f"'{name}' is the name of a gate and cannot name a register or variable"
+            )
+        if name in CONSTANTS or name in FUNCTIONS:
+            raise self.loc.error(ident, f"'{name}' is a built-in name and cannot be redeclared")
+
+    def _global_name(self, ident: ast.Identifier) -> str:
+        self.check_name(ident)
+        name = ident.name
+        imp = self.importer
+        if name in imp.qregs or name in imp.values or name in imp.taken:
+            raise self.loc.error(ident, f"'{name}' is already declared")
+        imp.taken.add(name)
+        return name
+
+    def _lookup(self, name: str) -> object:
+        if name in self.consts:
+            return self.consts[name]
+        if name in self.inputs:
+            return Symbol(ParamExpr.symbol(name), self.inputs[name])
+        return None
+
+    def constant(self, node: ast.Expression, ctype: cl.CType | None = None) -> cl.Value:
+        """A compile-time constant: literals, built-in constants and earlier ``const``s."""
+        try:
+            value = Evaluator(self._lookup, self.loc).eval(node)
+        except (NeedsSymbol, NeedsDynamic) as exc:
+            message = f"the value must be a constant, but it depends on '{exc}'"
+            raise self.loc.error(node, message) from None
+        try:
+            return value if ctype is None else cl.cast(value, ctype)
+        except cl.ClassicalError as exc:
+            raise self.loc.error(node, str(exc)) from None
+
+    def constant_int(self, node: ast.Expression) -> int:
+        value = self.constant(node)
+        number = float(value.value)
+        if not number.is_integer():
+            raise self.loc.error(node, f"a width or size must be an integer, got {number!r}")
+        return int(number)
+
+    def ctype(self, node: ast.ClassicalType) -> cl.CType:
+        return ctype_of(node, self.constant_int, self.loc)
+
+    # -- declaring what is global
+
+    def declare(self) -> None:
+        imp = self.importer
+        for stmt in self.statements:
+            if isinstance(stmt, ast.Include):
+                imp._include(stmt)
+            elif isinstance(stmt, ast.QubitDeclaration):
+                imp._declare_qubits(stmt)
+            elif isinstance(stmt, ast.QuantumGateDefinition):
+                imp._define(stmt)
+            elif isinstance(stmt, ast.SubroutineDefinition):
+                self.subroutines[self._global_name(stmt.name)] = stmt
+                self._check_block(stmt.body)
+            elif isinstance(stmt, ast.ConstantDeclaration):
+                self._declare_const(stmt)
+            elif isinstance(stmt, ast.IODeclaration):
+                self._declare_input(stmt)
+            elif isinstance(stmt, ast.ClassicalDeclaration):
+                self._declare_variable(stmt)
+            else:
+                self._check_block([stmt])
+
+    def _declare_const(self, stmt: ast.ConstantDeclaration) -> None:
+        name = self._global_name(stmt.identifier)
+        value = self.constant(stmt.init_expression, self.ctype(stmt.type))
+        self.consts[name] = value
+        if value.type.kind != "bool":
+            self.importer.consts[name] = self.importer.values[name] = float(value.value)
+        self.global_consts.add(id(stmt))
+
+    def _declare_input(self, stmt: ast.IODeclaration) -> None:
+        if stmt.io_identifier.name != "input":
+            raise self.loc.error(stmt, f"{stmt.io_identifier.name} declarations are not supported")
+        ctype = self.ctype(stmt.type)
+        name = self._global_name(stmt.identifier)
+        try:
+            self.importer.values[name] = ParamExpr.symbol(name)
+        except CircuitError as exc:
+            raise self.loc.error(stmt.identifier, str(exc)) from None
+        self.inputs[name] = ctype
+
+    def _declare_variable(self, stmt: ast.ClassicalDeclaration) -> None:
+        name = self._global_name(stmt.identifier)
+        ctype = self.ctype(stmt.type)
+        if ctype.kind == "bit":
+            width = ctype.bits
+            start = self.importer.circuit.num_clbits
+            if start + width > self.importer.limits.bits:
+                raise self.loc.error(stmt, f"more than {self.importer.limits.bits} bits")
+            self.outputs[name] = (width, ctype.width is not None)
+            self.offsets[name] = start
+            self.output_ids.add(id(stmt))
+            self.importer.circuit.num_clbits = start + width
+
+    def _check_block(self, stmts: Sequence[ast.Statement]) -> None:
+        """Refuse, at load time, every statement (nested too) that no run could execute."""
+        for stmt in stmts:
+            if isinstance(stmt, _GLOBAL_ONLY):
+                raise self.loc.error(stmt, f"{_what(stmt)} is only allowed at the top level")
+            if not isinstance(stmt, _CONTROL):
+                raise self.unsupported(stmt)
+            if isinstance(stmt, ast.BranchingStatement):
+                self._check_block(stmt.if_block)
+                self._check_block(stmt.else_block)
+            elif isinstance(stmt, (ast.WhileLoop, ast.ForInLoop)):
+                self._check_block(stmt.block)
+            elif isinstance(stmt, ast.CompoundStatement):
+                self._check_block(stmt.statements)
+            elif isinstance(stmt, ast.ClassicalDeclaration):
+                self.ctype(stmt.type)  # refuses arrays, durations, complex, ...
+
+
+def _what(stmt: ast.Statement) -> str:
+    return {
+        "QubitDeclaration": "a qubit declaration",
+        "QuantumGateDefinition": "a gate definition",
+        "SubroutineDefinition": "a subroutine definition",
+    }[type(stmt).__name__]
+
+
+# -- backends --------------------------------------------------------------------------------
+
+
+class Trace:
+    """Import-time backend: one stateless branch; gates are recorded, measured bits unknown."""
+
+    def __init__(self, importer: Importer) -> None:
+        self.importer = importer
+
+    def gate(self, branch: Branch, insts: list[Instruction], node: ast.QASMNode) -> None:
+        self.importer._emit(insts, node)
+
+    def measure(
+        self, branch: Branch, qubit: int, clbit: int | None, node: ast.QASMNode
+    ) -> list[tuple[Branch, object]]:
+        if clbit is None:
+            raise NeedsDynamic("a measurement into a local bit")
+        self.importer._spend(1, node)
+        self.importer._emit([Instruction("measure", (qubit,), (), (clbit,))], node)
+        return [(branch, UNKNOWN)]
+
+    def reset(self, branch: Branch, qubit: int, node: ast.QASMNode) -> list[Branch]:
+        self.importer._spend(1, node)
+        self.importer._emit([Instruction("reset", (qubit,))], node)
+        return [branch]
+
+    def barrier(self, qubits: list[int], node: ast.QASMNode) -> None:
+        self.importer._spend(len(qubits), node)
+        self.importer._emit([Instruction("barrier", tuple(qubits))], node)
+
+
+class Run:
+    """Run-time backend: the branches' states, through ``core.dynamic.Machine``."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def gate(self, branch: Branch, insts: list[Instruction], node: ast.QASMNode) -> None:
+        for inst in insts:
+            if inst.name != "barrier":
+                self.machine.apply(branch, inst)
+
+    def measure(
+        self, branch: Branch, qubit: int, clbit: int | None, node: ast.QASMNode
+    ) -> list[tuple[Branch, object]]:
+        return list(self.machine.measure([branch], qubit))
+
+    def reset(self, branch: Branch, qubit: int, node: ast.QASMNode) -> list[Branch]:
+        return self.machine.reset([branch], qubit)
+
+    def barrier(self, qubits: list[int], node: ast.QASMNode) -> None:
+        return None
+
+
+def _global_env(info: ProgramInfo, inputs: Mapping[str, cl.Value | Symbol]) -> Env:
+    scope: dict[str, object] = {name: Const(v) for name, v in info.consts.items()}
+    scope.update({name: Const(v) for name, v in inputs.items()})
+    return Env([scope], [])
+
+
+def build(importer: Importer, program: ast.Program) -> Circuit | DynamicProgram:
+    """The program as a static ``Circuit`` when it unrolls, else as a ``DynamicProgram``."""
+    info = ProgramInfo(importer, program)
+    info.declare()
+    symbols = {n: Symbol(ParamExpr.symbol(n), t) for n, t in info.inputs.items()}
+    branch = Branch(None, _global_env(info, symbols), 0)  # type: ignore[arg-type]
+    interp = Interpreter(info, Trace(importer), trace=True)
+    try:
+        flow = interp.block(info.statements, [branch], False)
+        _check_top(info, flow.brk + flow.cont + flow.ret)
+        return importer.circuit
+    except (NeedsDynamic, NeedsSymbol):
+        circuit = importer.circuit
+        importer.circuit = Circuit(circuit.num_qubits, circuit.num_clbits, [], circuit.name)
+        return DynamicProgram(info, {})
+
+
+def _check_top(info: ProgramInfo, stray: list[Branch]) -> None:
+    if stray:
+        raise QasmError("break, continue or return outside a loop or subroutine")
+
+
+class DynamicProgram:
+    """A program whose control flow depends on measurements: sampled by ``core.dynamic``.
+
+    It has what the sampler and the CLI ask of a ``Circuit`` (``num_qubits``, ``num_clbits``,
+    ``parameters``, ``bind``); it is not a ``Circuit``, so the estimator, the exporter and the
+    algorithm drivers refuse it instead of misreading it.
+    """
+
+    def __init__(self, info: ProgramInfo, values: Mapping[str, float]) -> None:
+        self.info = info
+        self.values = dict(values)
+        circuit = info.importer.circuit
+        self.num_qubits = circuit.num_qubits
+        self.num_clbits = circuit.num_clbits
+        self.name = circuit.name
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(name for name in self.info.inputs if name not in self.values)
+
+    @property
+    def max_branches(self) -> int:
+        return self.info.importer.limits.branches
+
+    def bind(self, values: Mapping[str, float] | Sequence[float]) -> DynamicProgram:
+        names = self.parameters
+        if not isinstance(values, Mapping):
+            if len(values) != len(names):
+                raise CircuitError(f"expected {len(names)} parameter values, got {len(values)}")
+            values = dict(zip(names, values, strict=True))
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise CircuitError(f"the program has no input named {', '.join(unknown)}")
+        return DynamicProgram(self.info, {**self.values, **values})
+
+    def _inputs(self) -> dict[str, cl.Value]:
+        if self.parameters:
+            raise CircuitError(f"unbound parameters: {', '.join(self.parameters)}")
+        out = {}
+        for name, ctype in self.info.inputs.items():
+            try:
+                out[name] = cl.cast(cl.make(cl.FLOAT, float(self.values[name])), ctype)
+            except (cl.ClassicalError, TypeError, ValueError) as exc:
+                raise CircuitError(f"input {name}: {exc}") from None
+        return out
+
+    def execute(self, machine: Machine, shots: int) -> list[tuple[Sequence[int], int]]:
+        info = self.info
+        info.importer.budget = Budget(info.importer.limits.expansion)
+        start = machine.start(_global_env(info, self._inputs()), shots)
+        interp = Interpreter(info, Run(machine), trace=False)
+        try:
+            flow = interp.block(info.statements, [start], False)
+        except RecursionError:
+            raise QasmError("the program nests too deeply to run") from None
+        _check_top(info, flow.brk + flow.cont + flow.ret)
+        out: list[tuple[Sequence[int], int]] = []
+        for b in flow.normal + flow.end:
+            bits = [0] * self.num_clbits
+            globals_ = b.env.scopes[0]
+            for name, offset in info.offsets.items():
+                value = globals_.get(name)
+                if isinstance(value, cl.Value):
+                    for i in range(info.outputs[name][0]):
+                        bits[offset + i] = (int(value.value) >> i) & 1
+            out.append((bits, b.shots))
+        return out
