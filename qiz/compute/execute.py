@@ -140,6 +140,8 @@ def check_fields(kind: str, params: Any, path: str = "params") -> None:
 
 
 def _circuit(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Circuit, lazily imported
+    """The job's circuit with its inputs bound: a ``Circuit``, or a ``qasm.DynamicProgram``
+    when its control flow depends on measurements (the sampler runs both)."""
     from qiz.quantum import qasm
 
     try:
@@ -314,9 +316,16 @@ def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | N
 
 
 def _estimator(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
+    from qiz.quantum.core.circuit import Circuit
     from qiz.quantum.core.primitives import Estimator
 
     circuit = _circuit(params, "params")
+    if not isinstance(circuit, Circuit):
+        raise _fail(
+            "params.qasm",
+            "the estimator needs a circuit without classical control; this program's control "
+            "flow depends on measurements (submit it as a sampler job)",
+        )
     obs = [_hamiltonian(t, "params.observables") for t in params["observables"]]
     return {"values": [float(v) for v in Estimator().run(circuit, obs).values]}
 

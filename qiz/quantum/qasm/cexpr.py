@@ -104,7 +104,7 @@ class Evaluator:
     def integer(self, node: ast.QASMNode, what: str) -> int:
         value = self.eval(node)
         if value.type.kind in ("float", "angle"):
-            number = float(value.value)
+            number = cl.to_float(value)
             if not number.is_integer():
                 raise self.loc.error(node, f"{what} must be an integer, got {number!r}")
             return int(number)
@@ -176,7 +176,7 @@ class Evaluator:
         if func is not None and self.lookup(name) is None:
             if len(node.arguments) != 1:
                 raise self.loc.error(node, f"{name} takes 1 argument, got {len(node.arguments)}")
-            arg = float(self.eval(node.arguments[0]).value)
+            arg = cl.to_float(self.eval(node.arguments[0]))
             try:
                 result = func(arg)
             except (ValueError, OverflowError) as exc:
@@ -193,7 +193,7 @@ class Evaluator:
 
 def as_angle(value: cl.Value) -> float:
     """A classical value used as a gate angle."""
-    number = float(value.value)
+    number = cl.to_float(value)
     if not math.isfinite(number):
         raise cl.ClassicalError("a gate angle must be a finite number")
     return number

@@ -6,8 +6,9 @@ two equal values compare equal:
 - ``int[n]`` wraps to two's complement of n bits, ``uint[n]`` and ``bit[n]`` to n bits
   (``bit`` with no width is one bit); an unsized ``int``/``uint`` is 64 bits wide;
 - ``bool`` is a Python bool; ``float`` is a Python float (``float[32]`` rounds to single);
-- ``angle[n]`` is a multiple of 2π/2^n in [0, 2π) (the n-bit integer the specification
-  describes); an unsized ``angle`` is any float in [0, 2π).
+- ``angle[n]`` is kept as the n-bit integer k the specification describes (the angle is
+  2πk/2^n, exactly, at any width); an unsized ``angle`` is a float in [0, 2π).
+  ``to_float`` gives any value as the float a gate angle or a float operation uses.
 
 Arithmetic follows the specification's promotions where they are clear: integers stay integers
 (division truncates toward zero, like C), anything with a float is a float, angles add to angles
@@ -78,7 +79,14 @@ class Value:
     value: int | float | bool
 
     def __float__(self) -> float:
-        return float(self.value)
+        return to_float(self)
+
+
+def to_float(value: Value) -> float:
+    """The value as a float (an ``angle[n]`` in radians)."""
+    if value.type.kind == "angle" and value.type.width is not None:
+        return int(value.value) * TAU / (1 << value.type.width)
+    return float(value.value)
 
 
 def wrap(kind: str, bits: int, number: int) -> int:
@@ -107,8 +115,7 @@ def make(ctype: CType, raw: int | float | bool) -> Value:
         if ctype.width is None:
             return Value(ctype, math.fmod(number, TAU) % TAU)
         steps = 1 << ctype.width
-        k = round(math.fmod(number, TAU) / TAU * steps) % steps
-        return Value(ctype, k * TAU / steps)
+        return Value(ctype, round(math.fmod(number, TAU) / TAU * steps) % steps)
     if isinstance(raw, float):
         raw = _truncate(raw)
     return Value(ctype, wrap(kind, ctype.bits, int(raw)))
@@ -128,8 +135,10 @@ def _truncate(number: float) -> int:
 
 
 def angle_steps(value: Value) -> int:
-    """An ``angle[n]``'s n-bit integer."""
-    return round(float(value.value) / TAU * (1 << value.type.bits)) % (1 << value.type.bits)
+    """An ``angle[n]``'s n-bit integer (an unsized angle's, at 64 bits)."""
+    if value.type.width is not None:
+        return int(value.value)
+    return round(float(value.value) / TAU * (1 << 64)) % (1 << 64)
 
 
 def cast(value: Value, target: CType) -> Value:
@@ -144,13 +153,17 @@ def cast(value: Value, target: CType) -> Value:
         if kind != "bit":
             raise ClassicalError(f"cannot cast {value.type} to {target}")
         return make(target, angle_steps(value))
-    if kind == "angle" and src in ("bit",) and value.type.width is not None:
+    if kind == "angle" and src == "bit" and value.type.width is not None:
         bits = target.width or value.type.bits
-        return make(target, value.value * TAU / (1 << bits))
+        if bits != value.type.bits:
+            raise ClassicalError(f"cannot cast {value.type} to {target}: the widths differ")
+        return Value(CType("angle", bits), int(value.value))
     if kind == "angle" and src in ("int", "uint", "bool"):
         raise ClassicalError(f"cannot cast {value.type} to {target}")
+    if kind == "angle" and src == "angle" and target.width == value.type.width:
+        return Value(target, value.value)
     if kind in ("float", "angle"):
-        return make(target, float(value.value))
+        return make(target, to_float(value))
     return make(target, value.value)
 
 
@@ -161,11 +174,14 @@ def truth(value: Value) -> bool:
 
 def _int_type(a: CType, b: CType) -> CType:
     """The integer type of an arithmetic or bitwise result of two integral operands: int if
-    either is signed, the wider width (an unsized int counts as 64 bits, a bool as one)."""
+    either is signed, as wide as the wider (``int[8] + int[8]`` wraps at 8 bits); an unsized
+    operand (a literal) widens it to 64 bits, so ``x + 1`` does not wrap before assignment."""
     if a.kind == "bit" and b.kind == "bit":
         return CType("bit", max(a.bits, b.bits))
     kind = "int" if "int" in (a.kind, b.kind) else "uint"
-    return CType(kind, max(a.bits, b.bits, DEFAULT_INT_WIDTH if kind == "int" else 1))
+    unsized = any(t.kind in ("int", "uint") and t.width is None for t in (a, b))
+    width = max(a.bits, b.bits, DEFAULT_INT_WIDTH if unsized else 1)
+    return CType(kind, width)
 
 
 _COMPARE = {
@@ -185,7 +201,9 @@ BINARY_OPS = (*_COMPARE, *ARITHMETIC, *BITWISE, *LOGICAL)
 def binary(op: str, a: Value, b: Value) -> Value:
     """``a op b`` with OpenQASM's result type."""
     if op in _COMPARE:
-        return Value(BOOL, bool(_COMPARE[op](a.value, b.value)))
+        if a.type.kind in _INTEGRAL and b.type.kind in _INTEGRAL:
+            return Value(BOOL, bool(_COMPARE[op](a.value, b.value)))
+        return Value(BOOL, bool(_COMPARE[op](to_float(a), to_float(b))))
     if op in LOGICAL:
         x, y = truth(a), truth(b)
         return Value(BOOL, (x and y) if op == "&&" else (x or y))
@@ -197,7 +215,7 @@ def binary(op: str, a: Value, b: Value) -> Value:
     if "angle" in (ka, kb):
         return _angle_arithmetic(op, a, b)
     if "float" in (ka, kb):
-        return make(FLOAT, _float_op(op, float(a.value), float(b.value)))
+        return make(FLOAT, _float_op(op, to_float(a), to_float(b)))
     ctype = _int_type(a.type, b.type)
     return make(ctype, _int_op(op, int(a.value), int(b.value), ctype.bits))
 
@@ -260,7 +278,10 @@ def _angle_arithmetic(op: str, a: Value, b: Value) -> Value:
     ka, kb = a.type.kind, b.type.kind
     width = max((t.width for t in (a.type, b.type) if t.kind == "angle" and t.width), default=None)
     angle = CType("angle", width)
-    x, y = float(a.value), float(b.value)
+    x, y = to_float(a), to_float(b)
+    if width is not None and a.type == b.type == angle and op in ("+", "-"):
+        k = a.value + b.value if op == "+" else a.value - b.value  # exact: n-bit integers
+        return Value(angle, int(k) % (1 << width))
     if op in ("+", "-") and ka == kb == "angle":
         return make(angle, x + y if op == "+" else x - y)
     if op == "*" and {ka, kb} <= {"angle", "int", "uint", "bit", "bool"} and ka != kb:
@@ -291,6 +312,8 @@ def unary(op: str, a: Value) -> Value:
             return make(INT, -int(a.value))
         if a.type.kind == "bit":
             return make(INT, -int(a.value))
+        if a.type.kind == "angle" and a.type.width is not None:
+            return Value(a.type, -int(a.value) % (1 << a.type.width))
         return make(a.type, -a.value)
     raise ClassicalError(f"operator '{op}' is not supported")
 

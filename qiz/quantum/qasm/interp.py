@@ -454,6 +454,10 @@ class Interpreter:
     # -- quantum operations
 
     def _qubits(self, node: ast.QASMNode, b: Branch) -> list[int]:
+        if isinstance(node, ast.IndexExpression) and isinstance(node.collection, ast.Identifier):
+            indexed = ast.IndexedIdentifier(node.collection, [node.index])  # q[0] as an argument
+            indexed.span = node.span
+            node = indexed
         ident = node if isinstance(node, ast.Identifier) else getattr(node, "name", None)
         if not isinstance(ident, ast.Identifier):
             raise self.loc.error(node, "this qubit operand is not supported")
@@ -649,7 +653,7 @@ class _Floats(Mapping[str, ParamValue]):
     def __getitem__(self, name: str) -> ParamValue:
         bound = self.env.lookup(name)
         if isinstance(bound, cl.Value) and bound.type.kind != "bool":
-            return float(bound.value)
+            return cl.to_float(bound)
         if self.symbols and isinstance(bound, Symbol):
             return bound.expr
         if bound is UNKNOWN:

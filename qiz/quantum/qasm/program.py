@@ -146,7 +146,7 @@ class ProgramInfo:
 
     def constant_int(self, node: ast.Expression) -> int:
         value = self.constant(node)
-        number = float(value.value)
+        number = cl.to_float(value)
         if not number.is_integer():
             raise self.loc.error(node, f"a width or size must be an integer, got {number!r}")
         return int(number)
@@ -182,7 +182,7 @@ class ProgramInfo:
         value = self.constant(stmt.init_expression, self.ctype(stmt.type))
         self.consts[name] = value
         if value.type.kind != "bool":
-            self.importer.consts[name] = self.importer.values[name] = float(value.value)
+            self.importer.consts[name] = self.importer.values[name] = cl.to_float(value)
         self.global_consts.add(id(stmt))
 
     def _declare_input(self, stmt: ast.IODeclaration) -> None:
