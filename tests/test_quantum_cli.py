@@ -36,7 +36,7 @@ def test_run_samples_a_qasm_file_reproducibly(tmp_path: Path):
 
 
 def test_run_reports_bad_qasm_with_line_and_column(tmp_path: Path):
-    (tmp_path / "bad.qasm").write_text("OPENQASM 3.0;\nqubit[1] q;\nif (true) { x q[0]; }\n")
+    (tmp_path / "bad.qasm").write_text("OPENQASM 3.0;\nqubit[1] q;\nbox { x q[0]; }\n")
     code, out, err = qiz(tmp_path, "run", "bad.qasm", "--json")
     assert code == 2
     line = assert_one_line_error(err, "bad.qasm", "line 3")
