@@ -26,8 +26,9 @@ from qiz.quantum.qasm import classical as cl
 from qiz.quantum.qasm.cexpr import UNKNOWN, Evaluator, NeedsDynamic, NeedsSymbol, Symbol, ctype_of
 from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS
 from qiz.quantum.qasm.importer import Importer
-from qiz.quantum.qasm.interp import Const, Env, Interpreter
+from qiz.quantum.qasm.interp import Interpreter
 from qiz.quantum.qasm.limits import Budget
+from qiz.quantum.qasm.scope import Const, Env
 
 # Statements only the static importer knew; a program of these alone never comes here.
 _STATIC = (
