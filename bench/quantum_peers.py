@@ -1,61 +1,66 @@
-"""The workloads of ``bench/quantum.py`` and one adapter per simulator, plus the subprocess worker
-that times one (engine, workload, n) measurement.
+"""The workloads of ``bench/quantum.py`` and one adapter per simulator.
 
-    python bench/quantum_peers.py '{"engine": "aer", "workload": "qaoa", "n": 20, ...}'
+An adapter builds everything that is done once per problem (the graph, circuits, operators,
+precomputed cost diagonals) and returns a :class:`Prepared`: ``bind(params)`` turns one round's
+fresh parameters into a zero-argument call (not timed: Lightning builds its tape, Qulacs sets
+its parameters, Aer binds its circuit), and that call is what the worker times. Every engine
+gets identical inputs: the problem from the seed, the parameters from the round.
 
-prints one JSON line. Every engine gets identical inputs, built here from the seed, and returns
-what its own best method computes for them:
+- ``qaoa`` / ``qaoa-float`` / ``large``: expected cut of a p=4 QAOA state on a random 3-regular
+  graph, |g,b> = prod_l exp(-i b_l sum_j X_j) exp(-i g_l C) |+>^n, C(x) = sum of the weights of
+  the cut edges (unit weights; uniform [0.5, 1.5] for ``qaoa-float``).
+- ``large-sample``: 1000 shots of that state (ours only: nothing to compare to 1e-8).
+- ``vqe``: energy and gradient of the open transverse-field Ising chain in the RY + CZ
+  hardware-efficient ansatz (real amplitudes); ``vqe-complex``: the same chain plus 0.3 sum Y_j
+  in the general ansatz (RY + RZ per qubit per layer, CZ ladder), complex amplitudes.
+- ``grover-gates``: P(marked) after k gate-level iterations (X, a multi-controlled Z, H);
+  ``grover-fused``: our fused mean-inversion path (not the same algorithm as the gate circuit).
 
-- ``qaoa``: expected cut of a p=4 QAOA state on a random 3-regular graph (unit weights),
-  |g,b> = prod_l exp(-i b_l sum_j X_j) exp(-i g_l C) |+>^n, C(x) = number of cut edges.
-- ``vqe``: energy and full gradient of the open transverse-field Ising chain
-  H = -J sum Z_i Z_{i+1} - h sum X_i (J = h = 1) in a hardware-efficient ansatz from |0>^n:
-  4 layers of RY(theta[l*n+q]) on every qubit then CZ(q, q+1).
-- ``grover``: probability of the marked item after k iterations (oracle, then diffusion) from
-  |+>^n.
-
-Qubit q is bit q of the basis index (little-endian, as Qiskit). Engines that order wires the
-other way (PennyLane) get operators on named wires, so nothing depends on bit order except the
-marked item's index, which each adapter maps explicitly.
+Qubit q is bit q of the basis index (little-endian, as Qiskit). PennyLane gets operators on
+named wires, so nothing depends on its bit order except the marked item, mapped explicitly.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.metadata
-import json
 import math
-import os
-import resource
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-QAOA_GAMMAS = (0.20, 0.38, 0.44, 0.49)
-QAOA_BETAS = (0.57, 0.41, 0.28, 0.15)
+QAOA_DEPTH = 4
 VQE_DEPTH = 4
 GROVER_ITERATIONS = 4  # timed iterations; the full run is projected from the per-iteration time
+SAMPLE_SHOTS = 1000
 TFIM_J = 1.0
 TFIM_H = 1.0
+Y_FIELD = 0.3  # vqe-complex: the sum of Y_j makes the Hamiltonian (and the states) complex
+THREADS = 2
 
-ENGINES = ("qiz", "qokit", "aer", "lightning", "qulacs")
+ENGINES = ("qiz", "qiz-single", "qokit", "aer", "lightning", "qulacs")
 DISTRIBUTIONS = {
     "qiz": "qiz",
+    "qiz-single": "qiz",
     "qokit": "qokit",
     "aer": "qiskit-aer",
     "lightning": "pennylane-lightning",
     "qulacs": "qulacs",
 }
-SUPPORTED = {
-    "qaoa": ("qiz", "qokit", "aer", "lightning", "qulacs"),
-    "vqe": ("qiz", "aer", "lightning", "qulacs"),
-    "grover": ("qiz", "aer", "lightning", "qulacs"),
-}
-THREADS = 2
+PEERS = ("qokit", "aer", "lightning", "qulacs")
+
+Value = Any  # a float, (energy, gradient), or None (samples: nothing to compare)
+Call = Callable[[], Value]
+
+
+@dataclass
+class Prepared:
+    """One engine's problem, built once: ``bind(params)`` gives the call that is timed."""
+
+    bind: Callable[[dict[str, Any]], Call]
+    path: str  # which code path the engine takes, for the table's label
+    num_parameters: int = 0
 
 
 # ----------------------------------------------------------------------------- problems
@@ -68,12 +73,11 @@ def qaoa_edges(n: int, seed: int) -> list[tuple[int, int]]:
     return sorted((min(u, v), max(u, v)) for u, v in graph.edges())
 
 
-def vqe_theta(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-math.pi, math.pi, VQE_DEPTH * n)
-
-
-def grover_marked(n: int, seed: int) -> int:
-    return int(np.random.default_rng(seed).integers(0, 1 << n))
+def qaoa_weights(workload: str, n: int, seed: int, count: int) -> list[float]:
+    """Unit weights, or seeded uniform [0.5, 1.5] for ``qaoa-float``."""
+    if workload != "qaoa-float":
+        return [1.0] * count
+    return [float(w) for w in np.random.default_rng([seed, n, 7]).uniform(0.5, 1.5, count)]
 
 
 def grover_probability(n: int, k: int) -> float:
@@ -87,43 +91,186 @@ def grover_optimal_iterations(n: int) -> int:
     return round(math.pi / (4 * theta) - 0.5)
 
 
-# ----------------------------------------------------------------------------- adapters
-# Each setup function builds everything that is done once per problem (circuits, operators,
-# precomputed cost diagonals) and returns the zero-argument evaluation that is timed.
+def vqe_hamiltonian(workload: str, n: int) -> Any:
+    from qiz.quantum.core.pauli import PauliSum
 
-Setup = Callable[[str, int, int], Callable[[], Any]]
+    ham = PauliSum.tfim(n, j=TFIM_J, h=TFIM_H, periodic=False)
+    if workload == "vqe-complex":
+        ham = ham + PauliSum(n, [(Y_FIELD, 1 << j, 1 << j) for j in range(n)])
+    return ham
 
 
-def setup_qiz(workload: str, n: int, seed: int) -> Callable[[], Any]:
-    if workload == "qaoa":
+def vqe_ansatz(workload: str, n: int) -> tuple[Any, str]:
+    """The ansatz and its label. ``vqe-complex`` takes the general ansatz (RY + RZ); until it
+    lands in qiz, the RY + CZ ansatz stands in and the label says so."""
+    from qiz.quantum.algorithms import ansatz as module
+
+    if workload == "vqe-complex":
+        general = getattr(module, "GeneralAnsatz", None)
+        if general is not None:
+            return general(n, VQE_DEPTH, entangler="ladder", gate="cz"), "RY+RZ, CZ ladder"
+        return module.HardwareEfficientAnsatz(n, depth=VQE_DEPTH), "RY+CZ (GeneralAnsatz pending)"
+    return module.HardwareEfficientAnsatz(n, depth=VQE_DEPTH), "RY+CZ"
+
+
+def pauli_terms(ham: Any) -> list[tuple[float, list[tuple[str, int]]]]:
+    """(real coefficient, [(letter, qubit), ...]) for every term of a PauliSum."""
+    out = []
+    for t in ham.terms:
+        factors = []
+        for q in range(ham.num_qubits):
+            x, z = (t.xmask >> q) & 1, (t.zmask >> q) & 1
+            if x or z:
+                factors.append(("Y" if x and z else "X" if x else "Z", q))
+        out.append((float(t.coeff.real), factors))
+    return out
+
+
+def ansatz_gates(workload: str, n: int) -> tuple[list[tuple[str, tuple[int, ...], int]], int]:
+    """The ansatz's instructions as (gate, qubits, parameter index or -1), read from its
+    ``circuit()`` so every peer runs the very circuit we do; and the parameter count."""
+    ansatz, _ = vqe_ansatz(workload, n)
+    gates = []
+    for inst in ansatz.circuit():
+        if inst.name not in ("ry", "rz", "cz", "cx"):
+            raise RuntimeError(f"the ansatz has a {inst.name} gate the adapters do not map")
+        index = -1
+        if inst.params:
+            (expr,) = inst.params
+            ((name, coeff),) = expr.terms
+            if coeff != 1.0 or expr.const != 0.0 or not name.startswith("t"):
+                raise RuntimeError(f"unexpected parameter expression {expr}")
+            index = int(name[1:])
+        gates.append((inst.name, inst.qubits, index))
+    return gates, ansatz.num_parameters
+
+
+def version_of(engine: str) -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTIONS[engine])
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def setup_qiz(workload: str, n: int, seed: int, precision: str = "double") -> Prepared:
+    if workload in ("qaoa", "qaoa-float", "large", "large-sample"):
         from qiz.quantum.algorithms.qaoa import QaoaSimulator
 
-        sim = QaoaSimulator.maxcut(n, qaoa_edges(n, seed))
-        return lambda: float(sim.expectation(list(QAOA_GAMMAS), list(QAOA_BETAS)))
-    if workload == "vqe":
-        from qiz.quantum.algorithms.ansatz import HardwareEfficientAnsatz
+        edges = qaoa_edges(n, seed)
+        weights = qaoa_weights(workload, n, seed, len(edges))
+        if precision == "double":
+            sim = QaoaSimulator.maxcut(n, edges, weights)
+        else:
+            try:
+                sim = QaoaSimulator.maxcut(n, edges, weights, precision=precision)  # type: ignore[call-arg]
+            except TypeError:
+                raise NotImplementedError(
+                    "pending: QaoaSimulator.maxcut has no precision argument yet"
+                ) from None
+        kind = "integer" if workload != "qaoa-float" else "float"
+        table = "a level table" if sim.level is not None else "a float64 cost diagonal"
+        path = f"{kind} weights, {precision} precision, phases from {table}"
+        if workload == "large-sample":
+
+            def bind_sample(p: dict[str, Any]) -> Call:
+                def call() -> None:
+                    sim.sample(p["gammas"], p["betas"], SAMPLE_SHOTS, seed)
+
+                return call
+
+            return Prepared(bind_sample, path + f"; {SAMPLE_SHOTS} shots")
+        return Prepared(lambda p: lambda: float(sim.expectation(p["gammas"], p["betas"])), path)
+    if workload in ("vqe", "vqe-complex"):
         from qiz.quantum.algorithms.vqe import VqeEvaluator
-        from qiz.quantum.core.pauli import PauliSum
 
-        ansatz = HardwareEfficientAnsatz(n, depth=VQE_DEPTH)
-        ham = PauliSum.tfim(n, j=TFIM_J, h=TFIM_H, periodic=False)
-        theta = vqe_theta(n, seed)
-        # Prepared once, like Lightning's preprocessed tape: the Hamiltonian split for the
-        # fused kernels and the state buffers, reused by every evaluation.
-        evaluator = VqeEvaluator(ansatz, ham)
+        ansatz, label = vqe_ansatz(workload, n)
+        evaluator = VqeEvaluator(ansatz, vqe_hamiltonian(workload, n))
+        kind = "real amplitudes: our float64 path" if evaluator.real else "complex amplitudes"
+        fused = "fused adjoint" if evaluator.fast else "gate-level adjoint"
 
-        def vqe() -> tuple[float, np.ndarray]:
-            e, g = evaluator.energy_and_gradient(theta)
-            return float(e), np.asarray(g, dtype=float)
+        def bind_vqe(p: dict[str, Any]) -> Call:
+            theta = np.asarray(p["theta"], dtype=float)
 
-        return vqe
-    from qiz.quantum.algorithms.grover import GroverSimulator
+            def call() -> tuple[float, np.ndarray]:
+                e, g = evaluator.energy_and_gradient(theta)
+                return float(e), np.asarray(g, dtype=float)
 
-    sim = GroverSimulator(n, marked=[grover_marked(n, seed)])
-    return lambda: float(sim.run(GROVER_ITERATIONS))
+            return call
+
+        return Prepared(bind_vqe, f"{label}; {kind}, {fused}", evaluator.num_parameters)
+    if workload == "grover-fused":
+        from qiz.quantum.algorithms.grover import GroverSimulator
+
+        previous: list[Any] = []
+
+        def bind_fused(p: dict[str, Any]) -> Call:
+            sim = GroverSimulator(n, marked=[int(p["marked"])])  # cheap: the marked list only
+            if previous:  # the last round's state buffer: no fresh pages in a timed call
+                sim.state = previous.pop().state
+            previous.append(sim)
+            return lambda: float(sim.run(GROVER_ITERATIONS))
+
+        return Prepared(bind_fused, "fused mean inversion, real float64 (not the gate circuit)")
+    return _qiz_grover_gates(n)
 
 
-def setup_qokit(workload: str, n: int, seed: int) -> Callable[[], Any]:
+def _qiz_grover_gates(n: int) -> Prepared:
+    """The gate-level Grover circuit through our general engine's gate kernels
+    (``statevector.apply_instruction``; the multi-controlled Z through ``apply_matrix`` with
+    n-1 controls, since our Circuit gate set stops at two controls)."""
+    from qiz.quantum.core.circuit import Instruction
+    from qiz.quantum.core.statevector import apply_instruction, apply_matrix
+    from qiz.quantum.core.threads import threads_for
+
+    z = np.diag([1.0, -1.0]).astype(np.complex128)
+    state = np.zeros(1 << n, dtype=np.complex128)
+    everyone = tuple(range(n))
+
+    def bind(p: dict[str, Any]) -> Call:
+        ops: list[Any] = []
+        zeros = [q for q in range(n) if not (int(p["marked"]) >> q) & 1]
+
+        def layer(name: str, qubits: list[int]) -> None:
+            ops.extend(Instruction(name, (q,)) for q in qubits)
+
+        layer("h", list(everyone))
+        for _ in range(GROVER_ITERATIONS):
+            layer("x", zeros)
+            ops.append(None)  # the multi-controlled Z
+            layer("x", zeros)
+            layer("h", list(everyone))
+            layer("x", list(everyone))
+            ops.append(None)
+            layer("x", list(everyone))
+            layer("h", list(everyone))
+
+        def call() -> float:
+            state.fill(0.0)
+            state[0] = 1.0
+            with threads_for(n):
+                for op in ops:
+                    if op is None:
+                        apply_matrix(state, everyone, n - 1, z)
+                    else:
+                        apply_instruction(state, op)
+            return float(abs(state[int(p["marked"])]) ** 2)
+
+        return call
+
+    return Prepared(bind, "gate-level circuit, complex128, our general engine's kernels")
+
+
+def setup_qiz_single(workload: str, n: int, seed: int) -> Prepared:
+    return setup_qiz(workload, n, seed, precision="single")
+
+
+# ----------------------------------------------------------------------------- QOKit
+
+
+def setup_qokit(workload: str, n: int, seed: int) -> Prepared:
     import qokit.fur
     from qokit.fur.c.qaoa_simulator import QAOAFURXSimulatorC
 
@@ -133,20 +280,25 @@ def setup_qokit(workload: str, n: int, seed: int) -> Callable[[], Any]:
             f"QOKit picked {chosen.__name__}, not its C simulator: libcsim.so is missing; "
             "run bench/build_qokit.sh with this interpreter"
         )
-    # QOKit's terms (w, (i, j)) mean w * s_i * s_j with spins s = +-1; the diagonal is the cut
-    # (as qokit.maxcut.get_maxcut_terms builds it). Its phase layer is exp(-i * gamma/2 * diag)
-    # (apply_diagonal(-0.5 * gamma)) and its mixer exp(-i * beta * X_j): our gamma is half its.
+    # QOKit's terms (w, (i, j)) mean w * s_i * s_j with spins s = +-1 (weighted graphs as
+    # qokit.maxcut.get_maxcut_terms builds them): the cut is sum w/2 - sum w/2 s_u s_v. Its
+    # phase layer is exp(-i * gamma/2 * diag), so its gamma is twice ours.
     edges = qaoa_edges(n, seed)
-    terms = [(-0.5, (u, v)) for u, v in edges] + [(len(edges) / 2, ())]
-    sim = chosen(n, terms=terms)  # precomputes the cost diagonal once (not timed)
-    gammas = [2 * g for g in QAOA_GAMMAS]
-    betas = list(QAOA_BETAS)
+    weights = qaoa_weights(workload, n, seed, len(edges))
+    terms = [(-0.5 * w, (u, v)) for (u, v), w in zip(edges, weights, strict=True)]
+    terms.append((sum(weights) / 2, ()))
+    sim = chosen(n, terms=terms)  # precomputes the cost diagonal once (setup)
 
-    def qaoa() -> float:
-        result = sim.simulate_qaoa(gammas, betas)
-        return float(sim.get_expectation(result))
+    def bind(p: dict[str, Any]) -> Call:
+        gammas = [2 * g for g in p["gammas"]]
+        betas = list(p["betas"])
+        return lambda: float(sim.get_expectation(sim.simulate_qaoa(gammas, betas)))
 
-    return qaoa
+    kind = "integer" if workload != "qaoa-float" else "float"
+    return Prepared(bind, f"{kind} weights, C fur on its float64 cost diagonal")
+
+
+# ----------------------------------------------------------------------------- Qiskit Aer
 
 
 def _aer_simulator() -> Any:
@@ -160,92 +312,108 @@ def _aer_simulator() -> Any:
     )
 
 
-def setup_aer(workload: str, n: int, seed: int) -> Callable[[], Any]:
+def _grover_marked_zeros(n: int, marked: int) -> list[int]:
+    return [q for q in range(n) if not (marked >> q) & 1]
+
+
+def setup_aer(workload: str, n: int, seed: int) -> Prepared:
     from qiskit import QuantumCircuit, transpile
+    from qiskit.circuit import ParameterVector
     from qiskit.quantum_info import SparsePauliOp
 
     sim = _aer_simulator()
-    if workload == "qaoa":
+    if workload.startswith("qaoa") or workload == "large":
         edges = qaoa_edges(n, seed)
+        weights = qaoa_weights(workload, n, seed, len(edges))
+        gam, bet = ParameterVector("g", QAOA_DEPTH), ParameterVector("b", QAOA_DEPTH)
         qc = QuantumCircuit(n)
         qc.h(range(n))
-        for g, b in zip(QAOA_GAMMAS, QAOA_BETAS, strict=True):
-            for u, v in edges:
-                qc.rzz(-g, u, v)  # exp(-i g (1 - Z_u Z_v)/2) up to a global phase
-            qc.rx(2 * b, range(n))  # exp(-i b X)
+        for layer in range(QAOA_DEPTH):
+            for (u, v), w in zip(edges, weights, strict=True):
+                qc.rzz(-w * gam[layer], u, v)  # exp(-i g w (1 - Z_u Z_v)/2), global phase aside
+            qc.rx(2 * bet[layer], range(n))  # exp(-i b X)
         cost = SparsePauliOp.from_sparse_list(
-            [("", [], len(edges) / 2)] + [("ZZ", [u, v], -0.5) for u, v in edges], num_qubits=n
+            [("", [], sum(weights) / 2)]
+            + [("ZZ", [u, v], -0.5 * w) for (u, v), w in zip(edges, weights, strict=True)],
+            num_qubits=n,
         )
         qc.save_expectation_value(cost, range(n), label="e")
         circ = transpile(qc, sim, optimization_level=0)
 
-        def qaoa() -> float:
-            return float(sim.run(circ).result().data(0)["e"])
+        def bind_qaoa(p: dict[str, Any]) -> Call:
+            values = dict(zip(gam, p["gammas"], strict=True)) | dict(
+                zip(bet, p["betas"], strict=True)
+            )
+            bound = circ.assign_parameters(values)
+            return lambda: float(sim.run(bound).result().data(0)["e"])
 
-        return qaoa
-    if workload == "vqe":
-        from qiskit.circuit import ParameterVector
-
-        theta = vqe_theta(n, seed)
-        params = ParameterVector("t", len(theta))
+        return Prepared(bind_qaoa, "RZZ(-w gamma) per edge, RX per qubit; C as a Pauli sum")
+    if workload in ("vqe", "vqe-complex"):
+        gates, count = ansatz_gates(workload, n)
+        params = ParameterVector("t", count)
         qc = QuantumCircuit(n)
-        for layer in range(VQE_DEPTH):
-            for q in range(n):
-                qc.ry(params[layer * n + q], q)
-            for q in range(n - 1):
-                qc.cz(q, q + 1)
+        for name, qubits, index in gates:
+            getattr(qc, name)(*([params[index]] if index >= 0 else []), *qubits)
         ham = SparsePauliOp.from_sparse_list(
-            [("ZZ", [i, i + 1], -TFIM_J) for i in range(n - 1)]
-            + [("X", [i], -TFIM_H) for i in range(n)],
+            [("".join(a for a, _ in f), [q for _, q in f], c) for c, f in pauli_terms(
+                vqe_hamiltonian(workload, n)
+            )],
             num_qubits=n,
         )
         qc.save_expectation_value(ham, range(n), label="e")
         circ = transpile(qc, sim, optimization_level=0)
-        # Parameter shift (exact for RY, shift pi/2): 1 + 2 * 4n bindings in one batched run.
-        shifted = [theta]
-        for k in range(len(theta)):
-            for s in (math.pi / 2, -math.pi / 2):
-                t = theta.copy()
-                t[k] += s
-                shifted.append(t)
-        binds = [{p: [t[i] for t in shifted] for i, p in enumerate(params)}]
 
-        def vqe() -> tuple[float, np.ndarray]:
-            result = sim.run([circ], parameter_binds=binds).result()
-            values = np.array([result.data(i)["e"] for i in range(len(shifted))], dtype=float)
-            grad = 0.5 * (values[1::2] - values[2::2])
-            return float(values[0]), grad
+        def bind_vqe(p: dict[str, Any]) -> Call:
+            # Parameter shift (exact for RY and RZ, shift pi/2): 1 + 2P bindings, one batched run
+            theta = np.asarray(p["theta"], dtype=float)
+            shifted = [theta]
+            for k in range(count):
+                for s in (math.pi / 2, -math.pi / 2):
+                    t = theta.copy()
+                    t[k] += s
+                    shifted.append(t)
+            binds = [{q: [t[i] for t in shifted] for i, q in enumerate(params)}]
 
-        return vqe
-    marked = grover_marked(n, seed)
-    zeros = [q for q in range(n) if not (marked >> q) & 1]
-    qc = QuantumCircuit(n)
-    qc.h(range(n))
-    for _ in range(GROVER_ITERATIONS):
-        if zeros:
-            qc.x(zeros)
-        qc.mcp(math.pi, list(range(n - 1)), n - 1)  # multi-controlled Z
-        if zeros:
-            qc.x(zeros)
+            def call() -> tuple[float, np.ndarray]:
+                result = sim.run([circ], parameter_binds=binds).result()
+                values = np.array([result.data(i)["e"] for i in range(len(shifted))])
+                return float(values[0]), 0.5 * (values[1::2] - values[2::2])
+
+            return call
+
+        return Prepared(bind_vqe, "parameter shift, 1 + 2P circuits in one batched run", count)
+
+    def bind_grover(p: dict[str, Any]) -> Call:
+        marked = int(p["marked"])
+        zeros = _grover_marked_zeros(n, marked)
+        qc = QuantumCircuit(n)
         qc.h(range(n))
-        qc.x(range(n))
-        qc.mcp(math.pi, list(range(n - 1)), n - 1)
-        qc.x(range(n))
-        qc.h(range(n))
-    qc.save_amplitudes_squared([marked], label="p")  # Qiskit is little-endian, as we are
-    circ = transpile(qc, sim, optimization_level=0)
-    if "mcphase" not in circ.count_ops():
-        raise RuntimeError(f"Aer decomposed the multi-controlled Z: {dict(circ.count_ops())}")
+        for _ in range(GROVER_ITERATIONS):
+            if zeros:
+                qc.x(zeros)
+            qc.mcp(math.pi, list(range(n - 1)), n - 1)  # multi-controlled Z
+            if zeros:
+                qc.x(zeros)
+            qc.h(range(n))
+            qc.x(range(n))
+            qc.mcp(math.pi, list(range(n - 1)), n - 1)
+            qc.x(range(n))
+            qc.h(range(n))
+        qc.save_amplitudes_squared([marked], label="p")  # little-endian, as we are
+        circ = transpile(qc, sim, optimization_level=0)
+        if "mcphase" not in circ.count_ops():
+            raise RuntimeError(f"Aer decomposed the multi-controlled Z: {dict(circ.count_ops())}")
+        return lambda: float(sim.run(circ).result().data(0)["p"][0])
 
-    def grover() -> float:
-        return float(sim.run(circ).result().data(0)["p"][0])
-
-    return grover
+    return Prepared(bind_grover, "gate-level circuit, mcphase")
 
 
-def _lightning_runner(n: int, ops: list[Any], obs: Any, gradient: bool) -> Callable[[], Any]:
-    """Run one tape on lightning.qubit through its device API: preprocessed once (as a circuit
-    is transpiled once for Aer), so a call pays no QNode tape construction in Python."""
+# ----------------------------------------------------------------------------- Lightning
+
+
+def _lightning_runner(n: int, ops: list[Any], obs: Any, gradient: bool) -> Call:
+    """One tape on lightning.qubit through its device API, preprocessed here (in ``bind``, not
+    timed), so a call pays no QNode construction in Python."""
     import pennylane as qml
 
     dev = qml.device("lightning.qubit", wires=n)
@@ -268,44 +436,82 @@ def _lightning_runner(n: int, ops: list[Any], obs: Any, gradient: bool) -> Calla
     return lambda: float(dev.execute(tapes, config)[0])
 
 
-def setup_lightning(workload: str, n: int, seed: int) -> Callable[[], Any]:
+def _pl_pauli(factors: list[tuple[str, int]]) -> Any:
     import pennylane as qml
 
-    if workload == "qaoa":
+    ops = [{"X": qml.PauliX, "Y": qml.PauliY, "Z": qml.PauliZ}[a](q) for a, q in factors]
+    if not ops:
+        return qml.Identity(0)
+    out = ops[0]
+    for op in ops[1:]:
+        out = out @ op
+    return out
+
+
+def setup_lightning(workload: str, n: int, seed: int) -> Prepared:
+    import pennylane as qml
+
+    if workload.startswith("qaoa") or workload == "large":
         edges = qaoa_edges(n, seed)
+        weights = qaoa_weights(workload, n, seed, len(edges))
         cost = qml.Hamiltonian(
-            [len(edges) / 2] + [-0.5] * len(edges),
+            [sum(weights) / 2] + [-0.5 * w for w in weights],
             [qml.Identity(0)] + [qml.PauliZ(u) @ qml.PauliZ(v) for u, v in edges],
         )
+
+        def bind_qaoa(p: dict[str, Any]) -> Call:
+            ops = [qml.Hadamard(q) for q in range(n)]
+            for g, b in zip(p["gammas"], p["betas"], strict=True):
+                ops += [
+                    qml.IsingZZ(-g * w, wires=[u, v])
+                    for (u, v), w in zip(edges, weights, strict=True)
+                ]
+                ops += [qml.RX(2 * b, wires=q) for q in range(n)]
+            return _lightning_runner(n, ops, cost, gradient=False)
+
+        return Prepared(bind_qaoa, "IsingZZ per edge, RX per qubit; C as a Hamiltonian")
+    if workload in ("vqe", "vqe-complex"):
+        terms = pauli_terms(vqe_hamiltonian(workload, n))
+        ham = qml.Hamiltonian([c for c, _ in terms], [_pl_pauli(f) for _, f in terms])
+        gates, count = ansatz_gates(workload, n)
+        kinds = {"ry": qml.RY, "rz": qml.RZ, "cz": qml.CZ, "cx": qml.CNOT}
+
+        def bind_vqe(p: dict[str, Any]) -> Call:
+            theta = p["theta"]
+            ops = [
+                kinds[name](theta[i], wires=list(qs)) if i >= 0 else kinds[name](wires=list(qs))
+                for name, qs, i in gates
+            ]
+            run = _lightning_runner(n, ops, ham, gradient=True)
+            order = [i for _, _, i in gates if i >= 0]  # the tape's parameters, in gate order
+
+            def call() -> tuple[float, np.ndarray]:
+                e, g = run()
+                grad = np.zeros(count)
+                np.add.at(grad, order, g)
+                return e, grad
+
+            return call
+
+        return Prepared(bind_vqe, "adjoint method (execute_and_compute_derivatives)", count)
+
+    def bind_grover(p: dict[str, Any]) -> Call:
+        marked = int(p["marked"])
+        zeros = _grover_marked_zeros(n, marked)
+        bits = [(marked >> q) & 1 for q in range(n)]  # the value of wire q
+        mcz = qml.ctrl(qml.PauliZ(n - 1), control=list(range(n - 1)))
         ops = [qml.Hadamard(q) for q in range(n)]
-        for g, b in zip(QAOA_GAMMAS, QAOA_BETAS, strict=True):
-            ops += [qml.IsingZZ(-g, wires=[u, v]) for u, v in edges]
-            ops += [qml.RX(2 * b, wires=q) for q in range(n)]
-        return _lightning_runner(n, ops, cost, gradient=False)
-    if workload == "vqe":
-        ham = qml.Hamiltonian(
-            [-TFIM_J] * (n - 1) + [-TFIM_H] * n,
-            [qml.PauliZ(i) @ qml.PauliZ(i + 1) for i in range(n - 1)]
-            + [qml.PauliX(i) for i in range(n)],
-        )
-        theta = vqe_theta(n, seed)
-        ops = []
-        for layer in range(VQE_DEPTH):
-            ops += [qml.RY(theta[layer * n + q], wires=q) for q in range(n)]
-            ops += [qml.CZ(wires=[q, q + 1]) for q in range(n - 1)]
-        # diff_method="adjoint": the energy and the adjoint gradient from one call
-        return _lightning_runner(n, ops, ham, gradient=True)
-    marked = grover_marked(n, seed)
-    zeros = [q for q in range(n) if not (marked >> q) & 1]
-    bits = [(marked >> q) & 1 for q in range(n)]  # the value of wire q, whatever the bit order
-    mcz = qml.ctrl(qml.PauliZ(n - 1), control=list(range(n - 1)))
-    ops = [qml.Hadamard(q) for q in range(n)]
-    for _ in range(GROVER_ITERATIONS):
-        ops += [qml.PauliX(q) for q in zeros] + [mcz] + [qml.PauliX(q) for q in zeros]
-        ops += [qml.Hadamard(q) for q in range(n)] + [qml.PauliX(q) for q in range(n)]
-        ops += [mcz]
-        ops += [qml.PauliX(q) for q in range(n)] + [qml.Hadamard(q) for q in range(n)]
-    return _lightning_runner(n, ops, qml.Projector(bits, wires=range(n)), gradient=False)
+        for _ in range(GROVER_ITERATIONS):
+            ops += [qml.PauliX(q) for q in zeros] + [mcz] + [qml.PauliX(q) for q in zeros]
+            ops += [qml.Hadamard(q) for q in range(n)] + [qml.PauliX(q) for q in range(n)]
+            ops += [mcz]
+            ops += [qml.PauliX(q) for q in range(n)] + [qml.Hadamard(q) for q in range(n)]
+        return _lightning_runner(n, ops, qml.Projector(bits, wires=range(n)), gradient=False)
+
+    return Prepared(bind_grover, "gate-level circuit, controlled PauliZ")
+
+
+# ----------------------------------------------------------------------------- Qulacs
 
 
 def _qulacs_mcz(n: int) -> Any:
@@ -317,238 +523,125 @@ def _qulacs_mcz(n: int) -> Any:
     return gate
 
 
-def setup_qulacs(workload: str, n: int, seed: int) -> Callable[[], Any]:
+def setup_qulacs(workload: str, n: int, seed: int) -> Prepared:
     # Qulacs's rotations are exp(+i angle/2 P), the opposite sign of Qiskit's and PennyLane's
     # (checked: RY(0.3)|0> = cos 0.15 |0> - sin 0.15 |1>), so every angle is negated here.
     from qulacs import Observable, ParametricQuantumCircuit, QuantumCircuit, QuantumState
 
     state = QuantumState(n)
-    if workload == "qaoa":
+    if workload.startswith("qaoa") or workload == "large":
         from qulacs.gate import PauliRotation
 
         edges = qaoa_edges(n, seed)
+        weights = qaoa_weights(workload, n, seed, len(edges))
+        cost = Observable(n)
+        for (u, v), w in zip(edges, weights, strict=True):
+            cost.add_operator(-0.5 * w, f"Z {u} Z {v}")
+        offset = sum(weights) / 2
+
+        def bind_qaoa(p: dict[str, Any]) -> Call:
+            circuit = QuantumCircuit(n)
+            for q in range(n):
+                circuit.add_H_gate(q)
+            for g, b in zip(p["gammas"], p["betas"], strict=True):
+                for (u, v), w in zip(edges, weights, strict=True):
+                    circuit.add_gate(PauliRotation([u, v], [3, 3], g * w))  # exp(+i gw/2 ZZ)
+                for q in range(n):
+                    circuit.add_RX_gate(q, -2 * b)  # exp(-i b X)
+
+            def call() -> float:
+                state.set_zero_state()
+                circuit.update_quantum_state(state)
+                return offset + float(cost.get_expectation_value(state).real)
+
+            return call
+
+        return Prepared(bind_qaoa, "Pauli ZZ rotation per edge, RX per qubit; C observable")
+    if workload in ("vqe", "vqe-complex"):
+        gates, count = ansatz_gates(workload, n)
+        circuit = ParametricQuantumCircuit(n)
+        order = []
+        for name, (q, *rest), index in gates:
+            if name == "ry":
+                circuit.add_parametric_RY_gate(q, 0.0)
+            elif name == "rz":
+                circuit.add_parametric_RZ_gate(q, 0.0)
+            elif name == "cz":
+                circuit.add_CZ_gate(q, rest[0])
+            else:
+                circuit.add_CNOT_gate(q, rest[0])
+            if index >= 0:
+                order.append(index)
+        ham = Observable(n)
+        for c, f in pauli_terms(vqe_hamiltonian(workload, n)):
+            ham.add_operator(c, " ".join(f"{a} {q}" for a, q in f))
+
+        def bind_vqe(p: dict[str, Any]) -> Call:
+            theta = p["theta"]
+            for k, i in enumerate(order):
+                circuit.set_parameter(k, -theta[i])
+
+            def call() -> tuple[float, np.ndarray]:
+                state.set_zero_state()
+                circuit.update_quantum_state(state)
+                energy = float(ham.get_expectation_value(state).real)
+                # backprop: the adjoint method in C++, w.r.t. qulacs's (negated) angles
+                g = np.asarray(circuit.backprop(ham), dtype=float)
+                grad = np.zeros(count)
+                np.add.at(grad, order, -g)
+                return energy, grad
+
+            return call
+
+        return Prepared(bind_vqe, "backprop (adjoint in C++) + one forward pass", count)
+
+    def bind_grover(p: dict[str, Any]) -> Call:
+        marked = int(p["marked"])
+        zeros = _grover_marked_zeros(n, marked)
         circuit = QuantumCircuit(n)
         for q in range(n):
             circuit.add_H_gate(q)
-        for g, b in zip(QAOA_GAMMAS, QAOA_BETAS, strict=True):
-            for u, v in edges:
-                circuit.add_gate(PauliRotation([u, v], [3, 3], g))  # exp(+i g/2 Z_u Z_v)
+        for _ in range(GROVER_ITERATIONS):
+            for q in zeros:
+                circuit.add_X_gate(q)
+            circuit.add_gate(_qulacs_mcz(n))
+            for q in zeros:
+                circuit.add_X_gate(q)
             for q in range(n):
-                circuit.add_RX_gate(q, -2 * b)  # exp(-i b X)
-        cost = Observable(n)
-        for u, v in edges:
-            cost.add_operator(-0.5, f"Z {u} Z {v}")
-        offset = len(edges) / 2
+                circuit.add_H_gate(q)
+            for q in range(n):
+                circuit.add_X_gate(q)
+            circuit.add_gate(_qulacs_mcz(n))
+            for q in range(n):
+                circuit.add_X_gate(q)
+            for q in range(n):
+                circuit.add_H_gate(q)
 
-        def qaoa() -> float:
+        def call() -> float:
             state.set_zero_state()
             circuit.update_quantum_state(state)
-            return offset + float(cost.get_expectation_value(state))
+            return float(abs(state.get_vector()[marked]) ** 2)  # little-endian too
 
-        return qaoa
-    if workload == "vqe":
-        theta = vqe_theta(n, seed)
-        circuit = ParametricQuantumCircuit(n)
-        for layer in range(VQE_DEPTH):
-            for q in range(n):
-                circuit.add_parametric_RY_gate(q, -theta[layer * n + q])
-            for q in range(n - 1):
-                circuit.add_CZ_gate(q, q + 1)
-        ham = Observable(n)
-        for i in range(n - 1):
-            ham.add_operator(-TFIM_J, f"Z {i} Z {i + 1}")
-        for i in range(n):
-            ham.add_operator(-TFIM_H, f"X {i}")
+        return call
 
-        def vqe() -> tuple[float, np.ndarray]:
-            state.set_zero_state()
-            circuit.update_quantum_state(state)
-            energy = float(ham.get_expectation_value(state))
-            # backprop: the gradient by the adjoint method, in C++, w.r.t. qulacs's angles
-            grad = -np.asarray(circuit.backprop(ham), dtype=float)
-            return energy, grad
-
-        return vqe
-    marked = grover_marked(n, seed)
-    zeros = [q for q in range(n) if not (marked >> q) & 1]
-    circuit = QuantumCircuit(n)
-    for q in range(n):
-        circuit.add_H_gate(q)
-    for _ in range(GROVER_ITERATIONS):
-        for q in zeros:
-            circuit.add_X_gate(q)
-        circuit.add_gate(_qulacs_mcz(n))
-        for q in zeros:
-            circuit.add_X_gate(q)
-        for q in range(n):
-            circuit.add_H_gate(q)
-        for q in range(n):
-            circuit.add_X_gate(q)
-        circuit.add_gate(_qulacs_mcz(n))
-        for q in range(n):
-            circuit.add_X_gate(q)
-        for q in range(n):
-            circuit.add_H_gate(q)
-
-    def grover() -> float:
-        state.set_zero_state()
-        circuit.update_quantum_state(state)
-        return float(abs(state.get_vector()[marked]) ** 2)  # qulacs is little-endian too
-
-    return grover
+    return Prepared(bind_grover, "gate-level circuit, controlled matrix gate")
 
 
-SETUPS: dict[str, Setup] = {
+SETUPS: dict[str, Callable[[str, int, int], Prepared]] = {
     "qiz": setup_qiz,
+    "qiz-single": setup_qiz_single,
     "qokit": setup_qokit,
     "aer": setup_aer,
     "lightning": setup_lightning,
     "qulacs": setup_qulacs,
 }
 
-
-# ----------------------------------------------------------------------------- worker
-
-
-def _status_kib() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0])
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    s = _status_kib()
-    return s["VmHWM"] <= s["VmRSS"] + 1024
-
-
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy jiffies of the whole machine, jiffies of this process), from /proc."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle, iowait
-    with open("/proc/self/stat") as f:
-        own = f.read().rsplit(")", 1)[1].split()
-    return busy, int(own[11]) + int(own[12])  # utime + stime
-
-
-def version_of(engine: str) -> str:
-    try:
-        return importlib.metadata.version(DISTRIBUTIONS[engine])
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [float(value[0]), [float(x) for x in value[1]]]
-    return float(value)
-
-
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    engine, workload, n, seed = spec["engine"], spec["workload"], spec["n"], spec["seed"]
-    setup = SETUPS[engine]
-    # Warm up at a small size: imports, JIT compilation, thread pools, lazy initialisation.
-    # Our kernels are compiled by numba on first use and some only run above 2^14 amplitudes,
-    # so ours also warms up at n = 16 (the peers are compiled ahead of time).
-    warm_sizes = [6] + ([min(n, 16)] if engine == "qiz" and n > 6 else [])
-    try:
-        for size in warm_sizes:
-            setup(workload, size, seed)()
-    except ImportError as e:
-        return {"status": "not installed", "error": f"{type(e).__name__}: {e}"}
-    gc.collect()
-    base = _status_kib()["VmRSS"]
-    peak_reset = _reset_peak()
-    t0 = time.perf_counter()
-    fn = setup(workload, n, seed)
-    setup_seconds = time.perf_counter() - t0
-    cpu0, wall0 = _cpu_jiffies(), time.perf_counter()
-    t = time.perf_counter_ns()
-    value = fn()
-    first = (time.perf_counter_ns() - t) / 1e9
-    # The first evaluation at this size (page faults, caches) is a warm-up when it is short; a
-    # long one is timed, since one more would cost the run seconds for a negligible difference.
-    # Ours never times its first evaluation (a numba specialisation could still compile there).
-    times: list[float] = [first] if first > 1.0 and engine != "qiz" else []
-    while len(times) < spec["min_runs"] or (
-        len(times) < spec["max_runs"] and sum(times) < spec["min_seconds"]
-    ):
-        t = time.perf_counter_ns()
-        value = fn()
-        times.append((time.perf_counter_ns() - t) / 1e9)
-    cpu1, wall = _cpu_jiffies(), time.perf_counter() - wall0
-    # CPU that other processes used while this one ran, as a share of the machine's cores
-    others = (cpu1[0] - cpu0[0] - (cpu1[1] - cpu0[1])) / (os.sysconf("SC_CLK_TCK") * wall)
-    status = _status_kib()
-    return {
-        "status": "ok",
-        "engine": engine,
-        "workload": workload,
-        "n": n,
-        "version": version_of(engine),
-        "value": _jsonable(value),
-        "times": times,
-        "setup_seconds": setup_seconds,
-        "base_rss_kib": base,
-        # Without a reset (clear_refs unavailable) VmHWM also covers imports and warm-up, which
-        # stay far below the sizes measured here; the caller marks such figures.
-        "peak_rss_kib": status["VmHWM"],
-        "peak_reset": peak_reset,
-        "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "other_cpu": max(0.0, others) / (os.cpu_count() or 1),
-    }
-
-
-def memory_bandwidth(gib: float = 1.0) -> dict[str, float]:
-    """STREAM-style copy bandwidth (bytes read + bytes written per second), best of 5, with
-    numpy (one thread) and, when numba is installed, a parallel copy on THREADS threads."""
-    count = int(gib * (1 << 30)) // 8
-    src = np.ones(count)
-    dst = np.zeros(count)
-    out: dict[str, float] = {}
-
-    def best(fn: Callable[[], None]) -> float:
-        fn()
-        samples = []
-        for _ in range(5):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        return 2 * src.nbytes / min(samples)
-
-    out["numpy_copy"] = best(lambda: np.copyto(dst, src))
-    try:
-        import numba
-    except ImportError:
-        return out
-
-    @numba.njit(parallel=True, cache=False)
-    def copy(a: np.ndarray, b: np.ndarray) -> None:
-        for i in numba.prange(a.size):
-            b[i] = a[i]
-
-    out["numba_copy"] = best(lambda: copy(src, dst))
-    return out
-
-
-def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    spec = json.loads(sys.argv[1])
-    if spec.get("engine") == "membw":
-        print(json.dumps({"status": "ok", "bandwidth": memory_bandwidth()}), flush=True)
-        return
-    print(json.dumps(measure(spec)), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+# the modules each engine imports, loaded before the base memory is read
+IMPORTS = {
+    "qiz": ("qiz.quantum.algorithms.qaoa", "qiz.quantum.algorithms.vqe", "networkx"),
+    "qiz-single": ("qiz.quantum.algorithms.qaoa", "networkx"),
+    "qokit": ("qokit.fur", "networkx"),
+    "aer": ("qiskit", "qiskit_aer", "networkx"),
+    "lightning": ("pennylane", "networkx"),
+    "qulacs": ("qulacs", "networkx"),
+}
