@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.quantum_peers import QAOA_DEPTH, THREADS, grover_probability
 from bench.quantum_peers import GROVER_ITERATIONS as GROVER_K
+from bench.quantum_peers import QAOA_DEPTH, THREADS, grover_probability
 
 WORKER = Path(__file__).resolve().parent / "quantum_worker.py"
 WARM_QUBITS = 6  # as bench/quantum_worker.py
@@ -176,7 +176,7 @@ class WorkerProcess:
 
     def __init__(self, engine: str) -> None:
         self.engine = engine
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by kill()
         env = {**os.environ, **THREAD_ENV, "PYTHONWARNINGS": "ignore"}
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), engine],
@@ -354,6 +354,7 @@ class Session:
             r = self.result.engines[engine]
             r.setup_seconds, r.path = reply["setup_seconds"], reply["path"]
             self.num_parameters = max(self.num_parameters, reply["num_parameters"])
+            self.result.extras["num_parameters"] = self.num_parameters
 
     def call_round(self, order: Sequence[str], timeout: float, first: bool = False) -> dict:
         """One call per engine in ``order`` on the next parameters; checked; times returned."""

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.quantum_peers import IMPORTS, SETUPS, THREADS, Prepared, version_of  # noqa: E402
+from bench.quantum_peers import IMPORTS, SETUPS, Prepared, version_of
 
 WARM_QUBITS = 6
 
@@ -192,7 +192,7 @@ def main() -> None:
             reply = worker.handle(req)
         except NotImplementedError as e:  # a code path another change has not landed yet
             reply = {"ok": False, "status": "pending", "error": str(e)[:500]}
-        except Exception as e:  # noqa: BLE001 - every failure goes back as one line
+        except Exception as e:  # every failure goes back as one line
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
         proto.write(json.dumps(reply) + "\n")
         proto.flush()

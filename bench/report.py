@@ -1,6 +1,9 @@
 """Run every benchmark and regenerate ``docs/benchmarks.md`` from what was measured.
 
-    python bench/report.py [--quick] [--no-write]
+    python bench/report.py [--quick] [--no-write] [--only quantum]
+
+``--only quantum`` reruns the quantum benchmark alone and replaces just its section of the
+page, leaving the others as they were measured.
 
 The page is generated, never edited by hand: its numbers are this machine's, on the day it ran.
 """
@@ -88,8 +91,37 @@ Notes:
 """
 
 
+QUANTUM_HEADING = "\n## Quantum simulators (`bench/quantum.py`)\n"
+
+
+def replace_section(page: str, heading: str, section: str) -> str:
+    """``page`` with the section that starts at ``heading`` (up to the next level-2 heading
+    or the end) replaced by ``section``; a clear error when the page has no such section."""
+    start = page.find(heading)
+    if start < 0:
+        raise SystemExit(f"{DOCS} has no section {heading.strip()!r}: run the full report")
+    end = page.find("\n## ", start + len(heading))
+    return page[:start] + section.rstrip("\n") + "\n" + (page[end:] if end >= 0 else "")
+
+
+def only_quantum(quick: bool) -> None:
+    """Rerun the quantum benchmark and replace only its section of the page."""
+    page = replace_section(DOCS.read_text(), QUANTUM_HEADING, quantum.section(quantum.run(quick)))
+    print()
+    print(page)
+    if "--no-write" not in sys.argv:
+        DOCS.write_text(page)
+        print(f"wrote {DOCS}")
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
+    if "--only" in sys.argv:
+        what = sys.argv[sys.argv.index("--only") + 1 :][:1]
+        if what != ["quantum"]:
+            raise SystemExit("--only takes one section name: quantum")
+        only_quantum(quick)
+        return
     figures = crypto.run(quick)
     page = HEADER.format(machine=machine(), date=time.strftime("%Y-%m-%d"))
     page += "\n## Crypto primitives (`bench/crypto.py`)\n\n" + markdown_table(figures) + "\n"
@@ -106,9 +138,7 @@ def main() -> None:
     dht_figures = dht.run(quick)
     page += "\n## Resolution: the DHT (`bench/dht.py`)\n\n" + markdown_table(dht_figures) + "\n"
     page += DHT_NOTES
-    quantum_figures = quantum.run(quick)
-    page += "\n## Quantum simulators (`bench/quantum.py`)\n\n" + quantum.markdown(quantum_figures)
-    page += quantum.notes(quantum_figures)
+    page += quantum.section(quantum.run(quick))
     jobs_figures = jobs.run(quick)
     page += "\n## Distributed jobs (`bench/jobs.py`)\n\n" + jobs.markdown(jobs_figures)
     page += JOBS_NOTES
