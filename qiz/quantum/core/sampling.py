@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from qiz.quantum.core.errors import QuantumError
+from qiz.quantum.core.threads import threads_for
 
 BLOCK_BITS = 12
 MAX_SHOTS = 10_000_000
@@ -72,12 +73,13 @@ def sample_counts(state: State, shots: int, rng: np.random.Generator) -> dict[in
     size = _length(state)
     bits = min(BLOCK_BITS, max(0, size.bit_length() - 1))
     sums = np.empty(size >> bits)
-    if isinstance(state, tuple):
-        _block_sums_split(state[0], state[1], bits, sums)
-    elif np.iscomplexobj(state):
-        _block_sums_complex(state, bits, sums)
-    else:
-        _block_sums_real(state, bits, sums)
+    with threads_for(size.bit_length() - 1):
+        if isinstance(state, tuple):
+            _block_sums_split(state[0], state[1], bits, sums)
+        elif np.iscomplexobj(state):
+            _block_sums_complex(state, bits, sums)
+        else:
+            _block_sums_real(state, bits, sums)
     total = float(sums.sum())
     if not math.isfinite(total) or total <= 0.0:
         raise QuantumError("the state has no finite, nonzero norm: nothing can be sampled")

@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from qiz.quantum.core.errors import QuantumError
 from qiz.quantum.core.memory import require_memory
+from qiz.quantum.core.threads import threads_for
 
 Sense = Literal["min", "max"]
 BRUTE_FORCE_LIMIT = 26  # 2^26 float64 costs = 512 MiB
@@ -160,7 +161,8 @@ class QuboProblem:
         require_memory(self.num_vars, 0.5)
         lin, qi, qj, qw = self.arrays()
         out = np.empty(1 << self.num_vars, dtype=np.float64)
-        _fill_diagonal(out, self.offset, lin, qi, qj, qw)
+        with threads_for(self.num_vars):
+            _fill_diagonal(out, self.offset, lin, qi, qj, qw)
         return out
 
     def integer_scale(self) -> bool:
