@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, HardwareEfficientAnsatz
+from qiz.quantum.algorithms.ansatz import (
+    GeneralAnsatz,
+    HamiltonianVariationalAnsatz,
+    HardwareEfficientAnsatz,
+)
 from qiz.quantum.algorithms.budget import cobyla_budget
+from qiz.quantum.algorithms.vqe_general import GeneralPath
 from qiz.quantum.core import statevector
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.errors import CircuitError, QuantumError
@@ -32,7 +37,7 @@ BLOCK_BITS = 14
 HIGH_GROUP_BITS = 12
 MAX_DIAG_LEVELS = 256
 
-Ansatz = HardwareEfficientAnsatz | HamiltonianVariationalAnsatz | Circuit
+Ansatz = HardwareEfficientAnsatz | GeneralAnsatz | HamiltonianVariationalAnsatz | Circuit
 
 
 # -- the Hamiltonian, prepared for the fast path ---------------------------------------------
@@ -142,12 +147,18 @@ class VqeEvaluator:
                 f"the Hamiltonian acts on {hamiltonian.num_qubits} qubits, the ansatz on {n}"
             )
         if isinstance(ansatz, HamiltonianVariationalAnsatz) or (
-            isinstance(ansatz, HardwareEfficientAnsatz) and not ansatz.fused
+            isinstance(ansatz, HardwareEfficientAnsatz | GeneralAnsatz) and not ansatz.fused
         ):
             ansatz = ansatz.circuit()
         self.ansatz = ansatz
         self.hamiltonian = hamiltonian
-        self.fast = isinstance(ansatz, HardwareEfficientAnsatz)
+        # the general ansatz's states are complex: it always takes the split complex path
+        self._general = (
+            GeneralPath(ansatz, BLOCK_BITS, HIGH_GROUP_BITS)
+            if isinstance(ansatz, GeneralAnsatz)
+            else None
+        )
+        self.fast = isinstance(ansatz, HardwareEfficientAnsatz | GeneralAnsatz)
         # Peaks, measured: the fused path keeps psi and lambda (one state when real, two when
         # complex) and the diagonal (a byte per amplitude, or half a state when it has many
         # values); the gate-level path keeps psi, lambda, H psi and a derivative scratch vector.
@@ -171,7 +182,7 @@ class VqeEvaluator:
 
     @property
     def num_parameters(self) -> int:
-        if isinstance(self.ansatz, HardwareEfficientAnsatz):
+        if isinstance(self.ansatz, HardwareEfficientAnsatz | GeneralAnsatz):
             return self.ansatz.num_parameters
         return len(self.ansatz.parameters)
 
@@ -182,6 +193,8 @@ class VqeEvaluator:
             got = theta.shape[0] if theta.ndim else 0
             raise QuantumError(f"expected {self.num_parameters} parameters, got {got}")
         self.evaluations += 1
+        if self._general is not None:
+            return self._fast_general(theta, gradient=True)
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
             return self._fast(theta, gradient=True)
         return _adjoint_circuit(self.ansatz, self.hamiltonian, theta, gradient=True)
@@ -192,6 +205,8 @@ class VqeEvaluator:
         if theta.shape != (self.num_parameters,):
             raise QuantumError(f"expected {self.num_parameters} parameters")
         self.evaluations += 1
+        if self._general is not None:
+            return self._fast_general(theta, gradient=False)[0]
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
             return self._fast(theta, gradient=False)[0]
         return _adjoint_circuit(self.ansatz, self.hamiltonian, theta, gradient=False)[0]
@@ -199,6 +214,9 @@ class VqeEvaluator:
     @sized_by_qubits
     def statevector(self, theta: Sequence[float]) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
+        if self._general is not None:
+            pr, pi = self._general.forward(theta)
+            return pr + 1j * pi
         if isinstance(self.ansatz, HardwareEfficientAnsatz):
             if self.real:
                 return self._forward_real(theta).astype(np.complex128)
@@ -294,6 +312,18 @@ class VqeEvaluator:
                 vk.backward_low(
                     pr, pi, lr, li, block, u, v, f_low, not groups, shifts, masks, g_layer
                 )
+        return energy, grad
+
+    def _fast_general(self, theta: np.ndarray, gradient: bool) -> tuple[float, np.ndarray]:
+        """The general ansatz: forward, lambda = H psi, then the layers backward."""
+        assert self._general is not None and self._prepared is not None
+        pr, pi = self._general.forward(theta)
+        _, _, lr, li = self._general.buffers()
+        self._prepared.apply_split(pr, pi, lr, li)
+        energy = float(vk.real_inner(pr, pi, lr, li))
+        grad = np.zeros(self.num_parameters)
+        if gradient:
+            self._general.backward(theta, grad)
         return energy, grad
 
 

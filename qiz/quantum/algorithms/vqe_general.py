@@ -1,0 +1,90 @@
+"""The fused VQE path of ``GeneralAnsatz``: energy and adjoint gradient on split arrays.
+
+Each layer (RY on every qubit, then the diagonal D = CZ entangler x RZ layer) is the passes of
+an RY + CZ layer: a low pass over qubits 0..13 in L2-sized blocks and one tile pass per higher
+group of 12 qubits, D applied on the way out of the last. Backward, the same passes carry psi
+and lambda together; the first undoes D and collects all the layer's RZ gradients, each pass
+collects its qubits' RY gradients. At 22 qubits and depth 4 that is 10 passes over psi
+forward, 2 for H psi, 10 over psi and lambda backward, whatever the parameter count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from qiz.quantum.algorithms.ansatz import GeneralAnsatz
+from qiz.quantum.kernels import vqe_general as kg
+from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
+
+Apply = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+class GeneralPath:
+    """Forward and backward sweeps of one ``GeneralAnsatz``; buffers are kept across calls."""
+
+    def __init__(self, ansatz: GeneralAnsatz, block_bits: int, group_bits: int) -> None:
+        self.ansatz = ansatz
+        n = ansatz.num_qubits
+        self.block = min(block_bits, n)
+        self.groups = high_groups(n, block_bits, group_bits)
+        self.shifts, self.masks = ansatz.cz_masks()
+        # D's row phases cover the qubits of the pass that applies it: the top group, or all
+        lo, hi = (self.groups[-1][0], self.groups[-1][1]) if self.groups else (0, n)
+        self._rows = (lo, hi)
+        self._tre = np.empty(1 << (hi - lo))
+        self._tim = np.empty(1 << (hi - lo))
+        self._state: tuple[np.ndarray, ...] | None = None
+
+    def buffers(self) -> tuple[np.ndarray, ...]:
+        """(psi re, psi im, lambda re, lambda im), one allocation made once."""
+        if self._state is None:
+            self._state = split_state(self.ansatz.num_qubits, vectors=2)
+        return self._state
+
+    def _layer(self, theta: np.ndarray, layer: int, sign: float) -> tuple:
+        """RY(sign * theta) of a layer in scaled form, the low factor, the groups' factors, the
+        RZ angles, and D's row phases filled in."""
+        n = self.ansatz.num_qubits
+        start = 2 * layer * n
+        u, v, factors = rotation_coefficients(sign * theta[start : start + n])
+        phi = np.ascontiguousarray(theta[start + n : start + 2 * n])
+        lo, hi = self._rows
+        kg.phase_table(phi, lo, hi - lo, self._tre, self._tim)
+        groups = [(a, b, w, float(np.prod(factors[a:b]))) for a, b, w in self.groups]
+        return u, v, float(np.prod(factors[: self.block])), groups, phi
+
+    def forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ans = self.ansatz
+        pr, pi, _, _ = self.buffers()
+        pr.fill(0.0)
+        pi.fill(0.0)
+        pr[0] = 1.0
+        for layer in range(ans.depth + 1):
+            sign = layer < ans.depth
+            u, v, f_low, groups, phi = self._layer(theta, layer, 1.0)
+            kg.forward_low(pr, pi, self.block, u, v, f_low, not groups, phi, self._tre,
+                           self._tim, self.shifts, self.masks, sign)  # fmt: skip
+            for g, (lo, hi, width, f) in enumerate(groups):
+                last = g == len(groups) - 1
+                kg.forward_high(pr, pi, lo, hi, u, v, f, last, phi, self._tre, self._tim,
+                                self.shifts, self.masks, sign, width)  # fmt: skip
+        return pr, pi
+
+    def backward(self, theta: np.ndarray, grad: np.ndarray) -> None:
+        """Undo the layers of psi and lambda (= H psi, in the buffers), adding dE/dtheta."""
+        ans = self.ansatz
+        n = ans.num_qubits
+        pr, pi, lr, li = self.buffers()
+        for layer in range(ans.depth, -1, -1):
+            sign = layer < ans.depth
+            u, v, f_low, groups, phi = self._layer(theta, layer, -1.0)
+            g_ry = grad[2 * layer * n : (2 * layer + 1) * n]  # the kernels add into these views
+            g_rz = grad[(2 * layer + 1) * n : (2 * layer + 2) * n]
+            for g, (lo, hi, width, f) in enumerate(reversed(groups)):
+                kg.backward_high(pr, pi, lr, li, lo, hi, u, v, f, g == 0, phi, self._tre,
+                                 self._tim, self.shifts, self.masks, sign, width, g_ry,
+                                 g_rz)  # fmt: skip
+            kg.backward_low(pr, pi, lr, li, self.block, u, v, f_low, not groups, phi, self._tre,
+                            self._tim, self.shifts, self.masks, sign, g_ry, g_rz)  # fmt: skip
