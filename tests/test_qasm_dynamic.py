@@ -444,3 +444,14 @@ def test_sampler_and_estimator_jobs_with_a_dynamic_program():
     assert result == execute.run("sampler", params, 7) and result["counts"] == {"11": 64}
     with pytest.raises(SpecError, match=r"params.qasm: the estimator needs a circuit without"):
         execute.run("estimator", {"qasm": TELEPORT, "observables": ["ZII"]}, 7)
+
+
+def test_a_dynamic_program_without_measurements_is_measured_whole_like_a_circuit():
+    text = HEADER + "input int n;\nqubit[2] q;\nfor int i in [0:n] x q[i];\n"
+    program = loads(text)
+    assert isinstance(program, DynamicProgram) and not program.has_measurements()
+    result = Sampler().run(program, shots=20, seed=1, parameters={"n": 0})
+    assert result.counts == {"01": 20} and result.num_clbits == 2
+    job = execute.run("sampler", {"qasm": text, "shots": 8, "inputs": {"n": 1}}, 3)
+    assert job["counts"] == {"11": 8}
+    assert execute.outcome_width("sampler", {"qasm": text, "inputs": {"n": 1}}) == 2

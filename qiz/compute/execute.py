@@ -161,6 +161,19 @@ def _circuit(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Circuit, l
         raise _fail(f"{path}.inputs", str(exc)) from None
 
 
+def _static(circuit, path: str):  # noqa: ANN001, ANN202 - Circuit, lazily imported
+    """``circuit`` if it is a plain ``Circuit``: the estimator's (exact) path needs one."""
+    from qiz.quantum.core.circuit import Circuit
+
+    if not isinstance(circuit, Circuit):
+        raise _fail(
+            f"{path}.qasm",
+            "the estimator needs a circuit without classical control; this program's control "
+            "flow depends on measurements (submit it as a sampler job)",
+        )
+    return circuit
+
+
 def _hamiltonian(text: str, path: str):  # noqa: ANN202 - PauliSum
     from qiz.quantum.core.pauli import PauliSum
 
@@ -191,13 +204,17 @@ def shape(kind: str, params: Any, path: str = "params", max_shots: int = 10_000_
 
 
 def _shape_sampler(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
+    from qiz.quantum.core.circuit import Circuit
+
     circuit = _circuit(params, path)
     shots = _int(params, "shots", path, 1, max_shots, 1024)
-    return Shape(circuit.num_qubits, len(circuit.instructions), shots, 1)
+    # a dynamic program (qasm.DynamicProgram) is sized by its statements; its limits bound a run
+    size = len(circuit.instructions) if isinstance(circuit, Circuit) else circuit.size
+    return Shape(circuit.num_qubits, size, shots, 1)
 
 
 def _shape_estimator(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
-    circuit = _circuit(params, path)
+    circuit = _static(_circuit(params, path), path)
     obs = params["observables"]
     if not isinstance(obs, list) or not 1 <= len(obs) <= MAX_OBSERVABLES:
         raise _fail(f"{path}.observables", f"must be a list of 1 to {MAX_OBSERVABLES} sums")
@@ -316,16 +333,9 @@ def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | N
 
 
 def _estimator(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.core.circuit import Circuit
     from qiz.quantum.core.primitives import Estimator
 
-    circuit = _circuit(params, "params")
-    if not isinstance(circuit, Circuit):
-        raise _fail(
-            "params.qasm",
-            "the estimator needs a circuit without classical control; this program's control "
-            "flow depends on measurements (submit it as a sampler job)",
-        )
+    circuit = _static(_circuit(params, "params"), "params")
     obs = [_hamiltonian(t, "params.observables") for t in params["observables"]]
     return {"values": [float(v) for v in Estimator().run(circuit, obs).values]}
 

@@ -101,6 +101,8 @@ class ProgramInfo:
         self.global_consts: set[int] = set()
         self.consts: dict[str, cl.Value] = {}
         self.inputs: dict[str, cl.CType] = {}
+        self.size = 0  # statements written, nested ones included: the program's size
+        self.measures = False  # any measure or reset, anywhere (else the sampler measures all)
 
     def unsupported(self, node: ast.QASMNode, where: str = "") -> QasmError:
         return self.importer._unsupported(node, where)
@@ -160,6 +162,10 @@ class ProgramInfo:
     def declare(self) -> None:
         imp = self.importer
         for stmt in self.statements:
+            if not isinstance(stmt, _DECLARATIONS):
+                self._check_block([stmt])  # counts it, and what it holds
+                continue
+            self.size += 1
             if isinstance(stmt, ast.Include):
                 imp._include(stmt)
             elif isinstance(stmt, ast.QubitDeclaration):
@@ -173,10 +179,8 @@ class ProgramInfo:
                 self._declare_const(stmt)
             elif isinstance(stmt, ast.IODeclaration):
                 self._declare_input(stmt)
-            elif isinstance(stmt, ast.ClassicalDeclaration):
-                self._declare_variable(stmt)
             else:
-                self._check_block([stmt])
+                self._declare_variable(stmt)
 
     def _declare_const(self, stmt: ast.ConstantDeclaration) -> None:
         name = self._global_name(stmt.identifier)
@@ -198,6 +202,7 @@ class ProgramInfo:
         self.inputs[name] = ctype
 
     def _declare_variable(self, stmt: ast.ClassicalDeclaration) -> None:
+        self.measures = self.measures or _measures(stmt)
         name = self._global_name(stmt.identifier)
         ctype = self.ctype(stmt.type)
         if ctype.kind == "bit":
@@ -213,6 +218,8 @@ class ProgramInfo:
     def _check_block(self, stmts: Sequence[ast.Statement]) -> None:
         """Refuse, at load time, every statement (nested too) that no run could execute."""
         for stmt in stmts:
+            self.size += 1
+            self.measures = self.measures or _measures(stmt)
             if isinstance(stmt, _GLOBAL_ONLY):
                 raise self.loc.error(stmt, f"{_what(stmt)} is only allowed at the top level")
             if not isinstance(stmt, _CONTROL):
@@ -226,6 +233,23 @@ class ProgramInfo:
                 self._check_block(stmt.statements)
             elif isinstance(stmt, ast.ClassicalDeclaration):
                 self.ctype(stmt.type)  # refuses arrays, durations, complex, ...
+
+
+_DECLARATIONS = (
+    ast.Include,
+    ast.QubitDeclaration,
+    ast.QuantumGateDefinition,
+    ast.SubroutineDefinition,
+    ast.ConstantDeclaration,
+    ast.IODeclaration,
+    ast.ClassicalDeclaration,
+)
+
+
+def _measures(stmt: ast.Statement) -> bool:
+    if isinstance(stmt, ast.ClassicalDeclaration):
+        return isinstance(stmt.init_expression, ast.QuantumMeasurement)
+    return isinstance(stmt, (ast.QuantumMeasurementStatement, ast.QuantumReset))
 
 
 def _what(stmt: ast.Statement) -> str:
@@ -332,11 +356,27 @@ class DynamicProgram:
         circuit = info.importer.circuit
         self.num_qubits = circuit.num_qubits
         self.num_clbits = circuit.num_clbits
+        # No measurement and no bit register: sampled as such a circuit is, every qubit
+        # measured at the end (a program that writes its bits classically keeps them).
+        self.measure_all = not info.measures and not info.outputs
+        if self.measure_all:
+            self.num_clbits = circuit.num_qubits
         self.name = circuit.name
+
+    def has_measurements(self) -> bool:
+        """False when the sampler measures every qubit i into bit i at the end, as it does a
+        ``Circuit`` without measurements: no measure, no reset and no bit register."""
+        return not self.measure_all
 
     @property
     def parameters(self) -> tuple[str, ...]:
         return tuple(name for name in self.info.inputs if name not in self.values)
+
+    @property
+    def size(self) -> int:
+        """Statements written (nested ones included): a size, as a circuit's length is; what a
+        run may cost is bounded by the limits (steps, while rounds, branches), not by this."""
+        return self.info.size
 
     @property
     def max_branches(self) -> int:
@@ -374,8 +414,20 @@ class DynamicProgram:
         except RecursionError:
             raise QasmError("the program nests too deeply to run") from None
         _check_top(info, flow.brk + flow.cont + flow.ret)
+        finals = flow.normal + flow.end
         out: list[tuple[Sequence[int], int]] = []
-        for b in flow.normal + flow.end:
+        if self.measure_all:
+            for b in finals:
+                split = [(b, [0] * self.num_clbits)]
+                for q in range(self.num_qubits):
+                    split = [
+                        (br, [*bits[:q], int(outcome), *bits[q + 1 :]])
+                        for b2, bits in split
+                        for br, outcome in machine.measure([b2], q)
+                    ]
+                out += [(bits, br.shots) for br, bits in split]
+            return out
+        for b in finals:
             bits = [0] * self.num_clbits
             globals_ = b.env.scopes[0]
             for name, offset in info.offsets.items():
