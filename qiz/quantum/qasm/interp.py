@@ -69,13 +69,7 @@ class Interpreter(QuantumOps):
         for stmt in stmts:
             if not active:
                 break
-            self.steps += len(active)
-            if self.steps > self.limits.dynamic_steps:
-                raise self.loc.error(
-                    stmt,
-                    f"the program runs past {self.limits.dynamic_steps} statement steps "
-                    "(the dynamic step limit)",
-                )
+            self._step(stmt, len(active))
             out = self.statement(stmt, active)
             flow.add(out, normal=False)
             active = out.normal
@@ -84,6 +78,17 @@ class Interpreter(QuantumOps):
             for b in (*flow.normal, *flow.brk, *flow.cont):
                 b.env.scopes.pop()
         return flow
+
+    def _step(self, node: ast.QASMNode, count: int) -> None:
+        """Count ``count`` steps (a statement or a loop round, once per branch) against the
+        limit: the run's time, empty loop bodies included."""
+        self.steps += count
+        if self.steps > self.limits.dynamic_steps:
+            raise self.loc.error(
+                node,
+                f"the program runs past {self.limits.dynamic_steps} statement steps "
+                "(the dynamic step limit)",
+            )
 
     def statement(self, stmt: ast.Statement, branches: list[Branch]) -> Flow:
         if isinstance(stmt, _SKIPPED) or (
@@ -124,6 +129,7 @@ class Interpreter(QuantumOps):
             if not active:
                 break
             rounds += 1
+            self._step(stmt, len(active))
             if rounds > self.limits.while_iterations:
                 raise self.loc.error(
                     stmt,
@@ -141,7 +147,7 @@ class Interpreter(QuantumOps):
         ctype = self._ctype(stmt.type)
         groups: dict[tuple, list[Branch]] = {}
         for b in branches:
-            groups.setdefault(tuple(self._iteration(stmt, b)), []).append(b)
+            groups.setdefault(self._iteration(stmt, b), []).append(b)
         flow = Flow()
         name = stmt.identifier.name
         self.info.check_name(stmt.identifier)
@@ -150,8 +156,10 @@ class Interpreter(QuantumOps):
             for raw in values:
                 if not active:
                     break
+                self._step(stmt, len(active))
+                value = cl.cast(cl.make(cl.INT, raw) if isinstance(raw, int) else raw, ctype)
                 for b in active:
-                    b.env.scopes.append({name: cl.cast(raw, ctype)})
+                    b.env.scopes.append({name: value})
                 body = self.block(stmt.block, active, True)
                 for b in (*body.normal, *body.brk, *body.cont):
                     b.env.scopes.pop()
@@ -162,7 +170,8 @@ class Interpreter(QuantumOps):
             flow.normal += active
         return flow
 
-    def _iteration(self, stmt: ast.ForInLoop, branch: Branch) -> list[cl.Value]:
+    def _iteration(self, stmt: ast.ForInLoop, branch: Branch) -> range | tuple[cl.Value, ...]:
+        """The values a for loop takes in ``branch``: a range stays a (lazy) range."""
         ev = self._evaluator(branch)
         spec = stmt.set_declaration
         cap = self.limits.while_iterations
@@ -178,14 +187,18 @@ class Interpreter(QuantumOps):
                 raise self.loc.error(spec, "a range step must not be zero")
             values = range(start, end + (1 if step > 0 else -1), step)
             if len(values) > cap:
-                raise self.loc.error(spec, f"the for loop runs more than {cap} iterations")
-            return [cl.make(cl.INT, v) for v in values]
+                raise self.loc.error(
+                    spec, f"the for loop runs more than {cap} iterations (the iteration limit)"
+                )
+            return values
         if isinstance(spec, ast.DiscreteSet):
-            return [ev.eval(v) for v in spec.values]
+            return tuple(ev.eval(v) for v in spec.values)
         value = ev.eval(spec)
         if value.type.kind not in ("bit", "int", "uint"):
             raise self.loc.error(spec, f"cannot loop over a {value.type}")
-        return [cl.get_bit(value, i) for i in range(value.type.bits)]
+        if value.type.bits > cap:
+            raise self.loc.error(spec, f"the for loop runs more than {cap} iterations")
+        return tuple(cl.get_bit(value, i) for i in range(value.type.bits))
 
     def _jump(self, stmt: ast.Statement, branches: list[Branch]) -> Flow:
         if isinstance(stmt, ast.BreakStatement):

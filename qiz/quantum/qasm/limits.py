@@ -43,12 +43,15 @@ MAX_NATIVE_CHECK = 256
 
 # Width of a classical integer, bit register value or angle: every operation on it is O(width).
 MAX_CLASSICAL_WIDTH = 1 << 16
-# Rounds one while loop may run before the program is refused: stops `while (true)`.
+# Rounds one while loop (or one for loop) may run before the program is refused: stops
+# `while (true)`, and a for range's length is checked against it before the loop starts.
 MAX_WHILE_ITERATIONS = 100_000
 # How deeply subroutines may call one another (recursion included).
 MAX_CALL_DEPTH = 64
-# Statements a dynamic program may execute in one run, summed over its branches: its time.
-MAX_DYNAMIC_STEPS = 5_000_000
+# Steps a classical-control program may take, in the import's unrolling and again in each
+# run (per group of shots): a statement or a loop round, once per branch. Its time: a step is
+# 1-6 us of Python (more for a gate on a large state), so ~2-12 s of interpretation at most.
+MAX_DYNAMIC_STEPS = 2_000_000
 # Live branches (state vectors) a dynamic run may hold at once; memory bounds it further.
 MAX_BRANCHES = 1024
 
