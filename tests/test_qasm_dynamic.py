@@ -455,3 +455,33 @@ def test_a_dynamic_program_without_measurements_is_measured_whole_like_a_circuit
     job = execute.run("sampler", {"qasm": text, "shots": 8, "inputs": {"n": 1}}, 3)
     assert job["counts"] == {"11": 8}
     assert execute.outcome_width("sampler", {"qasm": text, "inputs": {"n": 1}}) == 2
+
+
+def test_language_features_in_one_dynamic_program():
+    """Every line leaves a mark in the output bits: a wrong feature shows as a wrong key."""
+    text = HEADER + (
+        "qubit[3] q;\nbit[8] out;\nbit m;\nx q[0];\nm = measure q[0];\n"  # m = 1, dynamic
+        "uint[8] acc = 1;\nacc **= 3;\nacc %= 5;\n"  # 1 -> 1 -> 1
+        "acc += popcount(bit[4](13));\n"  # 13 = 1101b: 3 ones -> 4
+        "int i = 0;\n"
+        "while (true) { i += 1; if (i < 3) continue; if (i == 5) break; }\n"  # i = 5
+        "for uint k in {1, 3} { acc += k * int(m); }\n"  # 4 + 1 + 3 = 8
+        'for bit b in "101" { if (b) acc += 16; }\n'  # two ones: 8 + 32 = 40
+        "pow(i - 3) @ x q[1];\n"  # pow(2) @ x: identity
+        "ctrl(int(m)) @ x q[0], q[2];\n"  # q[0] is 1: flips q[2]
+        "out[7] = measure q[2];\n"  # 1
+        "out[6] = measure q[1];\n"  # 0
+        "if (bool(acc) && acc == 40) { out[0] = 1; }\n"
+        "angle[4] a = pi;\nout[1] = bit[4](a)[3];\n"  # pi = 1000b on 4 bits: its top bit
+        "if (m) end;\nout[2] = 1;\n"  # never reached
+    )
+    program = loads(text)
+    assert isinstance(program, DynamicProgram)
+    # key: m, then out[7]..out[0]
+    assert Sampler().run(program, shots=20, seed=1).counts == {"110000011": 20}
+
+
+def test_empty_nested_loops_are_bounded_by_the_step_limit():
+    text = HEADER + "qubit q;\nfor int i in [0:99999] { for int j in [0:99999] { } }\n"
+    with pytest.raises(QasmError, match=r"line 4.*past 1000 statement steps"):
+        loads(text, limits=QasmLimits(dynamic_steps=1000))

@@ -107,17 +107,19 @@ class QuantumOps:
         if self.trace is False and isinstance(stmt, ast.QuantumPhase) and not stmt.modifiers:
             return Flow(normal=branches)  # a global phase: unobservable by sampling
         cache: dict[tuple, list[Instruction]] = {}
-        keyed = not any(m.argument is not None for m in stmt.modifiers)
+        args = [m.argument for m in stmt.modifiers if m.argument is not None]
         for b in branches:
             operands = [self._qubits(q, b) for q in stmt.qubits]
             params = self._angles(stmt, b)
+            mods = self._numbers(args, b)  # pow(k), ctrl(n): evaluated here too
             env: Mapping[str, ParamValue] = ChainMap(
-                {f"\0{i}": p for i, p in enumerate(params)}, _Floats(b.env)
+                {f"\0{i}": p for i, p in enumerate(params)},
+                {f"\0m{i}": m for i, m in enumerate(mods)},
             )
             call = _with_params(stmt, len(params))
             for qubits in self.importer._broadcast(operands, stmt):
-                key = (tuple(qubits), tuple(params))
-                insts = cache.get(key) if keyed else None
+                key = (tuple(qubits), tuple(params), tuple(mods))
+                insts = cache.get(key)
                 if insts is None:
                     insts, _phase = self.importer._call(
                         call, qubits, env, self.importer.gates, False
@@ -128,6 +130,10 @@ class QuantumOps:
 
     def _angles(self, stmt: ast.QuantumGate | ast.QuantumPhase, b: Branch) -> list[ParamValue]:
         args = [stmt.argument] if isinstance(stmt, ast.QuantumPhase) else stmt.arguments
+        return self._numbers(args, b)
+
+    def _numbers(self, args: list[ast.Expression], b: Branch) -> list[ParamValue]:
+        """Gate-call numbers in ``b``: floats, or (import time) affine in the inputs."""
         out: list[ParamValue] = []
         for arg in args:
             try:
@@ -227,11 +233,20 @@ def _set_bit(env: Env, name: str, position: int, outcome: object) -> None:
 
 def _with_params(stmt: ast.QuantumGate | ast.QuantumPhase, count: int) -> ast.QASMNode:
     """The call with its angles replaced by names bound to the values computed here."""
+    mods, i = [], 0
+    for mod in stmt.modifiers:
+        if mod.argument is None:
+            mods.append(mod)
+            continue
+        named = dataclasses.replace(mod, argument=_name(f"\0m{i}", mod.argument))
+        named.span = mod.span
+        mods.append(named)
+        i += 1
     if isinstance(stmt, ast.QuantumPhase):
-        call = dataclasses.replace(stmt, argument=_name("\0" + "0", stmt.argument))
+        call = dataclasses.replace(stmt, argument=_name("\0" + "0", stmt.argument), modifiers=mods)
     else:
         names = [_name(f"\0{i}", a) for i, a in enumerate(stmt.arguments)]
-        call = dataclasses.replace(stmt, arguments=names[:count])
+        call = dataclasses.replace(stmt, arguments=names[:count], modifiers=mods)
     call.span = stmt.span  # replace() leaves out the position: errors need it
     return call
 
