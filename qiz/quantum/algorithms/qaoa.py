@@ -18,76 +18,133 @@ from qiz.quantum.core.memory import require_memory
 from qiz.quantum.core.sampling import sample_counts
 from qiz.quantum.core.threads import sized_by_qubits
 from qiz.quantum.kernels import qaoa as qk
-from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
+from qiz.quantum.kernels.blocked import (
+    TILE_WIDTH,
+    high_groups,
+    rotation_coefficients,
+    split_state,
+)
 from qiz.quantum.problems.qubo import QuboProblem
 
-BLOCK_BITS = 14  # 2^14 amplitudes = 256 KiB per low-pass block (both arrays): stays in L2
-HIGH_GROUP_BITS = 12  # rows per high-pass tile: 2^12 rows x 8 amplitudes = 512 KiB
+BLOCK_BITS = 14  # 2^14 amplitudes = 256 KiB per low-pass block (both float64 arrays): in L2
+HIGH_GROUP_BITS = 12  # at most this many qubits per high pass
+TILE_BYTES = 1 << 19  # a high-pass tile (both arrays): 512 KiB, half this machine's L2 per core
+MAX_TILE_WIDTH = 256  # amplitudes per tile row: wider rows would leave too few tiles to share
 MAX_LEVELS = 1 << 16  # distinct cost values that still use a phase table
+PRECISIONS: dict[str, type] = {"double": np.float64, "single": np.float32}
 
 
 @dataclass
 class QaoaSimulator:
-    """Evaluates QAOA states and energies for one problem; the cost diagonal is built once."""
+    """Evaluates QAOA states and energies for one problem; the cost levels are built once.
+
+    ``precision`` is "double" (float64 real and imaginary arrays) or "single" (float32: half the
+    memory, so 31 qubits fit in 24 GiB; energies agree with double precision to the bound
+    in docs/quantum.md, "Precision"). Expectations and sampling probabilities are summed in
+    float64 either way.
+    """
 
     problem: QuboProblem
-    cost: np.ndarray = field(init=False, repr=False)
+    precision: str = "double"
     level: np.ndarray | None = field(init=False, repr=False, default=None)
     values: np.ndarray | None = field(init=False, repr=False, default=None)
+    _cost: np.ndarray | None = field(init=False, repr=False, default=None)
     _state: tuple[np.ndarray, np.ndarray] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        n = self.problem.num_vars
-        require_memory(n, 1.6)
-        self.cost = self.problem.diagonal()
+        if self.precision not in PRECISIONS:
+            raise QuantumError(f"precision must be 'double' or 'single', not {self.precision!r}")
+        self._require(2)  # the state and at worst a uint16 level array
         self._tabulate()
 
     @staticmethod
     def maxcut(
-        num_nodes: int, edges: Iterable[Sequence[int]], weights: Sequence[float] | None = None
+        num_nodes: int,
+        edges: Iterable[Sequence[int]],
+        weights: Sequence[float] | None = None,
+        precision: str = "double",
     ) -> QaoaSimulator:
-        return QaoaSimulator(QuboProblem.maxcut(num_nodes, edges, weights))
+        return QaoaSimulator(QuboProblem.maxcut(num_nodes, edges, weights), precision)
 
     @property
     def num_qubits(self) -> int:
         return self.problem.num_vars
+
+    @property
+    def dtype(self) -> type:
+        """float64 or float32: the type of the state's real and imaginary arrays."""
+        return PRECISIONS[self.precision]
+
+    @property
+    def cost(self) -> np.ndarray:
+        """The float64 cost diagonal f(x), made on demand (kept only by the untabulated path,
+        which reads it every layer): the level array is all evaluation needs otherwise."""
+        if self._cost is not None:
+            return self._cost
+        self._require(2 + 8)
+        return self.problem.diagonal()
+
+    def _require(self, extra_bytes: int) -> None:
+        """Refuse before allocating: one state plus ``extra_bytes`` per amplitude (levels, a
+        float64 cost), with 5% for tiles, tables and the interpreter."""
+        amp = 2 * np.dtype(self.dtype).itemsize
+        require_memory(self.num_qubits, 1.05 + extra_bytes / amp, precision=self.precision)
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """The state arrays, allocated once and reused by every evaluation: fresh memory costs
         page faults on every first touch (measured here: 0.36 s for the 256 MiB of 24 qubits).
         """
         if self._state is None:
-            re, im = split_state(self.num_qubits)
+            re, im = split_state(self.num_qubits, dtype=self.dtype)
             self._state = (re, im)
         return self._state
 
     def _tabulate(self) -> None:
-        """Map each cost to an index into a small table of distinct values when possible."""
-        lo, hi = float(self.cost.min()), float(self.cost.max())
-        if self.problem.integer_scale() and hi - lo < MAX_LEVELS:
-            count = int(hi - lo) + 1
-            dtype = np.uint8 if count <= 256 else np.uint16
-            level = np.empty(self.cost.shape[0], dtype=dtype)
-            qk.levels_from_integer_costs(self.cost, lo, level)
-            self.level, self.values = level, lo + np.arange(count, dtype=np.float64)
-            return
+        """Map each cost to an index into a small table of distinct values when possible.
+
+        Integer problems get their levels straight from the problem, one narrow integer an
+        amplitude, never holding the float64 diagonal (16 GiB at 31 qubits)."""
+        if self.problem.integer_scale():
+            lo, hi = self.problem.value_range()
+            if hi - lo < MAX_LEVELS:
+                count = int(hi - lo) + 1
+                dtype = np.uint8 if count <= 256 else np.uint16
+                self.level = self.problem.integer_levels(lo, dtype)
+                self.values = lo + np.arange(count, dtype=np.float64)
+                return
+        self._require(2 + 8)
+        self._cost = self.problem.diagonal()
         self._tabulate_distinct()
+        if self.level is not None:
+            self._cost = None  # the table path never reads it again
 
     def _tabulate_distinct(self) -> None:
         """Non-integer costs with few distinct values: collect them chunk by chunk (a global
         np.unique would sort a copy and build an int64 index, two more half-states of memory)
         and give up as soon as there are more than a table holds."""
+        cost = self._cost
+        assert cost is not None
         chunk = 1 << 16
         distinct: set[float] = set()
-        for off in range(0, self.cost.shape[0], chunk):
-            distinct.update(np.unique(self.cost[off : off + chunk]).tolist())
+        for off in range(0, cost.shape[0], chunk):
+            distinct.update(np.unique(cost[off : off + chunk]).tolist())
             if len(distinct) > MAX_LEVELS:
                 return
         values = np.array(sorted(distinct))
-        level = np.empty(self.cost.shape[0], dtype=np.uint8 if len(values) <= 256 else np.uint16)
-        for off in range(0, self.cost.shape[0], chunk):
-            level[off : off + chunk] = np.searchsorted(values, self.cost[off : off + chunk])
+        level = np.empty(cost.shape[0], dtype=np.uint8 if len(values) <= 256 else np.uint16)
+        for off in range(0, cost.shape[0], chunk):
+            level[off : off + chunk] = np.searchsorted(values, cost[off : off + chunk])
         self.level, self.values = level, values
+
+    def _high_groups(self) -> list[tuple[int, int, int]]:
+        """(lo, hi, tile width) per high pass: rows of the group's qubits, width from TILE_BYTES."""
+        groups = []
+        amp = 2 * np.dtype(self.dtype).itemsize
+        for lo, hi, _ in high_groups(self.num_qubits, BLOCK_BITS, HIGH_GROUP_BITS):
+            width = (TILE_BYTES // amp) >> (hi - lo)
+            width = max(TILE_WIDTH, min(width, MAX_TILE_WIDTH, 1 << lo))
+            groups.append((lo, hi, width))
+        return groups
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -101,38 +158,38 @@ class QaoaSimulator:
             raise QuantumError("QAOA needs as many gammas as betas, at least one of each")
         n = self.num_qubits
         re, im = self._buffers()
+        dt = self.dtype
         block = min(BLOCK_BITS, n)
         init_amp = 1.0 / math.sqrt(1 << n)
+        groups = self._high_groups()
+        reach = 0.0
+        if self._cost is not None:
+            reach = max(abs(float(self._cost.min())), abs(float(self._cost.max())))
         for layer, (gamma, beta) in enumerate(zip(gammas, betas, strict=True)):
             u, v, factors = rotation_coefficients(np.full(n, 2.0 * float(beta)))
+            u, v = u.astype(dt), v.astype(dt)
             factor = float(np.prod(factors))
             first = layer == 0
+            g = float(gamma)
             if self.level is not None and self.values is not None:
-                table = factor * np.exp(-1j * float(gamma) * self.values)
-                qk.low_pass_indexed(
-                    re,
-                    im,
-                    self.level,
-                    table.real.copy(),
-                    table.imag.copy(),
-                    block,
-                    u,
-                    v,
-                    first,
-                    init_amp,
-                )
+                table = factor * np.exp(-1j * g * self.values)
+                tre, tim = table.real.astype(dt), table.imag.astype(dt)
+                qk.low_pass_indexed(re, im, self.level, tre, tim, block, u, v, first, init_amp)
+            elif abs(g) * reach <= qk.SINCOS_MAX_ANGLE:
+                qk.low_pass_sincos(re, im, self.cost, g, factor, block, u, v, first, init_amp)
             else:
-                qk.low_pass_direct(
-                    re, im, self.cost, float(gamma), factor, block, u, v, first, init_amp
-                )
-            for lo, hi, width in high_groups(n, BLOCK_BITS, HIGH_GROUP_BITS):
+                qk.low_pass_direct(re, im, self.cost, g, factor, block, u, v, first, init_amp)
+            for lo, hi, width in groups:
                 qk.high_pass(re, im, lo, hi, u, v, width)
         return re, im
 
     def statevector(self, gammas: Sequence[float], betas: Sequence[float]) -> np.ndarray:
-        """The QAOA state for these angles as one complex128 vector."""
+        """The QAOA state for these angles as one complex vector (complex128, or complex64 in
+        single precision)."""
         re, im = self.evolve(gammas, betas)
-        out = np.empty(re.shape[0], dtype=np.complex128)
+        require_memory(self.num_qubits, 1.0, precision=self.precision)
+        complex_type = np.complex128 if self.dtype is np.float64 else np.complex64
+        out = np.empty(re.shape[0], dtype=complex_type)
         qk.join(re, im, out)
         return out
 
@@ -215,6 +272,7 @@ def optimize(
     exact: bool | None = None,
     shots: int = 1024,
     progress: Callable[[int, float], None] | None = None,
+    precision: str = "double",
 ) -> QaoaResult:
     """Optimise the 2p angles with scipy, then sample the best state's most likely answer.
 
@@ -229,7 +287,7 @@ def optimize(
         raise QuantumError("maxiter must be at least 1")
     if shots < 1:
         raise QuantumError("shots must be at least 1")
-    sim = QaoaSimulator(problem)
+    sim = QaoaSimulator(problem, precision)
     if start == "fixed" and p in FIXED_ANGLES_3REG:
         g0, b0 = FIXED_ANGLES_3REG[p]
     elif start in ("fixed", "ramp"):
@@ -256,14 +314,17 @@ def optimize(
     re, im = sim.evolve(gammas, betas)
     energy = sim.expectation_of(re, im)
     samples = sample_counts((re, im), shots, np.random.default_rng(seed))
-    best_index = max(samples, key=lambda k: (sign * -sim.cost[k], samples[k]))
-    best_value = float(sim.cost[best_index])
+    keys = np.fromiter(samples, dtype=np.int64, count=len(samples))
+    value = dict(zip(samples, problem.values_at(keys).tolist(), strict=True))
+    best_index = max(samples, key=lambda k: (sign * -value[k], samples[k]))
+    best_value = float(value[best_index])
     optimum = worst = ratio = None
     if exact is None:
         exact = problem.num_vars <= 24
     if exact:
-        optimum = float(sim.cost.max() if problem.sense == "max" else sim.cost.min())
-        worst = float(sim.cost.min() if problem.sense == "max" else sim.cost.max())
+        lowest, highest = problem.value_range()
+        optimum = highest if problem.sense == "max" else lowest
+        worst = lowest if problem.sense == "max" else highest
         ratio = approximation_ratio(problem, energy, optimum, worst)
     return QaoaResult(
         p,

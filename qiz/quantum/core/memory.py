@@ -7,12 +7,14 @@ import os
 from qiz.quantum.core.errors import ProblemTooLarge
 
 AMPLITUDE_BYTES = 16  # complex128
+PRECISION_BYTES = {"double": 16, "single": 8}  # bytes per amplitude: complex128, complex64
 MAX_QUBITS = 34  # a hard ceiling regardless of memory: indices and counts stay in int64
 
 
-def state_bytes(num_qubits: int) -> int:
-    """Bytes of one complex128 state vector of ``num_qubits`` qubits."""
-    return AMPLITUDE_BYTES << num_qubits
+def state_bytes(num_qubits: int, precision: str = "double") -> int:
+    """Bytes of one state vector of ``num_qubits`` qubits (complex128, or complex64 for
+    ``precision="single"``)."""
+    return PRECISION_BYTES[precision] << num_qubits
 
 
 def available_memory() -> int:
@@ -51,12 +53,18 @@ def _cgroup_limit() -> int | None:
     return None
 
 
-def require_memory(num_qubits: int, state_vectors: float, available: int | None = None) -> None:
+def require_memory(
+    num_qubits: int, state_vectors: float, available: int | None = None, precision: str = "double"
+) -> None:
     """Raise ProblemTooLarge unless ``state_vectors`` states of ``num_qubits`` fit in memory.
 
-    ``state_vectors`` is the peak the algorithm keeps (e.g. 1.1 for QAOA, 2.2 for adjoint VQE).
+    ``state_vectors`` is the peak the algorithm keeps (e.g. 1.1 for QAOA, 2.2 for adjoint VQE),
+    in states of ``precision`` ("double": 16 bytes an amplitude, "single": 8).
     """
-    needed = int(state_bytes(num_qubits) * state_vectors) if num_qubits <= 62 else 1 << 62
+    if precision not in PRECISION_BYTES:
+        raise ValueError(f"unknown precision {precision!r}")
+    one = state_bytes(min(num_qubits, 62), precision)
+    needed = int(one * state_vectors) if num_qubits <= 62 else 1 << 62
     avail = available_memory() if available is None else available
     if num_qubits > MAX_QUBITS or needed > avail:
         raise ProblemTooLarge(num_qubits, needed, avail)

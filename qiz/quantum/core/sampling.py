@@ -35,7 +35,9 @@ def _block_sums_split(re: np.ndarray, im: np.ndarray, bits: int, out: np.ndarray
     for b in prange(out.shape[0]):
         total = 0.0
         for k in range(b * size, (b + 1) * size):
-            total += re[k] * re[k] + im[k] * im[k]
+            r = np.float64(re[k])
+            i = np.float64(im[k])
+            total += r * r + i * i
         out[b] = total
 
 
@@ -54,8 +56,9 @@ def _length(state: State) -> int:
 
 
 def _block_probs(state: State, lo: int, hi: int) -> np.ndarray:
-    if isinstance(state, tuple):
-        re, im = state[0][lo:hi], state[1][lo:hi]
+    if isinstance(state, tuple):  # float64 sums for float32 (single-precision) states too
+        re = state[0][lo:hi].astype(np.float64)
+        im = state[1][lo:hi].astype(np.float64)
         return re * re + im * im
     part = state[lo:hi]
     if np.iscomplexobj(part):
@@ -66,7 +69,8 @@ def _block_probs(state: State, lo: int, hi: int) -> np.ndarray:
 def sample_counts(state: State, shots: int, rng: np.random.Generator) -> dict[int, int]:
     """``shots`` outcomes of measuring every qubit: basis index -> count.
 
-    ``state`` is a complex128 vector, a real float64 vector, or a (re, im) pair of arrays.
+    ``state`` is a complex128 vector, a real float64 vector, or a (re, im) pair of float64 or
+    float32 arrays; probabilities are summed in float64 either way.
     """
     if not 0 <= shots <= MAX_SHOTS:
         raise QuantumError(f"shots must be between 0 and {MAX_SHOTS}")

@@ -199,7 +199,9 @@ def high_groups(num_qubits: int, block_bits: int, group_bits: int) -> list[tuple
     return groups
 
 
-def split_state(num_qubits: int, vectors: int = 1) -> tuple[np.ndarray, ...]:
+def split_state(
+    num_qubits: int, vectors: int = 1, dtype: type = np.float64
+) -> tuple[np.ndarray, ...]:
     """``vectors`` split states as (re, im, re, im, ...) views into ONE allocation.
 
     One buffer, not one array per part: measured on this kind of VM, separately allocated
@@ -208,7 +210,7 @@ def split_state(num_qubits: int, vectors: int = 1) -> tuple[np.ndarray, ...]:
     every layout tried.
     """
     size = 1 << num_qubits
-    buf = np.empty(2 * vectors * size)
+    buf = np.empty(2 * vectors * size, dtype=dtype)
     return tuple(buf[k * size : (k + 1) * size] for k in range(2 * vectors))
 
 
@@ -303,3 +305,116 @@ def scatter_real(x: np.ndarray, bx: np.ndarray, base: int, lo: int, nrows: int, 
         s = bx[r * width : (r + 1) * width]
         for w in range(width):
             d[w] = s[w]
+
+
+# -- two qubits per sweep ---------------------------------------------------------------------
+# The sweeps above load and store every amplitude once per qubit: four loads, four stores and
+# four multiply-add pairs per butterfly, so they run at the speed of L1/L2 traffic, not of the
+# arithmetic. Rotating two qubits per trip (four amplitudes in registers, four butterflies)
+# halves that traffic. The same arithmetic in the same order per butterfly, so the results are
+# bit for bit those of two single-qubit sweeps.
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _sweep2(
+    kind: int,
+    u0: float,
+    v0: float,
+    u1: float,
+    v1: float,
+    re: np.ndarray,
+    im: np.ndarray,
+    off: int,
+    size: int,
+    half: int,
+) -> None:
+    """Qubits q (pairs ``half`` apart) then q + 1 (pairs 2 * half apart) over re[off:off+size]."""
+    for g in range(off, off + size, 4 * half):
+        r0 = re[g : g + half]
+        i0 = im[g : g + half]
+        r1 = re[g + half : g + 2 * half]
+        i1 = im[g + half : g + 2 * half]
+        r2 = re[g + 2 * half : g + 3 * half]
+        i2 = im[g + 2 * half : g + 3 * half]
+        r3 = re[g + 3 * half : g + 4 * half]
+        i3 = im[g + 3 * half : g + 4 * half]
+        if kind == RX:
+            for m in range(half):
+                a0r, a0i, a1r, a1i = r0[m], i0[m], r1[m], i1[m]
+                a2r, a2i, a3r, a3i = r2[m], i2[m], r3[m], i3[m]
+                b0r = u0 * a0r + v0 * a1i
+                b0i = u0 * a0i - v0 * a1r
+                b1r = u0 * a1r + v0 * a0i
+                b1i = u0 * a1i - v0 * a0r
+                b2r = u0 * a2r + v0 * a3i
+                b2i = u0 * a2i - v0 * a3r
+                b3r = u0 * a3r + v0 * a2i
+                b3i = u0 * a3i - v0 * a2r
+                r0[m] = u1 * b0r + v1 * b2i
+                i0[m] = u1 * b0i - v1 * b2r
+                r2[m] = u1 * b2r + v1 * b0i
+                i2[m] = u1 * b2i - v1 * b0r
+                r1[m] = u1 * b1r + v1 * b3i
+                i1[m] = u1 * b1i - v1 * b3r
+                r3[m] = u1 * b3r + v1 * b1i
+                i3[m] = u1 * b3i - v1 * b1r
+        else:
+            for m in range(half):
+                a0r, a0i, a1r, a1i = r0[m], i0[m], r1[m], i1[m]
+                a2r, a2i, a3r, a3i = r2[m], i2[m], r3[m], i3[m]
+                b0r = u0 * a0r - v0 * a1r
+                b0i = u0 * a0i - v0 * a1i
+                b1r = u0 * a1r + v0 * a0r
+                b1i = u0 * a1i + v0 * a0i
+                b2r = u0 * a2r - v0 * a3r
+                b2i = u0 * a2i - v0 * a3i
+                b3r = u0 * a3r + v0 * a2r
+                b3i = u0 * a3i + v0 * a2i
+                r0[m] = u1 * b0r - v1 * b2r
+                i0[m] = u1 * b0i - v1 * b2i
+                r2[m] = u1 * b2r + v1 * b0r
+                i2[m] = u1 * b2i + v1 * b0i
+                r1[m] = u1 * b1r - v1 * b3r
+                i1[m] = u1 * b1i - v1 * b3i
+                r3[m] = u1 * b3r + v1 * b1r
+                i3[m] = u1 * b3i + v1 * b1i
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_contiguous2(
+    kind: int, u: np.ndarray, v: np.ndarray, re: np.ndarray, im: np.ndarray, off: int, nbits: int
+) -> None:
+    """As ``mix_contiguous``, two qubits per sweep above the first three."""
+    size = 1 << nbits
+    q = 0
+    if nbits >= 3:
+        _low3(kind, u, v, re, im, off, size)
+        q = 3
+    while q + 1 < nbits:
+        _sweep2(kind, u[q], v[q], u[q + 1], v[q + 1], re, im, off, size, 1 << q)
+        q += 2
+    if q < nbits:
+        _sweep(kind, u[q], v[q], re, im, off, size, 1 << q)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def mix_tile2(
+    kind: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    re: np.ndarray,
+    im: np.ndarray,
+    row_bits: int,
+    width: int,
+    first_qubit: int,
+) -> None:
+    """As ``mix_tile``, two row bits per sweep."""
+    size = width << row_bits
+    k = 0
+    while k + 1 < row_bits:
+        q = first_qubit + k
+        _sweep2(kind, u[q], v[q], u[q + 1], v[q + 1], re, im, 0, size, width << k)
+        k += 2
+    if k < row_bits:
+        q = first_qubit + k
+        _sweep(kind, u[q], v[q], re, im, 0, size, width << k)
