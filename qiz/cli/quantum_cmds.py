@@ -143,20 +143,33 @@ def qaoa_maxcut(
     seed: SeedOption = 0,
     start: Annotated[str, typer.Option("--start", help="ramp or fixed initial angles.")] = "ramp",
     maxiter: Annotated[int, typer.Option("--maxiter", help="Optimizer iterations.")] = 200,
+    precision: Annotated[
+        str, typer.Option("--precision", help="double, or single: half the memory, ~1e-6 error.")
+    ] = "double",
     as_json: JsonOption = False,
 ) -> None:
     """Maximise the cut of a graph with QAOA; reports the approximation ratio."""
-    from qiz.quantum.algorithms.qaoa import optimize
+    from qiz.quantum.algorithms.qaoa import PRECISIONS, optimize
     from qiz.quantum.core.memory import require_memory
     from qiz.quantum.problems.graphs import load_graph
     from qiz.quantum.problems.qubo import QuboProblem, bitstring
 
+    if precision not in PRECISIONS:
+        raise UserError("--precision must be double or single")
     g = load_graph(graph, seed)
-    require_memory(g.num_nodes, 1.6)
+    require_memory(g.num_nodes, 1.2, precision=precision)
     problem = QuboProblem.maxcut(g.num_nodes, g.edges, g.weights)
     began = time.perf_counter()
     with _progress(not as_json, f"QAOA p={p}", maxiter) as progress:
-        res = optimize(problem, p, start=start, maxiter=maxiter, seed=seed, progress=progress)
+        res = optimize(
+            problem,
+            p,
+            start=start,
+            maxiter=maxiter,
+            seed=seed,
+            progress=progress,
+            precision=precision,
+        )
     seconds = time.perf_counter() - began
     side = [(res.best_index >> i) & 1 for i in range(g.num_nodes)]
     data = {
@@ -164,6 +177,7 @@ def qaoa_maxcut(
         "num_nodes": g.num_nodes,
         "num_edges": len(g.edges),
         "p": p,
+        "precision": precision,
         "energy": res.energy,
         "expected_cut": res.energy,
         "approximation_ratio": res.approximation_ratio,
