@@ -46,6 +46,7 @@ FIELDS: dict[str, dict[str, bool]] = {
         "maxiter": False,
         "shots": False,
         "start": False,
+        "precision": False,
     },
     "grover": {"qubits": True, "marked": False, "cnf": False, "iterations": False, "shots": False},
 }
@@ -266,6 +267,8 @@ def _shape_qaoa(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
         maxiter = 1
     if params.get("start", "ramp") not in ("ramp", "fixed"):
         raise _fail(f"{path}.start", "must be ramp or fixed")
+    if params.get("precision", "double") not in ("double", "single"):
+        raise _fail(f"{path}.precision", "must be double or single")
     return Shape(g.num_nodes, p * (len(g.edges) + g.num_nodes), shots, maxiter)
 
 
@@ -374,8 +377,9 @@ def _qaoa(params: Mapping[str, Any], seed: int | None, progress: Progress | None
 
     g = _graph(params, "params")
     problem = QuboProblem.maxcut(g.num_nodes, g.edges, g.weights)
+    precision = str(params.get("precision", "double"))
     if "gammas" in params:
-        sim = QaoaSimulator(problem)
+        sim = QaoaSimulator(problem, precision)
         value = sim.expectation([float(v) for v in params["gammas"]], params["betas"])
         return {"expectation": float(value)}
     maxiter = int(params.get("maxiter", 200))
@@ -387,6 +391,7 @@ def _qaoa(params: Mapping[str, Any], seed: int | None, progress: Progress | None
         seed=seed,
         shots=int(params.get("shots", 1024)),
         progress=_per_evaluation(progress, maxiter),
+        precision=precision,
     )
     return {
         "expectation": float(res.energy),
