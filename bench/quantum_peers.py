@@ -9,7 +9,7 @@ gets identical inputs: the problem from the seed, the parameters from the round.
 - ``qaoa`` / ``qaoa-float`` / ``large``: expected cut of a p=4 QAOA state on a random 3-regular
   graph, |g,b> = prod_l exp(-i b_l sum_j X_j) exp(-i g_l C) |+>^n, C(x) = sum of the weights of
   the cut edges (unit weights; uniform [0.5, 1.5] for ``qaoa-float``).
-- ``large-sample``: 1000 shots of that state (ours only: nothing to compare to 1e-8).
+  ``large`` also times 1000 shots of that state where an engine has a sampler (ours).
 - ``vqe``: energy and gradient of the open transverse-field Ising chain in the RY + CZ
   hardware-efficient ansatz (real amplitudes); ``vqe-complex``: the same chain plus 0.3 sum Y_j
   in the general ansatz (RY + RZ per qubit per layer, CZ ladder), complex amplitudes.
@@ -61,6 +61,7 @@ class Prepared:
     bind: Callable[[dict[str, Any]], Call]
     path: str  # which code path the engine takes, for the table's label
     num_parameters: int = 0
+    sample: Callable[[dict[str, Any]], Call] | None = None  # SAMPLE_SHOTS shots, where timed
 
 
 # ----------------------------------------------------------------------------- problems
@@ -156,7 +157,7 @@ def version_of(engine: str) -> str:
 
 
 def setup_qiz(workload: str, n: int, seed: int, precision: str = "double") -> Prepared:
-    if workload in ("qaoa", "qaoa-float", "large", "large-sample"):
+    if workload in ("qaoa", "qaoa-float", "large"):
         from qiz.quantum.algorithms.qaoa import QaoaSimulator
 
         edges = qaoa_edges(n, seed)
@@ -173,16 +174,18 @@ def setup_qiz(workload: str, n: int, seed: int, precision: str = "double") -> Pr
         kind = "integer" if workload != "qaoa-float" else "float"
         table = "a level table" if sim.level is not None else "a float64 cost diagonal"
         path = f"{kind} weights, {precision} precision, phases from {table}"
-        if workload == "large-sample":
 
-            def bind_sample(p: dict[str, Any]) -> Call:
-                def call() -> None:
-                    sim.sample(p["gammas"], p["betas"], SAMPLE_SHOTS, seed)
+        def bind_sample(p: dict[str, Any]) -> Call:
+            def call() -> None:
+                sim.sample(p["gammas"], p["betas"], SAMPLE_SHOTS, seed)
 
-                return call
+            return call
 
-            return Prepared(bind_sample, path + f"; {SAMPLE_SHOTS} shots")
-        return Prepared(lambda p: lambda: float(sim.expectation(p["gammas"], p["betas"])), path)
+        return Prepared(
+            lambda p: lambda: float(sim.expectation(p["gammas"], p["betas"])),
+            path,
+            sample=bind_sample,
+        )
     if workload in ("vqe", "vqe-complex"):
         from qiz.quantum.algorithms.vqe import VqeEvaluator
 
@@ -355,9 +358,10 @@ def setup_aer(workload: str, n: int, seed: int) -> Prepared:
         for name, qubits, index in gates:
             getattr(qc, name)(*([params[index]] if index >= 0 else []), *qubits)
         ham = SparsePauliOp.from_sparse_list(
-            [("".join(a for a, _ in f), [q for _, q in f], c) for c, f in pauli_terms(
-                vqe_hamiltonian(workload, n)
-            )],
+            [
+                ("".join(a for a, _ in f), [q for _, q in f], c)
+                for c, f in pauli_terms(vqe_hamiltonian(workload, n))
+            ],
             num_qubits=n,
         )
         qc.save_expectation_value(ham, range(n), label="e")

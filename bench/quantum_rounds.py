@@ -274,6 +274,8 @@ class EngineResult:
     busy_times: list[float] = field(default_factory=list)  # rounds kept although busy
     contended_times: list[float] = field(default_factory=list)
     value: Any = None
+    first_value: Any = None  # the answer to call 0, the same parameters in every session
+    sample_seconds: float | None = None
     deviation: float = 0.0
     base_kib: int = 0
     peak_kib: int = 0
@@ -302,6 +304,7 @@ class SizePlan:
     budget: float = 240.0  # seconds of rounds at this size; fewer rounds when calls are slow
     contended_rounds: int = 0
     grover_norm_iterations: int = 0
+    sample: bool = False  # time one SAMPLE_SHOTS-shot sampling call after the rounds
 
 
 class Session:
@@ -313,6 +316,7 @@ class Session:
         self.workers: dict[str, WorkerProcess] = {}
         self.calls = 0
         self.num_parameters = 0
+        self.last_params: dict[str, Any] = {}
 
     @property
     def alive(self) -> list[str]:
@@ -360,6 +364,7 @@ class Session:
         """One call per engine in ``order`` on the next parameters; checked; times returned."""
         params = round_params(self.workload, self.n, self.seed, self.calls, self.num_parameters)
         self.calls += 1
+        self.last_params = params
         values: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         for engine in order:
@@ -447,6 +452,14 @@ class Session:
                 mem["peak_kib"],
                 mem["peak_reset"],
             )
+        for engine in self.alive if plan.sample else ():
+            req = {"op": "sample", "params": self.last_params}
+            try:
+                reply = self.workers[engine].request(req, plan.timeout)
+            except WorkerFailed as e:
+                self.fail(engine, e)
+                continue
+            self.result.engines[engine].sample_seconds = reply["seconds"]
         if plan.grover_norm_iterations and "qiz" in self.workers:
             req = {"op": "grover_norm", "n": self.n, "iterations": plan.grover_norm_iterations}
             try:
@@ -469,7 +482,8 @@ def measure_size(
         session.start(plan.timeout)
         first = session.call_round(rotation(session.alive, 0), plan.timeout, first=True)
         for engine, t in first.items():
-            session.result.engines[engine].first_seconds = t
+            r = session.result.engines[engine]
+            r.first_seconds, r.first_value = t, r.value
         session.run_rounds(plan)
         if plan.contended_rounds:
             session.run_contended(plan)

@@ -12,6 +12,7 @@ every ``eval`` binds that round's parameters (not timed) and times one call. Req
 - ``{"op": "setup", "workload", "n", "seed"}``: build the problem; the peak is reset first.
 - ``{"op": "eval", "params", "reset_peak"}``: one timed call; ``reset_peak`` resets VmHWM after
   it (after the first call, so a JIT compiler's transient memory is not the engine's peak).
+- ``{"op": "sample", "params"}``: one timed call of the engine's sampler, if it has one.
 - ``{"op": "memory"}``: RSS before setup and VmHWM since the last reset, in KiB.
 - ``{"op": "grover_norm", "n", "iterations"}``: one full fused Grover run, its time and norm.
 - ``{"op": "membw"}``: this machine's copy bandwidth.
@@ -149,6 +150,13 @@ class Worker:
             if req.get("reset_peak"):
                 self.peak_reset = reset_peak()
             return {"ok": True, "value": jsonable(value), "seconds": seconds}
+        if op == "sample":
+            if self.prepared is None or self.prepared.sample is None:
+                return {"ok": True, "seconds": None}
+            call = self.prepared.sample(req["params"])
+            t0 = time.perf_counter_ns()
+            call()
+            return {"ok": True, "seconds": (time.perf_counter_ns() - t0) / 1e9}
         if op == "memory":
             return {
                 "ok": True,
@@ -193,7 +201,9 @@ def main() -> None:
         except NotImplementedError as e:  # a code path another change has not landed yet
             reply = {"ok": False, "status": "pending", "error": str(e)[:500]}
         except Exception as e:  # every failure goes back as one line
-            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+            # our engine refusing a size that does not fit in memory is a skip, not a failure
+            status = "skipped" if type(e).__name__ == "ProblemTooLarge" else "failed"
+            reply = {"ok": False, "status": status, "error": f"{type(e).__name__}: {e}"[:500]}
         proto.write(json.dumps(reply) + "\n")
         proto.flush()
 
