@@ -34,6 +34,30 @@ MAX_LEVELS = 1 << 16  # distinct cost values that still use a phase table
 PRECISIONS: dict[str, type] = {"double": np.float64, "single": np.float32}
 
 
+def state_vectors_needed(precision: str, extra_bytes: int) -> float:
+    """The simulator's peak in states of ``precision``: one state, ``extra_bytes`` more per
+    amplitude (a uint8 or uint16 level, a float64 cost) and 5% for tiles, tables and the rest."""
+    return 1.05 + extra_bytes / (2 * np.dtype(PRECISIONS[precision]).itemsize)
+
+
+def single_precision_bound(problem: QuboProblem, p: int) -> tuple[float, float]:
+    """(state bound, energy bound): how far a single-precision QAOA state and energy of depth
+    ``p`` can be from the exact ones (derivation: docs/quantum.md, "Precision").
+
+    With u = 2^-24 (float32's unit roundoff), every layer rounds its phase table and product
+    (relative error <= 4u) and, per qubit, the mixer's coefficients and the butterfly's
+    multiply-adds (<= 6u); rotations are unitary, so the errors add, not multiply:
+    ||psi_single - psi|| <= eps = u (p (6 n + 4) + 1). Then |E_single - E| <= ||C|| (2 eps +
+    eps^2) with ||C|| = max |f|, plus the float64 sum's own worst case 2^n 2^-53 ||C||.
+    """
+    u = 2.0**-24
+    n = problem.num_vars
+    eps = u * (p * (6 * n + 4) + 1)
+    lo, hi = problem.value_range()
+    norm = max(abs(lo), abs(hi))
+    return eps, norm * (2 * eps + eps * eps + 2.0 ** (n - 53))
+
+
 @dataclass
 class QaoaSimulator:
     """Evaluates QAOA states and energies for one problem; the cost levels are built once.
@@ -85,10 +109,9 @@ class QaoaSimulator:
         return self.problem.diagonal()
 
     def _require(self, extra_bytes: int) -> None:
-        """Refuse before allocating: one state plus ``extra_bytes`` per amplitude (levels, a
-        float64 cost), with 5% for tiles, tables and the interpreter."""
-        amp = 2 * np.dtype(self.dtype).itemsize
-        require_memory(self.num_qubits, 1.05 + extra_bytes / amp, precision=self.precision)
+        """Refuse before allocating (see :func:`state_vectors_needed`)."""
+        needed = state_vectors_needed(self.precision, extra_bytes)
+        require_memory(self.num_qubits, needed, precision=self.precision)
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """The state arrays, allocated once and reused by every evaluation: fresh memory costs
@@ -142,7 +165,7 @@ class QaoaSimulator:
         amp = 2 * np.dtype(self.dtype).itemsize
         for lo, hi, _ in high_groups(self.num_qubits, BLOCK_BITS, HIGH_GROUP_BITS):
             width = (TILE_BYTES // amp) >> (hi - lo)
-            width = max(TILE_WIDTH, min(width, MAX_TILE_WIDTH, 1 << lo))
+            width = min(max(width, TILE_WIDTH), MAX_TILE_WIDTH, 1 << lo)
             groups.append((lo, hi, width))
         return groups
 
