@@ -33,6 +33,13 @@ class GeneralPath:
         # D's row phases cover the qubits of the pass that applies it: the top group, or all
         lo, hi = (self.groups[-1][0], self.groups[-1][1]) if self.groups else (0, n)
         self._rows = (lo, hi)
+        colbits = (self.groups[-1][2] if self.groups else 1).bit_length() - 1
+        # a CZ pair joining a row bit of the top pass to a column bit of its tiles (the ring's
+        # closing pair) keeps D's sign from splitting into row and column factors
+        self.cross = any(
+            (lo <= a < hi and b < colbits) or (lo <= b < hi and a < colbits)
+            for a, b in ansatz.cz_pairs()
+        )
         self._tre = np.empty(1 << (hi - lo))
         self._tim = np.empty(1 << (hi - lo))
         self._state: tuple[np.ndarray, ...] | None = None
@@ -53,7 +60,7 @@ class GeneralPath:
         lo, hi = self._rows
         kg.phase_table(phi, lo, hi - lo, self._tre, self._tim)
         groups = [(a, b, w, float(np.prod(factors[a:b]))) for a, b, w in self.groups]
-        return u, v, float(np.prod(factors[: self.block])), groups, phi
+        return u, v, float(np.prod(factors[: self.block])), groups, phi, factors
 
     def forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ans = self.ansatz
@@ -63,13 +70,13 @@ class GeneralPath:
         pr[0] = 1.0
         for layer in range(ans.depth + 1):
             sign = layer < ans.depth
-            u, v, f_low, groups, phi = self._layer(theta, layer, 1.0)
+            u, v, f_low, groups, phi, _ = self._layer(theta, layer, 1.0)
             kg.forward_low(pr, pi, self.block, u, v, f_low, not groups, phi, self._tre,
                            self._tim, self.shifts, self.masks, sign)  # fmt: skip
             for g, (lo, hi, width, f) in enumerate(groups):
                 last = g == len(groups) - 1
                 kg.forward_high(pr, pi, lo, hi, u, v, f, last, phi, self._tre, self._tim,
-                                self.shifts, self.masks, sign, width)  # fmt: skip
+                                self.shifts, self.masks, sign, self.cross, width)  # fmt: skip
         return pr, pi
 
     def backward(self, theta: np.ndarray, grad: np.ndarray) -> None:
@@ -79,12 +86,12 @@ class GeneralPath:
         pr, pi, lr, li = self.buffers()
         for layer in range(ans.depth, -1, -1):
             sign = layer < ans.depth
-            u, v, f_low, groups, phi = self._layer(theta, layer, -1.0)
+            u, v, _, groups, phi, fs = self._layer(theta, layer, -1.0)
             g_ry = grad[2 * layer * n : (2 * layer + 1) * n]  # the kernels add into these views
             g_rz = grad[(2 * layer + 1) * n : (2 * layer + 2) * n]
-            for g, (lo, hi, width, f) in enumerate(reversed(groups)):
-                kg.backward_high(pr, pi, lr, li, lo, hi, u, v, f, g == 0, phi, self._tre,
-                                 self._tim, self.shifts, self.masks, sign, width, g_ry,
-                                 g_rz)  # fmt: skip
-            kg.backward_low(pr, pi, lr, li, self.block, u, v, f_low, not groups, phi, self._tre,
+            for g, (lo, hi, width, _) in enumerate(reversed(groups)):
+                kg.backward_high(pr, pi, lr, li, lo, hi, u, v, fs, g == 0, phi, self._tre,
+                                 self._tim, self.shifts, self.masks, sign, self.cross, width,
+                                 g_ry, g_rz)  # fmt: skip
+            kg.backward_low(pr, pi, lr, li, self.block, u, v, fs, not groups, phi, self._tre,
                             self._tim, self.shifts, self.masks, sign, g_ry, g_rz)  # fmt: skip
