@@ -389,15 +389,13 @@ class Session:
         return other_share(before, now, CPUS, HZ), now
 
     def run_rounds(self, plan: SizePlan) -> None:
+        """Up to ``plan.rounds`` rounds, fewer when the next one would overrun the size's time
+        budget (then the rounds done are the plan, for the publishing rule)."""
         res = self.result
-        estimate = sum(r.first_seconds for r in res.engines.values() if r.status == "ok")
-        rounds = plan.rounds
-        if estimate * rounds > plan.budget:
-            rounds = max(1, min(rounds, int(plan.budget / max(estimate, 1e-9))))
-            log(f"{self.workload} n={self.n}: {rounds} rounds (a round takes ~{estimate:.0f} s)")
-        res.planned_rounds = rounds
+        res.planned_rounds = plan.rounds
+        started = time.monotonic()
         index = 0
-        while index < rounds and self.workers:
+        while index < plan.rounds and self.workers:
             retries = 0
             while True:
                 # one window from a short quiet wait before the round to its end: a round of
@@ -422,6 +420,11 @@ class Session:
                     res.busy_shares.append(share)
                 break
             index += 1
+            spent = time.monotonic() - started
+            if index < plan.rounds and spent * (index + 1) / index > plan.budget:
+                log(f"{self.workload} n={self.n}: {index} rounds, the size's {plan.budget:.0f} s")
+                res.planned_rounds = index
+                break
 
     def run_contended(self, plan: SizePlan) -> None:
         """The same rounds with one competing busy process on the machine."""

@@ -12,12 +12,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import quantum_rounds
 from bench.quantum_peers import GROVER_ITERATIONS, grover_probability
 from bench.quantum_rounds import (
     BUSY_SHARE,
     RETRIES,
     CpuSample,
     EngineResult,
+    Session,
+    SizePlan,
     SizeResult,
     WorkerFailed,
     WorkerProcess,
@@ -152,3 +155,42 @@ def test_only_the_quantum_section_is_replaced() -> None:
     assert new == page.replace("old", "new")
     with pytest.raises(SystemExit):
         replace_section("# B\n", heading, "x")
+
+
+class _FakeWorker:
+    pid = 0
+
+
+def test_rounds_reject_busy_samples_and_rotate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic /proc samples through a session's round loop: round 0 stays busy through
+    every retry (kept, marked busy), round 1 is quiet, round 2 quiet after one retry."""
+    shares = iter([0.5] * (RETRIES + 1) + [0.0, 0.3, 0.02])
+    clock = iter(range(1000))
+
+    def sample(pids: object) -> CpuSample:
+        t = next(clock)
+        if t % 2 == 0:
+            return CpuSample(0, 0, float(t))
+        busy = int(next(shares) * quantum_rounds.HZ * quantum_rounds.CPUS)
+        return CpuSample(busy, 0, float(t))
+
+    monkeypatch.setattr(quantum_rounds, "cpu_sample", sample)
+    monkeypatch.setattr(quantum_rounds, "PRE_WINDOW", 0.0)
+    session = Session("qaoa", 10, 1, ["qiz", "aer", "qulacs"])
+    session.workers = {e: _FakeWorker() for e in ("qiz", "aer", "qulacs")}  # type: ignore[misc]
+    orders: list[list[str]] = []
+
+    def call_round(order: list[str], timeout: float, first: bool = False) -> dict:
+        orders.append(list(order))
+        return {e: 0.1 for e in order}
+
+    monkeypatch.setattr(session, "call_round", call_round)
+    session.run_rounds(SizePlan(rounds=3, budget=1e9))
+    res = session.result
+    assert (res.quiet_rounds, res.busy_rounds, res.discarded_rounds) == (2, 1, RETRIES + 1)
+    assert res.busy_shares == [pytest.approx(0.5)]
+    assert res.engines["qiz"].times == [0.1, 0.1] and res.engines["qiz"].busy_times == [0.1]
+    firsts = [o[0] for o in orders]
+    assert firsts[: RETRIES + 1] == ["qiz"] * (RETRIES + 1)  # a retried round keeps its order
+    assert firsts[RETRIES + 1 :] == ["aer", "qulacs", "qulacs"]
+    assert publishable(res.quiet_rounds, res.planned_rounds)
