@@ -21,7 +21,7 @@ from bench.quantum_peers import (
     Y_FIELD,
     grover_optimal_iterations,
 )
-from bench.quantum_rounds import BUSY_SHARE, RETRIES, SizeResult, publishable
+from bench.quantum_rounds import BUSY_SHARE, PRE_WINDOW, RETRIES, SizeResult, publishable
 
 GROUPS = {
     "qaoa": f"QAOA MaxCut p={QAOA_DEPTH}, integer weights (one energy)",
@@ -301,7 +301,7 @@ Notes:
   object is not timed (Lightning builds its tape, Qulacs sets its angles, Aer assigns its
   parameters; Aer's parameter-shift batch binds inside its timed run).
 - Quiet rounds only: a round during which processes other than ours used more than
-  {BUSY_SHARE:.0%} of the CPUs (/proc/stat, less our processes' CPU, from {0.25} s before the
+  {BUSY_SHARE:.0%} of the CPUs (/proc/stat, less our processes' CPU, from {PRE_WINDOW} s before the
   round to its end) is discarded and re-run with fresh parameters, up to {RETRIES} times; after
   that it is kept, its time marked "busy". When fewer than half the planned rounds were quiet,
   no ratio is published for that size ("not published: machine busy (X% other CPU)").
