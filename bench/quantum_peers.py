@@ -223,7 +223,8 @@ def setup_qiz(workload: str, n: int, seed: int, precision: str = "double") -> Pr
 def _qiz_grover_gates(n: int) -> Prepared:
     """The gate-level Grover circuit through our general engine's gate kernels
     (``statevector.apply_instruction``; the multi-controlled Z through ``apply_matrix`` with
-    n-1 controls, since our Circuit gate set stops at two controls)."""
+    n-1 controls: our Circuit gate set stops at two controls, and an OpenQASM 3
+    ``ctrl(k) @ z`` with k >= 3 is refused at import, "ctrl @ ch is not supported")."""
     from qiz.quantum.core.circuit import Instruction
     from qiz.quantum.core.statevector import apply_instruction, apply_matrix
     from qiz.quantum.core.threads import threads_for

@@ -339,7 +339,8 @@ Notes:
 - Grover, gate level: start |+>^n; each iteration is the oracle (X on the marked item's zero
   bits, a multi-controlled Z, X again) then the diffusion H X MCZ X H. Ours runs it through
   our general engine's gate kernels (the multi-controlled Z as a Z with n-1 controls through
-  the same apply_matrix; our Circuit gate set stops at two controls). Grover fused: our
+  the same apply_matrix: our Circuit gate set stops at two controls, and OpenQASM 3
+  `ctrl(k) @ z` with k >= 3 does not import, "ctrl @ ch is not supported"). Grover fused: our
   mean-inversion path (one pass per iteration over a real float64 vector): the same
   probabilities but not the same algorithm as the peers' gate circuit, so no ratio.
   {GROVER_ITERATIONS} iterations are timed; the full run is projected to the optimal count
