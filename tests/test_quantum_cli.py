@@ -171,7 +171,7 @@ def test_trial_findings_stay_fixed(tmp_path: Path):
     (tmp_path / "y.txt").write_text("1.0 Z0\n0.8 Y0\n")
     code, _, err = qiz(tmp_path, "vqe", "--hamiltonian", "y.txt", "--ansatz", "hea:2")
     assert code == 2
-    assert_one_line_error(err, "odd number of Y", "hva")
+    assert_one_line_error(err, "odd number of Y", "general:D")
     code, out, err = qiz(tmp_path, "vqe", "--hamiltonian", "y.txt", "--ansatz", "hva:2", "--json")
     assert code == 0, err
     data = json.loads(out)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from qiz.cli.human import duration
 from qiz.cli.output import UserError, console, emit, err_console, guarded
+from qiz.cli.quiet import quiet_warnings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 SeedOption = Annotated[
@@ -160,7 +161,7 @@ def qaoa_maxcut(
     require_memory(g.num_nodes, 1.2, precision=precision)
     problem = QuboProblem.maxcut(g.num_nodes, g.edges, g.weights)
     began = time.perf_counter()
-    with _progress(not as_json, f"QAOA p={p}", maxiter) as progress:
+    with _progress(not as_json, f"QAOA p={p}", maxiter) as progress, quiet_warnings(as_json):
         res = optimize(
             problem,
             p,
@@ -224,7 +225,12 @@ def vqe(
         ),
     ],
     ansatz: Annotated[
-        str, typer.Option("--ansatz", help="hea:DEPTH[:ladder|ring][:cz|cx] or hva:LAYERS")
+        str,
+        typer.Option(
+            "--ansatz",
+            help="hea:DEPTH[:ladder|ring][:cz|cx] (real states), general:DEPTH[:ladder|ring]"
+            "[:cz|cx] (RY + RZ: any Hamiltonian) or hva:LAYERS[:multi]",
+        ),
     ] = "hea:2",
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="L-BFGS-B, COBYLA or SPSA")
@@ -239,18 +245,18 @@ def vqe(
     """Find a Hamiltonian's ground energy with VQE (adjoint gradients)."""
     if maxiter < 1:
         raise UserError("--maxiter must be at least 1")
-    from qiz.quantum.algorithms.ansatz import HamiltonianVariationalAnsatz, parse_ansatz
+    from qiz.quantum.algorithms.ansatz import HardwareEfficientAnsatz, parse_ansatz
     from qiz.quantum.algorithms.vqe import run_vqe
 
     h = _hamiltonian(hamiltonian)
     circuit = parse_ansatz(ansatz, h)
-    if not isinstance(circuit, HamiltonianVariationalAnsatz) and not h.is_real:
+    if isinstance(circuit, HardwareEfficientAnsatz) and not h.is_real:
         raise UserError(
             f"{ansatz}: a RY-based hardware-efficient ansatz only makes real states, on which "
-            "the Hamiltonian's terms with an odd number of Y average to 0; use --ansatz hva:L"
+            "the Hamiltonian's terms with an odd number of Y average to 0; use --ansatz general:D"
         )
     began = time.perf_counter()
-    with _progress(not as_json, f"VQE {optimizer}", maxiter) as progress:
+    with _progress(not as_json, f"VQE {optimizer}", maxiter) as progress, quiet_warnings(as_json):
         res = run_vqe(
             circuit,
             h,
@@ -274,6 +280,7 @@ def vqe(
         "iterations": res.iterations,
         "converged": res.converged,
         "optimizer_message": res.message,
+        "gradient_norm": res.gradient_norm,
         "duration_s": round(seconds, 3),
     }
 
@@ -284,7 +291,12 @@ def vqe(
             rows.append(("energy error", f"{res.error:.3e}"))
         rows += [
             ("converged", _verdict(res.converged, res.message, "raise --maxiter")),
-            ("evaluations", _evaluations(res.evaluations, res.iterations)),
+            ("evaluations", f"{res.evaluations} energies"),
+            ("iterations", str(res.iterations)),
+        ]
+        if res.gradient_norm is not None:
+            rows.append(("gradient norm", f"{res.gradient_norm:.3e}"))
+        rows += [
             ("time", duration(seconds)),
         ]
         title = f"VQE: {h.num_qubits} qubits, {len(h)} terms, ansatz {ansatz}, {res.method}"

@@ -344,11 +344,14 @@ def _estimator(params: Mapping[str, Any], seed: int | None, progress: Progress |
 
 
 def _vqe(params: Mapping[str, Any], seed: int | None, progress: Progress | None) -> dict:
-    from qiz.quantum.algorithms.ansatz import parse_ansatz
+    from qiz.quantum.algorithms.ansatz import HardwareEfficientAnsatz, parse_ansatz
     from qiz.quantum.algorithms.vqe import VqeEvaluator, run_vqe
 
     h = _hamiltonian(params["hamiltonian"], "params.hamiltonian")
     ansatz = parse_ansatz(params.get("ansatz", "hea:2"), h)
+    if isinstance(ansatz, HardwareEfficientAnsatz) and not h.is_real:
+        # its states are real: the odd-Y terms would silently average to 0
+        raise _fail("params.ansatz", "hea makes real states only; use general:D for this one")
     if "theta" in params:
         energy = VqeEvaluator(ansatz, h).energy([float(v) for v in params["theta"]])
         return {"energy": float(energy)}

@@ -8,6 +8,7 @@ gradient in about three sweeps of the circuit, independent of the number of para
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -400,6 +401,7 @@ class VqeResult:
     method: str
     converged: bool | None = None  # the optimizer's verdict; None for SPSA (fixed iterations)
     message: str = ""  # the optimizer's own words on why it stopped (scipy's ``message``)
+    gradient_norm: float | None = None  # |dE/dtheta| at the final theta: how flat it ended
 
 
 def spsa(
@@ -437,15 +439,16 @@ def run_vqe(
     exact: bool | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> VqeResult:
-    """Minimise E(theta); L-BFGS-B uses the adjoint gradient, COBYLA and SPSA only energies."""
-    from scipy.optimize import minimize
-
+    """Minimise E(theta); L-BFGS-B uses the adjoint gradient, COBYLA and SPSA only energies.
+    The result's ``gradient_norm`` is taken at the final theta whatever the method."""
     ev = VqeEvaluator(ansatz, hamiltonian)
     rng = np.random.default_rng(seed)
     if initial is not None:
         x0 = np.asarray(initial, dtype=np.float64)
     elif isinstance(ansatz, HamiltonianVariationalAnsatz):
         x0 = ansatz.initial_point()
+    elif isinstance(ansatz, GeneralAnsatz):
+        x0 = ansatz.initial_point(seed)
     else:
         x0 = rng.uniform(-0.1, 0.1, ev.num_parameters) + _default_shift(ansatz)
     history: list[float] = []
@@ -456,6 +459,45 @@ def run_vqe(
             progress(len(history), e)
 
     name = method.upper()
+    # the optimizers' own warnings (scipy's OptimizeWarning, numpy's RuntimeWarning on a flat
+    # step) would reach stderr, which a --json caller keeps for errors; the result says why
+    # the run stopped (``message``, ``converged``) in their place
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        x, iterations, converged, message = _optimize(
+            ev, name, x0, maxiter=maxiter, seed=seed, record=record
+        )
+    energy, grad = ev.energy_and_gradient(x)
+    if exact is None:
+        exact = hamiltonian.num_qubits <= 16
+    reference = hamiltonian.ground_energy() if exact else None
+    return VqeResult(
+        energy,
+        [float(v) for v in x],
+        reference,
+        None if reference is None else energy - reference,
+        ev.evaluations,
+        iterations,
+        history,
+        name,
+        converged,
+        message,
+        float(np.linalg.norm(grad)),
+    )
+
+
+def _optimize(
+    ev: VqeEvaluator,
+    name: str,
+    x0: np.ndarray,
+    *,
+    maxiter: int,
+    seed: int | None,
+    record: Callable[[float], None],
+) -> tuple[np.ndarray, int, bool | None, str]:
+    """(theta, iterations, converged, message) of one optimizer run from x0."""
+    from scipy.optimize import minimize
+
     if name == "L-BFGS-B":
 
         def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -489,23 +531,8 @@ def run_vqe(
         iterations, converged = maxiter, None
         message = f"SPSA has no convergence test; it ran its {maxiter} iterations"
     else:
-        raise QuantumError(f"unknown optimizer {method!r}: use L-BFGS-B, COBYLA or SPSA")
-    energy = ev.energy(x)
-    if exact is None:
-        exact = hamiltonian.num_qubits <= 16
-    reference = hamiltonian.ground_energy() if exact else None
-    return VqeResult(
-        energy,
-        [float(v) for v in x],
-        reference,
-        None if reference is None else energy - reference,
-        ev.evaluations,
-        iterations,
-        history,
-        name,
-        converged,
-        message,
-    )
+        raise QuantumError(f"unknown optimizer {name!r}: use L-BFGS-B, COBYLA or SPSA")
+    return x, iterations, converged, message
 
 
 def _default_shift(ansatz: Ansatz) -> float:

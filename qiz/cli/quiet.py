@@ -1,0 +1,26 @@
+"""Silence library warnings while a command's answer is machine-read.
+
+Under ``--json`` stdout carries one JSON object and stderr is kept for errors: an optimizer's
+OptimizeWarning or a numpy RuntimeWarning there would read as a failure to a caller that
+checks stderr. The commands report why an optimizer stopped in their output instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+
+@contextmanager
+def quiet_warnings(enabled: bool = True) -> Iterator[None]:
+    """Inside, Python warnings are ignored and numpy's floating-point errors are not reported
+    (both restored on exit); a no-op when ``enabled`` is false."""
+    if not enabled:
+        yield
+        return
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
