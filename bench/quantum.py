@@ -69,6 +69,8 @@ QUICK_SIZES = {
 # QAOA peers dropped at n=24 (where a call takes them 15-20 s) to keep the run in 30 minutes
 SLOWEST_AT_24 = ("aer", "qulacs")
 RUN_BUDGET = 30 * 60.0  # seconds the full run may take on this machine
+CALL_CAP = 30.0  # seconds a call may be projected to take (from the size before) in a full run
+LAST: dict[tuple[str, str], tuple[int, float]] = {}  # (workload, engine) -> (n, median seconds)
 BEHIND = 0.8  # past this share of the budget, the remaining sizes get one round each
 # the headline rows measured again beside a competing busy process
 CONTENDED = {("qaoa", 22), ("vqe-complex", 20)}
@@ -85,23 +87,35 @@ ENGINES = {
 }
 
 
-def skip_reason(workload: str, engine: str, n: int, quick: bool) -> str:
+def skip_reason(workload: str, engine: str, n: int, quick: bool, behind: bool = False) -> str:
     """Why an engine does not run at this size ('' when it does)."""
+    if quick:
+        return ""
+    if workload == "large" and n >= 30 and behind:
+        return f"the run is past {BEHIND:.0%} of its {RUN_BUDGET / 60:.0f} minutes"
     if workload.startswith("vqe") and engine == "aer" and n > 16:
         return "only up to n=16 (parameter shift: 1 + 2P circuits per gradient)"
-    if workload.startswith("qaoa") and engine in SLOWEST_AT_24 and n >= 24 and not quick:
+    if workload.startswith("qaoa") and engine in SLOWEST_AT_24 and n >= 24:
         return (
             "dropped at n=24 to keep the run within 30 minutes: the slowest peers here "
             "(15-20 s a call); their ratio is in the n=22 row"
         )
-    if workload == "large" and engine in ("aer", "lightning", "qulacs") and not quick:
+    if workload == "large" and engine in ("aer", "lightning", "qulacs"):
         return "gate by gate: ~16x its n=24 time (13-21 s) per call at n=28"
-    if workload == "large" and engine == "qokit" and not quick:
+    if workload == "large" and engine == "qokit":
         return (
             "its diagonal is built by numpy passes over an int64 index array, one per edge "
             "(tens of seconds at n=24; ~16x and ~10 GiB of temporaries at n=28), and a call "
             "would take ~16x its n=24 time: beyond this run's 30 minutes"
         )
+    last = LAST.get((workload, engine))
+    if last is not None and workload != "large":  # large: one round, whatever it costs
+        projected = last[1] * 2.0 ** (n - last[0])  # a call touches the state: 2x per qubit
+        if projected > CALL_CAP:
+            return (
+                f"projected {projected:.0f} s a call from its {last[1]:.1f} s at n={last[0]}: "
+                f"over the {CALL_CAP:.0f} s a call this {RUN_BUDGET / 60:.0f}-minute run allows"
+            )
     return ""
 
 
@@ -125,7 +139,7 @@ def plan_for(workload: str, n: int, quick: bool) -> SizePlan:
         rounds=rounds,
         timeout=300.0 if quick else 1200.0,
         budget=60.0 if quick else 100.0,
-        contended_rounds=3 if contended else 0,
+        contended_rounds=(3 if quick else 2) if contended else 0,
         grover_norm_iterations=norm,
         sample=workload == "large",
     )
@@ -163,7 +177,7 @@ def memory_bandwidth() -> float:
 def measure(workload: str, n: int, quick: bool, behind: bool = False) -> SizeResult:
     engines, skipped = [], {}
     for engine in ENGINES[workload]:
-        reason = skip_reason(workload, engine, n, quick)
+        reason = skip_reason(workload, engine, n, quick, behind)
         if reason:
             skipped[engine] = reason
         else:
@@ -182,6 +196,10 @@ def measure(workload: str, n: int, quick: bool, behind: bool = False) -> SizeRes
         result = SizeResult(workload, n, {}, 0)
     for engine, reason in skipped.items():
         result.engines[engine] = EngineResult(engine, status="skipped", error=reason)
+    for engine, r in result.engines.items():
+        times = r.times or r.busy_times
+        if r.status == "ok" and times:
+            LAST[(workload, engine)] = (n, sorted(times)[len(times) // 2])
     log(f"{workload} n={n}: done in {time.perf_counter() - t0:.0f} s")
     return result
 

@@ -305,6 +305,9 @@ Notes:
   round to its end) is discarded and re-run with fresh parameters, up to {RETRIES} times; after
   that it is kept, its time marked "busy". When fewer than half the planned rounds were quiet,
   no ratio is published for that size ("not published: machine busy (X% other CPU)").
+- An engine left out of a size says why in its row: a method limit (Aer's parameter shift),
+  memory, or time (a call projected, at 2x per qubit from its median at the size before,
+  beyond what a 30-minute run allows; the slowest QAOA peers at n = 24).
 - The contended table is the other half of that method, labelled as such: the same rounds
   with one busy process started by the bench, never mixed into the quiet medians.
 - "first call": each engine's first evaluation at this size (first touch of its buffers, any

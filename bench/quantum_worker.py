@@ -7,8 +7,8 @@ reads one JSON request per line on stdin and answers one JSON line on its own co
 The process lives for one (workload, n): the problem is built once (``setup``, timed), then
 every ``eval`` binds that round's parameters (not timed) and times one call. Requests:
 
-- ``{"op": "hello", "workload", "seed", "params"}``: import the engine's modules and run the
-  workload once at 6 qubits (timed: the warm-up); the engine's version.
+- ``{"op": "hello", "workload", "seed", "params"}``: run the workload once at 6 qubits (timed:
+  the warm-up; the engine's modules were imported at start-up); the engine's version.
 - ``{"op": "setup", "workload", "n", "seed"}``: build the problem; the peak is reset first.
 - ``{"op": "eval", "params", "reset_peak"}``: one timed call; ``reset_peak`` resets VmHWM after
   it (after the first call, so a JIT compiler's transient memory is not the engine's peak).
@@ -108,15 +108,20 @@ class Worker:
         self.prepared: Prepared | None = None
         self.base_kib = 0
         self.peak_reset = False
+        # Imports at start-up, before the first request: every engine's worker starts at the
+        # same time, so their imports overlap while nothing is being timed.
+        self.import_error = ""
+        try:
+            for module in IMPORTS[engine]:
+                importlib.import_module(module)
+        except ImportError as e:
+            self.import_error = str(e)
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
         if op == "hello":
-            try:
-                for module in IMPORTS[self.engine]:
-                    importlib.import_module(module)
-            except ImportError as e:
-                return {"ok": False, "status": "not installed", "error": f"{e}"}
+            if self.import_error:
+                return {"ok": False, "status": "not installed", "error": self.import_error}
             # Warm-up on a tiny instance of the same workload, the same for every engine:
             # lazy initialisation and most JIT compilation happen here, so the memory measured
             # from setup on is the problem's, not the compiler's. Its time is reported.

@@ -194,3 +194,15 @@ def test_rounds_reject_busy_samples_and_rotate(monkeypatch: pytest.MonkeyPatch) 
     assert firsts[: RETRIES + 1] == ["qiz"] * (RETRIES + 1)  # a retried round keeps its order
     assert firsts[RETRIES + 1 :] == ["aer", "qulacs", "qulacs"]
     assert publishable(res.quiet_rounds, res.planned_rounds)
+
+
+def test_engine_projected_too_slow_is_skipped_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import quantum
+
+    monkeypatch.setattr(quantum, "LAST", {("vqe-complex", "qulacs"): (20, 19.0)})
+    reason = quantum.skip_reason("vqe-complex", "qulacs", 22, quick=False)
+    assert reason.startswith("projected 76 s a call from its 19.0 s at n=20")
+    assert quantum.skip_reason("vqe-complex", "qulacs", 20, quick=False) == ""
+    assert quantum.skip_reason("vqe-complex", "qulacs", 22, quick=True) == ""
