@@ -114,9 +114,12 @@ class GeneralAnsatz:
     passes of an RY + CZ layer.
 
     ``initial_point(seed)`` is uniform in [-0.1, 0.1] plus 0.1 on the RY angles (as for the
-    hardware-efficient ansatz): at exactly 0 every RZ gradient vanishes (|0...0> is an RZ
-    eigenstate), a symmetric saddle. From it, at depth 2, L-BFGS-B reaches the 4-site
-    Heisenberg ground energy to 1e-9, where RY-only ``hea`` stalls 0.137 above it.
+    hardware-efficient ansatz). Not 0: there the whole gradient vanishes (measured: norm 0 on
+    the 4-site Heisenberg chain, where L-BFGS-B then stops at once, 9.46 above the ground
+    energy). Measured from it on that chain: the ladder at depth 3 reaches the ground energy
+    to 1e-13 (five seeds, and starts as wide as [-pi, pi]), where RY-only ``hea`` stalls 0.137
+    above it at any depth and so does this ansatz at depth 2; the ring entangler stalls 1.32
+    above it from every start tried (a limit of that circuit at 4 qubits, not of the start).
     """
 
     num_qubits: int
