@@ -341,6 +341,11 @@ class Session:
             "seed": self.seed,
             "params": round_params(self.workload, WARM_QUBITS, self.seed, 0, 2 * WARM_QUBITS * 8),
         }
+        for engine in list(self.workers):  # every worker's imports done before any warm-up
+            try:
+                self.workers[engine].request({"op": "ready"}, timeout)
+            except WorkerFailed as e:
+                self.fail(engine, e)
         for engine in list(self.workers):
             try:
                 hello = self.workers[engine].request(warm, timeout)

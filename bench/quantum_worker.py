@@ -7,6 +7,7 @@ reads one JSON request per line on stdin and answers one JSON line on its own co
 The process lives for one (workload, n): the problem is built once (``setup``, timed), then
 every ``eval`` binds that round's parameters (not timed) and times one call. Requests:
 
+- ``{"op": "ready"}``: answered once the start-up imports are done.
 - ``{"op": "hello", "workload", "seed", "params"}``: run the workload once at 6 qubits (timed:
   the warm-up; the engine's modules were imported at start-up); the engine's version.
 - ``{"op": "setup", "workload", "n", "seed"}``: build the problem; the peak is reset first.
@@ -119,6 +120,8 @@ class Worker:
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         op = req.get("op")
+        if op == "ready":  # answered once the start-up imports are done
+            return {"ok": True}
         if op == "hello":
             if self.import_error:
                 return {"ok": False, "status": "not installed", "error": self.import_error}
