@@ -200,7 +200,8 @@ def _table(workload: str, rows: list[Figure]) -> list[str]:
         "result",
         "deviation",
     ]
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" for _ in cols) + "|"]
+    rule = "|".join("---" if c in ("engine", "code path") else "---:" for c in cols)
+    out = ["| " + " | ".join(cols) + " |", "|" + rule + "|"]
     for f in rows:
         x = f.extra
         label = LABELS[x["engine"]] + (f" {x['version']}" if x.get("version") else "")
