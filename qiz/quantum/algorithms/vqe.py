@@ -467,7 +467,7 @@ def run_vqe(
         x, iterations, converged, message = _optimize(
             ev, name, x0, maxiter=maxiter, seed=seed, record=record
         )
-    energy, grad = ev.energy_and_gradient(x)
+        energy, grad = ev.energy_and_gradient(x)
     if exact is None:
         exact = hamiltonian.num_qubits <= 16
     reference = hamiltonian.ground_energy() if exact else None
