@@ -19,6 +19,12 @@ from qiz.quantum.kernels import vqe_general as kg
 from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
 
 Apply = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+# Amplitudes per row of a high-pass tile. Rows lie 2^lo amplitudes apart, so a narrow row
+# costs a page (and a TLB miss) per cache line; measured at 22 qubits, one thread: the forward
+# tile pass took 42 ms with rows of 8, 24 with 64; the backward one (psi and lambda, twice the
+# bytes per tile) 102 ms with 8, 59 with 32, 62 with 64 and 120 with 128 (its tile outgrows L2).
+FORWARD_TILE = 64
+BACKWARD_TILE = 32
 
 
 class GeneralPath:
@@ -33,16 +39,17 @@ class GeneralPath:
         # D's row phases cover the qubits of the pass that applies it: the top group, or all
         lo, hi = (self.groups[-1][0], self.groups[-1][1]) if self.groups else (0, n)
         self._rows = (lo, hi)
-        colbits = (self.groups[-1][2] if self.groups else 1).bit_length() - 1
         # a CZ pair joining a row bit of the top pass to a column bit of its tiles (the ring's
         # closing pair) keeps D's sign from splitting into row and column factors
-        self.cross = any(
-            (lo <= a < hi and b < colbits) or (lo <= b < hi and a < colbits)
-            for a, b in ansatz.cz_pairs()
-        )
+        widths = {self._width(lo, FORWARD_TILE), self._width(lo, BACKWARD_TILE)}
+        self.cross = {w: _crosses(ansatz.cz_pairs(), lo, hi, w.bit_length() - 1) for w in widths}
         self._tre = np.empty(1 << (hi - lo))
         self._tim = np.empty(1 << (hi - lo))
         self._state: tuple[np.ndarray, ...] | None = None
+
+    @staticmethod
+    def _width(lo: int, tile: int) -> int:
+        return min(tile, 1 << lo)
 
     def buffers(self) -> tuple[np.ndarray, ...]:
         """(psi re, psi im, lambda re, lambda im), one allocation made once."""
@@ -73,10 +80,12 @@ class GeneralPath:
             u, v, f_low, groups, phi, _ = self._layer(theta, layer, 1.0)
             kg.forward_low(pr, pi, self.block, u, v, f_low, not groups, phi, self._tre,
                            self._tim, self.shifts, self.masks, sign)  # fmt: skip
-            for g, (lo, hi, width, f) in enumerate(groups):
+            for g, (lo, hi, _, f) in enumerate(groups):
                 last = g == len(groups) - 1
+                width = self._width(lo, FORWARD_TILE)
+                cross = self.cross[width]
                 kg.forward_high(pr, pi, lo, hi, u, v, f, last, phi, self._tre, self._tim,
-                                self.shifts, self.masks, sign, self.cross, width)  # fmt: skip
+                                self.shifts, self.masks, sign, cross, width)  # fmt: skip
         return pr, pi
 
     def backward(self, theta: np.ndarray, grad: np.ndarray) -> None:
@@ -89,9 +98,15 @@ class GeneralPath:
             u, v, _, groups, phi, fs = self._layer(theta, layer, -1.0)
             g_ry = grad[2 * layer * n : (2 * layer + 1) * n]  # the kernels add into these views
             g_rz = grad[(2 * layer + 1) * n : (2 * layer + 2) * n]
-            for g, (lo, hi, width, _) in enumerate(reversed(groups)):
+            for g, (lo, hi, _, _) in enumerate(reversed(groups)):
+                width = self._width(lo, BACKWARD_TILE)
                 kg.backward_high(pr, pi, lr, li, lo, hi, u, v, fs, g == 0, phi, self._tre,
-                                 self._tim, self.shifts, self.masks, sign, self.cross, width,
+                                 self._tim, self.shifts, self.masks, sign, self.cross[width], width,
                                  g_ry, g_rz)  # fmt: skip
             kg.backward_low(pr, pi, lr, li, self.block, u, v, fs, not groups, phi, self._tre,
                             self._tim, self.shifts, self.masks, sign, g_ry, g_rz)  # fmt: skip
+
+
+def _crosses(pairs: list[tuple[int, int]], lo: int, hi: int, colbits: int) -> bool:
+    """Whether a pair joins a row qubit (lo..hi-1) to a column qubit (below colbits)."""
+    return any((lo <= a < hi and b < colbits) or (lo <= b < hi and a < colbits) for a, b in pairs)
