@@ -22,6 +22,7 @@ from qiz.quantum.core.circuit import Circuit, Instruction
 from qiz.quantum.core.dynamic import Branch, Machine
 from qiz.quantum.core.errors import CircuitError, QasmError
 from qiz.quantum.core.params import ParamExpr
+from qiz.quantum.core.sampling import sample_counts
 from qiz.quantum.qasm import classical as cl
 from qiz.quantum.qasm.cexpr import UNKNOWN, Evaluator, NeedsDynamic, NeedsSymbol, Symbol, ctype_of
 from qiz.quantum.qasm.expr import CONSTANTS, FUNCTIONS
@@ -160,6 +161,11 @@ class ProgramInfo:
     # -- declaring what is global
 
     def declare(self) -> None:
+        self.tail = len(self.statements)  # the final measurements start here (see execute)
+        while self.tail and isinstance(
+            self.statements[self.tail - 1], (ast.QuantumMeasurementStatement, ast.QuantumBarrier)
+        ):
+            self.tail -= 1
         imp = self.importer
         for stmt in self.statements:
             if not isinstance(stmt, _DECLARATIONS):
@@ -337,6 +343,23 @@ def build(importer: Importer, program: ast.Program) -> Circuit | DynamicProgram:
         return DynamicProgram(info, {})
 
 
+def _sample(
+    branch: Branch, pairs: list[tuple[int, int]], bits: list[int], machine: Machine
+) -> list[tuple[Sequence[int], int]]:
+    """The final measurements of a branch drawn at once from its state (a multinomial over
+    basis states, as the static sampler draws), not by splitting: nothing reads them after,
+    so a branch is not copied per outcome of the last measurements."""
+    if not pairs:
+        return [(bits, branch.shots)]
+    out: list[tuple[Sequence[int], int]] = []
+    for index, count in sample_counts(branch.state, branch.shots, machine.rng).items():
+        drawn = list(bits)
+        for qubit, clbit in pairs:
+            drawn[clbit] = (index >> qubit) & 1
+        out.append((drawn, count))
+    return out
+
+
 def _check_top(info: ProgramInfo, stray: list[Branch]) -> None:
     if stray:
         raise QasmError("break, continue or return outside a loop or subroutine")
@@ -409,31 +432,45 @@ class DynamicProgram:
         info.importer.budget = Budget(info.importer.limits.expansion)
         start = machine.start(_global_env(info, self._inputs()), shots)
         interp = Interpreter(info, Run(machine), trace=False)
+        body, tail = info.statements[: info.tail], info.statements[info.tail :]
         try:
-            flow = interp.block(info.statements, [start], False)
+            flow = interp.block(body, [start], False)
         except RecursionError:
             raise QasmError("the program nests too deeply to run") from None
         _check_top(info, flow.brk + flow.cont + flow.ret)
-        finals = flow.normal + flow.end
         out: list[tuple[Sequence[int], int]] = []
-        if self.measure_all:
-            for b in finals:
-                split = [(b, [0] * self.num_clbits)]
-                for q in range(self.num_qubits):
-                    split = [
-                        (br, [*bits[:q], int(outcome), *bits[q + 1 :]])
-                        for b2, bits in split
-                        for br, outcome in machine.measure([b2], q)
-                    ]
-                out += [(bits, br.shots) for br, bits in split]
-            return out
-        for b in finals:
-            bits = [0] * self.num_clbits
-            globals_ = b.env.scopes[0]
-            for name, offset in info.offsets.items():
-                value = globals_.get(name)
-                if isinstance(value, cl.Value):
-                    for i in range(info.outputs[name][0]):
-                        bits[offset + i] = (int(value.value) >> i) & 1
-            out.append((bits, b.shots))
+        ended = {id(b) for b in flow.end}
+        for b in flow.normal + flow.end:
+            bits = self._bits_of(b)
+            if id(b) in ended:  # `end`: the final measurements are not reached
+                out.append((bits, b.shots))
+                continue
+            if self.measure_all:
+                pairs = [(q, q) for q in range(self.num_qubits)]
+            else:
+                pairs = [pair for stmt in tail for pair in self._pairs(interp, stmt, b)]
+            out += _sample(b, pairs, bits, machine)
         return out
+
+    def _bits_of(self, b: Branch) -> list[int]:
+        info = self.info
+        bits = [0] * self.num_clbits
+        globals_ = b.env.scopes[0]
+        for name, offset in info.offsets.items():
+            value = globals_.get(name)
+            if isinstance(value, cl.Value):
+                for i in range(info.outputs[name][0]):
+                    bits[offset + i] = (int(value.value) >> i) & 1
+        return bits
+
+    def _pairs(self, interp: Interpreter, stmt: ast.Statement, b: Branch) -> list[tuple[int, int]]:
+        """(qubit, clbit) of a final measurement statement in branch ``b``."""
+        if not isinstance(stmt, ast.QuantumMeasurementStatement) or stmt.target is None:
+            return []  # a barrier
+        qubits = interp._qubits(stmt.measure.qubit, b)
+        _name, _positions, clbits = interp._bits(stmt.target, b)
+        if len(qubits) != len(clbits):
+            raise self.info.loc.error(
+                stmt, f"measure of {len(qubits)} qubit(s) into {len(clbits)} bit(s)"
+            )
+        return [(q, c) for q, c in zip(qubits, clbits, strict=True) if c is not None]
