@@ -139,6 +139,7 @@ BAD = [
     ("qubit q;\nconst int k = 1;\nk = 2;", 5, 1, "'k' is a constant and cannot be assigned"),
     ("qubit[2] h;\nint x;", 3, 10, "'h' is the name of a gate"),
     ("qubit q;\nint cx = 1;", 4, 5, "'cx' is the name of a gate"),
+    ("qubit[2] cx;\nh cx[0];", 3, 10, "'cx' is the name of a gate"),  # a static program too
     ("qubit q;\nbit[2] rz;\nif (rz[0]) x q;", 4, 8, "'rz' is the name of a gate"),
     ("gate g a { x a; }\nqubit q;\nint g;", 5, 5, "'g' is the name of a gate"),
     ("qubit q;\nint g;\ngate g a { x a; }", 5, 6, "'g' is already declared and cannot name"),
@@ -485,3 +486,40 @@ def test_empty_nested_loops_are_bounded_by_the_step_limit():
     text = HEADER + "qubit q;\nfor int i in [0:99999] { for int j in [0:99999] { } }\n"
     with pytest.raises(QasmError, match=r"line 4.*past 1000 statement steps"):
         loads(text, limits=QasmLimits(dynamic_steps=1000))
+
+
+def test_final_measurements_are_drawn_not_branched():
+    """Feed-forward on two qubits, then every qubit measured: the final measurements are drawn
+    from each branch's state, so 4 histories, not one branch per distinct outcome."""
+    text = HEADER + (
+        "qubit[6] q;\nbit[2] m;\nbit[6] c;\n"
+        "for int i in [0:5] { ry(0.4 * (i + 1)) q[i]; }\n"
+        "for int i in [0:4] { cx q[i], q[i + 1]; }\n"
+        "m[0] = measure q[0];\nif (m[0]) { x q[0]; rz(0.7) q[5]; }\n"
+        "m[1] = measure q[1];\nif (m[1]) { ry(0.5) q[4]; }\n"
+        "for int i in [0:4] { cx q[i], q[i + 1]; }\n"
+        "c = measure q;\n"
+    )
+    program, ours = _ours(text, 3000, 13)
+    assert isinstance(program, DynamicProgram) and ours.metadata["states"] <= 4
+    assert ours.method == "dynamic" and len(ours.counts) > 16
+    from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+
+    q, m, c = QuantumRegister(6, "q"), ClassicalRegister(2, "m"), ClassicalRegister(6, "c")
+    qc = QuantumCircuit(q, m, c)
+    for i in range(6):
+        qc.ry(0.4 * (i + 1), q[i])
+    for i in range(5):
+        qc.cx(q[i], q[i + 1])
+    qc.measure(q[0], m[0])
+    with qc.if_test((m[0], 1)):
+        qc.x(q[0])
+        qc.rz(0.7, q[5])
+    qc.measure(q[1], m[1])
+    with qc.if_test((m[1], 1)):
+        qc.ry(0.5, q[4])
+    for i in range(5):
+        qc.cx(q[i], q[i + 1])
+    qc.measure(q, c)
+    theirs = _aer_counts(qc, 3000, 13)
+    assert _p_value(ours.counts, theirs) > P_MIN, (ours.counts, theirs)
