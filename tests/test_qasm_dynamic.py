@@ -523,3 +523,34 @@ def test_final_measurements_are_drawn_not_branched():
     qc.measure(q, c)
     theirs = _aer_counts(qc, 3000, 13)
     assert _p_value(ours.counts, theirs) > P_MIN, (ours.counts, theirs)
+
+
+FUZZ_BASE = HEADER + (
+    "qubit[3] q;\nbit[3] c;\nint[8] n = 3;\nuint k = 0;\n"
+    "def f(int a, qubit r) -> int { rx(a * 0.1) r; return a + 1; }\n"
+    "for int i in [0:2] { h q[i]; }\nc[0] = measure q[0];\n"
+    "while (c[0] && k < 4) { k += 1; reset q[0]; h q[0]; c[0] = measure q[0]; }\n"
+    "if (c[0] == 0) { n = f(n, q[1]); } else { n <<= 1; }\n"
+    "for uint j in {1, 2} { if (j > 1) break; cx q[0], q[j]; }\nc = measure q;\n"
+)
+TOKENS = ["", ";", "{", "}", "(", ")", "[", "]", "0", "-1", "c", "q", "n", "k", "+", "<<", "="]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(FUZZ_BASE) - 1), st.sampled_from(TOKENS)), max_size=3))
+def test_mutated_dynamic_programs_run_or_fail_with_a_quantum_error(edits):
+    """Hostile text: whatever a mutation makes of the program, loading and running it either
+    works or raises a QuantumError (a QasmError with its place when the text is at fault)."""
+    text = FUZZ_BASE
+    for position, token in edits:
+        text = text[:position] + token + text[position + 1 :]
+    limits = QasmLimits(while_iterations=100, dynamic_steps=20_000, call_depth=8)
+    try:
+        Sampler().run(loads(text, limits=limits), shots=8, seed=1)
+    except QasmError as error:
+        assert error.line is not None, str(error)
+
+
+def test_a_bad_cast_outside_an_expression_has_its_place():
+    with pytest.raises(QasmError, match=r"line 4, column 1: cannot cast int to angle\[4\]"):
+        loads(HEADER + "qubit q;\nfor angle[4] a in {1, 2} { rx(a) q; }\n")

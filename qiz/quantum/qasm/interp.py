@@ -98,7 +98,10 @@ class Interpreter(QuantumOps):
         handler = _HANDLERS.get(type(stmt))
         if handler is None:
             raise self.info.unsupported(stmt)
-        return handler(self, stmt, branches)
+        try:
+            return handler(self, stmt, branches)
+        except cl.ClassicalError as exc:  # a cast or an operation outside an expression
+            raise self.loc.error(stmt, str(exc)) from None
 
     def _evaluator(self, branch: Branch) -> Evaluator:
         return Evaluator(branch.env.lookup, self.loc, lambda node: self._inline_call(node, branch))
