@@ -456,6 +456,8 @@ def test_a_dynamic_program_without_measurements_is_measured_whole_like_a_circuit
     job = execute.run("sampler", {"qasm": text, "shots": 8, "inputs": {"n": 1}}, 3)
     assert job["counts"] == {"11": 8}
     assert execute.outcome_width("sampler", {"qasm": text, "inputs": {"n": 1}}) == 2
+    with pytest.raises(CircuitError, match=r"input n: int needs a whole number, got 0\.5"):
+        Sampler().run(program, shots=1, parameters={"n": 0.5})
 
 
 def test_language_features_in_one_dynamic_program():

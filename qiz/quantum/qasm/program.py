@@ -422,8 +422,11 @@ class DynamicProgram:
         out = {}
         for name, ctype in self.info.inputs.items():
             try:
-                out[name] = cl.cast(cl.make(cl.FLOAT, float(self.values[name])), ctype)
-            except (cl.ClassicalError, TypeError, ValueError) as exc:
+                number = float(self.values[name])
+                if ctype.kind not in ("float", "angle") and not number.is_integer():
+                    raise cl.ClassicalError(f"{ctype} needs a whole number, got {number!r}")
+                out[name] = cl.cast(cl.make(cl.FLOAT, number), ctype)
+            except (cl.ClassicalError, TypeError, ValueError, OverflowError) as exc:
                 raise CircuitError(f"input {name}: {exc}") from None
         return out
 
