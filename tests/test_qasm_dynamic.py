@@ -140,6 +140,7 @@ BAD = [
     ("qubit[2] h;\nint x;", 3, 10, "'h' is the name of a gate"),
     ("qubit q;\nint cx = 1;", 4, 5, "'cx' is the name of a gate"),
     ("qubit[2] cx;\nh cx[0];", 3, 10, "'cx' is the name of a gate"),  # a static program too
+    ("qubit q;\nint v;\nqubit[2] v;", 5, 10, "'v' is already declared"),
     ("qubit q;\nbit[2] rz;\nif (rz[0]) x q;", 4, 8, "'rz' is the name of a gate"),
     ("gate g a { x a; }\nqubit q;\nint g;", 5, 5, "'g' is the name of a gate"),
     ("qubit q;\nint g;\ngate g a { x a; }", 5, 6, "'g' is already declared and cannot name"),

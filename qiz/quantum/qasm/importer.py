@@ -235,7 +235,7 @@ class Importer:
             raise self.loc.error(
                 ident, f"'{name}' is the name of a gate and cannot name a register or variable"
             )
-        if name in self.qregs or name in self.cregs or name in self.values:
+        if name in self.qregs or name in self.cregs or name in self.values or name in self.taken:
             raise self.loc.error(ident, f"'{name}' is already declared")
         return name
 
