@@ -174,9 +174,8 @@ def run_dynamic(program: DynamicCircuit, shots: int, rng: np.random.Generator) -
                 pending += [group - half, half]  # popped smaller-first; 1 shot never splits
                 continue
             except MemoryError:
-                raise ProblemTooLarge(
-                    program.num_qubits, machine.live * state_bytes(program.num_qubits), 0
-                ) from None
+                needed = (machine.live + 1) * state_bytes(program.num_qubits)
+                raise ProblemTooLarge(program.num_qubits, needed, available_memory()) from None
             states += machine.states
             groups += 1
             smallest = min(smallest, group)
