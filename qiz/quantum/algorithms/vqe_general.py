@@ -10,21 +10,22 @@ forward, 2 for H psi, 10 over psi and lambda backward, whatever the parameter co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from qiz.quantum.algorithms.ansatz import GeneralAnsatz
 from qiz.quantum.kernels import vqe_general as kg
 from qiz.quantum.kernels.blocked import high_groups, rotation_coefficients, split_state
 
-Apply = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 # Amplitudes per row of a high-pass tile. Rows lie 2^lo amplitudes apart, so a narrow row
 # costs a page (and a TLB miss) per cache line; measured at 22 qubits, one thread: the forward
 # tile pass took 42 ms with rows of 8, 24 with 64; the backward one (psi and lambda, twice the
 # bytes per tile) 102 ms with 8, 59 with 32, 62 with 64 and 120 with 128 (its tile outgrows L2).
 FORWARD_TILE = 64
 BACKWARD_TILE = 32
+# psi's and lambda's four arrays a few KiB off a power of two apart (blocked.split_state), not
+# sharing cache sets: measured at 22 qubits, one thread, 947-974 ms an evaluation against
+# 1003-1038 ms
+STAGGER = True
 
 
 class GeneralPath:
@@ -54,7 +55,7 @@ class GeneralPath:
     def buffers(self) -> tuple[np.ndarray, ...]:
         """(psi re, psi im, lambda re, lambda im), one allocation made once."""
         if self._state is None:
-            self._state = split_state(self.ansatz.num_qubits, vectors=2)
+            self._state = split_state(self.ansatz.num_qubits, vectors=2, stagger=STAGGER)
         return self._state
 
     def _layer(self, theta: np.ndarray, layer: int, sign: float) -> tuple:
