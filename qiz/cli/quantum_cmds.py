@@ -145,7 +145,7 @@ def qaoa_maxcut(
     start: Annotated[str, typer.Option("--start", help="ramp or fixed initial angles.")] = "ramp",
     maxiter: Annotated[int, typer.Option("--maxiter", help="Optimizer iterations.")] = 200,
     precision: Annotated[
-        str, typer.Option("--precision", help="double, or single: half the memory, ~1e-6 error.")
+        str, typer.Option("--precision", help="double, or single: half the memory (bounded error).")
     ] = "double",
     as_json: JsonOption = False,
 ) -> None:
