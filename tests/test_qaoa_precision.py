@@ -237,3 +237,33 @@ def test_threads_module_asks_for_a_passive_wait_policy_unless_the_user_chose(env
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
+
+
+# -- the faces: the CLI option and the job field ---------------------------------------------
+
+
+def test_cli_precision_option_answers_with_its_precision(tmp_path):
+    from .helpers import ok_json, one_line_error, qiz
+
+    args = ["qaoa", "maxcut", "--graph", "random:10,3", "--p", "1", "--maxiter", "10", "--json"]
+    single = ok_json(qiz(tmp_path, *args, "--precision", "single"))  # checked against its schema
+    double = ok_json(qiz(tmp_path, *args))
+    assert single["precision"] == "single" and double["precision"] == "double"
+    assert single["optimum"] == double["optimum"]
+    assert single["energy"] == pytest.approx(double["energy"], abs=1e-3)
+    line = one_line_error(
+        qiz(tmp_path, "qaoa", "maxcut", "--graph", "random:6,3", "--precision", "half")
+    )
+    assert "--precision must be double or single" in line
+
+
+def test_qaoa_job_takes_a_precision_field():
+    from qiz.compute.errors import SpecError
+    from qiz.compute.execute import run, shape
+
+    params = {"graph": "random:8,3", "p": 2, "gammas": [0.3, 0.5], "betas": [0.4, 0.2]}
+    double = run("qaoa", params, 0)["expectation"]
+    single = run("qaoa", {**params, "precision": "single"}, 0)["expectation"]
+    assert single != double and single == pytest.approx(double, abs=1e-4)
+    with pytest.raises(SpecError, match=r"params\.precision: must be double or single"):
+        shape("qaoa", {**params, "precision": "half"})
