@@ -1,5 +1,5 @@
 """QAOA's single-precision mode, its stated error bound, and the paths issue 15 added: levels made
-by blocks, the vectorised sincos, two-qubit sweeps with wide tiles, the OpenMP wait policy."""
+by blocks, the vectorised sincos, two-qubit sweeps with wide tiles, the OpenMP spin count."""
 
 from __future__ import annotations
 
@@ -223,11 +223,19 @@ def test_memory_accounts_for_the_precision_at_31_qubits():
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"), ({"GOMP_SPINCOUNT": "5"}, "-")],
+    [
+        ({}, "- 3000"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE -"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE -"),
+        ({"GOMP_SPINCOUNT": "5"}, "- 5"),
+    ],
 )
-def test_threads_module_asks_for_a_passive_wait_policy_unless_the_user_chose(env, expected):
+def test_threads_module_asks_for_a_short_spin_unless_the_user_chose(env, expected):
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import os, qiz.quantum.core.threads\nprint(os.environ.get('OMP_WAIT_POLICY', '-'))"
+    code = (
+        "import os, qiz.quantum.core.threads\n"
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'), os.environ.get('GOMP_SPINCOUNT', '-'))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=False,
