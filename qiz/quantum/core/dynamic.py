@@ -8,10 +8,12 @@ independently. The cost is one state per distinct history that some shot follows
 shot: a program with k mid-circuit measurements makes at most min(shots, 2^k) branches.
 
 Control flow itself belongs to the program (``qiz.quantum.qasm.interp`` walks OpenQASM); this
-module owns the states. Live branches are bounded by a count and by memory; when a split would
-pass the bound, the run starts again on smaller groups of shots (halving until a group fits: a
-group of one shot never splits), so memory is never exceeded and the result says so in its
-``method``. Every draw comes from one seeded generator, so a seeded run is reproducible.
+module owns the states. Live branches are bounded by a count and by memory. Shots run in groups
+of at most that bound: a group of s shots can never make more than s branches, so no group is
+ever cut short. (Retrying a group that passed the bound on smaller groups would be biased: the
+groups that finish would be those whose shots happened to agree.) The result says in its
+``method`` when the shots ran in several groups. Every draw comes from one seeded generator, so a
+seeded run is reproducible.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ _X = np.array([[0, 1], [1, 0]], dtype=np.complex128)
 
 
 class BranchLimit(Exception):
-    """A split would pass the live-branch bound; the run regroups its shots."""
+    """A split would pass the live-branch bound: cannot happen when a group has at most
+    ``bound`` shots (each branch holds at least one), so it marks a bug, never a fallback."""
 
 
 class Environment(Protocol):
@@ -154,36 +157,27 @@ def branch_bound(num_qubits: int, limit: int, available: int | None = None) -> i
 
 
 def run_dynamic(program: DynamicCircuit, shots: int, rng: np.random.Generator) -> DynamicResult:
-    """Every shot of ``program``, in as few groups as the branch bound allows."""
+    """Every shot of ``program``, in groups no larger than the branch bound (exact: see above)."""
     bound = branch_bound(program.num_qubits, program.max_branches)
     counts: dict[tuple[int, ...], int] = {}
-    pending = [shots]
+    full, rest = divmod(shots, bound)
+    pending = [bound] * full + ([rest] if rest else [])
     states = groups = 0
-    regrouped = False
-    smallest = shots
     with threads_for(program.num_qubits):
-        while pending:
-            group = pending.pop()
+        for group in pending:
             machine = Machine(program.num_qubits, rng, bound)
             try:
                 finals = program.execute(machine, group)
-            except BranchLimit:
-                states += machine.states
-                regrouped = True
-                half = group // 2
-                pending += [group - half, half]  # popped smaller-first; 1 shot never splits
-                continue
             except MemoryError:
                 needed = (machine.live + 1) * state_bytes(program.num_qubits)
                 raise ProblemTooLarge(program.num_qubits, needed, available_memory()) from None
             states += machine.states
             groups += 1
-            smallest = min(smallest, group)
             for bits, count in finals:
                 key = tuple(bits)
                 counts[key] = counts.get(key, 0) + count
     method = "dynamic"
     meta: dict[str, object] = {"branch_bound": bound, "states": states, "groups": groups}
-    if regrouped:
-        method = f"dynamic (in {groups} groups of >= {smallest} shots: branch bound {bound})"
+    if groups > 1:
+        method = f"dynamic (in {groups} groups of <= {bound} shots: the branch bound)"
     return DynamicResult(counts, method, states, groups, meta)

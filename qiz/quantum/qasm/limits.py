@@ -52,8 +52,10 @@ MAX_CALL_DEPTH = 64
 # run (per group of shots): a statement or a loop round, once per branch. Its time: a step is
 # 1-6 us of Python (more for a gate on a large state), so ~2-12 s of interpretation at most.
 MAX_DYNAMIC_STEPS = 2_000_000
-# Live branches (state vectors) a dynamic run may hold at once; memory bounds it further.
-MAX_BRANCHES = 1024
+# Live branches (state vectors) a dynamic run may hold at once; memory bounds it further. Shots
+# run in groups of at most this many (a group of s shots makes at most s branches), so the bound
+# is never hit mid-run: the cost of a few ms of Python per group beyond the first.
+MAX_BRANCHES = 16_384
 
 
 @dataclass(frozen=True)
