@@ -176,7 +176,7 @@ class VqeEvaluator:
         """psi and lambda as split arrays, allocated once: fresh memory costs a page fault per
         page on first touch, which at 22 qubits is a large part of an evaluation."""
         if self._state is None:
-            self._state = split_state(self.num_qubits, vectors=1 if self.real else 2)
+            self._state = split_state(self.num_qubits, vectors=1 if self.real else 2, stagger=True)
         return self._state
 
     @property
