@@ -19,9 +19,28 @@ ctrl @ x q[1], q[2];
 c = measure q;
 """
 
+# Teleportation with feed-forward: RY(2 pi / 3)|0> (P(1) = 3/4) moves from q[0] to q[2] through
+# two mid-circuit measurements and the corrections they select, in a for loop.
+TELEPORT = """OPENQASM 3.0;
+include "stdgates.inc";
+qubit[3] q;
+bit[2] m;
+bit[1] out;
+ry(2 * pi / 3) q[0];
+h q[1];
+cx q[1], q[2];
+cx q[0], q[1];
+h q[0];
+for int i in [0:1] { m[i] = measure q[i]; }
+if (m[1]) x q[2];
+if (m[0]) z q[2];
+out[0] = measure q[2];
+"""
+TELEPORT_SHOTS = 4000
+
 
 def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
-    """Run the five showcases; raise if any answer disagrees with its exact reference."""
+    """Run the six showcases; raise if any answer disagrees with its exact reference."""
     from importlib import resources
 
     from qiz.quantum import qasm
@@ -42,6 +61,8 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
     if set(counts) != {"000", "111"}:
         raise RuntimeError(f"demo: a GHZ state gave {counts}")
     out["ghz_counts"] = counts
+
+    out["teleport"] = _teleport(seed)
 
     g = random_regular(16, 3, seed)
     problem = QuboProblem.maxcut(g.num_nodes, g.edges)
@@ -102,9 +123,34 @@ def run_quantum_demo(seed: int = 7) -> dict[str, Any]:
     return out
 
 
+def _teleport(seed: int) -> dict[str, Any]:
+    """The dynamic-circuit showcase: P(1) within 6 standard deviations of the 3/4 sent."""
+    from qiz.quantum import qasm
+    from qiz.quantum.core.primitives import Sampler
+
+    shots = TELEPORT_SHOTS
+    run = Sampler().run(qasm.loads(TELEPORT), shots=shots, seed=seed)
+    ones = sum(n for key, n in run.counts.items() if key[0] == "1")  # out: the leftmost bit
+    if abs(ones - 0.75 * shots) > 6 * (shots * 0.75 * 0.25) ** 0.5:
+        raise RuntimeError(f"demo: teleportation gave P(1) = {ones / shots} (expected 0.75)")
+    return {
+        "shots": shots,
+        "p_one": ones / shots,
+        "expected": 0.75,
+        "states": run.metadata.get("states"),
+        "method": run.method,
+    }
+
+
 def render_quantum(report: dict[str, Any], console: Console) -> None:
     console.rule("the quantum processor: every answer checked against an exact reference")
     console.print(f"OpenQASM 3 GHZ circuit, 1000 shots: {report['ghz_counts']}")
+    tp = report["teleport"]
+    console.print(
+        f"OpenQASM 3 teleportation with feed-forward (for, if), {tp['shots']} shots: "
+        f"P(1) = {tp['p_one']:.4f} (sent: {tp['expected']}), {tp['states']} states evolved "
+        f"for {tp['shots']} shots ({tp['method']})"
+    )
     q = report["qaoa"]
     console.print(
         f"QAOA p={q['p']} MaxCut, random 3-regular graph of {q['num_nodes']} nodes: <C> = "

@@ -392,6 +392,9 @@ def test_demo_json(tmp_path: Path) -> None:
     assert len(data["refused"]) == 3
     quantum = data["quantum"]
     assert set(quantum["ghz_counts"]) == {"000", "111"}
+    teleport = quantum["teleport"]  # two mid-circuit measurements: at most 4 histories
+    assert teleport["states"] <= 4 and teleport["method"] == "dynamic"
+    assert abs(teleport["p_one"] - 0.75) < 0.05
     assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["optimum"]
     assert quantum["vqe"]["h2_error_mHa"] < 1.6
     grover = quantum["grover"]
