@@ -24,15 +24,16 @@ from qiz.quantum.problems.qubo import QuboProblem
 BLOCK_BITS = 14  # 2^14 amplitudes = 256 KiB per low-pass block (both float64 arrays): in L2
 HIGH_GROUP_BITS = 10  # at most this many qubits per high pass (balanced: see _high_groups)
 TILE_BYTES = 1 << 19  # a high-pass tile (both arrays): 512 KiB, half this machine's L2 per core
-MAX_TILE_WIDTH = 256  # amplitudes per tile row: wider rows would leave too few tiles to share
+TILE_WIDTH_CAP = 256  # amplitudes per tile row: wider rows would leave too few tiles to share
 MAX_LEVELS = 1 << 16  # distinct cost values that still use a phase table
 PRECISIONS: dict[str, type] = {"double": np.float64, "single": np.float32}
+STATE_OVERHEAD = 1.05  # states of the simulator's peak besides its level/cost bytes per amplitude
 
 
 def state_vectors_needed(precision: str, extra_bytes: int) -> float:
     """The simulator's peak in states of ``precision``: one state, ``extra_bytes`` more per
     amplitude (a uint8 or uint16 level, a float64 cost) and 5% for tiles, tables and the rest."""
-    return 1.05 + extra_bytes / (2 * np.dtype(PRECISIONS[precision]).itemsize)
+    return STATE_OVERHEAD + extra_bytes / (2 * np.dtype(PRECISIONS[precision]).itemsize)
 
 
 def single_precision_bound(problem: QuboProblem, p: int) -> tuple[float, float]:
@@ -167,7 +168,7 @@ class QaoaSimulator:
         for k in range(count):
             hi = lo + -(-(n - lo) // (count - k))  # an equal share of what is left
             width = (TILE_BYTES // amp) >> (hi - lo)
-            width = min(max(width, TILE_WIDTH), MAX_TILE_WIDTH, 1 << lo)
+            width = min(max(width, TILE_WIDTH), TILE_WIDTH_CAP, 1 << lo)
             groups.append((lo, hi, width))
             lo = hi
         return groups
