@@ -576,3 +576,42 @@ def test_a_small_branch_bound_does_not_bias_the_outcomes():
     # binomial(4000, 1/4): 6 standard deviations = 164 shots (false failure < 2e-9); the
     # former fallback was ~600 shots off
     assert abs(ones - shots / 4) < 6 * (shots * 0.25 * 0.75) ** 0.5
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("angle[2000] a = 1.0;", "width must be between 1 and 128"),
+        ("uint[129] v = 1;", "width must be between 1 and 128"),
+        ("for int i in [0:1e30] { x q; }", "more than 100000 iterations"),
+        (
+            "uint[64] a = 18446744073709551615;\nfor int i in [0:a] { x q; }",
+            "more than 100000 iterations",
+        ),
+        ("for int i in [0:-1:-1e30] { x q; }", "more than 100000 iterations"),
+    ],
+)
+def test_hostile_widths_and_ranges_are_refused_before_the_work(body: str, message: str) -> None:
+    """Found by review: 2000-bit angles and floats overflowed, a range of 1e30 rounds raised
+    OverflowError from len(); widths above 128 bits made one power take 0.5 s per step."""
+    with pytest.raises(QasmError, match=message):
+        loads(HEADER + "qubit q;\nbit c;\n" + body + "\nc = measure q;")
+
+
+def test_the_widest_values_convert_without_overflow() -> None:
+    text = HEADER + (
+        "qubit q;\nbit c;\nuint[128] v = ~0;\nfloat f = float(v);\nangle[128] a = 3.0;\n"
+        "rz(f / 1e38) q;\nrz(a) q;\nc = measure q;\n"
+    )
+    assert isinstance(loads(text), Circuit)
+
+
+def test_long_expressions_are_charged_by_their_length() -> None:
+    """A step is charged its statement's expression nodes: a loop whose body is one long
+    statement reaches the step limit in proportionally fewer rounds."""
+    long_sum = " + ".join(["i"] * 200)
+    short = HEADER + "qubit q;\nint total = 0;\nfor int i in [0:99] { total = i; }\n"
+    long = HEADER + f"qubit q;\nint total = 0;\nfor int i in [0:99] {{ total = {long_sum}; }}\n"
+    loads(short, limits=QasmLimits(dynamic_steps=2_000))
+    with pytest.raises(QasmError, match="dynamic step limit"):
+        loads(long, limits=QasmLimits(dynamic_steps=2_000))

@@ -85,8 +85,11 @@ class Value:
 def to_float(value: Value) -> float:
     """The value as a float (an ``angle[n]`` in radians)."""
     if value.type.kind == "angle" and value.type.width is not None:
-        return int(value.value) * TAU / (1 << value.type.width)
-    return float(value.value)
+        return int(value.value) / (1 << value.type.width) * TAU  # int / int: never overflows
+    try:
+        return float(value.value)
+    except OverflowError:
+        raise ClassicalError(f"{value.type} value is too large for a float") from None
 
 
 def wrap(kind: str, bits: int, number: int) -> int:
@@ -104,18 +107,24 @@ def make(ctype: CType, raw: int | float | bool) -> Value:
     if kind == "bool":
         return Value(ctype, bool(raw))
     if kind == "float":
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            raise ClassicalError(f"the value is too large for {ctype}") from None
         if ctype.width == 32:
             number = _round_f32(number)
         return Value(ctype, number)
     if kind == "angle":
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            raise ClassicalError(f"the value is too large for {ctype}") from None
         if not math.isfinite(number):
             raise ClassicalError("an angle must be a finite number")
         if ctype.width is None:
             return Value(ctype, math.fmod(number, TAU) % TAU)
         steps = 1 << ctype.width
-        return Value(ctype, round(math.fmod(number, TAU) / TAU * steps) % steps)
+        return Value(ctype, round(math.ldexp(math.fmod(number, TAU) / TAU, ctype.width)) % steps)
     if isinstance(raw, float):
         raw = _truncate(raw)
     return Value(ctype, wrap(kind, ctype.bits, int(raw)))

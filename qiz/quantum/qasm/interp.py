@@ -14,6 +14,7 @@ mixin; the per-branch state and the block exits are ``scope``'s.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,7 @@ class Interpreter(QuantumOps):
         self.backend = backend
         self.trace = trace
         self.steps = 0
+        self._weights: dict[int, int] = {}
         self.inline = 0  # > 0 while a subroutine runs inside an expression: no splits there
 
     # -- blocks
@@ -80,9 +82,13 @@ class Interpreter(QuantumOps):
         return flow
 
     def _step(self, node: ast.QASMNode, count: int) -> None:
-        """Count ``count`` steps (a statement or a loop round, once per branch) against the
-        limit: the run's time, empty loop bodies included."""
-        self.steps += count
+        """Charge a statement or a loop round, once per branch (``count``), by its own
+        expression nodes (``statement_weight``) against the limit: the run's time, empty loop
+        bodies included, long expressions charged by their length."""
+        weight = self._weights.get(id(node))  # the AST outlives this run: ids stay unique
+        if weight is None:
+            weight = self._weights[id(node)] = statement_weight(node)
+        self.steps += count * weight
         if self.steps > self.limits.dynamic_steps:
             raise self.loc.error(
                 node,
@@ -188,12 +194,12 @@ class Interpreter(QuantumOps):
             step = 1 if spec.step is None else ev.integer(spec.step, "a range step")
             if step == 0:
                 raise self.loc.error(spec, "a range step must not be zero")
-            values = range(start, end + (1 if step > 0 else -1), step)
-            if len(values) > cap:
+            rounds = (end - start) // step + 1  # counted before a range is built or measured
+            if rounds > cap:
                 raise self.loc.error(
                     spec, f"the for loop runs more than {cap} iterations (the iteration limit)"
                 )
-            return values
+            return range(start, end + (1 if step > 0 else -1), step)
         if isinstance(spec, ast.DiscreteSet):
             return tuple(ev.eval(v) for v in spec.values)
         value = ev.eval(spec)
@@ -407,3 +413,21 @@ _HANDLERS = {
     ast.QuantumReset: Interpreter._reset,
     ast.QuantumBarrier: Interpreter._barrier,
 }
+
+
+def statement_weight(node: ast.QASMNode) -> int:
+    """The AST nodes of a statement's own header and expressions, nested blocks excluded (they
+    are charged when they run)."""
+    weight = 0
+    stack: list[object] = [node]
+    while stack:
+        item = stack.pop()
+        weight += 1
+        for f in dataclasses.fields(item):  # type: ignore[arg-type]
+            if f.name == "span":
+                continue
+            value = getattr(item, f.name)
+            for child in value if isinstance(value, list) else (value,):
+                if isinstance(child, ast.QASMNode) and not isinstance(child, ast.Statement):
+                    stack.append(child)
+    return weight

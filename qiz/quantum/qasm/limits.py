@@ -41,16 +41,20 @@ MAX_NATIVE_CHECK = 256
 
 # -- classical programs (for, while, if, def: see qiz.quantum.qasm.interp) ---------------------
 
-# Width of a classical integer, bit register value or angle: every operation on it is O(width).
-MAX_CLASSICAL_WIDTH = 1 << 16
+# Width of a classical integer, bit register value or angle. An operation costs up to O(width^2)
+# (a power: width squarings of width-bit numbers, ~10 us at 128 bits), so the width is what keeps
+# one step's time small: with the step limit below charged per expression node, a run's
+# interpretation stays within ~20 s at worst.
+MAX_CLASSICAL_WIDTH = 128
 # Rounds one while loop (or one for loop) may run before the program is refused: stops
 # `while (true)`, and a for range's length is checked against it before the loop starts.
 MAX_WHILE_ITERATIONS = 100_000
 # How deeply subroutines may call one another (recursion included).
 MAX_CALL_DEPTH = 64
 # Steps a classical-control program may take, in the import's unrolling and again in each
-# run (per group of shots): a statement or a loop round, once per branch. Its time: a step is
-# 1-6 us of Python (more for a gate on a large state), so ~2-12 s of interpretation at most.
+# run (per group of shots): a statement or a loop round is charged its own expression nodes
+# (its nested blocks are charged when they run), once per branch. Its time: a step is 1-10 us of
+# Python (more for a gate on a large state), so ~2-20 s of interpretation at most.
 MAX_DYNAMIC_STEPS = 2_000_000
 # Live branches (state vectors) a dynamic run may hold at once; memory bounds it further. Shots
 # run in groups of at most this many (a group of s shots makes at most s branches), so the bound
