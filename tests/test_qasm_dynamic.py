@@ -615,3 +615,16 @@ def test_long_expressions_are_charged_by_their_length() -> None:
     loads(short, limits=QasmLimits(dynamic_steps=2_000))
     with pytest.raises(QasmError, match="dynamic step limit"):
         loads(long, limits=QasmLimits(dynamic_steps=2_000))
+
+
+def test_the_step_limit_holds_over_all_groups_of_a_run():
+    """More shots than the branch bound run in several groups; they share one step budget, so a
+    run's time cannot grow with the shots (found by review)."""
+    text = HEADER + (
+        "qubit q;\nbit c;\nint i = 0;\nh q;\nc = measure q;\nif (c) x q;\n"
+        "while (i < 20) { i += 1; }\n"
+    )
+    limits = QasmLimits(branches=2, dynamic_steps=5_000)
+    assert sum(Sampler().run(loads(text, limits=limits), shots=20, seed=1).counts.values()) == 20
+    with pytest.raises(QasmError, match="the dynamic step limit"):
+        Sampler().run(loads(text, limits=limits), shots=2_000, seed=1)

@@ -63,6 +63,9 @@ class Machine:
         self.max_branches = max(1, max_branches)
         self.live = 0
         self.states = 0  # states made in this group (the first one included)
+        # the program's steps over the whole run: every group draws on one budget, so more shots
+        # than the branch bound (many groups) cannot multiply the time a program may take
+        self.steps_spent = 0
 
     def start(self, env: Environment, shots: int) -> Branch:
         self._grow()
@@ -162,15 +165,17 @@ def run_dynamic(program: DynamicCircuit, shots: int, rng: np.random.Generator) -
     counts: dict[tuple[int, ...], int] = {}
     full, rest = divmod(shots, bound)
     pending = [bound] * full + ([rest] if rest else [])
-    states = groups = 0
+    states = groups = spent = 0
     with threads_for(program.num_qubits):
         for group in pending:
             machine = Machine(program.num_qubits, rng, bound)
+            machine.steps_spent = spent
             try:
                 finals = program.execute(machine, group)
             except MemoryError:
                 needed = (machine.live + 1) * state_bytes(program.num_qubits)
                 raise ProblemTooLarge(program.num_qubits, needed, available_memory()) from None
+            spent = machine.steps_spent
             states += machine.states
             groups += 1
             for bits, count in finals:

@@ -435,11 +435,14 @@ class DynamicProgram:
         info.importer.budget = Budget(info.importer.limits.expansion)
         start = machine.start(_global_env(info, self._inputs()), shots)
         interp = Interpreter(info, Run(machine), trace=False)
+        interp.steps = machine.steps_spent  # one step budget for all the run's groups
         body, tail = info.statements[: info.tail], info.statements[info.tail :]
         try:
             flow = interp.block(body, [start], False)
         except RecursionError:
             raise QasmError("the program nests too deeply to run") from None
+        finally:
+            machine.steps_spent = interp.steps
         _check_top(info, flow.brk + flow.cont + flow.ret)
         out: list[tuple[Sequence[int], int]] = []
         ended = {id(b) for b in flow.end}
