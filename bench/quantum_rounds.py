@@ -246,7 +246,8 @@ def proc_jiffies(pid: int) -> int:
 def cpu_sample(pids: Sequence[int]) -> CpuSample:
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle, iowait
+    # user..steal, minus idle and iowait; guest and guest_nice are already inside user and nice
+    busy = sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0)
     ours = sum(proc_jiffies(p) for p in (os.getpid(), *pids))
     return CpuSample(busy, ours, time.monotonic())
 
