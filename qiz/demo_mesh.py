@@ -49,6 +49,7 @@ CLAIM_LATENCY_MS = 5.0  # whitepaper: "5 ms average latency"
 CLAIM_HANDSHAKE_MS = 1.0  # whitepaper: "key exchange 1 ms"
 CLAIM_ENCRYPTION_GBS = 1.0  # whitepaper: "encryption speed 1 GB/s"
 SWEEP_GRAPH = "random:16,3"
+FREEZE_SETTLE = 0.5  # seconds for a frozen worker's results already sent to reach the coordinator
 
 
 class DemoError(QizError, RuntimeError):
@@ -299,18 +300,40 @@ def _keep_running(nodes: list[MeshNode], report: dict[str, Any]) -> None:
 
 
 def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: dict) -> dict:
-    """SIGKILL the first worker (not the submitter) seen holding an unfinished replica."""
-    by_id = {ids[n.name]: n for n in nodes}
+    """SIGKILL a worker (not the submitter) that holds an unfinished replica.
 
-    def busy() -> MeshNode | None:
+    A sweep's replicas are short: a worker seen holding one may have finished it before a kill
+    lands, and then nothing is lost to show. So the candidate is frozen first (SIGSTOP: it can
+    report nothing more), results already on the wire are given a moment to arrive, and it is
+    killed only if the coordinator still counts a replica of it unfinished; else it resumes and
+    the next candidate is tried.
+    """
+    by_id = {ids[n.name]: n for n in nodes}
+    by_name = {n.name: n for n in nodes}
+
+    def holders() -> dict[str, int]:
+        """Unfinished replicas per worker name (the submitter left out)."""
         state = first.request("job_status", job=job)
+        held: dict[str, int] = {}
         for r in state["replicas"]:
             node = by_id.get(r["worker"])
             if r["state"] in ("queued", "running") and node is not None and node is not first:
-                return node
-        return None
+                held[node.name] = held.get(node.name, 0) + 1
+        return held
 
-    victim = _wait(busy, 30, "a worker to take part of the sweep")
+    deadline = time.monotonic() + 30
+    while True:
+        held = _wait(
+            holders, max(1.0, deadline - time.monotonic()), "a worker to take part of the sweep"
+        )
+        victim = by_name[max(held, key=held.__getitem__)]
+        victim.proc.send_signal(signal.SIGSTOP)
+        time.sleep(FREEZE_SETTLE)
+        if holders().get(victim.name):
+            break
+        victim.proc.send_signal(signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise DemoError("no worker held part of the sweep long enough to be killed")
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     return {"name": victim.name, "node_id": ids[victim.name]}
