@@ -35,6 +35,18 @@ MAX_LAYERS = 10_000
 _DIAGONAL = ("rz", "rzz")  # the HVA's diagonal rotations, angle a_l; the others take b_l
 
 
+def _check_layers(num_qubits: int, depth: int, entangler: str, gate: str) -> None:
+    """The shape checks shared by the layered ansatzes (hea and general)."""
+    if num_qubits < 1 or depth < 1:
+        raise QuantumError("the ansatz needs at least one qubit and one layer")
+    if depth > MAX_LAYERS:
+        raise QuantumError(f"the ansatz has at most {MAX_LAYERS} layers, not {depth}")
+    if entangler not in ENTANGLERS:
+        raise QuantumError(f"entangler must be one of {', '.join(ENTANGLERS)}")
+    if gate not in ("cz", "cx"):
+        raise QuantumError("the entangling gate must be cz or cx")
+
+
 @dataclass(frozen=True)
 class HardwareEfficientAnsatz:
     """Layers of RY rotations and CZ entanglers ("ladder": (q, q+1); "ring": plus (n-1, 0))."""
@@ -45,14 +57,7 @@ class HardwareEfficientAnsatz:
     gate: str = "cz"
 
     def __post_init__(self) -> None:
-        if self.num_qubits < 1 or self.depth < 1:
-            raise QuantumError("the ansatz needs at least one qubit and one layer")
-        if self.depth > MAX_LAYERS:
-            raise QuantumError(f"the ansatz has at most {MAX_LAYERS} layers, not {self.depth}")
-        if self.entangler not in ENTANGLERS:
-            raise QuantumError(f"entangler must be one of {', '.join(ENTANGLERS)}")
-        if self.gate not in ("cz", "cx"):
-            raise QuantumError("the entangling gate must be cz or cx")
+        _check_layers(self.num_qubits, self.depth, self.entangler, self.gate)
 
     @property
     def fused(self) -> bool:
@@ -128,14 +133,7 @@ class GeneralAnsatz:
     gate: str = "cz"
 
     def __post_init__(self) -> None:
-        if self.num_qubits < 1 or self.depth < 1:
-            raise QuantumError("the ansatz needs at least one qubit and one layer")
-        if self.depth > MAX_LAYERS:
-            raise QuantumError(f"the ansatz has at most {MAX_LAYERS} layers, not {self.depth}")
-        if self.entangler not in ENTANGLERS:
-            raise QuantumError(f"entangler must be one of {', '.join(ENTANGLERS)}")
-        if self.gate not in ("cz", "cx"):
-            raise QuantumError("the entangling gate must be cz or cx")
+        _check_layers(self.num_qubits, self.depth, self.entangler, self.gate)
 
     @property
     def fused(self) -> bool:
