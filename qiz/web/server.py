@@ -29,6 +29,7 @@ import asyncio
 import hmac
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -56,6 +57,10 @@ BODY_TIMEOUT = 10.0  # seconds to receive a request body (a body sent a byte at 
 # Connects the kernel queues for the API before it accepts them: a flood of connects fills a
 # short queue (asyncio's default is 100) and a real client's SYN is then dropped and retried.
 LISTEN_BACKLOG = 1024
+# Connections taken off that queue per wakeup. asyncio accepts up to its ``backlog`` argument in
+# one go, each holding a descriptor before the cap can evict anything; with the queue's 1,024 a
+# flood could take every descriptor in one wakeup (and asyncio logs EMFILE with a traceback).
+ACCEPT_BATCH = 16
 LINGER = 1.0  # seconds an unread body is drained after an answer, so the answer can be read
 STATIC = resources.files("qiz.web") / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -140,9 +145,20 @@ class _Site(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._factory, "127.0.0.1", self._port, backlog=LISTEN_BACKLOG
-        )
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self._port))
+            listener.setblocking(False)
+            # asyncio uses one number for the kernel's queue and its accept batch: serve with
+            # the small batch, then widen the queue (listen() again only resizes it).
+            self._server = await loop.create_server(
+                self._factory, sock=listener, backlog=ACCEPT_BATCH
+            )
+            listener.listen(LISTEN_BACKLOG)
+        except BaseException:
+            listener.close()
+            raise
 
 
 def _error(status: int, message: str) -> web.Response:
