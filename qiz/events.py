@@ -44,6 +44,11 @@ class EventKind(enum.StrEnum):
     JOB_DONE = "job.done"
     JOB_FAILED = "job.failed"
     JOB_CANCELLED = "job.cancelled"
+    STORE_PROGRESS = "store.progress"  # a put or get moved: transfer, op, done, total bytes
+    STORE_PUT = "store.put"  # content stored: cid, size, holders
+    STORE_GOT = "store.got"  # content fetched and checked: cid, size
+    STORE_REPAIRED = "store.repaired"  # a column rebuilt on a new holder: cid, index, holder
+    STORE_BAD_SHARE = "store.bad-share"  # a holder served bytes that did not check out
 
 
 @dataclass(frozen=True)
