@@ -24,6 +24,11 @@ from qiz.resolve.records import ValidRecord
 from qiz.resolve.routing import Contact
 
 
+# distinct signers' records one lookup keeps (``by_holder``): a content's providers; what a
+# lookup can collect is also bounded by k nodes x 8 records each, this keeps it smaller
+MAX_HOLDERS_KEPT = 64
+
+
 class State(enum.Enum):
     FRESH = 0
     IN_FLIGHT = 1
@@ -73,6 +78,9 @@ class Lookup:
         self.quorum = quorum if quorum is not None else min(3, len(self.paths))
         self._by_id: dict[bytes, Candidate] = {}
         self.best: ValidRecord | None = None
+        # the newest valid record of each signer, for kinds with one record per holder
+        # (providers: every holder of a content, not only the best one); bounded by holders
+        self.by_holder: dict[bytes, ValidRecord] = {}
         self.records_seen = 0
         self.messages = 0
         self.rounds = 0
@@ -135,6 +143,11 @@ class Lookup:
             self.records_seen += 1
             if self.best is None or record.supersedes(self.best):
                 self.best = record
+            held = self.by_holder.get(record.holder)
+            if held is None and len(self.by_holder) < MAX_HOLDERS_KEPT:
+                self.by_holder[record.holder] = record
+            elif held is not None and record.supersedes(held):
+                self.by_holder[record.holder] = record
             path.found = True
         for contact in contacts:
             self._offer(contact, path, depth=candidate.depth + 1)
