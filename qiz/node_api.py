@@ -20,6 +20,7 @@ import logging
 import statistics
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qiz import QizError, __version__
@@ -27,12 +28,19 @@ from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
 from qiz.compute.errors import AttestationError, JobNotFound
 from qiz.compute.execute import summarise
-from qiz.crypto.ids import NodeId
+from qiz.crypto.ids import ContentId, NodeId
 from qiz.crypto.measure import measure_crypto
+from qiz.fsio import FileTooLarge, read_bounded
+from qiz.identity.armor import ArmorError, dearmor
+from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
+from qiz.store.limits import MAX_RECIPIENTS
 
 if TYPE_CHECKING:
     from qiz.compute.coordinator import Coordinator
     from qiz.node import Node
+    from qiz.store.service import StoreService
+
+RECORD_ARMOR = "QIZ PEER RECORD"  # the armor 'qiz record' writes (qiz.cli.identity_cmds)
 
 # the whitepaper's figures that this node can measure about itself: key -> (claim, its words)
 CLAIMS = {
@@ -53,6 +61,12 @@ class BadRequest(QizError):
 
 class ComputeDisabled(QizError):
     """The node runs without compute; job operations have nothing to talk to."""
+
+    http_status = 503
+
+
+class StoreDisabled(QizError):
+    """The node runs without the storage pool ([store] enabled = false)."""
 
     http_status = 503
 
@@ -132,6 +146,8 @@ class NodeStatus:
     api_url: str | None
     # the link layer's counters (LinkManager.counters_snapshot): handshakes, refusals, KEM work
     link_counters: dict[str, int] = field(default_factory=dict)
+    # the storage pool's figures (StoreService.stats); None when it is disabled
+    store: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,8 @@ class MetricsSnapshot:
     task_seconds: list[float] | None
     # every counter of the link layer by name (the fields above are some of them)
     link_counters: dict[str, int] = field(default_factory=dict)
+    # the storage pool's figures (StoreService.stats); None when it is disabled
+    store: dict[str, Any] | None = None
 
 
 def plain(value: Any) -> Any:
@@ -262,6 +280,7 @@ class NodeAPI:
             compute=compute,
             api_url=node.web.url if node.web is not None else None,
             link_counters=node.links.counters_snapshot(),
+            store=self._store_stats(),
         )
 
     def peers(self) -> dict[str, Any]:
@@ -454,6 +473,106 @@ class NodeAPI:
             self._verified[key] = view
         return self._verified[key]
 
+    # ------------------------------------------------------------------ the storage pool
+
+    def _store(self) -> StoreService:
+        store = getattr(self.node, "store", None)
+        if store is None:
+            raise StoreDisabled(
+                "this node runs without the storage pool ([store] enabled = false in its "
+                "config.toml)"
+            )
+        return store
+
+    def _store_stats(self) -> dict[str, Any] | None:
+        store = getattr(self.node, "store", None)
+        return None if store is None else dict(store.stats())
+
+    async def _recipient(self, text: str) -> PeerRecord:
+        """A recipient of sealed content: a node id (or unique prefix), its record found
+        through the DHT; or the absolute path of a peer record file on this machine."""
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("to: each recipient is a node id or a peer record file's path")
+        if text.strip().startswith(NodeId.PREFIX) or not text.startswith("/"):
+            await self.node.joined.wait()
+            return await self.node.dht.resolve_peer(await self.node.peer_id(text))
+        return _record_file(Path(text), self.node.clock())
+
+    async def store_put(
+        self,
+        path: str,
+        *,
+        k: int | None = None,
+        n: int | None = None,
+        to: list[str] | None = None,
+        transfer: str | None = None,
+    ) -> dict[str, Any]:
+        """Put the file or directory at ``path`` (absolute, on this machine) into the pool;
+        sealed to ``to`` (node ids or record file paths) when given."""
+        store = self._store()
+        given = to or []
+        if len(given) > MAX_RECIPIENTS:
+            raise BadRequest(f"to: at most {MAX_RECIPIENTS} recipients")
+        recipients = [await self._recipient(text) for text in given]
+        await self.node.joined.wait()
+        result = await store.put(
+            _absolute(path, "path"), k=k, n=n, to=recipients, transfer=transfer
+        )
+        return _texts(dataclasses.asdict(result))
+
+    async def store_get(
+        self,
+        cid: str,
+        output: str,
+        *,
+        force: bool = False,
+        into: bool = False,
+        transfer: str | None = None,
+    ) -> dict[str, Any]:
+        """Fetch content ``cid`` into ``output`` (absolute); with ``into``, ``output`` is a
+        directory and the content lands there under its own name."""
+        store = self._store()
+        content = _content_id(cid)
+        target = _absolute(output, "output")
+        await self.node.joined.wait()
+        if into:
+            target = target / await self._content_name(store, content)
+        result = await store.get(content, target, force=force, transfer=transfer)
+        return _texts(dataclasses.asdict(result))
+
+    async def _content_name(self, store: StoreService, cid: ContentId) -> str:
+        """The name a content lands under when no output name is given: its manifest's (the
+        file's base name, or the directory's), else its id."""
+        named = getattr(store, "content_name", None)
+        if named is not None:
+            return await named(cid)
+        for row in store.listing():
+            if str(row.get("cid")) == str(cid) and row.get("name"):
+                return str(row["name"])
+        return str(cid)
+
+    def store_ls(self) -> dict[str, Any]:
+        """The content this node owns (published) or pins, with its health."""
+        return {"content": _texts(self._store().listing())}
+
+    async def store_status(self, cid: str) -> dict[str, Any]:
+        """One content's shares: index, holder, state, lease expiry; and its health."""
+        return _texts(await self._store().status(_content_id(cid)))
+
+    async def store_pin(self, cid: str) -> dict[str, Any]:
+        store = self._store()
+        await self.node.joined.wait()
+        return _texts(await store.pin(_content_id(cid)))
+
+    async def store_unpin(self, cid: str) -> dict[str, Any]:
+        return _texts(await self._store().unpin(_content_id(cid)))
+
+    async def store_rm(self, cid: str) -> dict[str, Any]:
+        return _texts(await self._store().rm(_content_id(cid)))
+
+    async def store_gc(self) -> dict[str, Any]:
+        return _texts(await self._store().gc())
+
     # ------------------------------------------------------------------ events and figures
 
     async def events(self, after: int, timeout: float) -> dict[str, Any]:
@@ -524,6 +643,7 @@ class NodeAPI:
             worker_queue=worker.queue_length if worker is not None else None,
             task_seconds=list(worker.task_seconds) if worker is not None else None,
             link_counters=links,
+            store=self._store_stats(),
         )
 
 
@@ -562,6 +682,111 @@ def arg(args: Args, name: str, kind: type = str) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a ' + kind.__name__}")
     return value
+
+
+# ---------------------------------------------------------------------------- store arguments
+
+MAX_TRANSFER_ID = 64  # characters of a transfer id (it names a put's or get's progress events)
+
+
+def _absolute(text: Any, name: str) -> Path:
+    """A path on this machine that the client resolved: the node's working directory is not
+    the client's, so a relative path would silently mean somewhere else."""
+    if not isinstance(text, str) or not text or "\x00" in text:
+        raise BadRequest(f"{name} must be a path")
+    path = Path(text)
+    if not path.is_absolute():
+        raise BadRequest(f"{name} must be an absolute path (the node does not share your cwd)")
+    return path
+
+
+def _content_id(text: Any) -> ContentId:
+    """A content id from its text form (``qizc1...``); a typo is named, not looked up."""
+    if not isinstance(text, str):
+        raise BadRequest("cid must be a content id (qizc1...)")
+    return ContentId.parse(text)
+
+
+def _transfer(args: Args) -> str | None:
+    value = args.get("transfer")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_TRANSFER_ID
+        or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value)
+    ):
+        raise BadRequest(f"transfer must be 1 to {MAX_TRANSFER_ID} letters, digits, - or _")
+    return value
+
+
+def _optional_int(args: Args, name: str) -> int | None:
+    return None if args.get(name) is None else arg(args, name, int)
+
+
+def _flag(args: Args, name: str) -> bool:
+    value = args.get(name, False)
+    if isinstance(value, str):  # a query string's flag
+        value = value.lower() in ("1", "true", "yes")
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false")
+    return value
+
+
+def _recipients(args: Args) -> list[str]:
+    value = args.get("to") or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("to must be a list of node ids or peer record file paths")
+    return value
+
+
+def _texts(value: Any) -> Any:
+    """A service's answer as JSON-ready data: ids (content, node) as their text form, paths
+    as text, byte strings as hex."""
+    value = plain(value)
+    if isinstance(value, ContentId | NodeId | Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _texts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_texts(v) for v in value]
+    return value
+
+
+def _record_file(path: Path, now: float) -> PeerRecord:
+    """A verified peer record from a file written by ``qiz record`` (armored or binary)."""
+    try:
+        blob = read_bounded(path, 4 * MAX_RECORD_SIZE, "record file")
+        raw = dearmor(RECORD_ARMOR, blob, max_size=MAX_RECORD_SIZE)
+        return PeerRecord.verify(raw, now=now)
+    except FileTooLarge as exc:
+        raise BadRequest(str(exc)) from None
+    except OSError as exc:
+        raise BadRequest(f"record file {path}: {exc.strerror or exc}") from None
+    except (ArmorError, PeerRecordError, QizError) as exc:
+        raise BadRequest(f"record file {path} is not a valid peer record: {exc}") from None
+
+
+def _store_put(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
+    return api.store_put(
+        arg(args, "path"),
+        k=_optional_int(args, "k"),
+        n=_optional_int(args, "n"),
+        to=_recipients(args),
+        transfer=_transfer(args),
+    )
+
+
+def _store_get(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
+    return api.store_get(
+        arg(args, "cid"),
+        arg(args, "output"),
+        force=_flag(args, "force"),
+        into=_flag(args, "into"),
+        transfer=_transfer(args),
+    )
 
 
 def _events(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
@@ -622,6 +847,30 @@ OPERATIONS: dict[str, Operation] = {
             "GET",
             "/api/attestations/{job}",
         ),
+        # put and get read and write files where the caller says: only the owner's control
+        # socket carries them (as stop), never a token that may sit in a URL
+        Operation("store_put", _store_put),
+        Operation("store_get", _store_get),
+        Operation("store_ls", lambda api, a: api.store_ls(), "GET", "/api/store"),
+        Operation(
+            "store_status",
+            lambda api, a: api.store_status(arg(a, "cid")),
+            "GET",
+            "/api/store/{cid}",
+        ),
+        Operation(
+            "store_pin", lambda api, a: api.store_pin(arg(a, "cid")), "POST", "/api/store/{cid}/pin"
+        ),
+        Operation(
+            "store_unpin",
+            lambda api, a: api.store_unpin(arg(a, "cid")),
+            "POST",
+            "/api/store/{cid}/unpin",
+        ),
+        Operation(
+            "store_rm", lambda api, a: api.store_rm(arg(a, "cid")), "POST", "/api/store/{cid}/rm"
+        ),
+        Operation("store_gc", lambda api, a: api.store_gc(), "POST", "/api/store/gc"),
     )
 }
 
