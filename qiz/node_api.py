@@ -518,7 +518,7 @@ class NodeAPI:
         result = await store.put(
             _absolute(path, "path"), k=k, n=n, to=recipients, transfer=transfer
         )
-        return _texts(dataclasses.asdict(result))
+        return _named(dataclasses.asdict(result))
 
     async def store_get(
         self,
@@ -538,7 +538,7 @@ class NodeAPI:
         if into:
             target = target / await self._content_name(store, content)
         result = await store.get(content, target, force=force, transfer=transfer)
-        return _texts(dataclasses.asdict(result))
+        return _named(dataclasses.asdict(result))
 
     async def _content_name(self, store: StoreService, cid: ContentId) -> str:
         """The name a content lands under when no output name is given: its manifest's (the
@@ -553,25 +553,28 @@ class NodeAPI:
 
     def store_ls(self) -> dict[str, Any]:
         """The content this node owns (published) or pins, with its health."""
-        return {"content": _texts(self._store().listing())}
+        return {"content": _named(self._store().listing())}
 
     async def store_status(self, cid: str) -> dict[str, Any]:
         """One content's shares: index, holder, state, lease expiry; and its health."""
-        return _texts(await self._store().status(_content_id(cid)))
+        return _named(await self._store().status(_content_id(cid)))
 
     async def store_pin(self, cid: str) -> dict[str, Any]:
         store = self._store()
         await self.node.joined.wait()
-        return _texts(await store.pin(_content_id(cid)))
+        content = _content_id(cid)
+        return {"cid": str(content), **_named(await store.pin(content))}
 
     async def store_unpin(self, cid: str) -> dict[str, Any]:
-        return _texts(await self._store().unpin(_content_id(cid)))
+        content = _content_id(cid)
+        return {"cid": str(content), **_named(await self._store().unpin(content))}
 
     async def store_rm(self, cid: str) -> dict[str, Any]:
-        return _texts(await self._store().rm(_content_id(cid)))
+        content = _content_id(cid)
+        return {"cid": str(content), **_named(await self._store().rm(content))}
 
     async def store_gc(self) -> dict[str, Any]:
-        return _texts(await self._store().gc())
+        return _named(await self._store().gc())
 
     # ------------------------------------------------------------------ events and figures
 
@@ -752,6 +755,20 @@ def _texts(value: Any) -> Any:
         return {str(k): _texts(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_texts(v) for v in value]
+    return value
+
+
+# the service's field names in the faces' words (docs/json/README.md: *_s durations, *_at moments)
+_RENAMED = {"seconds": "duration_s", "expires": "expires_at", "created": "created_at"}
+
+
+def _named(value: Any) -> Any:
+    """:func:`_texts`, with the service's field names as every face names them."""
+    value = _texts(value)
+    if isinstance(value, dict):
+        return {_RENAMED.get(k, k): _named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v) for v in value]
     return value
 
 
