@@ -21,6 +21,7 @@ from qiz.cli import (
     node_cmds,
     quantum_cmds,
     resolve_cmds,
+    store_cmds,
     web_cmds,
 )
 from qiz.cli.common import Session
@@ -112,6 +113,7 @@ node_cmds.register(app)
 resolve_cmds.register(app)
 quantum_cmds.register(app)
 job_cmds.register(app)
+store_cmds.register(app)
 web_cmds.register(app)
 help_format.apply(app)  # every group's help grouped and uncut, whoever registered it
 

@@ -1,0 +1,106 @@
+"""A put or get run through the node, with a progress bar fed by the node's events.
+
+The node does the work; the command only asks for it over the control socket and waits for
+the answer. To draw a bar, it names the transfer (a random id) and, in the same event loop,
+follows the node's ``events`` long poll for ``store.progress`` events carrying that id
+(``{"transfer", "op", "done", "total"}``, at most ~10 a second). No bar with ``--json`` or when
+stderr is not a terminal: then the command is one plain request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from qiz.cli.common import Session, node_call
+from qiz.cli.output import err_console
+from qiz.control import ask
+
+TRANSFER_TIMEOUT = 6 * 3600.0  # seconds the command waits for a put or get to finish
+EVENTS_WAIT = 25.0  # seconds one events long poll may be held by the node
+PROGRESS_KIND = "store.progress"
+
+
+def run_transfer(session: Session, command: str, *, bar: bool, **arguments: Any) -> Any:
+    """Run ``command`` (``store_put`` or ``store_get``) on the home's node and return its
+    answer; with ``bar``, draw its progress on stderr while it runs."""
+    if not bar:
+        return node_call(session, command, TRANSFER_TIMEOUT, **arguments)
+    # the first call also says, in the house's words, when no node runs in this home
+    start = node_call(session, "events", after=0, timeout=0)
+    transfer = secrets.token_hex(8)
+    op = "put" if command == "store_put" else "get"
+    return asyncio.run(
+        _with_bar(
+            session,
+            command,
+            transfer=transfer,
+            op=op,
+            after=int(start["last"]),
+            arguments=arguments,
+        )
+    )
+
+
+async def _with_bar(
+    session: Session, command: str, *, transfer: str, op: str, after: int, arguments: dict[str, Any]
+) -> Any:
+    home = session.home.path
+    work = asyncio.ensure_future(
+        ask(home, command, TRANSFER_TIMEOUT, transfer=transfer, **arguments)
+    )
+    with Progress(
+        TextColumn(f"{op} "),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(op, total=None)
+        try:
+            while not work.done():
+                poll = asyncio.ensure_future(
+                    ask(home, "events", EVENTS_WAIT + 5, after=after, timeout=EVENTS_WAIT)
+                )
+                done, _ = await asyncio.wait({work, poll}, return_when=asyncio.FIRST_COMPLETED)
+                if poll not in done:
+                    poll.cancel()
+                    with contextlib.suppress(BaseException):
+                        await poll
+                    break
+                answer = poll.result()
+                after = int(answer["last"])
+                for event in answer["events"]:
+                    moved = progress_of(event, transfer)
+                    if moved is not None:
+                        progress.update(bar, completed=moved[0], total=moved[1] or None)
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+    return work.result()
+
+
+def progress_of(event: dict[str, Any], transfer: str) -> tuple[int, int] | None:
+    """(done, total) bytes from a ``store.progress`` event of ``transfer``; None for any other
+    event (or one whose figures are not counts)."""
+    if event.get("kind") != PROGRESS_KIND or event.get("transfer") != transfer:
+        return None
+    done, total = event.get("done"), event.get("total")
+    if not isinstance(done, int) or not isinstance(total, int) or done < 0 or total < 0:
+        return None
+    return min(done, total) if total else done, total
