@@ -12,14 +12,18 @@ rendered by prometheus-client's text exposition. Families:
   ``qiz_dht_contacts``, ``qiz_dht_invalid_records_total``, ``qiz_dht_refused_stores_total``;
 * ``qiz_jobs{state}`` (jobs this node coordinates), ``qiz_worker_tasks_total{outcome}``,
   ``qiz_worker_queue``, ``qiz_task_simulator_seconds`` (histogram, per task run here);
+* ``qiz_store_bytes_stored``, ``qiz_store_columns_held``, ``qiz_store_quota_bytes`` (what this
+  node holds for the storage pool, and its total quota), ``qiz_store_repairs_total`` and
+  ``qiz_store_bad_shares_total`` (columns rebuilt, shares that did not check out), when the
+  pool is enabled;
 * ``qiz_api_connections`` (open now) and ``qiz_api_refused_total{reason}``: the HTTP API's own
   guard (connections refused or closed to make room at the cap, bodies that timed out).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -100,6 +104,7 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "qiz_dht_refused_stores", "STORE requests refused.", value=m.dht_refused_stores
         )
+        yield from store_metrics(m.store)
         if m.jobs_by_state is None:
             return
         jobs = GaugeMetricFamily("qiz_jobs", "Jobs coordinated here, by state.", labels=["state"])
@@ -124,6 +129,35 @@ class NodeCollector(Collector):
             m.task_seconds or [],
             TASK_BUCKETS,
         )
+
+
+def store_metrics(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """The storage pool's families from ``StoreService.stats()``; none when it is disabled."""
+    if stats is None:
+        return
+    yield GaugeMetricFamily(
+        "qiz_store_bytes_stored",
+        "Bytes of shares and chunk tables this node holds.",
+        value=stats.get("bytes_stored", 0),
+    )
+    yield GaugeMetricFamily(
+        "qiz_store_columns_held",
+        "Share columns this node holds.",
+        value=stats.get("columns_held", 0),
+    )
+    yield GaugeMetricFamily(
+        "qiz_store_quota_bytes",
+        "Bytes this node agrees to hold in total.",
+        value=stats.get("quota_bytes", 0),
+    )
+    yield CounterMetricFamily(
+        "qiz_store_repairs", "Columns rebuilt on a new holder.", value=stats.get("repairs", 0)
+    )
+    yield CounterMetricFamily(
+        "qiz_store_bad_shares",
+        "Shares a holder served that did not check out.",
+        value=stats.get("bad_shares", 0),
+    )
 
 
 class ApiCollector(Collector):
