@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from qiz import QizError, __version__
 from qiz.compute import spec as specs
+from qiz.compute import stored
 from qiz.compute.attest import verify_file
 from qiz.compute.errors import AttestationError, JobNotFound
 from qiz.compute.execute import summarise
@@ -445,6 +446,26 @@ class NodeAPI:
             "attestation": base64.b64encode(coordinator.result(job_id)).decode("ascii"),
         }
 
+    async def job_store(self, job: str) -> dict[str, Any]:
+        """Put a done job's result and attestation into the pool (a "dir" content, see
+        :mod:`qiz.compute.stored`): ``{"job_id", "cid", "files"}``."""
+        job_id = self._job_id(job)
+        files = stored.result_files(self._coordinator().result(job_id))
+        store = self._store()
+        await self.node.joined.wait()
+        put = await store.put_files(files, name=f"job-{job_id.hex()[:16]}")
+        return {"job_id": job_id.hex(), "cid": str(put.cid), "files": sorted(files)}
+
+    async def job_fetch_result(self, cid: str) -> dict[str, Any]:
+        """A stored job result's attestation file (base64), fetched from the pool and checked
+        against its content id; the caller verifies the attestation itself."""
+        content = _content_id(cid)
+        store = self._store()
+        await self.node.joined.wait()
+        files = await store.fetch_files(content, max_size=stored.MAX_STORED)
+        data = stored.attestation_of(files)
+        return {"cid": str(content), "attestation": base64.b64encode(data).decode("ascii")}
+
     def attestations(self) -> dict[str, Any]:
         if self.node.compute is None:
             return {"attestations": []}
@@ -857,6 +878,9 @@ OPERATIONS: dict[str, Operation] = {
             "job_logs", lambda api, a: api.job_logs(arg(a, "job")), "GET", "/api/jobs/{job}/logs"
         ),
         Operation("job_worked", lambda api, a: api.worker_runs(), "GET", "/api/worker/runs"),
+        # a stored result is published with this node's identity: the owner's socket only
+        Operation("job_store", lambda api, a: api.job_store(arg(a, "job"))),
+        Operation("job_fetch_result", lambda api, a: api.job_fetch_result(arg(a, "cid"))),
         Operation("attestations", lambda api, a: api.attestations(), "GET", "/api/attestations"),
         Operation(
             "attestation_file",
