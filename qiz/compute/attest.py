@@ -203,7 +203,10 @@ def verify_file(data: bytes) -> VerifiedAttestation:
     except (InvalidKey, InvalidSignature):
         raise AttestationError("the coordinator's signature does not verify") from None
     try:
-        spec = specs.parse(_field(body, "spec", bytes, "the attestation"), VERIFY_LIMITS)
+        # content-id inputs stay unfetched: the signature covers their ids, and the ids their bytes
+        spec = specs.parse(
+            _field(body, "spec", bytes, "the attestation"), VERIFY_LIMITS, unresolved=True
+        )
     except SpecError as exc:
         raise AttestationError(f"the attested spec is not valid: {exc}") from None
     job_id = _field(body, "job", bytes, "the attestation")

@@ -72,7 +72,7 @@ MAX_WAITING_PER_PEER = 4  # ... and per peer: one peer cannot fill the queue
 MAX_WAITING_OWNER = 16  # the owner's checks waiting, apart from the peers' (peers cannot fill it)
 CACHE = 64  # accepted specs remembered (a sweep's shards are offered one by one)
 REFUSED_CACHE = 256  # refused specs remembered: offering a refused spec again costs a hash
-MAX_REQUEST = 1 << 20  # a spec (256 KiB by default) plus its limits, with room
+MAX_REQUEST = 1 << 20  # a spec (256 KiB by default), its limits and inputs (192 KiB each)
 MAX_REPLY = 64 << 10  # a few shapes or one error line
 MAX_MESSAGE = 2000  # characters of a refusal passed on from the checker
 RESERVE = 1 << 20  # bytes a checker holds back to answer "out of memory" with
@@ -156,14 +156,22 @@ class SpecChecker:
     def stats(self) -> dict[str, int]:
         return {**dataclasses.asdict(self.counters), "processes": len(self._all)}
 
-    async def parse(self, raw: Any, limits: specs.Limits, peer: bytes = b"") -> specs.JobSpec:
+    async def parse(
+        self,
+        raw: Any,
+        limits: specs.Limits,
+        peer: bytes = b"",
+        inputs: dict[str, str] | None = None,
+    ) -> specs.JobSpec:
         """Check ``raw`` (a signed spec) against ``limits`` for ``peer`` (whose turn and
-        waiting count it uses; ``b""`` is the node's owner). Raises SpecError (refused, the
-        reason in one line) or CheckerBusy (too many checks waiting; try later)."""
+        waiting count it uses; ``b""`` is the node's owner). ``inputs``: the text of the
+        content ids the spec names (:mod:`qiz.compute.inputs`; the ids fix the text, so the
+        caches stay keyed by the spec's bytes). Raises SpecError (refused, the reason in one
+        line) or CheckerBusy (too many checks waiting; try later)."""
         if self.closed:
             raise CheckerBusy("the spec checker is closed (the node is stopping)")
         if not isinstance(raw, bytes) or len(raw) > limits.max_spec_bytes:
-            return specs.parse(raw, limits)  # refused by the cheap checks, in a line
+            return specs.parse(raw, limits, inputs=inputs)  # refused by the cheap checks
         key = (hashlib.sha3_256(raw).digest(), tuple(_limits_key(limits)))
         if key in self._accepted:
             self._accepted.move_to_end(key)
@@ -175,7 +183,7 @@ class SpecChecker:
         check = self._inflight.get(key)
         if check is None:
             await self._admit(peer)  # before the task: a busy refusal is this caller's
-            check = asyncio.ensure_future(self._check(key, raw, limits))
+            check = asyncio.ensure_future(self._check(key, raw, limits, inputs or {}))
             self._inflight[key] = check
             check.add_done_callback(lambda _: self._inflight.pop(key, None))
         else:
@@ -285,9 +293,11 @@ class SpecChecker:
 
     # ------------------------------------------------------------------ one check
 
-    async def _check(self, key: tuple, raw: bytes, limits: specs.Limits) -> specs.JobSpec:
+    async def _check(
+        self, key: tuple, raw: bytes, limits: specs.Limits, inputs: dict[str, str]
+    ) -> specs.JobSpec:
         try:
-            shapes = await self._measure(raw, limits)
+            shapes = await self._measure(raw, limits, inputs)
             replay = iter(shapes)
 
             def measured(kind: str, params: Any, path: str, max_shots: int) -> execute.Shape:
@@ -296,7 +306,7 @@ class SpecChecker:
                     raise SpecError("the spec checker's answer does not fit the spec")
                 return shape
 
-            spec = specs.parse(raw, limits, measured)
+            spec = specs.parse(raw, limits, measured, inputs)
         except _LoadRefusal:
             raise  # maybe the load: checked again when offered again
         except SpecError as exc:
@@ -309,10 +319,12 @@ class SpecChecker:
         _remember(self._accepted, key, spec, CACHE)
         return spec
 
-    async def _measure(self, raw: bytes, limits: specs.Limits) -> list[execute.Shape]:
+    async def _measure(
+        self, raw: bytes, limits: specs.Limits, inputs: dict[str, str]
+    ) -> list[execute.Shape]:
         """Run the full check in a checker process; the shapes it measured."""
         checker = self._idle.pop() if self._idle else self._start()
-        request = wire.encode([raw, _limits_key(limits)])
+        request = wire.encode([raw, _limits_key(limits), inputs])
         self.counters.checked += 1
         exchange = asyncio.get_running_loop().run_in_executor(
             None, self._exchange, checker, request
@@ -520,7 +532,7 @@ def _child_main(conn: Connection, parent: int, memory: int, cpu_seconds: int) ->
     _reply(conn, "ready")
     while True:
         try:
-            raw, limits = wire.decode(conn.recv_bytes(MAX_REQUEST), max_size=MAX_REQUEST)
+            raw, limits, inputs = wire.decode(conn.recv_bytes(MAX_REQUEST), max_size=MAX_REQUEST)
         except (EOFError, OSError):
             return
         used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
@@ -538,7 +550,7 @@ def _child_main(conn: Connection, parent: int, memory: int, cpu_seconds: int) ->
         reserve = bytearray(RESERVE)  # freed when memory runs out, to answer with
         outcome: tuple = ("ok", shapes)
         try:
-            specs.parse(raw, _limits_of(limits), measure)
+            specs.parse(raw, _limits_of(limits), measure, inputs)
         except SpecError as exc:  # a parser may have turned running out into its own error
             outcome = ("memory",) if _ran_out(exc) else ("refused", str(exc)[:MAX_MESSAGE])
         except MemoryError:

@@ -59,6 +59,7 @@ from qiz.compute.core import (
 )
 from qiz.compute.directory import WorkerDirectory
 from qiz.compute.errors import CheckerBusy, JobError, JobNotFound, SpecError, Unreachable
+from qiz.compute.inputs import InputFetcher
 from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
 from qiz.compute.quorum import Decision
 from qiz.compute.status import JobStatus, job_status, log_entry, spec_body, spec_summary
@@ -97,6 +98,8 @@ class Coordinator:
     ) -> None:
         self.identity = identity
         self.checker = checker  # parses submitted specs in a limited process (None: a thread)
+        # content-id inputs, fetched before a check (the service sets the node's pool fetch)
+        self.inputs = InputFetcher(None)
         self.tables = tables
         self.scores = scores
         self.directory = directory
@@ -158,10 +161,11 @@ class Coordinator:
         """Check a signed spec and start it; the same spec again names the same job and
         returns its status (a failed or cancelled job starts afresh)."""
         try:
+            inputs = await self.inputs.texts(raw, self.limits)
             if self.checker is not None:
-                spec = await self.checker.parse(raw, self.limits)
+                spec = await self.checker.parse(raw, self.limits, inputs=inputs)
             else:
-                spec = await asyncio.to_thread(specs.parse, raw, self.limits)
+                spec = await asyncio.to_thread(specs.parse, raw, self.limits, None, inputs)
         except CheckerBusy:
             raise
         except SpecError as exc:

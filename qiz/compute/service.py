@@ -6,6 +6,7 @@
 * the worker process pool and the :class:`~qiz.compute.worker.Worker` (unless the node only
   submits: ``ComputeConfig.worker = False``);
 * the :class:`~qiz.compute.coordinator.Coordinator` for jobs submitted here;
+* the fetcher of jobs' content-id inputs (:mod:`qiz.compute.inputs`, over ``fetch_input``);
 * the capacity record it publishes in the DHT, and its loops: the coordinator's watch (which
   sleeps until the job core's next deadline or an input), delivering results that waited, and
   republishing capacity.
@@ -30,6 +31,7 @@ from qiz.compute.checker import SpecChecker
 from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
 from qiz.compute.errors import Unreachable
+from qiz.compute.inputs import FetchInput, InputFetcher
 from qiz.compute.jobdb import CoordinatorTables, RunTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool, default_slots
 from qiz.compute.worker import WAIT_TTL, Worker, qubits_for
@@ -78,7 +80,10 @@ class ComputeService:
         home: Path | None = None,
         clock: Callable[[], float] = time.time,
         events: EventBus | None = None,
+        fetch_input: FetchInput | None = None,
     ) -> None:
+        """``fetch_input(cid, max_size=n) -> bytes`` reads a job's content-id input (the
+        node passes its storage pool's checked fetch); None: specs naming one are refused."""
         self.identity = identity
         self.events = events if events is not None else EventBus(clock)
         self.links = links
@@ -92,6 +97,8 @@ class ComputeService:
         self.limits = specs.Limits(max_qubits=qubits_for(memory))
         # every spec from a peer or the owner is parsed in a limited process (started lazily)
         self.checker = SpecChecker()
+        # one fetcher (and cache) for the coordinator's checks and the worker's
+        self.inputs = InputFetcher(fetch_input)
         self.worker: Worker | None = None
         self.pool: WorkerPool | None = None
         if self.config.worker:
@@ -113,6 +120,7 @@ class ComputeService:
                 checker=self.checker,
                 runs=RunTables(self.db),
             )
+            self.worker.inputs = self.inputs
             handlers.update(self.worker.handlers())
         self.directory = WorkerDirectory(
             identity.node_id,
@@ -133,6 +141,7 @@ class ComputeService:
             checker=self.checker,
         )
         self.coordinator.find_holders = self.find_holders
+        self.coordinator.inputs = self.inputs
         handlers.update(self.coordinator.handlers())
         self._owner = TaskOwner("compute", log)
 
@@ -233,6 +242,7 @@ class ComputeService:
             "worker": self.worker.capacity() if self.worker is not None else None,
             "worker_counters": dict(self.worker.counters) if self.worker is not None else None,
             "spec_checks": self.checker.stats(),
+            "inputs": dict(self.inputs.counters),
             "jobs": dict(self.coordinator.counters),
             "running_jobs": len(self.coordinator.jobs),
             "known_workers": len(self.directory.entries),

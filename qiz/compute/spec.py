@@ -19,6 +19,13 @@ points. Every other kind is a single task.
 
 ``seed`` null asks for independent randomness per replica; it is allowed only for the sampled
 kinds (sampler, grover), whose replicas are then compared statistically.
+
+**Inputs by content id.** A kind's text input (``INPUT_FIELDS``: a QASM program, a Hamiltonian,
+a graph, a CNF) may be given as ``{"cid": "qizc1..."}``, content in the storage pool. The body
+(and so the job id and the submitter's signature) covers the content id, and the content id
+covers the bytes, so the input is as fixed as inline text. Whoever checks or runs the spec
+fetches the text first (:mod:`qiz.compute.inputs`) and passes it to :func:`parse` as
+``inputs``; the tasks then carry the text, the body keeps the reference.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from qiz import wire
 from qiz.compute import execute
 from qiz.compute.errors import SpecError
 from qiz.crypto.composite import CompositePublicKey
-from qiz.crypto.errors import InvalidKey, InvalidSignature
-from qiz.crypto.ids import NodeId
+from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
+from qiz.crypto.ids import ContentId, NodeId
 from qiz.identity import NodeIdentity
 
 SPEC_CONTEXT = "qiz/job-spec/v1"
@@ -54,6 +61,15 @@ MAX_NESTING = 16
 # how a spec check measures one run: execute.shape, or (in the node) the shapes a limited
 # checker process measured (qiz.compute.checker), so the node's own process never parses QASM
 Measure = Callable[[str, Any, str, int], "execute.Shape"]
+# the text inputs a spec may name by content id ({"cid": "qizc1..."}), per kind
+INPUT_FIELDS: dict[str, tuple[str, ...]] = {
+    "sampler": ("qasm",),
+    "estimator": ("qasm",),
+    "vqe": ("hamiltonian",),
+    "qaoa": ("graph",),
+    "grover": ("cnf",),
+}
+INPUT_REF = "cid"
 # what a sweep may vary, per kind: angles and input values, which never change a task's size
 SWEEPABLE = {
     "qaoa": ("gammas", "betas"),
@@ -225,12 +241,94 @@ def sign(body: dict, identity: NodeIdentity) -> bytes:
 # ----------------------------------------------------------------------------- checking
 
 
-def parse(raw: Any, limits: Limits | None = None, measure: Measure | None = None) -> JobSpec:
+def parse(
+    raw: Any,
+    limits: Limits | None = None,
+    measure: Measure | None = None,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    unresolved: bool = False,
+) -> JobSpec:
     """Decode, verify the submitter's signature, and check every field against ``limits``.
 
     ``measure`` (default :func:`execute.shape`) parses circuits and Hamiltonians: the costly,
-    attacker-shaped part. The node passes the shapes its limited checker process measured."""
+    attacker-shaped part. The node passes the shapes its limited checker process measured.
+    ``inputs`` maps the content ids the spec names (text form) to their fetched text.
+    ``unresolved`` leaves content-id inputs unfetched and unmeasured: for checking what was
+    signed (an attestation), never for running."""
     limits = limits or Limits()
+    body, body_bytes, key = _open(raw, limits)
+    tasks = check_body(body, limits, measure, inputs, unresolved=unresolved)
+    return JobSpec(
+        raw, body, body_bytes, job_id_of(body_bytes), NodeId.from_public_key(key.raw), tasks
+    )
+
+
+def input_refs(raw: Any, limits: Limits | None = None) -> list[tuple[str, ContentId]]:
+    """The content ids a signed spec names as inputs, each with its field's path (checked:
+    the envelope, the signature and the reference's form; not the rest). A spec without the
+    text ``cid`` anywhere in its bytes names none and costs no decoding."""
+    limits = limits or Limits()
+    if isinstance(raw, bytes) and b"\x63cid" not in raw:  # CBOR text "cid": 0x63 'c' 'i' 'd'
+        return []
+    body, _, _ = _open(raw, limits)
+    kind = body["kind"]
+    params = body["params"]
+    path = "params"
+    if kind == "sweep" and isinstance(params, dict):
+        kind, params, path = params.get("over"), params.get("base"), "params.base"
+    if not isinstance(kind, str) or not isinstance(params, dict):
+        return []
+    return [(f"{path}.{name}", cid) for name, cid in _refs(kind, params, path)]
+
+
+def _refs(kind: str, params: Mapping[str, Any], path: str) -> list[tuple[str, ContentId]]:
+    """The ``{"cid": ...}`` references among ``kind``'s text inputs, each checked in form."""
+    found = []
+    for name in INPUT_FIELDS.get(kind, ()):
+        value = params.get(name)
+        if not isinstance(value, dict):
+            continue
+        text = value.get(INPUT_REF)
+        if set(value) != {INPUT_REF} or not isinstance(text, str):
+            raise SpecError(f'{path}.{name}: text, or {{"cid": "qizc1..."}} naming stored content')
+        try:
+            cid = ContentId.parse(text)
+        except InvalidIdentifier as exc:
+            raise SpecError(f"{path}.{name}: {exc}") from None
+        if str(cid) != text:
+            raise SpecError(f"{path}.{name}: write the content id without spaces")
+        found.append((name, cid))
+    return found
+
+
+def _resolve(
+    kind: str,
+    params: Any,
+    path: str,
+    inputs: Mapping[str, str] | None,
+    unresolved: bool,
+) -> tuple[Any, bool]:
+    """``params`` with each content-id input replaced by its fetched text, and whether any
+    reference was left in place (``unresolved``)."""
+    if not isinstance(params, dict) or kind not in INPUT_FIELDS:
+        return params, False
+    refs = _refs(kind, params, path)
+    if not refs:
+        return params, False
+    if unresolved:
+        return params, True
+    out = dict(params)
+    for name, cid in refs:
+        text = (inputs or {}).get(str(cid))
+        if not isinstance(text, str):
+            raise SpecError(f"{path}.{name}: input {cid} was not fetched before the check")
+        out[name] = text
+    return out, False
+
+
+def _open(raw: Any, limits: Limits) -> tuple[dict, bytes, CompositePublicKey]:
+    """The envelope decoded and the submitter's signature verified: body, its bytes, key."""
     if not isinstance(raw, bytes):
         raise SpecError("a signed job spec is a byte string")
     if len(raw) > limits.max_spec_bytes:
@@ -263,10 +361,7 @@ def parse(raw: Any, limits: Limits | None = None, measure: Measure | None = None
         raise SpecError("the spec's submitter key is malformed") from None
     except InvalidSignature:
         raise SpecError("the spec's signature does not verify (altered after signing?)") from None
-    tasks = check_body(body, limits, measure)
-    return JobSpec(
-        raw, body, body_bytes, job_id_of(body_bytes), NodeId.from_public_key(key.raw), tasks
-    )
+    return body, body_bytes, key
 
 
 def _count(body: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
@@ -277,9 +372,15 @@ def _count(body: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def check_body(
-    body: Mapping[str, Any], limits: Limits, measure: Measure | None = None
+    body: Mapping[str, Any],
+    limits: Limits,
+    measure: Measure | None = None,
+    inputs: Mapping[str, str] | None = None,
+    *,
+    unresolved: bool = False,
 ) -> tuple[Task, ...]:
-    """Every check but the signature; the tasks the job splits into."""
+    """Every check but the signature; the tasks the job splits into (their params carry the
+    fetched text of content-id inputs; see :func:`parse`)."""
     replicas = _count(body, "replicas", 1, limits.max_replicas)
     _count(body, "quorum", 1, replicas)
     _count(body, "deadline", 1, limits.max_deadline)
@@ -303,15 +404,19 @@ def check_body(
             f"seed: null (independent replicas) is only for sampler and grover, not {over}"
         )
     _check_resources(body["resources"])
+    path = "params" if points is None else "params.base"
+    base, left = _resolve(over, base, path, inputs, unresolved)
+    if left:  # a reference left unfetched is not measured: nothing runs from this spec
+        measure = _unmeasured
     tasks: list[Task] = []
     if points is None:
-        tasks.append(Task(0, over, base, None, _shape(over, base, "params", limits, measure)))
+        tasks.append(Task(0, over, base, None, _shape(over, base, path, limits, measure)))
     else:
         _check_axes(over, points[0])
         # axes only move angles and input values (never sizes), so one full check of the
         # first point holds for all; every other point is checked for its paths and numbers
         first = execute.apply_point(base, points[0])
-        shape = _shape(over, first, "params.base", limits, measure)
+        shape = _shape(over, first, path, limits, measure)
         for point in points[1:]:
             execute.apply_point(base, point)
         for index, start in enumerate(range(0, len(points), shard)):
@@ -322,6 +427,11 @@ def check_body(
             f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
         )
     return tuple(tasks)
+
+
+def _unmeasured(kind: str, params: Any, path: str, max_shots: int) -> execute.Shape:
+    """The shape of a task whose input was not fetched: its fields only (see ``unresolved``)."""
+    return execute.Shape(0, 0, 0, 1)
 
 
 def _check_axes(kind: str, point: dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ from qiz.compute import spec as specs
 from qiz.compute.attest import Claim
 from qiz.compute.checker import SpecChecker
 from qiz.compute.errors import CheckerBusy, SpecError, TaskCancelled, TaskFailed
+from qiz.compute.inputs import InputFetcher
 from qiz.compute.jobdb import (
     ACTIVE,
     CANCELLED,
@@ -138,6 +139,8 @@ class Worker:
         self._known: OrderedDict[bytes, None] = OrderedDict()
         self.clock = clock
         self.checker = checker
+        # content-id inputs, fetched before a check (the service sets the node's pool fetch)
+        self.inputs = InputFetcher(None)
         self._checking = asyncio.Semaphore(1)  # without a checker: one check at a time here
         self._closing = False
         self._retry_after: dict[bytes, float] = {}  # coordinator -> when to try delivering again
@@ -224,7 +227,10 @@ class Worker:
         assert self.checker is not None
         for row in rows:
             try:
-                outcome: specs.JobSpec | SpecError = await self.checker.parse(row.spec, self.limits)
+                inputs = await self.inputs.texts(row.spec, self.limits)
+                outcome: specs.JobSpec | SpecError = await self.checker.parse(
+                    row.spec, self.limits, inputs=inputs
+                )
             except SpecError as exc:
                 outcome = exc
             except CheckerBusy as exc:  # the node is stopping: the next start resumes it
@@ -264,11 +270,13 @@ class Worker:
         await asyncio.gather(*(self._deliver(job, task, c) for job, task, c, _ in due[:64]))
 
     async def _check(self, raw: Any, coordinator: bytes) -> specs.JobSpec:
-        """A peer's spec, checked in the limited checker process (fair across peers)."""
+        """A peer's spec, checked in the limited checker process (fair across peers), its
+        content-id inputs fetched first."""
+        inputs = await self.inputs.texts(raw, self.limits)
         if self.checker is not None:
-            return await self.checker.parse(raw, self.limits, coordinator)
+            return await self.checker.parse(raw, self.limits, coordinator, inputs)
         async with self._checking:
-            return await asyncio.to_thread(specs.parse, raw, self.limits)
+            return await asyncio.to_thread(specs.parse, raw, self.limits, None, inputs)
 
     def _bound_waiting(self) -> None:
         """Evict waiting results over a bound: a coordinator's oldest over its own bound;
