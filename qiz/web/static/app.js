@@ -101,6 +101,23 @@ async function download(event) {
   link.click();
 }
 
+// GET /api/store: content this node published or pins; the held bytes and quota from the node's
+// status (null store: the pool is off here, and /api/store is not asked, it would answer 503)
+function renderStorage(stats, rows) {
+  $("#storage-held").textContent = stats
+    ? `(holding ${size(stats.bytes_stored)} of ${size(stats.quota_bytes)} in ${plural(stats.columns_held, "share column")} for the mesh)`
+    : "(off on this node)";
+  const health = { ok: "ok", degraded: "warn", lost: "bad", unknown: "muted" };
+  fillTable($("#storage"), rows.map((c) => el("tr", { "data-testid": "storage-row", "data-cid": c.cid, "data-health": c.health },
+    el("td", {}, idBox(c.cid)),
+    el("td", { class: "wrap" }, (c.name || "–") + (c.kind === "dir" ? "/" : ""), c.sealed ? el("span", { class: "muted" }, " (sealed)") : ""),
+    el("td", { class: "num" }, size(c.size)),
+    el("td", { class: health[c.health] || "", "data-testid": "storage-health" }, c.health),
+    el("td", { class: "num", "data-testid": "storage-live" }, `${c.live}/${c.n}`, el("span", { class: "muted" }, ` (${c.k} needed)`)),
+    el("td", {}, c.published ? "published" : "pinned"))),
+  stats ? "nothing published or pinned here yet (qiz store put PATH)" : "the storage pool is off on this node ([store] enabled = false)");
+}
+
 // this node scores itself too (it runs replicas of its own jobs): its row says so
 function renderScores(rows) {
   fillTable($("#scores"), rows.map((s) => el("tr", { "data-testid": "score-row", "data-peer": s.node_id },
@@ -170,6 +187,7 @@ async function refresh() {
       renderResults(results.attestations);
       renderScores(scores.scores);
       renderHistory(history);
+      renderStorage(node.store ?? null, node.store ? (await api("store")).content : []);
     }
     const now = Date.now() / 1000;
     $("#status").textContent = "live · " + when(now);
