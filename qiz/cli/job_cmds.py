@@ -3,9 +3,12 @@
 The spec is signed here, with this home's identity, and handed to the home's running node,
 which coordinates it over the mesh: the job lives in the node, so a command that waits for it
 (``submit --wait``, ``status --wait/--follow``, ``logs --follow``) may be stopped with Ctrl-C
-and the job goes on (:mod:`qiz.cli.job_follow`). ``verify-result`` needs no node: it checks an
-attestation file offline. Rendering for people is in :mod:`qiz.cli.job_view`; the JSON shapes
-are docs/json/job-*.schema.json and verify-result.schema.json.
+and the job goes on (:mod:`qiz.cli.job_follow`). ``submit --wait --store`` puts the verified
+result and its attestation into the storage pool and prints the content id. ``verify-result``
+needs no node for a file: it checks an attestation offline; given a content id (``qizc1...``),
+the home's node fetches the stored result from the pool (checked against the id) and the
+attestation is verified here all the same. Rendering for people is in :mod:`qiz.cli.job_view`;
+the JSON shapes are docs/json/job-*.schema.json and verify-result.schema.json.
 """
 
 from __future__ import annotations
@@ -139,6 +142,14 @@ def submit(
         typer.Option("--attestation", help="With --wait: write the attestation file here."),
     ] = None,
     out: OutAlias = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="With --wait: put the result and its attestation into the storage pool "
+            "and print the content id (qiz verify-result ID checks it).",
+        ),
+    ] = False,
     qaoa: Annotated[str | None, typer.Option("--qaoa", help="Shortcut: maxcut.")] = None,
     graph: Annotated[str | None, typer.Option("--graph", help="Edge list or random:N,D.")] = None,
     p: Annotated[int, typer.Option("--p", help="QAOA depth.", min=1)] = 1,
@@ -191,6 +202,8 @@ def submit(
             raise UserError(
                 f"{flag} needs --wait (or later: qiz job result JOB --attestation FILE)"
             )
+        if store and not wait:
+            raise UserError("--store needs --wait (the result is stored once the job is done)")
         _check_out(keep, flag)
         raw, job_id = _signed(session, document)
     except KeyboardInterrupt:
@@ -208,6 +221,8 @@ def submit(
     if wait and state["state"] == "done":
         summary = _finished(session, state, keep)
         state["summary"] = summary
+        if store:
+            state["result_cid"] = node_call(session, "job_store", job=state["job_id"])["cid"]
 
     def human() -> None:
         job_view.show_status(state)
@@ -215,6 +230,12 @@ def submit(
             console.print(f"  result: {summary}", markup=False)
         if keep is not None and summary is not None:
             console.print(f"  attestation written to {keep} (check it: qiz verify-result)")
+        if state.get("result_cid"):
+            console.print(
+                f"  stored in the pool as {state['result_cid']} "
+                f"(anyone: qiz verify-result {state['result_cid']})",
+                markup=False,
+            )
         if not wait:
             follow = job_follow.command_text(ctx, "job", "status", job_id[:16], "--follow")
             console.print(f"  follow it: {follow}", markup=False)
@@ -244,7 +265,9 @@ def _signed(session: Session, document: dict[str, Any]) -> tuple[bytes, str]:
     try:
         raw = specs.sign(specs.make_body(document, identity), identity)
         # clear errors before sending; qubits and work are for the workers to judge
-        job_id = specs.parse(raw, specs.Limits(max_qubits=40, max_work=math.inf)).job_id.hex()
+        # (inputs named by content id are fetched and measured by the node)
+        limits = specs.Limits(max_qubits=40, max_work=math.inf)
+        job_id = specs.parse(raw, limits, unresolved=True).job_id.hex()
     except SpecError as exc:
         raise UserError(f"the spec is invalid: {exc}") from None
     return raw, job_id
@@ -426,15 +449,20 @@ def list_jobs(
 
 
 def verify_result(
+    ctx: typer.Context,
     attestation: Annotated[
-        Path, typer.Argument(help="An attestation file (qiz job result --attestation).")
+        str,
+        typer.Argument(
+            help="An attestation file (qiz job result --attestation), or the content id of "
+            "a result stored with 'qiz job submit --store' (fetched by the home's node)."
+        ),
     ],
     as_json: JsonOption = False,
 ) -> None:
     """Check an attestation offline: spec signature, job id, worker claims, quorum, digests."""
     from qiz.compute.attest import verify_file
 
-    data = read_file(attestation, what="attestation file")
+    data, cid = _attestation_bytes(ctx, attestation)
     try:
         verified = verify_file(data)
     except NotAnAttestation:
@@ -455,6 +483,7 @@ def verify_result(
         "tests": sorted(set(verified.tests)),
         "quorum": verified.spec.quorum,
         "issued_at": verified.issued,
+        "cid": cid,
     }
 
     def human() -> None:
@@ -471,3 +500,19 @@ def verify_result(
         console.print(f"  issued       {moment(payload['issued_at'])}")
 
     emit(as_json, payload, human)
+
+
+def _attestation_bytes(ctx: typer.Context, given: str) -> tuple[bytes, str | None]:
+    """The attestation file's bytes, and the content id they came from (None: a file). A
+    ``qizc1...`` that is not a file here is a content id: the home's node fetches it."""
+    from qiz.crypto.ids import ContentId
+
+    path = Path(given)
+    if not given.strip().startswith(ContentId.PREFIX) or path.exists():
+        return read_file(path, what="attestation file"), None
+    try:
+        cid = ContentId.parse(given)
+    except ValueError as exc:
+        raise UserError(f"{given[:24]}: {exc}") from None
+    reply = node_call(ctx.obj, "job_fetch_result", cid=str(cid))
+    return base64.b64decode(reply["attestation"]), str(cid)
