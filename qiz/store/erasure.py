@@ -1,0 +1,96 @@
+"""k-of-n erasure coding of one stored chunk with zfec (docs/store.md, "Erasure coding").
+
+zfec is the Reed-Solomon coder Tahoe-LAFS uses: systematic (shares 0..k-1 are the data cut in
+k blocks), so a getter that reaches the first k holders decodes with a copy. A chunk of length
+L is padded with zeros to k * S, S = ceil(L / k); the padding is cut off again with L, which
+the manifest gives, so a share carries no header of its own.
+
+Encoders and decoders are cached per (k, n): building one computes its generator matrix.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import zfec
+
+from qiz import QizError
+from qiz.store.limits import MAX_SHARES
+
+
+class ErasureError(QizError, ValueError):
+    """Shares or parameters that cannot decode (too few, wrong length, index out of range)."""
+
+
+def check_params(k: int, n: int) -> None:
+    """1 <= k <= n <= MAX_SHARES, or an :class:`ErasureError` saying so."""
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n <= MAX_SHARES):
+        raise ErasureError(f"erasure parameters need 1 <= k <= n <= {MAX_SHARES}, got k={k} n={n}")
+
+
+def share_length(length: int, k: int) -> int:
+    """Bytes of each share of a stored chunk of ``length`` bytes: ceil(length / k)."""
+    if length < 0 or k < 1:
+        raise ErasureError("a chunk length is >= 0 and k >= 1")
+    return -(-length // k)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(k: int, n: int) -> zfec.Encoder:
+    return zfec.Encoder(k, n)
+
+
+@functools.lru_cache(maxsize=64)
+def _decoder(k: int, n: int) -> zfec.Decoder:
+    return zfec.Decoder(k, n)
+
+
+def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes]:
+    """The n shares of ``stored``; share j goes to the holder of column j."""
+    check_params(k, n)
+    size = share_length(len(stored), k)
+    if size == 0:
+        return [b""] * n
+    padded = bytes(stored) + bytes(k * size - len(stored))
+    blocks = [padded[i * size : (i + 1) * size] for i in range(k)]
+    return [bytes(b) for b in _encoder(k, n).encode(blocks)]
+
+
+def decode_chunk(shares: Mapping[int, bytes], k: int, n: int, length: int) -> bytes:
+    """The stored chunk of ``length`` bytes from any k of its shares (index -> bytes).
+
+    More than k shares may be given; the data shares (index < k) are preferred, as they decode
+    by copying. Which k were used does not matter to the result when every share is honest; a
+    caller that finds a bad chunk hash decodes from another k (docs/store.md).
+    """
+    check_params(k, n)
+    size = share_length(length, k)
+    for index, share in shares.items():
+        if not (isinstance(index, int) and 0 <= index < n):
+            raise ErasureError(f"share index {index} is outside 0..{n - 1}")
+        if len(share) != size:
+            raise ErasureError(
+                f"share {index} is {len(share)} bytes; a chunk of {length} bytes with k={k} "
+                f"has shares of {size}"
+            )
+    if len(shares) < k:
+        raise ErasureError(f"decoding needs {k} distinct shares, got {len(shares)}")
+    if size == 0:
+        return b""
+    chosen = sorted(shares)[:k]
+    if chosen == list(range(k)):
+        data = b"".join(bytes(shares[i]) for i in chosen)
+        return data[:length]
+    # zfec wants each data share at its own position, the parity shares in the gaps.
+    slots: list[int | None] = [None] * k
+    extra = [i for i in chosen if i >= k]
+    for i in chosen:
+        if i < k:
+            slots[i] = i
+    for pos in range(k):
+        if slots[pos] is None:
+            slots[pos] = extra.pop(0)
+    order = [int(i) for i in slots if i is not None]
+    blocks = _decoder(k, n).decode([bytes(shares[i]) for i in order], order)
+    return b"".join(blocks)[:length]

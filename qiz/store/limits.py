@@ -1,0 +1,48 @@
+"""Every bound of the storage format (docs/store.md) in one module, so that a parser, a holder
+and the document agree on them; docs/security.md has a row for each ``MAX_*``.
+
+Why these values:
+
+* a manifest must fit comfortably in one QMP message and stays small enough to parse before any
+  other work: 128 KiB holds a tree of thousands of entries and 16 recipients;
+* a share must fit one QMP message (256 KiB of payload) with its framing even at k=1, hence
+  chunks of at most 128 KiB and pieces of at most 192 KiB;
+* the chunk count bounds the chunk table (32 bytes a chunk: 32 MiB at most), which a holder
+  keeps beside its column and a getter checks against the root;
+* integers are at most 2**63-1 because every one of them may end up in a holder's SQLite index.
+"""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+FORMAT_VERSION = 1
+
+# -- chunks and content
+CHUNK_SIZE = 128 * KIB  # the default C (measured in docs/store.md)
+MIN_CHUNK = 16 * KIB
+MAX_CHUNK = 128 * KIB
+MAX_CHUNKS = 1 << 20  # chunk table of at most 32 MiB
+MAX_CONTENT = 64 * GIB  # stream bytes of one content
+HASH_SIZE = 32  # SHA-256 of a stored chunk; the Merkle root
+TAG_SIZE = 16  # AES-256-GCM tag added to every sealed chunk
+
+# -- erasure coding
+DEFAULT_K = 3
+DEFAULT_N = 5
+MAX_SHARES = 16  # n: distinct holders of one content (zfec allows up to 256)
+
+# -- the manifest
+MAX_MANIFEST = 128 * KIB
+MAX_RECIPIENTS = 16
+MAX_TREE_ENTRIES = 8192
+MAX_PATH_BYTES = 1024
+MAX_COMPONENT_BYTES = 255
+MAX_UINT = 2**63 - 1  # what SQLite's INTEGER holds
+
+# -- holders
+MAX_PIECE = 192 * KIB  # bytes of one store.put / store.read
+MAX_LEASE = 31 * 24 * 3600  # seconds a lease may be asked for at once
+OFFER_TTL = 600  # seconds an accepted offer reserves its bytes without a put

@@ -1,0 +1,97 @@
+"""zfec k-of-n coding of one stored chunk (docs/store.md, "Erasure coding"): any k of the n
+shares rebuild the chunk, whatever its length, and the shares are what the format says."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qiz.store.erasure import (
+    ErasureError,
+    check_params,
+    decode_chunk,
+    encode_chunk,
+    share_length,
+)
+
+
+@st.composite
+def coded(draw: st.DrawFn) -> tuple[bytes, int, int, list[int]]:
+    n = draw(st.integers(1, 16))
+    k = draw(st.integers(1, n))
+    data = draw(st.binary(max_size=300) | st.sampled_from([b"", b"\x00", b"\xff"]))
+    chosen = draw(st.permutations(range(n)))[: draw(st.integers(k, n))]
+    return data, k, n, chosen
+
+
+@given(case=coded())
+def test_any_k_shares_decode_to_the_chunk(case: tuple[bytes, int, int, list[int]]) -> None:
+    data, k, n, chosen = case
+    shares = encode_chunk(data, k, n)
+    assert len(shares) == n
+    assert {len(s) for s in shares} == {share_length(len(data), k)}
+    assert decode_chunk({j: shares[j] for j in chosen}, k, n, len(data)) == data
+
+
+def test_every_choice_of_three_of_five_decodes() -> None:
+    data = os.urandom(10_007)  # not a multiple of k
+    shares = encode_chunk(data, 3, 5)
+    for chosen in itertools.combinations(range(5), 3):
+        assert decode_chunk({j: shares[j] for j in chosen}, 3, 5, len(data)) == data
+
+
+def test_the_code_is_systematic_and_zero_padded() -> None:
+    shares = encode_chunk(b"abcdefg", 3, 5)
+    assert shares[:3] == [b"abc", b"def", b"g\x00\x00"]
+    assert shares[3] != shares[4]
+
+
+def test_k_equal_one_stores_whole_copies() -> None:
+    assert encode_chunk(b"hello", 1, 4) == [b"hello"] * 4
+    assert decode_chunk({3: b"hello"}, 1, 4, 5) == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("length", "k", "size"),
+    [(0, 3, 0), (1, 3, 1), (3, 3, 1), (4, 3, 2), (131072, 3, 43691), (131088, 16, 8193)],
+)
+def test_share_length_is_the_ceiling(length: int, k: int, size: int) -> None:
+    assert share_length(length, k) == size
+
+
+def test_too_few_shares_are_refused() -> None:
+    shares = encode_chunk(b"x" * 30, 3, 5)
+    with pytest.raises(ErasureError, match="needs 3 distinct shares, got 2"):
+        decode_chunk({0: shares[0], 4: shares[4]}, 3, 5, 30)
+
+
+def test_a_share_of_the_wrong_length_is_refused() -> None:
+    shares = encode_chunk(b"x" * 30, 3, 5)
+    with pytest.raises(ErasureError, match="share 1 is 9 bytes"):
+        decode_chunk({0: shares[0], 1: shares[1][:9], 2: shares[2]}, 3, 5, 30)
+
+
+def test_a_share_index_out_of_range_is_refused() -> None:
+    with pytest.raises(ErasureError, match=r"outside 0\.\.4"):
+        decode_chunk({5: b"x", 0: b"x", 1: b"x"}, 3, 5, 3)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 1), (2, 1), (1, 17), (3, "5")])
+def test_bad_parameters_are_refused(k: object, n: object) -> None:
+    with pytest.raises(ErasureError, match="1 <= k <= n <= 16"):
+        check_params(k, n)  # type: ignore[arg-type]
+    with pytest.raises(ErasureError):
+        encode_chunk(b"x", k, n)  # type: ignore[arg-type]
+
+
+def test_a_flipped_share_decodes_to_a_different_chunk() -> None:
+    """Shares carry no hash: the getter's chunk-hash check is what catches a bad holder."""
+    data = os.urandom(999)
+    shares = encode_chunk(data, 3, 5)
+    bad = bytearray(shares[3])
+    bad[0] ^= 1
+    assert decode_chunk({1: shares[1], 2: shares[2], 3: bytes(bad)}, 3, 5, 999) != data
