@@ -446,15 +446,25 @@ class NodeAPI:
             "attestation": base64.b64encode(coordinator.result(job_id)).decode("ascii"),
         }
 
-    async def job_store(self, job: str) -> dict[str, Any]:
+    async def job_store(
+        self, job: str, *, k: int | None = None, n: int | None = None
+    ) -> dict[str, Any]:
         """Put a done job's result and attestation into the pool (a "dir" content, see
-        :mod:`qiz.compute.stored`): ``{"job_id", "cid", "files"}``."""
+        :mod:`qiz.compute.stored`): ``{"job_id", "cid", "files", "size", "k", "n", "holders"}``."""
         job_id = self._job_id(job)
         files = stored.result_files(self._coordinator().result(job_id))
         store = self._store()
         await self.node.joined.wait()
-        put = await store.put_files(files, name=f"job-{job_id.hex()[:16]}")
-        return {"job_id": job_id.hex(), "cid": str(put.cid), "files": sorted(files)}
+        put = await store.put_files(files, name=f"job-{job_id.hex()[:16]}", k=k, n=n)
+        return {
+            "job_id": job_id.hex(),
+            "cid": str(put.cid),
+            "files": sorted(files),
+            "size": put.size,
+            "k": put.k,
+            "n": put.n,
+            "holders": [str(h) for h in put.holders],
+        }
 
     async def job_fetch_result(self, cid: str) -> dict[str, Any]:
         """A stored job result's attestation file (base64), fetched from the pool and checked
@@ -879,7 +889,12 @@ OPERATIONS: dict[str, Operation] = {
         ),
         Operation("job_worked", lambda api, a: api.worker_runs(), "GET", "/api/worker/runs"),
         # a stored result is published with this node's identity: the owner's socket only
-        Operation("job_store", lambda api, a: api.job_store(arg(a, "job"))),
+        Operation(
+            "job_store",
+            lambda api, a: api.job_store(
+                arg(a, "job"), k=_optional_int(a, "k"), n=_optional_int(a, "n")
+            ),
+        ),
         Operation("job_fetch_result", lambda api, a: api.job_fetch_result(arg(a, "cid"))),
         Operation("attestations", lambda api, a: api.attestations(), "GET", "/api/attestations"),
         Operation(
