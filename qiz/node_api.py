@@ -549,7 +549,7 @@ class NodeAPI:
         result = await store.put(
             _absolute(path, "path"), k=k, n=n, to=recipients, transfer=transfer
         )
-        return _named(dataclasses.asdict(result))
+        return _named(result)
 
     async def store_get(
         self,
@@ -569,7 +569,7 @@ class NodeAPI:
         if into:
             target = target / await self._content_name(store, content)
         result = await store.get(content, target, force=force, transfer=transfer)
-        return _named(dataclasses.asdict(result))
+        return _named(result)
 
     async def _content_name(self, store: StoreService, cid: ContentId) -> str:
         """The name a content lands under when no output name is given: its manifest's (the
@@ -775,18 +775,19 @@ def _recipients(args: Args) -> list[str]:
 
 
 def _texts(value: Any) -> Any:
-    """A service's answer as JSON-ready data: ids (content, node) as their text form, paths
-    as text, byte strings as hex."""
-    value = plain(value)
+    """A service's answer as JSON-ready data: ids (content, node) as their text form (before
+    :func:`plain`, which would take those dataclasses apart), paths as text, bytes as hex."""
     if isinstance(value, ContentId | NodeId | Path):
         return str(value)
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, dict):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _texts(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
         return {str(k): _texts(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_texts(v) for v in value]
-    return value
+    return plain(value)
 
 
 # the service's field names in the faces' words (docs/json/README.md: *_s durations, *_at moments)
