@@ -572,15 +572,11 @@ class NodeAPI:
         return _named(result)
 
     async def _content_name(self, store: StoreService, cid: ContentId) -> str:
-        """The name a content lands under when no output name is given: its manifest's (the
-        file's base name, or the directory's), else its id."""
-        named = getattr(store, "content_name", None)
-        if named is not None:
-            return await named(cid)
-        for row in store.listing():
-            if str(row.get("cid")) == str(cid) and row.get("name"):
-                return str(row["name"])
-        return str(cid)
+        """The name a content lands under when no output name is given: a public file's own
+        name (its manifest's single entry), else its id (a directory tree has no name of its
+        own; a sealed one's names are not readable by its holders)."""
+        name = (await store.manifest(cid)).name
+        return name if name else str(cid)
 
     def store_ls(self) -> dict[str, Any]:
         """The content this node owns (published) or pins, with its health."""

@@ -156,6 +156,9 @@ class FakeStore:
         self.calls.append(("get", (cid, target, kw)))
         return Got(cid, "file", str(target), 300_000, 0.5, 3, 1)
 
+    async def manifest(self, cid: ContentId) -> SimpleNamespace:
+        return SimpleNamespace(name="data.bin")
+
     def listing(self) -> list[dict[str, Any]]:
         return [
             {
@@ -245,7 +248,7 @@ def test_store_operations_answer_in_the_documented_shapes(tmp_path: Path) -> Non
     got = call(api, "store_get", cid=str(CID), output=str(tmp_path / "out"), transfer="t-1")
     check_shape("store get", {"ok": True, **got})
     assert store.calls[-1] == ("get", (CID, tmp_path / "out", {"force": False, "transfer": "t-1"}))
-    # no output name: the content's own name (from the listing) in the directory given
+    # no output name: the content's own name (its manifest's) in the directory given
     call(api, "store_get", cid=str(CID), output=str(tmp_path), into=True, force=True)
     assert store.calls[-1][1][1] == tmp_path / "data.bin"
     listing = call(api, "store_ls")

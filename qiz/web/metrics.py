@@ -143,7 +143,7 @@ def store_metrics(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "qiz_store_columns_held",
         "Share columns this node holds.",
-        value=stats.get("columns_held", 0),
+        value=stats.get("columns_held", stats.get("columns", 0)),
     )
     yield GaugeMetricFamily(
         "qiz_store_quota_bytes",

@@ -105,7 +105,7 @@ async function download(event) {
 // status (null store: the pool is off here, and /api/store is not asked, it would answer 503)
 function renderStorage(stats, rows) {
   $("#storage-held").textContent = stats
-    ? `(holding ${size(stats.bytes_stored)} of ${size(stats.quota_bytes)} in ${plural(stats.columns_held, "share column")} for the mesh)`
+    ? `(holding ${size(stats.bytes_stored)} of ${size(stats.quota_bytes)} in ${plural(stats.columns_held ?? stats.columns ?? 0, "share column")} for the mesh)`
     : "(off on this node)";
   const health = { ok: "ok", degraded: "warn", lost: "bad", unknown: "muted" };
   fillTable($("#storage"), rows.map((c) => el("tr", { "data-testid": "storage-row", "data-cid": c.cid, "data-health": c.health },
