@@ -1,0 +1,219 @@
+"""The storage pool's faces on real node processes (issue 16, item 7): a three-node mesh, a put
+with k=2 of n=2 from one node and a get from another, bit-identical; get refusing to overwrite;
+status, ls and rm; the HTTP routes with the token; the progress events; the metrics.
+
+Every ``--json`` answer is checked against docs/json/store-*.schema.json (``ok_json``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qiz.crypto.ids import ContentId
+
+from .helpers import (
+    NodeProcess,
+    eventually,
+    node_processes,
+    node_status,
+    ok_json,
+    one_line_error,
+    qiz,
+)
+
+SIZE = 300_000  # three chunks of 128 KiB, the last one short
+NAMES = ("a", "b", "c")
+
+
+class Mesh:
+    def __init__(self, work: Path, nodes: list[NodeProcess]) -> None:
+        self.work = work
+        self.nodes = dict(zip(NAMES, nodes, strict=True))
+
+    def home(self, name: str) -> str:
+        return str(self.work / name)
+
+    def cli(self, name: str, *args: str | Path, cwd: Path | None = None) -> Any:
+        return qiz(cwd or self.work, "--home", self.home(name), *args, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    work = tmp_path_factory.mktemp("store")
+    for name in NAMES:
+        ok_json(qiz(work, "--home", name, "init", "--json"))
+    with node_processes(work) as start:
+        first = start("a", args=["--no-worker"])
+        rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
+        # the publisher needs both others as candidates for its two holders
+        eventually(lambda: len((node_status(first) or {}).get("links", [])) == 2, 60, "links")
+        yield Mesh(work, [first, *rest])
+
+
+@pytest.fixture(scope="module")
+def stored(mesh: Mesh) -> tuple[str, bytes]:
+    """A 300,000-byte file put from node a with --k 2 --n 2: (its content id, its bytes)."""
+    data = random.Random(16).randbytes(SIZE)
+    source = mesh.work / "in" / "blob.bin"
+    source.parent.mkdir()
+    source.write_bytes(data)
+    answer = ok_json(mesh.cli("a", "store", "put", "in/blob.bin", "--k", "2", "--n", "2", "--json"))
+    nodes = mesh.nodes
+    assert (answer["k"], answer["n"], answer["size"], answer["kind"]) == (2, 2, SIZE, "file")
+    assert answer["chunks"] == 3 and answer["sealed_to"] == []
+    assert sorted(answer["holders"]) == sorted([nodes["b"].node_id, nodes["c"].node_id])
+    ContentId.parse(answer["cid"])
+    return answer["cid"], data
+
+
+def test_put_on_one_node_get_on_another_bit_identical(
+    mesh: Mesh, stored: tuple[str, bytes]
+) -> None:
+    cid, data = stored
+    answer = ok_json(mesh.cli("b", "store", "get", cid, "-o", "out/b.bin", "--json"))
+    target = mesh.work / "out" / "b.bin"
+    assert answer["path"] == str(target) and answer["size"] == SIZE
+    assert answer["bad_shares"] == 0 and answer["holders_asked"] >= 1
+    assert target.read_bytes() == data
+    # no -o: the content's own name, in the command's working directory
+    here = mesh.work / "dl"
+    here.mkdir()
+    result = mesh.cli("c", "store", "get", cid, cwd=here)
+    assert result.returncode == 0, result.stderr
+    assert (here / "blob.bin").read_bytes() == data
+    assert "wrote" in result.stdout and "blob.bin" in result.stdout
+
+
+def test_get_refuses_to_overwrite_without_force(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    cid, data = stored
+    kept = mesh.work / "kept.bin"
+    kept.write_bytes(b"mine")
+    line = one_line_error(mesh.cli("b", "store", "get", cid, "-o", kept, "--json"))
+    assert "kept.bin exists" in line and "--force" in line
+    assert kept.read_bytes() == b"mine"
+    # the node refuses too, where the command could not know the name: nothing replaced
+    here = mesh.work / "again"
+    here.mkdir()
+    (here / "blob.bin").write_bytes(b"mine too")
+    line = one_line_error(mesh.cli("b", "store", "get", cid, cwd=here))
+    assert "blob.bin" in line
+    assert (here / "blob.bin").read_bytes() == b"mine too"
+    assert sorted(p.name for p in here.iterdir()) == ["blob.bin"]  # no temporary left behind
+    ok_json(mesh.cli("b", "store", "get", cid, "-o", kept, "--force", "--json"))
+    assert kept.read_bytes() == data
+
+
+def test_status_ls_and_rm(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    cid, _ = stored
+    nodes = mesh.nodes
+    status = ok_json(mesh.cli("a", "store", "status", cid, "--json"))
+    assert (status["cid"], status["k"], status["n"], status["chunks"]) == (cid, 2, 2, 3)
+    assert sorted(s["index"] for s in status["shares"]) == [0, 1]
+    assert {s["holder"] for s in status["shares"]} == {nodes["b"].node_id, nodes["c"].node_id}
+    assert all(s["state"] == "ok" for s in status["shares"])
+    assert (status["live"], status["health"]) == (2, "ok")
+    human = mesh.cli("a", "store", "status", cid)
+    assert human.returncode == 0, human.stderr
+    assert (
+        nodes["b"].node_id[:16] in human.stdout and "health: ok, 2 of 2 shares live" in human.stdout
+    )
+    listing = ok_json(mesh.cli("a", "store", "ls", "--json"))["content"]
+    row = next(r for r in listing if r["cid"] == cid)
+    assert (row["name"], row["published"], row["size"], row["sealed"]) == (
+        "blob.bin",
+        True,
+        SIZE,
+        False,
+    )
+    # a second content, removed again: gone from the listing, the first one kept
+    extra = mesh.work / "in" / "extra.txt"
+    extra.write_text("to be removed\n")
+    other = ok_json(mesh.cli("a", "store", "put", extra, "--k", "1", "--n", "2", "--json"))["cid"]
+    removed = ok_json(mesh.cli("a", "store", "rm", other, "--json"))
+    assert removed["cid"] == other
+    left = [r["cid"] for r in ok_json(mesh.cli("a", "store", "ls", "--json"))["content"]]
+    assert other not in left and cid in left
+
+
+def test_an_unknown_id_is_not_found(mesh: Mesh) -> None:
+    unknown = str(ContentId.of(b"nobody stored this"))
+    line = one_line_error(mesh.cli("b", "store", "get", unknown, "-o", "nothing.bin", "--json"))
+    assert "not found" in line
+    assert not (mesh.work / "nothing.bin").exists()
+
+
+def test_progress_events_name_the_transfer(mesh: Mesh) -> None:
+    a = mesh.nodes["a"]
+    start = a.request("events", after=0, timeout=0)["result"]["last"]
+    source = mesh.work / "in" / "progress.bin"
+    source.write_bytes(random.Random(7).randbytes(200_000))
+    put = a.request("store_put", 60, path=str(source), k=1, n=2, transfer="t-progress")
+    assert put["ok"], put
+    events = a.request("events", after=start, timeout=0)["result"]["events"]
+    moves = [e for e in events if e["kind"] == "store.progress" and e["transfer"] == "t-progress"]
+    assert moves and moves[-1]["op"] == "put"
+    assert moves[-1]["done"] == moves[-1]["total"]
+    assert all(e["total"] >= e["done"] >= 0 for e in moves)
+
+
+# ---------------------------------------------------------------- HTTP and metrics
+
+
+def http(node: NodeProcess, method: str, path: str, *, token: bool = True) -> tuple[int, Any]:
+    assert node.api is not None
+    headers = {"Content-Type": "application/json"}
+    if token:
+        secret = (node.cwd / node.home / "api.token").read_text().strip()
+        headers["Authorization"] = f"Bearer {secret}"
+    request = urllib.request.Request(
+        node.api.rstrip("/") + path,
+        method=method,
+        data=b"{}" if method == "POST" else None,
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    text = body.decode()
+    return status, json.loads(text) if text.startswith(("{", "[")) else text
+
+
+def test_http_routes_with_the_token(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    cid, _ = stored
+    a = mesh.nodes["a"]
+    status, listing = http(a, "GET", "/api/store")
+    assert status == 200 and cid in [r["cid"] for r in listing["content"]]
+    status, one = http(a, "GET", f"/api/store/{cid}")
+    assert status == 200 and one["cid"] == cid and one["health"] == "ok"
+    assert http(a, "GET", "/api/store", token=False)[0] == 401
+    status, error = http(a, "GET", "/api/store/" + cid[:-1] + ("a" if cid[-1] != "a" else "b"))
+    assert status == 400 and "checksum" in error["error"]
+    status, collected = http(mesh.nodes["b"], "POST", "/api/store/gc")
+    assert status == 200 and collected["freed_bytes"] == 0  # every column held is leased
+    # put and get write files where they are told: never over HTTP
+    assert http(a, "POST", "/api/store/put")[0] in (404, 405)
+    status, node = http(a, "GET", "/api/node")
+    assert status == 200 and node["store"]["bytes_stored"] >= 0
+
+
+def test_metrics_show_what_a_holder_holds(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    status, text = http(mesh.nodes["b"], "GET", "/metrics")
+    assert status == 200
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("qiz_store_")
+    }
+    assert values["qiz_store_columns_held"] >= 1  # b holds a column of the stored content
+    assert values["qiz_store_bytes_stored"] >= SIZE / 2
+    assert values["qiz_store_quota_bytes"] > 0
+    assert "qiz_store_repairs_total" in values and "qiz_store_bad_shares_total" in values
