@@ -1,0 +1,512 @@
+"""Storage pool benchmark: put and get throughput over a real mesh, beside what bounds them.
+
+    python bench/store.py [--quick] [--busy-ok]
+
+Measured in one run, on this machine:
+
+* **put and get** of 1, 64 and 256 MiB of random bytes (``--quick``: 1 and 16 MiB) on an
+  8-node loopback mesh of ``qiz node start`` processes (no workers), k=3 of n=5: put by one
+  node, got by a node that holds no column (every share crosses a QMP link), the file checked
+  against the original's SHA-256 before a figure is kept. Every put is of fresh bytes (public
+  content is deduplicated by column: the same bytes put again would send nothing);
+* beside them **one QMP link's bulk throughput** (bench/qmp.py's sink, in its own process) and a
+  **local file copy** (copy + fsync) of the same size;
+* **peak RSS growth of the getting node** during the largest get (``/proc/PID/status`` VmRSS
+  sampled every 10 ms; the get streams, so this should stay far below the content's size);
+* **repair time**: a holder of the 64 MiB content (16 MiB quick) is killed (SIGKILL) and the
+  owner's repair pass (``repair_every`` = 1 s here) restores 5 live columns;
+* the CPU-bound parts, one thread: **zfec** encode and decode (k=3, n=5, from two parity
+  shares and one data share) and **SHA-256 beside BLAKE3** (if importable, else SHA3-256) per
+  chunk size.
+
+A busy machine makes these figures noise: without ``--quick`` the run is refused when the
+1-minute load average is over ``MAX_LOAD`` (``--busy-ok`` runs anyway and says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import Figure, machine, markdown_table
+
+MIB = 1 << 20
+MB = 1e6
+SIZES = (1, 64, 256)  # MiB
+QUICK_SIZES = (1, 16)
+RUNS = {1: 5, 16: 1, 64: 2, 256: 1}  # puts (fresh bytes each) and gets per size
+MESH = 8
+K, N = 3, 5
+HASH_CHUNKS = (64 * 1024, 128 * 1024, 256 * 1024, MIB)
+STRIPES = (64 * 1024, 128 * 1024, 256 * 1024)
+MAX_LOAD = 1.0  # 1-minute load average above which a full run is refused (2 cores)
+REPAIR_EVERY = 1.0  # seconds: the owner's repair pass, in this benchmark's config.toml
+REPAIR_TIMEOUT = 180.0
+RSS_EVERY = 0.01  # seconds between VmRSS samples
+MARKER = "QIZ_BENCH_STORE"
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- CPU-bound parts
+
+
+def _rate(fn: Callable[[], object], nbytes: int, repeat: int) -> float:
+    """Bytes per second of ``fn`` over ``nbytes``: the best of ``repeat`` runs (one warm-up)."""
+    fn()
+    best = min(_timed(fn) for _ in range(repeat))
+    return nbytes / best
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def hash_figures(quick: bool) -> list[Figure]:
+    """SHA-256 beside BLAKE3 (or SHA3-256 when blake3 is not importable) per chunk size."""
+    data = os.urandom((16 if quick else 64) * MIB)
+    view = memoryview(data)
+    hashers: dict[str, Callable[[bytes], object]] = {"SHA-256 (hashlib)": hashlib.sha256}
+    try:
+        import blake3  # type: ignore[import-not-found]
+
+        hashers[f"BLAKE3 ({blake3.__version__}, one thread)"] = blake3.blake3
+    except ImportError:
+        hashers["SHA3-256 (hashlib; blake3 not installed)"] = hashlib.sha3_256
+    figures = []
+    for name, make in hashers.items():
+        for chunk in HASH_CHUNKS:
+
+            def run(make: Callable = make, chunk: int = chunk) -> None:
+                for off in range(0, len(data), chunk):
+                    make(view[off : off + chunk]).digest()  # type: ignore[attr-defined]
+
+            rate = _rate(run, len(data), 2 if quick else 5)
+            figures.append(
+                Figure(
+                    "hash, one thread",
+                    f"{name}, {chunk // 1024} KiB chunks",
+                    rate / MB,
+                    "MB/s",
+                    higher_is_better=True,
+                )
+            )
+    return figures
+
+
+def zfec_figures(quick: bool) -> list[Figure]:
+    """zfec through the pool's own erasure module: encode k=3 n=5, decode from shares 3, 4
+    and 0 (two parity, one data: the slow path), per stripe (chunk) size."""
+    from qiz.store.erasure import decode_chunk, encode_chunk
+
+    total = (16 if quick else 64) * MIB
+    figures = []
+    for stripe in STRIPES:
+        chunks = [os.urandom(stripe) for _ in range(total // stripe)]
+        encoded = [encode_chunk(c, K, N) for c in chunks]
+        for chunk, shares in zip(chunks[:4], encoded[:4], strict=True):
+            picked = {3: shares[3], 4: shares[4], 0: shares[0]}
+            assert decode_chunk(picked, K, N, len(chunk)) == chunk
+
+        def encode(chunks: list[bytes] = chunks) -> None:
+            for c in chunks:
+                encode_chunk(c, K, N)
+
+        def decode(encoded: list[list[bytes]] = encoded, stripe: int = stripe) -> None:
+            for shares in encoded:
+                decode_chunk({3: shares[3], 4: shares[4], 0: shares[0]}, K, N, stripe)
+
+        repeat = 2 if quick else 5
+        for what, fn in (("encode", encode), ("decode from 2 parity + 1 data", decode)):
+            rate = _rate(fn, total, repeat)
+            figures.append(
+                Figure(
+                    "zfec k=3 n=5, one thread",
+                    f"{what}, {stripe // 1024} KiB stripes",
+                    rate / MB,
+                    "MB/s",
+                    higher_is_better=True,
+                )
+            )
+    return figures
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def write_random(path: Path, size: int) -> str:
+    """``size`` random bytes into ``path`` (in 4 MiB pieces); their SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            piece = os.urandom(min(left, 4 * MIB))
+            digest.update(piece)
+            f.write(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def local_copy(source: Path, runs: int) -> float:
+    """Seconds to copy ``source`` beside itself and fsync the copy: the best of ``runs``."""
+    target = source.with_suffix(".copy")
+    best = float("inf")
+    for _ in range(runs):
+        target.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        shutil.copyfile(source, target)
+        with target.open("rb+") as f:
+            os.fsync(f.fileno())
+        best = min(best, time.perf_counter() - t0)
+    target.unlink()
+    return best
+
+
+def qmp_link(size: int, runs: int) -> float:
+    """Seconds to send ``size`` random bytes over one QMP link to a sink in its own process
+    (bench/qmp.py's), which answers their SHA-256: the best of ``runs``."""
+    from bench.qmp import qmp_bulk, start_server
+    from qiz.identity import NodeIdentity, PeerRecord
+
+    data = os.urandom(size)
+    expected = hashlib.sha256(data).digest()
+    server, client = NodeIdentity.generate(), NodeIdentity.generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        secret = Path(tmp, "server.secret")
+        secret.write_bytes(server.to_secret_bytes())
+        proc, port = start_server("qmp", str(secret))
+        try:
+            record = PeerRecord.create(server, [f"127.0.0.1:{port}"], seq=1, now=time.time())
+            best = float("inf")
+            for _ in range(runs):
+                elapsed, digest = asyncio.run(qmp_bulk(port, client, record, data))
+                if digest != expected:
+                    raise SystemExit("QMP link: the sink received different bytes")
+                best = min(best, elapsed)
+        finally:
+            proc.kill()
+            proc.wait()
+    return best
+
+
+# ----------------------------------------------------------------------------- the mesh
+
+
+class Mesh:
+    """``MESH`` node processes on loopback, each with a home of its own (store on, no worker,
+    repair every ``REPAIR_EVERY`` s), the first the others' bootstrap."""
+
+    def __init__(self, root: Path) -> None:
+        from qiz.home import Home
+        from qiz.procs import NodeProcess
+
+        self.root = root
+        self.env = {**os.environ, MARKER: "1"}
+        self.env.pop("QIZ_HOME", None)
+        self.nodes: list[NodeProcess] = []
+        for i in range(MESH):
+            home = root / f"n{i}"
+            Home(home).init()
+            with (home / "config.toml").open("a", encoding="utf-8") as f:
+                f.write(f"\n[store]\nrepair_every = {REPAIR_EVERY}\n")
+        first = NodeProcess(root / "n0", args=["--no-worker"], env=self.env, name="n0")
+        self.nodes.append(first)
+        first.wait_ready(60)
+        for i in range(1, MESH):
+            self.nodes.append(
+                NodeProcess(
+                    root / f"n{i}",
+                    peers=[first.bootstrap],
+                    args=["--no-worker"],
+                    env=self.env,
+                    name=f"n{i}",
+                    group=first.group,
+                )
+            )
+        for node in self.nodes:
+            node.wait_ready(60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            contacts = [self.call(n, "status", 5.0)["dht"]["contacts"] for n in self.nodes]
+            if contacts[0] >= MESH - 1 and min(contacts) >= N:
+                return
+            time.sleep(0.2)
+        raise SystemExit("the benchmark mesh did not converge in 60 s")
+
+    def call(self, node: Any, command: str, timeout: float = 600.0, **args: Any) -> Any:
+        reply = node.request(command, timeout, **args)
+        if not reply.get("ok"):
+            raise SystemExit(f"{node.name}: {command}: {reply.get('error')}")
+        return reply.get("result", reply.get("status"))
+
+    def by_id(self, node_id: str) -> Any:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.alive():
+                with contextlib.suppress(Exception):
+                    node.request("stop", 5.0)
+        for node in self.nodes:
+            try:
+                node.wait(15)
+            except Exception:
+                node.proc.kill()
+                node.proc.wait(5)
+            node.close()
+
+
+class RssSampler:
+    """Samples a process's VmRSS every ``RSS_EVERY`` s in a thread: its peak over the start."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.base = self.peak = vm_rss(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_EVERY):
+            self.peak = max(self.peak, vm_rss(self.pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, vm_rss(self.pid))
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+def vm_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def pool_figures(root: Path, sizes: tuple[int, ...], quick: bool) -> list[Figure]:
+    """Put and get per size on the mesh, the baselines of the same sizes, RSS, repair."""
+    figures: list[Figure] = []
+    largest = max(sizes) * MIB
+    log(f"QMP link and local copy at {largest // MIB} MiB ...")
+    link_mbs = largest / qmp_link(largest, 1 if quick else 3) / MB
+    source = root / "baseline.bin"
+    write_random(source, largest)
+    copy_mbs = largest / local_copy(source, 1 if quick else 3) / MB
+    source.unlink()
+    figures.append(
+        Figure(
+            "beside the pool",
+            f"one QMP link, bulk ({largest // MIB} MiB)",
+            link_mbs,
+            "MB/s",
+            higher_is_better=True,
+        )
+    )
+    figures.append(
+        Figure(
+            "beside the pool",
+            f"local file copy + fsync ({largest // MIB} MiB)",
+            copy_mbs,
+            "MB/s",
+            higher_is_better=True,
+        )
+    )
+    log(f"starting {MESH} node processes ...")
+    mesh = Mesh(root / "mesh")
+    try:
+        putter = mesh.nodes[0]
+        repair_content: tuple[str, int] | None = None
+        for size_mib in sizes:
+            size = size_mib * MIB
+            runs = 1 if quick else RUNS.get(size_mib, 1)
+            best_put, best_get, rss, cid = float("inf"), float("inf"), 0, ""
+            holders: list[str] = []
+            for run in range(runs):
+                path = root / f"in-{size_mib}-{run}.bin"
+                digest = write_random(path, size)
+                put = mesh.call(putter, "store_put", path=str(path), k=K, n=N)
+                best_put = min(best_put, put["duration_s"])
+                cid, holders = put["cid"], put["holders"]
+                path.unlink()
+            # the getter holds no column: every share it needs crosses a link
+            getter = next(n for n in mesh.nodes[1:] if n.node_id not in holders)
+            for run in range(runs):
+                out = root / f"out-{size_mib}.bin"
+                out.unlink(missing_ok=True)
+                with RssSampler(getter.proc.pid) as sampler:
+                    got = mesh.call(getter, "store_get", cid=cid, output=str(out))
+                if run == 0 and file_digest(out) != digest:
+                    raise SystemExit(f"{size_mib} MiB: the got file differs from the put one")
+                best_get = min(best_get, got["duration_s"])
+                rss = max(rss, sampler.growth)
+                out.unlink()
+            put_mbs, get_mbs = size / best_put / MB, size / best_get / MB
+            extra = {"runs": runs, "k": K, "n": N}
+            figures.append(
+                Figure(
+                    "pool, 5 holders",
+                    f"put {size_mib} MiB",
+                    put_mbs,
+                    "MB/s",
+                    higher_is_better=True,
+                    extra={**extra, "vs_qmp_link": put_mbs / link_mbs},
+                )
+            )
+            figures.append(
+                Figure(
+                    "pool, 5 holders",
+                    f"get {size_mib} MiB",
+                    get_mbs,
+                    "MB/s",
+                    higher_is_better=True,
+                    extra={**extra, "vs_qmp_link": get_mbs / link_mbs, "rss_growth_mib": rss / MIB},
+                )
+            )
+            if size == largest:
+                figures.append(
+                    Figure(
+                        "pool, 5 holders",
+                        f"getting node's peak RSS growth, {size_mib} MiB get",
+                        rss / MIB,
+                        "MiB",
+                        extra={"expected_below_mib": 64},
+                    )
+                )
+            if size_mib in (16, 64):
+                repair_content = (cid, size_mib)
+        if repair_content is not None:
+            figures.append(repair(mesh, putter, *repair_content))
+    finally:
+        mesh.close()
+    return figures
+
+
+def repair(mesh: Mesh, owner: Any, cid: str, size_mib: int) -> Figure:
+    """Kill one holder of ``cid``; seconds until the owner reports ``N`` live columns again."""
+    status = mesh.call(owner, "store_status", cid=cid)
+    holder_ids = [s["holder"] for s in status["shares"] if s.get("holder")]
+    victim = mesh.by_id(holder_ids[0])
+    log(f"repair: killing holder {victim.name} of the {size_mib} MiB content ...")
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    t0 = time.perf_counter()
+    seen_loss = False
+    while time.perf_counter() - t0 < REPAIR_TIMEOUT:
+        live = mesh.call(owner, "store_status", cid=cid)["live"]
+        seen_loss = seen_loss or live < N
+        if seen_loss and live >= N:
+            elapsed = time.perf_counter() - t0
+            return Figure(
+                "pool, 5 holders",
+                f"repair after a holder loss ({size_mib} MiB, repair pass every "
+                f"{REPAIR_EVERY:g} s)",
+                elapsed,
+                "s",
+                extra={"size_mib": size_mib},
+            )
+        time.sleep(0.25)
+    raise SystemExit(f"repair: {N} live columns not restored within {REPAIR_TIMEOUT:g} s")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def check_quiet(quick: bool, busy_ok: bool) -> float:
+    """The 1-minute load average; a full run on a busy machine is refused (its figures would
+    be the other processes' as much as the pool's)."""
+    load = os.getloadavg()[0]
+    if load > MAX_LOAD and not quick:
+        if not busy_ok:
+            raise SystemExit(
+                f"the machine is busy (1-minute load average {load:.2f} > {MAX_LOAD}): "
+                "rerun when it is quiet, or pass --busy-ok to measure anyway"
+            )
+        log(f"WARNING: measuring on a busy machine (load average {load:.2f})")
+    return load
+
+
+def run(quick: bool = False, busy_ok: bool = False) -> list[Figure]:
+    load = check_quiet(quick, busy_ok)
+    sizes = QUICK_SIZES if quick else SIZES
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="qiz-bench-store-") as tmp:
+        figures += pool_figures(Path(tmp), sizes, quick)
+    figures += zfec_figures(quick)
+    figures += hash_figures(quick)
+    end_load = os.getloadavg()[0]
+    for f in figures:
+        f.extra.setdefault("load_average_1min", round(load, 2))
+        f.extra["load_average_1min_end"] = round(end_load, 2)
+        f.extra["quick"] = quick
+        f.emit()
+    return figures
+
+
+def markdown(figures: list[Figure]) -> str:
+    """The table, then how the 256 MiB (or largest) figures compare with the issue's
+    expectations: get at least half of one QMP link, put a third, RSS growth under 64 MiB."""
+    out = markdown_table(figures) + "\n"
+    link = next((f for f in figures if f.name.startswith("one QMP link")), None)
+    gets = [f for f in figures if f.name.startswith("get ")]
+    puts = [f for f in figures if f.name.startswith("put ")]
+    rss = next((f for f in figures if "RSS" in f.name), None)
+    if link and gets and puts:
+        get, put = gets[-1], puts[-1]
+        out += (
+            f"\n{get.name}: {get.extra['vs_qmp_link']:.0%} of one QMP link (expected at least "
+            f"50%); {put.name}: {put.extra['vs_qmp_link']:.0%} (expected at least 33%)"
+        )
+        if rss is not None:
+            out += f"; RSS growth {rss.value:.1f} MiB (expected under 64 MiB)"
+        out += ".\n"
+    loads = figures[0].extra if figures else {}
+    out += (
+        f"\nLoad average (1 min) at the start {loads.get('load_average_1min')}, at the end "
+        f"{loads.get('load_average_1min_end')}; {machine()}.\n"
+    )
+    return out
+
+
+def main() -> None:
+    figures = run("--quick" in sys.argv, "--busy-ok" in sys.argv)
+    print()
+    print(f"## Storage pool ({machine()})\n")
+    print(markdown(figures))
+
+
+if __name__ == "__main__":
+    main()
