@@ -46,3 +46,11 @@ MAX_UINT = 2**63 - 1  # what SQLite's INTEGER holds
 MAX_PIECE = 192 * KIB  # bytes of one store.put / store.read
 MAX_LEASE = 31 * 24 * 3600  # seconds a lease may be asked for at once
 OFFER_TTL = 600  # seconds an accepted offer reserves its bytes without a put
+
+# -- one holder's bookkeeping (qiz.store.holdings): what one peer can make it track
+MAX_OFFERS = 1024  # offers pending on one holder, from all peers together
+MAX_OFFERS_PER_PEER = 64  # offers one peer may have pending on one holder
+MAX_UPLOAD_RANGES = 1024  # separate byte ranges one offer's pieces may leave (memory)
+MAX_OFFSET = 1 << 40  # a put's or read's offset: beyond any column or table allowed above
+MAX_PENDING_ANNOUNCES = 256  # provider announcements in flight after commits; more are dropped
+STORE_DISK_HEADROOM = 256 * MIB  # free disk a holder never lends, whatever max_bytes says
