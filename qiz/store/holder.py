@@ -1,0 +1,258 @@
+"""The holder's RPC face: ``store.offer/put/commit/renew/release/have/manifest/read``
+(docs/store.md, "Holders: the protocol"), each a thin async adapter over
+:class:`~qiz.store.holdings.Holdings`.
+
+Every body is a peer's and hostile: each field's type and size is checked here, before
+:class:`Holdings` sees it, and every refusal is an :class:`~qiz.qmp.rpc.RpcError` with one of
+the protocol's codes. The handlers run on the event loop and do little per call (a 192 KiB
+``pwrite`` or ``pread``, a few indexed SQLite statements); the one slow step, hashing a chunk
+table of up to 32 MiB and fsyncing a column at commit, runs in a worker thread.
+
+After a commit the content is announced (``announce(cid, expires)``: the node publishes a
+provider record), in the background so that a slow DHT never delays the owner's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qiz.crypto.ids import DIGEST_SIZE, ContentId, NodeId
+from qiz.qmp.rpc import CallContext, Handler, RpcError
+from qiz.store.holdings import TABLE, HoldError, Holdings
+from qiz.store.limits import (
+    MAX_LEASE,
+    MAX_MANIFEST,
+    MAX_OFFSET,
+    MAX_PENDING_ANNOUNCES,
+    MAX_PIECE,
+    MAX_SHARES,
+)
+
+log = logging.getLogger("qiz.store")
+
+Announce = Callable[[ContentId, float], Awaitable[None]]
+
+METHODS = (
+    "store.offer",
+    "store.put",
+    "store.commit",
+    "store.renew",
+    "store.release",
+    "store.have",
+    "store.manifest",
+    "store.read",
+)
+
+
+class HolderService:
+    """Serves this node's holdings to owners and getters over RPC."""
+
+    def __init__(
+        self,
+        holdings: Holdings,
+        *,
+        announce: Announce | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.holdings = holdings
+        self.announce = announce
+        self.clock = clock
+        self.counters = {
+            "offers": 0,
+            "refused": 0,
+            "bytes_written": 0,
+            "bytes_served": 0,
+            "commits": 0,
+            "collected": 0,
+            "freed_bytes": 0,
+            "announce_failed": 0,
+        }
+        self._announcing: set[asyncio.Task[None]] = set()
+
+    def handlers(self) -> dict[str, Handler]:
+        """The RPC methods, by name, for the node's dispatch table."""
+        table: dict[str, Callable[[NodeId, dict], Awaitable[Any]]] = {
+            "store.offer": self._offer,
+            "store.put": self._put,
+            "store.commit": self._commit,
+            "store.renew": self._renew,
+            "store.release": self._release,
+            "store.have": self._have,
+            "store.manifest": self._manifest,
+            "store.read": self._read,
+        }
+        return {name: self._guard(name, method) for name, method in table.items()}
+
+    def _guard(self, name: str, method: Callable[[NodeId, dict], Awaitable[Any]]) -> Handler:
+        async def handler(ctx: CallContext, body: Any) -> Any:
+            if not isinstance(body, dict):
+                self.counters["refused"] += 1
+                raise RpcError("bad-request", f"{name} takes a map")
+            try:
+                return await method(ctx.peer_id, body)
+            except HoldError as exc:
+                self.counters["refused"] += 1
+                raise RpcError(exc.code, exc.message) from None
+            except RpcError:
+                self.counters["refused"] += 1
+                raise
+            except OSError as exc:  # the disk: full, or failing; the peer learns no path
+                self.counters["refused"] += 1
+                log.warning("store: %s failed: %s", name, exc)
+                reason = exc.strerror or "I/O error"
+                raise RpcError("full", f"this holder cannot write: {reason}") from None
+
+        return handler
+
+    # ------------------------------------------------------------------ methods
+
+    async def _offer(self, peer: NodeId, body: dict) -> dict:
+        manifest = _bytes(body, "manifest", MAX_MANIFEST)
+        index = _int(body, "index", 0, MAX_SHARES - 1)
+        lease = _int(body, "lease", 1, 1 << 40)
+        have = self.holdings.offer(peer, manifest, index, min(lease, MAX_LEASE))
+        self.counters["offers"] += 1
+        return {"have": have}
+
+    async def _put(self, peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        part = _int(body, "part", TABLE, MAX_SHARES - 1)
+        offset = _int(body, "offset", 0, MAX_OFFSET)
+        data = _bytes(body, "data", MAX_PIECE)
+        self.holdings.write(peer, cid, part, offset, data)
+        self.counters["bytes_written"] += len(data)
+        return {}
+
+    async def _commit(self, peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        index = _int(body, "index", 0, MAX_SHARES - 1)
+        held = self.holdings.held_lease(peer, cid, index)
+        if held is not None:  # the offer answered "have": nothing was sent
+            return {"expires": int(held)}
+        checked = self.holdings.prepare(peer, cid, index)
+        try:
+            await asyncio.to_thread(Holdings.finish, checked)
+        except BaseException:
+            self.holdings.abandon(checked)
+            raise
+        expires = self.holdings.complete(checked)
+        self.counters["commits"] += 1
+        self._announce(cid, expires)
+        return {"expires": int(expires)}
+
+    async def _renew(self, peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        index = _int(body, "index", 0, MAX_SHARES - 1)
+        lease = _int(body, "lease", 1, 1 << 40)
+        return {"expires": int(self.holdings.renew(peer, cid, index, min(lease, MAX_LEASE)))}
+
+    async def _release(self, peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        index = _int(body, "index", 0, MAX_SHARES - 1)
+        self.holdings.release(peer, cid, index)
+        return {}
+
+    async def _have(self, _peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        indices = self.holdings.have(cid)
+        if not indices:
+            raise RpcError("not-found", f"this node holds nothing of {cid.short()}")
+        return {"indices": indices}
+
+    async def _manifest(self, _peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        raw = self.holdings.manifest(cid)
+        if raw is None:
+            raise RpcError("not-found", f"this node holds nothing of {cid.short()}")
+        return {"manifest": raw}
+
+    async def _read(self, _peer: NodeId, body: dict) -> dict:
+        cid = _cid(body)
+        part = _int(body, "part", TABLE, MAX_SHARES - 1)
+        offset = _int(body, "offset", 0, MAX_OFFSET)
+        length = _int(body, "length", 0, MAX_PIECE)
+        data = self.holdings.read(cid, part, offset, length)
+        self.counters["bytes_served"] += len(data)
+        return {"data": data}
+
+    # ------------------------------------------------------------------ upkeep
+
+    def _announce(self, cid: ContentId, expires: float) -> None:
+        if self.announce is None:
+            return
+        if len(self._announcing) >= MAX_PENDING_ANNOUNCES:
+            self.counters["announce_failed"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._announce_one(cid, expires))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce_one(self, cid: ContentId, expires: float) -> None:
+        assert self.announce is not None
+        try:
+            await self.announce(cid, expires)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a DHT hiccup: the next commit or renewal announces again
+            self.counters["announce_failed"] += 1
+            log.info("store: announcing %s failed: %s", cid.short(), exc)
+
+    def collect(self) -> dict[str, int]:
+        """Run the collector now (``qiz store gc``), counting what it freed."""
+        result = self.holdings.collect(self.clock())
+        self.counters["collected"] += result["columns"]
+        self.counters["freed_bytes"] += result["freed_bytes"]
+        return result
+
+    async def collect_loop(self, every: float) -> None:
+        """Collect every ``every`` seconds until cancelled; a failed round is logged and the
+        next one tries again."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.collect()
+            except Exception:
+                log.exception("store: collecting failed")
+
+    async def close(self) -> None:
+        """Cancel announcements still in flight (the node is stopping)."""
+        tasks = list(self._announcing)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------- body fields
+
+
+def _field(body: dict, name: str) -> object:
+    if name not in body:
+        raise RpcError("bad-request", f"missing field {name!r}")
+    return body[name]
+
+
+def _int(body: dict, name: str, low: int, high: int) -> int:
+    value = _field(body, name)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise RpcError("bad-request", f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _bytes(body: dict, name: str, limit: int) -> bytes:
+    value = _field(body, name)
+    if not isinstance(value, bytes):
+        raise RpcError("bad-request", f"{name} must be bytes")
+    if len(value) > limit:
+        raise RpcError("bad-request", f"{name} is over its {limit}-byte limit")
+    return value
+
+
+def _cid(body: dict) -> ContentId:
+    value = _field(body, "cid")
+    if not isinstance(value, bytes) or len(value) != DIGEST_SIZE:
+        raise RpcError("bad-request", f"cid must be {DIGEST_SIZE} bytes")
+    return ContentId(value)
