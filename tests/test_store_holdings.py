@@ -232,6 +232,30 @@ def test_a_lapsed_offer_takes_no_more_bytes(holdings: Holdings, content: Content
     assert holdings.usage()["bytes_reserved"] == 0
 
 
+def test_puts_keep_an_offer_alive(holdings: Holdings, content: Content, clock: Clock):
+    """OFFER_TTL bounds the time without a put: a slow upload keeps its reservation, through
+    collections, until it stops sending."""
+    cid = content.manifest.cid
+    column = content.columns[0]
+    holdings.offer(ALICE, content.raw, 0, DAY)
+    for offset in range(0, len(column), 10_000):
+        clock.now += OFFER_TTL * 0.6
+        holdings.write(ALICE, cid, 0, offset, column[offset : offset + 10_000])
+        assert holdings.collect()["offers"] == 0
+    clock.now += OFFER_TTL * 0.6
+    holdings.write(ALICE, cid, TABLE, 0, content.table)
+    holdings.commit(ALICE, cid, 0)
+    assert holdings.have(cid) == [0]
+    # an upload that stops sending lapses
+    holdings.offer(ALICE, content.raw, 1, DAY)
+    holdings.write(ALICE, cid, 1, 0, column[:100])
+    clock.now += OFFER_TTL + 1
+    assert holdings.collect()["offers"] == 1
+    with pytest.raises(HoldError) as excinfo:
+        holdings.write(ALICE, cid, 1, 100, column[100:200])
+    assert code_of(excinfo) == "no-offer"
+
+
 @pytest.mark.parametrize(
     ("part", "offset", "length"),
     [(0, -1, 1), (0, None, 1), (0, None, 0), (TABLE, 0, None), (TABLE, 1 << 40, 1)],

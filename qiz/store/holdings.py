@@ -289,7 +289,10 @@ class Holdings:
         now = self.clock()
         parts = 0
         for path in (self.root / "parts").iterdir():
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             parts += 1
         with self.db:
             offers = self.db.execute("DELETE FROM offers WHERE expires <= ?", (now,)).rowcount
@@ -486,11 +489,7 @@ class Holdings:
         """A new offer fits the pending-offer caps and the node's capacity (``replaced``: the
         reservation of the offer it renews, not counted twice)."""
         if replaced is None:
-            offers = self._count(
-                "SELECT COUNT(*) FROM offers WHERE owner = ? AND expires > ?",
-                peer.digest,
-                self.clock(),
-            )
+            offers = self._count("SELECT COUNT(*) FROM offers WHERE owner = ?", peer.digest)
             if offers >= MAX_OFFERS_PER_PEER:
                 raise HoldError(
                     "too-many-offers",
@@ -579,18 +578,36 @@ class Holdings:
                 "out-of-range",
                 f"more than {MAX_UPLOAD_RANGES} separate pieces outstanding; send in order",
             )
+        # OFFER_TTL bounds the time without a put, not the upload: a large column over a slow
+        # link keeps its reservation while bytes arrive (kept in memory; collect() writes it)
+        upload.expires = max(upload.expires, self.clock() + OFFER_TTL)
 
     def _any_upload(self, peer: NodeId, cid: ContentId) -> Upload:
         """The table of a content comes with each of its columns: a table piece goes to the
         lowest-indexed live offer this peer has for the content (one owner offers one
         column of a content to one holder; more is its own affair)."""
-        row = self.db.execute(
-            "SELECT MIN(idx) FROM offers WHERE cid = ? AND owner = ? AND expires > ?",
-            (cid.digest, peer.digest, self.clock()),
-        ).fetchone()
+        live = [
+            int(idx)
+            for (idx,) in self.db.execute(
+                "SELECT idx FROM offers WHERE cid = ? AND owner = ? ORDER BY idx",
+                (cid.digest, peer.digest),
+            )
+            if self._live((cid.digest, int(idx), peer.digest))
+        ]
+        row = (live[0],) if live else None
         if row is None or row[0] is None:
             raise HoldError("no-offer", f"no live offer from this peer for {cid.short()}")
         return self._upload(peer, cid, int(row[0]))
+
+    def _live(self, ours: tuple[bytes, int, bytes]) -> bool:
+        """An offer in progress is live by its in-memory expiry (puts extend it)."""
+        upload = self._uploads.get(ours)
+        if upload is not None:
+            return upload.expires > self.clock()
+        row = self.db.execute(
+            "SELECT expires FROM offers WHERE cid = ? AND idx = ? AND owner = ?", ours
+        ).fetchone()
+        return row is not None and row[0] > self.clock()
 
     # ------------------------------------------------------------------ commit
 
@@ -841,17 +858,27 @@ class Holdings:
         without rows, which :meth:`recover` deletes)."""
         now = self.clock() if now is None else now
         busy = [k for k, u in self._uploads.items() if u.committing]
-        lapsed = [
+        rows = [
             (bytes(c), int(i), bytes(o))
             for c, i, o in self.db.execute(
                 "SELECT cid, idx, owner FROM offers WHERE expires <= ?", (now,)
             ).fetchall()
-            if (bytes(c), int(i), bytes(o)) not in busy
         ]
+        # offers whose puts kept them alive: their expiry is written, not the offer dropped
+        extended = [
+            (self._uploads[ours].expires, *ours)
+            for ours in rows
+            if ours in self._uploads and self._uploads[ours].expires > now
+        ]
+        kept = {tuple(row[1:]) for row in extended}
+        lapsed = [ours for ours in rows if ours not in busy and ours not in kept]
         # keys and roots a commit in flight may still need
         keep_keys = {self._uploads[k].key for k in busy}
         keep_roots = {self._uploads[k].root for k in busy}
         with self.db:
+            self.db.executemany(
+                "UPDATE offers SET expires = ? WHERE cid = ? AND idx = ? AND owner = ?", extended
+            )
             for ours in lapsed:
                 self.db.execute("DELETE FROM offers WHERE cid = ? AND idx = ? AND owner = ?", ours)
             leases = self.db.execute("DELETE FROM leases WHERE expires <= ?", (now,)).rowcount
