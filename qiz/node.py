@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from qiz import QizError, __version__, peer_memory
 from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
-from qiz.crypto.ids import NodeId
+from qiz.crypto.ids import ContentId, NodeId
 from qiz.event_log import EventLog
 from qiz.events import EventBus
 from qiz.history import History
@@ -39,6 +39,9 @@ from qiz.qmp.transport import Link, LinkError
 from qiz.resolve.dht import Dht, DhtConfig
 from qiz.resolve.discovery import LanDiscovery
 from qiz.resolve.store import RecordStore
+from qiz.store.config import StoreConfig
+from qiz.store.errors import StoreDisabled
+from qiz.store.service import StoreService
 from qiz.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -92,6 +95,7 @@ class Node:
         control_dir: Path | None = None,
         compute: ComputeConfig | None = None,
         http: FaceStarter | None = None,
+        store: StoreConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -118,11 +122,11 @@ class Node:
         self.links = LinkManager(
             identity, self.record, self.handlers, config=config, clock=clock, events=self.events
         )
-        store = RecordStore(control_dir / RECORD_DB if control_dir is not None else None)
+        records = RecordStore(control_dir / RECORD_DB if control_dir is not None else None)
         self.dht = Dht(
             identity,
             self.links,
-            store,
+            records,
             self.record,
             config=dht_config,
             clock=clock,
@@ -146,8 +150,25 @@ class Node:
                 home=control_dir,
                 clock=clock,
                 events=self.events,
+                fetch_input=self._fetch_input,
             )
             if compute is not None
+            else None
+        )
+        # the storage pool ([store]; None: this node neither holds nor owns content)
+        self.store = (
+            StoreService(
+                identity,
+                self.links,
+                self.dht,
+                self.handlers,
+                config=store,
+                home=control_dir,
+                scores=self.compute.scores if self.compute is not None else None,
+                clock=clock,
+                events=self.events,
+            )
+            if store is not None and store.enabled
             else None
         )
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
@@ -161,6 +182,12 @@ class Node:
         self._lock_fd: int | None = None
         self.stopped = asyncio.Event()
         self.stop_requested = asyncio.Event()
+
+    async def _fetch_input(self, cid: ContentId, *, max_size: int) -> bytes:
+        """A job's content-id input, read from the storage pool (compute never imports it)."""
+        if self.store is None:
+            raise StoreDisabled("this node runs without the storage pool ([store] enabled = false)")
+        return await self.store.fetch_bytes(cid, max_size=max_size)
 
     @property
     def node_id(self) -> NodeId:
@@ -254,6 +281,8 @@ class Node:
         """The databases, then the home's lock: the last thing a node lets go of."""
         if self.compute is not None:
             self.compute.close()
+        if self.store is not None:
+            self.store.close()
         self.dht.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
@@ -286,6 +315,8 @@ class Node:
             # jobs are served even if the first join failed, but not by a node that stops
             if self.compute is not None and not self.tasks.closed:
                 self.compute.start()
+            if self.store is not None and not self.tasks.closed:
+                self.store.start()
             self.joined.set()
 
     async def _dial_remembered(self, entry: str) -> None:
@@ -345,6 +376,8 @@ class Node:
             await self.lan.stop()
         if self.compute is not None:
             await self.compute.stop()  # its loops and worker processes; its database stays open
+        if self.store is not None:
+            await self.store.stop()  # its upkeep loops; its databases stay open for peers' calls
         await self.links.close()  # peers' calls in flight end here, while the databases are open
         self._close_files()
         self.stopped.set()

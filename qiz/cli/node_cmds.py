@@ -31,6 +31,7 @@ from qiz.identity.puzzle import solves
 from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.manager import ManagerConfig
 from qiz.resolve.dht import DhtConfig
+from qiz.store.config import StoreConfig, StoreConfigError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
@@ -289,6 +290,14 @@ def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeCo
     return config
 
 
+def _store_config(table: object) -> StoreConfig:
+    """The ``[store]`` table of config.toml (quotas, leases, k/n); a bad key is one line."""
+    try:
+        return StoreConfig.from_table(table)
+    except StoreConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
 async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     session: Session,
     identity: NodeIdentity,
@@ -318,6 +327,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         ),
         compute=compute,
         http=_serve_api(api) if api is not None else None,
+        store=_store_config(config.extra.get("store", {})),
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.
