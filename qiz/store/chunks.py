@@ -46,9 +46,10 @@ def _open(file: StreamFile) -> int:
     return fd
 
 
-def plain_chunks(scan: Scan, chunk: int) -> Iterator[tuple[int, bytes]]:
-    """(index, chunk) for the stream of ``scan``, each read once into one reused buffer; a
-    file shorter or longer than it was at scan time raises :class:`ChunkError`."""
+def _views(scan: Scan, chunk: int) -> Iterator[tuple[int, memoryview]]:
+    """(index, chunk) for the stream of ``scan``, each read once into one reused buffer (a view
+    valid until the next one: hashing it needs no copy); a file shorter or longer than it was
+    at scan time raises :class:`ChunkError`."""
     _check_chunk(chunk)
     buffer = bytearray(chunk)
     view = memoryview(buffer)
@@ -64,7 +65,7 @@ def plain_chunks(scan: Scan, chunk: int) -> Iterator[tuple[int, bytes]]:
                 filled += got
                 left -= got
                 if filled == chunk:
-                    yield index, bytes(buffer)
+                    yield index, view
                     index += 1
                     filled = 0
             if os.read(fd, 1):
@@ -72,12 +73,18 @@ def plain_chunks(scan: Scan, chunk: int) -> Iterator[tuple[int, bytes]]:
         finally:
             os.close(fd)
     if filled:
-        yield index, bytes(view[:filled])
+        yield index, view[:filled]
+
+
+def plain_chunks(scan: Scan, chunk: int) -> Iterator[tuple[int, bytes]]:
+    """(index, chunk) for the stream of ``scan``, each its own bytes."""
+    for index, view in _views(scan, chunk):
+        yield index, bytes(view)
 
 
 def _stored(scan: Scan, chunk: int, key: bytes | None) -> Iterator[tuple[int, bytes]]:
-    for index, plain in plain_chunks(scan, chunk):
-        yield index, plain if key is None else seal_chunk(key, index, plain)
+    for index, plain in _views(scan, chunk):
+        yield index, bytes(plain) if key is None else seal_chunk(key, index, plain)
 
 
 def hash_stream(scan: Scan, chunk: int, key: bytes | None = None) -> tuple[bytes, bytes]:
@@ -85,7 +92,8 @@ def hash_stream(scan: Scan, chunk: int, key: bytes | None = None) -> tuple[bytes
     ciphertext when ``key`` seals it)."""
     builder = MerkleBuilder()
     table = bytearray()
-    for _, stored in _stored(scan, chunk, key):
+    for index, plain in _views(scan, chunk):
+        stored = plain if key is None else seal_chunk(key, index, plain)
         digest = hashlib.sha256(stored).digest()
         table += digest
         builder.add(digest)

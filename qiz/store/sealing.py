@@ -54,7 +54,7 @@ def chunk_nonce(index: int) -> bytes:
     return index.to_bytes(12, "big")
 
 
-def seal_chunk(key: bytes, index: int, chunk: bytes) -> bytes:
+def seal_chunk(key: bytes, index: int, chunk: bytes | memoryview) -> bytes:
     """Stored chunk ``index`` of sealed content: ciphertext || 16-byte tag."""
     return Aead(key).encrypt(chunk_nonce(index), chunk, CHUNK_AAD)
 
