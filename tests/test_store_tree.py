@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qiz.store import tree
 from qiz.store.tree import (
@@ -21,6 +23,8 @@ from qiz.store.tree import (
     TreeError,
     Unpacker,
     UnpackError,
+    check_path,
+    parse_entries,
     remove_stale_temps,
     safe_target,
     scan,
@@ -309,3 +313,41 @@ def test_a_killed_get_leaves_only_a_recognisable_temp_that_is_cleaned(tmp_path: 
     assert remove_stale_temps(tmp_path) == [tmp_path / name]
     assert temps(tmp_path) == [live.temp.name]
     live.abort()
+
+
+# ----------------------------------------------------------------------------- properties
+
+path_text = st.lists(
+    st.sampled_from(["a", "é", ".", "..", "", "/", "\\", "\x00", "b c", "x" * 300]),
+    max_size=8,
+).map("".join) | st.text(max_size=40)
+
+
+@given(path=path_text)
+def test_a_path_is_accepted_only_when_every_rule_holds(path: str) -> None:
+    try:
+        raw = check_path(path)
+    except TreeError:
+        return
+    parts = raw.split(b"/")
+    assert 0 < len(raw) <= 1024
+    assert all(0 < len(p) <= 255 and p not in (b".", b"..") for p in parts)
+    assert b"\x00" not in raw and b"\\" not in raw
+
+
+cbor_ish = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**64) | st.text(max_size=6)
+    | st.sampled_from(["f", "d", "a", "a/b", ".."]) | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=5),
+    max_leaves=16,
+)  # fmt: skip
+
+
+@given(value=cbor_ish, size=st.integers(0, 10))
+def test_random_trees_raise_only_tree_error(value: object, size: int) -> None:
+    for kind in ("file", "dir"):
+        try:
+            entries = parse_entries(value, kind, size)
+        except TreeError:
+            continue
+        assert sum(e.size for e in entries if e.type == "f") == size
