@@ -572,6 +572,20 @@ def test_a_column_file_lost_by_hand_is_forgotten(tmp_path: Path, content: Conten
         h.close()
 
 
+def test_index_changes_are_all_or_nothing(tmp_path: Path, content: Content, clock: Clock):
+    """The connection is in autocommit mode: a transaction must be begun explicitly, or a
+    failure half-way would leave half the rows (and every statement would be an fsync)."""
+    h = Holdings(tmp_path, config(), clock)
+    try:
+        with pytest.raises(ZeroDivisionError), h._transaction():
+            h.db.execute("INSERT INTO columns VALUES (?, ?)", (bytes(32), 5))
+            assert h.db.in_transaction
+            _ = 1 / 0
+        assert h.usage()["columns"] == 0
+    finally:
+        h.close()
+
+
 def test_a_damaged_index_refuses_to_start(tmp_path: Path, clock: Clock):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "store.sqlite").write_bytes(os.urandom(8192))

@@ -34,6 +34,7 @@ so the RPC adapter runs it in a thread (:mod:`qiz.store.holder`).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import logging
 import os
@@ -41,7 +42,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,18 @@ class Holdings:
             self.close()
             raise
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction: all of it or none of it, one fsync. (The connection is in
+        autocommit mode, where ``with connection`` would not begin one.)"""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
         if self._temp is not None:
@@ -294,7 +307,7 @@ class Holdings:
             else:
                 path.unlink(missing_ok=True)
             parts += 1
-        with self.db:
+        with self._transaction():
             offers = self.db.execute("DELETE FROM offers WHERE expires <= ?", (now,)).rowcount
         columns = {_hex(k) for (k,) in self.db.execute("SELECT key FROM columns")}
         tables = {f"{_hex(r)}.table" for (r,) in self.db.execute("SELECT root FROM tables")}
@@ -338,7 +351,7 @@ class Holdings:
             for root, size in self.db.execute("SELECT root, size FROM tables").fetchall()
             if _size(self.table_path(root)) != size
         ]
-        with self.db:
+        with self._transaction():
             for key in bad_keys:
                 self.db.execute("DELETE FROM columns WHERE key = ?", (key,))
                 self.db.execute("DELETE FROM leases WHERE key = ?", (key,))
@@ -466,7 +479,7 @@ class Holdings:
                 f"(at most {self.config.max_leases_per_peer})",
             )
         if have:
-            with self.db:
+            with self._transaction():
                 self._store_manifest(cid, manifest_raw)
                 self.db.execute(
                     "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -476,7 +489,7 @@ class Holdings:
             self._drop_upload(ours)
             return True
         self._check_room(peer, charge, pending[0] if pending else None)
-        with self.db:
+        with self._transaction():
             self._store_manifest(cid, manifest_raw)
             self.db.execute(
                 "INSERT OR REPLACE INTO offers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -687,7 +700,7 @@ class Holdings:
                 fsync_directory(target.parent)
                 moved.append(target)
         expires = now + upload.lease
-        with self.db:
+        with self._transaction():
             if not have_column:
                 self.db.execute(
                     "INSERT INTO columns VALUES (?, ?)", (upload.key, upload.column_size)
@@ -766,7 +779,7 @@ class Holdings:
             raise HoldError("bad-request", "a lease is a positive number of seconds")
         now = self.clock()
         expires = now + min(float(lease_seconds), float(MAX_LEASE))
-        with self.db:
+        with self._transaction():
             changed = self.db.execute(
                 "UPDATE leases SET expires = ? WHERE cid = ? AND idx = ? AND owner = ? "
                 "AND expires > ?",
@@ -782,7 +795,7 @@ class Holdings:
         """Drop this peer's lease (or pending offer) on (cid, index); the column goes at the
         next collection if nobody else leases it."""
         ours = (cid.digest, index, peer.digest)
-        with self.db:
+        with self._transaction():
             leases = self.db.execute(
                 "DELETE FROM leases WHERE cid = ? AND idx = ? AND owner = ?", ours
             ).rowcount
@@ -875,7 +888,7 @@ class Holdings:
         # keys and roots a commit in flight may still need
         keep_keys = {self._uploads[k].key for k in busy}
         keep_roots = {self._uploads[k].root for k in busy}
-        with self.db:
+        with self._transaction():
             self.db.executemany(
                 "UPDATE offers SET expires = ? WHERE cid = ? AND idx = ? AND owner = ?", extended
             )
