@@ -192,9 +192,12 @@ def test_empty_content_has_no_chunks_and_empty_columns(alice: NodeIdentity) -> N
 def test_column_keys_dedupe_only_the_same_public_column(
     alice: NodeIdentity, bob: NodeIdentity, public: Manifest
 ) -> None:
-    same = file_manifest(bob, created=99)  # another publisher, the same bytes
-    assert same.cid != public.cid
-    assert same.column_key(2) == public.column_key(2)
+    again = file_manifest(alice, created=99)  # the same publisher puts the same bytes again
+    assert again.cid != public.cid
+    assert again.column_key(2) == public.column_key(2)
+    # another publisher of the same bytes never shares a column: nobody can plant garbage
+    # under a key that someone else will later be told is "already held"
+    assert file_manifest(bob).column_key(2) != public.column_key(2)
     keys = {public.column_key(j) for j in range(5)}
     assert len(keys) == 5
     assert file_manifest(alice, k=2).column_key(0) != public.column_key(0)
@@ -204,6 +207,7 @@ def test_column_keys_dedupe_only_the_same_public_column(
     expected = hashlib.sha256(
         b"qiz/store/column/v1"
         + ROOT
+        + alice.node_id.digest
         + bytes([3, 5])
         + (128 * KIB).to_bytes(4, "big")
         + (300_000).to_bytes(8, "big")

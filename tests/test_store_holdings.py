@@ -58,7 +58,14 @@ def other_publisher() -> NodeIdentity:
     return NodeIdentity.generate()
 
 
-def make_content(identity: NodeIdentity, size: int, seed: int = 0, k: int = 3, n: int = 5):
+def make_content(
+    identity: NodeIdentity,
+    size: int,
+    seed: int = 0,
+    k: int = 3,
+    n: int = 5,
+    created: int | None = None,
+):
     """A public content of ``size`` random bytes: its real table and root, and columns of the
     right length (the holder never looks inside a column)."""
     rng = random.Random(seed)
@@ -74,7 +81,7 @@ def make_content(identity: NodeIdentity, size: int, seed: int = 0, k: int = 3, n
         table_root(table),
         k,
         n,
-        created=1_700_000_000 + seed,
+        created=created if created is not None else 1_700_000_000 + seed,
     )
     columns = [rng.randbytes(manifest.column_size()) for _ in range(n)]
     return Content(manifest, table, columns)
@@ -190,17 +197,21 @@ def test_a_held_column_offered_again_adds_only_a_lease(
     assert holdings.have(content.manifest.cid) == [1]
 
 
-def test_the_same_public_bytes_from_another_publisher_are_stored_once(
-    holdings: Holdings, content: Content, other_publisher: NodeIdentity
+def test_the_same_public_bytes_put_again_by_their_publisher_are_stored_once(
+    holdings: Holdings, content: Content, publisher: NodeIdentity, other_publisher: NodeIdentity
 ):
-    twin = make_content(other_publisher, 100_000)  # seed 0: the same bytes
-    assert twin.manifest.cid != content.manifest.cid
-    assert twin.manifest.column_key(3) == content.manifest.column_key(3)
+    again = make_content(publisher, 100_000, created=1_800_000_000)  # seed 0: the same bytes
+    assert again.manifest.cid != content.manifest.cid
+    assert again.manifest.column_key(3) == content.manifest.column_key(3)
     put(holdings, ALICE, content, 3)
-    assert holdings.offer(BOB, twin.raw, 3, DAY) is True
-    assert holdings.have(twin.manifest.cid) == [3]
-    assert holdings.manifest(twin.manifest.cid) == twin.raw
+    assert holdings.offer(BOB, again.raw, 3, DAY) is True
+    assert holdings.have(again.manifest.cid) == [3]
+    assert holdings.manifest(again.manifest.cid) == again.raw
     assert holdings.usage()["columns"] == 1
+    # another publisher of the same bytes is not told "already held": its column is its own
+    twin = make_content(other_publisher, 100_000)
+    assert twin.manifest.column_key(3) != content.manifest.column_key(3)
+    assert holdings.offer(BOB, twin.raw, 3, DAY) is False
 
 
 # --------------------------------------------------------------------------- puts

@@ -132,13 +132,16 @@ class Manifest:
 
     def column_key(self, index: int) -> bytes:
         """The name of column ``index`` on a holder's disk (docs/store.md): equal for the same
-        public column put twice, so it is stored once. ``size`` is in it so that one key always
-        means one column length, whatever a lying manifest claims."""
+        public column put twice by the same publisher, so it is stored once. ``size`` is in it
+        so that one key always means one column length, whatever a lying manifest claims; the
+        publisher's id, so that nobody can plant garbage under a column that another publisher
+        will later offer (a holder cannot check a share's bytes)."""
         if not 0 <= index < self.n:
             raise IndexError(f"column {index} is outside 0..{self.n - 1}")
         return hashlib.sha256(
             COLUMN_DOMAIN
             + self.root
+            + self.publisher_id.digest
             + bytes([self.k, self.n])
             + self.chunk.to_bytes(4, "big")
             + self.size.to_bytes(8, "big")
