@@ -45,7 +45,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from qiz import QizError
 from qiz.crypto.ids import ContentId, NodeId
@@ -62,6 +61,7 @@ from qiz.store.limits import (
     OFFER_TTL,
     STORE_DISK_HEADROOM,
 )
+from qiz.store.manifest import parse_manifest
 from qiz.store.merkle import table_root
 
 log = logging.getLogger("qiz.store")
@@ -214,16 +214,9 @@ class Holdings:
         home: Path | None,
         config: StoreConfig,
         clock: Callable[[], float] = time.time,
-        *,
-        parse: Callable[[bytes], Any] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        if parse is None:
-            from qiz.store.manifest import parse_manifest
-
-            parse = parse_manifest
-        self._parse = parse
         self._temp: str | None = None
         if home is None:
             self._temp = tempfile.mkdtemp(prefix="qiz-store-")
@@ -434,7 +427,7 @@ class Holdings:
         if not lease_seconds > 0:
             raise HoldError("bad-request", "a lease is a positive number of seconds")
         try:
-            manifest = self._parse(manifest_raw)
+            manifest = parse_manifest(manifest_raw)
         except QizError as exc:
             raise HoldError("bad-manifest", str(exc)) from None
         if not 0 <= index < manifest.n:
