@@ -497,6 +497,9 @@ class StoreService:
         started = time.perf_counter()
         manifest = await self.manifest(cid)
         key, entries = self._opened(manifest)
+        parent = Path(target).absolute().parent
+        if parent.is_dir():  # what a get killed earlier left there (its process is gone)
+            await asyncio.to_thread(tree.remove_stale_temps, parent)
         unpacker = tree.Unpacker(Path(target), manifest.kind, entries, force=force)
         reader = await self._reader(cid, manifest)
         progress = _Progress(self.events, transfer, "get", manifest.size)
