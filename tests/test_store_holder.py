@@ -17,7 +17,7 @@ from qiz.qmp.rpc import CallContext, RpcError
 from qiz.store.config import StoreConfig
 from qiz.store.holder import METHODS, HolderService
 from qiz.store.holdings import TABLE, Holdings
-from qiz.store.limits import MAX_PIECE
+from qiz.store.limits import MAX_PIECE, STORE_WRITE_BURST, STORE_WRITE_RATE
 from tests.test_store_holdings import Clock, Content, make_content
 
 ALICE = CallContext(NodeId(bytes([1]) * 32), None)  # type: ignore[arg-type]
@@ -173,6 +173,31 @@ def test_the_collect_loop_runs_until_cancelled(holder: Service, content: Content
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert holder.holdings.usage()["bytes_reserved"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_index_writes_are_rate_limited_per_peer(holder: Service, content: Content, clock: Clock):
+    """A peer replaying offers (each a transaction and an fsync) gets STORE_WRITE_RATE at most;
+    reads are not limited, and other peers keep their own budget."""
+    offer = {"manifest": content.raw, "index": 0, "lease": DAY}
+
+    async def scenario() -> None:
+        for _ in range(STORE_WRITE_BURST):
+            await holder.call(ALICE, "store.offer", offer)
+        with pytest.raises(RpcError) as excinfo:
+            await holder.call(ALICE, "store.offer", offer)
+        assert excinfo.value.code == "busy"
+        with pytest.raises(RpcError) as excinfo:
+            await holder.call(ALICE, "store.have", {"cid": content.manifest.cid.digest})
+        assert excinfo.value.code == "not-found"  # answered: reads are not limited
+        assert await holder.call(BOB, "store.offer", offer) == {"have": False}
+        clock.now += 1.0
+        for _ in range(int(STORE_WRITE_RATE)):
+            await holder.call(ALICE, "store.offer", offer)
+        with pytest.raises(RpcError):
+            await holder.call(ALICE, "store.offer", offer)
+        assert holder.service.counters["rate_limited"] == 2
 
     asyncio.run(scenario())
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from qiz.crypto.ids import DIGEST_SIZE, ContentId, NodeId
 from qiz.qmp.rpc import CallContext, Handler, RpcError
+from qiz.ratelimit import KeyedRateLimiter
 from qiz.store.holdings import TABLE, HoldError, Holdings
 from qiz.store.limits import (
     MAX_LEASE,
@@ -30,6 +31,8 @@ from qiz.store.limits import (
     MAX_PENDING_ANNOUNCES,
     MAX_PIECE,
     MAX_SHARES,
+    STORE_WRITE_BURST,
+    STORE_WRITE_RATE,
 )
 
 log = logging.getLogger("qiz.store")
@@ -46,6 +49,8 @@ METHODS = (
     "store.manifest",
     "store.read",
 )
+# the methods that write the holder's index (a transaction and an fsync each): rate-limited
+WRITES = frozenset({"store.offer", "store.commit", "store.renew", "store.release"})
 
 
 class HolderService:
@@ -70,7 +75,9 @@ class HolderService:
             "collected": 0,
             "freed_bytes": 0,
             "announce_failed": 0,
+            "rate_limited": 0,
         }
+        self._writes = KeyedRateLimiter(STORE_WRITE_RATE, STORE_WRITE_BURST)
         self._announcing: set[asyncio.Task[None]] = set()
 
     def handlers(self) -> dict[str, Handler]:
@@ -92,6 +99,10 @@ class HolderService:
             if not isinstance(body, dict):
                 self.counters["refused"] += 1
                 raise RpcError("bad-request", f"{name} takes a map")
+            if name in WRITES and not self._writes.allow(ctx.peer_id.digest, self.clock()):
+                self.counters["refused"] += 1
+                self.counters["rate_limited"] += 1
+                raise RpcError("busy", "too many store requests from this peer; try again later")
             try:
                 return await method(ctx.peer_id, body)
             except HoldError as exc:

@@ -54,3 +54,8 @@ MAX_UPLOAD_RANGES = 1024  # separate byte ranges one offer's pieces may leave (m
 MAX_OFFSET = 1 << 40  # a put's or read's offset: beyond any column or table allowed above
 MAX_PENDING_ANNOUNCES = 256  # provider announcements in flight after commits; more are dropped
 STORE_DISK_HEADROOM = 256 * MIB  # free disk a holder never lends, whatever max_bytes says
+# index writes (offer, commit, renew, release: each one SQLite transaction and fsync) one peer
+# may ask of one holder: a sustained rate per second and a burst. An owner's renewal pass
+# over many leases fits the burst; a peer replaying requests gets this rate at most.
+STORE_WRITE_RATE = 50.0
+STORE_WRITE_BURST = 1000
