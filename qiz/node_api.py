@@ -455,7 +455,7 @@ class NodeAPI:
         files = stored.result_files(self._coordinator().result(job_id))
         store = self._store()
         await self.node.joined.wait()
-        put = await store.put_files(files, name=f"job-{job_id.hex()[:16]}", k=k, n=n)
+        put = await store.put_files(files, k=k, n=n)
         return {
             "job_id": job_id.hex(),
             "cid": str(put.cid),
