@@ -3,18 +3,29 @@ and checked before a spec is checked or run; results stored in the pool and veri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qiz.compute import execute
 from qiz.compute import spec as specs
+from qiz.compute.attest import verify_file
 from qiz.compute.checker import SpecChecker
-from qiz.compute.errors import SpecError
+from qiz.compute.errors import JobError, SpecError
 from qiz.compute.inputs import InputFetcher
+from qiz.compute.service import ComputeConfig
 from qiz.crypto.ids import ContentId
+from qiz.home import Home
 from qiz.identity import NodeIdentity
-from tests.helpers import run
+from qiz.node import Node
+from qiz.resolve.dht import DhtConfig
+from qiz.store.config import StoreConfig
+from tests.helpers import manager, ok_json, qiz, run, running_mesh
 
 BELL = "OPENQASM 3.0; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;"
 TWO = "OPENQASM 3.0; qubit[3] q; bit[3] c; x q[2]; c = measure q;"
@@ -181,3 +192,99 @@ def test_the_checker_process_checks_the_fetched_text(me: NodeIdentity) -> None:
     spec, refusal = run(main(), timeout=60)
     assert spec.tasks[0].params["qasm"] == BELL and spec.num_qubits == 2
     assert "3 qubits" in refusal
+
+
+# ----------------------------------------------------------------------------- on a mesh
+
+
+def _mesh_node(peers: list[str] | None, index: int, tmp: Path) -> Node:
+    """Four nodes with homes (the CLI talks to them), every one holding content; only the
+    last runs tasks (one process)."""
+    home = tmp / f"n{index}"
+    return Node(
+        Home(home).init(),
+        listen="127.0.0.1:0",
+        peers=peers,
+        config=manager(),
+        dht_config=DhtConfig(request_timeout=1.0),
+        control_dir=home,
+        compute=ComputeConfig(worker=index == 3, slots=1, poll_after=1.0, warm_up=False),
+        store=StoreConfig(k=2, n=3),  # 3 holders: the 3 other nodes
+    )
+
+
+def test_a_job_reads_its_circuit_from_the_pool_and_its_result_is_verified_by_id(
+    tmp_path: Path,
+) -> None:
+    """A circuit put by one node runs, by content id, on a worker that fetched it; ``job
+    submit --wait --store`` stores the result; another node's home verifies it by content id
+    (``qiz verify-result qizc1...``); a missing content fails the submit with how many holders
+    were asked; a content that is not a stored result is named so."""
+
+    async def scenario() -> dict[str, Any]:
+        async with running_mesh(4, lambda peers, i: _mesh_node(peers, i, tmp_path)) as nodes:
+            for node in nodes:
+                await node.compute.publish_capacity()
+            submitter, publisher, worker = nodes[0], nodes[1], nodes[3]
+            put = await publisher.store.put_files(
+                {"bell.qasm": BELL.encode()}, name="bell.qasm", k=2, n=3
+            )
+            doc = {
+                "kind": "sampler",
+                "params": {"qasm": {"cid": str(put.cid)}, "shots": 256},
+                "replicas": 1,
+                "seed": 1,
+            }
+            (tmp_path / "bell.json").write_text(json.dumps(doc))
+            submitted = await asyncio.to_thread(
+                qiz,
+                tmp_path,
+                "--home",
+                "n0",
+                "job",
+                "submit",
+                "bell.json",
+                "--wait",
+                "--store",
+                "--json",
+                timeout=90,
+            )
+            answer = ok_json(submitted)
+            job = bytes.fromhex(answer["job_id"])
+            verified = verify_file(submitter.compute.coordinator.result(job))
+            by_id = await asyncio.to_thread(
+                qiz, tmp_path, "--home", "n2", "verify-result", answer["result_cid"], "--json"
+            )
+            not_a_result = await asyncio.to_thread(
+                qiz, tmp_path, "--home", "n2", "verify-result", str(put.cid)
+            )
+            missing = ContentId(hashlib.sha3_256(b"never stored").digest())
+            doc["params"]["qasm"] = {"cid": str(missing)}
+            raw = specs.sign(specs.make_body(doc, submitter.identity), submitter.identity)
+            with pytest.raises(JobError) as refused:
+                await submitter.compute.coordinator.submit(raw)
+            return {
+                "answer": answer,
+                "results": verified.results,
+                "fetched": (
+                    worker.compute.inputs.counters["fetched"],
+                    submitter.compute.inputs.counters["fetched"],
+                ),
+                "by_id": by_id,
+                "not_a_result": not_a_result,
+                "refused": str(refused.value),
+            }
+
+    out = run(scenario(), timeout=150)
+    # what ran is the stored circuit: the worker and the coordinator each fetched it once
+    assert out["results"] == [execute.run("sampler", {"qasm": BELL, "shots": 256}, 1)]
+    assert out["fetched"] == (1, 1)
+    cid = out["answer"]["result_cid"]
+    checked = ok_json(out["by_id"])
+    assert checked["verified"] is True and checked["cid"] == cid
+    assert checked["job_id"] == out["answer"]["job_id"] and checked["kind"] == "sampler"
+    assert out["not_a_result"].returncode == 2
+    assert "not a stored job result" in out["not_a_result"].stderr
+    assert re.search(
+        r"params\.qasm: input qizc1\w+ not found after \d+ holders asked", out["refused"]
+    )

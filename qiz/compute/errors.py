@@ -45,3 +45,8 @@ class NotAnAttestation(AttestationError):
 
 class Unreachable(ConnectionError):
     """A peer could not be reached over any link (no link, and no way to dial it)."""
+
+
+class NotAStoredResult(QizError, ValueError):
+    """Content fetched as a stored job result holds no attestation file: the wrong id was
+    given (a user error, not a failed check)."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qiz.compute.attest import MAX_FILE, verify_file
-from qiz.compute.errors import NotAnAttestation
+from qiz.compute.errors import NotAStoredResult
 from qiz.compute.execute import summarise
 
 ATTESTATION_NAME = "attestation.att"
@@ -42,11 +42,11 @@ def result_files(attestation: bytes) -> dict[str, bytes]:
 
 
 def attestation_of(files: Mapping[str, bytes]) -> bytes:
-    """The attestation file of a stored result's files (NotAnAttestation when it has none)."""
+    """The attestation file of a stored result's files (NotAStoredResult when it has none)."""
     data = files.get(ATTESTATION_NAME)
     if data is None:
         names = ", ".join(sorted(files)[:5]) or "no files"
-        raise NotAnAttestation(
+        raise NotAStoredResult(
             f"this content is not a stored job result (it has {names}; "
             f"a stored result has {ATTESTATION_NAME})"
         )
