@@ -12,22 +12,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qiz.crypto.ids import ContentId, NodeId
-from qiz.identity.node_identity import NodeIdentity
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.store.config import StoreConfig
 from qiz.store.holder import METHODS, HolderService
 from qiz.store.holdings import TABLE, Holdings
 from qiz.store.limits import MAX_PIECE, STORE_WRITE_BURST, STORE_WRITE_RATE
-from tests.test_store_holdings import Clock, Content, make_content
+from tests.test_store_holdings import PUBLISHER, Clock, Content, make_content
 
-ALICE = CallContext(NodeId(bytes([1]) * 32), None)  # type: ignore[arg-type]
+ALICE = CallContext(PUBLISHER.node_id, None)  # type: ignore[arg-type]
 BOB = CallContext(NodeId(bytes([2]) * 32), None)  # type: ignore[arg-type]
 DAY = 86_400
 
 
 @pytest.fixture(scope="module")
 def content() -> Content:
-    return make_content(NodeIdentity.generate(), 300_000, seed=7)
+    return make_content(PUBLISHER, 300_000, seed=7)
 
 
 class Service:

@@ -23,8 +23,12 @@ from qiz.store.manifest import Manifest, build_manifest
 from qiz.store.merkle import table_root
 from qiz.store.tree import TreeEntry
 
-ALICE = NodeId(bytes([1]) * 32)
+# Alice publishes the test content (her uploads are the column's trusted copy); Bob and Carol
+# are other owners (pinning nodes, or peers that got hold of the manifest)
+PUBLISHER = NodeIdentity.generate()
+ALICE = PUBLISHER.node_id
 BOB = NodeId(bytes([2]) * 32)
+CAROL = NodeId(bytes([3]) * 32)
 DAY = 86_400.0
 CHUNK = 16 * 1024
 
@@ -50,7 +54,7 @@ class Content:
 
 @pytest.fixture(scope="module")
 def publisher() -> NodeIdentity:
-    return NodeIdentity.generate()
+    return PUBLISHER
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +216,29 @@ def test_the_same_public_bytes_put_again_by_their_publisher_are_stored_once(
     twin = make_content(other_publisher, 100_000)
     assert twin.manifest.column_key(3) != content.manifest.column_key(3)
     assert holdings.offer(BOB, twin.raw, 3, DAY) is False
+
+
+def test_a_column_sent_by_another_owner_vouches_only_for_that_owner(
+    holdings: Holdings, content: Content
+):
+    """Bob got the manifest and sends garbage as column 2 before Alice (the publisher) does:
+    Alice is not told it is held, her copy is kept apart and served first; Carol is told it
+    is held once Alice's copy is in, not before."""
+    cid = content.manifest.cid
+    garbage = Content(content.manifest, content.table, [bytes(len(c)) for c in content.columns])
+    put(holdings, BOB, garbage, 2)
+    assert holdings.offer(CAROL, content.raw, 2, DAY) is False
+    holdings.release(CAROL, cid, 2)
+    assert holdings.offer(BOB, content.raw, 2, DAY) is True  # his own copy
+    put(holdings, ALICE, content, 2)  # not "held": Alice sends hers
+    assert holdings.read(cid, 2, 0, 100) == content.columns[2][:100]
+    assert holdings.offer(CAROL, content.raw, 2, DAY) is True
+    assert holdings.usage()["columns"] == 2
+    # Bob's copy goes with his lease; Alice's stays
+    holdings.release(BOB, cid, 2)
+    assert holdings.collect()["columns"] == 1
+    assert holdings.read(cid, 2, 0, 100) == content.columns[2][:100]
+    assert holdings.column_path(content.manifest.column_key(2)).exists()
 
 
 # --------------------------------------------------------------------------- puts
@@ -589,7 +616,7 @@ def test_index_changes_are_all_or_nothing(tmp_path: Path, content: Content, cloc
     h = Holdings(tmp_path, config(), clock)
     try:
         with pytest.raises(ZeroDivisionError), h._transaction():
-            h.db.execute("INSERT INTO columns VALUES (?, ?)", (bytes(32), 5))
+            h.db.execute("INSERT INTO columns VALUES (?, ?, 1)", (bytes(32), 5))
             assert h.db.in_transaction
             _ = 1 / 0
         assert h.usage()["columns"] == 0

@@ -61,11 +61,12 @@ from qiz.store.limits import (
     OFFER_TTL,
     STORE_DISK_HEADROOM,
 )
-from qiz.store.manifest import parse_manifest
+from qiz.store.manifest import Manifest, parse_manifest
 from qiz.store.merkle import table_root
 
 log = logging.getLogger("qiz.store")
 
+UPLOADER_DOMAIN = b"qiz/store/column-by/v1"
 TABLE = -1  # the `part` of a put or read that names the chunk table
 PART = ".part"
 
@@ -75,8 +76,9 @@ CREATE TABLE IF NOT EXISTS manifests (
     raw BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS columns (
-    key BLOB PRIMARY KEY,            -- column key: names the file
-    size INTEGER NOT NULL
+    key BLOB PRIMARY KEY,            -- storage key (Holdings.storage_key): names the file
+    size INTEGER NOT NULL,
+    trusted INTEGER NOT NULL         -- 1: uploaded by the content's publisher
 );
 CREATE TABLE IF NOT EXISTS tables (
     root BLOB PRIMARY KEY,           -- Merkle root: names the file
@@ -104,6 +106,7 @@ CREATE TABLE IF NOT EXISTS offers (
     root BLOB NOT NULL,
     column_size INTEGER NOT NULL,
     table_size INTEGER NOT NULL,
+    trusted INTEGER NOT NULL,        -- the offering peer is the content's publisher
     lease REAL NOT NULL,             -- seconds asked for, granted at commit
     expires REAL NOT NULL,           -- the reservation lapses then
     PRIMARY KEY (cid, idx, owner)
@@ -179,6 +182,7 @@ class Upload:
     root: bytes
     column_size: int
     table_size: int
+    trusted: int
     lease: float
     expires: float
     column_part: Path
@@ -435,12 +439,17 @@ class Holdings:
                 "bad-request", f"index {index} is not a column of this content (n={manifest.n})"
             )
         cid: ContentId = manifest.cid
-        key: bytes = manifest.column_key(index)
         root: bytes = manifest.root
         column_size, table_size = int(manifest.column_size()), int(manifest.table_size())
         lease = min(float(lease_seconds), float(MAX_LEASE))
         now = self.clock()
+        trusted = int(owner == manifest.publisher_id.digest)
+        # the publisher's copy serves every owner; anyone else's only the peer that sent it
+        key = manifest.column_key(index)
         have = self._complete(key, root)
+        if not have and not trusted:
+            key = self.storage_key(manifest, index, owner)
+            have = self._complete(key, root)
         ours = (cid.digest, index, owner)
         busy = self._uploads.get(ours)
         if busy is not None and busy.committing:
@@ -485,8 +494,8 @@ class Holdings:
         with self._transaction():
             self._store_manifest(cid, manifest_raw)
             self.db.execute(
-                "INSERT OR REPLACE INTO offers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*ours, key, root, column_size, table_size, lease, now + OFFER_TTL),
+                "INSERT OR REPLACE INTO offers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*ours, key, root, column_size, table_size, trusted, lease, now + OFFER_TTL),
             )
         self._drop_upload(ours)  # a fresh offer starts its bytes afresh
         return False
@@ -518,6 +527,18 @@ class Holdings:
                 f"{charge} further bytes would pass its {capacity}-byte limit",
             )
 
+    @staticmethod
+    def storage_key(manifest: Manifest, index: int, owner: bytes) -> bytes:
+        """Where the bytes of column ``index`` sent by ``owner`` are kept. A holder cannot
+        check a share, so an upload vouches only for the peer that sent it: the publisher's is
+        kept under the column key itself and offered to every owner of the content as already
+        held; anyone else's (a pinning node repairing, or a peer that got the manifest) under
+        a key of its own, so no peer can plant bytes that another owner is then told are held."""
+        key = manifest.column_key(index)
+        if owner == manifest.publisher_id.digest:
+            return key
+        return hashlib.sha256(UPLOADER_DOMAIN + key + owner).digest()
+
     def _store_manifest(self, cid: ContentId, raw: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO manifests VALUES (?, ?)", (cid.digest, raw))
 
@@ -535,11 +556,11 @@ class Holdings:
         now = self.clock()
         if upload is None:
             row = self.db.execute(
-                "SELECT key, root, column_size, table_size, lease, expires FROM offers "
+                "SELECT key, root, column_size, table_size, trusted, lease, expires FROM offers "
                 "WHERE cid = ? AND idx = ? AND owner = ?",
                 ours,
             ).fetchone()
-            if row is None or row[5] <= now:
+            if row is None or row[6] <= now:
                 raise HoldError(
                     "no-offer", f"no live offer from this peer for column {index} of {cid.short()}"
                 )
@@ -696,7 +717,8 @@ class Holdings:
         with self._transaction():
             if not have_column:
                 self.db.execute(
-                    "INSERT INTO columns VALUES (?, ?)", (upload.key, upload.column_size)
+                    "INSERT INTO columns VALUES (?, ?, ?)",
+                    (upload.key, upload.column_size, upload.trusted),
                 )
             if not have_table:
                 self.db.execute(
@@ -835,7 +857,7 @@ class Holdings:
             row = self.db.execute(
                 "SELECT c.key, c.size FROM leases l JOIN columns c ON c.key = l.key "
                 "JOIN tables t ON t.root = l.root "
-                "WHERE l.cid = ? AND l.idx = ? AND l.expires > ? LIMIT 1",
+                "WHERE l.cid = ? AND l.idx = ? AND l.expires > ? ORDER BY c.trusted DESC LIMIT 1",
                 (cid.digest, part, now),
             ).fetchone()
             path = None if row is None else self.column_path(row[0])
