@@ -32,7 +32,7 @@ from qiz.crypto.ids import ContentId, NodeId
 from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.manager import LinkManager
-from qiz.qmp.rpc import Handler, RpcError
+from qiz.qmp.rpc import CallContext, Handler, RpcError
 from qiz.resolve.dht import Dht
 from qiz.resolve.reach import PeerCaller, Unreachable
 from qiz.resolve.records import MAX_TTL, RecordKind, make_provider_record
@@ -70,6 +70,9 @@ PROGRESS_EVERY = 0.1  # seconds between progress events of one transfer
 HAVE_TIMEOUT = 5.0
 LOOKUP_TIMEOUT = 10.0
 READ_BATCH = 8  # stored chunks read from disk per trip to the worker thread
+SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
+SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
+MAX_HOLDERS_PER_INDEX = 8  # holders of one column a get remembers (more is never needed)
 
 
 class Scores(Protocol):
@@ -160,6 +163,7 @@ class StoreService:
         self.holdings = Holdings(home, self.config, clock)
         self.holder = HolderService(self.holdings, announce=self._announce, clock=clock)
         handlers.update(self.holder.handlers())
+        handlers["store.holders"] = self._rpc_holders
         self.catalog = Catalog(home / "store" / OWNER_DB if home is not None else None)
         self.counters = {
             "puts": 0,
@@ -208,6 +212,13 @@ class StoreService:
             self.identity, cid, [self.links.listener.address], now=now, ttl=ttl
         )
         await self.dht.publish(raw, RecordKind.PROVIDER)
+
+    def _announce_owner(self, cid: ContentId) -> None:
+        """An owner is a provider too: it serves the manifest and says who holds what
+        (``store.holders``), so a get right after a put finds every holder even before the
+        holders' own announcements have spread."""
+        expires = self.clock() + self.config.lease_seconds
+        self._owner.spawn(self._announce(cid, expires), f"announce {cid.short()}")
 
     # ------------------------------------------------------------------ put
 
@@ -269,6 +280,7 @@ class StoreService:
         )
         if lost:  # a holder failed mid-put: the others hold enough; rebuild its column now
             await self.check(manifest.cid, repair=True)
+        self._announce_owner(manifest.cid)
         progress(manifest.size, final=True)
         self.counters["puts"] += 1
         self.counters["bytes_put"] += manifest.size
@@ -437,11 +449,20 @@ class StoreService:
         return list(dict.fromkeys(found))
 
     async def _sources(self, cid: ContentId, manifest: Manifest) -> Sources:
-        """Ask every provider which columns it holds (in parallel)."""
-        providers = await self._providers(cid)
+        """Who holds which column: every provider found is asked which columns it holds, and
+        owners among them for their placements (a holder's own announcement may still be on
+        its way right after a put). Too few: the lookup is tried again, ``SOURCE_TRIES`` in
+        all, before the get gives up."""
         by_index: dict[int, list[bytes]] = {}
+        asked: set[bytes] = set()
 
-        async def ask(holder: bytes) -> None:
+        def add(index: object, holder: bytes) -> None:
+            if isinstance(index, int) and 0 <= index < manifest.n:
+                listed = by_index.setdefault(index, [])
+                if holder not in listed and len(listed) < MAX_HOLDERS_PER_INDEX:
+                    listed.append(holder)
+
+        async def have(holder: bytes) -> None:
             try:
                 answer = await self.call(
                     holder, "store.have", {"cid": cid.digest}, timeout=HAVE_TIMEOUT
@@ -449,18 +470,54 @@ class StoreService:
             except PEER_FAILURES:
                 return
             indices = answer.get("indices") if isinstance(answer, dict) else None
-            for j in indices if isinstance(indices, list) else ():
-                if isinstance(j, int) and 0 <= j < manifest.n:
-                    by_index.setdefault(j, []).append(holder)
+            for j in indices[: manifest.n] if isinstance(indices, list) else ():
+                add(j, holder)
 
-        await asyncio.gather(*(ask(h) for h in providers))
+        async def placed(owner: bytes) -> None:
+            try:
+                answer = await self.call(
+                    owner, "store.holders", {"cid": cid.digest}, timeout=HAVE_TIMEOUT
+                )
+            except PEER_FAILURES:
+                return
+            rows = answer.get("holders") if isinstance(answer, dict) else None
+            heard = [
+                row[1]
+                for row in (rows[: manifest.n] if isinstance(rows, list) else ())
+                if isinstance(row, list)
+                and len(row) == 2
+                and isinstance(row[1], bytes)
+                and len(row[1]) == 32
+            ]
+            await asyncio.gather(*(have(h) for h in heard if h not in asked))
+            asked.update(heard)
+
+        for attempt in range(SOURCE_TRIES):
+            providers = [p for p in await self._providers(cid) if p not in asked]
+            asked.update(providers)
+            await asyncio.gather(*(have(p) for p in providers), *(placed(p) for p in providers))
+            if len(Sources(by_index).live_indices()) >= manifest.k:
+                break
+            if attempt + 1 < SOURCE_TRIES:
+                await asyncio.sleep(SOURCE_RETRY * (attempt + 1))
         sources = Sources(by_index)
         if len(sources.live_indices()) < manifest.k:
             raise StoreError(
                 f"content {cid} cannot be read: {len(sources.live_indices())} of the "
-                f"{manifest.k} shares needed are held ({len(providers)} holders asked)"
+                f"{manifest.k} shares needed are held ({len(asked)} holders asked)"
             )
         return sources
+
+    async def _rpc_holders(self, ctx: CallContext, body: Any) -> Any:
+        """``store.holders``: an owner's placements of a content it keeps (index, holder)."""
+        raw = body.get("cid") if isinstance(body, dict) else None
+        if not isinstance(raw, bytes) or len(raw) != 32:
+            raise RpcError("bad-request", "store.holders needs a 32-byte cid")
+        if self.catalog.get(raw) is None:
+            raise RpcError("not-found", "this node does not keep that content")
+        return {
+            "holders": [[p.idx, p.holder] for p in self.catalog.placements(raw) if p.state == "ok"]
+        }
 
     def _on_bad(self, holder: bytes, index: int) -> None:
         self.counters["bad_shares"] += 1
@@ -646,6 +703,7 @@ class StoreService:
             holders=holders,
         )
         self.catalog.set_pinned(cid.digest, True)
+        self._announce_owner(cid)
         return {"cid": str(cid), "pinned": True, "live": len(holders)}
 
     async def unpin(self, cid: ContentId) -> dict[str, Any]:
