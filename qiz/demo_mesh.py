@@ -560,7 +560,6 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         f"n={stored['n']} on {', '.join(stored['holders'])}) in {stored['store_s']:.2f} s; "
         f"{stored['fetched_by']} fetched it back in {stored['fetch_s']:.2f} s: the attestation "
         "is identical bit for bit and verifies",
-        markup=False,
     )
     net = mesh["network"]
     claims = net["claims"]
