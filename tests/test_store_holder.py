@@ -160,6 +160,34 @@ def test_refusals_carry_the_protocol_codes(holder: Service, content: Content):
     asyncio.run(scenario())
 
 
+def test_a_commit_whose_caller_gives_up_still_ends(holder: Service, content: Content, clock: Clock):
+    """Cancelling the commit's RPC (the owner timed out, the link closed) does not cancel the
+    thread checking the files: the commit ends when it does, and a retried commit finds the
+    lease instead of racing it."""
+    cid = content.manifest.cid.digest
+
+    async def scenario() -> None:
+        await holder.call(ALICE, "store.offer", {"manifest": content.raw, "index": 3, "lease": DAY})
+        await send_column(holder, ALICE, content, 3)
+        task = asyncio.get_running_loop().create_task(
+            holder.call(ALICE, "store.commit", {"cid": cid, "index": 3})
+        )
+        await asyncio.sleep(0)  # into the thread
+        assert task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(400):
+            if holder.holdings.have(content.manifest.cid):
+                break
+            await asyncio.sleep(0.005)
+        assert holder.holdings.have(content.manifest.cid) == [3]
+        answer = await holder.call(ALICE, "store.commit", {"cid": cid, "index": 3})
+        assert answer == {"expires": int(clock.now + DAY)}
+        assert holder.service.counters["commits"] == 1
+
+    asyncio.run(scenario())
+
+
 def test_the_collect_loop_runs_until_cancelled(holder: Service, content: Content, clock: Clock):
     async def scenario() -> None:
         holder.holdings.offer(ALICE.peer_id, content.raw, 0, DAY)

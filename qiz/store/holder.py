@@ -23,7 +23,7 @@ from typing import Any
 from qiz.crypto.ids import DIGEST_SIZE, ContentId, NodeId
 from qiz.qmp.rpc import CallContext, Handler, RpcError
 from qiz.ratelimit import KeyedRateLimiter
-from qiz.store.holdings import TABLE, HoldError, Holdings
+from qiz.store.holdings import TABLE, Checked, HoldError, Holdings
 from qiz.store.limits import (
     MAX_LEASE,
     MAX_MANIFEST,
@@ -145,15 +145,33 @@ class HolderService:
         if held is not None:  # the offer answered "have": nothing was sent
             return {"expires": int(held)}
         checked = self.holdings.prepare(peer, cid, index)
+        work = asyncio.ensure_future(asyncio.to_thread(Holdings.finish, checked))
         try:
-            await asyncio.to_thread(Holdings.finish, checked)
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # the caller gave up (cancel, link closed), not the thread: it still uses the
+            # files, so the commit ends when it does; a retried commit then finds the lease
+            work.add_done_callback(lambda done: self._finish_later(checked, done))
+            raise
         except BaseException:
             self.holdings.abandon(checked)
             raise
+        return {"expires": int(self._complete(checked))}
+
+    def _complete(self, checked: Checked) -> float:
         expires = self.holdings.complete(checked)
         self.counters["commits"] += 1
-        self._announce(cid, expires)
-        return {"expires": int(expires)}
+        self._announce(checked.upload.cid, expires)
+        return expires
+
+    def _finish_later(self, checked: Checked, done: asyncio.Future[None]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self.holdings.abandon(checked)
+            return
+        try:
+            self._complete(checked)
+        except (HoldError, OSError) as exc:
+            log.info("store: a commit nobody waited for failed: %s", exc)
 
     async def _renew(self, peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
