@@ -837,6 +837,8 @@ def _store_get(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
 def _events(api: NodeAPI, args: Args) -> Awaitable[dict[str, Any]]:
     after = arg(args, "after", int) if "after" in args else 0
     timeout = arg(args, "timeout", float) if "timeout" in args else 25.0
+    if "wait" in args:  # its other name: the control socket's ask() keeps 'timeout' for itself
+        timeout = arg(args, "wait", float)
     return api.events(after, timeout)
 
 

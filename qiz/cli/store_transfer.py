@@ -38,7 +38,7 @@ def run_transfer(session: Session, command: str, *, bar: bool, **arguments: Any)
     if not bar:
         return node_call(session, command, TRANSFER_TIMEOUT, **arguments)
     # the first call also says, in the house's words, when no node runs in this home
-    start = node_call(session, "events", after=0, timeout=0)
+    start = node_call(session, "events", after=0, wait=0)
     transfer = secrets.token_hex(8)
     op = "put" if command == "store_put" else "get"
     return asyncio.run(
@@ -73,7 +73,7 @@ async def _with_bar(
         try:
             while not work.done():
                 poll = asyncio.ensure_future(
-                    ask(home, "events", EVENTS_WAIT + 5, after=after, timeout=EVENTS_WAIT)
+                    ask(home, "events", EVENTS_WAIT + 5, after=after, wait=EVENTS_WAIT)
                 )
                 done, _ = await asyncio.wait({work, poll}, return_when=asyncio.FIRST_COMPLETED)
                 if poll not in done:
