@@ -34,6 +34,7 @@ from qiz.crypto.measure import measure_crypto
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.identity.armor import ArmorError, dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
+from qiz.store.errors import StoreDisabled
 from qiz.store.limits import MAX_RECIPIENTS
 
 if TYPE_CHECKING:
@@ -62,12 +63,6 @@ class BadRequest(QizError):
 
 class ComputeDisabled(QizError):
     """The node runs without compute; job operations have nothing to talk to."""
-
-    http_status = 503
-
-
-class StoreDisabled(QizError):
-    """The node runs without the storage pool ([store] enabled = false)."""
 
     http_status = 503
 
