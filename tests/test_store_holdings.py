@@ -403,6 +403,37 @@ def test_a_wrong_table_is_bad_table_and_can_be_sent_again(holdings: Holdings, co
     assert holdings.have(cid) == [0]
 
 
+def test_a_commit_failing_at_the_index_can_be_retried(
+    holdings: Holdings, content: Content, monkeypatch: pytest.MonkeyPatch
+):
+    """A full disk when the rows are written: the commit fails, nothing is served, the offer
+    is not left half-committed, and the owner's retry succeeds."""
+    cid = content.manifest.cid
+    holdings.offer(ALICE, content.raw, 0, DAY)
+    upload(holdings, ALICE, content, 0)
+    real = holdings.db
+
+    class FullDisk:
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("INSERT OR REPLACE INTO leases"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    monkeypatch.setattr(holdings, "db", FullDisk())
+    with pytest.raises(sqlite3.OperationalError):
+        holdings.commit(ALICE, cid, 0)
+    monkeypatch.setattr(holdings, "db", real)
+    assert not real.in_transaction
+    assert holdings.have(cid) == []
+    assert holdings.usage()["columns"] == 0  # the column row was rolled back with the lease
+    upload(holdings, ALICE, content, 0)
+    holdings.commit(ALICE, cid, 0)
+    assert holdings.read(cid, 0, 0, 50) == content.columns[0][:50]
+
+
 def test_a_release_during_a_commit_cleans_up(holdings: Holdings, content: Content):
     cid = content.manifest.cid
     holdings.offer(ALICE, content.raw, 0, DAY)

@@ -205,10 +205,6 @@ def _hex(data: bytes) -> str:
     return data.hex()
 
 
-def _short(owner: bytes) -> str:
-    return NodeId(owner).short()
-
-
 class Holdings:
     """One node's holdings; ``home=None`` keeps the index in memory and the files in a
     temporary directory removed at :meth:`close` (the simulator, tests)."""
@@ -257,10 +253,11 @@ class Holdings:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a failed COMMIT (a full disk) leaves it open too
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -703,17 +700,26 @@ class Holdings:
         if not have_table and not checked.with_table:  # collected in between: send it again
             self.abandon(checked)
             raise HoldError("incomplete", "the chunk table is needed again")
-        moved: list[Path] = []
-        for done, part, target in (
-            (have_column, upload.column_part, column),
-            (have_table, upload.table_part, table),
-        ):
-            if not done:
-                target.parent.mkdir(mode=0o700, exist_ok=True)
-                os.replace(part, target)
-                fsync_directory(target.parent)
-                moved.append(target)
         expires = now + upload.lease
+        try:
+            for done, part, target in (
+                (have_column, upload.column_part, column),
+                (have_table, upload.table_part, table),
+            ):
+                if not done:
+                    _move_in(part, target)
+            self._record(checked, have_column, have_table, expires)
+        except BaseException:  # a file renamed in without its row goes at the next start
+            self.abandon(checked)
+            raise
+        self._end(ours)
+        return expires
+
+    def _record(
+        self, checked: Checked, have_column: bool, have_table: bool, expires: float
+    ) -> None:
+        upload = checked.upload
+        ours = (upload.cid.digest, upload.index, upload.owner)
         with self._transaction():
             if not have_column:
                 self.db.execute(
@@ -729,8 +735,6 @@ class Holdings:
                 (*ours, upload.key, upload.root, upload.column_size + upload.table_size, expires),
             )
             self.db.execute("DELETE FROM offers WHERE cid = ? AND idx = ? AND owner = ?", ours)
-        self._end(ours)
-        return expires
 
     def abandon(self, checked: Checked) -> None:
         """A commit that failed after :meth:`prepare`: the offer stays, its bytes may be sent
@@ -959,6 +963,16 @@ def _touch(path: Path) -> None:
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
+
+
+def _move_in(part: Path, target: Path) -> None:
+    """Rename a checked file into place durably (its new directory too, the first time)."""
+    fresh = not target.parent.exists()
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    if fresh:
+        fsync_directory(target.parent.parent)
+    os.replace(part, target)
+    fsync_directory(target.parent)
 
 
 def _fsync(path: Path) -> None:
