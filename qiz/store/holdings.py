@@ -3,8 +3,9 @@
 Layout under ``HOME/store/`` (docs/store.md, "Holders: the protocol"):
 
 * ``store.sqlite``: manifests, complete columns and tables, leases, pending offers;
-* ``columns/XX/COLUMNKEY``: one file per complete column (named by its column key, so the
-  same public column offered by two publishers is kept once);
+* ``columns/XX/KEY``: one file per complete column, named by its storage key: the column key
+  for the publisher's upload (kept once, and offered as held to every owner of the content),
+  a key of the sender's own for anyone else's (:meth:`Holdings.storage_key`);
 * ``tables/XX/ROOT.table``: the chunk table, shared by every column with that Merkle root;
 * ``parts/TOKEN.column.part``, ``parts/TOKEN.table.part``: bytes of an offer in progress, one
   pair per offer (owner, content, index), so that one owner's bytes never mix with another's.
