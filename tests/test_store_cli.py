@@ -338,7 +338,7 @@ def test_status_renders_each_share(capsys: pytest.CaptureFixture[str]) -> None:
     assert "health: degraded, 3 of 5 shares live (3 needed to read)" in out
     store_view.show_listing(call(api, "store_ls")["content"])
     out = capsys.readouterr().out
-    assert "data.bin" in out and "4/5" in out and "degraded" in out and "published" in out
+    assert "data.bin" in out and "4/5" in out and "degraded" in out and "publisher, unpinned" in out
     put = call(api, "store_put", path="/data.bin")
     assert store_view.put_text(put).startswith(
         "stored file (293.0 KiB, 3 chunks) as 3-of-5 shares on 5 holders"

@@ -61,7 +61,7 @@ async def _with_bar(
         ask(home, command, TRANSFER_TIMEOUT, transfer=transfer, **arguments)
     )
     with Progress(
-        TextColumn(f"{op} "),
+        TextColumn(op),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

@@ -47,6 +47,14 @@ def gc_text(answer: Mapping[str, Any]) -> str:
     )
 
 
+def role(row: Mapping[str, Any]) -> str:
+    """This node's part in a content: it put it (publisher) or pinned it; either way it keeps
+    it alive (renews, repairs) only while pinned."""
+    if row.get("published"):
+        return "publisher" if row.get("pinned") else "publisher, unpinned"
+    return "pinned" if row.get("pinned") else "unpinned"
+
+
 def show_listing(rows: Sequence[Mapping[str, Any]]) -> None:
     if not rows:
         console.print("no content published or pinned here (store some: qiz store put PATH)")
@@ -63,7 +71,7 @@ def show_listing(rows: Sequence[Mapping[str, Any]]) -> None:
                 f"{row['k']}/{row['n']}",
                 f"{row['live']}/{row['n']}",
                 row["health"],
-                "published" if row.get("published") else "pinned",
+                role(row),
                 "yes" if row.get("sealed") else "no",
             )
             for row in rows

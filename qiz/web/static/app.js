@@ -114,7 +114,7 @@ function renderStorage(stats, rows) {
     el("td", { class: "num" }, size(c.size)),
     el("td", { class: health[c.health] || "", "data-testid": "storage-health" }, c.health),
     el("td", { class: "num", "data-testid": "storage-live" }, `${c.live}/${c.n}`, el("span", { class: "muted" }, ` (${c.k} needed)`)),
-    el("td", {}, c.published ? "published" : "pinned"))),
+    el("td", {}, c.published ? (c.pinned ? "publisher" : "publisher, unpinned") : (c.pinned ? "pinned" : "unpinned")))),
   stats ? "nothing published or pinned here yet (qiz store put PATH)" : "the storage pool is off on this node ([store] enabled = false)");
 }
 
