@@ -718,3 +718,64 @@ def test_config_from_table_refuses_with_one_line(table: object, message: str):
     with pytest.raises(StoreConfigError, match=message) as excinfo:
         StoreConfig.from_table(table)
     assert "\n" not in str(excinfo.value)
+
+
+# --------------------------------------------------------------------------- random sequences
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["offer", "send", "send-half", "commit", "renew", "release", "wait", "collect"]
+        ),
+        st.sampled_from([ALICE, BOB]),
+        st.integers(0, 4),
+        st.sampled_from([60.0, 700.0, DAY / 2, 2 * DAY]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=OPS)
+def test_any_sequence_serves_only_whole_columns_and_leaves_nothing_behind(ops, content: Content):
+    """Offers, pieces, commits, renewals, releases, time and collections in any order: only
+    HoldError is ever raised, whatever is served is a whole column's right bytes, and once
+    every lease has lapsed a collection leaves no row, no file and no reservation."""
+    clock = Clock()
+    h = Holdings(None, config(), clock)
+    cid = content.manifest.cid
+    try:
+        for op, peer, index, seconds in ops:
+            try:
+                if op == "offer":
+                    h.offer(peer, content.raw, index, seconds)
+                elif op == "send":
+                    upload(h, peer, content, index)
+                elif op == "send-half":
+                    h.write(peer, cid, index, 0, content.columns[index][:1000])
+                elif op == "commit":
+                    h.commit(peer, cid, index)
+                elif op == "renew":
+                    h.renew(peer, cid, index, seconds)
+                elif op == "release":
+                    h.release(peer, cid, index)
+                elif op == "wait":
+                    clock.now += seconds
+                else:
+                    h.collect()
+            except HoldError:
+                pass
+            for j in h.have(cid):
+                size = len(content.columns[j])
+                assert h.read(cid, j, 0, size) == content.columns[j]
+            assert h.usage()["bytes_reserved"] == sum(
+                size for (size,) in h.db.execute("SELECT column_size + table_size FROM offers")
+            )
+        clock.now += MAX_LEASE + OFFER_TTL + 1
+        h.collect()
+        usage = h.usage()
+        assert (usage["bytes_stored"], usage["bytes_reserved"], usage["offers"]) == (0, 0, 0)
+        assert h.db.execute("SELECT COUNT(*) FROM manifests").fetchone() == (0,)
+        assert [p for p in h.root.rglob("*") if p.is_file()] == []
+    finally:
+        h.close()
