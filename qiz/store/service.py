@@ -773,6 +773,8 @@ class StoreService:
                 self.catalog.place(cid.digest, idx, placed.holder, "ok", int(expires or 0))
                 self.counters["renewals"] += 1
             except RpcError as exc:
+                if exc.code == "busy":  # rate-limited: the lease is there, renew next pass
+                    return
                 state = "unreachable" if exc.code in ("timeout", "link-closed") else "missing"
                 self.catalog.place(cid.digest, idx, placed.holder, state, placed.expires)
             except (Unreachable, OSError, TimeoutError):
