@@ -25,7 +25,7 @@ from qiz.identity import NodeIdentity
 from qiz.node import Node
 from qiz.resolve.dht import DhtConfig
 from qiz.store.config import StoreConfig
-from tests.helpers import manager, ok_json, qiz, run, running_mesh
+from tests.helpers import async_eventually, manager, ok_json, qiz, run, running_mesh
 
 BELL = "OPENQASM 3.0; qubit[2] q; bit[2] c; h q[0]; cx q[0], q[1]; c = measure q;"
 TWO = "OPENQASM 3.0; qubit[3] q; bit[3] c; x q[2]; c = measure q;"
@@ -288,3 +288,53 @@ def test_a_job_reads_its_circuit_from_the_pool_and_its_result_is_verified_by_id(
     assert re.search(
         r"params\.qasm: input qizc1\w+ not found after \d+ holders asked", out["refused"]
     )
+
+
+def test_a_restarted_coordinator_fetches_stored_inputs_before_resuming(me: NodeIdentity) -> None:
+    """Jobs running at a restart are resumed at once, except those whose spec names an
+    input: those after it is fetched again; one whose input is gone fails with the reason."""
+    from qiz.compute.coordinator import Coordinator
+    from qiz.compute.jobdb import FAILED, CoordinatorTables, open_db
+    from qiz.events import EventBus
+    from qiz.trust.scores import PeerScores
+
+    present, gone = cid_of(BELL), cid_of("gone")
+    raws = {
+        "inline": sampler_spec(me, BELL),
+        "stored": sampler_spec(me, {"cid": str(present)}),
+        "gone": sampler_spec(me, {"cid": str(gone)}),
+    }
+    jobs = {name: specs.parse(raw, unresolved=True).job_id for name, raw in raws.items()}
+
+    async def scenario() -> None:
+        db = open_db(None)
+        tables = CoordinatorTables(db)
+        for name, raw in raws.items():
+            tables.add_job(jobs[name], raw, 100.0)
+        coordinator = Coordinator(
+            me,
+            tables,
+            PeerScores(db),
+            directory=None,  # type: ignore[arg-type] - resuming asks no worker
+            send=None,  # type: ignore[arg-type]
+            events=EventBus(),
+            clock=lambda: 101.0,
+        )
+        coordinator.inputs = InputFetcher(FakePool({present: BELL.encode()}, asked=3).fetch_bytes)
+        try:
+            coordinator.resume()
+            assert set(coordinator.core.jobs) == {jobs["inline"]}
+            await async_eventually(
+                lambda: jobs["stored"] in coordinator.core.jobs, what="the stored input's job"
+            )
+            resumed = coordinator.core.jobs[jobs["stored"]].spec
+            assert resumed.tasks[0].params["qasm"] == BELL
+            row = tables.job(jobs["gone"])
+            assert row is not None and row.state == FAILED
+            assert f"input {gone} not found after 3 holders asked" in (row.error or "")
+            assert jobs["gone"] not in coordinator.core.jobs
+        finally:
+            await coordinator.close()
+            db.close()
+
+    run(scenario())

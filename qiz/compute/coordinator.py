@@ -60,7 +60,7 @@ from qiz.compute.core import (
 from qiz.compute.directory import WorkerDirectory
 from qiz.compute.errors import CheckerBusy, JobError, JobNotFound, SpecError, Unreachable
 from qiz.compute.inputs import InputFetcher
-from qiz.compute.jobdb import DONE, RUNNING, CoordinatorTables
+from qiz.compute.jobdb import DONE, FAILED, RUNNING, CoordinatorTables, JobRow
 from qiz.compute.quorum import Decision
 from qiz.compute.status import JobStatus, job_status, log_entry, spec_body, spec_summary
 from qiz.crypto.ids import NodeId
@@ -276,8 +276,39 @@ class Coordinator:
         return self.status(job)
 
     def resume(self) -> None:
-        """Pick up the running jobs of a previous run; their replicas are polled at once."""
-        self._perform(self.core.resume(self.limits, self.clock()))
+        """Pick up the running jobs of a previous run; their replicas are polled at once.
+        Jobs whose specs name content-id inputs are picked up once those are fetched again
+        (in the background: the pool may take a while)."""
+        later = {row.job for row in self.tables.jobs((RUNNING,)) if self._names_inputs(row.spec)}
+        self._perform(
+            self.core.resume(self.limits, self.clock(), select=lambda row: row.job not in later)
+        )
+        self.wake.set()
+        if later:
+            self._owner.spawn(self._resume_fetched(later), "resume jobs with stored inputs")
+
+    def _names_inputs(self, raw: bytes) -> bool:
+        try:
+            return bool(specs.input_refs(raw, self.limits))
+        except SpecError:
+            return False  # the core refuses it with its reason
+
+    async def _resume_fetched(self, jobs: set[bytes]) -> None:
+        """Fetch the inputs of the stored specs of ``jobs``, then resume them; a job whose
+        input cannot be had fails with the reason."""
+        fetched: dict[bytes, dict[str, str]] = {}
+        for row in self.tables.jobs((RUNNING,)):
+            if row.job not in jobs or row.spec in fetched:
+                continue
+            try:
+                fetched[row.spec] = await self.inputs.texts(row.spec, self.limits)
+            except SpecError as exc:
+                self.tables.set_job(row.job, FAILED, self.clock(), error=f"stored spec: {exc}")
+
+        def chosen(row: JobRow) -> bool:  # not resubmitted (and so running) meanwhile
+            return row.job in jobs and row.job not in self.core.jobs and row.spec in fetched
+
+        self._perform(self.core.resume(self.limits, self.clock(), select=chosen, inputs=fetched))
         self.wake.set()
 
     # ------------------------------------------------------------------ performing actions

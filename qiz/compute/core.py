@@ -80,6 +80,7 @@ from qiz.compute.jobdb import (
     QUEUED,
     RUNNING,
     CoordinatorTables,
+    JobRow,
     ReplicaRow,
 )
 from qiz.compute.placement import (
@@ -309,15 +310,27 @@ class JobCore:
             return []
         return self._stop(job, CANCELLED, "cancelled by its submitter", now)
 
-    def resume(self, limits: specs.Limits, now: float) -> list[Action]:
+    def resume(
+        self,
+        limits: specs.Limits,
+        now: float,
+        *,
+        select: Callable[[JobRow], bool] | None = None,
+        inputs: Mapping[bytes, Mapping[str, str]] | None = None,
+    ) -> list[Action]:
         """Pick up the running jobs of a previous run: their replicas have not been heard of,
-        so the next :meth:`tick` fetches every one; finished replicas are decided at once."""
+        so the next :meth:`tick` fetches every one; finished replicas are decided at once.
+        ``select(row)`` picks which jobs (default: all); ``inputs`` holds the fetched
+        content-id inputs of their specs, by raw spec."""
         actions: list[Action] = []
         parsed: dict[bytes, specs.JobSpec | SpecError] = {}  # each raw spec parsed once
         for row in self.tables.jobs((RUNNING,)):
+            if select is not None and not select(row):
+                continue
             if row.spec not in parsed:
                 try:
-                    parsed[row.spec] = specs.parse(row.spec, limits)
+                    given = (inputs or {}).get(row.spec)
+                    parsed[row.spec] = specs.parse(row.spec, limits, inputs=given)
                 except SpecError as exc:
                     parsed[row.spec] = exc
             spec = parsed[row.spec]
