@@ -16,7 +16,7 @@ from qiz.compute import execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import verify_file
 from qiz.compute.checker import SpecChecker
-from qiz.compute.errors import JobError, SpecError
+from qiz.compute.errors import CheckerBusy, JobError, SpecError
 from qiz.compute.inputs import InputFetcher
 from qiz.compute.service import ComputeConfig
 from qiz.crypto.ids import ContentId
@@ -166,6 +166,37 @@ def test_bad_bytes_and_no_pool_are_refused_clearly(me: NodeIdentity) -> None:
         run(fetcher.texts(sampler_spec(me, {"cid": str(big)}), LIMITS))
     with pytest.raises(SpecError, match="this node has no pool"):
         run(InputFetcher(None).texts(sampler_spec(me, {"cid": str(cid)}), LIMITS))
+
+
+def test_peers_cannot_hold_every_fetch_slot_but_the_owner_is_never_refused(
+    me: NodeIdentity,
+) -> None:
+    a, b, c = cid_of("a"), cid_of("b"), cid_of("c")
+    release = asyncio.Event()
+
+    async def slow(cid: ContentId, *, max_size: int) -> bytes:
+        await release.wait()
+        return b"OPENQASM 3.0; qubit[1] q;"
+
+    async def main() -> list[object]:
+        fetcher = InputFetcher(slow, max_fetching=1)
+        first = asyncio.ensure_future(
+            fetcher.texts(sampler_spec(me, {"cid": str(a)}), LIMITS, peer=True)
+        )
+        await asyncio.sleep(0.01)
+        with pytest.raises(CheckerBusy, match="1 job inputs are being fetched here"):
+            await fetcher.texts(sampler_spec(me, {"cid": str(b)}), LIMITS, peer=True)
+        same = asyncio.ensure_future(
+            fetcher.texts(sampler_spec(me, {"cid": str(a)}), LIMITS, peer=True)
+        )
+        owner = asyncio.ensure_future(fetcher.texts(sampler_spec(me, {"cid": str(c)}), LIMITS))
+        await asyncio.sleep(0.01)
+        release.set()
+        return [await first, await same, await owner, fetcher.counters["busy"]]
+
+    first, same, owner, busy = run(main())
+    assert first == same == {str(a): "OPENQASM 3.0; qubit[1] q;"}
+    assert owner == {str(c): "OPENQASM 3.0; qubit[1] q;"} and busy == 1
 
 
 def test_the_checker_process_checks_the_fetched_text(me: NodeIdentity) -> None:

@@ -10,6 +10,11 @@ compute never imports the store. Here the bytes are bounded (``execute.MAX_TEXT`
 inline text), decoded as UTF-8, and cached by content id (a sweep's shards arrive as separate
 offers of one spec; content ids name immutable bytes, so a cached text never goes stale).
 Every failure is a :class:`SpecError` naming the field and the content id.
+
+Peers' offers make a worker fetch: at most ``MAX_FETCHING`` distinct fetches for peers run at
+once, beyond which an offer is answered busy (:class:`CheckerBusy`, the coordinator places the
+task elsewhere) instead of queueing; the node's own fetches (a submit, a restart) are never
+refused for that.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from qiz.compute import execute
 from qiz.compute import spec as specs
-from qiz.compute.errors import SpecError
+from qiz.compute.errors import CheckerBusy, SpecError
 from qiz.crypto.ids import ContentId
 
 log = logging.getLogger("qiz.compute")
@@ -30,6 +35,7 @@ log = logging.getLogger("qiz.compute")
 FetchInput = Callable[..., Awaitable[bytes]]  # fetch_input(cid, max_size=n) -> bytes
 FETCH_SECONDS = 60.0  # one input's fetch, holders asked included
 CACHE = 16  # texts remembered (each at most execute.MAX_TEXT bytes)
+MAX_FETCHING = 8  # distinct fetches for peers' offers at once
 
 
 class InputFetcher:
@@ -41,24 +47,27 @@ class InputFetcher:
         *,
         cache: int = CACHE,
         timeout: float = FETCH_SECONDS,
+        max_fetching: int = MAX_FETCHING,
     ) -> None:
         self.fetch = fetch
         self.cache_size = cache
         self.timeout = timeout
+        self.max_fetching = max_fetching
         self._cache: OrderedDict[ContentId, str] = OrderedDict()
         self._inflight: dict[ContentId, asyncio.Future[str]] = {}
-        self.counters = {"fetched": 0, "cached": 0, "failed": 0}
+        self.counters = {"fetched": 0, "cached": 0, "failed": 0, "busy": 0}
 
-    async def texts(self, raw: Any, limits: specs.Limits) -> dict[str, str]:
+    async def texts(self, raw: Any, limits: specs.Limits, *, peer: bool = False) -> dict[str, str]:
         """Content id (text) -> text for each input ``raw`` names; ``{}`` when it names none.
-        SpecError when the spec is malformed or an input cannot be had."""
+        SpecError when the spec is malformed or an input cannot be had; CheckerBusy when
+        ``peer`` (a peer's offer) and ``MAX_FETCHING`` fetches already run."""
         refs = specs.input_refs(raw, limits)
         out: dict[str, str] = {}
         for path, cid in refs:
-            out[str(cid)] = await self._one(path, cid)
+            out[str(cid)] = await self._one(path, cid, peer)
         return out
 
-    async def _one(self, path: str, cid: ContentId) -> str:
+    async def _one(self, path: str, cid: ContentId, peer: bool) -> str:
         cached = self._cache.get(cid)
         if cached is not None:
             self._cache.move_to_end(cid)
@@ -67,6 +76,9 @@ class InputFetcher:
         if self.fetch is None:
             raise SpecError(f"{path}: input {cid} is stored content, and this node has no pool")
         running = self._inflight.get(cid)
+        if running is None and peer and len(self._inflight) >= self.max_fetching:
+            self.counters["busy"] += 1
+            raise CheckerBusy(f"{self.max_fetching} job inputs are being fetched here; try later")
         if running is None:
             running = asyncio.ensure_future(self._fetch(path, cid))
             self._inflight[cid] = running

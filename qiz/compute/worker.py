@@ -272,7 +272,8 @@ class Worker:
     async def _check(self, raw: Any, coordinator: bytes) -> specs.JobSpec:
         """A peer's spec, checked in the limited checker process (fair across peers), its
         content-id inputs fetched first."""
-        inputs = await self.inputs.texts(raw, self.limits)
+        own = coordinator == self.identity.node_id.digest  # its own jobs: never refused busy
+        inputs = await self.inputs.texts(raw, self.limits, peer=not own)
         if self.checker is not None:
             return await self.checker.parse(raw, self.limits, coordinator, inputs)
         async with self._checking:
