@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
+import shlex
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +25,7 @@ from qiz.control import control_request
 from qiz.crypto.ids import ContentId
 
 from .helpers import (
+    CLEAN_ENV,
     NodeProcess,
     eventually,
     node_processes,
@@ -232,3 +237,78 @@ def test_metrics_show_what_a_holder_holds(mesh: Mesh, stored: tuple[str, bytes])
     assert values["qiz_store_bytes_stored"] >= SIZE / 2
     assert values["qiz_store_quota_bytes"] > 0
     assert "qiz_store_repairs_total" in values and "qiz_store_bad_shares_total" in values
+
+
+# ---------------------------------------------------------------- the progress bar, the dashboard
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def on_a_terminal(mesh: Mesh, *args: str) -> tuple[int, str]:
+    """A ``qiz`` command run on a pseudo-terminal (util-linux ``script``): its exit code and
+    what the terminal showed, escape sequences removed."""
+    command = shlex.join([sys.executable, "-m", "qiz", *map(str, args)])
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=mesh.work,
+        env=CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode, ESCAPES.sub("", result.stdout.replace("\r", "\n"))
+
+
+def test_a_terminal_shows_a_bar_fed_by_the_nodes_progress(
+    mesh: Mesh, stored: tuple[str, bytes]
+) -> None:
+    cid, data = stored
+    code, shown = on_a_terminal(
+        mesh, "--home", mesh.home("c"), "store", "get", cid, "-o", "tty.bin"
+    )
+    assert code == 0, shown
+    # the total comes only from the node's store.progress events; the last one is drawn
+    assert re.search(r"^get .* 293\.0/293\.0 KiB", shown, re.MULTILINE), shown
+    assert (mesh.work / "tty.bin").read_bytes() == data
+    # --json on a terminal: the one JSON object and nothing else
+    code, shown = on_a_terminal(
+        mesh, "--home", mesh.home("c"), "store", "get", cid, "-o", "tty.bin", "--force", "--json"
+    )
+    assert code == 0, shown
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["cid"] == cid, shown
+
+
+def test_the_dashboard_shows_the_stored_content(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    cid, _ = stored
+    url = ok_json(mesh.cli("a", "dashboard", "--json"))["url"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless=new", "--no-sandbox"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on(
+                "response",
+                lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
+            page.goto(url)
+            row = page.locator(f"[data-testid=storage-row][data-cid='{cid}']")
+            row.wait_for(timeout=20_000)
+            assert row.get_attribute("data-health") == "ok"
+            assert row.locator("[data-testid=storage-live]").inner_text().startswith("2/2")
+            assert "blob.bin" in row.inner_text() and "293.0 KiB" in row.inner_text()
+            held = page.locator("[data-testid=storage-held]").inner_text()
+            assert re.fullmatch(r"\(holding .+ of .+ in \d+ share columns? for the mesh\)", held), (
+                held
+            )
+            assert not problems, problems
+        finally:
+            browser.close()

@@ -70,6 +70,14 @@ async def _with_bar(
         transient=True,
     ) as progress:
         bar = progress.add_task(op, total=None)
+
+        def draw(answer: dict[str, Any]) -> int:
+            for event in answer["events"]:
+                moved = progress_of(event, transfer)
+                if moved is not None:
+                    progress.update(bar, completed=moved[0], total=moved[1] or None)
+            return int(answer["last"])
+
         try:
             while not work.done():
                 poll = asyncio.ensure_future(
@@ -81,12 +89,14 @@ async def _with_bar(
                     with contextlib.suppress(BaseException):
                         await poll
                     break
-                answer = poll.result()
-                after = int(answer["last"])
-                for event in answer["events"]:
-                    moved = progress_of(event, transfer)
-                    if moved is not None:
-                        progress.update(bar, completed=moved[0], total=moved[1] or None)
+                if poll.exception() is not None:  # no bar then, but the work goes on
+                    await asyncio.wait({work})
+                    break
+                after = draw(poll.result())
+            if not work.cancelled() and work.exception() is None:
+                # the node's last progress event came just before its answer: draw it
+                with contextlib.suppress(Exception):
+                    draw(await ask(home, "events", 10.0, after=after, wait=0))
         finally:
             if not work.done():
                 work.cancel()
