@@ -197,13 +197,13 @@ class FakeStore:
         }
 
     async def pin(self, cid: ContentId) -> dict[str, Any]:
-        return {"pinned": True}
+        return {"cid": str(cid), "pinned": True, "live": 5}
 
     async def unpin(self, cid: ContentId) -> dict[str, Any]:
-        return {"pinned": False}
+        return {"cid": str(cid), "pinned": False}
 
     async def rm(self, cid: ContentId) -> dict[str, Any]:
-        return {"released": 5}
+        return {"cid": str(cid), "removed": True, "released": 5}
 
     async def gc(self) -> dict[str, Any]:
         return {"freed_bytes": 4096, "columns": 2}

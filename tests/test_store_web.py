@@ -150,6 +150,24 @@ def test_status_ls_and_rm(mesh: Mesh, stored: tuple[str, bytes]) -> None:
     assert other not in left and cid in left
 
 
+def test_pin_and_unpin_on_another_node(mesh: Mesh, stored: tuple[str, bytes]) -> None:
+    cid, _ = stored
+    pinned = ok_json(mesh.cli("c", "store", "pin", cid, "--json"))
+    assert (pinned["cid"], pinned["pinned"], pinned["live"]) == (cid, True, 2)
+    listing = ok_json(mesh.cli("c", "store", "ls", "--json"))["content"]
+    row = next(r for r in listing if r["cid"] == cid)
+    assert (row["pinned"], row["published"], row["name"]) == (True, False, "blob.bin")
+        cid,
+        True,
+        False,
+        "blob.bin",
+    )
+    unpinned = ok_json(mesh.cli("c", "store", "unpin", cid, "--json"))
+    assert (unpinned["cid"], unpinned["pinned"]) == (cid, False)
+    listed = mesh.cli("c", "store", "ls")
+    assert listed.returncode == 0 and "unpinned" in listed.stdout, listed.stderr
+
+
 def test_an_unknown_id_is_not_found(mesh: Mesh) -> None:
     unknown = str(ContentId.of(b"nobody stored this"))
     line = one_line_error(mesh.cli("b", "store", "get", unknown, "-o", "nothing.bin", "--json"))

@@ -42,8 +42,8 @@ def get_text(answer: Mapping[str, Any]) -> str:
 
 def gc_text(answer: Mapping[str, Any]) -> str:
     return (
-        f"collected {plural(answer['columns'], 'column')} no live lease kept, "
-        f"{size(answer['freed_bytes'])} freed"
+        f"freed {size(answer['freed_bytes'])}: {plural(answer['columns'], 'column')} "
+        "without a live lease deleted"
     )
 
 
