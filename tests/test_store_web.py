@@ -157,11 +157,6 @@ def test_pin_and_unpin_on_another_node(mesh: Mesh, stored: tuple[str, bytes]) ->
     listing = ok_json(mesh.cli("c", "store", "ls", "--json"))["content"]
     row = next(r for r in listing if r["cid"] == cid)
     assert (row["pinned"], row["published"], row["name"]) == (True, False, "blob.bin")
-        cid,
-        True,
-        False,
-        "blob.bin",
-    )
     unpinned = ok_json(mesh.cli("c", "store", "unpin", cid, "--json"))
     assert (unpinned["cid"], unpinned["pinned"]) == (cid, False)
     listed = mesh.cli("c", "store", "ls")
