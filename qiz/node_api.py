@@ -573,6 +573,24 @@ class NodeAPI:
         name = (await store.manifest(cid)).name
         return name if name else str(cid)
 
+    async def store_content(self, cid: str) -> Download:
+        """A public or readable ``file`` content's bytes, checked, as an attachment: how the
+        HTTP API hands out content without writing files anywhere (at most MAX_DOWNLOAD
+        bytes, held in memory; larger content and trees: ``qiz store get``)."""
+        store = self._store()
+        content = _content_id(cid)
+        await self.node.joined.wait()
+        manifest = await store.manifest(content)
+        if manifest.kind != "file":
+            raise BadRequest(f"content {content} is a directory: fetch it with qiz store get")
+        if manifest.size > MAX_DOWNLOAD:
+            raise BadRequest(
+                f"content {content} is {manifest.size} bytes, over the {MAX_DOWNLOAD >> 20} MiB "
+                "this API hands out in one answer: fetch it with qiz store get"
+            )
+        data = await store.fetch_bytes(content, max_size=MAX_DOWNLOAD)
+        return Download(_filename(manifest.name, content), data)
+
     def store_ls(self) -> dict[str, Any]:
         """The content this node owns (published) or pins, with its health."""
         return {"content": _named(self._store().listing())}
@@ -712,6 +730,15 @@ def arg(args: Args, name: str, kind: type = str) -> Any:
 # ---------------------------------------------------------------------------- store arguments
 
 MAX_TRANSFER_ID = 64  # characters of a transfer id (it names a put's or get's progress events)
+MAX_DOWNLOAD = 16 << 20  # bytes of a file content one store_content answer carries (in memory)
+
+
+def _filename(name: str | None, cid: ContentId) -> str:
+    """A download's file name for a Content-Disposition header: the content's own name with
+    anything but letters, digits, '.', '-' and '_' replaced (a manifest's name may hold quotes
+    or line breaks), else its short id."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name or "")
+    return safe.strip(".")[:128] or cid.short()
 
 
 def _absolute(text: Any, name: str) -> Path:
@@ -921,6 +948,12 @@ OPERATIONS: dict[str, Operation] = {
             "store_rm", lambda api, a: api.store_rm(arg(a, "cid")), "POST", "/api/store/{cid}/rm"
         ),
         Operation("store_gc", lambda api, a: api.store_gc(), "POST", "/api/store/gc"),
+        Operation(
+            "store_content",
+            lambda api, a: api.store_content(arg(a, "cid")),
+            "GET",
+            "/api/store/{cid}/content",
+        ),
     )
 }
 

@@ -21,7 +21,7 @@ from qiz.cli import store_view
 from qiz.cli.main import run as qiz_run
 from qiz.cli.store_transfer import progress_of
 from qiz.crypto.ids import ContentId, NodeId
-from qiz.node_api import NodeAPI, StoreDisabled, error_answer, invoke
+from qiz.node_api import MAX_DOWNLOAD, Download, NodeAPI, StoreDisabled, error_answer, invoke
 from qiz.web.metrics import store_metrics
 from tests.json_shapes import check_shape
 
@@ -143,9 +143,6 @@ class FakeStore:
     """What tests/test_store_web.py's real StoreService answers, by the interface, recording
     what it was asked."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
     async def put(self, path: Path, **kw: Any) -> Put:
         self.calls.append(("put", (path, kw)))
         return Put(
@@ -156,8 +153,16 @@ class FakeStore:
         self.calls.append(("get", (cid, target, kw)))
         return Got(cid, "file", str(target), 300_000, 0.5, 3, 1)
 
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.described = SimpleNamespace(name="data.bin", kind="file", size=300_000)
+
     async def manifest(self, cid: ContentId) -> SimpleNamespace:
-        return SimpleNamespace(name="data.bin")
+        return self.described
+
+    async def fetch_bytes(self, cid: ContentId, *, max_size: int) -> bytes:
+        self.calls.append(("fetch_bytes", max_size))
+        return b"the file"
 
     def listing(self) -> list[dict[str, Any]]:
         return [
@@ -284,6 +289,27 @@ def test_store_operations_refuse_bad_arguments(tmp_path: Path) -> None:
     assert status == 400 and "no.rec" in message
     status, message = refused(api, "store_put", path=str(tmp_path), to=["/x"] * 17)
     assert status == 400 and "at most 16" in message
+
+
+def test_content_over_http_is_a_bounded_download() -> None:
+    store = FakeStore()
+    api = fake_api(store)
+    download = call(api, "store_content", cid=str(CID))
+    assert isinstance(download, Download)
+    assert (download.filename, download.data) == ("data.bin", b"the file")
+    assert store.calls[-1] == ("fetch_bytes", MAX_DOWNLOAD)
+    # a manifest's name reaches a header: quotes, line breaks and slashes do not
+    store.described = SimpleNamespace(name='a"b\r\nSet-Cookie: x=1;.txt', kind="file", size=5)
+    assert call(api, "store_content", cid=str(CID)).filename == "a_b__Set-Cookie__x_1_.txt"
+    store.described = SimpleNamespace(name=None, kind="file", size=5)
+    assert call(api, "store_content", cid=str(CID)).filename == CID.short()
+    store.described = SimpleNamespace(name=None, kind="dir", size=5)
+    status, message = refused(api, "store_content", cid=str(CID))
+    assert status == 400 and "is a directory" in message and "qiz store get" in message
+    store.described = SimpleNamespace(name="big", kind="file", size=MAX_DOWNLOAD + 1)
+    status, message = refused(api, "store_content", cid=str(CID))
+    assert status == 400 and "over the 16 MiB" in message
+    assert store.calls[-1] == ("fetch_bytes", MAX_DOWNLOAD)  # nothing fetched for the refusals
 
 
 def test_a_node_without_the_pool_says_so() -> None:

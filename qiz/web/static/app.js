@@ -110,12 +110,27 @@ function renderStorage(stats, rows) {
   const health = { ok: "ok", degraded: "warn", lost: "bad", unknown: "muted" };
   fillTable($("#storage"), rows.map((c) => el("tr", { "data-testid": "storage-row", "data-cid": c.cid, "data-health": c.health },
     el("td", {}, idBox(c.cid)),
-    el("td", { class: "wrap" }, (c.name || "–") + (c.kind === "dir" ? "/" : ""), c.sealed ? el("span", { class: "muted" }, " (sealed)") : ""),
+    el("td", { class: "wrap" }, (c.name || "–") + (c.kind === "dir" ? "/" : ""), c.sealed ? el("span", { class: "muted" }, " (sealed)") : "",
+      c.kind === "file" && c.size <= MAX_DOWNLOAD ? [" ", el("a", { href: "#", "data-cid": c.cid, "data-name": c.name || "", "data-testid": "storage-download", onclick: downloadContent }, "download")] : ""),
     el("td", { class: "num" }, size(c.size)),
     el("td", { class: health[c.health] || "", "data-testid": "storage-health" }, c.health),
     el("td", { class: "num", "data-testid": "storage-live" }, `${c.live}/${c.n}`, el("span", { class: "muted" }, ` (${c.k} needed)`)),
     el("td", {}, c.published ? (c.pinned ? "publisher" : "publisher, unpinned") : (c.pinned ? "pinned" : "unpinned")))),
   stats ? "nothing published or pinned here yet (qiz store put PATH)" : "the storage pool is off on this node ([store] enabled = false)");
+}
+
+// GET /api/store/{cid}/content: a file's checked bytes (at most 16 MiB: qiz.node_api.MAX_DOWNLOAD)
+const MAX_DOWNLOAD = 16 * 1024 * 1024;
+async function downloadContent(event) {
+  event.preventDefault();
+  const cid = event.target.getAttribute("data-cid");
+  const response = await fetch("/api/store/" + cid + "/content", { headers: { Authorization: "Bearer " + token } });
+  if (!response.ok) {
+    event.target.textContent = "download failed: " + ((await response.json().catch(() => null))?.error || response.statusText);
+    return;
+  }
+  const link = el("a", { href: URL.createObjectURL(await response.blob()), download: event.target.getAttribute("data-name") || cid.slice(0, 16) });
+  link.click();
 }
 
 // this node scores itself too (it runs replicas of its own jobs): its row says so
