@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qiz import CheckFailed, NotFound, QizError
+from qiz.resolve.reach import Unreachable  # noqa: F401  (compute's callers catch it here)
 
 
 class SpecError(QizError, ValueError):
@@ -42,9 +43,6 @@ class NotAnAttestation(AttestationError):
 
     exit_code = 2
 
-
-class Unreachable(ConnectionError):
-    """A peer could not be reached over any link (no link, and no way to dial it)."""
 
 
 class NotAStoredResult(QizError, ValueError):

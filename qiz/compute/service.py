@@ -30,7 +30,6 @@ from qiz.compute import spec as specs
 from qiz.compute.checker import SpecChecker
 from qiz.compute.coordinator import Coordinator
 from qiz.compute.directory import CAPACITY_LABEL, CAPACITY_TTL, WorkerDirectory, encode_capacity
-from qiz.compute.errors import Unreachable
 from qiz.compute.inputs import FetchInput, InputFetcher
 from qiz.compute.jobdb import CoordinatorTables, RunTables, WorkerTables, open_db
 from qiz.compute.pool import WorkerPool, default_slots
@@ -39,9 +38,10 @@ from qiz.crypto.ids import ContentId, NodeId
 from qiz.events import EventBus
 from qiz.identity import NodeIdentity
 from qiz.qmp.manager import LinkManager
-from qiz.qmp.rpc import CallContext, Handler
+from qiz.qmp.rpc import Handler
 from qiz.quantum.core.memory import available_memory
 from qiz.resolve.dht import Dht
+from qiz.resolve.reach import PeerCaller
 from qiz.resolve.records import RecordKind, make_provider_record
 from qiz.tasks import TaskOwner
 from qiz.trust.scores import PeerScores
@@ -91,6 +91,7 @@ class ComputeService:
         self.config = config or ComputeConfig()
         self.clock = clock
         self.handlers = handlers
+        self.caller = PeerCaller(identity, links, dht, handlers)
         self.db = open_db(home / JOBS_DB if home is not None else None)
         self.scores = PeerScores(self.db)
         memory = self.config.memory or int(available_memory() * 0.8)
@@ -148,31 +149,9 @@ class ComputeService:
     # ------------------------------------------------------------------ reaching peers
 
     async def call(self, peer: bytes, method: str, body: Any, *, timeout: float = 10.0) -> Any:
-        if peer == self.identity.node_id.digest:
-            handler = self.handlers[method]
-            # asyncio.timeout, not wait_for, here and below: in Python 3.11 wait_for drops a
-            # cancellation that comes with the inner result, and these run inside loops that
-            # Node.stop() cancels (the worker's deliveries, the coordinator's sends)
-            async with asyncio.timeout(timeout):
-                return await handler(CallContext(self.identity.node_id, None), body)  # type: ignore[arg-type]
-        node = NodeId(peer)
-        linked = self.links.peers.get(node)
-        if linked is not None and linked.link.is_open:
-            rpc = linked.rpc
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    record = await self.dht.resolve_peer(node)
-                if not record.addresses:
-                    raise Unreachable(f"{node.short()} publishes no address")
-                rpc = await self.links.connect(
-                    record.addresses[0], record, timeout=min(timeout, 3.0)
-                )
-            except Unreachable:
-                raise
-            except Exception as exc:
-                raise Unreachable(f"{node.short()}: {exc}") from None
-        return await rpc.call(method, body, timeout=timeout)
+        """Reach ``peer`` by id (:class:`~qiz.resolve.reach.PeerCaller`: this node directly, a
+        linked peer over its link, anyone else through the DHT)."""
+        return await self.caller.call(peer, method, body, timeout=timeout)
 
     # ------------------------------------------------------------------ results in the DHT
 

@@ -21,7 +21,7 @@ from qiz.resolve.dht import Dht
 DIAL_TIMEOUT = 3.0  # seconds to open a link to a peer found in the DHT
 
 
-class Unreachable(QizError):
+class Unreachable(QizError, ConnectionError):
     """A peer could not be reached: no record, no address, or no link could be opened."""
 
     http_status = 502
@@ -45,7 +45,10 @@ class PeerCaller:
         the peer's handler, :class:`Unreachable` when no link can be had."""
         if peer == self.self_id:
             handler = self.handlers[method]
-            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancellation
+            # asyncio.timeout, not wait_for, here and below: in Python 3.11 wait_for drops a
+            # cancellation that comes with the inner result, and callers run inside loops that
+            # Node.stop() cancels (the worker's deliveries, the coordinator's sends)
+            async with asyncio.timeout(timeout):
                 return await handler(CallContext(self.identity.node_id, None), body)  # type: ignore[arg-type]
         node = NodeId(peer)
         linked = self.links.peers.get(node)
