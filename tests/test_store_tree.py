@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from qiz.store import tree
 from qiz.store.tree import (
+    BOOT_TAG,
     TEMP_NAME,
     TargetExists,
     TreeEntry,
@@ -222,7 +223,7 @@ def test_nothing_is_at_the_target_until_finish(tmp_path: Path) -> None:
     unpacker.write(STREAM)
     assert not (tmp_path / "out").exists()
     [name] = temps(tmp_path)
-    assert name.startswith(f".qiz-get-{os.getpid()}-") and name.endswith(".part")
+    assert name.startswith(f".qiz-get-{BOOT_TAG}-{os.getpid()}-") and name.endswith(".part")
     assert unpacker.temp.parent == tmp_path  # beside the target: the same file system
     unpacker.finish()
     assert temps(tmp_path) == []
@@ -242,11 +243,13 @@ def test_an_existing_target_is_refused_unless_forced(tmp_path: Path) -> None:
     with pytest.raises(TargetExists, match="exists; refusing to overwrite it"):
         Unpacker(tmp_path / "out", "dir", ENTRIES)
     assert (tmp_path / "out").read_bytes() == b"keep me"
-    out = unpack(tmp_path / "out", "dir", ENTRIES, STREAM, force=True)
-    assert (out / "a.txt").read_bytes() == b"hello"
     out = unpack(tmp_path / "out", "file", (TreeEntry("f", "f", 2, False),), b"hi", force=True)
     assert out.read_bytes() == b"hi"
-    assert os.listdir(tmp_path) == ["out"]
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "old.txt").write_bytes(b"old")
+    out = unpack(tmp_path / "tree", "dir", ENTRIES, STREAM, force=True)
+    assert (out / "a.txt").read_bytes() == b"hello" and not (out / "old.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out", "tree"]
 
 
 def test_a_target_that_appears_during_the_get_is_not_replaced(tmp_path: Path) -> None:
@@ -310,9 +313,31 @@ def test_a_killed_get_leaves_only_a_recognisable_temp_that_is_cleaned(tmp_path: 
     [name] = temps(tmp_path)
     assert name.endswith(".part") and not (tmp_path / "out").exists()
     live = Unpacker(tmp_path / "other", "dir", ENTRIES)  # a get still running here
+    # a forced get's saved target and another host's temps are never judged by our pids
+    old = tmp_path / ".qiz-get-{}-999999-{}.old".format(BOOT_TAG, "0" * 12)
+    old.write_bytes(b"the user's previous file")
+    elsewhere = tmp_path / ".qiz-get-{}-999999-{}.part".format(
+        "f" * 8 if BOOT_TAG != "f" * 8 else "e" * 8, "0" * 12
+    )
+    elsewhere.write_bytes(b"another host's get, still running")
     assert remove_stale_temps(tmp_path) == [tmp_path / name]
-    assert temps(tmp_path) == [live.temp.name]
+    assert sorted(temps(tmp_path)) == sorted([live.temp.name, old.name, elsewhere.name])
     live.abort()
+
+
+def test_force_replaces_only_a_target_of_the_same_kind(tmp_path: Path) -> None:
+    folder = tmp_path / "Downloads"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    with pytest.raises(TargetExists, match="--force replaces only a target of the same kind"):
+        Unpacker(folder, "file", (TreeEntry("f", "f", 3, False),), force=True)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a file")
+    with pytest.raises(TargetExists, match="the content is a dir"):
+        Unpacker(plain, "dir", ENTRIES, force=True)
+    assert (folder / "thesis.tex").read_text() == "years of work"
+    assert plain.read_text() == "a file"
+    assert temps(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- properties

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -38,9 +39,12 @@ KINDS = ("file", "dir")
 TEMP_PREFIX = ".qiz-get-"
 TEMP_SUFFIX = ".part"
 OLD_SUFFIX = ".old"
-# ".qiz-get-<pid>-<12 hex>.part" (being written) or ".old" (a forced get's previous target,
-# removed right after the new one is in place): recognisable, and stale once <pid> is gone.
-TEMP_NAME = re.compile(r"^\.qiz-get-(\d+)-[0-9a-f]{12}\.(part|old)$")
+# ".qiz-get-<host>-<pid>-<12 hex>.part" (being written) or ".old" (a forced get's previous
+# target, removed right after the new one is in place). <host> names this machine's boot (a
+# pid means something only there: a volume shared with another host or container never has
+# its temps judged by our pids). Only a ".part" of this boot whose <pid> is gone is stale; an
+# ".old" is the user's data and is never removed by anyone but the get that made it.
+TEMP_NAME = re.compile(r"^\.qiz-get-([0-9a-f]{8})-(\d+)-[0-9a-f]{12}\.(part|old)$")
 
 
 class TreeError(QizError, ValueError):
@@ -310,8 +314,21 @@ def safe_target(root: Path, rel: str) -> Path:
     return target
 
 
+def _boot_tag() -> str:
+    """Eight hex digits naming this host and boot (the kernel's boot id, else the host name)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as source:
+            seed = source.read(64)
+    except OSError:
+        seed = b""
+    return hashlib.sha256(seed + os.uname().nodename.encode()).hexdigest()[:8]
+
+
+BOOT_TAG = _boot_tag()
+
+
 def _temp_name(suffix: str) -> str:
-    return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}{suffix}"
+    return f"{TEMP_PREFIX}{BOOT_TAG}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
 
 
 class Unpacker:
@@ -353,8 +370,17 @@ class Unpacker:
             raise
 
     def _check_free(self) -> None:
-        if not self.force and os.path.lexists(self.target):
+        if not os.path.lexists(self.target):
+            return
+        if not self.force:
             raise TargetExists(f"{self.target} exists; refusing to overwrite it (use --force)")
+        is_dir = os.path.isdir(self.target) and not os.path.islink(self.target)
+        if is_dir != (self.kind == "dir"):  # --force replaces like with like, never more
+            have = "a directory" if is_dir else "not a directory"
+            raise TargetExists(
+                f"{self.target} is {have} and the content is a {self.kind}; "
+                "--force replaces only a target of the same kind: choose another path"
+            )
 
     def _makedirs(self, rel: str) -> Path:
         path = safe_target(self.temp, rel)
@@ -502,7 +528,13 @@ def remove_stale_temps(directory: Path) -> list[Path]:
     with os.scandir(directory) as listing:
         for entry in listing:
             match = TEMP_NAME.match(entry.name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            if (
+                match
+                and match.group(3) == "part"
+                and match.group(1) == BOOT_TAG
+                and int(match.group(2)) != os.getpid()
+                and not _alive(int(match.group(2)))
+            ):
                 _remove(Path(entry.path))
                 removed.append(Path(entry.path))
     return removed
