@@ -8,7 +8,6 @@ The end-to-end run on real node processes is tests/test_store_web.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,8 +19,9 @@ import pytest
 from qiz.cli import store_view
 from qiz.cli.main import run as qiz_run
 from qiz.cli.store_transfer import progress_of
-from qiz.crypto.ids import ContentId, NodeId
+from qiz.crypto.ids import ContentId
 from qiz.node_api import MAX_DOWNLOAD, Download, NodeAPI, StoreDisabled, error_answer, invoke
+from qiz.store.service import GetResult, NodeId, PutResult
 from qiz.web.metrics import store_metrics
 from tests.json_shapes import check_shape
 
@@ -115,43 +115,19 @@ def test_get_refuses_to_overwrite_without_force(
 # ---------------------------------------------------------------- NodeAPI over a stand-in
 
 
-@dataclasses.dataclass(frozen=True)
-class Put:
-    cid: ContentId
-    kind: str
-    size: int
-    chunks: int
-    k: int
-    n: int
-    holders: list[str]
-    sealed_to: list[str]
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Got:
-    cid: ContentId
-    kind: str
-    path: str
-    size: int
-    seconds: float
-    holders_asked: int
-    bad_shares: int
-
-
 class FakeStore:
     """What tests/test_store_web.py's real StoreService answers, by the interface, recording
     what it was asked."""
 
-    async def put(self, path: Path, **kw: Any) -> Put:
+    async def put(self, path: Path, **kw: Any) -> PutResult:
         self.calls.append(("put", (path, kw)))
-        return Put(
-            CID, "file", 300_000, 3, kw["k"] or 3, kw["n"] or 5, [str(h) for h in HOLDERS], [], 0.25
-        )
+        holders = [str(h) for h in HOLDERS]
+        k, n = kw["k"] or 3, kw["n"] or 5
+        return PutResult(CID, "file", 300_000, 3, k, n, holders, [], 0.25, 5)
 
-    async def get(self, cid: ContentId, target: Path, **kw: Any) -> Got:
+    async def get(self, cid: ContentId, target: Path, **kw: Any) -> GetResult:
         self.calls.append(("get", (cid, target, kw)))
-        return Got(cid, "file", str(target), 300_000, 0.5, 3, 1)
+        return GetResult(cid, "file", str(target), 300_000, 0.5, 3, 1)
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []

@@ -105,6 +105,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
     assert put.returncode == 0, err
     cid = ok_json(subprocess.CompletedProcess(put.args, 0, out, err))["cid"]
     restarted = start(victim.name, peers=[own.address], args=["--no-worker"])
+    holders = [restarted if h is victim else h for h in holders]
     assert parts(restarted) == []  # the half-received share is gone, never served
     integrity(restarted)
     status = ok_json(qiz(work, "--home", "own", "store", "status", cid, "--json"))
@@ -126,7 +127,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
     own.proc.wait(10)
     put.communicate(timeout=30)
     assert put.returncode != 0
-    own = start("own", peers=[h0.address], args=["--no-worker"])
+    own = start("own", peers=[holders[-1].address], args=["--no-worker"])
     integrity(own)
     listed = ok_json(qiz(work, "--home", "own", "store", "ls", "--json"))
     assert [row["cid"] for row in listed["content"]] == [cid]  # only the first, whole put
@@ -146,7 +147,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
     get.proc.wait(10)
     fetch.communicate(timeout=30)
     assert not target.exists()
-    start("get", peers=[h0.address], args=["--no-worker"])
+    start("get", peers=[own.address], args=["--no-worker"])
     ok_json(qiz(work, "--home", "get", "store", "get", again["cid"], "-o", str(target), "--json"))
     assert sha256_of(target) == sha256_of(second)
     assert not list(work.glob(".qiz-get-*"))  # the killed get's temporary was cleaned

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from qiz.compute.service import ComputeConfig
 from qiz.crypto.ids import ContentId
 from qiz.identity import NodeIdentity
 from qiz.node import Node
+from qiz.resolve.records import RecordKind, make_provider_record
 from qiz.store.config import StoreConfig
-from qiz.store.errors import ContentNotFound, NotEnoughHolders
+from qiz.store.errors import ContentNotFound, NotEnoughHolders, StoreError
 from qiz.store.sealing import NotARecipient
 from tests.helpers import make_node, run, start_mesh, stop_all
 
@@ -275,3 +277,96 @@ def test_pins_and_shares_survive_a_restart(tmp_path: Path) -> None:
             await stop_all(nodes)
 
     run(main(), timeout=120)
+
+
+def test_a_hostile_provider_claiming_every_column_is_routed_around(tmp_path: Path) -> None:
+    """A node that holds nothing announces itself as a provider, claims every column and
+    serves bytes of the right length but the wrong content, answering first: the get still
+    succeeds from the honest holders, and the liar is the one found out."""
+
+    async def body(mesh: list[Node]) -> None:
+        source = tmp_path / "data.bin"
+        digest = random_file(source, 1 * MIB + 5)
+        owner = mesh[0]
+        put = await owner.store.put(source)
+        liar = next(n for n in mesh[1:] if str(n.node_id) not in put.holders)
+        reader = next(n for n in mesh[1:] if n is not liar and str(n.node_id) not in put.holders)
+
+        async def have(ctx: object, body: object) -> dict:
+            return {"indices": list(range(5))}
+
+        async def read(ctx: object, body: dict) -> dict:
+            return {"data": b"\0" * body["length"]}
+
+        liar.handlers["store.have"] = have
+        liar.handlers["store.read"] = read
+        raw = make_provider_record(liar.identity, put.cid, [liar.address], now=time.time(), ttl=600)
+        await liar.dht.publish(raw, RecordKind.PROVIDER)
+        got = await reader.store.get(put.cid, tmp_path / "out.bin")
+        assert sha256_of(tmp_path / "out.bin") == digest
+        scores = reader.compute.scores
+        baseline = scores.get(NodeIdentity.generate().node_id.digest)
+        for holder in put.holders:  # nobody honest is blamed; the liar is, if it was read
+            assert scores.get(by_id(mesh, holder).node_id.digest) == baseline
+        if got.bad_shares:
+            assert scores.get(liar.node_id.digest) < baseline
+        assert got.bad_shares <= 1
+
+    on_mesh(tmp_path, body)
+
+
+def test_hostile_lease_answers_and_a_lost_column_are_repaired(tmp_path: Path) -> None:
+    """A holder whose commit states an expiry no lease can have is not relied on (the put
+    still ends with 5 live columns); a holder whose column file vanished is found missing at
+    the next check (it cannot renew what it no longer has) and the column is rebuilt."""
+
+    async def body(mesh: list[Node]) -> None:
+        owner = mesh[0]
+        source = tmp_path / "data.bin"
+        digest = random_file(source, 1 * MIB)
+        placed = await owner.store.put(source)
+        liar = by_id(mesh, placed.holders[1])
+        honest_commit = liar.handlers["store.commit"]
+
+        async def commit(ctx: object, body: object) -> dict:
+            await honest_commit(ctx, body)
+            return {"expires": 2**64 - 1}
+
+        liar.handlers["store.commit"] = commit
+        second = tmp_path / "second.bin"
+        random_file(second, 1 * MIB)
+        put = await owner.store.put(second)
+        assert put.live == 5 and str(liar.node_id) not in put.holders
+
+        keeper = by_id(mesh, placed.holders[2])
+        for column in (keeper.store.holdings.root / "columns").rglob("*"):
+            if column.is_file():
+                column.unlink()
+        assert await owner.store.check(placed.cid, repair=True) == "ok"
+        status = await owner.store.status(placed.cid)
+        assert str(keeper.node_id) not in {s["holder"] for s in status["shares"]}
+        await mesh[7].store.get(placed.cid, tmp_path / "out.bin")
+        assert sha256_of(tmp_path / "out.bin") == digest
+
+    on_mesh(tmp_path, body)
+
+
+def test_a_get_that_cannot_complete_leaves_no_temporary_and_no_descriptor(
+    tmp_path: Path,
+) -> None:
+    async def body(mesh: list[Node]) -> None:
+        source = tmp_path / "data.bin"
+        random_file(source, 300 * 1024)
+        put = await mesh[0].store.put(source, k=2, n=2)
+        await stop_all([by_id(mesh, h) for h in put.holders])
+        reader = mesh[0]  # the owner: it has the manifest, but no holder answers any more
+        out = tmp_path / "outdir"
+        out.mkdir()
+        descriptors = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            with pytest.raises(StoreError, match="cannot be read"):
+                await reader.store.get(put.cid, out / "data.bin")
+        assert os.listdir(out) == []
+        assert len(os.listdir("/proc/self/fd")) <= descriptors
+
+    on_mesh(tmp_path, body)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qiz import CheckFailed, NotFound, QizError
-from qiz.resolve.reach import Unreachable  # noqa: F401  (compute's callers catch it here)
+from qiz.resolve.errors import Unreachable  # noqa: F401  (compute's callers catch it here)
 
 
 class SpecError(QizError, ValueError):
@@ -42,7 +42,6 @@ class NotAnAttestation(AttestationError):
     a user error, rather than an attestation that failed its checks."""
 
     exit_code = 2
-
 
 
 class NotAStoredResult(QizError, ValueError):

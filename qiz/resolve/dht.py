@@ -439,9 +439,9 @@ class Dht:
             paths=paths or (self.config.value_paths if want_value else self.config.node_paths),
             want_value=want_value,
         )
-        if want_value:
-            for local in self.store.get(kind, target, self.clock(), limit=1):  # type: ignore[arg-type]
-                lookup.best = local
+        if want_value:  # what this node holds itself counts as found
+            for local in self.store.get(kind, target, self.clock(), limit=8):  # type: ignore[arg-type]
+                lookup.consider(local)
         wake = asyncio.Event()
         tasks: set[asyncio.Task] = set()
 

@@ -23,7 +23,6 @@ from qiz.resolve.keyspace import distance
 from qiz.resolve.records import ValidRecord
 from qiz.resolve.routing import Contact
 
-
 # distinct signers' records one lookup keeps (``by_holder``): a content's providers; what a
 # lookup can collect is also bounded by k nodes x 8 records each, this keeps it smaller
 MAX_HOLDERS_KEPT = 64
@@ -141,17 +140,21 @@ class Lookup:
     ) -> None:
         for record in records or ():
             self.records_seen += 1
-            if self.best is None or record.supersedes(self.best):
-                self.best = record
-            held = self.by_holder.get(record.holder)
-            if held is None and len(self.by_holder) < MAX_HOLDERS_KEPT:
-                self.by_holder[record.holder] = record
-            elif held is not None and record.supersedes(held):
-                self.by_holder[record.holder] = record
+            self.consider(record)
             path.found = True
         for contact in contacts:
             self._offer(contact, path, depth=candidate.depth + 1)
         self._check_done(path)
+
+    def consider(self, record: ValidRecord) -> None:
+        """A valid record for the target (from an answer, or the node's own store): the best
+        one so far, and the newest of its signer."""
+        if self.best is None or record.supersedes(self.best):
+            self.best = record
+        held = self.by_holder.get(record.holder)
+        room = held is None and len(self.by_holder) < MAX_HOLDERS_KEPT
+        if room or (held is not None and record.supersedes(held)):
+            self.by_holder[record.holder] = record
 
     def on_failure(self, node_id: bytes) -> None:
         settled = self._settle(node_id, State.FAILED)

@@ -11,20 +11,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from qiz import QizError
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, Handler
 from qiz.resolve.dht import Dht
+from qiz.resolve.errors import Unreachable
+
+__all__ = ["DIAL_TIMEOUT", "PeerCaller", "Unreachable"]
 
 DIAL_TIMEOUT = 3.0  # seconds to open a link to a peer found in the DHT
-
-
-class Unreachable(QizError, ConnectionError):
-    """A peer could not be reached: no record, no address, or no link could be opened."""
-
-    http_status = 502
 
 
 class PeerCaller:

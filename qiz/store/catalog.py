@@ -126,11 +126,13 @@ class Catalog:
             self.db.execute("DELETE FROM placement WHERE cid = ?", (cid,))
             self.db.execute("DELETE FROM content WHERE cid = ?", (cid,))
 
-    def checked(self, cid: bytes, now: float, health: str) -> None:
+    def checked(self, cid: bytes, now: float, health: str, *, audited: bool = True) -> None:
+        """Record the health a check found; ``checked`` (when the next audit is due from)
+        moves only when the check audited and could repair."""
         with self.db:
-            self.db.execute(
-                "UPDATE content SET checked = ?, health = ? WHERE cid = ?", (now, health, cid)
-            )
+            self.db.execute("UPDATE content SET health = ? WHERE cid = ?", (health, cid))
+            if audited:
+                self.db.execute("UPDATE content SET checked = ? WHERE cid = ?", (now, cid))
             self._refresh_live(cid)
 
     # ------------------------------------------------------------------ placement

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from qiz import QizError
+from qiz.store.limits import MAX_LEASE
 
 GIB = 1 << 30
 DAY = 86_400.0
@@ -65,10 +66,12 @@ class StoreConfig:
             _check(f.name, getattr(self, f.name))
         if not 1 <= self.k <= self.n:
             raise StoreConfigError("config.toml: store.k must be between 1 and store.n")
-        if self.renew_every >= self.lease_seconds:
+        granted = min(self.lease_seconds, MAX_LEASE)  # what a holder grants at most
+        if self.renew_every >= granted:
             raise StoreConfigError(
-                "config.toml: store.renew_every must be shorter than store.lease_seconds "
-                "(otherwise leases lapse between renewals)"
+                f"config.toml: store.renew_every must be shorter than the lease a holder "
+                f"grants ({granted:g} s: store.lease_seconds, at most {MAX_LEASE} s), "
+                "otherwise leases lapse between renewals"
             )
 
 

@@ -799,6 +799,15 @@ class Holdings:
             raise HoldError("bad-request", "a lease is a positive number of seconds")
         now = self.clock()
         expires = now + min(float(lease_seconds), float(MAX_LEASE))
+        held = self.db.execute(
+            "SELECT c.key, c.size FROM leases l JOIN columns c ON c.key = l.key "
+            "WHERE l.cid = ? AND l.idx = ? AND l.owner = ?",
+            (cid.digest, index, peer.digest),
+        ).fetchone()
+        if held is not None and _size(self.column_path(held[0])) != int(held[1]):
+            # a lease on a column that is no longer whole must not be renewed as if it were:
+            # the owner then sees the loss and rebuilds the column elsewhere
+            raise HoldError("not-found", f"column {index} of {cid.short()} is gone here")
         with self._transaction():
             changed = self.db.execute(
                 "UPDATE leases SET expires = ? WHERE cid = ? AND idx = ? AND owner = ? "
@@ -874,7 +883,10 @@ class Holdings:
             raise HoldError(
                 "out-of-range", f"bytes {offset}..{offset + length} are outside {size} bytes"
             )
-        fd = os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # lost after start-up (disk fault, a hand clean-up)
+            raise HoldError("not-found", f"the file of {cid.short()} is gone") from None
         try:
             data = os.pread(fd, length, offset)
         finally:

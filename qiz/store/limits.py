@@ -59,3 +59,8 @@ STORE_DISK_HEADROOM = 256 * MIB  # free disk a holder never lends, whatever max_
 # over many leases fits the burst; a peer replaying requests gets this rate at most.
 STORE_WRITE_RATE = 50.0
 STORE_WRITE_BURST = 1000
+
+# -- getters (what one get spends on holders that lie)
+MAX_HOLDERS_PER_INDEX = 8  # holders of one column a get remembers from providers and owners
+MAX_ROUNDS = 3  # holders deep a chunk that does not check out is read again, column by column
+MAX_DECODE_TRIES = 64  # k-subsets tried for one such chunk per round (C(16, 8) is 12,870)

@@ -43,7 +43,7 @@ from qiz.store.config import StoreConfig
 from qiz.store.errors import ContentNotFound, NotEnoughHolders, NotOwned, StoreError
 from qiz.store.holder import HolderService
 from qiz.store.holdings import Holdings
-from qiz.store.limits import CHUNK_SIZE, MAX_LEASE
+from qiz.store.limits import CHUNK_SIZE, MAX_HOLDERS_PER_INDEX, MAX_LEASE
 from qiz.store.manifest import (
     Manifest,
     ManifestError,
@@ -58,6 +58,8 @@ from qiz.store.transfer import (
     HolderFailed,
     Sources,
     TransferError,
+    checked_expiry,
+    peer_text,
     read_table,
     send_table,
     upload,
@@ -72,7 +74,6 @@ LOOKUP_TIMEOUT = 10.0
 READ_BATCH = 8  # stored chunks read from disk per trip to the worker thread
 SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
 SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
-MAX_HOLDERS_PER_INDEX = 8  # holders of one column a get remembers (more is never needed)
 
 
 class Scores(Protocol):
@@ -88,9 +89,10 @@ class PutResult:
     chunks: int
     k: int
     n: int
-    holders: list[str]
+    holders: list[str]  # index j -> holder of column j ("" when none holds it now)
     sealed_to: list[str]
     seconds: float
+    live: int = 0  # columns held when the put returned (n, unless a holder failed for good)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cid": str(self.cid)}
@@ -188,7 +190,9 @@ class StoreService:
 
     def start(self) -> None:
         self._owner.every(self.config.collect_every, self._collect, "collect store")
-        self._owner.every(self.config.repair_every, self.upkeep, "store upkeep")
+        # renewals come every renew_every (shorter than any lease, StoreConfig checks); each
+        # content's audit and repair come with the first renewal after repair_every
+        self._owner.every(self.config.renew_every, self.upkeep, "store upkeep")
 
     async def _collect(self) -> None:
         self.holder.collect()
@@ -244,7 +248,10 @@ class StoreService:
         table, root = await asyncio.to_thread(chunking.hash_stream, scan, CHUNK_SIZE, key)
         recipients = sealed_tree = None
         if key is not None:
-            recipients = [sealing.wrap_key(key, root, record) for record in to]
+            # one wrapped key per recipient, whatever the caller repeated, in the id order
+            # the manifest requires
+            unique = {record.node_id.digest: record for record in to}
+            recipients = [sealing.wrap_key(key, root, unique[d]) for d in sorted(unique)]
             sealed_tree = sealing.seal_tree(key, wire.encode(tree.entries_to_cbor(scan.entries)))
         try:
             manifest = build_manifest(
@@ -264,7 +271,7 @@ class StoreService:
             raise StoreError(f"cannot store {path}: {exc}") from None
         progress = _Progress(self.events, transfer, "put", manifest.size)
         stored = _stored_chunks(scan, manifest.chunk, key, table)
-        holders = await self._place_and_send(
+        holders, failed = await self._place_and_send(
             manifest, table, range(n), stored, progress=progress, exclude=set()
         )
         lost = [j for j in range(n) if j not in holders]
@@ -278,13 +285,15 @@ class StoreService:
             now=self.clock(),
             holders=[(j, h, e) for j, (h, e) in holders.items()],
         )
+        for j, holder in failed.items():  # remembered (and not relied on) until rebuilt
+            self.catalog.place(manifest.cid.digest, j, holder, "bad", 0)
         if lost:  # a holder failed mid-put: the others hold enough; rebuild its column now
             await self.check(manifest.cid, repair=True)
         self._announce_owner(manifest.cid)
         progress(manifest.size, final=True)
         self.counters["puts"] += 1
         self.counters["bytes_put"] += manifest.size
-        placed = {p.idx: p.holder for p in self.catalog.placements(manifest.cid.digest)}
+        placed = self._live(manifest.cid)
         self.events.emit(
             EventKind.STORE_PUT, cid=str(manifest.cid), size=manifest.size, holders=len(placed)
         )
@@ -298,6 +307,7 @@ class StoreService:
             [str(NodeId(placed[j])) if j in placed else "" for j in range(n)],
             [str(NodeId(r[0])) for r in manifest.recipients or ()],
             round(time.perf_counter() - started, 3),
+            len(placed),
         )
 
     async def put_files(
@@ -359,16 +369,19 @@ class StoreService:
         *,
         progress: Callable[[int], None] | None = None,
         exclude: set[bytes],
-    ) -> dict[int, tuple[bytes, int]]:
+        partial: bool = False,
+    ) -> tuple[dict[int, tuple[bytes, int]], dict[int, bytes]]:
         """Offer ``indices`` to new holders, stream their columns from ``stored`` and commit;
-        index -> (holder, lease expiry) for those that committed. At least k must, or the put
-        fails (:class:`NotEnoughHolders` / :class:`TransferError`)."""
+        index -> (holder, lease expiry) for those that committed. A put needs every index
+        placed and at least k committed (:class:`NotEnoughHolders` / :class:`TransferError`);
+        a repair (``partial``) takes whatever can be placed and committed. Also returns the
+        holders that accepted but failed (index -> holder), so that nobody retries them."""
         cid = manifest.cid.digest
         lease = int(min(self.config.lease_seconds, MAX_LEASE))
         candidates = await self._candidates(cid, exclude)
         placement = await place(manifest, indices, candidates, self.call, lease)
         wanted = len(list(indices))
-        if len(placement.holders) < wanted:
+        if not placement.holders or (len(placement.holders) < wanted and not partial):
             reason = f"; {placement.refusals[-1]}" if placement.refusals else ""
             raise NotEnoughHolders(
                 f"{len(placement.holders)} of the {wanted} holders needed accepted "
@@ -394,21 +407,23 @@ class StoreService:
             raise
         finally:
             await _close(stored)
+        failed: dict[int, bytes] = {}
         for (j, u), result in zip(uploads.items(), results, strict=True):
             if isinstance(result, HolderFailed):
                 log.info("store: %s", result)
                 self._failed(u.holder)
+                failed[j] = u.holder
             elif isinstance(result, BaseException):
                 raise result
             else:
                 committed[j] = (u.holder, result)
-        floor = manifest.k if len(list(indices)) == manifest.n else len(list(indices))
+        floor = 1 if partial else manifest.k
         if len(committed) < floor:
             raise TransferError(
                 f"only {len(committed)} of {wanted} holders stored their share; nothing is "
                 "recorded (the others' offers lapse)"
             )
-        return committed
+        return committed, failed
 
     def _failed(self, holder: bytes) -> None:
         if self.scores is not None:
@@ -424,14 +439,21 @@ class StoreService:
         held = self.holdings.manifest(cid)
         if held is not None:
             return parse_manifest(held, cid=cid)
-        providers = await self._providers(cid)
-        for holder in providers:
-            try:
-                answer = await self.call(holder, "store.manifest", {"cid": cid.digest})
-                return parse_manifest(answer["manifest"], cid=cid)
-            except (*PEER_FAILURES, ManifestError, KeyError, TypeError) as exc:
-                log.info("store: manifest from %s: %s", holder.hex()[:12], exc)
-        raise ContentNotFound(str(cid), len(providers))
+        asked: set[bytes] = set()
+        # a node that just started may not have filled its routing table, and holders'
+        # announcements spread for a moment after a put: the lookup is tried SOURCE_TRIES times
+        for attempt in range(SOURCE_TRIES):
+            providers = [p for p in await self._providers(cid) if p not in asked]
+            asked.update(providers)
+            for holder in providers:
+                try:
+                    answer = await self.call(holder, "store.manifest", {"cid": cid.digest})
+                    return parse_manifest(answer["manifest"], cid=cid)
+                except (*PEER_FAILURES, ManifestError, KeyError, TypeError) as exc:
+                    log.info("store: manifest from %s: %s", holder.hex()[:12], peer_text(str(exc)))
+            if attempt + 1 < SOURCE_TRIES:
+                await asyncio.sleep(SOURCE_RETRY * (attempt + 1))
+        raise ContentNotFound(str(cid), len(asked))
 
     async def _providers(self, cid: ContentId) -> list[bytes]:
         found: list[bytes] = []
@@ -470,8 +492,16 @@ class StoreService:
             except PEER_FAILURES:
                 return
             indices = answer.get("indices") if isinstance(answer, dict) else None
-            for j in indices[: manifest.n] if isinstance(indices, list) else ():
-                add(j, holder)
+            claimed = [
+                j
+                for j in (indices[: manifest.n] if isinstance(indices, list) else ())
+                if isinstance(j, int) and not isinstance(j, bool) and 0 <= j < manifest.n
+            ]
+            # an honest holder keeps one column of a content (placement never gives a holder
+            # two): one that claims several is heard for the lowest only, so a hostile node
+            # cannot stand first in line for every column
+            if claimed:
+                add(min(claimed), holder)
 
         async def placed(owner: bytes) -> None:
             try:
@@ -489,8 +519,9 @@ class StoreService:
                 and isinstance(row[1], bytes)
                 and len(row[1]) == 32
             ]
-            await asyncio.gather(*(have(h) for h in heard if h not in asked))
-            asked.update(heard)
+            new = [h for h in dict.fromkeys(heard) if h not in asked]
+            asked.update(new)
+            await asyncio.gather(*(have(h) for h in new))
 
         for attempt in range(SOURCE_TRIES):
             providers = [p for p in await self._providers(cid) if p not in asked]
@@ -500,6 +531,10 @@ class StoreService:
                 break
             if attempt + 1 < SOURCE_TRIES:
                 await asyncio.sleep(SOURCE_RETRY * (attempt + 1))
+        # best first: the holders this node placed itself, then by their score here
+        trusted = {p.holder for p in self.catalog.placements(cid.digest) if p.state == "ok"}
+        for listed in by_index.values():
+            listed.sort(key=lambda h: (h not in trusted, -self._score(h)))
         sources = Sources(by_index)
         if len(sources.live_indices()) < manifest.k:
             raise StoreError(
@@ -558,10 +593,10 @@ class StoreService:
         if parent.is_dir():  # what a get killed earlier left there (its process is gone)
             await asyncio.to_thread(tree.remove_stale_temps, parent)
         unpacker = tree.Unpacker(Path(target), manifest.kind, entries, force=force)
-        reader = await self._reader(cid, manifest)
         progress = _Progress(self.events, transfer, "get", manifest.size)
         done = 0
-        try:
+        try:  # from here on, whatever happens, the temporary goes (and its descriptor)
+            reader = await self._reader(cid, manifest)
             async for chunk in self._plain_chunks(cid, manifest, key, reader):
                 unpacker.write(chunk)
                 done += len(chunk)
@@ -744,19 +779,22 @@ class StoreService:
     # ------------------------------------------------------------------ upkeep and repair
 
     async def upkeep(self) -> None:
-        """Renew, audit and repair every pinned content (the periodic pass)."""
+        """The periodic pass over every pinned content: renew its leases; audit and repair it
+        when ``repair_every`` has passed since its last check."""
         for owned in self.catalog.all():
             if not owned.pinned:
                 continue
+            due = self.clock() - owned.checked >= self.config.repair_every
             try:
-                await self.check(ContentId(owned.cid), repair=True)
+                await self.check(ContentId(owned.cid), repair=due, audit=due)
             except Exception as exc:  # one content's trouble never stops the others' upkeep
                 log.info("store: upkeep of %s: %s", ContentId(owned.cid).short(), exc)
 
-    async def check(self, cid: ContentId, *, repair: bool) -> str:
+    async def check(self, cid: ContentId, *, repair: bool, audit: bool = True) -> str:
         """Renew each holder's lease (which tells who still holds what), audit one random
         batch of chunks against every live column, and, with ``repair``, rebuild the columns
-        found missing or bad on new holders. Returns the health."""
+        found missing or bad on new holders. Returns the health. A column found bad stays
+        bad (whatever its holder says at the next renewal) until it is rebuilt elsewhere."""
         owned = self.catalog.get(cid.digest)
         if owned is None:
             raise NotOwned(f"content {cid} is not in this node's store")
@@ -769,33 +807,47 @@ class StoreService:
             body = {"cid": cid.digest, "index": idx, "lease": lease}
             try:
                 answer = await self.call(placed.holder, "store.renew", body, timeout=HAVE_TIMEOUT)
-                expires = answer.get("expires") if isinstance(answer, dict) else None
-                self.catalog.place(cid.digest, idx, placed.holder, "ok", int(expires or 0))
-                self.counters["renewals"] += 1
             except RpcError as exc:
                 if exc.code == "busy":  # rate-limited: the lease is there, renew next pass
                     return
                 state = "unreachable" if exc.code in ("timeout", "link-closed") else "missing"
-                self.catalog.place(cid.digest, idx, placed.holder, state, placed.expires)
+                if placed.state != "bad":
+                    self.catalog.place(cid.digest, idx, placed.holder, state, placed.expires)
+                return
             except (Unreachable, OSError, TimeoutError):
-                self.catalog.place(cid.digest, idx, placed.holder, "unreachable", placed.expires)
+                if placed.state != "bad":
+                    self.catalog.place(
+                        cid.digest, idx, placed.holder, "unreachable", placed.expires
+                    )
+                return
+            expires = checked_expiry(answer, self.clock())
+            if expires is None:  # a holder that cannot say when its lease ends is not relied on
+                self.catalog.place(cid.digest, idx, placed.holder, "missing", placed.expires)
+                return
+            state = "bad" if placed.state == "bad" else "ok"
+            self.catalog.place(cid.digest, idx, placed.holder, state, expires)
+            self.counters["renewals"] += 1
 
         await asyncio.gather(*(renew(idx) for idx in placements))
-        live = {p.idx: p.holder for p in self.catalog.placements(cid.digest) if p.state == "ok"}
-        if len(live) >= manifest.k and manifest.chunks:
+        live = self._live(cid)
+        if audit and len(live) >= manifest.k and manifest.chunks:
             await self._audit(cid, manifest, live)
-            live = {p.idx: p.holder for p in self.catalog.placements(cid.digest) if p.state == "ok"}
+            live = self._live(cid)
         missing = [j for j in range(manifest.n) if j not in live]
         if repair and missing and len(live) >= manifest.k:
             await self._rebuild(cid, manifest, live, missing)
-            live = {p.idx: p.holder for p in self.catalog.placements(cid.digest) if p.state == "ok"}
+            live = self._live(cid)
         health = _health(len(live), manifest)
-        self.catalog.checked(cid.digest, self.clock(), health)
+        self.catalog.checked(cid.digest, self.clock(), health, audited=audit and repair)
         return health
+
+    def _live(self, cid: ContentId) -> dict[int, bytes]:
+        return {p.idx: p.holder for p in self.catalog.placements(cid.digest) if p.state == "ok"}
 
     async def _audit(self, cid: ContentId, manifest: Manifest, live: dict[int, bytes]) -> None:
         """Read one random batch from every live column and check each share against the
-        re-encoded chunk: a holder keeping bad bytes is found even if no get touched them."""
+        re-encoded chunk: a holder keeping bad bytes is found even if no get touched them,
+        and one that cannot serve what it renews is found missing."""
         sources = Sources({j: [h] for j, h in live.items()})
         try:
             table = await read_table(manifest, list(live.values()), self.call)
@@ -803,20 +855,32 @@ class StoreService:
             return
         reader = ChunkReader(manifest, table, sources, self.call, on_bad=self._on_bad)
         start = random.randrange(0, manifest.chunks, reader.per_batch)
-        bad = await reader.audit(start)
+        try:
+            bad, gone = await reader.audit(start)
+        except TransferError as exc:  # fewer than k shares agree: nothing can be told apart
+            log.info("store: audit of %s: %s", cid.short(), exc)
+            return
+        for j in gone:
+            self.catalog.place(cid.digest, j, live[j], "missing", 0)
         for j in bad:
             self.catalog.place(cid.digest, j, live[j], "bad", 0)
 
     async def _rebuild(
         self, cid: ContentId, manifest: Manifest, live: dict[int, bytes], missing: list[int]
     ) -> None:
+        """Rebuild ``missing`` columns from the live ones on new holders: as many as can be
+        placed now (the rest at the next pass), each recorded as soon as it committed."""
         sources = Sources({j: [h] for j, h in live.items()})
-        table = await read_table(manifest, list(live.values()), self.call)
+        try:
+            table = await read_table(manifest, list(live.values()), self.call)
+        except TransferError as exc:
+            log.info("store: repair of %s: %s", cid.short(), exc)
+            return
         reader = ChunkReader(manifest, table, sources, self.call, on_bad=self._on_bad)
         exclude = {p.holder for p in self.catalog.placements(cid.digest)}
         try:
-            committed = await self._place_and_send(
-                manifest, table, missing, _reader_chunks(reader), exclude=exclude
+            committed, _failed = await self._place_and_send(
+                manifest, table, missing, _reader_chunks(reader), exclude=exclude, partial=True
             )
         except (NotEnoughHolders, TransferError) as exc:
             log.info("store: repair of %s: %s", cid.short(), exc)

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from qiz import QizError
 from qiz.qmp.rpc import RpcError
 from qiz.resolve.reach import Unreachable
 from qiz.store import erasure
-from qiz.store.limits import HASH_SIZE, MAX_PIECE
+from qiz.store.limits import HASH_SIZE, MAX_DECODE_TRIES, MAX_LEASE, MAX_PIECE, MAX_ROUNDS
 from qiz.store.manifest import Manifest
 
 log = logging.getLogger("qiz.store")
@@ -40,6 +41,7 @@ PUT_INFLIGHT = 4  # pieces in flight to one holder
 WINDOW = 6  # batches of chunks fetched ahead by a reader
 ENCODE_BATCH = 8  # chunks encoded per trip to the worker thread
 CALL_TIMEOUT = 30.0  # seconds one piece may take (192 KiB over a slow link)
+CLOCK_SKEW = 300  # seconds a holder's clock may differ from ours when it states an expiry
 PEER_FAILURES = (RpcError, Unreachable, OSError, TimeoutError)
 
 
@@ -52,6 +54,19 @@ class HolderFailed(TransferError):
         super().__init__(f"holder of share {index} failed: {reason}")
         self.holder = holder
         self.index = index
+
+
+def checked_expiry(answer: object, now: float) -> int | None:
+    """A holder's lease expiry from its answer, if it is one: a whole number of seconds from
+    now to now + MAX_LEASE (a little clock skew allowed). Anything else is a bad answer."""
+    expires = answer.get("expires") if isinstance(answer, dict) else None
+    if isinstance(expires, float) and expires.is_integer():
+        expires = int(expires)
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        return None
+    if not now - CLOCK_SKEW <= expires <= now + MAX_LEASE + CLOCK_SKEW:
+        return None
+    return expires
 
 
 def pieces_per_batch(manifest: Manifest) -> int:
@@ -92,7 +107,7 @@ class ColumnUpload:
             await self.call(self.holder, "store.put", body, timeout=CALL_TIMEOUT)
             self.sent += len(data)
         except PEER_FAILURES as exc:
-            self.failed = self.failed or str(exc)
+            self.failed = self.failed or peer_text(str(exc))
         finally:
             self._slots.release()
 
@@ -110,10 +125,10 @@ class ColumnUpload:
                 timeout=CALL_TIMEOUT,
             )
         except PEER_FAILURES as exc:
-            raise HolderFailed(self.holder, self.index, str(exc)) from None
-        expires = answer.get("expires") if isinstance(answer, dict) else None
-        if not isinstance(expires, int):
-            raise HolderFailed(self.holder, self.index, "commit answered without an expiry")
+            raise HolderFailed(self.holder, self.index, peer_text(str(exc))) from None
+        expires = checked_expiry(answer, time.time())
+        if expires is None:
+            raise HolderFailed(self.holder, self.index, "commit answered without a valid expiry")
         return expires
 
     async def abort(self) -> None:
@@ -189,23 +204,35 @@ async def upload(
 
 @dataclass
 class Sources:
-    """Who holds which column, and who has been found out."""
+    """Who holds which column (each index's holders best first), and who has been found out:
+    ``bad`` served bytes that did not check out, ``dead`` could not be read."""
 
     by_index: dict[int, list[bytes]]
     bad: set[bytes] = field(default_factory=set)
     dead: set[bytes] = field(default_factory=set)
 
-    def holder(self, index: int) -> bytes | None:
-        for holder in self.by_index.get(index, ()):
-            if holder not in self.bad and holder not in self.dead:
-                return holder
-        return None
+    def holders(self, index: int) -> list[bytes]:
+        return [h for h in self.by_index.get(index, ()) if h not in self.bad and h not in self.dead]
+
+    def holder(self, index: int, rank: int = 0) -> bytes | None:
+        """The ``rank``-th usable holder of ``index`` (the last one when fewer)."""
+        usable = self.holders(index)
+        return usable[min(rank, len(usable) - 1)] if usable else None
 
     def live_indices(self) -> list[int]:
         return [j for j in sorted(self.by_index) if self.holder(j) is not None]
 
     def asked(self) -> int:
         return len({h for holders in self.by_index.values() for h in holders})
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One column's bytes for a batch of chunks, and who served them (blame goes there)."""
+
+    index: int
+    holder: bytes
+    data: bytes
 
 
 class ChunkReader:
@@ -269,66 +296,54 @@ class ChunkReader:
             raise RpcError("bad-reply", "store.read answered the wrong number of bytes")
         return data
 
-    async def audit(self, start: int) -> set[int]:
-        """Read the batch at ``start`` from every live column and return the indices whose
-        shares differ from the re-encoded chunks (the chunks are rebuilt from any k that
-        check out); the holders found out are reported as bad."""
-        indices, offset, length = self._range(start)
-        live = self.sources.live_indices()
-        results = await asyncio.gather(
-            *(self._column_piece(j, offset, length) for j in live), return_exceptions=True
-        )
-        pieces = {r[0]: r[1] for r in results if not isinstance(r, BaseException)}
-        if len(pieces) < self.manifest.k:
-            return set()
-        before = set(self.sources.bad)
-        chunks: list[bytes | None] = [None] * len(indices)
-        await self._recover(start, pieces, chunks, list(range(len(indices))))
-        bad_holders = self.sources.bad - before
-        return {j for j in live for h in self.sources.by_index.get(j, ()) if h in bad_holders}
-
-    async def _column_piece(self, index: int, offset: int, length: int) -> tuple[int, bytes]:
-        """Read one column's piece from its first live holder, moving on past failures."""
+    async def _column_piece(self, index: int, offset: int, length: int, rank: int = 0) -> Piece:
+        """Read one column's piece from its ``rank``-th usable holder, moving on past
+        holders that fail (they are marked dead)."""
         while True:
-            holder = self.sources.holder(index)
+            holder = self.sources.holder(index, rank)
             if holder is None:
                 raise TransferError(f"no live holder of share {index}")
             try:
-                return index, await self._read(holder, index, offset, length)
+                return Piece(index, holder, await self._read(holder, index, offset, length))
             except PEER_FAILURES as exc:
-                log.info("store: holder of share %d failed: %s", index, exc)
+                log.info("store: holder of share %d failed: %s", index, peer_text(str(exc)))
                 self.sources.dead.add(holder)
+
+    async def _gather(
+        self, wanted: list[int], offset: int, length: int, rank: int = 0
+    ) -> list[Piece]:
+        results = await asyncio.gather(
+            *(self._column_piece(j, offset, length, rank) for j in wanted), return_exceptions=True
+        )
+        pieces = []
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Piece):
+                pieces.append(result)
+        return pieces
 
     async def _batch(self, start: int) -> list[bytes]:
         indices, offset, length = self._range(start)
         k = self.manifest.k
-        pieces: dict[int, bytes] = {}
+        pieces: dict[int, Piece] = {}
         tried: set[int] = set()
-        while True:
+        while len(pieces) < k:
             live = [j for j in self.sources.live_indices() if j not in tried]
             # systematic shares first: decoding from 0..k-1 is a concatenation
-            wanted = sorted(live)[: max(0, k - len(pieces))]
-            if len(pieces) + len(wanted) < k:
+            wanted = live[: k - len(pieces)]
+            if not wanted:
                 raise TransferError(
-                    f"chunks {indices[0]}-{indices[-1]}: {len(pieces) + len(wanted)} of the "
-                    f"{k} shares needed can be read ({self.sources.asked()} holders asked)"
+                    f"chunks {indices[0]}-{indices[-1]}: {len(pieces)} of the {k} shares "
+                    f"needed can be read ({self.sources.asked()} holders asked)"
                 )
             tried.update(wanted)
-            results = await asyncio.gather(
-                *(self._column_piece(j, offset, length) for j in wanted), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, BaseException):
-                    if isinstance(result, asyncio.CancelledError):
-                        raise result
-                    continue
-                pieces[result[0]] = result[1]
-            if len(pieces) >= k:
-                break
+            for piece in await self._gather(wanted, offset, length):
+                pieces[piece.index] = piece
         chunks, suspects = await asyncio.to_thread(self._decode_batch, indices, pieces)
         if suspects:
-            chunks = await self._recover(start, pieces, chunks, suspects)
-        return chunks
+            return await self._recover(start, pieces, chunks, suspects)
+        return [c for c in chunks if c is not None]
 
     def _split(self, indices: list[int], piece: bytes) -> list[bytes]:
         out, at = [], 0
@@ -344,9 +359,9 @@ class ChunkReader:
         return chunk if hashlib.sha256(chunk).digest() == self.hashes[i] else None
 
     def _decode_batch(
-        self, indices: list[int], pieces: dict[int, bytes]
+        self, indices: list[int], pieces: dict[int, Piece]
     ) -> tuple[list[bytes | None], list[int]]:
-        split = {j: self._split(indices, piece) for j, piece in pieces.items()}
+        split = {j: self._split(indices, piece.data) for j, piece in pieces.items()}
         use = sorted(split)[: self.manifest.k]
         chunks: list[bytes | None] = []
         suspects = []
@@ -357,51 +372,96 @@ class ChunkReader:
                 suspects.append(at)
         return chunks, suspects
 
+    def _search(self, i: int, at: int, split: dict[int, list[bytes]]) -> bytes | None:
+        """A chunk that checks out from some k of the shares read, trying at most
+        ``MAX_DECODE_TRIES`` subsets (the most trusted first), or None."""
+        k = self.manifest.k
+        for subset in itertools.islice(itertools.combinations(sorted(split), k), MAX_DECODE_TRIES):
+            chunk = self._decode_one(i, {j: split[j][at] for j in subset})
+            if chunk is not None:
+                return chunk
+        return None
+
     async def _recover(
         self,
         start: int,
-        pieces: dict[int, bytes],
+        pieces: dict[int, Piece],
         chunks: list[bytes | None],
         suspects: list[int],
     ) -> list[bytes]:
-        """Some chunk did not check out: read every other live column of this batch, find k
-        shares that decode to the right hash, and name the holders whose shares differ from
-        the re-encoded chunk."""
+        """Some chunk did not check out. Read every other live column of this batch and look
+        for k shares that decode to the right hash; when none do, read each column again
+        from its next holder (a hostile provider may claim every column and answer first),
+        up to ``MAX_ROUNDS`` holders deep. With a chunk that checks out, re-encode it: every
+        holder whose share differs served bad bytes, and is named (each piece remembers who
+        served it)."""
         indices, offset, length = self._range(start)
-        for j in self.sources.live_indices():
-            if j not in pieces:
-                with contextlib.suppress(TransferError):
-                    got = await self._column_piece(j, offset, length)
-                    pieces[got[0]] = got[1]
-        split = {j: self._split(indices, piece) for j, piece in pieces.items()}
         k, n = self.manifest.k, self.manifest.n
-        culprits: set[int] = set()
-        for at in suspects:
-            i = indices[at]
-            found = None
-            for subset in itertools.combinations(sorted(split), k):
-                chunk = await asyncio.to_thread(
-                    self._decode_one, i, {j: split[j][at] for j in subset}
-                )
-                if chunk is not None:
-                    found = chunk
+        missing = [j for j in self.sources.live_indices() if j not in pieces]
+        for piece in await self._gather(missing, offset, length):
+            pieces[piece.index] = piece
+        seen: list[Piece] = list(pieces.values())
+        for rank in range(MAX_ROUNDS):
+            if rank:  # the next holder of every column that has one
+                again = [
+                    j for j in self.sources.live_indices() if len(self.sources.holders(j)) > rank
+                ]
+                if not again:
                     break
-            if found is None:
-                raise TransferError(
-                    f"chunk {i} cannot be rebuilt: no {k} of the {len(split)} shares read "
-                    f"match its hash"
-                )
-            chunks[at] = found
-            expected = erasure.encode_chunk(found, k, n)
-            culprits.update(j for j in split if split[j][at] != expected[j])
-        for j in culprits:
-            holder = self.sources.holder(j)
-            if holder is not None:
+                fresh = await self._gather(again, offset, length, rank)
+                for piece in fresh:
+                    pieces[piece.index] = piece
+                seen += fresh
+            split = {j: self._split(indices, p.data) for j, p in pieces.items()}
+            for at in suspects:
+                if chunks[at] is None:
+                    chunks[at] = await asyncio.to_thread(self._search, indices[at], at, split)
+            if all(chunks[at] is not None for at in suspects):
+                break
+        lost = [indices[at] for at in suspects if chunks[at] is None]
+        if lost:
+            raise TransferError(
+                f"chunk {lost[0]} cannot be rebuilt: no {k} of the shares read from "
+                f"{len({p.holder for p in seen})} holders match its hash"
+            )
+        culprits: set[tuple[int, bytes]] = set()
+        for at in range(len(indices)):
+            good = chunks[at]
+            assert good is not None
+            expected = erasure.encode_chunk(good, k, n)
+            for piece in seen:
+                if self._split(indices, piece.data)[at] != expected[piece.index]:
+                    culprits.add((piece.index, piece.holder))
+        for index, holder in culprits:
+            if holder not in self.sources.bad:
                 self.sources.bad.add(holder)
                 self.bad_shares += 1
                 if self.on_bad is not None:
-                    self.on_bad(holder, j)
+                    self.on_bad(holder, index)
         return [c for c in chunks if c is not None]
+
+    async def audit(self, start: int) -> tuple[set[int], set[int]]:
+        """Read the batch at ``start`` from the first holder of every live column: the
+        indices whose shares differ from the re-encoded chunks (bad), and those that could
+        not be read (gone)."""
+        indices, offset, length = self._range(start)
+        live = self.sources.live_indices()
+        first = {j: self.sources.holder(j) for j in live}
+        got = {p.index: p for p in await self._gather(live, offset, length)}
+        gone = {j for j in live if j not in got or got[j].holder != first[j]}
+        if len(got) < self.manifest.k:
+            return set(), gone
+        before = set(self.sources.bad)
+        chunks: list[bytes | None] = [None] * len(indices)
+        await self._recover(start, got, chunks, list(range(len(indices))))
+        bad_holders = self.sources.bad - before
+        return {p.index for p in got.values() if p.holder in bad_holders}, gone
+
+
+def peer_text(text: str, limit: int = 200) -> str:
+    """A peer's words, fit for a log line or an error message: printable, bounded."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text[: limit * 2])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def read_table(manifest: Manifest, holders: list[bytes], call: Call) -> bytes:
@@ -431,7 +491,7 @@ async def read_table(manifest: Manifest, holders: list[bytes], call: Call) -> by
                 return table
             errors.append("a chunk table that does not match the manifest's root")
         except PEER_FAILURES as exc:
-            errors.append(str(exc))
+            errors.append(peer_text(str(exc)))
     raise TransferError(
         f"no holder served the chunk table ({len(holders)} asked"
         + (f"; last: {errors[-1]}" if errors else "")
