@@ -54,7 +54,11 @@ def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes]:
         return [b""] * n
     padded = bytes(stored) + bytes(k * size - len(stored))
     blocks = [padded[i * size : (i + 1) * size] for i in range(k)]
-    return [bytes(b) for b in _encoder(k, n).encode(blocks)]
+    if n == k:
+        return blocks
+    # the code is systematic: shares 0..k-1 are the blocks themselves, so zfec (which holds
+    # the GIL while it works) computes only the parity shares
+    return blocks + [bytes(b) for b in _encoder(k, n).encode(blocks, list(range(k, n)))]
 
 
 def decode_chunk(shares: Mapping[int, bytes], k: int, n: int, length: int) -> bytes:
