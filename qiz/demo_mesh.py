@@ -316,10 +316,11 @@ def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: d
     """SIGKILL a worker (not the submitter) that holds an unfinished replica.
 
     A sweep's replicas are short: a worker seen holding one may have finished it before a kill
-    lands, and then nothing is lost to show. So the candidate is frozen first (SIGSTOP: it can
-    report nothing more), results already on the wire are given a moment to arrive, and it is
-    killed only if the coordinator still counts a replica of it unfinished; else it resumes and
-    the next candidate is tried.
+    lands, and then nothing is lost to show. So, once some worker holds part of the sweep,
+    every worker is frozen (SIGSTOP: none can report anything more), results already on the
+    wire are given a moment to arrive, and the one the coordinator still counts the most
+    unfinished replicas of is killed; the others resume. If none holds any by then (they all
+    finished), they resume and the next round is tried.
     """
     by_id = {ids[n.name]: n for n in nodes}
     by_name = {n.name: n for n in nodes}
@@ -336,15 +337,25 @@ def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: d
 
     deadline = time.monotonic() + 30
     while True:
-        held = _wait(
-            holders, max(1.0, deadline - time.monotonic()), "a worker to take part of the sweep"
-        )
-        victim = by_name[max(held, key=held.__getitem__)]
-        victim.proc.send_signal(signal.SIGSTOP)
+        _wait(holders, max(1.0, deadline - time.monotonic()), "a worker to take part of the sweep")
+        # every worker is frozen at once (a frozen worker can report nothing more), so a
+        # replica seen unfinished after the settle is one its worker really still holds
+        workers = [n for n in nodes if n is not first and n.alive()]
+        for node in workers:
+            node.proc.send_signal(signal.SIGSTOP)
         time.sleep(FREEZE_SETTLE)
-        if holders().get(victim.name):
+        victim = None
+        try:
+            held = holders()
+            victim = by_name[max(held, key=held.__getitem__)] if held else None
+        except (ConnectionError, OSError, TimeoutError, DemoError):
+            pass  # the coordinator did not answer: this round found nobody
+        finally:
+            for node in workers:
+                if node is not victim:
+                    node.proc.send_signal(signal.SIGCONT)
+        if victim is not None:
             break
-        victim.proc.send_signal(signal.SIGCONT)
         if time.monotonic() > deadline:
             raise DemoError("no worker held part of the sweep long enough to be killed")
     victim.proc.send_signal(signal.SIGKILL)
