@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import CLEAN_ENV, NodeProcess, eventually, node_processes, ok_json, qiz
 
 HOLDERS = 4
-SIZE = 48 << 20  # big enough that a kill lands while the bytes move
+SIZE = 24 << 20  # big enough that a kill lands while the bytes move
 
 
 def spawn(cwd: Path, *args: str) -> subprocess.Popen[str]:

@@ -37,8 +37,8 @@ log = logging.getLogger("qiz.store")
 
 Call = Callable[..., Awaitable[Any]]  # call(peer, method, body, *, timeout=...)
 TABLE_PART = -1
-PUT_INFLIGHT = 4  # pieces in flight to one holder
-WINDOW = 6  # batches of chunks fetched ahead by a reader
+PUT_INFLIGHT = 8  # pieces in flight to one holder
+WINDOW = 16  # batches of chunks fetched ahead by a reader
 ENCODE_BATCH = 8  # chunks encoded per trip to the worker thread
 CALL_TIMEOUT = 30.0  # seconds one piece may take (192 KiB over a slow link)
 CLOCK_SKEW = 300  # seconds a holder's clock may differ from ours when it states an expiry
