@@ -191,8 +191,9 @@ class StoreService:
     def start(self) -> None:
         self._owner.every(self.config.collect_every, self._collect, "collect store")
         # renewals come every renew_every (shorter than any lease, StoreConfig checks); each
-        # content's audit and repair come with the first renewal after repair_every
-        self._owner.every(self.config.renew_every, self.upkeep, "store upkeep")
+        # content's audit and repair come with the first pass after repair_every
+        every = min(self.config.renew_every, self.config.repair_every)
+        self._owner.every(every, self.upkeep, "store upkeep")
 
     async def _collect(self) -> None:
         self.holder.collect()
