@@ -89,3 +89,14 @@ def tagged_env() -> Iterator[dict[str, str]]:
         for pid in processes_with_env(TAG_VARIABLE, tag):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the worker kernels once, in this process, before any node process starts. On
+    a fresh checkout numba's cache is empty, and every worker process of every node a test
+    starts at once would compile the same kernels side by side (about 20 s of CPU each: ten
+    processes of a five-node demo took the machine for a minute); compiled once here, they
+    all load the cache."""
+    from qiz.compute import execute
+
+    execute.warm_up()

@@ -377,6 +377,9 @@ WRONG_TYPES = {
     "[links]\nmax_pending = 4\nmax_pending_per_prefix = 8\n": "links.max_pending_per_prefix",
     "[links]\nmax_inbound = 8\nreserved_known = 4\n": "links.reserved_known",
     "[links]\nmax_inbound_per_prefix = 0\n": "links.max_inbound_per_prefix",
+    '[store]\nmax_bytes = "x"\n': "store.max_bytes",
+    "[store]\nrenew_every = 700000\n": "store.renew_every",
+    "[store]\nquota = 1\n": "store.quota",
 }
 
 
