@@ -55,7 +55,6 @@ SWEEP_GRAPH = "random:16,3"
 # the sweep's result goes to the pool after the kill: 4 nodes are left, so the owner has 3
 # others to hold its columns; any 2 of them rebuild it
 STORE_K, STORE_N = 2, 3
-FREEZE_SETTLE = 0.5  # seconds for a frozen worker's results already sent to reach the coordinator
 
 
 class DemoError(QizError, RuntimeError):
@@ -220,8 +219,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         raw = specs.sign(specs.make_body(doc, identity), identity)
         state = first.request("job_submit", spec=base64.b64encode(raw).decode("ascii"))
         jobs[label] = state["job_id"]
-
-    victim = _kill_a_busy_worker(first, nodes, jobs["qaoa-sweep"], ids)
+    victim = _freeze_and_kill(first, nodes, jobs["qaoa-sweep"], ids)
     finals = {
         label: _wait(
             lambda job=job: (s := first.request("job_status", job=job))["state"] != "running" and s,
@@ -312,54 +310,39 @@ def _keep_running(nodes: list[MeshNode], report: dict[str, Any]) -> None:
         print("stopping the mesh", file=sys.stderr, flush=True)
 
 
-def _kill_a_busy_worker(first: MeshNode, nodes: list[MeshNode], job: str, ids: dict) -> dict:
-    """SIGKILL a worker (not the submitter) that holds an unfinished replica.
+def _freeze_and_kill(first: MeshNode, nodes: list[MeshNode], job: str, ids: dict) -> dict:
+    """SIGKILL a worker (not the submitter) that holds an unfinished replica of ``job``.
 
-    A sweep's replicas are short: a worker seen holding one may have finished it before a kill
-    lands, and then nothing is lost to show. So, once some worker holds part of the sweep,
-    every worker is frozen (SIGSTOP: none can report anything more), results already on the
-    wire are given a moment to arrive, and the one the coordinator still counts the most
-    unfinished replicas of is killed; the others resume. If none holds any by then (they all
-    finished), they resume and the next round is tried.
+    The sweep's replicas are short: a worker seen holding one may have finished it before a
+    kill lands (seen in CI). So every other worker is frozen (SIGSTOP) as soon as the jobs are
+    out: a frozen node can report nothing, so the replicas the coordinator counts unfinished on
+    it stay so. The one with the most is killed; the others resume. Returns its name and id.
     """
-    by_id = {ids[n.name]: n for n in nodes}
-    by_name = {n.name: n for n in nodes}
+    workers = [n for n in nodes if n is not first and n.alive()]
+    by_id = {ids[n.name]: n for n in workers}
+    for node in workers:
+        node.proc.send_signal(signal.SIGSTOP)
 
-    def holders() -> dict[str, int]:
-        """Unfinished replicas per worker name (the submitter left out)."""
+    def holders() -> dict[MeshNode, int]:
+        """Unfinished replicas per frozen worker."""
         state = first.request("job_status", job=job)
-        held: dict[str, int] = {}
+        held: dict[MeshNode, int] = {}
         for r in state["replicas"]:
             node = by_id.get(r["worker"])
-            if r["state"] in ("queued", "running") and node is not None and node is not first:
-                held[node.name] = held.get(node.name, 0) + 1
+            if r["state"] in ("queued", "running") and node is not None:
+                held[node] = held.get(node, 0) + 1
         return held
 
-    deadline = time.monotonic() + 30
-    while True:
-        _wait(holders, max(1.0, deadline - time.monotonic()), "a worker to take part of the sweep")
-        # every worker is frozen at once (a frozen worker can report nothing more), so a
-        # replica seen unfinished after the settle is one its worker really still holds
-        workers = [n for n in nodes if n is not first and n.alive()]
+    victim: MeshNode | None = None
+    try:
+        held = _wait(holders, 30, "a worker to take part of the sweep")
+        victim = max(held, key=held.__getitem__)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+    finally:
         for node in workers:
-            node.proc.send_signal(signal.SIGSTOP)
-        time.sleep(FREEZE_SETTLE)
-        victim = None
-        try:
-            held = holders()
-            victim = by_name[max(held, key=held.__getitem__)] if held else None
-        except (ConnectionError, OSError, TimeoutError, DemoError):
-            pass  # the coordinator did not answer: this round found nobody
-        finally:
-            for node in workers:
-                if node is not victim:
-                    node.proc.send_signal(signal.SIGCONT)
-        if victim is not None:
-            break
-        if time.monotonic() > deadline:
-            raise DemoError("no worker held part of the sweep long enough to be killed")
-    victim.proc.send_signal(signal.SIGKILL)
-    victim.proc.wait(10)
+            if node is not victim and node.alive():
+                node.proc.send_signal(signal.SIGCONT)
     return {"name": victim.name, "node_id": ids[victim.name]}
 
 
