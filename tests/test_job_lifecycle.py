@@ -10,6 +10,7 @@ finish until the blocker is cancelled, so the CLI is surely waiting when it gets
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -187,16 +188,36 @@ def _writer(fifo: Path) -> int | None:
         return None
 
 
+def _reading_a_pipe(pid: int) -> bool:
+    """Whether process ``pid`` sleeps in a read of a pipe (Linux: its state and wait channel
+    in /proc; ``anon_pipe_read`` or ``pipe_read`` by kernel version, ``0`` without symbols).
+
+    Having the FIFO open is not yet reading it. Python runs a signal's handler between
+    bytecodes, and a read only ends early for a signal that arrives while it waits: a SIGINT
+    landing between the open and the read is noted, then the read blocks with nobody looking
+    at the note, until the write end closes. The open wakes the command and the test at the
+    same moment, so that gap of a few microseconds was hit now and then (the 30 s timeout)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    return state == "S" and ("pipe_read" in wchan or wchan == "0")
+
+
 def test_ctrl_c_before_the_spec_leaves_says_nothing_was_submitted(tmp_path: Path) -> None:
     """Ctrl-C while ``job submit --wait`` still prepares its spec ended as typer's silent exit
-    130. The spec file is a FIFO nobody writes to: the command surely blocks reading it (its
-    write end opens only once the command has it open), before anything reaches a node."""
+    130. The spec file is a FIFO nobody writes to: the command blocks reading it (its write
+    end opens only once the command has it open; the SIGINT goes once the read waits, see
+    :func:`_reading_a_pipe`), before anything reaches a node."""
     fifo = tmp_path / "spec.json"
     os.mkfifo(fifo)
     for extra in ([], ["--json"]):
         command = popen(tmp_path, "job", "submit", "spec.json", "--wait", *extra)
-        fd = eventually(lambda: _writer(fifo), 60, "the command reading its spec")
+        fd = eventually(lambda: _writer(fifo), 60, "the command opening its spec")
         try:
+            reading = functools.partial(_reading_a_pipe, command.pid)
+            eventually(reading, 30, "the command reading its spec")
             command.send_signal(signal.SIGINT)
             out, err = command.communicate(timeout=30)
         finally:
