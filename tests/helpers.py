@@ -47,6 +47,7 @@ __all__ = [
     "ok_json",
     "one_line_error",
     "qiz",
+    "qiz_popen",
     "qiz_raw",
     "qmp",
     "read_until_closed",
@@ -109,6 +110,19 @@ def qiz_raw(
         check=False,
     )
     return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+
+
+def qiz_popen(cwd: Path, *args: str | Path) -> subprocess.Popen[str]:
+    """A ``qiz`` command left running (to be interrupted, killed under, or followed)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qiz", *map(str, args)],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,23 +28,10 @@ from qiz.compute.jobdb import (
 )
 from tests.json_shapes import check_shape
 
-from .helpers import CLEAN_ENV, eventually, node_processes, node_status, ok_json, qiz
+from .helpers import eventually, node_processes, node_status, ok_json, qiz, qiz_popen
 
 pytestmark = pytest.mark.timeout(180)
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
-def popen(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """A ``qiz`` command left running (to be interrupted, or to follow a job)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "qiz", *args],
-        cwd=cwd,
-        env=CLEAN_ENV,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
@@ -66,8 +51,8 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         # two small jobs, waited for (one with --json), then Ctrl-C: the commands stop, the
         # jobs do not
         small = ["job", "submit", "--qaoa", "maxcut", "--graph", "random:6,3", "--replicas", "2"]
-        waiting = popen(work, "--home", "A", *small, "--seed", "3", "--wait")
-        waiting_json = popen(work, "--home", "A", *small, "--seed", "4", "--wait", "--json")
+        waiting = qiz_popen(work, "--home", "A", *small, "--seed", "3", "--wait")
+        waiting_json = qiz_popen(work, "--home", "A", *small, "--seed", "4", "--wait", "--json")
 
         def small_jobs() -> dict[int, str] | None:
             """The two small jobs by seed, once the node has both (their commands sent
@@ -98,9 +83,9 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
         assert f"qiz --home A job cancel {short}" in line
 
         # followers started while it waits; they end when it ends
-        follow = popen(work, "--home", "A", "job", "status", short, "--follow")
-        wait_json = popen(work, "--home", "A", "job", "status", short, "--wait", "--json")
-        logs_follow = popen(work, "--home", "A", "job", "logs", short, "--follow")
+        follow = qiz_popen(work, "--home", "A", "job", "status", short, "--follow")
+        wait_json = qiz_popen(work, "--home", "A", "job", "status", short, "--wait", "--json")
+        logs_follow = qiz_popen(work, "--home", "A", "job", "logs", short, "--follow")
         running = ok_json(qiz(work, "--home", "A", "job", "status", short, "--json"))
         assert running["state"] == "running" and running["finished_at"] is None
         assert running["reason"] is None and running["spec"]["kind"] == "qaoa"
@@ -213,7 +198,7 @@ def test_ctrl_c_before_the_spec_leaves_says_nothing_was_submitted(tmp_path: Path
     fifo = tmp_path / "spec.json"
     os.mkfifo(fifo)
     for extra in ([], ["--json"]):
-        command = popen(tmp_path, "job", "submit", "spec.json", "--wait", *extra)
+        command = qiz_popen(tmp_path, "job", "submit", "spec.json", "--wait", *extra)
         fd = eventually(lambda: _writer(fifo), 60, "the command opening its spec")
         try:
             reading = functools.partial(_reading_a_pipe, command.pid)

@@ -13,28 +13,15 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLEAN_ENV, NodeProcess, eventually, node_processes, ok_json, qiz
+from tests.helpers import NodeProcess, eventually, node_processes, ok_json, qiz, qiz_popen
 
 HOLDERS = 4
 SIZE = 24 << 20  # big enough that a kill lands while the bytes move
-
-
-def spawn(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "qiz", *args],
-        cwd=cwd,
-        env=CLEAN_ENV,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def parts(node: NodeProcess) -> list[Path]:
@@ -91,7 +78,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
 
     # 1. a holder is killed while it receives its share: the put goes on with the others and
     #    the owner rebuilds that column elsewhere; the holder restarts with nothing half-held
-    put = spawn(
+    put = qiz_popen(
         work, "--home", "own", "store", "put", str(source), "--k", "2", "--n", "3", "--json"
     )
     victim = eventually(
@@ -117,7 +104,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
     # 2. the owner is killed mid-put: nothing is recorded as stored; the next put completes
     second = work / "second.bin"
     second.write_bytes(os.urandom(SIZE))
-    put = spawn(work, "--home", "own", "store", "put", str(second), "--k", "2", "--n", "3")
+    put = qiz_popen(work, "--home", "own", "store", "put", str(second), "--k", "2", "--n", "3")
     eventually(
         lambda: any(part_bytes(h) > 1 << 20 for h in holders if h.alive()),
         timeout=60,
@@ -137,7 +124,7 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
 
     # 3. a getter is killed mid-get: no target appears; the next get completes it
     target = work / "out.bin"
-    fetch = spawn(work, "--home", "get", "store", "get", again["cid"], "-o", str(target))
+    fetch = qiz_popen(work, "--home", "get", "store", "get", again["cid"], "-o", str(target))
     eventually(
         lambda: any(p.stat().st_size > 1 << 20 for p in work.glob(".qiz-get-*")),
         timeout=60,
