@@ -10,6 +10,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qiz.crypto.ids import ContentId
 from qiz.deploy import limits
 from qiz.deploy.bundle import (
     MANIFEST_NAME,
@@ -241,3 +242,85 @@ def test_numbers_inside_bounds_parse_and_outside_are_refused(memory, retries, in
     else:
         with pytest.raises(BundleError):
             parse(doc)
+
+
+# --- the descriptor (the TUF target of a version) ---------------------------------------------
+
+CID = str(ContentId.of(b"the bundle's files"))
+
+
+def bundle_dir(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "lib").mkdir(parents=True)
+    (root / MANIFEST_NAME).write_text(FULL)
+    (root / "app.py").write_text("print('hi')\n")
+    (root / "lib" / "util.py").write_text("X = 1\n")
+    return root
+
+
+def test_a_directory_is_described_file_by_file(tmp_path):
+    import hashlib
+
+    from qiz.deploy.descriptor import decode_target, describe_directory
+
+    desc = describe_directory(bundle_dir(tmp_path), CID)
+    assert [f.path for f in desc.files] == ["app.py", "lib/util.py", MANIFEST_NAME]
+    assert desc.files[0].sha256 == hashlib.sha256(b"print('hi')\n").digest()
+    assert (desc.name, desc.version) == ("hello", "1.2.0+build.7")
+    assert decode_target(desc.to_bytes()) == desc
+    assert desc.spec() == parse_bundle(FULL)
+
+
+def test_a_symlink_in_a_bundle_is_refused(tmp_path):
+    from qiz.deploy.descriptor import describe_directory
+
+    root = bundle_dir(tmp_path)
+    os.symlink("/etc/passwd", root / "passwd")
+    with pytest.raises(BundleError, match="not a regular file"):
+        describe_directory(root, CID)
+
+
+def test_a_sealed_pointer_round_trips_and_reveals_no_file(tmp_path):
+    from qiz.deploy.descriptor import SealedPointer, decode_target, describe_directory, seal_pointer
+
+    desc = describe_directory(bundle_dir(tmp_path), CID)
+    pointer = seal_pointer(CID, desc)
+    data = pointer.to_bytes()
+    assert decode_target(data) == pointer and isinstance(pointer, SealedPointer)
+    assert b"app.py" not in data and b"hello" not in data
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda d: d | {"v": 2}, "unknown format"),
+        (lambda d: d | {"kind": "other"}, "unknown kind"),
+        (lambda d: d | {"extra": 1}, "unexpected or missing fields"),
+        (lambda d: d | {"content": "qizc1bad"}, "content id is invalid"),
+        (lambda d: d | {"files": [["../x", 1, b"\0" * 32]]}, "not a plain relative path"),
+        (lambda d: d | {"files": [["a", -1, b"\0" * 32]]}, "bad size"),
+        (lambda d: d | {"files": [["a", 1, b"\0"]]}, "bad sha256"),
+        (lambda d: d | {"files": [["b", 1, b"\0" * 32], ["a", 1, b"\0" * 32]]}, "not sorted"),
+        (lambda d: d | {"files": [["a", 1, b"\0" * 32]]}, "lists no qiz-bundle.toml"),
+        (lambda d: d | {"version": "9"}, "not hello 9"),
+    ],
+)
+def test_a_malformed_descriptor_is_refused_in_one_line(tmp_path, change, says):
+    from qiz import wire
+    from qiz.deploy.descriptor import decode_target, describe_directory
+    from qiz.deploy.errors import MalformedMetadata
+
+    doc = wire.decode(describe_directory(bundle_dir(tmp_path), CID).to_bytes(), max_size=1 << 20)
+    with pytest.raises(MalformedMetadata) as caught:
+        decode_target(wire.encode(change(doc)))
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_garbage_descriptor_bytes_give_a_clear_error(data):
+    from qiz.deploy.descriptor import decode_target
+    from qiz.deploy.errors import MalformedMetadata
+
+    with pytest.raises(MalformedMetadata):
+        decode_target(data)

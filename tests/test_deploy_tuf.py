@@ -138,10 +138,10 @@ def pub(tmp_path: Path) -> Publisher:
     return p
 
 
-def follower(tmp_path: Path, pub: Publisher, name: str = "node", **kwargs) -> ChannelFollower:
+def follower(tmp_path: Path, pub: Publisher, node: str = "node", **kwargs) -> ChannelFollower:
     """A fresh follower object each time, on persistent state (as a node restarting)."""
     kwargs.setdefault("trusted_root", pub.root_bytes())
-    return ChannelFollower(tmp_path / name, DirectorySource(pub.directory), **kwargs)
+    return ChannelFollower(tmp_path / node, DirectorySource(pub.directory), **kwargs)
 
 
 def resign(md: Metadata, *signers) -> Metadata:
@@ -728,3 +728,21 @@ def test_garbage_metadata_is_refused_in_one_line(tmp_path, pub):
     pub.path("timestamp.json").write_bytes(b"{not json")
     message = refused(follower(tmp_path, pub), AttackRefused, "timestamp")
     assert "malformed" in message
+
+
+def test_a_skipped_root_version_is_refused(tmp_path, pub):
+    """2.root.json holding a root v3 (validly signed): root versions are walked one by one."""
+    root = Root.from_dict(pub.channel.root.signed.to_dict())
+    root.version = 3
+    md = Metadata(root)
+    for signer in pub.signers["root"]:
+        md.sign(signer, append=True)
+    pub.write("2.root.json", md)
+    refused(follower(tmp_path, pub), AttackRefused, "may not be skipped")
+
+
+def test_a_descriptor_of_another_bundle_is_refused(tmp_path, pub):
+    pub.channel.publish("2.0.0", descriptor("2.0.0", name="other").to_bytes(), pub.all_signers)
+    follow = follower(tmp_path, pub, name="app")
+    assert follow.descriptor("1.0.0").name == "app"
+    refused(follower(tmp_path, pub, name="app"), TamperedTarget, "describes bundle 'other'")

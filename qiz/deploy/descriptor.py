@@ -38,6 +38,7 @@ from qiz.crypto.ids import ContentId
 from qiz.deploy import limits
 from qiz.deploy.bundle import MANIFEST_NAME, BundleSpec, check_name, check_version, parse_bundle
 from qiz.deploy.errors import BundleError, MalformedMetadata, SealedToOthers, TamperedTarget
+from qiz.fsio import FileTooLarge, read_bounded
 
 FORMAT = 1
 TARGET_SUFFIX = ".qizd"
@@ -246,10 +247,15 @@ def describe_directory(directory: Path, content: str) -> Descriptor:
                     digest.update(chunk)
             files.append(FileEntry(rel, info.st_size, digest.digest()))
             if full == spec_path:
-                manifest = full.read_bytes()
+                try:
+                    manifest = read_bounded(full, limits.MAX_MANIFEST_BYTES, MANIFEST_NAME)
+                except FileTooLarge:
+                    raise BundleError(
+                        f"{MANIFEST_NAME} is over the {limits.MAX_MANIFEST_BYTES}-byte limit"
+                    ) from None
     if manifest is None:
         raise BundleError(f"{directory} has no {MANIFEST_NAME}")
-    spec = parse_bundle(manifest)
+    spec = parse_bundle(manifest)  # bytes: size-checked and decoded as UTF-8 there
     files.sort(key=lambda f: f.path)
     return Descriptor(
         spec.name, spec.version, manifest.decode("utf-8"), _cid(content), tuple(files)

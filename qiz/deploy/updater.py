@@ -139,6 +139,7 @@ def _config() -> UpdaterConfig:
 
 _SIGNED_BY = re.compile(r"(\S+) was signed by (\d+)/(\d+) keys")
 _META_ROLLBACK = re.compile(r"Expected (\S+) version (\d+), got (\d+)\.$")
+_ROOT_VERSION = re.compile(r"Expected root version (\d+) instead got version (\d+)")
 _ROLLBACK = re.compile(r"must be >=|Expected root version|, below the trusted ")
 
 
@@ -174,6 +175,11 @@ def refusal(exc: Exception, what: str, path: str = "") -> AttackRefused | Channe
             f"freeze attack refused: {what} serves expired metadata ({text}); the source is "
             "stale or replaying an old state, or the publisher stopped renewing"
         )
+    skipped = _ROOT_VERSION.search(text)
+    if skipped and int(skipped.group(2)) > int(skipped.group(1)):
+        return MalformedMetadata(
+            f"refused root metadata from {what}: a root version may not be skipped ({text})"
+        )
     if isinstance(exc, tuf_errors.BadVersionNumberError):
         if isinstance(exc, tuf_errors.EqualVersionNumberError) or _ROLLBACK.search(text):
             return RollbackRefused(
@@ -208,6 +214,7 @@ class ChannelFollower:
     ``owner``: the composite public key of the node whose name record named this channel; the
     first root is then fetched and accepted only if that key is a root key and signed it.
     ``open_sealed(cid)``: the plaintext of sealed store content addressed to this node.
+    ``name``: the channel's NAME; a descriptor of another bundle is then refused.
     """
 
     def __init__(
@@ -216,6 +223,7 @@ class ChannelFollower:
         source: ChannelSource,
         *,
         what: str = "the channel",
+        name: str | None = None,
         trusted_root: bytes | None = None,
         owner: CompositePublicKey | None = None,
         open_sealed: Callable[[str], bytes] | None = None,
@@ -223,6 +231,7 @@ class ChannelFollower:
         self.state_dir = Path(state_dir)
         self.source = source
         self.what = what
+        self.name = name
         self._trusted_root = trusted_root
         self._owner = owner
         self._open_sealed = open_sealed
@@ -337,7 +346,13 @@ class ChannelFollower:
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise refusal(exc, self.what, self._fetcher.last) from None
         data = read_bounded(local, limits.MAX_DESCRIPTOR_BYTES, "descriptor")
-        return open_target(data, self._open_sealed, version=version)
+        found = open_target(data, self._open_sealed, version=version)
+        if self.name is not None and found.name != self.name:
+            raise TamperedTarget(
+                f"refused version {version} of {self.what}: it describes bundle {found.name!r}, "
+                f"not this channel's {self.name!r}"
+            )
+        return found
 
     def _refreshed(self) -> Updater:
         self.refresh()
