@@ -746,3 +746,32 @@ def test_a_descriptor_of_another_bundle_is_refused(tmp_path, pub):
     follow = follower(tmp_path, pub, name="app")
     assert follow.descriptor("1.0.0").name == "app"
     refused(follower(tmp_path, pub, name="app"), TamperedTarget, "describes bundle 'other'")
+
+
+# --- time passing for the follower ---------------------------------------------------------------
+
+
+def test_indefinite_freeze_source_stops_updating(tmp_path, pub):
+    """The follower synced; the source then serves the same state for two days (the publisher's
+    renewals withheld): the 1-day timestamp has expired and the state is refused."""
+    assert follower(tmp_path, pub).latest().version == "1.0.0"
+    later = datetime.now(UTC) + timedelta(days=2)
+    frozen = follower(tmp_path, pub, clock=lambda: later)
+    refused(frozen, FreezeRefused, "freeze attack refused", "timestamp")
+    pub.channel.clock = lambda: later
+    pub.channel.renew(pub.all_signers)
+    assert follower(tmp_path, pub, clock=lambda: later).latest().version == "1.0.0"
+
+
+def test_rollback_older_timestamp_while_the_trusted_one_has_expired(tmp_path, pub):
+    """An expired trusted timestamp still guards its version: a fresh-dated timestamp with a
+    lower version (a stolen timestamp key) is refused (python-tuf's
+    test_expired_timestamp_version_rollback)."""
+    pub.publish("1.1.0")
+    follower(tmp_path, pub).latest()
+    later = datetime.now(UTC) + timedelta(days=2)
+    name, ts = pub.current("timestamp")
+    ts.signed.version -= 1
+    ts.signed.expires = later + timedelta(days=1)
+    pub.write(name, resign(ts, *pub.signers["timestamp"]))
+    refused(follower(tmp_path, pub, clock=lambda: later), RollbackRefused, "timestamp")

@@ -24,6 +24,7 @@ import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -215,6 +216,7 @@ class ChannelFollower:
     first root is then fetched and accepted only if that key is a root key and signed it.
     ``open_sealed(cid)``: the plaintext of sealed store content addressed to this node.
     ``name``: the channel's NAME; a descriptor of another bundle is then refused.
+    ``clock``: "now" for the expiry checks (tests let time pass for a follower with it).
     """
 
     def __init__(
@@ -227,6 +229,7 @@ class ChannelFollower:
         trusted_root: bytes | None = None,
         owner: CompositePublicKey | None = None,
         open_sealed: Callable[[str], bytes] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.source = source
@@ -235,6 +238,7 @@ class ChannelFollower:
         self._trusted_root = trusted_root
         self._owner = owner
         self._open_sealed = open_sealed
+        self._clock = clock
         self._updater: Updater | None = None
         self._fetcher = _SourceFetcher(source)
 
@@ -286,7 +290,7 @@ class ChannelFollower:
         bootstrap = self._bootstrap()
         self._fetcher = _SourceFetcher(self.source)
         try:
-            return _DurableUpdater(
+            updater = _DurableUpdater(
                 str(self._metadata_dir),
                 f"{BASE}{METADATA_DIR}/",
                 str(self._targets_dir),
@@ -297,6 +301,11 @@ class ChannelFollower:
             )
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise refusal(exc, self.what, self._fetcher.last) from None
+        if self._clock is not None:
+            # ngclient takes "now" once, when the Updater is made, for every expiry check of
+            # the refresh; a test's clock replaces it (python-tuf 7.0.1's TrustedMetadataSet).
+            updater._trusted_set.reference_time = self._clock()
+        return updater
 
     def refresh(self) -> Targets:
         """Run the TUF client workflow once; the verified top-level targets."""
