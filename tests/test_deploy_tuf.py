@@ -775,3 +775,21 @@ def test_rollback_older_timestamp_while_the_trusted_one_has_expired(tmp_path, pu
     ts.signed.expires = later + timedelta(days=1)
     pub.write(name, resign(ts, *pub.signers["timestamp"]))
     refused(follower(tmp_path, pub, clock=lambda: later), RollbackRefused, "timestamp")
+
+
+def test_a_refused_change_leaves_the_channel_as_it_was(tmp_path, pub):
+    """A publish or rotation that lacks a key fails before any file is written, and the
+    Channel object goes on from the state on disk."""
+    before = {p: p.read_bytes() for p in pub.directory.rglob("*") if p.is_file()}
+    with pytest.raises(ChannelError):
+        pub.channel.publish("2.0.0", descriptor("2.0.0").to_bytes(), pub.signers["targets"])
+    fresh = new_signer()
+    roles = dict(pub.channel.role_keys)
+    roles["timestamp"] = RoleKeys((fresh.public_key,))
+    with pytest.raises(ChannelError, match="timestamp"):
+        pub.channel.rotate(roles, pub.all_signers)  # the new timestamp key's signer is missing
+    after = {p: p.read_bytes() for p in pub.directory.rglob("*") if p.is_file()}
+    assert after == before
+    assert pub.channel.versions() == ["1.0.0"] and pub.channel.root.signed.version == 1
+    pub.publish("2.0.0")
+    assert follower(tmp_path, pub).latest().version == "2.0.0"

@@ -22,9 +22,10 @@ a publisher that lacks a threshold of keys fails here with one clear line, not a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,6 +119,11 @@ class Channel:
         self.directory = Path(directory)
         self.clock = clock
         self.expiry = expiry or Expiry()
+        self._reload()
+
+    def _reload(self) -> None:
+        """Read the channel's current state from its files (also after a failed change, so
+        the object never holds a half-made state)."""
         self.root = self._load_root()
         self.timestamp = self._load(Timestamp, "timestamp.json")
         snap_version = self.timestamp.signed.snapshot_meta.version
@@ -208,6 +214,14 @@ class Channel:
 
     # --- publishing -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._reload()
+            raise
+
     def publish(self, version: str, target: bytes, signers: Sequence[Signer]) -> TargetFile:
         """Add ``version`` whose descriptor (or sealed pointer) is ``target``; re-sign targets,
         snapshot and timestamp. A version is published once."""
@@ -223,9 +237,13 @@ class Channel:
         info = TargetFile.from_data(path, target, [HASH_ALGORITHM])
         info.unrecognized_fields["custom"] = {"qiz": {"seq": seq}}
         digest = info.hashes[HASH_ALGORITHM]
-        write_atomic(self.directory / TARGETS_DIR / f"{digest}.{path}", target, PUBLIC_MODE)
-        targets[path] = info
-        self._commit(signers, bump={Targets.type, Snapshot.type, Timestamp.type})
+        with self._change():
+            targets[path] = info
+            self._commit(
+                signers,
+                bump={Targets.type, Snapshot.type, Timestamp.type},
+                files={f"{digest}.{path}": target},
+            )
         return info
 
     def renew(self, signers: Sequence[Signer]) -> None:
@@ -237,9 +255,10 @@ class Channel:
             role = md.signed.type
             if md.signed.expires - now < self.expiry.of(role) / 2:
                 bump.add(role)
-        if self.root.signed.expires - now < self.expiry.root / 2:
-            self.rotate(self.role_keys, signers)
-        self._commit(signers, bump=bump)
+        with self._change():
+            if self.root.signed.expires - now < self.expiry.root / 2:
+                self.rotate(self.role_keys, signers)
+            self._commit(signers, bump=bump)
 
     def rotate(self, roles: Mapping[str, RoleKeys], signers: Sequence[Signer]) -> None:
         """A new root version with ``roles``: signed by a threshold of the old root's keys and
@@ -247,6 +266,10 @@ class Channel:
         versions), so the channel stays valid for followers that trust the new root."""
         if set(roles) != TOP_LEVEL_ROLE_NAMES:
             raise ChannelError(f"a rotation names keys for exactly {', '.join(ROLE_ORDER)}")
+        with self._change():
+            self._rotate(roles, signers)
+
+    def _rotate(self, roles: Mapping[str, RoleKeys], signers: Sequence[Signer]) -> None:
         old = self.root.signed
         new = Root.from_dict(self.root.signed.to_dict())
         new.version = old.version + 1
@@ -255,20 +278,28 @@ class Channel:
         _set_roles(new, roles)
         new_md = Metadata(new)
         _sign(new_md, Root.type, signers, [old, new])
-        _write_md(self.directory, f"{new.version}.root.json", new_md)
         self.root = new_md
-        changed = {
+        bump = {
             role
             for role in (Targets.type, Snapshot.type, Timestamp.type)
             if old.roles[role] != new.roles[role]
         }
-        if changed:
-            bump = set(changed) | {Timestamp.type}
-            if Targets.type in bump:
-                bump.add(Snapshot.type)
-            self._commit(signers, bump=bump)
+        # Everything is signed before the new root is written: a root whose roles' new keys
+        # have not signed yet would leave followers that take it with a channel they refuse.
+        self._commit(signers, bump=bump, first=[(f"{new.version}.root.json", new_md)])
 
-    def _commit(self, signers: Sequence[Signer], *, bump: set[str]) -> None:
+    def _commit(
+        self,
+        signers: Sequence[Signer],
+        *,
+        bump: set[str],
+        files: Mapping[str, bytes] | None = None,
+        first: Sequence[tuple[str, Metadata[Any]]] = (),
+    ) -> None:
+        """Sign the bumped roles (raising before anything is written if a threshold is
+        missing; bumping targets bumps snapshot, and snapshot timestamp), then write: target
+        ``files``, then the ``first`` metadata (a new root), the versioned metadata, and
+        timestamp.json last."""
         now = self.clock()
         root = self.root.signed
         written: list[tuple[str, Metadata[Any]]] = []
@@ -294,7 +325,10 @@ class Channel:
             md.signed.expires = now + self.expiry.timestamp
             _sign(md, Timestamp.type, signers, [root])
             written.append(("timestamp.json", md))
-        for name, md in written:  # versioned files first, timestamp.json (the entry) last
+        for name, data in (files or {}).items():
+            write_atomic(self.directory / TARGETS_DIR / name, data, PUBLIC_MODE)
+        # versioned files first, timestamp.json (the entry point) last
+        for name, md in [*first, *written]:
             _write_md(self.directory, name, md)
         self._prune()
 
