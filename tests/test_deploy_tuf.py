@@ -793,3 +793,36 @@ def test_a_refused_change_leaves_the_channel_as_it_was(tmp_path, pub):
     assert pub.channel.versions() == ["1.0.0"] and pub.channel.root.signed.version == 1
     pub.publish("2.0.0")
     assert follower(tmp_path, pub).latest().version == "2.0.0"
+
+
+def test_a_node_home_is_a_signer_uri(tmp_path):
+    """securesystemslib's Signer.from_priv_key_uri("qiz-home:PATH", key): the identity key of
+    a QIZ home signs TUF metadata; a home holding another key is refused."""
+    from securesystemslib.signer import Signer
+
+    from qiz.home import Home
+    from qiz.identity.node_identity import NodeIdentity
+
+    identity = NodeIdentity.generate()
+    Home(tmp_path / "home").init(identity=identity)
+    key = CompositeKey.of(identity.public_key)
+    signer = Signer.from_priv_key_uri(f"qiz-home:{tmp_path / 'home'}", key)
+    key.verify_signature(signer.sign(b"metadata"), b"metadata")
+    with pytest.raises(ValueError, match="is not key"):
+        Signer.from_priv_key_uri(f"qiz-home:{tmp_path / 'home'}", new_signer().public_key)
+
+
+def test_renew_re_signs_what_expires_soon_and_root_before_its_year_is_out(tmp_path, pub):
+    now = datetime.now(UTC).replace(microsecond=0)
+    ts_before = pub.channel.timestamp.signed.version
+    targets_before = pub.channel.targets.signed.version
+    pub.channel.clock = lambda: now + timedelta(hours=20)
+    pub.channel.renew(pub.all_signers)
+    assert pub.channel.timestamp.signed.version == ts_before + 1
+    assert pub.channel.targets.signed.version == targets_before  # 6+ days left of 7
+    pub.channel.clock = lambda: now + timedelta(days=200)
+    pub.channel.renew(pub.all_signers)
+    assert pub.channel.root.signed.version == 2  # a root past half its year is renewed
+    assert pub.channel.targets.signed.version == targets_before + 1
+    later = follower(tmp_path, pub, clock=lambda: now + timedelta(days=200, hours=1))
+    assert later.latest().version == "1.0.0"
