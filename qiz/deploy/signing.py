@@ -117,6 +117,8 @@ class _RawKey(Key):
             raise UnverifiedSignatureError(f"malformed signature by {self.keyid}") from None
         except CryptoError:
             raise UnverifiedSignatureError(f"Failed to verify signature by {self.keyid}") from None
+        except Exception as exc:  # a backend's surprise is a failed check, never a crash
+            raise VerificationError(f"cannot verify a signature by {self.keyid}: {exc}") from None
 
 
 class CompositeKey(_RawKey):
