@@ -826,3 +826,10 @@ def test_renew_re_signs_what_expires_soon_and_root_before_its_year_is_out(tmp_pa
     assert pub.channel.targets.signed.version == targets_before + 1
     later = follower(tmp_path, pub, clock=lambda: now + timedelta(days=200, hours=1))
     assert later.latest().version == "1.0.0"
+
+
+def test_the_publisher_refuses_metadata_its_followers_would_refuse_as_endless_data(tmp_path):
+    """16 composite signatures (6746 hex characters each) do not fit the 64 KiB timestamp."""
+    with pytest.raises(ChannelError, match="timestamp metadata would be"):
+        make_publisher(tmp_path / "channel", n={"timestamp": 16}, k={"timestamp": 16})
+    assert not list((tmp_path / "channel" / "metadata").iterdir())

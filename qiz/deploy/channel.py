@@ -165,6 +165,8 @@ class Channel:
         timestamp_md = Metadata(Timestamp(expires=now + expiry.timestamp))
         timestamp_md.signed.snapshot_meta = _metafile(snapshot_md)
         _sign(timestamp_md, Timestamp.type, signers, [root])
+        for md in (root_md, targets_md, snapshot_md, timestamp_md):
+            _check_size(md)  # before any file: a refused channel leaves nothing behind
         _write_md(directory, "1.root.json", root_md)
         _write_md(directory, "1.targets.json", targets_md)
         _write_md(directory, "1.snapshot.json", snapshot_md)
@@ -325,6 +327,8 @@ class Channel:
             md.signed.expires = now + self.expiry.timestamp
             _sign(md, Timestamp.type, signers, [root])
             written.append(("timestamp.json", md))
+        for _, md in [*first, *written]:
+            _check_size(md)
         for name, data in (files or {}).items():
             write_atomic(self.directory / TARGETS_DIR / name, data, PUBLIC_MODE)
         # versioned files first, timestamp.json (the entry point) last
@@ -405,8 +409,27 @@ def _sign(
             )
 
 
+_MAX_BYTES = {
+    Root.type: limits.MAX_ROOT_BYTES,
+    Timestamp.type: limits.MAX_TIMESTAMP_BYTES,
+    Snapshot.type: limits.MAX_SNAPSHOT_BYTES,
+    Targets.type: limits.MAX_TARGETS_BYTES,
+}
+
+
+def _check_size(md: Metadata[Any]) -> bytes:
+    data = md.to_bytes(_serializer())
+    bound = _MAX_BYTES[md.signed.type]
+    if len(data) > bound:  # followers would refuse it as endless data
+        raise ChannelError(
+            f"{md.signed.type} metadata would be {len(data)} bytes, over the {bound} bytes "
+            "followers accept (use fewer keys for the role)"
+        )
+    return data
+
+
 def _write_md(directory: Path, name: str, md: Metadata[Any]) -> None:
-    write_atomic(directory / METADATA_DIR / name, md.to_bytes(_serializer()), PUBLIC_MODE)
+    write_atomic(directory / METADATA_DIR / name, _check_size(md), PUBLIC_MODE)
 
 
 def check_channel_name(name: str) -> str:
