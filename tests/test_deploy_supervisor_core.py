@@ -175,14 +175,14 @@ def test_any_history_keeps_the_rules(
     now = 0.0
     pending: int | None = None  # a run Start was issued for, not yet reported
     live: int | None = None  # a run with a process
-    health_out: int | None = None
+    health_out: set[int] = set()  # checks running (one of an earlier run may still be)
     rollback_out = False
     stopped = False
     starts: list[tuple[str, float]] = []
     rolled_from: list[str] = []
 
     def apply(actions: list) -> None:
-        nonlocal pending, health_out, rollback_out
+        nonlocal pending, rollback_out
         for action in actions:
             if isinstance(action, Start):
                 assert pending is None and live is None and not rollback_out and not stopped
@@ -195,8 +195,8 @@ def test_any_history_keeps_the_rules(
             elif isinstance(action, Kill):
                 assert action.run == live
             elif isinstance(action, CheckHealth):
-                assert action.run == live and health_out is None
-                health_out = action.run
+                assert action.run == live and action.run not in health_out
+                health_out.add(action.run)
             elif isinstance(action, Rollback):
                 assert live is None and pending is None and not rollback_out
                 assert action.version not in rolled_from
@@ -210,7 +210,7 @@ def test_any_history_keeps_the_rules(
         choices = ["time", "stop"]
         choices += ["started", "spawn_failed"] if pending is not None else []
         choices += ["exit"] if live is not None else []
-        choices += ["health"] if health_out is not None else []
+        choices += ["health"] if health_out else []
         choices += ["rollback"] if rollback_out else []
         choice = data.draw(st.sampled_from(choices))
         if choice == "time":
@@ -235,7 +235,8 @@ def test_any_history_keeps_the_rules(
             run, live = live, None
             apply(core.exited(run, data.draw(st.sampled_from([0, 1, -9, -15])), now))
         elif choice == "health":
-            run, health_out = health_out, None
+            run = data.draw(st.sampled_from(sorted(health_out)))
+            health_out.discard(run)
             apply(core.health(run, data.draw(st.booleans()), now, "detail"))
         elif choice == "rollback":
             rollback_out = False
