@@ -158,6 +158,25 @@ def test_missing_and_extra_files_are_refused(tmp_path: Path) -> None:
         inst.install("1.0", files, {**expected, "run.py": "not-a-hash"})
 
 
+def test_declared_sizes_are_enforced(tmp_path: Path) -> None:
+    """A file longer or shorter than the verified metadata declares is refused (the table
+    from TUF has each file's length as well as its hash)."""
+    inst = Installer(tmp_path, "app")
+    files, expected = bundle("1.0")
+    sizes = {rel: len(data) for rel, data in files.items()}
+    with pytest.raises(BundleFilesMismatch) as exc:
+        inst.install("1.0", files, expected, sizes={**sizes, "lib/data.txt": 10})
+    assert "longer than its 10 bytes" in one_line(exc)
+    with pytest.raises(BundleFilesMismatch) as exc:
+        inst.install("1.0", files, expected, sizes={**sizes, "run.py": 1000})
+    assert "not 1000" in one_line(exc)
+    with pytest.raises(BundleTooLarge):
+        inst.install("1.0", files, expected, sizes={**sizes, "run.py": 1 << 40})
+    assert inst.installed() == []
+    inst.install("1.0", files, expected, sizes=sizes)
+    assert inst.current() == "1.0"
+
+
 def test_size_and_count_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     inst = Installer(tmp_path, "app")
     monkeypatch.setattr(install_module, "MAX_INSTALL_BYTES", 1000)

@@ -15,7 +15,7 @@ import pytest
 
 from qiz.deploy.bundle import BundleSpec, HealthCheck, ResourceLimits, RestartPolicy
 from qiz.deploy.install import Installer
-from qiz.deploy.supervise import RotatingLog, Supervisor
+from qiz.deploy.supervise import RotatingLog, Supervisor, SupervisorError
 from qiz.deploy.supervisor_core import IDLE
 from tests.helpers import run
 
@@ -206,6 +206,20 @@ def test_a_command_that_cannot_start_gives_up(tmp_path: Path) -> None:
         status = await sup.wait_for(lambda s: s["state"] in IDLE)
         assert status["state"] == "failed" and "crash-looped" in status["reason"]
         assert status["last_exit"]["detail"].startswith("could not start")
+        await sup.close()
+
+    run(scenario())
+
+
+def test_a_spec_for_another_version_is_refused(tmp_path: Path) -> None:
+    inst = Installer(tmp_path, "app")
+    install(inst, "1", OK)
+
+    async def scenario() -> None:
+        sup = Supervisor(inst, lambda _v: spec("2"))
+        with pytest.raises(SupervisorError) as exc:
+            await sup.start()
+        assert "is app 2" in str(exc.value)
         await sup.close()
 
     run(scenario())

@@ -101,9 +101,13 @@ def check_relative_path(rel: str) -> tuple[str, ...]:
 
 
 def check_table(
-    names: Collection[str], expected: Mapping[str, str], executables: Collection[str] = ()
+    names: Collection[str],
+    expected: Mapping[str, str],
+    executables: Collection[str] = (),
+    sizes: Mapping[str, int] | None = None,
 ) -> None:
-    """The files offered are exactly the files expected, each path safe, each hash a sha256."""
+    """The files offered are exactly the files expected, each path safe, each hash a sha256,
+    each declared size a count within the limits."""
     if len(expected) > MAX_INSTALL_FILES or len(names) > MAX_INSTALL_FILES:
         raise BundleTooLarge(f"a bundle may have at most {MAX_INSTALL_FILES} files")
     for rel, digest in expected.items():
@@ -116,6 +120,12 @@ def check_table(
         raise BundleFilesMismatch(f"bundle file {missing[0]!r} is missing ({len(missing)} in all)")
     if extra:
         raise BundleFilesMismatch(f"bundle file {extra[0]!r} is not in the verified file list")
+    if sizes is not None:
+        for rel, size in sizes.items():
+            if rel not in expected or not isinstance(size, int) or size < 0:
+                raise BundleFilesMismatch(f"the declared size of {rel!r} is not a file's size")
+        if sum(sizes.values()) > MAX_INSTALL_BYTES:
+            raise BundleTooLarge(f"the bundle declares over {MAX_INSTALL_BYTES} bytes of files")
     stray = sorted(set(executables) - set(expected))
     if stray:
         raise BundleFilesMismatch(f"executable {stray[0]!r} is not in the verified file list")
@@ -283,21 +293,30 @@ class Installer:
         expected: Mapping[str, str],
         *,
         executables: Collection[str] = (),
+        sizes: Mapping[str, int] | None = None,
         switch: bool = True,
         allow_bad: bool = False,
     ) -> Path:
         """Install ``files`` (relative path -> bytes) as ``version``, each checked against
-        ``expected`` (relative path -> sha256 hex), then switch ``current`` to it unless
-        ``switch`` is false. Installing an already installed version with the same files only
-        switches; with other files it is a :class:`VersionConflict`."""
+        ``expected`` (relative path -> sha256 hex) and, if given, ``sizes`` (relative path ->
+        the declared length: a longer file is cut off at that length plus one byte and refused),
+        then switch ``current`` to it unless ``switch`` is false. Installing an already
+        installed version with the same files only switches; with other files it is a
+        :class:`VersionConflict`."""
         check_name(version, "version")
-        check_table(files.keys(), expected, executables)
+        check_table(files.keys(), expected, executables, sizes)
         total = sum(len(data) for data in files.values())
         if total > MAX_INSTALL_BYTES:
             raise BundleTooLarge(f"bundle {self.name} {version} has {total} bytes, over the limit")
         entries = [(rel, lambda data=files[rel]: iter((data,))) for rel in sorted(files)]
         return self._install(
-            version, entries, expected, set(executables), switch=switch, allow_bad=allow_bad
+            version,
+            entries,
+            expected,
+            set(executables),
+            sizes=sizes,
+            switch=switch,
+            allow_bad=allow_bad,
         )
 
     def install_from_dir(
@@ -306,6 +325,7 @@ class Installer:
         source: Path,
         expected: Mapping[str, str],
         *,
+        sizes: Mapping[str, int] | None = None,
         switch: bool = True,
         allow_bad: bool = False,
     ) -> Path:
@@ -323,10 +343,16 @@ class Installer:
                 executables.add(rel)
             if len(found) > MAX_INSTALL_FILES or size > MAX_INSTALL_BYTES:
                 raise BundleTooLarge(f"{source} is over the install limits")
-        check_table(found.keys(), expected, executables)
+        check_table(found.keys(), expected, executables, sizes)
         entries = [(rel, lambda full=found[rel]: _read_chunks(full)) for rel in sorted(found)]
         return self._install(
-            version, entries, expected, executables, switch=switch, allow_bad=allow_bad
+            version,
+            entries,
+            expected,
+            executables,
+            sizes=sizes,
+            switch=switch,
+            allow_bad=allow_bad,
         )
 
     def switch(self, version: str) -> None:
@@ -420,6 +446,7 @@ class Installer:
         expected: Mapping[str, str],
         executables: set[str],
         *,
+        sizes: Mapping[str, int] | None,
         switch: bool,
         allow_bad: bool,
     ) -> Path:
@@ -433,7 +460,7 @@ class Installer:
             if os.path.lexists(target):
                 self._same_content(target, version, expected, executables)
             else:
-                self._stage(target, version, entries, expected, executables)
+                self._stage(target, version, entries, expected, executables, sizes=sizes or {})
             if switch:
                 self._switch(version)
             return target
@@ -459,13 +486,17 @@ class Installer:
         entries: list[tuple[str, Any]],
         expected: Mapping[str, str],
         executables: set[str],
+        *,
+        sizes: Mapping[str, int],
     ) -> None:
         staging = self.dir / f"{STAGING_PREFIX}{os.urandom(8).hex()}"
         staging.mkdir(mode=0o700)
         try:
             budget = [MAX_INSTALL_BYTES]
             for rel, chunks in entries:
-                _stage_file(staging, rel, chunks(), expected[rel], budget)
+                _stage_file(
+                    staging, rel, chunks(), expected[rel], size=sizes.get(rel), budget=budget
+                )
             record = {
                 "format": FORMAT,
                 "name": self.name,
@@ -514,7 +545,9 @@ class Installer:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.dir.is_dir():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fsync_directory(self.dir.parent)
         fd = os.open(self.dirs.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -538,7 +571,13 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
 
 
 def _stage_file(
-    staging: Path, rel: str, chunks: Iterable[bytes], want: str, budget: list[int]
+    staging: Path,
+    rel: str,
+    chunks: Iterable[bytes],
+    want: str,
+    *,
+    size: int | None,
+    budget: list[int],
 ) -> None:
     """Write one file under ``staging``, hashing and counting as it goes; fsynced."""
     parts = check_relative_path(rel)
@@ -552,16 +591,21 @@ def _stage_file(
         )
     except (FileExistsError, NotADirectoryError):
         raise UnsafeBundlePath(f"bundle path {rel!r} clashes with another file's path") from None
-    digest = hashlib.sha256()
+    digest, written = hashlib.sha256(), 0
     with os.fdopen(fd, "wb") as handle:
         for chunk in chunks:
             budget[0] -= len(chunk)
+            written += len(chunk)
             if budget[0] < 0:
                 raise BundleTooLarge(f"bundle files are over {MAX_INSTALL_BYTES} bytes in all")
+            if size is not None and written > size:
+                raise BundleFilesMismatch(f"bundle file {rel!r} is longer than its {size} bytes")
             digest.update(chunk)
             handle.write(chunk)
         handle.flush()
         os.fsync(handle.fileno())
+    if size is not None and written != size:
+        raise BundleFilesMismatch(f"bundle file {rel!r} has {written} bytes, not {size}")
     if digest.hexdigest() != want:
         raise FileHashMismatch(f"bundle file {rel!r} has sha256 {digest.hexdigest()}, not {want}")
 

@@ -421,6 +421,10 @@ class Supervisor:
 
     def _spec(self, version: str) -> BundleSpec:
         spec = self.spec_for(version)
+        if spec.version != version or spec.name != self.installer.name:
+            raise SupervisorError(
+                f"the spec given for {self.installer.name} {version} is {spec.name} {spec.version}"
+            )
         if spec.command is None:
             raise SupervisorError(
                 f"bundle {spec.name} {version} is a job bundle: it is submitted, not run"
