@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,12 +93,37 @@ def tagged_env() -> Iterator[dict[str, str]]:
                 os.kill(pid, signal.SIGKILL)
 
 
+# The process compiling the kernels only the tests' own process uses (tests/warm_kernels.py),
+# started at session start and reaped at its end.
+_warming: list[subprocess.Popen[bytes]] = []
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile the worker kernels once, in this process, before any node process starts. On
     a fresh checkout numba's cache is empty, and every worker process of every node a test
     starts at once would compile the same kernels side by side (about 20 s of CPU each: ten
     processes of a five-node demo took the machine for a minute); compiled once here, they
-    all load the cache."""
+    all load the cache. Meanwhile a process of its own compiles, on the other core, the
+    kernels that tests compile in this process (tests/warm_kernels.py)."""
     from qiz.compute import execute
 
+    _warming.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.warm_kernels"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=CLEAN_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     execute.warm_up()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The kernels' process is done long before a whole run ends; a short run stops it."""
+    for proc in _warming:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    _warming.clear()
