@@ -24,6 +24,10 @@ from qiz import QizError
 DEFAULT_MAX_SIZE = 64 * 1024
 DEFAULT_MAX_DEPTH = 16
 _MAX_INT = (1 << 64) - 1
+# Byte strings this long or longer (a storage piece, a state vector) are encoded by reference:
+# cbor2 copies every byte through a growing buffer, which costs a store transfer more than
+# its encryption does (docs/store.md, "Throughput").
+BULK = 4096
 
 
 class WireError(QizError, ValueError):
@@ -42,41 +46,86 @@ def _check_text(text: str) -> None:
         ) from None
 
 
-def _check(value: Any, depth: int, max_depth: int) -> None:
+def _check(value: Any, depth: int, max_depth: int) -> bool:
+    """Refuse what is not plain data; True when a bulk byte string (``BULK`` bytes or more)
+    is inside, so that the encoder splices it in rather than copying it through cbor2."""
     if depth > max_depth:
         raise WireError(f"nesting deeper than {max_depth}")
-    if value is None or isinstance(value, bool | bytes):
-        return
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, bytes):
+        return len(value) >= BULK
     if isinstance(value, str):
         _check_text(value)
-        return
+        return False
     if isinstance(value, int):
         if not -_MAX_INT - 1 <= value <= _MAX_INT:
             raise WireError("integer outside the 64-bit range")
-        return
+        return False
     if isinstance(value, float):
         if not math.isfinite(value):
             raise WireError("non-finite float")
-        return
+        return False
+    bulk = False
     if isinstance(value, list | tuple):
         for item in value:
-            _check(item, depth + 1, max_depth)
-        return
+            bulk = _check(item, depth + 1, max_depth) or bulk
+        return bulk
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, bool) or not isinstance(key, str | int):
                 raise WireError("map keys must be text or integers")
             if isinstance(key, str):
                 _check_text(key)
-            _check(item, depth + 1, max_depth)
-        return
+            bulk = _check(item, depth + 1, max_depth) or bulk
+        return bulk
     raise WireError(f"type {type(value).__name__} is not plain data")
+
+
+def _head(major: int, length: int) -> bytes:
+    """A CBOR item head in its shortest form (RFC 8949 section 3)."""
+    if length < 24:
+        return bytes([major << 5 | length])
+    for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if length < 1 << (8 * size):
+            return bytes([major << 5 | extra]) + length.to_bytes(size, "big")
+    raise WireError("length beyond 64 bits")
+
+
+def _encode_parts(value: Any, parts: list[bytes]) -> None:
+    """The canonical encoding of checked plain data as pieces to join once: containers and
+    bulk byte strings here, every other item by cbor2 (map keys in cbor2's canonical order:
+    shorter encoded key first, then bytewise)."""
+    if isinstance(value, bytes) and len(value) >= BULK:
+        parts += (_head(2, len(value)), value)
+    elif isinstance(value, list | tuple):
+        parts.append(_head(4, len(value)))
+        for item in value:
+            _encode_parts(item, parts)
+    elif isinstance(value, dict):
+        parts.append(_head(5, len(value)))
+        keyed = sorted(
+            ((cbor2.dumps(key, canonical=True), item) for key, item in value.items()),
+            key=lambda pair: (len(pair[0]), pair[0]),
+        )
+        for encoded_key, item in keyed:
+            parts.append(encoded_key)
+            _encode_parts(item, parts)
+    else:
+        parts.append(cbor2.dumps(value, canonical=True))
+
+
+def _canonical(value: Any, bulk: bool) -> bytes:
+    if not bulk:
+        return cbor2.dumps(value, canonical=True)
+    parts: list[bytes] = []
+    _encode_parts(value, parts)
+    return b"".join(parts)
 
 
 def encode(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes:
     """The canonical encoding of plain data (tuples encode as arrays)."""
-    _check(value, 0, max_depth)
-    return cbor2.dumps(value, canonical=True)
+    return _canonical(value, _check(value, 0, max_depth))
 
 
 def decode(
@@ -106,8 +155,8 @@ def decode(
         if isinstance(exc.__cause__, WireError):  # a tag refused from inside the decoder
             raise WireError(f"{what}: {exc.__cause__}") from None
         raise WireError(f"{what} is not valid CBOR: {exc}") from None
-    _check(value, 0, max_depth)
-    if cbor2.dumps(value, canonical=True) != data:
+    bulk = _check(value, 0, max_depth)
+    if _canonical(value, bulk) != data:
         raise WireError(f"{what} is not in canonical CBOR form (or has trailing bytes)")
     return value
 
