@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Figure, machine, markdown_table, median, percentile
+from qiz.allocator import tune_allocator
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache
 from qiz.qmp.connection import Connection
@@ -327,6 +328,7 @@ async def stream_bulk(port: int, data: bytes, use_tls: bool):
 
 
 def run(quick: bool = False) -> list[Figure]:
+    tune_allocator()  # the client ends of the links, as in a node
     figures: list[Figure] = []
     rounds = 30 if quick else 200
     figures += handshake_cost(rounds)
@@ -436,6 +438,7 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def main() -> None:
+    tune_allocator()  # as a node does (qiz/allocator.py): both ends of every link measured
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
         mode = sys.argv[2]
         if mode == "qmp":

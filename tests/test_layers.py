@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent / "qiz"
 # lowest first; a part may import its own layer and any layer listed before it
 LAYERS: list[set[str]] = [
     {"qiz", "crypto", "wire"},
-    {"identity", "fsio", "lifeline", "ratelimit"},
+    {"identity", "fsio", "lifeline", "ratelimit", "allocator"},
     {"events", "event_log", "tasks", "trust", "home", "history", "peer_ref", "peer_memory"},
     {"qmp"},
     {"resolve"},

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from qiz import peer_memory
+from qiz.allocator import tune_allocator
 from qiz.cli import logs, peer_cmds
 from qiz.cli.common import Session, node_call
 from qiz.cli.detach import LOG_NAME
@@ -134,6 +135,7 @@ def start(
         _start_detached(session, ctx, phrase, as_json, alone)
         return
     logs.configure(verbose)
+    tune_allocator()  # a node moves data in 100-200 KiB pieces: see qiz/allocator.py
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
 
 
