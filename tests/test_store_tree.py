@@ -4,6 +4,7 @@ beside its target, renamed into place at the end."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import stat
@@ -376,3 +377,36 @@ def test_random_trees_raise_only_tree_error(value: object, size: int) -> None:
         except TreeError:
             continue
         assert sum(e.size for e in entries if e.type == "f") == size
+
+
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+)
+def test_write_many_puts_every_byte_in_its_file_whatever_the_split(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], cuts: list[int]
+) -> None:
+    """What a get's writer thread calls (one writev per file): any batching of the stream,
+    pieces spanning files and empty files included, yields the same files."""
+    base = tmp_path_factory.mktemp("many")
+    entries = tuple(TreeEntry("f", f"f{i}", size, False) for i, size in enumerate(sizes))
+    stream = os.urandom(sum(sizes))
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    with Unpacker(base / "out", "dir", entries) as unpacker:
+        for at in range(0, len(pieces), 3):
+            unpacker.write_many(pieces[at : at + 3])
+        out = unpacker.finish()
+    at = 0
+    for i, size in enumerate(sizes):
+        assert (out / f"f{i}").read_bytes() == stream[at : at + size]
+        at += size
+
+
+def test_write_many_refuses_a_stream_longer_than_its_tree(tmp_path: Path) -> None:
+    with (
+        pytest.raises(UnpackError, match="longer than its tree"),
+        Unpacker(tmp_path / "out", "dir", ENTRIES) as unpacker,
+    ):
+        unpacker.write_many([STREAM, b"!"])
+    assert os.listdir(tmp_path) == []

@@ -64,6 +64,7 @@ from qiz.store.transfer import (
     send_table,
     upload,
 )
+from qiz.store.writer import BackgroundWriter
 from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.store")
@@ -72,6 +73,7 @@ PROGRESS_EVERY = 0.1  # seconds between progress events of one transfer
 HAVE_TIMEOUT = 5.0
 LOOKUP_TIMEOUT = 10.0
 READ_BATCH = 8  # stored chunks read from disk per trip to the worker thread
+WRITE_PENDING = 4 << 20  # bytes of a get queued for the disk beyond the batch being written
 SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
 SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
 
@@ -596,16 +598,21 @@ class StoreService:
         unpacker = tree.Unpacker(Path(target), manifest.kind, entries, force=force)
         progress = _Progress(self.events, transfer, "get", manifest.size)
         done = 0
+        writer = BackgroundWriter(unpacker.write_many, max_pending=WRITE_PENDING)
         try:  # from here on, whatever happens, the temporary goes (and its descriptor)
             reader = await self._reader(cid, manifest)
             async for chunk in self._plain_chunks(cid, manifest, key, reader):
-                unpacker.write(chunk)
+                await writer.write(chunk)
                 done += len(chunk)
                 progress(done)
+            await writer.drain()
             await asyncio.to_thread(unpacker.finish)
         except BaseException:
+            writer.close()  # the batch being written ends before its descriptor closes
             unpacker.abort()
             raise
+        finally:
+            writer.close()
         progress(done, final=True)
         self.counters["gets"] += 1
         self.counters["bytes_got"] += manifest.size

@@ -340,7 +340,7 @@ class ChunkReader:
             tried.update(wanted)
             for piece in await self._gather(wanted, offset, length):
                 pieces[piece.index] = piece
-        chunks, suspects = await asyncio.to_thread(self._decode_batch, indices, pieces)
+        chunks, suspects = self._decode_batch(indices, pieces)
         if suspects:
             return await self._recover(start, pieces, chunks, suspects)
         return [c for c in chunks if c is not None]
