@@ -16,7 +16,7 @@ import pytest
 from qiz.deploy.bundle import BundleSpec, HealthCheck, ResourceLimits, RestartPolicy
 from qiz.deploy.install import Installer
 from qiz.deploy.supervise import RotatingLog, Supervisor, SupervisorError
-from qiz.deploy.supervisor_core import IDLE
+from qiz.deploy.supervisor_core import IDLE, STATUS_KEYS
 from tests.helpers import run
 
 FAST = RestartPolicy(backoff=0.01, backoff_max=0.05, max_starts=3, window=60.0)
@@ -206,6 +206,28 @@ def test_a_command_that_cannot_start_gives_up(tmp_path: Path) -> None:
         status = await sup.wait_for(lambda s: s["state"] in IDLE)
         assert status["state"] == "failed" and "crash-looped" in status["reason"]
         assert status["last_exit"]["detail"].startswith("could not start")
+        await sup.close()
+
+    run(scenario())
+
+
+def test_an_upgrade_is_stop_install_start(tmp_path: Path) -> None:
+    inst = Installer(tmp_path, "app")
+    install(inst, "1", SERVICE)
+    specs = {"1": spec("1"), "2": spec("2")}
+
+    async def scenario() -> None:
+        sup = Supervisor(inst, specs.__getitem__)
+        assert sup.status()["state"] == "stopped" and set(sup.status()) >= set(STATUS_KEYS)
+        await sup.start()
+        first = await sup.wait_for(lambda s: s["state"] == "running")
+        await sup.stop()
+        install(inst, "2", SERVICE)
+        await sup.start()
+        second = await sup.wait_for(lambda s: s["state"] == "running")
+        assert (first["version"], second["version"]) == ("1", "2") and first["pid"] != second["pid"]
+        assert second["rolled_back_from"] is None and inst.previous() == "1"
+        await sup.stop()
         await sup.close()
 
     run(scenario())

@@ -18,6 +18,7 @@ from qiz.deploy.supervisor_core import (
     ROLLING_BACK,
     RUNNING,
     STATES,
+    STATUS_KEYS,
     STOPPED,
     STOPPING,
     CheckHealth,
@@ -54,6 +55,7 @@ def test_a_crash_loop_backs_off_then_rolls_back_to_the_version_given() -> None:
     assert "crash-looped (3 starts" in rollback.reason and core.state == ROLLING_BACK
     assert core.rolled_back(spec("1"), 3.4) == [Start(4, "1")]
     status = core.status()
+    assert tuple(status) == STATUS_KEYS
     assert status["version"] == "1" and status["rolled_back_from"] == "2"
     assert status["restarts"] == 2 and status["last_exit"]["detail"] == "exit 1"
 

@@ -46,6 +46,7 @@ from qiz.deploy.runtime_limits import (
 )
 from qiz.deploy.supervisor_core import (
     IDLE,
+    STATUS_KEYS,
     Action,
     CheckHealth,
     GiveUp,
@@ -245,16 +246,18 @@ class Supervisor:
     # ------------------------------------------------------------------ the owner's side
 
     async def start(self) -> None:
-        """Start (or restart after a stop) the current version."""
+        """Start the current version; after a stop (or an ``exited``/``failed`` end), start
+        whatever version is current now (how an upgrade is done: stop, install, start)."""
+        version = self.installer.current()
+        if version is None:
+            raise VersionNotInstalled(f"bundle {self.installer.name} has no current version")
+        spec = self._spec(version)
         if self.core is None:
-            version = self.installer.current()
-            if version is None:
-                raise VersionNotInstalled(f"bundle {self.installer.name} has no current version")
-            self.core = SupervisorCore(self._spec(version), stop_grace=self.stop_grace)
+            self.core = SupervisorCore(spec, stop_grace=self.stop_grace)
             self._record()
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
-        await self._events.put(("start",))
+        await self._events.put(("start", spec))
 
     async def stop(self, timeout: float = 60.0) -> dict[str, Any]:
         """Stop the child (SIGTERM, then SIGKILL after ``stop_grace``) and wait until it is."""
@@ -264,8 +267,10 @@ class Supervisor:
     async def close(self) -> None:
         """Kill whatever still runs and end the driver's tasks (after :meth:`stop`, or on
         the node's shutdown)."""
-        for proc in self._procs.values():
+        for proc in list(self._procs.values()):
             kill_group(proc.pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5.0)
         tasks = [*self._tasks, *([self._loop_task] if self._loop_task else [])]
         for task in tasks:
             task.cancel()
@@ -275,7 +280,9 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         if self.core is None:
-            return {"name": self.installer.name, "state": "stopped", "version": None}
+            status = dict.fromkeys(STATUS_KEYS)
+            status.update(name=self.installer.name, state="stopped", restarts=0, rolled_back=[])
+            return status
         status = self.core.status()
         status["log"] = str(self.log.path)
         return status
@@ -316,6 +323,7 @@ class Supervisor:
         assert core is not None
         kind = event[0]
         if kind == "start":
+            core.use(event[1])
             return core.start(now)
         if kind == "stop":
             return core.stop(now)
@@ -351,7 +359,7 @@ class Supervisor:
                 try:
                     version = await asyncio.to_thread(self.installer.rollback)
                     spec = self._spec(version)
-                except DeployRuntimeError as exc:
+                except (DeployRuntimeError, OSError) as exc:
                     self.log.line(f"no rollback: {exc}")
                     todo += core.rollback_failed(str(exc), loop.time())
                 else:

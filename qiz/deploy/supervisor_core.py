@@ -54,6 +54,19 @@ EXITED = "exited"  # ended cleanly and the policy does not restart it
 FAILED = "failed"  # given up: see reason
 STATES = (STOPPED, STARTING, RUNNING, HEALTHY, BACKOFF, STOPPING, ROLLING_BACK, EXITED, FAILED)
 IDLE = (STOPPED, EXITED, FAILED)
+STATUS_KEYS = (
+    "name",
+    "version",
+    "state",
+    "reason",
+    "pid",
+    "run",
+    "restarts",
+    "last_exit",
+    "last_health",
+    "rolled_back_from",
+    "rolled_back",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +178,14 @@ class SupervisorCore:
             return []
         self._starts, self._failures, self._stop_wanted = [], 0, False
         return self._start(now)
+
+    def use(self, spec: BundleSpec) -> bool:
+        """Supervise ``spec`` (another version, after an install) from the next start; only
+        while idle (False otherwise: stop first)."""
+        if self.state not in IDLE:
+            return False
+        self.spec, self._starts, self._failures = spec, [], 0
+        return True
 
     def stop(self, now: float) -> list[Action]:
         """Stop the process (SIGTERM, SIGKILL after ``stop_grace``) and stay stopped."""
