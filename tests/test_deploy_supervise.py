@@ -95,8 +95,11 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     # a zombie not yet reaped by its (dead) parent's reaper still counts as gone
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_a_healthy_service_runs_clean_and_stops_as_a_group(
