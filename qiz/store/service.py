@@ -72,7 +72,7 @@ OWNER_DB = "owner.sqlite"
 PROGRESS_EVERY = 0.1  # seconds between progress events of one transfer
 HAVE_TIMEOUT = 5.0
 LOOKUP_TIMEOUT = 10.0
-READ_BATCH = 8  # stored chunks read from disk per trip to the worker thread
+READ_BATCH = 8  # stored chunks a put reads (and re-hashes) before it lets the loop run
 WRITE_PENDING = 4 << 20  # bytes of a get queued for the disk beyond the batch being written
 SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
 SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
@@ -910,15 +910,17 @@ def _health(live: int, manifest: Manifest) -> str:
 async def _stored_chunks(
     scan: tree.Scan, chunk: int, key: bytes | None, table: bytes
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """The put's second pass, read in batches off the event loop."""
+    """The put's second pass, read and re-hashed in batches on the event loop (a batch is
+    ``READ_BATCH`` chunks of the page cache: about a millisecond), yielding between them."""
     chunks: Iterator[tuple[int, bytes]] = chunking.iter_stored_chunks(scan, chunk, key, table)
 
     def take() -> list[tuple[int, bytes]]:
         return [item for _, item in zip(range(READ_BATCH), chunks, strict=False)]
 
-    while batch := await asyncio.to_thread(take):
+    while batch := take():
         for item in batch:
             yield item
+        await asyncio.sleep(0)
 
 
 async def _reader_chunks(reader: ChunkReader) -> AsyncIterator[tuple[int, bytes]]:

@@ -10,8 +10,11 @@
   one that served bad bytes is named (re-encoding the good chunk shows exactly whose share
   differs), skipped from then on and reported.
 
-Everything CPU-heavy (zfec, hashing, AES) runs in a worker thread, a batch at a time, so the
-event loop keeps the links moving.
+The CPU-bound steps (zfec, hashing, AES) run on the event loop, a batch at a time: zfec holds
+the interpreter lock anyway, and a hop to a worker thread per batch cost more than it saved (the
+thread waited up to the switch interval, 5 ms, for the lock on its way back while the loop was
+busy with the links). What blocks on the disk, writing a get's bytes, has a thread of its own
+(:mod:`qiz.store.writer`).
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ async def upload(
 
     async def encode(batch: list[tuple[int, bytes]]) -> None:
         nonlocal pending, done
-        encoded = await asyncio.to_thread(_encode_batch, batch, manifest.k, manifest.n)
+        encoded = _encode_batch(batch, manifest.k, manifest.n)
         for i, shares in encoded:
             for j in uploads:
                 buffers[j].append(shares[j])
