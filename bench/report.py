@@ -1,6 +1,6 @@
 """Run every benchmark and regenerate ``docs/benchmarks.md`` from what was measured.
 
-    python bench/report.py [--quick] [--no-write] [--only quantum|store] [--busy-ok]
+    python bench/report.py [--quick] [--no-write] [--only quantum|store] [--busy-ok] [--cold]
 
 ``--only quantum`` (or ``store``) reruns that benchmark alone and replaces just its section of
 the page, leaving the others as they were measured (a section the page lacks is appended).
@@ -106,6 +106,11 @@ Notes:
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
   with the owner's repair pass every 1 s (the default is hourly).
+- Before any figure, 4 GiB of memory is touched once (`warm_memory`; `--cold` skips it): on a
+  freshly booted virtual machine a page's first touch costs the host a fault (writing 512 MiB
+  into fresh page cache ran at 400-670 MB/s here, 3.5 GB/s once touched), a cost a machine
+  that has run for a while paid long ago. Every node and both ends of the QMP link baseline
+  run with the same allocator setting (`qiz/allocator.py`).
 """
 
 QUANTUM_HEADING = "\n## Quantum simulators (`bench/quantum.py`)\n"
@@ -133,7 +138,7 @@ def only_quantum(quick: bool) -> None:
 
 
 def store_section(quick: bool, busy_ok: bool) -> str:
-    figures = store.run(quick, busy_ok)
+    figures = store.run(quick, busy_ok, "--cold" in sys.argv)
     return STORE_HEADING + "\n" + store.markdown(figures) + STORE_NOTES
 
 

@@ -71,7 +71,7 @@ def test_only_store_puts_its_section_in_the_page_once(
     before = "# Benchmarks\n\n## Distributed jobs (`bench/jobs.py`)\n\njobs table\n"
     page.write_text(before)
     monkeypatch.setattr(report, "DOCS", page)
-    monkeypatch.setattr(store, "run", lambda quick, busy_ok: figures())
+    monkeypatch.setattr(store, "run", lambda quick, busy_ok, cold: figures())
     monkeypatch.setattr(sys, "argv", ["report.py", "--only", "store"])
     report.main()
     first = page.read_text()
