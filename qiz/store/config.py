@@ -104,5 +104,12 @@ def _check(name: str, value: object) -> object:
         or not low <= value <= high
     ):
         what = "a whole number" if whole else "a number"
-        raise StoreConfigError(f"config.toml: store.{name} must be {what} from {low:g} to {high:g}")
+        raise StoreConfigError(
+            f"config.toml: store.{name} must be {what} from {_bound(low)} to {_bound(high)}"
+        )
     return kind(value)
+
+
+def _bound(value: float) -> str:
+    """A bound as a person writes it: 1125899906842624, not 1.1259e+15; 0.5 stays 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
