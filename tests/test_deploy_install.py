@@ -259,8 +259,8 @@ def test_a_second_process_holding_the_lock_makes_it_busy(tmp_path: Path) -> None
 CHILD = """
 import hashlib, os, sys
 from pathlib import Path
-print("go", flush=True)
 from qiz.deploy.install import Installer
+print("go", flush=True)
 root, tag = Path(sys.argv[1]), sys.argv[2]
 inst = Installer(root, "app")
 n = 0

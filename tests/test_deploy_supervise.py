@@ -176,26 +176,43 @@ def test_a_version_failing_its_health_check_is_rolled_back(tmp_path: Path) -> No
     assert inst.current() == "1" and inst.bad() == {"2"}
 
 
-def test_a_hanging_health_check_and_a_child_ignoring_sigterm(tmp_path: Path) -> None:
-    """The health command overruns its timeout and is killed; the service ignores SIGTERM and
-    is SIGKILLed after the grace; with no previous version the supervisor gives up, clearly."""
+def test_a_hanging_health_check_with_no_previous_version_gives_up(tmp_path: Path) -> None:
+    """The health command overruns its timeout and is killed; with no previous version to roll
+    back to, the supervisor stops the service and gives up, saying why."""
     inst = Installer(tmp_path, "app")
-    install(inst, "1", IGNORE_TERM, health=HANG)
+    install(inst, "1", SERVICE, health=HANG)
     specs = {"1": spec("1", health=True)}
 
     async def scenario() -> None:
-        sup = Supervisor(inst, specs.__getitem__, stop_grace=0.2)
+        sup = Supervisor(inst, specs.__getitem__)
         await sup.start()
         status = await sup.wait_for(lambda s: s["state"] in IDLE)
         assert status["state"] == "failed" and status["version"] == "1"
         assert "failed its health check 2 times (timed out after 0.3 s)" in status["reason"]
         assert "no earlier good version" in status["reason"]
-        assert status["last_exit"]["code"] == -signal.SIGKILL
+        assert status["last_exit"]["code"] == -signal.SIGTERM
         assert status["last_health"] == {"ok": False, "detail": "timed out after 0.3 s", "run": 1}
         await sup.close()
 
     run(scenario())
     assert inst.current() == "1" and inst.bad() == set()
+
+
+def test_a_child_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    inst = Installer(tmp_path, "app")
+    install(inst, "1", IGNORE_TERM)
+    specs = {"1": spec("1")}
+
+    async def scenario() -> None:
+        sup = Supervisor(inst, specs.__getitem__, stop_grace=0.2)
+        await sup.start()
+        await sup.wait_for(lambda _s: "ignoring SIGTERM" in log_text(sup.log))
+        status = await sup.stop()
+        assert status["state"] == "stopped"
+        assert status["last_exit"]["code"] == -signal.SIGKILL
+        await sup.close()
+
+    run(scenario())
 
 
 def test_a_command_that_cannot_start_gives_up(tmp_path: Path) -> None:

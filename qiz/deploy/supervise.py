@@ -63,6 +63,7 @@ MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_NAME = "output.log"
 _READ = 64 * 1024
 _DRAIN_AFTER_EXIT = 2.0  # seconds the output pipe may stay open after the child's exit
+_POLL = 0.05  # seconds between two looks of wait_for when nothing changes
 
 
 class SupervisorError(DeployRuntimeError):
@@ -290,11 +291,17 @@ class Supervisor:
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0
     ) -> dict[str, Any]:
-        """The status once ``predicate`` holds for it (TimeoutError after ``timeout``)."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: predicate(self.status())), timeout
-            )
+        """The status once ``predicate`` holds for it (TimeoutError after ``timeout``). It is
+        tried at each change of state and every ``_POLL`` seconds, so a predicate may also look
+        at things outside the status (a file the child writes, its log)."""
+
+        async def until() -> None:
+            while not predicate(self.status()):
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), _POLL)
+
+        await asyncio.wait_for(until(), timeout)
         return self.status()
 
     # ------------------------------------------------------------------ the loop
