@@ -18,7 +18,15 @@ import typer
 from typer.core import TyperGroup
 
 # The headings of 'qiz --help', in this order; a command registered without one is "Other".
-PANELS = ("Identity and files", "Node and mesh", "Jobs", "Quantum processor", "Other")
+PANELS = (
+    "Identity and files",
+    "Node and mesh",
+    "Jobs",
+    "Quantum processor",
+    "Storage",
+    "Deploy",
+    "Other",
+)
 OTHER = "Other"
 PIPE_WIDTH = 10_000  # help written to a pipe or file: one line per option or command
 
