@@ -237,9 +237,28 @@ def test_recover_finishes_a_switch_the_journal_recorded(tmp_path: Path) -> None:
     state.history.append("2.0")
     inst._write_state(state)  # the journal says 2.0; the link still says 1.0
     (inst.dir / f"{STAGING_PREFIX}dead").mkdir(mode=0o555)
+    (inst.dir / ".current-dead").symlink_to("1.0")
+    (inst.dir / ".trash-dead" / "sub").mkdir(parents=True)
     again = Installer(tmp_path, "app")
     assert again.current() == "2.0" and again.previous() == "1.0"
-    assert again.removed_leftovers == [f"{STAGING_PREFIX}dead"]
+    assert sorted(again.removed_leftovers) == [
+        ".current-dead",
+        f"{STAGING_PREFIX}dead",
+        ".trash-dead",
+    ]
+    assert again.installed() == ["1.0", "2.0"]
+
+
+def test_a_lost_journal_is_rebuilt_from_current(tmp_path: Path) -> None:
+    inst = Installer(tmp_path, "app")
+    inst.install("1.0", *bundle("1.0"))
+    inst.install("2.0", *bundle("2.0"))
+    inst.dirs.state.write_bytes(b"\x00 not json")
+    again = Installer(tmp_path, "app")
+    assert again.current() == "2.0" and again.state().history == ["2.0"]
+    with pytest.raises(NoPreviousVersion):
+        again.rollback()  # what it was is lost with the journal; current still runs
+    assert run_current(again.dir) == "2.0"
 
 
 def test_a_second_process_holding_the_lock_makes_it_busy(tmp_path: Path) -> None:
