@@ -299,9 +299,9 @@ class Installer:
     ) -> Path:
         """Install ``files`` (relative path -> bytes) as ``version``, each checked against
         ``expected`` (relative path -> sha256 hex) and, if given, ``sizes`` (relative path ->
-        the declared length: a longer file is cut off at that length plus one byte and refused),
-        then switch ``current`` to it unless ``switch`` is false. Installing an already
-        installed version with the same files only switches; with other files it is a
+        the declared length: nothing past it is written, a longer file is refused), then switch
+        ``current`` to it unless ``switch`` is false. Installing an already installed version
+        with the same files only switches; with other files it is a
         :class:`VersionConflict`."""
         check_name(version, "version")
         check_table(files.keys(), expected, executables, sizes)
