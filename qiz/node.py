@@ -26,6 +26,7 @@ from qiz import QizError, __version__, peer_memory
 from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import ContentId, NodeId
+from qiz.deploy.service import DeployConfig, DeployService
 from qiz.event_log import EventLog
 from qiz.events import EventBus
 from qiz.history import History
@@ -96,6 +97,7 @@ class Node:
         compute: ComputeConfig | None = None,
         http: FaceStarter | None = None,
         store: StoreConfig | None = None,
+        deploy: DeployConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -169,6 +171,12 @@ class Node:
                 events=self.events,
             )
             if store is not None and store.enabled
+            else None
+        )
+        # the deploy engine (docs/deploy.md): needs the pool and a home; idle until used
+        self.deploy = (
+            DeployService(identity, self.store, self.dht, control_dir, config=deploy, clock=clock)
+            if self.store is not None and control_dir is not None
             else None
         )
         self.joined = asyncio.Event()  # set once the first join (bootstrap + publish) ran
@@ -317,6 +325,8 @@ class Node:
                 self.compute.start()
             if self.store is not None and not self.tasks.closed:
                 self.store.start()
+            if self.deploy is not None and not self.tasks.closed:
+                self.deploy.start()  # followed channels, bundles to run, channels to renew
             self.joined.set()
 
     async def _dial_remembered(self, entry: str) -> None:
@@ -376,6 +386,8 @@ class Node:
             await self.lan.stop()
         if self.compute is not None:
             await self.compute.stop()  # its loops and worker processes; its database stays open
+        if self.deploy is not None:
+            await self.deploy.shutdown()  # its loops and supervised children, before the pool
         if self.store is not None:
             await self.store.stop()  # its upkeep loops; its databases stay open for peers' calls
         await self.links.close()  # peers' calls in flight end here, while the databases are open

@@ -1,0 +1,182 @@
+"""The deploy engine end to end on an in-process loopback mesh (issue 17, items 1-5 and 8):
+real nodes, real QMP links, the DHT's signed name record, the storage pool, python-tuf over
+the mesh source, the atomic installer and the supervisor running real child processes.
+
+A publisher publishes v1 of a small python bundle that writes a heartbeat file; two followers
+install and run it; v2 reaches them and they upgrade; v3 crashes at start and both roll back to
+v2 by themselves (v3 marked bad, never installed again)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from qiz.compute.service import ComputeConfig
+from qiz.deploy.errors import BundleError, ChannelUnavailable
+from qiz.deploy.mesh_source import ChannelRef
+from qiz.deploy.service import DeployConfig, UnknownBundle
+from qiz.identity import NodeIdentity
+from qiz.node import Node
+from qiz.store.config import StoreConfig
+from tests.helpers import async_eventually, make_node, run, start_mesh, stop_all
+
+APP = """\
+import os, pathlib, sys, time
+version = os.environ["QIZ_BUNDLE_VERSION"]
+if os.environ.get("CRASH"):
+    sys.exit(3)
+beat = pathlib.Path(os.environ["HOME"]) / "heartbeat"
+while True:
+    tmp = beat.with_suffix(".tmp")
+    tmp.write_text(f"{version} {os.getpid()}")
+    tmp.replace(beat)
+    time.sleep(0.05)
+"""
+
+
+def bundle(directory: Path, version: str, *, crash: bool = False) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "app.py").write_text(APP)
+    env = '[env]\nCRASH = "1"\n' if crash else ""
+    (directory / "qiz-bundle.toml").write_text(
+        f'name = "beat"\nversion = "{version}"\n'
+        f'command = ["{sys.executable}", "app.py"]\n'
+        f"{env}"
+        "[restart]\nbackoff = 0.05\nbackoff_max = 0.1\nmax_starts = 2\nwindow = 60.0\n"
+    )
+    return directory
+
+
+def node_in(home: Path, identity: NodeIdentity, peers: list[str] | None) -> Node:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return make_node(
+        identity,
+        peers=peers,
+        control_dir=home,
+        store=StoreConfig(k=1, n=2, renew_every=3600.0, repair_every=3600.0, collect_every=3600.0),
+        compute=ComputeConfig(worker=False),
+        deploy=DeployConfig(refresh_every=0.2, stop_grace=1.0),
+    )
+
+
+def heartbeat(node: Node) -> str | None:
+    """The version whose heartbeat the bundle's live process writes (a file left by an earlier
+    process, whose pid the supervisor no longer runs, does not count)."""
+    assert node.control_dir is not None and node.deploy is not None
+    path = node.control_dir / "deploy" / "beat" / "data" / "heartbeat"
+    try:
+        version, pid = path.read_text().split()
+    except (FileNotFoundError, ValueError):
+        return None
+    return version if str(node.deploy.status("beat")["pid"]) == pid else None
+
+
+def test_publish_follow_upgrade_and_roll_back_by_themselves(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(4)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            4, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, followers = nodes[0], nodes[1:3]
+            assert publisher.deploy is not None
+            ref = ChannelRef(publisher.node_id, "beat")
+            first = await publisher.deploy.publish(bundle(tmp_path / "v1", "1"))
+            assert first["channel"] == str(ref) and first["versions"] == ["1"]
+            for node in followers:
+                assert node.deploy is not None
+                answer = await node.deploy.follow(ref)
+                assert answer["version"] == "1" and answer["installed"]
+            for node in followers:
+                await async_eventually(lambda n=node: heartbeat(n) == "1", 20, "v1 running")
+
+            await publisher.deploy.publish(bundle(tmp_path / "v2", "2"))
+            for node in followers:
+                await async_eventually(lambda n=node: heartbeat(n) == "2", 20, "v2 running")
+                status = node.deploy.status("beat")  # type: ignore[union-attr]
+                assert status["current"] == "2" and status["previous"] == "1"
+
+            await publisher.deploy.publish(bundle(tmp_path / "v3", "3", crash=True))
+
+            def rolled_back(node: Node) -> bool:
+                status = node.deploy.status("beat")  # type: ignore[union-attr]
+                return status["bad"] == ["3"] and status["current"] == "2"
+
+            for node in followers:
+                await async_eventually(lambda n=node: rolled_back(n), 30, "rollback to v2")
+                await async_eventually(lambda n=node: heartbeat(n) == "2", 20, "v2 again")
+            # later refreshes see v3 as the newest and leave it alone
+            for node in followers:
+                await async_eventually(
+                    lambda n=node: (n.deploy._refreshed.get("beat") or {}).get("skipped") == "3",
+                    10,
+                    "v3 skipped",
+                )
+                await async_eventually(lambda n=node: heartbeat(n) == "2", 20, "v2 still up")
+                status = node.deploy.status("beat")  # type: ignore[union-attr]
+                assert status["current"] == "2" and status["state"] == "running"
+                assert status["rolled_back"] == ["3"]
+                log = node.deploy.logs("beat")["text"]  # type: ignore[union-attr]
+                assert "rolled back to 2" in log
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=120)
+
+
+def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(3)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            service = nodes[1].deploy
+            assert service is not None
+            with pytest.raises(ChannelUnavailable, match=r"deploy/nothing is not found"):
+                await service.install(ChannelRef(nodes[0].node_id, "nothing"))
+            empty = tmp_path / "empty"
+            empty.mkdir()
+            with pytest.raises(BundleError, match=r"has no qiz-bundle\.toml"):
+                await service.publish(empty)
+            with pytest.raises(BundleError, match="cannot go on channel other"):
+                await service.publish(bundle(tmp_path / "b", "1"), channel="other")
+            with pytest.raises(UnknownBundle, match="no bundle ghost is installed"):
+                service.status("ghost")
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=60)
+
+
+def test_following_survives_a_restart(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(4)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            4, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, follower = nodes[0], nodes[1]
+            assert publisher.deploy is not None and follower.deploy is not None
+            ref = ChannelRef(publisher.node_id, "beat")
+            await publisher.deploy.publish(bundle(tmp_path / "v1", "1"))
+            await follower.deploy.follow(ref)
+            await async_eventually(lambda: heartbeat(follower) == "1", 20, "v1 running")
+            await follower.stop()
+            await publisher.deploy.publish(bundle(tmp_path / "v2", "2"))
+            again = node_in(tmp_path / "n1", identities[1], [publisher.address])
+            nodes[1] = again
+            await again.start()
+            await asyncio.wait_for(again.joined.wait(), 30)
+            await async_eventually(lambda: heartbeat(again) == "2", 30, "v2 after restart")
+            assert again.deploy is not None and again.deploy.status("beat")["following"]
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=120)
