@@ -39,6 +39,7 @@ SANS_IO = [
     "resolve/routing.py",
     "compute/core.py",
     "compute/actions.py",
+    "deploy/supervisor_core.py",
 ]
 
 
