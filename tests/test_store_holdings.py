@@ -779,3 +779,31 @@ def test_any_sequence_serves_only_whole_columns_and_leaves_nothing_behind(ops, c
         assert [p for p in h.root.rglob("*") if p.is_file()] == []
     finally:
         h.close()
+
+
+def test_a_column_is_due_for_an_early_flush_every_early_flush_bytes(
+    publisher: NodeIdentity, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write() hands back the column's part file once per EARLY_FLUSH bytes (the holder
+    flushes it in the background so that the commit's fsync waits for little); the table
+    never is, and the column still commits."""
+    from qiz.store import holdings as holdings_module
+
+    monkeypatch.setattr(holdings_module, "EARLY_FLUSH", 64 * 1024)
+    content = make_content(publisher, 600_000, seed=7)
+    h = Holdings(None, config(), clock)
+    try:
+        h.offer(ALICE, content.raw, 0, DAY)
+        cid, column = content.manifest.cid, content.columns[0]
+        due = []
+        for offset in range(0, len(column), 16 * 1024):
+            path = h.write(ALICE, cid, 0, offset, column[offset : offset + 16 * 1024])
+            if path is not None:
+                due.append(path)
+        assert len(due) == len(column) // (64 * 1024)
+        assert {p.name for p in due} == {due[0].name} and due[0].name.endswith(".part")
+        assert h.write(ALICE, cid, TABLE, 0, content.table) is None
+        h.commit(ALICE, cid, 0)
+        assert h.have(cid) == [0]
+    finally:
+        h.close()

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from qiz.crypto.ids import DIGEST_SIZE, ContentId, NodeId
@@ -29,6 +31,7 @@ from qiz.store.limits import (
     MAX_MANIFEST,
     MAX_OFFSET,
     MAX_PENDING_ANNOUNCES,
+    MAX_PENDING_FLUSHES,
     MAX_PIECE,
     MAX_SHARES,
     STORE_WRITE_BURST,
@@ -79,6 +82,7 @@ class HolderService:
         }
         self._writes = KeyedRateLimiter(STORE_WRITE_RATE, STORE_WRITE_BURST)
         self._announcing: set[asyncio.Task[None]] = set()
+        self._flushing: set[asyncio.Future[None]] = set()
 
     def handlers(self) -> dict[str, Handler]:
         """The RPC methods, by name, for the node's dispatch table."""
@@ -134,8 +138,12 @@ class HolderService:
         part = _int(body, "part", TABLE, MAX_SHARES - 1)
         offset = _int(body, "offset", 0, MAX_OFFSET)
         data = _bytes(body, "data", MAX_PIECE)
-        self.holdings.write(peer, cid, part, offset, data)
+        due = self.holdings.write(peer, cid, part, offset, data)
         self.counters["bytes_written"] += len(data)
+        if due is not None and len(self._flushing) < MAX_PENDING_FLUSHES:
+            task = asyncio.ensure_future(asyncio.to_thread(_flush_quietly, due))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
         return {}
 
     async def _commit(self, peer: NodeId, body: dict) -> dict:
@@ -248,11 +256,27 @@ class HolderService:
                 log.exception("store: collecting failed")
 
     async def close(self) -> None:
-        """Cancel announcements still in flight (the node is stopping)."""
+        """Cancel announcements still in flight and wait for background flushes (the node
+        is stopping)."""
         tasks = list(self._announcing)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._flushing, return_exceptions=True)
+
+
+def _flush_quietly(path: Path) -> None:
+    """fdatasync ``path`` (in a worker thread). Only a head start for the commit's own fsync,
+    which alone makes the column durable: a file gone or renamed meanwhile is no error."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------- body fields

@@ -69,6 +69,7 @@ log = logging.getLogger("qiz.store")
 
 UPLOADER_DOMAIN = b"qiz/store/column-by/v1"
 TABLE = -1  # the `part` of a put or read that names the chunk table
+EARLY_FLUSH = 8 << 20  # column bytes between background flushes while an upload arrives
 PART = ".part"
 
 SCHEMA = """
@@ -190,6 +191,7 @@ class Upload:
     table_part: Path
     column: Ranges = field(default_factory=lambda: Ranges(MAX_UPLOAD_RANGES))
     table: Ranges = field(default_factory=lambda: Ranges(MAX_UPLOAD_RANGES))
+    unflushed: int = 0  # column bytes written since the last early flush (write())
     committing: bool = False  # between prepare() and complete()/abandon(): files in use
     cancelled: bool = False  # released or lapsed while committing: the commit cleans up
 
@@ -569,9 +571,15 @@ class Holdings:
             raise HoldError("no-offer", f"the offer for column {index} of {cid.short()} has lapsed")
         return upload
 
-    def write(self, peer: NodeId, cid: ContentId, part: int, offset: int, data: bytes) -> None:
+    def write(
+        self, peer: NodeId, cid: ContentId, part: int, offset: int, data: bytes
+    ) -> Path | None:
         """Write one piece of column ``part`` (or of the chunk table, ``part == -1``) at
-        ``offset`` into the offer's ``.part`` file, within the offered size."""
+        ``offset`` into the offer's ``.part`` file, within the offered size.
+
+        Returns the column's ``.part`` file each time another ``EARLY_FLUSH`` bytes of it
+        arrived: the caller flushes it to disk in the background, so that the commit's fsync
+        finds little left to write (it is the only wait of a put that is not CPU)."""
         if len(data) > MAX_PIECE:
             raise HoldError("out-of-range", f"a piece is at most {MAX_PIECE} bytes")
         if part == TABLE:
@@ -590,7 +598,7 @@ class Holdings:
                 f"{'chunk table' if part == TABLE else 'column'}",
             )
         if not data:
-            return
+            return None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             written = os.pwrite(fd, data, offset)
@@ -606,6 +614,13 @@ class Holdings:
         # OFFER_TTL bounds the time without a put, not the upload: a large column over a slow
         # link keeps its reservation while bytes arrive (kept in memory; collect() writes it)
         upload.expires = max(upload.expires, self.clock() + OFFER_TTL)
+        if part == TABLE:
+            return None
+        upload.unflushed += written
+        if upload.unflushed < EARLY_FLUSH:
+            return None
+        upload.unflushed = 0
+        return path
 
     def _any_upload(self, peer: NodeId, cid: ContentId) -> Upload:
         """The table of a content comes with each of its columns: a table piece goes to the

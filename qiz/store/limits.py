@@ -53,6 +53,7 @@ MAX_OFFERS_PER_PEER = 64  # offers one peer may have pending on one holder
 MAX_UPLOAD_RANGES = 1024  # separate byte ranges one offer's pieces may leave (memory)
 MAX_OFFSET = 1 << 40  # a put's or read's offset: beyond any column or table allowed above
 MAX_PENDING_ANNOUNCES = 256  # provider announcements in flight after commits; more are dropped
+MAX_PENDING_FLUSHES = 4  # a holder's background flushes of arriving columns; more are skipped
 STORE_DISK_HEADROOM = 256 * MIB  # free disk a holder never lends, whatever max_bytes says
 # index writes (offer, commit, renew, release: each one SQLite transaction and fsync) one peer
 # may ask of one holder: a sustained rate per second and a burst. An owner's renewal pass
