@@ -31,6 +31,9 @@ from qiz.compute.errors import AttestationError, JobNotFound
 from qiz.compute.execute import summarise
 from qiz.crypto.ids import ContentId, NodeId
 from qiz.crypto.measure import measure_crypto
+from qiz.deploy.descriptor import to_json as descriptor_json
+from qiz.deploy.mesh_limits import MAX_LOG_TAIL_BYTES
+from qiz.deploy.mesh_source import ChannelRef, split_channel
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.identity.armor import ArmorError, dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
@@ -39,6 +42,7 @@ from qiz.store.limits import MAX_RECIPIENTS
 
 if TYPE_CHECKING:
     from qiz.compute.coordinator import Coordinator
+    from qiz.deploy.service import DeployService
     from qiz.node import Node
     from qiz.store.service import StoreService
 
@@ -616,6 +620,79 @@ class NodeAPI:
     async def store_gc(self) -> dict[str, Any]:
         return _named(await self._store().gc())
 
+    # ------------------------------------------------------------------ the deploy engine
+
+    def _deploy(self) -> DeployService:
+        deploy = getattr(self.node, "deploy", None)
+        if deploy is None:
+            self._store()  # the pool is off: say that
+            raise BadRequest("the deploy engine needs a node with a home (qiz node start)")
+        return deploy
+
+    async def _channel_ref(self, text: Any) -> ChannelRef:
+        """``OWNER/deploy/NAME`` or ``OWNER/NAME``; OWNER a node id or a unique prefix."""
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("channel must be OWNER/deploy/NAME")
+        owner, name = split_channel(text)
+        return ChannelRef(await self.node.peer_id(owner), name)
+
+    async def deploy_build(self, path: str, *, to: list[str] | None = None) -> dict[str, Any]:
+        """Put the bundle directory ``path`` into the pool; its descriptor (files, hashes)."""
+        deploy = self._deploy()
+        recipients = await self._recipients_of(to)
+        await self.node.joined.wait()
+        descriptor, put = await deploy.build(_absolute(path, "path"), to=recipients)
+        return {**descriptor_json(descriptor), "sealed_to": _named(put).get("sealed_to", [])}
+
+    async def _recipients_of(self, to: list[str] | None) -> list[PeerRecord]:
+        given = to or []
+        if len(given) > MAX_RECIPIENTS:
+            raise BadRequest(f"to: at most {MAX_RECIPIENTS} recipients")
+        return [await self._recipient(text) for text in given]
+
+    async def deploy_publish(
+        self, path: str, *, channel: str | None = None, to: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Publish the bundle at ``path`` as a new version of its channel."""
+        deploy = self._deploy()
+        recipients = await self._recipients_of(to)
+        await self.node.joined.wait()
+        answer = await deploy.publish(_absolute(path, "path"), channel=channel, to=recipients)
+        return _named(answer)
+
+    async def deploy_install(self, channel: str) -> dict[str, Any]:
+        deploy = self._deploy()
+        ref = await self._channel_ref(channel)
+        await self.node.joined.wait()
+        return _named(await deploy.install(ref))
+
+    async def deploy_follow(self, channel: str) -> dict[str, Any]:
+        deploy = self._deploy()
+        ref = await self._channel_ref(channel)
+        await self.node.joined.wait()
+        return _named(await deploy.follow(ref))
+
+    async def deploy_unfollow(self, name: str) -> dict[str, Any]:
+        return await self._deploy().unfollow(name)
+
+    async def deploy_run(self, name: str) -> dict[str, Any]:
+        return _named(await self._deploy().run(name))
+
+    async def deploy_stop(self, name: str) -> dict[str, Any]:
+        return _named(await self._deploy().stop(name))
+
+    async def deploy_rollback(self, name: str) -> dict[str, Any]:
+        return _named(await self._deploy().rollback(name))
+
+    def deploy_ls(self) -> dict[str, Any]:
+        return _named(self._deploy().ls())
+
+    def deploy_status(self, name: str) -> dict[str, Any]:
+        return _named(self._deploy().status(name))
+
+    def deploy_logs(self, name: str, size: int = MAX_LOG_TAIL_BYTES) -> dict[str, Any]:
+        return self._deploy().logs(name, size)
+
     # ------------------------------------------------------------------ events and figures
 
     async def events(self, after: int, timeout: float) -> dict[str, Any]:
@@ -948,6 +1025,31 @@ OPERATIONS: dict[str, Operation] = {
             "store_rm", lambda api, a: api.store_rm(arg(a, "cid")), "POST", "/api/store/{cid}/rm"
         ),
         Operation("store_gc", lambda api, a: api.store_gc(), "POST", "/api/store/gc"),
+        # deploy: publish and install act with the node's identity and read or write files,
+        # run and stop start processes: only the owner's control socket carries them
+        Operation(
+            "deploy_build", lambda api, a: api.deploy_build(arg(a, "path"), to=_recipients(a))
+        ),
+        Operation(
+            "deploy_publish",
+            lambda api, a: api.deploy_publish(
+                arg(a, "path"), channel=a.get("channel"), to=_recipients(a)
+            ),
+        ),
+        Operation("deploy_install", lambda api, a: api.deploy_install(arg(a, "channel"))),
+        Operation("deploy_follow", lambda api, a: api.deploy_follow(arg(a, "channel"))),
+        Operation("deploy_unfollow", lambda api, a: api.deploy_unfollow(arg(a, "name"))),
+        Operation("deploy_run", lambda api, a: api.deploy_run(arg(a, "name"))),
+        Operation("deploy_stop", lambda api, a: api.deploy_stop(arg(a, "name"))),
+        Operation("deploy_rollback", lambda api, a: api.deploy_rollback(arg(a, "name"))),
+        Operation("deploy_ls", lambda api, a: api.deploy_ls()),
+        Operation("deploy_status", lambda api, a: api.deploy_status(arg(a, "name"))),
+        Operation(
+            "deploy_logs",
+            lambda api, a: api.deploy_logs(
+                arg(a, "name"), _optional_int(a, "size") or MAX_LOG_TAIL_BYTES
+            ),
+        ),
         Operation(
             "store_content",
             lambda api, a: api.store_content(arg(a, "cid")),

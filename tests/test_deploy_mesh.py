@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qiz.compute.service import ComputeConfig
-from qiz.deploy.errors import BundleError, ChannelUnavailable
+from qiz.deploy.errors import BundleError, ChannelUnavailable, SealedToOthers
 from qiz.deploy.mesh_source import ChannelRef
 from qiz.deploy.service import DeployConfig, UnknownBundle
 from qiz.identity import NodeIdentity
@@ -180,3 +180,33 @@ def test_following_survives_a_restart(tmp_path: Path) -> None:
             await stop_all(nodes)
 
     run(main(), timeout=120)
+
+
+def test_a_sealed_bundle_installs_on_its_recipient_only(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(4)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            4, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, recipient, other = nodes[0], nodes[1], nodes[2]
+            assert publisher.deploy and recipient.deploy and other.deploy
+            ref = ChannelRef(publisher.node_id, "beat")
+            answer = await publisher.deploy.publish(
+                bundle(tmp_path / "v1", "1"), to=[recipient.record()]
+            )
+            assert answer["sealed_to"] == [str(recipient.node_id)]
+            assert answer["sealed_descriptor"] is not None
+            # the channel's files name no bundle file, command or manifest
+            channel = publisher.control_dir / "deploy-channels" / "beat"  # type: ignore[operator]
+            served = b"".join(p.read_bytes() for p in channel.rglob("*") if p.is_file())
+            assert b"app.py" not in served and b"qiz-bundle.toml" not in served
+            installed = await recipient.deploy.install(ref)
+            assert installed["installed"] and installed["version"] == "1"
+            with pytest.raises(SealedToOthers, match="sealed to other nodes"):
+                await other.deploy.install(ref)
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=60)

@@ -15,6 +15,7 @@ import typer
 
 from qiz import __version__
 from qiz.cli import (
+    deploy_cmds,
     help_format,
     identity_cmds,
     job_cmds,
@@ -114,6 +115,7 @@ resolve_cmds.register(app)
 quantum_cmds.register(app)
 job_cmds.register(app)
 store_cmds.register(app)
+deploy_cmds.register(app)
 web_cmds.register(app)
 help_format.apply(app)  # every group's help grouped and uncut, whoever registered it
 

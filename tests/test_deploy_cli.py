@@ -1,0 +1,108 @@
+"""The deploy engine's command line (issue 17, item 6): arguments a user gets wrong are one
+line before anything is sent, and on real node processes (three, over real links) a bundle
+published from one node is installed, run, stopped and inspected from another with
+``qiz deploy ...``, every ``--json`` answer checked against docs/json/deploy-*.schema.json."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+
+NAMES = ("a", "b", "c")
+APP = """\
+import os, time
+print("hello from", os.environ["QIZ_BUNDLE_VERSION"], flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def bundle(directory: Path, version: str) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "app.py").write_text(APP)
+    (directory / "qiz-bundle.toml").write_text(
+        f'name = "hello"\nversion = "{version}"\ncommand = ["{sys.executable}", "app.py"]\n'
+    )
+    return directory
+
+
+def test_arguments_a_user_gets_wrong_are_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    missing = one_line_error(qiz(tmp_path, "--home", home, "deploy", "publish", "nope"))
+    assert "nope is not a directory" in missing
+    (tmp_path / "empty").mkdir()
+    empty = one_line_error(qiz(tmp_path, "--home", home, "deploy", "build", "empty", "--json"))
+    assert "has no qiz-bundle.toml" in empty
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "qiz-bundle.toml").write_text('name = "x"\nversion = "1"\nmemory = 3\n')
+    bad = one_line_error(qiz(tmp_path, "--home", home, "deploy", "publish", "bad"))
+    assert "qiz-bundle.toml" in bad and "memory" in bad
+    channel = one_line_error(qiz(tmp_path, "--home", home, "deploy", "install", "justaname"))
+    assert "is not a channel: write OWNER/deploy/NAME" in channel
+    name = one_line_error(qiz(tmp_path, "--home", home, "deploy", "status", "Bad/Name", "--json"))
+    assert "bundle name" in name
+
+
+class Mesh:
+    def __init__(self, work: Path, ids: dict[str, str]) -> None:
+        self.work = work
+        self.ids = ids
+
+    def cli(self, name: str, *args: str | Path) -> Any:
+        return qiz(self.work, "--home", name, *args, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    work = tmp_path_factory.mktemp("deploy")
+    for name in NAMES:
+        ok_json(qiz(work, "--home", name, "init", "--json"))
+        with (work / name / "config.toml").open("a") as config:
+            config.write("\n[store]\nk = 1\nn = 2\n")
+    with node_processes(work) as start:
+        first = start("a", args=["--no-worker"])
+        rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
+        eventually(lambda: len((node_status(first) or {}).get("links", [])) == 2, 60, "links")
+        ids = {name: node.node_id for name, node in zip(NAMES, [first, *rest], strict=True)}
+        yield Mesh(work, ids)
+
+
+def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
+    bundle(mesh.work / "v1", "1")
+    published = ok_json(mesh.cli("a", "deploy", "publish", "v1", "--json"))
+    channel = f"{mesh.ids['a']}/deploy/hello"
+    assert published["channel"] == channel and published["versions"] == ["1"]
+    installed = ok_json(mesh.cli("b", "deploy", "install", channel, "--json"))
+    assert installed["installed"] and installed["version"] == "1"
+    again = ok_json(mesh.cli("b", "deploy", "install", channel, "--json"))
+    assert not again["installed"] and again["version"] == "1"
+    running = ok_json(mesh.cli("b", "deploy", "run", "hello", "--json"))
+    assert running["current"] == "1" and running["keep_running"]
+
+    def logged() -> bool:
+        return "hello from 1" in ok_json(mesh.cli("b", "deploy", "logs", "hello", "--json"))["text"]
+
+    eventually(logged, 30, "the bundle's output in its log")
+    listing = ok_json(mesh.cli("b", "deploy", "ls", "--json"))
+    assert [row["name"] for row in listing["bundles"]] == ["hello"]
+    stopped = ok_json(mesh.cli("b", "deploy", "stop", "hello", "--json"))
+    assert stopped["state"] == "stopped" and not stopped["keep_running"]
+    publisher = ok_json(mesh.cli("a", "deploy", "ls", "--json"))
+    assert publisher["channels"][0]["versions"] == ["1"]
+
+
+def test_node_errors_are_one_line_too(mesh: Mesh) -> None:
+    unknown = one_line_error(
+        mesh.cli("b", "deploy", "install", f"{mesh.ids['a']}/deploy/nothing", "--json")
+    )
+    assert "deploy/nothing is not found" in unknown
+    ghost = one_line_error(mesh.cli("b", "deploy", "status", "ghost"))
+    assert "no bundle ghost is installed" in ghost
+    twice = one_line_error(mesh.cli("a", "deploy", "unfollow", "hello"))
+    assert "does not follow a channel hello" in twice
