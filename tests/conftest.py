@@ -107,6 +107,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     kernels that tests compile in this process (tests/warm_kernels.py)."""
     from qiz.compute import execute
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # run as a background job of a script (`make test &`, nohup): every command a test
+        # starts would inherit SIGINT ignored, and the tests that Ctrl-C one would wait in vain
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _warming.append(
         subprocess.Popen(
             [sys.executable, "-m", "tests.warm_kernels"],
