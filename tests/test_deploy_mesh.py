@@ -17,7 +17,7 @@ import pytest
 from qiz.compute.service import ComputeConfig
 from qiz.deploy.errors import BundleError, ChannelUnavailable, SealedToOthers
 from qiz.deploy.mesh_source import ChannelRef
-from qiz.deploy.service import DeployConfig, UnknownBundle
+from qiz.deploy.service import DeployConfig, UnknownBundle, _target
 from qiz.identity import NodeIdentity
 from qiz.node import Node
 from qiz.store.config import StoreConfig
@@ -154,7 +154,13 @@ def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:
     run(main(), timeout=60)
 
 
-def test_following_survives_a_restart(tmp_path: Path) -> None:
+def test_a_follower_offline_during_v2_and_v3_catches_up_to_the_others_state(
+    tmp_path: Path,
+) -> None:
+    """Item 8: a follower that was down while v2 came and v3 failed installs v3 when it
+    returns (the newest), sees it crash, rolls back (to v1, all it had), then settles on v2,
+    the newest good version: the state the followers that were up reached. Its following and
+    running survived the restart (deploy/.service.json)."""
     identities = [NodeIdentity.generate() for _ in range(4)]
 
     async def main() -> None:
@@ -170,16 +176,38 @@ def test_following_survives_a_restart(tmp_path: Path) -> None:
             await async_eventually(lambda: heartbeat(follower) == "1", 20, "v1 running")
             await follower.stop()
             await publisher.deploy.publish(bundle(tmp_path / "v2", "2"))
+            await publisher.deploy.publish(bundle(tmp_path / "v3", "3", crash=True))
             again = node_in(tmp_path / "n1", identities[1], [publisher.address])
             nodes[1] = again
             await again.start()
             await asyncio.wait_for(again.joined.wait(), 30)
-            await async_eventually(lambda: heartbeat(again) == "2", 30, "v2 after restart")
-            assert again.deploy is not None and again.deploy.status("beat")["following"]
+            assert again.deploy is not None
+            service = again.deploy
+
+            def settled() -> bool:
+                status = service.status("beat")
+                return status["current"] == "2" and status["bad"] == ["3"]
+
+            await async_eventually(settled, 30, "v2 current and v3 bad after the restart")
+            await async_eventually(lambda: heartbeat(again) == "2", 20, "v2 running")
+            status = service.status("beat")
+            assert status["following"] and status["keep_running"]
         finally:
             await stop_all(nodes)
 
     run(main(), timeout=120)
+
+
+def test_a_follower_never_moves_backwards_nor_to_a_bad_version() -> None:
+    versions = ["1", "2", "3"]
+    assert _target(versions, None, set()) == "3"
+    assert _target(versions, "1", set()) == "3"
+    assert _target(versions, "3", set()) is None
+    assert _target(versions, "2", {"3"}) is None  # rolled back from 3: stays on 2
+    assert _target(versions, "1", {"3"}) == "2"  # the newest good one
+    assert _target(versions, "3", {"2"}) is None  # never backwards
+    assert _target(versions, "1", {"1", "2", "3"}) is None
+    assert _target(versions, "9", set()) == "3"  # a version the channel does not list
 
 
 def test_a_sealed_bundle_installs_on_its_recipient_only(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from qiz import NotFound, QizError
 from qiz.crypto.ids import ContentId, NodeId
 from qiz.deploy.bundle import MANIFEST_NAME, BundleSpec, load_bundle
-from qiz.deploy.channel import Channel, RoleKeys, check_channel_name
+from qiz.deploy.channel import Channel, RoleKeys, check_channel_name, versions_of
 from qiz.deploy.descriptor import Descriptor, describe_directory, seal_pointer
 from qiz.deploy.errors import (
     AttackRefused,
@@ -82,6 +82,20 @@ FORMAT = 1
 ROLES = ("root", "targets", "snapshot", "timestamp")
 KEEP_TREES = 2  # channel trees kept pinned: the newest, and the one a follower may be reading
 SEALED_TIMEOUT = 120.0  # seconds a worker thread waits for a sealed descriptor from the pool
+
+
+def _target(versions: list[str], current: str | None, bad: set[str]) -> str | None:
+    """The version a follower moves to: the newest the channel lists that this node has not
+    rolled back from, if it is newer (in the channel's order) than the current one; None to
+    stay. So a node that rolled back from the newest version settles on the newest good one
+    (a follower that was offline while v2 came and v3 failed ends on v2, as the others did),
+    and never moves backwards on its own."""
+    good = [v for v in versions if v not in bad]
+    if not good or good[-1] == current:
+        return None
+    if current in versions and versions.index(good[-1]) < versions.index(current):
+        return None
+    return good[-1]
 
 
 class UnknownBundle(DeployError, NotFound):
@@ -423,23 +437,29 @@ class DeployService:
         source = MeshSource(ref, self._resolve, self._fetch_tree)
         tree = await source.load()
         follower = self._follower(ref, source)
-        descriptor = await asyncio.to_thread(follower.latest)
+        targets = await asyncio.to_thread(follower.refresh)
+        versions = versions_of(targets)
+        if not versions:
+            raise ChannelUnavailable(f"channel {ref} has no published version yet")
         installer = self._installer(ref.name)
         if str(ref.owner) != self.state.channels.get(ref.name):
             self.state.channels[ref.name] = str(ref.owner)
             self._save()
-        version = descriptor.version
+        latest, current, bad = versions[-1], installer.current(), installer.bad()
         answer: dict[str, Any] = {
             "channel": str(ref),
             "name": ref.name,
-            "latest": version,
+            "latest": latest,
             "tree": str(tree),
             "installed": False,
+            "version": current,
         }
-        if version in installer.bad():
-            return {**answer, "version": installer.current(), "skipped": version}
-        if version == installer.current():
-            return {**answer, "version": version}
+        if latest in bad:
+            answer["skipped"] = latest
+        version = _target(versions, current, bad)
+        if version is None:
+            return answer
+        descriptor = await asyncio.to_thread(follower.descriptor, version)
         if version not in installer.installed():
             files = await self._fetch_files(descriptor)
             await asyncio.to_thread(
