@@ -129,5 +129,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for proc in _warming:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        if proc.wait() > 0:  # a step raised (killed: negative)
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(
+                    "tests/warm_kernels.py failed (python -m tests.warm_kernels says why): "
+                    "its kernels were compiled by the tests instead"
+                )
     _warming.clear()
