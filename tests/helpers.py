@@ -43,10 +43,12 @@ __all__ = [
     "make_node",
     "manager",
     "node_processes",
+    "node_state",
     "node_status",
     "ok_json",
     "one_line_error",
     "qiz",
+    "qiz_init",
     "qiz_popen",
     "qiz_raw",
     "qmp",
@@ -123,6 +125,18 @@ def qiz_popen(cwd: Path, *args: str | Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def qiz_init(cwd: Path, *homes: str) -> dict[str, str]:
+    """``qiz --home H init --json`` for each of ``homes`` (relative to ``cwd``), run side by
+    side: their node ids by home."""
+    started = {home: qiz_popen(cwd, "--home", home, "init", "--json") for home in homes}
+    ids = {}
+    for home, proc in started.items():
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        ids[home] = check_answer(["--home", home, "init", "--json"], out)["node_id"]
+    return ids
 
 
 def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -229,6 +243,19 @@ def node_status(node: NodeProcess) -> dict | None:
         raise AssertionError(f"node {node.name} exited: {node.tail()}")
     result = qiz(node.cwd, "--home", str(node.home), "node", "status", "--json")
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def node_state(node: NodeProcess) -> dict | None:
+    """The status a running node process gives over its control socket, or None if it does
+    not answer. For waiting on a node: a poll here takes milliseconds, where a CLI process
+    (:func:`node_status`, for checking what the user is shown) takes most of a second of the
+    CPU the nodes need to get there."""
+    if not node.alive():
+        raise AssertionError(f"node {node.name} exited: {node.tail()}")
+    try:
+        return node.request("status", 5.0)["result"]
+    except (ConnectionError, TimeoutError):  # NodeNotRunning is a ConnectionError
+        return None
 
 
 # ------------------------------------------------------------------------------ in-process meshes

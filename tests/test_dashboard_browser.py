@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import eventually, node_processes, node_status, ok_json, qiz
+from .helpers import eventually, node_processes, node_state, ok_json, qiz, qiz_init
 
 pytestmark = pytest.mark.timeout(300)
 CHROMIUM = "/usr/bin/chromium"
@@ -92,13 +92,13 @@ def test_the_dashboard_runs_a_sweep_shows_its_detail_and_fits_two_widths(tmp_pat
 
     assert shutil.which(CHROMIUM), "Debian's chromium is missing: 'make test' installs it"
     work = tmp_path
-    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "AB"}
+    ids = qiz_init(work, "A", "B")
     with node_processes(work) as start:
         a = start("A", args=["--slots", "1", "--api-port", "0"])
         b = start("B", [a.bootstrap], args=["--slots", "1"])
 
         def linked() -> bool:
-            status = node_status(a)
+            status = node_state(a)
             return bool(status) and len(status["links"]) >= 1
 
         eventually(linked, 30, "A linked to B")

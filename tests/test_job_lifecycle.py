@@ -28,7 +28,7 @@ from qiz.compute.jobdb import (
 )
 from tests.json_shapes import check_shape
 
-from .helpers import eventually, node_processes, node_status, ok_json, qiz, qiz_popen
+from .helpers import eventually, node_processes, node_state, ok_json, qiz, qiz_init, qiz_popen
 
 pytestmark = pytest.mark.timeout(180)
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -36,11 +36,11 @@ ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
     work = tmp_path
-    ids = {h: ok_json(qiz(work, "--home", h, "init", "--json"))["node_id"] for h in "AB"}
+    ids = qiz_init(work, "A", "B")
     with node_processes(work) as start:
         a = start("A", args=["--slots", "1"])
         start("B", [a.bootstrap], args=["--slots", "1"])
-        eventually(lambda: (node_status(a) or {}).get("dht", {}).get("contacts"), 30, "B")
+        eventually(lambda: (node_state(a) or {}).get("dht", {}).get("contacts"), 30, "B")
 
         blocker = ok_json(
             qiz(work, "--home", "A", "job", "submit", "--grover", "24", "--marked", "5",
@@ -56,8 +56,9 @@ def test_interrupt_follow_wait_logs_and_worker_lists(tmp_path: Path) -> None:
 
         def small_jobs() -> dict[int, str] | None:
             """The two small jobs by seed, once the node has both (their commands sent
-            them: they wait now, or are about to)."""
-            jobs = ok_json(qiz(work, "--home", "A", "job", "list", "--json"))["jobs"]
+            them: they wait now, or are about to). Asked over the control socket: a CLI
+            process per poll would take the CPU the commands need to get there."""
+            jobs = a.request("job_list")["result"]["jobs"]
             mine = {j["seed"]: j["job_id"] for j in jobs if j["kind"] == "qaoa"}
             return mine if len(mine) == 2 else None
 

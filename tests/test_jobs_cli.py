@@ -10,7 +10,7 @@ import pytest
 
 from qiz import wire
 
-from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+from .helpers import eventually, node_processes, node_state, ok_json, one_line_error, qiz, qiz_init
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -18,8 +18,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def mesh_homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     work = tmp_path_factory.mktemp("jobs")
-    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "ABC"}
-    return work, ids
+    return work, qiz_init(work, "A", "B", "C")
 
 
 def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
@@ -31,7 +30,7 @@ def test_jobs_through_the_cli_on_three_node_processes(mesh_homes) -> None:
             nodes[name] = start(name, [nodes["A"].bootstrap], args=["--slots", "1"])
 
         def ready() -> bool:
-            status = node_status(nodes["A"])
+            status = node_state(nodes["A"])
             return bool(status) and status["dht"]["contacts"] >= 2
 
         eventually(ready, 30, "the mesh")

@@ -31,7 +31,7 @@ from qiz.qmp.errors import NOT_QMP, ErrorCode, QmpError
 from qiz.qmp.frames import FrameDecoder, FrameKind
 from qiz.qmp.manager import DEPARTED_PEER_TTL, MAX_DEPARTED_PEERS, LinkManager, leave_reason
 
-from .helpers import eventually, ok_json, one_line_error, qiz, record_of
+from .helpers import eventually, ok_json, one_line_error, qiz, qiz_init, record_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -218,8 +218,7 @@ def offline(node: NodeProcess, peer: str) -> bool:
 def test_ping_peers_connect_and_resolve_by_id_prefix_and_address(
     tmp_path: Path, start_node: Callable[..., NodeProcess]
 ) -> None:
-    for home in "ABC":
-        ok_json(qiz(tmp_path, "--home", home, "init", "--json"))
+    qiz_init(tmp_path, "A", "B", "C")
     # B closes links it does not use within a second (its bootstrap link to A is pinned)
     with (tmp_path / "B" / "config.toml").open("a") as config:
         config.write("\n[links]\nkeepalive_interval = 0.3\nidle_close = 1.0\n")

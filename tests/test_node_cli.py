@@ -20,7 +20,16 @@ from qiz.cli.node_cmds import NO_PEERS
 from qiz.node import LOCK_FILE
 from qiz.procs import NodeProcess
 
-from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+from .helpers import (
+    eventually,
+    node_processes,
+    node_state,
+    node_status,
+    ok_json,
+    one_line_error,
+    qiz,
+    qiz_init,
+)
 from .json_shapes import check_shape
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,8 +39,7 @@ pytestmark = pytest.mark.timeout(120)
 def homes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A directory with homes A, B and C (relative paths keep the control sockets short)."""
     work = tmp_path_factory.mktemp("nodes")
-    ids = {name: ok_json(qiz(work, "--home", name, "init", "--json"))["node_id"] for name in "ABC"}
-    return work, ids
+    return work, qiz_init(work, "A", "B", "C")
 
 
 def assert_stopped_cleanly(node: NodeProcess, work: Path) -> None:
@@ -60,7 +68,7 @@ def test_two_node_processes_link_ping_and_stop(homes: tuple[Path, dict[str, str]
             assert status["api_url"] == node.api
 
         def linked(node: NodeProcess, peer: str) -> bool:
-            status = node_status(node)
+            status = node_state(node)
             return status is not None and [link["node_id"] for link in status["links"]] == [peer]
 
         eventually(lambda: linked(a, ids["B"]) and linked(b, ids["A"]), 15, "A and B linked")
