@@ -64,7 +64,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     for name in NAMES:
         ok_json(qiz(work, "--home", name, "init", "--json"))
         with (work / name / "config.toml").open("a") as config:
-            config.write("\n[store]\nk = 1\nn = 2\n")
+            config.write("\n[store]\nk = 1\nn = 2\n\n[deploy]\nrefresh_every = 0.5\n")
     with node_processes(work) as start:
         first = start("a", args=["--no-worker"])
         rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
@@ -95,6 +95,27 @@ def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
     assert stopped["state"] == "stopped" and not stopped["keep_running"]
     publisher = ok_json(mesh.cli("a", "deploy", "ls", "--json"))
     assert publisher["channels"][0]["versions"] == ["1"]
+
+
+def test_a_follower_upgrades_when_a_new_version_is_published(mesh: Mesh) -> None:
+    channel = f"{mesh.ids['a']}/hello"  # OWNER/NAME works too
+    following = ok_json(mesh.cli("c", "deploy", "follow", channel, "--json"))
+    assert following["following"] and following["version"] == "1" and following["every"] == 0.5
+    bundle(mesh.work / "v2", "2")
+    ok_json(mesh.cli("a", "deploy", "publish", "v2", "--channel", "hello", "--json"))
+
+    def upgraded() -> bool:
+        status = ok_json(mesh.cli("c", "deploy", "status", "hello", "--json"))
+        return status["current"] == "2" and status["state"] == "running"
+
+    eventually(upgraded, 60, "the follower on v2")
+    eventually(
+        lambda: "hello from 2" in mesh.cli("c", "deploy", "logs", "hello").stdout, 30, "v2's output"
+    )
+    rolled = ok_json(mesh.cli("c", "deploy", "rollback", "hello", "--json"))
+    assert (rolled["from"], rolled["to"], rolled["bad"]) == ("2", "1", ["2"])
+    unfollowed = ok_json(mesh.cli("c", "deploy", "unfollow", "hello", "--json"))
+    assert unfollowed["following"] is False
 
 
 def test_node_errors_are_one_line_too(mesh: Mesh) -> None:

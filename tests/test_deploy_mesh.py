@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qiz.compute.service import ComputeConfig
-from qiz.deploy.errors import BundleError, ChannelUnavailable, SealedToOthers
+from qiz.deploy.errors import BundleError, ChannelUnavailable, DeployError, SealedToOthers
 from qiz.deploy.mesh_source import ChannelRef
 from qiz.deploy.service import DeployConfig, UnknownBundle, _target
 from qiz.identity import NodeIdentity
@@ -238,3 +238,13 @@ def test_a_sealed_bundle_installs_on_its_recipient_only(tmp_path: Path) -> None:
             await stop_all(nodes)
 
     run(main(), timeout=60)
+
+
+def test_the_deploy_table_of_config_toml_is_checked() -> None:
+    assert DeployConfig.from_table({"refresh_every": 5}).refresh_every == 5
+    with pytest.raises(DeployError, match=r"deploy\.refresh is not a \[deploy\] setting"):
+        DeployConfig.from_table({"refresh": 5})
+    with pytest.raises(DeployError, match="must be over 0"):
+        DeployConfig.from_table({"refresh_every": 0})
+    with pytest.raises(DeployError, match="name_ttl must be 1 to"):
+        DeployConfig.from_table({"name_ttl": 10**9})

@@ -25,6 +25,7 @@ from qiz.compute.pool import SlotsError, check_slots, default_slots
 from qiz.compute.service import ComputeConfig
 from qiz.control import CONTROL_SOCKET
 from qiz.crypto.errors import InvalidIdentifier
+from qiz.deploy.service import DeployConfig
 from qiz.home import PRIVATE_UMASK
 from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import parse_address
@@ -330,6 +331,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         compute=compute,
         http=_serve_api(api) if api is not None else None,
         store=_store_config(config.extra.get("store", {})),
+        deploy=DeployConfig.from_table(config.extra.get("deploy", {})),
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.

@@ -112,10 +112,29 @@ class DeployConfig:
     stop_grace: float = 5.0  # seconds a bundle has between SIGTERM and SIGKILL
 
     def __post_init__(self) -> None:
-        if not 0 < self.refresh_every <= 86400 or not 0 < self.renew_every <= 86400:
-            raise DeployError("deploy: refresh_every and renew_every are 0 to 86400 seconds")
-        if not 0 < self.name_ttl <= MAX_TTL:
-            raise DeployError(f"deploy: name_ttl is 1 to {MAX_TTL} seconds")
+        for name in ("refresh_every", "renew_every", "stop_grace"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DeployError(f"config.toml: deploy.{name} must be a number of seconds")
+            if not 0 < value <= 86400:
+                raise DeployError(f"config.toml: deploy.{name} must be over 0 and at most 86400")
+        ttl = self.name_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL:
+            raise DeployError(f"config.toml: deploy.name_ttl must be 1 to {MAX_TTL} seconds")
+
+    @classmethod
+    def from_table(cls, table: object) -> DeployConfig:
+        """Read ``[deploy]`` of config.toml: known keys only, each checked (one line)."""
+        if not isinstance(table, dict):
+            raise DeployError("config.toml: [deploy] must be a table")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(key) for key in table if key not in known)
+        if unknown:
+            raise DeployError(
+                f"config.toml: deploy.{unknown[0][:64]} is not a [deploy] setting "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return cls(**table)
 
 
 @dataclass
