@@ -8,8 +8,10 @@ once, so the next piece of the same size page-faults its way in again: measured 
 turned every copy of a store transfer into the largest cost of the transfer.
 
 So a node asks glibc (``mallopt``) to serve blocks under 4 MiB from the heap and to keep up to
-32 MiB of free heap before trimming. The process holds on to at most that much memory it no
-longer uses; nothing else changes. On a C library without ``mallopt`` this does nothing.
+32 MiB of free memory at the top of a heap before trimming it. What that costs: each arena
+(the main one, and one per thread that allocates: worker pools, a get's writer) may keep up to
+that much it no longer uses, and glibc no longer adjusts its mmap threshold by itself. On a C
+library without ``mallopt`` (musl, macOS, Windows) this does nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def tune_allocator() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: CDLL(None) on Windows
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

@@ -10,8 +10,10 @@ survive a restart; an unknown id is a clear "not found".
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -106,6 +108,22 @@ def test_a_64_mib_file_and_a_tree_round_trip_from_another_node(tmp_path: Path) -
         got = await reader.store.get(put.cid, tmp_path / "out.bin")
         assert sha256_of(tmp_path / "out.bin") == digest
         assert got.bad_shares == 0
+
+        # a get cancelled while its bytes are being written leaves no temp, no target and no
+        # writer thread behind
+        cancelled = tmp_path / "cancelled"
+        cancelled.mkdir()
+        task = asyncio.ensure_future(reader.store.get(put.cid, cancelled / "out.bin"))
+        for _ in range(2000):
+            temps = [p for p in cancelled.iterdir() if p.name.startswith(".qiz-get-")]
+            if temps and temps[0].stat().st_size > 0:
+                break
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert list(cancelled.iterdir()) == []
+        assert not [t for t in threading.enumerate() if t.name.startswith("qiz-store-writer")]
 
         tree = tmp_path / "tree"
         (tree / "a" / "b").mkdir(parents=True)

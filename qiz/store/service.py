@@ -72,7 +72,7 @@ OWNER_DB = "owner.sqlite"
 PROGRESS_EVERY = 0.1  # seconds between progress events of one transfer
 HAVE_TIMEOUT = 5.0
 LOOKUP_TIMEOUT = 10.0
-READ_BATCH = 8  # stored chunks a put reads (and re-hashes) before it lets the loop run
+READ_BATCH = 16  # stored chunks a put reads (and re-hashes) per trip to the worker thread
 WRITE_PENDING = 4 << 20  # bytes of a get queued for the disk beyond the batch being written
 SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
 SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
@@ -606,10 +606,20 @@ class StoreService:
                 done += len(chunk)
                 progress(done)
             await writer.drain()
-            await asyncio.to_thread(unpacker.finish)
+            # finish renames into place (with --force, the old target aside first): once it
+            # started it runs to its end, whatever cancels the get meanwhile
+            finishing = asyncio.ensure_future(asyncio.to_thread(unpacker.finish))
+            try:
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                await asyncio.wait({finishing})
+                raise
         except BaseException:
-            writer.close()  # the batch being written ends before its descriptor closes
-            unpacker.abort()
+            try:  # the batch being written ends before its descriptors close
+                await writer.settle()
+            finally:
+                writer.close()  # blocks only if settling itself was cancelled
+                unpacker.abort()
             raise
         finally:
             writer.close()
@@ -910,17 +920,17 @@ def _health(live: int, manifest: Manifest) -> str:
 async def _stored_chunks(
     scan: tree.Scan, chunk: int, key: bytes | None, table: bytes
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """The put's second pass, read and re-hashed in batches on the event loop (a batch is
-    ``READ_BATCH`` chunks of the page cache: about a millisecond), yielding between them."""
+    """The put's second pass, read (and re-hashed, sealed) in a worker thread a batch at a
+    time: the user's files may be on a slow disk or a network file system, and a read must
+    never stop the node's event loop."""
     chunks: Iterator[tuple[int, bytes]] = chunking.iter_stored_chunks(scan, chunk, key, table)
 
     def take() -> list[tuple[int, bytes]]:
         return [item for _, item in zip(range(READ_BATCH), chunks, strict=False)]
 
-    while batch := take():
+    while batch := await asyncio.to_thread(take):
         for item in batch:
             yield item
-        await asyncio.sleep(0)
 
 
 async def _reader_chunks(reader: ChunkReader) -> AsyncIterator[tuple[int, bytes]]:

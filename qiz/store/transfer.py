@@ -10,11 +10,13 @@
   one that served bad bytes is named (re-encoding the good chunk shows exactly whose share
   differs), skipped from then on and reported.
 
-The CPU-bound steps (zfec, hashing, AES) run on the event loop, a batch at a time: zfec holds
-the interpreter lock anyway, and a hop to a worker thread per batch cost more than it saved (the
-thread waited up to the switch interval, 5 ms, for the lock on its way back while the loop was
-busy with the links). What blocks on the disk, writing a get's bytes, has a thread of its own
-(:mod:`qiz.store.writer`).
+The CPU-bound steps of the hot path (zfec encoding, decoding, chunk hashes) run on the event
+loop, a batch at a time: zfec holds the interpreter lock anyway, and a hop to a worker thread per
+batch cost more than it saved (the thread waited up to the switch interval, 5 ms, for the lock
+on its way back while the loop was busy with the links). What may block on a disk has a thread:
+a put's reads of the user's files (:mod:`qiz.store.service`) and a get's writes
+(:mod:`qiz.store.writer`); so do the rare, heavier steps (a search over share subsets, a chunk
+table's root).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ Call = Callable[..., Awaitable[Any]]  # call(peer, method, body, *, timeout=...)
 TABLE_PART = -1
 PUT_INFLIGHT = 8  # pieces in flight to one holder
 WINDOW = 16  # batches of chunks fetched ahead by a reader
-ENCODE_BATCH = 8  # chunks encoded per trip to the worker thread
+ENCODE_BATCH = 8  # chunks zfec-encodes before the loop runs again
 CALL_TIMEOUT = 30.0  # seconds one piece may take (192 KiB over a slow link)
 CLOCK_SKEW = 300  # seconds a holder's clock may differ from ours when it states an expiry
 PEER_FAILURES = (RpcError, Unreachable, OSError, TimeoutError)
