@@ -106,11 +106,12 @@ Notes:
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
   with the owner's repair pass every 1 s (the default is hourly).
-- Before any figure, 4 GiB of memory is touched once (`warm_memory`; `--cold` skips it): on a
-  freshly booted virtual machine a page's first touch costs the host a fault (writing 512 MiB
-  into fresh page cache ran at 400-670 MB/s here, 3.5 GB/s once touched), a cost a machine
-  that has run for a while paid long ago. Every node and both ends of the QMP link baseline
-  run with the same allocator setting (`qiz/allocator.py`).
+- Before any figure, memory is touched once (`warm_memory`, 4 GiB unless less is available;
+  `--cold` skips it; the figures' `memory_warmed_gib` says how much this run touched): on
+  this virtual machine a page the guest has not used lately costs the host a fault (writing
+  512 MiB into such page cache ran at 320-670 MB/s here, 2.7-3.8 GB/s once touched), a cost
+  that depends on the hypervisor, not on QIZ. Every node and both ends of the QMP link
+  baseline run with the same allocator setting (`qiz/allocator.py`).
 """
 
 QUANTUM_HEADING = "\n## Quantum simulators (`bench/quantum.py`)\n"
