@@ -37,14 +37,25 @@ while True:
 """
 
 
-def bundle(directory: Path, version: str, *, crash: bool = False) -> Path:
+def bundle(
+    directory: Path, version: str, *, crash: bool = False, healthy: bool | None = None
+) -> Path:
+    """The heartbeat bundle; ``crash``: it exits 3 at start; ``healthy``: with a health check
+    that passes (True) or fails (False)."""
     directory.mkdir(parents=True)
     (directory / "app.py").write_text(APP)
     env = '[env]\nCRASH = "1"\n' if crash else ""
+    health = ""
+    if healthy is not None:
+        code = 0 if healthy else 1
+        health = (
+            f'[health]\ncommand = ["{sys.executable}", "-c", "raise SystemExit({code})"]\n'
+            "interval = 0.1\nstart_period = 0.0\nretries = 2\n"
+        )
     (directory / "qiz-bundle.toml").write_text(
         f'name = "beat"\nversion = "{version}"\n'
         f'command = ["{sys.executable}", "app.py"]\n'
-        f"{env}"
+        f"{env}{health}"
         "[restart]\nbackoff = 0.05\nbackoff_max = 0.1\nmax_starts = 2\nwindow = 60.0\n"
     )
     return directory
@@ -126,6 +137,40 @@ def test_publish_follow_upgrade_and_roll_back_by_themselves(tmp_path: Path) -> N
             await stop_all(nodes)
 
     run(main(), timeout=120)
+
+
+def test_a_version_failing_its_health_check_is_rolled_back_on_the_follower(
+    tmp_path: Path,
+) -> None:
+    identities = [NodeIdentity.generate() for _ in range(3)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, follower = nodes[0], nodes[1]
+            assert publisher.deploy is not None and follower.deploy is not None
+            service = follower.deploy
+            await publisher.deploy.publish(bundle(tmp_path / "v1", "1", healthy=True))
+            await service.follow(ChannelRef(publisher.node_id, "beat"))
+            await async_eventually(
+                lambda: service.status("beat")["state"] == "healthy", 20, "v1 healthy"
+            )
+            await publisher.deploy.publish(bundle(tmp_path / "v2", "2", healthy=False))
+
+            def rolled_back() -> bool:
+                status = service.status("beat")
+                return status["bad"] == ["2"] and status["state"] == "healthy"
+
+            await async_eventually(rolled_back, 30, "v2 rolled back for its health check")
+            status = service.status("beat")
+            assert status["current"] == "1" and status["rolled_back"] == ["2"]
+            assert "health check failed" in service.logs("beat")["text"]
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=60)
 
 
 def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:

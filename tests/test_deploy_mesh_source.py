@@ -98,6 +98,10 @@ def test_a_channel_named_by_a_name_record_is_followed_to_its_newest_version(
     mesh.publish(owner, "app", tree_of(tmp_path / "channel"))
     asyncio.run(source.load())
     assert follower.latest().version == "2.0"
+    # a tree still named is not fetched again; a new one is
+    again = MeshSource(ref, mesh.resolve, mesh.fetch, last=(source.tree, source.files))
+    assert asyncio.run(again.load()) == source.tree and len(mesh.asked) == 2
+    assert again.files == source.files
     # only channel paths are served, cut one byte past the bound
     with pytest.raises(SourceMissing):
         source.get("../state.json", 100)

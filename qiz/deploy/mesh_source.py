@@ -54,20 +54,25 @@ class ChannelRef:
         return f"{self.owner}/deploy/{self.name}"
 
 
-def parse_channel(text: str, resolve_owner: Callable[[str], NodeId] | None = None) -> ChannelRef:
-    """``OWNER/deploy/NAME`` or ``OWNER/NAME`` (OWNER a node id, or a prefix when
-    ``resolve_owner`` can expand one). One-line :class:`BundleError` otherwise."""
+def split_channel(text: str) -> tuple[str, str]:
+    """``OWNER/deploy/NAME`` or ``OWNER/NAME`` as (OWNER as written, NAME checked)."""
     parts = text.strip().split("/") if isinstance(text, str) else []
     if len(parts) == 3 and parts[1] == "deploy":
         parts = [parts[0], parts[2]]
     if len(parts) != 2 or not parts[0] or not parts[1]:
         raise BundleError(f"{text!r} is not a channel: write OWNER/deploy/NAME or OWNER/NAME")
-    owner_text, name = parts
+    return parts[0], check_name(parts[1], "channel name")
+
+
+def parse_channel(text: str) -> ChannelRef:
+    """``OWNER/deploy/NAME`` or ``OWNER/NAME`` with OWNER a whole node id. One-line
+    :class:`BundleError` otherwise."""
+    owner_text, name = split_channel(text)
     try:
-        owner = resolve_owner(owner_text) if resolve_owner is not None else NodeId.parse(owner_text)
+        owner = NodeId.parse(owner_text)
     except InvalidIdentifier as exc:
         raise BundleError(f"channel {text!r}: its owner is not a node id ({exc})") from None
-    return ChannelRef(owner, check_name(name, "channel name"))
+    return ChannelRef(owner, name)
 
 
 def owner_key(record: bytes, owner: NodeId) -> CompositePublicKey:
@@ -99,6 +104,9 @@ class TreeSource(ChannelSource):
 
 class MeshSource(TreeSource):
     """Channel ``ref`` read through the mesh: :meth:`load` (async) before each refresh.
+    ``last``: the (content id, files) of the tree a previous load fetched, reused when the
+    record still names it (a follower refreshing every minute fetches a tree once per
+    publication; TUF still runs each time, so an unchanged tree still expires).
 
     ``resolve(owner, label)`` returns the verified name record's raw bytes and value (the node
     passes the DHT's ``resolve_name`` without its cache); ``fetch(cid, max_size)`` the files of
@@ -109,11 +117,14 @@ class MeshSource(TreeSource):
         ref: ChannelRef,
         resolve: Callable[[NodeId, str], Awaitable[tuple[bytes, str]]],
         fetch: FetchFiles,
+        *,
+        last: tuple[ContentId, Mapping[str, bytes]] | None = None,
     ) -> None:
         super().__init__({})
         self.ref = ref
         self._resolve = resolve
         self._fetch = fetch
+        self._last = last  # the tree fetched last time: not fetched again while it is named
         self.tree: ContentId | None = None
         self.owner_key: CompositePublicKey | None = None
 
@@ -134,6 +145,10 @@ class MeshSource(TreeSource):
             raise ChannelUnavailable(
                 f"channel {self.ref}: its name record does not name a content id"
             ) from None
+        if self._last is not None and self._last[0] == cid:
+            self.files = dict(self._last[1])  # content-addressed: the same bytes
+            self.tree = cid
+            return cid
         try:
             files = await self._fetch(cid, MAX_CHANNEL_TREE_BYTES)
         except Exception as exc:  # StoreError, NotEnoughHolders, ContentNotFound...

@@ -196,7 +196,7 @@ class DeployService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._refreshed: dict[str, dict[str, Any]] = {}  # NAME -> the last refresh's outcome
-        self._published: dict[str, dict[str, Any]] = {}  # NAME -> the last publication
+        self._trees: dict[str, tuple[ContentId, dict[str, bytes]]] = {}  # NAME -> last tree
         self._upkeep: asyncio.Task[None] | None = None
         self._owner = TaskOwner("deploy", log)
         self.started = False
@@ -337,7 +337,6 @@ class DeployService:
             "versions": chan.versions(),
             **pushed,
         }
-        self._published[name] = answer
         return answer
 
     def _channel_dir(self, name: str) -> Path:
@@ -453,8 +452,9 @@ class DeployService:
         return answer
 
     async def _install(self, ref: ChannelRef) -> dict[str, Any]:
-        source = MeshSource(ref, self._resolve, self._fetch_tree)
+        source = MeshSource(ref, self._resolve, self._fetch_tree, last=self._trees.get(ref.name))
         tree = await source.load()
+        self._trees[ref.name] = (tree, source.files)
         follower = self._follower(ref, source)
         targets = await asyncio.to_thread(follower.refresh)
         versions = versions_of(targets)
