@@ -118,6 +118,9 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
     integrity(own)
     listed = ok_json(qiz(work, "--home", "own", "store", "ls", "--json"))
     assert [row["cid"] for row in listed["content"]] == [cid]  # only the first, whole put
+    status = qiz(work, "--home", "own", "node", "status")
+    assert status.returncode == 0, status.stderr
+    assert "store    1 content of its own; holds 0 columns" in status.stdout, status.stdout
     again = ok_json(
         qiz(work, "--home", "own", "store", "put", str(second), "--k", "2", "--n", "3", "--json")
     )

@@ -18,7 +18,7 @@ from qiz.allocator import tune_allocator
 from qiz.cli import logs, peer_cmds
 from qiz.cli.common import Session, node_call
 from qiz.cli.detach import LOG_NAME
-from qiz.cli.human import duration, moment, plural
+from qiz.cli.human import duration, moment, plural, size
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.compute.placement import METHODS
 from qiz.compute.pool import SlotsError, check_slots, default_slots
@@ -419,6 +419,15 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 states[job["state"]] = states.get(job["state"], 0) + 1
             console.print(
                 "jobs     " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())),
+                markup=False,
+            )
+        store = info.get("store")
+        if store:
+            console.print(
+                f"store    {plural(store['owned'], 'content')} of its own; holds "
+                f"{plural(store['columns'], 'column')} of {plural(store['contents'], 'content')} "
+                f"for {plural(store['peers'], 'peer')}, {size(store['bytes_stored'])} of "
+                f"{size(store['quota_bytes'])} lent (qiz store ls)",
                 markup=False,
             )
         links = info["links"]
