@@ -8,8 +8,9 @@ this one goes on while the first tests run. It writes numba's cache only; a test
 kernel first compiles it itself, as it would without this. With a warm cache it only loads.
 
 Each step makes the calls of the test module it names, on inputs of the same types (a kernel
-compiles once per type signature), the slowest first. A step that fails is reported and the
-rest still run: a failure here costs time, never a test.
+compiles once per type signature), in the order the tests come (the demo's quantum part in
+test_cli first, test_vqe_general last). A step that fails is reported and the rest still run:
+a failure here costs time, never a test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from qiz.demo_quantum import run_quantum_demo
 from qiz.quantum.algorithms import qaoa as qaoa_mod
 from qiz.quantum.algorithms import vqe as vqe_mod
 from qiz.quantum.algorithms.ansatz import GeneralAnsatz, HardwareEfficientAnsatz
@@ -127,12 +129,19 @@ def grover_oracles() -> None:
     exponential_search(GroverSimulator(5, cnf=cnf), seed=4)
 
 
+def demo_quantum_part() -> None:
+    """The quantum part of ``qiz demo`` (test_cli's test_demo_json, early in a run, and
+    test_demo_keep), which runs in the demo's own process: the same calls."""
+    run_quantum_demo()
+
+
 STEPS: tuple[Callable[[], None], ...] = (
-    general_ansatz,
-    hardware_efficient_ansatz,
+    demo_quantum_part,
     placement_solvers,
     qaoa_precisions,
+    hardware_efficient_ansatz,
     grover_oracles,
+    general_ansatz,
 )
 
 
