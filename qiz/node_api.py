@@ -1026,7 +1026,7 @@ OPERATIONS: dict[str, Operation] = {
         ),
         Operation("store_gc", lambda api, a: api.store_gc(), "POST", "/api/store/gc"),
         # deploy: publish and install act with the node's identity and read or write files,
-        # run and stop start processes: only the owner's control socket carries them
+        # run and stop start processes: only the owner's control socket carries those
         Operation(
             "deploy_build", lambda api, a: api.deploy_build(arg(a, "path"), to=_recipients(a))
         ),
@@ -1042,13 +1042,21 @@ OPERATIONS: dict[str, Operation] = {
         Operation("deploy_run", lambda api, a: api.deploy_run(arg(a, "name"))),
         Operation("deploy_stop", lambda api, a: api.deploy_stop(arg(a, "name"))),
         Operation("deploy_rollback", lambda api, a: api.deploy_rollback(arg(a, "name"))),
-        Operation("deploy_ls", lambda api, a: api.deploy_ls()),
-        Operation("deploy_status", lambda api, a: api.deploy_status(arg(a, "name"))),
+        # reading what is installed and running is served over HTTP too (the dashboard's)
+        Operation("deploy_ls", lambda api, a: api.deploy_ls(), "GET", "/api/deploy"),
+        Operation(
+            "deploy_status",
+            lambda api, a: api.deploy_status(arg(a, "name")),
+            "GET",
+            "/api/deploy/{name}",
+        ),
         Operation(
             "deploy_logs",
             lambda api, a: api.deploy_logs(
                 arg(a, "name"), _optional_int(a, "size") or MAX_LOG_TAIL_BYTES
             ),
+            "GET",
+            "/api/deploy/{name}/logs",
         ),
         Operation(
             "store_content",

@@ -5,14 +5,25 @@ published from one node is installed, run, stopped and inspected from another wi
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .helpers import eventually, node_processes, node_status, ok_json, one_line_error, qiz
+from .helpers import (
+    NodeProcess,
+    eventually,
+    node_processes,
+    node_status,
+    ok_json,
+    one_line_error,
+    qiz,
+)
 
 NAMES = ("a", "b", "c")
 APP = """\
@@ -50,9 +61,25 @@ def test_arguments_a_user_gets_wrong_are_one_line(tmp_path: Path) -> None:
 
 
 class Mesh:
-    def __init__(self, work: Path, ids: dict[str, str]) -> None:
+    def __init__(self, work: Path, nodes: dict[str, NodeProcess]) -> None:
         self.work = work
-        self.ids = ids
+        self.nodes = nodes
+        self.ids = {name: node.node_id for name, node in nodes.items()}
+
+    def http(self, name: str, path: str, *, token: bool = True) -> tuple[int, Any]:
+        """GET ``path`` of node ``name``'s HTTP API."""
+        node = self.nodes[name]
+        assert node.api is not None
+        headers = {}
+        if token:
+            secret = (self.work / name / "api.token").read_text().strip()
+            headers["Authorization"] = f"Bearer {secret}"
+        request = urllib.request.Request(node.api.rstrip("/") + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
 
     def cli(self, name: str, *args: str | Path) -> Any:
         return qiz(self.work, "--home", name, *args, timeout=120)
@@ -69,8 +96,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         first = start("a", args=["--no-worker"])
         rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
         eventually(lambda: len((node_status(first) or {}).get("links", [])) == 2, 60, "links")
-        ids = {name: node.node_id for name, node in zip(NAMES, [first, *rest], strict=True)}
-        yield Mesh(work, ids)
+        yield Mesh(work, dict(zip(NAMES, [first, *rest], strict=True)))
 
 
 def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
@@ -91,6 +117,15 @@ def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
     eventually(logged, 30, "the bundle's output in its log")
     listing = ok_json(mesh.cli("b", "deploy", "ls", "--json"))
     assert [row["name"] for row in listing["bundles"]] == ["hello"]
+    # what is installed and running is read over HTTP too, with the token
+    code, body = mesh.http("b", "/api/deploy")
+    assert code == 200 and [row["name"] for row in body["bundles"]] == ["hello"]
+    code, body = mesh.http("b", "/api/deploy/hello")
+    assert code == 200 and body["current"] == "1" and body["state"] == "running"
+    code, body = mesh.http("b", "/api/deploy/hello/logs?size=4096")
+    assert code == 200 and "hello from 1" in body["text"]
+    assert mesh.http("b", "/api/deploy/ghost")[0] == 404
+    assert mesh.http("b", "/api/deploy", token=False)[0] == 401
     stopped = ok_json(mesh.cli("b", "deploy", "stop", "hello", "--json"))
     assert stopped["state"] == "stopped" and not stopped["keep_running"]
     publisher = ok_json(mesh.cli("a", "deploy", "ls", "--json"))
