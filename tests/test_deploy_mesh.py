@@ -18,7 +18,7 @@ import pytest
 from qiz.compute.service import ComputeConfig
 from qiz.deploy.errors import BundleError, ChannelUnavailable, DeployError, SealedToOthers
 from qiz.deploy.mesh_source import ChannelRef
-from qiz.deploy.service import DeployConfig, UnknownBundle, _target
+from qiz.deploy.service import DeployConfig, DeployService, UnknownBundle, _target
 from qiz.identity import NodeIdentity
 from qiz.node import Node
 from qiz.store.config import StoreConfig
@@ -266,3 +266,16 @@ def test_the_deploy_table_of_config_toml_is_checked() -> None:
         DeployConfig.from_table({"refresh_every": 0})
     with pytest.raises(DeployError, match="name_ttl must be 1 to"):
         DeployConfig.from_table({"name_ttl": 10**9})
+
+
+def test_a_damaged_service_state_is_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "deploy" / ".service.json"
+    state.parent.mkdir(parents=True)
+    for text in (
+        "{",
+        '{"format": 1, "follow": {"app": "qizn1nope"}}',
+        '{"format": 1, "run": ["A/B"]}',
+    ):
+        state.write_text(text)
+        with pytest.raises(DeployError, match=r"\.service\.json is not a deploy state file"):
+            DeployService(NodeIdentity.generate(), None, None, tmp_path)  # type: ignore[arg-type]

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qiz import NotFound, QizError
+from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import ContentId, NodeId
-from qiz.deploy.bundle import MANIFEST_NAME, BundleSpec, load_bundle
+from qiz.deploy.bundle import MANIFEST_NAME, BundleSpec, check_name, load_bundle
 from qiz.deploy.channel import Channel, RoleKeys, check_channel_name, versions_of
 from qiz.deploy.descriptor import Descriptor, describe_directory, seal_pointer
 from qiz.deploy.errors import (
@@ -161,12 +162,22 @@ class _State:
         body = json.loads(data)
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise ValueError("not a deploy service state")
-        return cls(
-            {str(k): str(v) for k, v in dict(body.get("follow", {})).items()},
-            {str(k): str(v) for k, v in dict(body.get("channels", {})).items()},
-            {str(v) for v in body.get("run", [])},
-            {str(k): [str(c) for c in v] for k, v in dict(body.get("trees", {})).items()},
-        )
+
+        def owners(table: Any) -> dict[str, str]:
+            return {check_name(k): str(NodeId.parse(v)) for k, v in dict(table).items()}
+
+        try:
+            return cls(
+                owners(body.get("follow", {})),
+                owners(body.get("channels", {})),
+                {check_name(v) for v in body.get("run", [])},
+                {
+                    check_name(k): [str(ContentId.parse(c)) for c in v]
+                    for k, v in dict(body.get("trees", {})).items()
+                },
+            )
+        except (QizError, InvalidIdentifier) as exc:
+            raise ValueError(str(exc)) from None
 
 
 class DeployService:
@@ -210,15 +221,16 @@ class DeployService:
         self.started = True
         for name in sorted(self.state.run):
             self._owner.spawn(self._resume(name), f"run {name}")
-        for name, owner in sorted(self.state.follow.items()):
+        for name, owner in sorted(self.state.follow.items()):  # checked when the file was read
             self._start_loop(ChannelRef(NodeId.parse(owner), name))
         if self._channel_names():
             self._start_upkeep()
 
     async def _resume(self, name: str) -> None:
         try:
-            await self._run(name)
-        except QizError as exc:
+            async with self._lock(name):
+                await self._run(name)
+        except (QizError, OSError) as exc:
             log.warning("deploy: cannot run %s again: %s", name, exc)
 
     async def shutdown(self) -> None:
@@ -421,7 +433,14 @@ class DeployService:
 
         def open_sealed(cid: str) -> bytes:  # called in the worker thread
             future = asyncio.run_coroutine_threadsafe(self._open_sealed(cid), loop)
-            return future.result(SEALED_TIMEOUT)
+            try:
+                return future.result(SEALED_TIMEOUT)
+            except TimeoutError:
+                future.cancel()
+                raise ChannelUnavailable(
+                    f"channel {ref}: its sealed descriptor {cid} was not fetched within "
+                    f"{SEALED_TIMEOUT:g} s"
+                ) from None
 
         return ChannelFollower(
             self.home / TRUST_DIR / str(ref.owner) / ref.name,
@@ -527,10 +546,11 @@ class DeployService:
         if ref.name not in self.state.follow and len(self.state.follow) >= MAX_FOLLOWED_CHANNELS:
             raise DeployError(f"this node follows at most {MAX_FOLLOWED_CHANNELS} channels")
         answer = await self.install(ref)
-        self.state.follow[ref.name] = str(ref.owner)
-        self.state.run.add(ref.name)
-        self._save()
-        await self._run(ref.name)
+        async with self._lock(ref.name):
+            self.state.follow[ref.name] = str(ref.owner)
+            self.state.run.add(ref.name)
+            self._save()
+            await self._run(ref.name)
         self._start_loop(ref)
         return {**answer, "following": True, "every": self.config.refresh_every}
 
