@@ -1,10 +1,12 @@
 """Run every benchmark and regenerate ``docs/benchmarks.md`` from what was measured.
 
-    python bench/report.py [--quick] [--no-write] [--only quantum|store] [--busy-ok] [--cold]
+    python bench/report.py [--quick] [--no-write] [--only quantum|store|deploy] [--busy-ok]
+        [--cold]
 
-``--only quantum`` (or ``store``) reruns that benchmark alone and replaces just its section of
-the page, leaving the others as they were measured (a section the page lacks is appended).
-The storage benchmark refuses a busy machine unless ``--busy-ok`` (or ``--quick``).
+``--only quantum`` (or ``store``, ``deploy``) reruns that benchmark alone and replaces just its
+section of the page, leaving the others as they were measured (a section the page lacks is
+appended). The storage and deploy benchmarks refuse a busy machine unless ``--busy-ok`` (or
+``--quick``).
 
 The page is generated, never edited by hand: its numbers are this machine's, on the day it ran.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import crypto, dht, jobs, qmp, quantum, store
+from bench import crypto, deploy, dht, jobs, qmp, quantum, store
 from bench.harness import machine, markdown_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -114,8 +116,25 @@ Notes:
   baseline run with the same allocator setting (`qiz/allocator.py`).
 """
 
+DEPLOY_NOTES = """
+Notes:
+- The mesh is 6 `qiz node start` processes on loopback (no workers) on this machine's 2 cores:
+  node 0 publishes, 3 others follow its channel; the pool stores each version k=3 of n=5, so
+  the publisher's put and every follower's get cross real QMP links.
+- A follower learns of a new version by refreshing its channel (`[deploy] refresh_every`, 0.5 s
+  here, 60 s by default): the upgrade and rollback figures include up to one period. Each
+  refresh resolves the name record in the DHT, fetches the channel tree from the pool and runs
+  python-tuf's whole client workflow; a new version's files are fetched, installed (staged,
+  hashed, fsynced, renamed) and the program restarted on it.
+- Rollback: version 3 exits at once; its restart policy allows 2 starts 0.2 s apart, then the
+  supervisor rolls back to version 2 and marks 3 bad, on each follower by itself.
+- TUF figures: one process, a channel on local disk, python-tuf 7.0.1 verifying our composite
+  ML-DSA-65 + Ed25519 signatures (each role 1-of-1, as a node's own channel).
+"""
+
 QUANTUM_HEADING = "\n## Quantum simulators (`bench/quantum.py`)\n"
 STORE_HEADING = "\n## Storage pool (`bench/store.py`)\n"
+DEPLOY_HEADING = "\n## Deploy engine (`bench/deploy.py`)\n"
 
 
 def replace_section(page: str, heading: str, section: str) -> str:
@@ -158,6 +177,25 @@ def only_store(quick: bool) -> None:
         print(f"wrote {DOCS}")
 
 
+def deploy_section(quick: bool, busy_ok: bool) -> str:
+    figures = deploy.run(quick, busy_ok)
+    return DEPLOY_HEADING + "\n" + markdown_table(figures) + DEPLOY_NOTES
+
+
+def only_section(heading: str, section: str) -> None:
+    """Replace (or append) one section of the page with ``section``."""
+    page = DOCS.read_text()
+    if heading in page:
+        page = replace_section(page, heading, section)
+    else:
+        page = page.rstrip("\n") + "\n" + section
+    print()
+    print(page)
+    if "--no-write" not in sys.argv:
+        DOCS.write_text(page)
+        print(f"wrote {DOCS}")
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     if "--only" in sys.argv:
@@ -166,8 +204,10 @@ def main() -> None:
             only_quantum(quick)
         elif what == ["store"]:
             only_store(quick)
+        elif what == ["deploy"]:
+            only_section(DEPLOY_HEADING, deploy_section(quick, "--busy-ok" in sys.argv))
         else:
-            raise SystemExit("--only takes one section name: quantum or store")
+            raise SystemExit("--only takes one section name: quantum, store or deploy")
         return
     figures = crypto.run(quick)
     page = HEADER.format(machine=machine(), date=time.strftime("%Y-%m-%d"))
@@ -191,6 +231,7 @@ def main() -> None:
     page += JOBS_NOTES
     # the load average lags: after the benchmarks above it is theirs, not another process's
     page += store_section(quick, busy_ok=True)
+    page += deploy_section(quick, busy_ok=True)
     print()
     print(page)
     if "--no-write" not in sys.argv:

@@ -221,10 +221,10 @@ def qmp_link(size: int, runs: int) -> float:
 
 
 class Mesh:
-    """``MESH`` node processes on loopback, each with a home of its own (store on, no worker,
-    repair every ``REPAIR_EVERY`` s), the first the others' bootstrap."""
+    """``size`` node processes on loopback, each with a home of its own (store on, no worker,
+    repair every ``REPAIR_EVERY`` s, plus ``config``), the first the others' bootstrap."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, size: int = MESH, config: str = "") -> None:
         from qiz.home import Home
         from qiz.procs import NodeProcess
 
@@ -232,15 +232,15 @@ class Mesh:
         self.env = {**os.environ, MARKER: "1"}
         self.env.pop("QIZ_HOME", None)
         self.nodes: list[NodeProcess] = []
-        for i in range(MESH):
+        for i in range(size):
             home = root / f"n{i}"
             Home(home).init()
             with (home / "config.toml").open("a", encoding="utf-8") as f:
-                f.write(f"\n[store]\nrepair_every = {REPAIR_EVERY}\n")
+                f.write(f"\n[store]\nrepair_every = {REPAIR_EVERY}\n{config}")
         first = NodeProcess(root / "n0", args=["--no-worker"], env=self.env, name="n0")
         self.nodes.append(first)
         first.wait_ready(60)
-        for i in range(1, MESH):
+        for i in range(1, size):
             self.nodes.append(
                 NodeProcess(
                     root / f"n{i}",
@@ -256,7 +256,7 @@ class Mesh:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             contacts = [self.call(n, "status", 5.0)["dht"]["contacts"] for n in self.nodes]
-            if contacts[0] >= MESH - 1 and min(contacts) >= N:
+            if contacts[0] >= size - 1 and min(contacts) >= min(N, size - 1):
                 return
             time.sleep(0.2)
         raise SystemExit("the benchmark mesh did not converge in 60 s")
