@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qiz import QizError, __version__, peer_memory
+from qiz.compute import spec as specs
 from qiz.compute.service import ComputeConfig, ComputeService
 from qiz.control import CONTROL_SOCKET, MAX_CONTROL_LINE
 from qiz.crypto.ids import ContentId, NodeId
@@ -175,7 +176,15 @@ class Node:
         )
         # the deploy engine (docs/deploy.md): needs the pool and a home; idle until used
         self.deploy = (
-            DeployService(identity, self.store, self.dht, control_dir, config=deploy, clock=clock)
+            DeployService(
+                identity,
+                self.store,
+                self.dht,
+                control_dir,
+                config=deploy,
+                clock=clock,
+                submit_job=self._submit_job if self.compute is not None else None,
+            )
             if self.store is not None and control_dir is not None
             else None
         )
@@ -196,6 +205,14 @@ class Node:
         if self.store is None:
             raise StoreDisabled("this node runs without the storage pool ([store] enabled = false)")
         return await self.store.fetch_bytes(cid, max_size=max_size)
+
+    async def _submit_job(self, document: dict[str, Any]) -> str:
+        """A quantum container's job spec, signed by this node and submitted to the mesh (the
+        deploy engine never imports compute); its job id."""
+        assert self.compute is not None
+        raw = specs.sign(specs.make_body(document, self.identity), self.identity)
+        status = await self.compute.coordinator.submit(raw)
+        return status.job.hex()
 
     @property
     def node_id(self) -> NodeId:

@@ -10,11 +10,13 @@ meanwhile catches up to the same state. Also: a health check failing, a sealed b
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from qiz.compute.attest import verify_file
 from qiz.compute.service import ComputeConfig
 from qiz.deploy.errors import BundleError, ChannelUnavailable, DeployError, SealedToOthers
 from qiz.deploy.mesh_source import ChannelRef
@@ -279,3 +281,63 @@ def test_a_damaged_service_state_is_one_line(tmp_path: Path) -> None:
         state.write_text(text)
         with pytest.raises(DeployError, match=r"\.service\.json is not a deploy state file"):
             DeployService(NodeIdentity.generate(), None, None, tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_quantum_container_submits_its_qaoa_job_whose_verified_result_appears(
+    tmp_path: Path,
+) -> None:
+    """Item 8's last part: a bundle whose manifest names a job spec instead of a command is
+    submitted to the mesh by each follower (signed by it), once per version; a worker runs
+    it and the follower's coordinator holds the attested result, which verifies."""
+    identities = [NodeIdentity.generate() for _ in range(4)]
+
+    def make(peers: list[str] | None, i: int) -> Node:
+        home = tmp_path / f"n{i}"
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return make_node(
+            identities[i],
+            peers=peers,
+            control_dir=home,
+            store=StoreConfig(k=1, n=2, renew_every=3600.0, repair_every=3600.0),
+            compute=ComputeConfig(worker=i == 3, slots=1, poll_after=1.0, warm_up=False),
+            deploy=DeployConfig(refresh_every=0.2),
+        )
+
+    async def main() -> None:
+        nodes = await start_mesh(4, make)
+        try:
+            for node in nodes:
+                await node.compute.publish_capacity()  # type: ignore[union-attr]
+            publisher, follower = nodes[0], nodes[1]
+            assert publisher.deploy is not None and follower.deploy is not None
+            source = tmp_path / "qaoa"
+            source.mkdir()
+            (source / "qiz-bundle.toml").write_text(
+                'name = "maxcut"\nversion = "1"\njob = "jobs/maxcut.json"\n'
+            )
+            (source / "jobs").mkdir()
+            (source / "jobs" / "maxcut.json").write_text(
+                json.dumps(
+                    {"kind": "qaoa", "params": {"graph": "random:6,3", "p": 1}, "replicas": 1}
+                )
+            )
+            await publisher.deploy.publish(source)
+            answer = await follower.deploy.follow(ChannelRef(publisher.node_id, "maxcut"))
+            assert answer["version"] == "1"
+            status = follower.deploy.status("maxcut")
+            assert status["state"] == "submitted" and status["job"]
+            job = bytes.fromhex(status["job"])
+            coordinator = follower.compute.coordinator  # type: ignore[union-attr]
+            await async_eventually(
+                lambda: coordinator.status(job).state == "done", 60, "the job done"
+            )
+            verified = verify_file(coordinator.result(job))
+            assert verified.job_id == job and verified.spec.kind == "qaoa"
+            assert verified.coordinator == follower.node_id and verified.results
+            # another run (or a restart) does not submit the same version again
+            again = await follower.deploy.run("maxcut")
+            assert again["job"] == status["job"]
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=120)

@@ -15,3 +15,4 @@ MAX_CHANNEL_TREE_FILES = 4096  # files in that tree (roots, 2-3 snapshots/target
 MAX_FOLLOWED_CHANNELS = 256  # channels one node follows
 MAX_SERVICE_STATE_BYTES = 256 * 1024  # the service's own state file (follows, runs), read back
 MAX_LOG_TAIL_BYTES = 64 * 1024  # the end of a bundle's log that `qiz deploy logs` is handed
+MAX_JOB_SPEC_BYTES = 1024 * 1024  # a quantum container's job spec (as `qiz job submit` reads)

@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING, Any
 from qiz import NotFound, QizError
 from qiz.crypto.errors import InvalidIdentifier
 from qiz.crypto.ids import ContentId, NodeId
-from qiz.deploy.bundle import MANIFEST_NAME, BundleSpec, check_name, load_bundle
+from qiz.deploy.bundle import (
+    MANIFEST_NAME,
+    BundleSpec,
+    check_name,
+    check_version,
+    load_bundle,
+)
 from qiz.deploy.channel import Channel, RoleKeys, check_channel_name, versions_of
 from qiz.deploy.descriptor import Descriptor, describe_directory, seal_pointer
 from qiz.deploy.errors import (
@@ -56,6 +62,7 @@ from qiz.deploy.install import Installer
 from qiz.deploy.limits import MAX_DESCRIPTOR_BYTES
 from qiz.deploy.mesh_limits import (
     MAX_FOLLOWED_CHANNELS,
+    MAX_JOB_SPEC_BYTES,
     MAX_LOG_TAIL_BYTES,
     MAX_SERVICE_STATE_BYTES,
 )
@@ -146,6 +153,7 @@ class _State:
     channels: dict[str, str] = field(default_factory=dict)  # NAME -> OWNER it was installed from
     run: set[str] = field(default_factory=set)  # bundles to keep running
     trees: dict[str, list[str]] = field(default_factory=dict)  # NAME -> published tree ids
+    jobs: dict[str, dict[str, str]] = field(default_factory=dict)  # NAME -> VERSION -> job id
 
     def to_bytes(self) -> bytes:
         body = {
@@ -154,6 +162,7 @@ class _State:
             "channels": self.channels,
             "run": sorted(self.run),
             "trees": self.trees,
+            "jobs": self.jobs,
         }
         return json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 
@@ -175,6 +184,10 @@ class _State:
                     check_name(k): [str(ContentId.parse(c)) for c in v]
                     for k, v in dict(body.get("trees", {})).items()
                 },
+                {
+                    check_name(k): {check_version(ver): str(job) for ver, job in dict(v).items()}
+                    for k, v in dict(body.get("jobs", {})).items()
+                },
             )
         except (QizError, InvalidIdentifier) as exc:
             raise ValueError(str(exc)) from None
@@ -192,8 +205,10 @@ class DeployService:
         *,
         config: DeployConfig | None = None,
         clock: Callable[[], float] = time.time,
+        submit_job: Callable[[dict[str, Any]], Awaitable[str]] | None = None,
     ) -> None:
         self.identity = identity
+        self.submit_job = submit_job  # signs and submits a job spec; its job id (hex)
         self.store = store
         self.dht = dht
         self.home = Path(home)
@@ -596,6 +611,11 @@ class DeployService:
 
     async def _run(self, name: str) -> dict[str, Any]:
         installer = self._known(name)
+        version = installer.current()
+        assert version is not None
+        spec = await asyncio.to_thread(load_bundle, installer.path(version))
+        if spec.job is not None:
+            return await self._submit(name, version, installer.path(version) / spec.job)
         supervisor = self._supervisors.get(name)
         if supervisor is None:
             supervisor = self._supervisors[name] = Supervisor(
@@ -606,6 +626,37 @@ class DeployService:
         await supervisor.start()
         await supervisor.wait_for(lambda s: s["state"] != "stopped", timeout=10)
         return supervisor.status()
+
+    async def _submit(self, name: str, version: str, path: Path) -> dict[str, Any]:
+        """A quantum container: its version's job spec (a JSON object, as ``qiz job submit``
+        takes) is signed by this node and submitted to the mesh, once per version (the job id
+        is kept, so a restart or another run does not submit it again)."""
+        done = self.state.jobs.get(name, {}).get(version)
+        if done is not None:
+            return {"state": "submitted", "job": done}
+        if self.submit_job is None:
+            raise DeployError(
+                f"bundle {name} {version} is a quantum container: this node runs no compute "
+                "service to submit its job to"
+            )
+        try:
+            raw = await asyncio.to_thread(read_bounded, path, MAX_JOB_SPEC_BYTES, "job spec")
+            document = json.loads(raw)
+        except FileTooLarge:
+            raise BundleError(
+                f"bundle {name} {version}: its job spec is over {MAX_JOB_SPEC_BYTES} bytes"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise BundleError(
+                f"bundle {name} {version}: its job spec is unreadable: {exc}"
+            ) from None
+        if not isinstance(document, dict):
+            raise BundleError(f"bundle {name} {version}: its job spec is not a JSON object")
+        job = await self.submit_job(document)
+        self.state.jobs.setdefault(name, {})[version] = job
+        self._save()
+        log.info("deploy: %s %s submitted job %s", name, version, job)
+        return {"state": "submitted", "job": job}
 
     async def run(self, name: str) -> dict[str, Any]:
         """Run bundle NAME's current version under supervision (again after a restart)."""
@@ -656,6 +707,9 @@ class DeployService:
         installer = self._installer(name)
         owner = self.state.channels.get(name)
         sup = supervisor if supervisor is not None else self._supervisor_status(installer)
+        job = self.state.jobs.get(name, {}).get(installer.current() or "")
+        if job is not None and name not in self._supervisors:
+            sup = {**sup, "state": "submitted"}  # a quantum container: its job runs on the mesh
         return {
             "name": name,
             "channel": f"{owner}/deploy/{name}" if owner else None,
@@ -671,6 +725,7 @@ class DeployService:
             "reason": sup.get("reason"),
             "rolled_back": list(sup.get("rolled_back") or []),
             "last_refresh": self._refreshed.get(name),
+            "job": job,
         }
 
     def status(self, name: str) -> dict[str, Any]:
