@@ -202,8 +202,12 @@ def status(ctx: typer.Context, name: NameArgument, as_json: JsonOption = False) 
     def human() -> None:
         console.print(_state_line(answer), markup=False)
         console.print(f"installed: {', '.join(answer['installed'])}", markup=False)
-        if answer.get("reason"):
+        if answer.get("reason") and answer.get("state") in ("failed", "backoff", "exited"):
             console.print(f"reason: {answer['reason']}", markup=False)
+        if answer.get("rolled_back"):
+            console.print(f"rolled back from: {', '.join(answer['rolled_back'])}", markup=False)
+        if answer.get("job"):
+            console.print(f"job: {answer['job']} (qiz job status {answer['job']})", markup=False)
         refresh = answer.get("last_refresh")
         if refresh and refresh.get("error"):
             console.print(f"last refresh failed: {refresh['error']}", markup=False)
