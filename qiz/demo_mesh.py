@@ -13,6 +13,9 @@ Five homes are made in a temporary directory and five ``qiz node start`` process
 * the sweep's result and attestation are stored in the storage pool from the first node
   (erasure-coded k-of-n over the surviving nodes) and fetched back by another node, compared
   bit for bit with the coordinator's copy and verified again;
+* the first node publishes a small signed bundle on its deploy channel (TUF metadata over the
+  pool, a name record in the DHT); two other nodes follow the channel, verify the chain,
+  install the bundle atomically and run it supervised; its output is read back from each;
 * link latency, handshake time and AEAD speed are measured beside the whitepaper's claims.
 
 Every node is stopped at the end, and the demo checks that no process it started (nodes or
@@ -55,6 +58,11 @@ SWEEP_GRAPH = "random:16,3"
 # the sweep's result goes to the pool after the kill: 4 nodes are left, so the owner has 3
 # others to hold its columns; any 2 of them rebuild it
 STORE_K, STORE_N = 2, 3
+BUNDLE = "hello-mesh"
+BUNDLE_APP = """import os, time
+print(f"hello from {os.environ['QIZ_BUNDLE_NAME']} {os.environ['QIZ_BUNDLE_VERSION']}", flush=True)
+time.sleep(3600)
+"""
 
 
 class DemoError(QizError, RuntimeError):
@@ -127,12 +135,21 @@ def run_mesh_demo(
     return report
 
 
-def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, Any]:
-    names = [f"node{i}" for i in range(size)]
+def _make_homes(tmp: Path, names: list[str]) -> dict[str, str]:
+    """A home per node (name -> node id). A bundle and its channel's tree are put by their
+    publisher with the node's own k of n: after the kill 4 nodes are left, so the same 2 of 3
+    as the sweep's result."""
     ids = {}
     for name in names:
-        home = Home(tmp / name)
-        ids[name] = str(home.init().node_id)
+        ids[name] = str(Home(tmp / name).init().node_id)
+        with (tmp / name / "config.toml").open("a", encoding="utf-8") as config:
+            config.write(f"\n[store]\nk = {STORE_K}\nn = {STORE_N}\n")
+    return ids
+
+
+def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, Any]:
+    names = [f"node{i}" for i in range(size)]
+    ids = _make_homes(tmp, names)
     started = time.perf_counter()
     # The first node leads a new process group that every other node joins: the mesh is
     # one group, apart from the terminal's (Ctrl-C reaches the demo, which stops the nodes).
@@ -245,6 +262,9 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
     stored = _store_and_fetch(
         first, fetcher, jobs["qaoa-sweep"], attestations["qaoa-sweep"], ids=ids, victim=victim
     )
+    deployed = _deploy(
+        tmp, first, [*[n for n in nodes[1:] if n.alive() and n is not fetcher][:1], fetcher]
+    )
     return {
         "dashboard": dashboard,
         "nodes": [{"name": n, "node_id": ids[n], "address": addresses[n]} for n in names],
@@ -259,6 +279,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         "jobs": results,
         "jobs_s": round(jobs_seconds, 2),
         "stored": stored,
+        "deployed": deployed,
         "network": _network_figures(first, next(n for n in nodes[1:] if n.alive())),
     }
 
@@ -385,6 +406,50 @@ def _store_and_fetch(
     }
 
 
+def _deploy(tmp: Path, first: MeshNode, followers: list[MeshNode]) -> dict[str, Any]:
+    """Publish a small bundle from ``first``; each follower follows the channel (name record,
+    TUF chain over the pool, atomic install) and runs it; its first output line is read back
+    from the follower's log."""
+    bundle = tmp / BUNDLE
+    bundle.mkdir()
+    (bundle / "qiz-bundle.toml").write_text(
+        f'name = "{BUNDLE}"\nversion = "1.0.0"\ncommand = ["python3", "app.py"]\n',
+        encoding="utf-8",
+    )
+    (bundle / "app.py").write_text(BUNDLE_APP, encoding="utf-8")
+    began = time.perf_counter()
+    published = first.request("deploy_publish", 60.0, path=str(bundle))
+    running = []
+    for node in followers:
+        node.request("deploy_follow", 60.0, channel=published["channel"])
+
+        def said_hello(node: MeshNode = node) -> dict | None:
+            status = node.request("deploy_status", name=BUNDLE)
+            log = node.request("deploy_logs", name=BUNDLE)["text"]
+            line = next((x for x in log.splitlines() if x.startswith("hello from")), None)
+            up = status["state"] in ("running", "healthy") and line is not None
+            return {**status, "said": line} if up else None
+
+        status = _wait(said_hello, 30, f"{BUNDLE} to run on {node.name}")
+        running.append(
+            {
+                "node": node.name,
+                "version": status["current"],
+                "state": status["state"],
+                "pid": status["pid"],
+                "said": status["said"],
+            }
+        )
+    return {
+        "channel": published["channel"],
+        "version": published["version"],
+        "files": published["files"],
+        "published_by": first.name,
+        "running": running,
+        "publish_to_running_s": round(time.perf_counter() - began, 2),
+    }
+
+
 def _summarise(label: str, state: dict, verified: Any, ids: dict) -> dict[str, Any]:
     names = {v: k for k, v in ids.items()}
     ran = Counter(
@@ -499,6 +564,7 @@ def _processes_with(marker: str) -> list[int]:
 
 def render_mesh(mesh: dict[str, Any], console: Any) -> None:
     """The human report of :func:`run_mesh_demo`."""
+    from rich.markup import escape
     from rich.table import Table
 
     console.rule("the main job: a five-process QIZ mesh doing replicated quantum work")
@@ -554,6 +620,18 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         f"n={stored['n']} on {', '.join(stored['holders'])}) in {stored['store_s']:.2f} s; "
         f"{stored['fetched_by']} fetched it back in {stored['fetch_s']:.2f} s: the attestation "
         "is identical bit for bit and verifies",
+    )
+    deployed = mesh["deployed"]
+    owner, _, name = deployed["channel"].partition("/")
+    said = "; ".join(
+        f"{r['node']} verified the TUF chain, installed it and runs it (pid {r['pid']}): "
+        f"{r['said']!r}"
+        for r in deployed["running"]
+    )
+    console.print(
+        f"[green]deployed[/green] bundle {BUNDLE} {deployed['version']}, published by "
+        f"{deployed['published_by']} on channel {escape(owner[:16])}.../{escape(name)}; "
+        f"{escape(said)} ({deployed['publish_to_running_s']:.1f} s from publish)"
     )
     net = mesh["network"]
     claims = net["claims"]

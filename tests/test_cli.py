@@ -414,6 +414,12 @@ def test_demo_json(tmp_path: Path) -> None:
     assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
     assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
     assert vqe["energy_error"] < 1e-5
+    # a bundle published by node0, verified, installed and run by two other live nodes
+    deployed = mesh["deployed"]
+    assert deployed["channel"] == f"{mesh['nodes'][0]['node_id']}/deploy/hello-mesh"
+    assert [r["said"] for r in deployed["running"]] == ["hello from hello-mesh 1.0.0"] * 2
+    assert all(r["version"] == "1.0.0" and r["pid"] for r in deployed["running"])
+    assert killed not in {r["node"] for r in deployed["running"]}
     assert mesh["left_running"] == 0
     assert list(tmp_path.iterdir()) == []
 
