@@ -115,6 +115,9 @@ def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
         return "hello from 1" in ok_json(mesh.cli("b", "deploy", "logs", "hello", "--json"))["text"]
 
     eventually(logged, 30, "the bundle's output in its log")
+    human = mesh.cli("b", "deploy", "status", "hello")
+    assert human.returncode == 0 and human.stdout.startswith("hello  1  running"), human.stdout
+    assert "installed: 1" in human.stdout and "Traceback" not in human.stderr
     listing = ok_json(mesh.cli("b", "deploy", "ls", "--json"))
     assert [row["name"] for row in listing["bundles"]] == ["hello"]
     # what is installed and running is read over HTTP too, with the token
