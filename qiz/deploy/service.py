@@ -584,6 +584,8 @@ class DeployService:
             first = False
             try:
                 await self.install(ref)
+            except AttackRefused as exc:  # the channel's source is stale, broken or hostile
+                log.warning("deploy: refreshing %s: %s", ref, exc)
             except QizError as exc:
                 log.info("deploy: refreshing %s: %s", ref, exc)
             except Exception:  # a surprise in one refresh never ends the following
