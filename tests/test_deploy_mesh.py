@@ -341,3 +341,28 @@ def test_a_quantum_container_submits_its_qaoa_job_whose_verified_result_appears(
             await stop_all(nodes)
 
     run(main(), timeout=120)
+
+
+def test_old_versions_are_pruned_as_new_ones_arrive(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(3)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, follower = nodes[0], nodes[1]
+            assert publisher.deploy is not None and follower.deploy is not None
+            ref = ChannelRef(publisher.node_id, "beat")
+            for version in ("1", "2", "3", "4", "5"):
+                await publisher.deploy.publish(bundle(tmp_path / version, version))
+                assert (await follower.deploy.install(ref))["version"] == version
+            status = follower.deploy.status("beat")
+            assert status["installed"] == ["3", "4", "5"]
+            assert (status["current"], status["previous"]) == ("5", "4")
+            home = follower.control_dir
+            assert home is not None and not (home / "deploy" / "beat" / "1").exists()
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=60)

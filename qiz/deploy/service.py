@@ -89,6 +89,7 @@ STATE_FILE = ".service.json"
 FORMAT = 1
 ROLES = ("root", "targets", "snapshot", "timestamp")
 KEEP_TREES = 2  # channel trees kept pinned: the newest, and the one a follower may be reading
+KEEP_INSTALLED = 3  # versions kept installed beside the current and previous ones (history)
 SEALED_TIMEOUT = 120.0  # seconds a worker thread waits for a sealed descriptor from the pool
 
 
@@ -553,6 +554,13 @@ class DeployService:
             assert supervisor is not None
             await supervisor.stop(timeout=self.config.stop_grace + 30)
         await asyncio.to_thread(installer.switch, version)
+        try:  # while nothing runs: the supervisor's own rollback never meets the prune's lock
+            removed = await asyncio.to_thread(installer.prune, KEEP_INSTALLED)
+        except (QizError, OSError) as exc:
+            log.warning("deploy: pruning %s: %s", name, exc)
+        else:
+            if removed:
+                log.info("deploy: %s: removed old versions %s", name, ", ".join(removed))
         if running or name in self.state.run:
             await self._run(name)
 
