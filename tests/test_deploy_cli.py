@@ -101,6 +101,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:
     bundle(mesh.work / "v1", "1")
+    built = ok_json(mesh.cli("a", "deploy", "build", "v1", "--json"))
+    assert [f["path"] for f in built["files"]] == ["app.py", "qiz-bundle.toml"]
+    assert (built["name"], built["version"], built["sealed_to"]) == ("hello", "1", [])
     published = ok_json(mesh.cli("a", "deploy", "publish", "v1", "--json"))
     channel = f"{mesh.ids['a']}/deploy/hello"
     assert published["channel"] == channel and published["versions"] == ["1"]
