@@ -24,6 +24,7 @@ from qiz.deploy.service import DeployConfig, DeployService, UnknownBundle, _targ
 from qiz.identity import NodeIdentity
 from qiz.node import Node
 from qiz.store.config import StoreConfig
+from qiz.store.errors import StoreError
 from tests.helpers import async_eventually, make_node, run, start_mesh, stop_all
 
 APP = """\
@@ -362,6 +363,43 @@ def test_old_versions_are_pruned_as_new_ones_arrive(tmp_path: Path) -> None:
             assert (status["current"], status["previous"]) == ("5", "4")
             home = follower.control_dir
             assert home is not None and not (home / "deploy" / "beat" / "1").exists()
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=60)
+
+
+def test_a_publication_whose_tree_failed_is_retried_by_publishing_again(tmp_path: Path) -> None:
+    identities = [NodeIdentity.generate() for _ in range(3)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, follower = nodes[0], nodes[1]
+            service = publisher.deploy
+            assert service is not None and follower.deploy is not None
+            source = bundle(tmp_path / "v1", "1")
+            real_put = service.store.put
+
+            async def failing_put(path: Path, **kwargs: object) -> object:
+                if Path(path).name == "beat":  # the channel's tree, not the bundle
+                    raise StoreError("0 of the 2 holders needed accepted")
+                return await real_put(path, **kwargs)  # type: ignore[arg-type]
+
+            service.store.put = failing_put  # type: ignore[method-assign]
+            with pytest.raises(StoreError):
+                await service.publish(source)
+            service.store.put = real_put  # type: ignore[method-assign]
+            with pytest.raises(ChannelUnavailable):
+                await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
+            again = await service.publish(source)
+            assert again["retried"] and again["versions"] == ["1"]
+            with pytest.raises(DeployError, match="already published"):
+                await service.publish(source)
+            installed = await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
+            assert installed["version"] == "1"
         finally:
             await stop_all(nodes)
 

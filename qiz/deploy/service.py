@@ -155,6 +155,7 @@ class _State:
     run: set[str] = field(default_factory=set)  # bundles to keep running
     trees: dict[str, list[str]] = field(default_factory=dict)  # NAME -> published tree ids
     jobs: dict[str, dict[str, str]] = field(default_factory=dict)  # NAME -> VERSION -> job id
+    unpushed: set[str] = field(default_factory=set)  # channels changed but not yet put + named
 
     def to_bytes(self) -> bytes:
         body = {
@@ -164,6 +165,7 @@ class _State:
             "run": sorted(self.run),
             "trees": self.trees,
             "jobs": self.jobs,
+            "unpushed": sorted(self.unpushed),
         }
         return json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 
@@ -189,6 +191,7 @@ class _State:
                     check_name(k): {check_version(ver): str(job) for ver, job in dict(v).items()}
                     for k, v in dict(body.get("jobs", {})).items()
                 },
+                {check_name(v) for v in body.get("unpushed", [])},
             )
         except (QizError, InvalidIdentifier) as exc:
             raise ValueError(str(exc)) from None
@@ -340,6 +343,16 @@ class DeployService:
         async with self._lock(f"publish:{name}"):
             chan = self._channel(name)
             if f"{spec.version}.qizd" in chan.targets.signed.targets:
+                if name in self.state.unpushed:  # signed, but its tree or record failed
+                    pushed = await self._push(name)
+                    return {
+                        "channel": str(ChannelRef(self.identity.node_id, name)),
+                        "name": name,
+                        "version": spec.version,
+                        "retried": True,
+                        "versions": chan.versions(),
+                        **pushed,
+                    }
                 raise ChannelError(f"version {spec.version} is already published on {name}")
             descriptor, put = await self.build(Path(directory), to=to)
             target = descriptor.to_bytes()
@@ -350,6 +363,8 @@ class DeployService:
                 )
                 sealed = str(sealed_put.cid)
                 target = seal_pointer(sealed, descriptor).to_bytes()
+            self.state.unpushed.add(name)
+            self._save()
             await asyncio.to_thread(chan.publish, spec.version, target, [self.signer])
             pushed = await self._push(name)
         self._start_upkeep()
@@ -396,6 +411,7 @@ class DeployService:
             with contextlib.suppress(QizError):
                 await self.store.unpin(ContentId.parse(old))
         self.state.trees[name] = trees[-KEEP_TREES:]
+        self.state.unpushed.discard(name)
         self._save()
         return {"tree": str(put.cid), "record_stored_on": stored}
 
