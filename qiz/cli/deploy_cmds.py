@@ -137,9 +137,14 @@ def publish(
 
     def human() -> None:
         console.print(answer["channel"], markup=False)
+        what = (
+            "its tree and name record, which had failed"
+            if answer.get("retried")
+            else f"{answer['files']} files, {answer['size']} bytes"
+        )
         err_console.print(
-            f"published {answer['name']} {answer['version']} ({answer['files']} files, "
-            f"{answer['size']} bytes); versions: {', '.join(answer['versions'])}",
+            f"published {answer['name']} {answer['version']} ({what}); "
+            f"versions: {', '.join(answer['versions'])}",
             markup=False,
         )
 
