@@ -37,7 +37,7 @@ ToOption = Annotated[
 deploy_app = typer.Typer(
     help="Publish signed bundles on a channel; install, follow and run them supervised."
 )
-PANEL = "Storage"
+PANEL = "Deploy"  # the heading these commands have in 'qiz --help'
 SLOW = 600.0  # seconds a publish or an install may take (a large bundle over the pool)
 
 
