@@ -5,6 +5,7 @@
 import { api, $, el, fillTable, idBox, when, whenCell, iso, duration, size, ms, label, plural, token } from "./util.js";
 import { drawMesh, rttClass, sparkline } from "./charts.js";
 import { renderDetail, leaveDetail, jobId, reasonOf } from "./detail.js";
+import { renderDeploy } from "./deploy.js";
 
 let self = null;  // this node's id
 
@@ -202,7 +203,15 @@ async function refresh() {
       renderResults(results.attestations);
       renderScores(scores.scores);
       renderHistory(history);
-      renderStorage(node.store ?? null, node.store ? (await api("store")).content : []);
+      // the deploy engine needs the pool: without it neither route is asked (they answer 503)
+      const pool = node.store ?? null;
+      const [stored, deploy] = await Promise.all([
+        pool ? api("store") : { content: [] },
+        pool ? api("deploy").catch((error) => ({ error: error.message })) : null]);
+      renderStorage(pool, stored.content);
+      if (!pool) renderDeploy(null, "the deploy engine is off on this node: it needs the storage pool ([store] enabled = false)");
+      else if (deploy.error) renderDeploy(null, "the deploy engine is off on this node: " + deploy.error);
+      else renderDeploy(deploy);
     }
     const now = Date.now() / 1000;
     $("#status").textContent = "live · " + when(now);
