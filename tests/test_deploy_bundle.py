@@ -269,6 +269,21 @@ def test_a_directory_is_described_file_by_file(tmp_path):
     assert (desc.name, desc.version) == ("hello", "1.2.0+build.7")
     assert decode_target(desc.to_bytes()) == desc
     assert desc.spec() == parse_bundle(FULL)
+    assert not any(f.executable for f in desc.files)
+
+
+def test_the_executable_bit_is_described_and_carried(tmp_path):
+    """A file with the owner's execute bit is described executable (the installer makes it
+    0555), so a bundle's command may be ./run.sh; the bit survives the encoding."""
+    from qiz.deploy.descriptor import decode_target, describe_directory
+
+    root = bundle_dir(tmp_path)
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    desc = describe_directory(root, CID)
+    flags = {f.path: f.executable for f in desc.files}
+    assert flags["run.sh"] is True and flags["app.py"] is False
+    assert decode_target(desc.to_bytes()) == desc
 
 
 def test_a_symlink_in_a_bundle_is_refused(tmp_path):
@@ -297,11 +312,16 @@ def test_a_sealed_pointer_round_trips_and_reveals_no_file(tmp_path):
         (lambda d: d | {"kind": "other"}, "unknown kind"),
         (lambda d: d | {"extra": 1}, "unexpected or missing fields"),
         (lambda d: d | {"content": "qizc1bad"}, "content id is invalid"),
-        (lambda d: d | {"files": [["../x", 1, b"\0" * 32]]}, "not a plain relative path"),
-        (lambda d: d | {"files": [["a", -1, b"\0" * 32]]}, "bad size"),
-        (lambda d: d | {"files": [["a", 1, b"\0"]]}, "bad sha256"),
-        (lambda d: d | {"files": [["b", 1, b"\0" * 32], ["a", 1, b"\0" * 32]]}, "not sorted"),
-        (lambda d: d | {"files": [["a", 1, b"\0" * 32]]}, "lists no qiz-bundle.toml"),
+        (lambda d: d | {"files": [["../x", 1, b"\0" * 32, False]]}, "not a plain relative path"),
+        (lambda d: d | {"files": [["a", -1, b"\0" * 32, False]]}, "bad size"),
+        (lambda d: d | {"files": [["a", 1, b"\0", False]]}, "bad sha256"),
+        (lambda d: d | {"files": [["a", 1, b"\0" * 32, 1]]}, "no executable flag"),
+        (lambda d: d | {"files": [["a", 1, b"\0" * 32]]}, "not [path, size, sha256, executable]"),
+        (
+            lambda d: d | {"files": [["b", 1, b"\0" * 32, False], ["a", 1, b"\0" * 32, False]]},
+            "not sorted",
+        ),
+        (lambda d: d | {"files": [["a", 1, b"\0" * 32, False]]}, "lists no qiz-bundle.toml"),
         (lambda d: d | {"version": "9"}, "not hello 9"),
     ],
 )

@@ -48,6 +48,9 @@ def bundle(
     that passes (True) or fails (False)."""
     directory.mkdir(parents=True)
     (directory / "app.py").write_text(APP)
+    # the command is a script run by path: its execute bit travels in the descriptor
+    (directory / "run.sh").write_text(f'#!/bin/sh\nexec "{sys.executable}" app.py\n')
+    (directory / "run.sh").chmod(0o755)
     env = '[env]\nCRASH = "1"\n' if crash else ""
     health = ""
     if healthy is not None:
@@ -58,7 +61,7 @@ def bundle(
         )
     (directory / "qiz-bundle.toml").write_text(
         f'name = "beat"\nversion = "{version}"\n'
-        f'command = ["{sys.executable}", "app.py"]\n'
+        'command = ["./run.sh"]\n'
         f"{env}{health}"
         "[restart]\nbackoff = 0.05\nbackoff_max = 0.1\nmax_starts = 2\nwindow = 60.0\n"
     )
@@ -253,6 +256,9 @@ def test_a_sealed_bundle_installs_on_its_recipient_only(tmp_path: Path) -> None:
             assert b"app.py" not in served and b"qiz-bundle.toml" not in served
             installed = await recipient.deploy.install(ref)
             assert installed["installed"] and installed["version"] == "1"
+            current = recipient.control_dir / "deploy" / "beat" / "current"  # type: ignore[operator]
+            assert (current / "run.sh").stat().st_mode & 0o777 == 0o555
+            assert (current / "app.py").stat().st_mode & 0o777 == 0o444
             with pytest.raises(SealedToOthers, match="sealed to other nodes"):
                 await other.deploy.install(ref)
         finally:

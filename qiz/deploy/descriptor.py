@@ -55,6 +55,7 @@ class FileEntry:
     path: str
     size: int
     sha256: bytes
+    executable: bool = False  # installed 0555 (else 0444): a command may be ./run.sh
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Descriptor:
                 "version": self.version,
                 "manifest": self.manifest,
                 "content": self.content,
-                "files": [[f.path, f.size, f.sha256] for f in self.files],
+                "files": [[f.path, f.size, f.sha256, f.executable] for f in self.files],
             }
         )
 
@@ -135,9 +136,9 @@ def _files(value: object) -> tuple[FileEntry, ...]:
         raise _bad(f"its file list is not a list of at most {limits.MAX_BUNDLE_FILES}")
     files = []
     for item in value:
-        if not (isinstance(item, list) and len(item) == 3):
-            raise _bad("a file entry is not [path, size, sha256]")
-        path, size, digest = item
+        if not (isinstance(item, list) and len(item) == 4):
+            raise _bad("a file entry is not [path, size, sha256, executable]")
+        path, size, digest, executable = item
         try:
             check_file_path(path)
         except ValueError as exc:
@@ -146,7 +147,9 @@ def _files(value: object) -> tuple[FileEntry, ...]:
             raise _bad(f"file {path!r} has a bad size")
         if not isinstance(digest, bytes) or len(digest) != SHA256_SIZE:
             raise _bad(f"file {path!r} has a bad sha256")
-        files.append(FileEntry(path, size, digest))
+        if not isinstance(executable, bool):
+            raise _bad(f"file {path!r} has no executable flag (true or false)")
+        files.append(FileEntry(path, size, digest, executable))
     paths = [f.path for f in files]
     if paths != sorted(set(paths)):
         raise _bad("its files are not sorted by path without duplicates")
@@ -245,7 +248,8 @@ def describe_directory(directory: Path, content: str) -> Descriptor:
             with open(full, "rb") as handle:
                 while chunk := handle.read(1 << 20):
                     digest.update(chunk)
-            files.append(FileEntry(rel, info.st_size, digest.digest()))
+            executable = bool(info.st_mode & stat.S_IXUSR)
+            files.append(FileEntry(rel, info.st_size, digest.digest(), executable))
             if full == spec_path:
                 try:
                     manifest = read_bounded(full, limits.MAX_MANIFEST_BYTES, MANIFEST_NAME)

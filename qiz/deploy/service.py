@@ -537,6 +537,7 @@ class DeployService:
                 version,
                 files,
                 {f.path: f.sha256.hex() for f in descriptor.files},
+                executables={f.path for f in descriptor.files if f.executable},
                 sizes={f.path: f.size for f in descriptor.files},
                 switch=False,
             )
