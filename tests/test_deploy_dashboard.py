@@ -127,6 +127,9 @@ def test_the_deploy_card_shows_bundles_and_channels(
             row = page.locator("[data-testid=deploy-row][data-name=hello]")
             expect(row).to_have_attribute("data-state", "running", timeout=20_000)
             expect(row.get_by_test_id("deploy-version")).to_have_text("2 (previous 1)")
+            expect(row.get_by_test_id("deploy-version")).to_have_attribute(
+                "title", "installed: 1, 2"
+            )
             expect(row.get_by_test_id("deploy-state-name")).to_have_text("running")
             expect(row.get_by_test_id("deploy-pid")).to_have_text(str(pid))
             expect(row.get_by_test_id("deploy-restarts")).to_have_text("0")

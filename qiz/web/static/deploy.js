@@ -14,7 +14,8 @@ const STATE_CLASS = {
 const UP = new Set(["running", "healthy", "starting", "backoff", "submitted"]);
 
 function versionCell(b) {
-  return el("td", { class: "wrap", "data-testid": "deploy-version" },
+  const installed = (b.installed || []).join(", ");
+  return el("td", { class: "wrap", "data-testid": "deploy-version", title: installed ? "installed: " + installed : undefined },
     el("b", {}, b.current ?? "–"),
     b.previous ? el("span", { class: "muted" }, " (previous " + b.previous + ")") : "");
 }
