@@ -33,7 +33,7 @@ from qiz.crypto.ids import ContentId, NodeId
 from qiz.crypto.measure import measure_crypto
 from qiz.deploy.descriptor import to_json as descriptor_json
 from qiz.deploy.mesh_limits import MAX_LOG_TAIL_BYTES
-from qiz.deploy.mesh_source import ChannelRef, split_channel
+from qiz.deploy.mesh_source import ChannelRef, parse_channel
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.identity.armor import ArmorError, dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
@@ -630,11 +630,12 @@ class NodeAPI:
         return deploy
 
     async def _channel_ref(self, text: Any) -> ChannelRef:
-        """``OWNER/deploy/NAME`` or ``OWNER/NAME``; OWNER a node id or a unique prefix."""
+        """``OWNER/deploy/NAME`` or ``OWNER/NAME`` with OWNER a whole node id: installing or
+        following anchors trust in OWNER's key for good, so never a prefix a stranger could
+        grind to match, nor an address whoever answers there would own."""
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("channel must be OWNER/deploy/NAME")
-        owner, name = split_channel(text)
-        return ChannelRef(await self.node.peer_id(owner), name)
+        return parse_channel(text)
 
     async def deploy_build(self, path: str, *, to: list[str] | None = None) -> dict[str, Any]:
         """Put the bundle directory ``path`` into the pool; its descriptor (files, hashes)."""

@@ -23,6 +23,7 @@ from qiz.deploy.mesh_source import ChannelRef
 from qiz.deploy.service import DeployConfig, DeployService, UnknownBundle, _target
 from qiz.identity import NodeIdentity
 from qiz.node import Node
+from qiz.node_api import NodeAPI
 from qiz.store.config import StoreConfig
 from qiz.store.errors import StoreError
 from tests.helpers import async_eventually, make_node, run, start_mesh, stop_all
@@ -216,6 +217,14 @@ def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:
                 await service.publish(bundle(tmp_path / "b", "1"), channel="other")
             with pytest.raises(UnknownBundle, match="no bundle ghost is installed"):
                 service.status("ghost")
+            # trust is anchored to a whole node id: never a prefix nor an address
+            api = NodeAPI(nodes[1])
+            owner = str(nodes[0].node_id)
+            for channel in (f"{owner[:12]}/deploy/beat", f"{nodes[0].address}/deploy/beat"):
+                with pytest.raises(BundleError, match="its owner is not a node id"):
+                    await api.deploy_install(channel)
+                with pytest.raises(BundleError, match="its owner is not a node id"):
+                    await api.deploy_follow(channel)
         finally:
             await stop_all(nodes)
 

@@ -22,6 +22,7 @@ from securesystemslib.signer import Key, Signature
 from tuf.api.metadata import Metadata, MetaFile, Root, TargetFile
 from tuf.api.serialization.json import JSONSerializer
 
+from qiz import QizError
 from qiz.crypto.composite import CompositeSigningKey
 from qiz.crypto.errors import DecryptionFailed
 from qiz.crypto.ids import ContentId
@@ -223,6 +224,36 @@ def test_arbitrary_software_first_root_not_signed_by_the_owner(tmp_path, pub):
         tmp_path / "node", DirectorySource(pub.directory), owner=stranger.public_key()
     )
     refused(follow, ArbitrarySoftware, "arbitrary software refused", "owner")
+
+
+def test_arbitrary_software_first_root_filing_a_key_under_the_owners_id(tmp_path):
+    """A root whose root role names the owner's key id while the key filed under that id is
+    the attacker's (and the attacker signed): refused, since a key id must be the hash of the
+    key it names, and the owner's own key checks the signature."""
+    from tuf.api.metadata import Metadata as TufMetadata
+
+    owner = CompositeSigningKey.generate()
+    attacker = new_signer()
+    roles = {role: RoleKeys((attacker.public_key,)) for role in ROLES}
+    channel = Channel.create(tmp_path / "channel", roles, [attacker])
+    channel.publish("6.6.6", descriptor("6.6.6").to_bytes(), [attacker])
+    path = tmp_path / "channel" / "metadata" / "1.root.json"
+    md = TufMetadata[Root].from_bytes(path.read_bytes())
+    owner_id = CompositeKey.of(owner.public_key()).keyid
+    forged = attacker.public_key
+    md.signed.keys[owner_id] = CompositeKey(owner_id, forged.keytype, forged.scheme, forged.keyval)
+    md.signed.roles["root"].keyids = [owner_id]
+    signature = attacker.sign(md.signed_bytes)
+    md.signatures.clear()
+    md.signatures[owner_id] = type(signature)(owner_id, signature.signature)
+    path.write_bytes(md.to_bytes(JSONSerializer(compact=True)))
+    follow = ChannelFollower(
+        tmp_path / "node", DirectorySource(tmp_path / "channel"), owner=owner.public_key()
+    )
+    with pytest.raises(QizError) as caught:
+        follow.latest()
+    assert "\n" not in str(caught.value) and "refused" in str(caught.value)
+    assert not (tmp_path / "node" / "metadata" / "root.json").exists()
 
 
 def test_publisher_refuses_to_sign_without_a_threshold_of_keys(tmp_path):

@@ -30,6 +30,7 @@ from qiz.home import PRIVATE_UMASK
 from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
+from qiz.lifeline import guard_memory
 from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.manager import ManagerConfig
 from qiz.resolve.dht import DhtConfig
@@ -137,6 +138,7 @@ def start(
         return
     logs.configure(verbose)
     tune_allocator()  # a node moves data in 100-200 KiB pieces: see qiz/allocator.py
+    guard_memory()  # the bundles it may run must not read its environment or memory
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
 
 

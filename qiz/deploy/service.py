@@ -90,6 +90,7 @@ FORMAT = 1
 ROLES = ("root", "targets", "snapshot", "timestamp")
 KEEP_TREES = 2  # channel trees kept pinned: the newest, and the one a follower may be reading
 KEEP_INSTALLED = 3  # versions kept installed beside the current and previous ones (history)
+RENEW_RETRY = 60.0  # seconds before a renewal pass that left a channel stale is tried again
 SEALED_TIMEOUT = 120.0  # seconds a worker thread waits for a sealed descriptor from the pool
 
 
@@ -243,7 +244,7 @@ class DeployService:
         for name, owner in sorted(self.state.follow.items()):  # checked when the file was read
             self._start_loop(ChannelRef(NodeId.parse(owner), name))
         if self._channel_names():
-            self._start_upkeep()
+            self._start_upkeep(first=0.0)  # a publisher back from a stop is stale until then
 
     async def _resume(self, name: str) -> None:
         try:
@@ -415,14 +416,27 @@ class DeployService:
         self._save()
         return {"tree": str(put.cid), "record_stored_on": stored}
 
-    def _start_upkeep(self) -> None:
+    def _start_upkeep(self, first: float | None = None) -> None:
         if self._upkeep is None and self.started and not self._owner.closed:
-            self._upkeep = self._owner.spawn(self._renew_loop(), "renew channels")
+            delay = self.config.renew_every if first is None else first
+            self._upkeep = self._owner.spawn(self._renew_loop(delay), "renew channels")
 
-    async def _renew_loop(self) -> None:
+    async def _renew_loop(self, delay: float) -> None:
+        """Renew after ``delay`` and then every ``renew_every``. A pass that left a channel
+        unrenewed (the DHT or the pool not ready, a full disk) is tried again within
+        ``RENEW_RETRY`` seconds, and nothing ends the loop: a channel nobody renews freezes
+        for its followers a day later."""
         while True:
-            await asyncio.sleep(self.config.renew_every)
-            await self.renew()
+            await asyncio.sleep(delay)
+            delay = self.config.renew_every
+            try:
+                if len(await self.renew()) < len(self._channel_names()):
+                    delay = min(delay, RENEW_RETRY)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deploy: renewing the published channels failed")
+                delay = min(delay, RENEW_RETRY)
 
     async def renew(self) -> list[str]:
         """Re-sign every published channel's timestamp (and what expires soon), put its tree

@@ -94,7 +94,12 @@ class _RawKey(Key):
 
     @classmethod
     def from_dict(cls, keyid: str, key_dict: dict[str, Any]) -> _RawKey:
+        """A key read from metadata. Its id must be the hash of its own content: an id is how
+        roles and signatures name a key, so a root must not be able to file another key under
+        a trusted one's id."""
         keytype, scheme, keyval = cls._from_dict(key_dict)
+        if keyid != default_keyid(keytype, scheme, keyval):
+            raise ValueError(f"key id {keyid[:16]}... is not the hash of the key it names")
         return cls(keyid, keytype, scheme, keyval, key_dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -271,12 +271,16 @@ class ChannelFollower:
             md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise refusal(exc, self.what) from None
-        keyid = CompositeKey.of(self._owner).keyid
+        owner_key = CompositeKey.of(self._owner)
+        keyid = owner_key.keyid
         sig = md.signatures.get(keyid)
         try:
             if keyid not in md.signed.roles[Root.type].keyids or sig is None:
                 raise ValueError
-            md.signed.get_key(keyid).verify_signature(sig, md.signed_bytes)
+            # the owner's own key, never what the untrusted root files under its id
+            if md.signed.keys[keyid].to_dict() != owner_key.to_dict():
+                raise ValueError
+            owner_key.verify_signature(sig, md.signed_bytes)
         except Exception:
             raise ArbitrarySoftware(
                 f"arbitrary software refused: the first root of {self.what} is not signed by "
