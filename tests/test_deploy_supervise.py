@@ -4,6 +4,7 @@ intervals; every wait is for a state (bounded only as a guard against a hang), n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -155,6 +156,49 @@ def test_a_version_that_crashes_at_start_is_rolled_back(tmp_path: Path) -> None:
     assert inst.current() == "1" and inst.bad() == {"2"}
     text = log_text(RotatingLog(tmp_path / "app" / "logs" / "output.log"))
     assert text.count("crashing") == 3 and "crash-looped (3 starts" in text
+
+
+def test_a_crash_loop_during_another_change_still_rolls_back_once_it_ends(
+    tmp_path: Path,
+) -> None:
+    """A follower stages its next version (holding the bundle's lock) while the current one
+    crash-loops: the rollback waits for the lock instead of giving up, so the crashing version
+    still ends marked bad and the previous one runs."""
+    import threading
+
+    inst = Installer(tmp_path, "app")
+    install(inst, "1", SERVICE)
+    install(inst, "2", CRASH)
+    specs = {"1": spec("1"), "2": spec("2")}
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with inst._locked():  # what Installer.install(..., switch=False) holds while staging
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    held.wait(5)
+
+    async def scenario() -> None:
+        sup = Supervisor(inst, specs.__getitem__)
+        await sup.start()
+        await sup.wait_for(lambda s: s["state"] == "rolling-back")
+        await asyncio.sleep(0.3)  # the rollback is waiting for the lock, not failing
+        assert sup.status()["state"] == "rolling-back"
+        release.set()
+        status = await sup.wait_for(lambda s: s["version"] == "1" and s["state"] == "running")
+        assert status["rolled_back_from"] == "2"
+        await sup.stop()
+        await sup.close()
+
+    try:
+        run(scenario())
+    finally:
+        release.set()
+        holder.join(10)
+    assert inst.current() == "1" and inst.bad() == {"2"}
 
 
 def test_a_version_failing_its_health_check_is_rolled_back(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 from qiz.deploy.bundle import BundleSpec, HealthCheck, ResourceLimits
 from qiz.deploy.install import Installer
-from qiz.deploy.runtime_errors import DeployRuntimeError, VersionNotInstalled
+from qiz.deploy.runtime_errors import DeployRuntimeError, InstallerBusy, VersionNotInstalled
 from qiz.deploy.runtime_limits import (
     DEFAULT_CPU_SECONDS,
     DEFAULT_MEMORY_MB,
@@ -64,6 +64,7 @@ LOG_NAME = "output.log"
 _READ = 64 * 1024
 _DRAIN_AFTER_EXIT = 2.0  # seconds the output pipe may stay open after the child's exit
 _POLL = 0.05  # seconds between two looks of wait_for when nothing changes
+_ROLLBACK_WAIT = 60.0  # seconds a rollback waits for another change of the bundle to end
 
 
 class SupervisorError(DeployRuntimeError):
@@ -364,7 +365,7 @@ class Supervisor:
             elif isinstance(action, Rollback):
                 self.log.line(f"rolling back from {action.version}: {action.reason}")
                 try:
-                    version = await asyncio.to_thread(self.installer.rollback)
+                    version = await self._rollback_when_free()
                     spec = self._spec(version)
                 except (DeployRuntimeError, OSError) as exc:
                     self.log.line(f"no rollback: {exc}")
@@ -376,6 +377,19 @@ class Supervisor:
                 self.log.line(f"restarting in {action.delay:g} s")
             elif isinstance(action, GiveUp):
                 self.log.line(f"gave up: {action.reason}")
+
+    async def _rollback_when_free(self) -> str:
+        """The installer's rollback, waiting up to ``_ROLLBACK_WAIT`` seconds while another
+        change holds the bundle (a follower staging the next version holds it while it
+        writes): a crash loop then still ends rolled back, with the version marked bad."""
+        deadline = time.monotonic() + _ROLLBACK_WAIT
+        while True:
+            try:
+                return await asyncio.to_thread(self.installer.rollback)
+            except InstallerBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_POLL)
 
     async def _start(self, action: Start) -> list[Action]:
         core = self.core
