@@ -18,7 +18,13 @@ import pytest
 
 from qiz.compute.attest import verify_file
 from qiz.compute.service import ComputeConfig
-from qiz.deploy.errors import BundleError, ChannelUnavailable, DeployError, SealedToOthers
+from qiz.deploy.errors import (
+    BundleError,
+    ChannelError,
+    ChannelUnavailable,
+    DeployError,
+    SealedToOthers,
+)
 from qiz.deploy.mesh_source import ChannelRef
 from qiz.deploy.service import DeployConfig, DeployService, UnknownBundle, _target
 from qiz.identity import NodeIdentity
@@ -197,7 +203,9 @@ def test_a_version_failing_its_health_check_is_rolled_back_on_the_follower(
     run(main(), timeout=60)
 
 
-def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:
+def test_one_line_errors_for_what_a_user_gets_wrong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     identities = [NodeIdentity.generate() for _ in range(3)]
 
     async def main() -> None:
@@ -217,6 +225,13 @@ def test_one_line_errors_for_what_a_user_gets_wrong(tmp_path: Path) -> None:
                 await service.publish(bundle(tmp_path / "b", "1"), channel="other")
             with pytest.raises(UnknownBundle, match="no bundle ghost is installed"):
                 service.status("ghost")
+            # a channel grown past what followers read is refused at publish, not published
+            from qiz.deploy import service as service_module
+
+            with monkeypatch.context() as patch:
+                patch.setattr(service_module, "MAX_CHANNEL_TREE_FILES", 1)
+                with pytest.raises(ChannelError, match="followers read at most 1 files"):
+                    await nodes[0].deploy.publish(bundle(tmp_path / "grown", "1"))  # type: ignore[union-attr]
             # trust is anchored to a whole node id: never a prefix nor an address
             api = NodeAPI(nodes[1])
             owner = str(nodes[0].node_id)

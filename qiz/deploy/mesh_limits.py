@@ -12,6 +12,7 @@ MIB = 1024 * 1024
 
 MAX_CHANNEL_TREE_BYTES = 64 * MIB  # the store tree a channel's name record points at
 MAX_CHANNEL_TREE_FILES = 4096  # files in that tree (roots, 2-3 snapshots/targets, descriptors)
+MAX_CACHED_TREE_BYTES = 1 * MIB  # a followed tree kept between refreshes (larger: fetched again)
 MAX_FOLLOWED_CHANNELS = 256  # channels one node follows
 MAX_SERVICE_STATE_BYTES = 256 * 1024  # the service's own state file (follows, runs), read back
 MAX_LOG_TAIL_BYTES = 64 * 1024  # the end of a bundle's log that `qiz deploy logs` is handed

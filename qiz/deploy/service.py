@@ -61,6 +61,9 @@ from qiz.deploy.errors import (
 from qiz.deploy.install import Installer
 from qiz.deploy.limits import MAX_DESCRIPTOR_BYTES
 from qiz.deploy.mesh_limits import (
+    MAX_CACHED_TREE_BYTES,
+    MAX_CHANNEL_TREE_BYTES,
+    MAX_CHANNEL_TREE_FILES,
     MAX_FOLLOWED_CHANNELS,
     MAX_JOB_SPEC_BYTES,
     MAX_LOG_TAIL_BYTES,
@@ -403,7 +406,15 @@ class DeployService:
     async def _push(self, name: str) -> dict[str, Any]:
         """Put the channel's files into the pool as one tree, sign the name record pointing
         at it, and let trees older than the last KEEP_TREES lapse."""
-        put = await self.store.put(self._channel_dir(name))
+        directory = self._channel_dir(name)
+        files, size = await asyncio.to_thread(_tree_size, directory)
+        if files > MAX_CHANNEL_TREE_FILES or size > MAX_CHANNEL_TREE_BYTES:
+            # followers refuse such a tree: say so here rather than publish what none can read
+            raise ChannelError(
+                f"channel {name} has grown to {files} files, {size} bytes: followers read at "
+                f"most {MAX_CHANNEL_TREE_FILES} files, {MAX_CHANNEL_TREE_BYTES} bytes"
+            )
+        put = await self.store.put(directory)
         _, stored = await self.dht.publish_name(
             channel_label(name), str(put.cid), ttl=self.config.name_ttl
         )
@@ -519,7 +530,12 @@ class DeployService:
     async def _install(self, ref: ChannelRef) -> dict[str, Any]:
         source = MeshSource(ref, self._resolve, self._fetch_tree, last=self._trees.get(ref.name))
         tree = await source.load()
-        self._trees[ref.name] = (tree, source.files)
+        # the tree is kept to save refetching it while its name record still names it, but
+        # only a small one: a publisher must not make followers hold 64 MiB per channel
+        if sum(len(data) for data in source.files.values()) <= MAX_CACHED_TREE_BYTES:
+            self._trees[ref.name] = (tree, source.files)
+        else:
+            self._trees.pop(ref.name, None)
         follower = self._follower(ref, source)
         targets = await asyncio.to_thread(follower.refresh)
         versions = versions_of(targets)
@@ -637,6 +653,7 @@ class DeployService:
             raise UnknownBundle(f"this node does not follow a channel {name}")
         owner = self.state.follow.pop(name)
         self._save()
+        self._trees.pop(name, None)
         loop = self._loops.pop(name, None)
         if loop is not None:
             loop.cancel()
@@ -822,3 +839,13 @@ class DeployService:
             "size": end,
             "text": data.decode("utf-8", "replace"),
         }
+
+
+def _tree_size(directory: Path) -> tuple[int, int]:
+    """(files, bytes) of a channel's directory, as its store tree will hold them."""
+    files = size = 0
+    for path in directory.rglob("*"):
+        if path.is_file():
+            files += 1
+            size += path.stat().st_size
+    return files, size

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -59,6 +60,7 @@ from qiz.deploy.supervisor_core import (
 )
 from qiz.lifeline import _prctl, die_with_parent
 
+log = logging.getLogger("qiz.deploy")
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_NAME = "output.log"
 _READ = 64 * 1024
@@ -318,10 +320,16 @@ class Supervisor:
             except TimeoutError:
                 event = None
             now = loop.time()
-            actions = [] if event is None else self._dispatch(event, now)
-            self._record()
-            actions += self.core.tick(now)
-            await self._perform(actions)
+            try:
+                actions = [] if event is None else self._dispatch(event, now)
+                self._record()
+                actions += self.core.tick(now)
+                await self._perform(actions)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a full disk under the log, a spawn that failed oddly: go on
+                log.exception("deploy: supervising %s", self.installer.name)
+                await asyncio.sleep(_POLL)
             self._record()
             async with self._changed:
                 self._changed.notify_all()
