@@ -226,6 +226,19 @@ def test_arbitrary_software_first_root_not_signed_by_the_owner(tmp_path, pub):
     refused(follow, ArbitrarySoftware, "arbitrary software refused", "owner")
 
 
+def test_a_follower_that_lost_root_json_starts_from_its_root_history(tmp_path, pub):
+    """python-tuf replaces root.json by unlinking and relinking it: a crash in between must not
+    send the follower back to trust on first use (which needs a root or the owner again)."""
+    follower(tmp_path, pub).latest()
+    metadata = tmp_path / "node" / "metadata"
+    assert (metadata / "root_history" / "1.root.json").exists()
+    (metadata / "root.json").unlink()
+    pub.publish("1.1.0")
+    again = ChannelFollower(tmp_path / "node", DirectorySource(pub.directory))  # no root given
+    assert again.latest().version == "1.1.0"
+    assert (metadata / "root.json").exists()
+
+
 def test_arbitrary_software_first_root_filing_a_key_under_the_owners_id(tmp_path):
     """A root whose root role names the owner's key id while the key filed under that id is
     the attacker's (and the attacker signed): refused, since a key id must be the hash of the

@@ -620,8 +620,10 @@ class DeployService:
             self.state.follow[ref.name] = str(ref.owner)
             self.state.run.add(ref.name)
             self._save()
-            await self._run(ref.name)
-        self._start_loop(ref)
+            try:
+                await self._run(ref.name)
+            finally:  # followed is followed: a run that failed now is tried at each refresh
+                self._start_loop(ref)
         return {**answer, "following": True, "every": self.config.refresh_every}
 
     def _start_loop(self, ref: ChannelRef) -> None:

@@ -254,6 +254,9 @@ class ChannelFollower:
         """The root to start from: None once a trusted root is cached here."""
         if (self._metadata_dir / "root.json").exists():
             return None
+        kept = self._newest_kept_root()
+        if kept is not None:  # root.json lost between python-tuf's unlink and its relink
+            return kept
         if self._trusted_root is not None:
             return self._trusted_root
         if self._owner is None:
@@ -287,6 +290,21 @@ class ChannelFollower:
                 "the channel's owner"
             ) from None
         return data
+
+    def _newest_kept_root(self) -> bytes | None:
+        """The newest root this follower trusted before (``root_history/N.root.json``), so
+        that a crash that cost ``root.json`` never sends it back to trust on first use."""
+        history = self._metadata_dir / "root_history"
+        versions = []
+        if history.is_dir():
+            for path in history.iterdir():
+                number, _, rest = path.name.partition(".")
+                if rest == "root.json" and number.isdigit() and len(number) <= 9:
+                    versions.append(int(number))
+        if not versions:
+            return None
+        newest = history / f"{max(versions)}.root.json"
+        return read_bounded(newest, limits.MAX_ROOT_BYTES, "trusted root")
 
     def _new_updater(self) -> Updater:
         self._metadata_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
