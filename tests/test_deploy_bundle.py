@@ -128,7 +128,8 @@ def test_load_bundle_reads_the_directory(tmp_path):
         (minimal(limits={"cpu_seconds": True}), "must be an integer"),
         (minimal(limits={"open_files": 1.5}), "must be an integer"),
         (minimal(health={"interval": 1}), "[health] needs a command"),
-        (minimal(health={"command": ["x"], "interval": 0}), "between 0.01 and"),
+        (minimal(health={"command": ["x"], "interval": 0}), "between 0.1 and"),
+        (minimal(health={"command": ["x"], "interval": 0.05}), "between 0.1 and"),
         (minimal(health={"command": ["x"], "timeout": float("inf")}), "between 0.01 and"),
         (minimal(health={"command": ["x"], "retries": 0}), "between 1 and 100"),
         (minimal(restart={"mode": "sometimes"}), "restart.mode must be one of"),
@@ -234,7 +235,7 @@ def test_numbers_inside_bounds_parse_and_outside_are_refused(memory, retries, in
     inside = (
         1 <= memory <= limits.MAX_MEMORY_MB
         and 1 <= retries <= limits.MAX_RETRIES
-        and 0.01 <= interval <= limits.MAX_SECONDS
+        and limits.MIN_HEALTH_INTERVAL <= interval <= limits.MAX_SECONDS
     )
     if inside:
         spec = parse(doc)

@@ -187,9 +187,11 @@ def _health(value: object) -> HealthCheck:
     if "command" not in table:
         _fail("[health] needs a command")
     fields: dict[str, Any] = {"command": _argv(table["command"], "health.command")}
-    for key in ("interval", "timeout"):
-        if key in table:
-            fields[key] = _seconds(table[key], f"health.{key}", low=0.01)
+    if "interval" in table:
+        low = limits.MIN_HEALTH_INTERVAL
+        fields["interval"] = _seconds(table["interval"], "health.interval", low=low)
+    if "timeout" in table:
+        fields["timeout"] = _seconds(table["timeout"], "health.timeout", low=0.01)
     if "start_period" in table:
         fields["start_period"] = _seconds(table["start_period"], "health.start_period")
     if "retries" in table:

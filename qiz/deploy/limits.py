@@ -24,6 +24,8 @@ MAX_MEMORY_MB = 1024 * 1024  # limits.memory_mb (1 TiB)
 MAX_CPU_SECONDS = 7 * 24 * 3600  # limits.cpu_seconds
 MAX_OPEN_FILES = 1 << 20  # limits.open_files
 MAX_SECONDS = 24 * 3600.0  # any interval, timeout, backoff or window in the manifest
+# a health check forks the node to run its command: at most ten a second per bundle
+MIN_HEALTH_INTERVAL = 0.1
 MAX_RETRIES = 100  # health.retries
 MAX_RESTART_STARTS = 1000  # restart.max_starts
 
