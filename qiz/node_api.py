@@ -34,6 +34,7 @@ from qiz.crypto.measure import measure_crypto
 from qiz.deploy.descriptor import to_json as descriptor_json
 from qiz.deploy.mesh_limits import MAX_LOG_TAIL_BYTES
 from qiz.deploy.mesh_source import ChannelRef, parse_channel
+from qiz.deploy.signing import NODE_KEY
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.identity.armor import ArmorError, dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
@@ -652,13 +653,40 @@ class NodeAPI:
         return [await self._recipient(text) for text in given]
 
     async def deploy_publish(
-        self, path: str, *, channel: str | None = None, to: list[str] | None = None
+        self,
+        path: str,
+        *,
+        channel: str | None = None,
+        to: list[str] | None = None,
+        signers: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Publish the bundle at ``path`` as a new version of its channel."""
+        """Publish the bundle at ``path`` as a new version of its channel (``signers``: key
+        files for roles the node's key does not hold)."""
         deploy = self._deploy()
         recipients = await self._recipients_of(to)
+        keys = [_absolute(f, "signer") for f in signers or []]
         await self.node.joined.wait()
-        answer = await deploy.publish(_absolute(path, "path"), channel=channel, to=recipients)
+        answer = await deploy.publish(
+            _absolute(path, "path"), channel=channel, to=recipients, signers=keys
+        )
+        return _named(answer)
+
+    async def deploy_rotate(
+        self,
+        name: str,
+        role: str,
+        keys: list[str],
+        *,
+        threshold: int = 1,
+        signers: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Give ``role`` of channel ``name`` the ``keys`` (key file paths, or ``node``),
+        ``threshold`` of them; a new root signed by ``signers`` and the node's key."""
+        deploy = self._deploy()
+        held = [key if key == NODE_KEY else str(_absolute(key, "key")) for key in keys]
+        files = [_absolute(f, "signer") for f in signers or []]
+        await self.node.joined.wait()
+        answer = await deploy.rotate(name, role, held, threshold=threshold, signers=files)
         return _named(answer)
 
     async def deploy_install(self, channel: str) -> dict[str, Any]:
@@ -863,6 +891,13 @@ def _flag(args: Args, name: str) -> bool:
     return value
 
 
+def _paths(args: Args, name: str) -> list[str]:
+    value = args.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{name} must be a list of paths")
+    return value
+
+
 def _recipients(args: Args) -> list[str]:
     value = args.get("to") or []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -1034,7 +1069,20 @@ OPERATIONS: dict[str, Operation] = {
         Operation(
             "deploy_publish",
             lambda api, a: api.deploy_publish(
-                arg(a, "path"), channel=a.get("channel"), to=_recipients(a)
+                arg(a, "path"),
+                channel=a.get("channel"),
+                to=_recipients(a),
+                signers=_paths(a, "signers"),
+            ),
+        ),
+        Operation(
+            "deploy_rotate",
+            lambda api, a: api.deploy_rotate(
+                arg(a, "name"),
+                arg(a, "role"),
+                _paths(a, "keys"),
+                threshold=_optional_int(a, "threshold") or 1,
+                signers=_paths(a, "signers"),
             ),
         ),
         Operation("deploy_install", lambda api, a: api.deploy_install(arg(a, "channel"))),

@@ -10,8 +10,11 @@ meanwhile catches up to the same state. Also: a health check failing, a sealed b
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -434,3 +437,98 @@ def test_a_publication_whose_tree_failed_is_retried_by_publishing_again(tmp_path
             await stop_all(nodes)
 
     run(main(), timeout=60)
+
+
+def test_channel_keys_rotate_to_two_of_three_and_move_targets_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 2's k-of-n and key rotation through the node: root goes to 2 of (the node's key, a
+    composite key file, an SLH-DSA key file); a follower keeps following across the new root
+    and a new one bootstraps through the chain of roots. Then targets moves to the offline
+    composite key: publish without it is refused in one line naming the key, with it works."""
+    from qiz.deploy import service as service_module
+    from qiz.deploy.channel import Channel, utc_now
+    from qiz.deploy.signing import generate_signer, key_file_bytes
+
+    identities = [NodeIdentity.generate() for _ in range(3)]
+    keys = {}
+    for name, slh in (("offline", False), ("root-slh", True)):
+        signer = generate_signer(slh)
+        keys[name] = (tmp_path / f"{name}.key", signer.public_key.keyid)
+        keys[name][0].write_bytes(key_file_bytes(signer))
+    offline, offline_id = keys["offline"]
+    slh, slh_id = keys["root-slh"]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            publisher, old, new = nodes
+            service = publisher.deploy
+            assert service is not None and old.deploy is not None and new.deploy is not None
+            ref = ChannelRef(publisher.node_id, "beat")
+            with pytest.raises(UnknownBundle, match="publishes no channel beat"):
+                await service.rotate("beat", "root", ["node"])
+            await service.publish(bundle(tmp_path / "v1", "1"))
+            assert (await old.deploy.follow(ref))["version"] == "1"
+
+            three = ["node", str(offline), str(slh)]
+            with pytest.raises(ChannelError, match="threshold of 4 cannot be met by the 3 keys"):
+                await service.rotate("beat", "root", three, threshold=4)
+            with pytest.raises(
+                ChannelError, match=rf"root of root v2 needs 1 more of keys {offline_id[:16]}"
+            ):
+                await service.rotate("beat", "root", three, threshold=2)
+            rotated = await service.rotate("beat", "root", three, threshold=2, signers=[offline])
+            assert rotated["root_version"] == 2
+            root = rotated["roles"]["root"]
+            assert root["threshold"] == 2 and root["node_key"]
+            assert set(root["keyids"]) >= {offline_id, slh_id}
+
+            await service.publish(bundle(tmp_path / "v2", "2"))  # targets: still the node's
+            await async_eventually(
+                lambda: old.deploy.status("beat")["current"] == "2", 20, "v2 across the rotation"
+            )
+            assert (await new.deploy.install(ref))["version"] == "2"  # walks root 1 -> 2
+
+            # targets to the offline key; root v2 wants 2 signatures: the node's and SLH-DSA's
+            with pytest.raises(ChannelError) as short:
+                await service.rotate("beat", "targets", [str(offline)])
+            assert "root of root v2 needs 1 more of keys" in str(short.value)
+            assert f"targets of root v3 needs 1 more of keys {offline_id[:16]}" in str(short.value)
+            moved = await service.rotate("beat", "targets", [str(offline)], signers=[slh, offline])
+            assert moved["roles"]["targets"] == {
+                "keyids": [offline_id],
+                "threshold": 1,
+                "node_key": False,
+            }
+            with pytest.raises(ChannelError) as refused:
+                await service.publish(bundle(tmp_path / "v3", "3"))
+            line = str(refused.value)
+            assert "\n" not in line and "(pass --signer FILE)" in line
+            assert f"targets of root v3 needs 1 more of keys {offline_id[:16]}" in line
+            done = await service.publish(tmp_path / "v3", signers=[offline])
+            assert done["versions"] == ["1", "2", "3"]
+            await async_eventually(
+                lambda: old.deploy.status("beat")["current"] == "3", 20, "v3 on the follower"
+            )
+            assert (await new.deploy.install(ref))["version"] == "3"
+            # the node renews what it holds (the timestamp) on its own
+            assert await service.renew() == ["beat"]
+            assert (await new.deploy.install(ref))["version"] == "3"
+            # four days on, targets (offline) is due: the node re-signs the timestamp only,
+            # and says what it cannot sign
+            later = functools.partial(Channel, clock=lambda: utc_now() + timedelta(days=4))
+            before = Channel(publisher.control_dir / "deploy-channels" / "beat")  # type: ignore[operator]
+            with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "qiz.deploy"):
+                patch.setattr(service_module, "Channel", later)
+                assert await service.renew() == ["beat"]
+            after = Channel(before.directory)
+            assert after.timestamp.signed.version == before.timestamp.signed.version + 1
+            assert after.targets.signed.version == before.targets.signed.version
+            assert "renewing its timestamp only: cannot sign targets" in caplog.text
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=120)

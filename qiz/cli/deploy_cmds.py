@@ -1,5 +1,6 @@
 """Deploy engine commands: ``deploy build|publish|install|follow|unfollow|ls|status|logs|
-rollback|stop|run`` (docs/deploy.md).
+rollback|stop|run`` (docs/deploy.md), and ``deploy keygen|rotate`` for a channel's keys
+(docs/deploy-node.md, "Channel keys").
 
 The home's running node does the work (it holds the identity, the pool, the channel and the
 supervised children); these commands name what to do. What can be checked here is checked here
@@ -21,6 +22,8 @@ from qiz.cli.output import UserError, console, emit, err_console, guarded
 from qiz.cli.store_cmds import recipient
 from qiz.deploy.bundle import check_name, load_bundle
 from qiz.deploy.mesh_source import split_channel
+from qiz.deploy.signing import NODE_KEY, generate_signer, key_file_bytes
+from qiz.fsio import write_atomic
 from qiz.store.limits import MAX_RECIPIENTS
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -34,6 +37,14 @@ ToOption = Annotated[
         "--to", help="Seal it to this recipient: a peer record file or node id (repeatable)."
     ),
 ]
+SignerOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--signer",
+        help="A key file (qiz deploy keygen) to sign with beside the node's key (repeatable).",
+    ),
+]
+ROLE_NAMES = ("root", "targets", "snapshot", "timestamp")
 deploy_app = typer.Typer(
     help="Publish signed bundles on a channel; install, follow and run them supervised."
 )
@@ -55,6 +66,8 @@ def register(app: typer.Typer) -> None:
         ("rollback", rollback),
         ("stop", stop),
         ("run", run),
+        ("keygen", keygen),
+        ("rotate", rotate),
     ):
         deploy_app.command(name)(guarded(command))
 
@@ -65,6 +78,16 @@ def bundle_dir(path: Path) -> str:
         raise UserError(f"{path} is not a directory (a bundle is a directory with qiz-bundle.toml)")
     load_bundle(path)
     return os.path.abspath(path)
+
+
+def key_files(paths: list[Path] | None, option: str) -> list[str]:
+    """Key files as the node must see them (absolute), each checked to exist here."""
+    found = []
+    for path in paths or ():
+        if not path.is_file():
+            raise UserError(f"{option} {path}: no such key file (make one with qiz deploy keygen)")
+        found.append(os.path.abspath(path))
+    return found
 
 
 def recipients(to: list[str] | None) -> list[str]:
@@ -127,10 +150,15 @@ def publish(
         typer.Option("--channel", help="The channel's NAME (default: the bundle's name)."),
     ] = None,
     to: ToOption = None,
+    signer: SignerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Publish a bundle as a new version of its channel OWNER/deploy/NAME (signed with TUF)."""
-    arguments: dict[str, Any] = {"path": bundle_dir(path), "to": recipients(to)}
+    arguments: dict[str, Any] = {
+        "path": bundle_dir(path),
+        "to": recipients(to),
+        "signers": key_files(signer, "--signer"),
+    }
     if channel_name is not None:
         arguments["channel"] = name_of(channel_name)
     answer = node_call(ctx.obj, "deploy_publish", SLOW, **arguments)
@@ -256,3 +284,73 @@ def run(ctx: typer.Context, name: NameArgument, as_json: JsonOption = False) -> 
     """Run a bundle's current version under supervision (and again after node restarts)."""
     answer = node_call(ctx.obj, "deploy_run", 60.0, name=name_of(name))
     emit(as_json, answer, lambda: console.print(_state_line(answer), markup=False))
+
+
+def keygen(
+    out: Annotated[Path, typer.Argument(help="The key file to write (never overwritten).")],
+    *,
+    slh_dsa: Annotated[
+        bool, typer.Option("--slh-dsa", help="An SLH-DSA key (for a long-lived root).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a channel signing key file (composite ML-DSA-65 + Ed25519, or SLH-DSA), mode 0600."""
+    if out.exists() or out.is_symlink():
+        raise UserError(f"{out} already exists: keygen never overwrites a key file")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent} is not a directory")
+    signer = generate_signer(slh_dsa)
+    write_atomic(out, key_file_bytes(signer), 0o600)
+    key = signer.public_key
+    answer = {"path": os.path.abspath(out), "keyid": key.keyid, "keytype": key.keytype}
+
+    def human() -> None:
+        console.print(key.keyid, markup=False)
+        err_console.print(f"wrote {key.keytype} key {out} (keep it offline)", markup=False)
+
+    emit(as_json, answer, human)
+
+
+def rotate(
+    ctx: typer.Context,
+    name: NameArgument,
+    *,
+    role: Annotated[str, typer.Option("--role", help="root, targets, snapshot or timestamp.")],
+    key: Annotated[
+        list[str],
+        typer.Option(
+            "--key",
+            help=f"A key file to hold the role, or '{NODE_KEY}' for this node's key (repeatable).",
+        ),
+    ],
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=1, help="How many of the keys must sign.")
+    ] = 1,
+    signer: SignerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a role of a channel you publish new keys, k of n (a new root version, pushed)."""
+    if role not in ROLE_NAMES:
+        raise UserError(f"--role must be one of {', '.join(ROLE_NAMES)}, not {role!r}")
+    if threshold > len(key):
+        raise UserError(f"--threshold {threshold} is more than the {len(key)} keys given")
+    keys = [k if k == NODE_KEY else key_files([Path(k)], "--key")[0] for k in key]
+    answer = node_call(
+        ctx.obj,
+        "deploy_rotate",
+        120.0,
+        name=name_of(name),
+        role=role,
+        keys=keys,
+        threshold=threshold,
+        signers=key_files(signer, "--signer"),
+    )
+
+    def human() -> None:
+        console.print(answer["channel"], markup=False)
+        for each, spec in answer["roles"].items():
+            ids = ", ".join(k[:16] for k in spec["keyids"])
+            console.print(f"{each}: {spec['threshold']} of {ids}", markup=False)
+        err_console.print(f"root v{answer['root_version']} published", markup=False)
+
+    emit(as_json, answer, human)

@@ -4,7 +4,9 @@
 
 * the **publisher**: ``build`` puts a bundle directory into the storage pool and describes it;
   ``publish`` also adds the version to the channel's TUF repository (kept under the home in
-  ``deploy-channels/NAME/``, signed with the node's identity key for every role), puts the
+  ``deploy-channels/NAME/``, signed at first with the node's identity key for every role;
+  ``rotate`` gives a role other keys, k of n, and ``publish`` then takes the signers the node
+  lacks, see docs/deploy-node.md "Channel keys"), puts the
   channel's files into the pool as one tree and signs the name record ``OWNER/deploy/NAME``
   (label ``deploy:NAME``) that points at it. With recipients, the bundle's files and its
   descriptor are sealed to them and the channel lists only a pointer. An upkeep pass re-signs
@@ -35,6 +37,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +51,13 @@ from qiz.deploy.bundle import (
     check_version,
     load_bundle,
 )
-from qiz.deploy.channel import Channel, RoleKeys, check_channel_name, versions_of
+from qiz.deploy.channel import (
+    Channel,
+    Expiry,
+    RoleKeys,
+    check_channel_name,
+    versions_of,
+)
 from qiz.deploy.descriptor import Descriptor, describe_directory, seal_pointer
 from qiz.deploy.errors import (
     AttackRefused,
@@ -71,7 +80,7 @@ from qiz.deploy.mesh_limits import (
 )
 from qiz.deploy.mesh_source import ChannelRef, MeshSource, channel_label
 from qiz.deploy.runtime_limits import MAX_INSTALL_BYTES
-from qiz.deploy.signing import CompositeSigner
+from qiz.deploy.signing import NODE_KEY, CompositeSigner, QizSigner, load_key_file
 from qiz.deploy.supervise import LOG_NAME, Supervisor
 from qiz.deploy.supervisor_core import IDLE
 from qiz.deploy.updater import ChannelFollower
@@ -95,6 +104,33 @@ KEEP_TREES = 2  # channel trees kept pinned: the newest, and the one a follower 
 KEEP_INSTALLED = 3  # versions kept installed beside the current and previous ones (history)
 RENEW_RETRY = 60.0  # seconds before a renewal pass that left a channel stale is tried again
 SEALED_TIMEOUT = 120.0  # seconds a worker thread waits for a sealed descriptor from the pool
+# a renewal that cannot sign every role it would bump signs the timestamp only: an expiry of
+# zero for the others makes Channel.renew leave them alone until they have expired
+_TIMESTAMP_ONLY = Expiry(root=timedelta(0), targets=timedelta(0), snapshot=timedelta(0))
+_ROLE_CHAIN = {"targets": ("snapshot", "timestamp"), "snapshot": ("timestamp",)}
+
+
+def _shortfalls(
+    version: int, roles: dict[str, RoleKeys], wanted: Sequence[str], signers: Sequence[QizSigner]
+) -> list[str]:
+    """For each role of ``wanted`` whose threshold in ``roles`` (root ``version``'s) the
+    ``signers`` cannot meet: "ROLE of root vN needs K more of keys ID, ID" (ids shortened to
+    16 hex digits): checked before anything is built or signed, so the user hears which keys
+    to bring rather than a signing failure half-way."""
+    have = {signer.public_key.keyid for signer in signers}
+    found = []
+    for role in wanted:
+        spec = roles[role]
+        ids = [k.keyid for k in spec.keys]
+        missing = spec.threshold - len(have & set(ids))
+        if missing > 0:
+            absent = ", ".join(k[:16] for k in ids if k not in have)
+            found.append(f"{role} of root v{version} needs {missing} more of keys {absent}")
+    return found
+
+
+def _ids(spec: RoleKeys) -> tuple[set[str], int]:
+    return {k.keyid for k in spec.keys}, spec.threshold
 
 
 def _target(versions: list[str], current: str | None, bad: set[str]) -> str | None:
@@ -334,10 +370,13 @@ class DeployService:
         *,
         channel: str | None = None,
         to: Sequence[PeerRecord] = (),
+        signers: Sequence[Path] = (),
     ) -> dict[str, Any]:
         """Build ``directory``, add its version to the channel (created on first use) and point
-        the channel's name record at the new tree."""
+        the channel's name record at the new tree. ``signers``: key files for the roles the
+        node's own key does not hold (after a rotation); checked before anything is built."""
         spec = load_bundle(Path(directory))
+        keys = self._signers(signers)
         name = check_channel_name(channel or spec.name)
         if name != spec.name:
             raise BundleError(
@@ -358,6 +397,13 @@ class DeployService:
                         **pushed,
                     }
                 raise ChannelError(f"version {spec.version} is already published on {name}")
+            short = _shortfalls(
+                chan.root.signed.version, chan.role_keys, ("targets", "snapshot", "timestamp"), keys
+            )
+            if short:
+                raise ChannelError(
+                    f"cannot publish on {name}: {'; '.join(short)} (pass --signer FILE)"
+                )
             descriptor, put = await self.build(Path(directory), to=to)
             target = descriptor.to_bytes()
             sealed = None
@@ -369,7 +415,7 @@ class DeployService:
                 target = seal_pointer(sealed, descriptor).to_bytes()
             self.state.unpushed.add(name)
             self._save()
-            await asyncio.to_thread(chan.publish, spec.version, target, [self.signer])
+            await asyncio.to_thread(chan.publish, spec.version, target, keys)
             pushed = await self._push(name)
         self._start_upkeep()
         answer = {
@@ -385,6 +431,82 @@ class DeployService:
             **pushed,
         }
         return answer
+
+    def _signers(self, files: Sequence[Path]) -> list[QizSigner]:
+        """The node's own signer and those of the key ``files`` (read now, held for one
+        change only)."""
+        return [self.signer, *(load_key_file(Path(f)) for f in files)]
+
+    async def rotate(
+        self,
+        name: str,
+        role: str,
+        keys: Sequence[str],
+        *,
+        threshold: int = 1,
+        signers: Sequence[Path] = (),
+    ) -> dict[str, Any]:
+        """A new root version of channel NAME in which ``role`` is held by ``keys`` (key file
+        paths, or ``node`` for this node's own key), ``threshold`` of them: signed by the
+        current root's threshold and, as TUF asks, the new one's; the roles whose keys changed
+        are re-signed by their new keys. Then the channel is pushed as publish does."""
+        name = check_channel_name(name)
+        if role not in ROLES:
+            raise ChannelError(f"role must be one of {', '.join(ROLES)}, not {role[:32]!r}")
+        if not keys:
+            raise ChannelError(f"give the {role} role at least one key (--key FILE or node)")
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ChannelError("the threshold must be a whole number of at least 1")
+        if threshold > len(keys):
+            raise ChannelError(
+                f"a threshold of {threshold} cannot be met by the {len(keys)} keys given"
+            )
+        if name not in self._channel_names():
+            raise UnknownBundle(
+                f"this node publishes no channel {name} (qiz deploy ls lists them; the first "
+                "qiz deploy publish makes one)"
+            )
+        public = [
+            self.signer.public_key if key == NODE_KEY else load_key_file(Path(key)).public_key
+            for key in keys
+        ]
+        held = self._signers(signers)
+        async with self._lock(f"publish:{name}"):
+            chan = Channel(self._channel_dir(name))
+            old = chan.role_keys
+            roles = {**old, role: RoleKeys(tuple(public), threshold)}
+            version = chan.root.signed.version
+            changed = [r for r in ROLES[1:] if _ids(old[r]) != _ids(roles[r])]
+            resigned = sorted({r for c in changed for r in (c, *_ROLE_CHAIN.get(c, ()))})
+            short = _shortfalls(version, old, ["root"], held) + _shortfalls(
+                version + 1, roles, ["root", *resigned], held
+            )
+            if short:
+                raise ChannelError(f"cannot rotate {name}: {'; '.join(short)} (pass --signer FILE)")
+            self.state.unpushed.add(name)
+            self._save()
+            await asyncio.to_thread(chan.rotate, roles, held)
+            pushed = await self._push(name)
+        self._start_upkeep()
+        return {
+            "channel": str(ChannelRef(self.identity.node_id, name)),
+            "name": name,
+            "root_version": chan.root.signed.version,
+            "roles": self._roles_of(chan),
+            **pushed,
+        }
+
+    def _roles_of(self, chan: Channel) -> dict[str, Any]:
+        """Each role's key ids and threshold (``node`` marks this node's own key)."""
+        own = self.signer.public_key.keyid
+        return {
+            role: {
+                "keyids": [k.keyid for k in spec.keys],
+                "threshold": spec.threshold,
+                "node_key": any(k.keyid == own for k in spec.keys),
+            }
+            for role, spec in chan.role_keys.items()
+        }
 
     def _channel_dir(self, name: str) -> Path:
         return self.home / CHANNELS_DIR / name
@@ -457,13 +579,28 @@ class DeployService:
         for name in self._channel_names():
             try:
                 async with self._lock(f"publish:{name}"):
-                    chan = Channel(self._channel_dir(name))
-                    await asyncio.to_thread(chan.renew, [self.signer])
+                    await self._renew_one(name)
                     await self._push(name)
                 done.append(name)
             except QizError as exc:
                 log.warning("deploy: cannot renew channel %s: %s", name, exc)
         return done
+
+    async def _renew_one(self, name: str) -> None:
+        """Renew with the node's own key what it can. When a role due for renewal is held by
+        offline keys, only the timestamp is re-signed (if the node holds it) and the rest is
+        logged: its keys' holder must publish with --signer before it expires."""
+        chan = Channel(self._channel_dir(name))
+        try:
+            await asyncio.to_thread(chan.renew, [self.signer])
+            return
+        except ChannelError as exc:
+            if _shortfalls(chan.root.signed.version, chan.role_keys, ["timestamp"], [self.signer]):
+                log.warning("deploy: cannot renew channel %s with this node's key: %s", name, exc)
+                return
+            log.warning("deploy: channel %s: renewing its timestamp only: %s", name, exc)
+        only = Channel(self._channel_dir(name), expiry=_TIMESTAMP_ONLY)
+        await asyncio.to_thread(only.renew, [self.signer])
 
     # ------------------------------------------------------------------ following
 

@@ -24,11 +24,18 @@ that up. The two types:
 
 Key ids are securesystemslib's default: SHA-256 of the canonical JSON of
 ``{keytype, scheme, keyval}``.
+
+A channel key kept apart from any node (``qiz deploy keygen``) is a *key file*: the same
+``QIZKEY`` file a node's identity is kept in (:mod:`qiz.crypto.keyfile`, plain mode, a checksum
+over the secret), holding the canonical CBOR map ``{"type": "qiz-composite", "mldsa65": seed,
+"ed25519": seed}`` or ``{"type": "qiz-slh-dsa", "secret": sk, "public": pk}``
+(:func:`key_file_bytes`, :func:`load_key_file`). Written with mode 0600.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from securesystemslib.exceptions import UnverifiedSignatureError, VerificationError
@@ -42,10 +49,14 @@ from securesystemslib.signer import (
     Signer,
 )
 
-from qiz.crypto import slhdsa
+from qiz.crypto import keyfile, slhdsa
 from qiz.crypto.composite import CompositePublicKey, CompositeSigningKey
 from qiz.crypto.errors import CryptoError, InvalidSignature
+from qiz.deploy.errors import ChannelError
 from qiz.deploy.limits import MAX_SIGNATURE_HEX
+from qiz.fsio import FileTooLarge, read_bounded
+from qiz.wire import cbor
+from qiz.wire.cbor import WireError
 
 CONTEXT = "qiz/deploy/tuf"
 COMPOSITE_KEYTYPE = "qiz-composite"
@@ -53,6 +64,7 @@ COMPOSITE_SCHEME = "mldsa65-ed25519"
 SLHDSA_KEYTYPE = "qiz-slh-dsa"
 SLHDSA_SCHEME = "slh-dsa-shake-128s"
 HOME_URI_SCHEME = "qiz-home"
+NODE_KEY = "node"  # names a node's own identity key where key files are listed (deploy rotate)
 
 
 def default_keyid(keytype: str, scheme: str, keyval: dict[str, Any]) -> str:
@@ -236,6 +248,65 @@ class SlhDsaSigner(Signer):
         secrets_handler: SecretsHandler | None = None,
     ) -> SlhDsaSigner:
         raise ValueError("SLH-DSA signers are made in memory (SlhDsaSigner(key)), not from a URI")
+
+
+QizSigner = CompositeSigner | SlhDsaSigner
+_KEY_FILE_BYTES = keyfile.MAX_SECRET + 64  # a plain key file: its secret plus head and digest
+
+
+def generate_signer(slh_dsa: bool = False) -> QizSigner:
+    """A new channel key: composite ML-DSA-65 + Ed25519, or SLH-DSA (for a long-lived root)."""
+    if slh_dsa:
+        return SlhDsaSigner.generate()
+    return CompositeSigner(CompositeSigningKey.generate())
+
+
+def key_file_bytes(signer: QizSigner) -> bytes:
+    """The key file holding ``signer``'s private key (see the module's docstring)."""
+    if isinstance(signer, CompositeSigner):
+        ml, ed = signer._key.seeds
+        body: dict[str, Any] = {"type": COMPOSITE_KEYTYPE, "mldsa65": ml, "ed25519": ed}
+    else:
+        body = {
+            "type": SLHDSA_KEYTYPE,
+            "secret": signer._key.secret,
+            "public": signer._key.public.raw,
+        }
+    return keyfile.encode(cbor.encode(body))
+
+
+def signer_from_bytes(data: bytes, name: str) -> QizSigner:
+    """The signer a key file's bytes hold; one :class:`ChannelError` line for anything else."""
+    try:
+        body = cbor.decode(keyfile.decode(data, name=name), what=name)
+    except (CryptoError, WireError) as exc:
+        raise ChannelError(f"{name} is not a channel key file: {exc}") from None
+    kind = body.get("type") if isinstance(body, dict) else None
+    try:
+        if kind == COMPOSITE_KEYTYPE:
+            return CompositeSigner(CompositeSigningKey(body["mldsa65"], body["ed25519"]))
+        if kind == SLHDSA_KEYTYPE:
+            public = slhdsa.SlhDsaPublicKey(bytes(body["public"]))
+            return SlhDsaSigner(slhdsa.SlhDsaSigningKey(bytes(body["secret"]), public))
+    except (KeyError, TypeError, CryptoError) as exc:
+        raise ChannelError(f"{name} is not a channel key file: {exc}") from None
+    raise ChannelError(
+        f"{name} is not a channel key file (a node's identity.key is given by its home, "
+        "see qiz deploy rotate --help)"
+        if kind is None
+        else f"{name} holds a key of unknown type {str(kind)[:32]!r}"
+    )
+
+
+def load_key_file(path: Path) -> QizSigner:
+    """The signer in the key file at ``path`` (one line if it is missing or not one)."""
+    try:
+        data = read_bounded(path, _KEY_FILE_BYTES, "key file")
+    except FileNotFoundError:
+        raise ChannelError(f"key file {path} does not exist") from None
+    except (OSError, FileTooLarge) as exc:
+        raise ChannelError(f"cannot read key file {path}: {exc}") from None
+    return signer_from_bytes(data, str(path))
 
 
 def register() -> None:
