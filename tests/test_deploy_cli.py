@@ -168,3 +168,46 @@ def test_node_errors_are_one_line_too(mesh: Mesh) -> None:
     assert "no bundle ghost is installed" in ghost
     twice = one_line_error(mesh.cli("a", "deploy", "unfollow", "hello"))
     assert "does not follow a channel hello" in twice
+
+
+def test_keygen_writes_a_private_key_file_once(tmp_path: Path) -> None:
+    made = ok_json(qiz(tmp_path, "deploy", "keygen", "c.key", "--json"))
+    assert made["keytype"] == "qiz-composite" and len(made["keyid"]) == 64
+    assert (tmp_path / "c.key").stat().st_mode & 0o777 == 0o600
+    slh = ok_json(qiz(tmp_path, "deploy", "keygen", "s.key", "--slh-dsa", "--json"))
+    assert slh["keytype"] == "qiz-slh-dsa" and slh["path"] == str(tmp_path / "s.key")
+    again = one_line_error(qiz(tmp_path, "deploy", "keygen", "c.key"))
+    assert "c.key already exists: keygen never overwrites" in again
+    home = tmp_path / "home"
+    role = one_line_error(
+        qiz(tmp_path, "--home", home, "deploy", "rotate", "x", "--role", "boss", "--key", "c.key")
+    )
+    assert "--role must be one of root, targets, snapshot, timestamp" in role
+    over = ["deploy", "rotate", "x", "--role", "root", "--key", "c.key", "--threshold", "2"]
+    assert "--threshold 2 is more than the 1 keys given" in one_line_error(qiz(tmp_path, *over))
+    gone = ["deploy", "rotate", "x", "--role", "root", "--key", "nope.key", "--json"]
+    assert "--key nope.key: no such key file" in one_line_error(qiz(tmp_path, *gone))
+
+
+def test_rotate_moves_targets_to_a_key_file_that_publish_then_needs(mesh: Mesh) -> None:
+    made = ok_json(mesh.cli("a", "deploy", "keygen", "targets.key", "--json"))
+    ghost = one_line_error(
+        mesh.cli("a", "deploy", "rotate", "nothing", "--role", "root", "--key", "node")
+    )
+    assert "this node publishes no channel nothing" in ghost
+    moved = ok_json(
+        mesh.cli(
+            "a", "deploy", "rotate", "hello", "--role", "targets", "--key", "targets.key",
+            "--signer", "targets.key", "--json",
+        )
+    )  # fmt: skip
+    assert moved["roles"]["targets"]["keyids"] == [made["keyid"]]
+    assert moved["roles"]["root"]["node_key"] and not moved["roles"]["targets"]["node_key"]
+    bundle(mesh.work / "v3", "3")
+    refused = one_line_error(mesh.cli("a", "deploy", "publish", "v3", "--json"))
+    assert f"targets of root v{moved['root_version']} needs 1 more of keys" in refused
+    assert made["keyid"][:16] in refused and "--signer" in refused
+    done = ok_json(mesh.cli("a", "deploy", "publish", "v3", "--signer", "targets.key", "--json"))
+    assert done["versions"][-1] == "3"
+    installed = ok_json(mesh.cli("b", "deploy", "install", f"{mesh.ids['a']}/hello", "--json"))
+    assert installed["version"] == "3"
