@@ -483,9 +483,9 @@ class DeployService:
             )
             if short:
                 raise ChannelError(f"cannot rotate {name}: {'; '.join(short)} (pass --signer FILE)")
-            self.state.unpushed.add(name)
-            self._save()
             await asyncio.to_thread(chan.rotate, roles, held)
+            self.state.unpushed.add(name)  # signed: the next renewal pushes it if this fails
+            self._save()
             pushed = await self._push(name)
         self._start_upkeep()
         return {
