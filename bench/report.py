@@ -164,17 +164,7 @@ def store_section(quick: bool, busy_ok: bool) -> str:
 
 def only_store(quick: bool) -> None:
     """Rerun the storage benchmark and replace (or append) only its section of the page."""
-    page = DOCS.read_text()
-    section = store_section(quick, "--busy-ok" in sys.argv)
-    if STORE_HEADING in page:
-        page = replace_section(page, STORE_HEADING, section)
-    else:
-        page = page.rstrip("\n") + "\n" + section
-    print()
-    print(page)
-    if "--no-write" not in sys.argv:
-        DOCS.write_text(page)
-        print(f"wrote {DOCS}")
+    only_section(STORE_HEADING, store_section(quick, "--busy-ok" in sys.argv))
 
 
 def deploy_section(quick: bool, busy_ok: bool) -> str:
