@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -88,6 +89,25 @@ def node_in(home: Path, identity: NodeIdentity, peers: list[str] | None) -> Node
         compute=ComputeConfig(worker=False),
         deploy=DeployConfig(refresh_every=0.2, stop_grace=1.0),
     )
+
+
+def on_mesh(
+    tmp_path: Path, size: int, body: Callable[[list[Node]], Awaitable[None]], timeout: float = 60
+) -> None:
+    """Run ``body`` on a fresh in-process mesh of ``size`` deploy nodes (stopped however it
+    ends)."""
+    identities = [NodeIdentity.generate() for _ in range(size)]
+
+    async def main() -> None:
+        nodes = await start_mesh(
+            size, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+        )
+        try:
+            await body(nodes)
+        finally:
+            await stop_all(nodes)
+
+    run(main(), timeout=timeout)
 
 
 def heartbeat(node: Node) -> str | None:
@@ -175,78 +195,62 @@ def test_publish_follow_upgrade_and_roll_back_by_themselves(tmp_path: Path) -> N
 def test_a_version_failing_its_health_check_is_rolled_back_on_the_follower(
     tmp_path: Path,
 ) -> None:
-    identities = [NodeIdentity.generate() for _ in range(3)]
-
-    async def main() -> None:
-        nodes = await start_mesh(
-            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+    async def body(nodes: list[Node]) -> None:
+        publisher, follower = nodes[0], nodes[1]
+        assert publisher.deploy is not None and follower.deploy is not None
+        service = follower.deploy
+        await publisher.deploy.publish(bundle(tmp_path / "v1", "1", healthy=True))
+        await service.follow(ChannelRef(publisher.node_id, "beat"))
+        await async_eventually(
+            lambda: service.status("beat")["state"] == "healthy", 20, "v1 healthy"
         )
-        try:
-            publisher, follower = nodes[0], nodes[1]
-            assert publisher.deploy is not None and follower.deploy is not None
-            service = follower.deploy
-            await publisher.deploy.publish(bundle(tmp_path / "v1", "1", healthy=True))
-            await service.follow(ChannelRef(publisher.node_id, "beat"))
-            await async_eventually(
-                lambda: service.status("beat")["state"] == "healthy", 20, "v1 healthy"
-            )
-            await publisher.deploy.publish(bundle(tmp_path / "v2", "2", healthy=False))
+        await publisher.deploy.publish(bundle(tmp_path / "v2", "2", healthy=False))
 
-            def rolled_back() -> bool:
-                status = service.status("beat")
-                return status["bad"] == ["2"] and status["state"] == "healthy"
-
-            await async_eventually(rolled_back, 30, "v2 rolled back for its health check")
+        def rolled_back() -> bool:
             status = service.status("beat")
-            assert status["current"] == "1" and status["rolled_back"] == ["2"]
-            assert "health check failed" in service.logs("beat")["text"]
-        finally:
-            await stop_all(nodes)
+            return status["bad"] == ["2"] and status["state"] == "healthy"
 
-    run(main(), timeout=60)
+        await async_eventually(rolled_back, 30, "v2 rolled back for its health check")
+        status = service.status("beat")
+        assert status["current"] == "1" and status["rolled_back"] == ["2"]
+        assert "health check failed" in service.logs("beat")["text"]
+
+    on_mesh(tmp_path, 3, body)
 
 
 def test_one_line_errors_for_what_a_user_gets_wrong(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    identities = [NodeIdentity.generate() for _ in range(3)]
+    async def body(nodes: list[Node]) -> None:
+        service = nodes[1].deploy
+        assert service is not None
+        with pytest.raises(ChannelUnavailable, match=r"deploy/nothing is not found"):
+            await service.install(ChannelRef(nodes[0].node_id, "nothing"))
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        with pytest.raises(BundleError, match=r"has no qiz-bundle\.toml"):
+            await service.publish(empty)
+        with pytest.raises(BundleError, match="cannot go on channel other"):
+            await service.publish(bundle(tmp_path / "b", "1"), channel="other")
+        with pytest.raises(UnknownBundle, match="no bundle ghost is installed"):
+            service.status("ghost")
+        # a channel grown past what followers read is refused at publish, not published
+        from qiz.deploy import service as service_module
 
-    async def main() -> None:
-        nodes = await start_mesh(
-            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
-        )
-        try:
-            service = nodes[1].deploy
-            assert service is not None
-            with pytest.raises(ChannelUnavailable, match=r"deploy/nothing is not found"):
-                await service.install(ChannelRef(nodes[0].node_id, "nothing"))
-            empty = tmp_path / "empty"
-            empty.mkdir()
-            with pytest.raises(BundleError, match=r"has no qiz-bundle\.toml"):
-                await service.publish(empty)
-            with pytest.raises(BundleError, match="cannot go on channel other"):
-                await service.publish(bundle(tmp_path / "b", "1"), channel="other")
-            with pytest.raises(UnknownBundle, match="no bundle ghost is installed"):
-                service.status("ghost")
-            # a channel grown past what followers read is refused at publish, not published
-            from qiz.deploy import service as service_module
+        with monkeypatch.context() as patch:
+            patch.setattr(service_module, "MAX_CHANNEL_TREE_FILES", 1)
+            with pytest.raises(ChannelError, match="followers read at most 1 files"):
+                await nodes[0].deploy.publish(bundle(tmp_path / "grown", "1"))  # type: ignore[union-attr]
+        # trust is anchored to a whole node id: never a prefix nor an address
+        api = NodeAPI(nodes[1])
+        owner = str(nodes[0].node_id)
+        for channel in (f"{owner[:12]}/deploy/beat", f"{nodes[0].address}/deploy/beat"):
+            with pytest.raises(BundleError, match="its owner is not a node id"):
+                await api.deploy_install(channel)
+            with pytest.raises(BundleError, match="its owner is not a node id"):
+                await api.deploy_follow(channel)
 
-            with monkeypatch.context() as patch:
-                patch.setattr(service_module, "MAX_CHANNEL_TREE_FILES", 1)
-                with pytest.raises(ChannelError, match="followers read at most 1 files"):
-                    await nodes[0].deploy.publish(bundle(tmp_path / "grown", "1"))  # type: ignore[union-attr]
-            # trust is anchored to a whole node id: never a prefix nor an address
-            api = NodeAPI(nodes[1])
-            owner = str(nodes[0].node_id)
-            for channel in (f"{owner[:12]}/deploy/beat", f"{nodes[0].address}/deploy/beat"):
-                with pytest.raises(BundleError, match="its owner is not a node id"):
-                    await api.deploy_install(channel)
-                with pytest.raises(BundleError, match="its owner is not a node id"):
-                    await api.deploy_follow(channel)
-        finally:
-            await stop_all(nodes)
-
-    run(main(), timeout=60)
+    on_mesh(tmp_path, 3, body)
 
 
 def test_a_follower_never_moves_backwards_nor_to_a_bad_version() -> None:
@@ -262,36 +266,28 @@ def test_a_follower_never_moves_backwards_nor_to_a_bad_version() -> None:
 
 
 def test_a_sealed_bundle_installs_on_its_recipient_only(tmp_path: Path) -> None:
-    identities = [NodeIdentity.generate() for _ in range(4)]
-
-    async def main() -> None:
-        nodes = await start_mesh(
-            4, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
+    async def body(nodes: list[Node]) -> None:
+        publisher, recipient, other = nodes[0], nodes[1], nodes[2]
+        assert publisher.deploy and recipient.deploy and other.deploy
+        ref = ChannelRef(publisher.node_id, "beat")
+        answer = await publisher.deploy.publish(
+            bundle(tmp_path / "v1", "1"), to=[recipient.record()]
         )
-        try:
-            publisher, recipient, other = nodes[0], nodes[1], nodes[2]
-            assert publisher.deploy and recipient.deploy and other.deploy
-            ref = ChannelRef(publisher.node_id, "beat")
-            answer = await publisher.deploy.publish(
-                bundle(tmp_path / "v1", "1"), to=[recipient.record()]
-            )
-            assert answer["sealed_to"] == [str(recipient.node_id)]
-            assert answer["sealed_descriptor"] is not None
-            # the channel's files name no bundle file, command or manifest
-            channel = publisher.control_dir / "deploy-channels" / "beat"  # type: ignore[operator]
-            served = b"".join(p.read_bytes() for p in channel.rglob("*") if p.is_file())
-            assert b"app.py" not in served and b"qiz-bundle.toml" not in served
-            installed = await recipient.deploy.install(ref)
-            assert installed["installed"] and installed["version"] == "1"
-            current = recipient.control_dir / "deploy" / "beat" / "current"  # type: ignore[operator]
-            assert (current / "run.sh").stat().st_mode & 0o777 == 0o555
-            assert (current / "app.py").stat().st_mode & 0o777 == 0o444
-            with pytest.raises(SealedToOthers, match="sealed to other nodes"):
-                await other.deploy.install(ref)
-        finally:
-            await stop_all(nodes)
+        assert answer["sealed_to"] == [str(recipient.node_id)]
+        assert answer["sealed_descriptor"] is not None
+        # the channel's files name no bundle file, command or manifest
+        channel = publisher.control_dir / "deploy-channels" / "beat"  # type: ignore[operator]
+        served = b"".join(p.read_bytes() for p in channel.rglob("*") if p.is_file())
+        assert b"app.py" not in served and b"qiz-bundle.toml" not in served
+        installed = await recipient.deploy.install(ref)
+        assert installed["installed"] and installed["version"] == "1"
+        current = recipient.control_dir / "deploy" / "beat" / "current"  # type: ignore[operator]
+        assert (current / "run.sh").stat().st_mode & 0o777 == 0o555
+        assert (current / "app.py").stat().st_mode & 0o777 == 0o444
+        with pytest.raises(SealedToOthers, match="sealed to other nodes"):
+            await other.deploy.install(ref)
 
-    run(main(), timeout=60)
+    on_mesh(tmp_path, 4, body)
 
 
 def test_the_deploy_table_of_config_toml_is_checked() -> None:
@@ -378,65 +374,49 @@ def test_a_quantum_container_submits_its_qaoa_job_whose_verified_result_appears(
 
 
 def test_old_versions_are_pruned_as_new_ones_arrive(tmp_path: Path) -> None:
-    identities = [NodeIdentity.generate() for _ in range(3)]
+    async def body(nodes: list[Node]) -> None:
+        publisher, follower = nodes[0], nodes[1]
+        assert publisher.deploy is not None and follower.deploy is not None
+        ref = ChannelRef(publisher.node_id, "beat")
+        for version in ("1", "2", "3", "4", "5"):
+            await publisher.deploy.publish(bundle(tmp_path / version, version))
+            assert (await follower.deploy.install(ref))["version"] == version
+        status = follower.deploy.status("beat")
+        assert status["installed"] == ["3", "4", "5"]
+        assert (status["current"], status["previous"]) == ("5", "4")
+        home = follower.control_dir
+        assert home is not None and not (home / "deploy" / "beat" / "1").exists()
 
-    async def main() -> None:
-        nodes = await start_mesh(
-            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
-        )
-        try:
-            publisher, follower = nodes[0], nodes[1]
-            assert publisher.deploy is not None and follower.deploy is not None
-            ref = ChannelRef(publisher.node_id, "beat")
-            for version in ("1", "2", "3", "4", "5"):
-                await publisher.deploy.publish(bundle(tmp_path / version, version))
-                assert (await follower.deploy.install(ref))["version"] == version
-            status = follower.deploy.status("beat")
-            assert status["installed"] == ["3", "4", "5"]
-            assert (status["current"], status["previous"]) == ("5", "4")
-            home = follower.control_dir
-            assert home is not None and not (home / "deploy" / "beat" / "1").exists()
-        finally:
-            await stop_all(nodes)
-
-    run(main(), timeout=60)
+    on_mesh(tmp_path, 3, body)
 
 
 def test_a_publication_whose_tree_failed_is_retried_by_publishing_again(tmp_path: Path) -> None:
-    identities = [NodeIdentity.generate() for _ in range(3)]
+    async def body(nodes: list[Node]) -> None:
+        publisher, follower = nodes[0], nodes[1]
+        service = publisher.deploy
+        assert service is not None and follower.deploy is not None
+        source = bundle(tmp_path / "v1", "1")
+        real_put = service.store.put
 
-    async def main() -> None:
-        nodes = await start_mesh(
-            3, lambda peers, i: node_in(tmp_path / f"n{i}", identities[i], peers)
-        )
-        try:
-            publisher, follower = nodes[0], nodes[1]
-            service = publisher.deploy
-            assert service is not None and follower.deploy is not None
-            source = bundle(tmp_path / "v1", "1")
-            real_put = service.store.put
+        async def failing_put(path: Path, **kwargs: object) -> object:
+            if Path(path).name == "beat":  # the channel's tree, not the bundle
+                raise StoreError("0 of the 2 holders needed accepted")
+            return await real_put(path, **kwargs)  # type: ignore[arg-type]
 
-            async def failing_put(path: Path, **kwargs: object) -> object:
-                if Path(path).name == "beat":  # the channel's tree, not the bundle
-                    raise StoreError("0 of the 2 holders needed accepted")
-                return await real_put(path, **kwargs)  # type: ignore[arg-type]
+        service.store.put = failing_put  # type: ignore[method-assign]
+        with pytest.raises(StoreError):
+            await service.publish(source)
+        service.store.put = real_put  # type: ignore[method-assign]
+        with pytest.raises(ChannelUnavailable):
+            await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
+        again = await service.publish(source)
+        assert again["retried"] and again["versions"] == ["1"]
+        with pytest.raises(DeployError, match="already published"):
+            await service.publish(source)
+        installed = await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
+        assert installed["version"] == "1"
 
-            service.store.put = failing_put  # type: ignore[method-assign]
-            with pytest.raises(StoreError):
-                await service.publish(source)
-            service.store.put = real_put  # type: ignore[method-assign]
-            with pytest.raises(ChannelUnavailable):
-                await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
-            again = await service.publish(source)
-            assert again["retried"] and again["versions"] == ["1"]
-            with pytest.raises(DeployError, match="already published"):
-                await service.publish(source)
-            installed = await follower.deploy.install(ChannelRef(publisher.node_id, "beat"))
-            assert installed["version"] == "1"
-        finally:
-            await stop_all(nodes)
-
-    run(main(), timeout=60)
+    on_mesh(tmp_path, 3, body)
 
 
 def test_channel_keys_rotate_to_two_of_three_and_move_targets_offline(
