@@ -19,7 +19,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +242,23 @@ def node_processes(cwd: Path) -> Iterator[Callable[..., NodeProcess]]:
     finally:
         for node in started:
             node.kill()
+
+
+@contextlib.contextmanager
+def deploy_mesh(work: Path, names: Sequence[str]) -> Iterator[dict[str, NodeProcess]]:
+    """``qiz node start`` processes (no workers) named ``names`` in ``work``, all linked to the
+    first, with the pool at k=1 of n=2 (a small mesh still places a column) and followers that
+    refresh every 0.5 s: the deploy engine's CLI and dashboard tests. Killed on the way out."""
+    for name in names:
+        ok_json(qiz(work, "--home", name, "init", "--json"))
+        with (work / name / "config.toml").open("a") as config:
+            config.write("\n[store]\nk = 1\nn = 2\n\n[deploy]\nrefresh_every = 0.5\n")
+    with node_processes(work) as start:
+        first = start(names[0], args=["--no-worker"])
+        rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in names[1:]]
+        links = len(names) - 1
+        eventually(lambda: len((node_status(first) or {}).get("links", [])) == links, 60, "links")
+        yield dict(zip(names, [first, *rest], strict=True))
 
 
 def node_status(node: NodeProcess) -> dict | None:

@@ -17,9 +17,8 @@ import pytest
 
 from .helpers import (
     NodeProcess,
+    deploy_mesh,
     eventually,
-    node_processes,
-    node_status,
     ok_json,
     one_line_error,
     qiz,
@@ -88,15 +87,8 @@ class Mesh:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     work = tmp_path_factory.mktemp("deploy")
-    for name in NAMES:
-        ok_json(qiz(work, "--home", name, "init", "--json"))
-        with (work / name / "config.toml").open("a") as config:
-            config.write("\n[store]\nk = 1\nn = 2\n\n[deploy]\nrefresh_every = 0.5\n")
-    with node_processes(work) as start:
-        first = start("a", args=["--no-worker"])
-        rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
-        eventually(lambda: len((node_status(first) or {}).get("links", [])) == 2, 60, "links")
-        yield Mesh(work, dict(zip(NAMES, [first, *rest], strict=True)))
+    with deploy_mesh(work, NAMES) as nodes:
+        yield Mesh(work, nodes)
 
 
 def test_publish_on_one_node_install_and_run_on_another(mesh: Mesh) -> None:

@@ -26,7 +26,7 @@ from qiz.deploy.bundle import check_name, check_version
 from qiz.deploy.errors import BundleError
 
 from . import test_dashboard_browser as dashboard
-from .helpers import NodeProcess, eventually, node_processes, node_status, ok_json, qiz
+from .helpers import NodeProcess, deploy_mesh, eventually, ok_json, qiz
 
 pytestmark = pytest.mark.timeout(120)
 NAMES = ("a", "b", "c")
@@ -51,15 +51,8 @@ def bundle(directory: Path, version: str) -> Path:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, NodeProcess]]]:
     work = tmp_path_factory.mktemp("deploy-dash")
-    for name in NAMES:
-        ok_json(qiz(work, "--home", name, "init", "--json"))
-        with (work / name / "config.toml").open("a") as config:
-            config.write("\n[store]\nk = 1\nn = 2\n\n[deploy]\nrefresh_every = 0.5\n")
-    with node_processes(work) as start:
-        first = start("a", args=["--no-worker"])
-        rest = [start(n, peers=[first.bootstrap], args=["--no-worker"]) for n in NAMES[1:]]
-        eventually(lambda: len((node_status(first) or {}).get("links", [])) == 2, 60, "links")
-        yield work, dict(zip(NAMES, [first, *rest], strict=True))
+    with deploy_mesh(work, NAMES) as nodes:
+        yield work, nodes
 
 
 def done(answer: dict[str, Any]) -> dict[str, Any]:
