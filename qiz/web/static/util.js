@@ -155,6 +155,19 @@ function copyIcon() {
     svg("rect", { x: "2", y: "4.5", width: "9", height: "10", rx: "1.5" }));
 }
 
+// When each id's "copied" mark ends: the tables are redrawn every second, so the mark lives
+// here, not on a button that the next refresh replaces.
+const COPIED_MS = 1500;
+const copiedUntil = new Map();
+
+function markCopied(button, id) {
+  const left = (copiedUntil.get(id) ?? 0) - Date.now();
+  if (left <= 0) { copiedUntil.delete(id); return; }
+  button.classList.add("copied");
+  button.title = "copied";
+  setTimeout(() => { button.classList.remove("copied"); button.title = "copy " + id; }, left);
+}
+
 // A long id that fits its cell: ellipsized by CSS (the text is whole, so it can be found and
 // selected), the full id on hover, and a button that copies it.
 export function idBox(id, { href, testid } = {}) {
@@ -162,13 +175,18 @@ export function idBox(id, { href, testid } = {}) {
   const text = href ? el("a", { class: "id", href, title: id, "data-testid": testid }, id)
     : el("span", { class: "id", title: id, "data-testid": testid }, id);
   const button = el("button", { type: "button", class: "copy", title: "copy " + id, "aria-label": "copy the full id" }, copyIcon());
+  markCopied(button, id);  // copied just before this redraw: still says so
   button.addEventListener("click", async (event) => {
     event.stopPropagation();
     event.preventDefault();
-    const ok = await copyText(id);
-    button.classList.add(ok ? "copied" : "failed");
-    button.title = ok ? "copied" : "could not copy: select the id and copy it";
-    setTimeout(() => { button.classList.remove("copied", "failed"); button.title = "copy " + id; }, 1500);
+    if (await copyText(id)) {
+      copiedUntil.set(id, Date.now() + COPIED_MS);
+      markCopied(button, id);
+      return;
+    }
+    button.classList.add("failed");
+    button.title = "could not copy: select the id and copy it";
+    setTimeout(() => { button.classList.remove("failed"); button.title = "copy " + id; }, COPIED_MS);
   });
   return el("span", { class: "idbox" }, text, button);
 }
