@@ -54,6 +54,9 @@ def guard_memory() -> bool:
     are then closed to other processes of the same user (ptrace too), such as a bundle the
     node runs for a publisher it follows, which could otherwise read the passphrase a detached
     node was started with from the environment. Root's processes can still look: run a node
-    as its own user. True when Linux took it."""
+    as its own user. A node does it only when its passphrase is in its environment: the rest
+    of what it holds is on disk, where a bundle of the same user reads it anyway, and tools
+    that find a run's processes by their environment (the demo's leftover check) keep
+    working. True when Linux took it."""
     prctl = _prctl()
     return prctl is not None and prctl(PR_SET_DUMPABLE, 0) == 0
