@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qiz import wire
-from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError
-from qiz.identity.peer_record import CONTEXT, MAX_RECORD_SIZE, parse_address
+from qiz.identity import NodeIdentity, PeerRecord, PeerRecordError, RelayAddress
+from qiz.identity.peer_record import CONTEXT, MAX_RECORD_RELAYS, MAX_RECORD_SIZE, parse_address
 
 NOW = 1_800_000_000.0
 
@@ -153,3 +153,35 @@ def test_verified_record_cache_gives_the_same_answers(
     for _ in range(2):  # a bad record is never cached
         with pytest.raises(PeerRecordError):
             cache.verify(bytes(forged), now=NOW)
+
+
+def test_relays_round_trip_and_a_record_without_them_is_unchanged(
+    record: PeerRecord, alice: NodeIdentity, bob: NodeIdentity
+) -> None:
+    relay = RelayAddress(bob.node_id, "10.77.0.2:7450")
+    relayed = PeerRecord.create(alice, [], seq=6, now=NOW, relays=[relay])
+    again = PeerRecord.verify(relayed.raw, now=NOW + 1, expected_id=alice.node_id)
+    assert again.relays == (relay,)
+    assert again.addresses == ()
+    assert str(relay) == f"{bob.node_id}@10.77.0.2:7450"
+    # no relays: the field is absent, so the encoding is what it was before the field existed
+    assert "relays" not in wire.decode(record.raw, max_size=MAX_RECORD_SIZE)
+    assert record.relays == ()
+
+
+def test_malformed_relays_are_refused_with_a_reason(alice: NodeIdentity, bob: NodeIdentity) -> None:
+    fields = wire.decode(
+        PeerRecord.create(alice, [], seq=1, now=NOW).raw, max_size=MAX_RECORD_SIZE
+    )
+    good = [bob.node_id.digest, "10.77.0.2:7450"]
+    for relays, reason in (
+        ([], "relays must be a list of 1 to 4"),
+        ([good] * (MAX_RECORD_RELAYS + 1), "relays must be a list of 1 to 4"),
+        ("10.77.0.2:7450", "relays must be a list"),
+        ([[b"short", "10.77.0.2:7450"]], "relay is malformed"),
+        ([[bob.node_id.digest, "relay.example:1"]], "relay is malformed"),
+        ([[bob.node_id.digest]], "relay is [id digest"),
+        ([[bob.node_id.digest, 7450]], "relay is [id digest"),
+    ):
+        with pytest.raises(PeerRecordError, match=reason.replace("[", r"\[")):
+            PeerRecord.verify(resign(alice, {**fields, "relays": relays}), now=NOW)

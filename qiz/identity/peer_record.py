@@ -6,6 +6,10 @@ A record is canonical CBOR of a map::
      "addrs": ["127.0.0.1:4000", "[::1]:4000", ...], "seq": uint, "exp": uint (unix seconds),
      "sig": composite signature (3373)}
 
+plus, for a node nobody can dial directly (behind NAT, see docs/nat.md), an optional
+``"relays": [[relay id digest (32 bytes), "ip:port"], ...]``: the relays it holds a reservation
+on. A record without relays omits the key, so its encoding is the same as before the field.
+
 ``sig`` signs the canonical encoding of the same map without ``sig``, under the context
 ``"qiz/peer-record/v1"``. A record is accepted only if it is at most :data:`MAX_RECORD_SIZE`
 bytes (checked before parsing), is canonical, ``id`` equals SHA3-256 over the domain tag and
@@ -33,6 +37,8 @@ CONTEXT = "qiz/peer-record/v1"
 MAX_RECORD_SIZE = 8 * 1024
 MAX_ADDRESSES = 16
 MAX_ADDRESS_LENGTH = 64
+# Relays a record may name (docs/nat.md section 3): a private node reserves on 2 by default.
+MAX_RECORD_RELAYS = 4
 DEFAULT_LIFETIME = 24 * 3600
 # The largest integer a record may carry (seq, exp): SQLite's INTEGER is a signed 64-bit number,
 # and every integer of a record ends up in a record store. A larger one (CBOR allows up to
@@ -76,6 +82,38 @@ def check_record_int(value: object, what: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayAddress:
+    """A relay that forwards circuits to a record's node: the relay's id (so a dialler can reuse
+    a link it has to it, and pin who must answer) and where it listens."""
+
+    node_id: NodeId
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.node_id}@{self.address}"
+
+
+def _parse_relays(value: object) -> tuple[RelayAddress, ...]:
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_RECORD_RELAYS:
+        raise PeerRecordError(f"peer record relays must be a list of 1 to {MAX_RECORD_RELAYS}")
+    relays = []
+    for entry in value:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not isinstance(entry[0], bytes)
+            or not isinstance(entry[1], str)
+        ):
+            raise PeerRecordError("a peer record relay is [id digest, \"ip:port\"]")
+        try:
+            relays.append(RelayAddress(NodeId(entry[0]), entry[1]))
+            parse_address(entry[1])
+        except ValueError as exc:
+            raise PeerRecordError(f"peer record relay is malformed: {exc}") from None
+    return tuple(relays)
+
+
+@dataclass(frozen=True, slots=True)
 class PeerRecord:
     """A verified (or freshly signed) peer record. Build one with :meth:`create` or
     :meth:`verify`; the raw bytes are kept so that what is forwarded is what was signed."""
@@ -87,6 +125,7 @@ class PeerRecord:
     seq: int
     expires: int
     raw: bytes
+    relays: tuple[RelayAddress, ...] = ()
 
     @classmethod
     def create(
@@ -97,6 +136,7 @@ class PeerRecord:
         seq: int,
         now: float,
         lifetime: int = DEFAULT_LIFETIME,
+        relays: list[RelayAddress] | tuple[RelayAddress, ...] = (),
     ) -> PeerRecord:
         """Sign a record for ``identity``. ``now`` is injected so tests control time."""
         for address in addresses:
@@ -113,6 +153,8 @@ class PeerRecord:
             "seq": seq,
             "exp": int(now) + lifetime,
         }
+        if relays:
+            body["relays"] = [[relay.node_id.digest, relay.address] for relay in relays]
         signature = identity.sign(wire.encode(body), CONTEXT)
         raw = wire.encode({**body, "sig": signature})
         return cls.verify(raw, now=now)
@@ -144,7 +186,7 @@ class PeerRecord:
         if fields.get("v") != FORMAT:
             raise PeerRecordError(f"peer record has unknown format {fields.get('v')!r}")
         expected_keys = {"v", "id", "sk", "xk", "addrs", "seq", "exp", "sig"}
-        if set(fields) != expected_keys:
+        if set(fields) not in (expected_keys, expected_keys | {"relays"}):
             raise PeerRecordError("peer record has missing or unknown fields")
         node_digest, sk, xk, sig = fields["id"], fields["sk"], fields["xk"], fields["sig"]
         addrs, seq, exp = fields["addrs"], fields["seq"], fields["exp"]
@@ -163,6 +205,7 @@ class PeerRecord:
             claimed = NodeId(node_digest)
         except (ValueError, InvalidKey) as exc:
             raise PeerRecordError(f"peer record is malformed: {exc}") from None
+        relays = _parse_relays(fields["relays"]) if "relays" in fields else ()
         if NodeId.from_public_key(sk) != claimed:
             raise PeerRecordError("peer record id does not match the hash of its signing keys")
         if expected_id is not None and claimed != expected_id:
@@ -174,7 +217,7 @@ class PeerRecord:
             raise PeerRecordError("peer record signature does not verify") from None
         if check_expiry and exp <= now:
             raise PeerRecordError("peer record has expired")
-        return cls(claimed, signing_key, xwing_key, tuple(addrs), seq, exp, bytes(raw))
+        return cls(claimed, signing_key, xwing_key, tuple(addrs), seq, exp, bytes(raw), relays)
 
 
 class VerifiedRecordCache:
