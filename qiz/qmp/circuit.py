@@ -71,9 +71,10 @@ class StreamEnd:
             return []
         if not data:
             return []
-        if self.buffered + len(data) > self.max_buffer:
+        left = self.buffered + len(data) - self.send_credit  # what would wait for credit
+        if left > self.max_buffer:
             raise StreamBufferFull(
-                f"stream buffer would hold {self.buffered + len(data)} bytes "
+                f"stream buffer would hold {left} bytes "
                 f"(at most {self.max_buffer})"
             )
         self._pending.append(bytes(data))
