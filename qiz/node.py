@@ -18,6 +18,7 @@ import logging
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,9 @@ from qiz.history import History
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
 from qiz.peer_ref import PeerRef, match_prefix, parse_peer_ref
+from qiz.qmp.autonat import NatConfig, NatService
 from qiz.qmp.errors import ErrorCode
+from qiz.qmp.interfaces import listen_addresses
 from qiz.qmp.manager import LinkManager, ManagerConfig, PeerLink
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
 from qiz.qmp.transport import Link, LinkError
@@ -99,6 +102,7 @@ class Node:
         http: FaceStarter | None = None,
         store: StoreConfig | None = None,
         deploy: DeployConfig | None = None,
+        nat: NatConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -136,7 +140,11 @@ class Node:
             events=self.events,
         )
         self.handlers.update(self.dht.handlers())
-        self.links.on_peer = self.dht.on_link
+        # observed addresses and reachability (docs/nat.md): a private node publishes no
+        # address nobody could dial
+        self.nat = NatService(self.links, config=nat, clock=clock, on_change=self._nat_changed)
+        self.handlers.update(self.nat.handlers())
+        self.links.on_peer = self._on_link
         # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
         # for known peers and is not held to the per-prefix cap on unknown ones
         self.links.known_peer = lambda peer_id: peer_id.digest in self.dht.table
@@ -223,13 +231,51 @@ class Node:
         return self.links.listener.address
 
     def record(self) -> PeerRecord:
-        """This node's signed peer record, re-signed when it is close to expiry."""
+        """This node's signed peer record, re-signed when it is close to expiry or when what
+        it publishes changed. A node found unreachable (private) publishes no address: nobody
+        could dial it there."""
         now = self.clock()
         if self._record is None or self._record.expires - now < 3600:
+            private = self.nat.state.reachability == "private"
             self._record = PeerRecord.create(
-                self.identity, self._addresses, seq=int(now * 1000), now=now
+                self.identity,
+                [] if private else self._addresses,
+                seq=max(int(now * 1000), self._record.seq + 1 if self._record else 0),
+                now=now,
             )
         return self._record
+
+    def nat_view(self) -> dict[str, Any]:
+        """Reachability, observed addresses, NAT mapping, relays in use and links by path: for
+        ``node status`` and ``qiz netcheck``."""
+        record = self.record()
+        paths = Counter(
+            row.get("path", "direct")
+            for row in self.links.peer_rows()
+            if row.get("state") == "online"
+        )
+        return {
+            **self.nat.state.snapshot(),
+            "published": list(record.addresses),
+            "relays": [str(relay) for relay in record.relays],
+            "links_direct": paths.get("direct", 0),
+            "links_relayed": paths.get("relayed", 0),
+            **self.nat.counters,
+        }
+
+    def _on_link(self, link: Link) -> None:
+        self.dht.on_link(link)
+        self.nat.on_link(link)
+
+    def _nat_changed(self) -> None:
+        """Reachability or public addresses changed: sign and publish a new record."""
+        self._record = None
+        if not self.tasks.closed and self.joined.is_set():
+            self.tasks.spawn(self._republish_self(), "republish record")
+
+    async def _republish_self(self) -> None:
+        with contextlib.suppress(LinkError, OSError, TimeoutError, QizError):
+            await self.dht.publish_self()
 
     async def start(self) -> None:
         """Take the home, listen, open the control socket and the faces, start discovery;
@@ -242,8 +288,9 @@ class Node:
             await self.links.start(self.listen)
             try:
                 await self._start_faces()
-                self._addresses = [self.address]
+                self._addresses = listen_addresses(self.address)
                 self._record = None
+                self.nat.start(self._addresses)
                 for address, expected in self.bootstrap:
                     self.links.pin(address, expected)
                 if self.lan is not None:
@@ -399,6 +446,7 @@ class Node:
         self.remember_peers()  # while the links are still up
         await self._close_control()
         await self.dht.stop()
+        await self.nat.close()
         if self.lan is not None:
             await self.lan.stop()
         if self.compute is not None:

@@ -149,6 +149,8 @@ class NodeStatus:
     link_counters: dict[str, int] = field(default_factory=dict)
     # the storage pool's figures (StoreService.stats); None when it is disabled
     store: dict[str, Any] | None = None
+    # reachability, observed addresses, NAT mapping, relays (docs/nat.md)
+    nat: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,15 @@ class NodeAPI:
             api_url=node.web.url if node.web is not None else None,
             link_counters=node.links.counters_snapshot(),
             store=self._store_stats(),
+            nat=node.nat_view(),
         )
+
+    async def netcheck(self) -> dict[str, Any]:
+        """Check reachability now (peers dial this node back) and say what the node knows of
+        its addresses: the ``netcheck`` operation."""
+        await self.node.joined.wait()
+        await self.node.nat.check()
+        return self.node.nat_view()
 
     def peers(self) -> dict[str, Any]:
         """This node's id and its peers: linked (online) and departed (offline)."""
@@ -1001,6 +1011,7 @@ OPERATIONS: dict[str, Operation] = {
         # as resolve does, so it is served over HTTP too (docs/qmp.md, "Naming a peer")
         Operation("ping", lambda api, a: api.ping(arg(a, "target"), arg(a, "count", int))),
         Operation("connect", lambda api, a: api.connect(arg(a, "target")), "POST", "/api/connect"),
+        Operation("netcheck", lambda api, a: api.netcheck(), "POST", "/api/netcheck"),
         Operation(
             "name_publish",
             lambda api, a: api.publish_name(arg(a, "label"), arg(a, "value"), arg(a, "ttl", int)),

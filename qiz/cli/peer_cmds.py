@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel=PANEL)(guarded(ping))
     app.command(rich_help_panel=PANEL)(guarded(peers))
     app.command(rich_help_panel=PANEL)(guarded(connect))
+    app.command(rich_help_panel=PANEL)(guarded(netcheck))
 
 
 def peer_ref(text: str) -> PeerRef:
@@ -232,6 +233,36 @@ def connect(
         console.print(
             f"{result['node_id']} at {result['address']} ({result['direction']}): {how}, "
             f"rtt {result['rtt_ms']:.2f} ms",
+            markup=False,
+        )
+
+    emit(as_json, result, human)
+
+
+# ---------------------------------------------------------------------------- netcheck
+
+
+def netcheck(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Ask the running node whether peers can dial it (they try to, now), and show where they
+    see it, how a NAT in front of it maps ports, and the relays it uses (docs/nat.md)."""
+    result = node_call(ctx.obj, "netcheck", 30.0)
+
+    def human() -> None:
+        reach = result["reachability"]
+        explain = {
+            "public": "peers can dial this node",
+            "private": "peers cannot dial this node: it is reached through relays",
+            "unknown": "not known yet (no peer could check)",
+        }[reach]
+        console.print(f"reachability  {reach}: {explain}", markup=False)
+        console.print(f"listening     {', '.join(result['listen']) or '-'}", markup=False)
+        seen = ", ".join(result["public_addresses"]) or "-"
+        console.print(f"seen at       {seen}", markup=False)
+        console.print(f"NAT mapping   {result['mapping']}", markup=False)
+        console.print(f"published     {', '.join(result['published']) or '-'}", markup=False)
+        console.print(f"relays        {', '.join(result['relays']) or '-'}", markup=False)
+        console.print(
+            f"links         {result['links_direct']} direct, {result['links_relayed']} relayed",
             markup=False,
         )
 
