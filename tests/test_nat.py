@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qiz.qmp.autonat import DIALBACK_PER_PEER, NatConfig
+from qiz.qmp.autonat import DIALBACK_PER_PEER, NatConfig, NatConfigError
 from qiz.qmp.interfaces import listen_addresses
 from qiz.qmp.observed import MAX_OBSERVATIONS, NatState
 from qiz.qmp.rpc import RpcError
@@ -142,3 +142,17 @@ def test_dialback_never_dials_a_third_party_and_is_rate_limited() -> None:
                 await rpc.call("nat.dialback", {"addrs": [asker.address]})
 
     run(body())
+
+
+def test_nat_config_table_is_checked_key_by_key() -> None:
+    assert NatConfig.from_table({}) == NatConfig()
+    assert NatConfig.from_table({"autonat": False, "check_every": 60}).check_every == 60.0
+    for table, reason in (
+        ({"autonat": "yes"}, "nat.autonat must be true or false"),
+        ({"check_every": 1}, "nat.check_every must be a number of seconds from 10"),
+        ({"check_every": True}, "nat.check_every"),
+        ({"chek_every": 60}, "has no key 'chek_every'"),
+        ([], r"\[nat\] must be a table"),
+    ):
+        with pytest.raises(NatConfigError, match=reason):
+            NatConfig.from_table(table)

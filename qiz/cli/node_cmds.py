@@ -32,6 +32,7 @@ from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
 from qiz.lifeline import guard_memory
 from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
+from qiz.qmp.autonat import NatConfig, NatConfigError
 from qiz.qmp.manager import ManagerConfig
 from qiz.resolve.dht import DhtConfig
 from qiz.store.config import StoreConfig, StoreConfigError
@@ -305,6 +306,14 @@ def _store_config(table: object) -> StoreConfig:
         raise UserError(str(exc)) from None
 
 
+def _nat_config(table: object) -> NatConfig:
+    """The ``[nat]`` table of config.toml (reachability checks); a bad key is one line."""
+    try:
+        return NatConfig.from_table(table)
+    except NatConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
 async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     session: Session,
     identity: NodeIdentity,
@@ -336,6 +345,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         http=_serve_api(api) if api is not None else None,
         store=_store_config(config.extra.get("store", {})),
         deploy=DeployConfig.from_table(config.extra.get("deploy", {})),
+        nat=_nat_config(config.extra.get("nat", {})),
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.
@@ -432,6 +442,15 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 f"{plural(store['columns'], 'column')} of {plural(store['contents'], 'content')} "
                 f"for {plural(store['peers'], 'peer')}, {size(store['bytes_stored'])} of "
                 f"{size(store['quota_bytes'])} lent (qiz store ls)",
+                markup=False,
+            )
+        nat = info.get("nat")
+        if nat:
+            relays = f", via {plural(len(nat['relays']), 'relay')}" if nat["relays"] else ""
+            seen = ", ".join(nat["public_addresses"]) or "not yet"
+            console.print(
+                f"reach    {nat['reachability']}{relays}; seen at {seen}; NAT mapping "
+                f"{nat['mapping']} (qiz netcheck)",
                 markup=False,
             )
         links = info["links"]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from qiz import QizError
 from qiz.crypto.ids import NodeId
 from qiz.identity import PeerRecord
 from qiz.identity.peer_record import PeerRecordError, parse_address
@@ -55,12 +56,41 @@ class DialbackRefused(RpcError):
         super().__init__("dialback-refused", message)
 
 
+class NatConfigError(QizError, ValueError):
+    """A bad ``[nat]`` table in config.toml: one line naming the key."""
+
+
 @dataclass
 class NatConfig:
     """``[nat]`` in config.toml."""
 
     autonat: bool = True  # ask peers to dial back (off: reachability stays "unknown")
     check_every: float = 300.0  # seconds between reachability checks
+
+    @classmethod
+    def from_table(cls, table: object) -> NatConfig:
+        if not isinstance(table, dict):
+            raise NatConfigError("config.toml: [nat] must be a table")
+        unknown = sorted(set(table) - {"autonat", "check_every"})
+        if unknown:
+            raise NatConfigError(f"config.toml: [nat] has no key {unknown[0]!r}")
+        config = cls()
+        if "autonat" in table:
+            if not isinstance(table["autonat"], bool):
+                raise NatConfigError("config.toml: nat.autonat must be true or false")
+            config.autonat = table["autonat"]
+        if "check_every" in table:
+            value = table["check_every"]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (10 <= value <= 86400)
+            ):
+                raise NatConfigError(
+                    "config.toml: nat.check_every must be a number of seconds from 10 to 86400"
+                )
+            config.check_every = float(value)
+        return config
 
 
 async def fetch_record(address: str, expected: NodeId, *, timeout: float) -> PeerRecord:
