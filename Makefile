@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean browser fuzz
+.PHONY: demo test lint bench clean browser netns fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ browser:
 	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get install -y --no-install-recommends chromium \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
 
-test: lint browser
+# The NAT traversal tests build networks in namespaces (tests/netns.py, docs/netns.md): they
+# need iproute2's ip and nftables' nft, from Debian, and root (they skip without it).
+netns:
+	@[ -x /usr/sbin/ip ] && [ -x /usr/sbin/nft ] || { $(SUDO) apt-get install -y --no-install-recommends iproute2 nftables \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends iproute2 nftables; }; }
+
+test: lint browser netns
 	$(BIN)/python -m pytest -q
 
 # The parsers' fuzz targets (tests/fuzz) with the long hypothesis profile: FUZZ_EXAMPLES per
