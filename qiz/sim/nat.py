@@ -452,10 +452,9 @@ def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float
         src, dst = int(a[e]), int(b[e])
         for relay in pop.relays[dst]:
             r = int(relay)
-            if r < 0:
-                break
             if (
-                carried[r] < config.max_circuits
+                r >= 0
+                and carried[r] < config.max_circuits
                 and per_target.get((r, dst), 0) < config.max_circuits_per_peer
                 and per_dialler.get((r, src), 0) < config.max_circuits_per_peer
             ):
@@ -463,7 +462,7 @@ def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float
                 per_target[(r, dst)] = per_target.get((r, dst), 0) + 1
                 per_dialler[(r, src)] = per_dialler.get((r, src), 0) + 1
                 break
-        else:
+        else:  # every relay in the record refused (or it names none)
             refused += 1
     servers = pop.serves_relay
     load = carried[servers] if servers.any() else np.zeros(1)
