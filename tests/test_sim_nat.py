@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import nat_sim
 from qiz.sim.nat import (
     FIRST,
     NEVER,
@@ -292,3 +298,15 @@ def test_any_mix_linkable_at_least_direct_and_shares_sum_to_one(
         # every public node is dialled directly, every other one never is at first try
         public = report.counts["public"] / config.nodes
         assert report.exact["direct first try"] == pytest.approx(public)
+
+
+def test_the_benchmark_prints_a_json_line_per_figure_and_a_table_by_kind(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures, default = nat_sim.run(quick=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["name"] for row in lines] == [f.name for f in figures]
+    assert {row["unit"] for row in lines} >= {"%", "circuits", "ms"}
+    table = nat_sim.by_class_table(default)
+    assert table.count("\n") == 1 + 9  # header, rule, one row per (dialler, target) kind
+    assert "symmetric -> symmetric" in table

@@ -259,7 +259,7 @@ def reserve(
     return relays, refusals
 
 
-def populate(config: NatConfig, seed: int, kinds: np.ndarray | None = None) -> Population:
+def populate(config: NatConfig, seed: int, kinds: Any = None) -> Population:
     """The nodes of one run: kinds (or the given ones), NAT quirks, places, scores, AutoNAT
     verdicts, the peers each dialled, and reservations."""
     kind = np.asarray(kinds, dtype=np.int8) if kinds is not None else None
@@ -481,6 +481,8 @@ def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float
         "demand max": float(asked.max()),
         "circuits refused": float(refused),
         "refused share": refused / len(relayed) if len(relayed) else 0.0,
+        # the links that exist in the end: not those to unreachable nodes, nor refused circuits
+        "linked share": 1.0 - (float((result == NEVER).sum()) + refused) / len(a),
     }
 
 
