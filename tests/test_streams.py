@@ -3,13 +3,19 @@ the stream multiplexer of qiz.qmp.streams on real QMP links."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections import deque
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from qiz import wire
+from qiz.events import EventBus
+from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.circuit import (
     CIRCUIT_WINDOW,
     MAX_STREAM_CHUNK,
@@ -17,6 +23,15 @@ from qiz.qmp.circuit import (
     StreamEnd,
     StreamProtocolError,
 )
+from qiz.qmp.connection import Connection
+from qiz.qmp.cookie import CookieAuthority
+from qiz.qmp.manager import LinkManager
+from qiz.qmp.rpc import CallContext, RpcEndpoint
+from qiz.qmp.streams import MAX_STREAMS_PER_LINK, CircuitTransport, StreamError
+from qiz.qmp.transport import Link
+
+from .helpers import HOST, manager, qmp, record_of, run
+from .helpers import async_eventually as eventually
 
 # ------------------------------------------------------------------ the credit account
 
@@ -173,3 +188,159 @@ class TwoEnds(RuleBasedStateMachine):
 
 TestTwoEnds = TwoEnds.TestCase
 TestTwoEnds.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+# ------------------------------------------------------------------ streams on real links
+
+
+def bare_manager() -> LinkManager:
+    identity = NodeIdentity.generate()
+    record = record_of(identity)
+
+    async def echo(ctx: CallContext, body: Any) -> Any:
+        return body
+
+    return LinkManager(
+        identity, lambda: record, {"qmp.ping": echo}, config=manager(), events=EventBus()
+    )
+
+
+async def linked_pair() -> tuple[LinkManager, LinkManager, RpcEndpoint, RpcEndpoint]:
+    a, b = bare_manager(), bare_manager()
+    await a.start(f"{HOST}:0")
+    await b.start(f"{HOST}:0")
+    rpc_a = await a.connect(b.listener.address, b.identity.node_id)
+    await eventually(lambda: a.identity.node_id in b.peers, what="B takes the link in")
+    return a, b, rpc_a, b.peers[a.identity.node_id].rpc
+
+
+def qmp_over(transport: CircuitTransport, conn: Connection) -> Link:
+    link = Link(conn)
+    link.remote_address = "relay:test"
+    transport.set_protocol(link)
+    link.connection_made(transport)
+    return link
+
+
+async def inner_link_pair(
+    rpc_a: RpcEndpoint, rpc_b: RpcEndpoint
+) -> tuple[Link, Link, CircuitTransport, CircuitTransport]:
+    """A QMP link between two fresh identities over one stream of the A-B link."""
+    c, d = NodeIdentity.generate(), NodeIdentity.generate()
+    d_record: PeerRecord = record_of(d)
+    t_a, t_b = CircuitTransport(rpc_a.streams), CircuitTransport(rpc_b.streams)
+    t_b.accept(t_a.open())
+    now = rpc_a.link.clock()
+    responder = Connection.responder(
+        d,
+        d_record,
+        cookies=CookieAuthority(d.xwing_public.raw, now=now),
+        peer_address="",
+        now=now,
+        config=qmp(),
+    )
+    link_d = qmp_over(t_b, responder)
+    initiator = Connection.initiator(c, record_of(c), expected=d_record, now=now, config=qmp())
+    link_c = qmp_over(t_a, initiator)
+    await link_c.wait_established(10)
+    await link_d.wait_established(10)
+    return link_c, link_d, t_a, t_b
+
+
+def test_a_qmp_link_runs_over_a_stream_and_carries_8_mib_intact() -> None:
+    async def scenario() -> None:
+        a, b, rpc_a, rpc_b = await linked_pair()
+        try:
+            link_c, link_d, t_a, _t_b = await inner_link_pair(rpc_a, rpc_b)
+            assert link_c.remote_address == "relay:test"
+            assert link_c.transport is t_a and t_a.get_extra_info("peername") is None
+            await link_c.ping()
+            blob = os.urandom(8 * 1024 * 1024)
+            piece = 200 * 1024
+
+            async def send() -> None:
+                for i in range(0, len(blob), piece):
+                    await link_c.send(blob[i : i + piece])
+
+            async def receive() -> bytes:
+                got = bytearray()
+                while len(got) < len(blob):
+                    got += await link_d.recv()
+                return bytes(got)
+
+            _, got = await asyncio.gather(send(), receive())
+            assert got == blob
+            # credit bounded what waited on the outer links
+            assert rpc_a.streams.peak_queued <= 2 * CIRCUIT_WINDOW + 4096
+            # closing the inner link closes the stream; the outer link stays
+            link_c.close()
+            await asyncio.wait_for(link_d.wait_closed(), 10)
+            assert not rpc_a.streams.streams and not rpc_b.streams.streams
+            assert rpc_a.link.is_open
+            assert await rpc_a.call("qmp.ping", 7) == 7
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), timeout=60)
+
+
+def test_protocol_errors_close_the_stream_never_the_link() -> None:
+    async def scenario() -> None:
+        a, b, rpc_a, rpc_b = await linked_pair()
+        try:
+            link_c, link_d, t_a, t_b = await inner_link_pair(rpc_a, rpc_b)
+            sid = t_a.sid
+            assert sid is not None
+            # B's side (as if malicious) sends data beyond the credit A granted; A's reader
+            # is paused, so the junk is held, not parsed
+            t_a.pause_reading()
+            for _ in range(CIRCUIT_WINDOW // MAX_STREAM_CHUNK + 1):
+                await rpc_b.link.send(wire.encode([4, sid, b"x" * MAX_STREAM_CHUNK]))
+            await asyncio.wait_for(link_c.wait_closed(), 10)
+            assert t_a.close_code == "protocol"
+            await asyncio.wait_for(link_d.wait_closed(), 10)
+            assert t_b.close_code == "protocol"
+            # stray and malformed stream messages: refused or dropped, the link carries on
+            for message in (
+                [4, 999, b"data"],
+                [5, 999, 10],
+                [6, 999, "normal", ""],
+                [4, 2, b""],
+                [5, 2, 0],
+                [6, 2, 5, None],
+            ):
+                await rpc_b.link.send(wire.encode(message))
+            assert await rpc_a.call("qmp.ping", "still") == "still"
+            assert await rpc_b.call("qmp.ping", "up") == "up"
+            assert rpc_a.link.is_open and rpc_b.link.is_open
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), timeout=60)
+
+
+def test_streams_per_link_are_bounded_and_ids_have_the_opener_parity() -> None:
+    async def scenario() -> None:
+        a, b, rpc_a, rpc_b = await linked_pair()
+        try:
+            opened = [CircuitTransport(rpc_a.streams).open() for _ in range(MAX_STREAMS_PER_LINK)]
+            assert all(sid % 2 == 0 for sid in opened)  # A dialled: A is the QMP initiator
+            with pytest.raises(StreamError, match="already open"):
+                CircuitTransport(rpc_a.streams).open()
+            with pytest.raises(StreamError, match="not the peer's"):
+                CircuitTransport(rpc_b.streams).accept(1)
+            t = CircuitTransport(rpc_b.streams)
+            t.accept(0)
+            assert t.open() % 2 == 1
+            with pytest.raises(StreamError, match="already open"):
+                CircuitTransport(rpc_b.streams).accept(0)
+            # the link closing ends every stream
+            rpc_a.link.close()
+            assert not rpc_a.streams.streams
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario(), timeout=60)

@@ -5,6 +5,9 @@ Messages are canonical CBOR arrays inside channel APP messages::
     [0, id, method, body]      request          [1, id, body]            result
     [2, id, code, message]     error            [3, id]                  cancel
 
+Kinds 4, 5 and 6 are stream messages (docs/nat.md §4.1), handed to the link's
+:class:`~qiz.qmp.streams.StreamMux` (``endpoint.streams``).
+
 ``id`` is chosen by the caller (unique among its requests in flight on the link), ``method`` a
 text name such as ``"qmp.ping"``, ``body`` any plain CBOR value. Limits: a cap on requests in
 flight each way (an inbound request over the cap is answered ``busy`` at once, without running
@@ -26,6 +29,7 @@ from typing import Any
 
 from qiz import QizError, wire
 from qiz.crypto.ids import NodeId
+from qiz.qmp.streams import STREAM_KINDS, StreamMux
 from qiz.qmp.transport import Link, LinkError
 from qiz.tasks import TaskOwner
 
@@ -86,6 +90,7 @@ class RpcEndpoint:
         self.bad_messages = 0  # malformed messages from the peer (dropped, counted)
         self.replies_dropped = 0  # refusals never sent: the peer does not read them
         self.last_activity = link.clock()
+        self.streams = StreamMux(link, self.tasks)
         link.on_message = self._on_message
         link.closed.add_done_callback(self._on_closed)
         for early in link.take_queued():  # arrived before this endpoint attached
@@ -139,6 +144,9 @@ class RpcEndpoint:
             self.bad_messages += 1
             return
         self.last_activity = link.clock()  # only well-formed traffic keeps a link in use
+        if isinstance(kind, int) and kind in STREAM_KINDS:
+            self.streams.on_message(message)
+            return
         if kind == REQUEST and len(message) == 4 and isinstance(message[2], str):
             self._on_request(call_id, message[2], message[3])
         elif kind == RESULT and len(message) == 3:
