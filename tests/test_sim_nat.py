@@ -303,10 +303,12 @@ def test_any_mix_linkable_at_least_direct_and_shares_sum_to_one(
 def test_the_benchmark_prints_a_json_line_per_figure_and_a_table_by_kind(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    figures, default = nat_sim.run(quick=True)
+    figures, reports = nat_sim.run(quick=True)
+    default = next(iter(reports.values()))
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["name"] for row in lines] == [f.name for f in figures]
     assert {row["unit"] for row in lines} >= {"%", "circuits", "ms"}
     table = nat_sim.by_class_table(default)
     assert table.count("\n") == 1 + 9  # header, rule, one row per (dialler, target) kind
     assert "symmetric -> symmetric" in table
+    assert nat_sim.summary_table(reports).count("\n") == 1 + len(reports)
