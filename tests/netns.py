@@ -147,7 +147,7 @@ class Topology:
             raise RuntimeError(reason)
         remove_stale()
         try:
-            self.hub = self._namespace("pub")
+            self.hub = self._namespace("-hub")  # "-" keeps it apart from host names
             self._ip(self.hub, "link", "add", "br0", "type", "bridge")
             self._ip(self.hub, "link", "set", "br0", "up")
         except BaseException:
@@ -457,3 +457,35 @@ class NetnsNode(NodeProcess):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.wait(10)
         self.kill()
+
+
+def home_networks(net: Topology, homes: dict[str, str]) -> dict[str, Host]:
+    """The layout the NAT tests share: for each ``name: kind`` of ``homes``, a NAT router
+    ``r-NAME``-like host (named ``rNAME``) of that kind and a home host ``NAME`` behind it.
+    The home hosts by name."""
+    return {name: net.home_host(net.router(f"r{name}", kind), name) for name, kind in homes.items()}
+
+
+def start_mesh(
+    net: Topology,
+    cwd: Path,
+    boot: Host | str,
+    homes: Iterable[Host | str],
+    *,
+    args: Sequence[str] = ("--no-worker", "--no-api"),
+    env: dict[str, str] | None = None,
+) -> tuple[NetnsNode, dict[str, NetnsNode]]:
+    """A node on ``boot`` (a public host, listening on its address, any port) and one on each
+    of ``homes`` bootstrapping from it, started side by side. Homes are ``cwd/HOSTNAME``
+    (already initialised: ``qiz init``); every node is ready when this returns."""
+    boot = net.host(boot)
+    first = net.start_node(boot, boot.name, cwd=cwd, args=args, env=env)
+    started = {
+        net.host(h).name: net.start_node(
+            h, net.host(h).name, cwd=cwd, peers=[first.bootstrap], args=args, env=env, ready=False
+        )
+        for h in homes
+    }
+    for node in started.values():
+        node.wait_ready(60)
+    return first, started
