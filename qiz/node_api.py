@@ -108,7 +108,7 @@ class LinkView:
     listens_at: list[str]  # where the peer says it listens
     state: str  # "online" | "offline"
     direction: str  # "in" | "out"
-    path: str  # "direct" (relayed links come later)
+    path: str  # "direct", or "relayed" through a relay (docs/nat.md)
     rtt_ms: float | None
     bytes_sent: int
     bytes_received: int
@@ -117,6 +117,7 @@ class LinkView:
     left_at: float | None = None
     left_reason: str | None = None
     score: float | None = None
+    relay: str | None = None  # the relay's node id, for a relayed link
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ class MetricsSnapshot:
     link_counters: dict[str, int] = field(default_factory=dict)
     # the storage pool's figures (StoreService.stats); None when it is disabled
     store: dict[str, Any] | None = None
+    # reachability, links by path, relay and punch counters (Node.nat_view)
+    nat: dict[str, Any] | None = None
 
 
 def plain(value: Any) -> Any:
@@ -803,6 +806,7 @@ class NodeAPI:
             task_seconds=list(worker.task_seconds) if worker is not None else None,
             link_counters=links,
             store=self._store_stats(),
+            nat=node.nat_view(),
         )
 
 

@@ -16,6 +16,8 @@ rendered by prometheus-client's text exposition. Families:
   node holds for the storage pool, and its total quota), ``qiz_store_repairs_total`` and
   ``qiz_store_bad_shares_total`` (columns rebuilt, shares that did not check out), when the
   pool is enabled;
+* ``qiz_links_by_path{path}`` (open links, direct or relayed), ``qiz_reachability{state}`` (1
+  for the node's current verdict: public, private or unknown; docs/nat.md);
 * ``qiz_api_connections`` (open now) and ``qiz_api_refused_total{reason}``: the HTTP API's own
   guard (connections refused or closed to make room at the cap, bodies that timed out).
 """
@@ -105,6 +107,7 @@ class NodeCollector(Collector):
             "qiz_dht_refused_stores", "STORE requests refused.", value=m.dht_refused_stores
         )
         yield from store_metrics(m.store)
+        yield from nat_metrics(m.nat)
         if m.jobs_by_state is None:
             return
         jobs = GaugeMetricFamily("qiz_jobs", "Jobs coordinated here, by state.", labels=["state"])
@@ -129,6 +132,24 @@ class NodeCollector(Collector):
             m.task_seconds or [],
             TASK_BUCKETS,
         )
+
+
+def nat_metrics(nat: Mapping[str, Any] | None) -> Iterator[Metric]:
+    """Links by path and the node's reachability (docs/nat.md); none without the NAT view."""
+    if nat is None:
+        return
+    paths = GaugeMetricFamily(
+        "qiz_links_by_path", "Peers with an open link, by path.", labels=["path"]
+    )
+    paths.add_metric(["direct"], nat["links_direct"])
+    paths.add_metric(["relayed"], nat["links_relayed"])
+    yield paths
+    reach = GaugeMetricFamily(
+        "qiz_reachability", "1 for this node's reachability verdict.", labels=["state"]
+    )
+    for state in ("public", "private", "unknown"):
+        reach.add_metric([state], 1 if nat["reachability"] == state else 0)
+    yield reach
 
 
 def store_metrics(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
