@@ -224,13 +224,14 @@ class Topology:
         self.hosts[name] = host
         return host
 
-    def router(self, name: str, kind: str = PORT_PRESERVING) -> Host:
+    def router(self, name: str, kind: str = PORT_PRESERVING, *, resets: bool = False) -> Host:
         """A NAT router: "wan" on the public network, a bridge "lan" with 192.168.N.1/24 for
         its home network, forwarding on, and nftables rules that make it a home NAT:
         masquerade on wan (``kind`` says how ports are chosen), forward lan -> wan and the
-        replies only, nothing unsolicited from wan delivered to the router itself (real home
-        routers drop such packets silently; answering with a RST would also kill a punch
-        whose SYN arrives before the local one left)."""
+        replies only. Unsolicited packets from wan for the router itself (a SYN to a port
+        with no mapping) are dropped silently, as most home routers do; ``resets=True``
+        lets its own stack answer them (a RST, as a Linux box without a firewall does),
+        which fails a punch whose first SYN arrives before the local one left."""
         if kind not in MASQUERADE:
             raise ValueError(f"NAT kind {kind!r}: one of {sorted(MASQUERADE)}")
         netns = self._add(name)
@@ -253,7 +254,7 @@ table inet qiznat {{
     chain input {{
         type filter hook input priority filter; policy accept;
         iifname "wan" ct state established,related accept
-        iifname "wan" drop
+        {"" if resets else 'iifname "wan" drop'}
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;

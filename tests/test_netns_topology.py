@@ -134,8 +134,11 @@ def try_connect(net: Topology, host: str, address: str, timeout: float = 1.5) ->
     return result.stdout.strip()
 
 
-def punch(net: Topology, a: str, b: str, port: int, timeout: float) -> tuple[dict, dict, dict]:
-    """Both sides of a simultaneous open: (their observed addresses, a's outcome, b's)."""
+def punch(
+    net: Topology, a: str, b: str, port: int, timeout: float, late: float = 0.0
+) -> tuple[dict, dict, dict]:
+    """Both sides of a simultaneous open, ``b`` starting ``late`` seconds after ``a``: (their
+    observed addresses, a's outcome, b's)."""
     watcher = observer(net, "obs", 3478)
     sides = {
         h: net.spawn_python(
@@ -145,7 +148,9 @@ def punch(net: Topology, a: str, b: str, port: int, timeout: float) -> tuple[dic
     }
     seen = {h: proc.stdout.readline().strip() for h, proc in sides.items()}
     assert all(seen.values()), [p.communicate(timeout=10) for p in sides.values()]
-    for h, other in ((a, b), (b, a)):  # at about the same time
+    for h, other in ((a, b), (b, a)):  # at about the same time, or b late
+        if h == b and late:
+            time.sleep(late)  # the scenario, not a wait for a condition
         sides[h].stdin.write(seen[other] + "\n")
         sides[h].stdin.flush()
     outcome = {}
@@ -221,6 +226,26 @@ def test_simultaneous_open_through_two_port_preserving_nats(net) -> None:
     assert seen == {"a": f"{net.ip_of('pp1')}:41000", "b": f"{net.ip_of('pp2')}:41000"}
     assert a == {"peer": seen["b"], "heard": "b"}
     assert b == {"peer": seen["a"], "heard": "a"}
+
+
+def test_a_late_side_still_meets_the_other_while_it_is_connecting(net) -> None:
+    # a's SYN reaches pp2 before b's mapping exists and is dropped there; b's SYN, 1.5 s
+    # later, finds pp1's mapping for a's attempt (conntrack SYN_SENT, 120 s) and a's socket
+    # still connecting: the simultaneous open completes when b's SYN arrives, no retransmit
+    # needed. The window is the early side's connect timeout.
+    seen, a, b = punch(net, "a", "b", 41000, timeout=4, late=1.5)
+    assert a == {"peer": seen["b"], "heard": "b"}
+    assert b == {"peer": seen["a"], "heard": "a"}
+
+
+def test_a_late_side_fails_the_punch_when_its_router_answers_with_a_reset(net) -> None:
+    # a router whose stack answers a SYN it has no mapping for (no firewall) sends a RST to
+    # the early side, which gives up at once; the late side's SYN then finds nobody
+    net.home_host(net.router("rst", PORT_PRESERVING, resets=True), "d")
+    seen, a, d = punch(net, "a", "d", 41000, timeout=3, late=1.0)
+    assert seen["d"] == f"{net.ip_of('rst')}:41000"
+    assert a == {"error": "ConnectionRefusedError"}
+    assert "peer" not in d, d
 
 
 def test_simultaneous_open_fails_with_a_symmetric_nat_on_one_side(net) -> None:
