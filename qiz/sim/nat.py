@@ -36,7 +36,7 @@ sampled, from ``pairs`` random ordered pairs with real draws, which also yields 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,6 @@ class NatReport:
     reservations: dict[str, float]
     relay_load: dict[str, float]
     times: dict[str, float]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def linkable(self) -> float:
