@@ -74,8 +74,7 @@ class StreamEnd:
         left = self.buffered + len(data) - self.send_credit  # what would wait for credit
         if left > self.max_buffer:
             raise StreamBufferFull(
-                f"stream buffer would hold {left} bytes "
-                f"(at most {self.max_buffer})"
+                f"stream buffer would hold {left} bytes (at most {self.max_buffer})"
             )
         self._pending.append(bytes(data))
         self.buffered += len(data)

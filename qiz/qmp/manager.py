@@ -20,6 +20,12 @@ when it linked and was last heard from) is kept as a departed peer with ``left_a
 of dropping it; at most :data:`MAX_DEPARTED_PEERS`, each for :data:`DEPARTED_PEER_TTL` seconds, and
 forgotten when the peer links again.
 
+Relayed links (docs/nat.md §4): :meth:`LinkManager.connect_record` tries a record's direct
+addresses, then its relays through ``relay_dialer`` (set by
+:class:`~qiz.qmp.relay_service.RelayService`); a link that runs over a relay circuit is adopted
+like any other (peers table, events, RPC endpoint) and its row says ``"path": "relayed"`` and
+which relay.
+
 Tasks: every task of the link layer (dials, redial loops, keepalive, delayed closes, RPC
 handlers and replies) belongs to one :class:`~qiz.tasks.TaskOwner`; :meth:`LinkManager.close`
 cancels and awaits them all, so when it returns no code of the link layer is still running.
@@ -33,13 +39,14 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from qiz.crypto.ids import NodeId
 from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity.peer_record import RelayAddress
 from qiz.qmp.connection import QmpConfig
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX
 from qiz.qmp.errors import ErrorCode
@@ -104,9 +111,10 @@ def leave_reason(code: ErrorCode, reason: str, by_peer: bool) -> str:
     return f"{code.name.lower().replace('_', ' ')}: {reason}"
 
 
-def peer_row(link: Link) -> dict[str, Any]:
+def peer_row(link: Link, relay: NodeId | None = None) -> dict[str, Any]:
     """One peer's row as ``qiz peers`` and ``GET /api/peers`` show it (docs/json/peers.schema.json),
-    from its primary link: online, with no ``left_at``."""
+    from its primary link: online, with no ``left_at``. ``relay``: the relay a relayed link
+    runs through (``path`` is then ``relayed``)."""
     stats = link.stats()
     return {
         "node_id": stats["peer"],
@@ -116,7 +124,8 @@ def peer_row(link: Link) -> dict[str, Any]:
         "listens_at": stats["listens_at"],
         "state": "online",
         "direction": stats["direction"],
-        "path": "direct",  # relayed links come later
+        "path": "direct" if relay is None else "relayed",
+        "relay": None if relay is None else str(relay),
         "rtt_ms": stats["rtt_ms"],
         "bytes_sent": stats["bytes_sent"],
         "bytes_received": stats["bytes_received"],
@@ -184,6 +193,12 @@ class LinkManager:
         self._pinned_ids: set[NodeId] = set()
         self.tasks = TaskOwner("links", log)
         self.closing = False
+        # Relayed links: the relay each runs through (see connect_record); the dialler that
+        # opens circuits is set by the relay service.
+        self.relayed: dict[Link, NodeId] = {}
+        self.relay_dialer: Callable[[RelayAddress, PeerRecord, float], Awaitable[Link]] | None = (
+            None
+        )
         # peers whose last link closed: their last row, oldest first (bounded, see above)
         self.departed: OrderedDict[NodeId, dict[str, Any]] = OrderedDict()
         # handshakes completed / failed by our dials; what closed links had counted (their
@@ -278,13 +293,13 @@ class LinkManager:
         that left within :data:`DEPARTED_PEER_TTL` (offline, with ``left_at`` and
         ``left_reason``), most recent first."""
         self._forget_departed()
-        online = [peer_row(peer.link) for peer in self.peers.values()]
+        online = [peer_row(peer.link, self.relayed.get(peer.link)) for peer in self.peers.values()]
         return online + [dict(row) for row in reversed(self.departed.values())]
 
     def _depart(self, link: Link, reason: str) -> None:
         """Remember a peer whose last link just closed."""
         assert link.peer_id is not None
-        row = peer_row(link)
+        row = peer_row(link, self.relayed.get(link))
         row.update(state="offline", left_at=self.clock(), left_reason=reason)
         self.departed.pop(link.peer_id, None)
         self.departed[link.peer_id] = row
@@ -356,15 +371,73 @@ class LinkManager:
         except LinkError as exc:
             self.counters["dials_failed"] += 1
             return exc
+        self._remember_dialled(link)
+        try:
+            return self._adopt(link)
+        except LinkError as exc:
+            return exc
+
+    def _remember_dialled(self, link: Link) -> None:
         if link.peer_id is not None:
             self._dialled[link.peer_id] = None
             self._dialled.move_to_end(link.peer_id)
             while len(self._dialled) > MAX_DIALLED_KNOWN:
                 self._dialled.popitem(last=False)
-        try:
+
+    async def connect_record(self, record: PeerRecord, *, timeout: float = 10.0) -> RpcEndpoint:
+        """An RPC endpoint on a link to the node of ``record``: an existing link, else its
+        direct addresses in order, else a circuit through each of its relays in order
+        (docs/nat.md §4.3). Raises :class:`LinkError` saying what each attempt met."""
+        existing = self.peers.get(record.node_id)
+        if existing is not None and existing.link.is_open:
+            existing.last_used = self.clock()
+            return existing.rpc
+        failures: list[str] = []
+        for address in record.addresses:
+            try:
+                return await self.connect(address, record, timeout=timeout)
+            except LinkError as exc:
+                failures.append(f"{address}: {exc}")
+        for relay in record.relays if self.relay_dialer is not None else ():
+            assert self.relay_dialer is not None
+            try:
+                link = await self.relay_dialer(relay, record, timeout)
+                self._remember_dialled(link)
+                entry = self.adopt(link, relay=relay.node_id)
+            except LinkError as exc:
+                failures.append(f"relay {str(relay.node_id)[:12]}: {exc}")
+                continue
+            entry.last_used = self.clock()
+            return entry.rpc
+        if not failures:
+            failures.append("its record names no address and no relay")
+        raise LinkError(
+            ErrorCode.PROTOCOL_ERROR, f"cannot reach {record.node_id}: {'; '.join(failures)}"
+        )
+
+    def adopt(self, link: Link, *, relay: NodeId | None = None) -> PeerLink:
+        """Take in an established link made outside this manager (a relayed one: ``relay`` is
+        the relay it runs through) as if it had been dialled or accepted here."""
+        if relay is None:
             return self._adopt(link)
-        except LinkError as exc:
-            return exc
+        self.relayed[link] = relay  # before _adopt: the linked event and rows say relayed
+        try:
+            entry = self._adopt(link)
+        except LinkError:
+            self.relayed.pop(link, None)
+            raise
+        # after _adopt's own listener, so that a departed row still says through which relay
+        link.add_close_listener(lambda closed: self.relayed.pop(closed, None))
+        return entry
+
+    def rpc_for(self, link: Link) -> RpcEndpoint | None:
+        """The RPC endpoint of ``link`` if it is one of this manager's open links."""
+        if link.peer_id is None:
+            return None
+        for entry in (self.peers.get(link.peer_id), *self.spares.get(link.peer_id, ())):
+            if entry is not None and entry.link is link:
+                return entry.rpc
+        return None
 
     def _on_inbound(self, link: Link) -> None:
         # Our own dial, looped back (a node listed among its own peers), or a link that closed

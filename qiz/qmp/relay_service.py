@@ -1,0 +1,411 @@
+"""Relays and circuits on a live node (docs/nat.md §3, §4): the asyncio side of
+:class:`~qiz.qmp.relay.RelayCore`.
+
+One :class:`RelayService` plays all three parts:
+
+* **relay** (when ``config.enabled``): serves ``relay.reserve`` and ``relay.connect``, opens the
+  stream to the target, and forwards stream messages between the two links, rewriting only the
+  stream id; the core decides every limit and every close;
+* **target**: serves ``relay.incoming`` from a relay it holds a reservation on: accepts the
+  stream, runs a responder QMP connection over it (a :class:`~qiz.qmp.streams.CircuitTransport`
+  under the same :class:`~qiz.qmp.transport.Link` as TCP), and hands the established link to
+  the link manager to adopt like an inbound one;
+* **client**: :meth:`RelayService.reserve` takes (and renews at half-life) a reservation, and
+  :meth:`RelayService.dial_via` opens a circuit and runs an initiator connection over it; the
+  link manager calls it (``relay_dialer``) from ``connect_record``.
+
+The QMP handshake and channel run end to end inside the circuit: the relay forwards ciphertext
+it cannot read, and cannot impersonate either side (the dialler expects the target's id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from qiz.crypto.ids import NodeId
+from qiz.identity import PeerRecord
+from qiz.identity.peer_record import RelayAddress
+from qiz.qmp.connection import Connection
+from qiz.qmp.errors import ErrorCode
+from qiz.qmp.manager import LinkManager
+from qiz.qmp.relay import (
+    Close,
+    End,
+    Forward,
+    Refusal,
+    RelayConfig,
+    RelayCore,
+    network_prefix,
+)
+from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
+from qiz.qmp.streams import CircuitTransport, StreamError, StreamMux
+from qiz.qmp.transport import Link, LinkError
+
+log = logging.getLogger("qiz.relay")
+REFUSED = "relay-refused"
+# Seconds between the relay's checks for expired reservations and circuits (at most).
+TICK_INTERVAL = 5.0
+
+
+def relay_address(relay: NodeId) -> str:
+    """A relayed link's address: ``relay:`` and the first 12 characters of the relay's id."""
+    return f"relay:{str(relay)[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReservation:
+    """A reservation this node holds on a relay."""
+
+    relay: NodeId
+    address: str  # where the relay was reached
+    expires: float
+    limits: dict[str, int]
+
+
+class _Forwarder:
+    """The relay's handler for one end of a circuit: everything goes through the core."""
+
+    def __init__(self, service: RelayService, link: Link, mux: StreamMux) -> None:
+        self.service = service
+        self.link = link
+        self.mux = mux
+        self.sid = -1
+
+    @property
+    def end(self) -> End:
+        return End(self.link, self.sid)
+
+    def on_stream_data(self, data: bytes) -> None:
+        self.service._on_data(self.end, data)
+
+    def on_stream_credit(self, credit: int) -> None:
+        self.service._on_credit(self.end, credit)
+
+    def on_stream_close(self, code: str, reason: str) -> None:
+        if (code, reason) == ("closed", "link closed"):
+            reason = "relay link closed"
+        self.service._apply(self.service.core.on_close(self.end, code, reason))
+
+
+class RelayService:
+    """Relay, target and client of circuits for one node's link manager."""
+
+    def __init__(
+        self,
+        links: LinkManager,
+        config: RelayConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.links = links
+        self.config = config or RelayConfig()
+        self.clock = clock
+        self.core = RelayCore(self.config)
+        self._muxes: dict[Link, StreamMux] = {}  # links with circuits or reservations here
+        self._ticker: asyncio.Task[None] | None = None
+        # client side: reservations held on relays, and their renewal tasks
+        self.held: dict[NodeId, HeldReservation] = {}
+        self._renewing: dict[NodeId, asyncio.Task[None]] = {}
+        # called with every STREAM_DATA payload the relay forwards (tests look at the bytes)
+        self.on_forward: Callable[[bytes], None] | None = None
+        links.relay_dialer = self.dial_via
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "relay.reserve": self._serve_reserve,
+            "relay.connect": self._serve_connect,
+            "relay.incoming": self._serve_incoming,
+        }
+
+    # ================================================================== relay
+
+    async def _serve_reserve(self, ctx: CallContext, body: Any) -> dict[str, Any]:
+        if body not in ({}, None):
+            raise RpcError("bad-request", "relay.reserve takes {}")
+        if ctx.link in self.links.relayed:
+            raise RpcError(REFUSED, "not over a relayed link")
+        reservation = self.core.reserve(
+            ctx.peer_id, ctx.link, network_prefix(ctx.link.remote_address), self.clock()
+        )
+        if isinstance(reservation, Refusal):
+            raise RpcError(REFUSED, reservation.reason)
+        self._watch(ctx.link)
+        self._start_ticker()
+        return {
+            "expires": int(reservation.expires),
+            "limits": {
+                "bytes": self.config.circuit_bytes,
+                "seconds": int(self.config.circuit_seconds),
+            },
+        }
+
+    async def _serve_connect(self, ctx: CallContext, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) != {"to", "sid"}:
+            raise RpcError("bad-request", 'relay.connect takes {"to", "sid"}')
+        to, sid = body["to"], body["sid"]
+        if not isinstance(to, bytes) or len(to) != 32:
+            raise RpcError("bad-request", "to must be a 32-byte node id digest")
+        if ctx.link in self.links.relayed:
+            raise RpcError(REFUSED, "not over a relayed link")
+        target = NodeId(to)
+        checked = self.core.check_connect(ctx.peer_id, target, self.clock())
+        if isinstance(checked, Refusal):
+            raise RpcError(REFUSED, checked.reason)
+        target_link = checked.link
+        assert isinstance(target_link, Link)
+        target_rpc = self.links.rpc_for(target_link)
+        dialler_rpc = self.links.rpc_for(ctx.link)
+        if target_rpc is None or dialler_rpc is None:
+            raise RpcError(REFUSED, "no reservation")
+        a = _Forwarder(self, ctx.link, dialler_rpc.streams)
+        b = _Forwarder(self, target_link, target_rpc.streams)
+        try:
+            a.mux.accept(sid, a)
+        except StreamError as exc:
+            raise RpcError("bad-request", str(exc)) from None
+        a.sid = sid
+        try:
+            b.sid = b.mux.open(b)
+        except StreamError:
+            a.mux.streams.pop(sid, None)
+            raise RpcError(REFUSED, "the target's link has too many streams") from None
+        circuit = self.core.connect(ctx.peer_id, a.end, target, b.end, self.clock())
+        if isinstance(circuit, Refusal):
+            a.mux.streams.pop(a.sid, None)
+            b.mux.streams.pop(b.sid, None)
+            raise RpcError(REFUSED, circuit.reason)
+        self._watch(ctx.link)
+        self._watch(target_link)
+        seen = ctx.link.remote_address
+        try:
+            await target_rpc.call(
+                "relay.incoming", {"from": ctx.peer_id.digest, "sid": b.sid, "seen": seen}
+            )
+        except RpcError as exc:
+            self._apply(self.core.close_circuit(a.end, "refused", exc.message))
+            raise RpcError(REFUSED, f"target refused: {exc.message}"[:200]) from None
+        except BaseException:
+            self._apply(self.core.close_circuit(a.end, "closed", "relay.connect abandoned"))
+            raise
+        if self.core.circuit_of(a.end) is None:  # closed meanwhile (a link went)
+            raise RpcError(REFUSED, "the circuit closed while it opened")
+        return {"seen": seen}
+
+    def _on_data(self, end: End, data: bytes) -> None:
+        verdict = self.core.on_data(end, len(data))
+        if isinstance(verdict, Forward):
+            if self.on_forward is not None:
+                self.on_forward(data)
+            mux = self._muxes.get(verdict.to.link)  # type: ignore[arg-type]
+            if mux is not None:
+                mux.send_data(verdict.to.sid, data)
+        else:
+            self._apply(verdict)
+
+    def _on_credit(self, end: End, credit: int) -> None:
+        verdict = self.core.on_credit(end, credit)
+        if isinstance(verdict, Forward):
+            mux = self._muxes.get(verdict.to.link)  # type: ignore[arg-type]
+            if mux is not None:
+                mux.send_credit(verdict.to.sid, credit)
+        else:
+            self._apply(verdict)
+
+    def _apply(self, closes: list[Close]) -> None:
+        for close in closes:
+            mux = self._muxes.get(close.end.link)  # type: ignore[arg-type]
+            if mux is not None and close.end.sid in mux.streams:
+                mux.close_stream(close.end.sid, close.code, close.reason, notify=False)
+
+    def _watch(self, link: Link) -> None:
+        if link in self._muxes or not link.is_open:
+            return
+        rpc = self.links.rpc_for(link)
+        if rpc is None:
+            return
+        self._muxes[link] = rpc.streams
+        link.add_close_listener(self._on_link_closed)
+
+    def _on_link_closed(self, link: Link) -> None:
+        self._apply(self.core.release(link))
+        self._muxes.pop(link, None)
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None and not self.links.tasks.closed:
+            period = min(
+                TICK_INTERVAL, self.config.reservation_ttl / 4, self.config.circuit_seconds / 4
+            )
+            self._ticker = self.links.tasks.every(period, self._tick, "relay tick")
+
+    async def _tick(self) -> None:
+        expired = self.core.tick(self.clock())
+        self._apply(expired.closes)
+
+    # ================================================================== target
+
+    async def _serve_incoming(self, ctx: CallContext, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) != {"from", "sid", "seen"}:
+            raise RpcError("bad-request", 'relay.incoming takes {"from", "sid", "seen"}')
+        origin, sid = body["from"], body["sid"]
+        if not isinstance(origin, bytes) or len(origin) != 32:
+            raise RpcError("bad-request", "from must be a 32-byte node id digest")
+        held = self.held.get(ctx.peer_id)
+        if held is None or ctx.link in self.links.relayed:
+            raise RpcError(REFUSED, "no reservation here")
+        rpc = self.links.rpc_for(ctx.link)
+        if rpc is None or self.links.closing:
+            raise RpcError("busy", "the node is stopping")
+        transport = CircuitTransport(rpc.streams)
+        try:
+            transport.accept(sid)
+        except StreamError as exc:
+            raise RpcError("bad-request", str(exc)) from None
+        links = self.links
+        config = dataclasses.replace(
+            links.config.qmp,
+            handshake_timeout=min(links.config.qmp.handshake_timeout, links.config.pending_timeout),
+        )
+        conn = Connection.responder(
+            links.identity,
+            links.record_provider(),
+            cookies=links.listener.cookies,
+            peer_address=relay_address(ctx.peer_id),
+            now=links.clock(),
+            config=config,
+            records=links.listener.records,
+        )
+        link = self._run_over(transport, conn, ctx.peer_id)
+        links.tasks.spawn(
+            self._finish_incoming(link, NodeId(origin), ctx.peer_id, config.handshake_timeout),
+            "relayed handshake",
+        )
+        return {}
+
+    async def _finish_incoming(
+        self, link: Link, origin: NodeId, relay: NodeId, timeout: float
+    ) -> None:
+        try:
+            await link.wait_established(timeout + 1.0)
+        except (LinkError, TimeoutError):
+            link.close(ErrorCode.HANDSHAKE_TIMEOUT, "relayed handshake did not complete")
+            return
+        except asyncio.CancelledError:
+            link.close(ErrorCode.SHUTDOWN, "node shutting down")
+            raise
+        if link.peer_id != origin:
+            link.close(ErrorCode.UNEXPECTED_PEER, "not the node the relay announced")
+            return
+        with contextlib.suppress(LinkError):
+            self.links.adopt(link, relay=relay)
+
+    def _run_over(self, transport: CircuitTransport, conn: Connection, relay: NodeId) -> Link:
+        link = Link(conn, clock=self.links.clock)
+        link.remote_address = relay_address(relay)  # connection_made keeps it: no peername
+        transport.set_protocol(link)
+        link.connection_made(transport)
+        return link
+
+    # ================================================================== client
+
+    async def reserve(self, relay_rpc: RpcEndpoint) -> HeldReservation:
+        """Reserve a slot on the relay at the other end of ``relay_rpc`` (renewed at half-life
+        for as long as its link lives). Raises :class:`RpcError` (``relay-refused``: why)."""
+        result = await relay_rpc.call("relay.reserve", {})
+        relay = relay_rpc.link.peer_id
+        assert relay is not None
+        limits = result.get("limits") if isinstance(result, dict) else None
+        expires = result.get("expires") if isinstance(result, dict) else None
+        if (
+            not isinstance(expires, int)
+            or not isinstance(limits, dict)
+            or not all(isinstance(limits.get(k), int) for k in ("bytes", "seconds"))
+        ):
+            raise RpcError("bad-request", "the relay's answer to relay.reserve is malformed")
+        held = HeldReservation(
+            relay,
+            relay_rpc.link.remote_address,
+            float(expires),
+            {"bytes": limits["bytes"], "seconds": limits["seconds"]},
+        )
+        self.held[relay] = held
+        if relay not in self._renewing and not self.links.tasks.closed:
+            self._renewing[relay] = self.links.tasks.spawn(
+                self._keep_reserved(relay_rpc), f"reservation {str(relay)[:12]}"
+            )
+        return held
+
+    async def _keep_reserved(self, relay_rpc: RpcEndpoint) -> None:
+        relay = relay_rpc.link.peer_id
+        assert relay is not None
+        try:
+            while relay_rpc.link.is_open:
+                held = self.held.get(relay)
+                if held is None:
+                    return
+                wait = max(1.0, (held.expires - self.clock()) / 2)
+                closed = asyncio.ensure_future(relay_rpc.link.wait_closed())
+                try:
+                    await asyncio.wait({closed}, timeout=wait)
+                finally:
+                    closed.cancel()
+                if not relay_rpc.link.is_open:
+                    return
+                try:
+                    result = await relay_rpc.call("relay.reserve", {})
+                    self.held[relay] = dataclasses.replace(held, expires=float(result["expires"]))
+                except (RpcError, KeyError, TypeError, ValueError) as exc:
+                    log.info("relay %s no longer holds our reservation: %s", relay, exc)
+                    return
+        finally:
+            self.held.pop(relay, None)
+            self._renewing.pop(relay, None)
+
+    async def dial_via(self, relay: RelayAddress, record: PeerRecord, timeout: float) -> Link:
+        """An established link to ``record``'s node through a circuit on ``relay`` (not yet
+        adopted: the link manager does that). Raises :class:`LinkError`."""
+        relay_rpc = await self.links.connect(relay.address, relay.node_id, timeout=timeout)
+        if relay_rpc.link in self.links.relayed:
+            raise LinkError(ErrorCode.PROTOCOL_ERROR, "a relay is not reached through a relay")
+        transport = CircuitTransport(relay_rpc.streams)
+        try:
+            sid = transport.open()
+        except StreamError as exc:
+            raise LinkError(ErrorCode.BUSY, f"relay link: {exc}") from None
+        try:
+            await relay_rpc.call(
+                "relay.connect", {"to": record.node_id.digest, "sid": sid}, timeout=timeout
+            )
+        except BaseException as exc:
+            transport.abort()
+            if isinstance(exc, RpcError):
+                raise LinkError(
+                    ErrorCode.BUSY if exc.code == REFUSED else ErrorCode.PROTOCOL_ERROR,
+                    f"relay {str(relay.node_id)[:12]}: {exc}",
+                ) from None
+            raise
+        links = self.links
+        conn = Connection.initiator(
+            links.identity,
+            links.record_provider(),
+            expected=record,
+            now=links.clock(),
+            config=links.config.qmp,
+        )
+        link = self._run_over(transport, conn, relay.node_id)
+        try:
+            await link.wait_established(timeout)
+        except TimeoutError:
+            link.close(ErrorCode.HANDSHAKE_TIMEOUT, "handshake timed out")
+            raise LinkError(
+                ErrorCode.HANDSHAKE_TIMEOUT, f"relayed handshake with {record.node_id} timed out"
+            ) from None
+        except BaseException:
+            link.close(ErrorCode.SHUTDOWN, "dial abandoned")
+            raise
+        return link
