@@ -462,8 +462,8 @@ class NetnsNode(NodeProcess):
 
 def home_networks(net: Topology, homes: dict[str, str]) -> dict[str, Host]:
     """The layout the NAT tests share: for each ``name: kind`` of ``homes``, a NAT router
-    ``r-NAME``-like host (named ``rNAME``) of that kind and a home host ``NAME`` behind it.
-    The home hosts by name."""
+    named ``r`` + name of that kind and a home host ``name`` behind it. The home hosts by
+    name."""
     return {name: net.home_host(net.router(f"r{name}", kind), name) for name, kind in homes.items()}
 
 

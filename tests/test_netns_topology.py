@@ -200,8 +200,8 @@ def test_a_symmetric_nat_maps_each_destination_to_its_own_port(net) -> None:
     seen = dial_from(net, "c", 40000, "10.77.0.10:9000", "10.77.0.11:9000", "10.77.0.10:9001")
     assert {address.split(":")[0] for address in seen} == {net.ip_of("sym")}
     ports = [int(address.split(":")[1]) for address in seen]
-    # "masquerade random" draws each mapping's port from a keyed hash of the destination: two
-    # of three destinations share a port with probability ~3/64,000, all three never do
+    # "masquerade random" draws each mapping's port from a keyed hash of the addresses: two of
+    # three destinations share a port with probability ~3/64,000, all three ~1 in 4 billion
     assert len(set(ports)) >= 2 and ports != [40000] * 3, ports
 
 
