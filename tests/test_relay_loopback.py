@@ -214,3 +214,23 @@ def test_closing_the_relay_link_to_b_closes_a_circuit_and_b_reservation() -> Non
             await stop(a, b, r)
 
     run(scenario(), timeout=60)
+
+
+def test_a_reservation_is_renewed_at_half_life_while_its_link_lives() -> None:
+    async def scenario() -> None:
+        r, a, b = await mesh(RelayConfig(reservation_ttl=4.0))
+        try:
+            first = b.relay.held[r.id].expires
+            await eventually(
+                lambda: b.relay.held[r.id].expires > first, what="B renews its reservation"
+            )
+            # still reserved on R after the first expiry: A can dial B
+            await eventually(lambda: time.time() > first + 0.5, what="the first expiry")
+            rpc = await a.links.connect_record(b.record_via(r))
+            assert await rpc.call("qmp.ping", "renewed") == "renewed"
+            # the relayed handshake was counted as in progress, and is no longer
+            assert len(b.links.listener.pending) == 0
+        finally:
+            await stop(a, b, r)
+
+    run(scenario(), timeout=60)

@@ -32,6 +32,7 @@ from typing import Any
 from qiz.crypto.ids import NodeId
 from qiz.identity import PeerRecord
 from qiz.identity.peer_record import RelayAddress
+from qiz.qmp.admission import address_prefix
 from qiz.qmp.connection import Connection
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.manager import LinkManager
@@ -261,6 +262,12 @@ class RelayService:
         rpc = self.links.rpc_for(ctx.link)
         if rpc is None or self.links.closing:
             raise RpcError("busy", "the node is stopping")
+        # A relayed handshake counts against the relay's network's budget of handshakes in
+        # progress, like any inbound one (docs/nat.md §4.2).
+        pending = self.links.listener.pending
+        prefix = address_prefix(ctx.link.remote_address)
+        if pending.full or pending.prefix_full(prefix):
+            raise RpcError("busy", "too many handshakes in progress")
         transport = CircuitTransport(rpc.streams)
         try:
             transport.accept(sid)
@@ -281,6 +288,9 @@ class RelayService:
             records=links.listener.records,
         )
         link = self._run_over(transport, conn, ctx.peer_id)
+        if link.is_open:
+            pending.add(link, prefix)
+            link.add_close_listener(pending.discard)
         links.tasks.spawn(
             self._finish_incoming(link, NodeId(origin), ctx.peer_id, config.handshake_timeout),
             "relayed handshake",
@@ -293,11 +303,13 @@ class RelayService:
         try:
             await link.wait_established(timeout + 1.0)
         except (LinkError, TimeoutError):
+            self.links.listener.pending.discard(link)
             link.close(ErrorCode.HANDSHAKE_TIMEOUT, "relayed handshake did not complete")
             return
         except asyncio.CancelledError:
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
             raise
+        self.links.listener.pending.discard(link)
         if link.peer_id != origin:
             link.close(ErrorCode.UNEXPECTED_PEER, "not the node the relay announced")
             return
