@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from qiz import wire
 from qiz.events import EventBus
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import RelayAddress
@@ -230,6 +231,33 @@ def test_a_reservation_is_renewed_at_half_life_while_its_link_lives() -> None:
             assert await rpc.call("qmp.ping", "renewed") == "renewed"
             # the relayed handshake was counted as in progress, and is no longer
             assert len(b.links.listener.pending) == 0
+        finally:
+            await stop(a, b, r)
+
+    run(scenario(), timeout=60)
+
+
+def test_a_dialler_past_its_credit_loses_the_circuit_not_its_link() -> None:
+    async def scenario() -> None:
+        r, a, b = await mesh()
+        try:
+            rpc = await a.links.connect_record(b.record_via(r))
+            await eventually(lambda: a.id in b.links.peers, what="B adopts the relayed link")
+            b_link = b.links.peers[a.id].link
+            b_link.transport.pause_reading()  # type: ignore[union-attr]  # B grants no more
+            sid = rpc.link.transport.get_extra_info("stream_id")  # type: ignore[union-attr]
+            a_to_r = a.links.peers[r.id].rpc
+            for _ in range(CIRCUIT_WINDOW // (64 * 1024) + 1):
+                await a_to_r.link.send(wire.encode([4, sid, os.urandom(64 * 1024)]))
+            await asyncio.wait_for(rpc.link.wait_closed(), 10)
+            await asyncio.wait_for(b_link.wait_closed(), 10)
+            assert rpc.link.transport.close_code == "protocol"  # type: ignore[union-attr]
+            assert r.relay.core.counters["closed: protocol"] == 1
+            assert r.relay.core.peak_outstanding <= CIRCUIT_WINDOW
+            # a stray stream message to R: refused, the link carries on
+            await a_to_r.link.send(wire.encode([4, 12345 * 2, b"stray"]))
+            assert await a_to_r.call("qmp.ping", "up") == "up"
+            assert r.links.peers[a.id].link.is_open and r.links.peers[b.id].link.is_open
         finally:
             await stop(a, b, r)
 
