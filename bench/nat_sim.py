@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Figure, machine, markdown_table
-from qiz.sim.nat import KINDS, OUTCOMES, NatConfig, NatReport, simulate
+from qiz.sim.nat import KINDS, OUTCOMES, NatReport, NatSimConfig, simulate
 
 SCENARIOS: list[tuple[str, dict]] = [
     ("default mix, ideal NATs", {}),
@@ -91,7 +91,13 @@ def figures(label: str, report: NatReport, seconds: float) -> list[Figure]:
             "reservations",
             extra={"p99": res["per relay p99"], "max": res["per relay max"]},
         ),
-        Figure(group, "reservations refused (relay full)", res["refused (relay full)"], "requests"),
+        Figure(
+            group,
+            "reservation requests refused",
+            res["refused"],
+            "requests",
+            extra={k: v for k, v in res.items() if k.startswith("refused: ")},
+        ),
         Figure(
             group,
             f"private nodes holding fewer than {report.config.reserve_on} relays",
@@ -122,6 +128,13 @@ def figures(label: str, report: NatReport, seconds: float) -> list[Figure]:
             load["circuits refused"],
             "circuits",
             extra={"share": load["refused share"]},
+        ),
+        Figure(
+            group,
+            "circuit requests refused by one relay (the dialler tries the next)",
+            sum(v for k, v in load.items() if k.startswith("refusals: ")),
+            "requests",
+            extra={k: v for k, v in load.items() if k.startswith("refusals: ")},
         ),
         Figure(group, "links that exist in the end", load["linked share"] * 100, "%"),
         Figure(group, "time to first link, p50", times["first link p50"] * 1000, "ms"),
@@ -185,7 +198,7 @@ def run(quick: bool = False) -> tuple[list[Figure], dict[str, NatReport]]:
     out: list[Figure] = []
     reports: dict[str, NatReport] = {}
     for label, overrides in SCENARIOS[:2] if quick else SCENARIOS:
-        config = NatConfig(**{"pairs": 50_000 if quick else 200_000, **overrides})
+        config = NatSimConfig(**{"pairs": 50_000 if quick else 200_000, **overrides})
         start = time.perf_counter()
         report = simulate(config, seed=1)
         seconds = time.perf_counter() - start

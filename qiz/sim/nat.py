@@ -42,6 +42,10 @@ from typing import Any
 import numpy as np
 
 from qiz import QizError
+from qiz.qmp.autonat import AUTONAT_PEERS
+from qiz.qmp.observed import NatState
+from qiz.qmp.punch import MAX_PUNCH_ATTEMPTS, PUNCH_TIMEOUT
+from qiz.qmp.relay import End, Refusal, RelayConfig, RelayCore, network_prefix
 from qiz.trust.scores import INITIAL
 
 PUBLIC, PRESERVING, SYMMETRIC = 0, 1, 2
@@ -49,9 +53,10 @@ KINDS = ("public", "port-preserving", "symmetric")
 FIRST, PUNCHED, RELAYED, NEVER = 0, 1, 2, 3
 OUTCOMES = ("direct first try", "direct after punching", "relayed only", "never")
 
-# docs/nat.md §5.2: a failed punch attempt costs its 5 s connect timeout and 1 s pause.
-PUNCH_TIMEOUT = 5.0
+# docs/nat.md §5.2: attempts are 1 s apart (PUNCH_TIMEOUT, the other cost of a failed attempt,
+# is the live node's own constant).
 PUNCH_PAUSE = 1.0
+_RELAY = RelayConfig()  # the live defaults of [relay]
 
 
 class NatSimError(QizError):
@@ -59,8 +64,9 @@ class NatSimError(QizError):
 
 
 @dataclass(frozen=True)
-class NatConfig:
-    """The population and the protocol's parameters; the defaults are docs/nat.md's."""
+class NatSimConfig:
+    """The population and the protocol's parameters; the protocol's defaults are a live
+    node's (``RelayConfig``, ``qiz.qmp.punch``, ``qiz.qmp.autonat``)."""
 
     nodes: int = 10_000
     public: float = 0.30
@@ -68,15 +74,16 @@ class NatConfig:
     symmetric: float = 0.20
     preservation_fails: float = 0.0  # share of port-preserving NATs that fail to keep the port
     punch_failure: float = 0.0  # probability that one punch attempt fails (loss, timing)
-    punch_attempts: int = 3  # MAX_PUNCH_ATTEMPTS
-    autonat_peers: int = 3  # AUTONAT_PEERS
+    punch_attempts: int = MAX_PUNCH_ATTEMPTS
+    autonat_peers: int = AUTONAT_PEERS
     autonat_false_fail: float = 0.02  # a public node's dial-back fails anyway
     autonat_false_reach: float = 0.001  # a private node is told it was reached (a liar)
-    autonat_rule: str = "spec"  # "spec": one "reached" makes a node public; or "majority"
-    reserve_on: int = 2
-    max_reservations: int = 128
-    max_circuits: int = 64
-    max_circuits_per_peer: int = 8
+    autonat_rule: str = "spec"  # "spec": the live NatState (one "reached" is public); "majority"
+    reserve_on: int = _RELAY.reserve_on
+    max_reservations: int = _RELAY.max_reservations
+    max_reservations_per_prefix: int = _RELAY.max_reservations_per_prefix
+    max_circuits: int = _RELAY.max_circuits
+    max_circuits_per_peer: int = _RELAY.max_circuits_per_peer
     relay_search: int = 32  # relays a node asks beyond its own peers when those are full
     links_per_node: int = 20  # mean links a node keeps (half of them it dialled)
     scored: float = 0.3  # share of peers whose score moved away from INITIAL
@@ -108,7 +115,8 @@ class Population:
     serves_relay: np.ndarray  # bool: really reachable and believes it (relay enabled)
     out_links: list[np.ndarray]  # the peers each node dialled
     relays: np.ndarray  # (n, reserve_on) relay indices in record order, -1 where none
-    reservation_refusals: int = 0
+    prefix: list[str]  # each node's /24, the unit of the per-network reservation limit
+    reservation_refusals: dict[str, int]  # reason -> refusals
 
     @property
     def nodes(self) -> int:
@@ -123,7 +131,7 @@ class Population:
 class NatReport:
     """What :func:`simulate` found; fractions are of ordered pairs (A dials B), A != B."""
 
-    config: NatConfig
+    config: NatSimConfig
     seed: int
     counts: dict[str, int]
     exact: dict[str, float]  # outcome -> expected share over all ordered pairs
@@ -154,12 +162,12 @@ def _rng(seed: int, stage: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage])
 
 
-def rtt(config: NatConfig, xy: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rtt(config: NatSimConfig, xy: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Round-trip seconds between nodes ``a`` and ``b`` (arrays of indices)."""
     return config.rtt_base + config.rtt_span * np.hypot(*(xy[a] - xy[b]).T)
 
 
-def assign_kinds(config: NatConfig, rng: np.random.Generator) -> np.ndarray:
+def assign_kinds(config: NatSimConfig, rng: np.random.Generator) -> np.ndarray:
     """Exactly the configured shares (rounded), in a seeded random order."""
     n = config.nodes
     public = round(n * config.public)
@@ -183,7 +191,7 @@ def dial_out(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def autonat(
-    config: NatConfig, kind: np.ndarray, rng: np.random.Generator
+    config: NatSimConfig, kind: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """("reached" answers, answers) per node: each of up to ``autonat_peers`` helpers dials the
     node back and reports the truth, but for the configured error rates."""
@@ -197,37 +205,64 @@ def autonat(
     return says_reached.sum(axis=1), answers
 
 
+def _live_verdict(reached: int, answers: int) -> bool:
+    """What a live node's :class:`~qiz.qmp.observed.NatState` concludes from ``answers``
+    dial-backs of which ``reached`` got through: whether it publishes its address (public or
+    unknown) rather than relays (private)."""
+    state = NatState()
+    for i in range(answers):
+        state.dialback(b"helper %d" % i, i < reached, now=0.0)
+    return state.reachability != "private"
+
+
 def verdict_public(rule: str, reached: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """Whether a node publishes a direct address: docs/nat.md §2 (public on one "reached",
-    private on 2 failures -- or every answer, with fewer peers -- and unknown, which also
-    publishes, before that) or a plain majority of the answers."""
-    failed = answers - reached
+    """Whether each node publishes a direct address: by the live rule (``"spec"``: public on one
+    "reached", private once ``PRIVATE_AFTER`` failed and none reached, unknown -- which also
+    publishes -- before that), asked of the real ``NatState`` once per (reached, answers)
+    combination, or by a plain majority of the answers."""
     if rule == "majority":
         return 2 * reached > answers
-    private = (reached == 0) & (failed >= np.minimum(2, answers)) & (answers > 0)
-    return ~private
+    table = np.zeros((answers.max(initial=0) + 1,) * 2, dtype=bool)
+    for total in range(table.shape[0]):
+        for got in range(total + 1):
+            table[got, total] = _live_verdict(got, total)
+    return table[reached, answers]
+
+
+def relay_config(config: NatSimConfig) -> RelayConfig:
+    """The ``[relay]`` settings every simulated relay runs with."""
+    return RelayConfig(
+        max_reservations=config.max_reservations,
+        max_reservations_per_prefix=config.max_reservations_per_prefix,
+        max_circuits=config.max_circuits,
+        max_circuits_per_peer=config.max_circuits_per_peer,
+        reserve_on=config.reserve_on,
+    )
 
 
 def reserve(
-    config: NatConfig,
+    config: NatSimConfig,
     xy: np.ndarray,
     score: np.ndarray,
     *,
     wants: np.ndarray,
     serves: np.ndarray,
     out_links: list[np.ndarray],
+    prefix: list[str],
     rng: np.random.Generator,
-) -> tuple[np.ndarray, int]:
-    """Reservations in record order per node, and how many requests relays refused as full.
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Reservations in record order per node, and the relays' refusals by reason.
 
-    Nodes reserve one after the other in a random order (the order they came up in). Each asks
-    the relay-serving peers it dialled, best score first and nearest among equals (§3); a full
-    relay refuses and it asks the next; if its own peers run out, the ``relay_search`` nearest
-    relays it can learn of."""
+    Every relay is a real :class:`~qiz.qmp.relay.RelayCore`. Nodes reserve one after the
+    other in a random order (the order they came up in). Each asks the relay-serving peers it
+    dialled, best score first and nearest among equals (§3); a relay that refuses (full, or
+    full for the node's /24) sends it to the next; once its own peers are exhausted, it asks
+    the ``relay_search`` nearest relays it can learn of."""
     n = len(wants)
     relays = np.full((n, config.reserve_on), -1, dtype=np.int64)
-    held = np.zeros(n, dtype=np.int64)
-    refusals = 0
+    cores: dict[int, RelayCore] = {}
+    settings = relay_config(config)
+    refusals: dict[str, int] = {}
     servers = np.flatnonzero(serves)
     for b in rng.permutation(np.flatnonzero(wants)):
         peers = out_links[b]
@@ -244,11 +279,13 @@ def reserve(
                 near_ones = servers[np.argsort(d)[:cut]]
                 tried = set(ordered.tolist())
                 ordered = np.array([r for r in near_ones if r not in tried], dtype=np.int64)
-            for r in ordered:
-                if held[r] >= config.max_reservations:
-                    refusals += 1
+            for r in ordered.tolist():
+                if r not in cores:
+                    cores[r] = RelayCore(settings)
+                answer = cores[r].reserve(int(b), ("link", int(b)), prefix[b], 0.0)
+                if isinstance(answer, Refusal):
+                    refusals[answer.reason] = refusals.get(answer.reason, 0) + 1
                     continue
-                held[r] += 1
                 relays[b, got] = r
                 got += 1
                 if got == config.reserve_on:
@@ -258,7 +295,7 @@ def reserve(
     return relays, refusals
 
 
-def populate(config: NatConfig, seed: int, kinds: Any = None) -> Population:
+def populate(config: NatSimConfig, seed: int, kinds: Any = None) -> Population:
     """The nodes of one run: kinds (or the given ones), NAT quirks, places, scores, AutoNAT
     verdicts, the peers each dialled, and reservations."""
     kind = np.asarray(kinds, dtype=np.int8) if kinds is not None else None
@@ -277,8 +314,18 @@ def populate(config: NatConfig, seed: int, kinds: Any = None) -> Population:
     publishes = verdict_public(config.autonat_rule, reached, answers)
     serves = publishes & (kind == PUBLIC)
     out_links = dial_out(n, config.links_per_node // 2, _rng(seed, 4))
+    # home networks are /24s of their own, mostly: 10,000 nodes in 65,536 of them
+    nets = _rng(seed, 8).integers(0, 1 << 16, n)
+    prefix = [network_prefix(f"10.{x >> 8}.{x & 255}.1:7450") for x in nets.tolist()]
     relays, refusals = reserve(
-        config, xy, score, wants=~publishes, serves=serves, out_links=out_links, rng=_rng(seed, 5)
+        config,
+        xy,
+        score,
+        wants=~publishes,
+        serves=serves,
+        out_links=out_links,
+        prefix=prefix,
+        rng=_rng(seed, 5),
     )
     return Population(
         kind,
@@ -291,6 +338,7 @@ def populate(config: NatConfig, seed: int, kinds: Any = None) -> Population:
         serves,
         out_links,
         relays,
+        prefix,
         refusals,
     )
 
@@ -328,11 +376,11 @@ def outcome(
     return np.broadcast_to(out, shape)
 
 
-def punch_success_probability(config: NatConfig) -> float:
+def punch_success_probability(config: NatSimConfig) -> float:
     return 1.0 - config.punch_failure**config.punch_attempts
 
 
-def exact_outcomes(config: NatConfig, pop: Population) -> np.ndarray:
+def exact_outcomes(config: NatSimConfig, pop: Population) -> np.ndarray:
     """Expected pair counts, shape (3, 3, 4): dialler kind, target kind, outcome, over all
     n (n - 1) ordered pairs, grouping nodes by everything the outcome depends on."""
     dkey = pop.kind.astype(np.int64) * 2 + pop.preserve_fails
@@ -365,7 +413,7 @@ def exact_outcomes(config: NatConfig, pop: Population) -> np.ndarray:
     return counts
 
 
-def punch_draws(config: NatConfig, rng: np.random.Generator, size: int) -> np.ndarray:
+def punch_draws(config: NatSimConfig, rng: np.random.Generator, size: int) -> np.ndarray:
     """The attempt that succeeded (1-based) per pair, 0 when all ``punch_attempts`` failed."""
     ok = rng.random((size, config.punch_attempts)) >= config.punch_failure
     return np.where(ok.any(axis=1), ok.argmax(axis=1) + 1, 0)
@@ -384,7 +432,7 @@ def pair_outcomes(pop: Population, a: np.ndarray, b: np.ndarray, attempt: np.nda
 
 
 def link_times(
-    config: NatConfig,
+    config: NatSimConfig,
     pop: Population,
     a: np.ndarray,
     b: np.ndarray,
@@ -415,7 +463,7 @@ def link_times(
     return first, to_direct
 
 
-def sample_pairs(config: NatConfig, seed: int, n: int, size: int) -> tuple[np.ndarray, ...]:
+def sample_pairs(config: NatSimConfig, seed: int, n: int, size: int) -> tuple[np.ndarray, ...]:
     """``size`` random ordered pairs (A != B) and their punch draws."""
     rng = _rng(seed, 6)
     a = rng.integers(0, n, size)
@@ -426,14 +474,15 @@ def sample_pairs(config: NatConfig, seed: int, n: int, size: int) -> tuple[np.nd
 # ---------------------------------------------------------------------- relay load
 
 
-def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float]:
+def relay_load(config: NatSimConfig, pop: Population, seed: int) -> dict[str, float]:
     """Circuits per relay-serving node when every link that cannot go direct holds one.
 
-    The links are those the nodes dialled (``links_per_node`` / 2 each). Circuits are opened in
-    a random order on the target's relays in record order, each relay admitting at most
-    ``max_circuits`` in all and ``max_circuits_per_peer`` per target and per dialler; a circuit
-    every relay refuses leaves the pair unlinked. Demand is what the first relays would carry
-    with no limits."""
+    The links are those the nodes dialled (``links_per_node`` / 2 each). Every relay is a real
+    :class:`~qiz.qmp.relay.RelayCore` holding the population's reservations; circuits are
+    opened in a random order on the target's relays in record order, and a relay admits one or
+    refuses it by its own limits (``max_circuits`` in all, ``max_circuits_per_peer`` to one
+    target and from one dialler); a circuit every relay refuses leaves the pair unlinked. Demand
+    is what the first relays would be asked with no limits."""
     rng = _rng(seed, 7)
     a = np.concatenate([np.full(len(peers), i) for i, peers in enumerate(pop.out_links)]).astype(
         np.int64
@@ -442,27 +491,31 @@ def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float
     result = pair_outcomes(pop, a, b, punch_draws(config, rng, len(a)))
     relayed = np.flatnonzero(result == RELAYED)
     n = pop.nodes
+    settings = relay_config(config)
+    cores = {int(r): RelayCore(settings) for r in np.flatnonzero(pop.serves_relay)}
+    for holder, record in enumerate(pop.relays.tolist()):
+        for r in record:
+            if r >= 0:
+                cores[r].reserve(holder, ("link", holder), pop.prefix[holder], 0.0)
     demand = np.bincount(pop.relays[b[relayed], 0], minlength=n)
-    carried = np.zeros(n, dtype=np.int64)
-    per_target: dict[tuple[int, int], int] = {}
-    per_dialler: dict[tuple[int, int], int] = {}
+    reasons: dict[str, int] = {}
     refused = 0
-    for e in rng.permutation(relayed):
+    for sid, e in enumerate(rng.permutation(relayed).tolist()):
         src, dst = int(a[e]), int(b[e])
-        for relay in pop.relays[dst]:
-            r = int(relay)
-            if (
-                r >= 0
-                and carried[r] < config.max_circuits
-                and per_target.get((r, dst), 0) < config.max_circuits_per_peer
-                and per_dialler.get((r, src), 0) < config.max_circuits_per_peer
-            ):
-                carried[r] += 1
-                per_target[(r, dst)] = per_target.get((r, dst), 0) + 1
-                per_dialler[(r, src)] = per_dialler.get((r, src), 0) + 1
+        for r in pop.relays[dst].tolist():
+            if r < 0:
+                continue
+            opened = cores[r].connect(
+                src, End(("from", src), sid), dst, End(("link", dst), sid), 0.0
+            )
+            if not isinstance(opened, Refusal):
                 break
+            reasons[opened.reason] = reasons.get(opened.reason, 0) + 1
         else:  # every relay in the record refused (or it names none)
             refused += 1
+    carried = np.zeros(n, dtype=np.int64)
+    for r, core in cores.items():
+        carried[r] = len(core.circuits)
     servers = pop.serves_relay
     load = carried[servers] if servers.any() else np.zeros(1)
     asked = demand[servers] if servers.any() else np.zeros(1)
@@ -482,7 +535,7 @@ def relay_load(config: NatConfig, pop: Population, seed: int) -> dict[str, float
         "refused share": refused / len(relayed) if len(relayed) else 0.0,
         # the links that exist in the end: not those to unreachable nodes, nor refused circuits
         "linked share": 1.0 - (float((result == NEVER).sum()) + refused) / len(a),
-    }
+    } | {f"refusals: {reason}": float(count) for reason, count in sorted(reasons.items())}
 
 
 # ---------------------------------------------------------------------- the whole run
@@ -493,7 +546,7 @@ def _shares(counts: np.ndarray) -> dict[str, float]:
     return {name: float(counts[o] / total) if total else 0.0 for o, name in enumerate(OUTCOMES)}
 
 
-def _autonat_accuracy(config: NatConfig, pop: Population) -> dict[str, float]:
+def _autonat_accuracy(config: NatSimConfig, pop: Population) -> dict[str, float]:
     truth = pop.kind == PUBLIC
     out: dict[str, float] = {}
     for rule in ("spec", "majority"):
@@ -504,9 +557,9 @@ def _autonat_accuracy(config: NatConfig, pop: Population) -> dict[str, float]:
     return out
 
 
-def simulate(config: NatConfig | None = None, seed: int = 1, kinds: Any = None) -> NatReport:
+def simulate(config: NatSimConfig | None = None, seed: int = 1, kinds: Any = None) -> NatReport:
     """One run of the model: deterministic for a given config, seed and (optional) kinds."""
-    config = config or NatConfig()
+    config = config or NatSimConfig()
     pop = populate(config, seed, kinds)
     exact = exact_outcomes(config, pop)
     by_class = {
@@ -543,11 +596,12 @@ def simulate(config: NatConfig | None = None, seed: int = 1, kinds: Any = None) 
             "nodes reserving": float(wanting.sum()),
             "nodes without a relay": float((wanting & ~pop.has_relay).sum()),
             "nodes short of reserve_on": float((wanting & (pop.relays[:, -1] < 0)).sum()),
-            "refused (relay full)": float(pop.reservation_refusals),
+            "refused": float(sum(pop.reservation_refusals.values())),
             "per relay mean": float(held.mean()) if len(held) else 0.0,
             "per relay p99": float(np.percentile(held, 99)) if len(held) else 0.0,
             "per relay max": float(held.max()) if len(held) else 0.0,
-        },
+        }
+        | {f"refused: {why}": float(k) for why, k in sorted(pop.reservation_refusals.items())},
         relay_load=relay_load(config, pop, seed),
         times={
             "first link p50": pct(first, 50),
