@@ -34,6 +34,7 @@ from qiz.sim.nat import (
     outcome,
     populate,
     relay_load,
+    reserve,
     rtt,
     simulate,
     verdict_public,
@@ -109,6 +110,24 @@ def test_a_full_relay_refuses_and_the_node_tries_the_next() -> None:
     assert report.reservations["nodes without a relay"] == 1
     assert report.reservations["refused"] == sum(pop.reservation_refusals.values())
     assert report.exact["never"] > 0  # nobody can reach the node without a relay
+
+
+def test_one_home_network_gets_max_reservations_per_prefix_from_a_relay() -> None:
+    config = NatSimConfig(nodes=4, reserve_on=1, max_reservations_per_prefix=2, **EXACT)
+    pop = populate(config, seed=4, kinds=[PUBLIC] + [PRESERVING] * 3)
+    # the same three private nodes, all in one /24 this time, against the live RelayCore
+    relays, refusals = reserve(
+        config,
+        pop.xy,
+        pop.score,
+        wants=~pop.publishes_direct,
+        serves=pop.serves_relay,
+        out_links=pop.out_links,
+        prefix=["192.0.2.0/24"] * 4,
+        rng=np.random.default_rng(0),
+    )
+    assert (relays[1:, 0] >= 0).sum() == 2
+    assert refusals == {"too many reservations from this network": 1}
 
 
 def test_a_relay_at_max_circuits_refuses_the_rest() -> None:

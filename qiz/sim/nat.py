@@ -13,11 +13,12 @@ this module answers the proportions at a scale namespaces cannot reach, from the
 * AutoNAT (§2): each node asks up to 3 peers to dial it back; an answer is wrong with a small
   probability (a false "failed" from loss or a firewalled helper is far likelier than a false
   "reached", which needs a liar: the dial-back must reach the asker's node id). The node's
-  verdict follows §2 (one "reached" is enough) or, for comparison, a majority of the answers;
+  verdict is the live one (one "reached" is enough) or, for comparison, a majority of the
+  answers;
 * reservations (§3, §6): a node that believes itself private reserves on ``reserve_on`` relays
   among the relay-serving peers it dialled, best score first, then nearest; a relay holding
-  ``max_reservations`` refuses and the node tries the next (and, if its own peers are
-  exhausted, the nearest relays it can learn of);
+  ``max_reservations`` (or ``max_reservations_per_prefix`` from the node's /24) refuses and the
+  node tries the next (and, if its own peers are exhausted, the nearest relays it can learn of);
 * a dialler (§4.3) dials the target's published address, else opens a circuit through the
   target's relays in record order, then punches (§5): direct when either side is public, or
   when both sit behind port-preserving NATs that kept the port and one of
@@ -26,6 +27,11 @@ this module answers the proportions at a scale namespaces cannot reach, from the
   relayed holds a circuit on one of the target's relays, within ``max_circuits`` per relay and
   ``max_circuits_per_peer`` per target and per dialler (§6); a circuit no relay admits is
   refused and the pair stays unlinked.
+
+As the DHT simulator runs the live routing code, this model runs the live decision cores where
+they exist: every relay is a :class:`~qiz.qmp.relay.RelayCore` that admits or refuses
+reservations and circuits by its own limits and reasons, and verdicts come from the live
+:class:`~qiz.qmp.observed.NatState`; the defaults are the live node's.
 
 Nothing evolves over time here, so there is no event queue: the model is a set of seeded numpy
 draws (one independent stream per stage, so asking for more pairs does not change the nodes),
