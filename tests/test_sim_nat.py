@@ -191,6 +191,10 @@ def test_autonat_verdicts_live_rule_and_majority() -> None:
 def test_a_mix_that_does_not_add_up_is_refused_in_one_line() -> None:
     with pytest.raises(NatSimError, match="adding up to 1"):
         NatSimConfig(public=0.5, preserving=0.5, symmetric=0.5)
+    with pytest.raises(NatSimError, match="punch_failure is a probability"):
+        NatSimConfig(punch_failure=1.5)
+    with pytest.raises(NatSimError, match="links_per_node"):
+        NatSimConfig(links_per_node=1)
     with pytest.raises(NatSimError, match="kinds given"):
         simulate(NatSimConfig(nodes=4), kinds=[PUBLIC] * 3)
 

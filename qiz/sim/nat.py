@@ -103,6 +103,16 @@ class NatSimConfig:
             raise NatSimError(f"the node mix must be shares adding up to 1, not {mix}")
         if self.nodes < 2:
             raise NatSimError("the NAT model needs at least 2 nodes")
+        for name in ("preservation_fails", "punch_failure", "autonat_false_fail"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise NatSimError(f"{name} is a probability, not {getattr(self, name)!r}")
+        if not 0.0 <= self.autonat_false_reach <= 1.0 or not 0.0 <= self.scored <= 1.0:
+            raise NatSimError("autonat_false_reach and scored are probabilities")
+        for name in ("punch_attempts", "autonat_peers", "relay_search", "pairs"):
+            if getattr(self, name) < 1:
+                raise NatSimError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        if self.links_per_node < 2:
+            raise NatSimError("links_per_node must be at least 2 (every node dials one peer)")
         if self.autonat_rule not in ("spec", "majority"):
             raise NatSimError(f"autonat_rule is 'spec' or 'majority', not {self.autonat_rule!r}")
 
