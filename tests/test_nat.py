@@ -42,18 +42,18 @@ def test_mapping_from_dialled_connections() -> None:
     assert direct.mapping == "none"
 
 
-def test_reachability_needs_two_failures_and_one_success_wins() -> None:
+def test_reachability_is_a_vote_of_the_peers_latest_answers() -> None:
     state = NatState()
     assert state.reachability == "unknown"
     state.dialback(A, False, now=1)
-    state.dialback(A, False, now=2)
-    assert state.reachability == "unknown"  # one peer's word, twice
-    state.dialback(B, False, now=3)
-    assert state.reachability == "private"
-    state.dialback(C, True, now=4)
+    assert state.reachability == "private"  # the only helper could not reach us
+    state.dialback(B, True, now=2)
+    assert state.reachability == "public"  # a tie goes to what a dial proved possible
+    state.dialback(C, False, now=3)
+    assert state.reachability == "private"  # one reached, two failed: one liar outvoted
+    state.dialback(A, True, now=4)  # a peer's newest answer replaces its older one
     assert state.reachability == "public"
-    state.dialback(C, False, now=5)  # a peer's newest answer replaces its older one
-    assert state.reachability == "private"
+    assert len(state.dialbacks) == 3
 
 
 @given(st.lists(st.tuples(st.text(max_size=30), st.binary(min_size=1, max_size=4)), max_size=200))

@@ -175,10 +175,9 @@ def test_time_to_a_direct_link_adds_up_the_round_trips() -> None:
 def test_autonat_verdicts_live_rule_and_majority() -> None:
     reached = np.array([1, 0, 0, 0, 2])
     answers = np.array([3, 3, 1, 0, 3])
-    # the live NatState: one "reached" is enough, 2 failures and none reached is private, and
-    # anything less is unknown, which publishes its address like public. (docs/nat.md §2 would
-    # call a node whose only answer failed private; the live rule waits for a second.)
-    assert verdict_public("spec", reached, answers).tolist() == [True, False, True, True, True]
+    # the live NatState: a vote of the answers (a tie goes to public); no answer at all is
+    # unknown, which publishes its address like public
+    assert verdict_public("spec", reached, answers).tolist() == [False, False, False, True, True]
     assert verdict_public("majority", reached, answers).tolist() == [
         False,
         False,

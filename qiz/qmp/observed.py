@@ -4,8 +4,8 @@ Peers report the address they see this node at (``nat.observed``, docs/nat.md §
 dial back to it worked (``nat.dialback``, §2). :class:`NatState` keeps a bounded window of those
 reports and derives, without any clock or socket of its own:
 
-* ``reachability``: ``public`` once a dial-back reached us, ``private`` once enough failed and
-  none reached us, ``unknown`` before;
+* ``reachability``: by the peers' latest dial-back answers, one vote each: ``public`` when
+  at least as many reached us as failed, ``private`` when more failed, ``unknown`` before;
 * ``public_addresses``: the IPs at least two observers agree on (one if only one ever reported),
   with the ports seen for each;
 * ``mapping``: how the NAT in front of us (if any) picks external ports, from the connections
@@ -14,7 +14,7 @@ reports and derives, without any clock or socket of its own:
   a hole punch is unlikely to work, as behind a symmetric NAT), or ``unknown``.
 
 Every report comes from an authenticated peer, but a peer may lie: one observer's word never
-decides an address, and a single failed dial-back never makes a node private.
+decides an address among several, and one helper's answer never outvotes the others'.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from qiz.identity.peer_record import parse_address
 MAX_OBSERVATIONS = 64
 # Dial-back answers kept; the newest decide.
 MAX_DIALBACKS = 8
-# Failed dial-backs (from distinct peers) that make a node private when none succeeded.
-PRIVATE_AFTER = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +85,14 @@ class NatState:
 
     @property
     def reachability(self) -> str:
-        if any(reached for reached, _ in self.dialbacks.values()):
+        """``public`` when at least as many of the peers asked reached us as failed to (and
+        one did), ``private`` when more failed, ``unknown`` before any answer. The latest
+        answer of each peer counts once: one lying helper among honest ones decides nothing."""
+        reached = sum(1 for ok, _ in self.dialbacks.values() if ok)
+        failed = len(self.dialbacks) - reached
+        if reached and reached >= failed:
             return "public"
-        failed = [observer for observer, (reached, _) in self.dialbacks.items() if not reached]
-        if len(failed) >= PRIVATE_AFTER:
+        if failed:
             return "private"
         return "unknown"
 

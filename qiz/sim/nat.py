@@ -13,8 +13,8 @@ this module answers the proportions at a scale namespaces cannot reach, from the
 * AutoNAT (§2): each node asks up to 3 peers to dial it back; an answer is wrong with a small
   probability (a false "failed" from loss or a firewalled helper is far likelier than a false
   "reached", which needs a liar: the dial-back must reach the asker's node id). The node's
-  verdict is the live one (one "reached" is enough) or, for comparison, a majority of the
-  answers;
+  verdict is the live one (a vote of the answers, a tie to public) or, for comparison, a
+  strict majority of the answers;
 * reservations (§3, §6): a node that believes itself private reserves on ``reserve_on`` relays
   among the relay-serving peers it dialled, best score first, then nearest; a relay holding
   ``max_reservations`` (or ``max_reservations_per_prefix`` from the node's /24) refuses and the
@@ -84,7 +84,7 @@ class NatSimConfig:
     autonat_peers: int = AUTONAT_PEERS
     autonat_false_fail: float = 0.02  # a public node's dial-back fails anyway
     autonat_false_reach: float = 0.001  # a private node is told it was reached (a liar)
-    autonat_rule: str = "spec"  # "spec": the live NatState (one "reached" is public); "majority"
+    autonat_rule: str = "spec"  # "spec": the live NatState (a vote, ties public); "majority"
     reserve_on: int = _RELAY.reserve_on
     max_reservations: int = _RELAY.max_reservations
     max_reservations_per_prefix: int = _RELAY.max_reservations_per_prefix
@@ -232,10 +232,9 @@ def _live_verdict(reached: int, answers: int) -> bool:
 
 
 def verdict_public(rule: str, reached: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """Whether each node publishes a direct address: by the live rule (``"spec"``: public on one
-    "reached", private once ``PRIVATE_AFTER`` failed and none reached, unknown -- which also
-    publishes -- before that), asked of the real ``NatState`` once per (reached, answers)
-    combination, or by a plain majority of the answers."""
+    """Whether each node publishes a direct address: by the live rule (``"spec"``: a vote of the
+    answers, a tie to public, no answer unknown -- which also publishes), asked of the real
+    ``NatState`` once per (reached, answers) combination, or by a strict majority."""
     if rule == "majority":
         return 2 * reached > answers
     table = np.zeros((answers.max(initial=0) + 1,) * 2, dtype=bool)
