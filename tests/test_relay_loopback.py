@@ -32,7 +32,7 @@ from .helpers import async_eventually as eventually
 class Node:
     """A link manager with a relay service, as the node will wire them."""
 
-    def __init__(self, relay_config: RelayConfig | None = None) -> None:
+    def __init__(self, relay_config: RelayConfig | None = None, **links: Any) -> None:
         self.identity = NodeIdentity.generate()
         self.record: PeerRecord = record_of(self.identity)
 
@@ -41,7 +41,7 @@ class Node:
 
         handlers: dict[str, Handler] = {"qmp.ping": echo}
         self.links = LinkManager(
-            self.identity, lambda: self.record, handlers, config=manager(), events=EventBus()
+            self.identity, lambda: self.record, handlers, config=manager(**links), events=EventBus()
         )
         self.relay = RelayService(self.links, relay_config)
         handlers.update(self.relay.handlers())
@@ -67,8 +67,8 @@ class Node:
         return self.record
 
 
-async def mesh(config: RelayConfig | None = None) -> tuple[Node, Node, Node]:
-    r, a, b = Node(config), Node(), Node()
+async def mesh(config: RelayConfig | None = None, **links: Any) -> tuple[Node, Node, Node]:
+    r, a, b = Node(config, **links), Node(**links), Node(**links)
     for node in (r, a, b):
         await node.links.start(f"{HOST}:0")
     rpc_br = await b.links.connect(r.address, r.id)
@@ -258,6 +258,22 @@ def test_a_dialler_past_its_credit_loses_the_circuit_not_its_link() -> None:
             await a_to_r.link.send(wire.encode([4, 12345 * 2, b"stray"]))
             assert await a_to_r.call("qmp.ping", "up") == "up"
             assert r.links.peers[a.id].link.is_open and r.links.peers[b.id].link.is_open
+        finally:
+            await stop(a, b, r)
+
+    run(scenario(), timeout=60)
+
+
+def test_links_that_carry_a_reservation_are_not_closed_as_idle() -> None:
+    async def scenario() -> None:
+        r, a, b = await mesh(idle_close=0.5, keepalive_interval=0.2)
+        try:
+            idle = await a.links.connect(r.address, r.id)  # no reservation on it
+            await asyncio.wait_for(idle.link.wait_closed(), 10)
+            assert idle.link.closed.result()[1] == "idle"
+            # B's link to R carries B's reservation: kept at both ends
+            assert b.links.peers[r.id].link.is_open and r.links.peers[b.id].link.is_open
+            assert r.id in b.relay.held and b.id in r.relay.core.reservations
         finally:
             await stop(a, b, r)
 

@@ -196,6 +196,9 @@ class LinkManager:
         # Relayed links: the relay each runs through (see connect_record); the dialler that
         # opens circuits is set by the relay service.
         self.relayed: dict[Link, NodeId] = {}
+        # Links never closed as idle, and why (a relay reservation rides on them, at either
+        # end: it ends with its link). See keep().
+        self.kept: dict[Link, set[str]] = {}
         self.relay_dialer: Callable[[RelayAddress, PeerRecord, float], Awaitable[Link]] | None = (
             None
         )
@@ -430,6 +433,22 @@ class LinkManager:
         link.add_close_listener(lambda closed: self.relayed.pop(closed, None))
         return entry
 
+    def keep(self, link: Link, why: str) -> None:
+        """Never close ``link`` as idle while some ``why`` holds (see :meth:`unkeep`)."""
+        if not link.is_open:
+            return
+        if link not in self.kept:
+            self.kept[link] = set()
+            link.add_close_listener(lambda closed: self.kept.pop(closed, None))
+        self.kept[link].add(why)
+
+    def unkeep(self, link: Link, why: str) -> None:
+        reasons = self.kept.get(link)
+        if reasons is not None:
+            reasons.discard(why)
+            if not reasons:
+                del self.kept[link]
+
     def rpc_for(self, link: Link) -> RpcEndpoint | None:
         """The RPC endpoint of ``link`` if it is one of this manager's open links."""
         if link.peer_id is None:
@@ -602,7 +621,8 @@ class LinkManager:
             peer_id = peer.link.peer_id
             is_primary = self.peers.get(peer_id) is peer  # type: ignore[arg-type]
             idle = now - max(peer.last_used, peer.rpc.last_activity)
-            if idle > self.config.idle_close and not (is_primary and peer_id in self._pinned_ids):
+            kept = peer.link in self.kept or (is_primary and peer_id in self._pinned_ids)
+            if idle > self.config.idle_close and not kept:
                 peer.link.close(ErrorCode.IDLE_TIMEOUT, "idle")
             else:
                 alive.append(peer.link)

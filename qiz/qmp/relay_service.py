@@ -51,6 +51,8 @@ from qiz.qmp.transport import Link, LinkError
 
 log = logging.getLogger("qiz.relay")
 REFUSED = "relay-refused"
+# why a link is kept open (LinkManager.keep): a reservation rides on it, here or at the relay
+KEEP_RELAY, KEEP_HELD = "relay reservation", "reservation held"
 # Seconds between the relay's checks for expired reservations and circuits (at most).
 TICK_INTERVAL = 5.0
 
@@ -137,6 +139,7 @@ class RelayService:
         if isinstance(reservation, Refusal):
             raise RpcError(REFUSED, reservation.reason)
         self._watch(ctx.link)
+        self.links.keep(ctx.link, KEEP_RELAY)
         self._start_ticker()
         return {
             "expires": int(reservation.expires),
@@ -247,6 +250,10 @@ class RelayService:
     async def _tick(self) -> None:
         expired = self.core.tick(self.clock())
         self._apply(expired.closes)
+        held = {r.link for r in self.core.reservations.values()}
+        for reservation in expired.reservations:
+            if reservation.link not in held:
+                self.links.unkeep(reservation.link, KEEP_RELAY)  # type: ignore[arg-type]
 
     # ================================================================== target
 
@@ -346,6 +353,7 @@ class RelayService:
             {"bytes": limits["bytes"], "seconds": limits["seconds"]},
         )
         self.held[relay] = held
+        self.links.keep(relay_rpc.link, KEEP_HELD)
         if relay not in self._renewing and not self.links.tasks.closed:
             self._renewing[relay] = self.links.tasks.spawn(
                 self._keep_reserved(relay_rpc), f"reservation {str(relay)[:12]}"
@@ -377,6 +385,7 @@ class RelayService:
         finally:
             self.held.pop(relay, None)
             self._renewing.pop(relay, None)
+            self.links.unkeep(relay_rpc.link, KEEP_HELD)
 
     async def dial_via(self, relay: RelayAddress, record: PeerRecord, timeout: float) -> Link:
         """An established link to ``record``'s node through a circuit on ``relay`` (not yet
