@@ -99,6 +99,10 @@ def test_a_and_b_talk_through_the_relay_which_sees_only_ciphertext() -> None:
             assert await back.call("qmp.ping", "from B") == "from B"
             assert forwarded, "the relay forwarded nothing"
             assert marker not in b"".join(forwarded)
+            stats = r.relay.snapshot()
+            assert stats["circuits"] == 1 and stats["reservations"] == 1
+            assert stats["bytes_forwarded"] == sum(map(len, forwarded))
+            assert b.relay.snapshot()["held"] == {str(r.id): b.relay.held[r.id].expires}
             # rows say relayed, and through which relay
             (row,) = [p for p in a.links.peer_rows() if p["node_id"] == str(b.id)]
             assert row["path"] == "relayed" and row["relay"] == str(r.id)
@@ -154,6 +158,15 @@ def test_refusals_carry_their_reasons() -> None:
             # a second circuit to B (connect_record would reuse the link; dial directly)
             with pytest.raises(LinkError, match="too many circuits to this peer"):
                 await a.relay.dial_via(record.relays[0], record, 5.0)
+            assert r.relay.snapshot()["refused"] == {
+                "no reservation": 1,
+                "too many circuits to this peer": 1,
+            }
+            # malformed calls are bad requests
+            to_r = await a.links.connect(r.address, r.id)
+            for body in ({}, {"to": b"x", "sid": 0}, {"to": b.id.digest, "sid": -1}):
+                with pytest.raises(RpcError, match="bad-request"):
+                    await to_r.call("relay.connect", body)
             # R refuses reservations when disabled
             r.relay.config.enabled = False
             with pytest.raises(RpcError, match="relay disabled"):

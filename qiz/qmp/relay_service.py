@@ -46,7 +46,7 @@ from qiz.qmp.relay import (
     network_prefix,
 )
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
-from qiz.qmp.streams import CircuitTransport, StreamError, StreamMux
+from qiz.qmp.streams import MAX_SID, CircuitTransport, StreamError, StreamMux
 from qiz.qmp.transport import Link, LinkError
 
 log = logging.getLogger("qiz.relay")
@@ -155,6 +155,8 @@ class RelayService:
         to, sid = body["to"], body["sid"]
         if not isinstance(to, bytes) or len(to) != 32:
             raise RpcError("bad-request", "to must be a 32-byte node id digest")
+        if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < MAX_SID:
+            raise RpcError("bad-request", "sid must be an integer in [0, 2**62)")
         if ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "not over a relayed link")
         target = NodeId(to)
@@ -255,14 +257,40 @@ class RelayService:
             if reservation.link not in held:
                 self.links.unkeep(reservation.link, KEEP_RELAY)  # type: ignore[arg-type]
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the relay holds and did, for status and metrics: reservations and circuits
+        here now, bytes forwarded and circuits opened since start, refusals and closes by
+        reason, and the reservations this node holds on relays (relay id -> expiry)."""
+        core = self.core
+        return {
+            "enabled": self.config.enabled,
+            "reservations": len(core.reservations),
+            "circuits": len(core.circuits),
+            "bytes_forwarded": core.counters["bytes"],
+            "circuits_opened": core.counters["circuits"],
+            "refused": {
+                k.removeprefix("refused: "): v
+                for k, v in core.counters.items()
+                if k.startswith("refused: ")
+            },
+            "closed": {
+                k.removeprefix("closed: "): v
+                for k, v in core.counters.items()
+                if k.startswith("closed: ")
+            },
+            "held": {str(relay): held.expires for relay, held in self.held.items()},
+        }
+
     # ================================================================== target
 
     async def _serve_incoming(self, ctx: CallContext, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) != {"from", "sid", "seen"}:
             raise RpcError("bad-request", 'relay.incoming takes {"from", "sid", "seen"}')
-        origin, sid = body["from"], body["sid"]
+        origin, sid, seen = body["from"], body["sid"], body["seen"]
         if not isinstance(origin, bytes) or len(origin) != 32:
             raise RpcError("bad-request", "from must be a 32-byte node id digest")
+        if not isinstance(seen, str) or len(seen) > 64:
+            raise RpcError("bad-request", "seen must be an address (at most 64 characters)")
         held = self.held.get(ctx.peer_id)
         if held is None or ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "no reservation here")
