@@ -101,15 +101,27 @@ def test_a_closed_end_sends_and_grants_nothing() -> None:
 def test_chunks_reassemble_to_what_was_written(sizes: list[int]) -> None:
     end = StreamEnd(max_buffer=10**8)
     written, sent = bytearray(), bytearray()
+
+    def take(chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            assert 0 < len(chunk) <= MAX_STREAM_CHUNK
+            sent.extend(chunk)
+
     for i, size in enumerate(sizes):
         data = bytes([i % 256]) * size
         written += data
-        for chunk in end.write(data):
-            assert 0 < len(chunk) <= MAX_STREAM_CHUNK
-            sent += chunk
-        sent += b"".join(end.on_credit(size))
-    sent += b"".join(end.on_credit(2**30))
+        take(end.write(data))
+    while end.buffered:  # the receiver consumes everything and grants it back
+        take(end.on_credit(CIRCUIT_WINDOW - end.send_credit))
     assert bytes(sent) == bytes(written)
+
+
+def test_credit_beyond_the_window_is_a_protocol_error() -> None:
+    end = StreamEnd()
+    end.write(b"a" * 1000)
+    end.on_credit(1000)  # back to a full window
+    with pytest.raises(StreamProtocolError, match="beyond the window"):
+        end.on_credit(1)
 
 
 class TwoEnds(RuleBasedStateMachine):

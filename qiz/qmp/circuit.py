@@ -86,8 +86,10 @@ class StreamEnd:
             raise StreamProtocolError("stream credit must be an integer")
         if not 0 < credit <= MAX_STREAM_CREDIT:
             raise StreamProtocolError(f"stream credit {credit} is out of range")
-        if self.send_credit + credit > MAX_STREAM_CREDIT:
-            raise StreamProtocolError("stream credit past 2**31 - 1")
+        if self.send_credit + credit > self.window:
+            # An honest receiver grants only what it consumed: we can never be owed more than
+            # a window. More would let a peer make us queue without bound.
+            raise StreamProtocolError("stream credit beyond the window")
         self.send_credit += credit
         return self._release()
 
