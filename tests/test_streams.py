@@ -4,6 +4,7 @@ the stream multiplexer of qiz.qmp.streams on real QMP links."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import deque
 from typing import Any
@@ -27,8 +28,9 @@ from qiz.qmp.connection import Connection
 from qiz.qmp.cookie import CookieAuthority
 from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcEndpoint
-from qiz.qmp.streams import MAX_STREAMS_PER_LINK, CircuitTransport, StreamError
+from qiz.qmp.streams import MAX_STREAMS_PER_LINK, CircuitTransport, StreamError, StreamMux
 from qiz.qmp.transport import Link
+from qiz.tasks import TaskOwner
 
 from .helpers import HOST, manager, qmp, record_of, run
 from .helpers import async_eventually as eventually
@@ -356,3 +358,87 @@ def test_streams_per_link_are_bounded_and_ids_have_the_opener_parity() -> None:
             await b.close()
 
     run(scenario(), timeout=60)
+
+
+# ------------------------------------------------------------------ hostile stream messages
+
+
+class FakeConn:
+    is_initiator = True
+
+
+class FakeLink:
+    """Just what a StreamMux uses of a link: it takes every message at once."""
+
+    def __init__(self) -> None:
+        self.conn = FakeConn()
+        self.is_open = True
+        self.sent: list[list] = []
+
+    def add_close_listener(self, listener: object) -> None:
+        pass
+
+    def send_nowait(self, data: bytes) -> bool:
+        self.sent.append(wire.decode(data))
+        return True
+
+
+class Sink(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+values = st.one_of(
+    st.binary(max_size=70_000),
+    st.integers(-(2**40), 2**40),
+    st.text(max_size=300),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+messages = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from([4, 5]), st.integers(-3, 8), values).map(list),
+        st.tuples(st.just(6), st.integers(-3, 8), values, values).map(list),
+        st.tuples(st.integers(4, 6), st.integers(-3, 8)).map(list),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages)
+def test_any_stream_messages_close_streams_at_worst(batch: list[list]) -> None:
+    """Whatever a peer sends: no exception, only STREAM_CLOSE replies, streams only ever end
+    (none appears that we did not open or accept), and each transport's received bytes stay
+    within the window it granted."""
+
+    async def scenario() -> None:
+        link = FakeLink()
+        mux = StreamMux(link, TaskOwner("test", logging.getLogger("test")))  # type: ignore[arg-type]
+        sinks = {}
+        for sid in (1, 3, 5):  # streams the peer opened
+            transport = CircuitTransport(mux)
+            transport.accept(sid)
+            sink = Sink()
+            transport.set_protocol(sink)
+            sinks[sid] = (transport, sink)
+        CircuitTransport(mux).open()  # one of ours: sid 0
+        opened = set(mux.streams)
+        for message in batch:
+            mux.on_message(message)
+            assert set(mux.streams) <= opened
+        assert all(m[0] == 6 or m[0] == 5 for m in link.sent)
+        for transport, sink in sinks.values():
+            assert len(sink.data) <= transport.end.bytes_received
+            assert transport.end.unconsumed <= CIRCUIT_WINDOW  # held, never beyond the grant
+        await asyncio.sleep(0)  # connection_lost callbacks run
+
+    asyncio.run(scenario())
