@@ -112,6 +112,15 @@ def test_a_and_b_talk_through_the_relay_which_sees_only_ciphertext() -> None:
             assert direct["path"] == "direct" and direct["relay"] is None
             # a second connect_record reuses the link
             assert await a.links.connect_record(record) is rpc
+            # concurrent ones share one circuit
+            c = Node()
+            await c.links.start(f"{HOST}:0")
+            try:
+                together = await asyncio.gather(*(c.links.connect_record(record) for _ in range(3)))
+                assert len({id(x) for x in together}) == 1
+                assert r.relay.core.circuits_from(c.id) == 1
+            finally:
+                await stop(c)
         finally:
             await stop(a, b, r)
 

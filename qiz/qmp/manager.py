@@ -189,6 +189,7 @@ class LinkManager:
         self.known_peer: Callable[[NodeId], bool] | None = None
         self._dialled: OrderedDict[NodeId, None] = OrderedDict()  # bounded: MAX_DIALLED_KNOWN
         self._dialing: dict[str, asyncio.Task[PeerLink | LinkError]] = {}
+        self._dialing_records: dict[NodeId, asyncio.Task[RpcEndpoint | LinkError]] = {}
         self._pinned: set[str] = set()
         self._pinned_ids: set[NodeId] = set()
         self.tasks = TaskOwner("links", log)
@@ -390,11 +391,36 @@ class LinkManager:
     async def connect_record(self, record: PeerRecord, *, timeout: float = 10.0) -> RpcEndpoint:
         """An RPC endpoint on a link to the node of ``record``: an existing link, else its
         direct addresses in order, else a circuit through each of its relays in order
-        (docs/nat.md §4.3). Raises :class:`LinkError` saying what each attempt met."""
+        (docs/nat.md §4.3). Concurrent calls for one node share one attempt. Raises
+        :class:`LinkError` saying what each attempt met."""
         existing = self.peers.get(record.node_id)
         if existing is not None and existing.link.is_open:
             existing.last_used = self.clock()
             return existing.rpc
+        if self.closing:
+            raise LinkError(ErrorCode.SHUTDOWN, "the link manager is closed")
+        pending = self._dialing_records.get(record.node_id)
+        if pending is None:
+            pending = self.tasks.spawn(
+                self._connect_record(record, timeout), f"dial {str(record.node_id)[:12]}"
+            )
+            self._dialing_records[record.node_id] = pending
+            pending.add_done_callback(
+                lambda _f, node=record.node_id: self._dialing_records.pop(node, None)
+            )
+        try:
+            outcome = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if pending.cancelled() and current is not None and not current.cancelling():
+                raise LinkError(ErrorCode.SHUTDOWN, "the link manager closed") from None
+            raise
+        if isinstance(outcome, LinkError):
+            raise LinkError(outcome.code, str(outcome))  # a fresh one per caller
+        return outcome
+
+    async def _connect_record(self, record: PeerRecord, timeout: float) -> RpcEndpoint | LinkError:
+        """One attempt, shared by the callers of connect_record; a failure is returned."""
         failures: list[str] = []
         for address in record.addresses:
             try:
@@ -406,15 +432,12 @@ class LinkManager:
             try:
                 link = await self.relay_dialer(relay, record, timeout)
                 self._remember_dialled(link)
-                entry = self.adopt(link, relay=relay.node_id)
+                return self.adopt(link, relay=relay.node_id).rpc
             except LinkError as exc:
                 failures.append(f"relay {str(relay.node_id)[:12]}: {exc}")
-                continue
-            entry.last_used = self.clock()
-            return entry.rpc
         if not failures:
             failures.append("its record names no address and no relay")
-        raise LinkError(
+        return LinkError(
             ErrorCode.PROTOCOL_ERROR, f"cannot reach {record.node_id}: {'; '.join(failures)}"
         )
 
