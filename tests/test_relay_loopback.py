@@ -87,6 +87,9 @@ def test_a_and_b_talk_through_the_relay_which_sees_only_ciphertext() -> None:
         r, a, b = await mesh()
         forwarded: list[bytes] = []
         r.relay.on_forward = forwarded.append
+        seen: list[tuple] = []
+        a.relay.on_seen = lambda *args: seen.append(("a", *args))
+        b.relay.on_incoming = lambda *args: seen.append(("b", *args))
         try:
             record = b.record_via(r)
             rpc = await a.links.connect_record(record)
@@ -96,6 +99,8 @@ def test_a_and_b_talk_through_the_relay_which_sees_only_ciphertext() -> None:
             assert await rpc.call("qmp.ping", marker) == marker
             await eventually(lambda: a.id in b.links.peers, what="B adopts the relayed link")
             back = b.links.peers[a.id].rpc
+            a_seen_at = r.links.peers[a.id].link.remote_address  # A's address as R sees it
+            assert seen == [("a", r.id, a_seen_at), ("b", r.id, a.id, a_seen_at)]
             assert await back.call("qmp.ping", "from B") == "from B"
             assert forwarded, "the relay forwarded nothing"
             assert marker not in b"".join(forwarded)

@@ -117,6 +117,11 @@ class RelayService:
         self._renewing: dict[NodeId, asyncio.Task[None]] = {}
         # called with every STREAM_DATA payload the relay forwards (tests look at the bytes)
         self.on_forward: Callable[[bytes], None] | None = None
+        # Addresses relays report (for the NAT layer, docs/nat.md §1, §5): on_seen(relay, ours)
+        # when a relay answers relay.connect with the address it sees us at; on_incoming(relay,
+        # dialler, its address as the relay sees it) when a relay opens a circuit to us.
+        self.on_seen: Callable[[NodeId, str], None] | None = None
+        self.on_incoming: Callable[[NodeId, NodeId, str], None] | None = None
         links.relay_dialer = self.dial_via
 
     def handlers(self) -> dict[str, Handler]:
@@ -327,13 +332,15 @@ class RelayService:
             pending.add(link, prefix)
             link.add_close_listener(pending.discard)
         links.tasks.spawn(
-            self._finish_incoming(link, NodeId(origin), ctx.peer_id, config.handshake_timeout),
+            self._finish_incoming(
+                link, NodeId(origin), ctx.peer_id, seen, config.handshake_timeout
+            ),
             "relayed handshake",
         )
         return {}
 
     async def _finish_incoming(
-        self, link: Link, origin: NodeId, relay: NodeId, timeout: float
+        self, link: Link, origin: NodeId, relay: NodeId, seen: str, timeout: float
     ) -> None:
         try:
             await link.wait_established(timeout + 1.0)
@@ -350,6 +357,8 @@ class RelayService:
             return
         with contextlib.suppress(LinkError):
             self.links.adopt(link, relay=relay)
+            if self.on_incoming is not None:
+                self.on_incoming(relay, origin, seen)
 
     def _run_over(self, transport: CircuitTransport, conn: Connection, relay: NodeId) -> Link:
         link = Link(conn, clock=self.links.clock)
@@ -427,7 +436,7 @@ class RelayService:
         except StreamError as exc:
             raise LinkError(ErrorCode.BUSY, f"relay link: {exc}") from None
         try:
-            await relay_rpc.call(
+            answer = await relay_rpc.call(
                 "relay.connect", {"to": record.node_id.digest, "sid": sid}, timeout=timeout
             )
         except BaseException as exc:
@@ -438,6 +447,9 @@ class RelayService:
                     f"relay {str(relay.node_id)[:12]}: {exc}",
                 ) from None
             raise
+        seen = answer.get("seen") if isinstance(answer, dict) else None
+        if self.on_seen is not None and isinstance(seen, str) and len(seen) <= 64:
+            self.on_seen(relay.node_id, seen)
         links = self.links
         conn = Connection.initiator(
             links.identity,
