@@ -490,3 +490,107 @@ def start_mesh(
     for node in started.values():
         node.wait_ready(60)
     return first, started
+
+
+# ---------------------------------------------------------------------------- looking at bytes
+
+# Run in a namespace: every frame on one interface (both directions) through a raw AF_PACKET
+# socket (tcpdump is not installed and not needed), TCP payloads searched for the markers
+# given as arguments, a marker split across two segments of one flow included (the last bytes
+# of each flow are kept). Prints "ready", then, once its stdin closes, one JSON line.
+_CAPTURE = r"""
+import json, os, select, socket, struct, sys
+ifname, markers = sys.argv[1], [m.encode() for m in sys.argv[2:]]
+keep = max(map(len, markers), default=1) - 1
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+sock.bind((ifname, 0))
+found = dict.fromkeys(sys.argv[2:], 0)
+frames = payload = 0
+by_pair = {}
+tails = {}
+print("ready", flush=True)
+while True:
+    ready, _, _ = select.select([sock, 0], [], [])
+    if 0 in ready and not os.read(0, 1):
+        break
+    if sock not in ready:
+        continue
+    frame = sock.recv(1 << 16)
+    frames += 1
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        continue
+    ihl = (frame[14] & 15) * 4
+    tcp = 14 + ihl
+    total = struct.unpack("!H", frame[16:18])[0]
+    data = frame[tcp + (frame[tcp + 12] >> 4) * 4 : 14 + total]
+    if not data:
+        continue
+    src, dst = socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34])
+    pair = f"{src}>{dst}"
+    by_pair[pair] = by_pair.get(pair, 0) + len(data)
+    payload += len(data)
+    flow = (frame[26:34], frame[tcp : tcp + 4])
+    window = tails.get(flow, b"") + data
+    for marker, text in zip(markers, found):
+        found[text] += window.count(marker)
+    tails[flow] = window[-keep:] if keep else b""
+print(json.dumps({"frames": frames, "payload": payload, "by_pair": by_pair, "found": found}))
+"""
+
+
+@dataclass
+class Capture:
+    """A running capture (:meth:`Topology.capture`); :meth:`stop` ends it and returns what it
+    saw: ``frames``, TCP ``payload`` bytes, payload bytes ``by_pair`` ("src>dst"), and how
+    often each marker was ``found``."""
+
+    proc: subprocess.Popen
+
+    def stop(self, timeout: float = 10.0) -> dict[str, Any]:
+        out, err = self.proc.communicate(timeout=timeout)  # closes its stdin: the end
+        lines = out.strip().splitlines()
+        if self.proc.returncode != 0 or not lines or lines[-1] == "ready":
+            raise RuntimeError(f"capture failed: {err.strip()}")
+        return json.loads(lines[-1])
+
+
+def capture(
+    net: Topology, where: Host | str, markers: Iterable[str], ifname: str = "eth0"
+) -> Capture:
+    """Capture every frame on ``ifname`` in ``where`` from now until :meth:`Capture.stop`,
+    counting the ``markers`` in TCP payloads (an AF_PACKET socket in the namespace: what
+    anything on that wire could read)."""
+    proc = net.spawn_python(where, _CAPTURE, ifname, *markers, stdin=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"capture in {where} did not start: {proc.communicate()[1].strip()}")
+    return Capture(proc)
+
+
+def memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether process ``pid``'s writable memory (heap, anonymous maps, stacks) holds
+    ``needle`` anywhere, now: what it ever decrypted or built and has not yet overwritten.
+    Needs root (ptrace access to /proc/PID/mem)."""
+    keep = len(needle) - 1
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 2 or not fields[1].startswith("rw"):
+                continue
+            if len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            tail = b""
+            for at in range(start, end, 1 << 22):
+                try:
+                    mem.seek(at)
+                    chunk = mem.read(min(1 << 22, end - at))
+                except OSError:  # a region that vanished or cannot be read
+                    break
+                if needle in tail + chunk:
+                    return True
+                tail = chunk[-keep:]
+    return False
