@@ -378,11 +378,13 @@ table inet qiznat {{
         args: Sequence[str] = ("--no-worker", "--no-api"),
         env: dict[str, str] | None = None,
         ready: bool = True,
+        module: str = "qiz",
     ) -> NetnsNode:
         """``qiz node start --json --listen HOST-IP:PORT`` in ``where``, with ``home``
         relative to ``cwd`` (its control socket is a filesystem path, which works across
         network namespaces: the test talks to it from the root namespace); killed at
-        teardown. Waits for its ready line unless ``ready=False``."""
+        teardown. Waits for its ready line unless ``ready=False``. ``module``: what ``python
+        -m`` runs (a wrapper of qiz's CLI, e.g. bench/nat_node.py's)."""
         host = self.host(where)
         node = NetnsNode(
             self.prefix_argv(host),
@@ -393,6 +395,7 @@ table inet qiznat {{
             cwd=cwd,
             env=env,
             name=f"{host.name}:{Path(home).name}",
+            module=module,
         )
         self.nodes.append(node)
         if ready:
@@ -415,6 +418,7 @@ class NetnsNode(NodeProcess):
         cwd: Path,
         env: dict[str, str] | None = None,
         name: str | None = None,
+        module: str = "qiz",
     ) -> None:
         self.cwd = Path(cwd)
         self.home = Path(home)
@@ -422,7 +426,7 @@ class NetnsNode(NodeProcess):
         self.log_path = self.cwd / self.home / "node.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.ready = None
-        command = [*prefix, sys.executable, "-m", "qiz", "--home", str(self.home)]
+        command = [*prefix, sys.executable, "-m", module, "--home", str(self.home)]
         command += ["node", "start", "--json", "--listen", listen, *args]
         for peer in peers:
             command += ["--peer", peer]
