@@ -33,13 +33,18 @@ from qiz.event_log import EventLog
 from qiz.events import EventBus
 from qiz.history import History
 from qiz.identity import NodeIdentity, PeerRecord
+from qiz.identity.peer_record import MAX_RECORD_RELAYS, RelayAddress
 from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
 from qiz.peer_ref import PeerRef, match_prefix, parse_peer_ref
 from qiz.qmp.autonat import NatConfig, NatService
+from qiz.qmp.connection import Connection
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.interfaces import listen_addresses
 from qiz.qmp.manager import LinkManager, ManagerConfig, PeerLink
-from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint
+from qiz.qmp.punch import PunchService
+from qiz.qmp.relay import RelayConfig
+from qiz.qmp.relay_service import RelayService
+from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
 from qiz.qmp.transport import Link, LinkError
 from qiz.resolve.dht import Dht, DhtConfig
 from qiz.resolve.discovery import LanDiscovery
@@ -69,6 +74,8 @@ RECORD_DB = "records.sqlite"
 MAX_LAN_DIALS = 8  # LAN beacons answered at once
 REMEMBERED_DIAL_TIMEOUT = 5.0  # seconds a remembered peer may take to link at start
 LOCK_FILE = "node.lock"
+# Seconds between checks that a private node holds its relays and publishes the right ones.
+RELAY_CHECK_S = 5.0
 CONTROL_READ_TIMEOUT = 5.0  # seconds an owner's client may take to send its request line
 
 
@@ -103,6 +110,7 @@ class Node:
         store: StoreConfig | None = None,
         deploy: DeployConfig | None = None,
         nat: NatConfig | None = None,
+        relay: RelayConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.identity = identity
@@ -144,6 +152,23 @@ class Node:
         # address nobody could dial
         self.nat = NatService(self.links, config=nat, clock=clock, on_change=self._nat_changed)
         self.handlers.update(self.nat.handlers())
+        # relays: this node serves as one when it can ([relay]), and a private node reserves
+        # on reachable peers and publishes them; over a relayed link the dialler tries a punch
+        self.relays = RelayService(self.links, relay, clock)
+        self.handlers.update(self.relays.handlers())
+        self.punch = PunchService(
+            identity,
+            self.record,
+            self.nat.state,
+            bound=lambda: self.links.listener.address,
+            listen=lambda: list(self._addresses),
+            adopt=self.links.adopt,
+            responder=self._punch_responder,
+            direct_link=self._direct_link,
+            config=self.links.config.qmp,
+            clock=clock,
+        )
+        self.handlers.update(self.punch.handlers())
         self.links.on_peer = self._on_link
         # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
         # for known peers and is not held to the per-prefix cap on unknown ones
@@ -242,8 +267,81 @@ class Node:
                 [] if private else self._addresses,
                 seq=max(int(now * 1000), self._record.seq + 1 if self._record else 0),
                 now=now,
+                relays=self._relays_held() if private else (),
             )
         return self._record
+
+    def _relays_held(self) -> list[RelayAddress]:
+        """The relays this node holds a reservation on, where each listens (its record)."""
+        out = []
+        for relay in self.relays.held:
+            entry = self.links.peers.get(relay)
+            record = entry.link.peer if entry is not None else None
+            if record is not None and record.addresses:
+                out.append(RelayAddress(relay, record.addresses[0]))
+        return out[:MAX_RECORD_RELAYS]
+
+    async def _keep_relays(self) -> None:
+        """A private node keeps reservations on ``[relay] reserve_on`` reachable peers (best
+        score, then lowest RTT) and republishes its record when the set changes."""
+        if self.nat.state.reachability == "private":
+            want = self.relays.config.reserve_on - len(self.relays.held)
+            for peer_id, entry in self._relay_candidates():
+                if want <= 0:
+                    break
+                try:
+                    await self.relays.reserve(entry.rpc)
+                    want -= 1
+                except (RpcError, LinkError) as exc:
+                    log.debug("relay %s refused a reservation: %s", peer_id.short(), exc)
+        published = {relay.node_id for relay in self.record().relays}
+        if published != {relay.node_id for relay in self._relays_held()}:
+            self._nat_changed()
+
+    def _relay_candidates(self) -> list[tuple[NodeId, PeerLink]]:
+        scores = self.compute.scores if self.compute is not None else None
+        found = []
+        for peer_id, entry in self.links.peers.items():
+            record = entry.link.peer
+            if (
+                peer_id in self.relays.held
+                or not entry.link.is_open
+                or entry.link in self.links.relayed
+                or record is None
+                or not record.addresses  # a peer nobody can dial cannot relay
+            ):
+                continue
+            score = scores.get(peer_id.digest) if scores is not None else 0.0
+            found.append((-score, entry.link.rtt or 1e9, peer_id, entry))
+        found.sort(key=lambda item: item[:2])
+        return [(peer_id, entry) for _, _, peer_id, entry in found]
+
+    def _punch_responder(self) -> Connection:
+        listener = self.links.listener
+        return Connection.responder(
+            self.identity,
+            self.record(),
+            cookies=listener.cookies,
+            peer_address="",
+            now=self.clock(),
+            config=self.links.config.qmp,
+            records=listener.records,
+        )
+
+    def _direct_link(self, peer: NodeId) -> Link | None:
+        entry = self.links.peers.get(peer)
+        if entry is None or not entry.link.is_open or entry.link in self.links.relayed:
+            return None
+        return entry.link
+
+    async def _punch(self, link: Link) -> None:
+        """Over a relayed link this node dialled: try to meet the peer directly."""
+        await asyncio.sleep(0)  # the manager files the link after telling us of it
+        rpc = self.links.rpc_for(link)
+        if rpc is None or not link.is_open:
+            return
+        outcome = await self.punch.try_punch(link, rpc)
+        log.info("punch to %s: %s", link.peer_id, outcome.reason)
 
     def nat_view(self) -> dict[str, Any]:
         """Reachability, observed addresses, NAT mapping, relays in use and links by path: for
@@ -266,14 +364,21 @@ class Node:
     def _on_link(self, link: Link) -> None:
         self.dht.on_link(link)
         self.nat.on_link(link)
+        if link in self.links.relayed and link.conn.is_initiator and not self.tasks.closed:
+            self.tasks.spawn(self._punch(link), "punch")
 
     def _nat_changed(self) -> None:
-        """Reachability or public addresses changed: sign and publish a new record."""
+        """Reachability, public addresses or relays changed: sign and publish a new record
+        (reserving on relays first when the node just turned private)."""
         self._record = None
         if not self.tasks.closed and self.joined.is_set():
             self.tasks.spawn(self._republish_self(), "republish record")
 
     async def _republish_self(self) -> None:
+        if self.nat.state.reachability == "private" and not self.relays.held:
+            with contextlib.suppress(LinkError, RpcError):
+                await self._keep_relays()
+            self._record = None
         with contextlib.suppress(LinkError, OSError, TimeoutError, QizError):
             await self.dht.publish_self()
 
@@ -312,6 +417,7 @@ class Node:
             raise
         self.tasks.spawn(self._join(), "join")
         self.tasks.every(self.history.interval_s, self._sample_history, "history")
+        self.tasks.every(RELAY_CHECK_S, self._keep_relays, "relays")
         if self.control_dir is not None:
             self.tasks.every(peer_memory.SAVE_INTERVAL_S, self._save_peers, "remember peers")
         # the CLI prints this on stdout; at info level it showed twice on a terminal
@@ -447,6 +553,7 @@ class Node:
         await self._close_control()
         await self.dht.stop()
         await self.nat.close()
+        await self.punch.close()
         if self.lan is not None:
             await self.lan.stop()
         if self.compute is not None:
@@ -547,9 +654,10 @@ class Node:
                 started = time.perf_counter()
                 record = await self.dht.resolve_peer(node_id)
                 taken["resolve_ms"] = _ms(time.perf_counter() - started)
-                if not record.addresses:
-                    raise LinkError(ErrorCode.NORMAL_CLOSE, f"{node_id} publishes no address")
-                target, expected = record.addresses[0], record
+                started = time.perf_counter()
+                endpoint = await self.links.connect_record(record)  # addresses, then relays
+                taken["handshake_ms"] = _ms(time.perf_counter() - started)
+                return endpoint.link, taken
         if current is not None and current.link.is_open:
             current.last_used = self.clock()
             return current.link, taken
@@ -616,9 +724,9 @@ class Node:
         record = await self.dht.resolve_peer(node_id)
         resolved = time.perf_counter() - started
         linked = None
-        if node_id != self.node_id and record.addresses:
-            await self.links.connect(record.addresses[0], record)
-            linked = record.addresses[0]
+        if node_id != self.node_id and (record.addresses or record.relays):
+            endpoint = await self.links.connect_record(record)
+            linked = endpoint.link.remote_address
         return {
             "node_id": str(record.node_id),
             "addresses": list(record.addresses),

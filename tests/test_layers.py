@@ -40,6 +40,9 @@ SANS_IO = [
     "compute/core.py",
     "compute/actions.py",
     "deploy/supervisor_core.py",
+    "qmp/circuit.py",
+    "qmp/relay.py",
+    "qmp/observed.py",
 ]
 
 

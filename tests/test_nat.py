@@ -4,6 +4,7 @@ other back."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 import pytest
@@ -156,3 +157,16 @@ def test_nat_config_table_is_checked_key_by_key() -> None:
     ):
         with pytest.raises(NatConfigError, match=reason):
             NatConfig.from_table(table)
+
+
+def test_a_second_node_on_a_taken_port_is_refused_despite_reuse_port() -> None:
+    async def body() -> None:
+        first = make_node(nat=NatConfig(autonat=False))
+        async with running(first):
+            port = int(first.address.rsplit(":", 1)[1])
+            second = make_node(nat=NatConfig(autonat=False), listen=f"127.0.0.1:{port}")
+            with pytest.raises(OSError) as caught:
+                await second.start()
+            assert caught.value.errno == errno.EADDRINUSE
+
+    run(body())

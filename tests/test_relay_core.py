@@ -36,7 +36,8 @@ def test_config_defaults_are_the_documented_ones() -> None:
 def test_config_from_table() -> None:
     config = RelayConfig.from_table({"enabled": False, "max_circuits": 3, "reservation_ttl": 60})
     assert not config.enabled and config.max_circuits == 3 and config.reservation_ttl == 60.0
-    assert RelayConfig.from_table({"unknown_later": 1}) == RelayConfig()
+    with pytest.raises(RelayConfigError, match="no key 'max_circuit'"):  # a typo is not silent
+        RelayConfig.from_table({"max_circuit": 3})
 
 
 @pytest.mark.parametrize(

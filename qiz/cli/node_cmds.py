@@ -34,6 +34,7 @@ from qiz.lifeline import guard_memory
 from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
 from qiz.qmp.autonat import NatConfig, NatConfigError
 from qiz.qmp.manager import ManagerConfig
+from qiz.qmp.relay import RelayConfig, RelayConfigError
 from qiz.resolve.dht import DhtConfig
 from qiz.store.config import StoreConfig, StoreConfigError
 
@@ -314,6 +315,14 @@ def _nat_config(table: object) -> NatConfig:
         raise UserError(str(exc)) from None
 
 
+def _relay_config(table: object) -> RelayConfig:
+    """The ``[relay]`` table of config.toml (docs/nat.md §6); a bad key is one line."""
+    try:
+        return RelayConfig.from_table(table)
+    except RelayConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
 async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     session: Session,
     identity: NodeIdentity,
@@ -346,6 +355,7 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
         store=_store_config(config.extra.get("store", {})),
         deploy=DeployConfig.from_table(config.extra.get("deploy", {})),
         nat=_nat_config(config.extra.get("nat", {})),
+        relay=_relay_config(config.extra.get("relay", {})),
     )
     # Both signals stop the node, whatever disposition they were inherited with: a shell's
     # background job starts with SIGINT ignored, and add_signal_handler replaces SIG_IGN.

@@ -527,6 +527,18 @@ class LinkManager:
         if not current.link.is_open:  # closing, its close listener not yet run: a takeover
             self.peers[peer_id] = entry
             return entry
+        if (link in self.relayed) != (current.link in self.relayed):
+            # a direct link always wins over a relayed one (a punched hole, docs/nat.md §5),
+            # whichever came first: both ends apply the same rule, so both keep the same link
+            keep, drop = (current, entry) if link in self.relayed else (entry, current)
+            self.peers[peer_id] = keep
+            self._later(
+                self.config.duplicate_grace,
+                drop.link.close,
+                ErrorCode.NORMAL_CLOSE,
+                "replaced by a direct link",
+            )
+            return keep
         if abs(link.since - current.link.since) <= self.config.duplicate_grace:
             keep, drop = (
                 (entry, current) if self._preferred(link, current.link) else (current, entry)

@@ -279,17 +279,23 @@ class PunchService:
                 return outcome
             return outcome
         except (RpcError, ValueError) as exc:
-            outcome = PunchOutcome(False, now, str(exc))
+            if self.direct_link(peer) is not None:  # the relayed link closed: replaced
+                outcome = PunchOutcome(True, now, "direct", time.monotonic() - started)
+            else:
+                outcome = PunchOutcome(False, now, str(exc))
             return outcome
         finally:
             self.book.finish(peer.digest, outcome)
 
     async def _inbound_direct(self, peer: NodeId) -> Link | None:
-        for _ in range(10):
+        """The peer's direct link if one comes up within a punch's time: when its connect
+        won, it waits :data:`FIRST_BYTES_WAIT` for us to speak, then opens the handshake."""
+        deadline = time.monotonic() + PUNCH_TIMEOUT
+        while time.monotonic() < deadline:
             link = self.direct_link(peer)
             if link is not None:
                 return link
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         return None
 
     async def _answer(self, addresses: list[str], peer: NodeId) -> None:

@@ -79,10 +79,14 @@ class RelayConfig:
 
     @classmethod
     def from_table(cls, table: object) -> RelayConfig:
-        """The ``[relay]`` table of config.toml: the settings above by name. Unknown keys are
-        left for other versions."""
+        """The ``[relay]`` table of config.toml: the settings above by name. An unknown key is
+        refused (a typo would otherwise leave a limit at its default unnoticed)."""
         if not isinstance(table, dict):
             raise RelayConfigError("config.toml: [relay] must be a table")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise RelayConfigError(f"config.toml: [relay] has no key {unknown[0]!r}")
         values = {f.name: table[f.name] for f in dataclasses.fields(cls) if f.name in table}
         for item in dataclasses.fields(cls):
             if item.name in values and item.type in ("float", float):

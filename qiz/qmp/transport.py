@@ -475,6 +475,17 @@ _PLAIN_ERRNO = {
 }
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Raise ``OSError(EADDRINUSE)`` if anything holds ``host:port``. The listener binds with
+    SO_REUSEPORT (so that a hole punch can dial from its port), which would otherwise let a
+    second node of the same user share the port silently, each getting half the connections;
+    a bind without it is refused by any holder."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no holder
+        probe.bind((host, port))
+
+
 def why_not(exc: OSError) -> str:
     """Why a connection could not be made, in plain words."""
     if isinstance(exc, socket.gaierror):
@@ -638,7 +649,10 @@ class Listener:
             )
         )
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._make_link, host, port)
+        if port:
+            _check_port_free(host, port)
+        # reuse_port: a hole punch dials from this very port (docs/nat.md §5.1)
+        self.server = await loop.create_server(self._make_link, host, port, reuse_port=True)
 
     def _make_link(self) -> Link:
         conn = Connection.responder(

@@ -1,5 +1,6 @@
 """Reaching a peer by its id: this node itself directly, a linked peer over its link, anyone else
-by resolving its signed peer record through the DHT and dialling one of its addresses.
+by resolving its signed peer record through the DHT and dialling one of its addresses, or a
+circuit through one of its relays.
 
 Services that talk to peers they know only by id (the storage pool's holders, the compute
 coordinator's workers) call through one :class:`PeerCaller`, so "how do I reach X" has one
@@ -54,11 +55,10 @@ class PeerCaller:
             try:
                 async with asyncio.timeout(timeout):
                     record = await self.dht.resolve_peer(node)
-                if not record.addresses:
-                    raise Unreachable(f"{node.short()} publishes no address")
-                rpc = await self.links.connect(
-                    record.addresses[0], record, timeout=min(timeout, DIAL_TIMEOUT)
-                )
+                if not record.addresses and not record.relays:
+                    raise Unreachable(f"{node.short()} publishes no address and no relay")
+                # its addresses, then its relays (docs/nat.md §4.3)
+                rpc = await self.links.connect_record(record, timeout=min(timeout, DIAL_TIMEOUT))
             except Unreachable:
                 raise
             except Exception as exc:

@@ -128,6 +128,13 @@ TEMPLATES: dict[str, Any] = {
     "job.capacity": None,
     "job.done": {"job": JOB, "task": 0, "state": "done", "result": {"counts": {"0": 1}}},
     "job.progress": {"job": JOB, "task": 0, "progress": 0.5},
+    "nat.observed": {"seen": "127.0.0.1:1"},
+    "nat.dialback": {"addrs": ["127.0.0.1:1"]},
+    "nat.punch": {"addrs": ["127.0.0.1:1"]},
+    "nat.sync": {},
+    "relay.reserve": {},
+    "relay.connect": {"to": bytes(32), "sid": 0},
+    "relay.incoming": {"from": bytes(32), "sid": 1, "seen": "127.0.0.1:1"},
 }
 
 
