@@ -7,7 +7,9 @@ demo shows that a flipped bit, a forged record and a wrong recipient are all ref
 quantum processor shows each capability once against an exact reference. Then the main job
 (:mod:`qiz.demo_mesh`): five node processes on loopback, one bootstrap address, resolution by id
 and by name, a replicated QAOA sweep and a VQE job with a worker killed mid-run, and the
-results verified from their attestations. The demo grows as the mesh gains capabilities.
+results verified from their attestations; the storage pool, a deployed bundle, and a node
+nobody may dial reached through a relay and then a punched direct path. The demo grows as the
+mesh gains capabilities.
 """
 
 from __future__ import annotations

@@ -265,6 +265,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
     deployed = _deploy(
         tmp, first, [*[n for n in nodes[1:] if n.alive() and n is not fetcher][:1], fetcher]
     )
+    relayed = _through_a_relay(tmp, env, first, nodes)
     return {
         "dashboard": dashboard,
         "nodes": [{"name": n, "node_id": ids[n], "address": addresses[n]} for n in names],
@@ -280,6 +281,7 @@ def _run(tmp: Path, size: int, env: dict, nodes: list[MeshNode]) -> dict[str, An
         "jobs_s": round(jobs_seconds, 2),
         "stored": stored,
         "deployed": deployed,
+        "relayed": relayed,
         "network": _network_figures(first, next(n for n in nodes[1:] if n.alive())),
     }
 
@@ -447,6 +449,60 @@ def _deploy(tmp: Path, first: MeshNode, followers: list[MeshNode]) -> dict[str, 
         "published_by": first.name,
         "running": running,
         "publish_to_running_s": round(time.perf_counter() - began, 2),
+    }
+
+
+def _through_a_relay(
+    tmp: Path, env: dict, first: MeshNode, nodes: list[MeshNode]
+) -> dict[str, Any]:
+    """One more node that nobody may dial (its config says it is private, as a node behind NAT
+    finds out from its peers; real NATs are in tests/test_netns_nat.py): it reserves on
+    relays and publishes them instead of an address. A newcomer that knows only its id (and
+    is not linked to it: no routing table holds a node without an address) reaches it through
+    a relay, the QMP handshake end to end inside the circuit, then punches a direct path and
+    leaves the relay."""
+
+    def start(name: str, config: str) -> tuple[MeshNode, str]:
+        home = tmp / name
+        node_id = str(Home(home).init().node_id)
+        with (home / "config.toml").open("a", encoding="utf-8") as file:
+            file.write(config)
+        node = MeshNode(
+            home,
+            peers=[first.bootstrap],
+            args=["--no-worker"],
+            env=env,
+            name=name,
+            group=first.group,
+        )
+        nodes.append(node)
+        node.wait_ready(60)
+        return node, node_id
+
+    hidden, node_id = start("node5", '\n[nat]\nreachability = "private"\n')
+    relays = _wait(
+        lambda: hidden.request("status", 5.0)["nat"]["relays"], 30, "node5 to reserve on relays"
+    )
+    dialler, _ = start("node6", "")
+    started = time.perf_counter()
+    # node5's record with its relays may still be on its way into the DHT: try until it is
+    answer = _wait(lambda: dialler.request("connect", 10.0, target=node_id), 20, "a link to node5")
+
+    def path() -> str | None:
+        rows = dialler.request("peers", 5.0)["peers"]
+        return next(
+            (r["path"] for r in rows if r["node_id"] == node_id and r["state"] == "online"), None
+        )
+
+    _wait(lambda: path() == "direct", 20, "the punch to a direct link")
+    return {
+        "node": hidden.name,
+        "node_id": node_id,
+        "relays": relays,
+        "dialler": dialler.name,
+        "reached_at": answer["address"],
+        "link_ms": answer["handshake_ms"],
+        "direct_after_s": round(time.perf_counter() - started, 2),
     }
 
 
@@ -632,6 +688,14 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
         f"[green]deployed[/green] bundle {BUNDLE} {deployed['version']}, published by "
         f"{deployed['published_by']} on channel {escape(owner[:16])}.../{escape(name)}; "
         f"{escape(said)} ({deployed['publish_to_running_s']:.1f} s from publish)"
+    )
+    relayed = mesh["relayed"]
+    console.print(
+        f"[green]relayed[/green] {relayed['node']} took no address in its record, only relays "
+        f"({len(relayed['relays'])}); {relayed['dialler']} reached it by id through "
+        f"{relayed['reached_at']} in {relayed['link_ms']:.1f} ms (QMP end to end in the "
+        f"circuit), then punched a direct path ({relayed['direct_after_s']:.1f} s)",
+        markup=False,
     )
     net = mesh["network"]
     claims = net["claims"]

@@ -420,6 +420,11 @@ def test_demo_json(tmp_path: Path) -> None:
     assert [r["said"] for r in deployed["running"]] == ["hello from hello-mesh 1.0.0"] * 2
     assert all(r["version"] == "1.0.0" and r["pid"] for r in deployed["running"])
     assert killed not in {r["node"] for r in deployed["running"]}
+    # a node nobody may dial: reached by id through one of its relays, then directly
+    relayed = mesh["relayed"]
+    assert relayed["relays"] and relayed["reached_at"].startswith("relay:")
+    assert relayed["reached_at"].removeprefix("relay:") in " ".join(relayed["relays"])
+    assert relayed["link_ms"] is not None  # a new link, not one it already had
     assert mesh["left_running"] == 0
     assert list(tmp_path.iterdir()) == []
 

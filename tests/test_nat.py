@@ -148,11 +148,13 @@ def test_dialback_never_dials_a_third_party_and_is_rate_limited() -> None:
 def test_nat_config_table_is_checked_key_by_key() -> None:
     assert NatConfig.from_table({}) == NatConfig()
     assert NatConfig.from_table({"autonat": False, "check_every": 60}).check_every == 60.0
+    assert NatConfig.from_table({"reachability": "private"}).reachability == "private"
     for table, reason in (
         ({"autonat": "yes"}, "nat.autonat must be true or false"),
         ({"check_every": 1}, "nat.check_every must be a number of seconds from 10"),
         ({"check_every": True}, "nat.check_every"),
         ({"chek_every": 60}, "has no key 'chek_every'"),
+        ({"reachability": "behind-nat"}, "nat.reachability must be"),
         ([], r"\[nat\] must be a table"),
     ):
         with pytest.raises(NatConfigError, match=reason):

@@ -66,12 +66,15 @@ class NatConfig:
 
     autonat: bool = True  # ask peers to dial back (off: reachability stays "unknown")
     check_every: float = 300.0  # seconds between reachability checks
+    # "auto": as peers find it; "private" or "public": the owner knows (a firewall that drops
+    # what a dial-back would show, a port forward), and no dial-back is asked for
+    reachability: str = "auto"
 
     @classmethod
     def from_table(cls, table: object) -> NatConfig:
         if not isinstance(table, dict):
             raise NatConfigError("config.toml: [nat] must be a table")
-        unknown = sorted(set(table) - {"autonat", "check_every"})
+        unknown = sorted(set(table) - {"autonat", "check_every", "reachability"})
         if unknown:
             raise NatConfigError(f"config.toml: [nat] has no key {unknown[0]!r}")
         config = cls()
@@ -90,6 +93,12 @@ class NatConfig:
                     "config.toml: nat.check_every must be a number of seconds from 10 to 86400"
                 )
             config.check_every = float(value)
+        if "reachability" in table:
+            if table["reachability"] not in ("auto", "private", "public"):
+                raise NatConfigError(
+                    'config.toml: nat.reachability must be "auto", "private" or "public"'
+                )
+            config.reachability = table["reachability"]
         return config
 
 
@@ -152,7 +161,9 @@ class NatService:
 
     def start(self, listen: list[str]) -> None:
         self.state.set_listen(listen)
-        if self.config.autonat:
+        if self.config.reachability != "auto":
+            self.state.forced = self.config.reachability
+        elif self.config.autonat:
             self.tasks.every(self.config.check_every, self._periodic_check, "reachability")
 
     async def close(self) -> None:
@@ -254,7 +265,7 @@ class NatService:
         return unique[:MAX_DIALBACK_ADDRESSES]
 
     def check_soon(self) -> None:
-        if not self.config.autonat or self.tasks.closed:
+        if not self.config.autonat or self.state.forced is not None or self.tasks.closed:
             return
         if self._checking is None or self._checking.done():
             with contextlib.suppress(Exception):

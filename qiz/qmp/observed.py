@@ -51,6 +51,8 @@ class NatState:
         # each asked peer's latest answer (reached or not, when), oldest first
         self.dialbacks: dict[bytes, tuple[bool, float]] = {}
         self.changes = 0  # bumped whenever the set of public addresses changes
+        # the owner's word ([nat] reachability = "private" or "public"), over any dial-back
+        self.forced: str | None = None
 
     def set_listen(self, listen: list[str] | tuple[str, ...]) -> None:
         self.listen = tuple(listen)
@@ -88,6 +90,8 @@ class NatState:
         """``public`` when at least as many of the peers asked reached us as failed to (and
         one did), ``private`` when more failed, ``unknown`` before any answer. The latest
         answer of each peer counts once: one lying helper among honest ones decides nothing."""
+        if self.forced is not None:
+            return self.forced
         reached = sum(1 for ok, _ in self.dialbacks.values() if ok)
         failed = len(self.dialbacks) - reached
         if reached and reached >= failed:
@@ -144,6 +148,7 @@ class NatState:
         """Plain data for ``node status`` and ``qiz netcheck``."""
         return {
             "reachability": self.reachability,
+            "reachability_set_by": "config" if self.forced is not None else "peers",
             "listen": list(self.listen),
             "public_addresses": self.public_addresses(),
             "mapping": self.mapping,
