@@ -1,4 +1,4 @@
-"""The main part of ``qiz demo``: a five-process mesh on loopback doing replicated quantum work.
+"""The main part of ``qiz demo``: node processes on loopback doing replicated quantum work.
 
 Five homes are made in a temporary directory and five ``qiz node start`` processes run on
 127.0.0.1, four of them given only the first one's address. Then, through the first node:
@@ -691,11 +691,10 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
     )
     relayed = mesh["relayed"]
     console.print(
-        f"[green]relayed[/green] {relayed['node']} took no address in its record, only relays "
-        f"({len(relayed['relays'])}); {relayed['dialler']} reached it by id through "
-        f"{relayed['reached_at']} in {relayed['link_ms']:.1f} ms (QMP end to end in the "
-        f"circuit), then punched a direct path ({relayed['direct_after_s']:.1f} s)",
-        markup=False,
+        f"[green]relayed[/green] {relayed['node']}, which nobody may dial, published "
+        f"{len(relayed['relays'])} relays and no address; {relayed['dialler']} reached it by "
+        f"id through {escape(relayed['reached_at'])} in {relayed['link_ms']:.1f} ms (QMP end "
+        f"to end in the circuit), then punched a direct path ({relayed['direct_after_s']:.1f} s)"
     )
     net = mesh["network"]
     claims = net["claims"]
