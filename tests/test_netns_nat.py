@@ -110,6 +110,13 @@ def until(check: Any, timeout: float, what: str, show: Any) -> Any:
         raise AssertionError(f"{exc}; last seen: {show()}") from None
 
 
+def forwarded(mesh: Mesh, name: str) -> int | None:
+    """Bytes NAME's relay forwarded, when its status shows its relay (``relay`` section,
+    RelayService.snapshot); None when it does not."""
+    relay = (mesh.nodes[name].status() or {}).get("relay")
+    return relay.get("bytes_forwarded") if isinstance(relay, dict) else None
+
+
 def relay_ids(nat: dict[str, Any]) -> list[str]:
     """The node ids of the relays a ``nat`` view lists (entries ``ID@ip:port``)."""
     return [entry.split("@", 1)[0] for entry in nat.get("relays", [])]
@@ -267,6 +274,7 @@ def test_symmetric_pairs_stay_relayed_and_run_a_replicated_job(mesh: Mesh) -> No
         "qubit[2] q;\nbit[2] m;\nh q[0];\ncx q[0], q[1];\nm = measure q;\n"
     )
     (work / "marked.qasm").write_text(program)
+    forwarded_before = {name: forwarded(mesh, name) for name in PUBLIC}
     captures: dict[str, Capture] = {name: capture(net, name, [marker, control]) for name in PUBLIC}
     try:
         done = mesh.cli(
@@ -320,6 +328,12 @@ def test_symmetric_pairs_stay_relayed_and_run_a_replicated_job(mesh: Mesh) -> No
     assert sum(
         n for name in PUBLIC for pair, n in seen[name]["by_pair"].items() if rc in pair
     ) > len(program), seen
+
+    # when the node's status shows its relay's counters, the circuits carried the job
+    after = {name: forwarded(mesh, name) for name in PUBLIC}
+    if all(v is not None for v in (*forwarded_before.values(), *after.values())):
+        grew = sum(after[n] - forwarded_before[n] for n in PUBLIC)  # type: ignore[operator]
+        assert grew > len(program), (forwarded_before, after)
 
     # nor does any relay process hold it in memory, where the submitter and a worker do
     needle = marker.encode()
