@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import socket
 import time
 from collections import Counter, deque
@@ -45,9 +46,10 @@ from qiz.qmp.connection import (
     MessageReceived,
     PongReceived,
     QmpConfig,
+    State,
 )
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX, CookieAuthority
-from qiz.qmp.errors import NOT_QMP, ErrorCode
+from qiz.qmp.errors import NOT_QMP, ErrorCode, QmpError
 from qiz.qmp.handshake import EPHEMERAL_POOL
 from qiz.tasks import TaskOwner
 
@@ -143,23 +145,38 @@ class Link(asyncio.Protocol):
         self.conn.peer_address = self.remote_address
         if self.on_made is not None:
             self.on_made(self)  # may refuse the connection (the listener's per-address cap)
-        if self.conn.is_initiator:
-            self.conn.start(self.clock())
+        if self.conn.is_initiator and self.conn.state is State.START:
+            self.conn.start(self.clock())  # dial() builds INIT during the TCP connect instead
         self._flush()  # also delivers a refusal queued before the connection was made (BUSY)
         if self.conn.is_initiator:
-            # Make the next dial's ephemeral key while this one waits for the responder.
-            self._loop.call_soon(EPHEMERAL_POOL.refill)
+            # Make the next dial's ephemeral keys while this one waits for the responder.
+            self._refill_soon()
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        step = len(data) if self.established.done() else HANDSHAKE_FEED_SLICE
-        for start in range(0, len(data), step):
-            events = self.conn.receive_data(data[start : start + step], self.clock())
+        if self.established.done():
+            events = self.conn.receive_data(data, self.clock())
+            self._flush()
+            self._dispatch(events)
+            if not self.conn.closed:
+                self._arm_timer()
+            return
+        kem_before = self.conn.kem_operations
+        for start in range(0, len(data), HANDSHAKE_FEED_SLICE):
+            piece = data[start : start + HANDSHAKE_FEED_SLICE]
+            events = self.conn.receive_data(piece, self.clock())
             self._flush()
             self._dispatch(events)
             if self.conn.closed:
                 return
+        if self.conn.kem_operations != kem_before:
+            # RESPONSE is written: make the next handshake's ephemerals while the peer works.
+            self._refill_soon()
         self._arm_timer()
+
+    def _refill_soon(self) -> None:
+        if not EPHEMERAL_POOL.full:
+            self._loop.call_soon(EPHEMERAL_POOL.refill)
 
     def eof_received(self) -> bool | None:
         self._finish(ErrorCode.NORMAL_CLOSE, "peer closed the connection", by_peer=True)
@@ -495,6 +512,35 @@ def why_not(exc: OSError) -> str:
     return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
+def _begin_connect(host: str, port: int) -> tuple[socket.socket, bool]:
+    """A non-blocking TCP socket whose connect to ``host:port`` has started; True if it is
+    already connected. The caller works while the kernel completes the handshake."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex((host, port))
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        sock.close()
+        raise
+    return sock, err == 0
+
+
+async def _connected(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait until a connect started by :func:`_begin_connect` completes; raise its error."""
+    done = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
 async def dial(
     address: str,
     identity: NodeIdentity,
@@ -513,16 +559,33 @@ async def dial(
     conn = Connection.initiator(
         identity, local_record, expected=expected, now=clock(), config=config
     )
+    sock: socket.socket | None = None  # ours to close until the transport owns it
     try:
         async with asyncio.timeout(timeout):  # not wait_for: see Link.wait_established
+            sock, connected = _begin_connect(host, port)
+            # INIT (an encapsulation, the record's encryption) is built while the TCP handshake
+            # and the responder's accept run, and goes out in the first write.
+            conn.start(clock())
+            if not connected:
+                await _connected(loop, sock)
+            connecting, sock = sock, None
             _, link = await loop.create_connection(
                 lambda: Link(conn, clock=clock, on_message=on_message, on_close=on_close),
-                host,
-                port,
+                sock=connecting,
             )
     except (OSError, TimeoutError) as exc:
+        if sock is not None:
+            sock.close()
         why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else why_not(exc)
         raise LinkError(ErrorCode.PROTOCOL_ERROR, f"cannot reach {address}: {why}") from None
+    except QmpError as exc:  # the responder's record holds an unusable key
+        if sock is not None:
+            sock.close()
+        raise LinkError(exc.code, f"cannot dial {address}: {exc}") from None
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     try:
         await link.wait_established(timeout)
     except TimeoutError:
