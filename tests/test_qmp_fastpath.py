@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import time
 import warnings
@@ -14,6 +15,9 @@ import pytest
 
 from qiz.crypto.xwing import X25519Ephemeral, XWingPrivateKey
 from qiz.identity import NodeIdentity, PeerRecord
+from qiz.qmp.channel import DATA_OVERHEAD, OPEN_IN_PLACE_FROM
+from qiz.qmp.connection import Connection, ConnectionClosed, MessageReceived
+from qiz.qmp.cookie import CookieAuthority
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.frames import FrameDecoder, FrameKind
 from qiz.qmp.handshake import EPHEMERAL_POOL, EphemeralPool, ResponderHandshake
@@ -113,3 +117,35 @@ def test_a_refused_dial_closes_its_socket_and_keeps_the_pool_usable() -> None:
             gc.collect()  # an unclosed socket would warn here
     EPHEMERAL_POOL.refill()
     assert EPHEMERAL_POOL.full
+
+
+@pytest.mark.parametrize("size", [0, 1, OPEN_IN_PLACE_FROM - 1, OPEN_IN_PLACE_FROM + 1, 200_000])
+def test_messages_around_the_in_place_sizes_arrive_intact_and_tampering_is_caught(
+    size: int,
+) -> None:
+    """Large messages are sealed straight into their frame and opened into a bytearray whose
+    type byte is dropped in place; small ones take the pieces path. Both must round-trip, and a
+    flipped bit anywhere in either kind of frame must close the link."""
+    a, a_rec, b, b_rec = _identities()
+    now = time.time()
+    initiator = Connection.initiator(a, a_rec, expected=b_rec, now=now)
+    responder = Connection.responder(
+        b, b_rec, cookies=CookieAuthority(b.xwing_public.raw, now=now), peer_address="x:1", now=now
+    )
+    initiator.start(now)
+    responder.receive_data(initiator.data_to_send(), now)
+    initiator.receive_data(responder.data_to_send(), now)
+    responder.receive_data(initiator.data_to_send(), now)
+    payload = os.urandom(size) if size else b"\x00"
+    for _ in range(3):  # counters move on: each frame has its own nonce
+        initiator.send(payload, now)
+        frame = bytes(initiator.data_to_send())
+        assert len(frame) == 4 + DATA_OVERHEAD + len(payload)
+        (event,) = responder.receive_data(frame, now)
+        assert isinstance(event, MessageReceived) and event.payload == payload
+    initiator.send(payload, now)
+    frame = bytearray(initiator.data_to_send())
+    frame[len(frame) // 2 + 2] ^= 0x01
+    (closed,) = responder.receive_data(bytes(frame), now)
+    assert isinstance(closed, ConnectionClosed)
+    assert closed.code is ErrorCode.AUTHENTICATION_FAILED

@@ -48,6 +48,15 @@ class Aead:
         _check_nonce(nonce)
         return self._cipher.encrypt(nonce, plaintext, associated_data)
 
+    def encrypt_into(
+        self, nonce: bytes, plaintext: bytes, associated_data: bytes, out: memoryview
+    ) -> None:
+        """Write ciphertext || tag into ``out`` (exactly ``len(plaintext) + TAG_SIZE`` bytes):
+        a large message is sealed straight into the buffer that goes to the socket, with no
+        copy to join it to its header. ``out`` must not overlap ``plaintext``."""
+        _check_nonce(nonce)
+        self._cipher.encrypt_into(nonce, plaintext, associated_data, out)
+
     def decrypt(self, nonce: bytes, ciphertext: bytes, associated_data: bytes = b"") -> bytes:
         """Return the plaintext or raise :class:`DecryptionFailed` on any alteration."""
         _check_nonce(nonce)
@@ -55,6 +64,21 @@ class Aead:
             raise DecryptionFailed("ciphertext is shorter than an authentication tag")
         try:
             return self._cipher.decrypt(nonce, ciphertext, associated_data)
+        except InvalidTag:
+            raise DecryptionFailed(
+                "authentication failed: wrong key, or the data was altered"
+            ) from None
+
+    def decrypt_into(
+        self, nonce: bytes, ciphertext: bytes, associated_data: bytes, out: bytearray
+    ) -> None:
+        """Write the plaintext into ``out`` (exactly ``len(ciphertext) - TAG_SIZE`` bytes), or
+        raise :class:`DecryptionFailed`; on failure ``out`` holds nothing to use."""
+        _check_nonce(nonce)
+        if len(ciphertext) < TAG_SIZE:
+            raise DecryptionFailed("ciphertext is shorter than an authentication tag")
+        try:
+            self._cipher.decrypt_into(nonce, ciphertext, associated_data, out)
         except InvalidTag:
             raise DecryptionFailed(
                 "authentication failed: wrong key, or the data was altered"

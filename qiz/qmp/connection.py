@@ -44,6 +44,9 @@ from qiz.qmp.handshake import (
 MAX_COOKIE_RETRIES = 2
 HANDSHAKE_MAX_BODY = 32 * 1024  # INIT carries a ~6.8 KB peer record; nothing needs more
 MAX_ERROR_REASON = 200
+# Payloads from this size on are sealed straight into their frame's buffer (Channel.seal_frame):
+# below it, building the pieces and joining them costs less than the buffer's setup.
+SEAL_IN_PLACE_FROM = 2048
 # Seconds a responder waits for the CONFIRM after sending its RESPONSE: an honest initiator
 # answers after one decapsulation and one network trip. A peer that sends INITs and never
 # confirms holds a pending slot (and made us decapsulate) for this long, not for the whole
@@ -145,7 +148,7 @@ class Connection:
         self.bytes_received = 0
         self.frames_dropped = 0
         self._decoder = FrameDecoder(HANDSHAKE_MAX_BODY)  # raised once the channel is up
-        self._out: list[bytes] = []  # frames (in pieces) waiting for the transport
+        self._out: list[bytes | bytearray] = []  # frames (in pieces) waiting for the transport
         self._out_size = 0
         self._channel: Channel | None = None
         # initiator
@@ -227,8 +230,10 @@ class Connection:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._out)
+    def data_to_send(self) -> bytes | bytearray:
+        """Everything queued for the peer. A single queued frame is returned as it is (for a
+        large message, a bytearray nothing else refers to), not copied into a new ``bytes``."""
+        data = self._out.pop() if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
         self._out_size = 0
         self.bytes_sent += len(data)
@@ -342,6 +347,11 @@ class Connection:
     def _emit_data(self, inner: InnerType, payload: bytes, now: float) -> None:
         """Queue a DATA frame: frame header, channel header and ciphertext as three pieces."""
         assert self._channel is not None
+        if len(payload) >= SEAL_IN_PLACE_FROM:
+            frame = self._channel.seal_frame(inner, payload, now)
+            self._out.append(frame)
+            self._out_size += len(frame)
+            return
         header, sealed = self._channel.seal_parts(inner, payload, now)
         length = len(header) + len(sealed)
         self._out += (bytes([FrameKind.DATA]) + length.to_bytes(3, "big"), header, sealed)
@@ -389,6 +399,9 @@ class Connection:
         return event
 
     def _handle(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
+        if kind is FrameKind.DATA and self.state is State.ESTABLISHED:  # the hot path
+            self._on_data(kind, body, now, events)
+            return
         if kind is FrameKind.ERROR:
             if self.state is State.ESTABLISHED:
                 # Plaintext and unauthenticated: after the handshake only CLOSE may end a link.

@@ -293,7 +293,9 @@ class Link(asyncio.Protocol):
         return True
 
     async def recv(self) -> bytes:
-        """The next message from the peer; raises :class:`LinkError` once the link is closed."""
+        """The next message from the peer; raises :class:`LinkError` once the link is closed.
+        Bytes-like: ``bytes``, or for a large message (``channel.OPEN_IN_PLACE_FROM`` bytes
+        or more) a ``bytearray`` the link no longer refers to."""
         while not self._inbox:
             if self.closed.done():
                 raise self._closed_error()
