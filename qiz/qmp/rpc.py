@@ -103,12 +103,23 @@ class RpcEndpoint:
         async with self._out_slots:
             self._next_id = (self._next_id + 1) % (1 << 62)
             call_id = self._next_id
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Any] = loop.create_future()
             self._pending[call_id] = future
+            limit = timeout or self.default_timeout
             try:
+                data = self._encode([REQUEST, call_id, method, body])
+                if self._send_now(data):
+                    # The fast path: the request is on its way, only the answer is awaited,
+                    # under a plain timer (no timeout scope to enter and leave).
+                    timer = loop.call_later(limit, _expire, future)
+                    try:
+                        return await future
+                    finally:
+                        timer.cancel()
                 # The timeout covers sending too: a peer that stops reading cannot hold us.
-                async with asyncio.timeout(timeout or self.default_timeout):
-                    await self._send([REQUEST, call_id, method, body])
+                async with asyncio.timeout(limit):  # not wait_for: see Link.wait_established
+                    await self._send_data(data)
                     return await future
             except TimeoutError:
                 await self._send_quietly([CANCEL, call_id])
@@ -121,14 +132,29 @@ class RpcEndpoint:
 
     # ------------------------------------------------------------------ internals
 
-    async def _send(self, message: list) -> None:
+    def _encode(self, message: list) -> bytes:
         data = wire.encode(message)
         if len(data) > self.max_message:
             raise RpcError("bad-request", f"message of {len(data)} bytes is over the link limit")
+        return data
+
+    def _send_now(self, data: bytes) -> bool:
+        """Send at once if the link takes it without waiting (the usual case)."""
+        try:
+            return self.link.send_nowait(data)
+        except LinkError as exc:
+            raise RpcError("link-closed", str(exc)) from None
+
+    async def _send_data(self, data: bytes) -> None:
         try:
             await self.link.send(data)
         except LinkError as exc:
             raise RpcError("link-closed", str(exc)) from None
+
+    async def _send(self, message: list) -> None:
+        data = self._encode(message)
+        if not self._send_now(data):
+            await self._send_data(data)
 
     async def _send_quietly(self, message: list) -> None:
         with contextlib.suppress(RpcError):
@@ -233,3 +259,9 @@ class RpcEndpoint:
         for task in self._running.values():
             task.cancel()
         self._running.clear()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    """A call's timer ran out before its answer came."""
+    if not future.done():
+        future.set_exception(TimeoutError())
