@@ -33,7 +33,7 @@ from qiz.event_log import EventLog
 from qiz.events import EventBus
 from qiz.history import History
 from qiz.identity import NodeIdentity, PeerRecord
-from qiz.identity.peer_record import MAX_RECORD_RELAYS, RelayAddress
+from qiz.identity.peer_record import MAX_ADDRESSES, MAX_RECORD_RELAYS, RelayAddress
 from qiz.node_api import BadRequest, Download, NodeAPI, error_answer, invoke, plain
 from qiz.peer_ref import PeerRef, match_prefix, parse_peer_ref
 from qiz.qmp.autonat import NatConfig, NatService
@@ -76,6 +76,10 @@ REMEMBERED_DIAL_TIMEOUT = 5.0  # seconds a remembered peer may take to link at s
 LOCK_FILE = "node.lock"
 # Seconds between checks that a private node holds its relays and publishes the right ones.
 RELAY_CHECK_S = 5.0
+# Seconds before a peer that refused a reservation is asked again, and how many such peers are
+# remembered (the oldest forgotten first).
+RELAY_RETRY_S = 60.0
+MAX_RELAY_REFUSALS = 256
 CONTROL_READ_TIMEOUT = 5.0  # seconds an owner's client may take to send its request line
 
 
@@ -169,6 +173,8 @@ class Node:
             clock=clock,
         )
         self.handlers.update(self.punch.handlers())
+        self.relays.on_incoming = self.punch.note_incoming  # who a circuit comes from, where
+        self._relay_refused: dict[NodeId, float] = {}  # peer -> when to ask it again
         self.links.on_peer = self._on_link
         # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
         # for known peers and is not held to the per-prefix cap on unknown ones
@@ -261,42 +267,62 @@ class Node:
         could dial it there."""
         now = self.clock()
         if self._record is None or self._record.expires - now < 3600:
-            private = self.nat.state.reachability == "private"
+            addresses, relays = self._record_content()
             self._record = PeerRecord.create(
                 self.identity,
-                [] if private else self._addresses,
+                addresses,
                 seq=max(int(now * 1000), self._record.seq + 1 if self._record else 0),
                 now=now,
-                relays=self._relays_held() if private else (),
+                relays=relays,
             )
         return self._record
 
+    def _record_content(self) -> tuple[list[str], list[RelayAddress]]:
+        """What the record should say now: a private node its relays and no address, any
+        other node the outside addresses a dial-back reached, then where it listens."""
+        if self.nat.state.reachability == "private":
+            return [], self._relays_held()
+        addresses = list(dict.fromkeys([*self.nat.state.verified, *self._addresses]))
+        return addresses[:MAX_ADDRESSES], []
+
     def _relays_held(self) -> list[RelayAddress]:
-        """The relays this node holds a reservation on, where each listens (its record)."""
+        """The relays this node holds a reservation on, at the address it reached each one
+        (where it dialled it; else the first its record names)."""
         out = []
-        for relay in self.relays.held:
+        for relay, held in self.relays.held.items():
             entry = self.links.peers.get(relay)
-            record = entry.link.peer if entry is not None else None
-            if record is not None and record.addresses:
-                out.append(RelayAddress(relay, record.addresses[0]))
+            if entry is None or entry.link.peer is None:
+                continue
+            if entry.link.conn.is_initiator and entry.link not in self.links.relayed:
+                out.append(RelayAddress(relay, held.address))
+            elif entry.link.peer.addresses:
+                out.append(RelayAddress(relay, entry.link.peer.addresses[0]))
         return out[:MAX_RECORD_RELAYS]
 
     async def _keep_relays(self) -> None:
         """A private node keeps reservations on ``[relay] reserve_on`` reachable peers (best
-        score, then lowest RTT) and republishes its record when the set changes."""
-        if self.nat.state.reachability == "private":
-            want = self.relays.config.reserve_on - len(self.relays.held)
-            for peer_id, entry in self._relay_candidates():
-                if want <= 0:
-                    break
-                try:
-                    await self.relays.reserve(entry.rpc)
-                    want -= 1
-                except (RpcError, LinkError) as exc:
-                    log.debug("relay %s refused a reservation: %s", peer_id.short(), exc)
-        published = {relay.node_id for relay in self.record().relays}
-        if published != {relay.node_id for relay in self._relays_held()}:
-            self._nat_changed()
+        score, then lowest RTT; one that refused is asked again a minute later); a node that
+        is no longer private lets its reservations go. The record follows."""
+        if self.nat.state.reachability != "private":
+            for relay in list(self.relays.held):
+                self.relays.release(relay)
+            return
+        now = self.clock()
+        want = self.relays.config.reserve_on - len(self.relays.held)
+        for peer_id, entry in self._relay_candidates():
+            if want <= 0:
+                break
+            if self._relay_refused.get(peer_id, 0.0) > now:
+                continue
+            try:
+                await self.relays.reserve(entry.rpc)
+                want -= 1
+            except (RpcError, LinkError) as exc:
+                self._relay_refused[peer_id] = now + RELAY_RETRY_S
+                while len(self._relay_refused) > MAX_RELAY_REFUSALS:
+                    del self._relay_refused[next(iter(self._relay_refused))]
+                log.debug("relay %s refused a reservation: %s", peer_id.short(), exc)
+        self._publish_if_changed()
 
     def _relay_candidates(self) -> list[tuple[NodeId, PeerLink]]:
         scores = self.compute.scores if self.compute is not None else None
@@ -367,18 +393,36 @@ class Node:
         if link in self.links.relayed and link.conn.is_initiator and not self.tasks.closed:
             self.tasks.spawn(self._punch(link), "punch")
 
+    def _record_changed(self) -> bool:
+        addresses, relays = self._record_content()
+        current = self._record
+        return not (
+            current is not None
+            and list(current.addresses) == addresses
+            and [r.node_id for r in current.relays] == [r.node_id for r in relays]
+        )
+
     def _nat_changed(self) -> None:
-        """Reachability, public addresses or relays changed: sign and publish a new record
-        (reserving on relays first when the node just turned private)."""
-        self._record = None
-        if not self.tasks.closed and self.joined.is_set():
-            self.tasks.spawn(self._republish_self(), "republish record")
+        """Reachability or public addresses changed: when what the record says changes, sign
+        and publish a new one (reserving on relays first when the node just turned private:
+        the reservations then publish it)."""
+        if not self._record_changed():
+            return
+        self._record = None  # what record() answers from now on says the new state
+        if self.tasks.closed or not self.joined.is_set():
+            return
+        if self.nat.state.reachability == "private" and not self.relays.held:
+            self.tasks.spawn(self._keep_relays(), "reserve on relays")
+        else:
+            self._publish_if_changed()
+
+    def _publish_if_changed(self) -> None:
+        if self._record is None or self._record_changed():
+            self._record = None
+            if not self.tasks.closed:
+                self.tasks.spawn(self._republish_self(), "republish record")
 
     async def _republish_self(self) -> None:
-        if self.nat.state.reachability == "private" and not self.relays.held:
-            with contextlib.suppress(LinkError, RpcError):
-                await self._keep_relays()
-            self._record = None
         with contextlib.suppress(LinkError, OSError, TimeoutError, QizError):
             await self.dht.publish_self()
 

@@ -37,7 +37,12 @@ def test_mapping_from_dialled_connections() -> None:
     state.observe("203.0.113.5:7000", A, local="192.168.1.2:7000", now=1)
     assert state.mapping == "port-preserving"
     state.observe("203.0.113.5:51000", B, local="192.168.1.2:7000", now=2)
-    assert state.mapping == "port-changing"
+    assert state.mapping == "unknown"  # one against one: no verdict
+    state.observe("203.0.113.5:52000", C, local="192.168.1.2:7001", now=3)
+    assert state.mapping == "port-changing"  # most observers saw another port
+    for _ in range(100):  # one peer reporting again and again still holds one vote
+        state.observe("203.0.113.5:7000", A, local="192.168.1.2:7000", now=4)
+    assert state.mapping == "port-changing" and len(state.observations) == 3
     direct = NatState(["10.77.0.2:7000"])
     direct.observe("10.77.0.2:40000", A, local="10.77.0.2:40000", now=1)
     assert direct.mapping == "none"
@@ -86,7 +91,7 @@ def test_linked_nodes_learn_where_they_are_seen_and_are_dialled_back() -> None:
             await async_eventually(lambda: len(first.nat.state.observations) >= 2)
             await async_eventually(lambda: all(n.nat.state.observations for n in nodes[1:]))
             dialler = nodes[1]
-            seen = dialler.nat.state.observations[0]
+            seen = next(iter(dialler.nat.state.observations.values()))
             assert seen.seen.startswith("127.0.0.1:") and seen.local == seen.seen
             assert dialler.nat.state.mapping == "none"  # no NAT between loopback peers
             answer = await first.api.netcheck()

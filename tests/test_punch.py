@@ -31,6 +31,7 @@ def test_offered_addresses_are_public_ips_at_the_listen_port_unless_ports_change
     assert state.mapping == "port-preserving"
     assert punch_addresses(state, ["192.168.1.2:7000"]) == ["203.0.113.5:7000"]
     state.observe("203.0.113.5:60000", B, local="192.168.1.2:51235", now=2)
+    state.observe("203.0.113.5:60001", b"c" * 32, local="192.168.1.2:51236", now=3)
     assert state.mapping == "port-changing"
     assert punch_addresses(state, ["192.168.1.2:7000"]) == []  # a symmetric NAT: no punch
 

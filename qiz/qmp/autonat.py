@@ -47,6 +47,10 @@ DIALBACK_PER_PEER = 4
 DIALBACK_TOTAL = 32
 # Seconds a dial-back connection may take to hand out its record.
 DIALBACK_TIMEOUT = 2.0
+# Seconds between two reachability checks that a change of the observed IPs may start.
+MIN_CHECK_INTERVAL = 10.0
+# A dial-back answer counts at least this long (seconds), and twice the check interval.
+DIALBACK_MIN_AGE = 900.0
 # A RECORD frame is a peer record (at most 8 KiB) and its header.
 _RECORD_FRAME_LIMIT = 16 * 1024
 
@@ -153,7 +157,8 @@ class NatService:
         self.tasks = TaskOwner("nat", log)
         self._per_peer = KeyedRateLimiter(DIALBACK_PER_PEER / 60.0, DIALBACK_PER_PEER)
         self._total = KeyedRateLimiter(DIALBACK_TOTAL / 60.0, DIALBACK_TOTAL)
-        self._checking: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[str] | None = None
+        self._last_check = float("-inf")
         self.counters = {"dialbacks_served": 0, "dialbacks_refused": 0, "observed": 0}
 
     def handlers(self) -> dict[str, Handler]:
@@ -190,6 +195,8 @@ class NatService:
     async def _rpc_observed(self, ctx: CallContext, body: Any) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get("seen"), str):
             raise ValueError("nat.observed takes {'seen': 'ip:port'}")
+        if ctx.link is None or ctx.link.remote_address.startswith("relay:"):
+            return {}  # a relayed link has no far end to report (docs/nat.md section 1)
         local = ""
         if ctx.link is not None and ctx.link.conn.is_initiator and ctx.link.transport is not None:
             sock = ctx.link.transport.get_extra_info("sockname")
@@ -199,7 +206,7 @@ class NatService:
         changed = self.state.observe(
             body["seen"], ctx.peer_id.digest, local=local, now=self.clock()
         )
-        if changed:
+        if changed:  # the set of public IPs changed, not merely a new ephemeral port
             self._changed()
             self.check_soon()
         return {}
@@ -250,22 +257,24 @@ class NatService:
     def candidates(self) -> list[str]:
         """Addresses to have dialled back: where we listen, and each observed public IP at our
         listen port (what a port forward or a public IP gives) and at the ports seen."""
-        out: list[str] = []
         listen_ports = []
         for address in self.state.listen:
             with contextlib.suppress(ValueError):
                 listen_ports.append(parse_address(address)[1])
-                out.append(address)
-        for public in self.state.public_addresses():
-            host = _host(public)
+        out: list[str] = []
+        # what the outside sees first: the node's own addresses would not fit behind 4
+        # interfaces (docker0, virbr...), and a helper dials only the IP it sees us at anyway
+        for host in sorted(self.state.public_ips() - self.state.own_ips()):
             bracket = f"[{host}]" if ":" in host else host
-            for port in listen_ports:
-                out.append(f"{bracket}:{port}")
-        unique = list(dict.fromkeys(out))
-        return unique[:MAX_DIALBACK_ADDRESSES]
+            out.extend(f"{bracket}:{port}" for port in listen_ports)
+        out.extend(self.state.listen)
+        return list(dict.fromkeys(out))[:MAX_DIALBACK_ADDRESSES]
 
     def check_soon(self) -> None:
+        """A check now, unless one runs or ran less than :data:`MIN_CHECK_INTERVAL` ago."""
         if not self.config.autonat or self.state.forced is not None or self.tasks.closed:
+            return
+        if self.clock() - self._last_check < MIN_CHECK_INTERVAL:
             return
         if self._checking is None or self._checking.done():
             with contextlib.suppress(Exception):
@@ -277,6 +286,7 @@ class NatService:
     async def check(self) -> str:
         """Ask up to :data:`AUTONAT_PEERS` linked peers on distinct networks to dial us back;
         the new reachability."""
+        self.state.expire(self.clock(), max(DIALBACK_MIN_AGE, 2 * self.config.check_every))
         candidates = self.candidates()
         if not candidates:
             return self.state.reachability
@@ -293,14 +303,17 @@ class NatService:
             chosen.append((peer_id, entry))
             if len(chosen) >= AUTONAT_PEERS:
                 break
-        before = self.state.reachability
+        if chosen:  # a check that could ask nobody does not hold the next one back
+            self._last_check = self.clock()
+        before = (self.state.reachability, self.state.verified)
         results = await asyncio.gather(
             *(self._ask(peer_id, entry, candidates) for peer_id, entry in chosen)
         )
-        for peer_id, reached in results:
-            if reached is not None:
-                self.state.dialback(peer_id.digest, reached, now=self.clock())
-        if self.state.reachability != before:
+        for peer_id, answer in results:
+            if answer is not None:
+                reached, address = answer
+                self.state.dialback(peer_id.digest, reached, now=self.clock(), address=address)
+        if (self.state.reachability, self.state.verified) != before:
             log.info("reachability: %s", self.state.reachability)
             self._changed()
         return self.state.reachability
@@ -314,7 +327,10 @@ class NatService:
             return peer_id, None  # refused or unreachable: no evidence either way
         if not isinstance(answer, dict):
             return peer_id, None
-        return peer_id, isinstance(answer.get("reached"), str)
+        reached = answer.get("reached")
+        if isinstance(reached, str) and reached in candidates:
+            return peer_id, (True, reached)
+        return peer_id, (False, None)
 
     def _changed(self) -> None:
         if self.on_change is not None:

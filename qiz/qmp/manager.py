@@ -527,6 +527,11 @@ class LinkManager:
         if not current.link.is_open:  # closing, its close listener not yet run: a takeover
             self.peers[peer_id] = entry
             return entry
+        if link in self.relayed and current.link in self.relayed:
+            # a second circuit from a peer already linked through a relay: no spare of those
+            # (each holds a relay's circuit slot, docs/nat.md section 6)
+            link.close(ErrorCode.NORMAL_CLOSE, "already linked through a relay")
+            return current
         if (link in self.relayed) != (current.link in self.relayed):
             # a direct link always wins over a relayed one (a punched hole, docs/nat.md §5),
             # whichever came first: both ends apply the same rule, so both keep the same link

@@ -44,8 +44,10 @@ MAX_PUNCH_ATTEMPTS = 3
 PUNCH_RETRY_AFTER = 600.0
 # Addresses exchanged per side; more would only multiply the SYNs each side sends.
 MAX_PUNCH_ADDRESSES = 4
-# Peers whose punch outcome is remembered (the oldest forgotten first).
+# Peers whose punch outcome (and source address, and pending offer) is remembered.
 MAX_PUNCH_PEERS = 1024
+# Punches this node answers at once (each dials at most MAX_PUNCH_ADDRESSES addresses).
+MAX_PUNCH_ANSWERS = 16
 
 
 @dataclass
@@ -136,18 +138,18 @@ async def simultaneous_connect(
     local = parse_address(bound)
     local_family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
     attempts: dict[asyncio.Task[None], socket.socket] = {}
-    for address in addresses:
-        host, port = parse_address(address)
-        if (socket.AF_INET6 if ":" in host else socket.AF_INET) != local_family:
-            continue  # an IPv4 listener cannot punch to an IPv6 address, nor the reverse
-        sock = _reuse_socket(local, local_family)
-        attempts[loop.create_task(loop.sock_connect(sock, (host, port)))] = sock
-    if not attempts:
-        raise OSError("no address to punch to")
     last_error: OSError = OSError("no answer")
     winner: socket.socket | None = None
-    pending = set(attempts)
     try:
+        for address in addresses:
+            host, port = parse_address(address)
+            if (socket.AF_INET6 if ":" in host else socket.AF_INET) != local_family:
+                continue  # an IPv4 listener cannot punch to an IPv6 address, nor the reverse
+            sock = _reuse_socket(local, local_family)
+            attempts[loop.create_task(loop.sock_connect(sock, (host, port)))] = sock
+        if not attempts:
+            raise OSError("no address to punch to")
+        pending = set(attempts)
         async with asyncio.timeout(timeout):
             while pending and winner is None:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -202,6 +204,11 @@ class PunchService:
         self.book = PunchBook()
         self.tasks = TaskOwner("punch", log)
         self._offers: dict[bytes, list[str]] = {}  # B side: A's addresses, until its sync
+        # B side: where each dialler's circuit came from, as its relay saw it (the only IP a
+        # punch may be sent to), and the syncs each dialler asked for lately
+        self._sources: OrderedDict[bytes, str] = OrderedDict()
+        self._syncs: OrderedDict[bytes, list[float]] = OrderedDict()
+        self._answering: set[bytes] = set()
 
     def handlers(self) -> dict[str, Handler]:
         return {"nat.punch": self._rpc_punch, "nat.sync": self._rpc_sync}
@@ -211,22 +218,58 @@ class PunchService:
 
     # ------------------------------------------------------------------ B: the dialled side
 
+    def note_incoming(self, relay: NodeId, origin: NodeId, seen: str) -> None:
+        """A relay opened a circuit to us from ``origin``, whom it sees at ``seen``: the IP a
+        punch with ``origin`` may dial (nothing it offers elsewhere is dialled)."""
+        with contextlib.suppress(ValueError):
+            host = parse_address(seen)[0]
+            self._sources.pop(origin.digest, None)
+            self._sources[origin.digest] = host
+            while len(self._sources) > MAX_PUNCH_PEERS:
+                self._sources.popitem(last=False)
+
     async def _rpc_punch(self, ctx: CallContext, body: Any) -> Any:
         if not isinstance(body, dict):
             raise ValueError("nat.punch takes {'addrs': [...]}")
         theirs = _checked_addresses(body.get("addrs"))
+        peer = ctx.peer_id
         if not _relayed(ctx.link):
             raise RpcError("punch-refused", "a punch is arranged over a relayed link")
-        self._offers[ctx.peer_id.digest] = theirs
+        if self.direct_link(peer) is not None:
+            raise RpcError("punch-refused", "already linked directly")
+        source = self._sources.get(peer.digest)
+        if source is None:
+            raise RpcError("punch-refused", "no relay told where this peer comes from")
+        # only the IP the relay saw the peer come from: never a third party's
+        theirs = [a for a in theirs if parse_address(a)[0] == source]
+        if not theirs:
+            raise RpcError("punch-refused", f"no offered address is at {source}")
+        self._offers.pop(peer.digest, None)
+        self._offers[peer.digest] = theirs
         while len(self._offers) > MAX_PUNCH_PEERS:
             del self._offers[next(iter(self._offers))]
         return {"addrs": punch_addresses(self.state, self.listen())}
 
     async def _rpc_sync(self, ctx: CallContext, body: Any) -> Any:
-        theirs = self._offers.pop(ctx.peer_id.digest, None)
+        peer = ctx.peer_id
+        theirs = self._offers.pop(peer.digest, None)
         if not theirs:
             raise RpcError("punch-refused", "no punch arranged (nat.punch first)")
-        self.tasks.spawn(self._answer(theirs, ctx.peer_id), "punch B")
+        if self.direct_link(peer) is not None:
+            raise RpcError("punch-refused", "already linked directly")
+        now = self.clock()
+        recent = [t for t in self._syncs.pop(peer.digest, []) if now - t < PUNCH_RETRY_AFTER]
+        if len(recent) >= MAX_PUNCH_ATTEMPTS:
+            self._syncs[peer.digest] = recent
+            raise RpcError("punch-refused", "too many punches lately; try again later")
+        if peer.digest in self._answering or len(self._answering) >= MAX_PUNCH_ANSWERS:
+            self._syncs[peer.digest] = recent
+            raise RpcError("punch-refused", "busy with punches")
+        self._syncs[peer.digest] = [*recent, now]
+        while len(self._syncs) > MAX_PUNCH_PEERS:
+            self._syncs.popitem(last=False)
+        self._answering.add(peer.digest)
+        self.tasks.spawn(self._answer(theirs, peer), "punch B")
         return {}
 
     # ------------------------------------------------------------------ A: the dialling side
@@ -255,27 +298,23 @@ class PunchService:
                 )
                 return outcome
             for attempt in range(MAX_PUNCH_ATTEMPTS):
-                await rpc.call("nat.sync", {}, timeout=PUNCH_TIMEOUT)
+                if attempt:
+                    await asyncio.sleep(1.0)
+                    await rpc.call("nat.punch", {"addrs": ours}, timeout=PUNCH_TIMEOUT)
+                # DCUtR's timing: B dials when the sync reaches it, half a round trip after
+                # we send it; we dial after the same half, so both SYNs leave together
+                sync = asyncio.ensure_future(rpc.call("nat.sync", {}, timeout=PUNCH_TIMEOUT))
                 await asyncio.sleep(rtt / 2)
                 try:
-                    direct = await self._dial(theirs, peer, initiator=True)
+                    _, how = await self._meet(theirs, peer)
                 except (OSError, TimeoutError, LinkError) as exc:
-                    # B's SYN may have reached our listener first: then the direct link came
-                    # in there (B the initiator) and our own connect found the pair taken
-                    direct = await self._inbound_direct(peer)
-                    if direct is not None:
-                        elapsed = time.monotonic() - started
-                        outcome = PunchOutcome(True, now, "direct (their connect)", elapsed)
-                        return outcome
                     reason = why_not(exc) if isinstance(exc, OSError) else str(exc) or "timeout"
                     outcome = PunchOutcome(False, now, reason)
-                    if attempt + 1 < MAX_PUNCH_ATTEMPTS:
-                        await rpc.call("nat.punch", {"addrs": ours}, timeout=PUNCH_TIMEOUT)
-                        await asyncio.sleep(1.0)
                     continue
-                outcome = PunchOutcome(
-                    True, now, f"direct via {direct.remote_address}", time.monotonic() - started
-                )
+                finally:
+                    with contextlib.suppress(RpcError, asyncio.CancelledError):
+                        await sync
+                outcome = PunchOutcome(True, now, how, time.monotonic() - started)
                 return outcome
             return outcome
         except (RpcError, ValueError) as exc:
@@ -286,6 +325,32 @@ class PunchService:
             return outcome
         finally:
             self.book.finish(peer.digest, outcome)
+
+    async def _meet(self, addresses: list[str], peer: NodeId) -> tuple[Link, str]:
+        """Our connect and the peer's, at once: whichever yields the direct link first. B's
+        SYN may reach our listener first: then the link comes in there (B the initiator) and
+        our own connect finds the pair taken (or refused), so a failed connect is not the end
+        until the punch's time is up."""
+        dial = asyncio.ensure_future(self._dial(addresses, peer, initiator=True))
+        inbound = asyncio.ensure_future(self._inbound_direct(peer))
+        failure: BaseException | None = None
+        try:
+            for done in asyncio.as_completed((dial, inbound)):
+                try:
+                    link = await done
+                except (OSError, TimeoutError, LinkError) as exc:
+                    failure = exc
+                    continue
+                if link is None:
+                    continue
+                ours = dial.done() and not dial.cancelled() and dial.exception() is None
+                if ours and dial.result() is link:
+                    return link, f"direct via {link.remote_address}"
+                return link, "direct (their connect)"
+        finally:
+            for task in (dial, inbound):
+                task.cancel()
+        raise failure if failure is not None else TimeoutError("no direct connection")
 
     async def _inbound_direct(self, peer: NodeId) -> Link | None:
         """The peer's direct link if one comes up within a punch's time: when its connect
@@ -299,27 +364,34 @@ class PunchService:
         return None
 
     async def _answer(self, addresses: list[str], peer: NodeId) -> None:
-        with contextlib.suppress(OSError, TimeoutError, LinkError):
-            await self._dial(addresses, peer, initiator=False)
+        try:
+            with contextlib.suppress(OSError, TimeoutError, LinkError):
+                await self._dial(addresses, peer, initiator=False)
+        finally:
+            self._answering.discard(peer.digest)
 
     async def _dial(self, addresses: list[str], peer: NodeId, *, initiator: bool) -> Link:
         """Connect from our listen port to ``addresses`` and run the QMP handshake on the one
         connection that results (as initiator or responder); adopt the link."""
         sock = await simultaneous_connect(addresses, self.bound(), timeout=PUNCH_TIMEOUT)
         loop = asyncio.get_running_loop()
-        if not initiator and not await _peer_speaks_first(sock):
-            # nothing from A: its listener, not its connect, took our SYN, so A waits as a
-            # responder there and we must open the handshake
-            initiator = True
-        if initiator:
-            conn = Connection.initiator(
-                self.identity, self.record(), expected=peer, now=self.clock(), config=self.config
-            )
-        else:
-            conn = self.responder()
         try:
+            if not initiator and not await _peer_speaks_first(sock):
+                # nothing from A: its listener, not its connect, took our SYN, so A waits as
+                # a responder there and we must open the handshake
+                initiator = True
+            if initiator:
+                conn = Connection.initiator(
+                    self.identity,
+                    self.record(),
+                    expected=peer,
+                    now=self.clock(),
+                    config=self.config,
+                )
+            else:
+                conn = self.responder()
             _, link = await loop.create_connection(lambda: Link(conn, clock=self.clock), sock=sock)
-        except OSError:
+        except BaseException:
             sock.close()
             raise
         try:

@@ -129,6 +129,11 @@ REFUSE_NO_RESERVATION = "no reservation"
 REFUSE_CIRCUITS = "too many circuits"
 REFUSE_TO_PEER = "too many circuits to this peer"
 REFUSE_FROM_PEER = "too many circuits from this peer"
+REFUSE_PAIR = "a circuit from this peer to this target is already open"
+# Circuits one dialler may hold to one target through this relay at once: one link, and one
+# more while a replacement is made. Without it one identity could take all of a target's
+# max_circuits_per_peer slots and make it unreachable through this relay.
+MAX_CIRCUITS_PER_PAIR = 2
 REFUSE_SELF = "a circuit to oneself"
 
 
@@ -206,6 +211,7 @@ class RelayCore:
         self._ends: dict[End, tuple[int, str]] = {}  # (link, sid) -> (circuit, side)
         self._to_peer: Counter[Hashable] = Counter()
         self._from_peer: Counter[Hashable] = Counter()
+        self._pair: Counter[tuple[Hashable, Hashable]] = Counter()
         self._next_cid = 0
         # totals, for metrics and tests
         self.counters: Counter[str] = Counter()
@@ -274,6 +280,10 @@ class RelayCore:
             return self._refuse(REFUSE_TO_PEER)
         if self._from_peer[dialler] >= config.max_circuits_per_peer:
             return self._refuse(REFUSE_FROM_PEER)
+        if self._pair[(dialler, target)] >= MAX_CIRCUITS_PER_PAIR:
+            # one dialler cannot take a target's every circuit slot: an honest one needs one
+            # link (and one more while a replacement is made)
+            return self._refuse(REFUSE_PAIR)
         return reservation
 
     def connect(
@@ -293,6 +303,7 @@ class RelayCore:
         self._ends[b] = (circuit.cid, "b")
         self._to_peer[target] += 1
         self._from_peer[dialler] += 1
+        self._pair[(dialler, target)] += 1
         self.counters["circuits"] += 1
         return circuit
 
@@ -301,10 +312,14 @@ class RelayCore:
             return
         self._ends.pop(circuit.a, None)
         self._ends.pop(circuit.b, None)
-        for counter, peer in ((self._to_peer, circuit.target), (self._from_peer, circuit.dialler)):
-            counter[peer] -= 1
-            if not counter[peer]:
-                del counter[peer]
+        for counter, key in (
+            (self._to_peer, circuit.target),
+            (self._from_peer, circuit.dialler),
+            (self._pair, (circuit.dialler, circuit.target)),
+        ):
+            counter[key] -= 1
+            if not counter[key]:
+                del counter[key]
 
     def _end_both(self, circuit: Circuit, code: str, reason: str) -> list[Close]:
         self._remove(circuit)

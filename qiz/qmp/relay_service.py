@@ -48,6 +48,7 @@ from qiz.qmp.relay import (
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
 from qiz.qmp.streams import MAX_SID, CircuitTransport, StreamError, StreamMux
 from qiz.qmp.transport import Link, LinkError
+from qiz.ratelimit import KeyedRateLimiter
 
 log = logging.getLogger("qiz.relay")
 REFUSED = "relay-refused"
@@ -55,6 +56,11 @@ REFUSED = "relay-refused"
 KEEP_RELAY, KEEP_HELD = "relay reservation", "reservation held"
 # Seconds between the relay's checks for expired reservations and circuits (at most).
 TICK_INTERVAL = 5.0
+
+
+# relay.connect requests served per dialler: per second, and in a burst.
+CONNECT_RATE = 2.0
+CONNECT_BURST = 8
 
 
 def relay_address(relay: NodeId) -> str:
@@ -97,6 +103,18 @@ class _Forwarder:
         self.service._apply(self.service.core.on_close(self.end, code, reason))
 
 
+def _connect_body(body: Any) -> tuple[bytes, int]:
+    """``relay.connect``'s target digest and stream id, or a bad-request error."""
+    if not isinstance(body, dict) or set(body) != {"to", "sid"}:
+        raise RpcError("bad-request", 'relay.connect takes {"to", "sid"}')
+    to, sid = body["to"], body["sid"]
+    if not isinstance(to, bytes) or len(to) != 32:
+        raise RpcError("bad-request", "to must be a 32-byte node id digest")
+    if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < MAX_SID:
+        raise RpcError("bad-request", "sid must be an integer in [0, 2**62)")
+    return to, sid
+
+
 class RelayService:
     """Relay, target and client of circuits for one node's link manager."""
 
@@ -110,6 +128,9 @@ class RelayService:
         self.config = config or RelayConfig()
         self.clock = clock
         self.core = RelayCore(self.config)
+        # circuits asked for per dialler (each costs the relay an RPC to the target and the
+        # target a handshake): a steady few per second, a burst of a few more
+        self._connects = KeyedRateLimiter(CONNECT_RATE, CONNECT_BURST)
         self._muxes: dict[Link, StreamMux] = {}  # links with circuits or reservations here
         self._ticker: asyncio.Task[None] | None = None
         # client side: reservations held on relays, and their renewal tasks
@@ -155,15 +176,11 @@ class RelayService:
         }
 
     async def _serve_connect(self, ctx: CallContext, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or set(body) != {"to", "sid"}:
-            raise RpcError("bad-request", 'relay.connect takes {"to", "sid"}')
-        to, sid = body["to"], body["sid"]
-        if not isinstance(to, bytes) or len(to) != 32:
-            raise RpcError("bad-request", "to must be a 32-byte node id digest")
-        if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < MAX_SID:
-            raise RpcError("bad-request", "sid must be an integer in [0, 2**62)")
+        to, sid = _connect_body(body)
         if ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "not over a relayed link")
+        if not self._connects.allow(ctx.peer_id.digest, self.clock()):
+            raise RpcError(REFUSED, "too many circuits asked for lately")
         target = NodeId(to)
         checked = self.core.check_connect(ctx.peer_id, target, self.clock())
         if isinstance(checked, Refusal):
@@ -322,7 +339,9 @@ class RelayService:
             links.identity,
             links.record_provider(),
             cookies=links.listener.cookies,
-            peer_address=relay_address(ctx.peer_id),
+            # each dialler behind a relay has a KEM budget of its own (the relay's word for who
+            # dials), so one dialler cannot spend every other's through the same relay
+            peer_address=f"{relay_address(ctx.peer_id)}/{origin.hex()[:16]}",
             now=links.clock(),
             config=config,
             records=links.listener.records,
@@ -396,6 +415,15 @@ class RelayService:
                 self._keep_reserved(relay_rpc), f"reservation {str(relay)[:12]}"
             )
         return held
+
+    def release(self, relay: NodeId) -> None:
+        """Stop holding (and renewing) the reservation on ``relay``: the relay forgets it when
+        it expires or the link closes, which nothing keeps open any more."""
+        task = self._renewing.get(relay)
+        if task is not None:
+            task.cancel()  # its finally forgets the reservation and lets the link idle out
+        else:
+            self.held.pop(relay, None)
 
     async def _keep_reserved(self, relay_rpc: RpcEndpoint) -> None:
         relay = relay_rpc.link.peer_id

@@ -53,12 +53,15 @@ class PeerCaller:
             rpc = linked.rpc
         else:
             try:
+                # one deadline for the lookup and every address and relay tried
                 async with asyncio.timeout(timeout):
                     record = await self.dht.resolve_peer(node)
-                if not record.addresses and not record.relays:
-                    raise Unreachable(f"{node.short()} publishes no address and no relay")
-                # its addresses, then its relays (docs/nat.md §4.3)
-                rpc = await self.links.connect_record(record, timeout=min(timeout, DIAL_TIMEOUT))
+                    if not record.addresses and not record.relays:
+                        raise Unreachable(f"{node.short()} publishes no address and no relay")
+                    # its addresses, then its relays (docs/nat.md §4.3)
+                    rpc = await self.links.connect_record(
+                        record, timeout=min(timeout, DIAL_TIMEOUT)
+                    )
             except Unreachable:
                 raise
             except Exception as exc:
