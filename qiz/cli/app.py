@@ -26,7 +26,16 @@ from qiz.cli import (
     web_cmds,
 )
 from qiz.cli.common import Session
-from qiz.cli.output import EXIT_INTERNAL, EXIT_USER_ERROR, console, emit, err_console, guarded
+from qiz.cli.output import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    Interrupt,
+    console,
+    emit,
+    err_console,
+    guarded,
+)
 from qiz.crypto import require_pq_support
 from qiz.home import Home
 
@@ -165,4 +174,7 @@ def run(argv: list[str] | None = None) -> int:
             EXIT_INTERNAL,
             args,
         )
+    if result == EXIT_INTERRUPTED and not Interrupt.said:
+        # a Ctrl-C while typer parsed the command line: it returns 130 without a word
+        return _fail("interrupted", EXIT_INTERRUPTED, args)
     return result if isinstance(result, int) else 0

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 import shlex
+import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qiz.cli.output import UserError, err_console
-from qiz.control import NodeNotRunning, ask
 from qiz.crypto import keyfile
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.home import Home
@@ -89,11 +89,32 @@ def read_file(path: Path, *, what: str = "file", max_size: int = MAX_INPUT_FILE)
         raise UserError(f"{what} {path} cannot be read (permission denied)") from None
 
 
+def run_async(work: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    """``asyncio.run(work(*args))`` for a command that a Ctrl-C may stop at any moment.
+
+    asyncio loads here, in the commands that need it, not with every command; and a Ctrl-C is
+    held back (a few milliseconds) while it loads and the event loop is made: an interrupt
+    inside the loop's constructor leaves half an object whose collection prints a traceback
+    after the command's one line. Once the loop exists the Ctrl-C comes as usual."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        import asyncio
+
+        runner = asyncio.Runner()
+        runner.get_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    with runner:
+        return runner.run(work(*args))
+
+
 def node_call(session: Session, command: str, timeout: float = 60.0, **arguments: Any) -> Any:
     """One operation on the node running in this home (the control socket), for every
     command that talks to a node: its result, or its error as the node stated it."""
+    from qiz.control import NodeNotRunning, ask
+
     try:
-        return asyncio.run(ask(session.home.path, command, timeout, **arguments))
+        return run_async(lambda: ask(session.home.path, command, timeout, **arguments))
     except NodeNotRunning as exc:
         home = session.home
         if not home.path.is_dir() or not home.identity_path.exists():  # as `qiz id` says it

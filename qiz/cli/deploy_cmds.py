@@ -21,8 +21,6 @@ from qiz.cli.common import node_call
 from qiz.cli.output import UserError, console, emit, err_console, guarded
 from qiz.cli.store_cmds import recipient
 from qiz.deploy.bundle import check_name, load_bundle
-from qiz.deploy.mesh_source import split_channel
-from qiz.deploy.signing import NODE_KEY, generate_signer, key_file_bytes
 from qiz.fsio import write_atomic
 from qiz.store.limits import MAX_RECIPIENTS
 
@@ -45,6 +43,9 @@ SignerOption = Annotated[
     ),
 ]
 ROLE_NAMES = ("root", "targets", "snapshot", "timestamp")
+# qiz.deploy.signing.NODE_KEY, named again here for the help text: the channel code (tuf,
+# securesystemslib) loads only in the commands that sign (tests/test_cli_startup.py checks)
+NODE_KEY = "node"
 deploy_app = typer.Typer(
     help="Publish signed bundles on a channel; install, follow and run them supervised."
 )
@@ -98,6 +99,8 @@ def recipients(to: list[str] | None) -> list[str]:
 
 
 def channel(text: str) -> str:
+    from qiz.deploy.mesh_source import split_channel
+
     split_channel(text)  # one line for a malformed channel before the node is asked
     return text.strip()
 
@@ -299,6 +302,8 @@ def keygen(
         raise UserError(f"{out} already exists: keygen never overwrites a key file")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent} is not a directory")
+    from qiz.deploy.signing import generate_signer, key_file_bytes
+
     signer = generate_signer(slh_dsa)
     write_atomic(out, key_file_bytes(signer), 0o600)
     key = signer.public_key

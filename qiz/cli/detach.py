@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from qiz.cli.output import UserError
-from qiz.node import LOCK_FILE
-from qiz.procs import ready_record
 
+# qiz.node.LOCK_FILE, the file a running node holds locked, named again here so that 'qiz node
+# stop' and this module need not load the node's code (tests/test_cli_startup.py checks both)
+LOCK_FILE = "node.lock"
 LOG_NAME = "node.log"  # the detached node's stdout and stderr, rewritten at each start
 READY_TIMEOUT = 120.0  # seconds to wait for the ready line (a large id puzzle takes a while)
 POLL_INTERVAL = 0.05
@@ -82,6 +83,8 @@ def _require_no_node(home: Path, stop_hint: str) -> None:
 
 
 def _ready_in(log_path: Path) -> dict[str, Any] | None:
+    from qiz.procs import ready_record  # with asyncio: only a detached start waits for one
+
     with contextlib.suppress(OSError):
         for line in log_path.read_text(errors="replace").splitlines():
             record = ready_record(line)

@@ -17,7 +17,7 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,11 +26,12 @@ from qiz.cli.common import Session, node_call, read_file
 from qiz.cli.human import moment, plural
 from qiz.cli.output import CheckFailed, UserError, console, emit, guarded
 from qiz.cli.quantum_cmds import parse_bindings
-from qiz.compute import spec as specs
-from qiz.compute.attest import VerifiedAttestation
 from qiz.compute.errors import AttestationError, NotAnAttestation, SpecError
 from qiz.fsio import write_atomic
 from qiz.web.json_input import JsonInputError, parse_json
+
+if TYPE_CHECKING:  # the spec and attestation code loads when a command needs it
+    from qiz.compute.attest import VerifiedAttestation
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 job_app = typer.Typer(help="Submit quantum jobs to the mesh and collect attested results.")
@@ -261,6 +262,8 @@ def _document(specfile: Path | None, *, param: list[str] | None, **shortcut: Any
 
 def _signed(session: Session, document: dict[str, Any]) -> tuple[bytes, str]:
     """The signed spec and its job id; a spec the node would refuse is refused here."""
+    from qiz.compute import spec as specs
+
     identity = session.identity()
     try:
         raw = specs.sign(specs.make_body(document, identity), identity)
@@ -317,7 +320,7 @@ def status(
     """A job's state, progress, times and where its replicas ran."""
     session: Session = ctx.obj
     state = node_call(session, "job_status", job=job)
-    if (wait or follow) and state["state"] not in job_follow.FINAL:
+    if (wait or follow) and not job_follow.is_final(state):
         try:
             if follow:
                 state = job_follow.follow(session, state["job_id"], timeline=False, quiet=as_json)
@@ -406,7 +409,7 @@ def result(
 def cancel(ctx: typer.Context, job: JobArgument, as_json: JsonOption = False) -> None:
     """Cancel a running job on every worker."""
     state = node_call(ctx.obj, "job_status", job=job)
-    ended = state["state"] in job_follow.FINAL  # done, failed, or cancelled before
+    ended = job_follow.is_final(state)  # done, failed, or cancelled before
     if not ended:
         state = node_call(ctx.obj, "job_cancel", job=state["job_id"])
     state.pop("spec", None)  # a cancel answers the status without the spec's summary

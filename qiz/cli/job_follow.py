@@ -18,13 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from qiz.cli.common import Session, node_call
 from qiz.cli.human import moment
 from qiz.cli.job_view import decided_text, log_line, reason_text
-from qiz.cli.output import EXIT_INTERRUPTED, console, err_console
-from qiz.compute.status import FINAL
+from qiz.cli.output import EXIT_INTERRUPTED, Interrupt, console, err_console
 
 POLL_S = 0.3  # seconds between two looks at the node while waiting or following
 HINT_ID = 16  # hex digits of the job id in the printed commands (any unique prefix works)
@@ -55,6 +53,7 @@ def _say_interrupted(message: str, *, as_json: bool, **extra: Any) -> typer.Exit
         sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
         sys.stdout.flush()
     err_console.print(f"qiz: {message}", markup=False)
+    Interrupt.said = True
     return typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -86,6 +85,10 @@ def interrupted_submitting(
 
 def wait_with_bar(session: Session, job_id: str, *, quiet: bool) -> dict[str, Any]:
     """Poll until the job is final, with a progress bar on stderr (none when ``quiet``)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from qiz.compute.status import FINAL
+
     with Progress(
         TextColumn("job {task.description}"),
         BarColumn(),
@@ -119,6 +122,8 @@ def new_entries(session: Session, job_id: str, last: dict[str, Any] | None) -> l
 def follow(session: Session, job_id: str, *, timeline: bool, quiet: bool) -> dict[str, Any]:
     """Print the job's new timeline entries (``timeline``) and its state and progress as they
     change, until it is final; returns the final status. ``quiet`` prints nothing (--json)."""
+    from qiz.compute.status import FINAL
+
     printed: dict[str, Any] | None = None
     last: tuple[Any, ...] | None = None
     for state in _polls(session, job_id):
@@ -151,3 +156,11 @@ def final_exit(state: dict[str, Any]) -> None:
         why = reason_text(state) or state["state"]
         err_console.print(f"qiz: job {state['job_id'][:HINT_ID]} {why}", markup=False)
         raise typer.Exit(1)
+
+
+def is_final(state: dict[str, Any]) -> bool:
+    """Whether the job ``state`` (a node's job status) has ended: done, failed or cancelled
+    (:data:`qiz.compute.status.FINAL`, loaded here when asked, not with every command)."""
+    from qiz.compute.status import FINAL
+
+    return state["state"] in FINAL

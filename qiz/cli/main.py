@@ -49,6 +49,18 @@ def run(argv: list[str] | None = None) -> int:
     early, imports included, is ``qiz: interrupted`` and exit 130 (with the failure object on
     stdout under ``--json``)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args and set(args) <= {"--version", "--json"}:
+        # `qiz --version [--json]` before loading the command: the same answer as
+        # qiz.cli.app.run gives it (and `qiz version`), in a fraction of the time
+        from qiz import __version__
+
+        if "--json" in args:
+            body = {"ok": True, "version": __version__}
+            sys.stdout.write(json.dumps(body, sort_keys=True) + "\n")
+        else:
+            sys.stdout.write(f"qiz {__version__}\n")
+        sys.stdout.flush()
+        return 0
     try:
         from qiz.cli.app import run as run_command
 

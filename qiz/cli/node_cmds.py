@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,26 +16,27 @@ from qiz import peer_memory
 from qiz.allocator import tune_allocator
 from qiz.cli import logs, peer_cmds
 from qiz.cli.common import PASSPHRASE_ENV, Session, node_call
-from qiz.cli.detach import LOG_NAME
+from qiz.cli.detach import LOCK_FILE, LOG_NAME
 from qiz.cli.human import duration, moment, plural, size
 from qiz.cli.output import UserError, console, emit, guarded
-from qiz.compute.placement import METHODS
-from qiz.compute.pool import SlotsError, check_slots, default_slots
-from qiz.compute.service import ComputeConfig
-from qiz.control import CONTROL_SOCKET
 from qiz.crypto.errors import InvalidIdentifier
-from qiz.deploy.service import DeployConfig
 from qiz.home import PRIVATE_UMASK
-from qiz.identity import NodeIdentity
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
 from qiz.lifeline import guard_memory
-from qiz.node import LOCK_FILE, ControlSocketError, FaceStarter, Node, parse_peer
-from qiz.qmp.autonat import NatConfig, NatConfigError
-from qiz.qmp.manager import ManagerConfig
 from qiz.qmp.relay import RelayConfig, RelayConfigError
-from qiz.resolve.dht import DhtConfig
 from qiz.store.config import StoreConfig, StoreConfigError
+
+if TYPE_CHECKING:
+    from qiz.compute.service import ComputeConfig
+    from qiz.identity import NodeIdentity
+    from qiz.node import FaceStarter, Node
+    from qiz.qmp.autonat import NatConfig, NatConfigError
+    from qiz.qmp.manager import ManagerConfig
+
+# The node's own code (qiz.node: the mesh, compute, store, deploy services; about half a second
+# to import) loads only in 'node start', by _load_node below, so that 'node status', 'node stop'
+# and every other command start quickly.
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 node_app = typer.Typer(help="Run and inspect this home's node.", no_args_is_help=True)
@@ -56,7 +56,18 @@ def register(app: typer.Typer) -> None:
     node_app.command("stop")(guarded(stop))
 
 
+def _load_node() -> None:
+    """Import what running a node needs, once 'node start' is sure to need it; binds the
+    names the config readers below use that live with the node's own code."""
+    global NatConfig, NatConfigError  # noqa: PLW0603 - imported late on purpose (see top)
+    from qiz.qmp.autonat import NatConfig, NatConfigError
+
+
 def _check_peers(peers: list[str]) -> None:
+    if not peers:
+        return
+    from qiz.node import parse_peer
+
     for peer in peers:
         try:
             address, _ = parse_peer(peer)
@@ -143,6 +154,9 @@ def start(
     if os.environ.get(PASSPHRASE_ENV):
         # the one secret not on disk: no bundle this node runs may read it from /proc
         guard_memory()
+    import asyncio
+
+    _load_node()
     asyncio.run(_run_node(session, identity, address, peers, lan, compute, links, api, as_json))
 
 
@@ -254,6 +268,8 @@ LINK_LIMIT_KEYS = {
 def _link_config(table: object) -> ManagerConfig:
     """The ``[links]`` table of config.toml: who may make this node work before they have
     proved who they are (docs/security.md). Absent keys keep their defaults."""
+    from qiz.qmp.manager import ManagerConfig
+
     if not isinstance(table, dict):
         raise UserError("config.toml: [links] must be a table")
     values = {
@@ -273,29 +289,38 @@ def _compute_config(table: object, worker: bool, slots: int | None) -> ComputeCo
     """The ``[compute]`` table of config.toml (worker, slots, threads, memory_mib, placement),
     overridden by the command line. ``slots`` is bounded by cores and memory
     (:func:`qiz.compute.pool.max_slots`); 0 or absent means one per core, within that bound."""
+    from qiz.compute.placement import METHODS
+    from qiz.compute.pool import SlotsError, check_slots, default_slots
+
     if not isinstance(table, dict):
         raise UserError("config.toml: [compute] must be a table")
-    config = ComputeConfig()
-    config.worker = worker and _flag(table, "worker", "compute.worker", True)
+    # checked first, the compute service (a fifth of a second to import) loaded once all is
+    # well: a wrong key is refused without it
+    chosen: dict[str, Any] = {"worker": worker and _flag(table, "worker", "compute.worker", True)}
     try:
         if slots is not None:
-            config.slots = check_slots(slots, "--slots")
+            chosen["slots"] = check_slots(slots, "--slots")
         elif table.get("slots", 0) != 0 or isinstance(table.get("slots"), bool):
-            config.slots = check_slots(table["slots"], "config.toml: compute.slots")
+            chosen["slots"] = check_slots(table["slots"], "config.toml: compute.slots")
         else:
-            config.slots = default_slots()
+            chosen["slots"] = default_slots()
     except SlotsError as exc:
         raise UserError(str(exc)) from None
     cores = os.cpu_count() or 1
     if "threads" in table:
-        config.threads = _number(table, "threads", "compute.threads", 1, cores, whole=True)
+        chosen["threads"] = _number(table, "threads", "compute.threads", 1, cores, whole=True)
     if "memory_mib" in table:
-        config.memory = _number(table, "memory_mib", "compute.memory_mib", 0, 1 << 30, whole=True)
-        config.memory <<= 20
+        mib = _number(table, "memory_mib", "compute.memory_mib", 0, 1 << 30, whole=True)
+        chosen["memory"] = mib << 20
     placement = table.get("placement", "greedy")
     if not isinstance(placement, str) or placement not in METHODS:
         raise UserError(f"config.toml: compute.placement must be one of {', '.join(METHODS)}")
-    config.placement = placement
+    chosen["placement"] = placement
+    from qiz.compute.service import ComputeConfig
+
+    config = ComputeConfig()
+    for name, value in chosen.items():
+        setattr(config, name, value)
     return config
 
 
@@ -334,6 +359,12 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
     api: tuple[int, dict[str, float]] | None,
     as_json: bool = False,
 ) -> None:
+    import asyncio
+
+    from qiz.deploy.service import DeployConfig
+    from qiz.node import ControlSocketError, Node
+    from qiz.resolve.dht import DhtConfig
+
     config = session.home.load_config()
     if not solves(identity.node_id.digest, config.puzzle_bits):
         raise UserError(
@@ -387,6 +418,8 @@ async def _run_node(  # noqa: PLR0917 - the command's options, passed on
 
 def _ready(session: Session, node: Node, api: str | None) -> dict[str, Any]:
     """The ready line of ``node start --json`` (docs/json/node-start.schema.json)."""
+    from qiz.control import CONTROL_SOCKET
+
     home = session.home.path.absolute()
     return {
         "event": "ready",

@@ -44,6 +44,14 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+class Interrupt:
+    """Whether this process has told the user that a Ctrl-C stopped it. Typer turns a Ctrl-C
+    that lands while it parses the command line (before any command runs) into a silent exit
+    130; :func:`qiz.cli.app.run` says it then, unless a command already did."""
+
+    said = False
+
+
 class UserError(QizError):
     """The user asked for something that cannot be done; the message says what and how."""
 
@@ -104,6 +112,7 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
             # a word): the same line, and object under --json, as anywhere else
             _json_error(kwargs, "interrupted", EXIT_INTERRUPTED)
             err_console.print("qiz: interrupted", markup=False)
+            Interrupt.said = True
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the command line's own ways out (typer.Exit is a RuntimeError)

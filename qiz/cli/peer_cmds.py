@@ -9,19 +9,17 @@ prefix may name and looks a full id up in the DHT.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from typing import Annotated, Any
 
 import typer
 
-from qiz.cli.common import Session, node_call
+from qiz.cli.common import Session, node_call, run_async
 from qiz.cli.human import duration, moment, plural, size
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.identity import PeerRecord
 from qiz.peer_ref import PeerRef, parse_peer_ref
-from qiz.qmp.transport import LinkError, dial
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 PEER_HELP = "ip:port, ID@ip:port, a node id, or a unique prefix of one (as job ids take)."
@@ -71,7 +69,7 @@ def ping(
     session: Session = ctx.obj
     ref = peer_ref(target)
     if ref.address is not None:
-        result = asyncio.run(_dial_and_ping(session, ref, count))
+        result = run_async(_dial_and_ping, session, ref, count)
     else:
         timeout = LOOKUP_TIMEOUT + count * PING_TIMEOUT
         result = node_call(session, "ping", timeout, target=target, count=count)
@@ -94,6 +92,8 @@ def ping(
 
 async def _dial_and_ping(session: Session, ref: PeerRef, count: int) -> dict[str, Any]:
     """Ping an address over a link of our own (this home's identity, a short-lived record)."""
+    from qiz.qmp.transport import LinkError, dial  # the mesh's code: only 'ping ADDRESS' dials
+
     assert ref.address is not None
     identity = session.identity()
     record = PeerRecord.create(identity, [], seq=int(time.time() * 1000), now=time.time())

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from qiz.cli.human import duration
 from qiz.cli.output import UserError, console, emit, err_console, guarded
@@ -69,6 +67,8 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
     if not enabled or not err_console.is_terminal:
         yield lambda _n, _e: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -127,6 +127,8 @@ def run_circuit(
     }
 
     def human() -> None:
+        from rich.table import Table
+
         table = Table("outcome", "count", "probability", title=f"{file.name}: {shots} shots")
         for key, count in sorted(result.counts.items(), key=lambda kv: -kv[1])[:32]:
             table.add_row(key, str(count), f"{count / shots:.4f}")

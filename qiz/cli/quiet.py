@@ -11,8 +11,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
-
 
 @contextmanager
 def quiet_warnings(enabled: bool = True) -> Iterator[None]:
@@ -21,6 +19,8 @@ def quiet_warnings(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    import numpy as np  # here: the CLI loads this module for every command, numpy only for some
+
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         yield

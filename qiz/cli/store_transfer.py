@@ -9,23 +9,12 @@ stderr is not a terminal: then the command is one plain request.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
-from qiz.cli.common import Session, node_call
+from qiz.cli.common import Session, node_call, run_async
 from qiz.cli.output import err_console
-from qiz.control import ask
 
 TRANSFER_TIMEOUT = 6 * 3600.0  # seconds the command waits for a put or get to finish
 EVENTS_WAIT = 25.0  # seconds one events long poll may be held by the node
@@ -41,8 +30,8 @@ def run_transfer(session: Session, command: str, *, bar: bool, **arguments: Any)
     start = node_call(session, "events", after=0, wait=0)
     transfer = secrets.token_hex(8)
     op = "put" if command == "store_put" else "get"
-    return asyncio.run(
-        _with_bar(
+    return run_async(
+        lambda: _with_bar(
             session,
             command,
             transfer=transfer,
@@ -56,6 +45,19 @@ def run_transfer(session: Session, command: str, *, bar: bool, **arguments: Any)
 async def _with_bar(
     session: Session, command: str, *, transfer: str, op: str, after: int, arguments: dict[str, Any]
 ) -> Any:
+    import asyncio
+
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from qiz.control import ask
+
     home = session.home.path
     work = asyncio.ensure_future(
         ask(home, command, TRANSFER_TIMEOUT, transfer=transfer, **arguments)

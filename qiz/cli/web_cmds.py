@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import webbrowser
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
 
-from qiz.cli.common import Session, node_call
+from qiz.cli.common import Session, node_call, run_async
 from qiz.cli.output import UserError, console, emit, guarded
 from qiz.web.token import TOKEN_FILE
 
@@ -50,7 +49,7 @@ def api_get(session: Session, base: str, path: str) -> Any:
             return body
 
     try:
-        return asyncio.run(fetch())
+        return run_async(fetch)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UserError(f"the node's API at {base} did not answer: {exc}") from None
 
