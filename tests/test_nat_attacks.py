@@ -22,6 +22,7 @@ from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.node import Node
 from qiz.qmp.autonat import NatConfig, NatService
+from qiz.qmp.errors import ErrorCode
 from qiz.qmp.observed import NatState
 from qiz.qmp.rpc import RpcError
 from qiz.qmp.transport import LinkError
@@ -366,12 +367,52 @@ def test_one_dialler_cannot_take_a_targets_circuits() -> None:
                     return None
 
                 attacker._punch = no_punch  # type: ignore[method-assign]
-                for _ in range(8):
-                    with contextlib.suppress(LinkError):
-                        link = await attacker.relays.dial_via(record.relays[0], record, 5.0)
-                        attacker.links.adopt(link, relay=relay.node_id)
-                    # past the duplicate grace: a second link is a spare, not a duplicate
-                    await asyncio.sleep(0.4)
+                # the attacker sits behind a NAT: its record names no address, and only its
+                # relay is reachable from it (so no direct link replaces the relayed ones)
+                attacker.nat.state.forced = "private"
+                attacker._record = None
+                real_connect = attacker.links.connect
+
+                async def nat_connect(address: str, *args: Any, **kwargs: Any) -> Any:
+                    if address != relay.address:
+                        raise LinkError(ErrorCode.PROTOCOL_ERROR, "behind a NAT")
+                    return await real_connect(address, *args, **kwargs)
+
+                attacker.links.connect = nat_connect  # type: ignore[method-assign]
+                via = record.relays[0]
+                first = await attacker.relays.dial_via(via, record, 5.0)
+                attacker.links.adopt(first, relay=relay.node_id)
+                await asyncio.sleep(0.4)  # past the duplicate grace: a later link is a spare
+                # one after the other: the target keeps one relayed link per peer
+                for _ in range(3):
+                    link = await attacker.relays.dial_via(via, record, 5.0)
+                    if link.is_open:
+                        with contextlib.suppress(LinkError):  # closed while taken in
+                            attacker.links.adopt(link, relay=relay.node_id)
+                    try:
+                        _, reason, _ = await asyncio.wait_for(asyncio.shield(link.closed), 5.0)
+                    except TimeoutError:
+                        pytest.fail("the target kept a second relayed link from one peer")
+                    assert reason == "already linked through a relay"
+                assert first.is_open
+                # all at once (within the burst of relay.connect allowed per dialler): the
+                # relay lets one dialler hold MAX_CIRCUITS_PER_PAIR circuits to one target
+                burst = await asyncio.gather(
+                    *(attacker.relays.dial_via(via, record, 5.0) for _ in range(4)),
+                    return_exceptions=True,
+                )
+                refused = [str(r) for r in burst if isinstance(r, LinkError)]
+                assert len(refused) >= 4 - (MAX_CIRCUITS_PER_PAIR - 1), burst
+                for text in refused:
+                    assert "a circuit from this peer to this target is already open" in text
+                # and more than CONNECT_BURST at once: refused for asking too often
+                flood = await asyncio.gather(
+                    *(attacker.relays.dial_via(via, record, 5.0) for _ in range(10)),
+                    return_exceptions=True,
+                )
+                assert any("too many circuits asked for lately" in str(r) for r in flood), flood
+                await honest.links.connect_record(record, timeout=5.0)  # not refused
+                assert hidden.node_id in honest.links.peers
                 relayed_at_hidden = [
                     link
                     for link, via in hidden.links.relayed.items()
@@ -384,8 +425,6 @@ def test_one_dialler_cannot_take_a_targets_circuits() -> None:
                     if circuit.dialler == attacker.node_id and circuit.target == hidden.node_id
                 )
                 assert pair <= MAX_CIRCUITS_PER_PAIR
-                await honest.links.connect_record(record, timeout=5.0)
-                assert hidden.node_id in honest.links.peers
 
     run(body(), timeout=60)
 
