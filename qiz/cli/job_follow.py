@@ -24,7 +24,10 @@ from qiz.cli.human import moment
 from qiz.cli.job_view import decided_text, log_line, reason_text
 from qiz.cli.output import EXIT_INTERRUPTED, Interrupt, console, err_console
 
-POLL_S = 0.3  # seconds between two looks at the node while waiting or following
+POLL_S = 0.3  # seconds between two looks at the node while following (a line per change)
+# while waiting (--wait: a bar, or nothing under --json): a look costs the node a status
+# lookup, and the wait ends on average half a period after the job did
+WAIT_POLL_S = 0.1
 HINT_ID = 16  # hex digits of the job id in the printed commands (any unique prefix works)
 
 
@@ -104,7 +107,7 @@ def wait_with_bar(session: Session, job_id: str, *, quiet: bool) -> dict[str, An
             progress.update(bar, completed=state["progress"])
             if state["state"] in FINAL:
                 return state
-            time.sleep(POLL_S)
+            time.sleep(WAIT_POLL_S)
 
 
 def new_entries(session: Session, job_id: str, last: dict[str, Any] | None) -> list[dict[str, Any]]:
