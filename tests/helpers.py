@@ -56,6 +56,7 @@ __all__ = [
     "ok_json",
     "one_line_error",
     "qiz",
+    "qiz_each",
     "qiz_init",
     "qiz_popen",
     "qiz_raw",
@@ -133,6 +134,39 @@ def qiz_popen(cwd: Path, *args: str | Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def qiz_each(
+    cwd: Path, commands: Sequence[Sequence[str | Path]], at_once: int = 2, timeout: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """Independent commands (each as :func:`qiz` runs one), ``at_once`` of them side by side:
+    their results in order. A CLI process keeps one core busy, so a test that runs many
+    commands whose answers do not depend on each other waits half as long on two cores."""
+    results: list[subprocess.CompletedProcess[str]] = []
+    for first in range(0, len(commands), at_once):
+        batch = [[sys.executable, "-m", "qiz", *map(str, c)] for c in commands[first:][:at_once]]
+        running = [
+            subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=CLEAN_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for argv in batch
+        ]
+        try:
+            for argv, proc in zip(batch, running, strict=True):
+                out, err = proc.communicate(timeout=timeout)
+                results.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+        finally:
+            for proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    return results
 
 
 def qiz_init(cwd: Path, *homes: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import stat
 import time
@@ -35,7 +36,7 @@ from qiz.qmp.transport import dial
 from qiz.web.json_input import JsonInputError, parse_json
 from qiz.web.server import MAX_CONNECTIONS
 
-from .helpers import node_processes, ok_json, one_line_error, qiz, run
+from .helpers import node_processes, ok_json, one_line_error, qiz, qiz_each, run
 
 FLOOD_FD_LIMIT = 320  # the node's descriptor limit in the flood test (1,024 in the report)
 FLOOD_CONNECTIONS = 400  # idle API connections: more than the node has descriptors for
@@ -323,18 +324,27 @@ def test_slots_beyond_the_machine_are_refused(work: Path) -> None:
     """Issue 13 item 8: a large compute.slots fork-bombed the host; -1 was an internal error."""
     make_home(work, "slots")
     over = SLOTS_PER_CORE * (os.cpu_count() or 1) + 1
-    line = one_line_error(qiz(work, "--home", "slots", "node", "start", "--slots", str(over)))
+    values = ("-1", str(over), "1e9", '"4"', "true")
+    original = (work / "slots" / "config.toml").read_text()
+    for i, value in enumerate(values):  # a copy of the home for each value, run side by side
+        shutil.copytree(work / "slots", work / f"slots{i}")
+        (work / f"slots{i}" / "config.toml").write_text(
+            original + f"\n[compute]\nslots = {value}\n"
+        )
+    first, *rest = qiz_each(
+        work,
+        [
+            ["--home", "slots", "node", "start", "--slots", str(over)],
+            *(["--home", f"slots{i}", "node", "start", "--json"] for i in range(len(values))),
+        ],
+    )
+    line = one_line_error(first)
     assert "--slots" in line and f"from 1 to {max_slots()}" in line
-    config = work / "slots" / "config.toml"
-    original = config.read_text()
-    for value in ("-1", str(over), "1e9", '"4"', "true"):
-        config.write_text(original + f"\n[compute]\nslots = {value}\n")
-        result = qiz(work, "--home", "slots", "node", "start", "--json")
+    for result in rest:
         line = one_line_error(result)
         assert "compute.slots" in line, line
         answer = json.loads(result.stdout)
         assert answer["ok"] is False and "compute.slots" in answer["error"]
-    config.write_text(original)
 
 
 def test_the_worker_pool_enforces_the_bound() -> None:
@@ -387,15 +397,18 @@ def test_config_keys_of_the_wrong_type_are_one_line_errors(work: Path) -> None:
     """Issue 13 item 11: ``node = 5`` was an internal error. Every table and key of the wrong
     type or out of range is one line naming it, exit 2, and one JSON object under --json."""
     make_home(work, "types")
-    config = work / "types" / "config.toml"
-    for text, name in WRONG_TYPES.items():
-        config.write_text(text)
-        result = qiz(work, "--home", "types", "node", "start", "--json")
+    cases = [(text.encode(), name) for text, name in WRONG_TYPES.items()]
+    cases.append((b"[node]\nlisten = '\xff\xfe'\n", "UTF-8"))
+    for i, (text, _) in enumerate(cases):  # a copy of the home for each, run side by side
+        shutil.copytree(work / "types", work / f"types{i}")
+        (work / f"types{i}" / "config.toml").write_bytes(text)
+    commands = [["--home", f"types{i}", "node", "start", "--json"] for i in range(len(cases) - 1)]
+    commands.append(["--home", f"types{len(cases) - 1}", "node", "start"])  # and without --json
+    for (text, name), result in zip(cases, qiz_each(work, commands), strict=True):
         line = one_line_error(result)
         assert name in line, (text, line)
-        assert json.loads(result.stdout)["ok"] is False
-    config.write_bytes(b"[node]\nlisten = '\xff\xfe'\n")
-    assert "UTF-8" in one_line_error(qiz(work, "--home", "types", "node", "start"))
+        if "--json" in result.args:
+            assert json.loads(result.stdout)["ok"] is False
 
 
 @pytest.mark.parametrize("levels", [100, 100_000])
