@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import crypto, deploy, dht, jobs, nat, nat_sim, qmp, quantum, store
+from bench import crypto, deploy, dht, dht_procs, jobs, nat, nat_sim, qmp, quantum, store
 from bench.harness import machine, markdown_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -243,8 +243,12 @@ def main() -> None:
             if "vs_raw_tcp" in f.extra
         }
     )
-    dht_figures = dht.run(quick)
-    page += "\n## Resolution: the DHT (`bench/dht.py`)\n\n" + markdown_table(dht_figures) + "\n"
+    dht_figures = dht.run(quick) + dht_procs.run(quick)
+    page += (
+        "\n## Resolution: the DHT (`bench/dht.py`, `bench/dht_procs.py`)\n\n"
+        + markdown_table(dht_figures)
+        + "\n"
+    )
     page += DHT_NOTES
     page += quantum.section(quantum.run(quick))
     jobs_figures = jobs.run(quick)
