@@ -20,6 +20,7 @@ has not expired. A higher ``seq`` replaces a lower one for the same id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
@@ -56,6 +57,13 @@ def parse_address(text: str, *, allow_port_zero: bool = False) -> tuple[str, int
     only for listening, never in a record."""
     if not isinstance(text, str) or not 0 < len(text) <= MAX_ADDRESS_LENGTH:
         raise ValueError("an address is 1 to 64 characters")
+    return _parse_address(text, allow_port_zero)
+
+
+# Every DHT reply carries up to 20 contacts' addresses, the same few again and again: parsing
+# them with ipaddress was about 30 % of a lookup's CPU (bench/dht_procs.py, profiled).
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str, allow_port_zero: bool) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"address {text!r} is not ip:port")
