@@ -370,8 +370,8 @@ class Node:
         log.info("punch to %s: %s", link.peer_id, outcome.reason)
 
     def nat_view(self) -> dict[str, Any]:
-        """Reachability, observed addresses, NAT mapping, relays in use and links by path: for
-        ``node status`` and ``qiz netcheck``."""
+        """Reachability, observed addresses, NAT mapping, relays in use, links by path, punch
+        counters and what this node did as a relay: for ``node status`` and ``qiz netcheck``."""
         record = self.record()
         paths = Counter(
             row.get("path", "direct")
@@ -385,6 +385,9 @@ class Node:
             "links_direct": paths.get("direct", 0),
             "links_relayed": paths.get("relayed", 0),
             **self.nat.counters,
+            **self.punch.book.counters,
+            # what this node did as a relay (reservations, circuits, bytes, refusals)
+            "relay": self.relays.snapshot(),
         }
 
     def _on_link(self, link: Link) -> None:

@@ -198,6 +198,8 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                     'qiz_links_by_path{path="direct"} 2.0',
                     'qiz_links_by_path{path="relayed"} 0.0',
                     'qiz_reachability{state="public"}',
+                    "qiz_relay_bytes_forwarded_total 0.0",
+                    'qiz_punches_total{outcome="direct"} 0.0',
                     'qiz_jobs{state="done"} 1.0',
                     "qiz_dht_lookup_seconds_count",
                     'qiz_handshakes_total{result="ok"}',

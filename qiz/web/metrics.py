@@ -17,7 +17,9 @@ rendered by prometheus-client's text exposition. Families:
   ``qiz_store_bad_shares_total`` (columns rebuilt, shares that did not check out), when the
   pool is enabled;
 * ``qiz_links_by_path{path}`` (open links, direct or relayed), ``qiz_reachability{state}`` (1
-  for the node's current verdict: public, private or unknown; docs/nat.md);
+  for the node's current verdict: public, private or unknown; docs/nat.md),
+  ``qiz_relay_circuits`` and ``qiz_relay_bytes_forwarded_total`` (this node as a relay),
+  ``qiz_punches_total{outcome}``;
 * ``qiz_api_connections`` (open now) and ``qiz_api_refused_total{reason}``: the HTTP API's own
   guard (connections refused or closed to make room at the cap, bodies that timed out).
 """
@@ -150,6 +152,19 @@ def nat_metrics(nat: Mapping[str, Any] | None) -> Iterator[Metric]:
     for state in ("public", "private", "unknown"):
         reach.add_metric([state], 1 if nat["reachability"] == state else 0)
     yield reach
+    relay = nat["relay"]
+    yield GaugeMetricFamily(
+        "qiz_relay_circuits", "Circuits this node relays now.", value=relay["circuits"]
+    )
+    yield CounterMetricFamily(
+        "qiz_relay_bytes_forwarded", "Bytes forwarded as a relay.", value=relay["bytes_forwarded"]
+    )
+    punches = CounterMetricFamily(
+        "qiz_punches", "Hole punches tried here, by outcome.", labels=["outcome"]
+    )
+    punches.add_metric(["direct"], nat["punch_direct"])
+    punches.add_metric(["failed"], nat["punch_failed"])
+    yield punches
 
 
 def store_metrics(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
