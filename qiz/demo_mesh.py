@@ -55,6 +55,7 @@ CLAIM_LATENCY_MS = 5.0  # whitepaper: "5 ms average latency"
 CLAIM_HANDSHAKE_MS = 1.0  # whitepaper: "key exchange 1 ms"
 CLAIM_ENCRYPTION_GBS = 1.0  # whitepaper: "encryption speed 1 GB/s"
 SWEEP_GRAPH = "random:16,3"
+FREEZE_SETTLE_S = 0.5  # seconds for a frozen worker's last messages to arrive
 # the sweep's result goes to the pool after the kill: 4 nodes are left, so the owner has 3
 # others to hold its columns; any 2 of them rebuild it
 STORE_K, STORE_N = 2, 3
@@ -345,6 +346,11 @@ def _freeze_and_kill(first: MeshNode, nodes: list[MeshNode], job: str, ids: dict
     by_id = {ids[n.name]: n for n in workers}
     for node in workers:
         node.proc.send_signal(signal.SIGSTOP)
+    # What a worker wrote to its socket before it froze still arrives (the kernel sends it): a
+    # replica seen running a moment ago may be done. Let those last results land first, so that
+    # the replicas counted unfinished below stay so (a CI run killed a worker whose results
+    # were already on their way, and nothing was lost).
+    time.sleep(FREEZE_SETTLE_S)
 
     def holders() -> dict[MeshNode, int]:
         """Unfinished replicas per frozen worker."""
