@@ -177,3 +177,19 @@ def test_a_second_node_on_a_taken_port_is_refused_despite_reuse_port() -> None:
             assert caught.value.errno == errno.EADDRINUSE
 
     run(body())
+
+
+def test_nodes_link_over_ipv6_and_a_wildcard_listener_publishes_real_addresses() -> None:
+    async def body() -> None:
+        six = make_node(nat=NatConfig(autonat=False), listen="[::1]:0")
+        wild = make_node(nat=NatConfig(autonat=False), listen="[::]:0")
+        async with running(six, wild):
+            assert six.address.startswith("[::1]:")
+            published = wild.record().addresses
+            assert published and not any(a.startswith("[::]") for a in published)
+            port = wild.address.rsplit(":", 1)[1]
+            rpc = await six.connect(f"[::1]:{port}")
+            assert await rpc.call("qmp.ping", b"v6") == b"v6"
+            assert rpc.link.remote_address == f"[::1]:{port}"
+
+    run(body())
