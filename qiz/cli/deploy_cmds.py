@@ -20,7 +20,6 @@ import typer
 from qiz.cli.common import node_call
 from qiz.cli.output import UserError, console, emit, err_console, guarded
 from qiz.cli.store_cmds import recipient
-from qiz.deploy.bundle import check_name, load_bundle
 from qiz.fsio import write_atomic
 from qiz.store.limits import MAX_RECIPIENTS
 
@@ -77,6 +76,8 @@ def bundle_dir(path: Path) -> str:
     """A bundle directory as the node must see it (absolute), its manifest checked here."""
     if not path.is_dir():
         raise UserError(f"{path} is not a directory (a bundle is a directory with qiz-bundle.toml)")
+    from qiz.deploy.bundle import load_bundle
+
     load_bundle(path)
     return os.path.abspath(path)
 
@@ -106,6 +107,8 @@ def channel(text: str) -> str:
 
 
 def name_of(text: str) -> str:
+    from qiz.deploy.bundle import check_name
+
     return check_name(text, "bundle name")
 
 

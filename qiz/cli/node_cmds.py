@@ -24,7 +24,6 @@ from qiz.home import PRIVATE_UMASK
 from qiz.identity.peer_record import parse_address
 from qiz.identity.puzzle import solves
 from qiz.lifeline import guard_memory
-from qiz.qmp.relay import RelayConfig, RelayConfigError
 from qiz.store.config import StoreConfig, StoreConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from qiz.node import FaceStarter, Node
     from qiz.qmp.autonat import NatConfig, NatConfigError
     from qiz.qmp.manager import ManagerConfig
+    from qiz.qmp.relay import RelayConfig, RelayConfigError
 
 # The node's own code (qiz.node: the mesh, compute, store, deploy services; about half a second
 # to import) loads only in 'node start', by _load_node below, so that 'node status', 'node stop'
@@ -59,8 +59,9 @@ def register(app: typer.Typer) -> None:
 def _load_node() -> None:
     """Import what running a node needs, once 'node start' is sure to need it; binds the
     names the config readers below use that live with the node's own code."""
-    global NatConfig, NatConfigError  # noqa: PLW0603 - imported late on purpose (see top)
+    global NatConfig, NatConfigError, RelayConfig, RelayConfigError  # noqa: PLW0603 - see top
     from qiz.qmp.autonat import NatConfig, NatConfigError
+    from qiz.qmp.relay import RelayConfig, RelayConfigError
 
 
 def _check_peers(peers: list[str]) -> None:

@@ -9,7 +9,6 @@ prefix may name and looks a full id up in the DHT.
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Annotated, Any
 
@@ -92,6 +91,8 @@ def ping(
 
 async def _dial_and_ping(session: Session, ref: PeerRef, count: int) -> dict[str, Any]:
     """Ping an address over a link of our own (this home's identity, a short-lived record)."""
+    import statistics
+
     from qiz.qmp.transport import LinkError, dial  # the mesh's code: only 'ping ADDRESS' dials
 
     assert ref.address is not None
