@@ -407,7 +407,8 @@ def test_demo_json(tmp_path: Path) -> None:
     assert mesh["name"]["value"].startswith("qaoa sweeps at 127.0.0.1:")
     sweep, vqe = mesh["jobs"]["qaoa-sweep"], mesh["jobs"]["vqe"]
     killed = mesh["killed"]["name"]
-    assert killed != "node0" and killed in sweep["replicas_lost"]
+    assert killed != "node0"
+    assert killed in sweep["replicas_lost"] or killed in vqe["replicas_lost"]
     # a worker killed mid-sweep may have finished some tasks first: only those carry its claims
     signed = killed in sweep["signed_by_workers"]
     assert signed == (sweep["replicas_done"].get(killed, 0) > 0), sweep
