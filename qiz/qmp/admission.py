@@ -30,11 +30,12 @@ PREFIX_V6 = 64  # an IPv6 /64: the smallest network one subscriber is usually gi
 K = TypeVar("K", bound=Hashable)
 
 
-def address_prefix(address: str) -> str:
+def address_prefix(address: str, *, v6_bits: int | None = None) -> str:
     """``"192.0.2.7:4000"`` -> ``"192.0.2.0/24"``; ``"[2001:db8::1]:4000"`` -> ``"2001:db8::/64"``.
 
     An IPv4-mapped IPv6 address counts as its IPv4 address. Anything that does not parse (a
     Unix socket, an empty peer name) is its own prefix: it is still counted, never exempt.
+    ``v6_bits`` sets a wider IPv6 network (a relay budgets reservations per site's /48).
     """
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]" in address else address
     host = host.strip("[]").split("%", 1)[0]
@@ -44,7 +45,7 @@ def address_prefix(address: str) -> str:
         return f"?{address}"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    bits = PREFIX_V4 if ip.version == 4 else PREFIX_V6
+    bits = PREFIX_V4 if ip.version == 4 else (v6_bits or PREFIX_V6)
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 

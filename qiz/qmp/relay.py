@@ -23,12 +23,12 @@ Link keys and peer ids are opaque hashables (the asyncio side uses ``Link`` obje
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from qiz import QizError
+from qiz.qmp.admission import address_prefix
 from qiz.qmp.circuit import CIRCUIT_WINDOW, MAX_STREAM_CHUNK, MAX_STREAM_CREDIT
 
 
@@ -98,18 +98,9 @@ class RelayConfig:
 
 def network_prefix(address: str) -> str:
     """``"192.0.2.7:4000"`` -> ``"192.0.2.0/24"``, ``"[2001:db8::1]:4000"`` ->
-    ``"2001:db8::/48"``: the network one reservation budget covers. Anything that does not parse
-    is its own prefix (still counted, never exempt)."""
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or "]" in address else address
-    host = host.strip("[]").split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return f"?{address}"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    bits = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+    ``"2001:db8::/48"``: the network one reservation budget covers (a site's /48, where the
+    link layer counts /64s). Anything that does not parse is its own prefix."""
+    return address_prefix(address, v6_bits=48)
 
 
 # ---------------------------------------------------------------------- values
