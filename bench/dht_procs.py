@@ -28,9 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, machine, markdown_table, percentile
+from bench.harness import (
+    MAX_LOAD,  # noqa: F401 - the refusal threshold, as its docstring says
+    Figure,
+    check_quiet,
+    machine,
+    markdown_table,
+    percentile,
+)
 
-MAX_LOAD = 1.0  # 1-minute load average above which a full run is refused (2 cores)
 SETTLE = 1.0  # seconds after every node joined, before the first resolve
 
 
@@ -151,18 +157,6 @@ def mesh(processes: int, per_process: int, resolves: int) -> tuple[list[float], 
             if w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait()
-
-
-def check_quiet(quick: bool, busy_ok: bool) -> float:
-    load = os.getloadavg()[0]
-    if load > MAX_LOAD and not quick:
-        if not busy_ok:
-            raise SystemExit(
-                f"the machine is busy (1-minute load average {load:.2f} > {MAX_LOAD}): "
-                "rerun when it is quiet, or pass --busy-ok to measure anyway"
-            )
-        print(f"WARNING: measuring on a busy machine (load average {load:.2f})", file=sys.stderr)
-    return load
 
 
 def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:

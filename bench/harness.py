@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -80,3 +81,22 @@ def markdown_table(figures: list[Figure]) -> str:
             f"| {f.group} | {f.name} | {f.value:,.3f} {f.unit} | {f.claim_text} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+# 1-minute load average above which a full benchmark run is refused (2 cores).
+MAX_LOAD = 1.0
+
+
+def check_quiet(quick: bool, busy_ok: bool) -> float:
+    """The 1-minute load average; a full run on a busy machine is refused unless ``busy_ok``
+    (its figures would be the other processes' as much as the code's). ``--quick`` runs are
+    smoke tests and never refused."""
+    load = os.getloadavg()[0]
+    if load > MAX_LOAD and not quick:
+        if not busy_ok:
+            raise SystemExit(
+                f"the machine is busy (1-minute load average {load:.2f} > {MAX_LOAD}): "
+                "rerun when it is quiet, or pass --busy-ok to measure anyway"
+            )
+        print(f"WARNING: measuring on a busy machine (load average {load:.2f})", file=sys.stderr)
+    return load

@@ -31,7 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, machine, markdown_table, median, percentile
+from bench.harness import (
+    MAX_LOAD,  # noqa: F401 - the refusal threshold, as its docstring says
+    Figure,
+    check_quiet,
+    machine,
+    markdown_table,
+    median,
+    percentile,
+)
 from qiz import wire
 from qiz.allocator import tune_allocator
 from qiz.identity import NodeIdentity, PeerRecord
@@ -50,7 +58,6 @@ CLAIM_PEAK_MS = 20.0
 CLAIM_GBPS = 10.0
 IDLE_QUIET, IDLE_SAMPLES = 2.0, 20  # seconds of silence before each idle ping, pings
 IDLE_QUIET_QUICK, IDLE_SAMPLES_QUICK = 0.5, 10
-MAX_LOAD = 1.0  # 1-minute load average above which a full run is refused (2 cores)
 ECHO_BODY = 32  # bytes of the RPC body; the raw echo sends the same RPC message size
 
 
@@ -415,20 +422,6 @@ async def stream_bulk(port: int, data: bytes, use_tls: bool):
     elapsed = time.perf_counter() - t0
     writer.close()
     return elapsed, digest
-
-
-def check_quiet(quick: bool, busy_ok: bool) -> float:
-    """The 1-minute load average; a full run on a busy machine is refused unless ``busy_ok``
-    (its figures would be the other processes' as much as the link's)."""
-    load = os.getloadavg()[0]
-    if load > MAX_LOAD and not quick:
-        if not busy_ok:
-            raise SystemExit(
-                f"the machine is busy (1-minute load average {load:.2f} > {MAX_LOAD}): "
-                "rerun when it is quiet, or pass --busy-ok to measure anyway"
-            )
-        print(f"WARNING: measuring on a busy machine (load average {load:.2f})", file=sys.stderr)
-    return load
 
 
 def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:
