@@ -423,20 +423,52 @@ def _grover_rows(data: dict, is_solution: Callable[[int], bool]) -> list[tuple[s
 
 
 def parse_bindings(items: list[str]) -> dict[str, float]:
-    """``NAME=VALUE`` pairs from repeated --param options."""
+    """``NAME=VALUE`` pairs from repeated --param options; VALUE a number or a constant
+    expression (:func:`constant_expression`)."""
     import math
 
     values: dict[str, float] = {}
     for item in items:
         name, sep, text = item.partition("=")
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not sep or not name.strip() or not math.isfinite(value):
-            raise UserError(f"--param {item!r}: expected NAME=VALUE with a finite number")
+        value = constant_expression(text) if sep else None
+        if not sep or not name.strip() or value is None or not math.isfinite(value):
+            raise UserError(
+                f"--param {item!r}: expected NAME=VALUE with a finite number or a constant "
+                "expression such as pi/2 or 2*pi/3"
+            )
         values[name.strip()] = value
     return values
+
+
+def constant_expression(text: str) -> float | None:
+    """The value of ``text``, a number (``0.5``) or a constant OpenQASM 3 expression (``pi/2``,
+    ``-tau/8``, ``2*pi/3``, ``sqrt(2)/2``), or None if it is neither. The expression is read
+    by the OpenQASM parser and evaluated by the importer's own evaluator
+    (``qiz.quantum.qasm.expr``), so ``--param`` understands exactly what a gate angle in a
+    program does; it must be the one initialiser of a declaration (nothing else is read)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not text.strip():
+        return None
+    from openqasm3 import ast, parse
+    from openqasm3.parser import QASM3ParsingError
+
+    from qiz.quantum.core.errors import QuantumError
+    from qiz.quantum.qasm.expr import Locator, evaluate_constant
+
+    source = f"const float[64] value = {text};"
+    try:
+        statements = parse(source).statements
+    except (QASM3ParsingError, ValueError, TypeError):
+        return None
+    if len(statements) != 1 or not isinstance(statements[0], ast.ConstantDeclaration):
+        return None
+    try:
+        return evaluate_constant(statements[0].init_expression, {}, Locator(source), "the value")
+    except QuantumError:
+        return None
 
 
 def _marked(text: str, qubits: int) -> list[int]:

@@ -5,12 +5,18 @@ Counts are keyed by bitstrings of the classical register, bit 0 rightmost (Qiski
 A circuit without any measurement is sampled as if every qubit were measured into bit i.
 A program with classical control on measurements (``qasm.DynamicProgram``, any
 ``dynamic.DynamicCircuit``) is sampled shot-batched by ``dynamic``; the estimator refuses it.
+
+Both also take a Qiskit ``QuantumCircuit`` (translated by ``from_qiskit``; Qiskit itself is never
+imported here), its parameters bound from a sequence in ``QuantumCircuit.parameters`` order or
+a mapping keyed by ``Parameter`` or name. Anything else is refused in one line that says what
+is taken.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from qiz.quantum.core.circuit import Circuit, Instruction
 from qiz.quantum.core.dynamic import DynamicCircuit, run_dynamic
 from qiz.quantum.core.engine import ENGINE_NAME, ENGINE_VERSION
 from qiz.quantum.core.errors import CircuitError, QuantumError
+from qiz.quantum.core.from_qiskit import is_qiskit_circuit, translate
 from qiz.quantum.core.pauli import PauliSum
 from qiz.quantum.core.sampling import sample_counts
 
@@ -63,13 +70,14 @@ class Sampler:
 
     def run(
         self,
-        circuit: Circuit | DynamicCircuit,
+        circuit: Circuit | DynamicCircuit | Any,  # Any: a Qiskit QuantumCircuit
         shots: int = 1024,
         seed: int | None = None,
         parameters: Mapping[str, float] | Sequence[float] | None = None,
     ) -> SamplerResult:
         if not 0 < shots <= MAX_SHOTS:
             raise QuantumError(f"shots must be between 1 and {MAX_SHOTS}")
+        circuit, parameters = _ours(circuit, parameters, "Sampler")
         if not isinstance(circuit, Circuit):
             return _run_dynamic(circuit, shots, seed, parameters)
         if parameters is not None:
@@ -108,6 +116,27 @@ class Sampler:
         return SamplerResult(counts, shots, seed, width, "per-shot")
 
 
+def _ours(
+    circuit: object, parameters: Mapping | Sequence[float] | None, who: str
+) -> tuple[Any, Mapping | Sequence[float] | None]:
+    """``circuit`` as one of ours: a Qiskit circuit translated, with ``parameters`` renamed to
+    match; anything else that is not ours (a ``Circuit``, or a ``DynamicCircuit``: something
+    with ``execute``) refused, saying what is taken."""
+    if isinstance(circuit, Circuit) or hasattr(circuit, "execute"):
+        return circuit, parameters
+    if is_qiskit_circuit(circuit):
+        translated = translate(circuit)
+        if parameters is None and translated.parameters:
+            names = ", ".join(p.name for p in translated.qiskit_parameters)
+            raise CircuitError(f"unbound parameters: {names}")
+        bound = None if parameters is None else translated.bindings(parameters)
+        return translated.circuit, bound
+    raise CircuitError(
+        f"{who}.run takes a qiz Circuit, or a Qiskit QuantumCircuit (with qiskit installed: "
+        f"pip install qiskit); got {type(circuit).__name__}"
+    )
+
+
 def _run_dynamic(
     program: DynamicCircuit,
     shots: int,
@@ -143,10 +172,11 @@ class Estimator:
 
     def run(
         self,
-        circuit: Circuit,
+        circuit: Circuit | Any,  # Any: a Qiskit QuantumCircuit
         observables: PauliSum | Sequence[PauliSum],
         parameters: Mapping[str, float] | Sequence[float] | None = None,
     ) -> EstimatorResult:
+        circuit, parameters = _ours(circuit, parameters, "Estimator")
         if not isinstance(circuit, Circuit):
             raise CircuitError(
                 "the estimator needs a circuit without classical control; this program's "
