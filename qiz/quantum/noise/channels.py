@@ -24,7 +24,7 @@ from itertools import product
 import numpy as np
 
 from qiz.quantum.noise.errors import NoiseError
-from qiz.quantum.noise.limits import MAX_CHANNEL_QUBITS, MAX_KRAUS_OPERATORS
+from qiz.quantum.noise.limits import MAX_CHANNEL_QUBITS
 
 CPTP_TOLERANCE = 1e-10  # max |sum K^dagger K - I| entry
 PROBABILITY_TOLERANCE = 1e-10  # rows of a confusion matrix sum to 1 within this
@@ -73,10 +73,8 @@ class Channel:
                 ops.append(np.ascontiguousarray(m))
         if not ops:
             raise NoiseError(f"{name} channel: no nonzero Kraus operator")
-        if len(ops) > MAX_KRAUS_OPERATORS:
-            raise NoiseError(
-                f"{name} channel: {len(ops)} Kraus operators, more than {MAX_KRAUS_OPERATORS}"
-            )
+        if len(ops) > dim * dim:  # e.g. composed channels: the same map in at most 4^k operators
+            ops = _fewest_kraus(ops)
         total = sum(k.conj().T @ k for k in ops)
         deviation = float(np.max(np.abs(total - np.eye(dim))))
         if deviation > CPTP_TOLERANCE:
@@ -121,6 +119,20 @@ class Channel:
             )
         ops = [b @ a for a, b in product(self.kraus, after.kraus)]
         return Channel(self.num_qubits, tuple(ops), {"type": "sequence"})
+
+
+def _fewest_kraus(ops: list[np.ndarray]) -> list[np.ndarray]:
+    """The same channel in at most dim^2 Kraus operators, from the eigenvectors of its Choi
+    matrix J = sum_i vec(K_i) vec(K_i)^dagger (the map depends on the K_i only through J)."""
+    dim = ops[0].shape[0]
+    vecs = np.array([k.reshape(-1) for k in ops])
+    choi = vecs.T @ vecs.conj()
+    values, vectors = np.linalg.eigh(choi)
+    keep = values > _DROP * max(1.0, float(values.max()))
+    return [
+        np.ascontiguousarray(math.sqrt(v) * vectors[:, j].reshape(dim, dim))
+        for j, v in zip(np.flatnonzero(keep), values[keep], strict=True)
+    ]
 
 
 def _probability(name: str, label: str, value: float, high: float = 1.0) -> float:

@@ -13,10 +13,10 @@ from __future__ import annotations
 # Above this, use the trajectory method (a state vector per trajectory).
 MAX_DENSITY_QUBITS = 12
 # Qubits one channel may act on: the trajectory path computes a 2^k x 2^k reduced density matrix
-# per state and the density path a 4^k x 4^k superoperator; gates act on at most 3 qubits.
+# per state and the density path a 4^k x 4^k superoperator; gates act on at most 3 qubits. A
+# channel keeps at most 4^k Kraus operators (more, e.g. from composing, are reduced to that many
+# through its Choi matrix), each a pass over every trajectory's state: 64 at most.
 MAX_CHANNEL_QUBITS = 3
-# Kraus operators of one channel: a general k-qubit channel needs at most 4^k (64 for k = 3).
-MAX_KRAUS_OPERATORS = 64
 # A noise-model file read from disk (JSON): a calibrated 127-qubit device's model is ~2 MiB.
 MAX_NOISE_FILE_BYTES = 16 << 20
 # Entries (gate errors and readout errors) in one noise model file.
