@@ -11,7 +11,7 @@ up again with ``Mesh().job(job_id)``.
 Every method has an ``_async`` twin for code that already runs an event loop (Jupyter, an
 asyncio service); the plain ones run their own loop and refuse to be called inside a running
 one, saying which twin to use. Errors are :class:`qiz.QizError` subclasses whose messages are
-the CLI's own lines (``qiz job ...`` prints the same text after ``qiz: ``).
+the CLI's own lines (``qiz job ...`` prints the same text after ``qiz: error: ``).
 """
 
 from __future__ import annotations
