@@ -191,9 +191,8 @@ class MeshSamplerV2(BaseSamplerV2):
         else:  # nothing is measured: every bit reads 0 (our sampler would measure all)
             counts = [{"0" * circuit.circuit.num_clbits: pub.shots}] * len(points)
             metadata = {}
-        rng = np.random.default_rng(seed)
         data = {
-            name: _bit_array(counts, bits, pub.shots, pub.shape, rng)
+            name: _bit_array(counts, bits, pub.shots, pub.shape, seed)
             for name, bits in circuit.registers
         }
         return SamplerPubResult(
@@ -350,10 +349,11 @@ def _bit_array(
     bits: tuple[int, ...],
     shots: int,
     shape: tuple[int, ...],
-    rng: np.random.Generator,
+    seed: int,
 ) -> BitArray:
     """One register's ``BitArray``: its bits picked out of each point's counts (keys over all
-    bits, bit 0 rightmost), the shots in a random order as a device would return them."""
+    bits, bit 0 rightmost), the shots in a random order as a device would return them (drawn
+    from ``seed`` at each point: equal counts give equal shot lists, as the reference's)."""
     width = len(bits)
     num_bytes = max(1, (width + 7) // 8)
     out = np.zeros((len(counts), shots, num_bytes), dtype=np.uint8)
@@ -363,7 +363,7 @@ def _bit_array(
             whole = int(key, 2) if key else 0
             value = sum(((whole >> b) & 1) << j for j, b in enumerate(bits))
             values.extend([value] * count)
-        order = rng.permutation(len(values))
+        order = np.random.default_rng(seed).permutation(len(values))
         for k in range(num_bytes):  # big-endian bytes, as BitArray stores them
             shift = 8 * (num_bytes - 1 - k)
             out[i, :, k] = [(values[o] >> shift) & 0xFF for o in order]
