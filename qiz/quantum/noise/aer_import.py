@@ -7,7 +7,8 @@ names mapped to ours (``u3`` -> ``u``, ``u1`` -> ``p``); each single-qubit ``Rea
 becomes ours. Aer keeps its errors in attributes without a public reader (its ``to_dict`` writes
 them as instruction lists), so they are read there, and a model of an Aer version laid out
 differently is refused by name rather than misread. Multi-qubit (correlated) readout errors and
-custom noise passes have no counterpart here and are refused too.
+custom noise passes have no counterpart here and are refused too, except the pass
+``from_backend`` adds for ``delay`` instructions, which our circuits never contain.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def from_aer(aer_model: Any) -> NoiseModel:
         raise NoiseError(
             f"not a Qiskit Aer NoiseModel this version can read (no {', '.join(missing)})"
         )
-    if getattr(aer_model, "_custom_noise_passes", None):
-        raise NoiseError("the Aer noise model has custom noise passes, which cannot be imported")
+    for noise_pass in getattr(aer_model, "_custom_noise_passes", None) or ():
+        if not _only_delays(noise_pass):
+            raise NoiseError(
+                f"the Aer noise model has a custom noise pass ({type(noise_pass).__name__}) "
+                "that acts on gates; it cannot be imported"
+            )
     model = NoiseModel()
     for name, error in aer_model._default_quantum_errors.items():
         model.add_all_qubit_error(_channel(error, name), canonical_name(name))
@@ -53,6 +58,13 @@ def from_aer(aer_model: Any) -> NoiseModel:
             )
         model.add_readout_error(_readout(error, f"qubit {qubits[0]}"), qubits[0])
     return model
+
+
+def _only_delays(noise_pass: Any) -> bool:
+    """A pass that adds noise only to ``delay`` instructions, which our circuits never contain:
+    ``NoiseModel.from_backend`` adds one (thermal relaxation during idle delays)."""
+    ops = getattr(noise_pass, "_ops", None)
+    return bool(ops) and all(getattr(op, "__name__", "") == "Delay" for op in ops)
 
 
 def from_backend(backend: Any, **options: Any) -> NoiseModel:
