@@ -289,7 +289,7 @@ class Mesh:
         replicas, quorum, seed, deadline; ``fields`` override those) and submit it through the
         node. Submitting the same document twice is the same job."""
         document = {**spec, **{k: v for k, v in fields.items() if v is not None}}
-        if "replicas" in fields and "quorum" not in document:
+        if fields.get("replicas") is not None and "quorum" not in document:
             document["quorum"] = document["replicas"]
         raw, job_id = self.sign(document)
         state = await self.call_async("job_submit", spec=base64.b64encode(raw).decode("ascii"))

@@ -75,8 +75,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MeshEstimatorV2", "MeshSamplerV2", "QiskitMissing"]
 
-OBSERVABLES_PER_JOB = 64  # qiz.compute.execute.MAX_OBSERVABLES: an estimator job's bound
-POINTS_PER_SWEEP = 4096  # qiz.compute.spec.Limits.max_points: a sweep's default bound
 Point = dict[str, float]
 
 
@@ -358,15 +356,20 @@ def _bit_array(
     num_bytes = max(1, (width + 7) // 8)
     out = np.zeros((len(counts), shots, num_bytes), dtype=np.uint8)
     for i, point in enumerate(counts):
-        values: list[int] = []
-        for key, count in point.items():
+        outcomes = []
+        for key in point:
             whole = int(key, 2) if key else 0
-            value = sum(((whole >> b) & 1) << j for j, b in enumerate(bits))
-            values.extend([value] * count)
-        order = np.random.default_rng(seed).permutation(len(values))
-        for k in range(num_bytes):  # big-endian bytes, as BitArray stores them
-            shift = 8 * (num_bytes - 1 - k)
-            out[i, :, k] = [(values[o] >> shift) & 0xFF for o in order]
+            outcomes.append(sum(((whole >> b) & 1) << j for j, b in enumerate(bits)))
+        # one row of big-endian bytes per outcome (as BitArray stores them), one per shot
+        rows = (
+            np.array(
+                [value.to_bytes(num_bytes, "big") for value in outcomes], dtype=f"S{num_bytes}"
+            )
+            .view(np.uint8)
+            .reshape(len(outcomes), num_bytes)
+        )
+        per_shot = np.repeat(np.arange(len(outcomes)), list(point.values()))
+        out[i] = rows[per_shot[np.random.default_rng(seed).permutation(shots)]]
     return BitArray(out.reshape(*shape, shots, num_bytes), width)
 
 
@@ -435,10 +438,12 @@ class _OnMesh(_Engine):
     async def estimate(
         self, circuit: Translated, points: list[Point], observables: list[PauliSum]
     ) -> tuple[list[list[float]], dict[str, Any]]:
+        from qiz.compute.execute import MAX_OBSERVABLES  # an estimator job's bound
+
         columns: list[list[list[float]]] = []
         metadata: dict[str, Any] = {"jobs": [], "attestations": []}
-        for start in range(0, len(observables), OBSERVABLES_PER_JOB):
-            texts = [o.dumps() for o in observables[start : start + OBSERVABLES_PER_JOB]]
+        for start in range(0, len(observables), MAX_OBSERVABLES):
+            texts = [o.dumps() for o in observables[start : start + MAX_OBSERVABLES]]
             results, more = await self._run("estimator", circuit, {"observables": texts}, points, 0)
             columns.append([r["values"] for r in results])
             metadata["jobs"] += more["jobs"]
@@ -450,6 +455,7 @@ class _OnMesh(_Engine):
         self, kind: str, circuit: Translated, params: dict[str, Any], points: list[Point], seed: int
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Each point's result, and the jobs' metadata, for ``kind`` at ``points``."""
+        from qiz.compute.spec import Limits
         from qiz.quantum import qasm
 
         used = sorted(circuit.circuit.parameters)
@@ -463,7 +469,7 @@ class _OnMesh(_Engine):
             grid *= len(values)
         if not used:
             specs.append(({"kind": kind, "params": base}, [()]))
-        elif grid == len(distinct) and len(distinct) > 1 and grid <= POINTS_PER_SWEEP:
+        elif grid == len(distinct) and 1 < grid <= Limits().max_points:
             names = sorted(f"inputs.{name}" for name in used)  # the sweep's own order
             ordered = [axes[used.index(n.removeprefix("inputs."))] for n in names]
             sweep = {
