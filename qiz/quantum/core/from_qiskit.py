@@ -147,16 +147,19 @@ def _angle(value: Any, gate: str, names: Mapping[Any, str]) -> ParamValue:
         return number.real
     if not free:
         return _real(value, gate)
-    expr = ParamExpr((), _real(value.bind(dict.fromkeys(free, 0.0)), gate))
-    for param in free:
+    slopes = []
+    for param in sorted(free, key=lambda p: names[p]):
         slope = value.gradient(param)
-        if getattr(slope, "parameters", None):
+        if getattr(slope, "parameters", None):  # still depends on a parameter: not affine
             raise CircuitError(
                 f"{gate}: angle {value} is not affine in its parameters (the engine takes "
                 "c0 + c1*a + c2*b ...); bind those parameters first"
             )
-        expr = expr + _real(slope, gate) * ParamExpr.symbol(names[param])
-    return expr
+        slopes.append((names[param], _real(slope, gate)))
+    # affine, so its value at 0 is its constant (checked first: 1/a has no value there)
+    const = _real(value.bind(dict.fromkeys(free, 0.0)), gate)
+    terms = tuple((name, c) for name, c in slopes if c != 0.0)
+    return ParamExpr(terms, const) if terms else const
 
 
 def _real(value: Any, gate: str) -> float:
