@@ -180,3 +180,16 @@ def test_what_cannot_be_run_noisily_is_refused_by_name() -> None:
     assert sum(sample(dynamic, None, shots=10, seed=1).counts.values()) == 10  # noiseless: fine
     with pytest.raises(NoiseError, match="unknown noisy method 'mps'"):
         sample(Circuit(1).x(0), model, method="mps")
+
+
+@pytest.mark.parametrize("qubits", [(0,), (6,), (2, 5), (5, 2), (1, 0, 6)])
+def test_the_reduced_density_kernel_equals_numpy(qubits: tuple[int, ...]) -> None:
+    from qiz.quantum.kernels.noise import reduced_density as kernel
+    from qiz.quantum.noise.tensor import reduced_density
+
+    rng = np.random.default_rng(len(qubits))
+    psi = rng.normal(size=128) + 1j * rng.normal(size=128)
+    psi /= np.linalg.norm(psi)
+    out = np.empty((1 << len(qubits),) * 2, dtype=np.complex128)
+    kernel(psi, np.array(qubits, dtype=np.int64), out)
+    assert np.allclose(out, reduced_density(psi[None], qubits, 7)[0], atol=1e-14)

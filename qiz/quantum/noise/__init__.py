@@ -1,6 +1,7 @@
 """Noise for the gate-level engine: Kraus channels, noise models, and two noisy simulators.
 
-One job per module, importing only downwards (and only ``core`` of the rest of qiz.quantum)::
+One job per module, importing only downwards (of the rest of qiz.quantum only ``core`` and the
+numba kernel in ``kernels/noise.py``)::
 
     errors        NoiseError, the one-line refusal
     limits        the caps (each a row in docs/security.md)

@@ -51,6 +51,8 @@ class Channel:
     spec: Mapping[str, object] = field(default_factory=dict)
     # probabilities of a mixture of unitaries (K_i = sqrt(p_i) U_i), else None
     mixture: tuple[float, ...] | None = field(init=False, default=None)
+    # indices of the operators that are multiples of the identity (nothing to apply)
+    scalar: frozenset[int] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         name = str(self.spec.get("type", "kraus"))
@@ -83,6 +85,10 @@ class Channel:
                 f"identity by {deviation:.3g} > {CPTP_TOLERANCE:g})"
             )
         object.__setattr__(self, "kraus", tuple(ops))
+        scalar = {
+            i for i, k in enumerate(ops) if np.max(np.abs(k - k[0, 0] * np.eye(dim))) <= _DROP
+        }
+        object.__setattr__(self, "scalar", frozenset(scalar))
         weights = []
         for k in ops:
             g = k.conj().T @ k

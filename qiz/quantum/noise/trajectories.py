@@ -28,6 +28,7 @@ from qiz.quantum.core.memory import available_memory, require_memory, state_byte
 from qiz.quantum.core.sampling import sample_counts
 from qiz.quantum.core.statevector import apply_matrix
 from qiz.quantum.core.threads import threads_for
+from qiz.quantum.kernels import noise as kernels
 from qiz.quantum.noise.channels import ReadoutError
 from qiz.quantum.noise.plan import Plan, Step
 from qiz.quantum.noise.tensor import apply_to_rows, reduced_density
@@ -69,24 +70,34 @@ class _Rows:
         qubits: tuple[int, ...],
         probs: np.ndarray,
         rng: np.random.Generator,
+        *,
         record: int = -1,
+        scalar: frozenset[int] = frozenset(),
     ) -> None:
         """Each row's shots shared among ``ops`` by a multinomial draw with ``probs`` (one row
-        per state, or one row for all); the rows that get shots go on in K psi / sqrt(p)."""
+        per state, or one row for all); the rows that get shots go on in K psi / sqrt(p).
+
+        A row whose shots all take one operator goes on in place; only a row that splits is
+        copied. An operator in ``scalar`` (a multiple of I) is skipped: after renormalising it
+        changes only a global phase, so a low-noise channel costs its draw and nothing else."""
         taken = rng.multinomial(self.weights, probs)
         row_of, op_of = np.nonzero(taken)
         weights = taken[row_of, op_of]
-        rows = self.rows[row_of]  # a copy: one new row per (row, operator) with shots
         p = probs[op_of] if probs.ndim == 1 else probs[row_of, op_of]
         scale = 1.0 / np.sqrt(p)
+        # no row splits: row_of is 0..B-1 (nonzero walks row by row), so rows go on in place
+        rows = self.rows if len(row_of) == self.rows.shape[0] else self.rows[row_of]
         for i in np.unique(op_of):
+            if int(i) in scalar:
+                continue
             sel = np.flatnonzero(op_of == i)
             if self.per_row(len(qubits), len(sel)):
-                for j in sel:
-                    apply_matrix(rows[j], qubits, 0, ops[i])
+                for j in sel:  # the renormalisation folded into the matrix: one pass
+                    apply_matrix(rows[j], qubits, 0, ops[i] * scale[j])
             else:
-                rows[sel] = apply_to_rows(rows[sel], ops[i], qubits, self.n)
-        rows *= scale[:, None]
+                out = apply_to_rows(rows[sel], ops[i], qubits, self.n)
+                out *= scale[sel, None]
+                rows[sel] = out
         self.bits = self.bits[row_of]
         if record >= 0:
             self.bits[:, record] = op_of
@@ -107,15 +118,23 @@ class _Rows:
             probs = probs / probs.sum()
         else:
             probs = self._probabilities(channel.kraus, step.qubits)
-        self.split(channel.kraus, step.qubits, probs, rng)
+        self.split(channel.kraus, step.qubits, probs, rng, scalar=channel.scalar)
 
     def measure(self, step: Step, rng: np.random.Generator) -> None:
         probs = self._probabilities(_PROJECTORS, step.qubits)
         self.split(_PROJECTORS, step.qubits, probs, rng, record=step.clbit)
 
     def _probabilities(self, ops: tuple[np.ndarray, ...], qubits: tuple[int, ...]) -> np.ndarray:
-        """p[row, i] = <psi|K_i^dagger K_i|psi>, from each row's reduced density matrix."""
-        rho = reduced_density(self.rows, qubits, self.n)
+        """p[row, i] = <psi|K_i^dagger K_i|psi>, from each row's reduced density matrix (the
+        numba kernel row by row where the rows are large or few, numpy on the batch else)."""
+        if self.per_row(len(qubits), self.rows.shape[0]):
+            dim = 1 << len(qubits)
+            rho = np.empty((self.rows.shape[0], dim, dim), dtype=np.complex128)
+            targets = np.array(qubits, dtype=np.int64)
+            for row, out in zip(self.rows, rho, strict=True):
+                kernels.reduced_density(row, targets, out)
+        else:
+            rho = reduced_density(self.rows, qubits, self.n)
         effects = np.array([k.conj().T @ k for k in ops])
         probs = np.einsum("ica,bac->bi", effects, rho).real
         np.clip(probs, 0.0, None, out=probs)
