@@ -247,6 +247,10 @@ def test_what_the_engine_cannot_run_is_refused_by_name_at_run() -> None:
     square.rx(t * t, 0)
     with pytest.raises(CircuitError, match=r"rx: angle .* is not affine"):
         estimator().run([(square, "Z", [0.1])])
+    inverse = QuantumCircuit(1)
+    inverse.ry(1 / t, 0)
+    with pytest.raises(CircuitError, match=r"ry: angle 1/t is not affine"):
+        estimator().run([(inverse, "Z", [0.1])])
     mid = QuantumCircuit(1, 1)
     mid.measure(0, 0)
     mid.h(0)
