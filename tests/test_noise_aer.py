@@ -154,3 +154,16 @@ def test_a_backends_noise_imports_and_simulates_as_qiskit_computes_it() -> None:
     sim = AerSimulator(method="density_matrix", noise_model=aer)
     theirs = np.asarray(sim.run(qc).result().data()["density_matrix"])
     assert np.max(np.abs(mine - theirs)) < 1e-8
+
+
+def test_imported_pauli_errors_stay_mixtures_of_16_paulis() -> None:
+    """Composed depolarizing errors (256 products in Aer) import as the 16 two-qubit Paulis with
+    summed weights: the trajectories then draw without computing state-dependent probabilities."""
+    model = aer_noise.NoiseModel()
+    error = aer_noise.depolarizing_error(0.05, 2).compose(aer_noise.depolarizing_error(0.02, 2))
+    model.add_all_qubit_quantum_error(error, ["cx"])
+    channel = from_aer(model).all_qubit["cx"]
+    assert len(channel.kraus) == 16
+    assert channel.mixture is not None
+    assert channel.scalar == {0}  # the identity: nothing to apply for the no-error shots
+    assert sum(channel.mixture) == pytest.approx(1.0, abs=1e-12)

@@ -81,15 +81,39 @@ def from_backend(backend: Any, **options: Any) -> NoiseModel:
 
 
 def _channel(error: Any, name: str) -> Channel:
+    """A mixture of unitary circuits (depolarizing, Pauli errors and their compositions) stays a
+    mixture: its unitaries, equal ones merged, with sqrt(p) weights, so the trajectories need no
+    probabilities from the state and skip the identity. Anything else (reset, Kraus
+    instructions) goes through ``qiskit.quantum_info.Kraus``."""
     try:
-        from qiskit.quantum_info import Kraus
+        from qiskit.exceptions import QiskitError
+        from qiskit.quantum_info import Kraus, Operator
     except ImportError:
         raise NoiseError("importing an Aer noise model needs qiskit") from None
     try:
-        ops = [np.asarray(k, dtype=np.complex128) for k in Kraus(error).data]
-    except Exception as exc:
-        raise NoiseError(f"the Aer error on {name!r} has no Kraus form: {exc}") from None
+        unitaries = [np.asarray(Operator(c).data, dtype=np.complex128) for c in error.circuits]
+        ops = _merged(unitaries, [float(p) for p in error.probabilities])
+    except QiskitError:  # a circuit with a non-unitary instruction
+        try:
+            ops = [np.asarray(k, dtype=np.complex128) for k in Kraus(error).data]
+        except QiskitError as exc:
+            raise NoiseError(f"the Aer error on {name!r} has no Kraus form: {exc}") from None
     return kraus(ops, name="kraus")
+
+
+def _merged(unitaries: list[np.ndarray], probs: list[float]) -> list[np.ndarray]:
+    """sqrt(p) U for each distinct U (up to a global phase), probabilities of equal ones added:
+    a composed Pauli error's 256 products are 16 Paulis."""
+    total: dict[bytes, float] = {}
+    first: dict[bytes, np.ndarray] = {}
+    for u, p in zip(unitaries, probs, strict=True):
+        flat = u.reshape(-1)
+        pivot = flat[int(np.argmax(np.abs(flat)))]
+        v = u * (abs(pivot) / pivot)  # the phase that makes the largest entry real positive
+        key = (np.round(v, 9) + 0.0).tobytes()  # + 0.0 turns -0.0 into 0.0
+        total[key] = total.get(key, 0.0) + p
+        first.setdefault(key, v)
+    return [np.sqrt(max(total[k], 0.0)) * first[k] for k in total]
 
 
 def _readout(error: Any, where: str) -> ReadoutError:
