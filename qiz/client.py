@@ -205,6 +205,7 @@ class Mesh:
         self._passphrase = passphrase
         self.timeout = timeout
         self._identity: Any = None
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def __repr__(self) -> str:
         return f"Mesh(home={str(self.home.path)!r})"
@@ -292,10 +293,23 @@ class Mesh:
         if fields.get("replicas") is not None and "quorum" not in document:
             document["quorum"] = document["replicas"]
         raw, job_id = self.sign(document)
-        state = await self.call_async("job_submit", spec=base64.b64encode(raw).decode("ascii"))
+        async with self._submit_turn():
+            state = await self.call_async("job_submit", spec=base64.b64encode(raw).decode("ascii"))
         handle = JobHandle(self, job_id)
         handle.last = JobStatus.of(state)
         return handle
+
+    def _submit_turn(self) -> asyncio.Semaphore:
+        """Submissions of this client in flight at once, on the running loop: half of what the
+        node lets its owner queue for its spec checker (``checker.MAX_WAITING_OWNER``), so a
+        burst (a Qiskit run of many PUBs) waits here instead of being refused there, and the
+        CLI still finds room beside it."""
+        from qiz.compute.checker import MAX_WAITING_OWNER
+
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(max(1, MAX_WAITING_OWNER // 2)))
+        return self._turns[1]
 
     def submit(self, spec: Mapping[str, Any], **fields: Any) -> JobHandle:
         return _blocking(self.submit_async(spec, **fields), "Mesh.submit")
