@@ -193,3 +193,21 @@ def test_the_reduced_density_kernel_equals_numpy(qubits: tuple[int, ...]) -> Non
     out = np.empty((1 << len(qubits),) * 2, dtype=np.complex128)
     kernel(psi, np.array(qubits, dtype=np.int64), out)
     assert np.allclose(out, reduced_density(psi[None], qubits, 7)[0], atol=1e-14)
+
+
+def test_the_noise_package_loads_without_qiskit() -> None:
+    """Only the Aer import's functions load qiskit, when called."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qiz.quantum.noise import aer_import, density, model, sampler, trajectories\n"
+        "from qiz.quantum.noise.channels import depolarizing\n"
+        "from qiz.quantum.core.circuit import Circuit\n"
+        "m = model.NoiseModel().add_all_qubit_error(depolarizing(0.1), 'h')\n"
+        "sampler.sample(Circuit(1).h(0), m, shots=10, seed=1)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('qiskit', 'qiskit_aer')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -143,8 +143,9 @@ class _Rows:
 
 def group_size(num_qubits: int, shots: int, available: int | None = None) -> int:
     """Shots per group: as many rows as fit in half the available memory (three copies each:
-    the rows, the split's new rows and numpy's temporary), at least one."""
-    require_memory(num_qubits, 3.0, available)
+    the rows, the split's new rows and numpy's temporary), at least one. One row needs room for
+    two states (a split copies it; the kernels work in place)."""
+    require_memory(num_qubits, 2.0, available)
     avail = available_memory() if available is None else available
     return max(1, min(shots, (avail // 2) // (3 * state_bytes(num_qubits))))
 
