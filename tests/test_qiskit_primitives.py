@@ -297,3 +297,34 @@ def test_without_qiskit_the_bridge_says_so_and_the_rest_loads() -> None:
     assert "bridge: True qiz.integrations.qiskit needs Qiskit 2" in out
     assert "pip install 'qiskit>=2.0'" in out
     assert "qiskit loaded: False" in out
+
+
+def test_a_pubs_points_become_as_few_mesh_jobs_as_they_allow() -> None:
+    """The mesh plan (no node needed): one job without inputs, one sweep over a grid, a grid
+    too large for one sweep split along its first axis, scattered points a job each; every row
+    answered exactly once, in the sweep's own order (sorted paths, the last varying fastest)."""
+    from qiz.integrations.qiskit import plan
+
+    base = {"qasm": "...", "shots": 10}
+    assert plan("sampler", base, [], [(), ()], max_points=4096, shard=8) == [
+        ({"kind": "sampler", "params": base}, [()])
+    ]
+    grid = [(a, b) for b in (0.5, 0.25) for a in (1.0, 2.0, 3.0)]  # rows in any order
+    [(spec, order)] = plan("sampler", base, ["p0", "p1"], grid, max_points=4096, shard=2)
+    assert spec["kind"] == "sweep" and spec["params"]["shard"] == 2
+    assert spec["params"]["axes"] == {"inputs.p0": [1.0, 2.0, 3.0], "inputs.p1": [0.5, 0.25]}
+    assert spec["params"]["base"]["inputs"] == {"p0": 1.0, "p1": 0.5}
+    assert order == [(1.0, 0.5), (1.0, 0.25), (2.0, 0.5), (2.0, 0.25), (3.0, 0.5), (3.0, 0.25)]
+    split = plan("estimator", base, ["p0", "p1"], grid, max_points=4, shard=8)
+    assert [s["params"]["axes"]["inputs.p0"] for s, _ in split] == [[1.0, 2.0], [3.0]]
+    assert sorted(row for _, order in split for row in order) == sorted(grid)
+    names = [f"p{i}" for i in range(11)]  # p10 sorts before p2: the sweep's order, not ours
+    rows = [tuple(float(i == j) for j in range(11)) for i in range(2)]
+    scattered = plan("sampler", base, names, [*rows, rows[0]], max_points=4096, shard=8)
+    assert [order for _, order in scattered] == [[rows[0]], [rows[1]]]
+    assert scattered[1][0]["params"]["inputs"]["p1"] == 1.0
+    wide = [(float(a), float(b)) for a in range(3) for b in range(3)]
+    assert [
+        len(o) for _, o in plan("sampler", base, ["p2", "p10"], wide, max_points=3, shard=1)
+    ] == [3] * 3
+    assert len(plan("sampler", base, ["p2", "p10"], wide, max_points=2, shard=1)) == 9

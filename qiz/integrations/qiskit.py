@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import secrets
 import warnings
 from collections.abc import Iterable, Sequence
@@ -461,32 +462,7 @@ class _OnMesh(_Engine):
         used = sorted(circuit.circuit.parameters)
         base = {"qasm": qasm.dumps(circuit.circuit), **params}
         rows = [tuple(p[name] for name in used) for p in points]
-        distinct = list(dict.fromkeys(rows))
-        specs: list[tuple[dict[str, Any], list[tuple[float, ...]]]] = []
-        axes = [list(dict.fromkeys(row[i] for row in distinct)) for i in range(len(used))]
-        grid = 1
-        for values in axes:
-            grid *= len(values)
-        if not used:
-            specs.append(({"kind": kind, "params": base}, [()]))
-        elif grid == len(distinct) and 1 < grid <= Limits().max_points:
-            names = sorted(f"inputs.{name}" for name in used)  # the sweep's own order
-            ordered = [axes[used.index(n.removeprefix("inputs."))] for n in names]
-            sweep = {
-                "over": kind,
-                "base": {**base, "inputs": dict(zip(used, distinct[0], strict=True))},
-                "axes": dict(zip(names, ordered, strict=True)),
-                "shard": self.shard,
-            }
-            order = [
-                tuple(combo[names.index(f"inputs.{name}")] for name in used)
-                for combo in itertools.product(*ordered)
-            ]
-            specs.append(({"kind": "sweep", "params": sweep}, order))
-        else:
-            for row in distinct:
-                inputs = dict(zip(used, row, strict=True))
-                specs.append(({"kind": kind, "params": {**base, "inputs": inputs}}, [row]))
+        specs = plan(kind, base, used, rows, max_points=Limits().max_points, shard=self.shard)
         handles = await asyncio.gather(
             *(self.mesh.submit_async({**spec, "seed": seed, **self.fields}) for spec, _ in specs)
         )
@@ -509,6 +485,55 @@ class _OnMesh(_Engine):
             ],
             "attestations": [r.attestation for r in done],
         }
-        if not used:
-            return [found[()]] * len(points), metadata
         return [found[row] for row in rows], metadata
+
+
+Plan = list[tuple[dict[str, Any], list[tuple[float, ...]]]]
+
+
+def plan(
+    kind: str,
+    base: dict[str, Any],
+    used: Sequence[str],
+    rows: Sequence[tuple[float, ...]],
+    *,
+    max_points: int,
+    shard: int,
+) -> Plan:
+    """The job documents that run ``kind`` at every row (values of the inputs ``used``), each
+    with the rows its results answer, in their order: one job without inputs; sweeps when the
+    distinct rows are a grid (the product of each input's values; split along its first axis
+    into sweeps of at most ``max_points``); else one job per distinct row."""
+    distinct = list(dict.fromkeys(rows))
+    if not used:
+        return [({"kind": kind, "params": base}, [()])]
+    axes = [list(dict.fromkeys(row[i] for row in distinct)) for i in range(len(used))]
+    names = sorted(f"inputs.{name}" for name in used)  # the sweep's own order (spec.py)
+    ordered = [axes[list(used).index(n.removeprefix("inputs."))] for n in names]
+    inner = math.prod(len(values) for values in ordered[1:])
+    if math.prod(map(len, axes)) == len(distinct) > 1 and inner <= max_points:
+        jobs: Plan = []
+        step = max_points // inner
+        for start in range(0, len(ordered[0]), step):
+            part = [ordered[0][start : start + step], *ordered[1:]]
+            sweep = {
+                "over": kind,
+                "base": {
+                    **base,
+                    "inputs": {
+                        n.removeprefix("inputs."): v[0] for n, v in zip(names, part, strict=True)
+                    },
+                },
+                "axes": dict(zip(names, part, strict=True)),
+                "shard": shard,
+            }
+            order = [
+                tuple(combo[names.index(f"inputs.{name}")] for name in used)
+                for combo in itertools.product(*part)
+            ]
+            jobs.append(({"kind": "sweep", "params": sweep}, order))
+        return jobs
+    return [
+        ({"kind": kind, "params": {**base, "inputs": dict(zip(used, row, strict=True))}}, [row])
+        for row in distinct
+    ]
