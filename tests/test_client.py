@@ -273,3 +273,29 @@ def test_scattered_points_run_as_a_job_each_and_refusals_submit_nothing(
     with pytest.raises(CircuitError, match="'mystery'"):
         MeshSamplerV2(client).run([odd])
     assert len(client.jobs()) == before
+
+
+def test_a_locked_identity_signs_with_its_passphrase_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing needs no node: a home whose key is locked signs with the passphrase given (or
+    $QIZ_PASSPHRASE), and without it says the keyfile's own line, as the CLI does."""
+    from qiz.crypto import keyfile
+    from qiz.home import Home
+
+    identity = Home(tmp_path / "L").init(passphrase="pw", scrypt=keyfile.ScryptParams(log2_n=10))
+    document = {"kind": "sampler", "params": {"qasm": BELL, "shots": 10}, "seed": 1}
+    monkeypatch.delenv("QIZ_PASSPHRASE", raising=False)
+    with pytest.raises(ClientError) as locked:
+        Mesh(tmp_path / "L").sign(document)
+    assert "passphrase" in str(locked.value)
+    _, job_id = Mesh(tmp_path / "L", passphrase="pw").sign(document)
+    monkeypatch.setenv("QIZ_PASSPHRASE", "pw")
+    raw, again = Mesh(tmp_path / "L").sign(document)
+    assert again == job_id  # the same document, the same job, however it was unlocked
+    from qiz.compute import spec as specs
+
+    assert specs.parse(raw, specs.Limits(max_qubits=40)).submitter == identity.node_id
+    monkeypatch.setenv("QIZ_PASSPHRASE", "wrong")
+    with pytest.raises(ClientError):
+        Mesh(tmp_path / "L").sign(document)
