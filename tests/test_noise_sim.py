@@ -185,6 +185,7 @@ def test_what_cannot_be_run_noisily_is_refused_by_name() -> None:
 @pytest.mark.parametrize("qubits", [(0,), (6,), (2, 5), (5, 2), (1, 0, 6)])
 def test_the_reduced_density_kernel_equals_numpy(qubits: tuple[int, ...]) -> None:
     from qiz.quantum.kernels.noise import reduced_density as kernel
+    from qiz.quantum.kernels.noise import reduced_density_1q
     from qiz.quantum.noise.tensor import reduced_density
 
     rng = np.random.default_rng(len(qubits))
@@ -192,7 +193,12 @@ def test_the_reduced_density_kernel_equals_numpy(qubits: tuple[int, ...]) -> Non
     psi /= np.linalg.norm(psi)
     out = np.empty((1 << len(qubits),) * 2, dtype=np.complex128)
     kernel(psi, np.array(qubits, dtype=np.int64), out)
-    assert np.allclose(out, reduced_density(psi[None], qubits, 7)[0], atol=1e-14)
+    expected = reduced_density(psi[None], qubits, 7)[0]
+    assert np.allclose(out, expected, atol=1e-14)
+    if len(qubits) == 1:
+        one = np.empty((2, 2), dtype=np.complex128)
+        reduced_density_1q(psi, qubits[0], one)
+        assert np.allclose(one, expected, atol=1e-14)
 
 
 def test_the_noise_package_loads_without_qiskit() -> None:

@@ -18,6 +18,28 @@ CHUNKS = 16
 
 
 @njit(cache=True, parallel=True)
+def reduced_density_1q(state: np.ndarray, qubit: int, out: np.ndarray) -> None:
+    """``reduced_density`` for one qubit, its three sums kept in registers (the common case:
+    damping and relaxation channels act on one qubit)."""
+    bit = 1 << qubit
+    low = bit - 1
+    r00 = 0.0
+    r11 = 0.0
+    r01 = 0.0 + 0.0j
+    for i in prange(state.shape[0] >> 1):
+        i0 = ((i >> qubit) << (qubit + 1)) | (i & low)
+        a = state[i0]
+        b = state[i0 | bit]
+        r00 += a.real * a.real + a.imag * a.imag
+        r11 += b.real * b.real + b.imag * b.imag
+        r01 += a * np.conj(b)
+    out[0, 0] = r00
+    out[1, 1] = r11
+    out[0, 1] = r01
+    out[1, 0] = np.conj(r01)
+
+
+@njit(cache=True, parallel=True)
 def reduced_density(state: np.ndarray, qubits: np.ndarray, out: np.ndarray) -> None:
     """``out[a, b]`` = sum over the other qubits of psi[..a..] conj(psi[..b..]), where a, b
     index ``qubits`` little-endian (bit j of a is qubit ``qubits[j]``); k = len(qubits) <= 3."""

@@ -22,6 +22,8 @@ one seeded generator, so a seeded run is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from qiz.quantum.core.memory import available_memory, require_memory, state_bytes
@@ -44,23 +46,44 @@ Counts = dict[tuple[int, ...], int]
 
 
 class _Rows:
-    """The states of one group: rows, their weights (shots) and their classical bits."""
+    """The states of one group, their weights (shots) and their classical bits.
+
+    Small states (below ``ROW_KERNEL_MIN_QUBITS``) are the rows of one 2-D array, moved through
+    a gate together by numpy (or by the kernels row by row while there are only a few). Large
+    states are a list of separate vectors, each changed in place by the engine's kernels, so a
+    split copies only the states that really split."""
 
     def __init__(self, num_qubits: int, num_clbits: int, shots: int) -> None:
         self.n = num_qubits
-        self.rows = np.zeros((1, 1 << num_qubits), dtype=np.complex128)
-        self.rows[0, 0] = 1.0
+        self.large = num_qubits >= ROW_KERNEL_MIN_QUBITS
+        first = np.zeros((1, 1 << num_qubits), dtype=np.complex128)
+        first[0, 0] = 1.0
+        self.rows: np.ndarray | list[np.ndarray] = [first[0]] if self.large else first
         self.weights = np.array([shots], dtype=np.int64)
         self.bits = np.zeros((1, num_clbits), dtype=np.uint8)
 
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
     def per_row(self, targets: int, rows: int) -> bool:
-        """Whether the numba kernels (<= 2 targets) should take the rows one by one."""
-        return targets <= 2 and (self.n >= ROW_KERNEL_MIN_QUBITS or rows <= ROW_KERNEL_MAX_ROWS)
+        """Whether the numba kernels (<= 2 targets) take the rows one by one."""
+        return targets <= 2 and (self.large or rows <= ROW_KERNEL_MAX_ROWS)
+
+    def _on_each(
+        self, rows: Iterable[np.ndarray], matrix: np.ndarray, qubits: tuple[int, ...], controls: int
+    ) -> None:
+        """``matrix`` on each row in place: the engine's kernels (<= 2 targets, which every gate
+        is), numpy on the one row for a 3-qubit channel."""
+        for row in rows:
+            if len(qubits) - controls <= 2:
+                apply_matrix(row, qubits, controls, matrix)
+            else:  # a 3-qubit channel: no kernel, numpy on this one row
+                row[:] = apply_to_rows(row[None], matrix, qubits, self.n)[0]
 
     def gate(self, step: Step) -> None:
-        if self.per_row(len(step.qubits) - step.controls, self.rows.shape[0]):
-            for row in self.rows:  # each row a contiguous view, changed in place
-                apply_matrix(row, step.qubits, step.controls, step.target)
+        if self.large or self.count <= ROW_KERNEL_MAX_ROWS:
+            self._on_each(self.rows, step.target, step.qubits, step.controls)
         else:
             self.rows = apply_to_rows(self.rows, step.full, step.qubits, self.n)
 
@@ -81,12 +104,22 @@ class _Rows:
         copied. An operator in ``scalar`` (a multiple of I) is skipped: after renormalising it
         changes only a global phase, so a low-noise channel costs its draw and nothing else."""
         taken = rng.multinomial(self.weights, probs)
-        row_of, op_of = np.nonzero(taken)
+        row_of, op_of = np.nonzero(taken)  # row by row, operators in order within a row
         weights = taken[row_of, op_of]
         p = probs[op_of] if probs.ndim == 1 else probs[row_of, op_of]
         scale = 1.0 / np.sqrt(p)
-        # no row splits: row_of is 0..B-1 (nonzero walks row by row), so rows go on in place
-        rows = self.rows if len(row_of) == self.rows.shape[0] else self.rows[row_of]
+        if self.large:
+            first = np.ones(len(row_of), dtype=bool)
+            first[1:] = row_of[1:] != row_of[:-1]
+            # every copy is taken before any operator changes its original in place
+            rows: np.ndarray | list[np.ndarray] = [
+                self.rows[b] if f else self.rows[b].copy()
+                for b, f in zip(row_of, first, strict=True)
+            ]
+        elif len(row_of) == self.count:  # no row splits: row_of is 0..B-1, go on in place
+            rows = self.rows
+        else:
+            rows = self.rows[row_of]  # one new row per (row, operator) with shots
         for i in np.unique(op_of):
             if int(i) in scalar:
                 continue
@@ -94,6 +127,10 @@ class _Rows:
             if self.per_row(len(qubits), len(sel)):
                 for j in sel:  # the renormalisation folded into the matrix: one pass
                     apply_matrix(rows[j], qubits, 0, ops[i] * scale[j])
+            elif self.large:
+                self._on_each([rows[j] for j in sel], ops[i], qubits, 0)
+                for j in sel:
+                    rows[j] *= scale[j]
             else:
                 out = apply_to_rows(rows[sel], ops[i], qubits, self.n)
                 out *= scale[sel, None]
@@ -107,9 +144,8 @@ class _Rows:
         channel = step.channel
         assert channel is not None
         if channel.is_unitary:  # one operator: no draw, every row takes it
-            if self.per_row(len(step.qubits), self.rows.shape[0]):
-                for row in self.rows:
-                    apply_matrix(row, step.qubits, 0, channel.kraus[0])
+            if self.large or self.count <= ROW_KERNEL_MAX_ROWS:
+                self._on_each(self.rows, channel.kraus[0], step.qubits, 0)
             else:
                 self.rows = apply_to_rows(self.rows, channel.kraus[0], step.qubits, self.n)
             return
@@ -127,12 +163,15 @@ class _Rows:
     def _probabilities(self, ops: tuple[np.ndarray, ...], qubits: tuple[int, ...]) -> np.ndarray:
         """p[row, i] = <psi|K_i^dagger K_i|psi>, from each row's reduced density matrix (the
         numba kernel row by row where the rows are large or few, numpy on the batch else)."""
-        if self.per_row(len(qubits), self.rows.shape[0]):
+        if self.large or self.count <= ROW_KERNEL_MAX_ROWS:
             dim = 1 << len(qubits)
-            rho = np.empty((self.rows.shape[0], dim, dim), dtype=np.complex128)
+            rho = np.empty((self.count, dim, dim), dtype=np.complex128)
             targets = np.array(qubits, dtype=np.int64)
             for row, out in zip(self.rows, rho, strict=True):
-                kernels.reduced_density(row, targets, out)
+                if len(qubits) == 1:
+                    kernels.reduced_density_1q(row, qubits[0], out)
+                else:
+                    kernels.reduced_density(row, targets, out)
         else:
             rho = reduced_density(self.rows, qubits, self.n)
         effects = np.array([k.conj().T @ k for k in ops])
@@ -172,7 +211,7 @@ def run_trajectories(
                     state.measure(step, rng)
             _sample(state, plan, rng, counts)
             groups += 1
-            rows_at_end += state.rows.shape[0]
+            rows_at_end += state.count
     counts = apply_readout(counts, plan.readout, rng)
     meta: dict[str, object] = {"trajectories": shots, "groups": groups, "states": rows_at_end}
     return counts, meta
