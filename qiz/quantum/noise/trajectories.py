@@ -9,11 +9,12 @@ at a channel the weight is split among the operators by one multinomial draw wit
 p_i, which is exactly the law of that many independent trajectories (they share the state, so
 their choices are i.i.d. given it). A row is copied only for the operators some shots take, so
 a low-noise circuit carries few rows, and the noiseless rows of a zero-probability channel
-none. All rows live in one array and go through a gate together (numpy, one call) while they
-are small; from ``ROW_KERNEL_MIN_QUBITS`` on, or with only a few rows, each row goes through the
-engine's own numba kernels (``statevector.apply_matrix``), which run on the threads
-``threads_for`` allows (at most the machine's cores). At the end each row's weight is sampled
-from its final state with the engine's own ``sample_counts``.
+none. Small rows live in one array and go through a gate together (numpy, one call); from
+``ROW_KERNEL_MIN_QUBITS`` on they are separate vectors (so a split copies only what splits),
+and they, or a handful of small rows, go one by one through the engine's own numba kernels
+(``statevector.apply_matrix``), on the threads ``threads_for`` allows (at most the machine's
+cores). At the end each row's weight is sampled from its final state with the engine's own
+``sample_counts``.
 
 Memory bounds the rows: the shots run in groups of at most as many as fit (a group of s shots
 never has more than s rows), exactly as the dynamic-circuit simulator does. Every draw comes from
