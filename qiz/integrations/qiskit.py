@@ -22,7 +22,9 @@ attestations (``metadata["attestations"]``, :class:`qiz.client.Attestation`; ``.
 writes the file ``qiz verify-result`` checks).
 
 Seeds follow the reference primitives: an integer seed samples every point of every PUB with
-that seed (as ``StatevectorSampler`` does), a ``numpy.random.Generator`` draws one seed per PUB.
+that seed (as ``StatevectorSampler`` does), a ``numpy.random.Generator`` draws one seed per PUB,
+and no seed gives each PUB a fresh random one, shared by its points (a sweep runs every point
+with its job's seed, so the local runs do the same).
 The estimator is exact; with ``precision > 0`` it adds Gaussian noise of that standard
 deviation (as ``StatevectorEstimator``) and reports it in ``stds``.
 
