@@ -14,7 +14,7 @@ from qiz import wire
 from qiz.crypto.ids import ContentId, ServiceName
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.resolve.keyspace import bucket_index, distance
-from qiz.resolve.lookup import Lookup
+from qiz.resolve.lookup import Lookup, State
 from qiz.resolve.records import (
     RecordError,
     RecordKind,
@@ -146,13 +146,18 @@ def test_lookup_finds_the_true_closest_nodes(paths: int) -> None:
 
 
 def test_disjoint_paths_never_share_a_node() -> None:
+    """Every node is queried by one path at most, and a path only asks nodes it heard of
+    from its own seeds or answers (S/Kademlia)."""
     tables = small_world()
     ids = list(tables)
     lookup = run_lookup(tables, ids[0], key(99_999), paths=4)
-    owners: dict[bytes, int] = {}
+    asked = lookup.asked_by()
+    assert len(asked) == lookup.messages  # nobody asked twice
     for path in lookup.paths:
         for candidate in path.candidates:
-            assert owners.setdefault(candidate.contact.node_id, path.index) == path.index
+            if candidate.state is not State.FRESH:
+                assert asked[candidate.contact.node_id] == path.index
+                assert candidate.contact.node_id in path.heard
 
 
 def test_failures_do_not_stall_a_lookup() -> None:

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qiz.identity.peer_record import VerifiedRecordCache
-from qiz.resolve.lookup import Lookup
+from qiz.resolve.lookup import HEDGE_BUDGET, Lookup
 from qiz.resolve.records import RecordError, RecordKind, ValidRecord, validate
 from qiz.resolve.routing import Contact, RoutingTable
+from qiz.trust.latency import LatencyTable
 
 
 class Behaviour(enum.Enum):
@@ -38,6 +39,7 @@ class SimNode:
     behaviour: Behaviour = Behaviour.HONEST
     store: dict[tuple[RecordKind, bytes], ValidRecord] = field(default_factory=dict)
     alive: bool = True
+    latency: LatencyTable | None = None  # what this node measured of its peers' RTTs
 
 
 @dataclass
@@ -48,6 +50,9 @@ class LookupStats:
     messages: int
     latency: float
     invalid_records: int
+    hedges: int = 0  # requests whose slot went to another candidate before they ended
+    timeouts: int = 0  # requests unanswered past their adaptive timeout
+    hard_timeouts: int = 0  # requests that ran into the RPC's own (fixed) timeout
 
 
 @dataclass
@@ -58,6 +63,11 @@ class NetConfig:
     timeout: float = 2.0  # as a live node's DhtConfig.request_timeout
     k: int = 20
     alpha: int = 3
+    # adaptive per-peer timeouts from measured RTTs (qiz.trust.latency), as a live node; off:
+    # every silent node costs the full `timeout`
+    adaptive: bool = True
+    hedge_budget: int = HEDGE_BUDGET  # hedged requests per lookup (0: never hedge)
+    avoid_suspects: bool = True  # ask peers that timed out lately last
 
 
 class SimNetwork:
@@ -160,6 +170,37 @@ class SimNetwork:
             raws = [self.forged[target]]
         return colluders, raws
 
+    def _new_lookup(
+        self, origin: SimNode, target: bytes, kind: RecordKind | None, paths: int
+    ) -> Lookup:
+        """A lookup as a live node makes it: with the origin's RTT estimates (kept across
+        its lookups), hedging and suspects asked last, unless the config turns them off."""
+        config = self.config
+        rtt = None
+        if config.adaptive:
+            if origin.latency is None:
+                origin.latency = LatencyTable(ceiling=config.timeout)
+            rtt = origin.latency
+        avoid = None
+        if rtt is not None and config.avoid_suspects:
+            table = rtt
+
+            def avoid(peer: bytes) -> bool:
+                return table.suspect(peer, self.now)
+
+        return Lookup(
+            target,
+            origin.table.closest(target, config.k),
+            self_id=origin.node_id,
+            k=config.k,
+            alpha=config.alpha,
+            paths=paths,
+            want_value=kind is not None,
+            rtt=rtt,
+            hedge_budget=config.hedge_budget,
+            avoid=avoid,
+        )
+
     def lookup(
         self,
         origin: SimNode,
@@ -170,19 +211,12 @@ class SimNetwork:
         on_done: Callable[[LookupStats], None],
     ) -> None:
         """Start a lookup from ``origin``; ``on_done`` gets the result in simulated time."""
-        seeds = origin.table.closest(target, self.config.k)
-        lookup = Lookup(
-            target,
-            seeds,
-            self_id=origin.node_id,
-            k=self.config.k,
-            alpha=self.config.alpha,
-            paths=paths,
-            want_value=kind is not None,
-        )
+        lookup = self._new_lookup(origin, target, kind, paths)
         started = self.now
         invalid = [0]
+        hard = [0]
         finished = [False]
+        wake = [-1.0]  # the time of the wake-up scheduled for the lookup's next deadline
 
         def pump() -> None:
             if finished[0]:
@@ -197,11 +231,18 @@ class SimNetwork:
                         lookup.messages,
                         self.now - started,
                         invalid[0],
+                        lookup.hedges,
+                        lookup.timeouts,
+                        hard[0],
                     )
                 )
                 return
-            for contact in lookup.next_requests():
+            for contact in lookup.next_requests(self.now):
                 send(contact)
+            deadline = lookup.next_deadline()
+            if deadline is not None and not (self.now < wake[0] <= deadline):
+                wake[0] = max(deadline, self.now) + 1e-9
+                self.schedule(wake[0] - self.now, pump)
 
         def send(contact: Contact) -> None:
             self.messages += 1
@@ -211,9 +252,10 @@ class SimNetwork:
             def timeout() -> None:
                 if not answered[0]:
                     answered[0] = True
+                    hard[0] += not finished[0]
                     if self.learn:
                         origin.table.failed(contact.node_id)
-                    lookup.on_failure(contact.node_id)
+                    lookup.on_failure(contact.node_id, self.now)
                     pump()
 
             self.schedule(self.config.timeout, timeout)
@@ -238,7 +280,7 @@ class SimNetwork:
                     except RecordError:
                         invalid[0] += 1
                 fresh = [Contact(c.node_id, c.address) for c in contacts]
-                lookup.on_response(contact.node_id, fresh, records)
+                lookup.on_response(contact.node_id, fresh, records, self.now)
                 pump()
 
             self.schedule(self._one_way() * 2, deliver)

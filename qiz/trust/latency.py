@@ -1,0 +1,158 @@
+"""How long to wait for a peer (sans-IO): per-peer round-trip estimates, adaptive timeouts,
+and which peers have lately gone silent.
+
+A fixed request timeout makes every silent peer cost its full length (2 s in the DHT), however
+fast the honest network is. This module keeps, per peer, TCP's smoothed RTT and RTT variance
+(RFC 6298: ``srtt``, ``rttvar``, alpha 1/8, beta 1/4, K 4) and derives two waits from them:
+
+* :meth:`LatencyTable.timeout` -- the retransmission timeout ``srtt + max(G, 4 rttvar)``, held
+  between a floor and a ceiling (the RPC's own hard timeout); past it a request is given up on
+  for progress (its late answer is still welcome) and the peer's timeout doubles (RFC 6298 5.5)
+  until a new sample resets it;
+* :meth:`LatencyTable.expected` -- the round trip the peer usually needs (``srtt + max(G,
+  2 rttvar)``), the point where a caller may hedge: ask someone else too, without giving up.
+
+A peer never measured gets the node-wide estimate (every sample also feeds one aggregate
+estimator), or ``initial`` before any sample at all: a node that has measured its network knows
+what a first contact should cost. A peer whose request timed out is *suspect* for
+``suspect_for`` seconds or until it answers again: callers choosing whom to ask put it last.
+
+Time is passed in (seconds, any monotonic origin); nothing here reads a clock or does I/O, so
+the simulator and a live node run the same estimates. The table is bounded (``MAX_PEERS_TRACKED``,
+least recently used forgotten first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+ALPHA = 1 / 8  # RFC 6298 gain of the smoothed RTT
+BETA = 1 / 4  # ... and of the RTT variance
+K = 4  # RTO = srtt + K * rttvar
+GRANULARITY = 0.010  # G: the least margin above srtt, so a steady peer is not cut off at srtt
+MIN_TIMEOUT = 0.200  # floor: a soft timeout below this gains little and hedges honest peers
+CEILING = 2.0  # the DHT's hard request timeout; a caller passes its own
+INITIAL = 1.0  # RFC 6298 2.1: the timeout before any round trip was measured
+SUSPECT_FOR = 600.0  # seconds a timed-out peer stays at the back of the queue
+# peers whose estimates one node keeps; the least recently used are forgotten beyond it
+MAX_PEERS_TRACKED = 4096
+
+
+@dataclass
+class RttEstimate:
+    """One peer's (or the whole network's) smoothed RTT and variance, RFC 6298 2.2-2.3."""
+
+    srtt: float = 0.0
+    rttvar: float = 0.0
+    samples: int = 0
+    backoff: int = 0  # timeouts since the last sample: each doubles the timeout
+    timed_out_at: float | None = None
+
+    def observe(self, rtt: float) -> None:
+        rtt = max(0.0, rtt)
+        if self.samples == 0:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = (1 - BETA) * self.rttvar + BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
+        self.samples += 1
+        self.backoff = 0
+        self.timed_out_at = None
+
+    def rto(self) -> float:
+        return self.srtt + max(GRANULARITY, K * self.rttvar)
+
+    def expected(self) -> float:
+        return self.srtt + max(GRANULARITY, 2 * self.rttvar)
+
+
+class LatencyTable:
+    """Per-peer RTT estimates with a node-wide fallback; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        floor: float = MIN_TIMEOUT,
+        ceiling: float = CEILING,
+        initial: float = INITIAL,
+        suspect_for: float = SUSPECT_FOR,
+        capacity: int = MAX_PEERS_TRACKED,
+    ) -> None:
+        if not 0 < floor <= ceiling:
+            raise ValueError("latency table: need 0 < floor <= ceiling")
+        self.floor = floor
+        self.ceiling = ceiling
+        self.initial = min(max(initial, floor), ceiling)
+        self.suspect_for = suspect_for
+        self.capacity = capacity
+        self.network = RttEstimate()  # every sample of every peer
+        self._peers: OrderedDict[bytes, RttEstimate] = OrderedDict()
+        self.timeouts = 0  # soft timeouts reported, for metrics
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def _entry(self, peer: bytes) -> RttEstimate:
+        entry = self._peers.get(peer)
+        if entry is None:
+            entry = self._peers[peer] = RttEstimate()
+            while len(self._peers) > self.capacity:
+                self._peers.popitem(last=False)
+        else:
+            self._peers.move_to_end(peer)
+        return entry
+
+    def get(self, peer: bytes) -> RttEstimate | None:
+        return self._peers.get(peer)
+
+    # ------------------------------------------------------------------ feeding
+
+    def observe(self, peer: bytes, rtt: float) -> None:
+        """An answer from ``peer`` came ``rtt`` seconds after its request was sent."""
+        self._entry(peer).observe(rtt)
+        self.network.observe(rtt)
+
+    def timed_out(self, peer: bytes, now: float) -> None:
+        """A request to ``peer`` went unanswered past :meth:`timeout`: double its timeout
+        (up to the ceiling) and put it at the back of the queue for ``suspect_for``."""
+        entry = self._entry(peer)
+        entry.backoff = min(entry.backoff + 1, 16)
+        entry.timed_out_at = now
+        self.timeouts += 1
+
+    # ------------------------------------------------------------------ asking
+
+    def _clamp(self, value: float) -> float:
+        return min(self.ceiling, max(self.floor, value))
+
+    def _base(self, peer: bytes) -> tuple[float, float]:
+        """(rto, expected) before backoff and clamping: the peer's own estimate if it has
+        samples, else the network's, else ``initial`` (expected: half of it)."""
+        entry = self._peers.get(peer)
+        source = entry if entry is not None and entry.samples else self.network
+        if source.samples:
+            return source.rto(), source.expected()
+        return self.initial, self.initial / 2
+
+    def timeout(self, peer: bytes) -> float:
+        """How long a request to ``peer`` may take before the caller stops waiting for it."""
+        rto, _ = self._base(peer)
+        entry = self._peers.get(peer)
+        backoff = entry.backoff if entry is not None else 0
+        return self._clamp(rto * (1 << backoff))
+
+    def expected(self, peer: bytes) -> float:
+        """The round trip ``peer`` usually needs: past it, a caller may hedge. Never above
+        :meth:`timeout`, never below the RTT floor's quarter (a hedge needs room to matter)."""
+        _, expected = self._base(peer)
+        return min(self.timeout(peer), max(self.floor / 4, expected))
+
+    def suspect(self, peer: bytes, now: float) -> bool:
+        """Whether ``peer`` timed out within ``suspect_for`` and has not answered since."""
+        entry = self._peers.get(peer)
+        return (
+            entry is not None
+            and entry.timed_out_at is not None
+            and now - entry.timed_out_at < self.suspect_for
+        )
