@@ -47,7 +47,7 @@ from qiz.qmp.manager import LinkManager
 from qiz.qmp.rpc import CallContext, RpcError
 from qiz.qmp.transport import Link, LinkError
 from qiz.ratelimit import KeyedRateLimiter
-from qiz.resolve.lookup import Lookup
+from qiz.resolve.lookup import HEDGE_BUDGET, Lookup
 from qiz.resolve.records import (
     RecordError,
     RecordKind,
@@ -58,6 +58,7 @@ from qiz.resolve.records import (
 from qiz.resolve.routing import Contact, RoutingTable
 from qiz.resolve.store import MAX_BYTES, MAX_RECORDS, PutResult, RecordStore
 from qiz.tasks import TaskOwner
+from qiz.trust.latency import LatencyTable
 
 log = logging.getLogger("qiz.dht")
 LATENCY_WINDOW = 10_000  # lookup durations kept for the metrics' histogram
@@ -65,6 +66,9 @@ PROTOCOL = "dht/1"
 FIND_NODE = f"{PROTOCOL}.find_node"
 FIND_VALUE = f"{PROTOCOL}.find_value"
 STORE = f"{PROTOCOL}.store"
+# a peer whose trust score (qiz.trust.scores: job quorum outcomes) fell below this is asked
+# last by lookups; one disagreement halves the initial 0.8 to 0.4
+LOW_SCORE = 0.5
 
 
 class ResolveError(NotFound, LookupError):
@@ -81,7 +85,12 @@ class DhtConfig:
     alpha: int = 3
     value_paths: int = 4  # S/Kademlia disjoint paths for value lookups
     node_paths: int = 1
+    # the hard timeout of one DHT request (dial included); lookups stop waiting for a peer
+    # much sooner, after its adaptive timeout from measured RTTs (qiz.trust.latency), and
+    # this is that timeout's ceiling
     request_timeout: float = 2.0
+    # requests one lookup may hedge: past the peer's expected RTT, ask the next candidate too
+    hedge_budget: int = HEDGE_BUDGET
     # S/Kademlia id puzzle: contacts, peers that store with us and signers of stored records
     # must have ids with this many leading zero bits (home.DEFAULT_PUZZLE_BITS for CLI nodes)
     puzzle_bits: int = 0
@@ -166,6 +175,8 @@ class Dht:
         config: DhtConfig | None = None,
         clock: Callable[[], float] = time.time,
         events: EventBus | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        scores: Callable[[bytes], float] | None = None,
     ) -> None:
         self.identity = identity
         self.events = events or EventBus(clock)
@@ -180,6 +191,13 @@ class Dht:
             enforce_prefix_limits=self.config.enforce_prefix_limits,
         )
         self.records = VerifiedRecordCache()
+        # RTTs measured by lookups (a monotonic clock, not `clock`, which tests may freeze):
+        # adaptive timeouts, hedging, and which peers went silent lately
+        self.monotonic = monotonic
+        self.latency = LatencyTable(ceiling=self.config.request_timeout)
+        self.scores = scores  # trust scores of peers, if the node keeps them
+        self.hedged_requests = 0  # over all lookups
+        self.lookup_timeouts = 0  # requests unanswered past their adaptive timeout
         self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
         self.rate_limited_stores = 0  # of refused_stores: refused by a rate limit
         self.store.configure(
@@ -360,6 +378,13 @@ class Dht:
 
     # ------------------------------------------------------------------ lookups
 
+    def _avoid(self, peer: bytes) -> bool:
+        """Peers a lookup asks last: silent lately (timed out or failed), or a low trust
+        score."""
+        if self.latency.suspect(peer, self.monotonic()):
+            return True
+        return self.scores is not None and self.scores(peer) < LOW_SCORE
+
     async def _query(self, contact: Contact, method: str, body: dict) -> dict:
         timeout = self.config.request_timeout
         rpc = await self.links.connect(contact.address, NodeId(contact.node_id), timeout=timeout)
@@ -412,7 +437,9 @@ class Dht:
                     )
                 except RecordError:
                     self.counters["invalid_records"] += 1
-            lookup.on_response(contact.node_id, self._parse_contacts(reply), records)
+            lookup.on_response(
+                contact.node_id, self._parse_contacts(reply), records, self.monotonic()
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any bad answer is a failed request, never a stall
@@ -421,7 +448,7 @@ class Dht:
             known = self.table.get(contact.node_id)
             if not busy and known is not None and known.address == contact.address:
                 self.table.failed(contact.node_id)  # only for the address we hold
-            lookup.on_failure(contact.node_id)
+            lookup.on_failure(contact.node_id, self.monotonic())
 
     async def lookup(
         self, target: bytes, kind: RecordKind | None = None, *, paths: int | None = None
@@ -438,6 +465,9 @@ class Dht:
             alpha=self.config.alpha,
             paths=paths or (self.config.value_paths if want_value else self.config.node_paths),
             want_value=want_value,
+            rtt=self.latency,
+            hedge_budget=self.config.hedge_budget,
+            avoid=self._avoid,
         )
         if want_value:  # what this node holds itself counts as found
             for local in self.store.get(kind, target, self.clock(), limit=8):  # type: ignore[arg-type]
@@ -453,7 +483,9 @@ class Dht:
 
         deadline = time.monotonic() + self.config.lookup_deadline
         while not lookup.done:
-            for contact in lookup.next_requests():
+            # requests past their peer's expected RTT are hedged, past its adaptive timeout
+            # they stop holding the lookup: both happen inside next_requests
+            for contact in lookup.next_requests(self.monotonic()):
                 task = asyncio.ensure_future(ask(contact))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -466,6 +498,9 @@ class Dht:
             if left <= 0:
                 log.info("lookup gave up after %.0f s", self.config.lookup_deadline)
                 break
+            due = lookup.next_deadline()
+            if due is not None:  # wake for the next hedge or timeout, if nothing comes first
+                left = min(left, max(0.0, due - self.monotonic()) + 0.001)
             with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancellation
                 async with asyncio.timeout(left):
                     await wake.wait()
@@ -475,6 +510,8 @@ class Dht:
             await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.perf_counter() - started
         self.lookup_latencies.append(elapsed)
+        self.hedged_requests += lookup.hedges
+        self.lookup_timeouts += lookup.timeouts
         self.events.emit(
             EventKind.LOOKUP_DONE,
             target=target.hex(),
