@@ -1,0 +1,103 @@
+"""Write the shipped device targets (qiz/quantum/data/targets/*.json) from qiskit-ibm-runtime's
+fake backends, and check each against Aer's ``NoiseModel.from_backend`` on the same backend.
+
+qiskit-ibm-runtime is not a qiz dependency, so this runs in a throwaway venv::
+
+    python3 -m venv /tmp/genvenv
+    /tmp/genvenv/bin/pip install -c constraints.txt qiskit-ibm-runtime qiskit-aer
+    PYTHONPATH=. /tmp/genvenv/bin/python -m bench.gen_targets [NAME ...]
+
+Each file records the backend's name, the date of its calibration snapshot (the fake backend's
+``properties().last_update_date``) and the package version it came from. The check rebuilds the
+noise model from the written file (``qiz.quantum.targets.noise``) and compares every channel's
+superoperator with the one Aer's ``from_backend`` gives (imported by ``qiz.quantum.noise``),
+and every readout error, within 1e-9.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from qiz.quantum.targets import noise as target_noise
+from qiz.quantum.targets.catalog import DATA_DIR
+from qiz.quantum.targets.device import Target
+from qiz.quantum.targets.from_backend import from_backend
+
+BACKENDS = {  # our name -> the fake backend class in qiskit_ibm_runtime.fake_provider
+    "fake_manila": "FakeManilaV2",
+    "fake_sherbrooke": "FakeSherbrooke",
+    "fake_kyiv": "FakeKyiv",
+    "fake_torino": "FakeTorino",
+}
+DESCRIPTIONS = {
+    "fake_manila": "IBM Falcon r5.11L, 5 qubits in a line, CX",
+    "fake_sherbrooke": "IBM Eagle r3, 127 qubits heavy-hex, ECR",
+    "fake_kyiv": "IBM Eagle r3, 127 qubits heavy-hex, ECR",
+    "fake_torino": "IBM Heron r1, 133 qubits heavy-hex, CZ",
+}
+TOLERANCE = 1e-9
+
+
+def generate(name: str) -> Target:
+    import qiskit_ibm_runtime
+    from qiskit_ibm_runtime import fake_provider
+
+    backend = getattr(fake_provider, BACKENDS[name])()
+    date = backend.properties().last_update_date
+    source = {
+        "backend": str(backend.name),
+        "snapshot_date": date.isoformat() if hasattr(date, "isoformat") else str(date),
+        "package": f"qiskit-ibm-runtime {qiskit_ibm_runtime.__version__}",
+        "generator": "bench/gen_targets.py",
+    }
+    target = from_backend(backend, name, source)
+    target = Target(**{**target.__dict__, "description": DESCRIPTIONS.get(name, "")})
+    path = DATA_DIR / f"{name}.json"
+    path.write_text(target.dumps())
+    check(Target.load(path), backend)
+    print(f"{path}: {target.num_qubits} qubits, {path.stat().st_size} bytes, checked against Aer")
+    return target
+
+
+def check(target: Target, backend: object) -> None:
+    """Every channel and readout error of Aer's from_backend equals ours within TOLERANCE."""
+    from qiz.quantum.noise.aer_import import from_backend as aer_model
+
+    theirs = aer_model(backend)
+    if theirs.all_qubit:
+        raise SystemExit(f"{target.name}: Aer made all-qubit errors: {sorted(theirs.all_qubit)}")
+    ours = {
+        (name, c.qubits)
+        for name, cals in target.gates.items()
+        for c in cals
+        if target_noise.gate_channels(target, name, c.qubits)
+    }
+    if ours != set(theirs.local):
+        raise SystemExit(f"{target.name}: different noisy instructions: {ours ^ set(theirs.local)}")
+    for (name, qubits), channel in theirs.local.items():
+        mine = target_noise.gate_channels(target, name, qubits)
+        composed = mine[0] if len(mine) == 1 else mine[0].compose(mine[1])
+        diff = np.max(np.abs(composed.superoperator() - channel.superoperator()))
+        if diff > TOLERANCE:
+            raise SystemExit(f"{target.name}: {name} on {qubits} differs from Aer's by {diff:.3g}")
+    for q in range(target.num_qubits):
+        r = target.readout[q]
+        got = theirs.readout_for(q)
+        if (
+            r is None
+            or got is None
+            or abs(got.matrix[0][1] - r[0]) + abs(got.matrix[1][0] - r[1]) > TOLERANCE
+        ):
+            raise SystemExit(f"{target.name}: readout of qubit {q} differs from Aer's")
+
+
+def main(argv: list[str]) -> int:
+    for name in argv or list(BACKENDS):
+        generate(name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
