@@ -83,9 +83,13 @@ def decode_chunk(shares: Mapping[int, bytes], k: int, n: int, length: int) -> by
     if size == 0:
         return b""
     chosen = sorted(shares)[:k]
-    if chosen == list(range(k)):
-        data = b"".join(bytes(shares[i]) for i in chosen)
-        return data[:length]
+    if chosen == list(range(k)):  # a concatenation, cut to length: one copy in all
+        views, left = [], length
+        for i in chosen:
+            view = memoryview(shares[i])[:left]
+            views.append(view)
+            left -= len(view)
+        return b"".join(views)
     # zfec wants each data share at its own position, the parity shares in the gaps.
     slots: list[int | None] = [None] * k
     extra = [i for i in chosen if i >= k]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from qiz import QizError
 from qiz.fsio import fsync_directory
+from qiz.store.direct import BOUNCE_SIZE, DIRECT_FROM, Bounce, DirectAppender
 from qiz.store.limits import (
     MAX_COMPONENT_BYTES,
     MAX_CONTENT,
@@ -368,6 +369,10 @@ class Unpacker:
         self._fd = -1
         self._left = 0
         self._done = False
+        # a large file goes to disk around the page cache (qiz.store.direct), through one
+        # aligned buffer made when the first such file opens
+        self._bounce: Bounce | None = None
+        self._appender: DirectAppender | None = None
         try:
             if kind == "dir":
                 os.mkdir(self.temp, 0o777)
@@ -425,10 +430,18 @@ class Unpacker:
     def _close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
+            appender, self._appender = self._appender, None
             try:
+                if appender is not None:
+                    appender.finish()
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def _release_bounce(self) -> None:
+        if self._bounce is not None:
+            self._bounce.close()
+            self._bounce = None
 
     def _advance(self) -> None:
         """Close a finished file and open the next one; empty files are made on the way."""
@@ -440,6 +453,10 @@ class Unpacker:
             self._next += 1
             self._fd = self._open(entry)
             self._left = entry.size
+            if entry.size >= DIRECT_FROM:
+                if self._bounce is None:
+                    self._bounce = Bounce(BOUNCE_SIZE)
+                self._appender = DirectAppender(self._fd, self._bounce)
 
     def write(self, data: bytes) -> None:
         """The next bytes of the stream (any split: a chunk may span files)."""
@@ -448,7 +465,11 @@ class Unpacker:
             if self._fd < 0:
                 raise UnpackError("the stream is longer than its tree says")
             take = min(self._left, len(view))
-            written = os.write(self._fd, view[:take])
+            if self._appender is not None:
+                self._appender.write(view[:take])
+                written = take
+            else:
+                written = os.write(self._fd, view[:take])
             view = view[written:]
             self._left -= written
             self._advance()
@@ -471,6 +492,11 @@ class Unpacker:
                     batch.append(view[:room])
                     views[0] = view[room:]
                     room = 0
+            if self._appender is not None:
+                for view in batch:
+                    self._appender.write(view)
+                    self._left -= len(view)
+                batch = []
             while batch:
                 group, batch = batch[:IOV_MAX], batch[IOV_MAX:]
                 while group:
@@ -494,6 +520,7 @@ class Unpacker:
         else:
             _place(self.temp, self.target)
         self._done = True
+        self._release_bounce()
         fsync_directory(parent)
         return self.target
 
@@ -501,6 +528,7 @@ class Unpacker:
         """Remove the temp (idempotent; nothing at the target is touched)."""
         with contextlib.suppress(OSError):
             self._close()
+        self._release_bounce()
         if not self._done:
             _remove(self.temp)
             self._done = True

@@ -142,7 +142,7 @@ def decode(
         raise WireError(f"{what} is empty")
     try:
         value = cbor2.loads(
-            bytes(data),
+            data if isinstance(data, bytes | bytearray) else bytes(data),
             max_depth=max_depth + 1,
             allow_indefinite=False,
             allow_duplicate_keys=False,
@@ -156,9 +156,26 @@ def decode(
             raise WireError(f"{what}: {exc.__cause__}") from None
         raise WireError(f"{what} is not valid CBOR: {exc}") from None
     bulk = _check(value, 0, max_depth)
-    if _canonical(value, bulk) != data:
+    if not _encodes_to(value, bulk, data):
         raise WireError(f"{what} is not in canonical CBOR form (or has trailing bytes)")
     return value
+
+
+def _encodes_to(value: Any, bulk: bool, data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` is exactly the canonical encoding of ``value``: with a bulk byte
+    string inside, piece by piece against ``data`` (no joined copy of a large message)."""
+    if not bulk:
+        return cbor2.dumps(value, canonical=True) == data
+    if not isinstance(data, bytes | bytearray):
+        data = bytes(data)
+    parts: list[bytes] = []
+    _encode_parts(value, parts)
+    at = 0
+    for part in parts:
+        if not data.startswith(part, at):
+            return False
+        at += len(part)
+    return at == len(data)
 
 
 def _refuse_tag(_decoder: object, tag: object) -> None:
