@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
-from qiz.quantum.targets import noise as target_noise
 from qiz.quantum.targets.catalog import DATA_DIR
 from qiz.quantum.targets.device import Target
-from qiz.quantum.targets.from_backend import from_backend
+from qiz.quantum.targets.from_backend import differences_from_aer, from_backend
 
 BACKENDS = {  # our name -> the fake backend class in qiskit_ibm_runtime.fake_provider
     "fake_manila": "FakeManilaV2",
@@ -62,35 +59,10 @@ def generate(name: str) -> Target:
 
 
 def check(target: Target, backend: object) -> None:
-    """Every channel and readout error of Aer's from_backend equals ours within TOLERANCE."""
-    from qiz.quantum.noise.aer_import import from_backend as aer_model
-
-    theirs = aer_model(backend)
-    if theirs.all_qubit:
-        raise SystemExit(f"{target.name}: Aer made all-qubit errors: {sorted(theirs.all_qubit)}")
-    ours = {
-        (name, c.qubits)
-        for name, cals in target.gates.items()
-        for c in cals
-        if target_noise.gate_channels(target, name, c.qubits)
-    }
-    if ours != set(theirs.local):
-        raise SystemExit(f"{target.name}: different noisy instructions: {ours ^ set(theirs.local)}")
-    for (name, qubits), channel in theirs.local.items():
-        mine = target_noise.gate_channels(target, name, qubits)
-        composed = mine[0] if len(mine) == 1 else mine[0].compose(mine[1])
-        diff = np.max(np.abs(composed.superoperator() - channel.superoperator()))
-        if diff > TOLERANCE:
-            raise SystemExit(f"{target.name}: {name} on {qubits} differs from Aer's by {diff:.3g}")
-    for q in range(target.num_qubits):
-        r = target.readout[q]
-        got = theirs.readout_for(q)
-        if (
-            r is None
-            or got is None
-            or abs(got.matrix[0][1] - r[0]) + abs(got.matrix[1][0] - r[1]) > TOLERANCE
-        ):
-            raise SystemExit(f"{target.name}: readout of qubit {q} differs from Aer's")
+    """Stop unless Aer's from_backend on ``backend`` equals the model rebuilt from ``target``."""
+    problems = differences_from_aer(target, backend, TOLERANCE)
+    if problems:
+        raise SystemExit(f"{target.name}: " + "; ".join(problems[:5]))
 
 
 def main(argv: list[str]) -> int:

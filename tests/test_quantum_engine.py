@@ -189,6 +189,8 @@ QUANTUM_PARTS = {
     "qasm": {"qasm", "core"},
     "problems": {"problems", "core"},
     "algorithms": {"algorithms", "problems", "core", "kernels"},
+    "noise": {"noise", "core", "kernels"},
+    "targets": {"targets", "noise", "core"},
 }
 
 

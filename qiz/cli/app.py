@@ -15,6 +15,7 @@ import typer
 
 from qiz import __version__
 from qiz.cli import (
+    cut_cmds,
     deploy_cmds,
     help_format,
     identity_cmds,
@@ -23,6 +24,7 @@ from qiz.cli import (
     quantum_cmds,
     resolve_cmds,
     store_cmds,
+    target_cmds,
     web_cmds,
 )
 from qiz.cli.common import Session
@@ -122,6 +124,8 @@ identity_cmds.register(app)
 node_cmds.register(app)
 resolve_cmds.register(app)
 quantum_cmds.register(app)
+cut_cmds.register(app)
+target_cmds.register(app)
 job_cmds.register(app)
 store_cmds.register(app)
 deploy_cmds.register(app)

@@ -86,11 +86,16 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
 
 def run_circuit(
     file: Annotated[Path, typer.Argument(help="An OpenQASM 3 program.")],
+    *,
     shots: Annotated[int, typer.Option("--shots", help="Number of shots.")] = 1024,
     seed: SeedOption = None,
     param: Annotated[
         list[str] | None,
         typer.Option("--param", help="Bind an input angle: NAME=VALUE (repeatable)."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Run as this device would (see 'qiz targets'), or a file."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -112,6 +117,10 @@ def run_circuit(
             "give each with --param NAME=VALUE"
         )
     circuit = circuit.bind(values) if values else circuit
+    if target is not None:  # transpiled and noisy: qiz/cli/target_cmds.py
+        from qiz.cli.target_cmds import run_on_target
+
+        return run_on_target(file, circuit, target, shots=shots, seed=seed, as_json=as_json)
     start = time.perf_counter()
     result = Sampler().run(circuit, shots=shots, seed=seed)
     seconds = time.perf_counter() - start

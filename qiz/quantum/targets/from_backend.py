@@ -70,3 +70,41 @@ def _readout(target: Any, qubit: int) -> tuple[float, float] | None:
     if prop.error is None:
         return None
     return (float(prop.error), float(prop.error))
+
+
+def differences_from_aer(target: Target, backend: Any, tolerance: float = 1e-9) -> list[str]:
+    """Where the model ``targets.noise`` rebuilds from ``target`` differs from Aer's
+    ``NoiseModel.from_backend(backend)`` (imported): the noisy instructions, each channel's
+    superoperator and each readout error, within ``tolerance``. Empty when they agree."""
+    import numpy as np
+
+    from qiz.quantum.noise.aer_import import from_backend as aer_model
+    from qiz.quantum.targets.noise import gate_channels
+
+    theirs = aer_model(backend)
+    problems = [f"Aer made all-qubit errors for {sorted(theirs.all_qubit)}"] * bool(
+        theirs.all_qubit
+    )
+    ours = {
+        (name, c.qubits)
+        for name, cals in target.gates.items()
+        for c in cals
+        if gate_channels(target, name, c.qubits)
+    }
+    if ours != set(theirs.local):
+        problems.append(f"different noisy instructions: {sorted(ours ^ set(theirs.local))}")
+    for (name, qubits), channel in theirs.local.items():
+        mine = gate_channels(target, name, qubits)
+        if not mine:
+            continue
+        composed = mine[0] if len(mine) == 1 else mine[0].compose(mine[1])
+        diff = float(np.max(np.abs(composed.superoperator() - channel.superoperator())))
+        if diff > tolerance:
+            problems.append(f"{name} on {qubits} differs from Aer's by {diff:.3g}")
+    for q in range(target.num_qubits):
+        r, got = target.readout[q], theirs.readout_for(q)
+        want = (0.0, 0.0) if r is None else r
+        have = (0.0, 0.0) if got is None else (got.matrix[0][1], got.matrix[1][0])
+        if abs(have[0] - want[0]) + abs(have[1] - want[1]) > tolerance:
+            problems.append(f"readout of qubit {q}: Aer {have}, ours {want}")
+    return problems
