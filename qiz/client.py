@@ -329,6 +329,24 @@ class Mesh:
 
         return MeshEstimatorV2(self, **options)
 
+    def run_cut(self, circuit: Any, observables: Any, *, max_qubits: int, **options: Any) -> Any:
+        """Expectation values of a circuit wider than a worker, cut into sub-experiments of
+        at most ``max_qubits`` qubits that run here as mesh jobs, reconstructed with their
+        error bound (a :class:`qiz.integrations.cutting.CutResult`; needs qiskit and
+        qiskit-addon-cutting). ``options`` as for :func:`qiz.integrations.cutting.run_cut`."""
+        from qiz.integrations.cutting import run_cut
+
+        return run_cut(circuit, observables, max_qubits=max_qubits, mesh=self, **options)
+
+    async def run_cut_async(
+        self, circuit: Any, observables: Any, *, max_qubits: int, **options: Any
+    ) -> Any:
+        from qiz.integrations.cutting import run_cut_async
+
+        return await run_cut_async(
+            circuit, observables, max_qubits=max_qubits, mesh=self, **options
+        )
+
 
 class JobHandle:
     """A job in the node: ask its status, wait for it, fetch its verified result, cancel it.
