@@ -1,6 +1,6 @@
 """The quantum processor: circuits, the state-vector engine, and the algorithms nodes run.
 
-Five parts, one subpackage each, importing only downwards (``tests/test_quantum_engine.py``
+Seven parts, one subpackage each, importing only downwards (``tests/test_quantum_engine.py``
 keeps it so)::
 
     kernels/     numba loops over state arrays and nothing else: the general gate kernels and
@@ -14,12 +14,18 @@ keeps it so)::
                  mesh's own network problems encoded as QUBOs              -> core
     algorithms/  QAOA, VQE and its ansatzes, Grover, and ``solve`` over any QUBO
                                                          -> problems, core, kernels
+    noise/       Kraus channels, noise models and their file, noisy sampling by trajectories
+                 or density matrix, import from Qiskit Aer              -> core, kernels
+    targets/     device targets (basis gates, coupling map, calibration) shipped as data,
+                 transpiling to them (Qiskit's transpiler when installed), noisy runs
+                                                                         -> noise, core
 
 Why this cut: the kernels follow numba's rules (positional arguments, nopython types) and change
 only for speed, so they sit apart from the code that reads as mathematics; the core is all a
 circuit user needs; a problem is shared by several algorithms (one QUBO feeds QAOA, VQE,
 annealing and brute force), so problems sit below the algorithms instead of inside one of
-them; and the OpenQASM front-end, the one part that needs the ``openqasm3`` parser, is a leaf.
+them; the OpenQASM front-end, the one part that needs the ``openqasm3`` parser, is a leaf; noise
+sits beside the algorithms on the core, and a device target is noise plus a device's shape.
 
 ``import qiz.quantum`` loads neither numpy nor numba (every CLI command pays for what this
 imports), so it re-exports only what the faces and job code need without running a circuit:
