@@ -250,3 +250,21 @@ def test_a_circuit_too_large_for_the_simulator_is_refused() -> None:
         wide.x(q)
     with pytest.raises(TargetError, match="uses 60 qubits of fake_sherbrooke"):
         run(wide.measure_all(), target, 10, seed=1, use_qiskit=False)
+
+
+def test_mid_circuit_measurement_runs_without_an_ideal_and_control_flow_is_refused() -> None:
+    pytest.importorskip("qiskit")
+    from qiz.quantum import qasm
+
+    target = catalog.load("fake_manila")
+    mid = Circuit(2, 3).h(0).measure(0, 0).cx(0, 1).measure(1, 1).reset(0).measure(0, 2)
+    outcome = run(mid, target, 400, seed=2)
+    assert outcome.ideal is None and outcome.tvd is None and outcome.fidelity is None
+    assert sum(outcome.result.counts.values()) == 400
+    assert outcome.result.counts.get("000", 0) + outcome.result.counts.get("011", 0) > 300
+    dynamic = qasm.loads(
+        'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; bit[2] c; h q[0]; '
+        "c[0] = measure q[0]; if (c[0]) x q[1]; c[1] = measure q[1];"
+    )
+    with pytest.raises(TargetError, match="classical control"):
+        run(dynamic, target, 10, seed=1)  # type: ignore[arg-type]

@@ -82,9 +82,9 @@ def differences_from_aer(target: Target, backend: Any, tolerance: float = 1e-9) 
     from qiz.quantum.targets.noise import gate_channels
 
     theirs = aer_model(backend)
-    problems = [f"Aer made all-qubit errors for {sorted(theirs.all_qubit)}"] * bool(
-        theirs.all_qubit
-    )
+    problems = []
+    if theirs.all_qubit:
+        problems.append(f"Aer made all-qubit errors for {sorted(theirs.all_qubit)}")
     ours = {
         (name, c.qubits)
         for name, cals in target.gates.items()

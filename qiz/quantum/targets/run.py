@@ -49,6 +49,11 @@ def run(
     use_qiskit: bool | None = None,
 ) -> TargetRun:
     """``shots`` noisy outcomes of ``circuit`` (bound) on ``target``, reproducible for a seed."""
+    if not isinstance(circuit, Circuit):
+        raise TargetError(
+            "a program with classical control on measured bits cannot run on a target yet; "
+            "it needs a circuit without if/while"
+        )
     if circuit.parameters:
         raise TargetError(f"unbound parameters: {', '.join(circuit.parameters)}")
     if not circuit.has_measurements():
