@@ -65,6 +65,7 @@ class Candidate:
     state: State = State.FRESH
     sent: float | None = None  # when it was asked (the caller's clock)
     timed_out: bool = False  # reported to the latency table as a timeout
+    avoided: bool = False  # the caller wanted it asked last (when it was offered)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class Lookup:
         self.rounds = 0
         self.hedges = 0  # requests whose slot went to another candidate before they ended
         self.timeouts = 0  # requests unanswered past their adaptive timeout
+        self.stalls = 0  # ... of them, those that held their slot until then (not hedged)
+        self.released = 0  # requests a path that found a record stopped waiting for
         ordered = sorted(seeds, key=lambda c: distance(c.node_id, target))
         for i, contact in enumerate(ordered):
             self._offer(contact, self.paths[i % len(self.paths)], depth=0)
@@ -275,6 +278,8 @@ class Lookup:
         found = self.want_value and path.found
         limit = self.alpha if found else self.k
         alive = [c for c in path.candidates if c.state not in (State.FAILED, State.LATE)]
+        if self.avoid is not None:
+            alive.sort(key=lambda c: c.avoided)
         if any(c.state is State.FRESH for c in alive[: limit + 1]):
             return "hedge" if self.hedges < self.hedge_budget else None
         return "stop" if found else None
@@ -293,6 +298,7 @@ class Lookup:
                 self.timeouts += 1
                 self.rtt.timed_out(peer, now)
                 if candidate.state is State.IN_FLIGHT:
+                    self.stalls += 1
                     candidate.state = State.LATE
                     path.in_flight -= 1
                     changed.add(path.index)
@@ -303,6 +309,7 @@ class Lookup:
                 if cut is None:
                     continue
                 self.hedges += cut == "hedge"
+                self.released += cut == "stop"
                 candidate.state = State.LATE
                 path.in_flight -= 1
                 changed.add(path.index)
@@ -338,6 +345,7 @@ class Lookup:
             return
         path.heard.add(node_id)
         candidate = Candidate(contact, path.index, depth)
+        candidate.avoided = self.avoid is not None and self.avoid(node_id)
         self._offers.setdefault(node_id, []).append(candidate)
         d = distance(node_id, self.target)
         position = len(path.candidates)
@@ -348,21 +356,21 @@ class Lookup:
         path.candidates.insert(position, candidate)
 
     def _frontier(self, path: Path) -> list[Candidate]:
-        """The k closest candidates of a path that have not failed nor fallen late."""
+        """The k closest candidates of a path that have not failed nor fallen late; those
+        the caller wanted to avoid come after all the others, so they are asked only when
+        a path has nobody else (and a path need not wait for them to end)."""
         alive = [c for c in path.candidates if c.state not in (State.FAILED, State.LATE)]
+        if self.avoid is not None:
+            alive.sort(key=lambda c: c.avoided)  # stable: distance order kept within each
         return alive[: self.k]
 
     def _choose(self, path: Path) -> list[Candidate]:
         """The path's fresh frontier candidates in the order to ask them: closest first,
-        those the caller wants to avoid last."""
+        those the caller wants to avoid last (see :meth:`_frontier`)."""
         frontier = self._frontier(path)
         if self.want_value and path.found:
             frontier = frontier[: self.alpha]  # found: only make sure nothing closer differs
-        fresh = [c for c in frontier if c.state is State.FRESH]
-        if self.avoid is not None:
-            avoid = self.avoid
-            fresh.sort(key=lambda c: avoid(c.contact.node_id))  # stable: distance order kept
-        return fresh
+        return [c for c in frontier if c.state is State.FRESH]
 
     def _check_done(self, path: Path) -> None:
         if path.done:

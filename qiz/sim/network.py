@@ -52,6 +52,7 @@ class LookupStats:
     invalid_records: int
     hedges: int = 0  # requests whose slot went to another candidate before they ended
     timeouts: int = 0  # requests unanswered past their adaptive timeout
+    stalls: int = 0  # ... that held their path's slot until then (not hedged)
     hard_timeouts: int = 0  # requests that ran into the RPC's own (fixed) timeout
 
 
@@ -231,9 +232,10 @@ class SimNetwork:
                         lookup.messages,
                         self.now - started,
                         invalid[0],
-                        lookup.hedges,
-                        lookup.timeouts,
-                        hard[0],
+                        hedges=lookup.hedges,
+                        timeouts=lookup.timeouts,
+                        stalls=lookup.stalls,
+                        hard_timeouts=hard[0],
                     )
                 )
                 return

@@ -140,7 +140,7 @@ class LatencyTable:
         rto, _ = self._base(peer)
         entry = self._peers.get(peer)
         backoff = entry.backoff if entry is not None else 0
-        return self._clamp(rto * (1 << backoff))
+        return self._clamp(self._clamp(rto) * (1 << backoff))  # RFC 6298 5.5: double the RTO
 
     def expected(self, peer: bytes) -> float:
         """The round trip ``peer`` usually needs: past it, a caller may hedge. Never above
