@@ -522,6 +522,29 @@ def test_bad_manifests_and_indices_are_refused(holdings: Holdings, content: Cont
 # --------------------------------------------------------------------------- leases
 
 
+def test_reads_remember_a_column_only_while_its_lease_holds(
+    holdings: Holdings, content: Content, clock: Clock
+):
+    """A holder remembers where a column it serves is (a get reads it a piece at a time), but
+    a release, an expiry or a lease moved to another owner's copy is seen by the next read."""
+    cid = content.manifest.cid
+    column = content.columns[0]
+    put(holdings, ALICE, content, 0, lease=DAY)
+    assert holdings.read(cid, 0, 0, 100) == column[:100]
+    assert holdings.read(cid, 0, 100, 100) == column[100:200]  # from memory
+    holdings.release(ALICE, cid, 0)
+    with pytest.raises(HoldError) as excinfo:
+        holdings.read(cid, 0, 0, 100)
+    assert code_of(excinfo) == "not-found"
+    # Bob leases the column (still on disk: nothing collected it), so it reads again
+    assert holdings.offer(BOB, content.raw, 0, DAY) is True
+    assert holdings.read(cid, 0, 0, 100) == column[:100]
+    clock.now += DAY + 1  # expired, nothing written since the read
+    with pytest.raises(HoldError) as excinfo:
+        holdings.read(cid, 0, 0, 100)
+    assert code_of(excinfo) == "not-found"
+
+
 def test_leases_expire_and_collect_frees_the_bytes(
     holdings: Holdings, content: Content, clock: Clock
 ):

@@ -58,6 +58,7 @@ from qiz.store.limits import (
     MAX_OFFERS,
     MAX_OFFERS_PER_PEER,
     MAX_PIECE,
+    MAX_READ_CACHE,
     MAX_UPLOAD_RANGES,
     OFFER_TTL,
     STORE_DISK_HEADROOM,
@@ -232,6 +233,9 @@ class Holdings:
             (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._uploads: dict[tuple[bytes, int, bytes], Upload] = {}
+        # what read() found for (cid, column): its file, size and the lease's expiry, kept
+        # until any index write (every one goes through _transaction) or that expiry
+        self._reads: dict[tuple[bytes, int], tuple[Path, int, float]] = {}
         self.recovered: dict[str, int] = {}
         try:
             if db_path != ":memory:":
@@ -253,6 +257,7 @@ class Holdings:
     def _transaction(self) -> Iterator[None]:
         """One SQLite transaction: all of it or none of it, one fsync. (The connection is in
         autocommit mode, where ``with connection`` would not begin one.)"""
+        self._reads.clear()
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -881,19 +886,13 @@ class Holdings:
                 "JOIN columns c ON c.key = l.key WHERE l.cid = ? AND l.expires > ? LIMIT 1",
                 (cid.digest, now),
             ).fetchone()
-            path = None if row is None else self.table_path(row[0])
+            found = None if row is None else (self.table_path(row[0]), int(row[1]))
         else:
-            row = self.db.execute(
-                "SELECT c.key, c.size FROM leases l JOIN columns c ON c.key = l.key "
-                "JOIN tables t ON t.root = l.root "
-                "WHERE l.cid = ? AND l.idx = ? AND l.expires > ? ORDER BY c.trusted DESC LIMIT 1",
-                (cid.digest, part, now),
-            ).fetchone()
-            path = None if row is None else self.column_path(row[0])
-        if row is None or path is None:
+            found = self._column_for_read(cid, part, now)
+        if found is None:
             what = "chunk table" if part == TABLE else f"column {part}"
             raise HoldError("not-found", f"this node holds no {what} of {cid.short()}")
-        size = int(row[1])
+        path, size = found
         if offset < 0 or offset + length > size:
             raise HoldError(
                 "out-of-range", f"bytes {offset}..{offset + length} are outside {size} bytes"
@@ -909,6 +908,28 @@ class Holdings:
         if len(data) != length:  # the file shrank under us: never serve short
             raise HoldError("not-found", f"the file of {cid.short()} is damaged")
         return data
+
+    def _column_for_read(self, cid: ContentId, part: int, now: float) -> tuple[Path, int] | None:
+        """(file, size) of a live column of ``cid``, the trusted copy first. A getter reads a
+        column a piece at a time, so the answer is kept in ``_reads`` until any index write
+        (each goes through :meth:`_transaction`) or the lease's expiry."""
+        key = (cid.digest, part)
+        known = self._reads.get(key)
+        if known is not None and known[2] > now:
+            return known[0], known[1]
+        row = self.db.execute(
+            "SELECT c.key, c.size, l.expires FROM leases l JOIN columns c ON c.key = l.key "
+            "JOIN tables t ON t.root = l.root "
+            "WHERE l.cid = ? AND l.idx = ? AND l.expires > ? ORDER BY c.trusted DESC LIMIT 1",
+            (cid.digest, part, now),
+        ).fetchone()
+        if row is None:
+            return None
+        if len(self._reads) >= MAX_READ_CACHE:
+            self._reads.clear()
+        path = self.column_path(row[0])
+        self._reads[key] = (path, int(row[1]), float(row[2]))
+        return path, int(row[1])
 
     # ------------------------------------------------------------------ collection
 

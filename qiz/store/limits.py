@@ -6,7 +6,8 @@ Why these values:
 * a manifest must fit comfortably in one QMP message and stays small enough to parse before any
   other work: 128 KiB holds a tree of thousands of entries and 16 recipients;
 * a share must fit one QMP message (256 KiB of payload) with its framing even at k=1, hence
-  chunks of at most 128 KiB and pieces of at most 192 KiB;
+  chunks of at most 128 KiB and pieces of at most 240 KiB (the rest of a message is the RPC's
+  framing, under 200 bytes): 5 shares of a 128 KiB chunk at k=3, 3 at k=2, in one piece;
 * the chunk count bounds the chunk table (32 bytes a chunk: 32 MiB at most), which a holder
   keeps beside its column and a getter checks against the root;
 * integers are at most 2**63-1 because every one of them may end up in a holder's SQLite index.
@@ -43,7 +44,7 @@ MAX_COMPONENT_BYTES = 255
 MAX_UINT = 2**63 - 1  # what SQLite's INTEGER holds
 
 # -- holders
-MAX_PIECE = 192 * KIB  # bytes of one store.put / store.read
+MAX_PIECE = 240 * KIB  # bytes of one store.put / store.read
 MAX_LEASE = 31 * 24 * 3600  # seconds a lease may be asked for at once
 OFFER_TTL = 600  # seconds an accepted offer reserves its bytes without a put
 
@@ -52,6 +53,7 @@ MAX_OFFERS = 1024  # offers pending on one holder, from all peers together
 MAX_OFFERS_PER_PEER = 64  # offers one peer may have pending on one holder
 MAX_UPLOAD_RANGES = 1024  # separate byte ranges one offer's pieces may leave (memory)
 MAX_OFFSET = 1 << 40  # a put's or read's offset: beyond any column or table allowed above
+MAX_READ_CACHE = 4096  # (content, column) pairs whose file a holder's reads remember
 MAX_PENDING_ANNOUNCES = 256  # provider announcements in flight after commits; more are dropped
 MAX_PENDING_FLUSHES = 4  # a holder's background flushes of arriving columns; more are skipped
 STORE_DISK_HEADROOM = 256 * MIB  # free disk a holder never lends, whatever max_bytes says

@@ -47,7 +47,7 @@ TABLE_PART = -1
 PUT_INFLIGHT = 8  # pieces in flight to one holder
 WINDOW = 16  # batches of chunks fetched ahead by a reader
 ENCODE_BATCH = 8  # chunks zfec-encodes before the loop runs again
-CALL_TIMEOUT = 30.0  # seconds one piece may take (192 KiB over a slow link)
+CALL_TIMEOUT = 30.0  # seconds one piece may take (240 KiB over a slow link)
 CLOCK_SKEW = 300  # seconds a holder's clock may differ from ours when it states an expiry
 PEER_FAILURES = (RpcError, Unreachable, OSError, TimeoutError)
 
