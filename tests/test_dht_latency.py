@@ -8,6 +8,7 @@ seconds are asserted, never wall time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import random
@@ -339,3 +340,49 @@ def test_a_node_learns_which_peers_are_silent() -> None:
         per_lookup.append(asked_silent[0] - before)
     assert origin.latency is not None and origin.latency.timeouts > 0
     assert sum(per_lookup[-10:]) < sum(per_lookup[:10]) / 2
+
+
+# ------------------------------------------------------------------ the real DHT
+
+
+def test_the_real_dht_hedges_past_silent_peers_without_waiting_for_them() -> None:
+    """Over QMP on loopback, three of ten nodes stop answering DHT requests (their links stay
+    up): lookups still find every record, measure RTTs, and end while the silent peers'
+    requests are still unanswered, by hedging or by their adaptive timeout, never by the
+    2 s request timeout."""
+    from qiz.identity import NodeIdentity
+    from qiz.node import Node
+    from qiz.resolve.dht import FIND_NODE, FIND_VALUE, DhtConfig
+
+    from .helpers import manager, run, start_mesh, stop_all
+
+    def make(peers: list[str] | None, _index: int) -> Node:
+        config = DhtConfig(request_timeout=2.0)
+        return Node(NodeIdentity.generate(), peers=peers, config=manager(), dht_config=config)
+
+    async def hang(ctx: object, body: object) -> object:
+        await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        nodes = await start_mesh(10, make)
+        try:
+            silent = nodes[2:5]
+            for node in silent:
+                node.handlers[FIND_NODE] = hang
+                node.handlers[FIND_VALUE] = hang
+            silent_ids = {n.node_id.digest for n in silent}
+            asker = nodes[-1]
+            waited_out = 0
+            for other in nodes[:-1]:
+                lookup = await asker.dht.lookup(other.node_id.digest, RecordKind.PEER)
+                assert lookup.best is not None and lookup.best.key == other.node_id.digest
+                if silent_ids & set(lookup.asked_by()):
+                    waited_out += 1
+                    assert lookup.hedges + lookup.timeouts + lookup.released > 0
+            assert waited_out > 0  # the silent nodes were asked
+            assert asker.dht.latency.network.samples > 0
+            assert asker.dht.hedged_requests + asker.dht.lookup_timeouts > 0
+        finally:
+            await stop_all(nodes)
+
+    run(scenario())

@@ -261,8 +261,12 @@ def test_simulated_10000_nodes_with_20_percent_adversaries(big_net) -> None:
     try:
         results = resolve_many(net, targets, lookups=150, paths=4)
         summary = summarize(net, results, malicious=0.2, paths=4)
-        assert summary.success >= 0.97
+        assert summary.success >= 0.99
         assert sum(s.invalid_records for s, _ in results) > 0  # forged records were refused
+        # silent nodes are hedged past and given up on at their adaptive timeout (simulated
+        # time): none makes a lookup wait the 2 s request timeout
+        assert summary.latency_p95 < 0.5
+        assert all(s.latency < net.config.timeout for s, _ in results)
     finally:
         for node in net.nodes.values():
             node.behaviour = Behaviour.HONEST
