@@ -22,9 +22,10 @@ Measured in one run, on this machine:
   chunk size.
 
 A busy machine makes these figures noise: without ``--quick`` the run is refused when the
-1-minute load average is over ``MAX_LOAD`` (``--busy-ok`` runs anyway and says so). Before
-measuring, the run touches ``WARM`` bytes of memory once (:func:`warm_memory`: a fresh virtual
-machine's first touch of a page is slow, a long-running one's is not); ``--cold`` skips that.
+1-minute load average is over ``bench.harness.MAX_LOAD`` (``--busy-ok`` runs anyway and says
+so). Before measuring, the run touches ``WARM`` bytes of memory once (:func:`warm_memory`: a
+fresh virtual machine's first touch of a page is slow, a long-running one's is not); ``--cold``
+skips that.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, machine, markdown_table
+from bench.harness import Figure, check_quiet, machine, markdown_table
 
 MIB = 1 << 20
 MB = 1e6
@@ -56,7 +57,6 @@ MESH = 8
 K, N = 3, 5
 HASH_CHUNKS = (64 * 1024, 128 * 1024, 256 * 1024, MIB)
 STRIPES = (64 * 1024, 128 * 1024, 256 * 1024)
-MAX_LOAD = 1.0  # 1-minute load average above which a full run is refused (2 cores)
 REPAIR_EVERY = 1.0  # seconds: the owner's repair pass, in this benchmark's config.toml
 REPAIR_TIMEOUT = 180.0
 RSS_EVERY = 0.01  # seconds between VmRSS samples
@@ -448,20 +448,6 @@ def repair(mesh: Mesh, owner: Any, cid: str, size_mib: int) -> Figure:
 # ----------------------------------------------------------------------------- the run
 
 
-def check_quiet(quick: bool, busy_ok: bool) -> float:
-    """The 1-minute load average; a full run on a busy machine is refused (its figures would
-    be the other processes' as much as the pool's)."""
-    load = os.getloadavg()[0]
-    if load > MAX_LOAD and not quick:
-        if not busy_ok:
-            raise SystemExit(
-                f"the machine is busy (1-minute load average {load:.2f} > {MAX_LOAD}): "
-                "rerun when it is quiet, or pass --busy-ok to measure anyway"
-            )
-        log(f"WARNING: measuring on a busy machine (load average {load:.2f})")
-    return load
-
-
 def warm_memory(size: int) -> float:
     """Touch ``size`` bytes of fresh memory once and free it; seconds taken.
 
@@ -552,6 +538,9 @@ def markdown(figures: list[Figure]) -> str:
 
 
 def main() -> None:
+    if {"-h", "--help"} & set(sys.argv):
+        print(__doc__)
+        return
     figures = run("--quick" in sys.argv, "--busy-ok" in sys.argv, "--cold" in sys.argv)
     print()
     print(f"## Storage pool ({machine()})\n")
