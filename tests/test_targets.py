@@ -175,7 +175,7 @@ def test_noise_equals_aer_from_backend(two_qubit: str) -> None:
 
     backend = _generic_backend([two_qubit, "id", "rz", "sx", "x"])
     target = from_backend(backend)
-    assert differences_from_aer(target, backend) == []
+    assert differences_from_aer(target, AerNoiseModel.from_backend(backend)) == []
     device, _ = to_device(ghz(3), target, seed=2)
     engine, physical = lower(device, target.basis_gates)
     model = model_for(target, physical)

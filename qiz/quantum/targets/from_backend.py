@@ -2,9 +2,11 @@
 for the shipped targets, and what the tests read from Qiskit's ``GenericBackendV2``.
 
 It reads exactly what Aer's ``NoiseModel.from_backend`` reads from ``backend.target`` (each
-instruction's error and duration, each qubit's T1 and T2, the measurement's error or its
-``prob_meas1_prep0``/``prob_meas0_prep1``), so the model ``targets.noise`` rebuilds from it is
-Aer's. Qiskit is never imported here: the caller hands over the backend.
+instruction's error and duration, each qubit's T1 and T2), so the model ``targets.noise``
+rebuilds from it is Aer's. Readout errors come from the backend's ``properties()`` when it has
+them (``prob_meas1_prep0``/``prob_meas0_prep1``, as the model a qiskit-ibm-runtime fake backend
+simulates with reads them), else from the target's measurement error (Aer's ``from_backend``).
+Qiskit is never imported here: the caller hands over the backend.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def from_backend(
     qprops = target.qubit_properties or [None] * n
     t1 = tuple(_float(getattr(p, "t1", None)) for p in qprops)
     t2 = tuple(_float(getattr(p, "t2", None)) for p in qprops)
-    readout = tuple(_readout(target, q) for q in range(n))
+    readout = _readout_from_properties(backend, n) or tuple(_readout(target, q) for q in range(n))
     return Target(
         name=name or str(backend.name),
         num_qubits=n,
@@ -59,6 +61,27 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _readout_from_properties(backend: Any, n: int) -> tuple[tuple[float, float] | None, ...]:
+    """(P(1|0), P(0|1)) per qubit from a backend's ``properties()`` (qiskit-ibm-runtime's
+    backends and fake backends have them: the fake backends simulate with these, which may be
+    asymmetric, where the ``target`` keeps only their mean); () if it has none."""
+    get = getattr(backend, "properties", None)
+    props = get() if callable(get) else None
+    if props is None or len(getattr(props, "qubits", ())) != n:
+        return ()
+    out: list[tuple[float, float] | None] = []
+    for items in props.qubits:
+        named = {getattr(item, "name", None): getattr(item, "value", None) for item in items}
+        p10, p01, both = (
+            named.get(k) for k in ("prob_meas1_prep0", "prob_meas0_prep1", "readout_error")
+        )
+        if p10 is not None and p01 is not None:
+            out.append((float(p10), float(p01)))
+        else:
+            out.append(None if both is None else (float(both), float(both)))
+    return tuple(out)
+
+
 def _readout(target: Any, qubit: int) -> tuple[float, float] | None:
     """(P(1|0), P(0|1)) as Aer's ``basic_device_readout_errors`` reads them."""
     meas = target.get("measure", None) if hasattr(target, "get") else None
@@ -72,16 +95,21 @@ def _readout(target: Any, qubit: int) -> tuple[float, float] | None:
     return (float(prop.error), float(prop.error))
 
 
-def differences_from_aer(target: Target, backend: Any, tolerance: float = 1e-9) -> list[str]:
-    """Where the model ``targets.noise`` rebuilds from ``target`` differs from Aer's
-    ``NoiseModel.from_backend(backend)`` (imported): the noisy instructions, each channel's
-    superoperator and each readout error, within ``tolerance``. Empty when they agree."""
+def differences_from_aer(target: Target, aer_model: Any, tolerance: float = 1e-9) -> list[str]:
+    """Where the model ``targets.noise`` rebuilds from ``target`` differs from an Aer noise
+    model (e.g. ``NoiseModel.from_backend(backend)``, or the one a fake backend simulates with):
+    the noisy instructions, each channel's superoperator and each readout error, within
+    ``tolerance``. Errors on instructions that are not among the target's basis gates (a Heron's
+    fractional ``rx``/``rzz``) are not compared: a circuit transpiled to the target has none.
+    Empty when they agree."""
     import numpy as np
 
-    from qiz.quantum.noise.aer_import import from_backend as aer_model
+    from qiz.quantum.noise.aer_import import from_aer
     from qiz.quantum.targets.noise import gate_channels
 
-    theirs = aer_model(backend)
+    theirs = from_aer(aer_model)
+    known = set(target.basis_gates) | DIRECTIVES  # e.g. a Heron's fractional rx/rzz: not ours
+    theirs.local = {k: v for k, v in theirs.local.items() if k[0] in known}
     problems = []
     if theirs.all_qubit:
         problems.append(f"Aer made all-qubit errors for {sorted(theirs.all_qubit)}")
