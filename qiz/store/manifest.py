@@ -75,13 +75,18 @@ class Manifest:
     recipients: tuple[tuple[bytes, bytes], ...] | None
     sig: bytes
     raw: bytes = field(repr=False)
+    # the id, hashed once: a get names it in every piece it asks for
+    _cid: ContentId = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cid", ContentId.of(self.raw))
 
     def __repr__(self) -> str:
         return f"Manifest({self.cid}, {self.kind}, {self.size} bytes, k={self.k}, n={self.n})"
 
     @property
     def cid(self) -> ContentId:
-        return ContentId.of(self.raw)
+        return self._cid
 
     @property
     def publisher_id(self) -> NodeId:
