@@ -46,14 +46,19 @@ def _decoder(k: int, n: int) -> zfec.Decoder:
     return zfec.Decoder(k, n)
 
 
-def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes]:
-    """The n shares of ``stored``; share j goes to the holder of column j."""
+def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes | memoryview]:
+    """The n shares of ``stored``; share j goes to the holder of column j. The data shares
+    are views of ``stored`` (only padded ones are copied), the parity shares bytes."""
     check_params(k, n)
     size = share_length(len(stored), k)
     if size == 0:
         return [b""] * n
-    padded = bytes(stored) + bytes(k * size - len(stored))
-    blocks = [padded[i * size : (i + 1) * size] for i in range(k)]
+    view = memoryview(stored)
+    blocks: list[bytes | memoryview] = []
+    for i in range(k):
+        block = view[i * size : (i + 1) * size]
+        # blocks past the end of a short chunk are padded with zeros to the share size
+        blocks.append(block if len(block) == size else bytes(block) + bytes(size - len(block)))
     if n == k:
         return blocks
     # the code is systematic: shares 0..k-1 are the blocks themselves, so zfec (which holds
