@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from qiz.cli.human import plural
 from qiz.cli.output import console, emit, guarded
 
 if TYPE_CHECKING:
@@ -111,8 +112,8 @@ def run_on_target(
             markup=False,
         )
         console.print(
-            f"  depth {info['depth']}, {info['two_qubit_gates']} two-qubit gates, physical "
-            f"qubits {', '.join(map(str, outcome.physical_qubits))}",
+            f"  depth {info['depth']}, {plural(info['two_qubit_gates'], 'two-qubit gate')}, "
+            f"physical qubits {', '.join(map(str, outcome.physical_qubits))}",
             markup=False,
         )
         if outcome.ideal is None:
