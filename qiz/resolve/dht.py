@@ -58,7 +58,7 @@ from qiz.resolve.records import (
 from qiz.resolve.routing import Contact, RoutingTable
 from qiz.resolve.store import MAX_BYTES, MAX_RECORDS, PutResult, RecordStore
 from qiz.tasks import TaskOwner
-from qiz.trust.latency import LatencyTable
+from qiz.trust.latency import MIN_TIMEOUT, LatencyTable
 
 log = logging.getLogger("qiz.dht")
 LATENCY_WINDOW = 10_000  # lookup durations kept for the metrics' histogram
@@ -194,7 +194,8 @@ class Dht:
         # RTTs measured by lookups (a monotonic clock, not `clock`, which tests may freeze):
         # adaptive timeouts, hedging, and which peers went silent lately
         self.monotonic = monotonic
-        self.latency = LatencyTable(ceiling=self.config.request_timeout)
+        ceiling = self.config.request_timeout
+        self.latency = LatencyTable(floor=min(MIN_TIMEOUT, ceiling), ceiling=ceiling)
         self.scores = scores  # trust scores of peers, if the node keeps them
         self.hedged_requests = 0  # over all lookups
         self.lookup_timeouts = 0  # requests unanswered past their adaptive timeout

@@ -20,7 +20,7 @@ from qiz.identity.peer_record import VerifiedRecordCache
 from qiz.resolve.lookup import HEDGE_BUDGET, Lookup
 from qiz.resolve.records import RecordError, RecordKind, ValidRecord, validate
 from qiz.resolve.routing import Contact, RoutingTable
-from qiz.trust.latency import LatencyTable
+from qiz.trust.latency import MIN_TIMEOUT, LatencyTable
 
 
 class Behaviour(enum.Enum):
@@ -180,7 +180,8 @@ class SimNetwork:
         rtt = None
         if config.adaptive:
             if origin.latency is None:
-                origin.latency = LatencyTable(ceiling=config.timeout)
+                ceiling = config.timeout
+                origin.latency = LatencyTable(floor=min(MIN_TIMEOUT, ceiling), ceiling=ceiling)
             rtt = origin.latency
         avoid = None
         if rtt is not None and config.avoid_suspects:
