@@ -186,11 +186,15 @@ class Lookup:
             return None
         soonest: float | None = None
         for candidate in self._outstanding.values():
-            if candidate.state is not State.IN_FLIGHT or candidate.sent is None:
+            if candidate.sent is None or candidate.timed_out:
                 continue
             peer = candidate.contact.node_id
             when = candidate.sent + self.rtt.timeout(peer)
-            if self._cut(candidate) is not None:
+            if candidate.state is State.LATE:  # hedged: its path may be waiting for it
+                path = self.paths[candidate.path]
+                if path.done or (self.want_value and path.found):
+                    continue
+            elif self._cut(candidate) is not None:
                 when = min(when, candidate.sent + self.rtt.expected(peer))
             soonest = when if soonest is None else min(soonest, when)
         return soonest
@@ -301,7 +305,7 @@ class Lookup:
                     self.stalls += 1
                     candidate.state = State.LATE
                     path.in_flight -= 1
-                    changed.add(path.index)
+                changed.add(path.index)
             elif candidate.state is State.IN_FLIGHT and now >= candidate.sent + self.rtt.expected(
                 peer
             ):
@@ -380,5 +384,15 @@ class Lookup:
         frontier = self._frontier(path)
         if self.want_value and path.found:
             frontier = frontier[: self.alpha]
+        elif self._hedged_pending(path):
+            return  # found nothing yet: a hedged answer may still show the way, until its timeout
         if all(c.state is State.ANSWERED for c in frontier):
             path.done = True
+
+    def _hedged_pending(self, path: Path) -> bool:
+        """Whether ``path`` has a request that gave up its slot to a hedge and is still within
+        its adaptive timeout."""
+        return any(
+            c.path == path.index and c.state is State.LATE and not c.timed_out
+            for c in self._outstanding.values()
+        )
