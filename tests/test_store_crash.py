@@ -13,7 +13,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,26 @@ def part_bytes(node: NodeProcess) -> int:
         with contextlib.suppress(FileNotFoundError):
             total += path.stat().st_size
     return total
+
+
+def temp_bytes(work: Path) -> int:
+    """Bytes in the get temporaries beside the targets in ``work``."""
+    total = 0
+    for path in work.glob(".qiz-get-*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``check`` every millisecond (a get can end between two slower polls); False
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.001)
+    return False
 
 
 def integrity(node: NodeProcess) -> None:
@@ -125,14 +146,21 @@ def test_kill_a_holder_mid_receipt_then_the_owner_mid_put_then_a_getter_mid_get(
         qiz(work, "--home", "own", "store", "put", str(second), "--k", "2", "--n", "3", "--json")
     )
 
-    # 3. a getter is killed mid-get: no target appears; the next get completes it
+    # 3. a getter is killed mid-get: no target appears; the next get completes it. A get of
+    #    24 MiB takes a tenth of a second here, so the getter is frozen the moment its
+    #    temporary grows, and the get is started again if it had finished by then.
     target = work / "out.bin"
-    fetch = qiz_popen(work, "--home", "get", "store", "get", again["cid"], "-o", str(target))
-    eventually(
-        lambda: any(p.stat().st_size > 1 << 20 for p in work.glob(".qiz-get-*")),
-        timeout=60,
-        what="the get's temporary growing",
-    )
+    for _attempt in range(5):
+        target.unlink(missing_ok=True)
+        fetch = qiz_popen(work, "--home", "get", "store", "get", again["cid"], "-o", str(target))
+        wait_for(lambda f=fetch: temp_bytes(work) > 1 << 20 or f.poll() is not None, 60)
+        os.killpg(get.proc.pid, signal.SIGSTOP)
+        if temp_bytes(work) > 1 << 20 and not target.exists():
+            break
+        os.killpg(get.proc.pid, signal.SIGCONT)  # too late: the get ended; try again
+        fetch.communicate(timeout=30)
+    else:
+        raise AssertionError("every get ended before the test could kill it")
     os.killpg(get.proc.pid, signal.SIGKILL)
     get.proc.wait(10)
     fetch.communicate(timeout=30)
