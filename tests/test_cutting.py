@@ -167,7 +167,7 @@ def test_without_the_addon_the_error_says_what_to_install(monkeypatch) -> None:
         run_cut(two_blocks(2), "ZZZZ", max_qubits=2, local=True)
     message = str(missing.value)
     assert "\n" not in message and "qiskit-addon-cutting" in message
-    assert "pip install -e '.[test]'" in message
+    assert "pip install -e '.[qiskit]'" in message
 
 
 def test_qiz_cut_local_answers_json_and_refuses_in_one_line(tmp_path: Path) -> None:

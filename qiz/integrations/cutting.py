@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["CutError", "CutPlan", "CutResult", "CuttingMissing", "plan_cut", "run_cut"]
 
 MOST_SUBEXPERIMENTS = 4096  # distinct sub-experiments one cut run may make (each is a job)
-INSTALL = "pip install -e '.[test]' (or: pip install qiskit-addon-cutting)"
+INSTALL = "pip install -e '.[qiskit]' (or: pip install qiskit-addon-cutting)"
 
 
 class CuttingMissing(QizError, ImportError):
