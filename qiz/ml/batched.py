@@ -1,0 +1,241 @@
+"""Circuits run on a batch of samples at once: states of shape (batch, 2**n), adjoint gradients.
+
+The engine (``qiz.quantum.core.statevector``, the fused VQE paths) simulates one state at a
+time, tuned for many qubits. A classifier needs the opposite: few qubits (4-12) and hundreds
+of samples whose circuits differ only in their angles. So a batch runs here as one array,
+every gate one numpy operation over all samples; the Python loop is over gates, never samples.
+Matrices, generators and qubit ordering come from the engine's gate table
+(``qiz.quantum.core.gates``), and :meth:`Program.circuit` gives the very same circuit for one
+sample as a plain ``Circuit``, which the tests run on the engine to check these states.
+
+Gradients use the adjoint method, as ``qiz.quantum.algorithms.vqe._adjoint_circuit`` does for
+one state: forward once, form lambda = dL/d<psi| for the whole batch, then undo the gates on
+psi and lambda together. For a rotation exp(-i a P / 2) whose angle a depends on a parameter,
+
+    dL/da_i = 2 Re <lambda_i| (-i/2) P |psi_i> = Im <lambda_i| P |psi_i>
+
+taken after the gate, for every sample i at once; da_i/dtheta is 1 (a bias) or x_i (a weight
+on an encoded feature). Three sweeps of the circuit give every parameter's gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.core.gates import gate_spec
+
+# rotations exp(-i a P / 2) this path takes a (per-sample) angle for
+ROTATIONS = ("rx", "ry", "rz", "rxx", "ryy", "rzz")
+# fixed gates: any of the engine's parameterless gates on one or two qubits
+_PAULI = {
+    "x": np.array([[0, 1], [1, 0]], dtype=np.complex128),
+    "y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
+    "z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One gate. A rotation's angle for sample i is
+
+        (theta[weight] if weight >= 0 else scale) * A[i, feature]   (if feature >= 0)
+      + (theta[bias] if bias >= 0 else 0) + offset
+
+    where A is the encoded data (one row per sample) and theta the trainable parameters."""
+
+    gate: str
+    qubits: tuple[int, ...]
+    feature: int = -1
+    weight: int = -1
+    bias: int = -1
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @property
+    def trainable(self) -> bool:
+        return self.weight >= 0 or self.bias >= 0
+
+
+def _pauli_of(gate: str) -> np.ndarray:
+    """P of the rotation exp(-i a P / 2): the engine's generator is -i P / 2."""
+    generator = gate_spec(gate).generator
+    assert generator is not None
+    return generator * 2j
+
+
+def _zsign(num_qubits: int, qubits: Sequence[int]) -> np.ndarray:
+    """prod_q (-1)^bit_q(x) over ``qubits``, for every basis index x."""
+    index = np.arange(1 << num_qubits)
+    parity = np.zeros(1 << num_qubits, dtype=np.int64)
+    for q in qubits:
+        parity ^= (index >> q) & 1
+    return 1.0 - 2.0 * parity
+
+
+def _cz_sign(num_qubits: int, qubits: Sequence[int]) -> np.ndarray:
+    """-1 where both qubits are 1, else 1."""
+    index = np.arange(1 << num_qubits)
+    a, b = qubits
+    return 1.0 - 2.0 * ((index >> a) & (index >> b) & 1)
+
+
+@dataclass
+class Program:
+    """A parameterised circuit over ``num_qubits`` fed by ``num_encoded`` data columns."""
+
+    num_qubits: int
+    ops: list[Op]
+    num_params: int
+    num_encoded: int
+
+    def __post_init__(self) -> None:
+        n = self.num_qubits
+        self._diag: dict[tuple[int, ...], np.ndarray] = {}  # Z...Z signs
+        self._cz: dict[tuple[int, ...], np.ndarray] = {}  # CZ signs
+        for op in self.ops:
+            spec = gate_spec(op.gate)
+            if len(op.qubits) != spec.num_qubits or not all(0 <= q < n for q in op.qubits):
+                raise ValueError(f"{op.gate} on {op.qubits} does not fit {n} qubits")
+            if op.gate not in ROTATIONS and spec.num_params:
+                raise ValueError(f"{op.gate}: only {', '.join(ROTATIONS)} take angles here")
+            if op.gate in ("rz", "rzz", "z"):
+                self._diag.setdefault(op.qubits, _zsign(n, op.qubits))
+            elif op.gate == "cz":
+                self._cz.setdefault(op.qubits, _cz_sign(n, op.qubits))
+
+    # -- angles --------------------------------------------------------------------------
+
+    def angles(self, op: Op, data: np.ndarray, theta: np.ndarray) -> np.ndarray | float:
+        """The op's angle per sample (an array over the batch) or one number for all."""
+        angle: np.ndarray | float = op.offset
+        if op.feature >= 0:
+            w = theta[op.weight] if op.weight >= 0 else op.scale
+            angle = angle + w * data[:, op.feature]
+        if op.bias >= 0:
+            angle = angle + theta[op.bias]
+        return angle
+
+    # -- gates on a batch ----------------------------------------------------------------
+
+    def _rotate(self, state: np.ndarray, op: Op, angle: np.ndarray | float) -> np.ndarray:
+        """exp(-i a P / 2) with a per-sample angle ``a`` (or one angle for all)."""
+        a = np.asarray(angle, dtype=np.float64)
+        c = np.cos(0.5 * a)
+        s = np.sin(0.5 * a)
+        if op.gate in ("rz", "rzz"):  # diagonal: cos - i sin * z
+            z = self._diag[op.qubits]
+            if a.ndim:
+                return state * (c[:, None] - 1j * s[:, None] * z[None, :])
+            return state * (c - 1j * s * z)
+        pauli = _pauli_of(op.gate)
+        eye = np.eye(pauli.shape[0], dtype=np.complex128)
+        if a.ndim:
+            m = c[:, None, None] * eye - 1j * s[:, None, None] * pauli
+        else:
+            m = c * eye - 1j * s * pauli
+        return self._matrix(state, op.qubits, m)
+
+    def _fixed(self, state: np.ndarray, op: Op, inverse: bool = False) -> np.ndarray:
+        if op.gate == "z":
+            return state * self._diag[op.qubits]
+        if op.gate == "cz":
+            return state * self._cz[op.qubits]
+        m = gate_spec(op.gate).full_matrix(())
+        return self._matrix(state, op.qubits, m.conj().T if inverse else m)
+
+    def _matrix(self, state: np.ndarray, qubits: tuple[int, ...], m: np.ndarray) -> np.ndarray:
+        """Apply a (2^k x 2^k) matrix, or one per sample (batch, 2^k, 2^k), on ``qubits``
+        (matrix index = sum_i bit(qubits[i]) 2^i, the engine's convention)."""
+        n = self.num_qubits
+        batch = state.shape[0]
+        if len(qubits) == 1:
+            q = qubits[0]
+            view = state.reshape(batch, 1 << (n - q - 1), 2, 1 << q)
+            lo, hi = view[:, :, 0, :], view[:, :, 1, :]
+            if m.ndim == 3:
+                e = [m[:, i, j][:, None, None] for i in (0, 1) for j in (0, 1)]
+            else:
+                e = [m[i, j] for i in (0, 1) for j in (0, 1)]
+            out = np.empty_like(view)
+            out[:, :, 0, :] = e[0] * lo + e[1] * hi
+            out[:, :, 1, :] = e[2] * lo + e[3] * hi
+            return out.reshape(batch, 1 << n)
+        k = len(qubits)
+        axes = [n - q for q in reversed(qubits)]  # tensor axis of qubit q is n - q
+        t = np.moveaxis(state.reshape((batch,) + (2,) * n), axes, range(n + 1 - k, n + 1))
+        shape = t.shape
+        flat = t.reshape(batch, -1, 1 << k)
+        out = np.einsum("bij,brj->bri", m, flat) if m.ndim == 3 else flat @ m.T
+        back = np.moveaxis(out.reshape(shape), range(n + 1 - k, n + 1), axes)
+        return np.ascontiguousarray(back).reshape(batch, 1 << n)
+
+    def _apply(self, state: np.ndarray, op: Op, data: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if op.gate in ROTATIONS:
+            return self._rotate(state, op, self.angles(op, data, theta))
+        return self._fixed(state, op)
+
+    def _undo(self, state: np.ndarray, op: Op, data: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if op.gate in ROTATIONS:
+            return self._rotate(state, op, -np.asarray(self.angles(op, data, theta)))
+        return self._fixed(state, op, inverse=True)
+
+    # -- the public sweeps ---------------------------------------------------------------
+
+    def _check(self, data: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        data = np.asarray(data, dtype=np.float64)
+        theta = np.asarray(theta, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.num_encoded:
+            raise ValueError(f"expected data of shape (batch, {self.num_encoded})")
+        if theta.shape != (self.num_params,):
+            raise ValueError(f"expected {self.num_params} parameters, got {theta.shape}")
+        return data, theta
+
+    def states(self, data: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
+        """The final states of every sample, shape (batch, 2**num_qubits), from |0...0>."""
+        theta = np.zeros(0) if theta is None else theta
+        data, theta = self._check(data, theta)
+        state = np.zeros((data.shape[0], 1 << self.num_qubits), dtype=np.complex128)
+        state[:, 0] = 1.0
+        for op in self.ops:
+            state = self._apply(state, op, data, theta)
+        return state
+
+    def backward(
+        self, psi: np.ndarray, lam: np.ndarray, data: np.ndarray, theta: np.ndarray
+    ) -> np.ndarray:
+        """dL/dtheta given the final states ``psi`` and lambda = dL/d<psi| (both (batch, 2^n)),
+        summed over the batch: the adjoint sweep, psi and lambda undone gate by gate."""
+        data, theta = self._check(data, theta)
+        grad = np.zeros(self.num_params)
+        for op in reversed(self.ops):
+            if op.gate in ROTATIONS and op.trainable:
+                p_psi = self._matrix(psi, op.qubits, _pauli_of(op.gate)) if op.gate not in (
+                    "rz", "rzz") else psi * self._diag[op.qubits]  # fmt: skip
+                per_sample = np.einsum("bi,bi->b", lam.conj(), p_psi).imag  # dL/da_i
+                if op.weight >= 0:
+                    grad[op.weight] += per_sample @ data[:, op.feature]
+                if op.bias >= 0:
+                    grad[op.bias] += per_sample.sum()
+            psi = self._undo(psi, op, data, theta)
+            lam = self._undo(lam, op, data, theta)
+        return grad
+
+    # -- one sample as a plain circuit ---------------------------------------------------
+
+    def circuit(self, row: np.ndarray, theta: np.ndarray | None = None) -> Circuit:
+        """The circuit of one sample (its encoded ``row``), all angles bound: what the engine
+        runs to check :meth:`states`."""
+        theta = np.zeros(0) if theta is None else theta
+        data, theta = self._check(np.asarray(row, dtype=np.float64)[None, :], theta)
+        circ = Circuit(self.num_qubits, name="ml_program")
+        for op in self.ops:
+            if op.gate in ROTATIONS:
+                angle = float(np.asarray(self.angles(op, data, theta)).reshape(-1)[0])
+                circ.append(op.gate, op.qubits, [angle])
+            else:
+                circ.append(op.gate, op.qubits)
+        return circ

@@ -1,0 +1,217 @@
+"""qiz.ml: batched states against the plain engine, adjoint gradients against finite
+differences, the fidelity kernel's properties, training, seeds, and scikit-learn's checks."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import SVC
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from qiz.ml import QSVC, VQC, VQR, QuantumKernel
+from qiz.ml.batched import Op, Program
+from qiz.ml.feature_maps import reuploading_map, zz_map
+from qiz.quantum.core.statevector import statevector
+
+RNG = np.random.default_rng(7)
+
+
+def _engine_states(program: Program, data: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """One circuit per sample on the gate-level engine: the reference."""
+    return np.array([statevector(program.circuit(row, theta)) for row in data])
+
+
+def _mixed_program() -> Program:
+    """Every kind of op the batched path has: per-sample and shared angles, weights and biases,
+    one- and two-qubit rotations, diagonal and fixed gates, controls."""
+    ops = [
+        Op("h", (0,)),
+        Op("h", (2,)),
+        Op("ry", (1,), feature=0, weight=0, bias=1),
+        Op("rxx", (0, 2), feature=1, weight=2),
+        Op("cx", (2, 1)),
+        Op("ryy", (1, 0), bias=3),
+        Op("rz", (2,), feature=2, scale=0.7, offset=0.3),
+        Op("rzz", (0, 1), feature=0, weight=4),
+        Op("cz", (1, 2)),
+        Op("swap", (0, 2)),
+        Op("rx", (1,), feature=1, weight=5, bias=6),
+        Op("ch", (0, 1)),
+    ]
+    return Program(3, ops, 7, 3)
+
+
+# -- states and gradients ---------------------------------------------------------------
+
+
+def test_batched_states_equal_the_engine_sample_by_sample() -> None:
+    data = RNG.normal(size=(6, 3))
+    theta = RNG.normal(size=7)
+    program = _mixed_program()
+    assert np.abs(program.states(data, theta) - _engine_states(program, data, theta)).max() < 1e-12
+    for fmap, d in ((zz_map(3, 5, 2, "ring", 0.7), 5), (reuploading_map(3, 4, 2, "ring"), 4)):
+        x = RNG.normal(size=(5, d))
+        th = RNG.normal(size=fmap.program.num_params)
+        a = fmap.encode(x)
+        assert (
+            np.abs(fmap.program.states(a, th) - _engine_states(fmap.program, a, th)).max() < 1e-12
+        )
+
+
+def _finite_difference(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    return np.array([(f(x + e) - f(x - e)) / (2 * h) for e in np.eye(x.size) * h])
+
+
+def test_adjoint_gradient_of_a_program_matches_finite_differences() -> None:
+    program = _mixed_program()
+    data = RNG.normal(size=(5, 3))
+    diag = RNG.normal(size=8)
+
+    def loss(theta: np.ndarray) -> float:
+        psi = program.states(data, theta)
+        return float(((psi.real**2 + psi.imag**2) @ diag).sum())
+
+    theta = RNG.normal(size=7)
+    psi = program.states(data, theta)
+    grad = program.backward(psi, psi * diag, data, theta)
+    assert np.allclose(grad, _finite_difference(loss, theta), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("model", "classes"),
+    [
+        (VQC(num_qubits=3, layers=2, alpha=0.01), 2),
+        (VQC(num_qubits=3, layers=2), 3),
+        (VQC(num_qubits=3, layers=1), 5),
+        (VQR(num_qubits=3, layers=2), 0),
+    ],
+)
+def test_model_gradients_match_finite_differences(model, classes: int) -> None:
+    """Every parameter (encoding weights, rotations, output scales and biases) of the
+    logistic, softmax (Z and basis-state readouts) and squared-error losses."""
+    x = RNG.normal(size=(12, 4))
+    y = RNG.integers(0, classes, size=12) if classes else RNG.normal(size=12)
+    if classes:
+        y[:classes] = np.arange(classes)
+    model.set_params(max_iter=1, random_state=0).fit(x, y)
+    target = np.searchsorted(model.classes_, y) if classes else y
+    params = model.params_ + RNG.normal(0.0, 0.3, model.params_.size)
+    _, grad = model._loss_grad(params, x, target)
+    numeric = _finite_difference(lambda p: model._loss_grad(p, x, target)[0], params)
+    assert np.allclose(grad, numeric, atol=1e-7)
+
+
+# -- the kernel -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("feature_map", ["zz", "reuploading"])
+def test_kernel_matrix_is_a_fidelity_gram_matrix(feature_map: str) -> None:
+    x = RNG.normal(size=(20, 4))
+    qk = QuantumKernel(feature_map=feature_map, num_qubits=4, reps=2, bandwidth=0.8)
+    k = qk.evaluate(x)
+    assert k.shape == (20, 20)
+    assert np.array_equal(k, k.T)
+    assert np.abs(np.diag(k) - 1.0).max() < 1e-12
+    assert np.linalg.eigvalsh(k).min() >= -1e-10
+    # the same numbers from the plain engine, state by state, pair by pair
+    fmap = qk.build(4)
+    states = _engine_states(fmap.program, fmap.encode(x), np.zeros(0))
+    ref = np.array([[abs(np.vdot(a, b)) ** 2 for b in states] for a in states])
+    assert np.abs(k - ref).max() < 1e-12
+    # a rectangular block is the matching block of the square one
+    assert np.abs(qk.evaluate(x[:5], x[5:]) - k[:5, 5:]).max() < 1e-12
+
+
+def test_kernel_feeds_sklearn_svc_as_precomputed_matrix_or_callable() -> None:
+    x = RNG.normal(size=(40, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    train, test = slice(0, 30), slice(30, 40)
+    qk = QuantumKernel(num_qubits=3)
+    svc = SVC(kernel="precomputed").fit(qk.evaluate(x[train]), y[train])
+    pre = svc.predict(qk.evaluate(x[test], x[train]))
+    assert np.array_equal(SVC(kernel=qk).fit(x[train], y[train]).predict(x[test]), pre)
+    piped = make_pipeline(QuantumKernel(num_qubits=3), SVC(kernel="precomputed"))
+    assert np.array_equal(piped.fit(x[train], y[train]).predict(x[test]), pre)
+    assert np.array_equal(QSVC(num_qubits=3).fit(x[train], y[train]).predict(x[test]), pre)
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def _separable(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Two clusters with a margin: a linearly separable toy set."""
+    x = np.random.default_rng(3).uniform(-1.0, 1.0, size=(n, 2))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    x += 0.4 * (2 * y[:, None] - 1)  # push the classes apart
+    return x, y
+
+
+@pytest.mark.parametrize("optimizer", ["L-BFGS-B", "adam"])
+def test_vqc_learns_a_separable_set_to_full_training_accuracy(optimizer: str) -> None:
+    x, y = _separable()
+    model = VQC(num_qubits=2, layers=2, optimizer=optimizer, max_iter=60, random_state=0)
+    assert model.fit(x, y).score(x, y) == 1.0
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+
+
+def test_vqr_fits_a_smooth_function() -> None:
+    x = np.linspace(-1.0, 1.0, 40)[:, None]
+    y = np.sin(2.0 * x[:, 0]) + 3.0
+    model = VQR(num_qubits=1, layers=3, max_iter=200, random_state=0).fit(x, y)
+    assert model.score(x, y) > 0.99
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        VQC(num_qubits=2, layers=2, max_iter=15),
+        VQC(num_qubits=2, optimizer="adam", max_iter=3),
+        VQR(num_qubits=2, max_iter=15),
+    ],
+)
+def test_a_fixed_random_state_gives_identical_fits(model) -> None:
+    x, y = _separable(30)
+    if isinstance(model, VQR):
+        y = x[:, 0] - x[:, 1]
+    a = clone(model).set_params(random_state=5).fit(x, y)
+    b = clone(model).set_params(random_state=5).fit(x, y)
+    c = clone(model).set_params(random_state=6).fit(x, y)
+    assert np.array_equal(a.params_, b.params_)
+    assert np.array_equal(a.predict(x), b.predict(x))
+    assert not np.array_equal(a.params_, c.params_)
+    restored = pickle.loads(pickle.dumps(a))
+    assert np.array_equal(restored.predict(x), a.predict(x))
+
+
+def test_bad_parameters_are_refused_in_one_line() -> None:
+    x, y = _separable(10)
+    with pytest.raises(ValueError, match="optimizer"):
+        VQC(optimizer="sgd").fit(x, y)
+    with pytest.raises(ValueError, match="num_qubits"):
+        VQC(num_qubits=40).fit(x, y)
+    with pytest.raises(ValueError, match="feature_map"):
+        QSVC(feature_map="nope").fit(x, y)
+    with pytest.raises(ValueError, match="basis states"):
+        VQC(num_qubits=1).fit(np.arange(6.0)[:, None], np.arange(6))
+
+
+# -- scikit-learn's estimator checks ----------------------------------------------------
+
+# Small models so that the whole set runs in seconds. Every check applies and passes; the two
+# that sklearn itself skips here are check_array_api_input (SCIPY_ARRAY_API unset; our
+# simulation is numpy-only) and check_*_data_not_an_array (pandas is not installed).
+ESTIMATORS = [
+    QuantumKernel(num_qubits=2, reps=1),
+    QSVC(num_qubits=2, reps=1),
+    VQC(num_qubits=2, layers=2, max_iter=30, random_state=0),
+    VQR(num_qubits=2, layers=1, max_iter=20, random_state=0),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_estimator_checks(estimator, check) -> None:
+    check(estimator)
