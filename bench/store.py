@@ -323,6 +323,58 @@ def vm_rss(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its threads so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each of the mesh's node processes spends during a ``with`` block."""
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self.nodes = [n for n in nodes if n.alive()]
+        self.spent: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._start = {n.node_id: cpu_seconds(n.proc.pid) for n in self.nodes}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = {
+            n.node_id: cpu_seconds(n.proc.pid) - self._start[n.node_id] for n in self.nodes
+        }
+
+    def of(self, ids: list[str]) -> float:
+        return sum(self.spent.get(i, 0.0) for i in ids)
+
+
+def cpu_figures(
+    op: str, size_mib: int, meter: CpuMeter, mine: str, holders: list[str]
+) -> list[Figure]:
+    """Where the CPU of one put or get went, per MB of content: the node that put or got, and
+    its holders together (docs/store.md, "Throughput")."""
+    mb = size_mib * MIB / MB
+    role = "putting" if op == "put" else "getting"
+    return [
+        Figure(
+            "pool, 5 holders: CPU per MB of content",
+            f"{op} {size_mib} MiB: {who}",
+            1000 * seconds / mb,
+            "ms/MB",
+            extra={"size_mib": size_mib},
+        )
+        for who, seconds in (
+            (f"the {role} node", meter.of([mine])),
+            ("its holders together", meter.of(holders)),
+        )
+    ]
+
+
 def pool_figures(root: Path, sizes: tuple[int, ...], quick: bool) -> list[Figure]:
     """Put and get per size on the mesh, the baselines of the same sizes, RSS, repair."""
     figures: list[Figure] = []
@@ -360,23 +412,30 @@ def pool_figures(root: Path, sizes: tuple[int, ...], quick: bool) -> list[Figure
             runs = 1 if quick else RUNS.get(size_mib, 1)
             best_put, best_get, rss, cid = float("inf"), float("inf"), 0, ""
             holders: list[str] = []
+            cpu: list[Figure] = []
             for run in range(runs):
                 path = root / f"in-{size_mib}-{run}.bin"
                 digest = write_random(path, size)
-                put = mesh.call(putter, "store_put", path=str(path), k=K, n=N)
-                best_put = min(best_put, put["duration_s"])
+                with CpuMeter(mesh.nodes) as meter:
+                    put = mesh.call(putter, "store_put", path=str(path), k=K, n=N)
                 cid, holders = put["cid"], put["holders"]
+                if put["duration_s"] < best_put:
+                    best_put = put["duration_s"]
+                    put_cpu = cpu_figures("put", size_mib, meter, putter.node_id, holders)
                 path.unlink()
+            cpu += put_cpu
             # the getter holds no column: every share it needs crosses a link
             getter = next(n for n in mesh.nodes[1:] if n.alive() and n.node_id not in holders)
             for run in range(runs):
                 out = root / f"out-{size_mib}.bin"
                 out.unlink(missing_ok=True)
-                with RssSampler(getter.proc.pid) as sampler:
+                with RssSampler(getter.proc.pid) as sampler, CpuMeter(mesh.nodes) as meter:
                     got = mesh.call(getter, "store_get", cid=cid, output=str(out))
                 if run == 0 and file_digest(out) != digest:
                     raise SystemExit(f"{size_mib} MiB: the got file differs from the put one")
-                best_get = min(best_get, got["duration_s"])
+                if got["duration_s"] < best_get:
+                    best_get = got["duration_s"]
+                    get_cpu = cpu_figures("get", size_mib, meter, getter.node_id, holders)
                 rss = max(rss, sampler.growth)
                 out.unlink()
             put_mbs, get_mbs = size / best_put / MB, size / best_get / MB
@@ -402,6 +461,7 @@ def pool_figures(root: Path, sizes: tuple[int, ...], quick: bool) -> list[Figure
                 )
             )
             if size == largest:
+                figures += cpu + get_cpu
                 figures.append(
                     Figure(
                         "pool, 5 holders",
