@@ -53,6 +53,7 @@ from qiz.store.config import StoreConfig
 from qiz.store.errors import StoreDisabled
 from qiz.store.service import StoreService
 from qiz.tasks import TaskOwner
+from qiz.trust.scores import INITIAL as INITIAL_SCORE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -150,6 +151,7 @@ class Node:
             config=dht_config,
             clock=clock,
             events=self.events,
+            scores=self._peer_score,  # lookups ask low-scored peers last (docs/dht.md)
         )
         self.handlers.update(self.dht.handlers())
         # observed addresses and reachability (docs/nat.md): a private node publishes no
@@ -799,6 +801,11 @@ class Node:
         }
 
     # ------------------------------------------------------------------ RPC services
+
+    def _peer_score(self, peer: bytes) -> float:
+        """A peer's trust score (compute keeps them); neutral on a node without compute."""
+        compute = getattr(self, "compute", None)
+        return compute.scores.get(peer) if compute is not None else INITIAL_SCORE
 
     async def _rpc_ping(self, ctx: CallContext, body: Any) -> Any:
         return body

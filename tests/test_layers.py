@@ -43,6 +43,7 @@ SANS_IO = [
     "qmp/circuit.py",
     "qmp/relay.py",
     "qmp/observed.py",
+    "trust/latency.py",
 ]
 
 
