@@ -25,17 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qiz.ml import jit
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.gates import gate_spec
 
 # rotations exp(-i a P / 2) this path takes a (per-sample) angle for
 ROTATIONS = ("rx", "ry", "rz", "rxx", "ryy", "rzz")
-# fixed gates: any of the engine's parameterless gates on one or two qubits
-_PAULI = {
-    "x": np.array([[0, 1], [1, 0]], dtype=np.complex128),
-    "y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
-    "z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
-}
+_KINDS = {"rx": jit.RX, "ry": jit.RY, "rz": jit.RZ}  # one-qubit rotations with a kernel
 
 
 @dataclass(frozen=True)
@@ -83,6 +79,12 @@ def _cz_sign(num_qubits: int, qubits: Sequence[int]) -> np.ndarray:
     return 1.0 - 2.0 * ((index >> a) & (index >> b) & 1)
 
 
+def _im_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Im sum conj(a) b per sample."""
+    axes = tuple(range(1, a.ndim))
+    return np.sum(a.real * b.imag, axis=axes) - np.sum(a.imag * b.real, axis=axes)
+
+
 @dataclass
 class Program:
     """A parameterised circuit over ``num_qubits`` fed by ``num_encoded`` data columns."""
@@ -122,30 +124,41 @@ class Program:
     # -- gates on a batch ----------------------------------------------------------------
 
     def _rotate(self, state: np.ndarray, op: Op, angle: np.ndarray | float) -> np.ndarray:
-        """exp(-i a P / 2) with a per-sample angle ``a`` (or one angle for all)."""
-        a = np.asarray(angle, dtype=np.float64)
-        c = np.cos(0.5 * a)
-        s = np.sin(0.5 * a)
-        if op.gate in ("rz", "rzz"):  # diagonal: cos - i sin * z
-            z = self._diag[op.qubits]
-            if a.ndim:
-                return state * (c[:, None] - 1j * s[:, None] * z[None, :])
-            return state * (c - 1j * s * z)
+        """exp(-i a P / 2) with a per-sample angle ``a`` (or one angle for all); one-qubit
+        rotations and diagonals in place."""
+        a = np.broadcast_to(np.asarray(angle, dtype=np.float64), (state.shape[0],))
+        c = np.ascontiguousarray(np.cos(0.5 * a))
+        s = np.ascontiguousarray(np.sin(0.5 * a))
+        if op.gate in _KINDS:
+            jit.rotate(state, op.qubits[0], _KINDS[op.gate], c, s)
+            return state
+        if op.gate == "rzz":  # diagonal: cos - i sin * z
+            state *= c[:, None] - 1j * s[:, None] * self._diag[op.qubits][None, :]
+            return state
         pauli = _pauli_of(op.gate)
         eye = np.eye(pauli.shape[0], dtype=np.complex128)
-        if a.ndim:
-            m = c[:, None, None] * eye - 1j * s[:, None, None] * pauli
-        else:
-            m = c * eye - 1j * s * pauli
+        m = c[:, None, None] * eye - 1j * s[:, None, None] * pauli
         return self._matrix(state, op.qubits, m)
 
+    def _angle_gradient(self, lam: np.ndarray, psi: np.ndarray, op: Op) -> np.ndarray:
+        """Im <lambda_i| P |psi_i> for every sample: dL/d(angle) of the rotation ``op``."""
+        if op.gate in _KINDS:
+            return jit.angle_gradient(lam, psi, op.qubits[0], _KINDS[op.gate])
+        if op.gate == "rzz":
+            return _im_dot(lam, psi * self._diag[op.qubits])
+        return _im_dot(lam, self._matrix(psi, op.qubits, _pauli_of(op.gate)))
+
     def _fixed(self, state: np.ndarray, op: Op, inverse: bool = False) -> np.ndarray:
-        if op.gate == "z":
-            return state * self._diag[op.qubits]
-        if op.gate == "cz":
-            return state * self._cz[op.qubits]
+        """A parameterless gate; in place for diagonals and one-qubit gates."""
+        if op.gate in ("z", "cz"):
+            state *= self._diag[op.qubits] if op.gate == "z" else self._cz[op.qubits]
+            return state
         m = gate_spec(op.gate).full_matrix(())
-        return self._matrix(state, op.qubits, m.conj().T if inverse else m)
+        m = np.ascontiguousarray(m.conj().T if inverse else m)
+        if len(op.qubits) == 1:
+            jit.matrix(state, op.qubits[0], m)
+            return state
+        return self._matrix(state, op.qubits, m)
 
     def _matrix(self, state: np.ndarray, qubits: tuple[int, ...], m: np.ndarray) -> np.ndarray:
         """Apply a (2^k x 2^k) matrix, or one per sample (batch, 2^k, 2^k), on ``qubits``
@@ -200,8 +213,9 @@ class Program:
         data, theta = self._check(data, theta)
         state = np.zeros((data.shape[0], 1 << self.num_qubits), dtype=np.complex128)
         state[:, 0] = 1.0
-        for op in self.ops:
-            state = self._apply(state, op, data, theta)
+        with jit.threads_for_batch(data.shape[0], self.num_qubits):
+            for op in self.ops:
+                state = self._apply(state, op, data, theta)
         return state
 
     def backward(
@@ -210,19 +224,30 @@ class Program:
         """dL/dtheta given the final states ``psi`` and lambda = dL/d<psi| (both (batch, 2^n)),
         summed over the batch: the adjoint sweep, psi and lambda undone gate by gate."""
         data, theta = self._check(data, theta)
+        psi = np.array(psi, dtype=np.complex128)  # undone in place: the caller's stay intact
+        lam = np.array(lam, dtype=np.complex128)
         grad = np.zeros(self.num_params)
+        with jit.threads_for_batch(data.shape[0], self.num_qubits):
+            self._sweep_back(psi, lam, data, theta, grad)
+        return grad
+
+    def _sweep_back(
+        self,
+        psi: np.ndarray,
+        lam: np.ndarray,
+        data: np.ndarray,
+        theta: np.ndarray,
+        grad: np.ndarray,
+    ) -> None:
         for op in reversed(self.ops):
             if op.gate in ROTATIONS and op.trainable:
-                p_psi = self._matrix(psi, op.qubits, _pauli_of(op.gate)) if op.gate not in (
-                    "rz", "rzz") else psi * self._diag[op.qubits]  # fmt: skip
-                per_sample = np.einsum("bi,bi->b", lam.conj(), p_psi).imag  # dL/da_i
+                per_sample = self._angle_gradient(lam, psi, op)  # dL/da_i
                 if op.weight >= 0:
                     grad[op.weight] += per_sample @ data[:, op.feature]
                 if op.bias >= 0:
                     grad[op.bias] += per_sample.sum()
             psi = self._undo(psi, op, data, theta)
             lam = self._undo(lam, op, data, theta)
-        return grad
 
     # -- one sample as a plain circuit ---------------------------------------------------
 
