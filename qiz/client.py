@@ -151,7 +151,8 @@ class Attestation:
 class JobResult:
     """A done job's verified results: ``results`` holds one entry per task (a sweep's task: a
     list of points), ``value`` the one result of a single-task job, ``points`` a sweep's points
-    in order, each ``{"point": {...}, ...result}``."""
+    in order, each ``{"point": {...}, ...result}``, ``circuits`` a circuits job's results in
+    order, each ``{"counts", "shots"}``."""
 
     job_id: str
     kind: str
@@ -163,7 +164,16 @@ class JobResult:
     def value(self) -> dict[str, Any]:
         if self.kind == "sweep":
             raise ClientError(f"job {self.job_id[:SHORT_ID]} is a sweep: read its .points")
+        if self.kind == "circuits":
+            raise ClientError(f"job {self.job_id[:SHORT_ID]} is a circuits job: read its .circuits")
         return self.results[0]
+
+    @property
+    def circuits(self) -> list[dict[str, Any]]:
+        """A ``circuits`` job's results, one ``{"counts", "shots"}`` per circuit in order."""
+        if self.kind != "circuits":
+            raise ClientError(f"job {self.job_id[:SHORT_ID]} is no circuits job: read its .value")
+        return [run for task in self.results for run in task]
 
     @property
     def points(self) -> list[dict[str, Any]]:

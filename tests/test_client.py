@@ -245,10 +245,11 @@ def test_a_qiskit_users_script_runs_on_the_mesh_and_agrees_with_the_reference(
         assert attestation.job_id == jobs[0]["job_id"] and attestation.submitter == ids["A"]
 
 
-def test_scattered_points_run_as_a_job_each_and_refusals_submit_nothing(
+def test_scattered_points_share_a_circuits_job_and_refusals_submit_nothing(
     mesh: tuple[Path, dict[str, str]],
 ) -> None:
     from qiskit.circuit import Gate, Parameter, QuantumCircuit
+    from qiskit.quantum_info import SparsePauliOp
 
     from qiz.integrations.qiskit import MeshSamplerV2
     from qiz.quantum import CircuitError
@@ -260,13 +261,18 @@ def test_scattered_points_run_as_a_job_each_and_refusals_submit_nothing(
     qc.rx(a, 0)
     qc.rx(b, 1)
     qc.measure([0, 1], [0, 1])
-    # not a grid of (a, b): a job each, 20 at once (more than the node queues for its owner's
-    # spec checks: the client holds the rest back instead of the node refusing them)
+    # not a grid of (a, b): the sampler's 20 points are the circuits of one circuits job
     points = [[np.pi, 0.0], [0.0, np.pi], *([x, x] for x in np.linspace(0.1, 3, 18))]
     result = client.sampler(seed=1).run([(qc, points, 50)]).result()[0]  # MeshSamplerV2
     assert [result.data.c.get_counts(loc=i) for i in range(2)] == [{"01": 50}, {"10": 50}]
-    assert len(result.metadata["jobs"]) == 20 and result.data.c.shape == (20,)
-    assert type(client.estimator()).__name__ == "MeshEstimatorV2"
+    assert [job["kind"] for job in result.metadata["jobs"]] == ["circuits"]
+    assert result.data.c.shape == (20,)
+    # the estimator's: a job each, 20 at once (more than the node queues for its owner's spec
+    # checks: the client holds the rest back instead of the node refusing them)
+    qe = qc.remove_final_measurements(inplace=False)
+    estimated = client.estimator().run([(qe, SparsePauliOp("ZI"), points)]).result()[0]
+    assert len(estimated.metadata["jobs"]) == 20
+    assert abs(estimated.data.evs[1] - np.cos(np.pi)) < 1e-9  # qubit 1 turned by b = pi
     before = len(client.jobs())
     odd = QuantumCircuit(1, 1)
     odd.append(Gate("mystery", 1, []), [0])

@@ -509,6 +509,10 @@ def warm_up() -> None:
 def summarise(kind: str, results: list) -> str:
     """One line about a job's results (``results``: one per task), for people."""
     first = results[0] if results else None
+    if kind == "circuits":
+        from qiz.compute.circuits import summarise
+
+        return summarise(results)
     if kind == "sweep":
         points = [p for task in results for p in task]
         values = [p.get("expectation", p.get("energy")) for p in points]

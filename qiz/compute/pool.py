@@ -280,7 +280,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
         limit = memory_limit + BASELINE_ADDRESS_SPACE
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from qiz.compute import execute  # after the environment is set: numba reads it on import
+    from qiz.compute import circuits, execute  # after the environment: numba reads it on import
 
     if warm:
         try:
@@ -306,7 +306,9 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
                 _send(conn, "progress", fraction)
 
         try:
-            if job.get("points") is None:
+            if job["kind"] == circuits.KIND:
+                result = circuits.run(job["params"], job["seed"], progress)
+            elif job.get("points") is None:
                 result = execute.run(job["kind"], job["params"], job["seed"], progress)
             else:
                 result = execute.run_points(

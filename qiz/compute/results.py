@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from qiz.compute import execute
+from qiz.compute import circuits, execute
 from qiz.compute.errors import SpecError
 from qiz.compute.spec import Task
 
@@ -45,6 +45,7 @@ class ResultShape:
     shots: int
     values: int | None  # an estimator's number of observables
     points: tuple[Any, ...] | None  # a sweep shard's points (canonical), or None
+    circuits: tuple[ResultShape, ...] | None = None  # a circuits task's: one per circuit
 
 
 def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
@@ -55,6 +56,8 @@ def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
     sizes or circuits), so only its points are taken from ``task``. Without it the circuit is
     parsed for its width: a sweep of thousands of one-point shards must not parse it thousands
     of times in the coordinator's event loop."""
+    if task.kind == circuits.KIND:  # each task has its own circuits: never ``like``
+        return _circuits_shape(task)
     if like is not None:
         return replace(like, points=_points(task))
     params = task.params
@@ -77,6 +80,23 @@ def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
     )
 
 
+def _circuits_shape(task: Task) -> ResultShape:
+    """A circuits task's result: a list of sampler results, one per circuit, each of its
+    circuit's width and shots."""
+    fields = frozenset({"counts", "shots"})
+    shapes = []
+    for entry in task.params["circuits"]:
+        params = circuits.sampler_params(entry)
+        try:
+            width = execute.outcome_width("sampler", params)
+        except SpecError:  # cannot happen for a parsed spec (as in shape_of)
+            width = None
+        shapes.append(
+            ResultShape("sampler", fields, width, int(params.get("shots", 1024)), None, None)
+        )
+    return ResultShape(circuits.KIND, fields, None, task.shape.shots, None, None, tuple(shapes))
+
+
 def _points(task: Task) -> tuple[Any, ...] | None:
     """A sweep shard's points as its results carry them (canonical), or None."""
     if task.points is None:
@@ -86,6 +106,15 @@ def _points(task: Task) -> tuple[Any, ...] | None:
 
 def problem(shape: ResultShape, result: Any) -> str | None:
     """Why ``result`` cannot be a result of a task of ``shape``, or None if it can."""
+    if shape.circuits is not None:
+        count = len(shape.circuits)
+        if not isinstance(result, list) or len(result) != count:
+            return f"a task of {count} circuits needs a list of {count} results"
+        for i, (item, one) in enumerate(zip(result, shape.circuits, strict=True)):
+            why = _one(one, item, one.fields)
+            if why is not None:
+                return f"circuit {i}: {why}"
+        return None
     if shape.points is None:
         return _one(shape, result, shape.fields)
     if not isinstance(result, list) or len(result) != len(shape.points):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiz import wire
-from qiz.compute import execute
+from qiz.compute import circuits, execute
 from qiz.compute.errors import SpecError
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
@@ -142,7 +142,7 @@ class JobSpec:
     @property
     def sampled(self) -> bool:
         base = self.body["params"]["over"] if self.kind == "sweep" else self.kind
-        return base in execute.SAMPLED_KINDS
+        return base in execute.SAMPLED_KINDS or base == circuits.KIND
 
     @property
     def num_qubits(self) -> int:
@@ -182,7 +182,7 @@ def make_body(document: Mapping[str, Any], submitter: NodeIdentity) -> dict:
         )
     kind = document.get("kind")
     replicas = document.get("replicas", 2)
-    sampled_kind = kind in execute.SAMPLED_KINDS or (
+    sampled_kind = kind in (*execute.SAMPLED_KINDS, circuits.KIND) or (
         kind == "sweep"
         and isinstance(document.get("params"), Mapping)
         and document["params"].get("over") in execute.SAMPLED_KINDS
@@ -390,6 +390,8 @@ def check_body(
     ):
         raise SpecError("seed: must be a whole number from 0 to 2^63 - 1, or null")
     kind = body["kind"]
+    if kind == circuits.KIND:
+        return _circuits(body, limits, measure, seed is not None)
     if kind == "sweep":
         over, base, points, shard = _sweep(body["params"], limits)
     else:
@@ -398,7 +400,9 @@ def check_body(
         shown = repr(over[:40]) if isinstance(over, str) else f"a {type(over).__name__}"
         if kind == "sweep":
             raise SpecError(f"params.over: {shown} is not one of {', '.join(execute.KINDS)}")
-        raise SpecError(f"kind: {shown} is not one of {', '.join(execute.KINDS)} or sweep")
+        raise SpecError(
+            f"kind: {shown} is not one of {', '.join(execute.KINDS)}, sweep or circuits"
+        )
     if seed is None and over not in execute.SAMPLED_KINDS:
         raise SpecError(
             f"seed: null (independent replicas) is only for sampler and grover, not {over}"
@@ -421,6 +425,35 @@ def check_body(
             execute.apply_point(base, point)
         for index, start in enumerate(range(0, len(points), shard)):
             tasks.append(Task(index, over, base, tuple(points[start : start + shard]), shape))
+    total = sum(t.work for t in tasks)
+    if total > limits.max_work:
+        raise SpecError(
+            f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
+        )
+    return tuple(tasks)
+
+
+def _circuits(
+    body: Mapping[str, Any], limits: Limits, measure: Measure | None, seeded: bool
+) -> tuple[Task, ...]:
+    """A circuits job's tasks: its bounds checked, then each circuit as a sampler run (with
+    its own path in errors), ``shard`` circuits per task (see :mod:`qiz.compute.circuits`)."""
+    entries, shard = circuits.check(body["params"], seeded, limits.max_shots)
+    _check_resources(body["resources"])
+    tasks: list[Task] = []
+    for index, (start, part) in enumerate(circuits.tasks(entries, shard)):
+        shapes = [
+            _shape(
+                "sampler",
+                circuits.sampler_params(entry),
+                f"params.circuits[{start + i}]",
+                limits,
+                measure,
+            )
+            for i, entry in enumerate(part)
+        ]
+        params = {"circuits": part}
+        tasks.append(Task(index, circuits.KIND, params, None, circuits.total_shape(shapes)))
     total = sum(t.work for t in tasks)
     if total > limits.max_work:
         raise SpecError(

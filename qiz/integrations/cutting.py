@@ -21,10 +21,12 @@ precision needs ``gamma**2`` (the *sampling overhead*, 9 per cut CNOT) times the
    fresh qubit. The ancillas count toward ``max_qubits``: a sub-experiment they would push past
    it keeps its mid-circuit measurements (and runs shot by shot), so leaving a qubit or two of
    headroom below a worker's width makes a cut run much faster;
-3. **run** each distinct sub-experiment once, as one sampler job (replicated and attested like
-   any job) through a :class:`qiz.client.Mesh`, or on this machine's engine (``local=True``),
-   through :class:`qiz.integrations.qiskit.MeshSamplerV2`; every job draws its own seed, so
-   runs are independent;
+3. **run** each distinct sub-experiment once, through
+   :class:`qiz.integrations.qiskit.MeshSamplerV2`: on the mesh (a :class:`qiz.client.Mesh`)
+   all of them as one ``circuits`` job (docs/jobs.md; several only past its bounds of 256
+   circuits, 192 KiB of programs and a million shots), whose shards spread over the workers,
+   replicated and attested like any job; or on this machine's engine (``local=True``). Every
+   sub-experiment draws its own seed (the job's entries carry them), so runs are independent;
 4. **reconstruct** with ``reconstruct_expectation_values``.
 
 The error bound stated with each value: a sub-experiment's estimate is a mean of ``shots``
@@ -122,7 +124,7 @@ class CutResult:
     cuts: list[dict[str, Any]]  # as CutPlan.cuts
     subcircuit_widths: dict[Any, int]
     num_subexperiments: int  # QPD terms x sub-circuits
-    num_runs: int  # distinct sub-experiments run (mesh: jobs)
+    num_runs: int  # distinct sub-experiments run (mesh: circuits of one circuits job)
     shots: int  # per sub-experiment run
     jobs: list[dict[str, Any]] = field(default_factory=list)  # the mesh jobs, as the primitives'
     attestations: list[Any] = field(default_factory=list, repr=False)
@@ -518,8 +520,18 @@ async def _run(
     job = await asyncio.to_thread(sampler.run, pubs, shots=shots)
     done = await asyncio.to_thread(job.result)
     results = list(done)
-    jobs = [j for r in results for j in r.metadata.get("jobs", [])]
-    attestations = [a for r in results for a in r.metadata.get("attestations", [])]
+    # PUBs share jobs (their sub-experiments go as one circuits job): each job listed once
+    jobs: list[dict[str, Any]] = []
+    attestations: list[Any] = []
+    seen: set[str] = set()
+    for r in results:
+        for job, attestation in zip(
+            r.metadata.get("jobs", []), r.metadata.get("attestations", []), strict=True
+        ):
+            if job["job_id"] not in seen:
+                seen.add(job["job_id"])
+                jobs.append(job)
+                attestations.append(attestation)
     return results, jobs, attestations
 
 

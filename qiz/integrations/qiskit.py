@@ -13,10 +13,13 @@ register) or ``PubResult`` (``evs``, ``stds``), as ``StatevectorSampler``/``Stat
 give. Circuits are translated gate by gate (``qiz.quantum.core.from_qiskit``); what the engine
 cannot run is refused by ``run`` at once, the instruction named.
 
-On the mesh each PUB becomes as few jobs as its parameter values allow: one job without
-parameters; one sweep when the distinct points form a grid (one parameter, or a broadcast of
-separate axes: the product of each parameter's values); else one job per distinct point. Every
-job is seeded (the seed given, else a fresh random one), so its replicas agree exactly and the
+On the mesh a sampler's PUBs become as few jobs as their parameter values allow: a PUB whose
+distinct points form a grid (one parameter, or a broadcast of separate axes: the product of
+each parameter's values) is one sweep; every other point of every PUB of one ``run`` (a PUB
+without parameters is one point) is a circuit of one ``circuits`` job, each with its PUB's
+seed (several jobs only past that kind's bounds: 256 circuits, 192 KiB of programs, a million
+shots). The estimator's PUBs are a job, a sweep, or one job per scattered point. Every job is
+seeded (the seed given, else a fresh random one), so its replicas agree exactly and the
 quorum checks them bit for bit. Each PUB result's metadata keeps the jobs and their verified
 attestations (``metadata["attestations"]``, :class:`qiz.client.Attestation`; ``.save(path)``
 writes the file ``qiz verify-result`` checks).
@@ -181,17 +184,34 @@ class MeshSamplerV2(BaseSamplerV2):
 
     def _run(self, work: list[tuple[Any, Translated, int]]) -> PrimitiveResult[SamplerPubResult]:
         async def all_pubs() -> list[SamplerPubResult]:
-            return list(await asyncio.gather(*(self._run_pub(*w) for w in work)))
+            points = [
+                _points(pub.parameter_values, pub.circuit, c, pub.shape) for pub, c, _ in work
+            ]
+            measured = [i for i, (_, c, _) in enumerate(work) if c.circuit.has_measurements()]
+            # every PUB at once: on the mesh their single and scattered points share jobs
+            answers = await self._options.engine.sample_many(
+                [(work[i][1], points[i], work[i][0].shots, work[i][2]) for i in measured]
+            )
+            found = dict(zip(measured, answers, strict=True))
+            return [
+                self._pub_result(pub, circuit, seed, len(points[i]), found.get(i))
+                for i, (pub, circuit, seed) in enumerate(work)
+            ]
 
         return PrimitiveResult(asyncio.run(all_pubs()), metadata={"version": 2})
 
-    async def _run_pub(self, pub: Any, circuit: Translated, seed: int) -> SamplerPubResult:
-        points = _points(pub.parameter_values, pub.circuit, circuit, pub.shape)
-        if circuit.circuit.has_measurements():
-            counts, metadata = await self._options.engine.sample(circuit, points, pub.shots, seed)
-        else:  # nothing is measured: every bit reads 0 (our sampler would measure all)
-            counts = [{"0" * circuit.circuit.num_clbits: pub.shots}] * len(points)
-            metadata = {}
+    @staticmethod
+    def _pub_result(
+        pub: Any,
+        circuit: Translated,
+        seed: int,
+        size: int,
+        answer: tuple[list[dict[str, int]], dict[str, Any]] | None,
+    ) -> SamplerPubResult:
+        if answer is None:  # nothing is measured: every bit reads 0 (our sampler would measure all)
+            counts, metadata = [{"0" * circuit.circuit.num_clbits: pub.shots}] * size, {}
+        else:
+            counts, metadata = answer
         data = {
             name: _bit_array(counts, bits, pub.shots, pub.shape, seed)
             for name, bits in circuit.registers
@@ -379,8 +399,16 @@ def _bit_array(
 # ----------------------------------------------------------------------------- engines
 
 
+Sample = tuple[Translated, list[Point], int, int]  # circuit, points, shots, seed
+Counts = tuple[list[dict[str, int]], dict[str, Any]]  # counts per point, metadata
+
+
 class _Engine:
     """Where a PUB's points run: counts per point, values per point and observable."""
+
+    async def sample_many(self, requests: list[Sample]) -> list[Counts]:
+        """Each request's counts per point (and metadata): one after another by default."""
+        return [await self.sample(*request) for request in requests]
 
     async def sample(
         self, circuit: Translated, points: list[Point], shots: int, seed: int
@@ -435,8 +463,63 @@ class _OnMesh(_Engine):
     async def sample(
         self, circuit: Translated, points: list[Point], shots: int, seed: int
     ) -> tuple[list[dict[str, int]], dict[str, Any]]:
-        results, metadata = await self._run("sampler", circuit, {"shots": shots}, points, seed)
-        return [r["counts"] for r in results], metadata
+        return (await self.sample_many([(circuit, points, shots, seed)]))[0]
+
+    async def sample_many(self, requests: list[Sample]) -> list[Counts]:
+        """Grids as sweeps (one per request); every other point of every request, each with its
+        request's seed, in as few ``circuits`` jobs as their bounds allow (:func:`pack`)."""
+        from qiz.compute.spec import Limits
+        from qiz.quantum import qasm
+
+        jobs: list[tuple[dict[str, Any], list[tuple[int, tuple[float, ...]]]]] = []
+        entries: list[tuple[int, tuple[float, ...], dict[str, Any]]] = []
+        rows_of: list[list[tuple[float, ...]]] = []
+        for k, (circuit, points, shots, seed) in enumerate(requests):
+            used = sorted(circuit.circuit.parameters)
+            base = {"qasm": qasm.dumps(circuit.circuit), "shots": shots}
+            rows = [tuple(p[name] for name in used) for p in points]
+            rows_of.append(rows)
+            specs = plan(
+                "sampler", base, used, rows, max_points=Limits().max_points, shard=self.shard
+            )
+            for spec, order in specs:
+                if spec["kind"] == "sweep":
+                    jobs.append(({**spec, "seed": seed}, [(k, row) for row in order]))
+                else:
+                    entries.append((k, order[0], {**spec["params"], "seed": seed}))
+        for batch in pack([entry for _, _, entry in entries]):
+            chosen = [entries[i] for i in batch]
+            if len(chosen) == 1 and not _fits([chosen[0][2]]):  # one program over the bound
+                entry = {k: v for k, v in chosen[0][2].items() if k != "seed"}
+                spec = {"kind": "sampler", "params": entry, "seed": chosen[0][2]["seed"]}
+            else:
+                circuits = [entry for _, _, entry in chosen]
+                spec = {"kind": "circuits", "params": {"circuits": circuits, "shard": self.shard}}
+                spec["seed"] = 0  # every entry carries its own seed
+            jobs.append((spec, [(k, row) for k, row, _ in chosen]))
+        handles = await asyncio.gather(
+            *(self.mesh.submit_async({**spec, **self.fields}) for spec, _ in jobs)
+        )
+        done = await asyncio.gather(*(h.result_async(self.timeout) for h in handles))
+        found: dict[tuple[int, tuple[float, ...]], tuple[dict[str, Any], int]] = {}
+        for j, ((spec, order), result) in enumerate(zip(jobs, done, strict=True)):
+            if spec["kind"] == "sweep":
+                answers = result.points
+            elif spec["kind"] == "circuits":
+                answers = result.circuits
+            else:
+                answers = [result.value]
+            found.update(zip(order, ((a, j) for a in answers), strict=True))
+        out: list[Counts] = []
+        for k, rows in enumerate(rows_of):
+            mine = sorted({found[(k, row)][1] for row in rows})
+            out.append(
+                (
+                    [found[(k, row)][0]["counts"] for row in rows],
+                    _jobs_metadata([done[j] for j in mine]),
+                )
+            )
+        return out
 
     async def estimate(
         self, circuit: Translated, points: list[Point], observables: list[PauliSum]
@@ -473,21 +556,52 @@ class _OnMesh(_Engine):
         for (spec, order), result in zip(specs, done, strict=True):
             answers = result.points if spec["kind"] == "sweep" else [result.value]
             found.update(zip(order, answers, strict=True))
-        metadata = {
-            "jobs": [
-                {
-                    "job_id": r.job_id,
-                    "kind": r.kind,
-                    "workers": list(r.attestation.workers),
-                    "replicas": r.attestation.replicas,
-                    "quorum": r.attestation.quorum,
-                    "tests": list(r.attestation.tests),
-                }
-                for r in done
-            ],
-            "attestations": [r.attestation for r in done],
-        }
-        return [found[row] for row in rows], metadata
+        return [found[row] for row in rows], _jobs_metadata(done)
+
+
+def _jobs_metadata(done: Sequence[Any]) -> dict[str, Any]:
+    """A PUB result's metadata about the mesh jobs that answered it (``JobResult``s)."""
+    return {
+        "jobs": [
+            {
+                "job_id": r.job_id,
+                "kind": r.kind,
+                "workers": list(r.attestation.workers),
+                "replicas": r.attestation.replicas,
+                "quorum": r.attestation.quorum,
+                "tests": list(r.attestation.tests),
+            }
+            for r in done
+        ],
+        "attestations": [r.attestation for r in done],
+    }
+
+
+def _fits(entries: Sequence[dict[str, Any]]) -> bool:
+    """Whether ``entries`` may be one ``circuits`` job (its bounds, docs/jobs.md)."""
+    from qiz.compute import circuits
+
+    return (
+        len(entries) <= circuits.MAX_CIRCUITS
+        and sum(len(e["qasm"].encode("utf-8")) for e in entries) <= circuits.MAX_CIRCUITS_TEXT
+        and sum(int(e.get("shots", 1024)) for e in entries) <= circuits.MAX_CIRCUITS_SHOTS
+    )
+
+
+def pack(entries: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """``entries`` (circuits of a ``circuits`` job) in order, split into as few jobs as the
+    kind's bounds allow: each list the indices of one job (one that is over the bounds alone
+    goes alone, as a sampler job)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in range(len(entries)):
+        if current and not _fits([entries[j] for j in (*current, i)]):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 Plan = list[tuple[dict[str, Any], list[tuple[float, ...]]]]
