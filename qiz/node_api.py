@@ -131,6 +131,10 @@ class DhtView:
     store_bytes: int = 0
     evicted_records: int = 0
     rate_limited_stores: int = 0
+    # lookups' requests hedged past their peer's usual RTT, and those that passed its adaptive
+    # timeout unanswered (docs/dht.md: silent peers are hedged past, not waited for)
+    hedged_requests: int = 0
+    lookup_timeouts: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,8 @@ class MetricsSnapshot:
     dht_records: int
     dht_invalid_records: int
     dht_refused_stores: int
+    dht_hedged_requests: int
+    dht_lookup_timeouts: int
     jobs_by_state: dict[str, int] | None
     worker_outcomes: dict[str, int] | None
     worker_queue: int | None
@@ -282,6 +288,8 @@ class NodeAPI:
                 store_bytes=dht.store.bytes,
                 evicted_records=dht.store.evicted,
                 rate_limited_stores=dht.rate_limited_stores,
+                hedged_requests=dht.hedged_requests,
+                lookup_timeouts=dht.lookup_timeouts,
             ),
             compute=compute,
             api_url=node.web.url if node.web is not None else None,
@@ -800,6 +808,8 @@ class NodeAPI:
             dht_records=len(dht.store),
             dht_invalid_records=dht.counters["invalid_records"],
             dht_refused_stores=dht.counters["refused_stores"],
+            dht_hedged_requests=dht.hedged_requests,
+            dht_lookup_timeouts=dht.lookup_timeouts,
             jobs_by_state=compute.coordinator.counts_by_state() if compute is not None else None,
             worker_outcomes=dict(worker.counters) if worker is not None else None,
             worker_queue=worker.queue_length if worker is not None else None,

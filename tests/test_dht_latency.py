@@ -354,12 +354,13 @@ def test_a_node_learns_which_peers_are_silent() -> None:
 
 def test_the_real_dht_hedges_past_silent_peers_without_waiting_for_them() -> None:
     """Over QMP on loopback, three of ten nodes stop answering DHT requests (their links stay
-    up): lookups still find every record, measure RTTs, and end while the silent peers'
-    requests are still unanswered, by hedging or by their adaptive timeout, never by the
-    2 s request timeout."""
+    up): lookups still find every record, measure RTTs, count what they went around (status,
+    metrics), and end while the silent peers' requests are still unanswered, by hedging or by
+    their adaptive timeout, never by the 2 s request timeout."""
     from qiz.identity import NodeIdentity
     from qiz.node import Node
     from qiz.resolve.dht import FIND_NODE, FIND_VALUE, DhtConfig
+    from qiz.web.metrics import registry_for, render
 
     from .helpers import manager, run, start_mesh, stop_all
 
@@ -379,17 +380,32 @@ def test_the_real_dht_hedges_past_silent_peers_without_waiting_for_them() -> Non
                 node.handlers[FIND_VALUE] = hang
             silent_ids = {n.node_id.digest for n in silent}
             asker = nodes[-1]
-            waited_out = 0
+            waited_out = hedges = timeouts = 0
             for other in nodes[:-1]:
                 lookup = await asker.dht.lookup(other.node_id.digest, RecordKind.PEER)
                 assert lookup.best is not None and lookup.best.key == other.node_id.digest
+                hedges += lookup.hedges
+                timeouts += lookup.timeouts
                 if silent_ids & set(lookup.asked_by()):
                     waited_out += 1
                     assert lookup.hedges + lookup.timeouts + lookup.released > 0
             assert waited_out > 0  # the silent nodes were asked
             assert asker.dht.latency.network.samples > 0
-            assert asker.dht.hedged_requests + asker.dht.lookup_timeouts > 0
+            # the node's counters hold these lookups' (and its own background lookups'); a
+            # lookup may also end with a silent request merely released (its path ended)
+            assert asker.dht.hedged_requests >= hedges and asker.dht.lookup_timeouts >= timeouts
+            # ... and says so: in its status (`qiz node status`) and its Prometheus metrics
+            status = asker.status()["dht"]
+            assert status["hedged_requests"] == asker.dht.hedged_requests
+            assert status["lookup_timeouts"] == asker.dht.lookup_timeouts
+            text = render(registry_for(asker.api)).decode()
+            for name, value in (
+                ("qiz_dht_hedged_requests_total", asker.dht.hedged_requests),
+                ("qiz_dht_lookup_timeouts_total", asker.dht.lookup_timeouts),
+            ):
+                assert f"{name} {float(value)}" in text, name
         finally:
             await stop_all(nodes)
 
     run(scenario())
+

@@ -458,9 +458,15 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if info.get("api_url"):
             console.print(f"api      {info['api_url']}  (qiz dashboard)", markup=False)
         dht = info["dht"]
+        slow = ""  # silent or slow peers the lookups went around (docs/dht.md)
+        if dht.get("hedged_requests") or dht.get("lookup_timeouts"):
+            slow = (
+                f" ({plural(dht.get('hedged_requests', 0), 'request')} hedged, "
+                f"{dht.get('lookup_timeouts', 0)} timed out)"
+            )
         console.print(
             f"dht      {plural(dht['contacts'], 'contact')}, {plural(dht['records'], 'record')}, "
-            f"{plural(dht['lookups'], 'lookup')}",
+            f"{plural(dht['lookups'], 'lookup')}{slow}",
             markup=False,
         )
         compute = info.get("compute")

@@ -9,7 +9,9 @@ rendered by prometheus-client's text exposition. Families:
 * ``qiz_frames_dropped_total{reason}``: replayed or too-old frames, RPC messages that did not
   parse, RPC replies that could not be sent;
 * ``qiz_dht_lookups_total``, ``qiz_dht_lookup_seconds`` (histogram), ``qiz_dht_records``,
-  ``qiz_dht_contacts``, ``qiz_dht_invalid_records_total``, ``qiz_dht_refused_stores_total``;
+  ``qiz_dht_contacts``, ``qiz_dht_invalid_records_total``, ``qiz_dht_refused_stores_total``,
+  ``qiz_dht_hedged_requests_total`` and ``qiz_dht_lookup_timeouts_total`` (requests hedged past
+  a peer's usual RTT, and unanswered past its adaptive timeout);
 * ``qiz_jobs{state}`` (jobs this node coordinates), ``qiz_worker_tasks_total{outcome}``,
   ``qiz_worker_queue``, ``qiz_task_simulator_seconds`` (histogram, per task run here);
 * ``qiz_store_bytes_stored``, ``qiz_store_columns_held``, ``qiz_store_quota_bytes`` (what this
@@ -107,6 +109,16 @@ class NodeCollector(Collector):
         )
         yield CounterMetricFamily(
             "qiz_dht_refused_stores", "STORE requests refused.", value=m.dht_refused_stores
+        )
+        yield CounterMetricFamily(
+            "qiz_dht_hedged_requests",
+            "Lookup requests hedged past their peer's usual RTT.",
+            value=m.dht_hedged_requests,
+        )
+        yield CounterMetricFamily(
+            "qiz_dht_lookup_timeouts",
+            "Lookup requests unanswered past their peer's adaptive timeout.",
+            value=m.dht_lookup_timeouts,
         )
         yield from store_metrics(m.store)
         yield from nat_metrics(m.nat)
