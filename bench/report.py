@@ -1,12 +1,12 @@
 """Run every benchmark and regenerate ``docs/benchmarks.md`` from what was measured.
 
-    python bench/report.py [--quick] [--no-write] [--only quantum|store|deploy|nat|dht]
+    python bench/report.py [--quick] [--no-write] [--only quantum|store|deploy|nat|dht|client]
         [--busy-ok] [--cold]
 
-``--only quantum`` (or ``store``, ``deploy``, ``nat``, ``dht``) reruns that benchmark alone and
-replaces just its section of the page, leaving the others as they were measured (a section the
-page lacks is appended). The storage and deploy benchmarks refuse a busy machine unless
-``--busy-ok`` (or ``--quick``).
+``--only quantum`` (or ``store``, ``deploy``, ``nat``, ``dht``, ``client``) reruns that benchmark
+alone and replaces just its section of the page, leaving the others as they were measured (a
+section the page lacks is appended). The storage, deploy and client benchmarks refuse a busy
+machine unless ``--busy-ok`` (or ``--quick``).
 
 The page is generated, never edited by hand: its numbers are this machine's, on the day it ran.
 """
@@ -209,6 +209,12 @@ def dht_section(quick: bool) -> str:
     return DHT_HEADING + "\n" + markdown_table(figures) + "\n" + DHT_NOTES
 
 
+def client_section(quick: bool, busy_ok: bool) -> str:
+    from bench import python_client  # loads Qiskit only when it runs
+
+    return python_client.section(python_client.run(quick, busy_ok))
+
+
 def only_section(heading: str, section: str) -> None:
     """Replace (or append) one section of the page with ``section``."""
     page = DOCS.read_text()
@@ -240,8 +246,14 @@ def main() -> None:
             only_section(NAT_HEADING, nat_section(quick, "--busy-ok" in sys.argv))
         elif what == ["dht"]:
             only_section(DHT_HEADING, dht_section(quick))
+        elif what == ["client"]:
+            from bench import python_client
+
+            only_section(python_client.HEADING, client_section(quick, "--busy-ok" in sys.argv))
         else:
-            raise SystemExit("--only takes one section name: quantum, store, deploy, nat or dht")
+            raise SystemExit(
+                "--only takes one section name: quantum, store, deploy, nat, dht or client"
+            )
         return
     figures = crypto.run(quick)
     page = HEADER.format(machine=machine(), date=time.strftime("%Y-%m-%d"))
@@ -265,6 +277,7 @@ def main() -> None:
     page += store_section(quick, busy_ok=True)
     page += deploy_section(quick, busy_ok=True)
     page += nat_section(quick, busy_ok=True)
+    page += client_section(quick, busy_ok=True)
     print()
     print(page)
     if "--no-write" not in sys.argv:
