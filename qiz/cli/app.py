@@ -20,6 +20,7 @@ from qiz.cli import (
     help_format,
     identity_cmds,
     job_cmds,
+    ml_cmds,
     node_cmds,
     quantum_cmds,
     resolve_cmds,
@@ -126,6 +127,7 @@ resolve_cmds.register(app)
 quantum_cmds.register(app)
 cut_cmds.register(app)
 target_cmds.register(app)
+ml_cmds.register(app)
 job_cmds.register(app)
 store_cmds.register(app)
 deploy_cmds.register(app)
