@@ -238,6 +238,10 @@ def main() -> None:
         what = sys.argv[sys.argv.index("--only") + 1 :][:1]
         if what == ["quantum"]:
             only_quantum(quick)
+        elif what == ["ml"]:  # quantum machine learning: bench/ml.py (PennyLane, bench extra)
+            from bench import ml
+
+            only_section(ml.HEADING, ml.section(ml.run(quick, "--busy-ok" in sys.argv)))
         elif what == ["store"]:
             only_store(quick)
         elif what == ["deploy"]:
