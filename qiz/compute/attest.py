@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qiz import wire
+from qiz.compute import devices
 from qiz.compute import spec as specs
 from qiz.compute.errors import AttestationError, NotAnAttestation, SpecError
 from qiz.compute.quorum import ALPHA, CHI2, EXACT, Decision, result_digest
@@ -251,8 +252,8 @@ def _verify_task(index: int, entry: Any, result: Any, spec: specs.JobSpec, worke
     if digest != result_digest(result):
         raise AttestationError(f"{what}: the result does not match its attested digest")
     test = _field(entry, "test", str, what)
-    if test not in (EXACT, CHI2) or (test == CHI2) != (spec.seed is None):
-        raise AttestationError(f"{what}: test {test!r} does not fit the spec's seed")
+    if test not in (EXACT, CHI2) or (test == CHI2) != devices.statistical(spec):
+        raise AttestationError(f"{what}: test {test!r} does not fit the spec's seed and target")
     signers: set[int] = set()
     for claim in _field(entry, "claims", list, what):
         worker = _field(claim, "worker", int, f"{what} claim")

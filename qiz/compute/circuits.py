@@ -7,8 +7,9 @@ cost one of each, and its shards still spread over the workers like a sweep's.
 
 Params: ``{"circuits": [ENTRY, ...], "shard": circuits per task}``, where each ENTRY is a
 sampler job's params plus an optional seed: ``{"qasm": text, "shots": n (1024), "inputs":
-{name: angle}, "seed": int}``. Each circuit runs through the sampler kind's own path
-(:func:`qiz.compute.execute.run` with ``"sampler"``) with the entry's seed, else the job's
+{name: angle}, "seed": int}``, and a device target's fields (``target``, ``transpile``,
+``transpile_seed``: :mod:`qiz.compute.devices`). Each circuit runs through the sampler kind's
+own path (:func:`qiz.compute.execute.run` with ``"sampler"``) with the entry's seed, else the job's
 seed: an unseeded job (``seed`` null) samples every circuit independently, and may not give
 entry seeds (its replicas are compared statistically). A task's result is the list of its
 circuits' sampler results ``[{"counts", "shots"}, ...]`` in order; the job's results, task by
@@ -29,7 +30,7 @@ from qiz.compute.errors import SpecError
 
 KIND = "circuits"
 FIELDS = {"circuits": True, "shard": False}
-ENTRY_FIELDS = {"qasm", "shots", "inputs", "seed"}
+ENTRY_FIELDS = {"qasm", "shots", "inputs", "seed", "target", "transpile", "transpile_seed"}
 MAX_CIRCUITS = 256  # circuits in one job (the checker's reply carries one shape per circuit)
 MAX_CIRCUITS_TEXT = 192 * 1024  # OpenQASM text of all of a job's circuits together
 MAX_CIRCUITS_SHOTS = 1_000_000  # shots of all of a job's circuits together (bounds its results)
@@ -60,7 +61,8 @@ def check(params: Any, seeded: bool, max_shots: int) -> tuple[list[dict], int]:
         extra = sorted(set(entry) - ENTRY_FIELDS)
         if extra:
             raise SpecError(
-                f"{path}.{extra[0]}: is not a circuit field (known: inputs, qasm, seed, shots)"
+                f"{path}.{extra[0]}: is not a circuit field "
+                f"(known: {', '.join(sorted(ENTRY_FIELDS))})"
             )
         qasm = entry.get("qasm")
         if isinstance(qasm, str):  # its form is the sampler check's; here only the total
@@ -97,12 +99,13 @@ def sampler_params(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def total_shape(shapes: Sequence[execute.Shape]) -> execute.Shape:
     """One task's size from its circuits': the widest circuit, the gates and shots of all, and
-    one state preparation per circuit (``Shape.work`` then over-counts narrow ones: safe)."""
+    the state preparations of all (one per plain circuit, a noisy target run's trajectories:
+    :mod:`qiz.compute.devices`); ``Shape.work`` then over-counts narrow ones: safe."""
     return execute.Shape(
         max(s.num_qubits for s in shapes),
         max(s.instructions for s in shapes),
         sum(s.shots for s in shapes),
-        len(shapes),
+        sum(s.evaluations for s in shapes),
     )
 
 

@@ -58,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qiz.compute import devices
 from qiz.compute import spec as specs
 from qiz.compute.actions import (
     Action,
@@ -125,27 +126,40 @@ class WorkerView:
     qubits: int
     backlog: float = 0.0
     rtt: float = 0.0
+    features: frozenset[str] = frozenset()  # device targets, qiskit, adapters it offers
 
     @classmethod
     def of(cls, node: bytes, capacity: Mapping[str, Any], rtt: float) -> WorkerView:
         """From a checked capacity record (see :mod:`qiz.compute.directory`)."""
         return cls(
-            node, int(capacity["slots"]), int(capacity["qubits"]), float(capacity["backlog"]), rtt
+            node,
+            int(capacity["slots"]),
+            int(capacity["qubits"]),
+            float(capacity["backlog"]),
+            rtt,
+            devices.features(capacity),
         )
 
 
 def check_capacity(spec: specs.JobSpec, workers: Sequence[WorkerView]) -> None:
     """Refuse a job no set of known workers could decide (the owner's error, said plainly)."""
-    able = [w for w in workers if w.qubits >= spec.num_qubits]
-    if not able:
+    big = [w for w in workers if w.qubits >= spec.num_qubits]
+    if not big:
         most = max((w.qubits for w in workers), default=0)
         raise JobError(
             f"the job needs {spec.num_qubits} qubits; the largest worker known takes {most}"
         )
+    needs = devices.needs(spec)
+    able = [w for w in big if needs <= w.features]
+    wanted = f" with {devices.describe(needs)}" if needs else ""
+    if not able:
+        raise JobError(
+            f"the job needs a worker{wanted}; none of the {len(workers)} known offers it"
+        )
     if len(able) < spec.quorum:
         raise JobError(
-            f"the quorum is {spec.quorum} distinct workers with {spec.num_qubits} qubits; "
-            f"{len(able)} known (lower --replicas/quorum, or wait for more nodes)"
+            f"the quorum is {spec.quorum} distinct workers with {spec.num_qubits} qubits"
+            f"{wanted}; {len(able)} known (lower --replicas/quorum, or wait for more nodes)"
         )
 
 
@@ -405,20 +419,21 @@ class JobCore:
                 backlog=w.backlog,
                 rtt=w.rtt,
                 score=self.scores.get(w.node) if w.node != self.self_id else 1.0,
+                features=w.features,
             )
             for w in usable
         ]
         items: list[Item] = []
         excluded: list[frozenset[int]] = []
+        needs = devices.needs(state.spec)  # a target job goes only where that target runs
         for task, count, used in wants:
             banned = frozenset(i for i, w in enumerate(usable) if w.node in used)
+            item = Item(task.index, estimate_seconds(task), task.shape.num_qubits, needs)
             eligible = sum(
-                1
-                for i, info in enumerate(infos)
-                if info.max_qubits >= task.shape.num_qubits and i not in banned
+                1 for i, info in enumerate(infos) if item.fits(info) and i not in banned
             )
             for _ in range(min(count, eligible)):
-                items.append(Item(task.index, estimate_seconds(task), task.shape.num_qubits))
+                items.append(item)
                 excluded.append(banned)
         stalled = self._stalled(state, {item.task for item in items})
         if stalled is not None:
@@ -734,9 +749,10 @@ class JobCore:
             if r.state == DONE
         ]
         # a seed means exact agreement, whatever engine a worker says it ran: replicas of
-        # another engine version simply disagree (docs/jobs.md); no seed means chi-square
+        # another engine version simply disagree (docs/jobs.md); no seed, or a target that
+        # Qiskit transpiles (its version may differ between workers), means chi-square
         try:
-            decision = decide(done, state.spec.quorum, state.spec.seed is None)
+            decision = decide(done, state.spec.quorum, devices.statistical(state.spec))
         except Exception as exc:  # whatever a peer's result breaks, it must not stop the core
             return self._incomparable(state, task, done, exc, now)
         if decision is None:
@@ -804,7 +820,7 @@ class JobCore:
             type(exc).__name__,
             exc,
         )
-        sampled = state.spec.seed is None
+        sampled = devices.statistical(state.spec)
         offending = []
         for r in done:
             try:

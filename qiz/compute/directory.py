@@ -1,10 +1,11 @@
 """Which nodes work, and how much: capacity records from the DHT, refreshed as replies arrive.
 
 Every worker publishes a name record ``(its id, "qiz-capacity")`` whose value is a small JSON
-object (qubits, cores, slots, queue, backlog, engine). A coordinator looks those up for the
-nodes of its routing table and its links, keeps them for ``max_age`` seconds, and updates the
-queue figures from every offer reply, so placement sees near-current load without a lookup per
-job.
+object (qubits, cores, slots, queue, backlog, engine; and what it can run besides plain
+circuits: device targets, its Qiskit version, provider adapters, :mod:`qiz.compute.devices`).
+A coordinator looks those up for the nodes of its routing table and its links, keeps them for
+``max_age`` seconds, and updates the queue figures from every offer reply, so placement sees
+near-current load without a lookup per job.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from qiz.compute import devices
 from qiz.crypto.ids import NodeId
 from qiz.qmp.manager import LinkManager
 from qiz.resolve.dht import Dht
@@ -26,6 +28,9 @@ log = logging.getLogger("qiz.directory")
 CAPACITY_LABEL = "qiz-capacity"
 CAPACITY_TTL = 3600
 CAPACITY_FIELDS = {"qubits", "cores", "slots", "queue", "backlog", "engine"}
+# optional (a node of an older qiz has none): what it runs besides plain circuits, each bounded
+# by qiz.compute.devices (MAX_ADVERTISED_TARGETS, MAX_ADVERTISED_ADAPTERS, MAX_FEATURE_NAME)
+FEATURE_FIELDS = {"targets", "qiskit", "adapters"}
 # A capacity value is one flat JSON object; a peer's text nested deeper is refused before the
 # JSON parser sees it (the parser recurses per level: 1,000 '[' within a name record's 1 KiB
 # raised RecursionError out of refresh(), issue 13)
@@ -36,7 +41,8 @@ MAX_CAPACITY_TEXT = 1024
 
 
 def encode_capacity(capacity: dict[str, Any]) -> str:
-    return json.dumps({k: capacity[k] for k in sorted(CAPACITY_FIELDS)}, separators=(",", ":"))
+    fields = sorted(k for k in CAPACITY_FIELDS | FEATURE_FIELDS if k in capacity)
+    return json.dumps({k: capacity[k] for k in fields}, separators=(",", ":"))
 
 
 def _refuse(name: str) -> float:
@@ -85,7 +91,12 @@ def decode_capacity(text: str) -> dict[str, Any] | None:
 
 def checked_capacity(value: Any) -> dict[str, Any] | None:
     """Capacity figures (from a record or a reply) if they are plausible, else None."""
-    if not isinstance(value, dict) or set(value) != CAPACITY_FIELDS:
+    if not isinstance(value, dict) or not set(value) >= CAPACITY_FIELDS:
+        return None
+    if set(value) - CAPACITY_FIELDS - FEATURE_FIELDS:
+        return None
+    features = devices.checked_features(value)
+    if features is None:
         return None
     numbers = ("qubits", "cores", "slots", "queue")
     if not all(
@@ -98,7 +109,8 @@ def checked_capacity(value: Any) -> dict[str, Any] | None:
         return None
     if not math.isfinite(backlog) or backlog < 0 or not isinstance(value["engine"], str):
         return None  # a negative or infinite backlog would attract every replica
-    return {**value, "slots": max(1, min(value["slots"], 4096))}
+    figures = {k: value[k] for k in CAPACITY_FIELDS}
+    return {**figures, **features, "slots": max(1, min(value["slots"], 4096))}
 
 
 @dataclass
@@ -179,7 +191,8 @@ class WorkerDirectory:
         """Fresh figures from a worker's reply (offer, fetch)."""
         if node == self.own_id.digest or not isinstance(reply, dict):
             return
-        capacity = checked_capacity({k: reply.get(k) for k in CAPACITY_FIELDS})
+        fields = CAPACITY_FIELDS | (FEATURE_FIELDS & set(reply))
+        capacity = checked_capacity({k: reply.get(k) for k in fields})
         if capacity is not None:
             self.entries[node] = Entry(node, capacity, self.clock())
 

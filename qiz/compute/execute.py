@@ -27,7 +27,14 @@ SAMPLED_KINDS = ("sampler", "grover")  # results are counts: compared statistica
 
 # kind -> {field: required?}
 FIELDS: dict[str, dict[str, bool]] = {
-    "sampler": {"qasm": True, "shots": False, "inputs": False},
+    "sampler": {
+        "qasm": True,
+        "shots": False,
+        "inputs": False,
+        "target": False,  # a device target and its transpiler: qiz.compute.devices
+        "transpile": False,
+        "transpile_seed": False,
+    },
     "estimator": {"qasm": True, "observables": True, "inputs": False},
     "vqe": {
         "hamiltonian": True,
@@ -205,12 +212,15 @@ def shape(kind: str, params: Any, path: str = "params", max_shots: int = 10_000_
 
 
 def _shape_sampler(params: Mapping[str, Any], path: str, max_shots: int) -> Shape:
+    from qiz.compute import devices
     from qiz.quantum.core.circuit import Circuit
 
     circuit = _circuit(params, path)
     shots = _int(params, "shots", path, 1, max_shots, 1024)
     # a dynamic program (qasm.DynamicProgram) is sized by its statements; its limits bound a run
     size = len(circuit.instructions) if isinstance(circuit, Circuit) else circuit.size
+    if devices.check(params, circuit, path) is not None:  # a noisy run costs more
+        return devices.shape(circuit, size, shots)
     return Shape(circuit.num_qubits, size, shots, 1)
 
 
@@ -330,6 +340,10 @@ def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | N
     from qiz.quantum.core.primitives import Sampler
 
     circuit = _circuit(params, "params")
+    if "target" in params:
+        from qiz.compute import devices
+
+        return devices.run(params, circuit, seed)
     shots = int(params.get("shots", 1024))
     res = Sampler().run(circuit, shots=shots, seed=seed)
     return {"counts": dict(sorted(res.counts.items())), "shots": shots}

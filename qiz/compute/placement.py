@@ -9,7 +9,8 @@ replica of one task) takes ``seconds`` of one slot. Worker w finishes its items 
 with reliability = max(score, 0.1): a worker that was caught returning wrong results looks
 slower, so it gets less work but is never the only choice. The objective is the **makespan**,
 the largest finish over the workers that got items. Constraints: an item needs a worker with
-enough qubits, and the replicas of one task go to distinct workers.
+enough qubits and every feature it needs (a device target, Qiskit: ``qiz.compute.devices``),
+and the replicas of one task go to distinct workers.
 
 Solvers (``solve(problem, method)``):
 
@@ -62,6 +63,7 @@ class WorkerInfo:
     backlog: float = 0.0
     rtt: float = 0.0
     score: float = 1.0
+    features: frozenset[str] = frozenset()  # what it can run besides plain circuits
 
     @property
     def rate(self) -> float:
@@ -73,6 +75,11 @@ class Item:
     task: int  # replicas of one task share this and must land on distinct workers
     seconds: float
     qubits: int
+    needs: frozenset[str] = frozenset()  # features its worker must offer (a target, qiskit)
+
+    def fits(self, worker: WorkerInfo) -> bool:
+        """Whether ``worker`` has the qubits and the features this item needs."""
+        return worker.max_qubits >= self.qubits and self.needs <= worker.features
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class PlacementProblem:
         return [
             w
             for w, info in enumerate(self.workers)
-            if info.max_qubits >= it.qubits and w not in banned
+            if it.fits(info) and w not in banned
         ]
 
     def finish_times(self, assignment: Sequence[int]) -> list[float]:
@@ -174,8 +181,10 @@ def _place(problem: PlacementProblem, order: Sequence[int], assignment: list[int
             if finish < best_finish - 1e-12:
                 best, best_finish = w, finish
         if best < 0:
+            extra = f" and {', '.join(sorted(item.needs))}" if item.needs else ""
             raise PlacementError(
-                f"task {item.task} needs {item.qubits} qubits on a distinct worker; none is left"
+                f"task {item.task} needs {item.qubits} qubits{extra} on a distinct worker; "
+                "none is left"
             )
         assignment[i] = best
         load[best] += item.seconds

@@ -8,7 +8,9 @@ RPC methods (served over QMP links, see ``docs/jobs.md``):
 * ``job.fetch {job, task}``: the state, progress, and once finished the result with the signed
   claim. Results wait here (in SQLite) until their coordinator has them, even across restarts.
 * ``job.cancel {job[, task]}``: stop the caller's tasks of that job.
-* ``job.capacity``: what this node advertises in the DHT (qubits, cores, slots, queue, engine).
+* ``job.capacity``: what this node advertises in the DHT (qubits, cores, slots, queue, engine,
+  and the device targets, Qiskit version and provider adapters it can run:
+  :mod:`qiz.compute.devices`). An offer of a job needing what it does not advertise is refused.
 
 Every field of a body is checked (:mod:`qiz.compute.bodies`: types, 0 .. 2^63 - 1, a job id's
 32 bytes) before a handler reads its tables or checks a spec: a bad one is ``bad-request``.
@@ -57,7 +59,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qiz.compute import bodies, execute
+from qiz.compute import bodies, devices, execute
 from qiz.compute import spec as specs
 from qiz.compute.attest import Claim
 from qiz.compute.checker import SpecChecker
@@ -193,6 +195,7 @@ class Worker:
             "queue": self.queue_length,
             "backlog": round(self.backlog, 3),
             "engine": execute.ENGINE,
+            **devices.advertised(),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -356,6 +359,10 @@ class Worker:
             raise RpcError("refused", str(exc)) from None
         if task >= len(spec.tasks):
             raise RpcError("refused", f"task {task} is not one of the job's {len(spec.tasks)}")
+        missing = devices.needs(spec) - devices.features(devices.advertised())
+        if missing:
+            self.counters["refused"] += 1
+            raise RpcError("refused", f"this worker cannot run {devices.describe(missing)}")
         if spec.seed is not None and seed != spec.seed:
             raise RpcError("refused", "a seeded job's replicas must run with the spec's seed")
         row = self.tables.get(spec.job_id, task, coordinator)

@@ -47,8 +47,13 @@ def run(
     *,
     method: str = "trajectories",
     use_qiskit: bool | None = None,
+    transpile_seed: int | None = None,
 ) -> TargetRun:
-    """``shots`` noisy outcomes of ``circuit`` (bound) on ``target``, reproducible for a seed."""
+    """``shots`` noisy outcomes of ``circuit`` (bound) on ``target``, reproducible for a seed.
+
+    ``transpile_seed`` seeds Qiskit's transpiler apart from the noise (None: ``seed`` seeds
+    both). The mesh passes one from the job's params, so replicas that sample with different
+    seeds still run the same transpiled circuit (docs/targets.md, "On the mesh")."""
     if not isinstance(circuit, Circuit):
         raise TargetError(
             "a program with classical control on measured bits cannot run on a target yet; "
@@ -60,7 +65,8 @@ def run(
         circuit = Circuit(
             circuit.num_qubits, circuit.num_clbits, list(circuit.instructions), circuit.name
         ).measure_all()
-    device, transpiler = to_device(circuit, target, seed, use_qiskit=use_qiskit)
+    layout_seed = seed if transpile_seed is None else transpile_seed
+    device, transpiler = to_device(circuit, target, layout_seed, use_qiskit=use_qiskit)
     engine_circuit, physical = lower(device, target.basis_gates)
     try:
         require_memory(len(physical), STATES_NEEDED)
