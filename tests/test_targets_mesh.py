@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -298,6 +300,65 @@ def test_advertised_features_check_to_bounded_names_or_none(extra: dict) -> None
         assert len(checked.get("adapters", [])) <= devices.MAX_ADVERTISED_ADAPTERS
         for word in devices.features(checked):
             assert len(word.partition(":")[2] or word) <= devices.MAX_FEATURE_NAME
+
+
+def test_a_node_without_qiskit_advertises_none_and_refuses_what_needs_it(alice) -> None:
+    """In a process where importing qiskit fails: the node advertises its targets, no Qiskit
+    and no IBM adapter; its worker refuses an offer of a transpiled target job, by name, and
+    takes one run as written."""
+    doc = sampler({"qasm": FITS, "target": "fake_manila", "transpile": "none"})
+    offers = [signed(sampler({"target": "fake_manila"}), alice).hex(), signed(doc, alice).hex()]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_QISKIT],
+        input=json.dumps(offers),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["capacity"] == {"targets": KNOWN, "qiskit": None, "adapters": []}
+    code, message = out["refused"]
+    assert code == "refused" and "this worker cannot run qiskit (to transpile)" in message
+    assert out["accepted"] == "queued" and out["qiskit_loaded"] == []
+
+
+WITHOUT_QISKIT = """
+import asyncio, json, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "qiskit" or name.startswith(("qiskit.", "qiskit_")):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from qiz.compute import spec as specs
+from qiz.compute.jobdb import WorkerTables, open_db
+from qiz.compute.pool import WorkerPool
+from qiz.compute.worker import Worker
+from qiz.identity import NodeIdentity
+from qiz.qmp.rpc import CallContext, RpcError
+
+async def main(transpiled, as_written):
+    me = NodeIdentity.generate()
+    async def nowhere(*args, **kwargs):
+        raise ConnectionError("no coordinator here")
+    pool = WorkerPool(1, warm_up=False)
+    worker = Worker(me, WorkerTables(open_db(None)), pool, specs.Limits(), nowhere)
+    ctx = CallContext(me.node_id, None)
+    out = {"capacity": {k: worker.capacity()[k] for k in ("targets", "qiskit", "adapters")}}
+    try:
+        await worker._rpc_offer(ctx, {"spec": transpiled, "task": 0, "seed": 3})
+    except RpcError as exc:
+        out["refused"] = [exc.code, exc.message]
+    reply = await worker._rpc_offer(ctx, {"spec": as_written, "task": 0, "seed": 3})
+    out["accepted"] = reply["state"]
+    await worker.close()
+    await pool.close()
+    out["qiskit_loaded"] = sorted(m for m in sys.modules if m.startswith("qiskit"))
+    print(json.dumps(out))
+
+asyncio.run(main(*(bytes.fromhex(h) for h in json.load(sys.stdin))))
+"""
 
 
 # ----------------------------------------------------------------------------- placement

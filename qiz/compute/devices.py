@@ -198,11 +198,20 @@ def describe(wanted: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------- nodes
 
 
+def installed(module: str) -> bool:
+    """Whether a top-level module can be imported (looked up, not imported). A finder that
+    refuses it (raises) counts as absent, as the import would fail."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def qiskit_version() -> str | None:
     """The installed Qiskit's version, or None (found without importing it)."""
     import importlib.metadata  # here: it loads email.utils, which loads socket (sans-IO cores)
 
-    if importlib.util.find_spec(QISKIT) is None:
+    if not installed(QISKIT):
         return None
     try:
         version = importlib.metadata.version(QISKIT)
@@ -222,7 +231,7 @@ def advertised() -> dict[str, Any]:
     adapters = [
         name
         for name, sdk in sorted(ADAPTER_SDKS.items())
-        if importlib.util.find_spec(sdk) is not None and (name != "ibm" or qiskit is not None)
+        if installed(sdk) and (name != "ibm" or qiskit is not None)
     ][:MAX_ADVERTISED_ADAPTERS]
     return {"targets": targets, "qiskit": qiskit, "adapters": adapters}
 
