@@ -100,7 +100,8 @@ def test_a_full_run_is_refused_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch
 def test_the_chi_square_check_rejects_counts_from_another_distribution() -> None:
     exact = [{"00": 0.5, "11": 0.5}, {"01": 0.25, "10": 0.75}]
     fits = [{"00": 130, "11": 126}, {"01": 61, "10": 195}]
-    assert python_client.chi_square(fits, exact) > 0.1
-    wrong = [{"00": 256}, {"01": 61, "10": 195}]
-    assert python_client.chi_square(wrong, exact) < python_client.CHI2_FLOOR
+    assert python_client.agreement(fits, exact) > 0.1
+    wrong = [{"00": 256}, {"01": 61, "10": 195}]  # one point wrong is enough
+    assert python_client.agreement(wrong, exact) < python_client.CHI2_FLOOR
+    assert python_client.chi_square({"00": 250, "01": 6}, exact[0]) == 0.0  # impossible outcome
     assert python_client.tvd({"00": 256}, exact[0]) == 0.5
