@@ -779,7 +779,7 @@ def markdown(figures: list[Figure]) -> str:
         if x["path"] == "sampler":
             pub = f"sampler, {x['points']} points x {x['shots']} shots"
             agree = (
-                f"chi-square p x points >= {x['chi2_p_min']:.2g}, "
+                f"chi-square p (Bonferroni) >= {x['chi2_p_min']:.2g}, "
                 f"median TVD {x['tvd_median']:.3f}"
             )
             if x["engine"] == "mesh":
