@@ -62,6 +62,55 @@ def test_batched_states_equal_the_engine_sample_by_sample() -> None:
         )
 
 
+def _fusable_program() -> Program:
+    """Every gate the fused path has, and every merge: rotations about one axis on one qubit
+    with gates on other qubits between them, adjacent diagonals (CZ, Z), ZZ rotations, fixed
+    one-qubit gates; per-sample and shared angles, weights and biases."""
+    ops = [
+        Op("h", (0,)),
+        Op("sx", (2,)),
+        Op("ry", (1,), feature=0, weight=0),
+        Op("rx", (0,), feature=1, weight=1, bias=2),
+        Op("ry", (1,), bias=3),  # merges with the RY on qubit 1 above
+        Op("cz", (0, 1)),
+        Op("cz", (1, 2)),
+        Op("z", (0,)),  # three adjacent diagonals: one table
+        Op("rz", (2,), feature=2, scale=0.7, offset=0.3),
+        Op("rz", (2,), bias=4),  # merges with a fixed-angle RZ
+        Op("rzz", (0, 2), feature=0, weight=5),
+        Op("t", (1,)),
+        Op("rx", (1,), feature=2, weight=6, bias=7),
+        Op("s", (0,)),
+        Op("rx", (1,), bias=8),  # merges across the S on qubit 0
+    ]
+    return Program(3, ops, 9, 3)
+
+
+def test_the_fused_path_equals_the_gate_by_gate_path_and_the_engine() -> None:
+    fused = _fusable_program()
+    assert fused.fused is not None
+    assert len(fused.fused.kinds) == len(fused.ops) - 5  # three merges, three diagonals as one
+    gates = _fusable_program()
+    gates.fused = None  # the gate-by-gate path
+    data = RNG.normal(size=(6, 3))
+    theta = RNG.normal(size=9)
+    psi = fused.states(data, theta)
+    assert np.abs(psi - gates.states(data, theta)).max() < 1e-12
+    assert np.abs(psi - _engine_states(fused, data, theta)).max() < 1e-12
+    lam = RNG.normal(size=psi.shape) + 1j * RNG.normal(size=psi.shape)
+    grad = fused.backward(psi, lam, data, theta)
+    assert np.abs(grad - gates.backward(psi, lam, data, theta)).max() < 1e-11
+    assert np.abs(psi - fused.states(data, theta)).max() == 0  # the caller's states intact
+
+
+def test_programs_without_fused_kernels_take_the_gate_by_gate_path() -> None:
+    assert _mixed_program().fused is None  # RXX, RYY, CX, SWAP, CH
+    fmap = reuploading_map(4, 4, 2)
+    assert fmap.program.fused is not None
+    # per layer: RY(w x + b) and RZ per qubit, one CZ table
+    assert len(fmap.program.fused.kinds) == 2 * (4 + 4 + 1)
+
+
 def _finite_difference(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
     return np.array([(f(x + e) - f(x - e)) / (2 * h) for e in np.eye(x.size) * h])
 

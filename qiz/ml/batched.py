@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qiz.ml import jit
+from qiz.ml import fused, jit
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.gates import gate_spec
 
 # rotations exp(-i a P / 2) this path takes a (per-sample) angle for
 ROTATIONS = ("rx", "ry", "rz", "rxx", "ryy", "rzz")
 _KINDS = {"rx": jit.RX, "ry": jit.RY, "rz": jit.RZ}  # one-qubit rotations with a kernel
+_FUSED_ROTATIONS = {"rx": fused.RX, "ry": fused.RY, "rz": fused.RZ}
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,83 @@ def _im_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Fused:
+    """A program as ``qiz.ml.fused`` runs it: gate codes, qubits, slots (a matrix or a sign
+    table), and per gate the ops whose angles add up to its angle. A rotation is merged into
+    the last gate on its qubit when that is a rotation about the same axis (the gates between
+    act on other qubits, so they commute): RY(w x) then RY(b) is one RY(w x + b), and the
+    gradient of that one angle is both ops' gradient. Adjacent diagonals are one table."""
+
+    kinds: np.ndarray
+    qubits: np.ndarray
+    slots: np.ndarray
+    mats: np.ndarray
+    inverses: np.ndarray
+    diags: np.ndarray
+    trainable: np.ndarray
+    sources: list[list[Op]]
+
+
+def _fuse(num_qubits: int, ops: Sequence[Op]) -> Fused | None:
+    """The fused form of ``ops``, or None when a gate has no fused kernel (then the
+    gate-by-gate path runs)."""
+    kinds: list[int] = []
+    qubits: list[int] = []
+    slots: list[int] = []
+    sources: list[list[Op]] = []
+    mats: list[np.ndarray] = []
+    diags: list[np.ndarray] = []
+    last: dict[int, int] = {}  # qubit -> the last fused gate that acts on it
+
+    def add(kind: int, qubit: int, slot: int, source: list[Op], on: Sequence[int]) -> None:
+        kinds.append(kind)
+        qubits.append(qubit)
+        slots.append(slot)
+        sources.append(source)
+        for q in on:
+            last[q] = len(kinds) - 1
+
+    for op in ops:
+        if op.gate in _FUSED_ROTATIONS:
+            q = op.qubits[0]
+            kind = _FUSED_ROTATIONS[op.gate]
+            j = last.get(q)
+            if j is not None and kinds[j] == kind and qubits[j] == q:
+                sources[j].append(op)
+            else:
+                add(kind, q, -1, [op], op.qubits)
+        elif op.gate == "rzz":
+            diags.append(_zsign(num_qubits, op.qubits))
+            add(fused.RZZ, 0, len(diags) - 1, [op], op.qubits)
+        elif op.gate in ("z", "cz"):
+            table = _zsign(num_qubits, op.qubits) if op.gate == "z" else _cz_sign(
+                num_qubits, op.qubits)  # fmt: skip
+            if kinds and kinds[-1] == fused.DIAG:
+                diags[slots[-1]] = diags[slots[-1]] * table
+                for q in op.qubits:
+                    last[q] = len(kinds) - 1
+            else:
+                diags.append(table)
+                add(fused.DIAG, 0, len(diags) - 1, [], op.qubits)
+        elif len(op.qubits) == 1 and not gate_spec(op.gate).num_params:
+            mats.append(gate_spec(op.gate).full_matrix(()))
+            add(fused.MATRIX, op.qubits[0], len(mats) - 1, [], op.qubits)
+        else:
+            return None
+    mat = np.array(mats or [np.eye(2)], dtype=np.complex128).reshape(-1, 2, 2)
+    return Fused(
+        kinds=np.array(kinds, dtype=np.int64),
+        qubits=np.array(qubits, dtype=np.int64),
+        slots=np.array(slots, dtype=np.int64),
+        mats=np.ascontiguousarray(mat),
+        inverses=np.ascontiguousarray(mat.conj().transpose(0, 2, 1)),
+        diags=np.array(diags or [np.ones(1 << num_qubits)], dtype=np.float64),
+        trainable=np.array([any(op.trainable for op in src) for src in sources], dtype=np.bool_),
+        sources=sources,
+    )
+
+
+@dataclass
 class Program:
     """A parameterised circuit over ``num_qubits`` fed by ``num_encoded`` data columns."""
 
@@ -108,6 +186,7 @@ class Program:
                 self._diag.setdefault(op.qubits, _zsign(n, op.qubits))
             elif op.gate == "cz":
                 self._cz.setdefault(op.qubits, _cz_sign(n, op.qubits))
+        self.fused = _fuse(n, self.ops)  # None: the gate-by-gate path
 
     # -- angles --------------------------------------------------------------------------
 
@@ -120,6 +199,15 @@ class Program:
         if op.bias >= 0:
             angle = angle + theta[op.bias]
         return angle
+
+    def _fused_angles(self, data: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """angles[b, g]: the fused gate g's angle for sample b (0 for gates without one)."""
+        assert self.fused is not None
+        angles = np.zeros((data.shape[0], len(self.fused.sources)))
+        for g, source in enumerate(self.fused.sources):
+            for op in source:
+                angles[:, g] += self.angles(op, data, theta)
+        return angles
 
     # -- gates on a batch ----------------------------------------------------------------
 
@@ -213,6 +301,12 @@ class Program:
         data, theta = self._check(data, theta)
         state = np.zeros((data.shape[0], 1 << self.num_qubits), dtype=np.complex128)
         state[:, 0] = 1.0
+        f = self.fused
+        if f is not None:
+            angles = self._fused_angles(data, theta)
+            with fused.threads_for_fused(data.shape[0], self.num_qubits):
+                fused.forward(state, f.kinds, f.qubits, f.slots, angles, f.mats, f.diags)
+            return state
         with jit.threads_for_batch(data.shape[0], self.num_qubits):
             for op in self.ops:
                 state = self._apply(state, op, data, theta)
@@ -227,8 +321,22 @@ class Program:
         psi = np.array(psi, dtype=np.complex128)  # undone in place: the caller's stay intact
         lam = np.array(lam, dtype=np.complex128)
         grad = np.zeros(self.num_params)
-        with jit.threads_for_batch(data.shape[0], self.num_qubits):
-            self._sweep_back(psi, lam, data, theta, grad)
+        f = self.fused
+        if f is None:
+            with jit.threads_for_batch(data.shape[0], self.num_qubits):
+                self._sweep_back(psi, lam, data, theta, grad)
+            return grad
+        angles = self._fused_angles(data, theta)
+        out = np.zeros_like(angles)  # dL/d(angle) per sample and fused gate
+        with fused.threads_for_fused(data.shape[0], self.num_qubits):
+            fused.backward(psi, lam, f.kinds, f.qubits, f.slots, angles, f.inverses, f.diags,
+                           f.trainable, out)  # fmt: skip
+        for g in np.flatnonzero(f.trainable):
+            for op in f.sources[g]:
+                if op.weight >= 0:
+                    grad[op.weight] += out[:, g] @ data[:, op.feature]
+                if op.bias >= 0:
+                    grad[op.bias] += out[:, g].sum()
         return grad
 
     def _sweep_back(
