@@ -9,10 +9,11 @@ round's seed (``round_params`` gives every engine the same ``marked`` integer):
 
 - ``ml-epoch``: one full-batch training step of the VQC: the logistic loss of the binary VQC
   (data re-uploading, LAYERS layers, <Z_0> readout with a scale and a bias) and its gradient in
-  every parameter. Ours: ``VQC._loss_grad``, the estimator's own code path (batched states,
-  one adjoint sweep). Lightning: one tape per sample, all BATCH tapes in one
-  ``execute_and_compute_derivatives`` call with the adjoint method (d<Z_0>/d angle of every
-  gate of every sample), then the same chain rule to the parameters in numpy.
+  every parameter. Ours: ``VQC._loss_grad``, the estimator's own code path (``qiz.ml.fused``:
+  each sample's whole circuit in one numba call, then one adjoint sweep). Lightning: one
+  tape per sample, all BATCH tapes in one ``execute_and_compute_derivatives`` call with the
+  adjoint method (d<Z_0>/d angle of every gate of every sample), then the same chain rule to
+  the parameters in numpy.
 - ``ml-kernel``: the BATCH x BATCH fidelity kernel matrix of the fixed re-uploading map (our
   QSVC's default, LAYERS repetitions). Ours: ``QuantumKernel.evaluate``. Lightning: the BATCH
   states (``qml.state()``, one ``execute`` of BATCH tapes), then |S S^H|^2 as ours. A state
@@ -44,8 +45,8 @@ BANDWIDTH = 0.5  # QuantumKernel's default
 WORKLOADS = ("ml-epoch", "ml-kernel")
 # each engine's code path, as the table labels it (and bench/ml.py checks that its workers ran)
 PATHS = {
-    ("qiz", "ml-epoch"): "batched states + one adjoint sweep (complex128)",
-    ("qiz", "ml-kernel"): "batched states, one matrix product (complex128)",
+    ("qiz", "ml-epoch"): "a fused program per sample, one adjoint sweep (complex128)",
+    ("qiz", "ml-kernel"): "a fused program per sample, one real Gram product (complex128)",
     ("lightning", "ml-epoch"): "a tape per sample, one adjoint batch call (complex128)",
     ("lightning", "ml-kernel"): "a state per sample, one batch call, then |S S^H|^2",
 }
