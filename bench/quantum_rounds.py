@@ -174,12 +174,12 @@ class WorkerFailed(Exception):
 class WorkerProcess:
     """One engine's worker: JSON lines over its stdin/stdout, every request with a deadline."""
 
-    def __init__(self, engine: str) -> None:
+    def __init__(self, engine: str, script: Path = WORKER) -> None:
         self.engine = engine
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by kill()
         env = {**os.environ, **THREAD_ENV, "PYTHONWARNINGS": "ignore"}
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), engine],
+            [sys.executable, str(script), engine],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -311,6 +311,8 @@ class SizePlan:
 class Session:
     """The workers of one (workload, n) and the calls made on them."""
 
+    worker_script = WORKER  # another benchmark's sessions (bench/noise.py) start its own
+
     def __init__(self, workload: str, n: int, seed: int, engines: Sequence[str]) -> None:
         self.workload, self.n, self.seed = workload, n, seed
         self.result = SizeResult(workload, n, {e: EngineResult(e) for e in engines}, 0)
@@ -335,7 +337,7 @@ class Session:
 
     def start(self, timeout: float) -> None:
         for engine in self.result.engines:
-            self.workers[engine] = WorkerProcess(engine)
+            self.workers[engine] = WorkerProcess(engine, self.worker_script)
         warm = {
             "op": "hello",
             "workload": self.workload,

@@ -1,12 +1,12 @@
 """Run every benchmark and regenerate ``docs/benchmarks.md`` from what was measured.
 
-    python bench/report.py [--quick] [--no-write] [--only quantum|store|deploy|nat|dht|client]
-        [--busy-ok] [--cold]
+    python bench/report.py [--quick] [--no-write]
+        [--only quantum|noise|store|deploy|nat|dht|client] [--busy-ok] [--cold]
 
-``--only quantum`` (or ``store``, ``deploy``, ``nat``, ``dht``, ``client``) reruns that benchmark
-alone and replaces just its section of the page, leaving the others as they were measured (a
-section the page lacks is appended). The storage, deploy and client benchmarks refuse a busy
-machine unless ``--busy-ok`` (or ``--quick``).
+``--only quantum`` (or ``noise``, ``store``, ``deploy``, ``nat``, ``dht``, ``client``) reruns that
+benchmark alone and replaces just its section of the page, leaving the others as they were
+measured (a section the page lacks is appended). The noise, storage, deploy and client
+benchmarks refuse a busy machine unless ``--busy-ok`` (or ``--quick``).
 
 The page is generated, never edited by hand: its numbers are this machine's, on the day it ran.
 """
@@ -209,6 +209,12 @@ def dht_section(quick: bool) -> str:
     return DHT_HEADING + "\n" + markdown_table(figures) + "\n" + DHT_NOTES
 
 
+def noise_section(quick: bool, busy_ok: bool) -> str:
+    from bench import noise  # its workers load Qiskit Aer only when it runs
+
+    return noise.section(noise.run(quick, busy_ok), quick)
+
+
 def client_section(quick: bool, busy_ok: bool) -> str:
     from bench import python_client  # loads Qiskit only when it runs
 
@@ -250,13 +256,17 @@ def main() -> None:
             only_section(NAT_HEADING, nat_section(quick, "--busy-ok" in sys.argv))
         elif what == ["dht"]:
             only_section(DHT_HEADING, dht_section(quick))
+        elif what == ["noise"]:
+            from bench import noise
+
+            only_section(noise.HEADING, noise_section(quick, "--busy-ok" in sys.argv))
         elif what == ["client"]:
             from bench import python_client
 
             only_section(python_client.HEADING, client_section(quick, "--busy-ok" in sys.argv))
         else:
             raise SystemExit(
-                "--only takes one section name: quantum, store, deploy, nat, dht or client"
+                "--only takes one section name: quantum, noise, store, deploy, nat, dht or client"
             )
         return
     figures = crypto.run(quick)
@@ -274,6 +284,7 @@ def main() -> None:
     )
     page += dht_section(quick)
     page += quantum.section(quantum.run(quick))
+    page += noise_section(quick, busy_ok=True)
     jobs_figures = jobs.run(quick)
     page += "\n## Distributed jobs (`bench/jobs.py`)\n\n" + jobs.markdown(jobs_figures)
     page += JOBS_NOTES
