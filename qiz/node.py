@@ -53,6 +53,7 @@ from qiz.store.config import StoreConfig
 from qiz.store.errors import StoreDisabled
 from qiz.store.service import StoreService
 from qiz.tasks import TaskOwner
+from qiz.trust.scores import BANNED
 from qiz.trust.scores import INITIAL as INITIAL_SCORE
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Node:
             clock=clock,
             events=self.events,
             scores=self._peer_score,  # lookups ask low-scored peers last (docs/dht.md)
+            report=self._report_peer,  # forged records, garbage and timeouts cost trust
         )
         self.handlers.update(self.dht.handlers())
         # observed addresses and reachability (docs/nat.md): a private node publishes no
@@ -178,6 +180,7 @@ class Node:
         self.relays.on_incoming = self.punch.note_incoming  # who a circuit comes from, where
         self._relay_refused: dict[NodeId, float] = {}  # peer -> when to ask it again
         self.links.on_peer = self._on_link
+        self.links.refuse_peer = self._refuse_peer  # banned, or cooling off (qiz.trust.scores)
         # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
         # for known peers and is not held to the per-prefix cap on unknown ones
         self.links.known_peer = lambda peer_id: peer_id.digest in self.dht.table
@@ -806,6 +809,25 @@ class Node:
         """A peer's trust score (compute keeps them); neutral on a node without compute."""
         compute = getattr(self, "compute", None)
         return compute.scores.get(peer) if compute is not None else INITIAL_SCORE
+
+    def _report_peer(self, peer: bytes, reason: str, detail: str) -> None:
+        """A peer misbehaved (qiz.trust.scores.REASONS): its score pays, where scores are kept."""
+        compute = getattr(self, "compute", None)
+        if compute is not None:
+            compute.scores.record(peer, reason, detail)
+
+    def _refuse_peer(self, peer: bytes) -> str | None:
+        """Why a link to ``peer`` is refused now (banned, or its score under the link
+        threshold until its misbehaviour decays), or None."""
+        compute = getattr(self, "compute", None)
+        if compute is None:
+            return None
+        scores = compute.scores
+        if scores.override_of(peer) == BANNED:
+            return "this node's operator banned the peer"
+        if not scores.may(peer, "link"):
+            return "the peer's trust score is under the link threshold (cooling off)"
+        return None
 
     async def _rpc_ping(self, ctx: CallContext, body: Any) -> Any:
         return body

@@ -38,8 +38,10 @@ from qiz.deploy.signing import NODE_KEY
 from qiz.fsio import FileTooLarge, read_bounded
 from qiz.identity.armor import ArmorError, dearmor
 from qiz.identity.peer_record import MAX_RECORD_SIZE, PeerRecord, PeerRecordError
+from qiz.qmp.errors import ErrorCode
 from qiz.store.errors import StoreDisabled
 from qiz.store.limits import MAX_RECIPIENTS
+from qiz.trust.scores import BANNED, TRUSTED
 
 if TYPE_CHECKING:
     from qiz.compute.coordinator import Coordinator
@@ -118,6 +120,8 @@ class LinkView:
     left_reason: str | None = None
     score: float | None = None
     relay: str | None = None  # the relay's node id, for a relayed link
+    trust: str | None = None  # "trusted" or "banned" by this node's operator
+    reasons: list[str] = field(default_factory=list)  # misbehaviour counting against its score
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ class ScoreView:
     agreed: int
     disagreed: int
     failed: int
+    override: str | None = None  # "trusted" or "banned" by this node's operator
+    reasons: list[str] = field(default_factory=list)  # misbehaviour still counting against it
 
 
 @dataclass(frozen=True)
@@ -261,10 +267,18 @@ class NodeAPI:
 
     def peer_views(self) -> list[LinkView]:
         """Linked peers by id, then the peers that left, the most recent first."""
-        scores = {s.node_id: s.score for s in self.scores()}
-        views = [
-            LinkView(**row, score=scores.get(row["node_id"])) for row in self.node.links.peer_rows()
-        ]
+        scores = {s.node_id: s for s in self.scores()}
+        views = []
+        for row in self.node.links.peer_rows():
+            known = scores.get(row["node_id"])
+            views.append(
+                LinkView(
+                    **row,
+                    score=known.score if known is not None else None,
+                    trust=known.override if known is not None else None,
+                    reasons=list(known.reasons) if known is not None else [],
+                )
+            )
         online = sorted((v for v in views if v.state == "online"), key=lambda v: v.node_id)
         return online + [v for v in views if v.state != "online"]
 
@@ -349,6 +363,26 @@ class NodeAPI:
             )
             for row in self.node.compute.scores.table()
         ]
+
+    async def peer_trust(self, target: str, action: str) -> dict[str, Any]:
+        """An operator's word on a peer (``qiz peers trust|ban|unban``): trusted peers always
+        score 1, banned ones 0 and their links are closed and refused; unban returns the peer
+        to its measured score. Answers why the peer scores what it does now."""
+        verbs = {"trust": TRUSTED, "ban": BANNED, "unban": None}
+        if action not in verbs:
+            raise BadRequest(f"action must be one of {', '.join(verbs)}, not {action!r}")
+        compute = self.node.compute
+        if compute is None:
+            raise BadRequest("this node keeps no peer scores: its compute service is off")
+        peer = await self.node.peer_id(target)
+        if peer == self.node.node_id:
+            raise BadRequest("a node does not score itself")
+        compute.scores.override(peer.digest, verbs[action])
+        if action == "ban":
+            entry = self.node.links.peers.get(peer)
+            if entry is not None:
+                entry.link.close(ErrorCode.REFUSED, "banned by the other node's operator")
+        return {"node_id": str(peer), **compute.scores.explain(peer.digest)}
 
     def request_stop(self) -> dict[str, Any]:
         self.node.stop_requested.set()
@@ -1014,6 +1048,8 @@ OPERATIONS: dict[str, Operation] = {
         # control socket (mode 0600) carries them, never a token that may sit in a URL
         Operation("stop", lambda api, a: api.request_stop()),
         Operation("peers", lambda api, a: api.peers(), "GET", "/api/peers"),
+        # an operator's word on a peer changes what the node gives it: the owner's socket only
+        Operation("peer_trust", lambda api, a: api.peer_trust(arg(a, "target"), arg(a, "action"))),
         Operation("routing", lambda api, a: api.routing(), "GET", "/api/routing"),
         Operation("records", lambda api, a: api.records(), "GET", "/api/records"),
         Operation("scores", lambda api, a: {"scores": api.scores()}, "GET", "/api/scores"),

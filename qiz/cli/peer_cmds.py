@@ -127,9 +127,31 @@ async def _dial_and_ping(session: Session, ref: PeerRef, count: int) -> dict[str
 # ---------------------------------------------------------------------------- peers
 
 
-def peers(ctx: typer.Context, as_json: JsonOption = False) -> None:
+TRUST_ACTIONS = ("trust", "ban", "unban")
+
+
+def peers(
+    ctx: typer.Context,
+    action: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[trust|ban|unban]",
+            help="Trust a peer (it always scores 1), ban it (its links are closed and "
+            "refused, it gets nothing) or unban it (back to its measured score).",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Argument(metavar="[PEER]", help=PEER_HELP, show_default=False)
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """List the running node's peers: linked ones (online) and those that left (offline,
-    with when and why), with RTT, traffic and score."""
+    with when and why), with RTT, traffic, score and what counts against it; or trust, ban
+    or unban one (docs/security.md, "Peer scores")."""
+    if action is not None:
+        _trust(ctx, action, target, as_json)
+        return
     answer = node_call(ctx.obj, "peers", 10.0)
 
     def human() -> None:
@@ -142,6 +164,26 @@ def peers(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if left:
             console.print(f"{plural(len(left), 'peer')} left", markup=False)
             print_lines(departed_lines(left))
+
+    emit(as_json, answer, human)
+
+
+def _trust(ctx: typer.Context, action: str, target: str | None, as_json: bool) -> None:
+    if action not in TRUST_ACTIONS:
+        raise UserError(f"'{action}' is not one of {', '.join(TRUST_ACTIONS)} (or nothing: list)")
+    if not target:
+        raise UserError(f"qiz peers {action} needs a PEER: {PEER_HELP}")
+    answer = node_call(ctx.obj, "peer_trust", LOOKUP_TIMEOUT, target=target, action=action)
+
+    def human() -> None:
+        word = {"trust": "trusted", "ban": "banned", "unban": "back to its measured score"}
+        console.print(
+            f"{answer['node_id']} {word[action]}: score {answer['score']:.2f}", markup=False
+        )
+        for reason, figures in answer["reasons"].items():
+            console.print(
+                f"  {reason}: {figures['count']:g} (costs {figures['cost']:.2f})", markup=False
+            )
 
     emit(as_json, answer, human)
 
@@ -183,13 +225,25 @@ def peer_lines(rows: list[dict[str, Any]]) -> list[str]:
                 "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.2f} ms",
                 moment(row["connected_at"]),
                 moment(row["last_seen_at"]),
-                "-" if row.get("score") is None else f"{row['score']:.2f}",
+                _score_cell(row),
                 size(row["bytes_sent"]),
                 size(row["bytes_received"]),
             ]
             for row in rows
         ],
     )
+
+
+def _score_cell(row: dict[str, Any]) -> str:
+    """The score, an operator's word on it, and what counts against it."""
+    if row.get("score") is None:
+        return "-"
+    cell = f"{row['score']:.2f}"
+    if row.get("trust"):
+        cell += f" ({row['trust']})"
+    elif row.get("reasons"):
+        cell += " (" + ", ".join(row["reasons"]) + ")"
+    return cell
 
 
 def departed_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -22,6 +22,7 @@ class ErrorCode(enum.IntEnum):
     REPLAY = 11
     BUSY = 12  # responder refuses more links
     SHUTDOWN = 13
+    REFUSED = 14  # the node will not link to this peer now: banned, or its score too low
 
 
 # The reason a link's first bytes could not be read as QMP (an HTTP server, say): dial() turns a

@@ -160,6 +160,9 @@ class LinkManager:
         self.identity = identity
         self.events = events if events is not None else EventBus(clock)
         self.on_peer = on_peer  # told of every authenticated link (the DHT's routing table)
+        # asked about every authenticated peer before its link is taken in: a reason to refuse
+        # it (banned, or its trust score below the link threshold), or None (qiz.trust.scores)
+        self.refuse_peer: Callable[[bytes], str | None] | None = None
         self.record_provider = record_provider
         self.handlers = handlers
         self.config = config or ManagerConfig()
@@ -213,6 +216,7 @@ class LinkManager:
             "frames_dropped_closed": 0,
             "rpc_malformed_closed": 0,
             "rpc_reply_unsent_closed": 0,
+            "refused_by_trust": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -278,6 +282,7 @@ class LinkManager:
             "rpc_reply_unsent": self.counters["rpc_reply_unsent_closed"]
             + sum(p.rpc.replies_dropped for p in live),
             "links": len(self.peers),
+            "refused_by_trust": self.counters["refused_by_trust"],
         }
 
     def is_known(self, peer_id: NodeId) -> bool:
@@ -503,11 +508,19 @@ class LinkManager:
         assert peer_id is not None
         self.counters["handshakes"] += 1
         if self.closing or not link.is_open:
+            closed = link.conn.close_reason
             link.close(ErrorCode.SHUTDOWN, "node shutting down")
+            if closed is not None and closed.by_peer:  # say why the peer closed it (REFUSED)
+                raise LinkError(closed.code, f"the peer closed the link: {closed.reason}")
             raise LinkError(ErrorCode.SHUTDOWN, "the link closed before it was taken in")
         if peer_id == self.identity.node_id:
             link.close(ErrorCode.UNEXPECTED_PEER, "a node does not link to itself")
             raise LinkError(ErrorCode.UNEXPECTED_PEER, "dialled our own address")
+        refusal = self.refuse_peer(peer_id.digest) if self.refuse_peer is not None else None
+        if refusal is not None:  # either side: our dial, or their link to us
+            self.counters["refused_by_trust"] += 1
+            link.close(ErrorCode.REFUSED, refusal)
+            raise LinkError(ErrorCode.REFUSED, refusal)
         entry = PeerLink(link, RpcEndpoint(link, self.handlers, tasks=self.tasks), self.clock())
         link.add_close_listener(lambda _link, entry=entry: self._on_close(entry))
         if self.on_peer is not None:

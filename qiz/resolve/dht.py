@@ -59,6 +59,7 @@ from qiz.resolve.routing import Contact, RoutingTable
 from qiz.resolve.store import MAX_BYTES, MAX_RECORDS, PutResult, RecordStore
 from qiz.tasks import TaskOwner
 from qiz.trust.latency import MIN_TIMEOUT, LatencyTable
+from qiz.trust.scores import ROUTE
 
 log = logging.getLogger("qiz.dht")
 LATENCY_WINDOW = 10_000  # lookup durations kept for the metrics' histogram
@@ -69,6 +70,8 @@ STORE = f"{PROTOCOL}.store"
 # a peer whose trust score (qiz.trust.scores: job quorum outcomes) fell below this is asked
 # last by lookups; one disagreement halves the initial 0.8 to 0.4
 LOW_SCORE = 0.5
+# below this a peer is not asked at all (qiz.trust.scores.ROUTE: lookups do not go through it)
+NO_ROUTE_SCORE = ROUTE
 
 
 class ResolveError(NotFound, LookupError):
@@ -177,6 +180,7 @@ class Dht:
         events: EventBus | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         scores: Callable[[bytes], float] | None = None,
+        report: Callable[[bytes, str, str], None] | None = None,
     ) -> None:
         self.identity = identity
         self.events = events or EventBus(clock)
@@ -197,6 +201,8 @@ class Dht:
         ceiling = self.config.request_timeout
         self.latency = LatencyTable(floor=min(MIN_TIMEOUT, ceiling), ceiling=ceiling)
         self.scores = scores  # trust scores of peers, if the node keeps them
+        # told of a peer's misbehaviour (peer, reason of qiz.trust.scores.REASONS, detail)
+        self.report = report
         self.hedged_requests = 0  # over all lookups
         self.lookup_timeouts = 0  # requests unanswered past their adaptive timeout
         self.counters = {"lookups": 0, "invalid_records": 0, "refused_stores": 0}
@@ -334,6 +340,7 @@ class Dht:
         try:
             record = validate(kind, raw, key=None, now=now, cache=self.records)
         except RecordError as exc:
+            self._tell(ctx.peer_id.digest, "invalid_record", f"stored: {exc}")
             raise self._refuse("bad-record", str(exc)) from None
         if not solves(record.holder, bits):
             raise self._refuse(
@@ -386,6 +393,17 @@ class Dht:
             return True
         return self.scores is not None and self.scores(peer) < LOW_SCORE
 
+    def _tell(self, peer: bytes, reason: str, detail: str) -> None:
+        if self.report is not None:
+            self.report(peer, reason, detail)
+
+    def _bad_record(self, peer: bytes, exc: RecordError) -> None:
+        """A record that did not validate, from ``peer``: expired is stale, the rest forged
+        or malformed."""
+        self.counters["invalid_records"] += 1
+        text = str(exc)
+        self._tell(peer, "stale_record" if "expired" in text else "invalid_record", text)
+
     async def _query(self, contact: Contact, method: str, body: dict) -> dict:
         timeout = self.config.request_timeout
         rpc = await self.links.connect(contact.address, NodeId(contact.node_id), timeout=timeout)
@@ -422,6 +440,8 @@ class Dht:
     ) -> None:
         """One lookup request: feed the answer (or the failure) to the lookup."""
         try:
+            if self.scores is not None and self.scores(contact.node_id) < NO_ROUTE_SCORE:
+                raise RpcError("refused", "its trust score is below the routing threshold")
             if kind is not None:
                 reply = await self._query(contact, FIND_VALUE, {"key": target, "kind": kind.value})
             else:
@@ -436,8 +456,8 @@ class Dht:
                     records.append(
                         validate(kind, raw, key=target, now=self.clock(), cache=self.records)
                     )
-                except RecordError:
-                    self.counters["invalid_records"] += 1
+                except RecordError as exc:
+                    self._bad_record(contact.node_id, exc)
             lookup.on_response(
                 contact.node_id, self._parse_contacts(reply), records, self.monotonic()
             )
@@ -446,6 +466,10 @@ class Dht:
         except Exception as exc:  # any bad answer is a failed request, never a stall
             log.debug("lookup: %s failed: %s", contact.address, exc)
             busy = isinstance(exc, RpcError) and exc.code == "busy"
+            if isinstance(exc, TimeoutError):
+                self._tell(contact.node_id, "rpc_timeout", "a lookup request")
+            elif isinstance(exc, RpcError) and exc.code == "bad-reply":
+                self._tell(contact.node_id, "rpc_error", str(exc))
             known = self.table.get(contact.node_id)
             if not busy and known is not None and known.address == contact.address:
                 self.table.failed(contact.node_id)  # only for the address we hold

@@ -3,7 +3,7 @@
 Candidates are the nodes closest to the content id that a DHT lookup found plus the peers this
 node is linked to, never this node itself nor a node that already holds a column of the content
 (n columns go to n distinct holders). They are tried in order: peers whose score fell below
-``LOW_SCORE`` last, then by XOR distance to the content id, so two owners of the same content
+``LOW_SCORE`` last (under ``qiz.trust.scores.GIVE``: never), then by XOR distance to the content id, so two owners of the same content
 tend to pick the same holders (and a public column already held is not sent again). A holder
 that refuses an offer (``quota``, ``full``) or cannot be reached is skipped and the next one is
 asked: placement moves on, it never waits for a full node.
@@ -19,6 +19,7 @@ from qiz.qmp.rpc import RpcError
 from qiz.resolve.keyspace import distance
 from qiz.resolve.reach import Unreachable
 from qiz.store.manifest import Manifest
+from qiz.trust.scores import GIVE
 
 log = logging.getLogger("qiz.store")
 LOW_SCORE = 0.5  # below this a peer is asked only when nobody better is left
@@ -43,7 +44,8 @@ def order_candidates(
     *,
     exclude: set[bytes],
 ) -> list[bytes]:
-    unique = {c for c in candidates if c not in exclude}
+    # a peer under the trust threshold for giving (qiz.trust.scores.GIVE) gets no shares
+    unique = {c for c in candidates if c not in exclude and score(c) >= GIVE}
     return sorted(unique, key=lambda c: (score(c) < LOW_SCORE, distance(c, target)))
 
 

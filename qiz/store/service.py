@@ -81,6 +81,7 @@ SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
 class Scores(Protocol):
     def get(self, peer: bytes) -> float: ...
     def failed(self, peer: bytes) -> None: ...
+    def record(self, peer: bytes, reason: str, detail: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -559,7 +560,8 @@ class StoreService:
 
     def _on_bad(self, holder: bytes, index: int) -> None:
         self.counters["bad_shares"] += 1
-        self._failed(holder)
+        if self.scores is not None:  # bytes that do not match their hash (qiz.trust.scores)
+            self.scores.record(holder, "bad_share", f"share {index}")
         self.events.emit(EventKind.STORE_BAD_SHARE, holder=str(NodeId(holder)), index=index)
 
     async def _reader(self, cid: ContentId, manifest: Manifest) -> ChunkReader:
