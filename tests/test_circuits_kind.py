@@ -165,3 +165,21 @@ def test_pack_splits_in_order_into_jobs_within_the_bounds(sizes) -> None:
         assert _fits([entries[i] for i in batch])
         if n + 1 < len(batches):  # greedy: the next entry would not have fitted
             assert not _fits([entries[i] for i in (*batch, batches[n + 1][0])])
+
+
+def test_programs_are_parsed_once_and_handed_out_as_copies() -> None:
+    """A circuits job's entries share a few programs: each is parsed once per process (the
+    cache is bounded and holds only small programs), and a caller's change to its circuit
+    never reaches the next one."""
+    execute._parsed.clear()
+    first = execute._load(BELL)
+    assert list(execute._parsed) == [BELL]
+    first.append("x", [0])
+    again = execute._load(BELL)
+    assert again is not first and len(again.instructions) == len(first.instructions) - 1
+    for i in range(execute.MAX_PARSED_PROGRAMS + 5):
+        execute._load(BELL.replace("h q[0];", f"rz({i}) q[0]; h q[0];"))
+    assert len(execute._parsed) == execute.MAX_PARSED_PROGRAMS and BELL not in execute._parsed
+    big = BELL.replace("h q[0];", "h q[0]; " + "x q[1]; " * 2000)
+    execute._load(big)
+    assert big not in execute._parsed  # over MAX_PARSED_TEXT: parsed every time

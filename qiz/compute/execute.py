@@ -12,8 +12,9 @@ digest even when a last-place rounding differs between machines.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qiz.compute.errors import SpecError
@@ -62,6 +63,11 @@ STATE_VECTORS = {"sampler": 1.1, "estimator": 2.1, "vqe": 2.5, "qaoa": 1.6, "gro
 MAX_OBSERVABLES = 64
 EXACT_DEFAULT_QUBITS = 12  # VQE's exact reference by default up to here (dense, deterministic)
 MAX_TEXT = 192 * 1024
+# parsed programs kept by text: a circuits job's entries (cut sub-experiments, PUB points)
+# share a few programs, and each was parsed at every check and every run (ANTLR: 15-70 ms
+# each). Only programs of at most MAX_PARSED_TEXT bytes, so the cache stays small.
+MAX_PARSED_PROGRAMS = 16
+MAX_PARSED_TEXT = 8 * 1024
 
 Progress = Callable[[float], None]
 
@@ -147,13 +153,32 @@ def check_fields(kind: str, params: Any, path: str = "params") -> None:
 # ----------------------------------------------------------------------------- builders
 
 
+_parsed: OrderedDict[str, Any] = OrderedDict()  # text -> Circuit, least recently used first
+
+
+def _load(text: str):  # noqa: ANN202 - Circuit or DynamicProgram, lazily imported
+    """``text`` parsed; a small static program from the cache when it was parsed lately (a
+    copy: the caller may append to it)."""
+    from qiz.quantum import qasm
+    from qiz.quantum.core.circuit import Circuit
+
+    cached = _parsed.get(text)
+    if cached is not None:
+        _parsed.move_to_end(text)
+        return replace(cached, instructions=list(cached.instructions))
+    circuit = qasm.loads(text, name="job")
+    if isinstance(circuit, Circuit) and len(text) <= MAX_PARSED_TEXT:
+        _parsed[text] = replace(circuit, instructions=list(circuit.instructions))
+        while len(_parsed) > MAX_PARSED_PROGRAMS:
+            _parsed.popitem(last=False)
+    return circuit
+
+
 def _circuit(params: Mapping[str, Any], path: str):  # noqa: ANN202 - Circuit, lazily imported
     """The job's circuit with its inputs bound: a ``Circuit``, or a ``qasm.DynamicProgram``
     when its control flow depends on measurements (the sampler runs both)."""
-    from qiz.quantum import qasm
-
     try:
-        circuit = qasm.loads(_text(params, "qasm", path), name="job")
+        circuit = _load(_text(params, "qasm", path))
     except QuantumError as exc:
         raise _fail(f"{path}.qasm", str(exc)) from None
     inputs = _inputs(params, path)
