@@ -495,9 +495,11 @@ def section(figures: list[Figure], quick: bool = False) -> str:
     """The section of docs/benchmarks.md (heading included)."""
     plans = QUICK_PLANS if quick else PLANS
     wall = next((f.value for f in figures if f.group == "run"), math.nan)
+    kind = "A --quick run (smoke test, not a measurement)" if quick else "Measured"
     return (
         HEADING
-        + f"\nMeasured on {machine()}, {time.strftime('%Y-%m-%d')}; the run took {wall:.0f} s.\n\n"
+        + f"\n{kind} on {machine()}, {time.strftime('%Y-%m-%d')}; the run took "
+        + f"{wall:.0f} s.\n\n"
         + markdown(figures)
         + "\n"
         + notes(figures, plans)

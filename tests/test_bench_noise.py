@@ -15,20 +15,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import noise
+from bench import harness, noise, report
+from bench.harness import Figure
 from bench.noise_peers import gates, pairs
 
+PLAN = noise.Plan(shots=400, rounds=1)
 
-def test_quick_run_produces_rows_and_the_engines_agree() -> None:
+
+@pytest.fixture(scope="module")
+def figures() -> list[Figure]:
     pytest.importorskip("qiskit_aer")
-    plan = noise.Plan(shots=400, rounds=1)
-    figures = noise.run(
+    return noise.run(
         quick=True,
         busy_ok=True,
         workloads=("qaoa", "random"),
-        plans={6: plan},
+        plans={6: PLAN},
         engines=("qiz", "aer"),
     )  # exits non-zero on any disagreement
+
+
+def test_quick_run_produces_rows_and_the_engines_agree(figures: list[Figure]) -> None:
     rows = [f for f in figures if f.group == "noise"]
     assert {(f.extra["workload"], f.extra["engine"]) for f in rows} == {
         (w, e) for w in ("qaoa", "random") for e in ("qiz", "aer")
@@ -38,15 +44,39 @@ def test_quick_run_produces_rows_and_the_engines_agree() -> None:
         assert x["status"] == "ok", x["error"]
         assert f.value > 0 and x["n"] == 6
         # the first call and the round pooled (and any busy round that was re-run)
-        assert x["pooled_shots"] >= 2 * plan.shots and x["pooled_shots"] % plan.shots == 0
+        assert x["pooled_shots"] >= 2 * PLAN.shots and x["pooled_shots"] % PLAN.shots == 0
         assert x["agrees"] is True
         assert 0 <= x["tvd"] <= x["tvd_bound"] and x["max_z"] <= x["z_critical"]
         assert x["path"]
     ours = [f for f in rows if f.extra["engine"] == "qiz"]
-    assert all(1 <= f.extra["states_per_call"] <= plan.shots for f in ours)
+    assert all(1 <= f.extra["states_per_call"] <= PLAN.shots for f in ours)
     page = noise.section(figures, quick=True)
     assert page.startswith(noise.HEADING)
+    assert "A --quick run (smoke test, not a measurement)" in page
     assert page.count("| qaoa | 6 |") == 2 and page.count("| random | 6 |") == 2
+
+
+def test_only_noise_puts_its_section_in_the_page_once(
+    figures: list[Figure], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "benchmarks.md"
+    before = "# Benchmarks\n\n## Quantum simulators (`bench/quantum.py`)\n\nquantum table\n"
+    page.write_text(before)
+    monkeypatch.setattr(report, "DOCS", page)
+    monkeypatch.setattr(noise, "run", lambda quick, busy_ok: figures)  # not a second run
+    monkeypatch.setattr(sys, "argv", ["report.py", "--only", "noise", "--quick", "--busy-ok"])
+    report.main()
+    first = page.read_text()
+    assert first.startswith(before.rstrip("\n"))
+    assert first.count(noise.HEADING.strip()) == 1 and "| random | 6 | " in first
+    report.main()  # again: the section is replaced, not added twice
+    assert page.read_text() == first
+
+
+def test_a_full_run_is_refused_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(harness.os, "getloadavg", lambda: (harness.MAX_LOAD + 1.0, 0.0, 0.0))
+    with pytest.raises(SystemExit, match="the machine is busy"):
+        noise.run(quick=False, busy_ok=False)  # refused before any worker starts
 
 
 def test_expectations_read_bit_zero_rightmost() -> None:
