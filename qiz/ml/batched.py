@@ -102,6 +102,7 @@ class Fused:
     diags: np.ndarray
     trainable: np.ndarray
     sources: list[list[Op]]
+    prefix: int  # the leading gates on one qubit each, before any diagonal: a product state
 
 
 def _fuse(num_qubits: int, ops: Sequence[Op]) -> Fused | None:
@@ -160,6 +161,7 @@ def _fuse(num_qubits: int, ops: Sequence[Op]) -> Fused | None:
         diags=np.array(diags or [np.ones(1 << num_qubits)], dtype=np.float64),
         trainable=np.array([any(op.trainable for op in src) for src in sources], dtype=np.bool_),
         sources=sources,
+        prefix=next((g for g, k in enumerate(kinds) if k in (fused.DIAG, fused.RZZ)), len(kinds)),
     )
 
 
@@ -305,7 +307,8 @@ class Program:
         if f is not None:
             angles = self._fused_angles(data, theta)
             with fused.threads_for_fused(data.shape[0], self.num_qubits):
-                fused.forward(state, f.kinds, f.qubits, f.slots, angles, f.mats, f.diags)
+                fused.forward(state, f.kinds, f.qubits, f.slots, angles, f.mats, f.diags,
+                              f.prefix)  # fmt: skip
             return state
         with jit.threads_for_batch(data.shape[0], self.num_qubits):
             for op in self.ops:

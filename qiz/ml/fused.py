@@ -113,6 +113,21 @@ def _gate(
         _rzz(row, diags[slot], math.cos(0.5 * angle), math.sin(0.5 * angle))
 
 
+@njit(cache=True, inline="always")
+def _product_state(row: np.ndarray, num_qubits: int, v: np.ndarray) -> None:
+    """row = v[n-1] (x) ... (x) v[0]: qubit q in state v[q] (bit q of the index), built by
+    doubling, one pass over the state."""
+    row[0] = 1.0
+    size = 1
+    for q in range(num_qubits):
+        v0 = v[q, 0]
+        v1 = v[q, 1]
+        for i in range(size):
+            row[i + size] = row[i] * v1
+            row[i] = row[i] * v0
+        size <<= 1
+
+
 @njit(cache=True, parallel=True)
 def forward(
     state: np.ndarray,
@@ -122,12 +137,24 @@ def forward(
     angles: np.ndarray,
     mats: np.ndarray,
     diags: np.ndarray,
+    prefix: int,
 ) -> None:
-    """Run every gate on every sample's state (rows of ``state``), in place. ``angles[b, g]``
-    is gate g's angle for sample b (rotations only)."""
+    """Run every gate on every sample's state (rows of ``state``, |0...0> on entry), in
+    place. ``angles[b, g]`` is gate g's angle for sample b (rotations only). The first
+    ``prefix`` gates act on one qubit each, before anything entangles: they are run on each
+    qubit's own two amplitudes and the state built once as their product, one pass where
+    they would take one each."""
+    num_qubits = 0
+    while (1 << num_qubits) < state.shape[1]:
+        num_qubits += 1
     for b in prange(state.shape[0]):
         row = state[b]
-        for g in range(kinds.size):
+        v = np.zeros((num_qubits, 2), dtype=np.complex128)
+        v[:, 0] = 1.0
+        for g in range(prefix):
+            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        _product_state(row, num_qubits, v)
+        for g in range(prefix, kinds.size):
             _gate(row, kinds[g], qubits[g], slots[g], angles[b, g], mats, diags)
 
 
