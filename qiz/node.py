@@ -163,6 +163,7 @@ class Node:
         # relays: this node serves as one when it can ([relay]), and a private node reserves
         # on reachable peers and publishes them; over a relayed link the dialler tries a punch
         self.relays = RelayService(self.links, relay, clock)
+        self.relays.may_give = self._may_give
         self.handlers.update(self.relays.handlers())
         self.punch = PunchService(
             identity,
@@ -343,6 +344,8 @@ class Node:
             ):
                 continue
             score = scores.get(peer_id.digest) if scores is not None else 0.0
+            if scores is not None and not scores.may(peer_id.digest, "give"):
+                continue  # under the trust line: no slot of ours goes through it
             found.append((-score, entry.link.rtt or 1e9, peer_id, entry))
         found.sort(key=lambda item: item[:2])
         return [(peer_id, entry) for _, _, peer_id, entry in found]
@@ -815,6 +818,11 @@ class Node:
         compute = getattr(self, "compute", None)
         if compute is not None:
             compute.scores.record(peer, reason, detail)
+
+    def _may_give(self, peer: bytes) -> bool:
+        """Whether ``peer`` may still have our slots (relay, storage, work)."""
+        compute = getattr(self, "compute", None)
+        return compute is None or compute.scores.may(peer, "give")
 
     def _refuse_peer(self, peer: bytes) -> str | None:
         """Why a link to ``peer`` is refused now (banned, or its score under the link

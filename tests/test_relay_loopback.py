@@ -181,6 +181,11 @@ def test_refusals_carry_their_reasons() -> None:
             for body in ({}, {"to": b"x", "sid": 0}, {"to": b.id.digest, "sid": -1}):
                 with pytest.raises(RpcError, match="bad-request"):
                     await to_r.call("relay.connect", body)
+            # R gives no slot to a peer under its trust line for giving (qiz.trust.scores)
+            r.relay.may_give = lambda peer: peer != a.id.digest
+            with pytest.raises(RpcError, match="trust score here is under the line"):
+                await a.relay.reserve(await a.links.connect(r.address, r.id))
+            r.relay.may_give = None
             # R refuses reservations when disabled
             r.relay.config.enabled = False
             with pytest.raises(RpcError, match="relay disabled"):

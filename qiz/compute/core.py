@@ -98,7 +98,7 @@ from qiz.compute.results import problem as result_problem
 from qiz.compute.status import Live
 from qiz.crypto.ids import NodeId
 from qiz.events import EventKind
-from qiz.trust.scores import PeerScores
+from qiz.trust.scores import GIVE, PeerScores
 
 log = logging.getLogger("qiz.coordinator")
 
@@ -106,7 +106,7 @@ EXTRA_ATTEMPTS = 6
 MAX_MISSES = 2  # checks in a row without an answer before a linked replica counts as lost
 STRAGGLER_FLOOR = 60.0  # seconds a replica may run before it is considered slow...
 STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is longer
-MIN_SCORE = 0.05  # below this a worker gets no new work from us
+MIN_SCORE = GIVE  # below this a worker gets no new work from us (qiz.trust.scores)
 MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
 PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
 PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails

@@ -143,6 +143,9 @@ class RelayService:
         # dialler, its address as the relay sees it) when a relay opens a circuit to us.
         self.on_seen: Callable[[NodeId, str], None] | None = None
         self.on_incoming: Callable[[NodeId, NodeId, str], None] | None = None
+        # whether a peer may still have our relay slots (qiz.trust.scores: "give"); all may
+        # when the node keeps no scores
+        self.may_give: Callable[[bytes], bool] | None = None
         links.relay_dialer = self.dial_via
 
     def handlers(self) -> dict[str, Handler]:
@@ -159,6 +162,8 @@ class RelayService:
             raise RpcError("bad-request", "relay.reserve takes {}")
         if ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "not over a relayed link")
+        if self.may_give is not None and not self.may_give(ctx.peer_id.digest):
+            raise RpcError(REFUSED, "your trust score here is under the line for relay slots")
         reservation = self.core.reserve(
             ctx.peer_id, ctx.link, network_prefix(ctx.link.remote_address), self.clock()
         )
