@@ -233,6 +233,9 @@ class MetricsSnapshot:
     store: dict[str, Any] | None = None
     # reachability, links by path, relay and punch counters (Node.nat_view)
     nat: dict[str, Any] | None = None
+    # peer scores now, and events scored by reason (qiz.trust.scores); None without scores
+    peer_scores: list[float] | None = None
+    trust_events: dict[str, int] | None = None
 
 
 def plain(value: Any) -> Any:
@@ -851,6 +854,8 @@ class NodeAPI:
             link_counters=links,
             store=self._store_stats(),
             nat=node.nat_view(),
+            peer_scores=compute.scores.all_scores() if compute is not None else None,
+            trust_events=dict(compute.scores.events) if compute is not None else None,
         )
 
 

@@ -205,6 +205,9 @@ def test_jobs_through_the_api_events_metrics_and_openapi() -> None:
                     'qiz_handshakes_total{result="ok"}',
                     'qiz_frames_dropped_total{reason="replayed_or_too_old"}',
                     "qiz_task_simulator_seconds_count",
+                    'qiz_peer_score_bucket{le="0.05"}',
+                    'qiz_trust_events_total{reason="agreed"}',
+                    'qiz_trust_events_total{reason="bad_share"} 0.0',
                 ):
                     assert family in text, family
                 _, bench = await call(client, node, "GET", "api/bench")

@@ -157,6 +157,8 @@ class PeerScores:
         self.db = db
         self.clock = clock
         db.executescript(SCHEMA)
+        # events scored since this process started, by reason (Prometheus counters)
+        self.events: dict[str, int] = dict.fromkeys((*WORK_EVENTS, *REASONS), 0)
         self._peers: OrderedDict[bytes, PeerState] = OrderedDict()  # least recently seen first
         for peer, work, agreed, disagreed, failed in db.execute(
             "SELECT peer, score, agreed, disagreed, failed FROM scores"
@@ -220,6 +222,11 @@ class PeerScores:
             "reasons": reasons,
             "trail": [{"at": at, "reason": r, "detail": d} for at, r, d in rows],
         }
+
+    def all_scores(self) -> list[float]:
+        """Every tracked peer's score now (for the metrics' histogram)."""
+        now = self.clock()
+        return [state.score(now) for state in self._peers.values()]
 
     def table(self) -> list[dict]:
         now = self.clock()
@@ -342,6 +349,8 @@ class PeerScores:
         self._trail(peer, event, detail, self.clock())
 
     def _trail(self, peer: bytes, reason: str, detail: str, now: float) -> None:
+        if reason in self.events:
+            self.events[reason] += 1
         self.db.execute(
             "INSERT INTO trust_trail (peer, at, reason, detail) VALUES (?, ?, ?, ?)",
             (peer, now, reason, detail[:MAX_DETAIL]),

@@ -22,6 +22,8 @@ rendered by prometheus-client's text exposition. Families:
   for the node's current verdict: public, private or unknown; docs/nat.md),
   ``qiz_relay_circuits`` and ``qiz_relay_bytes_forwarded_total`` (this node as a relay),
   ``qiz_punches_total{outcome}``;
+* ``qiz_peer_score`` (histogram, buckets at the trust thresholds) and
+  ``qiz_trust_events_total{reason}`` (quorum outcomes and misbehaviour scored; qiz.trust.scores);
 * ``qiz_api_connections`` (open now) and ``qiz_api_refused_total{reason}``: the HTTP API's own
   guard (connections refused or closed to make room at the cap, bodies that timed out).
 """
@@ -122,6 +124,7 @@ class NodeCollector(Collector):
         )
         yield from store_metrics(m.store)
         yield from nat_metrics(m.nat)
+        yield from trust_metrics(m.peer_scores, m.trust_events)
         if m.jobs_by_state is None:
             return
         jobs = GaugeMetricFamily("qiz_jobs", "Jobs coordinated here, by state.", labels=["state"])
@@ -146,6 +149,25 @@ class NodeCollector(Collector):
             m.task_seconds or [],
             TASK_BUCKETS,
         )
+
+
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def trust_metrics(
+    scores: Sequence[float] | None, events: Mapping[str, int] | None
+) -> Iterator[Metric]:
+    """Peer scores as a histogram (its buckets at the trust thresholds), and every event
+    scored by reason (qiz.trust.scores), when the node keeps scores."""
+    if scores is None or events is None:
+        return
+    yield histogram("qiz_peer_score", "Trust scores of the peers tracked.", scores, SCORE_BUCKETS)
+    family = CounterMetricFamily(
+        "qiz_trust_events", "Events scored against (or for) peers, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(events.items()):
+        family.add_metric([reason], count)
+    yield family
 
 
 def nat_metrics(nat: Mapping[str, Any] | None) -> Iterator[Metric]:

@@ -139,7 +139,10 @@ function renderScores(rows) {
   fillTable($("#scores"), rows.map((s) => el("tr", { "data-testid": "score-row", "data-peer": s.node_id },
     el("td", { class: "nowrap" }, idBox(s.node_id), s.node_id === self ? el("span", { class: "muted", "data-testid": "this-node" }, " (this node)") : ""),
     el("td", { class: "num" }, s.score.toFixed(3)), el("td", { class: "num" }, s.agreed),
-    el("td", { class: "num" }, s.disagreed), el("td", { class: "num" }, s.failed))), "no peer has run a job for this node yet");
+    el("td", { class: "num" }, s.disagreed), el("td", { class: "num" }, s.failed),
+    // an operator's word, else the misbehaviour still counting against the score
+    el("td", { class: "wrap", "data-testid": "score-why" }, s.override ? s.override : (s.reasons || []).join(", ") || "–"))),
+    "no peer has been scored yet");
 }
 
 function renderBench(bench) {
