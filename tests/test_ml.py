@@ -101,6 +101,17 @@ def test_the_fused_path_equals_the_gate_by_gate_path_and_the_engine() -> None:
     grad = fused.backward(psi, lam, data, theta)
     assert np.abs(grad - gates.backward(psi, lam, data, theta)).max() < 1e-11
     assert np.abs(psi - fused.states(data, theta)).max() == 0  # the caller's states intact
+    # a wider register, more features than qubits (RY then RZ encodings), a ring
+    fmap = reuploading_map(6, 9, 2, "ring")
+    gates = reuploading_map(6, 9, 2, "ring").program
+    gates.fused = None
+    x = RNG.normal(size=(7, 9))
+    th = RNG.normal(size=fmap.program.num_params)
+    psi = fmap.program.states(x, th)
+    assert np.abs(psi - gates.states(x, th)).max() < 1e-12
+    lam = RNG.normal(size=psi.shape) + 1j * RNG.normal(size=psi.shape)
+    assert np.abs(fmap.program.backward(psi, lam, x, th) - gates.backward(psi, lam, x, th)).max(
+        ) < 1e-10  # fmt: skip
 
 
 def test_programs_without_fused_kernels_take_the_gate_by_gate_path() -> None:

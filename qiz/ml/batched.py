@@ -332,8 +332,8 @@ class Program:
         angles = self._fused_angles(data, theta)
         out = np.zeros_like(angles)  # dL/d(angle) per sample and fused gate
         with fused.threads_for_fused(data.shape[0], self.num_qubits):
-            fused.backward(psi, lam, f.kinds, f.qubits, f.slots, angles, f.inverses, f.diags,
-                           f.trainable, out)  # fmt: skip
+            fused.backward(psi, lam, f.kinds, f.qubits, f.slots, angles, f.mats, f.inverses,
+                           f.diags, f.trainable, out, f.prefix)  # fmt: skip
         for g in np.flatnonzero(f.trainable):
             for op in f.sources[g]:
                 if op.weight >= 0:

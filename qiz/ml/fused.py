@@ -225,6 +225,42 @@ def _grad_undo(pr: np.ndarray, lr: np.ndarray, q: int, kind: int, c: float, s: f
     return total
 
 
+@njit(cache=True, inline="always")
+def _reduce(lr: np.ndarray, num_qubits: int, v: np.ndarray, r: np.ndarray) -> None:
+    """r[q, a] = sum over basis states i with bit q = a of lambda_i times the conjugates of
+    every other qubit's v_k[bit k of i]: lambda contracted with the product state on all
+    qubits but q, for every q, in about four passes over lambda (not one per qubit).
+
+    ``low`` is lambda with qubits 0..q-1 contracted (bit 0 of its index is qubit q);
+    ``high`` is the product of conj(v_k) over the qubits above q."""
+    low = lr.copy()
+    size = lr.size
+    high = np.empty(max(1, lr.size >> 1), dtype=np.complex128)
+    for q in range(num_qubits):
+        count = size >> 1  # basis states of the qubits above q
+        high[0] = 1.0
+        filled = 1
+        for k in range(q + 1, num_qubits):
+            c0 = v[k, 0].conjugate()
+            c1 = v[k, 1].conjugate()
+            for j in range(filled):
+                high[j + filled] = high[j] * c1
+                high[j] = high[j] * c0
+            filled <<= 1
+        r0 = 0.0j
+        r1 = 0.0j
+        for j in range(count):
+            r0 += low[2 * j] * high[j]
+            r1 += low[2 * j + 1] * high[j]
+        r[q, 0] = r0
+        r[q, 1] = r1
+        c0 = v[q, 0].conjugate()
+        c1 = v[q, 1].conjugate()
+        for j in range(count):
+            low[j] = low[2 * j] * c0 + low[2 * j + 1] * c1
+        size = count
+
+
 @njit(cache=True, parallel=True)
 def backward(
     psi: np.ndarray,
@@ -233,19 +269,27 @@ def backward(
     qubits: np.ndarray,
     slots: np.ndarray,
     angles: np.ndarray,
+    mats: np.ndarray,
     inverses: np.ndarray,
     diags: np.ndarray,
     trainable: np.ndarray,
     out: np.ndarray,
+    prefix: int,
 ) -> None:
     """The adjoint sweep of every sample: for each gate from the last, out[b, g] = Im <lambda|
     P |psi> (trainable rotations), then undo the gate on psi and lambda (``inverses`` are the
     fixed matrices' inverses; the diagonal tables are +-1, their own inverses). psi and lambda
-    are undone in place."""
+    are undone in place, down to the first ``prefix`` gates (one-qubit gates before anything
+    entangles, see ``forward``): there psi is a product state, so lambda is contracted with it
+    once per qubit (``_reduce``) and those gates' gradients and undos run on two amplitudes
+    per qubit instead of whole states: Im <lambda|P_q|psi> = Im <r_q|P|v_q>."""
+    num_qubits = 0
+    while (1 << num_qubits) < psi.shape[1]:
+        num_qubits += 1
     for b in prange(psi.shape[0]):
         p = psi[b]
         lr = lam[b]
-        for g in range(kinds.size - 1, -1, -1):
+        for g in range(kinds.size - 1, prefix - 1, -1):
             kind = kinds[g]
             if trainable[g] and kind <= RZ:
                 half = 0.5 * angles[b, g]
@@ -255,3 +299,21 @@ def backward(
                 out[b, g] = _im_pauli(lr, p, qubits[g], kind, diags[slots[g]])
             _gate(p, kind, qubits[g], slots[g], -angles[b, g], inverses, diags)
             _gate(lr, kind, qubits[g], slots[g], -angles[b, g], inverses, diags)
+        if prefix == 0:
+            continue
+        v = np.zeros((num_qubits, 2), dtype=np.complex128)
+        v[:, 0] = 1.0
+        for g in range(prefix):
+            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        r = np.zeros((num_qubits, 2), dtype=np.complex128)
+        _reduce(lr, num_qubits, v, r)
+        for g in range(prefix - 1, -1, -1):
+            kind = kinds[g]
+            vq = v[qubits[g]]
+            rq = r[qubits[g]]
+            if trainable[g] and kind <= RZ:
+                half = 0.5 * angles[b, g]
+                out[b, g] = _grad_undo(vq, rq, 0, kind, math.cos(half), math.sin(half))
+                continue
+            _gate(vq, kind, 0, slots[g], -angles[b, g], inverses, diags)
+            _gate(rq, kind, 0, slots[g], -angles[b, g], inverses, diags)
