@@ -28,7 +28,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import quantum_rounds
 from bench.harness import Figure, check_quiet, machine
 from bench.ml_worker import BATCH, LAYERS, PATHS
 from bench.quantum_rounds import Session, SizePlan, SizeResult, log, publishable, rotation
@@ -62,7 +61,6 @@ class MLSession(Session):
 def measure_size(workload: str, n: int, engines: tuple[str, ...], plan: SizePlan) -> SizeResult:
     """As ``quantum_rounds.measure_size``, on ``MLSession``: workers up, setup, the first
     calls (kept apart), the alternating rounds, memory; workers stopped."""
-    quantum_rounds.WORKER = WORKER  # for a quantum_rounds whose sessions take no worker_script
     session = MLSession(workload, n, SEED, engines)
     try:
         session.start(plan.timeout)
