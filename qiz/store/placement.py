@@ -3,10 +3,11 @@
 Candidates are the nodes closest to the content id that a DHT lookup found plus the peers this
 node is linked to, never this node itself nor a node that already holds a column of the content
 (n columns go to n distinct holders). They are tried in order: peers whose score fell below
-``LOW_SCORE`` last (under ``qiz.trust.scores.GIVE``: never), then by XOR distance to the content id, so two owners of the same content
-tend to pick the same holders (and a public column already held is not sent again). A holder
-that refuses an offer (``quota``, ``full``) or cannot be reached is skipped and the next one is
-asked: placement moves on, it never waits for a full node.
+``LOW_SCORE`` last (under ``qiz.trust.scores.GIVE``: never), then by XOR distance to the
+content id, so two owners of the same content tend to pick the same holders (and a public
+column already held is not sent again). A holder that refuses an offer (``quota``, ``full``)
+or cannot be reached is skipped and the next one is asked: placement moves on, it never waits
+for a full node.
 """
 
 from __future__ import annotations
