@@ -166,7 +166,16 @@ class JobResult:
             raise ClientError(f"job {self.job_id[:SHORT_ID]} is a sweep: read its .points")
         if self.kind == "circuits":
             raise ClientError(f"job {self.job_id[:SHORT_ID]} is a circuits job: read its .circuits")
+        if self.kind == "kernel":
+            raise ClientError(f"job {self.job_id[:SHORT_ID]} is a kernel job: read its .matrix")
         return self.results[0]
+
+    @property
+    def matrix(self) -> list[list[float]]:
+        """A ``kernel`` job's kernel matrix: its tasks' row blocks in order."""
+        if self.kind != "kernel":
+            raise ClientError(f"job {self.job_id[:SHORT_ID]} is no kernel job: read its .value")
+        return [row for block in self.results for row in block["rows"]]
 
     @property
     def circuits(self) -> list[dict[str, Any]]:

@@ -280,7 +280,11 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
         limit = memory_limit + BASELINE_ADDRESS_SPACE
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from qiz.compute import circuits, execute  # after the environment: numba reads it on import
+    from qiz.compute import (  # after the environment: numba reads it on import
+        circuits,
+        execute,
+        kernel_kind,
+    )
 
     if warm:
         try:
@@ -308,6 +312,8 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
         try:
             if job["kind"] == circuits.KIND:
                 result = circuits.run(job["params"], job["seed"], progress)
+            elif job["kind"] == kernel_kind.KIND:
+                result = kernel_kind.run(job["params"])
             elif job.get("points") is None:
                 result = execute.run(job["kind"], job["params"], job["seed"], progress)
             else:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from qiz.compute import circuits, execute
+from qiz.compute import circuits, execute, kernel_kind
 from qiz.compute.errors import SpecError
 from qiz.compute.spec import Task
 
@@ -46,6 +46,7 @@ class ResultShape:
     values: int | None  # an estimator's number of observables
     points: tuple[Any, ...] | None  # a sweep shard's points (canonical), or None
     circuits: tuple[ResultShape, ...] | None = None  # a circuits task's: one per circuit
+    block: tuple[int, int] | None = None  # a kernel task's rows and columns
 
 
 def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
@@ -58,6 +59,9 @@ def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
     of times in the coordinator's event loop."""
     if task.kind == circuits.KIND:  # each task has its own circuits: never ``like``
         return _circuits_shape(task)
+    if task.kind == kernel_kind.KIND:  # each task has its own block
+        block = (len(task.params["x"]), len(task.params["y"]))
+        return ResultShape(kernel_kind.KIND, frozenset({"rows"}), None, 0, None, None, None, block)
     if like is not None:
         return replace(like, points=_points(task))
     params = task.params
@@ -106,6 +110,8 @@ def _points(task: Task) -> tuple[Any, ...] | None:
 
 def problem(shape: ResultShape, result: Any) -> str | None:
     """Why ``result`` cannot be a result of a task of ``shape``, or None if it can."""
+    if shape.block is not None:
+        return kernel_kind.problem(*shape.block, result)
     if shape.circuits is not None:
         count = len(shape.circuits)
         if not isinstance(result, list) or len(result) != count:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiz import wire
-from qiz.compute import circuits, execute
+from qiz.compute import circuits, execute, kernel_kind
 from qiz.compute.errors import SpecError
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
@@ -392,6 +392,8 @@ def check_body(
     kind = body["kind"]
     if kind == circuits.KIND:
         return _circuits(body, limits, measure, seed is not None)
+    if kind == kernel_kind.KIND:
+        return _kernel(body, limits, seed is not None)
     if kind == "sweep":
         over, base, points, shard = _sweep(body["params"], limits)
     else:
@@ -401,7 +403,7 @@ def check_body(
         if kind == "sweep":
             raise SpecError(f"params.over: {shown} is not one of {', '.join(execute.KINDS)}")
         raise SpecError(
-            f"kind: {shown} is not one of {', '.join(execute.KINDS)}, sweep or circuits"
+            f"kind: {shown} is not one of {', '.join(execute.KINDS)}, sweep, circuits or kernel"
         )
     if seed is None and over not in execute.SAMPLED_KINDS:
         raise SpecError(
@@ -460,6 +462,25 @@ def _circuits(
             f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
         )
     return tuple(tasks)
+
+
+def _kernel(body: Mapping[str, Any], limits: Limits, seeded: bool) -> tuple[Task, ...]:
+    """A kernel job's tasks: its fields and bounds checked, then blocks of ``shard`` rows of X
+    (see :mod:`qiz.compute.kernel_kind`)."""
+    if not seeded:
+        raise SpecError("seed: null (independent replicas) is only for sampled kinds, not kernel")
+    options, x, y, shard = kernel_kind.check(body["params"], limits.max_qubits)
+    _check_resources(body["resources"])
+    tasks = tuple(
+        Task(index, kernel_kind.KIND, params, None, size)
+        for index, (params, size) in enumerate(kernel_kind.tasks(options, x, y, shard))
+    )
+    total = sum(t.work for t in tasks)
+    if total > limits.max_work:
+        raise SpecError(
+            f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
+        )
+    return tasks
 
 
 def _unmeasured(kind: str, params: Any, path: str, max_shots: int) -> execute.Shape:

@@ -8,8 +8,31 @@ stays in cache), so a kernel matrix or a gradient is never a circuit per sample 
 data sets. See docs/ml.md.
 """
 
-from qiz.ml.kernel import QuantumKernel
-from qiz.ml.qsvc import QSVC
-from qiz.ml.variational import VQC, VQR
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qiz.ml.kernel import QuantumKernel
+    from qiz.ml.qsvc import QSVC
+    from qiz.ml.variational import VQC, VQR
 
 __all__ = ["QSVC", "VQC", "VQR", "QuantumKernel"]
+
+# The estimators need scikit-learn (the ml extra); the computing parts (batched, fused,
+# feature_maps, fidelity) do not, and a worker node runs the mesh's kernel jobs with them
+# alone: the estimators are imported when first named.
+_HOMES = {
+    "QuantumKernel": "qiz.ml.kernel",
+    "QSVC": "qiz.ml.qsvc",
+    "VQC": "qiz.ml.variational",
+    "VQR": "qiz.ml.variational",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'qiz.ml' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -35,6 +35,7 @@ class QSVC(ClassifierMixin, BaseEstimator):
         C: float = 1.0,
         class_weight: dict | str | None = None,
         random_state: int | None = None,
+        backend: object = None,
     ) -> None:
         self.feature_map = feature_map
         self.num_qubits = num_qubits
@@ -44,6 +45,7 @@ class QSVC(ClassifierMixin, BaseEstimator):
         self.C = C
         self.class_weight = class_weight
         self.random_state = random_state
+        self.backend = backend  # None: this machine; a qiz.client.Mesh: kernel jobs on it
 
     def _kernel(self) -> QuantumKernel:
         return QuantumKernel(
@@ -52,14 +54,15 @@ class QSVC(ClassifierMixin, BaseEstimator):
             reps=self.reps,
             entanglement=self.entanglement,
             bandwidth=self.bandwidth,
+            backend=self.backend,
         )
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> QSVC:
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
-        self.kernel_ = self._kernel().fit(X)
+        self.kernel_ = self._kernel()
+        gram = self.kernel_.fit_transform(X)
         self.n_qubits_ = self.kernel_.n_qubits_
-        gram = self.kernel_.from_states(self.kernel_.fit_states_)
         self.svc_ = SVC(
             kernel="precomputed",
             C=self.C,

@@ -11,6 +11,7 @@ package loads no SDK::
     braket   Amazon Braket: our OpenQASM 3 export on LocalSimulator (offline) or the user's device
 
 The online paths stay thin: each takes the user's own backend or device object (made with their
-credentials, by their SDK) and does nothing the SDK does not. docs/providers.md has the table of
-what works offline, what needs credentials and what is not possible (IonQ, Rigetti).
+credentials, by their SDK) and does nothing the SDK does not. docs/targets.md ("Providers")
+has the table of what works offline, what needs credentials and what is not possible (IonQ,
+Rigetti).
 """

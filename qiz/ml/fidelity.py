@@ -1,0 +1,97 @@
+"""Fidelity-kernel arithmetic without scikit-learn: feature-map states in bounded blocks, and
+|<x|y>|^2 for every pair in one matrix product.
+
+:class:`qiz.ml.kernel.QuantumKernel` (the scikit-learn face) and the mesh's ``kernel`` job
+kind (qiz/compute/kernel_kind.py, on nodes that may not have scikit-learn) both compute here,
+so a block computed by a worker is bit for bit the block this machine computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+
+from qiz.ml.feature_maps import FeatureMap, make_feature_map
+
+# amplitudes of one block of states (16 B each): 64 MiB
+BLOCK_AMPLITUDES = 1 << 22
+MAX_QUBITS = 16
+
+# multiply-adds of a Gram product below which BLAS runs on one thread: below it a product
+# takes milliseconds, and a second OpenBLAS thread saves little there while, beside another
+# busy process, its waiting costs much more (a 100 x 16 complex product measured 0.024 ms on
+# one thread, 16 ms on two; 100 x 4096, 6.3 against 88 ms)
+BLAS_PARALLEL_WORK = 1 << 28
+
+
+@functools.cache
+def _blas() -> object:
+    from threadpoolctl import ThreadpoolController  # numpy's BLAS, found at run time
+
+    return ThreadpoolController()
+
+
+def _blas_threads(work: int) -> contextlib.AbstractContextManager[object]:
+    """One BLAS thread for a product of fewer than BLAS_PARALLEL_WORK multiply-adds."""
+    if work >= BLAS_PARALLEL_WORK:
+        return contextlib.nullcontext()
+    try:
+        controller = _blas()
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, BLAS's default
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=32)
+def feature_map(
+    name: str, num_qubits: int, num_features: int, reps: int, *, entanglement: str,
+    bandwidth: float,
+) -> FeatureMap:
+    """Built once per set of options (its tables cost about a millisecond at 12 qubits, a
+    tenth of a 100-sample kernel matrix there); the map is never changed once built."""
+    return make_feature_map(
+        name, num_qubits, num_features, reps, entanglement=entanglement, bandwidth=bandwidth
+    )
+
+
+def default_qubits(num_features: int, num_qubits: int | None, cap: int = 10) -> int:
+    """The register: as given, else one qubit per feature up to ``cap``."""
+    n = min(num_features, cap) if num_qubits is None else int(num_qubits)
+    if not 1 <= n <= MAX_QUBITS:
+        raise ValueError(f"num_qubits must be between 1 and {MAX_QUBITS}, not {num_qubits}")
+    return n
+
+
+def states(fmap: FeatureMap, X: np.ndarray) -> np.ndarray:  # noqa: N803 - sklearn's name
+    """|phi(x)> for every row of X, shape (len(X), 2**n), in blocks of bounded size."""
+    rows = max(1, BLOCK_AMPLITUDES >> fmap.program.num_qubits)
+    if X.shape[0] <= rows:  # one block: its states are the answer, not copied
+        return fmap.program.states(fmap.encode(X))
+    out = np.empty((X.shape[0], 1 << fmap.program.num_qubits), dtype=np.complex128)
+    for start in range(0, X.shape[0], rows):
+        block = X[start : start + rows]
+        out[start : start + rows] = fmap.program.states(fmap.encode(block))
+    return out
+
+
+def gram(sx: np.ndarray, sy: np.ndarray | None = None) -> np.ndarray:
+    """|<x|y>|^2 for every pair: one matrix product. Symmetrised when sy is None.
+
+    The Gram matrix of one set is taken in real arithmetic: with S = A + iB, Re S S^H is
+    the real product of S's (re, im) float view with itself (a symmetric product, which
+    numpy hands to BLAS's syrk, half the work) and Im S S^H = B A^T - A B^T from one real
+    product: half the multiplications of the complex product (measured at 100 x 4096 on
+    one thread: 3.5 ms against 5.3 ms)."""
+    if sy is None:
+        v = np.ascontiguousarray(sx, dtype=np.complex128).view(np.float64)
+        with _blas_threads(sx.shape[0] ** 2 * sx.shape[1] * 2):
+            re = v @ v.T
+            ab = np.ascontiguousarray(v[:, 0::2]) @ np.ascontiguousarray(v[:, 1::2]).T
+        im = ab - ab.T
+        k = re * re + im * im
+        return 0.5 * (k + k.T)
+    with _blas_threads(sx.shape[0] * sy.shape[0] * sx.shape[1] * 4):
+        overlap = sx.conj() @ sy.T
+    return overlap.real**2 + overlap.imag**2
