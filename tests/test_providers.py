@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from qiz.integrations.providers.common import counts_from_columns, terminal_measurements
-from qiz.integrations.providers.errors import ProviderError
 from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.providers.common import counts_from_columns, terminal_measurements
+from qiz.quantum.providers.errors import ProviderError
 
 BLOCKED = """
 import sys, json
@@ -21,12 +21,12 @@ class Block:
         if name.split(".")[0] in {"qiskit_ibm_runtime", "braket"}:
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-import qiz.integrations.providers
+import qiz.quantum.providers
 out = {"loaded": sorted(m for m in sys.modules if m.startswith(("qiskit", "braket")))}
 from qiz import QizError
 for adapter in ("ibm", "braket"):
     try:
-        __import__("qiz.integrations.providers." + adapter)
+        __import__("qiz.quantum.providers." + adapter)
     except QizError as exc:
         out[adapter] = [type(exc).__name__, isinstance(exc, ImportError), str(exc)]
 print(json.dumps(out))

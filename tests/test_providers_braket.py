@@ -22,11 +22,11 @@ pytest.importorskip("braket.devices", reason="needs the braket extra (amazon-bra
 
 from braket.ir.openqasm import Program
 
-from qiz.integrations.providers import braket
-from qiz.integrations.providers.errors import ProviderError
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.core.params import ParamExpr
 from qiz.quantum.core.statevector import statevector
+from qiz.quantum.providers import braket
+from qiz.quantum.providers.errors import ProviderError
 
 DELTA = 1e-6
 

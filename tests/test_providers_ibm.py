@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("qiskit_ibm_runtime", reason="needs the ibm extra (qiskit-ibm-runtime)")
 
-from qiz.integrations.providers import ibm
-from qiz.integrations.providers.errors import ProviderError
 from qiz.quantum.core.circuit import Circuit
 from qiz.quantum.noise.sampler import sample
+from qiz.quantum.providers import ibm
+from qiz.quantum.providers.errors import ProviderError
 from qiz.quantum.targets import catalog
 from qiz.quantum.targets.compare import ideal_distribution, tvd
 from qiz.quantum.targets.lowering import lower

@@ -17,6 +17,14 @@ the run, placement and the quorum), and each asks one question of this module.
   still run the same transpiled circuit; so the transpiled circuit is a function of the spec
   alone, the same on every worker with the same Qiskit version.
 
+* ``adapter``: a provider's SDK runs the circuit instead of our engine, offline: ``"braket"``
+  (Amazon Braket's ``LocalSimulator``, noiseless, on our OpenQASM 3 export; no target) or
+  ``"ibm"`` (qiskit-ibm-runtime's ``SamplerV2`` on the fake backend of ``target``, a snapshot
+  of that device with its noise; IBM's transpiler, seeded with the job's seed). Online
+  submission never goes through the mesh: a user's credentials stay on their machine
+  (docs/targets.md, "Providers"). Adapter runs are compared by the chi-square test: the SDKs'
+  samplers are not ours, and their streams are not promised across versions.
+
 **What a job needs** (:func:`needs`): ``target:NAME`` for each target named, and ``qiskit``
 when any of them is transpiled. **What a node offers** (:func:`advertised`, in its capacity
 record): the shipped targets, its Qiskit version (or null) and the provider adapters whose SDK
@@ -50,7 +58,8 @@ if TYPE_CHECKING:
     from qiz.compute.spec import JobSpec, Task
     from qiz.quantum.core.circuit import Circuit
 
-FIELDS = ("target", "transpile", "transpile_seed")
+FIELDS = ("target", "transpile", "transpile_seed", "adapter")
+ADAPTERS = ("braket", "ibm")
 TRANSPILERS = ("qiskit", "none")
 DEFAULT_TRANSPILER = "qiskit"
 DEFAULT_TRANSPILE_SEED = 0
@@ -66,7 +75,7 @@ MAX_ADVERTISED_ADAPTERS = 4
 MAX_FEATURE_NAME = 24  # characters of one advertised target or adapter name, or a version
 NAME = re.compile(rf"[a-z0-9_]{{1,{MAX_FEATURE_NAME}}}")
 VERSION = re.compile(rf"[0-9A-Za-z.+_-]{{1,{MAX_FEATURE_NAME}}}")
-# provider adapters (qiz.integrations.providers) and the SDK each needs
+# provider adapters (qiz.quantum.providers) and the SDK each needs
 ADAPTER_SDKS = {"ibm": "qiskit_ibm_runtime", "braket": "braket"}
 QISKIT = "qiskit"
 
@@ -82,6 +91,9 @@ def check(params: Mapping[str, Any], circuit: Any, path: str) -> Any:
     from qiz.quantum.targets import catalog
     from qiz.quantum.targets.transpile import misfit
 
+    if "adapter" in params:
+        _check_adapter(params, circuit, path)
+        return None
     if "target" not in params:
         extra = [k for k in FIELDS if k in params]
         if extra:
@@ -118,6 +130,58 @@ def check(params: Mapping[str, Any], circuit: Any, path: str) -> Any:
                 "as written (leave transpile at qiskit to transpile it)"
             )
     return target
+
+
+def _check_adapter(params: Mapping[str, Any], circuit: Any, path: str) -> None:
+    """An adapter run's fields: a known adapter, a target only for ibm (and always there), no
+    transpiler fields (the SDK transpiles), a circuit the device can hold."""
+    from qiz.quantum.core.circuit import Circuit
+    from qiz.quantum.targets import catalog
+
+    adapter = params["adapter"]
+    if adapter not in ADAPTERS:
+        raise SpecError(f"{path}.adapter: must be one of {', '.join(ADAPTERS)}")
+    extra = [k for k in ("transpile", "transpile_seed") if k in params]
+    if extra:
+        raise SpecError(f"{path}.{extra[0]}: an adapter's SDK transpiles (leave it out)")
+    if not isinstance(circuit, Circuit):
+        raise SpecError(
+            f"{path}.qasm: a program with classical control on measured bits cannot go to a "
+            "provider's SDK yet (it needs a circuit without if/while)"
+        )
+    if adapter == "braket":
+        if "target" in params:
+            raise SpecError(f"{path}.target: braket's local simulator is noiseless; no target")
+        return
+    known = ", ".join(catalog.names())
+    name = params.get("target")
+    if not isinstance(name, str) or name not in catalog.names():
+        raise SpecError(f"{path}.target: the ibm adapter runs a fake backend by name ({known})")
+    device = catalog.load(name)
+    if circuit.num_qubits > device.num_qubits:
+        raise SpecError(
+            f"{path}.qasm: the circuit has {circuit.num_qubits} qubits; "
+            f"{name} has {device.num_qubits}"
+        )
+
+
+def is_adapter_run(params: Mapping[str, Any]) -> bool:
+    return "adapter" in params
+
+
+def run_adapter(params: Mapping[str, Any], circuit: Circuit, seed: int | None) -> dict[str, Any]:
+    """A checked adapter run through the provider's SDK (qiz.quantum.providers), as the
+    sampler kind's result."""
+    shots = int(params.get("shots", 1024))
+    if params["adapter"] == "braket":
+        from qiz.quantum.providers import braket
+
+        counts = braket.run(circuit, shots=shots)
+    else:
+        from qiz.quantum.providers import ibm
+
+        counts = ibm.run(circuit, ibm.fake_backend(params["target"]), shots, seed)
+    return {"counts": dict(sorted(counts.items())), "shots": shots}
 
 
 def shape(circuit: Circuit, size: int, shots: int) -> Any:
@@ -169,6 +233,9 @@ def needs(spec: JobSpec) -> frozenset[str]:
     if any of them is transpiled."""
     out: set[str] = set()
     for params in _runs(spec.kind, spec.tasks):
+        if "adapter" in params:
+            out.add(f"adapter:{params['adapter']}")
+            continue
         if "target" in params:
             out.add(f"target:{params['target']}")
             if params.get("transpile", DEFAULT_TRANSPILER) == QISKIT:
@@ -179,7 +246,8 @@ def needs(spec: JobSpec) -> frozenset[str]:
 def statistical(spec: JobSpec) -> bool:
     """Whether ``spec``'s replicas are compared by the chi-square test (``seed: null``, or a
     target transpiled by Qiskit) rather than by result digest."""
-    return spec.seed is None or QISKIT in needs(spec)
+    wanted = needs(spec)
+    return spec.seed is None or QISKIT in wanted or any(w.startswith("adapter:") for w in wanted)
 
 
 def describe(wanted: Iterable[str]) -> str:
@@ -187,6 +255,8 @@ def describe(wanted: Iterable[str]) -> str:
     words = [
         f"target {w.partition(':')[2]}"
         if w.startswith("target:")
+        else f"the {w.partition(':')[2]} adapter's SDK"
+        if w.startswith("adapter:")
         else "qiskit (to transpile)"
         if w == QISKIT
         else w

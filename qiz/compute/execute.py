@@ -35,6 +35,7 @@ FIELDS: dict[str, dict[str, bool]] = {
         "target": False,  # a device target and its transpiler: qiz.compute.devices
         "transpile": False,
         "transpile_seed": False,
+        "adapter": False,  # a provider's SDK runs it instead (braket, ibm): qiz.compute.devices
     },
     "estimator": {"qasm": True, "observables": True, "inputs": False},
     "vqe": {
@@ -244,7 +245,8 @@ def _shape_sampler(params: Mapping[str, Any], path: str, max_shots: int) -> Shap
     shots = _int(params, "shots", path, 1, max_shots, 1024)
     # a dynamic program (qasm.DynamicProgram) is sized by its statements; its limits bound a run
     size = len(circuit.instructions) if isinstance(circuit, Circuit) else circuit.size
-    if devices.check(params, circuit, path) is not None:  # a noisy run costs more
+    target = devices.check(params, circuit, path)
+    if target is not None or devices.is_adapter_run(params):  # a noisy run costs more
         return devices.shape(circuit, size, shots)
     return Shape(circuit.num_qubits, size, shots, 1)
 
@@ -365,6 +367,10 @@ def _sampler(params: Mapping[str, Any], seed: int | None, progress: Progress | N
     from qiz.quantum.core.primitives import Sampler
 
     circuit = _circuit(params, "params")
+    if "adapter" in params:
+        from qiz.compute import devices
+
+        return devices.run_adapter(params, circuit, seed)
     if "target" in params:
         from qiz.compute import devices
 

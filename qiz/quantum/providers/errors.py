@@ -23,6 +23,6 @@ def require(module: str, adapter: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ProviderMissing(
-            f"qiz.integrations.providers.{adapter} needs {sdk} ({exc}); "
+            f"qiz.quantum.providers.{adapter} needs {sdk} ({exc}); "
             f"install it: pip install 'qiz[{extra}]'"
         ) from None

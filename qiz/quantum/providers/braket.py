@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qiz.integrations.providers.common import counts_from_columns, measured, terminal_measurements
-from qiz.integrations.providers.errors import ProviderError, require
 from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.providers.common import counts_from_columns, measured, terminal_measurements
+from qiz.quantum.providers.errors import ProviderError, require
 from qiz.quantum.qasm import dumps
 
 devices = require("braket.devices", "braket", "braket")

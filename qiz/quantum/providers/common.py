@@ -9,8 +9,8 @@ measurement) is refused before anything is sent.
 
 from __future__ import annotations
 
-from qiz.integrations.providers.errors import ProviderError
 from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.providers.errors import ProviderError
 
 
 def measured(circuit: Circuit) -> Circuit:

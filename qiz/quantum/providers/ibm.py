@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from qiz.integrations.providers.common import measured
-from qiz.integrations.providers.errors import ProviderError, require
 from qiz.quantum.core.circuit import Circuit
+from qiz.quantum.providers.common import measured
+from qiz.quantum.providers.errors import ProviderError, require
 from qiz.quantum.targets.device import Target
 from qiz.quantum.targets.from_backend import from_backend
 from qiz.quantum.targets.lowering import DeviceCircuit
@@ -57,7 +57,7 @@ def target_of(backend: Any) -> Target:
     source = {
         "backend": str(backend.name),
         "package": f"qiskit-ibm-runtime {runtime.__version__}",
-        "generator": "qiz.integrations.providers.ibm.target_of",
+        "generator": "qiz.quantum.providers.ibm.target_of",
     }
     date = getattr(getattr(backend, "properties", lambda: None)(), "last_update_date", None)
     if date is not None:
