@@ -663,8 +663,14 @@ class Harness:
             self.attested[spec.job_id] = list(decisions)
             return wire.encode([d.accepted.digest for d in decisions])
 
+        # the plain quorum's rules; adaptive replication's are in tests/test_adaptive.py
         return JobCore(
-            self.tables, self.scores, self_id=ME, attest=attest, check_claim=sim_check_claim
+            self.tables,
+            self.scores,
+            self_id=ME,
+            attest=attest,
+            check_claim=sim_check_claim,
+            adaptive=False,
         )
 
     def start(self, now: float = 0.0) -> list:

@@ -37,6 +37,14 @@ The rules, as before the split (docs/jobs.md):
 * a worker that refuses an offer as busy has cost no attempt: its row is dropped;
 * ``quorum`` agreeing replicas decide a task (:mod:`qiz.compute.quorum`); no agreement and
   nothing running asks for one more replica, up to ``replicas + EXTRA_ATTEMPTS`` in all;
+* adaptive replication (BOINC style, for quorum >= 2): the agreeing group must also carry the
+  trust of ``quorum`` established workers, each worker weighing :func:`credit` of its score
+  (a stranger 1/2, a worker caught once nothing; this node's own replicas the whole need),
+  less the trust of the replicas that disagree. Short of it, one more replica is placed,
+  on an established worker when one can take it, up to ``MAX_TRUST_REPLICAS`` more; then the
+  task fails saying how much trust it gathered. Why: a plain quorum of 2 is won by colluding
+  liars whenever both replicas land on them (f^2 per task); strangers now need 4 agreeing
+  replicas (f^4), and a liar caught once carries no trust at all (docs/jobs.md, "Trust");
 * a replica running far beyond its estimate gets one spare replica elsewhere (once per task);
 * a job past its deadline fails; a job whose every task is decided is attested;
 * a round that even greedy placement cannot place is tried again ``PLACEMENT_RETRY`` seconds
@@ -92,7 +100,7 @@ from qiz.compute.placement import (
     estimate_seconds,
     solve,
 )
-from qiz.compute.quorum import Decision, Replica, decide
+from qiz.compute.quorum import Decision, Replica, Weight, candidates, decide, margin
 from qiz.compute.results import ResultShape, shape_of
 from qiz.compute.results import problem as result_problem
 from qiz.compute.status import Live
@@ -110,6 +118,9 @@ MIN_SCORE = GIVE  # below this a worker gets no new work from us (qiz.trust.scor
 MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
 PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
 PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
+# adaptive replication (docs/jobs.md, "Trust"): the trust a task's accepted group must carry
+TRUST_ZERO = 0.6  # a worker at or below this score adds no trust (new workers start at 0.8)
+MAX_TRUST_REPLICAS = 8  # replicas a task may add beyond replicas + EXTRA_ATTEMPTS for trust
 CLAIM_FIELDS = {"key": bytes, "digest": bytes, "sig": bytes, "engine": str}
 
 
@@ -161,6 +172,14 @@ def check_capacity(spec: specs.JobSpec, workers: Sequence[WorkerView]) -> None:
             f"the quorum is {spec.quorum} distinct workers with {spec.num_qubits} qubits"
             f"{wanted}; {len(able)} known (lower --replicas/quorum, or wait for more nodes)"
         )
+
+
+def credit(score: float) -> float:
+    """The trust one agreeing replica adds, in units of an established worker (score 1).
+
+    Linear from 0 at ``TRUST_ZERO`` to 1 at a full score: a new worker (0.8) adds 2/3, one
+    halved once (0.4) adds nothing until agreements rebuild it."""
+    return min(1.0, max(0.0, (score - TRUST_ZERO) / (1.0 - TRUST_ZERO)))
 
 
 def _plain_int(value: Any) -> bool:
@@ -221,6 +240,8 @@ class JobState:
     first_shape: ResultShape | None = None  # one task's shape: the others copy it (no parsing)
     place_at: float = -1e18  # placement is not due before this (after a failed round)
     placement_failures: int = 0  # failed rounds since a placement last succeeded
+    short_of_trust: set[int] = field(default_factory=set)  # tasks whose quorum lacks trust
+    ceiling: dict[int, float] = field(default_factory=dict)  # task -> trust its workers carry
 
     def __post_init__(self) -> None:
         self.budgets = [
@@ -270,6 +291,7 @@ class JobCore:
         poll_after: float = 3.0,
         placement: str = "greedy",
         new_seed: Callable[[], int] = lambda: secrets.randbelow(2**63),
+        adaptive: bool = True,
     ) -> None:
         self.tables = tables
         self.scores = scores
@@ -279,6 +301,7 @@ class JobCore:
         self.poll_after = poll_after
         self.placement = placement
         self.new_seed = new_seed
+        self.adaptive = adaptive
         self.jobs: dict[bytes, JobState] = {}
         self.counters = {
             "submitted": 0,
@@ -396,7 +419,7 @@ class JobCore:
             rows = state.rows(task.index)
             live = [r for r in rows if r.state in (*ACTIVE, DONE)]
             missing = state.target[task.index] - len(live)
-            budget = state.spec.replicas + EXTRA_ATTEMPTS - len(rows)
+            budget = self._attempts(state) - len(rows)
             if missing > 0 and budget > 0:
                 wants.append((task, min(missing, budget), {r.worker for r in rows}))
         return wants
@@ -408,27 +431,40 @@ class JobCore:
         if state is None:
             return []
         state.needs_placement = False
-        wants = self._wants(state)
-        usable = [
-            w for w in workers if w.node == self.self_id or self.scores.get(w.node) >= MIN_SCORE
+        scores = [1.0 if w.node == self.self_id else self.scores.get(w.node) for w in workers]
+        chosen = [
+            i for i, w in enumerate(workers) if w.node == self.self_id or scores[i] >= MIN_SCORE
         ]
+        usable = [workers[i] for i in chosen]
         infos = [
             WorkerInfo(
                 slots=w.slots,
                 max_qubits=w.qubits,
                 backlog=w.backlog,
                 rtt=w.rtt,
-                score=self.scores.get(w.node) if w.node != self.self_id else 1.0,
+                score=scores[i],
                 features=w.features,
             )
-            for w in usable
+            for i, w in zip(chosen, usable, strict=True)
         ]
+        actions: list[Action] = []
+        if self._trusting(state):  # what the workers known can carry may decide a task now
+            actions += self._ceilings(state, usable, infos, now)
+            if job not in self.jobs:
+                return actions
+        wants = self._wants(state)
         items: list[Item] = []
         excluded: list[frozenset[int]] = []
         needs = devices.needs(state.spec)  # a target job goes only where that target runs
+        trust: list[float] = []  # per usable worker, worked out only when a task needs trust
         for task, count, used in wants:
             banned = frozenset(i for i, w in enumerate(usable) if w.node in used)
             item = Item(task.index, estimate_seconds(task), task.shape.num_qubits, needs)
+            if task.index in state.short_of_trust and self._trusting(state):
+                if not trust:
+                    weigh = self._weight(state)
+                    trust = [weigh(w.node) for w in usable]
+                banned = self._trust_tier(item, infos, trust, banned)
             eligible = sum(
                 1 for i, info in enumerate(infos) if item.fits(info) and i not in banned
             )
@@ -437,9 +473,9 @@ class JobCore:
                 excluded.append(banned)
         stalled = self._stalled(state, {item.task for item in items})
         if stalled is not None:
-            return self._stop(job, FAILED, stalled, now)
+            return actions + self._stop(job, FAILED, stalled, now)
         if not items:
-            return []
+            return actions
         problem = PlacementProblem(tuple(items), tuple(infos), tuple(excluded))
         try:
             placement = solve(problem, self.placement)
@@ -448,9 +484,8 @@ class JobCore:
             try:
                 placement = solve(problem, "greedy")
             except PlacementError as again:
-                return self._placement_failed(state, str(again), now)
+                return actions + self._placement_failed(state, str(again), now)
         state.placement_failures = 0
-        actions: list[Action] = []
         earlier = {item.task: state.rows(item.task) for item in items}
         for item, w in zip(items, placement.assignment, strict=True):
             node = usable[w].node
@@ -478,6 +513,20 @@ class JobCore:
         return actions
 
     @staticmethod
+    def _trust_tier(
+        item: Item, infos: Sequence[WorkerInfo], trust: Sequence[float], banned: frozenset[int]
+    ) -> frozenset[int]:
+        """A replica placed for trust goes where it adds the most: to an established worker
+        (full trust) if one can take it, else to one that adds any trust, else anywhere. The
+        tiers are expressed as the workers the item must avoid."""
+        able = [i for i, info in enumerate(infos) if item.fits(info) and i not in banned]
+        for floor in (1.0 - 1e-9, 1e-9):
+            tier = [i for i in able if trust[i] >= floor]
+            if tier:
+                return banned | frozenset(i for i in able if trust[i] < floor)
+        return banned
+
+    @staticmethod
     def _why_more(state: JobState, task: int, rows: list[ReplicaRow]) -> str | None:
         """Why a task gets a replica beyond its first ones, or None for a first placement."""
         if not rows:
@@ -488,6 +537,8 @@ class JobCore:
             return f"after a replica {last.state} at {_who(last.worker)}: {last.error}"
         if task in state.stragglers:
             return "a spare for a slow replica"
+        if task in state.short_of_trust:
+            return "more trust: the agreeing replicas' workers are new or were caught before"
         return "one more opinion: the replicas so far do not agree"
 
     def _placement_failed(self, state: JobState, why: str, now: float) -> list[Action]:
@@ -521,12 +572,108 @@ class JobCore:
             if any(r.state in ACTIVE for r in rows):
                 continue
             reasons = sorted({r.error for r in rows if r.error})
-            if len(rows) >= state.spec.replicas + EXTRA_ATTEMPTS:
+            short = self._short_of_trust(state, task.index)
+            if short is not None:
+                why = short + ("" if len(rows) >= self._attempts(state) else "; no other worker")
+            elif len(rows) >= self._attempts(state):
                 why = f"no {state.spec.quorum} of {len(rows)} replicas agreed"
             else:
                 why = "; ".join(reasons[:3]) or "no worker can take it"
             return f"task {task.index}: {why}"
         return None
+
+    # ------------------------------------------------------------------ trust
+
+    def _trusting(self, state: JobState) -> bool:
+        """Whether the task's accepted group must carry trust: adaptive replication is on and
+        the spec asked for a cross-check (quorum 1 is its owner opting out of verification)."""
+        return self.adaptive and state.spec.quorum >= 2
+
+    def _need(self, state: JobState, task: int) -> float:
+        """The trust a group must carry: the spec's quorum of established workers, or all the
+        trust the workers able to run the task could carry together, if that is less (a small
+        mesh of strangers asks them all to agree, not for workers it does not have)."""
+        quorum = float(state.spec.quorum)
+        return min(quorum, state.ceiling.get(task, quorum))
+
+    def _weight(self, state: JobState) -> Weight:
+        """Each worker's trust; this node's own replicas carry the whole quorum (it trusts
+        itself, as it always has: placement never scored it)."""
+        whole = float(state.spec.quorum)
+
+        def weight(worker: bytes) -> float:
+            return whole if worker == self.self_id else credit(self.scores.get(worker))
+
+        return weight
+
+    def _ceilings(
+        self,
+        state: JobState,
+        usable: Sequence[WorkerView],
+        infos: Sequence[WorkerInfo],
+        now: float,
+    ) -> list[Action]:
+        """Note, per undecided task, how much trust the workers that could run it carry
+        together (summed only up to the quorum: a large mesh stops early); then decide again
+        the tasks that were short of trust, if their need fell."""
+        weigh, quorum = self._weight(state), float(state.spec.quorum)
+        needs = devices.needs(state.spec)
+        for task in state.spec.tasks:
+            if task.index in state.decisions:
+                continue
+            item = Item(task.index, 0.0, task.shape.num_qubits, needs)
+            total = 0.0
+            for w, info in zip(usable, infos, strict=True):
+                if item.fits(info):
+                    total += weigh(w.node)
+                    if total >= quorum:
+                        break
+            state.ceiling[task.index] = min(total, quorum)
+        actions: list[Action] = []
+        for task in sorted(state.short_of_trust - set(state.decisions)):
+            if state.job not in self.jobs:
+                break
+            actions += self._evaluate(state, task, now)
+        return actions
+
+    def _attempts(self, state: JobState) -> int:
+        """Replicas one task may place in all (failed and lost ones included)."""
+        extra = MAX_TRUST_REPLICAS if self._trusting(state) else 0
+        return state.spec.replicas + EXTRA_ATTEMPTS + extra
+
+    def _short_of_trust(self, state: JobState, task: int) -> str | None:
+        """Why a task's agreeing replicas do not decide it for lack of trust, or None."""
+        if not self._trusting(state):
+            return None
+        done = [self._replica(r) for r in state.rows(task) if r.state == DONE]
+        weight = self._weight(state)
+        try:
+            group, others, _ = candidates(done, devices.statistical(state.spec), weight)
+        except Exception:  # the quorum's own failure is handled where it decides
+            return None
+        if len(group) < state.spec.quorum:
+            return None
+        trust = margin(group, others, weight)
+        need = self._need(state, task)
+        if trust >= need - 1e-9:
+            return None
+        return (
+            f"{len(group)} agreeing replicas carry trust {trust:.2f} of the "
+            f"{need:g} needed, after {len(state.rows(task))} of at most "
+            f"{self._attempts(state)} replicas"
+        )
+
+    @staticmethod
+    def _replica(r: ReplicaRow) -> Replica:
+        return Replica(
+            r.worker,
+            r.key or b"",
+            r.seed,
+            r.engine or "",
+            r.result,
+            r.digest or b"",
+            r.sig or b"",
+        )
 
     # ------------------------------------------------------------------ answers to offers
 
@@ -735,24 +882,23 @@ class JobCore:
         if task in state.decisions:
             return []
         rows = state.rows(task)
-        done = [
-            Replica(
-                r.worker,
-                r.key or b"",
-                r.seed,
-                r.engine or "",
-                r.result,
-                r.digest or b"",
-                r.sig or b"",
-            )
-            for r in rows
-            if r.state == DONE
-        ]
+        done = [self._replica(r) for r in rows if r.state == DONE]
+        trusting = self._trusting(state)
         # a seed means exact agreement, whatever engine a worker says it ran: replicas of
         # another engine version simply disagree (docs/jobs.md); no seed, or a target that
         # Qiskit transpiles (its version may differ between workers), means chi-square
         try:
-            decision = decide(done, state.spec.quorum, devices.statistical(state.spec))
+            sampled = devices.statistical(state.spec)
+            if trusting:
+                decision = decide(
+                    done,
+                    state.spec.quorum,
+                    sampled,
+                    weight=self._weight(state),
+                    need=self._need(state, task),
+                )
+            else:
+                decision = decide(done, state.spec.quorum, sampled)
         except Exception as exc:  # whatever a peer's result breaks, it must not stop the core
             return self._incomparable(state, task, done, exc, now)
         if decision is None:
@@ -763,7 +909,11 @@ class JobCore:
                 stuck = sum(1 for r in rows if r.state in ACTIVE)
                 state.target[task] = len(done) + stuck + 1  # one more opinion
                 state.needs_placement = True
-                if len(done) >= state.spec.quorum:
+                short = self._short_of_trust(state, task)
+                if short is not None:
+                    state.short_of_trust.add(task)
+                    self._note(state.job, now, "more_trust", task=task, detail=short)
+                elif len(done) >= state.spec.quorum:
                     self._note(
                         state.job,
                         now,

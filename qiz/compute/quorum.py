@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,20 +131,32 @@ def sampled_agreement(a: Any, b: Any) -> float:
     return min(1.0, worst * len(maps_a))
 
 
-def decide(replicas: Sequence[Replica], quorum: int, sampled: bool) -> Decision | None:
-    """The winning group if ``quorum`` replicas agree, else None (more replicas are needed)."""
+Weight = Callable[[bytes], float]  # a worker's trust, in units of an established worker
+
+
+def candidates(
+    replicas: Sequence[Replica], sampled: bool, weight: Weight | None = None
+) -> tuple[tuple[Replica, ...], tuple[Replica, ...], float | None]:
+    """The leading group of agreeing replicas, the others, and the group's smallest p (chi2).
+
+    Without ``weight`` the largest group leads (ties: the larger digest, or the more
+    agreeable and earlier leader). With ``weight`` the group carrying the most trust leads,
+    then the larger: two colluding liars a quorum has caught before cannot outvote one
+    established worker merely by being two."""
     if not replicas:
-        return None
+        return (), (), None
+
+    def heft(group: Sequence[Replica]) -> float:
+        return sum(weight(r.worker) for r in group) if weight is not None else 0.0
+
     if not sampled:
         groups: dict[bytes, list[Replica]] = {}
         for r in replicas:
             groups.setdefault(r.digest, []).append(r)
-        digest, group = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))
-        if len(group) < quorum:
-            return None
+        digest, group = max(groups.items(), key=lambda kv: (heft(kv[1]), len(kv[1]), kv[0]))
         others = tuple(r for r in replicas if r.digest != digest)
-        return Decision(group[0], tuple(group), others, EXACT, None)
-    best: tuple[int, float, int] | None = None
+        return tuple(group), others, None
+    best: tuple[float, int, float, int] | None = None
     best_group: list[Replica] = []
     for i, leader in enumerate(replicas):
         group, p_min = [leader], 1.0
@@ -155,11 +167,37 @@ def decide(replicas: Sequence[Replica], quorum: int, sampled: bool) -> Decision 
             if p >= ALPHA:
                 group.append(other)
                 p_min = min(p_min, p)
-        rank = (len(group), p_min, -i)
+        rank = (heft(group), len(group), p_min, -i)
         if best is None or rank > best:
             best, best_group = rank, group
-    if len(best_group) < quorum:
-        return None
-    p_value = best[1] if best is not None and len(best_group) > 1 else None
+    p_value = best[2] if best is not None and len(best_group) > 1 else None
     others = tuple(r for r in replicas if all(r is not g for g in best_group))
-    return Decision(best_group[0], tuple(best_group), others, CHI2, p_value)
+    return tuple(best_group), others, p_value
+
+
+def margin(
+    group: Sequence[Replica], others: Sequence[Replica], weight: Weight
+) -> float:
+    """The trust behind a group: its weight less the weight of the replicas that disagree
+    with it (a dissent by a trusted worker must be outweighed, not outnumbered)."""
+    return sum(weight(r.worker) for r in group) - sum(weight(r.worker) for r in others)
+
+
+def decide(
+    replicas: Sequence[Replica],
+    quorum: int,
+    sampled: bool,
+    *,
+    weight: Weight | None = None,
+    need: float = 0.0,
+) -> Decision | None:
+    """The winning group if ``quorum`` replicas agree, else None (more replicas are needed).
+
+    With ``weight`` (adaptive replication, see :mod:`qiz.compute.core`), the leading group
+    must also carry a :func:`margin` of at least ``need``; the quorum stays the floor."""
+    group, others, p_value = candidates(replicas, sampled, weight)
+    if len(group) < quorum:
+        return None
+    if weight is not None and margin(group, others, weight) < need - 1e-9:
+        return None
+    return Decision(group[0], group, others, CHI2 if sampled else EXACT, p_value)

@@ -88,6 +88,7 @@ class JobsConfig:
     tick: float = 0.25  # the live driver's tick: the finest the core is consulted
     max_queue: int = 8  # tasks one worker holds at once before it answers busy
     horizon: float = 20_000.0  # simulated seconds before the run gives up (a stuck core)
+    adaptive: bool = True  # the core's adaptive replication (False: the plain quorum)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class JobsReport:
     wall_seconds: float
     messages: int
     running: int  # jobs the core still holds at the end (0 unless stuck)
+    offers: list[tuple[float, bool]] = field(default_factory=list)  # (when, to a liar)
 
     def summary(self) -> dict[str, Any]:
         """Plain figures (no wall time): equal for equal seeds."""
@@ -229,6 +231,7 @@ class JobsSim:
             check_claim=sim_check_claim,
             poll_after=self.config.poll_after,
             new_seed=lambda: self.rng.randrange(2**63),
+            adaptive=self.config.adaptive,
         )
         self.workers: dict[bytes, SimWorker] = {}
         self.hidden: dict[bytes, float] = {}  # worker -> until when the directory leaves it out
@@ -239,6 +242,7 @@ class JobsSim:
         self.last_end = 0.0
         self.spec_of: dict[bytes, specs.JobSpec] = {}
         self._tick_at: float | None = None
+        self.offers: list[tuple[float, bool]] = []  # (when, to a liar) per replica offered
         self._build()
 
     # ------------------------------------------------------------------ building
@@ -323,6 +327,7 @@ class JobsSim:
             wall_seconds=time.perf_counter() - began,
             messages=self.messages,
             running=len(self.core.jobs),
+            offers=list(self.offers),
         )
 
     def _arm_tick(self, at: float) -> None:
@@ -404,6 +409,7 @@ class JobsSim:
 
     def _send_offer(self, offer: Offer) -> None:
         worker = self.workers[offer.worker]
+        self.offers.append((self.now, worker.behaviour is Behaviour.LIAR))
 
         def answer() -> None:
             if (
