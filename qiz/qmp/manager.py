@@ -51,6 +51,7 @@ from qiz.qmp.connection import QmpConfig
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX
 from qiz.qmp.errors import ErrorCode
 from qiz.qmp.rpc import Handler, RpcEndpoint
+from qiz.qmp.rpc_limits import RpcMeter
 from qiz.qmp.transport import (
     COOKIE_THRESHOLD,
     MAX_INBOUND,
@@ -163,6 +164,8 @@ class LinkManager:
         # asked about every authenticated peer before its link is taken in: a reason to refuse
         # it (banned, or its trust score below the link threshold), or None (qiz.trust.scores)
         self.refuse_peer: Callable[[bytes], str | None] | None = None
+        self.rpc_meter = RpcMeter()  # per-peer rate limits on every RPC method
+        self.rpc_clock: Callable[[], float] = time.monotonic  # the meter's time (tests hold it)
         self.record_provider = record_provider
         self.handlers = handlers
         self.config = config or ManagerConfig()
@@ -283,6 +286,7 @@ class LinkManager:
             + sum(p.rpc.replies_dropped for p in live),
             "links": len(self.peers),
             "refused_by_trust": self.counters["refused_by_trust"],
+            "rpc_rate_limited": self.rpc_meter.refused,
         }
 
     def is_known(self, peer_id: NodeId) -> bool:
@@ -521,7 +525,15 @@ class LinkManager:
             self.counters["refused_by_trust"] += 1
             link.close(ErrorCode.REFUSED, refusal)
             raise LinkError(ErrorCode.REFUSED, refusal)
-        entry = PeerLink(link, RpcEndpoint(link, self.handlers, tasks=self.tasks), self.clock())
+        digest = peer_id.digest
+
+        def meter(method: str) -> str | None:
+            if self.rpc_meter.allow(digest, method, self.rpc_clock()):
+                return None
+            return f"over {self.rpc_meter.rate_of(method):g} {method} requests/s from one peer"
+
+        rpc = RpcEndpoint(link, self.handlers, tasks=self.tasks, meter=meter)
+        entry = PeerLink(link, rpc, self.clock())
         link.add_close_listener(lambda _link, entry=entry: self._on_close(entry))
         if self.on_peer is not None:
             self.on_peer(link)

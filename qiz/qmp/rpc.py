@@ -75,8 +75,12 @@ class RpcEndpoint:
         default_timeout: float = 10.0,
         max_message: int | None = None,
         tasks: TaskOwner | None = None,
+        meter: Callable[[str], str | None] | None = None,
     ) -> None:
         self.link = link
+        # asked before a request runs: why the peer may not call this method now, or None
+        # (per-peer rate limits, qiz.qmp.rpc_limits)
+        self.meter = meter
         self.tasks = tasks or TaskOwner("rpc", log)
         self.handlers = handlers
         self.max_inflight_in = max_inflight_in
@@ -197,6 +201,10 @@ class RpcEndpoint:
             return
         if len(self._running) >= self.max_inflight_in or call_id in self._running:
             self._reply_later([ERROR, call_id, "busy", "too many requests in flight"])
+            return
+        refusal = self.meter(method) if self.meter is not None else None
+        if refusal is not None:
+            self._reply_later([ERROR, call_id, "busy", refusal])
             return
         assert self.link.peer_id is not None
         context = CallContext(self.link.peer_id, self.link)
