@@ -124,6 +124,8 @@ def _tape_ops(program: Any, row: np.ndarray, theta: np.ndarray) -> list[Any]:
 def setup_lightning(workload: str, n: int, seed: int) -> Prepared:
     import pennylane as qml
 
+    from qiz.ml.gradients import loss_of
+
     _check(workload)
     dev = qml.device("lightning.qubit", wires=n)
     if workload == "ml-epoch":
@@ -152,7 +154,7 @@ def setup_lightning(workload: str, n: int, seed: int) -> Prepared:
                 e = np.asarray(results, dtype=float)[:, None]  # <Z_0> per sample
                 jac = np.asarray(jacobians, dtype=float)  # (BATCH, rotations)
                 out = e * scale + bias
-                loss, d_out = vqc._loss(out, y)
+                loss, d_out = loss_of(vqc._loss_kind(), out, y, out.shape[0])
                 d_angle = (d_out * scale) * jac  # dL/d(angle) per sample and gate
                 g = np.zeros(theta.size)
                 for j, op in enumerate(trainable):

@@ -146,3 +146,96 @@ def test_models_train_on_the_mesh_as_they_do_here(mesh: Path) -> None:
     assert (there.predict(x[40:]) == here.predict(x[40:])).all()
     assert np.allclose(there.decision_function(x[40:]), here.decision_function(x[40:]), atol=1e-8)
     assert len(there.kernel_.runs_.jobs) == 3  # K(X), then K(X', X) for predict and decision
+
+
+# ----------------------------------------------------------------------------- gradients
+
+MODEL = {"qubits": 3, "layers": 2, "entanglement": "linear", "outputs": 1}
+
+
+def gradient_doc(x: np.ndarray, target: list, theta: np.ndarray, **extra: object) -> dict:
+    params = {
+        "model": MODEL,
+        "loss": "logistic",
+        "theta": theta.tolist(),
+        "x": x.tolist(),
+        "target": target,
+        **extra,
+    }
+    return {"kind": "gradient", "params": params}
+
+
+def test_gradient_shards_add_up_to_the_batch_loss_and_gradient(alice) -> None:
+    from qiz.compute import gradient_kind
+    from qiz.ml import gradients
+
+    x = RNG.normal(size=(9, 3))
+    target = [int(v) for v in RNG.integers(0, 2, size=9)]
+    fmap, obs = gradients.model(3, 3, 2, "linear"), gradients.observables(3, 1)
+    theta = RNG.normal(size=fmap.program.num_params + 2)
+    spec = specs.parse(signed(gradient_doc(x, target, theta, shard=4), alice))
+    assert [len(t.params["x"]) for t in spec.tasks] == [4, 4, 1] and not spec.sampled
+    shares = [gradient_kind.run(t.params) for t in spec.tasks]
+    for task, share in zip(spec.tasks, shares, strict=True):
+        shape = results.shape_of(task)
+        assert shape is not None and results.problem(shape, share) is None
+    loss, grad = gradients.loss_grad(
+        fmap, obs, "logistic", params=theta, X=x, target=np.array(target), total=9
+    )
+    assert sum(s["loss"] for s in shares) == pytest.approx(loss, rel=1e-10)
+    assert np.allclose(np.sum([s["grad"] for s in shares], axis=0), grad, rtol=1e-9, atol=1e-12)
+    assert "over 3 shards" in gradient_kind.summarise(shares)
+    (task,) = specs.parse(signed(gradient_doc(x[:2], target[:2], theta), alice)).tasks
+    shape = results.shape_of(task)
+    assert shape is not None
+    assert "map of loss and grad" in (results.problem(shape, {"loss": 1.0}) or "")
+    assert "finite" in (results.problem(shape, {"loss": float("nan"), "grad": []}) or "")
+    assert f"hold {len(theta)} numbers" in (results.problem(shape, {"loss": 1.0, "grad": []}) or "")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"loss": "hinge"}, r"params.loss: must be one of"),
+        ({"loss": "softmax"}, r"logistic and mse read one output, softmax several"),
+        ({"theta": [0.0]}, r"params.theta: the model has \d+ parameters"),
+        ({"target": [0, 1]}, r"params.target: must be a list of 3 values"),
+        ({"target": [0, 1, 2]}, r"params.target\[2\]: not a target of a logistic loss"),
+        ({"target": [0, 1, True]}, r"params.target\[2\]: not a target"),
+        ({"model": {**MODEL, "layers": 17}}, r"params.model.layers: must be a whole number"),
+        ({"model": {**MODEL, "outputs": 0}}, r"params.model.outputs: must be a whole number"),
+        ({"model": {**MODEL, "spin": 1}}, r"params.model.spin: is not a model option"),
+        ({"model": {**MODEL, "qubits": 11}}, r"11 qubits; this node's memory allows at most 10"),
+        ({"epochs": 3}, r"params.epochs: is not a gradient field"),
+        ({"x": [[1.0, 2.0, 3.0]] * 4097}, r"params.x: must be a list of at most 4096 rows"),
+    ],
+)
+def test_malformed_gradient_jobs_are_refused_with_the_field_named(alice, change, message) -> None:
+    from qiz.ml import gradients
+
+    x = RNG.normal(size=(3, 3))
+    theta = np.zeros(gradients.model(3, 3, 2, "linear").program.num_params + 2)
+    doc = gradient_doc(x, [0, 1, 1], theta)
+    doc["params"].update(change)
+    with pytest.raises(SpecError, match=message):
+        specs.parse(signed(doc, alice), specs.Limits(max_qubits=10, max_spec_bytes=1 << 22))
+    doc = gradient_doc(x, [0, 1, 1], theta)
+    with pytest.raises(SpecError, match="seed: null"):
+        specs.parse(signed({**doc, "seed": None}, alice))
+
+
+def test_a_classifier_trains_on_the_mesh_as_it_does_here(mesh: Path) -> None:
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import make_classification
+
+    from qiz.client import Mesh
+    from qiz.ml import VQC
+
+    x, y = make_classification(48, 3, n_informative=3, n_redundant=0, random_state=5)
+    options = {"num_qubits": 3, "layers": 1, "max_iter": 4, "random_state": 0}
+    here = VQC(**options).fit(x, y)
+    there = VQC(**options, backend=Mesh(mesh / "A")).fit(x, y)
+    assert np.allclose(there.params_, here.params_, rtol=1e-6, atol=1e-8)
+    assert (there.predict(x) == here.predict(x)).all()
+    assert len(there.runs_.jobs) == len(there.loss_curve_) >= 2  # a job per evaluation
+    assert all(a.quorum == 2 for a in there.runs_.attestations)

@@ -562,6 +562,10 @@ def summarise(kind: str, results: list) -> str:
         from qiz.compute.kernel_kind import summarise as kernel_summary
 
         return kernel_summary(results)
+    if kind == "gradient":
+        from qiz.compute.gradient_kind import summarise as gradient_summary
+
+        return gradient_summary(results)
     if kind == "sweep":
         points = [p for task in results for p in task]
         values = [p.get("expectation", p.get("energy")) for p in points]

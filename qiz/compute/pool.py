@@ -283,6 +283,7 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
     from qiz.compute import (  # after the environment: numba reads it on import
         circuits,
         execute,
+        gradient_kind,
         kernel_kind,
     )
 
@@ -314,6 +315,8 @@ def _child_main(conn: Connection, memory_limit: int | None, parent: int, warm: b
                 result = circuits.run(job["params"], job["seed"], progress)
             elif job["kind"] == kernel_kind.KIND:
                 result = kernel_kind.run(job["params"])
+            elif job["kind"] == gradient_kind.KIND:
+                result = gradient_kind.run(job["params"])
             elif job.get("points") is None:
                 result = execute.run(job["kind"], job["params"], job["seed"], progress)
             else:

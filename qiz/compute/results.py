@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from qiz.compute import circuits, execute, kernel_kind
+from qiz.compute import circuits, execute, gradient_kind, kernel_kind
 from qiz.compute.errors import SpecError
 from qiz.compute.spec import Task
 
@@ -47,6 +47,7 @@ class ResultShape:
     points: tuple[Any, ...] | None  # a sweep shard's points (canonical), or None
     circuits: tuple[ResultShape, ...] | None = None  # a circuits task's: one per circuit
     block: tuple[int, int] | None = None  # a kernel task's rows and columns
+    parameters: int | None = None  # a gradient task's parameter count
 
 
 def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
@@ -62,6 +63,10 @@ def shape_of(task: Task, like: ResultShape | None = None) -> ResultShape | None:
     if task.kind == kernel_kind.KIND:  # each task has its own block
         block = (len(task.params["x"]), len(task.params["y"]))
         return ResultShape(kernel_kind.KIND, frozenset({"rows"}), None, 0, None, None, None, block)
+    if task.kind == gradient_kind.KIND:
+        count = len(task.params["theta"])
+        fields = frozenset({"loss", "grad"})
+        return ResultShape(gradient_kind.KIND, fields, None, 0, None, None, parameters=count)
     if like is not None:
         return replace(like, points=_points(task))
     params = task.params
@@ -112,6 +117,8 @@ def problem(shape: ResultShape, result: Any) -> str | None:
     """Why ``result`` cannot be a result of a task of ``shape``, or None if it can."""
     if shape.block is not None:
         return kernel_kind.problem(*shape.block, result)
+    if shape.parameters is not None:
+        return gradient_kind.problem(shape.parameters, result)
     if shape.circuits is not None:
         count = len(shape.circuits)
         if not isinstance(result, list) or len(result) != count:

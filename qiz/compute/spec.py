@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qiz import wire
-from qiz.compute import circuits, execute, kernel_kind
+from qiz.compute import circuits, execute, gradient_kind, kernel_kind
 from qiz.compute.errors import SpecError
 from qiz.crypto.composite import CompositePublicKey
 from qiz.crypto.errors import InvalidIdentifier, InvalidKey, InvalidSignature
@@ -394,6 +394,8 @@ def check_body(
         return _circuits(body, limits, measure, seed is not None)
     if kind == kernel_kind.KIND:
         return _kernel(body, limits, seed is not None)
+    if kind == gradient_kind.KIND:
+        return _gradient(body, limits, seed is not None)
     if kind == "sweep":
         over, base, points, shard = _sweep(body["params"], limits)
     else:
@@ -403,7 +405,8 @@ def check_body(
         if kind == "sweep":
             raise SpecError(f"params.over: {shown} is not one of {', '.join(execute.KINDS)}")
         raise SpecError(
-            f"kind: {shown} is not one of {', '.join(execute.KINDS)}, sweep, circuits or kernel"
+            f"kind: {shown} is not one of {', '.join(execute.KINDS)}, sweep, circuits, kernel "
+            "or gradient"
         )
     if seed is None and over not in execute.SAMPLED_KINDS:
         raise SpecError(
@@ -474,6 +477,25 @@ def _kernel(body: Mapping[str, Any], limits: Limits, seeded: bool) -> tuple[Task
     tasks = tuple(
         Task(index, kernel_kind.KIND, params, None, size)
         for index, (params, size) in enumerate(kernel_kind.tasks(options, x, y, shard))
+    )
+    total = sum(t.work for t in tasks)
+    if total > limits.max_work:
+        raise SpecError(
+            f"the job is about {total:.3g} units of work; this node takes {limits.max_work:.3g}"
+        )
+    return tasks
+
+
+def _gradient(body: Mapping[str, Any], limits: Limits, seeded: bool) -> tuple[Task, ...]:
+    """A gradient job's tasks: its fields and bounds checked, then shards of ``shard`` samples
+    (see :mod:`qiz.compute.gradient_kind`)."""
+    if not seeded:
+        raise SpecError("seed: null (independent replicas) is only for sampled kinds, not gradient")
+    checked = gradient_kind.check(body["params"], limits.max_qubits)
+    _check_resources(body["resources"])
+    tasks = tuple(
+        Task(index, gradient_kind.KIND, params, None, size)
+        for index, (params, size) in enumerate(gradient_kind.tasks(checked))
     )
     total = sum(t.work for t in tasks)
     if total > limits.max_work:

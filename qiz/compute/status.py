@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qiz import wire
-from qiz.compute import circuits, kernel_kind
+from qiz.compute import circuits, gradient_kind, kernel_kind
 from qiz.compute import spec as specs
 from qiz.compute.jobdb import ACTIVE, CANCELLED, DONE, FAILED, JobRow, LogEntry, ReplicaRow
 from qiz.crypto.ids import NodeId
@@ -26,6 +26,8 @@ def task_count(body: Mapping[str, Any]) -> int:
         return circuits.task_count(body["params"])
     if body["kind"] == kernel_kind.KIND:
         return kernel_kind.task_count(body["params"])
+    if body["kind"] == gradient_kind.KIND:
+        return gradient_kind.task_count(body["params"])
     if body["kind"] != "sweep":
         return 1
     params = body["params"]

@@ -1,11 +1,15 @@
-"""Kernel matrices on the mesh: one ``kernel`` job (qiz/compute/kernel_kind.py) whose tasks,
-blocks of rows, spread over the workers, replicated and attested.
+"""Quantum ML on the mesh: a kernel matrix as one ``kernel`` job (qiz/compute/kernel_kind.py),
+a variational model's loss and gradient as one ``gradient`` job per optimizer step
+(gradient_kind.py); their tasks (blocks of rows, shards of samples) spread over the workers,
+replicated and attested.
 
 Why: a kernel matrix costs one state per sample and one product per pair, and the products
 grow with the square of the data set; row blocks are independent, so the mesh computes them in
-parallel. The answer equals this machine's :func:`qiz.ml.fidelity.gram` within the 12
-significant digits every job result is rounded to (a symmetric matrix is computed here in real
-arithmetic, on the mesh as products of blocks: they agree to about 1e-15 before rounding).
+parallel; so are a batch's samples in a gradient (each shard returns its share of the mean).
+The answers equal this machine's within the 12 significant digits every job result is rounded
+to (a symmetric kernel matrix is computed here in real arithmetic, on the mesh as products of
+blocks: they agree to about 1e-15 before rounding; a gradient's shards add up in another
+order than one batch's sum).
 """
 
 from __future__ import annotations
@@ -53,3 +57,44 @@ def kernel_on_mesh(
     if matrix.shape != expected:  # the coordinator checked every block; this is belt and braces
         raise ValueError(f"the mesh answered a {matrix.shape} matrix, not {expected}")
     return matrix
+
+
+def gradient_on_mesh(
+    mesh: Any,
+    options: dict[str, Any],
+    loss: str,
+    *,
+    params: np.ndarray,
+    X: np.ndarray,  # noqa: N803 - scikit-learn's names
+    target: np.ndarray,
+    shard: int = DEFAULT_SHARD,
+    replicas: int = 2,
+    timeout: float | None = None,
+    run: MeshKernelRun | None = None,
+) -> tuple[float, np.ndarray]:
+    """The mean loss over the batch and its gradient (:func:`qiz.ml.gradients.loss_grad`) as
+    one gradient job on ``mesh``, its shards' shares added up; ``run`` collects the job."""
+    targets = [int(t) for t in target] if loss != "mse" else [float(t) for t in target]
+    spec = {
+        "kind": "gradient",
+        "params": {
+            "model": options,
+            "loss": loss,
+            "theta": [float(v) for v in params],
+            "x": np.asarray(X, dtype=np.float64).tolist(),
+            "target": targets,
+            "shard": shard,
+        },
+        "replicas": replicas,
+        "seed": 0,
+    }
+    result = mesh.submit(spec).result(timeout)
+    if run is not None:
+        run.jobs.append(result.job_id)
+        run.attestations.append(result.attestation)
+    shares = result.results
+    total = sum(float(share["loss"]) for share in shares)
+    grad = np.sum([np.asarray(share["grad"], dtype=np.float64) for share in shares], axis=0)
+    if grad.shape != (len(params),):  # the coordinator checked every share; belt and braces
+        raise ValueError(f"the mesh answered {grad.shape[0]} derivatives, not {len(params)}")
+    return total, grad

@@ -28,21 +28,12 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from qiz.ml.batched import _zsign
-from qiz.ml.feature_maps import FeatureMap, reuploading_map
-from qiz.ml.kernel import default_qubits
+from qiz.ml import gradients
+from qiz.ml.feature_maps import FeatureMap
+from qiz.ml.fidelity import default_qubits
+from qiz.ml.gradients import observables  # noqa: F401 - its name here too
 
 OPTIMIZERS = ("L-BFGS-B", "adam")
-
-
-def observables(num_qubits: int, outputs: int) -> np.ndarray:
-    """The diagonals D_k (outputs, 2**n) of the readout (see the module docstring)."""
-    if outputs <= num_qubits:
-        return np.array([_zsign(num_qubits, [k]) for k in range(outputs)])
-    if outputs > 1 << num_qubits:
-        raise ValueError(f"{outputs} classes do not fit the {1 << num_qubits} basis states")
-    index = np.arange(1 << num_qubits)
-    return np.array([(index % outputs == k).astype(np.float64) for k in range(outputs)])
 
 
 class _Variational(BaseEstimator):
@@ -61,6 +52,7 @@ class _Variational(BaseEstimator):
         alpha: float = 0.0,
         tol: float = 1e-7,
         random_state: int | np.random.RandomState | None = None,
+        backend: object = None,
     ) -> None:
         self.num_qubits = num_qubits
         self.layers = layers
@@ -72,28 +64,24 @@ class _Variational(BaseEstimator):
         self.alpha = alpha
         self.tol = tol
         self.random_state = random_state
+        self.backend = backend  # None: this machine; a qiz.client.Mesh: gradient jobs on it
 
     # -- the model -----------------------------------------------------------------------
 
     def _build(self, num_features: int, outputs: int, min_qubits: int) -> FeatureMap:
         n = default_qubits(max(num_features, min_qubits), self.num_qubits)
-        fmap = reuploading_map(n, num_features, self.layers, self.entanglement)
+        fmap = gradients.model(n, num_features, self.layers, self.entanglement)
         self.n_qubits_ = n
-        self.observables_ = observables(n, outputs)
+        self.observables_ = gradients.observables(n, outputs)
         return fmap
 
     def _split(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(circuit parameters, output scales, output biases)."""
-        k = self.fmap_.program.num_params
-        m = self.observables_.shape[0]
-        return params[:k], params[k : k + m], params[k + m :]
+        return gradients.split(self.fmap_, self.observables_, params)
 
     def _expectations(self, X: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(states, e) for a batch: e[i, k] = <psi_i|D_k|psi_i>."""
-        data = self.fmap_.encode(X)
-        psi = self.fmap_.program.states(data, theta)
-        prob = psi.real**2 + psi.imag**2
-        return psi, prob @ self.observables_.T
+        return gradients.expectations(self.fmap_, self.observables_, X, theta)
 
     def _outputs(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self)
@@ -105,23 +93,41 @@ class _Variational(BaseEstimator):
     def _loss_grad(
         self, params: np.ndarray, X: np.ndarray, target: np.ndarray
     ) -> tuple[float, np.ndarray]:
-        """The mean loss over the batch and its gradient in every parameter."""
-        theta, scale, bias = self._split(params)
-        data = self.fmap_.encode(X)
-        psi, e = self._expectations(X, theta)
-        out = e * scale + bias
-        loss, d_out = self._loss(out, target)  # d_out: dL/d(out), (n, K)
-        d_e = d_out * scale
-        lam = (d_e @ self.observables_) * psi
-        g_theta = self.fmap_.program.backward(psi, lam, data, theta)
-        grad = np.concatenate([g_theta, (d_out * e).sum(axis=0), d_out.sum(axis=0)])
+        """The mean loss over the batch and its gradient in every parameter (on the mesh: one
+        gradient job whose shards are blocks of the batch, their shares summed)."""
+        theta = self._split(params)[0]
+        if self.backend is not None:
+            from qiz.ml.mesh import gradient_on_mesh
+
+            if not hasattr(self, "runs_"):
+                from qiz.ml.mesh import MeshKernelRun
+
+                self.runs_ = MeshKernelRun()
+            loss, grad = gradient_on_mesh(
+                self.backend, self._model_options(), self._loss_kind(),
+                params=params, X=X, target=target, run=self.runs_,
+            )  # fmt: skip
+        else:
+            loss, grad = gradients.loss_grad(
+                self.fmap_, self.observables_, self._loss_kind(),
+                params=params, X=X, target=target, total=X.shape[0],
+            )  # fmt: skip
         if self.alpha:
             loss += 0.5 * self.alpha * float(theta @ theta)
             grad[: theta.size] += self.alpha * theta
         return loss, grad
 
-    def _loss(self, out: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    def _loss_kind(self) -> str:
         raise NotImplementedError
+
+    def _model_options(self) -> dict:
+        """The circuit and readout as a mesh gradient job names them."""
+        return {
+            "qubits": self.n_qubits_,
+            "layers": self.layers,
+            "entanglement": self.entanglement,
+            "outputs": int(self.observables_.shape[0]),
+        }
 
     # -- training ------------------------------------------------------------------------
 
@@ -197,20 +203,9 @@ class VQC(ClassifierMixin, _Variational):
         self._train(X, enc.transform(y), scale0=3.0)
         return self
 
-    def _loss(self, out: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-        n = out.shape[0]
-        if out.shape[1] == 1:  # logistic: out is the logit of class 1
-            z = out[:, 0]
-            t = target.astype(np.float64)
-            loss = float(np.mean(np.logaddexp(0.0, z) - t * z))
-            p = 0.5 * (1.0 + np.tanh(0.5 * z))
-            return loss, ((p - t) / n)[:, None]
-        shifted = out - out.max(axis=1, keepdims=True)
-        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        loss = float(-np.mean(logp[np.arange(n), target]))
-        d = np.exp(logp)
-        d[np.arange(n), target] -= 1.0
-        return loss, d / n
+    def _loss_kind(self) -> str:
+        """Logistic cross-entropy for two classes (one logit), softmax for more."""
+        return "logistic" if self.observables_.shape[0] == 1 else "softmax"
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         out = self._outputs(X)
@@ -245,10 +240,8 @@ class VQR(RegressorMixin, _Variational):
         self._train(X, (y - self.y_mean_) / self.y_scale_, scale0=1.0)
         return self
 
-    def _loss(self, out: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-        r = out[:, 0] - target
-        n = r.shape[0]
-        return float(0.5 * np.mean(r * r)), (r / n)[:, None]
+    def _loss_kind(self) -> str:
+        return "mse"
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = self._outputs(X)[:, 0]
