@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qiz.compute import quorum
 from qiz.compute.actions import JobFailed, Offer
@@ -169,6 +171,28 @@ def test_a_task_that_cannot_gather_the_trust_fails_within_the_bound_and_says_why
     failed = [a for a in actions if isinstance(a, JobFailed)]
     assert failed and "trust 0.00 of the 2 needed" in failed[0].reason, failed
     assert f"at most {bound} replicas" in failed[0].reason
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(["right", "wrong", "other"]), min_size=24, max_size=24),
+    st.lists(st.integers(-3, 5), min_size=24, max_size=24),
+    st.integers(2, 3),
+)
+def test_any_answers_and_scores_end_the_job_within_the_bound(answers, history, replicas) -> None:
+    c = Core(replicas=replicas, workers=24)
+    for worker, events in zip(WORKERS, history, strict=True):
+        for _ in range(abs(events)):
+            (c.scores.agreed if events > 0 else c.scores.disagreed)(worker)
+    offered, _ = c.run(answer=lambda w: answers[WORKERS.index(w)])
+    assert c.job not in c.core.jobs  # decided or failed, never stuck
+    assert len(offered) == len(set(offered)) <= replicas + EXTRA_ATTEMPTS + MAX_TRUST_REPLICAS
+    row = c.tables.job(c.job)
+    if row.state == "done":
+        said = [answers[WORKERS.index(w)] for w in offered]
+        assert max(said.count(v) for v in set(said)) >= 2  # the quorum stays the floor
+    else:
+        assert row.state == "failed" and row.error
 
 
 def test_the_heaviest_group_leads_and_a_trusted_dissent_must_be_outweighed() -> None:

@@ -40,7 +40,8 @@ The rules, as before the split (docs/jobs.md):
 * adaptive replication (BOINC style, for quorum >= 2): the agreeing group must also carry the
   trust of ``quorum`` established workers, each worker weighing :func:`credit` of its score
   (a stranger 1/2, a worker caught once nothing; this node's own replicas the whole need),
-  less the trust of the replicas that disagree. Short of it, one more replica is placed,
+  less the trust of the replicas that disagree (the need is capped by the trust all the
+  workers able to run the task carry together). Short of it, one more replica is placed,
   on an established worker when one can take it, up to ``MAX_TRUST_REPLICAS`` more; then the
   task fails saying how much trust it gathered. Why: a plain quorum of 2 is won by colluding
   liars whenever both replicas land on them (f^2 per task); strangers now need 4 agreeing
