@@ -368,7 +368,8 @@ def sybil_flood(
     published.publish()
     chosen = _pick_users(net, users, rng, set(published.latest))
     entries = sum(len(u.table) for u in chosen)
-    taken = sum(1 for u in chosen for c in u.table.contacts() if c.node_id in set(sybils))
+    flood = set(sybils)
+    taken = sum(1 for u in chosen for c in u.table.contacts() if c.node_id in flood)
     result = lookup_rounds(
         net,
         chosen,
