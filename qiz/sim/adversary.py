@@ -678,6 +678,8 @@ def bad_holders(
                 stored.append((o, cid, data, hashes, order))
         shares_to_bad.append(to_bad / max(placed, 1))
         corrupt_last = to_corrupt / max(placed, 1)
+        if r == 0:
+            corrupt_first = corrupt_last
         ok = 0
         for o, cid, data, hashes, order in stored:  # every owner audits all it placed
             good: dict[int, bytes] = {}
@@ -705,6 +707,13 @@ def bad_holders(
         for kind in ("corrupt", "drop")
     }
     pairs = {kind: sum(by_id[h].kind == kind for _, h in caught) for kind in ("corrupt", "drop")}
+    charged = {
+        kind: sum(
+            by_id[h].kind == kind and "bad_share" in users[o].explain(h)["reasons"]
+            for o, h in caught
+        )
+        for kind in ("corrupt", "drop")
+    }
     return Row(
         "6 bad storage holders",
         f"{fraction:.0%} of {holders} holders (half drop, half corrupt), k={k} of n={n}, "
@@ -724,6 +733,12 @@ def bad_holders(
             "corrupt_pairs": pairs["corrupt"],
             "corrupt_caught": len(spans["corrupt"]),
             "drop_caught": len(spans["drop"]),
+            "corrupt_share_first": corrupt_first,
+            "corrupt_charged": charged["corrupt"],
+            "drop_charged_bad_share": charged["drop"],
+            "corrupt_score_max": max(
+                (users[o].get(h) for o, h in caught if by_id[h].kind == "corrupt"), default=0.0
+            ),
         },
     )
 
