@@ -239,3 +239,23 @@ def test_a_classifier_trains_on_the_mesh_as_it_does_here(mesh: Path) -> None:
     assert (there.predict(x) == here.predict(x)).all()
     assert len(there.runs_.jobs) == len(there.loss_curve_) >= 2  # a job per evaluation
     assert all(a.quorum == 2 for a in there.runs_.attestations)
+
+
+def test_a_block_too_large_for_one_message_is_refused_and_the_client_picks_one_that_fits(
+    alice,
+) -> None:
+    from qiz.ml.fidelity import MAX_KERNEL_RESULT, max_rows
+
+    x = np.zeros((1000, 2)).tolist()
+    raw = signed({"kind": "kernel", "params": {"map": MAP, "x": x, "shard": 32}}, alice)
+    with pytest.raises(SpecError, match=r"params.shard: a block of 32 rows x 1000 values"):
+        specs.parse(raw, specs.Limits(max_spec_bytes=1 << 22))
+    most = max_rows(1000)
+    params = {"map": MAP, "x": x[:40], "y": x, "shard": most}
+    (task, *_) = specs.parse(
+        signed({"kind": "kernel", "params": params}, alice), specs.Limits(max_spec_bytes=1 << 22)
+    ).tasks
+    from qiz import wire
+
+    block = kernel_kind.run(task.params)
+    assert len(wire.encode(block)) <= MAX_KERNEL_RESULT  # it fits one message

@@ -30,13 +30,18 @@ def test_a_burst_then_the_rate_per_peer_and_method() -> None:
     assert sum(meter.allow(A, "store.put", 5.0) for _ in range(int(pieces) + 9)) == pieces
 
 
-@given(st.lists(st.floats(0, 0.01), min_size=1, max_size=300))
-def test_never_more_than_the_burst_plus_what_time_refilled(gaps: list[float]) -> None:
-    meter, now, allowed = RpcMeter(), 0.0, 0
+@given(st.lists(st.floats(0, 0.002), min_size=1, max_size=900))
+def test_exactly_a_token_bucket_per_peer_and_method(gaps: list[float]) -> None:
+    """Against a reference bucket: allowed while it holds a token, refused otherwise."""
+    meter, now, tokens, last = RpcMeter(), 0.0, RPC_BURST, 0.0
     for gap in gaps:
         now += gap
-        allowed += meter.allow(A, "store.manifest", now)
-    assert allowed <= RPC_BURST + RPC_RATE * now + 1e-9
+        tokens = min(RPC_BURST, tokens + (now - last) * RPC_RATE)
+        last = now
+        expected = tokens >= 1.0
+        tokens -= expected
+        assert meter.allow(A, "job.offer", now) == expected
+    assert meter.allow(B, "job.offer", now)  # another peer's bucket is full
 
 
 def test_a_peer_flooding_a_method_over_a_link_is_refused_and_others_go_on() -> None:

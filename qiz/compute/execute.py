@@ -12,6 +12,7 @@ digest even when a last-place rounding differs between machines.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -155,6 +156,7 @@ def check_fields(kind: str, params: Any, path: str = "params") -> None:
 
 
 _parsed: OrderedDict[str, Any] = OrderedDict()  # text -> Circuit, least recently used first
+_parsed_lock = threading.Lock()  # specs are parsed in worker threads (asyncio.to_thread)
 
 
 def _load(text: str):  # noqa: ANN202 - Circuit or DynamicProgram, lazily imported
@@ -163,15 +165,18 @@ def _load(text: str):  # noqa: ANN202 - Circuit or DynamicProgram, lazily import
     from qiz.quantum import qasm
     from qiz.quantum.core.circuit import Circuit
 
-    cached = _parsed.get(text)
+    with _parsed_lock:
+        cached = _parsed.get(text)
+        if cached is not None:
+            _parsed.move_to_end(text)
     if cached is not None:
-        _parsed.move_to_end(text)
         return replace(cached, instructions=list(cached.instructions))
-    circuit = qasm.loads(text, name="job")
+    circuit = qasm.loads(text, name="job")  # outside the lock: parsing is the slow part
     if isinstance(circuit, Circuit) and len(text) <= MAX_PARSED_TEXT:
-        _parsed[text] = replace(circuit, instructions=list(circuit.instructions))
-        while len(_parsed) > MAX_PARSED_PROGRAMS:
-            _parsed.popitem(last=False)
+        with _parsed_lock:
+            _parsed[text] = replace(circuit, instructions=list(circuit.instructions))
+            while len(_parsed) > MAX_PARSED_PROGRAMS:
+                _parsed.popitem(last=False)
     return circuit
 
 

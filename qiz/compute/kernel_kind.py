@@ -107,6 +107,15 @@ def check(params: Any, max_qubits: int) -> tuple[dict[str, Any], list, list | No
             raise SpecError(f"params.y: X and Y together are over {MAX_KERNEL_SAMPLES} rows")
         y = _matrix(y, "params.y", len(x[0]))
     shard = _whole(params.get("shard", DEFAULT_SHARD), "params.shard", 1, MAX_KERNEL_SAMPLES)
+    from qiz.ml.fidelity import MAX_KERNEL_RESULT, max_rows
+
+    cols = len(y) if y is not None else len(x)
+    most = max_rows(cols)
+    if shard > most:
+        raise SpecError(
+            f"params.shard: a block of {shard} rows x {cols} values is over the "
+            f"{MAX_KERNEL_RESULT}-byte result a task may return; at most {most} rows here"
+        )
     options = {
         "name": name,
         "qubits": qubits,

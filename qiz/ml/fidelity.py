@@ -19,6 +19,16 @@ from qiz.ml.feature_maps import FeatureMap, make_feature_map
 BLOCK_AMPLITUDES = 1 << 22
 MAX_QUBITS = 16
 
+# bytes of one mesh kernel task's result (a block of floats, 9 bytes each in CBOR): under the
+# RPC message limit (256 KiB) with room for the claim around it (qiz/compute/kernel_kind.py)
+MAX_KERNEL_RESULT = 192 * 1024
+
+
+def max_rows(cols: int) -> int:
+    """The most rows of X one kernel task may take when Y has ``cols`` rows."""
+    return max(1, MAX_KERNEL_RESULT // (9 * cols + 8))
+
+
 # multiply-adds of a Gram product below which BLAS runs on one thread: below it a product
 # takes milliseconds, and a second OpenBLAS thread saves little there while, beside another
 # busy process, its waiting costs much more (a 100 x 16 complex product measured 0.024 ms on

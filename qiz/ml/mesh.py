@@ -43,10 +43,12 @@ def kernel_on_mesh(
 ) -> np.ndarray:
     """K[i, j] = |<phi(X_i)|phi(Y_j)>|^2 (Y defaults to X) as one kernel job on ``mesh`` (a
     :class:`qiz.client.Mesh`); ``run`` collects the job and its attestation."""
+    from qiz.ml.fidelity import max_rows
+
     params: dict[str, Any] = {"map": options, "x": np.asarray(X, dtype=np.float64).tolist()}
     if Y is not None:
         params["y"] = np.asarray(Y, dtype=np.float64).tolist()
-    params["shard"] = shard
+    params["shard"] = min(shard, max_rows(len(X) if Y is None else len(Y)))
     spec = {"kind": "kernel", "params": params, "replicas": replicas, "seed": 0}
     result = mesh.submit(spec).result(timeout)
     if run is not None:

@@ -340,8 +340,10 @@ class Dht:
         try:
             record = validate(kind, raw, key=None, now=now, cache=self.records)
         except RecordError as exc:
-            self._tell(ctx.peer_id.digest, "invalid_record", f"stored: {exc}")
-            raise self._refuse("bad-record", str(exc)) from None
+            text = str(exc)
+            reason = "stale_record" if "expired" in text else "invalid_record"
+            self._tell(ctx.peer_id.digest, reason, f"stored: {text}")
+            raise self._refuse("bad-record", text) from None
         if not solves(record.holder, bits):
             raise self._refuse(
                 "bad-record",

@@ -559,9 +559,17 @@ class StoreService:
         }
 
     def _on_bad(self, holder: bytes, index: int) -> None:
+        """A share that did not decode to its chunk. The holder may not be to blame (it cannot
+        check what a publisher sent it): a transient reason (qiz.trust.scores)."""
         self.counters["bad_shares"] += 1
-        if self.scores is not None:  # bytes that do not match their hash (qiz.trust.scores)
+        if self.scores is not None:
             self.scores.record(holder, "bad_share", f"share {index}")
+
+    def _on_bad_audit(self, holder: bytes, index: int) -> None:
+        """A bad share of content this node published and sent itself: the holder's doing."""
+        self.counters["bad_shares"] += 1
+        if self.scores is not None:
+            self.scores.record(holder, "corrupt_share", f"share {index} of our own content")
         self.events.emit(EventKind.STORE_BAD_SHARE, holder=str(NodeId(holder)), index=index)
 
     async def _reader(self, cid: ContentId, manifest: Manifest) -> ChunkReader:
@@ -873,7 +881,11 @@ class StoreService:
             table = await read_table(manifest, list(live.values()), self.call)
         except TransferError:
             return
-        reader = ChunkReader(manifest, table, sources, self.call, on_bad=self._on_bad)
+        # this node published it: it sent each holder the right bytes, so a bad share is the
+        # holder's doing (a reader of someone else's content cannot tell, see _on_bad)
+        ours = manifest.publisher_id == self.identity.node_id
+        on_bad = self._on_bad_audit if ours else self._on_bad
+        reader = ChunkReader(manifest, table, sources, self.call, on_bad=on_bad)
         start = random.randrange(0, manifest.chunks, reader.per_batch)
         try:
             bad, gone = await reader.audit(start)

@@ -4,21 +4,30 @@ chooses a peer.
 Two parts make a score in [0, 1]:
 
 * **verified work** (as in BOINC's adaptive replication): agreement with a quorum raises the
-  *work score* slowly (+0.05), disagreement halves it, a task not finished costs 0.05. The
-  asymmetry is deliberate: one wrong result costs more trust than many right ones earn, so a
-  peer cannot bank good behaviour and then cheat cheaply. It does not decay: only more verified
-  work moves it.
+  *work score* slowly (+0.05), disagreement halves it. The asymmetry is deliberate: one wrong
+  result costs more trust than many right ones earn, so a peer cannot bank good behaviour and
+  then cheat cheaply. A work score under ``INITIAL`` relaxes back toward it with a half-life
+  of ``WORK_RECOVERY`` (a day): a peer with no way to earn trust back (it gets no work) is not
+  excluded for ever, and a liar that returns is caught again. A task not finished (the worker
+  crashed, vanished, was offered work while down) is a misbehaviour counter, ``task_failed``,
+  not a work event: it costs time, not correctness, and is forgotten.
 * **misbehaviour** (as in gossipsub v1.1's P4-P7 counters): each event of a *reason* (an
   invalid signature, a forged or stale record, a bad storage share, an RPC timeout, ...) adds
   one to that reason's counter, which decays exponentially with the reason's half-life; the
-  score loses ``weight x counter`` per reason. A forged signature weighs a lot and is
-  remembered for a day; a timeout weighs little and is forgotten in minutes, so a peer that
-  was only slow for a while recovers by itself (the cooling-off period).
+  score loses ``weight x counter`` per reason. A forged
+  signature weighs a lot and is remembered for a day; a timeout weighs little and is forgotten
+  in minutes, so a peer that was only slow for a while recovers by itself (the cooling-off
+  period). What a peer may not be to blame for (a timeout: our own loop may be the slow one; a
+  bad storage share: a holder cannot check the bytes a publisher sent it; an unfinished task)
+  is *transient*: all of it together costs at most ``TRANSIENT_CAP``, so it never crosses the
+  routing or link line, nor the give line from ``INITIAL``.
 
-Thresholds say what a score still buys (checked by the callers through :meth:`may`):
-below ``GIVE`` a peer gets no work, storage or relay slots from us; below ``ROUTE`` lookups
-do not go through it; below ``LINK`` its links are refused. Operators override: a *trusted*
-peer always scores 1, a *banned* one 0 (and is refused links) until unbanned.
+Thresholds say what a score still buys (checked by the callers through :meth:`may`): below
+``GIVE`` a peer gets no work, storage or relay slots from us (the whole score); below
+``ROUTE`` lookups do not go through it and below ``LINK`` its links are refused (the
+misbehaviour alone, ``INITIAL`` less the penalties: results that lost a vote say nothing
+about a peer's routing). Operators override: a *trusted* peer always scores 1, a *banned*
+one 0 (and is refused links) until unbanned.
 
 Every event is kept in a bounded *trail* per peer (the last ``MAX_TRAIL_PER_PEER``, with when
 and a short detail), so ``qiz peers`` can say why a score is what it is. Scores live in the
@@ -41,7 +50,11 @@ from dataclasses import dataclass, field
 INITIAL = 0.8
 AGREE_STEP = 0.05
 DISAGREE_FACTOR = 0.5
-FAIL_STEP = 0.05
+FAIL_STEP = 0.05  # task_failed's weight
+WORK_RECOVERY = 86_400.0  # seconds for a work score under INITIAL to halve its distance to it
+# the most the reasons a peer may not be to blame for cost together (they never cross ROUTE
+# or LINK, nor GIVE from INITIAL)
+TRANSIENT_CAP = 0.3
 
 # what a score still buys (see the module's notes)
 GIVE = 0.05  # work, storage and relay slots
@@ -55,6 +68,7 @@ OVERRIDES = (TRUSTED, BANNED)
 MAX_TRACKED_PEERS = 65_536  # peers with a score row; past it the least recently seen go
 MAX_TRAIL_PER_PEER = 32  # events kept per peer for `qiz peers` (older ones are dropped)
 MAX_DETAIL = 120  # characters of an event's detail
+EVICTION_SCAN = 64  # least recently seen peers looked at for one to forget
 
 
 @dataclass(frozen=True)
@@ -64,20 +78,27 @@ class Reason:
     weight: float  # score lost per (undecayed) event
     half_life: float  # seconds
     meaning: str
+    transient: bool = False  # the peer may not be to blame: all such costs share one cap
 
 
 REASONS: dict[str, Reason] = {
     "invalid_signature": Reason(0.4, 86_400.0, "signed something that does not verify"),
     "invalid_record": Reason(0.2, 86_400.0, "served or stored a record that does not validate"),
     "stale_record": Reason(0.02, 3_600.0, "served a record older than one it had"),
-    "bad_share": Reason(0.2, 86_400.0, "served storage bytes that do not match their hash"),
+    "bad_share": Reason(
+        0.1, 3_600.0, "served a storage share that did not decode to its chunk", True
+    ),
+    "corrupt_share": Reason(
+        0.2, 86_400.0, "kept bytes of our own content other than those we sent it"
+    ),
     "relay_abuse": Reason(0.2, 86_400.0, "went over a relay's limits"),
-    "handshake_failed": Reason(0.05, 3_600.0, "a link handshake with it failed"),
-    "rpc_error": Reason(0.01, 600.0, "answered a request with garbage"),
-    "rpc_timeout": Reason(0.01, 600.0, "did not answer a request in time"),
+    "handshake_failed": Reason(0.05, 3_600.0, "a link handshake with it failed", True),
+    "rpc_error": Reason(0.01, 600.0, "answered a request with garbage", True),
+    "rpc_timeout": Reason(0.01, 600.0, "did not answer a request in time", True),
+    "task_failed": Reason(0.05, 3_600.0, "did not finish a task it took", True),
 }
 # the work score's events, kept in the trail too (their effect is the work score's, above)
-WORK_EVENTS = ("agreed", "disagreed", "failed")
+WORK_EVENTS = ("agreed", "disagreed")
 
 
 def decayed(value: float, since: float, now: float, half_life: float) -> float:
@@ -100,20 +121,39 @@ class PeerState:
     # reason -> (counter, when it was last updated)
     counters: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    worked: float = 0.0  # when the work score last moved (its recovery runs from there)
+
     def penalty(self, now: float) -> float:
-        return sum(
-            REASONS[r].weight * decayed(v, t, now, REASONS[r].half_life)
-            for r, (v, t) in self.counters.items()
-        )
+        """What misbehaviour costs now: the transient reasons together at most TRANSIENT_CAP."""
+        total = transient = 0.0
+        for r, (v, t) in self.counters.items():
+            spec = REASONS[r]
+            cost = spec.weight * decayed(v, t, now, spec.half_life)
+            if spec.transient:
+                transient += cost
+            else:
+                total += cost
+        return total + min(transient, TRANSIENT_CAP)
+
+    def work_now(self, now: float) -> float:
+        """The work score, recovered toward INITIAL since it last moved (never past it)."""
+        if self.work >= INITIAL:
+            return self.work
+        return INITIAL - decayed(INITIAL - self.work, self.worked, now, WORK_RECOVERY)
+
+    def conduct(self, now: float) -> float:
+        """INITIAL less the misbehaviour: what routing and links are judged on."""
+        return max(0.0, INITIAL - self.penalty(now)) if self.counters else INITIAL
 
     def score(self, now: float) -> float:
         if self.override == TRUSTED:
             return 1.0
         if self.override == BANNED:
             return 0.0
+        work = self.work_now(now)
         if not self.counters:
-            return self.work
-        return min(1.0, max(0.0, self.work - self.penalty(now)))
+            return work
+        return min(1.0, max(0.0, work - self.penalty(now)))
 
 
 SCHEMA = """
@@ -127,7 +167,8 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS trust_peers (
     peer      BLOB PRIMARY KEY,
     override  TEXT,
-    seen      REAL NOT NULL DEFAULT 0
+    seen      REAL NOT NULL DEFAULT 0,
+    worked    REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS trust_counters (
     peer      BLOB NOT NULL,
@@ -164,10 +205,13 @@ class PeerScores:
             "SELECT peer, score, agreed, disagreed, failed FROM scores"
         ):
             self._peers[bytes(peer)] = PeerState(float(work), agreed, disagreed, failed)
-        for peer, override, seen in db.execute("SELECT peer, override, seen FROM trust_peers"):
+        for peer, override, seen, worked in db.execute(
+            "SELECT peer, override, seen, worked FROM trust_peers"
+        ):
             state = self._peers.setdefault(bytes(peer), PeerState())
             state.override = override if override in OVERRIDES else None
             state.seen = float(seen)
+            state.worked = float(worked)
         for peer, reason, value, updated in db.execute(
             "SELECT peer, reason, value, updated FROM trust_counters"
         ):
@@ -191,8 +235,11 @@ class PeerScores:
             return True
         if state.override is not None:
             return state.override == TRUSTED
-        floor = {"give": GIVE, "route": ROUTE, "link": LINK}[what]
-        return state.score(self.clock()) >= floor
+        now = self.clock()
+        if what == "give":
+            return state.score(now) >= GIVE
+        floor = {"route": ROUTE, "link": LINK}[what]
+        return state.conduct(now) >= floor
 
     def override_of(self, peer: bytes) -> str | None:
         state = self._peers.get(peer)
@@ -216,7 +263,7 @@ class PeerScores:
         ).fetchall()
         return {
             "score": round(state.score(now), 4),
-            "work": round(state.work, 4),
+            "work": round(state.work_now(now), 4),
             "override": state.override,
             "last_seen": state.seen or None,
             "reasons": reasons,
@@ -253,21 +300,24 @@ class PeerScores:
 
     def agreed(self, peer: bytes) -> None:
         state = self._state(peer)
-        state.work = min(1.0, state.work + AGREE_STEP)
+        now = self.clock()
+        state.work, state.worked = min(1.0, state.work_now(now) + AGREE_STEP), now
         state.agreed += 1
         self._save_work(peer, state, "agreed", "")
 
     def disagreed(self, peer: bytes) -> None:
         state = self._state(peer)
-        state.work = max(0.0, state.work * DISAGREE_FACTOR)
+        now = self.clock()
+        state.work, state.worked = max(0.0, state.work_now(now) * DISAGREE_FACTOR), now
         state.disagreed += 1
         self._save_work(peer, state, "disagreed", "")
 
-    def failed(self, peer: bytes) -> None:
+    def failed(self, peer: bytes, detail: str = "") -> None:
+        """A task the peer took and did not finish: a ``task_failed`` event (it decays)."""
         state = self._state(peer)
-        state.work = max(0.0, state.work - FAIL_STEP)
         state.failed += 1
-        self._save_work(peer, state, "failed", "")
+        self._save_work(peer, state, None, "")
+        self.record(peer, "task_failed", detail)
 
     # ---------------------------------------------------------------- misbehaviour
 
@@ -287,12 +337,12 @@ class PeerScores:
         self._trail(peer, reason, detail, now)
 
     def seen(self, peer: bytes) -> None:
-        """``peer`` did something (linked, answered, or any event here): it is the last to be
+        """``peer`` was just scored (every event here calls this): it is the last to be
         forgotten past the bound."""
         state = self._peers.get(peer)
         if state is None:
-            state = self._peers[peer] = PeerState()
             self._forget_beyond_bound()
+            state = self._peers[peer] = PeerState()
         self._peers.move_to_end(peer)
         state.seen = self.clock()
         self.db.execute(
@@ -322,31 +372,47 @@ class PeerScores:
         """``peer``'s state, created if new; an event is a sighting (see :meth:`seen`)."""
         state = self._peers.get(peer)
         if state is None:
-            state = self._peers[peer] = PeerState()
             self._forget_beyond_bound()
+            state = self._peers[peer] = PeerState()
         self.seen(peer)
         return state
 
     def _forget_beyond_bound(self) -> None:
-        """Past ``MAX_TRACKED_PEERS``, forget the least recently seen peers without an
-        override (an operator's word is kept)."""
-        excess = len(self._peers) - MAX_TRACKED_PEERS
-        if excess <= 0:
-            return
-        victims = [p for p, s in self._peers.items() if s.override is None][:excess]
-        for peer in victims:
-            del self._peers[peer]
+        """At ``MAX_TRACKED_PEERS``, before a new one, forget a peer: of the ``EVICTION_SCAN``
+        seen least recently, the one with the highest score (forgetting it costs least: it
+        comes back a stranger at ``INITIAL``), never one with an operator's override. Bounded
+        work per new peer, and a punished peer is not washed out by a flood of fresh ids."""
+        while len(self._peers) >= MAX_TRACKED_PEERS:  # room for the one being added
+            now = self.clock()
+            victim, best = None, -1.0
+            scanned = 0
+            for peer, state in self._peers.items():
+                if state.override is not None:
+                    continue
+                score = state.score(now)
+                if score > best:
+                    victim, best = peer, score
+                scanned += 1
+                if scanned >= EVICTION_SCAN:
+                    break
+            if victim is None:  # only overrides: the operator's word is kept
+                return
+            del self._peers[victim]
             for table in ("scores", "trust_peers", "trust_counters", "trust_trail"):
-                self.db.execute(f"DELETE FROM {table} WHERE peer=?", (peer,))  # noqa: S608
+                self.db.execute(f"DELETE FROM {table} WHERE peer=?", (victim,))  # noqa: S608
 
-    def _save_work(self, peer: bytes, state: PeerState, event: str, detail: str) -> None:
+    def _save_work(self, peer: bytes, state: PeerState, event: str | None, detail: str) -> None:
         self.db.execute(
             "INSERT INTO scores (peer, score, agreed, disagreed, failed) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(peer) DO UPDATE SET score=excluded.score, agreed=excluded.agreed, "
             "disagreed=excluded.disagreed, failed=excluded.failed",
             (peer, state.work, state.agreed, state.disagreed, state.failed),
         )
-        self._trail(peer, event, detail, self.clock())
+        self.db.execute(
+            "UPDATE trust_peers SET worked=? WHERE peer=?", (state.worked, peer)
+        )  # (the row exists: _state's sighting wrote it)
+        if event is not None:
+            self._trail(peer, event, detail, self.clock())
 
     def _trail(self, peer: bytes, reason: str, detail: str, now: float) -> None:
         if reason in self.events:
