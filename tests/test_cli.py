@@ -415,6 +415,9 @@ def test_demo_json(tmp_path: Path) -> None:
     assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
     assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
     assert vqe["energy_error"] < 1e-5
+    kernel = mesh["jobs"]["quantum-kernel"]  # row blocks across the workers, as computed here
+    assert kernel["verified"] and kernel["tasks"] == 3 and kernel["max_deviation"] <= 1e-10
+    assert len(kernel["signed_by_workers"]) >= 2
     # a bundle published by node0, verified, installed and run by two other live nodes
     deployed = mesh["deployed"]
     assert deployed["channel"] == f"{mesh['nodes'][0]['node_id']}/deploy/hello-mesh"
