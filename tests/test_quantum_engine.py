@@ -191,6 +191,8 @@ QUANTUM_PARTS = {
     "algorithms": {"algorithms", "problems", "core", "kernels"},
     "noise": {"noise", "core", "kernels"},
     "targets": {"targets", "noise", "core"},
+    # provider SDK adapters: our circuits out (qasm export), device targets of fake backends
+    "providers": {"providers", "core", "qasm", "targets"},
 }
 
 
