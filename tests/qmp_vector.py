@@ -12,8 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from qiz.crypto.composite import CompositeSigningKey
-from qiz.crypto.xwing import XWingPrivateKey, use_derandomised_mlkem
+from qiz.crypto.xwing import use_derandomised_mlkem
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.connection import Connection
 from qiz.qmp.cookie import CookieAuthority
@@ -40,13 +39,7 @@ def drbg(seed: bytes):
 
 
 def identity_from(label: bytes) -> NodeIdentity:
-    seed = hashlib.sha3_256(b"qmp vector identity " + label).digest()
-    return NodeIdentity(
-        CompositeSigningKey(
-            hashlib.sha3_256(seed + b"mldsa").digest(), hashlib.sha3_256(seed + b"ed").digest()
-        ),
-        XWingPrivateKey(hashlib.sha3_256(seed + b"xwing").digest()),
-    )
+    return NodeIdentity.derive(hashlib.sha3_256(b"qmp vector identity " + label).digest())
 
 
 def transcript(record_i: bytes, record_r: bytes) -> dict[str, str]:

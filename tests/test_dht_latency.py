@@ -280,7 +280,7 @@ def test_suspects_are_asked_last() -> None:
 
 def _silent_network(share: float) -> tuple:
     net = build(300, seed=31, config=NetConfig(rtt=0.05, jitter=0.01, timeout=2.0))
-    targets = Targets(net, 4)
+    targets = Targets(net, 4, seed=31)
     targets.join_tables()
     targets.publish()
     rnd = random.Random(8)
@@ -321,8 +321,9 @@ def test_hedging_cuts_the_lookups_that_wait_a_full_timeout_in_simulation() -> No
 
 
 def test_a_node_learns_which_peers_are_silent() -> None:
-    """Across lookups from one node, peers that went silent are asked last: later lookups
-    send fewer requests to silent peers than the first ones."""
+    """Across lookups from one node, peers that went silent are asked last: once every key
+    was looked up, later rounds over the same keys send far fewer requests to silent peers
+    than the first round did."""
     net, targets = _silent_network(0.3)
     origin = next(
         n
@@ -337,16 +338,19 @@ def test_a_node_learns_which_peers_are_silent() -> None:
         return answer(node, target, kind)
 
     net._answer = counting  # type: ignore[method-assign]
-    keys = list(targets.latest) * 10
-    random.Random(3).shuffle(keys)
-    per_lookup: list[int] = []
-    for key in keys:
+    per_round: list[int] = []
+    for _ in range(10):
         before = asked_silent[0]
-        net.lookup(origin, key, kind=RecordKind.PEER, paths=4, on_done=lambda s: None)
-        net.run()  # every request ends, the silent ones at the 2 s hard timeout
-        per_lookup.append(asked_silent[0] - before)
+        for key in targets.latest:
+            net.lookup(origin, key, kind=RecordKind.PEER, paths=4, on_done=lambda s: None)
+            net.run()  # every request ends, the silent ones at the 2 s hard timeout
+        per_round.append(asked_silent[0] - before)
     assert origin.latency is not None and origin.latency.timeouts > 0
-    assert sum(per_lookup[-10:]) < sum(per_lookup[:10]) / 2
+    # Rounds compared, not single lookups: one lookup's count swings with its key (measured
+    # over 30 fresh networks: the last rounds ask at most 0.3 of the first round's silent
+    # requests).
+    assert per_round[0] > 0
+    assert sum(per_round[-3:]) / 3 < per_round[0] / 2
 
 
 # ------------------------------------------------------------------ the real DHT

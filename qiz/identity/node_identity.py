@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from qiz import wire
 from qiz.crypto.composite import CompositePublicKey, CompositeSigningKey
 from qiz.crypto.errors import InvalidKey
@@ -24,6 +26,18 @@ class NodeIdentity:
     @classmethod
     def generate(cls) -> NodeIdentity:
         return cls(CompositeSigningKey.generate(), XWingPrivateKey.generate())
+
+    @classmethod
+    def derive(cls, seed: bytes) -> NodeIdentity:
+        """The identity whose three key seeds are hashed from ``seed``: reproducible ids for
+        simulations and test vectors. Never for a real node (anyone knowing the seed holds the
+        keys)."""
+        return cls(
+            CompositeSigningKey(
+                hashlib.sha3_256(seed + b"mldsa").digest(), hashlib.sha3_256(seed + b"ed").digest()
+            ),
+            XWingPrivateKey(hashlib.sha3_256(seed + b"xwing").digest()),
+        )
 
     @property
     def public_key(self) -> CompositePublicKey:

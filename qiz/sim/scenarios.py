@@ -49,9 +49,16 @@ def build(nodes: int, *, seed: int = 1, config: NetConfig | None = None) -> SimN
 class Targets:
     """Real identities whose peer records are published, with a stale and a forged copy."""
 
-    def __init__(self, net: SimNetwork, count: int) -> None:
+    def __init__(self, net: SimNetwork, count: int, *, seed: int | None = None) -> None:
+        """``seed`` makes the identities (and so the looked-up keys) the same on every run;
+        without one they are fresh."""
         self.net = net
-        self.identities = [NodeIdentity.generate() for _ in range(count)]
+        self.identities = [
+            NodeIdentity.generate()
+            if seed is None
+            else NodeIdentity.derive(b"sim target %d %d" % (seed, i))
+            for i in range(count)
+        ]
         self.latest: dict[bytes, int] = {}
         self._new: dict[bytes, PeerRecord] = {}
         for identity in self.identities:
@@ -147,7 +154,7 @@ def scenario(
     config: NetConfig | None = None,
 ) -> ScenarioResult:
     net = build(nodes, seed=seed, config=config)
-    chosen = Targets(net, targets)
+    chosen = Targets(net, targets, seed=seed)
     chosen.join_tables()
     corrupt(net, malicious, protect=set(chosen.latest), seed=seed + 2)
     chosen.publish()
