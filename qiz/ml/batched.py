@@ -316,31 +316,65 @@ class Program:
         return state
 
     def backward(
-        self, psi: np.ndarray, lam: np.ndarray, data: np.ndarray, theta: np.ndarray
+        self,
+        psi: np.ndarray,
+        lam: np.ndarray,
+        data: np.ndarray,
+        theta: np.ndarray,
+        *,
+        data_grad: np.ndarray | None = None,
     ) -> np.ndarray:
         """dL/dtheta given the final states ``psi`` and lambda = dL/d<psi| (both (batch, 2^n)),
-        summed over the batch: the adjoint sweep, psi and lambda undone gate by gate."""
+        summed over the batch: the adjoint sweep, psi and lambda undone gate by gate.
+
+        ``data_grad`` (batch, num_encoded), when given, is filled with dL/d(data) per sample
+        from the same sweep (the angle gradients times d(angle)/d(data)), so a layer before
+        this circuit (``qiz.ml.torch``) trains too."""
         data, theta = self._check(data, theta)
         psi = np.array(psi, dtype=np.complex128)  # undone in place: the caller's stay intact
         lam = np.array(lam, dtype=np.complex128)
         grad = np.zeros(self.num_params)
+        if data_grad is not None:
+            if data_grad.shape != data.shape:
+                raise ValueError(f"data_grad must have the data's shape {data.shape}")
+            data_grad[...] = 0.0
         f = self.fused
         if f is None:
             with jit.threads_for_batch(data.shape[0], self.num_qubits):
-                self._sweep_back(psi, lam, data, theta, grad)
+                self._sweep_back(psi, lam, data, theta, grad, data_grad=data_grad)
             return grad
         angles = self._fused_angles(data, theta)
         out = np.zeros_like(angles)  # dL/d(angle) per sample and fused gate
+        wanted = f.trainable  # the gates whose angle gradient is needed
+        if data_grad is not None:
+            fed = np.array([any(op.feature >= 0 for op in src) for src in f.sources], dtype=bool)
+            wanted = f.trainable | fed
         with fused.threads_for_fused(data.shape[0], self.num_qubits):
             fused.backward(psi, lam, f.kinds, f.qubits, f.slots, angles, f.mats, f.inverses,
-                           f.diags, f.trainable, out, f.prefix)  # fmt: skip
-        for g in np.flatnonzero(f.trainable):
+                           f.diags, wanted, out, f.prefix)  # fmt: skip
+        for g in np.flatnonzero(wanted):
             for op in f.sources[g]:
-                if op.weight >= 0:
-                    grad[op.weight] += out[:, g] @ data[:, op.feature]
-                if op.bias >= 0:
-                    grad[op.bias] += out[:, g].sum()
+                self._accumulate(op, out[:, g], data, theta, grad, data_grad=data_grad)
         return grad
+
+    @staticmethod
+    def _accumulate(
+        op: Op,
+        per_sample: np.ndarray,
+        data: np.ndarray,
+        theta: np.ndarray,
+        grad: np.ndarray,
+        *,
+        data_grad: np.ndarray | None,
+    ) -> None:
+        """Add one op's share of dL/d(angle) per sample to dL/dtheta (and dL/d(data))."""
+        if op.weight >= 0:
+            grad[op.weight] += per_sample @ data[:, op.feature]
+        if op.bias >= 0:
+            grad[op.bias] += per_sample.sum()
+        if data_grad is not None and op.feature >= 0:
+            w = theta[op.weight] if op.weight >= 0 else op.scale
+            data_grad[:, op.feature] += w * per_sample
 
     def _sweep_back(
         self,
@@ -349,14 +383,14 @@ class Program:
         data: np.ndarray,
         theta: np.ndarray,
         grad: np.ndarray,
+        *,
+        data_grad: np.ndarray | None = None,
     ) -> None:
         for op in reversed(self.ops):
-            if op.gate in ROTATIONS and op.trainable:
+            fed = data_grad is not None and op.feature >= 0
+            if op.gate in ROTATIONS and (op.trainable or fed):
                 per_sample = self._angle_gradient(lam, psi, op)  # dL/da_i
-                if op.weight >= 0:
-                    grad[op.weight] += per_sample @ data[:, op.feature]
-                if op.bias >= 0:
-                    grad[op.bias] += per_sample.sum()
+                self._accumulate(op, per_sample, data, theta, grad, data_grad=data_grad)
             psi = self._undo(psi, op, data, theta)
             lam = self._undo(lam, op, data, theta)
 
