@@ -182,6 +182,7 @@ class Node:
         self._relay_refused: dict[NodeId, float] = {}  # peer -> when to ask it again
         self.links.on_peer = self._on_link
         self.links.refuse_peer = self._refuse_peer  # banned, or cooling off (qiz.trust.scores)
+        self.links.report_peer = self._report_peer  # failed handshakes, relay abuse
         # a contact in our routing table is a peer we rely on: it may use the inbound slots kept
         # for known peers and is not held to the per-prefix cap on unknown ones
         self.links.known_peer = lambda peer_id: peer_id.digest in self.dht.table

@@ -26,6 +26,12 @@ addresses, then its relays through ``relay_dialer`` (set by
 like any other (peers table, events, RPC endpoint) and its row says ``"path": "relayed"`` and
 which relay.
 
+Trust (qiz.trust.scores): ``refuse_peer`` is asked about every authenticated peer before its
+link is taken in, and ``report_peer`` is told of what the link layer can prove a peer did wrong,
+as ``handshake_failed`` (see :func:`handshake_blame`). Proving is the point: an id is only a
+claim until the handshake ends, and a charge against a claim would let anyone lower an innocent
+node's score by claiming to be it.
+
 Tasks: every task of the link layer (dials, redial loops, keepalive, delayed closes, RPC
 handlers and replies) belongs to one :class:`~qiz.tasks.TaskOwner`; :meth:`LinkManager.close`
 cancels and awaits them all, so when it returns no code of the link layer is still running.
@@ -97,6 +103,71 @@ class ManagerConfig:
     qmp: QmpConfig = field(default_factory=QmpConfig)
 
 
+# How a dial to a node's own signed record ended, when the far end broke the handshake: the
+# codes we close with when its bytes are wrong (a RESPONSE or COOKIE that does not authenticate,
+# a frame that is not QMP or too large, a version we never offered) ...
+DIAL_FAULTS_FOUND = frozenset(
+    {
+        ErrorCode.AUTHENTICATION_FAILED,
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_VERSION,
+    }
+)
+# ... and the one it closes with itself that says it is not the node (our INIT's mac1, made
+# with the record's key, is wrong for its key). BUSY, REFUSED, SHUTDOWN, a lost connection and
+# timeouts are never charged: an honest node says and does those.
+DIAL_FAULTS_SAID = frozenset({ErrorCode.AUTHENTICATION_FAILED})
+# How we close an authenticated direct link whose peer broke the channel protocol (a frame that
+# does not authenticate or parse): charged to the proven peer.
+LINK_FAULTS = frozenset(
+    {ErrorCode.AUTHENTICATION_FAILED, ErrorCode.PROTOCOL_ERROR, ErrorCode.FRAME_TOO_LARGE}
+)
+
+
+def handshake_blame(
+    address: str,
+    expected: PeerRecord | NodeId | None,
+    closed: tuple[ErrorCode, str, bool] | None,
+    error: LinkError,
+) -> str | None:
+    """What to charge the node of ``expected`` for a failed dial to ``address`` (a detail for
+    ``handshake_failed``), or None: it is not to blame, or nothing proves it is.
+
+    A dial is charged only when ``expected`` is the node's own signed, verified record and
+    ``address`` is one of the addresses it names. Then the node itself said "I am at this
+    address, with this X-Wing key", and we committed to that key (INIT is encrypted to it):
+    a far end that cannot prove it holds the key, or breaks the handshake, shows the record
+    wrong, which is its signer's doing (stale at worst: the charge is transient and small).
+    Never charged:
+
+    * a dial by id alone (``NodeId``) or to an address the record does not name: the address
+      came from someone else (a contact list, a LAN beacon, a bootstrap line), and whoever
+      answers there may present the target's public record: anyone could aim us at a
+      stranger's host and make the target look bad;
+    * a connection that never opened (``closed`` None, the node is down or unreachable),
+      except when our own side refused the record's key before any byte went out: the
+      signer published an unusable key;
+    * timeouts, BUSY, REFUSED, SHUTDOWN and lost connections: an honest, loaded or
+      departing node does each of them;
+    * relayed dials (not made here): a relay could tamper with the bytes it carries.
+
+    ``closed`` is the link's ``(code, reason, by_peer)`` when a connection was made.
+    """
+    if not isinstance(expected, PeerRecord) or address not in expected.addresses:
+        return None
+    if closed is None:
+        if error.code is ErrorCode.AUTHENTICATION_FAILED:
+            return f"its record's key is unusable: {error}"
+        return None
+    code, reason, by_peer = closed
+    faults = DIAL_FAULTS_SAID if by_peer else DIAL_FAULTS_FOUND
+    if code not in faults:
+        return None
+    who = "the far end said" if by_peer else "its handshake failed"
+    return f"dial to {address}, {who}: {code.name.lower()}: {reason}"
+
+
 def leave_reason(code: ErrorCode, reason: str, by_peer: bool) -> str:
     """Why a peer's last link closed, in the words ``qiz peers`` shows: ``closed by peer``,
     ``peer stopping``, ``keepalive timeout``, ``idle``, ``node stopping``, ``closed here``, or an
@@ -164,6 +235,10 @@ class LinkManager:
         # asked about every authenticated peer before its link is taken in: a reason to refuse
         # it (banned, or its trust score below the link threshold), or None (qiz.trust.scores)
         self.refuse_peer: Callable[[bytes], str | None] | None = None
+        # told of what a proven peer did wrong on the link layer: (digest, reason of
+        # qiz.trust.scores.REASONS, detail); see handshake_blame and _on_close. The relay
+        # service reports relay abuse through it too.
+        self.report_peer: Callable[[bytes, str, str], None] | None = None
         self.rpc_meter = RpcMeter()  # per-peer rate limits on every RPC method
         self.rpc_clock: Callable[[], float] = time.monotonic  # the meter's time (tests hold it)
         self.record_provider = record_provider
@@ -371,6 +446,7 @@ class LinkManager:
     ) -> PeerLink | LinkError:
         """One dial, shared by every caller that asked for ``address`` meanwhile. A failure is
         returned, not raised: it is an outcome for the callers, not a fault of the task."""
+        made: list[Link] = []  # the connection, if one was made (how it closed says who failed)
         try:
             link = await dial(
                 address,
@@ -380,15 +456,25 @@ class LinkManager:
                 config=self.config.qmp,
                 timeout=timeout,
                 clock=self.clock,
+                on_close=made.append,
             )
         except LinkError as exc:
             self.counters["dials_failed"] += 1
+            closed = made[0].closed.result() if made and made[0].closed.done() else None
+            blame = handshake_blame(address, expected, closed, exc)
+            if blame is not None and isinstance(expected, PeerRecord):
+                self.report(expected.node_id, "handshake_failed", blame)
             return exc
         self._remember_dialled(link)
         try:
             return self._adopt(link)
         except LinkError as exc:
             return exc
+
+    def report(self, peer_id: NodeId, reason: str, detail: str) -> None:
+        """Charge ``peer_id`` one event of ``reason`` (through ``report_peer``, if set)."""
+        if self.report_peer is not None:
+            self.report_peer(peer_id.digest, reason, detail)
 
     def _remember_dialled(self, link: Link) -> None:
         if link.peer_id is not None:
@@ -609,6 +695,13 @@ class LinkManager:
         """Forget a closed link; a spare link to the same peer becomes its primary. The peer
         is unlinked (one event) only when no open link to it is left."""
         link = entry.link
+        code, reason, by_peer = link.closed.result()
+        if not by_peer and code in LINK_FAULTS and link not in self.relayed:
+            # The peer proved its id (its CONFIRM, or its RESPONSE to our INIT), then sent
+            # bytes that do not authenticate or parse: its fault, or an on-path attacker's,
+            # who could as well cut the link. Not over a relay: the relay may be the culprit.
+            assert link.peer_id is not None
+            self.report(link.peer_id, "handshake_failed", f"broke the link protocol: {reason}")
         self.counters["frames_dropped_closed"] += link.frames_dropped
         self.counters["rpc_malformed_closed"] += entry.rpc.bad_messages
         self.counters["rpc_reply_unsent_closed"] += entry.rpc.replies_dropped
@@ -621,7 +714,6 @@ class LinkManager:
             if spares:
                 self.peers[peer_id] = spares.pop(0)
             else:
-                code, reason, by_peer = link.closed.result()
                 self._depart(link, leave_reason(code, reason, by_peer))
                 self.events.emit(EventKind.PEER_UNLINKED, peer=str(peer_id), reason=reason)
         if spares:

@@ -16,6 +16,19 @@ can make it hold is bounded here:
   outstanding: a credit that would raise it above the window is a protocol error. So whatever
   either end does, the relay holds at most two windows per circuit.
 
+Abuse (qiz.trust.scores ``relay_abuse``, which weighs a lot and is remembered for a day): the
+core names, through ``on_abuse(peer, what)``, a peer that did what no honest implementation
+does, never one that met a limit honest use meets:
+
+* charged: stream data or credit beyond the window (the ends keep to it by construction), and
+  a third circuit from one dialler to one target (a dialler needs one link per peer, and one
+  more while a replacement is made);
+* not charged: every refusal because the relay, a network prefix or a *target* is full (other
+  peers fill them), a target without a reservation (a stale record), a dialler's
+  ``max_circuits_per_peer`` circuits (a busy honest node reaches that many private peers), and
+  the circuit's byte and time budgets (the circuit's designed end: a long or large transfer
+  meets them, and the relay enforces them by closing the circuit).
+
 Link keys and peer ids are opaque hashables (the asyncio side uses ``Link`` objects and
 ``NodeId``\\ s). Refusals are values (:class:`Refusal`) with the reasons of docs/nat.md.
 """
@@ -24,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from qiz import QizError
@@ -126,6 +139,9 @@ REFUSE_PAIR = "a circuit from this peer to this target is already open"
 # max_circuits_per_peer slots and make it unreachable through this relay.
 MAX_CIRCUITS_PER_PAIR = 2
 REFUSE_SELF = "a circuit to oneself"
+# what a peer that broke a circuit's flow control did (the stream closes with it, "protocol")
+ABUSE_DATA = "stream data beyond the credit granted"
+ABUSE_CREDIT = "stream credit beyond the window"
 
 
 @dataclass(slots=True)
@@ -177,6 +193,10 @@ class Circuit:
     def other(self, side: str) -> End:
         return self.b if side == "a" else self.a
 
+    def peer(self, side: str) -> Hashable:
+        """The peer at ``side``'s end: the dialler (``a``) or the target (``b``)."""
+        return self.dialler if side == "a" else self.target
+
     def outstanding(self, side: str) -> int:
         """Bytes ``side`` sent through us that the other end has not credited back yet: at
         most what the relay can be holding for that direction."""
@@ -207,6 +227,8 @@ class RelayCore:
         # totals, for metrics and tests
         self.counters: Counter[str] = Counter()
         self.peak_outstanding = 0  # the most bytes any circuit direction ever had in flight
+        # told of a peer that abused the relay (see the module's notes): (peer, what it did)
+        self.on_abuse: Callable[[Hashable, str], None] | None = None
 
     # ------------------------------------------------------------------ reservations
 
@@ -250,6 +272,11 @@ class RelayCore:
         self.counters[f"refused: {reason}"] += 1
         return Refusal(reason)
 
+    def _abuse(self, peer: Hashable, what: str) -> None:
+        self.counters[f"abuse: {what}"] += 1
+        if self.on_abuse is not None:
+            self.on_abuse(peer, what)
+
     # ------------------------------------------------------------------ circuits
 
     def check_connect(
@@ -273,7 +300,8 @@ class RelayCore:
             return self._refuse(REFUSE_FROM_PEER)
         if self._pair[(dialler, target)] >= MAX_CIRCUITS_PER_PAIR:
             # one dialler cannot take a target's every circuit slot: an honest one needs one
-            # link (and one more while a replacement is made)
+            # link (and one more while a replacement is made), so asking for a third is abuse
+            self._abuse(dialler, REFUSE_PAIR)
             return self._refuse(REFUSE_PAIR)
         return reservation
 
@@ -332,7 +360,8 @@ class RelayCore:
         circuit = self.circuits[found[0]]
         side = found[1]
         if not 0 < size <= MAX_STREAM_CHUNK or size > circuit.allowance[side]:
-            return self._end_both(circuit, "protocol", "stream data beyond the credit granted")
+            self._abuse(circuit.peer(side), ABUSE_DATA)
+            return self._end_both(circuit, "protocol", ABUSE_DATA)
         if circuit.bytes + size > self.config.circuit_bytes:
             return self._end_both(circuit, "limit", "circuit byte limit")
         circuit.allowance[side] -= size
@@ -353,7 +382,8 @@ class RelayCore:
             not 0 < credit <= MAX_STREAM_CREDIT
             or circuit.allowance[other] + credit > CIRCUIT_WINDOW
         ):
-            return self._end_both(circuit, "protocol", "stream credit beyond the window")
+            self._abuse(circuit.peer(found[1]), ABUSE_CREDIT)
+            return self._end_both(circuit, "protocol", ABUSE_CREDIT)
         circuit.allowance[other] += credit
         return Forward(circuit.other(found[1]))
 

@@ -16,6 +16,14 @@ One :class:`RelayService` plays all three parts:
 
 The QMP handshake and channel run end to end inside the circuit: the relay forwards ciphertext
 it cannot read, and cannot impersonate either side (the dialler expects the target's id).
+
+Abuse is charged to the peer's trust score (``relay_abuse``, through the link manager's
+``report_peer``): what the core names (flow control broken, a third circuit to one target; see
+:mod:`qiz.qmp.relay`) and relay requests that do not parse (a malformed ``relay.reserve``,
+``relay.connect`` or ``relay.incoming``, or a stream id already in use), which no honest node
+sends. The peer is the authenticated one at the other end of the link the request came on, so
+no one can be charged for another's bytes. Refusals because something is full are never
+charged (see the core's notes).
 """
 
 from __future__ import annotations
@@ -46,7 +54,13 @@ from qiz.qmp.relay import (
     network_prefix,
 )
 from qiz.qmp.rpc import CallContext, Handler, RpcEndpoint, RpcError
-from qiz.qmp.streams import MAX_SID, CircuitTransport, StreamError, StreamMux
+from qiz.qmp.streams import (
+    MAX_SID,
+    MAX_STREAMS_PER_LINK,
+    CircuitTransport,
+    StreamError,
+    StreamMux,
+)
 from qiz.qmp.transport import Link, LinkError
 from qiz.ratelimit import KeyedRateLimiter
 
@@ -128,6 +142,7 @@ class RelayService:
         self.config = config or RelayConfig()
         self.clock = clock
         self.core = RelayCore(self.config)
+        self.core.on_abuse = self._abused
         # circuits asked for per dialler (each costs the relay an RPC to the target and the
         # target a handshake): a steady few per second, a burst of a few more
         self._connects = KeyedRateLimiter(CONNECT_RATE, CONNECT_BURST)
@@ -155,11 +170,33 @@ class RelayService:
             "relay.incoming": self._serve_incoming,
         }
 
+    # ================================================================== abuse
+
+    def _abused(self, peer: Any, what: str) -> None:
+        """The core caught ``peer`` (a NodeId) abusing the relay: its score pays."""
+        assert isinstance(peer, NodeId)
+        self.links.report(peer, "relay_abuse", what)
+
+    def _garbage(self, ctx: CallContext, method: str, message: str) -> RpcError:
+        """A relay request from ``ctx``'s peer that no honest node sends: charge the peer,
+        and answer bad-request."""
+        self.links.report(ctx.peer_id, "relay_abuse", f"{method}: {message}")
+        return RpcError("bad-request", message)
+
+    def _stream_refused(
+        self, ctx: CallContext, method: str, mux: StreamMux, exc: StreamError
+    ) -> RpcError:
+        """A stream the peer named cannot be taken: garbage (a malformed id, one of ours, one
+        already open) is charged; a link closing or at its stream cap is not."""
+        if mux.closed or len(mux.streams) >= MAX_STREAMS_PER_LINK:
+            return RpcError("bad-request", str(exc))
+        return self._garbage(ctx, method, str(exc))
+
     # ================================================================== relay
 
     async def _serve_reserve(self, ctx: CallContext, body: Any) -> dict[str, Any]:
         if body not in ({}, None):
-            raise RpcError("bad-request", "relay.reserve takes {}")
+            raise self._garbage(ctx, "relay.reserve", "relay.reserve takes {}")
         if ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "not over a relayed link")
         if self.may_give is not None and not self.may_give(ctx.peer_id.digest):
@@ -181,7 +218,10 @@ class RelayService:
         }
 
     async def _serve_connect(self, ctx: CallContext, body: Any) -> dict[str, Any]:
-        to, sid = _connect_body(body)
+        try:
+            to, sid = _connect_body(body)
+        except RpcError as exc:
+            raise self._garbage(ctx, "relay.connect", exc.message) from None
         if ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "not over a relayed link")
         if not self._connects.allow(ctx.peer_id.digest, self.clock()):
@@ -201,7 +241,7 @@ class RelayService:
         try:
             a.mux.accept(sid, a)
         except StreamError as exc:
-            raise RpcError("bad-request", str(exc)) from None
+            raise self._stream_refused(ctx, "relay.connect", a.mux, exc) from None
         a.sid = sid
         try:
             b.sid = b.mux.open(b)
@@ -311,13 +351,14 @@ class RelayService:
     # ================================================================== target
 
     async def _serve_incoming(self, ctx: CallContext, body: Any) -> dict[str, Any]:
+        method = "relay.incoming"
         if not isinstance(body, dict) or set(body) != {"from", "sid", "seen"}:
-            raise RpcError("bad-request", 'relay.incoming takes {"from", "sid", "seen"}')
+            raise self._garbage(ctx, method, 'relay.incoming takes {"from", "sid", "seen"}')
         origin, sid, seen = body["from"], body["sid"], body["seen"]
         if not isinstance(origin, bytes) or len(origin) != 32:
-            raise RpcError("bad-request", "from must be a 32-byte node id digest")
+            raise self._garbage(ctx, method, "from must be a 32-byte node id digest")
         if not isinstance(seen, str) or len(seen) > 64:
-            raise RpcError("bad-request", "seen must be an address (at most 64 characters)")
+            raise self._garbage(ctx, method, "seen must be an address (at most 64 characters)")
         held = self.held.get(ctx.peer_id)
         if held is None or ctx.link in self.links.relayed:
             raise RpcError(REFUSED, "no reservation here")
@@ -334,7 +375,7 @@ class RelayService:
         try:
             transport.accept(sid)
         except StreamError as exc:
-            raise RpcError("bad-request", str(exc)) from None
+            raise self._stream_refused(ctx, method, rpc.streams, exc) from None
         links = self.links
         config = dataclasses.replace(
             links.config.qmp,
