@@ -44,8 +44,9 @@ class _Expectations(torch.autograd.Function):
         fmap: FeatureMap,
         obs: np.ndarray,
     ) -> torch.Tensor:
-        data = x.detach().cpu().numpy()
-        theta = weight.detach().cpu().numpy()
+        # copies: the sweep backward needs these values even if the caller changes x in place
+        data = x.detach().cpu().numpy().copy()
+        theta = weight.detach().cpu().numpy().copy()
         psi, e = gradients.expectations(fmap, obs, data, theta)
         ctx.fmap, ctx.obs = fmap, obs  # type: ignore[attr-defined]
         ctx.psi, ctx.data, ctx.theta = psi, data, theta  # type: ignore[attr-defined]
