@@ -118,7 +118,7 @@ def test_bad_records_are_refused_on_store_and_in_lookups() -> None:
             assert [r.raw for r in held] == [good]
 
             # A malicious node answers lookups with every bad record it can make.
-            async def evil_find_value(ctx, body):
+            def evil_find_value(ctx, body):  # plain, as the honest handler: as quick
                 contacts = evil.dht._contacts_out(body["key"], ctx.peer_id.digest)
                 return {
                     "records": [forged, unsigned, expired, older, impostor],

@@ -16,12 +16,19 @@ handler task is cancelled). Sends wait on the link's backpressure.
 
 Handler and reply tasks belong to a :class:`~qiz.tasks.TaskOwner`: the link manager's (so that
 ``LinkManager.close()`` cancels and awaits them) or, for a bare endpoint, the endpoint's own.
+
+A handler is an ``async def`` (it runs in a task of its own and may wait) or a plain function
+(it runs inline, in the receive path, and its reply is sent before the next frame is read).
+Plain handlers are for answers computed from memory, such as the DHT's FIND_NODE and
+FIND_VALUE: they skip the task a request would otherwise cost (about a third of a small
+call's round trip, docs/qmp.md "RPC"), and cannot be cancelled because they never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,7 +66,8 @@ class CallContext:
     link: Link
 
 
-Handler = Callable[[CallContext, Any], Awaitable[Any]]
+# An async handler, or a plain function answered inline (see the module docstring).
+Handler = Callable[[CallContext, Any], Awaitable[Any] | Any]
 
 
 class RpcEndpoint:
@@ -211,24 +219,45 @@ class RpcEndpoint:
         if self.tasks.closed:  # the node is stopping: the link closes next
             self._reply_later([ERROR, call_id, "busy", "the node is stopping"])
             return
-        task = self.tasks.spawn(self._run(call_id, method, handler, context, body), method)
-        self._running[call_id] = task
-
-    async def _run(
-        self, call_id: int, method: str, handler: Handler, context: CallContext, body: Any
-    ) -> None:
         try:
-            result = await handler(context, body)
-            reply = [RESULT, call_id, result]
+            outcome = handler(context, body)
+        except BaseException as exc:  # a plain handler refused or failed, inline
+            self._reply_inline(call_id, _error_reply(call_id, method, exc))
+            return
+        if inspect.isawaitable(outcome):
+            task = self.tasks.spawn(self._run(call_id, method, outcome), method)
+            self._running[call_id] = task
+        else:
+            self._reply_inline(call_id, [RESULT, call_id, outcome])
+
+    def _reply_inline(self, call_id: int, reply: list) -> None:
+        """Send a plain handler's reply now; when the link does not take it at once, the
+        request keeps its in-flight slot until a task has sent it (as an async one would)."""
+        try:
+            data = self._encode(reply)
+        except RpcError:  # result too large for one message
+            data = self._encode([ERROR, call_id, "internal", "result too large"])
+        try:
+            if self.link.send_nowait(data):
+                return
+        except LinkError:
+            return
+        self._running[call_id] = self.tasks.spawn(self._deliver(call_id, data), "reply")
+
+    async def _deliver(self, call_id: int, data: bytes) -> None:
+        try:
+            with contextlib.suppress(RpcError):
+                await self._send_data(data)
+        finally:
+            self._running.pop(call_id, None)
+
+    async def _run(self, call_id: int, method: str, outcome: Awaitable[Any]) -> None:
+        try:
+            reply = [RESULT, call_id, await outcome]
         except asyncio.CancelledError:
             return
-        except RpcError as exc:
-            reply = [ERROR, call_id, exc.code, exc.message]
-        except (ValueError, TypeError, KeyError) as exc:
-            reply = [ERROR, call_id, "bad-request", str(exc)[:200]]
         except Exception as exc:
-            log.exception("handler %s failed", method)
-            reply = [ERROR, call_id, "internal", type(exc).__name__]
+            reply = _error_reply(call_id, method, exc)
         # The request keeps its in-flight slot until its reply is on the wire: a peer that
         # sends requests but does not read replies is held to max_inflight_in of them.
         try:
@@ -267,6 +296,25 @@ class RpcEndpoint:
         for task in self._running.values():
             task.cancel()
         self._running.clear()
+
+
+async def invoke(handler: Handler, context: CallContext, body: Any) -> Any:
+    """Run ``handler`` here, without a link (a node calling itself): awaited when async."""
+    outcome = handler(context, body)
+    return await outcome if inspect.isawaitable(outcome) else outcome
+
+
+def _error_reply(call_id: int, method: str, exc: BaseException) -> list:
+    """The ERROR message a handler's exception becomes: its own code for an RpcError,
+    ``bad-request`` for a body it could not use, ``internal`` (logged here, not sent) else."""
+    if isinstance(exc, RpcError):
+        return [ERROR, call_id, exc.code, exc.message]
+    if isinstance(exc, ValueError | TypeError | KeyError):
+        return [ERROR, call_id, "bad-request", str(exc)[:200]]
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to turn
+        raise exc
+    log.error("handler %s failed", method, exc_info=exc)
+    return [ERROR, call_id, "internal", type(exc).__name__]
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

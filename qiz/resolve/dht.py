@@ -296,11 +296,13 @@ class Dht:
             for c in self.table.closest(target, self.config.k, exclude=exclude)
         ]
 
-    async def _find_node(self, ctx: CallContext, body: Any) -> Any:
+    # FIND_NODE and FIND_VALUE are answered from memory: plain handlers, run inline on
+    # receipt without a task of their own (qiz.qmp.rpc).
+    def _find_node(self, ctx: CallContext, body: Any) -> Any:
         target = _key(body, "target")
         return {"contacts": self._contacts_out(target, ctx.peer_id.digest)}
 
-    async def _find_value(self, ctx: CallContext, body: Any) -> Any:
+    def _find_value(self, ctx: CallContext, body: Any) -> Any:
         key = _key(body, "key")
         kind = _kind(body)
         records = [r.raw for r in self.store.get(kind, key, self.clock(), limit=8)]

@@ -15,7 +15,7 @@ from typing import Any
 from qiz.crypto.ids import NodeId
 from qiz.identity import NodeIdentity
 from qiz.qmp.manager import LinkManager
-from qiz.qmp.rpc import CallContext, Handler
+from qiz.qmp.rpc import CallContext, Handler, invoke
 from qiz.resolve.dht import Dht
 from qiz.resolve.errors import Unreachable
 
@@ -46,7 +46,7 @@ class PeerCaller:
             # cancellation that comes with the inner result, and callers run inside loops that
             # Node.stop() cancels (the worker's deliveries, the coordinator's sends)
             async with asyncio.timeout(timeout):
-                return await handler(CallContext(self.identity.node_id, None), body)  # type: ignore[arg-type]
+                return await invoke(handler, CallContext(self.identity.node_id, None), body)  # type: ignore[arg-type]
         node = NodeId(peer)
         linked = self.links.peers.get(node)
         if linked is not None and linked.link.is_open:

@@ -48,7 +48,50 @@ def _check_text(text: str) -> None:
 
 def _check(value: Any, depth: int, max_depth: int) -> bool:
     """Refuse what is not plain data; True when a bulk byte string (``BULK`` bytes or more)
-    is inside, so that the encoder splices it in rather than copying it through cbor2."""
+    is inside, so that the encoder splices it in rather than copying it through cbor2.
+
+    Every RPC message passes here twice (encoded, then decoded), so the common exact types
+    are settled by one ``type()`` lookup each, scalar items of a container without a call of
+    their own; anything else (subclasses, refusals) takes :func:`_check_any`."""
+    if depth > max_depth:
+        raise WireError(f"nesting deeper than {max_depth}")
+    kind = type(value)
+    if kind in _SCALARS:
+        return _scalar_is_bulk(kind, value)
+    if kind is list or kind is tuple:
+        if value and depth >= max_depth:
+            raise WireError(f"nesting deeper than {max_depth}")
+        bulk = False
+        for item in value:
+            item_kind = type(item)
+            if item_kind in _SCALARS:
+                bulk = _scalar_is_bulk(item_kind, item) or bulk
+            else:
+                bulk = _check(item, depth + 1, max_depth) or bulk
+        return bulk
+    return _check_any(value, depth, max_depth)
+
+
+def _scalar_is_bulk(kind: type, value: Any) -> bool:
+    """The checks of one exact scalar type (a key of ``_SCALARS``)."""
+    if kind is bytes:
+        return len(value) >= BULK
+    if kind is str:
+        if not value.isascii():
+            _check_text(value)
+    elif kind is int:
+        if not -_MAX_INT - 1 <= value <= _MAX_INT:
+            raise WireError("integer outside the 64-bit range")
+    elif kind is float and not math.isfinite(value):
+        raise WireError("non-finite float")
+    return False
+
+
+_SCALARS = frozenset({bytes, str, int, float, bool, type(None)})
+
+
+def _check_any(value: Any, depth: int, max_depth: int) -> bool:
+    """:func:`_check` for any value: subclasses of plain types, maps, and refusals."""
     if depth > max_depth:
         raise WireError(f"nesting deeper than {max_depth}")
     if value is None or isinstance(value, bool):
