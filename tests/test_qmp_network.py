@@ -425,6 +425,66 @@ def test_rpc_unknown_method_timeout_and_busy() -> None:
     run(scenario())
 
 
+def test_plain_handlers_answer_inline_with_the_same_errors_as_async_ones() -> None:
+    """A plain-function handler is answered in the receive path (no task): its result, its
+    RpcError, a body it cannot use and its own failure reach the caller exactly as an async
+    handler's would; a result too large for one message is an ``internal`` error; the node
+    calling itself (rpc.invoke) takes both kinds."""
+    from qiz.qmp.rpc import invoke
+
+    async def scenario() -> None:
+        node = make_node()
+        tasks_seen: list[object] = []
+
+        def plain(ctx: CallContext, body: Any) -> Any:
+            tasks_seen.append(asyncio.current_task())
+            if body == "refuse":
+                raise RpcError("rate-limited", "not now")
+            if body == "bad":
+                raise ValueError("a body this handler cannot use")
+            if body == "crash":
+                raise ZeroDivisionError
+            if body == "huge":
+                return b"x" * (node.links.config.max_payload + 1)
+            return {"echo": body, "peer": ctx.peer_id.digest}
+
+        async def awaiting(ctx: CallContext, body: Any) -> Any:
+            tasks_seen.append(asyncio.current_task())
+            return plain(ctx, body)
+
+        node.handlers["test.plain"] = plain
+        node.handlers["test.async"] = awaiting
+        async with running(node):
+            link, rpc = await client(node.address)
+            try:
+                me = link.conn.identity.node_id.digest
+                for method in ("test.plain", "test.async"):
+                    tasks_seen.clear()
+                    assert await rpc.call(method, 7) == {"echo": 7, "peer": me}
+                    for body, code in (
+                        ("refuse", "rate-limited"),
+                        ("bad", "bad-request"),
+                        ("crash", "internal"),
+                        ("huge", "internal"),
+                    ):
+                        with pytest.raises(RpcError) as info:
+                            await rpc.call(method, body)
+                        assert info.value.code == code, (method, body)
+                    # inline: no task ran the plain handler; the async one had its own
+                    assert (tasks_seen[0] is None) == (method == "test.plain")
+                served = node.links.peers[link.conn.identity.node_id].rpc
+                await eventually(lambda: not served._running, what="no request left in flight")
+                assert await rpc.call("test.plain", "still") == {"echo": "still", "peer": me}
+                own = CallContext(node.node_id, None)  # type: ignore[arg-type]
+                for handler in (plain, awaiting):
+                    answer = await invoke(handler, own, 1)
+                    assert answer == {"echo": 1, "peer": node.node_id.digest}
+            finally:
+                link.close()
+
+    run(scenario())
+
+
 # ------------------------------------------------------------------------------ bulk data
 
 BULK = 20 * 1024 * 1024
