@@ -123,34 +123,68 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    check_quiet(quick, "--busy-ok" in sys.argv)
-    jobs = 500 if quick else 10_000
+def run(quick: bool, busy_ok: bool, jobs: int | None = None, workers: int = 2) -> list[dict]:
+    """The six rows (10/20/30% liars, plain and adaptive) over ``jobs`` jobs each (500 with
+    ``--quick``, 10,000 in full), in ``workers`` processes (1: in this one). Exits non-zero if
+    the core got stuck or accepted a wrong result from a group that was not all liars."""
+    check_quiet(quick, busy_ok)
+    jobs = jobs or (500 if quick else 10_000)
     runs = [(jobs, f, adaptive, 1) for f in FRACTIONS for adaptive in (False, True)]
     began = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(one, runs))
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(pool.map(one, runs))
+    else:
+        rows = [one(r) for r in runs]
     wall = time.perf_counter() - began
     for r in rows:
+        r["run_wall"] = wall
         if r["running"]:
             raise SystemExit(f"a run left {r['running']} jobs running: the core is stuck")
         if r["wrong"] != r["all_liar_groups"]:
             raise SystemExit("a wrong result was accepted from a group that was not all liars")
-    print(f"adaptive replication, {jobs} one-task jobs per row, 1000 workers, on {machine()}")
-    print(
-        f"(a stranger at score {INITIAL} carries {credit(INITIAL):.2f} of an established "
-        f"worker's trust: {strangers_needed()} agreeing strangers decide; {wall:.0f} s wall)"
+    return rows
+
+
+def header(rows: list[dict]) -> str:
+    """Two lines: the run's size and machine, then how many strangers decide and the wall."""
+    return (
+        f"adaptive replication, {rows[0]['jobs']} one-task jobs per row, 1000 workers, on "
+        f"{machine()}\n(a stranger at score {INITIAL} carries {credit(INITIAL):.2f} of an "
+        f"established worker's trust: {strangers_needed()} agreeing strangers decide; "
+        f"{rows[0]['run_wall']:.0f} s wall)"
     )
-    print(table(rows))
-    for r in rows:
-        if r["failures"]:
-            mode = "adaptive" if r["adaptive"] else "plain"
-            print(f"- {r['liars']:.0%} {mode}: failed jobs, e.g. {r['failures']}")
+
+
+def failures(rows: list[dict]) -> list[str]:
+    """One line per row whose jobs failed, with examples of why."""
+    return [
+        f"- {r['liars']:.0%} {'adaptive' if r['adaptive'] else 'plain'}: failed jobs, "
+        f"e.g. {r['failures']}"
+        for r in rows
+        if r["failures"]
+    ]
+
+
+def goal(rows: list[dict]) -> tuple[float, bool]:
+    """The accepted-wrong rate at 30% liars with adaptive replication, and whether it is
+    under the issue's goal."""
     at30 = next(r for r in rows if r["adaptive"] and r["liars"] == 0.3)
     rate = at30["wrong"] / max(at30["decided"], 1)
-    verdict = "met" if rate < GOAL else "NOT met"
-    print(f"goal (< {GOAL:.1%} wrong at 30% liars, adaptive): {rate:.3%}, {verdict}")
+    return rate, rate < GOAL
+
+
+def main() -> None:
+    rows = run("--quick" in sys.argv, "--busy-ok" in sys.argv)
+    print(header(rows))
+    print(table(rows))
+    for line in failures(rows):
+        print(line)
+    rate, met = goal(rows)
+    print(
+        f"goal (< {GOAL:.1%} wrong at 30% liars, adaptive): {rate:.3%}, "
+        f"{'met' if met else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

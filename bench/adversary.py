@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -120,31 +121,61 @@ def one(run: tuple[str, dict]) -> tuple[list[Row], float]:
     return rows, time.perf_counter() - began
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
-    load = check_quiet(quick, "--busy-ok" in sys.argv)
-    s = sizes(quick)
+@dataclass
+class Suite:
+    """One run of the suite: its rows and how it ran."""
+
+    quick: bool
+    sizes: dict[str, int]
+    rows: list[Row]
+    wall: float
+    load_start: float
+    load_end: float
+
+    def header(self) -> str:
+        """Two lines: the run's sizes, then the machine, its load and the wall time."""
+        s = self.sizes
+        return (
+            f"adversarial suite ({'--quick' if self.quick else 'full'}): DHT at "
+            f"{s['nodes']:,} honest nodes, {s['users']} users x {s['lookups']} lookups x "
+            f"{s['rounds']} rounds; jobs {s['jobs']:,} per row at 1,000 workers; storage "
+            f"{s['holders']:,} holders, {s['store_rounds']} rounds\n"
+            f"on {machine()}, 1-minute load {self.load_start:.2f} at the start, "
+            f"{self.load_end:.2f} at the end; {self.wall:.0f} s wall"
+        )
+
+    def forged_accepted(self) -> list[Row]:
+        """Record-poisoning rows where a forged record was accepted (there must be none)."""
+        return [
+            r
+            for r in self.rows
+            if r.scenario.startswith("5") and "forged accepted 0," not in r.note
+        ]
+
+
+def run(quick: bool, busy_ok: bool, sized: dict[str, int] | None = None, workers: int = 2) -> Suite:
+    """Run the suite (``sized``: other sizes than :func:`sizes`, for tests) in ``workers``
+    processes (1: in this one)."""
+    load = check_quiet(quick, busy_ok)
+    s = sized or sizes(quick)
     assert PUZZLE_BITS <= MAX_BITS
     began = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(one, runs(s)))
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, runs(s)))
+    else:
+        results = [one(r) for r in runs(s)]
     wall = time.perf_counter() - began
     rows = [r for rs, _ in results for r in rs]
     rows.sort(key=lambda r: r.scenario[:1])  # the scenarios in their numbered order
-    print(
-        f"adversarial suite ({'--quick' if quick else 'full'}): DHT at {s['nodes']:,} honest "
-        f"nodes, {s['users']} users x {s['lookups']} lookups x {s['rounds']} rounds; jobs "
-        f"{s['jobs']:,} per row at 1,000 workers; storage {s['holders']:,} holders, "
-        f"{s['store_rounds']} rounds"
-    )
-    print(
-        f"on {machine()}, 1-minute load {load:.2f} at the start, "
-        f"{os.getloadavg()[0]:.2f} at the end; {wall:.0f} s wall"
-    )
-    print(adversary.table(rows))
-    poisoned = [
-        r for r in rows if r.scenario.startswith("5") and "forged accepted 0," not in r.note
-    ]
+    return Suite(quick, s, rows, wall, load, os.getloadavg()[0])
+
+
+def main() -> None:
+    suite = run("--quick" in sys.argv, "--busy-ok" in sys.argv)
+    print(suite.header())
+    print(adversary.table(suite.rows))
+    poisoned = suite.forged_accepted()
     if poisoned:
         raise SystemExit("a forged record was accepted: " + poisoned[0].note)
 
