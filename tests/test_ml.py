@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from qiz.ml import QSVC, VQC, VQR, QuantumKernel
 from qiz.ml.batched import Op, Program
-from qiz.ml.feature_maps import reuploading_map, zz_map
+from qiz.ml.feature_maps import FeatureMap, identity, reuploading_map, zz_map
 from qiz.quantum.core.statevector import statevector
 
 RNG = np.random.default_rng(7)
@@ -184,6 +184,45 @@ def test_kernel_matrix_is_a_fidelity_gram_matrix(feature_map: str) -> None:
     assert np.abs(k - ref).max() < 1e-12
     # a rectangular block is the matching block of the square one
     assert np.abs(qk.evaluate(x[:5], x[5:]) - k[:5, 5:]).max() < 1e-12
+
+
+def test_a_real_feature_map_takes_the_real_path_with_the_complex_path_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qiz.ml import fidelity
+
+    x = RNG.normal(size=(23, 5))
+    # one feature per qubit: RY encodings and CZ ladders only, real amplitudes
+    real = fidelity.feature_map("reuploading", 5, 5, 2, entanglement="ring", bandwidth=0.7)
+    # a sixth feature on five qubits is encoded by RZ: complex amplitudes
+    rz = fidelity.feature_map("reuploading", 5, 6, 2, entanglement="linear", bandwidth=0.7)
+    zz = fidelity.feature_map("zz", 5, 5, 2, entanglement="linear", bandwidth=0.7)
+    assert fidelity.real_mats(real) is not None
+    assert fidelity.real_mats(rz) is None and fidelity.real_mats(zz) is None
+    # blocks of 4 samples: the blocked loop, with a short last block
+    monkeypatch.setattr(fidelity, "BLOCK_AMPLITUDES", 4 << 5)
+    s = fidelity.states(real, x)
+    assert s.dtype == np.float64
+    complex_states = real.program.states(real.encode(x))
+    assert np.array_equal(s, complex_states.real) and not complex_states.imag.any()
+    # the same kernel as the complex product, square, rectangular and mixed
+    k = fidelity.gram(s)
+    assert np.array_equal(k, k.T)
+    assert np.abs(k - fidelity.gram(complex_states)).max() < 1e-12
+    assert np.abs(fidelity.gram(s[:7], s[7:]) - k[:7, 7:]).max() < 1e-12
+    assert np.abs(fidelity.gram(s[:7], complex_states[7:]) - k[:7, 7:]).max() < 1e-12
+    ref = _engine_states(real.program, real.encode(x), np.zeros(0))
+    assert np.abs(k - np.abs(ref.conj() @ ref.T) ** 2).max() < 1e-12
+    assert fidelity.states(rz, np.hstack([x, x[:, :1]])).dtype == np.complex128
+    assert fidelity.states(zz, x).dtype == np.complex128
+    # real fixed gates (H, X, Z) keep a map real, before and after entangling gates
+    ops = [Op("h", (0,)), Op("ry", (1,), feature=0, scale=1.3), Op("x", (2,)), Op("cz", (0, 1)),
+           Op("h", (2,)), Op("ry", (0,), feature=1, offset=0.2), Op("z", (1,)), Op("cz", (1, 2))]
+    fmap = FeatureMap(Program(3, ops, 0, 2), identity, np.zeros(0))
+    assert fidelity.real_mats(fmap) is not None
+    s = fidelity.states(fmap, x[:, :2])
+    ref = _engine_states(fmap.program, x[:, :2], np.zeros(0))
+    assert s.dtype == np.float64 and np.abs(s - ref).max() < 1e-12
 
 
 def test_kernel_feeds_sklearn_svc_as_precomputed_matrix_or_callable() -> None:

@@ -317,3 +317,108 @@ def backward(
                 continue
             _gate(vq, kind, 0, slots[g], -angles[b, g], inverses, diags)
             _gate(rq, kind, 0, slots[g], -angles[b, g], inverses, diags)
+
+
+# -- real programs: RY, real fixed gates and sign tables keep real amplitudes real ---------
+
+
+@njit(cache=True, inline="always")
+def _ry_real(row: np.ndarray, q: int, c: float, s: float) -> None:
+    """RY on qubit q of a real state: four multiplications per amplitude pair, half the
+    complex kernel's, on half its bytes. The pairs' two halves are slices and the inner loop
+    counts from 0, which numba knows is not negative: no wrap-around test per index, so LLVM
+    vectorises it (measured at 12 qubits: 0.04-0.05 ns per amplitude for q >= 4, against
+    0.36-0.48 with the indices computed from ``base``). For q < 2 a run is one or two
+    amplitudes long: there the loop goes down the columns of (blocks, 2 * bit) instead
+    (0.24 against 0.39 ns)."""
+    bit = 1 << q
+    if q < 2:
+        v = row.reshape((row.size // (2 * bit), 2 * bit))
+        for k in range(bit):
+            lo = v[:, k]
+            hi = v[:, k + bit]
+            for j in range(lo.size):
+                x = lo[j]
+                y = hi[j]
+                lo[j] = c * x - s * y
+                hi[j] = s * x + c * y
+        return
+    for base in range(0, row.size, bit << 1):
+        lo = row[base : base + bit]
+        hi = row[base + bit : base + 2 * bit]
+        for j in range(bit):
+            x = lo[j]
+            y = hi[j]
+            lo[j] = c * x - s * y
+            hi[j] = s * x + c * y
+
+
+@njit(cache=True, inline="always")
+def _gate_real(
+    row: np.ndarray, kind: int, q: int, slot: int, angle: float, mats: np.ndarray,
+    diags: np.ndarray,
+) -> None:  # fmt: skip
+    """One gate of a real program (RY, a real matrix or a sign table) on a real state."""
+    if kind == RY:
+        _ry_real(row, q, math.cos(0.5 * angle), math.sin(0.5 * angle))
+    elif kind == MATRIX:
+        bit = 1 << q
+        m = mats[slot]
+        m00, m01, m10, m11 = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+        for base in range(0, row.size, bit << 1):
+            for i0 in range(base, base + bit):
+                x = row[i0]
+                y = row[i0 + bit]
+                row[i0] = m00 * x + m01 * y
+                row[i0 + bit] = m10 * x + m11 * y
+    else:  # DIAG
+        d = diags[slot]
+        for i in range(row.size):
+            row[i] *= d[i]
+
+
+@njit(cache=True, parallel=True)
+def forward_real(
+    state: np.ndarray,
+    kinds: np.ndarray,
+    qubits: np.ndarray,
+    slots: np.ndarray,
+    angles: np.ndarray,
+    mats: np.ndarray,
+    diags: np.ndarray,
+    prefix: int,
+) -> None:
+    """``forward`` for a real program (``is_real``) on float64 rows: the same gates and the
+    same product-state prefix, every amplitude a real number. ``mats`` are the real parts of
+    the program's fixed matrices. The rows' contents on entry are not read (the product state
+    writes every amplitude), so ``state`` may come from ``np.empty``."""
+    num_qubits = 0
+    while (1 << num_qubits) < state.shape[1]:
+        num_qubits += 1
+    for b in prange(state.shape[0]):
+        row = state[b]
+        v = np.zeros((num_qubits, 2))
+        v[:, 0] = 1.0
+        for g in range(prefix):
+            _gate_real(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        row[0] = 1.0
+        size = 1
+        for q in range(num_qubits):
+            v0 = v[q, 0]
+            v1 = v[q, 1]
+            lo = row[:size]
+            hi = row[size : 2 * size]
+            for i in range(size):
+                hi[i] = lo[i] * v1
+                lo[i] = lo[i] * v0
+            size <<= 1
+        for g in range(prefix, kinds.size):
+            _gate_real(row, kinds[g], qubits[g], slots[g], angles[b, g], mats, diags)
+
+
+def is_real(kinds: np.ndarray, mats: np.ndarray) -> bool:
+    """Whether a fused program maps real states to real states: only RY rotations, fixed
+    gates with real matrices (H, X, Z) and sign tables (Z, CZ). RX, RZ and ZZ rotations (and
+    S, T, Y) make amplitudes complex; those programs take the complex ``forward``."""
+    gates_real = all(int(k) in (RY, MATRIX, DIAG) for k in kinds)
+    return gates_real and not np.any(mats.imag)
