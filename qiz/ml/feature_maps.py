@@ -19,6 +19,7 @@ with one column per angle source (``encode``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,40 @@ class FeatureMap:
     encode: Callable[[np.ndarray], np.ndarray]
     # for each trainable parameter: its initial value's centre (weights 1, rotations 0)
     init_centre: np.ndarray
+
+    @functools.cached_property
+    def real_plan(self) -> RealPlan | None:
+        """How :mod:`qiz.ml.fidelity` runs this map on real states, or None when it cannot:
+        the program has a gate that makes amplitudes complex (``fused.is_real``), or an angle
+        that depends on trainable parameters (a kernel's map has none). Built on first use and
+        kept: the map is never changed once built."""
+        from qiz.ml import fused
+
+        f = self.program.fused
+        if f is None or not fused.is_real(f.kinds, f.mats):
+            return None
+        weights = np.zeros((self.program.num_encoded, len(f.sources)))
+        offsets = np.zeros(len(f.sources))
+        for g, source in enumerate(f.sources):
+            for op in source:
+                if op.trainable:
+                    return None
+                if op.feature >= 0:
+                    weights[op.feature, g] += op.scale
+                offsets[g] += op.offset
+        return RealPlan(np.ascontiguousarray(f.mats.real), weights, offsets)
+
+
+@dataclass(frozen=True)
+class RealPlan:
+    """A fixed real map's program as ``fused.forward_real`` takes it: the real parts of its
+    fixed matrices, and its gates' angles as one linear function of the encoded data, angles
+    = data @ weights + offsets (one small product where ``Program``'s general rule loops over
+    the ops in Python: 27 against 3 us for 100 samples at 8 qubits)."""
+
+    mats: np.ndarray
+    weights: np.ndarray  # (encoded columns, fused gates)
+    offsets: np.ndarray  # (fused gates,)
 
 
 def identity(x: np.ndarray) -> np.ndarray:

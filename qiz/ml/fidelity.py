@@ -14,7 +14,7 @@ import functools
 import numpy as np
 
 from qiz.ml import fused
-from qiz.ml.feature_maps import FeatureMap, make_feature_map
+from qiz.ml.feature_maps import FeatureMap, RealPlan, make_feature_map
 
 # amplitudes of one block of states (16 B each): 64 MiB
 BLOCK_AMPLITUDES = 1 << 22
@@ -76,23 +76,24 @@ def default_qubits(num_features: int, num_qubits: int | None, cap: int = 10) -> 
 
 
 def real_mats(fmap: FeatureMap) -> np.ndarray | None:
-    """The real parts of the map's fixed matrices when its program is real (``fused.is_real``:
-    RY, real fixed gates, sign tables), else None (the complex path)."""
-    f = fmap.program.fused
-    if f is None or not fused.is_real(f.kinds, f.mats):
-        return None
-    return np.ascontiguousarray(f.mats.real)
+    """The real parts of the map's fixed matrices when it runs on real states (its
+    ``real_plan``: RY, real fixed gates and sign tables only, no trainable angle), else None
+    (the complex path)."""
+    plan = fmap.real_plan
+    return None if plan is None else plan.mats
 
 
-def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, mats: np.ndarray) -> None:  # noqa: N803
+def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan) -> None:  # noqa: N803
     """A real map's states of the rows of X into ``out`` (float64), one parallel numba call."""
     program = fmap.program
     f = program.fused
     assert f is not None
-    data, theta = program._check(fmap.encode(X), np.zeros(0))
-    angles = program._fused_angles(data, theta)
+    data = np.asarray(fmap.encode(X), dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] != program.num_encoded:
+        raise ValueError(f"expected data of shape (batch, {program.num_encoded})")
+    angles = data @ plan.weights + plan.offsets
     with fused.threads_for_fused(X.shape[0], program.num_qubits):
-        fused.forward_real(out, f.kinds, f.qubits, f.slots, angles, mats, f.diags, f.prefix)
+        fused.forward_real(out, f.kinds, f.qubits, f.slots, angles, plan.mats, f.diags, f.prefix)
 
 
 def states(fmap: FeatureMap, X: np.ndarray) -> np.ndarray:  # noqa: N803 - sklearn's name
@@ -104,11 +105,11 @@ def states(fmap: FeatureMap, X: np.ndarray) -> np.ndarray:  # noqa: N803 - sklea
     :func:`gram` then takes a real product, a quarter of the complex one's multiplications.
     Other maps (ZZ's RZ and RZZ, RZ encodings) give complex128 states."""
     rows = max(1, BLOCK_AMPLITUDES >> fmap.program.num_qubits)
-    mats = real_mats(fmap)
-    if mats is not None:
+    plan = fmap.real_plan
+    if plan is not None:
         out = np.empty((X.shape[0], 1 << fmap.program.num_qubits))
         for start in range(0, X.shape[0], rows):
-            _real_block(fmap, X[start : start + rows], out[start : start + rows], mats)
+            _real_block(fmap, X[start : start + rows], out[start : start + rows], plan)
         return out
     if X.shape[0] <= rows:  # one block: its states are the answer, not copied
         return fmap.program.states(fmap.encode(X))
