@@ -265,14 +265,19 @@ def notes(results: Results) -> str:
     runs = len(results.baselines)
     return f"""
 Notes:
-- Both engines simulate complex128 state vectors, {BATCH} samples per call, data re-uploading
-  circuits of {LAYERS} layers (RY encodings, trainable RY and RZ, a CZ ladder; one feature per
-  qubit) and the fixed map of the same shape for the kernel. Ours: `qiz.ml.fused` (each sample's
-  whole circuit in one numba call while its state stays in cache, samples over the threads,
-  one adjoint sweep); Lightning
+- {BATCH} samples per call, data re-uploading circuits of {LAYERS} layers (RY encodings,
+  trainable RY and RZ, a CZ ladder; one feature per qubit) and the fixed map of the same shape
+  for the kernel. Ours: `qiz.ml.fused` (each sample's whole circuit in one numba call while its
+  state stays in cache, samples over the threads, one adjoint sweep); Lightning
   ({versions(results)}): one tape per sample, all of them in one device call, adjoint
   derivatives, and the same chain rule to the parameters. Building Lightning's tapes is not
   timed (as in `bench/quantum.py`). Every call's answers agreed to 1e-8 or the run stopped.
+- State types: both engines simulate complex128 states for the VQC (its RZ rotations make
+  amplitudes complex). The kernel's fixed map has only RY and CZ gates, which keep amplitudes
+  real: ours computes its states in float64 and K = (S S^T)^2 by one real symmetric product
+  (syrk), the path any real map takes in `qiz.ml.fidelity` (maps with RZ or ZZ rotations take
+  the complex one). Lightning returns complex128 states; their Gram product is our complex
+  code, four times the multiplications of the real one (PennyLane has no real-state mode).
 - Expected (issue 22): ours at least {EXPECTED_SPEEDUP:.0f}x Lightning. Measured: {measured or "-"}.
   Rows marked busy were measured while other processes held the CPUs; their ratios are shown
   in parentheses and not judged.
