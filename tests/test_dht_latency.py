@@ -13,6 +13,7 @@ import hashlib
 import heapq
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,7 +88,34 @@ def test_a_peer_never_measured_gets_the_network_estimate_or_the_default() -> Non
     for i in range(40):
         table.observe(bytes([i]) * 32, 0.05)
     assert table.timeout(PEER) == 0.2  # the network answers in 50 ms: the floor
-    assert table.expected(PEER) < 0.1
+    # the median peer after one sample each: 50 ms and RFC 6298's first variance (half)
+    assert table.expected(PEER) == pytest.approx(0.1)
+    for i in range(40):
+        table.observe(bytes([i]) * 32, 0.05)
+    assert table.expected(PEER) < 0.09  # measured twice: the variance is a measurement now
+
+
+def test_slow_peers_do_not_teach_a_node_to_wait_longer_for_everyone() -> None:
+    """Peers that answer 20 times later than the rest (up to just under half of them) leave
+    the estimate for an unmeasured peer where the honest network puts it; each slow peer is
+    asked last and hedged past at the network's timeout, not at its own expected RTT."""
+    honest = LatencyTable(floor=0.2, ceiling=2.0)
+    mixed = LatencyTable(floor=0.2, ceiling=2.0)
+    slow_ids = {bytes([i]) * 32 for i in range(100) if i % 5 < 2}  # 40 of 100
+    for _ in range(5):
+        for i in range(100):
+            peer = bytes([i]) * 32
+            if peer in slow_ids:
+                mixed.observe(peer, 1.0)
+            else:
+                honest.observe(peer, 0.05)
+                mixed.observe(peer, 0.05)
+    assert mixed.timeout(PEER) == honest.timeout(PEER) == 0.2
+    assert mixed.expected(PEER) == pytest.approx(honest.expected(PEER))
+    slow, fast = next(iter(slow_ids)), bytes([2]) * 32
+    assert mixed.slow(slow) and mixed.ask_last(slow, now=0.0)
+    assert not mixed.slow(fast) and not mixed.ask_last(fast, now=0.0)
+    assert mixed.expected(slow) <= 0.2 < mixed.timeout(slow)  # hedged early, not given up on
 
 
 def test_the_table_is_bounded() -> None:
@@ -231,8 +259,8 @@ def test_hedging_frees_the_slot_at_the_expected_rtt_not_the_timeout() -> None:
     freed = {}
     for budget in (0, 4):
         rtt = LatencyTable(ceiling=2.0)
-        for i in range(20):
-            rtt.observe(bytes([i]) * 32, 0.05)  # the node has measured its network before
+        for i in range(60):
+            rtt.observe(bytes([i % 20]) * 32, 0.05)  # the node has measured its network before
         lookup = Lookup(target, seeds, self_id=origin, k=8, rtt=rtt, hedge_budget=budget)
         asked = lookup.next_requests(0.0)
         assert seeds[0] in asked
@@ -415,4 +443,3 @@ def test_the_real_dht_hedges_past_silent_peers_without_waiting_for_them() -> Non
             await stop_all(nodes)
 
     run(scenario())
-

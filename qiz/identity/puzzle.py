@@ -32,10 +32,18 @@ def solves(node_id_digest: bytes, bits: int) -> bool:
     )
 
 
-def generate_identity(bits: int) -> NodeIdentity:
-    """A new identity whose id solves the puzzle at ``bits`` (about 2**bits tries)."""
+def generate_identity(bits: int, *, seed: bytes | None = None) -> NodeIdentity:
+    """A new identity whose id solves the puzzle at ``bits`` (about 2**bits tries). With
+    ``seed``, the same identity every time (simulations; never a real node's keys)."""
     if not 0 <= bits <= MAX_BITS:
         raise ValueError(f"puzzle difficulty is 0 to {MAX_BITS} bits")
+    if seed is not None:
+        tries = 0
+        while True:
+            identity = NodeIdentity.derive(seed + tries.to_bytes(8, "big"))
+            if solves(identity.node_id.digest, bits):
+                return identity
+            tries += 1
     mldsa_seed = os.urandom(32)
     xwing = XWingPrivateKey.generate()
     while True:

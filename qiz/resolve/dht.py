@@ -391,9 +391,9 @@ class Dht:
     # ------------------------------------------------------------------ lookups
 
     def _avoid(self, peer: bytes) -> bool:
-        """Peers a lookup asks last: silent lately (timed out or failed), or a low trust
-        score."""
-        if self.latency.suspect(peer, self.monotonic()):
+        """Peers a lookup asks last: silent lately (timed out or failed), much slower than
+        the rest, or a low trust score."""
+        if self.latency.ask_last(peer, self.monotonic()):
             return True
         return self.scores is not None and self.scores(peer) < LOW_SCORE
 

@@ -206,12 +206,13 @@ class Published:
     """Real identities (solving the puzzle) whose peer records are published, with a stale
     and a forged copy of each for the adversaries to serve."""
 
-    def __init__(self, net: SimNetwork, count: int, *, bits: int) -> None:
+    def __init__(self, net: SimNetwork, count: int, *, bits: int, seed: int) -> None:
         self.net = net
         self.latest: dict[bytes, int] = {}
         self._new: dict[bytes, PeerRecord] = {}
-        for _ in range(count):
-            identity = generate_identity(bits)
+        for i in range(count):
+            # derived from the seed: a scenario's figures are the same on every run
+            identity = generate_identity(bits, seed=b"published %d %d " % (seed, i))
             key = identity.node_id.digest
             net.add_node(key)
             old = PeerRecord.create(identity, ["10.0.0.1:7450"], seq=1, now=net.wall())
@@ -363,7 +364,7 @@ def sybil_flood(
     # with the puzzle, only the ids that solve it are admitted: about budget / 2**bits
     sybils = [s for s in (rng.randbytes(32) for _ in range(budget)) if solves(s, bits)]
     add_attackers(net, sybils, Behaviour.ECLIPSE, rng)
-    published = Published(net, 10, bits=bits)
+    published = Published(net, 10, bits=bits, seed=seed)
     net.fill_tables()
     published.publish()
     chosen = _pick_users(net, users, rng, set(published.latest))
@@ -409,7 +410,7 @@ def eclipse(
     the target's latest record."""
     rng = random.Random(seed + ATTACKER_SEED)
     net = honest_network(nodes, bits, seed)
-    published = Published(net, 1, bits=bits)
+    published = Published(net, 1, bits=bits, seed=seed)
     (target,) = published.latest
     k = net.config.k
     ids = closest_ids(target, tries, bits, 2 * k, rng)
@@ -458,7 +459,7 @@ def slow_and_silent(
     (half). Users keep their RTT estimates and scores across rounds."""
     rng = random.Random(seed + ATTACKER_SEED)
     net = honest_network(nodes, 0, seed)
-    published = Published(net, 20, bits=0)
+    published = Published(net, 20, bits=0, seed=seed)
     net.fill_tables()
     published.publish()
     bad = rng.sample([n for n in net.nodes if n not in published.latest], int(fraction * nodes))
@@ -503,7 +504,7 @@ def record_poisoning(
     ones must lose to the fresher record; both are scored."""
     rng = random.Random(seed + ATTACKER_SEED)
     net = honest_network(nodes, 0, seed)
-    published = Published(net, 20, bits=0)
+    published = Published(net, 20, bits=0, seed=seed)
     net.fill_tables()
     published.publish()
     bad = rng.sample([n for n in net.nodes if n not in published.latest], int(fraction * nodes))

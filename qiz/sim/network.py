@@ -188,7 +188,7 @@ class SimNetwork:
             table = rtt
 
             def avoid(peer: bytes) -> bool:
-                return table.suspect(peer, self.now)
+                return table.ask_last(peer, self.now)
 
         return Lookup(
             target,

@@ -12,10 +12,17 @@ fast the honest network is. This module keeps, per peer, TCP's smoothed RTT and 
 * :meth:`LatencyTable.expected` -- the round trip the peer usually needs (``srtt + max(G,
   2 rttvar)``), the point where a caller may hedge: ask someone else too, without giving up.
 
-A peer never measured gets the node-wide estimate (every sample also feeds one aggregate
-estimator), or ``initial`` before any sample at all: a node that has measured its network knows
-what a first contact should cost. A peer whose request timed out is *suspect* for
-``suspect_for`` seconds or until it answers again: callers choosing whom to ask put it last.
+A peer never measured gets the node-wide estimate, or ``initial`` before any sample at all: a
+node that has measured its network knows what a first contact should cost. The node-wide
+estimate is the *median* of the peers' estimates, not an average of every sample: peers that
+answer late on purpose (or are far away) must not teach a node to wait longer for everyone,
+and a median holds until half the measured peers are slow.
+
+Two kinds of peers are asked last by callers choosing whom to ask (:meth:`LatencyTable.
+ask_last`): a *suspect*, whose request timed out within ``suspect_for`` seconds and who has not
+answered since, and a *slow* peer, whose own smoothed RTT is over ``SLOW_RATIO`` times the
+network's and over the network's timeout. A slow peer is also hedged past at the network's
+timeout rather than at its own expected RTT: its answer stays welcome, but the lookup moves on.
 
 Time is passed in (seconds, any monotonic origin); nothing here reads a clock or does I/O, so
 the simulator and a live node run the same estimates. The table is bounded (``MAX_PEERS_TRACKED``,
@@ -35,6 +42,10 @@ MIN_TIMEOUT = 0.200  # floor: a soft timeout below this gains little and hedges 
 CEILING = 2.0  # the DHT's hard request timeout; a caller passes its own
 INITIAL = 1.0  # RFC 6298 2.1: the timeout before any round trip was measured
 SUSPECT_FOR = 600.0  # seconds a timed-out peer stays at the back of the queue
+SLOW_RATIO = 4.0  # a peer this many times slower than the network's median is asked last
+# the network's median estimate is taken again after this many samples (sorting every peer's
+# estimate on every request would cost more than the request)
+NETWORK_REFRESH = 32
 # peers whose estimates one node keeps; the least recently used are forgotten beyond it
 MAX_PEERS_TRACKED = 4096
 
@@ -86,7 +97,8 @@ class LatencyTable:
         self.initial = min(max(initial, floor), ceiling)
         self.suspect_for = suspect_for
         self.capacity = capacity
-        self.network = RttEstimate()  # every sample of every peer
+        self.network = RttEstimate()  # the median peer (see _network); samples: all of them
+        self._network_due = 0  # samples until the median is taken again
         self._peers: OrderedDict[bytes, RttEstimate] = OrderedDict()
         self.timeouts = 0  # soft timeouts reported, for metrics
 
@@ -111,7 +123,8 @@ class LatencyTable:
     def observe(self, peer: bytes, rtt: float) -> None:
         """An answer from ``peer`` came ``rtt`` seconds after its request was sent."""
         self._entry(peer).observe(rtt)
-        self.network.observe(rtt)
+        self.network.samples += 1
+        self._network_due -= 1
 
     def timed_out(self, peer: bytes, now: float) -> None:
         """A request to ``peer`` went unanswered past :meth:`timeout`: double its timeout
@@ -126,11 +139,25 @@ class LatencyTable:
     def _clamp(self, value: float) -> float:
         return min(self.ceiling, max(self.floor, value))
 
+    def _network(self) -> RttEstimate:
+        """The network-wide estimate: the median peer's srtt and rttvar (each a median of
+        its own), refreshed every ``NETWORK_REFRESH`` samples. Variances come from peers
+        measured more than once when there are such peers: a single sample's variance is
+        RFC 6298's guess (half the sample), not a measurement."""
+        if self._network_due <= 0 and self.network.samples:
+            measured = [e for e in self._peers.values() if e.samples]
+            if measured:
+                self.network.srtt = _median([e.srtt for e in measured])
+                settled = [e.rttvar for e in measured if e.samples > 1]
+                self.network.rttvar = _median(settled or [e.rttvar for e in measured])
+            self._network_due = NETWORK_REFRESH
+        return self.network
+
     def _base(self, peer: bytes) -> tuple[float, float]:
         """(rto, expected) before backoff and clamping: the peer's own estimate if it has
         samples, else the network's, else ``initial`` (expected: half of it)."""
         entry = self._peers.get(peer)
-        source = entry if entry is not None and entry.samples else self.network
+        source = entry if entry is not None and entry.samples else self._network()
         if source.samples:
             return source.rto(), source.expected()
         return self.initial, self.initial / 2
@@ -146,7 +173,23 @@ class LatencyTable:
         """The round trip ``peer`` usually needs: past it, a caller may hedge. Never above
         :meth:`timeout`, never below the RTT floor's quarter (a hedge needs room to matter)."""
         _, expected = self._base(peer)
+        if self.slow(peer):  # hedge past it when the network as a whole would have answered
+            expected = min(expected, self._network().rto())
         return min(self.timeout(peer), max(self.floor / 4, expected))
+
+    def slow(self, peer: bytes) -> bool:
+        """Whether ``peer`` usually answers over ``SLOW_RATIO`` times later than the
+        network's median peer, and later than the network's timeout."""
+        entry = self._peers.get(peer)
+        if entry is None or not entry.samples:
+            return False
+        network = self._network()
+        return entry.srtt > max(SLOW_RATIO * network.srtt, network.rto())
+
+    def ask_last(self, peer: bytes, now: float) -> bool:
+        """Whether a caller choosing whom to ask should put ``peer`` last: a suspect, or
+        slow."""
+        return self.suspect(peer, now) or self.slow(peer)
 
     def suspect(self, peer: bytes, now: float) -> bool:
         """Whether ``peer`` timed out within ``suspect_for`` and has not answered since."""
@@ -156,3 +199,11 @@ class LatencyTable:
             and entry.timed_out_at is not None
             and now - entry.timed_out_at < self.suspect_for
         )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
