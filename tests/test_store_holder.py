@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qiz.crypto.ids import ContentId, NodeId
-from qiz.qmp.rpc import CallContext, RpcError
+from qiz.qmp.rpc import CallContext, RpcError, invoke
 from qiz.store.config import StoreConfig
 from qiz.store.holder import METHODS, HolderService
 from qiz.store.holdings import TABLE, Holdings
@@ -42,7 +42,7 @@ class Service:
         self.announced.append((cid, expires))
 
     async def call(self, ctx: CallContext, method: str, body: Any) -> Any:
-        return await self.handlers[method](ctx, body)
+        return await invoke(self.handlers[method], ctx, body)
 
 
 @pytest.fixture

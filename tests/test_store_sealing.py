@@ -240,6 +240,42 @@ def test_a_file_edited_between_the_passes_is_caught(tmp_path: Path) -> None:
         list(chunks.iter_stored_chunks(found, C, table=table))
 
 
+@pytest.mark.parametrize("key", [None, KEY])
+def test_the_second_pass_checks_fingerprints_not_hashes(tmp_path: Path, key: bytes | None) -> None:
+    """With a ChangeCheck the second pass yields the same stored chunks, and an edit of one
+    byte between the passes (even one that keeps the size) is caught at its chunk."""
+    stream = make_tree(tmp_path / "t", SIZES)
+    found = scan(tmp_path / "t")
+    check = chunks.ChangeCheck()
+    table, _ = chunks.hash_stream(found, C, key, check)
+    assert table == chunks.hash_stream(found, C, key)[0]  # the check changes no hash
+    assert len(check) == 7
+    again = list(chunks.iter_stored_chunks(found, C, key, check=check))
+    plain = [stream[i * C : (i + 1) * C] for i in range(7)]
+    expected = (
+        plain if key is None else [sealing.seal_chunk(key, i, p) for i, p in enumerate(plain)]
+    )
+    assert [s for _, s in again] == expected
+    data = bytearray((tmp_path / "t" / "h").read_bytes())
+    data[C + 5] ^= 0x80  # "h" starts at stream offset 3C + 2: this is chunk 4
+    (tmp_path / "t" / "h").write_bytes(data)
+    with pytest.raises(chunks.ChunkError, match="chunk 4 changed since it was hashed"):
+        list(chunks.iter_stored_chunks(found, C, key, check=check))
+
+
+def test_a_fingerprint_belongs_to_its_index_and_its_put() -> None:
+    first, second = chunks.ChangeCheck(), chunks.ChangeCheck()
+    first.add(0, b"a" * 100)
+    first.add(1, b"b" * 100)
+    second.add(0, b"a" * 100)
+    assert first.matches(0, b"a" * 100) and first.matches(1, b"b" * 100)
+    assert not first.matches(1, b"a" * 100)  # the same bytes at another index
+    assert not first.matches(2, b"b" * 100)  # an index the first pass never saw
+    assert not second.matches(1, b"b" * 100)
+    with pytest.raises(ValueError, match="in order"):
+        second.add(2, b"c")
+
+
 @pytest.mark.parametrize(("change", "message"), [(b"", "shrank"), (b"xx", "grew")])
 def test_a_file_whose_size_changed_is_caught(tmp_path: Path, change: bytes, message: str) -> None:
     (tmp_path / "f").write_bytes(b"ab")

@@ -1,6 +1,7 @@
 """The holder's RPC face: ``store.offer/put/commit/renew/release/have/manifest/read``
-(docs/store.md, "Holders: the protocol"), each a thin async adapter over
-:class:`~qiz.store.holdings.Holdings`.
+(docs/store.md, "Holders: the protocol"), each a thin adapter over
+:class:`~qiz.store.holdings.Holdings`: a plain function answered inline, but for the commit,
+which waits for its fsync in a worker thread.
 
 Every body is a peer's and hostile: each field's type and size is checked here, before
 :class:`Holdings` sees it, and every refusal is an :class:`~qiz.qmp.rpc.RpcError` with one of
@@ -85,47 +86,77 @@ class HolderService:
         self._flushing: set[asyncio.Future[None]] = set()
 
     def handlers(self) -> dict[str, Handler]:
-        """The RPC methods, by name, for the node's dispatch table."""
-        table: dict[str, Callable[[NodeId, dict], Awaitable[Any]]] = {
+        """The RPC methods, by name, for the node's dispatch table. Every method but
+        ``store.commit`` is a plain function, answered inline in the receive path without a
+        task of its own (:mod:`qiz.qmp.rpc`): a put or a get moves 7-8 pieces per MB of
+        content through them, and a task per piece was a measurable part of a holder's CPU
+        (docs/store.md, "Throughput")."""
+        plain: dict[str, Callable[[NodeId, dict], Any]] = {
             "store.offer": self._offer,
             "store.put": self._put,
-            "store.commit": self._commit,
             "store.renew": self._renew,
             "store.release": self._release,
             "store.have": self._have,
             "store.manifest": self._manifest,
             "store.read": self._read,
         }
-        return {name: self._guard(name, method) for name, method in table.items()}
+        table: dict[str, Handler] = {name: self._guard(name, m) for name, m in plain.items()}
+        table["store.commit"] = self._guard_async("store.commit", self._commit)
+        return table
 
-    def _guard(self, name: str, method: Callable[[NodeId, dict], Awaitable[Any]]) -> Handler:
+    def _admit(self, name: str, ctx: CallContext, body: Any) -> None:
+        """Refuse a body that is not a map, and a write over this peer's rate."""
+        if not isinstance(body, dict):
+            self.counters["refused"] += 1
+            raise RpcError("bad-request", f"{name} takes a map")
+        if name in WRITES and not self._writes.allow(ctx.peer_id.digest, self.clock()):
+            self.counters["refused"] += 1
+            self.counters["rate_limited"] += 1
+            raise RpcError("busy", "too many store requests from this peer; try again later")
+
+    def _refusal(self, name: str, exc: HoldError | RpcError | OSError) -> RpcError:
+        """The RpcError a method's refusal or disk failure becomes, counted."""
+        if isinstance(exc, HoldError):
+            self.counters["refused"] += 1
+            return RpcError(exc.code, exc.message)
+        if isinstance(exc, RpcError):
+            self.counters["refused"] += 1
+            return exc
+        # the disk: full, or failing; the peer learns no path
+        self.counters["refused"] += 1
+        log.warning("store: %s failed: %s", name, exc)
+        reason = exc.strerror or "I/O error"
+        return RpcError("full", f"this holder cannot write: {reason}")
+
+    def _guard(self, name: str, method: Callable[[NodeId, dict], Any]) -> Handler:
+        def handler(ctx: CallContext, body: Any) -> Any:
+            self._admit(name, ctx, body)
+            try:
+                return method(ctx.peer_id, body)
+            except (HoldError, RpcError, OSError) as exc:
+                refusal = self._refusal(name, exc)
+                if refusal is exc:
+                    raise
+                raise refusal from None
+
+        return handler
+
+    def _guard_async(self, name: str, method: Callable[[NodeId, dict], Awaitable[Any]]) -> Handler:
         async def handler(ctx: CallContext, body: Any) -> Any:
-            if not isinstance(body, dict):
-                self.counters["refused"] += 1
-                raise RpcError("bad-request", f"{name} takes a map")
-            if name in WRITES and not self._writes.allow(ctx.peer_id.digest, self.clock()):
-                self.counters["refused"] += 1
-                self.counters["rate_limited"] += 1
-                raise RpcError("busy", "too many store requests from this peer; try again later")
+            self._admit(name, ctx, body)
             try:
                 return await method(ctx.peer_id, body)
-            except HoldError as exc:
-                self.counters["refused"] += 1
-                raise RpcError(exc.code, exc.message) from None
-            except RpcError:
-                self.counters["refused"] += 1
-                raise
-            except OSError as exc:  # the disk: full, or failing; the peer learns no path
-                self.counters["refused"] += 1
-                log.warning("store: %s failed: %s", name, exc)
-                reason = exc.strerror or "I/O error"
-                raise RpcError("full", f"this holder cannot write: {reason}") from None
+            except (HoldError, RpcError, OSError) as exc:
+                refusal = self._refusal(name, exc)
+                if refusal is exc:
+                    raise
+                raise refusal from None
 
         return handler
 
     # ------------------------------------------------------------------ methods
 
-    async def _offer(self, peer: NodeId, body: dict) -> dict:
+    def _offer(self, peer: NodeId, body: dict) -> dict:
         manifest = _bytes(body, "manifest", MAX_MANIFEST)
         index = _int(body, "index", 0, MAX_SHARES - 1)
         lease = _int(body, "lease", 1, 1 << 40)
@@ -133,7 +164,7 @@ class HolderService:
         self.counters["offers"] += 1
         return {"have": have}
 
-    async def _put(self, peer: NodeId, body: dict) -> dict:
+    def _put(self, peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         part = _int(body, "part", TABLE, MAX_SHARES - 1)
         offset = _int(body, "offset", 0, MAX_OFFSET)
@@ -181,33 +212,33 @@ class HolderService:
         except (HoldError, OSError) as exc:
             log.info("store: a commit nobody waited for failed: %s", exc)
 
-    async def _renew(self, peer: NodeId, body: dict) -> dict:
+    def _renew(self, peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         index = _int(body, "index", 0, MAX_SHARES - 1)
         lease = _int(body, "lease", 1, 1 << 40)
         return {"expires": int(self.holdings.renew(peer, cid, index, min(lease, MAX_LEASE)))}
 
-    async def _release(self, peer: NodeId, body: dict) -> dict:
+    def _release(self, peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         index = _int(body, "index", 0, MAX_SHARES - 1)
         self.holdings.release(peer, cid, index)
         return {}
 
-    async def _have(self, _peer: NodeId, body: dict) -> dict:
+    def _have(self, _peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         indices = self.holdings.have(cid)
         if not indices:
             raise RpcError("not-found", f"this node holds nothing of {cid.short()}")
         return {"indices": indices}
 
-    async def _manifest(self, _peer: NodeId, body: dict) -> dict:
+    def _manifest(self, _peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         raw = self.holdings.manifest(cid)
         if raw is None:
             raise RpcError("not-found", f"this node holds nothing of {cid.short()}")
         return {"manifest": raw}
 
-    async def _read(self, _peer: NodeId, body: dict) -> dict:
+    def _read(self, _peer: NodeId, body: dict) -> dict:
         cid = _cid(body)
         part = _int(body, "part", TABLE, MAX_SHARES - 1)
         offset = _int(body, "offset", 0, MAX_OFFSET)

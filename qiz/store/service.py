@@ -72,7 +72,7 @@ OWNER_DB = "owner.sqlite"
 PROGRESS_EVERY = 0.1  # seconds between progress events of one transfer
 HAVE_TIMEOUT = 5.0
 LOOKUP_TIMEOUT = 10.0
-READ_BATCH = 16  # stored chunks a put reads (and re-hashes) per trip to the worker thread
+READ_BATCH = 16  # stored chunks a put reads (and checks) per trip to the worker thread
 WRITE_PENDING = 4 << 20  # bytes of a get queued for the disk beyond the batch being written
 SOURCE_TRIES = 3  # provider lookups a get makes before it says too few shares are held
 SOURCE_RETRY = 0.5  # seconds before the second lookup (then twice that)
@@ -249,7 +249,8 @@ class StoreService:
             raise StoreError(str(exc)) from None
         scan = await asyncio.to_thread(tree.scan, Path(path))
         key = sealing.new_content_key() if to else None
-        table, root = await asyncio.to_thread(chunking.hash_stream, scan, CHUNK_SIZE, key)
+        check = chunking.ChangeCheck()  # the second pass compares fingerprints, not hashes
+        table, root = await asyncio.to_thread(chunking.hash_stream, scan, CHUNK_SIZE, key, check)
         recipients = sealed_tree = None
         if key is not None:
             # one wrapped key per recipient, whatever the caller repeated, in the id order
@@ -274,7 +275,7 @@ class StoreService:
         except ManifestError as exc:
             raise StoreError(f"cannot store {path}: {exc}") from None
         progress = _Progress(self.events, transfer, "put", manifest.size)
-        stored = _stored_chunks(scan, manifest.chunk, key, table)
+        stored = _stored_chunks(scan, manifest.chunk, key, check)
         holders, failed = await self._place_and_send(
             manifest, table, range(n), stored, progress=progress, exclude=set()
         )
@@ -932,12 +933,12 @@ def _health(live: int, manifest: Manifest) -> str:
 
 
 async def _stored_chunks(
-    scan: tree.Scan, chunk: int, key: bytes | None, table: bytes
+    scan: tree.Scan, chunk: int, key: bytes | None, check: chunking.ChangeCheck
 ) -> AsyncIterator[tuple[int, bytes]]:
-    """The put's second pass, read (and re-hashed, sealed) in a worker thread a batch at a
-    time: the user's files may be on a slow disk or a network file system, and a read must
-    never stop the node's event loop."""
-    chunks: Iterator[tuple[int, bytes]] = chunking.iter_stored_chunks(scan, chunk, key, table)
+    """The put's second pass, read (and checked against the first, sealed) in a worker
+    thread a batch at a time: the user's files may be on a slow disk or a network file
+    system, and a read must never stop the node's event loop."""
+    chunks: Iterator[tuple[int, bytes]] = chunking.iter_stored_chunks(scan, chunk, key, check=check)
 
     def take() -> list[tuple[int, bytes]]:
         return [item for _, item in zip(range(READ_BATCH), chunks, strict=False)]
