@@ -16,7 +16,7 @@ import numpy as np
 from qiz.ml import fused
 from qiz.ml.feature_maps import FeatureMap, RealPlan, make_feature_map
 
-# amplitudes of one block of states (16 B each): 64 MiB
+# amplitudes of one block of states (16 B each complex: 64 MiB; 8 B each real: 32 MiB)
 BLOCK_AMPLITUDES = 1 << 22
 MAX_QUBITS = 16
 
