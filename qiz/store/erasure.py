@@ -6,12 +6,18 @@ L is padded with zeros to k * S, S = ceil(L / k); the padding is cut off again w
 the manifest gives, so a share carries no header of its own.
 
 Encoders and decoders are cached per (k, n): building one computes its generator matrix.
+
+The code works byte position by byte position (each parity byte is a combination of the k
+data bytes at the same position), so the shares of consecutive chunks of one share size,
+laid end to end, are the shares of their concatenated blocks: :func:`encode_run` encodes a
+whole piece of a column (several chunks) in one zfec call, the same bytes as
+:func:`encode_chunk` chunk by chunk, without the per-chunk calls and copies.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import zfec
 
@@ -64,6 +70,48 @@ def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes | memoryview]:
     # the code is systematic: shares 0..k-1 are the blocks themselves, so zfec (which holds
     # the GIL while it works) computes only the parity shares
     return blocks + [bytes(b) for b in _encoder(k, n).encode(blocks, list(range(k, n)))]
+
+
+def encode_run(
+    chunks: Sequence[bytes | memoryview], k: int, n: int, columns: Iterable[int]
+) -> dict[int, bytes]:
+    """For each column j in ``columns``: share j of every chunk of ``chunks``, end to end (the
+    bytes of ``b"".join(encode_chunk(c, k, n)[j] for c in chunks)``). Chunks of one share
+    size are coded together, one zfec call for all (see the module's docstring); data
+    columns cost one copy of their blocks, parity columns none beyond zfec's output."""
+    check_params(k, n)
+    wanted = sorted(set(columns))
+    if any(not 0 <= j < n for j in wanted):
+        raise ErasureError(f"a column index is from 0 to {n - 1}")
+    runs: list[tuple[int, list[memoryview]]] = []  # (share size, chunks), in order
+    for chunk in chunks:
+        size = share_length(len(chunk), k)
+        if runs and runs[-1][0] == size:
+            runs[-1][1].append(memoryview(chunk))
+        else:
+            runs.append((size, [memoryview(chunk)]))
+    parts: dict[int, list[bytes]] = {j: [] for j in wanted}
+    parity = [j for j in wanted if j >= k]
+    for size, run in runs:
+        if size == 0:
+            continue
+        blocks: list[bytes] = []
+        for i in range(k):
+            pieces: list[bytes | memoryview] = []
+            for view in run:
+                block = view[i * size : (i + 1) * size]
+                pieces.append(block)
+                if len(block) < size:  # past the end of a short chunk: zeros
+                    pieces.append(bytes(size - len(block)))
+            blocks.append(b"".join(pieces))
+        for j in wanted:
+            if j < k:
+                parts[j].append(blocks[j])
+        if parity:
+            coded = _encoder(k, n).encode(blocks, parity) if n > k else []
+            for j, share in zip(parity, coded, strict=True):
+                parts[j].append(bytes(share))
+    return {j: got[0] if len(got) == 1 else b"".join(got) for j, got in parts.items()}
 
 
 def decode_chunk(shares: Mapping[int, bytes], k: int, n: int, length: int) -> bytes:

@@ -46,7 +46,6 @@ Call = Callable[..., Awaitable[Any]]  # call(peer, method, body, *, timeout=...)
 TABLE_PART = -1
 PUT_INFLIGHT = 8  # pieces in flight to one holder
 WINDOW = 16  # batches of chunks fetched ahead by a reader
-ENCODE_BATCH = 8  # chunks zfec-encodes before the loop runs again
 CALL_TIMEOUT = 30.0  # seconds one piece may take (240 KiB over a slow link)
 CLOCK_SKEW = 300  # seconds a holder's clock may differ from ours when it states an expiry
 PEER_FAILURES = (RpcError, Unreachable, OSError, TimeoutError)
@@ -152,10 +151,6 @@ async def send_table(uploads: Iterable[ColumnUpload], table: bytes) -> None:
             await upload.send(TABLE_PART, offset, table[offset : offset + MAX_PIECE])
 
 
-def _encode_batch(chunks: list[tuple[int, bytes]], k: int, n: int) -> list[tuple[int, list[bytes]]]:
-    return [(i, erasure.encode_chunk(chunk, k, n)) for i, chunk in chunks]
-
-
 async def upload(
     manifest: Manifest,
     stored: AsyncIterator[tuple[int, bytes]],
@@ -163,47 +158,35 @@ async def upload(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Encode every stored chunk once and send share ``j`` to ``uploads[j]`` (those present:
-    a repair sends only the missing columns), batching consecutive shares into pieces."""
+    a repair sends only the missing columns). The chunks of one piece are encoded together
+    (:func:`~qiz.store.erasure.encode_run`: one zfec call, and each column's piece comes out
+    whole), a piece at a time on the loop: zfec holds the interpreter lock anyway."""
     per_piece = pieces_per_batch(manifest)
-    buffers: dict[int, list[bytes]] = {j: [] for j in uploads}
     offsets: dict[int, int] = dict.fromkeys(uploads, 0)
-    pending = 0  # shares buffered per column (the same for all)
     done = 0
 
-    async def flush() -> None:
-        nonlocal pending
+    async def send(batch: list[tuple[int, bytes]]) -> None:
+        nonlocal done
+        columns = erasure.encode_run([c for _, c in batch], manifest.k, manifest.n, uploads)
         for j, upload_j in uploads.items():
-            if buffers[j]:
-                data = b"".join(buffers[j])
-                buffers[j] = []
+            data = columns[j]
+            if data:
                 await upload_j.send(j, offsets[j], data)
                 offsets[j] += len(data)
-        pending = 0
-
-    async def encode(batch: list[tuple[int, bytes]]) -> None:
-        nonlocal pending, done
-        encoded = _encode_batch(batch, manifest.k, manifest.n)
-        for i, shares in encoded:
-            for j in uploads:
-                buffers[j].append(shares[j])
-            pending += 1
-            done += manifest.stored_size(i)
-            if pending >= per_piece:
-                await flush()
+        done += sum(manifest.stored_size(i) for i, _ in batch)
         if progress is not None:
             progress(done)
 
     batch: list[tuple[int, bytes]] = []
     async for item in stored:
         batch.append(item)
-        if len(batch) >= ENCODE_BATCH:
-            await encode(batch)
+        if len(batch) >= per_piece:
+            await send(batch)
             batch = []
             if all(u.failed is not None for u in uploads.values()):
                 return
     if batch:
-        await encode(batch)
-    await flush()
+        await send(batch)
 
 
 # ---------------------------------------------------------------------------------- reading
