@@ -92,7 +92,7 @@ def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan
     if data.ndim != 2 or data.shape[1] != program.num_encoded:
         raise ValueError(f"expected data of shape (batch, {program.num_encoded})")
     angles = data @ plan.weights + plan.offsets
-    with fused.threads_for_fused(X.shape[0], program.num_qubits):
+    with fused.threads_for_fused(X.shape[0], program.num_qubits, fused.FUSED_REAL_PARALLEL_LOG2):
         fused.forward_real(out, f.kinds, f.qubits, f.slots, angles, plan.mats, f.diags, f.prefix)
 
 
