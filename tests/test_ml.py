@@ -225,6 +225,27 @@ def test_a_real_feature_map_takes_the_real_path_with_the_complex_path_numbers(
     assert s.dtype == np.float64 and np.abs(s - ref).max() < 1e-12
 
 
+def test_kernel_inputs_are_checked_as_sklearn_checks_them() -> None:
+    # a float64 array skips check_array (its own answer there); everything else goes through it
+    qk = QuantumKernel(num_qubits=2)
+    x = RNG.normal(size=(5, 2))
+    k = qk.evaluate(x)
+    assert np.array_equal(qk.evaluate(x.tolist()), k)
+    assert np.array_equal(qk.evaluate(x[:, ::-1]), qk.evaluate(np.ascontiguousarray(x[:, ::-1])))
+    bad = x.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        qk.evaluate(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        qk.evaluate(x, bad)
+    with pytest.raises(ValueError, match="infinity"):
+        qk.evaluate(np.full((3, 2), np.inf))
+    with pytest.raises(ValueError, match="0 sample"):
+        qk.evaluate(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="2D array"):
+        qk.evaluate(x[0])
+
+
 def test_kernel_feeds_sklearn_svc_as_precomputed_matrix_or_callable() -> None:
     x = RNG.normal(size=(40, 3))
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)

@@ -26,6 +26,24 @@ from qiz.ml.fidelity import (  # noqa: F401 - BLOCK_AMPLITUDES, MAX_QUBITS: name
 from qiz.ml.fidelity import feature_map as _feature_map
 
 
+def _samples(X: object) -> np.ndarray:
+    """``check_array(X, dtype=np.float64)``'s answer. A 2-D float64 ndarray of finite numbers
+    with a row and a column is its own answer there; it is returned without sklearn's
+    validation (measured at 100 x 4: 47 us warm, 230 us cold, as a benchmark's single call
+    after another process ran is; the test here: a few us). Anything else goes through
+    check_array, which converts it or raises sklearn's own error."""
+    if (
+        type(X) is np.ndarray
+        and X.dtype == np.float64
+        and X.ndim == 2
+        and X.shape[0] > 0
+        and X.shape[1] > 0
+        and np.isfinite(X).all()
+    ):
+        return X
+    return check_array(X, dtype=np.float64)
+
+
 class QuantumKernel(TransformerMixin, BaseEstimator):
     """Fidelity kernel of a ``zz`` or fixed ``reuploading`` feature map.
 
@@ -60,7 +78,7 @@ class QuantumKernel(TransformerMixin, BaseEstimator):
 
     def states(self, X: np.ndarray, fmap: FeatureMap | None = None) -> np.ndarray:
         """|phi(x)> for every row of X, shape (len(X), 2**n), in blocks of bounded size."""
-        X = check_array(X, dtype=np.float64)
+        X = _samples(X)
         return states(fmap if fmap is not None else self.build(X.shape[1]), X)
 
     @staticmethod
@@ -88,9 +106,9 @@ class QuantumKernel(TransformerMixin, BaseEstimator):
 
     def evaluate(self, X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
         """The kernel matrix K[i, j] = |<phi(X_i)|phi(Y_j)>|^2 (Y defaults to X)."""
-        X = check_array(X, dtype=np.float64)
+        X = _samples(X)
         if self.backend is not None:
-            Y = None if Y is None else check_array(Y, dtype=np.float64)
+            Y = None if Y is None else _samples(Y)
             if Y is not None and Y.shape[1] != X.shape[1]:
                 raise ValueError(f"X has {X.shape[1]} features, Y has {Y.shape[1]}")
             return self._on_mesh(X, Y)
@@ -98,7 +116,7 @@ class QuantumKernel(TransformerMixin, BaseEstimator):
         sx = states(fmap, X)  # X checked above: not twice (33 us of 300 at 8 qubits)
         if Y is None:
             return gram(sx)
-        Y = check_array(Y, dtype=np.float64)
+        Y = _samples(Y)
         if Y.shape[1] != X.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, Y has {Y.shape[1]}")
         return gram(sx, states(fmap, Y))
