@@ -4,7 +4,7 @@ below in place of the quantum ones.
 
     python bench/ml_worker.py ENGINE        (qiz or lightning)
 
-Workloads, both on BATCH fresh samples of n features (one per qubit) per call, drawn from the
+Workloads, all on BATCH fresh samples of n features (one per qubit) per call, drawn from the
 round's seed (``round_params`` gives every engine the same ``marked`` integer):
 
 - ``ml-epoch``: one full-batch training step of the VQC: the logistic loss of the binary VQC
@@ -23,6 +23,13 @@ round's seed (``round_params`` gives every engine the same ``marked`` integer):
   our complex code (``QuantumKernel.from_states``, the path our own complex maps take). A state
   per sample is Lightning's fastest way to this matrix; PennyLane's usual compute-uncompute
   kernel circuit would run one circuit per pair (4,950 for 100 samples).
+- ``ml-kernel-zz``: the same matrix (same samples, sizes and bandwidth) on our ZZ feature map
+  (``feature_map="zz"``, LAYERS repetitions of H, RZ(2 x_j), RZZ(2 (pi - x_a)(pi - x_b)) on
+  neighbouring qubits). Its RZ and RZZ rotations make amplitudes complex, so ours takes the
+  COMPLEX path: complex128 states and |S S^H|^2, the same Gram code as Lightning's row. This
+  is the kernel workload that does not favour us. Lightning runs the same gates: our
+  ``rzz(theta)`` = exp(-i theta/2 Z Z) (``qiz.quantum.core.gates``) is ``qml.IsingZZ(theta)``
+  = exp(-i theta/2 Z Z), the same angle; the 1e-8 check of every entry holds them to it.
 
 Building and preprocessing Lightning's tapes happens in ``bind``, untimed, as in
 ``bench/quantum_peers.py``; only the device calls and the numpy around them are timed.
@@ -46,17 +53,25 @@ from bench.quantum_peers import Call, Prepared, version_of
 BATCH = 100
 LAYERS = 2
 BANDWIDTH = 0.5  # QuantumKernel's default
-WORKLOADS = ("ml-epoch", "ml-kernel")
+WORKLOADS = ("ml-epoch", "ml-kernel", "ml-kernel-zz")
+KERNEL_MAPS = {"ml-kernel": "reuploading", "ml-kernel-zz": "zz"}  # QuantumKernel's feature_map
 # each engine's code path, as the table labels it (and bench/ml.py checks that its workers ran)
 PATHS = {
     ("qiz", "ml-epoch"): "a fused program per sample, one adjoint sweep (complex128)",
     ("qiz", "ml-kernel"): "real states (RY, CZ): a fused program per sample, one syrk (float64)",
     ("lightning", "ml-epoch"): "a tape per sample, one adjoint batch call (complex128)",
     ("lightning", "ml-kernel"): "a state per sample, one batch call, then our |S S^H|^2",
+    ("qiz", "ml-kernel-zz"): "complex states (H, RZ, RZZ): a fused program per sample, "
+    "then |S S^H|^2 (complex128)",
+    ("lightning", "ml-kernel-zz"): "a state per sample, one batch call, then our |S S^H|^2",
 }
-# the label of our kernel when its map is not real (complex states, the complex Gram): what
-# setup_qiz reports if the map ever stops being real, and bench/ml.py then refuses the run
-COMPLEX_KERNEL_PATH = "a fused program per sample, one real Gram product (complex128)"
+# the path each kernel workload's map must take in our engine (True: real states); setup_qiz
+# labels the path the map really takes, and bench/ml.py refuses a run whose label differs
+REAL_KERNEL = {"ml-kernel": True, "ml-kernel-zz": False}
+# the labels of our kernel when its map takes the other path than REAL_KERNEL says: what
+# setup_qiz reports then, and bench/ml.py refuses the run (its label is not in PATHS)
+COMPLEX_KERNEL_PATH = "a map expected real took the complex path (complex128)"
+REAL_KERNEL_PATH = "a map expected complex took the real path (float64)"
 
 
 def inputs(n: int, marked: int, num_params: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,7 +115,8 @@ def setup_qiz(workload: str, n: int, seed: int) -> Prepared:
         return Prepared(bind_epoch, PATHS["qiz", "ml-epoch"], count)
     from qiz.ml.kernel import QuantumKernel
 
-    kernel = QuantumKernel(num_qubits=n, reps=LAYERS, bandwidth=BANDWIDTH)
+    kernel = QuantumKernel(feature_map=KERNEL_MAPS[workload], num_qubits=n, reps=LAYERS,
+                           bandwidth=BANDWIDTH)  # fmt: skip
     real = kernel.build(n).real_plan is not None  # the path this map takes, as labelled
 
     def bind_kernel(p: dict[str, Any]) -> Call:
@@ -112,14 +128,18 @@ def setup_qiz(workload: str, n: int, seed: int) -> Prepared:
 
         return call
 
-    return Prepared(bind_kernel, PATHS["qiz", "ml-kernel"] if real else COMPLEX_KERNEL_PATH)
+    if real != REAL_KERNEL[workload]:  # a label for the path the map did not take
+        return Prepared(bind_kernel, REAL_KERNEL_PATH if real else COMPLEX_KERNEL_PATH)
+    return Prepared(bind_kernel, PATHS["qiz", workload])
 
 
 def _tape_ops(program: Any, row: np.ndarray, theta: np.ndarray) -> list[Any]:
     """PennyLane operations of one sample's circuit: our program's gates, angles bound."""
     import pennylane as qml
 
-    kinds = {"rx": qml.RX, "ry": qml.RY, "rz": qml.RZ, "cz": qml.CZ, "h": qml.Hadamard}
+    # rzz(t) = exp(-i t/2 Z Z) in qiz.quantum.core.gates, as IsingZZ(t): the same angle
+    kinds = {"rx": qml.RX, "ry": qml.RY, "rz": qml.RZ, "cz": qml.CZ, "h": qml.Hadamard,
+             "rzz": qml.IsingZZ}  # fmt: skip
     ops = []
     circuit = program.circuit(row, theta)
     for inst in circuit.instructions:
@@ -175,16 +195,18 @@ def setup_lightning(workload: str, n: int, seed: int) -> Prepared:
             return call
 
         return Prepared(bind_epoch, PATHS["lightning", "ml-epoch"], count)
-    from qiz.ml.feature_maps import reuploading_map
+    from qiz.ml.feature_maps import make_feature_map
     from qiz.ml.kernel import QuantumKernel
 
-    program = reuploading_map(n, n, LAYERS, trainable=False, bandwidth=BANDWIDTH).program
+    fmap = make_feature_map(KERNEL_MAPS[workload], n, n, LAYERS, bandwidth=BANDWIDTH)
+    program = fmap.program
     transforms, config = dev.preprocess(qml.devices.ExecutionConfig())
 
     def bind_kernel(p: dict[str, Any]) -> Call:
         X, _, _ = inputs(n, int(p["marked"]), 0)  # noqa: N806
+        data = fmap.encode(X)  # the map's angle sources per sample (the ZZ map's pair products)
         tapes = tuple(qml.tape.QuantumScript(_tape_ops(program, row, np.zeros(0)), [qml.state()])
-                      for row in X)  # fmt: skip
+                      for row in data)  # fmt: skip
         batch, _ = transforms(tapes)
 
         def call() -> tuple[float, np.ndarray]:
@@ -194,7 +216,7 @@ def setup_lightning(workload: str, n: int, seed: int) -> Prepared:
 
         return call
 
-    return Prepared(bind_kernel, PATHS["lightning", "ml-kernel"])
+    return Prepared(bind_kernel, PATHS["lightning", workload])
 
 
 SETUPS = {"qiz": setup_qiz, "lightning": setup_lightning}

@@ -1,5 +1,6 @@
 """bench/ml.py: the comparison refuses answers that disagree (our engine only, always runs),
-and a quick run against PennyLane-Lightning (only where the bench extra is installed)."""
+the ZZ kernel row is labelled as our complex path, and a quick run against
+PennyLane-Lightning (only where the bench extra is installed)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,35 @@ def test_a_worker_that_ran_another_workload_is_refused() -> None:
         ml.refuse_disagreements([size])
 
 
-def test_the_kernel_answer_is_a_fidelity_matrix() -> None:
-    mean, flat = _answer("ml-kernel", 4, 2)
+@pytest.mark.parametrize("workload", ["ml-kernel", "ml-kernel-zz"])
+def test_the_kernel_answer_is_a_fidelity_matrix(workload) -> None:
+    mean, flat = _answer(workload, 4, 2)
     k = np.array(flat).reshape(ml.BATCH, ml.BATCH)
     assert mean == pytest.approx(k.mean())
     assert np.allclose(k, k.T) and np.allclose(np.diag(k), 1.0)
     assert np.linalg.eigvalsh(k).min() > -1e-10
+
+
+def test_the_zz_kernel_takes_our_complex_path_and_the_table_says_so() -> None:
+    real = setup_qiz("ml-kernel", 4, 1)
+    zz = setup_qiz("ml-kernel-zz", 4, 1)
+    assert real.path == PATHS["qiz", "ml-kernel"] and "(float64)" in real.path
+    assert zz.path == PATHS["qiz", "ml-kernel-zz"] and "(complex128)" in zz.path
+    # a different matrix from the re-uploading map's on the same samples
+    assert not np.allclose(real.bind({"marked": 1})()[1], zz.bind({"marked": 1})()[1])
+    sizes = [_size(w, 4, {"qiz": _answer(w, 4, 1)}) for w in ("ml-kernel", "ml-kernel-zz")]
+    rows = ml.peer_table(ml.Results(sizes=sizes)).splitlines()[2:]
+    assert rows[0].startswith("| kernel matrix | 4 | real (float64) |")
+    assert rows[1].startswith("| kernel matrix, ZZ map | 4 | complex (complex128) |")
+    assert "does NOT favour us" in ml.notes(ml.Results(sizes=sizes))
+
+
+def test_a_zz_worker_labelled_with_the_real_path_is_refused() -> None:
+    ours = _answer("ml-kernel-zz", 4, 1)
+    size = _size("ml-kernel-zz", 4, {"qiz": ours, "lightning": ours})
+    size.engines["qiz"].path = PATHS["qiz", "ml-kernel"]  # the real path: not this workload
+    with pytest.raises(ml.Disagreement):
+        ml.refuse_disagreements([size])
 
 
 @pytest.mark.skipif(
@@ -90,4 +114,5 @@ def test_quick_run_against_lightning() -> None:
     section = ml.section(results)
     assert section.startswith(ml.HEADING)
     assert "Lightning / ours" in section and "Where classical models win" in section
+    assert "| kernel matrix, ZZ map | 4 | complex (complex128) |" in section
     assert [r.dataset for r in results.baselines] == ["iris", "iris"]
