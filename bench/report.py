@@ -245,13 +245,12 @@ DHT_GOALS = {0.2: (0.999, 0.5), 0.3: (0.995, None)}  # fraction -> (success, p95
 
 ADVERSARY_NOTES = """
 Notes:
-- Every figure is a count in simulated time (50 ms RTT) from seeded draws, meant to be equal on
-  any machine; only the wall times depend on the machine and its load. (Two tiny runs of this
-  whole section gave slightly different slow-and-silent figures, e.g. p95 240 and 267 ms, while
-  one row run alone repeated exactly: read the last digit with care.) The real lookup, record
-  validation, peer scores, placement and job core run; the network and time are simulated
-  (`qiz/sim/adversary.py`, `qiz/sim/jobs.py`). What each scenario does and does not model is
-  in [adversary.md](adversary.md); the adaptive replication rule in [jobs.md](jobs.md), "Trust".
+- Every figure is a count in simulated time (50 ms RTT), a function of the seeds: the same on
+  every run and any machine. Only the wall times depend on the machine and its load. The real
+  lookup, record validation, peer scores, placement and job core run; the network and time
+  are simulated (`qiz/sim/adversary.py`, `qiz/sim/jobs.py`). What each scenario does and does
+  not model is in [adversary.md](adversary.md); the adaptive replication rule in
+  [jobs.md](jobs.md), "Trust".
 - Before and after: the puzzle's rows against the same budget without it; d = 1 against d = 4;
   round 1 against the last round (slow and silent, record poisoning, storage); the plain
   quorum against adaptive replication on the same seed and jobs.
