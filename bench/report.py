@@ -305,9 +305,8 @@ def adversary_markdown(suite: adversary.Suite, jobs: list[dict]) -> str:
         goals.append(
             "\nWhy the DHT goal is not met: silent peers cost a hedge and then a timeout, and "
             "their `rpc_timeout` charges are light and short-lived (transient: a slow loop of "
-            "our own must not exclude peers), so they are asked last for a while, not dropped; "
-            "peers that answer 20 RTTs late also feed the node-wide RTT estimate an unmeasured "
-            'peer gets, which delays every lookup\'s hedge (adversary.md, "What it shows").'
+            "our own must not exclude peers), so they are asked last for a while, not dropped "
+            '(adversary.md, "What it shows"; dht.md, "Timeouts and hedging").'
         )
     if not met:
         goals.append(
