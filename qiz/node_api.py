@@ -179,6 +179,8 @@ class ScoreView:
     disagreed: int
     failed: int
     override: str | None = None  # "trusted" or "banned" by this node's operator
+    # the score now less the score before the latest hour with events (qiz.trust.scores)
+    trend: float = 0.0
     reasons: list[str] = field(default_factory=list)  # misbehaviour still counting against it
 
 

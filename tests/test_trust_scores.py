@@ -139,6 +139,38 @@ def test_everything_survives_a_restart(tmp_path) -> None:
     assert again.explain(PEER)["reasons"]["bad_share"]["count"] == 1.0
 
 
+def test_the_trend_is_the_change_since_before_the_latest_hour_with_events(tmp_path) -> None:
+    """A burst of bad shares shows as a fall from the score before the burst (events within
+    the hour do not move that reference); the fall shrinks as the counters decay; the next
+    event after the hour starts a new reference. Survives a restart; a table from before
+    trends is migrated."""
+    path = tmp_path / "scores.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE trust_peers (peer BLOB PRIMARY KEY, override TEXT, "
+        "seen REAL NOT NULL DEFAULT 0, worked REAL NOT NULL DEFAULT 0)"
+    )
+    scores, clock, db = fresh(old)
+
+    def trend(peer: bytes) -> float:
+        return next(r["trend"] for r in scores.table() if r["peer"] == peer)
+
+    scores.agreed(PEER)  # the first event: the reference is the score before it, INITIAL
+    assert trend(PEER) == pytest.approx(trust.AGREE_STEP, abs=1e-4)
+    clock.now += trust.TREND_WINDOW  # an hour later: a new window
+    before = scores.get(PEER)
+    for _ in range(3):
+        clock.now += 60
+        scores.record(PEER, "bad_share", "a flipped byte")
+    fall = trend(PEER)
+    assert fall == pytest.approx(scores.get(PEER) - before, abs=1e-4) and fall < -0.1
+    clock.now += REASONS["bad_share"].half_life  # no new event: the counters decay
+    assert fall < trend(PEER) < 0
+    db.close()
+    scores = PeerScores(sqlite3.connect(path, isolation_level=None), clock)
+    assert fall < trend(PEER) < 0  # the reference was persisted
+
+
 def test_the_trail_and_the_peers_tracked_are_bounded(monkeypatch) -> None:
     scores, clock, db = fresh()
     for i in range(trust.MAX_TRAIL_PER_PEER + 10):

@@ -99,6 +99,10 @@ REASONS: dict[str, Reason] = {
 }
 # the work score's events, kept in the trail too (their effect is the work score's, above)
 WORK_EVENTS = ("agreed", "disagreed")
+# A peer's trend: its score now less its score just before the first event of the latest
+# window of this length that had events (so a burst of bad shares shows as a fall, and then
+# the recovery as the fall shrinking)
+TREND_WINDOW = 3600.0
 
 
 def decayed(value: float, since: float, now: float, half_life: float) -> float:
@@ -122,6 +126,9 @@ class PeerState:
     counters: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     worked: float = 0.0  # when the work score last moved (its recovery runs from there)
+    # (when, score): the score just before the first event of the latest TREND_WINDOW with
+    # events; the trend is the score now less this one
+    mark: tuple[float, float] | None = None
 
     def penalty(self, now: float) -> float:
         """What misbehaviour costs now: the transient reasons together at most TRANSIENT_CAP."""
@@ -168,7 +175,9 @@ CREATE TABLE IF NOT EXISTS trust_peers (
     peer      BLOB PRIMARY KEY,
     override  TEXT,
     seen      REAL NOT NULL DEFAULT 0,
-    worked    REAL NOT NULL DEFAULT 0
+    worked    REAL NOT NULL DEFAULT 0,
+    mark_at   REAL,
+    mark_score REAL
 );
 CREATE TABLE IF NOT EXISTS trust_counters (
     peer      BLOB NOT NULL,
@@ -198,6 +207,10 @@ class PeerScores:
         self.db = db
         self.clock = clock
         db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(trust_peers)")}
+        for column in ("mark_at", "mark_score"):  # a table from before trends
+            if column not in columns:
+                db.execute(f"ALTER TABLE trust_peers ADD COLUMN {column} REAL")
         # events scored since this process started, by reason (Prometheus counters)
         self.events: dict[str, int] = dict.fromkeys((*WORK_EVENTS, *REASONS), 0)
         self._peers: OrderedDict[bytes, PeerState] = OrderedDict()  # least recently seen first
@@ -205,13 +218,15 @@ class PeerScores:
             "SELECT peer, score, agreed, disagreed, failed FROM scores"
         ):
             self._peers[bytes(peer)] = PeerState(float(work), agreed, disagreed, failed)
-        for peer, override, seen, worked in db.execute(
-            "SELECT peer, override, seen, worked FROM trust_peers"
+        for peer, override, seen, worked, mark_at, mark_score in db.execute(
+            "SELECT peer, override, seen, worked, mark_at, mark_score FROM trust_peers"
         ):
             state = self._peers.setdefault(bytes(peer), PeerState())
             state.override = override if override in OVERRIDES else None
             state.seen = float(seen)
             state.worked = float(worked)
+            if mark_at is not None and mark_score is not None:
+                state.mark = (float(mark_at), float(mark_score))
         for peer, reason, value, updated in db.execute(
             "SELECT peer, reason, value, updated FROM trust_counters"
         ):
@@ -285,6 +300,7 @@ class PeerScores:
                 "disagreed": state.disagreed,
                 "failed": state.failed,
                 "override": state.override,
+                "trend": round(state.score(now) - state.mark[1], 4) + 0.0 if state.mark else 0.0,
                 "reasons": sorted(
                     r
                     for r, (v, t) in state.counters.items()
@@ -369,12 +385,20 @@ class PeerScores:
     # ---------------------------------------------------------------- internals
 
     def _state(self, peer: bytes) -> PeerState:
-        """``peer``'s state, created if new; an event is a sighting (see :meth:`seen`)."""
+        """``peer``'s state, created if new, before the event the caller is about to apply:
+        an event is a sighting (see :meth:`seen`) and may open a new trend window."""
         state = self._peers.get(peer)
         if state is None:
             self._forget_beyond_bound()
             state = self._peers[peer] = PeerState()
         self.seen(peer)
+        now = self.clock()
+        if state.mark is None or now - state.mark[0] >= TREND_WINDOW:
+            state.mark = (now, state.score(now))
+            self.db.execute(
+                "UPDATE trust_peers SET mark_at=?, mark_score=? WHERE peer=?",
+                (now, state.mark[1], peer),
+            )  # (the row exists: the sighting wrote it)
         return state
 
     def _forget_beyond_bound(self) -> None:

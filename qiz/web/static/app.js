@@ -134,11 +134,18 @@ async function downloadContent(event) {
   link.click();
 }
 
+// the score now against the score before its latest hour with events: a fall, a rise, or none
+function trendCell(trend) {
+  const t = trend || 0;
+  const text = Math.abs(t) < 0.0005 ? "–" : (t > 0 ? "↑ " : "↓ ") + Math.abs(t).toFixed(3);
+  return el("td", { class: "num", "data-testid": "score-trend", title: "score now less the score before its latest hour with events" }, text);
+}
+
 // this node scores itself too (it runs replicas of its own jobs): its row says so
 function renderScores(rows) {
   fillTable($("#scores"), rows.map((s) => el("tr", { "data-testid": "score-row", "data-peer": s.node_id },
     el("td", { class: "nowrap" }, idBox(s.node_id), s.node_id === self ? el("span", { class: "muted", "data-testid": "this-node" }, " (this node)") : ""),
-    el("td", { class: "num" }, s.score.toFixed(3)), el("td", { class: "num" }, s.agreed),
+    el("td", { class: "num" }, s.score.toFixed(3)), trendCell(s.trend), el("td", { class: "num" }, s.agreed),
     el("td", { class: "num" }, s.disagreed), el("td", { class: "num" }, s.failed),
     // an operator's word, else the misbehaviour still counting against the score
     el("td", { class: "wrap", "data-testid": "score-why" }, s.override ? s.override : (s.reasons || []).join(", ") || "–"))),
