@@ -118,6 +118,22 @@ def test_slow_peers_do_not_teach_a_node_to_wait_longer_for_everyone() -> None:
     assert mixed.expected(slow) <= 0.2 < mixed.timeout(slow)  # hedged early, not given up on
 
 
+def test_a_fast_network_makes_no_ordinary_peer_slow_and_forgotten_peers_leave_no_estimate() -> None:
+    """Slowness is judged against the network's timeout as callers get it (at least the
+    floor): beside many 1 ms peers (a LAN, or fast sybils) a 20 ms peer is not put last. When
+    every measured peer was forgotten, an unmeasured peer gets ``initial`` again, not a stale
+    or zero estimate."""
+    table = LatencyTable(floor=0.2, ceiling=2.0, initial=1.0, capacity=40)
+    for i in range(30):
+        table.observe(bytes([i]) * 32, 0.001)
+    wan = b"w" * 32
+    table.observe(wan, 0.02)
+    assert not table.slow(wan) and not table.ask_last(wan, now=0.0)
+    for i in range(100):  # timeouts of never-measured peers push every measured one out
+        table.timed_out(bytes([100 + i % 100]) * 32, now=float(i))
+    assert table.timeout(PEER) == 1.0 and table.expected(PEER) == 0.5
+
+
 def test_the_table_is_bounded() -> None:
     table = LatencyTable(capacity=8)
     for i in range(100):

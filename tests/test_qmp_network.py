@@ -485,6 +485,60 @@ def test_plain_handlers_answer_inline_with_the_same_errors_as_async_ones() -> No
     run(scenario())
 
 
+def test_a_reused_call_id_keeps_its_in_flight_slot_after_a_cancel() -> None:
+    """The peer cancels call 5 and sends a new call 5 while the first handler is still
+    cleaning up: the first one's end must not free the new one's slot (it would then run
+    untracked: outside the in-flight cap, out of reach of a cancel and of the link's close)."""
+    from qiz import wire
+
+    async def scenario() -> None:
+        node = make_node()
+        release = asyncio.Event()
+        started: list[int] = []
+
+        async def slow_cleanup(ctx: CallContext, body: Any) -> Any:
+            started.append(body)
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.2)  # a handler that takes a while to clean up
+                raise
+            return body
+
+        node.handlers["test.slow_cleanup"] = slow_cleanup
+        async with running(node):
+            link, rpc = await client(node.address)
+            try:
+                assert await rpc.call("qmp.ping", 0) == 0  # the node has taken the link in
+                served = node.links.peers[link.conn.identity.node_id].rpc
+                link.send_nowait(wire.encode([0, 5, "test.slow_cleanup", 1]))
+                await eventually(lambda: started == [1], what="first call running")
+                first = served._running[5]
+                link.send_nowait(wire.encode([3, 5]))  # cancel it
+                await eventually(lambda: 5 not in served._running, what="first call freed")
+                link.send_nowait(wire.encode([0, 5, "test.slow_cleanup", 2]))  # the id again
+                await eventually(lambda: started == [1, 2], what="second call running")
+                second = served._running[5]
+                await eventually(first.done, what="first call ended")
+                assert served._running.get(5) is second  # still tracked
+                release.set()
+                await eventually(lambda: not served._running, what="second call answered")
+
+                # A handler that raises CancelledError itself (it awaited something another
+                # task cancelled), with no CANCEL from the peer: its slot is freed all the same.
+                async def self_cancelling(ctx: CallContext, body: Any) -> Any:
+                    raise asyncio.CancelledError
+
+                node.handlers["test.self_cancelling"] = self_cancelling
+                link.send_nowait(wire.encode([0, 7, "test.self_cancelling", None]))
+                await asyncio.sleep(0.2)
+                assert 7 not in served._running
+            finally:
+                link.close()
+
+    run(scenario())
+
+
 # ------------------------------------------------------------------------------ bulk data
 
 BULK = 20 * 1024 * 1024

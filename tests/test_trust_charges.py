@@ -56,13 +56,18 @@ def free_address() -> str:
 
 def test_only_a_dial_to_a_signed_record_at_an_address_it_names_can_be_charged() -> None:
     x = NodeIdentity.generate()
-    address = "192.0.2.7:4000"
-    record = record_at(x, address)
+    address = "93.184.216.34:4000"  # a global address (a pure function: nothing is dialled)
+    lan = ("10.0.0.7:4000", "192.168.1.7:4000", "172.17.0.1:4000", "[fe80::1]:4000")
+    record = record_at(x, address, "127.0.0.1:4000", *lan)
     wrong_key = (ErrorCode.AUTHENTICATION_FAILED, "INIT mac1 is wrong", True)
     failed = LinkError(ErrorCode.AUTHENTICATION_FAILED, "link closed")
     assert handshake_blame(address, record, wrong_key, failed) is not None
+    assert handshake_blame("127.0.0.1:4000", record, wrong_key, failed) is not None
+    # addresses a stranger may hold on the dialler's own network are never charged
+    for private in lan:
+        assert handshake_blame(private, record, wrong_key, failed) is None
     # the same failure, but the address or the id came from someone else
-    assert handshake_blame("192.0.2.8:4000", record, wrong_key, failed) is None
+    assert handshake_blame("93.184.216.35:4000", record, wrong_key, failed) is None
     assert handshake_blame(address, x.node_id, wrong_key, failed) is None
     assert handshake_blame(address, None, wrong_key, failed) is None
     # what we found wrong in its bytes is charged; what an honest node says or does is not

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,14 +52,34 @@ def _one_blas_thread(libs: tuple[object, ...]) -> Iterator[None]:
     """BLAS on one thread inside, its thread counts restored after. The libraries' own setters,
     not ``ThreadpoolController.limit``: that builds a limiter over every library per call (12
     us warm, several times that cold, against a 20 us product at 4 qubits)."""
-    previous = [lib.num_threads for lib in libs]  # type: ignore[attr-defined]
-    for lib in libs:
-        lib.set_num_threads(1)  # type: ignore[attr-defined]
+    with _PIN.lock:  # the count is process-wide: threads overlapping here share one pin
+        if _PIN.inside == 0:
+            _PIN.previous = [lib.num_threads for lib in libs]  # type: ignore[attr-defined]
+            for lib in libs:
+                lib.set_num_threads(1)  # type: ignore[attr-defined]
+        _PIN.inside += 1
     try:
         yield
     finally:
-        for lib, count in zip(libs, previous, strict=True):
-            lib.set_num_threads(count)  # type: ignore[attr-defined]
+        with _PIN.lock:
+            _PIN.inside -= 1
+            if _PIN.inside == 0:
+                for lib, count in zip(libs, _PIN.previous, strict=True):
+                    lib.set_num_threads(count)  # type: ignore[attr-defined]
+
+
+class _BlasPin:
+    """Threads inside :func:`_one_blas_thread` now, and the counts to restore when the last
+    one leaves: a second thread saving the pinned count (1) and restoring it last would pin
+    BLAS to one thread for good."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.previous: list[int] = []
+
+
+_PIN = _BlasPin()
 
 
 def _blas_threads(work: int) -> contextlib.AbstractContextManager[None]:

@@ -108,6 +108,12 @@ class QuantumLayer(torch.nn.Module):
         self.layers = layers
         self.entanglement = entanglement
         self.fmap = gradients.model(n, in_features, layers, entanglement)
+        # The backward sweep gives dL/d(data columns); they are dL/dx only when the map feeds
+        # the features in as they are (the re-uploading map does): a map that encodes them
+        # (the ZZ map's products) would need its encoding's Jacobian too.
+        probe = np.random.default_rng(0).normal(size=(2, in_features))
+        if not np.array_equal(self.fmap.encode(probe), probe):
+            raise NotImplementedError("QuantumLayer needs a feature map that uses x as it is")
         self.obs = gradients.observables(n, outputs)
         centre = self.fmap.init_centre
         noise = np.random.RandomState(seed).normal(0.0, 0.1, centre.size)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -52,7 +53,7 @@ from typing import Any
 from qiz.crypto.ids import NodeId
 from qiz.events import EventBus, EventKind
 from qiz.identity import NodeIdentity, PeerRecord
-from qiz.identity.peer_record import RelayAddress
+from qiz.identity.peer_record import RelayAddress, parse_address
 from qiz.qmp.connection import QmpConfig
 from qiz.qmp.cookie import KEM_BURST_PER_PREFIX, KEM_RATE_PER_PREFIX
 from qiz.qmp.errors import ErrorCode
@@ -150,11 +151,17 @@ def handshake_blame(
       signer published an unusable key;
     * timeouts, BUSY, REFUSED, SHUTDOWN and lost connections: an honest, loaded or
       departing node does each of them;
-    * relayed dials (not made here): a relay could tamper with the bytes it carries.
+    * relayed dials (not made here): a relay could tamper with the bytes it carries;
+    * an address that a stranger may hold on the dialler's own network (private, link-local,
+      shared or unique-local ranges: a node bound to every interface publishes its LAN and
+      container-bridge addresses too, and whoever holds the same address on our LAN answers
+      there): only globally routable and loopback addresses are attributed to the signer.
 
     ``closed`` is the link's ``(code, reason, by_peer)`` when a connection was made.
     """
     if not isinstance(expected, PeerRecord) or address not in expected.addresses:
+        return None
+    if not _attributable(address):
         return None
     if closed is None:
         if error.code is ErrorCode.AUTHENTICATION_FAILED:
@@ -166,6 +173,17 @@ def handshake_blame(
         return None
     who = "the far end said" if by_peer else "its handshake failed"
     return f"dial to {address}, {who}: {code.name.lower()}: {reason}"
+
+
+def _attributable(address: str) -> bool:
+    """Whether only the address's owner can answer a dial to it from here: a global unicast
+    address, or loopback (this machine's own processes)."""
+    try:
+        host, _ = parse_address(address)
+    except ValueError:
+        return False
+    ip = ipaddress.ip_address(host)
+    return ip.is_loopback or ip.is_global
 
 
 def leave_reason(code: ErrorCode, reason: str, by_peer: bool) -> str:

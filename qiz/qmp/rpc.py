@@ -203,6 +203,8 @@ class RpcEndpoint:
             self.bad_messages += 1
 
     def _on_request(self, call_id: int, method: str, body: Any) -> None:
+        if self.link.closed.done():  # an earlier message of this read closed the link
+            return
         handler = self.handlers.get(method) if len(method) <= MAX_METHOD else None
         if handler is None:
             self._reply_later([ERROR, call_id, "unknown-method", f"no method {method[:64]!r}"])
@@ -221,7 +223,9 @@ class RpcEndpoint:
             return
         try:
             outcome = handler(context, body)
-        except BaseException as exc:  # a plain handler refused or failed, inline
+        except asyncio.CancelledError:  # as for an async handler: no reply
+            return
+        except Exception as exc:  # a plain handler refused or failed, inline
             self._reply_inline(call_id, _error_reply(call_id, method, exc))
             return
         if inspect.isawaitable(outcome):
@@ -237,6 +241,9 @@ class RpcEndpoint:
             data = self._encode(reply)
         except RpcError:  # result too large for one message
             data = self._encode([ERROR, call_id, "internal", "result too large"])
+        except wire.WireError as exc:  # a result that is not plain data: ours to fix
+            log.error("handler reply for call %d is not plain data: %s", call_id, exc)
+            data = self._encode([ERROR, call_id, "internal", "result is not plain data"])
         try:
             if self.link.send_nowait(data):
                 return
@@ -249,24 +256,35 @@ class RpcEndpoint:
             with contextlib.suppress(RpcError):
                 await self._send_data(data)
         finally:
-            self._running.pop(call_id, None)
+            self._release(call_id)
 
     async def _run(self, call_id: int, method: str, outcome: Awaitable[Any]) -> None:
-        try:
-            reply = [RESULT, call_id, await outcome]
-        except asyncio.CancelledError:
-            return
-        except Exception as exc:
-            reply = _error_reply(call_id, method, exc)
         # The request keeps its in-flight slot until its reply is on the wire: a peer that
         # sends requests but does not read replies is held to max_inflight_in of them.
         try:
-            await self._send(reply)
-        except RpcError as exc:
-            if exc.code == "bad-request":  # result too large for one message
-                await self._send_quietly([ERROR, call_id, "internal", "result too large"])
+            try:
+                reply = [RESULT, call_id, await outcome]
+            except asyncio.CancelledError:
+                return
+            except Exception as exc:
+                reply = _error_reply(call_id, method, exc)
+            try:
+                await self._send(reply)
+            except RpcError as exc:
+                if exc.code == "bad-request":  # result too large for one message
+                    await self._send_quietly([ERROR, call_id, "internal", "result too large"])
+            except wire.WireError as exc:  # a result that is not plain data: ours to fix
+                log.error("%s returned what is not plain data: %s", method, exc)
+                await self._send_quietly([ERROR, call_id, "internal", "result is not plain data"])
         finally:
-            self._running.pop(call_id, None)
+            self._release(call_id)
+
+    def _release(self, call_id: int) -> None:
+        """Free ``call_id``'s in-flight slot, if it is still the calling task's: a CANCEL
+        frees it at once, and the peer may reuse the id before the cancelled task ends; that
+        task must not free (and so untrack) the new request's slot."""
+        if self._running.get(call_id) is asyncio.current_task():
+            del self._running[call_id]
 
     def _reply_later(self, message: list) -> None:
         """Send a refusal without blocking the receive path. A peer that floods requests and
@@ -304,15 +322,13 @@ async def invoke(handler: Handler, context: CallContext, body: Any) -> Any:
     return await outcome if inspect.isawaitable(outcome) else outcome
 
 
-def _error_reply(call_id: int, method: str, exc: BaseException) -> list:
+def _error_reply(call_id: int, method: str, exc: Exception) -> list:
     """The ERROR message a handler's exception becomes: its own code for an RpcError,
     ``bad-request`` for a body it could not use, ``internal`` (logged here, not sent) else."""
     if isinstance(exc, RpcError):
         return [ERROR, call_id, exc.code, exc.message]
     if isinstance(exc, ValueError | TypeError | KeyError):
         return [ERROR, call_id, "bad-request", str(exc)[:200]]
-    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to turn
-        raise exc
     log.error("handler %s failed", method, exc_info=exc)
     return [ERROR, call_id, "internal", type(exc).__name__]
 

@@ -141,15 +141,20 @@ class LatencyTable:
 
     def _network(self) -> RttEstimate:
         """The network-wide estimate: the median peer's srtt and rttvar (each a median of
-        its own), refreshed every ``NETWORK_REFRESH`` samples. Variances come from peers
-        measured more than once when there are such peers: a single sample's variance is
-        RFC 6298's guess (half the sample), not a measurement."""
-        if self._network_due <= 0 and self.network.samples:
+        its own), refreshed every ``NETWORK_REFRESH`` samples, and after every sample while
+        fewer than that were taken (the first peers measured must not stand for the network
+        for 32 samples). Variances come from peers measured more than once when there are
+        such peers: a single sample's variance is RFC 6298's guess (half the sample), not a
+        measurement. ``samples`` 0 (no measured peer left: forgotten past the table's
+        bound) means no estimate: callers fall back to ``initial``."""
+        if self._network_due <= 0 or self.network.samples < NETWORK_REFRESH:
             measured = [e for e in self._peers.values() if e.samples]
-            if measured:
-                self.network.srtt = _median([e.srtt for e in measured])
-                settled = [e.rttvar for e in measured if e.samples > 1]
-                self.network.rttvar = _median(settled or [e.rttvar for e in measured])
+            if not measured:
+                self.network = RttEstimate()
+                return self.network
+            self.network.srtt = _median([e.srtt for e in measured])
+            settled = [e.rttvar for e in measured if e.samples > 1]
+            self.network.rttvar = _median(settled or [e.rttvar for e in measured])
             self._network_due = NETWORK_REFRESH
         return self.network
 
@@ -174,7 +179,7 @@ class LatencyTable:
         :meth:`timeout`, never below the RTT floor's quarter (a hedge needs room to matter)."""
         _, expected = self._base(peer)
         if self.slow(peer):  # hedge past it when the network as a whole would have answered
-            expected = min(expected, self._network().rto())
+            expected = min(expected, self._clamp(self._network().rto()))
         return min(self.timeout(peer), max(self.floor / 4, expected))
 
     def slow(self, peer: bytes) -> bool:
@@ -184,7 +189,11 @@ class LatencyTable:
         if entry is None or not entry.samples:
             return False
         network = self._network()
-        return entry.srtt > max(SLOW_RATIO * network.srtt, network.rto())
+        if not network.samples:
+            return False
+        # the network's timeout as callers get it (at least the floor): a network of 1 ms
+        # LAN peers (or of fast sybils) must not make every 20 ms peer "slow"
+        return entry.srtt > max(SLOW_RATIO * network.srtt, self._clamp(network.rto()))
 
     def ask_last(self, peer: bytes, now: float) -> bool:
         """Whether a caller choosing whom to ask should put ``peer`` last: a suspect, or
