@@ -225,6 +225,46 @@ def test_a_real_feature_map_takes_the_real_path_with_the_complex_path_numbers(
     assert s.dtype == np.float64 and np.abs(s - ref).max() < 1e-12
 
 
+@pytest.mark.parametrize("entanglement", ["linear", "ring"])
+def test_the_zz_map_runs_its_diagonal_gates_as_one_phase_with_the_same_states(
+    entanglement: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qiz.ml import fidelity, fused
+
+    x = RNG.normal(size=(11, 7))
+    zz = fidelity.feature_map("zz", 6, 7, 2, entanglement=entanglement, bandwidth=0.7)
+    plan = zz.fixed_plan
+    assert plan is not None
+    # layer 1's RZZ gates, then layer 2's RZ and RZZ gates: two merged runs
+    assert np.count_nonzero(plan.runs.stop) == 2
+    # blocks of 4 samples: the blocked loop, with a short last block
+    monkeypatch.setattr(fidelity, "BLOCK_AMPLITUDES", 4 << 6)
+    s = fidelity.states(zz, x)
+    gate_by_gate = zz.program.states(zz.encode(x))
+    assert s.dtype == np.complex128 and np.abs(s - gate_by_gate).max() < 1e-12
+    ref = _engine_states(zz.program, zz.encode(x), np.zeros(0))
+    assert np.abs(s - ref).max() < 1e-12
+    # the kernel, square and rectangular, as the engine's states give it
+    k_ref = np.abs(ref.conj() @ ref.T) ** 2
+    assert np.abs(fidelity.gram(s) - k_ref).max() < 1e-12
+    assert np.abs(fidelity.gram(s[:4], s[4:]) - k_ref[:4, 4:]).max() < 1e-12
+
+    # a qubit with more ZZ partners than a phase table takes: the run is cut, same states;
+    # a complex fixed gate (S) and a CZ between runs take their own passes
+    ops = [Op("h", (q,)) for q in range(6)]
+    ops += [Op("rzz", (q, 5), feature=q, scale=0.9) for q in range(5)]
+    ops += [Op("rz", (q,), feature=q, offset=0.1) for q in range(6)]
+    ops += [Op("s", (2,)), Op("cz", (0, 3)), Op("h", (4,))]
+    ops += [Op("rz", (q,), feature=5) for q in range(4)] + [Op("rzz", (1, 4), feature=2)]
+    fmap = FeatureMap(Program(6, ops, 0, 6), identity, np.zeros(0))
+    plan = fmap.fixed_plan
+    assert plan is not None and plan.runs.counts.max() == fused.MAX_PARTNERS
+    assert np.count_nonzero(plan.runs.stop) == 3
+    s = fidelity.states(fmap, x[:, :6])
+    assert np.abs(s - fmap.program.states(x[:, :6])).max() < 1e-12
+    assert np.abs(s - _engine_states(fmap.program, x[:, :6], np.zeros(0))).max() < 1e-12
+
+
 def test_kernel_inputs_are_checked_as_sklearn_checks_them() -> None:
     # a float64 array skips check_array (its own answer there); everything else goes through it
     qk = QuantumKernel(num_qubits=2)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qiz.ml.batched import Op, Program
+from qiz.ml.fused import PhaseRuns
 
 FEATURE_MAPS = ("zz", "reuploading")
 ENTANGLEMENTS = ("linear", "ring", "none")
@@ -49,7 +50,32 @@ class FeatureMap:
         from qiz.ml import fused
 
         f = self.program.fused
-        if f is None or not fused.is_real(f.kinds, f.mats):
+        linear = self._linear_angles()
+        if f is None or linear is None or not fused.is_real(f.kinds, f.mats):
+            return None
+        return RealPlan(np.ascontiguousarray(f.mats.real), *linear)
+
+    @functools.cached_property
+    def fixed_plan(self) -> FixedPlan | None:
+        """How :mod:`qiz.ml.fidelity` runs this map on complex states with its runs of
+        diagonal rotations merged (``fused.forward_fixed``), or None (no fused program, or a
+        trainable angle: then ``Program.states``)."""
+        from qiz.ml import fused
+
+        f = self.program.fused
+        linear = self._linear_angles()
+        if f is None or linear is None:
+            return None
+        on = [src[0].qubits if src else (int(q),)
+              for src, q in zip(f.sources, f.qubits, strict=True)]  # fmt: skip
+        runs = fused.phase_runs(self.program.num_qubits, f.kinds, on, f.prefix)
+        return FixedPlan(*linear, runs)
+
+    def _linear_angles(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The fused gates' angles as data @ weights + offsets, or None when an angle depends
+        on a trainable parameter (or the program has no fused form)."""
+        f = self.program.fused
+        if f is None:
             return None
         weights = np.zeros((self.program.num_encoded, len(f.sources)))
         offsets = np.zeros(len(f.sources))
@@ -60,7 +86,7 @@ class FeatureMap:
                 if op.feature >= 0:
                     weights[op.feature, g] += op.scale
                 offsets[g] += op.offset
-        return RealPlan(np.ascontiguousarray(f.mats.real), weights, offsets)
+        return weights, offsets
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,16 @@ class RealPlan:
     mats: np.ndarray
     weights: np.ndarray  # (encoded columns, fused gates)
     offsets: np.ndarray  # (fused gates,)
+
+
+@dataclass(frozen=True)
+class FixedPlan:
+    """A fixed map's program as ``fused.forward_fixed`` takes it: angles = data @ weights +
+    offsets (as ``RealPlan``), and where its runs of RZ/RZZ gates are, each run one phase."""
+
+    weights: np.ndarray  # (encoded columns, fused gates)
+    offsets: np.ndarray  # (fused gates,)
+    runs: PhaseRuns
 
 
 def identity(x: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from qiz.ml import fused
-from qiz.ml.feature_maps import FeatureMap, RealPlan, make_feature_map
+from qiz.ml.feature_maps import FeatureMap, FixedPlan, RealPlan, make_feature_map
 
 # amplitudes of one block of states (16 B each complex: 64 MiB; 8 B each real: 32 MiB)
 BLOCK_AMPLITUDES = 1 << 22
@@ -134,6 +134,22 @@ def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan
         fused.forward_real(out, f.kinds, f.qubits, f.slots, angles, plan.mats, f.diags, f.prefix)
 
 
+def _fixed_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: FixedPlan) -> None:  # noqa: N803
+    """A fixed complex map's states of the rows of X into ``out`` (complex128), one parallel
+    numba call with each run of RZ/RZZ gates one phase pass (``fused.forward_fixed``)."""
+    program = fmap.program
+    f = program.fused
+    assert f is not None
+    data = np.asarray(fmap.encode(X), dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] != program.num_encoded:
+        raise ValueError(f"expected data of shape (batch, {program.num_encoded})")
+    angles = data @ plan.weights + plan.offsets
+    r = plan.runs
+    with fused.threads_for_fused(X.shape[0], program.num_qubits):
+        fused.forward_fixed(out, f.kinds, f.qubits, f.slots, angles, f.mats, f.diags, f.prefix,
+                            r.stop, r.run, r.owner, r.term, r.partners, r.counts)  # fmt: skip
+
+
 def states(fmap: FeatureMap, X: np.ndarray) -> np.ndarray:  # noqa: N803 - sklearn's name
     """|phi(x)> for every row of X, shape (len(X), 2**n), in blocks of bounded size.
 
@@ -141,13 +157,20 @@ def states(fmap: FeatureMap, X: np.ndarray) -> np.ndarray:  # noqa: N803 - sklea
     feature per qubit: :func:`real_mats`) gives float64 states, the same numbers as the
     complex path's real parts (its imaginary parts are exactly zero): half the memory, and
     :func:`gram` then takes a real product, a quarter of the complex one's multiplications.
-    Other maps (ZZ's RZ and RZZ, RZ encodings) give complex128 states."""
+    Other maps (ZZ's RZ and RZZ, RZ encodings) give complex128 states; a fixed map's runs of
+    RZ/RZZ gates are then one phase pass each (its ``fixed_plan``, ``fused.forward_fixed``)."""
     rows = max(1, BLOCK_AMPLITUDES >> fmap.program.num_qubits)
     plan = fmap.real_plan
     if plan is not None:
         out = np.empty((X.shape[0], 1 << fmap.program.num_qubits))
         for start in range(0, X.shape[0], rows):
             _real_block(fmap, X[start : start + rows], out[start : start + rows], plan)
+        return out
+    fixed = fmap.fixed_plan
+    if fixed is not None:
+        out = np.empty((X.shape[0], 1 << fmap.program.num_qubits), dtype=np.complex128)
+        for start in range(0, X.shape[0], rows):
+            _fixed_block(fmap, X[start : start + rows], out[start : start + rows], fixed)
         return out
     if X.shape[0] <= rows:  # one block: its states are the answer, not copied
         return fmap.program.states(fmap.encode(X))

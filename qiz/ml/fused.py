@@ -12,6 +12,8 @@ gates, real diagonal sign tables, ZZ rotations); the gate codes are the constant
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
@@ -162,6 +164,215 @@ def forward(
         _product_state(row, num_qubits, v)
         for g in range(prefix, kinds.size):
             _gate(row, kinds[g], qubits[g], slots[g], angles[b, g], mats, diags)
+
+
+# -- fixed programs: a run of diagonal rotations is one phase pass --------------------------
+
+# diagonal rotations (RZ, RZZ) in a row from which ``forward_fixed`` runs them as one phase:
+# building the phase costs about three complex multiplications per amplitude, a rotation one
+MIN_RUN = 4
+# the most lower-numbered ZZ partners one qubit may have in a merged run: its phase table has
+# 2^(partners + 1) entries (ring and linear ZZ maps: at most two)
+MAX_PARTNERS = 4
+
+
+@dataclass(frozen=True)
+class PhaseRuns:
+    """Where a fixed program's runs of diagonal rotations are, as ``forward_fixed`` takes them.
+
+    A ZZ term b on qubits p < q is owned by q (its ``term`` is 1 + k for q's k-th partner p), an
+    RZ on q by q (term 0); gates that are not in a merged run have ``stop`` 0."""
+
+    stop: np.ndarray  # (gates,): at a run's first gate the index after the run, else 0
+    run: np.ndarray  # (gates,): the run a gate is in
+    owner: np.ndarray  # (gates,)
+    term: np.ndarray  # (gates,)
+    partners: np.ndarray  # (runs, qubits, MAX_PARTNERS): the owner's partner qubits
+    counts: np.ndarray  # (runs, qubits): how many partners each qubit has in the run
+
+
+def phase_runs(
+    num_qubits: int, kinds: np.ndarray, on: Sequence[tuple[int, ...]], prefix: int
+) -> PhaseRuns:
+    """The runs of at least MIN_RUN consecutive RZ/RZZ gates after the product-state prefix
+    (``on[g]``: the qubits gate g acts on), each cut where a qubit would get more than
+    MAX_PARTNERS partners."""
+    size = len(kinds)
+    stop = np.zeros(size, dtype=np.int64)
+    run = np.zeros(size, dtype=np.int64)
+    owner = np.zeros(size, dtype=np.int64)
+    term = np.zeros(size, dtype=np.int64)
+    tables: list[list[list[int]]] = []
+
+    def close(start: int, end: int, partners: list[list[int]]) -> None:
+        if end - start >= MIN_RUN:
+            stop[start] = end
+            run[start:end] = len(tables)
+            tables.append(partners)
+
+    g = prefix
+    while g < size:
+        if int(kinds[g]) not in (RZ, RZZ):
+            g += 1
+            continue
+        start = g
+        partners: list[list[int]] = [[] for _ in range(num_qubits)]
+        while g < size and int(kinds[g]) in (RZ, RZZ):
+            if int(kinds[g]) == RZ:
+                owner[g], term[g] = on[g][0], 0
+            else:
+                p, q = sorted(on[g])
+                if p not in partners[q]:
+                    if len(partners[q]) == MAX_PARTNERS:
+                        close(start, g, partners)
+                        start = g
+                        partners = [[] for _ in range(num_qubits)]
+                    partners[q].append(p)
+                owner[g], term[g] = q, 1 + partners[q].index(p)
+            g += 1
+        close(start, g, partners)
+    table = np.zeros((max(1, len(tables)), num_qubits, MAX_PARTNERS), dtype=np.int64)
+    counts = np.zeros((max(1, len(tables)), num_qubits), dtype=np.int64)
+    for r, partners in enumerate(tables):
+        for q, ps in enumerate(partners):
+            table[r, q, : len(ps)] = ps
+            counts[r, q] = len(ps)
+    return PhaseRuns(stop, run, owner, term, table, counts)
+
+
+@njit(cache=True, inline="always")
+def _phase(
+    row: np.ndarray, d: np.ndarray, coef: np.ndarray, f: np.ndarray, partners: np.ndarray,
+    counts: np.ndarray, num_qubits: int,
+) -> None:  # fmt: skip
+    """row *= exp(-i/2 sum_q z_q (coef[q, 0] + sum_k coef[q, 1 + k] z_(partners[q, k]))), z =
+    +1 for bit 0 and -1 for bit 1: a run of RZ and RZZ gates at once. The phase factors d are
+    built by doubling like a product state: qubit q's factor depends on its bit and its
+    partners' (lower) bits only, so its 2^(partners + 1) values are computed once (one cos and
+    sin each) and d's upper half is its lower half times them, over blocks where the partners'
+    bits are constant. The top qubit's factors are applied to the row as they are made: about
+    three complex multiplications per amplitude in all, against one pass per gate."""
+    d[0] = 1.0
+    size = 1
+    for q in range(num_qubits):
+        count = counts[q]
+        for m in range(1 << count):
+            s = coef[q, 0]
+            for k in range(count):
+                if (m >> k) & 1:
+                    s -= coef[q, 1 + k]
+                else:
+                    s += coef[q, 1 + k]
+            c = math.cos(0.5 * s)
+            sn = math.sin(0.5 * s)
+            f[2 * m] = complex(c, -sn)
+            f[2 * m + 1] = complex(c, sn)
+        # qubit q's factor is constant over aligned blocks of 2^(lowest partner) indices
+        block = size
+        for k in range(count):
+            block = min(block, 1 << partners[q, k])
+        last = q == num_qubits - 1  # the top qubit's factors go straight onto the row
+        for start in range(0, size, block):
+            m = 0
+            for k in range(count):
+                m |= ((start >> partners[q, k]) & 1) << k
+            f0 = f[2 * m]
+            f1 = f[2 * m + 1]
+            if last:
+                for x in range(start, start + block):
+                    row[x] *= d[x] * f0
+                    row[x + size] *= d[x] * f1
+            else:
+                for x in range(start, start + block):
+                    d[x + size] = d[x] * f1
+                    d[x] = d[x] * f0
+        size <<= 1
+
+
+@njit(cache=True, inline="always")
+def _matrix_real(row: np.ndarray, q: int, m: np.ndarray) -> None:
+    """A fixed one-qubit gate with a real matrix (H, X, Z) on qubit q of a complex state, on its
+    float view: the real and imaginary parts take the same real 2x2 product, half the
+    multiplications of complex arithmetic and the same numbers (the matrix's imaginary parts
+    are zero). Loops written as ``_ry_real``'s so that LLVM vectorises them."""
+    f = row.view(np.float64)
+    m00, m01, m10, m11 = m[0, 0].real, m[0, 1].real, m[1, 0].real, m[1, 1].real
+    if q == 0:
+        for j in range(row.size >> 1):
+            xr = f[4 * j]
+            xi = f[4 * j + 1]
+            yr = f[4 * j + 2]
+            yi = f[4 * j + 3]
+            f[4 * j] = m00 * xr + m01 * yr
+            f[4 * j + 1] = m00 * xi + m01 * yi
+            f[4 * j + 2] = m10 * xr + m11 * yr
+            f[4 * j + 3] = m10 * xi + m11 * yi
+        return
+    width = 2 << q  # floats in one half-block
+    for base in range(0, f.size, width << 1):
+        lo = f[base : base + width]
+        hi = f[base + width : base + 2 * width]
+        for j in range(width):
+            x = lo[j]
+            y = hi[j]
+            lo[j] = m00 * x + m01 * y
+            hi[j] = m10 * x + m11 * y
+
+
+@njit(cache=True, parallel=True)
+def forward_fixed(
+    state: np.ndarray,
+    kinds: np.ndarray,
+    qubits: np.ndarray,
+    slots: np.ndarray,
+    angles: np.ndarray,
+    mats: np.ndarray,
+    diags: np.ndarray,
+    prefix: int,
+    stop: np.ndarray,
+    run: np.ndarray,
+    owner: np.ndarray,
+    term: np.ndarray,
+    partners: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """``forward`` for a program whose runs of diagonal rotations are merged (``phase_runs``):
+    each run is one phase pass (``_phase``) instead of one pass per gate. For fixed programs
+    (a kernel's feature map): the training path's adjoint sweep undoes gate by gate, so it
+    keeps ``forward``."""
+    num_qubits = 0
+    while (1 << num_qubits) < state.shape[1]:
+        num_qubits += 1
+    width = partners.shape[2]
+    real = np.empty(mats.shape[0], dtype=np.bool_)
+    for k in range(mats.shape[0]):
+        real[k] = not np.any(mats[k].imag != 0.0)
+    for b in prange(state.shape[0]):
+        row = state[b]
+        v = np.zeros((num_qubits, 2), dtype=np.complex128)
+        v[:, 0] = 1.0
+        for g in range(prefix):
+            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        _product_state(row, num_qubits, v)
+        d = np.empty(row.size, dtype=np.complex128)
+        coef = np.empty((num_qubits, width + 1))
+        f = np.empty(2 << width, dtype=np.complex128)
+        g = prefix
+        while g < kinds.size:
+            end = stop[g]
+            if end > g:
+                coef[:] = 0.0
+                for h in range(g, end):
+                    coef[owner[h], term[h]] += angles[b, h]
+                r = run[g]
+                _phase(row, d, coef, f, partners[r], counts[r], num_qubits)
+                g = end
+            elif kinds[g] == MATRIX and real[slots[g]]:
+                _matrix_real(row, qubits[g], mats[slots[g]])
+                g += 1
+            else:
+                _gate(row, kinds[g], qubits[g], slots[g], angles[b, g], mats, diags)
+                g += 1
 
 
 @njit(cache=True, inline="always")
