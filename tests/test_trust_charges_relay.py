@@ -93,9 +93,15 @@ def test_a_peer_over_the_relay_s_limits_is_charged_and_one_refused_for_fullness_
             with pytest.raises(RpcError, match=REFUSE_RESERVATIONS):
                 await c.relay.reserve(to_r_c)
 
-            # A: two circuits to B are allowed (a link and its replacement), a third is abuse
+            # A: two circuits to B are allowed (a link and its replacement); asking for a third
+            # is refused, and asking again after that refusal is abuse
             to_r_a = await a.links.connect(r.address, r_id)
             circuits = [await open_circuit(to_r_a, b) for _ in range(2)]
+            with pytest.raises(RpcError, match=REFUSE_PAIR):
+                await open_circuit(to_r_a, b)
+            assert ("relay_abuse", REFUSE_PAIR) not in [
+                (e["reason"], e["detail"]) for e in trail(r, a)
+            ]  # the first refusal is free: the relay may not have seen an old circuit close
             with pytest.raises(RpcError, match=REFUSE_PAIR):
                 await open_circuit(to_r_a, b)
             # the relay's circuits are all taken now: C is refused, and is not to blame

@@ -21,8 +21,9 @@ core names, through ``on_abuse(peer, what)``, a peer that did what no honest imp
 does, never one that met a limit honest use meets:
 
 * charged: stream data or credit beyond the window (the ends keep to it by construction), and
-  a third circuit from one dialler to one target (a dialler needs one link per peer, and one
-  more while a replacement is made);
+  asking again for a third circuit from one dialler to one target after being refused one (a
+  dialler needs one link per peer, and one more while a replacement is made; the first
+  refusal is free: an honest dialler may ask before the relay has seen its old circuit close);
 * not charged: every refusal because the relay, a network prefix or a *target* is full (other
   peers fill them), a target without a reservation (a stale record), a dialler's
   ``max_circuits_per_peer`` circuits (a busy honest node reaches that many private peers), and
@@ -223,6 +224,9 @@ class RelayCore:
         self._to_peer: Counter[Hashable] = Counter()
         self._from_peer: Counter[Hashable] = Counter()
         self._pair: Counter[tuple[Hashable, Hashable]] = Counter()
+        # pairs at MAX_CIRCUITS_PER_PAIR refused a third circuit since they reached it (only
+        # pairs holding circuits: bounded by them, cleared when one of theirs closes)
+        self._pair_refused: set[tuple[Hashable, Hashable]] = set()
         self._next_cid = 0
         # totals, for metrics and tests
         self.counters: Counter[str] = Counter()
@@ -298,10 +302,14 @@ class RelayCore:
             return self._refuse(REFUSE_TO_PEER)
         if self._from_peer[dialler] >= config.max_circuits_per_peer:
             return self._refuse(REFUSE_FROM_PEER)
-        if self._pair[(dialler, target)] >= MAX_CIRCUITS_PER_PAIR:
+        pair = (dialler, target)
+        if self._pair[pair] >= MAX_CIRCUITS_PER_PAIR:
             # one dialler cannot take a target's every circuit slot: an honest one needs one
-            # link (and one more while a replacement is made), so asking for a third is abuse
-            self._abuse(dialler, REFUSE_PAIR)
+            # link (and one more while a replacement is made), so asking again for a third,
+            # once refused, is abuse
+            if pair in self._pair_refused:
+                self._abuse(dialler, REFUSE_PAIR)
+            self._pair_refused.add(pair)
             return self._refuse(REFUSE_PAIR)
         return reservation
 
@@ -339,6 +347,7 @@ class RelayCore:
             counter[key] -= 1
             if not counter[key]:
                 del counter[key]
+        self._pair_refused.discard((circuit.dialler, circuit.target))
 
     def _end_both(self, circuit: Circuit, code: str, reason: str) -> list[Close]:
         self._remove(circuit)

@@ -18,12 +18,12 @@ The QMP handshake and channel run end to end inside the circuit: the relay forwa
 it cannot read, and cannot impersonate either side (the dialler expects the target's id).
 
 Abuse is charged to the peer's trust score (``relay_abuse``, through the link manager's
-``report_peer``): what the core names (flow control broken, a third circuit to one target; see
-:mod:`qiz.qmp.relay`) and relay requests that do not parse (a malformed ``relay.reserve``,
-``relay.connect`` or ``relay.incoming``, or a stream id already in use), which no honest node
-sends. The peer is the authenticated one at the other end of the link the request came on, so
-no one can be charged for another's bytes. Refusals because something is full are never
-charged (see the core's notes).
+``report_peer``): what the core names (flow control broken, a third circuit to one target
+asked for again after a refusal; see :mod:`qiz.qmp.relay`) and relay requests that do not
+parse (a malformed ``relay.reserve``, ``relay.connect`` or ``relay.incoming``, or a stream id
+already in use), which no honest node sends. The peer is the authenticated one at the other
+end of the link the request came on, so no one can be charged for another's bytes. Refusals
+because something is full are never charged (see the core's notes).
 """
 
 from __future__ import annotations
