@@ -121,15 +121,20 @@ def real_mats(fmap: FeatureMap) -> np.ndarray | None:
     return None if plan is None else plan.mats
 
 
-def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan) -> None:  # noqa: N803
-    """A real map's states of the rows of X into ``out`` (float64), one parallel numba call."""
+def _plan_angles(fmap: FeatureMap, X: np.ndarray, plan: RealPlan | FixedPlan) -> np.ndarray:  # noqa: N803
+    """Every gate's angle for every row of X: a fixed map's angles are one product."""
     program = fmap.program
-    f = program.fused
-    assert f is not None
     data = np.asarray(fmap.encode(X), dtype=np.float64)
     if data.ndim != 2 or data.shape[1] != program.num_encoded:
         raise ValueError(f"expected data of shape (batch, {program.num_encoded})")
-    angles = data @ plan.weights + plan.offsets
+    return data @ plan.weights + plan.offsets
+
+
+def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan) -> None:  # noqa: N803
+    """A real map's states of the rows of X into ``out`` (float64), one parallel numba call."""
+    program, f = fmap.program, fmap.program.fused
+    assert f is not None
+    angles = _plan_angles(fmap, X, plan)
     with fused.threads_for_fused(X.shape[0], program.num_qubits, fused.FUSED_REAL_PARALLEL_LOG2):
         fused.forward_real(out, f.kinds, f.qubits, f.slots, angles, plan.mats, f.diags, f.prefix)
 
@@ -137,13 +142,9 @@ def _real_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: RealPlan
 def _fixed_block(fmap: FeatureMap, X: np.ndarray, out: np.ndarray, plan: FixedPlan) -> None:  # noqa: N803
     """A fixed complex map's states of the rows of X into ``out`` (complex128), one parallel
     numba call with each run of RZ/RZZ gates one phase pass (``fused.forward_fixed``)."""
-    program = fmap.program
-    f = program.fused
+    program, f = fmap.program, fmap.program.fused
     assert f is not None
-    data = np.asarray(fmap.encode(X), dtype=np.float64)
-    if data.ndim != 2 or data.shape[1] != program.num_encoded:
-        raise ValueError(f"expected data of shape (batch, {program.num_encoded})")
-    angles = data @ plan.weights + plan.offsets
+    angles = _plan_angles(fmap, X, plan)
     r = plan.runs
     with fused.threads_for_fused(X.shape[0], program.num_qubits):
         fused.forward_fixed(out, f.kinds, f.qubits, f.slots, angles, f.mats, f.diags, f.prefix,

@@ -35,12 +35,11 @@ from qiz.identity import PeerRecord
 from qiz.identity.puzzle import generate_identity, solves
 from qiz.resolve.dht import LOW_SCORE
 from qiz.resolve.keyspace import distance
-from qiz.resolve.lookup import Lookup
 from qiz.resolve.records import RecordError, RecordKind, validate
 from qiz.sim.network import Behaviour, LookupStats, NetConfig, SimNetwork, SimNode
 from qiz.store.erasure import decode_chunk, encode_chunk
 from qiz.store.placement import order_candidates
-from qiz.trust.latency import MIN_TIMEOUT, LatencyTable
+from qiz.trust.latency import LatencyTable
 from qiz.trust.scores import GIVE, ROUTE, PeerScores
 
 ROUND_SECONDS = 60.0  # simulated time between two rounds of the DHT and storage scenarios
@@ -171,35 +170,19 @@ class AdversaryNet(SimNetwork):
             return base * SLOW_FACTOR
         return base
 
-    def _new_lookup(
-        self, origin: SimNode, target: bytes, kind: RecordKind | None, paths: int
-    ) -> Lookup:
-        """As :meth:`SimNetwork._new_lookup`, with a user's low-score peers asked last (as a
-        live node: :data:`qiz.resolve.dht.LOW_SCORE`)."""
-        config = self.config
-        if origin.latency is None:
-            ceiling = config.timeout
-            origin.latency = LatencyTable(floor=min(MIN_TIMEOUT, ceiling), ceiling=ceiling)
-        rtt = origin.latency
+    def _avoider(self, origin: SimNode, rtt: LatencyTable) -> Callable[[bytes], bool] | None:
+        """As :meth:`SimNetwork._avoider`, with a user's low-score peers asked last too (as a
+        live node: :data:`qiz.resolve.dht.LOW_SCORE`); of the latency table, only suspects
+        (not slow peers: the suite's published figures were measured so)."""
         scores = self.scores.get(origin.node_id)
+        suspects = self.config.avoid_suspects
 
-        def avoid(peer: bytes) -> bool:  # as a live node's Dht._avoid
-            if config.avoid_suspects and rtt.suspect(peer, self.now):
+        def avoid(peer: bytes) -> bool:
+            if suspects and rtt.suspect(peer, self.now):
                 return True
             return scores is not None and scores.get(peer) < LOW_SCORE
 
-        return Lookup(
-            target,
-            origin.table.closest(target, config.k),
-            self_id=origin.node_id,
-            k=config.k,
-            alpha=config.alpha,
-            paths=paths,
-            want_value=kind is not None,
-            rtt=rtt,
-            hedge_budget=config.hedge_budget,
-            avoid=avoid,
-        )
+        return avoid
 
 
 class Published:

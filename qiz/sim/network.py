@@ -171,6 +171,13 @@ class SimNetwork:
             raws = [self.forged[target]]
         return colluders, raws
 
+    def _avoider(self, origin: SimNode, rtt: LatencyTable) -> Callable[[bytes], bool] | None:
+        """Whom ``origin``'s lookups ask last: suspects and slow peers, as a live node's
+        ``Dht._avoid`` (None: nobody, when the config turns it off)."""
+        if not self.config.avoid_suspects:
+            return None
+        return lambda peer: rtt.ask_last(peer, self.now)
+
     def _new_lookup(
         self, origin: SimNode, target: bytes, kind: RecordKind | None, paths: int
     ) -> Lookup:
@@ -183,13 +190,7 @@ class SimNetwork:
                 ceiling = config.timeout
                 origin.latency = LatencyTable(floor=min(MIN_TIMEOUT, ceiling), ceiling=ceiling)
             rtt = origin.latency
-        avoid = None
-        if rtt is not None and config.avoid_suspects:
-            table = rtt
-
-            def avoid(peer: bytes) -> bool:
-                return table.ask_last(peer, self.now)
-
+        avoid = self._avoider(origin, rtt) if rtt is not None else None
         return Lookup(
             target,
             origin.table.closest(target, config.k),
