@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -89,8 +90,19 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         return await asyncio.wait_for(coro, timeout)
 
     result = asyncio.run(main())
-    assert not problems, [p.get("message") for p in problems]
+    assert not problems, [describe_problem(p) for p in problems]
     return result
+
+
+def describe_problem(context: dict) -> str:
+    """One line per problem the loop reported, with the exception and where it was raised:
+    a failure seen once in CI must say enough to be fixed without reproducing it."""
+    text = str(context.get("message"))
+    exc = context.get("exception")
+    if exc is not None:
+        where = "".join(traceback.format_exception(exc)[-6:])
+        text += f": {exc!r}\n{where}"
+    return text
 
 
 def qiz(cwd: Path, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -485,6 +485,37 @@ def test_plain_handlers_answer_inline_with_the_same_errors_as_async_ones() -> No
     run(scenario())
 
 
+def test_a_request_and_the_close_in_one_read_are_answered_without_a_loop_error() -> None:
+    """The peer's last request and its close arrive in one read: the connection is closed
+    while the request is still being dispatched, and the plain handler's inline answer finds
+    a closed link. That is a closed link (the answer is dropped), not an exception out of
+    ``data_received`` (which asyncio reports as a fatal protocol error): ``run`` fails on
+    anything the loop reports."""
+    from qiz import wire
+
+    async def scenario() -> None:
+        node = make_node()
+        ran: list[int] = []
+
+        def plain(ctx: CallContext, body: Any) -> Any:
+            ran.append(body)
+            return body
+
+        node.handlers["test.plain"] = plain
+        async with running(node):
+            for attempt in range(3):
+                link, rpc = await client(node.address)
+                assert await rpc.call("qmp.ping", 0) == 0  # the node has taken the link in
+                link.conn.send(wire.encode([0, 99, "test.plain", attempt]), link.clock())
+                link.conn.close(ErrorCode.NORMAL_CLOSE, "done", link.clock())
+                link._flush()  # request and close leave in one write
+                await eventually(lambda a=attempt: a in ran, what="the last request ran")
+                await eventually(lambda: not node.links.peers, what="the node saw the close")
+                link.close()
+
+    run(scenario())
+
+
 def test_a_reused_call_id_keeps_its_in_flight_slot_after_a_cancel() -> None:
     """The peer cancels call 5 and sends a new call 5 while the first handler is still
     cleaning up: the first one's end must not free the new one's slot (it would then run

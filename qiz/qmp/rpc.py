@@ -230,6 +230,10 @@ class RpcEndpoint:
             return
         if inspect.isawaitable(outcome):
             task = self.tasks.spawn(self._run(call_id, method, outcome), method)
+            if inspect.iscoroutine(outcome):
+                # A link that closes before the task's first step cancels it unstarted: the
+                # handler's coroutine is then closed here, not left "never awaited".
+                task.add_done_callback(lambda _task, handler_run=outcome: handler_run.close())
             self._running[call_id] = task
         else:
             self._reply_inline(call_id, [RESULT, call_id, outcome])

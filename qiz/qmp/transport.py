@@ -266,7 +266,7 @@ class Link(asyncio.Protocol):
             if self.closed.done():
                 raise self._closed_error()
             await self._can_write.wait()
-            if self.closed.done():
+            if self.closed.done() or self.conn.closed:
                 raise self._closed_error()
             try:
                 self.conn.send(payload, self.clock())
@@ -280,8 +280,12 @@ class Link(asyncio.Protocol):
             return
 
     def send_nowait(self, payload: bytes) -> bool:
-        """Send at once if the socket is taking data; False if the caller must wait."""
-        if self.closed.done():
+        """Send at once if the socket is taking data; False if the caller must wait.
+
+        Raises :class:`LinkError` once the connection is closed, also while the events of the
+        read that closed it are still being dispatched (a request and the peer's close can
+        arrive in one read: the request's handler then answers a closed connection)."""
+        if self.closed.done() or self.conn.closed:
             raise self._closed_error()
         if not self._can_write.is_set():
             return False
