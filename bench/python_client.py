@@ -603,9 +603,7 @@ def estimator_figures(
     return figures
 
 
-def cut_figures(
-    mesh: LoopbackMesh, quick: bool, seeds: Iterator[int], nodes: int
-) -> list[Figure]:
+def cut_figures(mesh: LoopbackMesh, quick: bool, seeds: Iterator[int], nodes: int) -> list[Figure]:
     width = QUICK_CUT_WIDTH if quick else CUT_WIDTH
     max_qubits = QUICK_CUT_MAX_QUBITS if quick else CUT_MAX_QUBITS
     shots = QUICK_CUT_SHOTS if quick else CUT_SHOTS

@@ -752,9 +752,7 @@ def render_mesh(mesh: dict[str, Any], console: Any) -> None:
             )
             exact = f"max cut {job['exact_max_cut']:g} (ratio {job['ratio']:.3f}, p = 1)"
         elif label == "quantum-kernel":
-            result = (
-                f"{job['samples']} x {job['samples']} fidelity kernel, {job['qubits']} qubits"
-            )
+            result = f"{job['samples']} x {job['samples']} fidelity kernel, {job['qubits']} qubits"
             exact = f"local matrix (max deviation {job['max_deviation']:.1e})"
         else:
             result = f"E = {job['energy']:.9f}"

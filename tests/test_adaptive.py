@@ -281,10 +281,7 @@ def test_without_liars_established_workers_are_not_over_replicated() -> None:
     sim = JobsSim(config, seed=2)
     report = sim.run()
     assert all(s == "done" for s in report.states.values())
-    late = [
-        len(sim.tables.replicas(job))
-        for job in list(report.states)[len(report.states) // 2 :]
-    ]
+    late = [len(sim.tables.replicas(job)) for job in list(report.states)[len(report.states) // 2 :]]
     # once workers have agreed a few times, a task costs the spec's two replicas (the rest
     # reached a stranger, as load spreads: 4 strangers, or 1 established and 2, decide)
     assert sum(n == 2 for n in late) >= 0.9 * len(late)

@@ -139,7 +139,7 @@ def test_an_unseeded_job_may_not_seed_its_circuits_and_its_replicas_compare_stat
 
 
 def test_a_circuit_over_the_nodes_limits_is_named(alice) -> None:
-    wide = 'OPENQASM 3.0; qubit[12] q; bit[12] c; c = measure q;'
+    wide = "OPENQASM 3.0; qubit[12] q; bit[12] c; c = measure q;"
     raw = signed(doc_of([{"qasm": BELL}, {"qasm": wide}]), alice)
     with pytest.raises(SpecError, match=r"params.circuits\[1\]: 12 qubits; .* at most 8"):
         specs.parse(raw, specs.Limits(max_qubits=8))

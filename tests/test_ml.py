@@ -216,8 +216,16 @@ def test_a_real_feature_map_takes_the_real_path_with_the_complex_path_numbers(
     assert fidelity.states(rz, np.hstack([x, x[:, :1]])).dtype == np.complex128
     assert fidelity.states(zz, x).dtype == np.complex128
     # real fixed gates (H, X, Z) keep a map real, before and after entangling gates
-    ops = [Op("h", (0,)), Op("ry", (1,), feature=0, scale=1.3), Op("x", (2,)), Op("cz", (0, 1)),
-           Op("h", (2,)), Op("ry", (0,), feature=1, offset=0.2), Op("z", (1,)), Op("cz", (1, 2))]
+    ops = [
+        Op("h", (0,)),
+        Op("ry", (1,), feature=0, scale=1.3),
+        Op("x", (2,)),
+        Op("cz", (0, 1)),
+        Op("h", (2,)),
+        Op("ry", (0,), feature=1, offset=0.2),
+        Op("z", (1,)),
+        Op("cz", (1, 2)),
+    ]
     fmap = FeatureMap(Program(3, ops, 0, 2), identity, np.zeros(0))
     assert fidelity.real_mats(fmap) is not None
     s = fidelity.states(fmap, x[:, :2])

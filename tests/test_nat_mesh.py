@@ -59,8 +59,9 @@ def test_a_private_node_is_reached_through_its_relay_then_directly() -> None:
                         what="a punch that went direct",
                     )
                     await async_eventually(
-                        lambda: dialler.links.peers[hidden.node_id].link
-                        not in dialler.links.relayed,
+                        lambda: (
+                            dialler.links.peers[hidden.node_id].link not in dialler.links.relayed
+                        ),
                         what="the direct link as the primary",
                     )
                     rows = {row["node_id"]: row for row in dialler.links.peer_rows()}

@@ -170,9 +170,7 @@ def test_relays_round_trip_and_a_record_without_them_is_unchanged(
 
 
 def test_malformed_relays_are_refused_with_a_reason(alice: NodeIdentity, bob: NodeIdentity) -> None:
-    fields = wire.decode(
-        PeerRecord.create(alice, [], seq=1, now=NOW).raw, max_size=MAX_RECORD_SIZE
-    )
+    fields = wire.decode(PeerRecord.create(alice, [], seq=1, now=NOW).raw, max_size=MAX_RECORD_SIZE)
     good = [bob.node_id.digest, "10.77.0.2:7450"]
     for relays, reason in (
         ([], "relays must be a list of 1 to 4"),

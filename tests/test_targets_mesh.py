@@ -212,9 +212,7 @@ def test_target_entries_of_a_circuits_job_and_a_sampler_sweep_are_checked_and_ru
     points = execute.run_points("sampler", base, spec.tasks[0].points, 2)
     for point in points:
         params = {**base, "inputs": {"ang": point["point"]["inputs.ang"]}}
-        assert {k: v for k, v in point.items() if k != "point"} == execute.run(
-            "sampler", params, 2
-        )
+        assert {k: v for k, v in point.items() if k != "point"} == execute.run("sampler", params, 2)
     wide_base = {**base, "qasm": ROT.replace("qubit[1]", "qubit[6]").replace("bit[1]", "bit[6]")}
     sweep["params"] = {"over": "sampler", "base": wide_base, "axes": {"inputs.ang": [0.1]}}
     assert refusal(sweep, alice) == "params.base.qasm: the circuit has 6 qubits; fake_manila has 5"

@@ -31,7 +31,14 @@ from qiz.compute.errors import SpecError
 KIND = "circuits"
 FIELDS = {"circuits": True, "shard": False}
 ENTRY_FIELDS = {
-    "qasm", "shots", "inputs", "seed", "target", "transpile", "transpile_seed", "adapter"
+    "qasm",
+    "shots",
+    "inputs",
+    "seed",
+    "target",
+    "transpile",
+    "transpile_seed",
+    "adapter",
 }
 MAX_CIRCUITS = 256  # circuits in one job (the checker's reply carries one shape per circuit)
 MAX_CIRCUITS_TEXT = 192 * 1024  # OpenQASM text of all of a job's circuits together

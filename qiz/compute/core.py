@@ -466,9 +466,7 @@ class JobCore:
                     weigh = self._weight(state)
                     trust = [weigh(w.node) for w in usable]
                 banned = self._trust_tier(item, infos, trust, banned)
-            eligible = sum(
-                1 for i, info in enumerate(infos) if item.fits(info) and i not in banned
-            )
+            eligible = sum(1 for i, info in enumerate(infos) if item.fits(info) and i not in banned)
             for _ in range(min(count, eligible)):
                 items.append(item)
                 excluded.append(banned)

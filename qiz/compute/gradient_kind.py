@@ -132,9 +132,7 @@ def check(params: Any, max_qubits: int) -> Checked:
 def _build(options: Mapping[str, Any], features: int):  # noqa: ANN202 - (FeatureMap, array)
     from qiz.ml import gradients
 
-    fmap = gradients.model(
-        options["qubits"], features, options["layers"], options["entanglement"]
-    )
+    fmap = gradients.model(options["qubits"], features, options["layers"], options["entanglement"])
     return fmap, gradients.observables(options["qubits"], options["outputs"])
 
 

@@ -91,11 +91,7 @@ class PlacementProblem:
     def eligible(self, item: int) -> list[int]:
         it = self.items[item]
         banned = self.excluded[item] if self.excluded else frozenset()
-        return [
-            w
-            for w, info in enumerate(self.workers)
-            if it.fits(info) and w not in banned
-        ]
+        return [w for w, info in enumerate(self.workers) if it.fits(info) and w not in banned]
 
     def finish_times(self, assignment: Sequence[int]) -> list[float]:
         load = [0.0] * len(self.workers)

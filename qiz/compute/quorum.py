@@ -175,9 +175,7 @@ def candidates(
     return tuple(best_group), others, p_value
 
 
-def margin(
-    group: Sequence[Replica], others: Sequence[Replica], weight: Weight
-) -> float:
+def margin(group: Sequence[Replica], others: Sequence[Replica], weight: Weight) -> float:
     """The trust behind a group: its weight less the weight of the replicas that disagree
     with it (a dissent by a trusted worker must be outweighed, not outnumbered)."""
     return sum(weight(r.worker) for r in group) - sum(weight(r.worker) for r in others)

@@ -112,7 +112,7 @@ def _parse_relays(value: object) -> tuple[RelayAddress, ...]:
             or not isinstance(entry[0], bytes)
             or not isinstance(entry[1], str)
         ):
-            raise PeerRecordError("a peer record relay is [id digest, \"ip:port\"]")
+            raise PeerRecordError('a peer record relay is [id digest, "ip:port"]')
         try:
             relays.append(RelayAddress(NodeId(entry[0]), entry[1]))
             parse_address(entry[1])

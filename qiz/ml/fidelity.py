@@ -95,7 +95,12 @@ def _blas_threads(work: int) -> contextlib.AbstractContextManager[None]:
 
 @functools.lru_cache(maxsize=32)
 def feature_map(
-    name: str, num_qubits: int, num_features: int, reps: int, *, entanglement: str,
+    name: str,
+    num_qubits: int,
+    num_features: int,
+    reps: int,
+    *,
+    entanglement: str,
     bandwidth: float,
 ) -> FeatureMap:
     """Built once per set of options (its tables cost about a millisecond at 12 qubits, a

@@ -67,7 +67,10 @@ def split(fmap: FeatureMap, obs: np.ndarray, params: np.ndarray) -> tuple[np.nda
 
 
 def expectations(
-    fmap: FeatureMap, obs: np.ndarray, X: np.ndarray, theta: np.ndarray  # noqa: N803
+    fmap: FeatureMap,
+    obs: np.ndarray,
+    X: np.ndarray,  # noqa: N803
+    theta: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(states, e) for a batch: e[i, k] = <psi_i|D_k|psi_i>."""
     psi = fmap.program.states(fmap.encode(X), theta)
