@@ -18,12 +18,12 @@ from bench import report
 pytestmark = pytest.mark.timeout(300)
 
 TINY = {
-    "nodes": 200,
+    "nodes": 100,
     "users": 3,
     "lookups": 2,
     "rounds": 2,
-    "jobs": 60,
-    "holders": 60,
+    "jobs": 30,
+    "holders": 30,
     "owners": 2,
     "contents": 2,
     "store_rounds": 2,
@@ -33,7 +33,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def section() -> str:
-    return report.adversary_section(True, True, sized=TINY, jobs=60, workers=1)
+    return report.adversary_section(True, True, sized=TINY, jobs=30, workers=1)
 
 
 def test_the_section_has_both_tables_and_every_goal_with_a_verdict(section: str) -> None:
