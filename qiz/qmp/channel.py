@@ -51,6 +51,9 @@ class InnerType(enum.IntEnum):
 
 
 _INNER_TYPES = {t.value: t for t in InnerType}
+# The one-byte inner type prefix, indexed by type: no bytes([t]) built per frame.
+_INNER_PREFIX = tuple(bytes([value]) for value in range(max(_INNER_TYPES) + 1))
+_MIN_BODY = HEADER.size + 1 + TAG_SIZE
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class ReplayWindow:
         self.size = size
         self.highest = -1
         self._bits = 0
+        self._mask = (1 << size) - 1  # built once: a replay_window-bit integer
 
     def seen_or_too_old(self, counter: int) -> bool:
         if counter > self.highest:
@@ -82,7 +86,7 @@ class ReplayWindow:
             if shift >= self.size:  # the peer picks the counter: never shift by it blindly
                 self._bits = 1
             else:
-                self._bits = ((self._bits << shift) | 1) & ((1 << self.size) - 1)
+                self._bits = ((self._bits << shift) | 1) & self._mask
             self.highest = counter
         else:
             self._bits |= 1 << (self.highest - counter)
@@ -150,14 +154,15 @@ class Channel:
         """(epoch || counter, ciphertext): the DATA body in two pieces, so that a large frame
         is copied once more only when the pieces are joined for the socket."""
         self._maybe_rekey(now)
-        if self._counter > _MAX_COUNTER:
+        counter = self._counter
+        if counter > _MAX_COUNTER:
             raise QmpError(ErrorCode.KEY_EXPIRED, "frame counter exhausted")
-        header = HEADER.pack(self.send_epoch, self._counter)
-        self._counter += 1
+        header = HEADER.pack(self.send_epoch, counter)
+        self._counter = counter + 1
         self._send_epoch_bytes += len(payload)
         # The 12-byte header (epoch || counter) is also the nonce: unique per key.
         sealed = self._send.encrypt(
-            header, bytes([inner_type]) + payload, bytes([FrameKind.DATA]) + header
+            header, _INNER_PREFIX[inner_type] + payload, _DATA_KIND + header
         )
         return header, sealed
 
@@ -171,16 +176,14 @@ class Channel:
         header = HEADER.pack(self.send_epoch, self._counter)
         self._counter += 1
         self._send_epoch_bytes += len(payload)
-        plaintext = bytes([inner_type]) + payload
+        plaintext = _INNER_PREFIX[inner_type] + payload
         body = HEADER.size + len(plaintext) + TAG_SIZE
         frame = bytearray(HEADER_SIZE + body)
         frame[0] = FrameKind.DATA
         frame[1:HEADER_SIZE] = body.to_bytes(3, "big")
         start = HEADER_SIZE + HEADER.size
         frame[HEADER_SIZE:start] = header
-        self._send.encrypt_into(
-            header, plaintext, bytes([FrameKind.DATA]) + header, memoryview(frame)[start:]
-        )
+        self._send.encrypt_into(header, plaintext, _DATA_KIND + header, memoryview(frame)[start:])
         return frame
 
     def open(
@@ -188,7 +191,7 @@ class Channel:
     ) -> tuple[InnerType, bytes | bytearray] | None:
         """Open a DATA frame body: ``None`` for a replay (dropped), :class:`QmpError` to close.
         A payload of ``OPEN_IN_PLACE_FROM`` bytes or more is a bytearray (see there)."""
-        if len(body) < HEADER.size + 1 + TAG_SIZE:
+        if len(body) < _MIN_BODY:
             raise QmpError(ErrorCode.PROTOCOL_ERROR, "DATA frame too short")
         epoch, counter = HEADER.unpack_from(body)
         advance = False
@@ -208,7 +211,8 @@ class Channel:
             aead = self._previous[0]
         else:
             raise QmpError(ErrorCode.KEY_EXPIRED, f"frame under unknown epoch {epoch}")
-        if self._window.seen_or_too_old(counter):
+        window = self._window
+        if counter <= window.highest and window.seen_or_too_old(counter):
             self.replays_dropped += 1
             return None
         header = bytes(body[: HEADER.size])
@@ -224,7 +228,7 @@ class Channel:
             raise QmpError(
                 ErrorCode.AUTHENTICATION_FAILED, "DATA frame does not authenticate"
             ) from None
-        self._window.mark(counter)
+        window.mark(counter)
         if advance:
             self._previous = (self._recv, now)
             self._recv_key = next_key(self._recv_key)

@@ -54,6 +54,11 @@ SEAL_IN_PLACE_FROM = 2048
 CONFIRM_TIMEOUT = 2.0
 
 
+_DATA = FrameKind.DATA
+_APP = InnerType.APP
+_DATA_FRAME = FrameKind.DATA << 24  # a DATA frame header is (this | body length), 4 bytes
+
+
 @dataclass(frozen=True)
 class QmpConfig:
     """Limits and timers of one link. The defaults suit a LAN or the Internet."""
@@ -82,6 +87,10 @@ class State(enum.Enum):
     AWAIT_CONFIRM = "await-confirm"  # responder sent RESPONSE
     ESTABLISHED = "established"
     CLOSED = "closed"
+
+
+_ESTABLISHED = State.ESTABLISHED  # module names: an enum member lookup costs a call each
+_CLOSED = State.CLOSED
 
 
 class ConnectionStateError(RuntimeError):
@@ -136,6 +145,7 @@ class Connection:
         self.local_record = local_record
         self.is_initiator = initiator
         self.config = config
+        self._max_payload = config.max_payload  # read per message sent: computed once
         self.rng = rng
         self.state = State.START if initiator else State.AWAIT_HELLO_OR_INIT
         self.started_at = now
@@ -233,8 +243,9 @@ class Connection:
     def data_to_send(self) -> bytes | bytearray:
         """Everything queued for the peer. A single queued frame is returned as it is (for a
         large message, a bytearray nothing else refers to), not copied into a new ``bytes``."""
-        data = self._out.pop() if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
+        out = self._out
+        data = out.pop() if len(out) == 1 else b"".join(out)
+        out.clear()
         self._out_size = 0
         self.bytes_sent += len(data)
         return data
@@ -270,15 +281,23 @@ class Connection:
         self._fail(QmpError(code, reason or code.name.lower()), now, by_peer=False, notify=True)
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []
         self.bytes_received += len(data)
         self.last_received = now
         events: list[Event] = []
         try:
-            for frame in self._decoder.feed(data):
-                self._handle(frame.kind, frame.body, now, events)
-                if self.state is State.CLOSED:
+            for kind, body in self._decoder.feed_pairs(data):
+                if kind is _DATA and self.state is _ESTABLISHED and self._channel is not None:
+                    # The hot path, as _on_data for an established link's application message.
+                    opened = self._channel.open(body, now)
+                    if opened is not None and opened[0] is _APP:
+                        events.append(MessageReceived(opened[1]))
+                        continue
+                    self._on_opened(opened, now, events)
+                else:
+                    self._handle(kind, body, now, events)
+                if self.state is _CLOSED:
                     break
         except QmpError as exc:
             events.append(self._fail(exc, now, by_peer=False, notify=True))
@@ -354,18 +373,18 @@ class Connection:
             return
         header, sealed = self._channel.seal_parts(inner, payload, now)
         length = len(header) + len(sealed)
-        self._out += (bytes([FrameKind.DATA]) + length.to_bytes(3, "big"), header, sealed)
+        self._out += ((_DATA_FRAME | length).to_bytes(HEADER_SIZE, "big"), header, sealed)
         self._out_size += HEADER_SIZE + length
 
     def _send_inner(self, inner: InnerType, payload: bytes, now: float) -> None:
-        if self.state is not State.ESTABLISHED or self._channel is None:
+        if self.state is not _ESTABLISHED or self._channel is None:
             raise ConnectionStateError(f"link is {self.state.value}, not established")
-        if len(payload) > self.config.max_payload:
+        config = self.config
+        if len(payload) > self._max_payload:
             raise ValueError(
-                f"payload of {len(payload)} bytes is over the "
-                f"{self.config.max_payload}-byte frame limit"
+                f"payload of {len(payload)} bytes is over the {config.max_payload}-byte frame limit"
             )
-        if self._out_size + len(payload) > self.config.max_outbound_buffer:
+        if self._out_size + len(payload) > config.max_outbound_buffer:
             raise BufferError("outbound buffer full: wait for the transport to drain")
         self._emit_data(inner, payload, now)
 
@@ -531,7 +550,15 @@ class Connection:
     def _on_data(self, kind: FrameKind, body: bytes, now: float, events: list[Event]) -> None:
         if kind is not FrameKind.DATA or self._channel is None:
             raise QmpError(ErrorCode.PROTOCOL_ERROR, f"unexpected {kind.name} frame on a channel")
-        opened = self._channel.open(body, now)
+        self._on_opened(self._channel.open(body, now), now, events)
+
+    def _on_opened(
+        self,
+        opened: tuple[InnerType, bytes | bytearray] | None,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        """What an opened DATA frame (``None``: dropped as a replay) does to the link."""
         if opened is None:
             self.frames_dropped += 1
             events.append(FrameDropped("replayed or too old"))

@@ -9,6 +9,7 @@ shortest, HELLO, carries its 2-byte version), so an empty one is a malformed str
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
 from dataclasses import dataclass
 
@@ -27,6 +28,11 @@ class FrameKind(enum.IntEnum):
     RESPONSE = 5  # second handshake message
     ERROR = 6  # plaintext refusal during the handshake: u16 code || UTF-8 reason
     DATA = 16  # AEAD-protected channel frame
+
+
+_KINDS = {kind.value: kind for kind in FrameKind}  # a dict lookup, not an enum call per frame
+_DATA = FrameKind.DATA
+_HEADER = struct.Struct(">I")  # kind (top byte) || length (low 24 bits), read in one call
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,32 +110,81 @@ class FrameDecoder:
         return out[:HEADER_SIZE]
 
     def feed(self, data: bytes) -> list[Frame]:
+        return [Frame(kind, body) for kind, body in self.feed_pairs(data)]
+
+    def feed_pairs(self, data: bytes) -> list[tuple[FrameKind, bytes | memoryview]]:
+        """:meth:`feed` as ``(kind, body)`` pairs: what the connection's receive path reads,
+        without a :class:`Frame` built per frame.
+
+        When nothing is buffered (the usual case: a read holds whole frames), the frames are
+        cut straight out of ``data``; a partial frame at its end is kept (the chunk itself,
+        with an offset) for the next call. Either way the same checks run in the same order."""
+        if self._chunks or not data:
+            return self._feed_buffered(data)
+        if type(data) is not bytes:
+            data = bytes(data)  # a caller's bytearray may change after the call
+        frames: list[tuple[FrameKind, bytes | memoryview]] = []
+        size = len(data)
+        at = 0
+        view: memoryview | None = None
+        max_body = self.max_body
+        unpack = _HEADER.unpack_from
+        while size - at >= HEADER_SIZE:
+            word = unpack(data, at)[0]
+            kind = _KINDS.get(word >> 24)
+            length = word & 0xFFFFFF
+            if kind is None or length < MIN_BODY or length > max_body:
+                self._check_header(kind, word >> 24, length, max_body)
+            start = at + HEADER_SIZE
+            if size - start < length:
+                break
+            at = start + length
+            if kind is _DATA:
+                if view is None:
+                    view = memoryview(data)
+                frames.append((kind, view[start:at]))
+            else:
+                frames.append((kind, data[start:at]))  # type: ignore[arg-type]
+            self._decoded += 1
+        if at < size:
+            self._chunks.append(data)
+            self._offset = at
+            self._size = size - at
+        return frames
+
+    def _check_header(
+        self, kind: FrameKind | None, kind_byte: int, length: int, max_body: int
+    ) -> None:
+        """Raise the error a bad header earns (nothing for a good one)."""
+        if kind is None:
+            raise self._error(ErrorCode.PROTOCOL_ERROR, f"unknown frame kind {kind_byte}")
+        if length < MIN_BODY:
+            raise QmpError(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
+        if length > max_body:
+            raise self._error(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame of {length} bytes announced, limit is {max_body}",
+            )
+
+    def _feed_buffered(self, data: bytes) -> list[tuple[FrameKind, bytes | memoryview]]:
+        """The general path: input joined to what earlier calls left, frames taken across
+        chunk boundaries."""
         if data:
             self._chunks.append(bytes(data))
             self._size += len(data)
-        frames: list[Frame] = []
+        frames: list[tuple[FrameKind, bytes | memoryview]] = []
         while self._size >= HEADER_SIZE:
             header = self._peek_header()
             kind_byte = header[0]
             length = int.from_bytes(header[1:4], "big")
-            try:
-                kind = FrameKind(kind_byte)
-            except ValueError:
-                raise self._error(
-                    ErrorCode.PROTOCOL_ERROR, f"unknown frame kind {kind_byte}"
-                ) from None
-            if length < MIN_BODY:
-                raise QmpError(ErrorCode.PROTOCOL_ERROR, f"empty {kind.name} frame")
-            if length > self.max_body:
-                raise self._error(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"frame of {length} bytes announced, limit is {self.max_body}",
-                )
+            kind = _KINDS.get(kind_byte)
+            self._check_header(kind, kind_byte, length, self.max_body)
+            assert kind is not None
             if self._size - HEADER_SIZE < length:
                 break
             self._take(HEADER_SIZE)
             body = self._take(length)
-            frames.append(Frame(kind, body if kind is FrameKind.DATA else bytes(body)))
+            frames.append((kind, body if kind is _DATA else bytes(body)))
             self._decoded += 1
         return frames
 
