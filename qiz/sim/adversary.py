@@ -171,14 +171,14 @@ class AdversaryNet(SimNetwork):
         return base
 
     def _avoider(self, origin: SimNode, rtt: LatencyTable) -> Callable[[bytes], bool] | None:
-        """As :meth:`SimNetwork._avoider`, with a user's low-score peers asked last too (as a
-        live node: :data:`qiz.resolve.dht.LOW_SCORE`); of the latency table, only suspects
-        (not slow peers: the suite's published figures were measured so)."""
+        """As :meth:`SimNetwork._avoider` (suspects and slow peers, as the user's latency
+        table says), with the user's low-score peers asked last too, as a live node does
+        (:data:`qiz.resolve.dht.LOW_SCORE`)."""
         scores = self.scores.get(origin.node_id)
-        suspects = self.config.avoid_suspects
+        by_latency = self.config.avoid_suspects
 
         def avoid(peer: bytes) -> bool:
-            if suspects and rtt.suspect(peer, self.now):
+            if by_latency and rtt.ask_last(peer, self.now):
                 return True
             return scores is not None and scores.get(peer) < LOW_SCORE
 
