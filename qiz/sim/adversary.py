@@ -473,7 +473,7 @@ def slow_and_silent(
         statistics.mean(result.success),
         result.share[-1],
         f"share of requests {result.share[0]:.1%} in round 1 -> {result.share[-1]:.1%} in "
-        f"round {rounds} (suspects asked last); score: {_detected(result, rounds)}",
+        f"round {rounds} (suspects and slow peers asked last); score: {_detected(result, rounds)}",
         f"p95 {p95(first) * 1000:.0f} ms round 1 -> {p95(last) * 1000:.0f} ms round {rounds}",
         {"first_share": result.share[0], "p95_last": p95(last)},
     )
