@@ -97,6 +97,12 @@ class RpcEndpoint:
         self._out_slots = asyncio.Semaphore(max_inflight_out)
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # Call deadlines (loop time) of the calls whose request went out at once, and the one
+        # timer that enforces them, armed at the earliest (see _watch): not a timer per call.
+        self._due: dict[int, float] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
+        self._context: CallContext | None = None  # the same for every request of the link
         self._running: dict[int, asyncio.Task[None]] = {}
         self._replies_queued = 0  # refusals waiting for the link to take them
         self.bad_messages = 0  # malformed messages from the peer (dropped, counted)
@@ -123,12 +129,9 @@ class RpcEndpoint:
                 data = self._encode([REQUEST, call_id, method, body])
                 if self._send_now(data):
                     # The fast path: the request is on its way, only the answer is awaited,
-                    # under a plain timer (no timeout scope to enter and leave).
-                    timer = loop.call_later(limit, _expire, future)
-                    try:
-                        return await future
-                    finally:
-                        timer.cancel()
+                    # its deadline kept by the endpoint's one timer.
+                    self._watch(call_id, loop.time() + limit)
+                    return await future
                 # The timeout covers sending too: a peer that stops reading cannot hold us.
                 async with asyncio.timeout(limit):  # not wait_for: see Link.wait_established
                     await self._send_data(data)
@@ -141,6 +144,40 @@ class RpcEndpoint:
                 raise
             finally:
                 self._pending.pop(call_id, None)
+                self._due.pop(call_id, None)
+
+    def _watch(self, call_id: int, due: float) -> None:
+        """Fail ``call_id`` with TimeoutError at ``due`` unless it is answered first.
+
+        One timer serves all of the endpoint's calls: it is armed at the earliest deadline and
+        only re-armed when a call's deadline comes before it. Calls made one after another
+        with one timeout have ever later deadlines, so a busy endpoint arms about one timer
+        per timeout, not one per call (a timer per call cost a handle, a heap push and a
+        cancel on every round trip)."""
+        self._due[call_id] = due
+        if self._sweep is None or due < self._sweep_at:
+            if self._sweep is not None:
+                self._sweep.cancel()
+            self._sweep = asyncio.get_running_loop().call_at(due, self._expire_due)
+            self._sweep_at = due
+
+    def _expire_due(self) -> None:
+        """The endpoint's call timer: fail the calls whose deadline has come, re-arm at the
+        earliest of the others. At most ``max_inflight_out`` calls are watched."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        earliest: float | None = None
+        for call_id, due in list(self._due.items()):
+            if due <= now:
+                del self._due[call_id]
+                future = self._pending.get(call_id)
+                if future is not None and not future.done():
+                    future.set_exception(TimeoutError())
+            elif earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None and not self.link.closed.done():
+            self._sweep = asyncio.get_running_loop().call_at(earliest, self._expire_due)
+            self._sweep_at = earliest
 
     # ------------------------------------------------------------------ internals
 
@@ -182,6 +219,11 @@ class RpcEndpoint:
             self.bad_messages += 1
             return
         self.last_activity = link.clock()  # only well-formed traffic keeps a link in use
+        if kind == RESULT and len(message) == 3 and type(kind) is int:  # the commonest first
+            future = self._pending.get(call_id)
+            if future is not None and not future.done():
+                future.set_result(message[2])
+            return
         if isinstance(kind, int) and kind in STREAM_KINDS:
             self.streams.on_message(message)
             return
@@ -216,8 +258,10 @@ class RpcEndpoint:
         if refusal is not None:
             self._reply_later([ERROR, call_id, "busy", refusal])
             return
-        assert self.link.peer_id is not None
-        context = CallContext(self.link.peer_id, self.link)
+        context = self._context
+        if context is None:  # built once: the peer and the link never change
+            assert self.link.peer_id is not None
+            context = self._context = CallContext(self.link.peer_id, self.link)
         if self.tasks.closed:  # the node is stopping: the link closes next
             self._reply_later([ERROR, call_id, "busy", "the node is stopping"])
             return
@@ -228,7 +272,7 @@ class RpcEndpoint:
         except Exception as exc:  # a plain handler refused or failed, inline
             self._reply_inline(call_id, _error_reply(call_id, method, exc))
             return
-        if inspect.isawaitable(outcome):
+        if type(outcome) not in _PLAIN_RESULTS and inspect.isawaitable(outcome):
             task = self.tasks.spawn(self._run(call_id, method, outcome), method)
             if inspect.iscoroutine(outcome):
                 # A link that closes before the task's first step cancels it unstarted: the
@@ -312,6 +356,9 @@ class RpcEndpoint:
             self._replies_queued -= 1
 
     def _on_closed(self, _future: asyncio.Future) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(RpcError("link-closed", "the link closed"))
@@ -337,7 +384,6 @@ def _error_reply(call_id: int, method: str, exc: Exception) -> list:
     return [ERROR, call_id, "internal", type(exc).__name__]
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    """A call's timer ran out before its answer came."""
-    if not future.done():
-        future.set_exception(TimeoutError())
+# Results of these exact types are answered inline without asking inspect.isawaitable (an
+# abstract-class check per request): none of them can be awaited.
+_PLAIN_RESULTS = frozenset({bytes, str, int, float, bool, type(None), list, dict, tuple})

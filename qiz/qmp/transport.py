@@ -155,10 +155,12 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.established.done():
-            events = self.conn.receive_data(data, self.clock())
-            self._flush()
+            conn = self.conn
+            events = conn.receive_data(data, self.clock())
+            if conn.outbound_buffered or conn.closed:  # pongs, a CLOSE: out before the rest
+                self._flush()
             self._dispatch(events)
-            if not self.conn.closed:
+            if not conn.closed:
                 self._arm_timer()
             return
         kem_before = self.conn.kem_operations
@@ -285,12 +287,13 @@ class Link(asyncio.Protocol):
         Raises :class:`LinkError` once the connection is closed, also while the events of the
         read that closed it are still being dispatched (a request and the peer's close can
         arrive in one read: the request's handler then answers a closed connection)."""
-        if self.closed.done() or self.conn.closed:
+        conn = self.conn
+        if self.closed.done() or conn.closed:
             raise self._closed_error()
         if not self._can_write.is_set():
             return False
         try:
-            self.conn.send(payload, self.clock())
+            conn.send(payload, self.clock())
         except BufferError:
             return False
         self._flush()
@@ -373,19 +376,25 @@ class Link(asyncio.Protocol):
         return LinkError(ErrorCode.NORMAL_CLOSE, "link closed")
 
     def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-        if self.transport is None:
+        conn = self.conn
+        data = conn.data_to_send()
+        transport = self.transport
+        if transport is None:
             return
-        buffered = self.transport.get_write_buffer_size()
+        if data and not transport.is_closing():
+            transport.write(data)
+        buffered = transport.get_write_buffer_size()
+        if not buffered:  # the usual case: the socket took it all
+            if conn.closed:
+                self._close_transport()
+            return
         if not self.established.done() and buffered > HANDSHAKE_WRITE_LIMIT:
             # An unauthenticated peer that is not reading: drop what it made us buffer.
-            self.conn.close(ErrorCode.BUFFER_LIMIT, "peer does not read the handshake replies")
-            self.conn.data_to_send()
-            self.transport.abort()
+            conn.close(ErrorCode.BUFFER_LIMIT, "peer does not read the handshake replies")
+            conn.data_to_send()
+            transport.abort()
             return
-        if buffered > self.conn.config.max_outbound_buffer:
+        if buffered > conn.config.max_outbound_buffer:
             # The peer makes us answer (pings, RPC) faster than it reads: stop reading it
             # until our answers drain. If it never reads, the idle timeout ends the link.
             self._pause_reading("output")

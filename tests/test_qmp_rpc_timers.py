@@ -1,0 +1,115 @@
+"""RPC call deadlines: one endpoint timer, armed at the earliest deadline, enforces every
+call's own timeout (rpc.RpcEndpoint._watch), instead of a timer per call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from qiz.identity import NodeIdentity, PeerRecord
+from qiz.qmp.rpc import CallContext, RpcEndpoint, RpcError
+from qiz.qmp.transport import Listener, dial
+
+from .helpers import run
+
+
+async def _pair(handlers: dict[str, Any]) -> tuple[Listener, RpcEndpoint]:
+    server, client = NodeIdentity.generate(), NodeIdentity.generate()
+    now = time.time()
+    server_record = PeerRecord.create(server, ["127.0.0.1:1"], seq=1, now=now)
+    client_record = PeerRecord.create(client, ["127.0.0.1:1"], seq=1, now=now)
+
+    def on_link(link: Any) -> None:
+        RpcEndpoint(link, handlers)
+
+    listener = Listener(server, lambda: server_record, on_link=on_link)
+    await listener.start("127.0.0.1:0")
+    link = await dial(listener.address, client, client_record, expected=server.node_id)
+    return listener, RpcEndpoint(link, {})
+
+
+def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
+    release = asyncio.Event()
+
+    async def gate(ctx: CallContext, body: Any) -> Any:
+        await release.wait()
+        return body
+
+    async def scenario() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        listener, rpc = await _pair({"gate": gate, "echo": lambda ctx, body: body})
+        try:
+            long_call = asyncio.ensure_future(rpc.call("gate", "long", timeout=30.0))
+            await asyncio.sleep(0.05)
+            assert rpc._sweep is not None and len(rpc._due) == 1
+            # A later call with an earlier deadline: the timer must move earlier for it.
+            with pytest.raises(RpcError) as short:
+                await rpc.call("gate", "short", timeout=0.2)
+            assert short.value.code == "timeout"
+            assert not long_call.done()  # its own deadline is far off
+            assert len(rpc._due) == 1 and rpc._sweep is not None  # re-armed for the long one
+            assert rpc._sweep_at == next(iter(rpc._due.values()))
+            release.set()
+            assert await long_call == "long"
+            assert not rpc._due and not rpc._pending
+            rpc.link.close()
+            await rpc.link.wait_closed()
+            await asyncio.sleep(0)  # the endpoint hears of the close in a done callback
+            assert rpc._sweep is None  # a closed link leaves no timer behind
+        finally:
+            rpc.link.close()
+            await listener.close()
+
+    run(scenario())
+
+
+def test_calls_one_after_another_arm_one_timer_not_one_each() -> None:
+    async def scenario() -> None:
+        listener, rpc = await _pair({"echo": lambda ctx, body: body})
+        loop = asyncio.get_running_loop()
+        armed: list[float] = []
+        call_at = loop.call_at
+
+        def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(callback, "__func__", None) is RpcEndpoint._expire_due:
+                armed.append(when)
+            return call_at(when, callback, *args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        try:
+            for i in range(50):
+                assert await rpc.call("echo", i, timeout=10.0) == i
+            assert len(armed) == 1
+            assert not rpc._due and not rpc._pending
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+            rpc.link.close()
+            await listener.close()
+
+    run(scenario())
+
+
+def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> None:
+    async def slow(ctx: CallContext, body: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return body
+
+    async def scenario() -> None:
+        listener, rpc = await _pair({"slow": slow, "echo": lambda ctx, body: body})
+        try:
+            with pytest.raises(RpcError) as late:
+                await rpc.call("slow", 1, timeout=0.1)
+            assert late.value.code == "timeout"
+            assert await rpc.call("echo", 2, timeout=5.0) == 2
+            await asyncio.sleep(0.4)  # the late answer to the first call arrives: ignored
+            assert await rpc.call("echo", 3) == 3
+            assert rpc.bad_messages == 0
+        finally:
+            rpc.link.close()
+            await listener.close()
+
+    run(scenario())
