@@ -111,7 +111,9 @@ def run_demo(
         report["mesh"] = mesh
         _render(report, out)
 
-    mesh = run_mesh_demo(keep=keep and not as_json, show=None if as_json else show)
+    # With --json and --keep the mesh stays up all the same; the one JSON answer comes when the
+    # command ends (after Ctrl-C), with the final figures (every node stopped).
+    mesh = run_mesh_demo(keep=keep, show=None if as_json else show)
     report["mesh"] = mesh  # with the final figures (nothing left running, total time)
     return report
 

@@ -381,56 +381,7 @@ def test_flipped_byte_in_identity_key(tmp_path: Path) -> None:
     assert home.identity_path.read_bytes() == bytes(data)
 
 
-# --- demo and usage ---------------------------------------------------------------------------
-
-
-def test_demo_json(tmp_path: Path) -> None:
-    data = ok_json(qiz(tmp_path, "demo", "--json"))
-    assert data["alice"].startswith("qizn1")
-    assert data["bob"].startswith("qizn1")
-    assert data["alice"] != data["bob"]
-    assert len(data["refused"]) == 3
-    quantum = data["quantum"]
-    assert set(quantum["ghz_counts"]) == {"000", "111"}
-    teleport = quantum["teleport"]  # two mid-circuit measurements: at most 4 histories
-    assert teleport["states"] <= 4 and teleport["method"] == "dynamic"
-    assert abs(teleport["p_one"] - 0.75) < 0.05
-    assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["optimum"]
-    assert quantum["vqe"]["h2_error_mHa"] < 1.6
-    grover = quantum["grover"]
-    assert grover["success_probability"] == pytest.approx(grover["analytic_probability"])
-    values = {a["value"] for a in quantum["placement"].values()}
-    assert all(a["feasible"] for a in quantum["placement"].values())
-    assert min(values) == quantum["placement"]["exact"]["value"]
-    mesh = data["mesh"]  # the main job: five node processes
-    assert len(mesh["nodes"]) == 5 and len(mesh["resolved"]) == 4
-    assert mesh["name"]["value"].startswith("qaoa sweeps at 127.0.0.1:")
-    sweep, vqe = mesh["jobs"]["qaoa-sweep"], mesh["jobs"]["vqe"]
-    killed = mesh["killed"]["name"]
-    assert killed != "node0"
-    assert killed in sweep["replicas_lost"] or killed in vqe["replicas_lost"]
-    # a worker killed mid-sweep may have finished some tasks first: only those carry its claims
-    signed = killed in sweep["signed_by_workers"]
-    assert signed == (sweep["replicas_done"].get(killed, 0) > 0), sweep
-    assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
-    assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
-    assert vqe["energy_error"] < 1e-5
-    kernel = mesh["jobs"]["quantum-kernel"]  # row blocks across the workers, as computed here
-    assert kernel["verified"] and kernel["tasks"] == 3 and kernel["max_deviation"] <= 1e-10
-    assert len(kernel["signed_by_workers"]) >= 2
-    # a bundle published by node0, verified, installed and run by two other live nodes
-    deployed = mesh["deployed"]
-    assert deployed["channel"] == f"{mesh['nodes'][0]['node_id']}/deploy/hello-mesh"
-    assert [r["said"] for r in deployed["running"]] == ["hello from hello-mesh 1.0.0"] * 2
-    assert all(r["version"] == "1.0.0" and r["pid"] for r in deployed["running"])
-    assert killed not in {r["node"] for r in deployed["running"]}
-    # a node nobody may dial: reached by id through one of its relays, then directly
-    relayed = mesh["relayed"]
-    assert relayed["relays"] and relayed["reached_at"].startswith("relay:")
-    assert relayed["reached_at"].removeprefix("relay:") in " ".join(relayed["relays"])
-    assert relayed["link_ms"] is not None  # a new link, not one it already had
-    assert mesh["left_running"] == 0
-    assert list(tmp_path.iterdir()) == []
+# --- usage ---------------------------------------------------------------------------
 
 
 def test_unknown_command_is_a_usage_error_without_traceback(tmp_path: Path) -> None:

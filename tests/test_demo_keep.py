@@ -21,6 +21,7 @@ import pytest
 from qiz.procs import LineReader, child_setup, kill_group, processes_with_env
 
 from .helpers import CLEAN_ENV, eventually
+from .json_shapes import check_answer
 
 pytestmark = pytest.mark.timeout(300)
 TAG = "QIZ_TEST_DEMO"  # inherited by every process the demo starts, worker processes too
@@ -28,22 +29,26 @@ TAG = "QIZ_TEST_DEMO"  # inherited by every process the demo starts, worker proc
 
 @contextlib.contextmanager
 def demo_process(
-    tmp_path: Path, *args: str, ignore_sigint: bool = False
+    cwd: Path, *args: str, ignore_sigint: bool = False, stdout: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen, LineReader, str]]:
     """``python ARGS`` in a process group of its own with a tag in its environment, its
-    stderr read line by line; on the way out its group is killed, then anything still
-    carrying the tag (the demo's nodes run in a group of their own)."""
+    stderr read line by line (its stdout into ``stdout``, if given); on the way out its group
+    is killed, then anything still carrying the tag (the demo's nodes run in a group of their
+    own)."""
     tag = uuid.uuid4().hex
+    out = stdout.open("wb") if stdout is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**CLEAN_ENV, TAG: tag},
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=out,
         stderr=subprocess.PIPE,
         process_group=0,
         preexec_fn=child_setup(ignore_sigint=ignore_sigint),  # noqa: PLW1509 - prctl looked up before
     )
+    if stdout is not None:
+        out.close()  # the child has its own copy
     assert proc.stderr is not None
     try:
         yield proc, LineReader(proc.stderr), tag
@@ -60,8 +65,14 @@ def after(marker: str) -> Callable[[str], str | None]:
     return lambda line: line.split(marker, 1)[1].strip() if marker in line else None
 
 
-def test_demo_keep_serves_the_dashboard_until_stopped(tmp_path: Path) -> None:
-    with demo_process(tmp_path, "-m", "qiz", "demo", "--keep") as (proc, stderr, tag):
+def test_demo_reports_then_keeps_serving_the_dashboard_until_stopped(tmp_path: Path) -> None:
+    """One full demo (the slowest thing the suite runs), ``--keep --json``: the mesh stays up
+    after its work, its dashboard answers, Ctrl-C stops every node, and then the JSON report
+    is printed and checked against its schema and the demo's claims."""
+    cwd, report = tmp_path / "cwd", tmp_path / "report.json"
+    cwd.mkdir()
+    command = ("-m", "qiz", "demo", "--keep", "--json")
+    with demo_process(cwd, *command, stdout=report) as (proc, stderr, tag):
         url = stderr.wait_for(after("keeps running (--keep):"), 240)
         assert url and "?token=" in url, "no dashboard URL:\n" + "\n".join(stderr.lines)
         base, token = url.split("?token=")
@@ -81,6 +92,60 @@ def test_demo_keep_serves_the_dashboard_until_stopped(tmp_path: Path) -> None:
         assert processes_with_env(TAG, tag) == []  # the demo waited for every one
     with pytest.raises(OSError):
         urllib.request.urlopen(base, timeout=3)
+    data = json.loads(report.read_text())
+    check_answer(["demo", "--json"], json.dumps(data))
+    assert data.pop("ok") is True
+    check_demo_report(data, cwd)
+
+
+def check_demo_report(data: dict, cwd: Path) -> None:
+    """What `qiz demo --json` reports: the local part, the five-process mesh's jobs, the
+    deployment, the relayed node, and nothing left running or behind in its folder."""
+    assert data["alice"].startswith("qizn1")
+    assert data["bob"].startswith("qizn1")
+    assert data["alice"] != data["bob"]
+    assert len(data["refused"]) == 3
+    quantum = data["quantum"]
+    assert set(quantum["ghz_counts"]) == {"000", "111"}
+    teleport = quantum["teleport"]  # two mid-circuit measurements: at most 4 histories
+    assert teleport["states"] <= 4 and teleport["method"] == "dynamic"
+    assert abs(teleport["p_one"] - 0.75) < 0.05
+    assert quantum["qaoa"]["best_cut_sampled"] <= quantum["qaoa"]["optimum"]
+    assert quantum["vqe"]["h2_error_mHa"] < 1.6
+    grover = quantum["grover"]
+    assert grover["success_probability"] == pytest.approx(grover["analytic_probability"])
+    values = {a["value"] for a in quantum["placement"].values()}
+    assert all(a["feasible"] for a in quantum["placement"].values())
+    assert min(values) == quantum["placement"]["exact"]["value"]
+    mesh = data["mesh"]  # the main job: five node processes
+    assert len(mesh["nodes"]) == 5 and len(mesh["resolved"]) == 4
+    assert mesh["name"]["value"].startswith("qaoa sweeps at 127.0.0.1:")
+    sweep, vqe = mesh["jobs"]["qaoa-sweep"], mesh["jobs"]["vqe"]
+    killed = mesh["killed"]["name"]
+    assert killed != "node0"
+    assert killed in sweep["replicas_lost"] or killed in vqe["replicas_lost"]
+    # a worker killed mid-sweep may have finished some tasks first: only those carry its claims
+    signed = killed in sweep["signed_by_workers"]
+    assert signed == (sweep["replicas_done"].get(killed, 0) > 0), sweep
+    assert sweep["verified"] and vqe["verified"] and sweep["points"] == 64
+    assert sweep["best_expected_cut"] <= sweep["exact_max_cut"]
+    assert vqe["energy_error"] < 1e-5
+    kernel = mesh["jobs"]["quantum-kernel"]  # row blocks across the workers, as computed here
+    assert kernel["verified"] and kernel["tasks"] == 3 and kernel["max_deviation"] <= 1e-10
+    assert len(kernel["signed_by_workers"]) >= 2
+    # a bundle published by node0, verified, installed and run by two other live nodes
+    deployed = mesh["deployed"]
+    assert deployed["channel"] == f"{mesh['nodes'][0]['node_id']}/deploy/hello-mesh"
+    assert [r["said"] for r in deployed["running"]] == ["hello from hello-mesh 1.0.0"] * 2
+    assert all(r["version"] == "1.0.0" and r["pid"] for r in deployed["running"])
+    assert killed not in {r["node"] for r in deployed["running"]}
+    # a node nobody may dial: reached by id through one of its relays, then directly
+    relayed = mesh["relayed"]
+    assert relayed["relays"] and relayed["reached_at"].startswith("relay:")
+    assert relayed["reached_at"].removeprefix("relay:") in " ".join(relayed["relays"])
+    assert relayed["link_ms"] is not None  # a new link, not one it already had
+    assert mesh["left_running"] == 0
+    assert list(cwd.iterdir()) == []
 
 
 def test_sigterm_stops_a_demo_started_with_sigint_ignored_mid_run(tmp_path: Path) -> None:
