@@ -14,7 +14,10 @@ Every transport carries the same byte stream and the server returns the stream's
 must match before a figure is printed. Figures stand beside the whitepaper's latency row
 (5 ms average, 20 ms peak, 10 Gbps).
 
-    python bench/qmp.py [--quick] [--busy-ok]
+    python bench/qmp.py [--quick] [--busy-ok] [--rpc-only]
+
+``--rpc-only`` measures the RPC section alone (with its floor: the round trip's unavoidable
+crypto and CBOR work timed apart, see :func:`rpc_floor`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import cbor2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -44,7 +49,7 @@ from qiz import wire
 from qiz.allocator import tune_allocator
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache
-from qiz.qmp.channel import DATA_OVERHEAD
+from qiz.qmp.channel import DATA_OVERHEAD, Channel, ChannelConfig, InnerType
 from qiz.qmp.connection import Connection
 from qiz.qmp.cookie import CookieAuthority, compute_mac1
 from qiz.qmp.frames import FrameKind, encode_frame
@@ -350,6 +355,173 @@ async def echo_rtts(echo_ports: list[int], message: bytes, rounds: int) -> tuple
     return proto_rtts, stream_rtts
 
 
+async def rpc_rounds(link: Link, echo_ports: list[int], quick: bool) -> tuple[list, ...]:
+    """RPC round trips (plain, then async handler) over ``link``, in blocks alternating with
+    the raw echo's, so that a burst of load elsewhere hits both."""
+    rpc = RpcEndpoint(link, {})
+    body = os.urandom(ECHO_BODY)
+    assert await rpc.call("echo", body) == body
+    # the raw echo carries as many bytes as one RPC request's DATA frame
+    message = os.urandom(len(wire.encode([0, 1, "echo", body])) + 4 + DATA_OVERHEAD)
+    assert await rpc.call("echo_async", body) == body
+    rtts: list[float] = []
+    async_rtts: list[float] = []
+    echo_proto: list[float] = []
+    echo_streams: list[float] = []
+    for _ in range(5 if quick else 10):
+        for method, into in (("echo", rtts), ("echo_async", async_rtts)):
+            for _ in range(100 if quick else 300):
+                t0 = time.perf_counter()
+                await rpc.call(method, body)
+                into.append(time.perf_counter() - t0)
+        proto_block, stream_block = await echo_rtts(echo_ports, message, 100 if quick else 300)
+        echo_proto += proto_block
+        echo_streams += stream_block
+    return rtts, async_rtts, echo_proto, echo_streams
+
+
+def rpc_floor(rounds: int = 20_000) -> dict[str, float]:
+    """Seconds per round trip of the work an RPC round trip cannot skip, each measured alone in
+    this process: seal and open of the request's and the reply's DATA frames (AES-256-GCM, the
+    channel's header, nonce and replay window), and the canonical CBOR encode and strict decode
+    (size bound, plain-data check, canonical re-encoding) of both messages. What is left of a
+    round trip above ``raw echo + these`` is the framing, dispatch and asyncio plumbing."""
+    channel_a = Channel(bytes(32), bytes(range(32)), now=0.0, config=ChannelConfig())
+    channel_b = Channel(bytes(range(32)), bytes(32), now=0.0, config=ChannelConfig())
+    body = os.urandom(ECHO_BODY)
+    request = wire.encode([0, 1, "echo", body])
+    reply = wire.encode([1, 1, body])
+    limit = 256 * 1024
+
+    def crypto() -> None:
+        for _ in range(rounds):
+            channel_b.open(channel_a.seal(InnerType.APP, request, 1.0), 1.0)
+            channel_a.open(channel_b.seal(InnerType.APP, reply, 1.0), 1.0)
+
+    def cbor() -> None:
+        for _ in range(rounds):
+            wire.decode(wire.encode([0, 1, "echo", body]), max_size=limit)
+            wire.decode(wire.encode([1, 1, body]), max_size=limit)
+
+    def raw_cbor() -> None:  # cbor2 alone, without the strict checks: for comparison
+        for _ in range(rounds):
+            cbor2.loads(cbor2.dumps([0, 1, "echo", body], canonical=True))
+            cbor2.loads(cbor2.dumps([1, 1, body], canonical=True))
+
+    out = {}
+    for name, work in (("crypto", crypto), ("cbor", cbor), ("cbor2_alone", raw_cbor)):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            work()
+            best = min(best, (time.perf_counter() - t0) / rounds)
+        out[name] = best
+    return out
+
+
+async def _rpc_only_client(
+    port: int, identity: NodeIdentity, server_record: PeerRecord, quick: bool, echo_ports: list
+) -> tuple[list, ...]:
+    record = PeerRecord.create(identity, ["127.0.0.1:1"], seq=1, now=time.time())
+    link = await dial(f"127.0.0.1:{port}", identity, record, expected=server_record)
+    try:
+        return await rpc_rounds(link, echo_ports, quick)
+    finally:
+        link.close()
+
+
+def rpc_figures(rtts: list, async_rtts: list, echo_proto: list, echo_streams: list) -> list[Figure]:
+    """The RPC section's figures, the floor beside them (see :func:`rpc_floor`)."""
+    rpc_p50, echo_p50 = median(rtts), median(echo_proto)
+    floor = rpc_floor()
+    floor_rt = echo_p50 + floor["crypto"] + floor["cbor"]
+    return [
+        Figure(
+            "QMP RPC",
+            f"round trip median ({ECHO_BODY}-byte echo, plain handler)",
+            rpc_p50 * 1e3,
+            "ms",
+            claim=CLAIM_LATENCY_MS,
+            claim_text="5 ms average",
+            extra={"vs_raw_echo": rpc_p50 / echo_p50},
+        ),
+        Figure(
+            "QMP RPC",
+            "round trip p99",
+            percentile(rtts, 0.99) * 1e3,
+            "ms",
+            claim=CLAIM_PEAK_MS,
+            claim_text="20 ms peak",
+        ),
+        Figure(
+            "QMP RPC",
+            f"round trip median ({ECHO_BODY}-byte echo, async handler: a task per request)",
+            median(async_rtts) * 1e3,
+            "ms",
+            extra={"vs_raw_echo": median(async_rtts) / echo_p50},
+        ),
+        Figure("QMP RPC", "raw asyncio echo median (Protocol both ends)", echo_p50 * 1e3, "ms"),
+        Figure(
+            "QMP RPC",
+            "raw asyncio echo median (streams both ends)",
+            median(echo_streams) * 1e3,
+            "ms",
+        ),
+        Figure("QMP RPC", "RPC median / raw Protocol echo median", rpc_p50 / echo_p50, "x"),
+        Figure(
+            "QMP RPC floor",
+            "2 seals + 2 opens of the request and reply frames (alone)",
+            floor["crypto"] * 1e6,
+            "us",
+        ),
+        Figure(
+            "QMP RPC floor",
+            "2 canonical CBOR encodes + 2 strict decodes (alone)",
+            floor["cbor"] * 1e6,
+            "us",
+            extra={"cbor2_alone_us": round(floor["cbor2_alone"] * 1e6, 2)},
+        ),
+        Figure(
+            "QMP RPC floor",
+            "raw echo + that work, over the raw echo",
+            floor_rt / echo_p50,
+            "x",
+            extra={"rpc_over_floor": rpc_p50 / floor_rt},
+        ),
+    ]
+
+
+def run_rpc_only(quick: bool, busy_ok: bool) -> list[Figure]:
+    """Only the RPC section (``--rpc-only``): for before/after comparisons of the round trip."""
+    load = check_quiet(quick, busy_ok)
+    tune_allocator()
+    server_identity = NodeIdentity.generate()
+    client_identity = NodeIdentity.generate()
+    with tempfile.TemporaryDirectory() as tmp:
+        secret = Path(tmp, "server.secret")
+        secret.write_bytes(server_identity.to_secret_bytes())
+        qmp_proc, qmp_port = start_server("qmp", str(secret))
+        echo_proc, echo_ports = start_server_ports("echo")
+        try:
+            server_record = PeerRecord.create(
+                server_identity, [f"127.0.0.1:{qmp_port}"], seq=1, now=time.time()
+            )
+            rounds = asyncio.run(
+                _rpc_only_client(qmp_port, client_identity, server_record, quick, echo_ports)
+            )
+        finally:
+            for proc in (qmp_proc, echo_proc):
+                proc.kill()
+                proc.wait()
+    figures = rpc_figures(*rounds)
+    end_load = os.getloadavg()[0]
+    for f in figures:
+        f.extra["load_average_1min"] = round(load, 2)
+        f.extra["load_average_1min_end"] = round(end_load, 2)
+        f.emit()
+    return figures
+
+
 async def qmp_client(
     port: int,
     identity: NodeIdentity,
@@ -369,22 +541,7 @@ async def qmp_client(
         link.close()
     # RPC round trips over one link, in blocks alternating with the raw echo's.
     link = await dial(address, identity, record, expected=server_record)
-    rpc = RpcEndpoint(link, {})
-    body = os.urandom(ECHO_BODY)
-    assert await rpc.call("echo", body) == body
-    # the raw echo carries as many bytes as one RPC request's DATA frame
-    message = os.urandom(len(wire.encode([0, 1, "echo", body])) + 4 + DATA_OVERHEAD)
-    assert await rpc.call("echo_async", body) == body
-    rtts, async_rtts, echo_proto, echo_streams = [], [], [], []
-    for _ in range(5 if quick else 10):
-        for method, into in (("echo", rtts), ("echo_async", async_rtts)):
-            for _ in range(100 if quick else 300):
-                t0 = time.perf_counter()
-                await rpc.call(method, body)
-                into.append(time.perf_counter() - t0)
-        proto_block, stream_block = await echo_rtts(echo_ports, message, 100 if quick else 300)
-        echo_proto += proto_block
-        echo_streams += stream_block
+    rtts, async_rtts, echo_proto, echo_streams = await rpc_rounds(link, echo_ports, quick)
     # Idle link RTT: an encrypted ping after the link has been quiet for a while, the case
     # where a node's timers (not traffic) decide whether the event loop is awake.
     idle_rtts = []
@@ -484,7 +641,6 @@ def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:
             for proc in (qmp_proc, tcp_proc, tls_proc, echo_proc):
                 proc.kill()
                 proc.wait()
-    rpc_p50, echo_p50 = median(rtts), median(echo_proto)
     figures += [
         Figure(
             "QMP handshake",
@@ -503,38 +659,6 @@ def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:
             claim_text="20 ms peak",
         ),
         Figure(
-            "QMP RPC",
-            f"round trip median ({ECHO_BODY}-byte echo, plain handler)",
-            rpc_p50 * 1e3,
-            "ms",
-            claim=CLAIM_LATENCY_MS,
-            claim_text="5 ms average",
-            extra={"vs_raw_echo": rpc_p50 / echo_p50},
-        ),
-        Figure(
-            "QMP RPC",
-            "round trip p99",
-            percentile(rtts, 0.99) * 1e3,
-            "ms",
-            claim=CLAIM_PEAK_MS,
-            claim_text="20 ms peak",
-        ),
-        Figure(
-            "QMP RPC",
-            f"round trip median ({ECHO_BODY}-byte echo, async handler: a task per request)",
-            median(async_rtts) * 1e3,
-            "ms",
-            extra={"vs_raw_echo": median(async_rtts) / echo_p50},
-        ),
-        Figure("QMP RPC", "raw asyncio echo median (Protocol both ends)", echo_p50 * 1e3, "ms"),
-        Figure(
-            "QMP RPC",
-            "raw asyncio echo median (streams both ends)",
-            median(echo_streams) * 1e3,
-            "ms",
-        ),
-        Figure("QMP RPC", "RPC median / raw Protocol echo median", rpc_p50 / echo_p50, "x"),
-        Figure(
             "QMP link",
             f"idle RTT median (ping after {IDLE_QUIET_QUICK if quick else IDLE_QUIET:g} s quiet)",
             median(idle_rtts) * 1e3,
@@ -544,6 +668,7 @@ def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:
         ),
         Figure("QMP link", "idle RTT max", max(idle_rtts) * 1e3, "ms"),
     ]
+    figures += rpc_figures(rtts, async_rtts, echo_proto, echo_streams)
     raw = results[names[0]]
     for name, elapsed in results.items():
         gbps = len(data) * 8 / elapsed / 1e9
@@ -582,6 +707,12 @@ def main() -> None:
             asyncio.run(serve_echo())
         else:
             asyncio.run(serve_stream(mode == "tls", sys.argv[3]))
+        return
+    if "--rpc-only" in sys.argv:
+        figures = run_rpc_only("--quick" in sys.argv, busy_ok="--busy-ok" in sys.argv)
+        print()
+        print(f"## QMP RPC ({machine()})\n")
+        print(markdown_table(figures))
         return
     figures = run("--quick" in sys.argv, busy_ok="--busy-ok" in sys.argv)
     print()
