@@ -139,11 +139,15 @@ class Channel:
             now - self._send_epoch_started >= self.config.rekey_interval
             or self._send_epoch_bytes >= self.config.rekey_bytes
         ):
-            self._send_key = next_key(self._send_key)
-            self._send = Aead(self._send_key)
-            self.send_epoch += 1
-            self._send_epoch_started = now
-            self._send_epoch_bytes = 0
+            self._rekey(now)
+
+    def _rekey(self, now: float) -> None:
+        """Move sending to the next epoch's key; the current one is erased."""
+        self._send_key = next_key(self._send_key)
+        self._send = Aead(self._send_key)
+        self.send_epoch += 1
+        self._send_epoch_started = now
+        self._send_epoch_bytes = 0
 
     def seal(self, inner_type: InnerType, payload: bytes, now: float) -> bytes:
         """The body of a DATA frame carrying ``payload``."""
@@ -153,7 +157,12 @@ class Channel:
     def seal_parts(self, inner_type: InnerType, payload: bytes, now: float) -> tuple[bytes, bytes]:
         """(epoch || counter, ciphertext): the DATA body in two pieces, so that a large frame
         is copied once more only when the pieces are joined for the socket."""
-        self._maybe_rekey(now)
+        config = self.config  # _maybe_rekey, inline: this runs for every message sent
+        if (
+            now - self._send_epoch_started >= config.rekey_interval
+            or self._send_epoch_bytes >= config.rekey_bytes
+        ):
+            self._rekey(now)
         counter = self._counter
         if counter > _MAX_COUNTER:
             raise QmpError(ErrorCode.KEY_EXPIRED, "frame counter exhausted")

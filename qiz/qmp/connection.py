@@ -312,9 +312,10 @@ class Connection:
         receive key. ``send`` and ``ping`` never move it earlier; ``receive_data`` may (a rekey
         starts the previous key's grace), and the handshake's end replaces its deadline.
         """
-        if self.state is State.CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return None
-        if not self.established:
+        if state is not _ESTABLISHED:
             return self._handshake_deadline()
         deadline = self.last_received + self.config.idle_timeout
         if self._channel is not None:
@@ -386,7 +387,14 @@ class Connection:
             )
         if self._out_size + len(payload) > config.max_outbound_buffer:
             raise BufferError("outbound buffer full: wait for the transport to drain")
-        self._emit_data(inner, payload, now)
+        if len(payload) >= SEAL_IN_PLACE_FROM:
+            self._emit_data(inner, payload, now)
+            return
+        # _emit_data's small-payload case, without the call: every RPC message takes it
+        header, sealed = self._channel.seal_parts(inner, payload, now)
+        length = len(header) + len(sealed)
+        self._out += ((_DATA_FRAME | length).to_bytes(HEADER_SIZE, "big"), header, sealed)
+        self._out_size += HEADER_SIZE + length
 
     def _send_init(self, now: float) -> None:
         assert self.peer is not None

@@ -127,7 +127,11 @@ class RpcEndpoint:
             limit = timeout or self.default_timeout
             try:
                 data = self._encode([REQUEST, call_id, method, body])
-                if self._send_now(data):
+                try:
+                    sent = self.link.send_nowait(data)  # _send_now, inline
+                except LinkError as exc:
+                    raise RpcError("link-closed", str(exc)) from None
+                if sent:
                     # The fast path: the request is on its way, only the answer is awaited,
                     # its deadline kept by the endpoint's one timer.
                     self._watch(call_id, loop.time() + limit)

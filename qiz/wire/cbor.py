@@ -175,7 +175,9 @@ def _canonical(value: Any, bulk: bool) -> bytes:
 
 def encode(value: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes:
     """The canonical encoding of plain data (tuples encode as arrays)."""
-    return _canonical(value, _check(value, 0, max_depth))
+    if _check(value, 0, max_depth):
+        return _canonical(value, True)
+    return cbor2.dumps(value, canonical=True)  # the common case, without a call between
 
 
 def decode(
@@ -190,9 +192,11 @@ def decode(
         raise WireError(f"{what} is {len(data)} bytes, over the {max_size}-byte limit")
     if not data:
         raise WireError(f"{what} is empty")
+    if type(data) is not bytes and not isinstance(data, bytearray):
+        data = bytes(data)
     try:
         value = cbor2.loads(
-            data if isinstance(data, bytes | bytearray) else bytes(data),
+            data,
             max_depth=max_depth + 1,
             allow_indefinite=False,
             allow_duplicate_keys=False,
@@ -205,8 +209,11 @@ def decode(
         if isinstance(exc.__cause__, WireError):  # a tag refused from inside the decoder
             raise WireError(f"{what}: {exc.__cause__}") from None
         raise WireError(f"{what} is not valid CBOR: {exc}") from None
-    bulk = _check(value, 0, max_depth)
-    if not _encodes_to(value, bulk, data):
+    if _check(value, 0, max_depth):
+        canonical = _encodes_to(value, True, data)
+    else:  # the common case, compared here without a call
+        canonical = cbor2.dumps(value, canonical=True) == data
+    if not canonical:
         raise WireError(f"{what} is not in canonical CBOR form (or has trailing bytes)")
     return value
 
