@@ -103,6 +103,9 @@ class RpcEndpoint:
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = 0.0
         self._context: CallContext | None = None  # the same for every request of the link
+        # The link's loop, asked once: on Python 3.11, asking for the running loop costs a
+        # getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._replies_queued = 0  # refusals waiting for the link to take them
         self.bad_messages = 0  # malformed messages from the peer (dropped, counted)
@@ -121,7 +124,7 @@ class RpcEndpoint:
         async with self._out_slots:
             self._next_id = (self._next_id + 1) % (1 << 62)
             call_id = self._next_id
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             future: asyncio.Future[Any] = loop.create_future()
             self._pending[call_id] = future
             limit = timeout or self.default_timeout
@@ -162,14 +165,14 @@ class RpcEndpoint:
         if self._sweep is None or due < self._sweep_at:
             if self._sweep is not None:
                 self._sweep.cancel()
-            self._sweep = asyncio.get_running_loop().call_at(due, self._expire_due)
+            self._sweep = self._loop.call_at(due, self._expire_due)
             self._sweep_at = due
 
     def _expire_due(self) -> None:
         """The endpoint's call timer: fail the calls whose deadline has come, re-arm at the
         earliest of the others. At most ``max_inflight_out`` calls are watched."""
         self._sweep = None
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         earliest: float | None = None
         for call_id, due in list(self._due.items()):
             if due <= now:
@@ -180,7 +183,7 @@ class RpcEndpoint:
             elif earliest is None or due < earliest:
                 earliest = due
         if earliest is not None and not self.link.closed.done():
-            self._sweep = asyncio.get_running_loop().call_at(earliest, self._expire_due)
+            self._sweep = self._loop.call_at(earliest, self._expire_due)
             self._sweep_at = earliest
 
     # ------------------------------------------------------------------ internals

@@ -54,6 +54,7 @@ from qiz.qmp.handshake import EPHEMERAL_POOL
 from qiz.tasks import TaskOwner
 
 log = logging.getLogger("qiz.qmp")
+_CLOSED = State.CLOSED  # Connection.closed without the property call, on the per-message paths
 # Unsent bytes a link may hold before its handshake completes. A real handshake leaves a few KiB
 # (RECORD, RESPONSE); more means the peer makes us answer but does not read the answers.
 HANDSHAKE_WRITE_LIMIT = 64 * 1024
@@ -157,10 +158,10 @@ class Link(asyncio.Protocol):
         if self.established.done():
             conn = self.conn
             events = conn.receive_data(data, self.clock())
-            if conn.outbound_buffered or conn.closed:  # pongs, a CLOSE: out before the rest
+            if conn.outbound_buffered or conn.state is _CLOSED:  # pongs, a CLOSE: out first
                 self._flush()
             self._dispatch(events)
-            if not conn.closed:
+            if conn.state is not _CLOSED:
                 self._arm_timer()
             return
         kem_before = self.conn.kem_operations
@@ -288,7 +289,7 @@ class Link(asyncio.Protocol):
         read that closed it are still being dispatched (a request and the peer's close can
         arrive in one read: the request's handler then answers a closed connection)."""
         conn = self.conn
-        if self.closed.done() or conn.closed:
+        if self.closed.done() or conn.state is _CLOSED:
             raise self._closed_error()
         if not self._can_write.is_set():
             return False
@@ -385,7 +386,7 @@ class Link(asyncio.Protocol):
             transport.write(data)
         buffered = transport.get_write_buffer_size()
         if not buffered:  # the usual case: the socket took it all
-            if conn.closed:
+            if conn.state is _CLOSED:
                 self._close_transport()
             return
         if not self.established.done() and buffered > HANDSHAKE_WRITE_LIMIT:
