@@ -338,7 +338,7 @@ class RpcEndpoint:
         """Free ``call_id``'s in-flight slot, if it is still the calling task's: a CANCEL
         frees it at once, and the peer may reuse the id before the cancelled task ends; that
         task must not free (and so untrack) the new request's slot."""
-        if self._running.get(call_id) is asyncio.current_task():
+        if self._running.get(call_id) is asyncio.current_task(self._loop):  # no getpid()
             del self._running[call_id]
 
     def _reply_later(self, message: list) -> None:
