@@ -54,6 +54,7 @@ _INNER_TYPES = {t.value: t for t in InnerType}
 # The one-byte inner type prefix, indexed by type: no bytes([t]) built per frame.
 _INNER_PREFIX = tuple(bytes([value]) for value in range(max(_INNER_TYPES) + 1))
 _MIN_BODY = HEADER.size + 1 + TAG_SIZE
+_NONCE_SIZE = HEADER.size  # epoch || counter, the nonce
 
 
 @dataclass(frozen=True)
@@ -224,11 +225,12 @@ class Channel:
         if counter <= window.highest and window.seen_or_too_old(counter):
             self.replays_dropped += 1
             return None
-        header = bytes(body[: HEADER.size])
-        ciphertext = body[HEADER.size :]
+        header = bytes(body[:_NONCE_SIZE])
+        ciphertext = body[_NONCE_SIZE:]
+        in_place = len(ciphertext) - TAG_SIZE > OPEN_IN_PLACE_FROM
         inner: bytes | bytearray
         try:
-            if len(ciphertext) - TAG_SIZE > OPEN_IN_PLACE_FROM:
+            if in_place:
                 inner = bytearray(len(ciphertext) - TAG_SIZE)
                 aead.decrypt_into(header, ciphertext, _DATA_KIND + header, inner)
             else:
@@ -247,7 +249,7 @@ class Channel:
         kind = _INNER_TYPES.get(inner[0])
         if kind is None:
             raise QmpError(ErrorCode.PROTOCOL_ERROR, f"unknown inner type {inner[0]}")
-        if isinstance(inner, bytearray):
+        if in_place:
             del inner[:1]  # O(1) at the front of a bytearray: no copy of the payload
             return kind, inner
         return kind, inner[1:]

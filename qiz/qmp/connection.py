@@ -381,13 +381,14 @@ class Connection:
         if self.state is not _ESTABLISHED or self._channel is None:
             raise ConnectionStateError(f"link is {self.state.value}, not established")
         config = self.config
-        if len(payload) > self._max_payload:
+        size = len(payload)
+        if size > self._max_payload:
             raise ValueError(
-                f"payload of {len(payload)} bytes is over the {config.max_payload}-byte frame limit"
+                f"payload of {size} bytes is over the {config.max_payload}-byte frame limit"
             )
-        if self._out_size + len(payload) > config.max_outbound_buffer:
+        if self._out_size + size > config.max_outbound_buffer:
             raise BufferError("outbound buffer full: wait for the transport to drain")
-        if len(payload) >= SEAL_IN_PLACE_FROM:
+        if size >= SEAL_IN_PLACE_FROM:
             self._emit_data(inner, payload, now)
             return
         # _emit_data's small-payload case, without the call: every RPC message takes it
