@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import cbor2
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -403,13 +404,26 @@ def rpc_floor(rounds: int = 20_000) -> dict[str, float]:
             wire.decode(wire.encode([0, 1, "echo", body]), max_size=limit)
             wire.decode(wire.encode([1, 1, body]), max_size=limit)
 
+    aead = AESGCM(bytes(32))
+    nonce, aad = bytes(12), bytes(13)
+
+    def raw_aead() -> None:  # the AEAD calls alone, without the channel: for comparison
+        for _ in range(rounds):
+            aead.decrypt(nonce, aead.encrypt(nonce, b"\0" + request, aad), aad)
+            aead.decrypt(nonce, aead.encrypt(nonce, b"\0" + reply, aad), aad)
+
     def raw_cbor() -> None:  # cbor2 alone, without the strict checks: for comparison
         for _ in range(rounds):
             cbor2.loads(cbor2.dumps([0, 1, "echo", body], canonical=True))
             cbor2.loads(cbor2.dumps([1, 1, body], canonical=True))
 
     out = {}
-    for name, work in (("crypto", crypto), ("cbor", cbor), ("cbor2_alone", raw_cbor)):
+    for name, work in (
+        ("crypto", crypto),
+        ("cbor", cbor),
+        ("aead_alone", raw_aead),
+        ("cbor2_alone", raw_cbor),
+    ):
         best = float("inf")
         for _ in range(3):
             t0 = time.perf_counter()
@@ -473,6 +487,7 @@ def rpc_figures(rtts: list, async_rtts: list, echo_proto: list, echo_streams: li
             "2 seals + 2 opens of the request and reply frames (alone)",
             floor["crypto"] * 1e6,
             "us",
+            extra={"aead_alone_us": round(floor["aead_alone"] * 1e6, 2)},
         ),
         Figure(
             "QMP RPC floor",
