@@ -115,14 +115,15 @@ class Channel:
         self.recv_epoch = 0
         self._recv_epoch_started = now
         self._previous: tuple[Aead, float] | None = None
+        # When the previous receive key is due for erasure (None: no previous key): what
+        # next_deadline() returns, kept as an attribute for the per-frame deadline check.
+        self.erase_at: float | None = None
         self._window = ReplayWindow(config.replay_window)
         self.replays_dropped = 0
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work: the end of the previous receive key's grace."""
-        if self._previous is None:
-            return None
-        return self._previous[1] + self.config.previous_key_grace
+        return self.erase_at
 
     def tick(self, now: float) -> None:
         """Erase the previous receive key once its grace is over (it could open no frame after
@@ -130,6 +131,7 @@ class Channel:
         deadline = self.next_deadline()
         if deadline is not None and now >= deadline:
             self._previous = None
+            self.erase_at = None
 
     @property
     def holds_previous_key(self) -> bool:
@@ -242,6 +244,7 @@ class Channel:
         window.mark(counter)
         if advance:
             self._previous = (self._recv, now)
+            self.erase_at = now + self.config.previous_key_grace
             self._recv_key = next_key(self._recv_key)
             self._recv = aead
             self.recv_epoch += 1

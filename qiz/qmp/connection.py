@@ -319,7 +319,7 @@ class Connection:
             return self._handshake_deadline()
         deadline = self.last_received + self.config.idle_timeout
         if self._channel is not None:
-            erase = self._channel.next_deadline()
+            erase = self._channel.erase_at  # Channel.next_deadline(), read without a call
             if erase is not None and erase < deadline:
                 deadline = erase
         return deadline

@@ -125,6 +125,7 @@ class Link(asyncio.Protocol):
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._writable = True  # _can_write.is_set(), read per message without a call
         self._paused_for: set[str] = set()  # why reading is paused: "inbox", "output"
         self._pings: dict[bytes, float] = {}
         self._ping_seq = 0
@@ -195,9 +196,11 @@ class Link(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._can_write.clear()
+        self._writable = False
 
     def resume_writing(self) -> None:
         self._can_write.set()
+        self._writable = True
         self._resume_reading("output")
 
     def _pause_reading(self, reason: str) -> None:
@@ -291,7 +294,7 @@ class Link(asyncio.Protocol):
         conn = self.conn
         if self.closed.done() or conn.state is _CLOSED:
             raise self._closed_error()
-        if not self._can_write.is_set():
+        if not self._writable:
             return False
         try:
             conn.send(payload, self.clock())
@@ -452,6 +455,7 @@ class Link(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(error)
         self._can_write.set()
+        self._writable = True
         self.closed.set_result((code, reason, by_peer))
         self._wake_reader()
         if code not in (ErrorCode.NORMAL_CLOSE, ErrorCode.SHUTDOWN):
