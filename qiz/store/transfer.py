@@ -16,11 +16,13 @@ batches in flight a batch waiting for the lock on its way back does not stall th
 getter's loop went from about 2.6 to 1.6 ms of CPU per MB, docs/store.md). A put's zfec
 encoding has a thread of its own too, a few pieces ahead of the one being sent: zfec releases
 the lock while it codes (two threads coding k=3 n=5 pieces ran 1.6 times as fast as one,
-measured under load), and the putter's loop went from about 2.1-2.4 to 1.2-1.4 ms of CPU per
-MB of content. What may block on a disk has a thread: a put's reads of the user's files
-(:mod:`qiz.store.service`) and a get's writes (:mod:`qiz.store.writer`, around the page
-cache: :mod:`qiz.store.direct`); so do the rare, heavier steps (a search over share subsets,
-a chunk table's root).
+measured under load), and the putter's loop went from about 2.0-2.2 to 1.2-1.5 ms of CPU per
+MB of content (256 MiB puts on the bench's mesh); the node's total did not fall (2.8-3.1
+before, 2.9-3.3 after: the hops cost what the loop saved), so the gain is the loop's freedom
+to send while a core is free, not less work. What may block on a disk has a thread: a put's
+reads of the user's files (:mod:`qiz.store.service`) and a get's writes
+(:mod:`qiz.store.writer`, around the page cache: :mod:`qiz.store.direct`); so do the rare,
+heavier steps (a search over share subsets, a chunk table's root).
 """
 
 from __future__ import annotations
