@@ -1,5 +1,6 @@
-"""RPC call deadlines: one endpoint timer, armed at the earliest deadline, enforces every
-call's own timeout (rpc.RpcEndpoint._watch), instead of a timer per call."""
+"""RPC call bookkeeping without a per-call asyncio object: one endpoint timer, armed at the
+earliest deadline, enforces every call's own timeout (rpc.RpcEndpoint._watch), and the
+in-flight slots are a counter with a FIFO of waiters (RpcEndpoint._wait_out_slot)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from qiz.qmp.transport import Listener, dial
 from .helpers import run
 
 
-async def _pair(handlers: dict[str, Any]) -> tuple[Listener, RpcEndpoint]:
+async def _pair(handlers: dict[str, Any], **limits: Any) -> tuple[Listener, RpcEndpoint]:
     server, client = NodeIdentity.generate(), NodeIdentity.generate()
     now = time.time()
     server_record = PeerRecord.create(server, ["127.0.0.1:1"], seq=1, now=now)
@@ -28,7 +29,7 @@ async def _pair(handlers: dict[str, Any]) -> tuple[Listener, RpcEndpoint]:
     listener = Listener(server, lambda: server_record, on_link=on_link)
     await listener.start("127.0.0.1:0")
     link = await dial(listener.address, client, client_record, expected=server.node_id)
-    return listener, RpcEndpoint(link, {})
+    return listener, RpcEndpoint(link, {}, **limits)
 
 
 def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
@@ -108,6 +109,42 @@ def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> 
             await asyncio.sleep(0.4)  # the late answer to the first call arrives: ignored
             assert await rpc.call("echo", 3) == 3
             assert rpc.bad_messages == 0
+        finally:
+            rpc.link.close()
+            await listener.close()
+
+    run(scenario())
+
+
+def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -> None:
+    started: list[Any] = []
+    release = asyncio.Event()
+
+    async def gate(ctx: CallContext, body: Any) -> Any:
+        started.append(body)
+        await release.wait()
+        return body
+
+    async def scenario() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        listener, rpc = await _pair({"gate": gate}, max_inflight_out=2)
+        try:
+            calls = [asyncio.ensure_future(rpc.call("gate", i, timeout=10.0)) for i in range(5)]
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if len(started) == 2:
+                    break
+            await asyncio.sleep(0.05)
+            assert started == [0, 1]  # two in flight, three waiting for a slot
+            calls[2].cancel()  # a waiter gives up: its place goes to the next
+            await asyncio.sleep(0)
+            release.set()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert results[:2] == [0, 1] and results[3:] == [3, 4]
+            assert isinstance(results[2], asyncio.CancelledError)
+            assert sorted(started) == [0, 1, 3, 4]
+            assert rpc._out_free == 2 and not rpc._out_waiters  # every slot came back
         finally:
             rpc.link.close()
             await listener.close()

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,8 @@ class RpcEndpoint:
         self.max_inflight_in = max_inflight_in
         self.default_timeout = default_timeout
         self.max_message = max_message or link.conn.config.max_payload
-        self._out_slots = asyncio.Semaphore(max_inflight_out)
+        self._out_free = max_inflight_out  # in-flight slots for calls (see call)
+        self._out_waiters: deque[asyncio.Future[None]] = deque()
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         # Call deadlines (loop time) of the calls whose request went out at once, and the one
@@ -121,7 +123,13 @@ class RpcEndpoint:
 
     async def call(self, method: str, body: Any = None, *, timeout: float | None = None) -> Any:
         """Call ``method`` on the peer and return its result, or raise :class:`RpcError`."""
-        async with self._out_slots:
+        # An in-flight slot: a counter while slots are free (the usual case), a FIFO queue of
+        # waiters when not; asyncio.Semaphore did the same in six calls per round trip.
+        if self._out_free > 0 and not self._out_waiters:
+            self._out_free -= 1
+        else:
+            await self._wait_out_slot()
+        try:
             self._next_id = (self._next_id + 1) % (1 << 62)
             call_id = self._next_id
             loop = self._loop
@@ -152,6 +160,32 @@ class RpcEndpoint:
             finally:
                 self._pending.pop(call_id, None)
                 self._due.pop(call_id, None)
+        finally:
+            self._release_out_slot()
+
+    async def _wait_out_slot(self) -> None:
+        """Wait for an in-flight slot; a releasing call hands its slot over (see
+        :meth:`_release_out_slot`), so the count is not touched here."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._out_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_out_slot()  # handed a slot as we were cancelled: pass it on
+            elif waiter in self._out_waiters:
+                self._out_waiters.remove(waiter)
+            raise
+
+    def _release_out_slot(self) -> None:
+        """Give the slot to the oldest waiter still waiting, or back to the free count."""
+        waiters = self._out_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._out_free += 1
 
     def _watch(self, call_id: int, due: float) -> None:
         """Fail ``call_id`` with TimeoutError at ``due`` unless it is answered first.
