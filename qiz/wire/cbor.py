@@ -64,13 +64,16 @@ def _check(value: Any, depth: int, max_depth: int) -> bool:
         bulk = False
         for item in value:
             item_kind = type(item)
-            # the two commonest items (ids, small byte strings) checked here, without a call
+            # the commonest items (ids, byte strings, names) checked here, without a call
             if item_kind is int:
                 if not -_MAX_INT - 1 <= item <= _MAX_INT:
                     raise WireError("integer outside the 64-bit range")
             elif item_kind is bytes:
                 if len(item) >= BULK:
                     bulk = True
+            elif item_kind is str:
+                if not item.isascii():
+                    _check_text(item)
             elif item_kind in _SCALARS:
                 bulk = _scalar_is_bulk(item_kind, item) or bulk
             else:
