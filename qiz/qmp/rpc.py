@@ -358,7 +358,9 @@ class RpcEndpoint:
             except Exception as exc:
                 reply = _error_reply(call_id, method, exc)
             try:
-                await self._send(reply)
+                data = self._encode(reply)  # _send, inline: a coroutine fewer per request
+                if not self._send_now(data):
+                    await self._send_data(data)
             except RpcError as exc:
                 if exc.code == "bad-request":  # result too large for one message
                     await self._send_quietly([ERROR, call_id, "internal", "result too large"])
