@@ -20,7 +20,7 @@ Handler and reply tasks belong to a :class:`~qiz.tasks.TaskOwner`: the link mana
 A handler is an ``async def`` (it runs in a task of its own and may wait) or a plain function
 (it runs inline, in the receive path, and its reply is sent before the next frame is read).
 Plain handlers are for answers computed from memory, such as the DHT's FIND_NODE and
-FIND_VALUE: they skip the task a request would otherwise cost (about a third of a small
+FIND_VALUE: they skip the task a request would otherwise cost (about a fifth of a small
 call's round trip, docs/qmp.md "RPC"), and cannot be cancelled because they never wait.
 """
 
