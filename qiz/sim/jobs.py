@@ -219,7 +219,8 @@ class JobsSim:
         self._seq = 0
         self.messages = 0
         self.db = open_db(None)
-        self.scores = PeerScores(self.db)
+        # scores decay in simulated time: a run is a function of its seed (wall time is not)
+        self.scores = PeerScores(self.db, clock=lambda: self.now)
         self.tables = CoordinatorTables(self.db)
         self.me = hashlib.sha3_256(b"coordinator").digest()
         self.decisions: dict[bytes, list[Decision]] = {}
