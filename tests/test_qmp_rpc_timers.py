@@ -5,6 +5,7 @@ in-flight slots are a counter with a FIFO of waiters (RpcEndpoint._wait_out_slot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from qiz.identity import NodeIdentity, PeerRecord
 from qiz.qmp.rpc import CallContext, RpcEndpoint, RpcError
 from qiz.qmp.transport import Listener, dial
 
+from .helpers import async_eventually as eventually
 from .helpers import run
 
 
@@ -95,8 +97,14 @@ def test_calls_one_after_another_arm_one_timer_not_one_each() -> None:
 
 
 def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> None:
+    answered_late: list[Any] = []
+
     async def slow(ctx: CallContext, body: Any) -> Any:
-        await asyncio.sleep(0.3)
+        # a handler that answers anyway when the caller's CANCEL (sent at its timeout)
+        # interrupts it: its answer arrives after the deadline
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.3)
+        answered_late.append(body)
         return body
 
     async def scenario() -> None:
@@ -106,7 +114,8 @@ def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> 
                 await rpc.call("slow", 1, timeout=0.1)
             assert late.value.code == "timeout"
             assert await rpc.call("echo", 2, timeout=5.0) == 2
-            await asyncio.sleep(0.4)  # the late answer to the first call arrives: ignored
+            await eventually(lambda: answered_late == [1], what="the late answer sent")
+            await asyncio.sleep(0.05)  # and received: a result for a call no longer pending
             assert await rpc.call("echo", 3) == 3
             assert rpc.bad_messages == 0
         finally:
@@ -131,11 +140,8 @@ def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -
         listener, rpc = await _pair({"gate": gate}, max_inflight_out=2)
         try:
             calls = [asyncio.ensure_future(rpc.call("gate", i, timeout=10.0)) for i in range(5)]
-            for _ in range(50):
-                await asyncio.sleep(0.01)
-                if len(started) == 2:
-                    break
-            await asyncio.sleep(0.05)
+            await eventually(lambda: len(started) == 2, what="two calls in flight")
+            await asyncio.sleep(0.05)  # time for a third to start, if one wrongly could
             assert started == [0, 1]  # two in flight, three waiting for a slot
             calls[2].cancel()  # a waiter gives up: its place goes to the next
             await asyncio.sleep(0)
@@ -145,6 +151,41 @@ def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -
             assert isinstance(results[2], asyncio.CancelledError)
             assert sorted(started) == [0, 1, 3, 4]
             assert rpc._out_free == 2 and not rpc._out_waiters  # every slot came back
+        finally:
+            rpc.link.close()
+            await listener.close()
+
+    run(scenario())
+
+
+def test_a_call_closed_while_it_waits_for_a_slot_gives_its_place_back() -> None:
+    """A waiting call's coroutine closed (not cancelled: ``close()``, or a BaseException thrown
+    in) leaves the queue; the slot must not be handed to its dead waiter and lost for good
+    (with one slot, every later call would then wait for ever)."""
+    release = asyncio.Event()
+
+    async def gate(ctx: CallContext, body: Any) -> Any:
+        await release.wait()
+        return body
+
+    async def scenario() -> None:
+        nonlocal release
+        release = asyncio.Event()
+        listener, rpc = await _pair(
+            {"gate": gate, "echo": lambda ctx, body: body}, max_inflight_out=1
+        )
+        try:
+            holder = asyncio.ensure_future(rpc.call("gate", 0, timeout=10.0))
+            await eventually(lambda: rpc._out_free == 0, what="the only slot taken")
+            waiting = rpc.call("echo", 1, timeout=10.0)
+            waiting.send(None)  # runs up to its wait for a slot
+            assert len(rpc._out_waiters) == 1
+            waiting.close()
+            assert not rpc._out_waiters  # it left the queue
+            release.set()
+            assert await holder == 0
+            assert await rpc.call("echo", 2, timeout=5.0) == 2  # the slot came back
+            assert rpc._out_free == 1
         finally:
             rpc.link.close()
             await listener.close()

@@ -52,7 +52,9 @@ class InnerType(enum.IntEnum):
 
 _INNER_TYPES = {t.value: t for t in InnerType}
 # The one-byte inner type prefix, indexed by type: no bytes([t]) built per frame.
-_INNER_PREFIX = tuple(bytes([value]) for value in range(max(_INNER_TYPES) + 1))
+# every byte value, not only the types we send: a peer's seal (and the fuzz tests' attacker,
+# which seals unknown types) goes through the same table
+_INNER_PREFIX = tuple(bytes([value]) for value in range(256))
 _MIN_BODY = HEADER.size + 1 + TAG_SIZE
 _NONCE_SIZE = HEADER.size  # epoch || counter, the nonce
 

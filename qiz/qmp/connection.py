@@ -374,6 +374,8 @@ class Connection:
             return
         header, sealed = self._channel.seal_parts(inner, payload, now)
         length = len(header) + len(sealed)
+        # the OR needs length < 2**24 (else it would change the kind byte): max_payload is
+        # under max_frame_body, which QmpConfig holds to MAX_BODY = 2**24 - 1
         self._out += ((_DATA_FRAME | length).to_bytes(HEADER_SIZE, "big"), header, sealed)
         self._out_size += HEADER_SIZE + length
 
@@ -394,6 +396,8 @@ class Connection:
         # _emit_data's small-payload case, without the call: every RPC message takes it
         header, sealed = self._channel.seal_parts(inner, payload, now)
         length = len(header) + len(sealed)
+        # the OR needs length < 2**24 (else it would change the kind byte): max_payload is
+        # under max_frame_body, which QmpConfig holds to MAX_BODY = 2**24 - 1
         self._out += ((_DATA_FRAME | length).to_bytes(HEADER_SIZE, "big"), header, sealed)
         self._out_size += HEADER_SIZE + length
 

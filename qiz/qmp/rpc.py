@@ -170,7 +170,7 @@ class RpcEndpoint:
         self._out_waiters.append(waiter)
         try:
             await waiter
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or the call's coroutine closed (GeneratorExit)
             if waiter.done() and not waiter.cancelled():
                 self._release_out_slot()  # handed a slot as we were cancelled: pass it on
             elif waiter in self._out_waiters:
