@@ -788,6 +788,36 @@ def test_a_busy_worker_costs_no_attempt_and_other_refusals_do() -> None:
     assert len(h.tables.replicas(h.job)) == 3  # the refusal stays an attempt
 
 
+def test_when_every_worker_is_busy_the_job_waits_for_one_instead_of_failing() -> None:
+    """Both workers answer busy (they are left out of the directory for a few seconds): the
+    task has no replica and nobody to take it *now*. That is retried like a failed placement,
+    and places once a worker is back; only nobody for PLACEMENT_TRIES rounds fails the job,
+    with the reason."""
+    h = Harness()
+    for offer in offers(h.start()):
+        h.core.offer_refused(h.job, 0, offer.worker, code="busy", message="full", now=0.1)
+    assert h.placed(0) == []
+    nobody: list[WorkerView] = []
+    assert not [a for a in h.core.place(h.job, nobody, 0.2) if isinstance(a, JobFailed)]
+    assert h.job in h.core.jobs and h.core.jobs[h.job].placement_failures == 1
+    retry = 0.2 + jobcore.PLACEMENT_RETRY
+    assert h.core.placement_due(retry) == [h.job]
+    assert len(offers(h.core.place(h.job, h.views, retry))) == 2  # the workers are back
+    assert h.core.jobs[h.job].placement_failures == 0
+
+    h = Harness()
+    now, actions = 0.0, []
+    for offer in offers(h.start(now)):
+        h.core.offer_refused(h.job, 0, offer.worker, code="busy", message="full", now=now)
+    for _ in range(jobcore.PLACEMENT_TRIES):  # nobody, round after round
+        actions = h.core.place(h.job, nobody, now)
+        now += jobcore.PLACEMENT_RETRY
+    (failed,) = [a for a in actions if isinstance(a, JobFailed)]
+    assert failed.reason == (
+        f"placement failed {jobcore.PLACEMENT_TRIES} times: task 0: no worker can take it"
+    )
+
+
 def test_a_replica_is_lost_when_unreachable_or_twice_silent_never_once() -> None:
     h = Harness()
     actions = h.start()

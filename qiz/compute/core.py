@@ -118,7 +118,8 @@ STRAGGLER_FACTOR = 20.0  # ...or this many times its estimate, whichever is long
 MIN_SCORE = GIVE  # below this a worker gets no new work from us (qiz.trust.scores)
 MAX_ERROR = 300  # characters of a peer's error text kept in a replica row
 PLACEMENT_RETRY = 2.0  # seconds before a round no placement could place is tried again...
-PLACEMENT_TRIES = 3  # ...and failed rounds (none placed between) before the job fails
+PLACEMENT_TRIES = 4  # ...and failed rounds (none placed between) before the job fails:
+# 6 s, longer than a busy worker is left out of placements (qiz.compute.directory.busy)
 # adaptive replication (docs/jobs.md, "Trust"): the trust a task's accepted group must carry
 TRUST_ZERO = 0.6  # a worker at or below this score adds no trust (new workers start at 0.8)
 MAX_TRUST_REPLICAS = 8  # replicas a task may add beyond replicas + EXTRA_ATTEMPTS for trust
@@ -472,7 +473,7 @@ class JobCore:
                 excluded.append(banned)
         stalled = self._stalled(state, {item.task for item in items})
         if stalled is not None:
-            return actions + self._stop(job, FAILED, stalled, now)
+            return actions + self._on_stalled(state, *stalled, now)
         if not items:
             return actions
         problem = PlacementProblem(tuple(items), tuple(infos), tuple(excluded))
@@ -562,8 +563,18 @@ class JobCore:
         state.place_at = now + PLACEMENT_RETRY
         return []
 
-    def _stalled(self, state: JobState, placed: set[int]) -> str | None:
-        """Why the job must fail, if an undecided task has nothing running and no new replica."""
+    def _on_stalled(self, state: JobState, why: str, untried: bool, now: float) -> list[Action]:
+        """A task nobody can take: retried when it was never tried (all busy or not yet
+        known: that may pass), the job failed with ``why`` otherwise."""
+        if untried:
+            return self._placement_failed(state, why, now)
+        return self._stop(state.job, FAILED, why, now)
+
+    def _stalled(self, state: JobState, placed: set[int]) -> tuple[str, bool] | None:
+        """Why the job must fail, if an undecided task has nothing running and no new replica,
+        and whether that task was never tried: then no worker in this round's snapshot could
+        take it (the only ones answered busy, or are not known yet), which may pass, so the
+        caller retries as for a failed placement instead of failing the job at once."""
         for task in state.spec.tasks:
             if task.index in state.decisions or task.index in placed:
                 continue
@@ -578,7 +589,7 @@ class JobCore:
                 why = f"no {state.spec.quorum} of {len(rows)} replicas agreed"
             else:
                 why = "; ".join(reasons[:3]) or "no worker can take it"
-            return f"task {task.index}: {why}"
+            return f"task {task.index}: {why}", not rows
         return None
 
     # ------------------------------------------------------------------ trust
