@@ -741,22 +741,17 @@ def main() -> None:
         else:
             asyncio.run(serve_stream(mode == "tls", sys.argv[3]))
         return
-    if "--rpc-only" in sys.argv:
-        cpu = pin_to_one_cpu() if "--one-cpu" in sys.argv else None
-        figures = run_rpc_only("--quick" in sys.argv, busy_ok="--busy-ok" in sys.argv)
-        if cpu is not None:
-            print(f"(client and servers pinned to CPU {cpu})")
-        print()
-        print(f"## QMP RPC ({machine()})\n")
-        print(markdown_table(figures))
-        return
+    rpc_only = "--rpc-only" in sys.argv
     cpu = pin_to_one_cpu() if "--one-cpu" in sys.argv else None
-    figures = run("--quick" in sys.argv, busy_ok="--busy-ok" in sys.argv)
+    measure = run_rpc_only if rpc_only else run
+    figures = measure("--quick" in sys.argv, busy_ok="--busy-ok" in sys.argv)
     if cpu is not None:
         print(f"(client and servers pinned to CPU {cpu})")
     print()
-    print(f"## QMP ({machine()})\n")
+    print(f"## QMP{' RPC' if rpc_only else ''} ({machine()})\n")
     print(markdown_table(figures))
+    if rpc_only:
+        return
     for f in figures:
         if "vs_raw_tcp" in f.extra:
             rounds = ", ".join(f"{r:.0%}" for r in f.extra["vs_raw_tcp_each_round"])

@@ -34,17 +34,27 @@ async def _pair(handlers: dict[str, Any], **limits: Any) -> tuple[Listener, RpcE
     return listener, RpcEndpoint(link, {}, **limits)
 
 
-def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
-    release = asyncio.Event()
+class Gate:
+    """An RPC handler that holds every call until :meth:`open`, noting the bodies it started.
+    Made inside the test's loop (an Event belongs to the loop it is first awaited in)."""
 
-    async def gate(ctx: CallContext, body: Any) -> Any:
-        await release.wait()
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self._opened = asyncio.Event()
+
+    async def handler(self, ctx: CallContext, body: Any) -> Any:
+        self.started.append(body)
+        await self._opened.wait()
         return body
 
+    def open(self) -> None:
+        self._opened.set()
+
+
+def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
     async def scenario() -> None:
-        nonlocal release
-        release = asyncio.Event()
-        listener, rpc = await _pair({"gate": gate, "echo": lambda ctx, body: body})
+        gate = Gate()
+        listener, rpc = await _pair({"gate": gate.handler, "echo": lambda ctx, body: body})
         try:
             long_call = asyncio.ensure_future(rpc.call("gate", "long", timeout=30.0))
             await asyncio.sleep(0.05)
@@ -56,7 +66,7 @@ def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
             assert not long_call.done()  # its own deadline is far off
             assert len(rpc._due) == 1 and rpc._sweep is not None  # re-armed for the long one
             assert rpc._sweep_at == next(iter(rpc._due.values()))
-            release.set()
+            gate.open()
             assert await long_call == "long"
             assert not rpc._due and not rpc._pending
             rpc.link.close()
@@ -126,18 +136,10 @@ def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> 
 
 
 def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -> None:
-    started: list[Any] = []
-    release = asyncio.Event()
-
-    async def gate(ctx: CallContext, body: Any) -> Any:
-        started.append(body)
-        await release.wait()
-        return body
-
     async def scenario() -> None:
-        nonlocal release
-        release = asyncio.Event()
-        listener, rpc = await _pair({"gate": gate}, max_inflight_out=2)
+        gate = Gate()
+        started = gate.started
+        listener, rpc = await _pair({"gate": gate.handler}, max_inflight_out=2)
         try:
             calls = [asyncio.ensure_future(rpc.call("gate", i, timeout=10.0)) for i in range(5)]
             await eventually(lambda: len(started) == 2, what="two calls in flight")
@@ -145,7 +147,7 @@ def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -
             assert started == [0, 1]  # two in flight, three waiting for a slot
             calls[2].cancel()  # a waiter gives up: its place goes to the next
             await asyncio.sleep(0)
-            release.set()
+            gate.open()
             results = await asyncio.gather(*calls, return_exceptions=True)
             assert results[:2] == [0, 1] and results[3:] == [3, 4]
             assert isinstance(results[2], asyncio.CancelledError)
@@ -162,17 +164,11 @@ def test_a_call_closed_while_it_waits_for_a_slot_gives_its_place_back() -> None:
     """A waiting call's coroutine closed (not cancelled: ``close()``, or a BaseException thrown
     in) leaves the queue; the slot must not be handed to its dead waiter and lost for good
     (with one slot, every later call would then wait for ever)."""
-    release = asyncio.Event()
-
-    async def gate(ctx: CallContext, body: Any) -> Any:
-        await release.wait()
-        return body
 
     async def scenario() -> None:
-        nonlocal release
-        release = asyncio.Event()
+        gate = Gate()
         listener, rpc = await _pair(
-            {"gate": gate, "echo": lambda ctx, body: body}, max_inflight_out=1
+            {"gate": gate.handler, "echo": lambda ctx, body: body}, max_inflight_out=1
         )
         try:
             holder = asyncio.ensure_future(rpc.call("gate", 0, timeout=10.0))
@@ -182,7 +178,7 @@ def test_a_call_closed_while_it_waits_for_a_slot_gives_its_place_back() -> None:
             assert len(rpc._out_waiters) == 1
             waiting.close()
             assert not rpc._out_waiters  # it left the queue
-            release.set()
+            gate.open()
             assert await holder == 0
             assert await rpc.call("echo", 2, timeout=5.0) == 2  # the slot came back
             assert rpc._out_free == 1

@@ -122,6 +122,36 @@ def _gate(
 
 
 @njit(cache=True, inline="always")
+def _num_qubits(amplitudes: int) -> int:
+    """n for a state of 2^n amplitudes."""
+    n = 0
+    while (1 << n) < amplitudes:
+        n += 1
+    return n
+
+
+@njit(cache=True, inline="always")
+def _prefix_factors(
+    num_qubits: int,
+    kinds: np.ndarray,
+    qubits: np.ndarray,
+    slots: np.ndarray,
+    angles: np.ndarray,
+    mats: np.ndarray,
+    diags: np.ndarray,
+    prefix: int,
+) -> np.ndarray:
+    """Each qubit's two amplitudes after the first ``prefix`` gates (one qubit each, before
+    anything entangles) from |0>: the factors of the product state they leave. ``angles``
+    is one sample's row."""
+    v = np.zeros((num_qubits, 2), dtype=np.complex128)
+    v[:, 0] = 1.0
+    for g in range(prefix):
+        _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[g], mats, diags)
+    return v
+
+
+@njit(cache=True, inline="always")
 def _product_state(row: np.ndarray, num_qubits: int, v: np.ndarray) -> None:
     """row = v[n-1] (x) ... (x) v[0]: qubit q in state v[q] (bit q of the index), built by
     doubling, one pass over the state."""
@@ -152,15 +182,10 @@ def forward(
     ``prefix`` gates act on one qubit each, before anything entangles: they are run on each
     qubit's own two amplitudes and the state built once as their product, one pass where
     they would take one each."""
-    num_qubits = 0
-    while (1 << num_qubits) < state.shape[1]:
-        num_qubits += 1
+    num_qubits = _num_qubits(state.shape[1])
     for b in prange(state.shape[0]):
         row = state[b]
-        v = np.zeros((num_qubits, 2), dtype=np.complex128)
-        v[:, 0] = 1.0
-        for g in range(prefix):
-            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        v = _prefix_factors(num_qubits, kinds, qubits, slots, angles[b], mats, diags, prefix)
         _product_state(row, num_qubits, v)
         for g in range(prefix, kinds.size):
             _gate(row, kinds[g], qubits[g], slots[g], angles[b, g], mats, diags)
@@ -340,19 +365,14 @@ def forward_fixed(
     each run is one phase pass (``_phase``) instead of one pass per gate. For fixed programs
     (a kernel's feature map): the training path's adjoint sweep undoes gate by gate, so it
     keeps ``forward``."""
-    num_qubits = 0
-    while (1 << num_qubits) < state.shape[1]:
-        num_qubits += 1
+    num_qubits = _num_qubits(state.shape[1])
     width = partners.shape[2]
     real = np.empty(mats.shape[0], dtype=np.bool_)
     for k in range(mats.shape[0]):
         real[k] = not np.any(mats[k].imag != 0.0)
     for b in prange(state.shape[0]):
         row = state[b]
-        v = np.zeros((num_qubits, 2), dtype=np.complex128)
-        v[:, 0] = 1.0
-        for g in range(prefix):
-            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        v = _prefix_factors(num_qubits, kinds, qubits, slots, angles[b], mats, diags, prefix)
         _product_state(row, num_qubits, v)
         d = np.empty(row.size, dtype=np.complex128)
         coef = np.empty((num_qubits, width + 1))
@@ -500,9 +520,7 @@ def backward(
     entangles, see ``forward``): there psi is a product state, so lambda is contracted with it
     once per qubit (``_reduce``) and those gates' gradients and undos run on two amplitudes
     per qubit instead of whole states: Im <lambda|P_q|psi> = Im <r_q|P|v_q>."""
-    num_qubits = 0
-    while (1 << num_qubits) < psi.shape[1]:
-        num_qubits += 1
+    num_qubits = _num_qubits(psi.shape[1])
     for b in prange(psi.shape[0]):
         p = psi[b]
         lr = lam[b]
@@ -518,10 +536,7 @@ def backward(
             _gate(lr, kind, qubits[g], slots[g], -angles[b, g], inverses, diags)
         if prefix == 0:
             continue
-        v = np.zeros((num_qubits, 2), dtype=np.complex128)
-        v[:, 0] = 1.0
-        for g in range(prefix):
-            _gate(v[qubits[g]], kinds[g], 0, slots[g], angles[b, g], mats, diags)
+        v = _prefix_factors(num_qubits, kinds, qubits, slots, angles[b], mats, diags, prefix)
         r = np.zeros((num_qubits, 2), dtype=np.complex128)
         _reduce(lr, num_qubits, v, r)
         for g in range(prefix - 1, -1, -1):
@@ -617,9 +632,7 @@ def forward_real(
     same product-state prefix, every amplitude a real number. ``mats`` are the real parts of
     the program's fixed matrices. The rows' contents on entry are not read (the product state
     writes every amplitude), so ``state`` may come from ``np.empty``."""
-    num_qubits = 0
-    while (1 << num_qubits) < state.shape[1]:
-        num_qubits += 1
+    num_qubits = _num_qubits(state.shape[1])
     for b in prange(state.shape[0]):
         row = state[b]
         v = np.zeros((num_qubits, 2))
