@@ -161,3 +161,131 @@ class DirectAppender:
                 pwrite_all(self.fd, self.bounce.view[: self.staged], self.offset)
                 self.offset += self.staged
                 self.staged = 0
+
+
+class PieceWriter:
+    """A file received in pieces, in order, across calls that each open it anew (a holder's
+    column: one ``store.put`` per piece, on the event loop), written around the page cache:
+    the whole blocks of each piece go out directly from a ``bounce`` shared by every file
+    (the caller's thread owns it), the partial last block waits here for the next piece.
+
+    :meth:`write` takes a piece only at :attr:`next_offset` (anything else is the caller's to
+    write plainly: the kernel keeps the two kinds of write coherent); :meth:`flush` writes the
+    waiting partial block plainly, so the file then holds every byte written so far. The
+    partial block stays staged: the next piece's direct write covers it again, with the same
+    bytes. At the first refusal of ``O_DIRECT`` (tmpfs, a platform without it), this file
+    goes on with plain writes. Memory: under one block per file, plus the shared bounce."""
+
+    __slots__ = ("direct", "end", "tail")
+
+    def __init__(self) -> None:
+        self.direct = bool(O_DIRECT)
+        self.end = 0  # bytes [0, end) are on the file (whole blocks, unless direct is off)
+        self.tail = b""  # the bytes after end: under one block, not yet written
+
+    @property
+    def next_offset(self) -> int:
+        return self.end + len(self.tail)
+
+    def write(self, path: str | os.PathLike[str], data: bytes, bounce: Bounce) -> None:
+        """Append ``data`` (at :attr:`next_offset`) to the file at ``path``, created if need
+        be; ``bounce`` holds at least ``len(data) + ALIGN`` bytes."""
+        if not self.direct:
+            self._plain(path, data, self.end)
+            self.end += len(data)
+            return
+        staged = len(self.tail) + len(data)
+        whole = align_down(staged)
+        if whole == 0:
+            self.tail += data
+            return
+        if whole + ALIGN > bounce.size:
+            raise ValueError("a piece larger than the bounce buffer")
+        buf = bounce.view
+        cut = whole - len(self.tail)  # data[:cut] completes the blocks, data[cut:] waits
+        buf[: len(self.tail)] = self.tail
+        buf[len(self.tail) : whole] = memoryview(data)[:cut]
+        fd = self._open(path)
+        try:
+            written = self._direct_write(fd, buf[:whole])
+            if written != whole:  # refused or short: this file is plain from here on
+                pwrite_all(fd, buf[written:whole], self.end + written)
+                self.direct = False
+        finally:
+            os.close(fd)
+        self.end += whole
+        self.tail = bytes(data[cut:])
+        if not self.direct and self.tail:
+            self._plain(path, self.tail, self.end)
+            self.end += len(self.tail)
+            self.tail = b""
+
+    def flush(self, path: str | os.PathLike[str]) -> None:
+        """Make the file hold every byte written so far (the partial block, plainly)."""
+        if self.tail:
+            self._plain(path, self.tail, self.end)
+
+    def _open(self, path: str | os.PathLike[str]) -> int:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | O_DIRECT, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+        self.direct = False
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _direct_write(self, fd: int, view: memoryview) -> int:
+        """Bytes of ``view`` written at ``end`` directly; fewer (0 at a refusal) when the
+        file system would not."""
+        if not self.direct:
+            return 0
+        try:
+            return os.pwrite(fd, view, self.end)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return 0
+
+    @staticmethod
+    def _plain(path: str | os.PathLike[str], data: bytes, offset: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            pwrite_all(fd, data, offset)
+        finally:
+            os.close(fd)
+
+
+def read_direct(path: str | os.PathLike[str], offset: int, length: int, bounce: Bounce) -> bytes:
+    """``length`` bytes at ``offset`` of ``path`` (fewer at its end), read around the page
+    cache through ``bounce`` (at least ``length + 2 * ALIGN`` bytes) when the file system
+    allows, plainly otherwise. Raises ``FileNotFoundError`` like ``open``."""
+    start, stop = align_down(offset), align_up(offset + length)
+    if stop - start > bounce.size:
+        raise ValueError("a read larger than the bounce buffer")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | O_DIRECT) if O_DIRECT else -1
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        fd = -1
+    if fd < 0:
+        return _read_plain(path, offset, length)
+    try:
+        try:
+            got = os.preadv(fd, [bounce.view[: stop - start]], start)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return _read_plain(path, offset, length)
+    finally:
+        os.close(fd)
+    skip = offset - start
+    return bytes(bounce.view[skip : max(skip, min(got, skip + length))])
+
+
+def _read_plain(path: str | os.PathLike[str], offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)

@@ -50,7 +50,9 @@ from pathlib import Path
 from qiz import QizError
 from qiz.crypto.ids import ContentId, NodeId
 from qiz.fsio import fsync_directory
+from qiz.store import direct
 from qiz.store.config import StoreConfig
+from qiz.store.direct import PieceWriter
 from qiz.store.limits import (
     HASH_SIZE,
     MAX_LEASE,
@@ -193,6 +195,8 @@ class Upload:
     column: Ranges = field(default_factory=lambda: Ranges(MAX_UPLOAD_RANGES))
     table: Ranges = field(default_factory=lambda: Ranges(MAX_UPLOAD_RANGES))
     unflushed: int = 0  # column bytes written since the last early flush (write())
+    # the column's pieces in order go around the page cache (write(); direct.PieceWriter)
+    writer: PieceWriter = field(default_factory=PieceWriter)
     committing: bool = False  # between prepare() and complete()/abandon(): files in use
     cancelled: bool = False  # released or lapsed while committing: the commit cleans up
 
@@ -233,6 +237,7 @@ class Holdings:
             (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._uploads: dict[tuple[bytes, int, bytes], Upload] = {}
+        self._bounce: direct.Bounce | None = None  # direct I/O of columns (see _bounce_buffer)
         # what read() found for (cid, column): its file, size and the lease's expiry, kept
         # until any index write (every one goes through _transaction) or that expiry
         self._reads: dict[tuple[bytes, int], tuple[Path, int, float]] = {}
@@ -604,13 +609,16 @@ class Holdings:
             )
         if not data:
             return None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            written = os.pwrite(fd, data, offset)
-        finally:
-            os.close(fd)
-        if written != len(data):
-            raise OSError(f"short write to {path.name}")
+        writer = upload.writer
+        if part != TABLE and size >= direct.DIRECT_FROM and offset == writer.next_offset:
+            writer.write(path, data, self._bounce_buffer())
+        else:  # the table, a small column, a piece out of order: plainly
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                direct.pwrite_all(fd, data, offset)
+            finally:
+                os.close(fd)
+        written = len(data)
         if not ranges.add(offset, end):
             raise HoldError(
                 "out-of-range",
@@ -626,6 +634,14 @@ class Holdings:
             return None
         upload.unflushed = 0
         return path
+
+    def _bounce_buffer(self) -> direct.Bounce:
+        """The aligned buffer every column's direct reads and writes go through (one piece and
+        two blocks: a read's range is widened to whole blocks at both ends). Used only on the
+        caller's thread, one call at a time (the event loop's, in a node)."""
+        if self._bounce is None:
+            self._bounce = direct.Bounce(MAX_PIECE + 2 * direct.ALIGN)
+        return self._bounce
 
     def _any_upload(self, peer: NodeId, cid: ContentId) -> Upload:
         """The table of a content comes with each of its columns: a table piece goes to the
@@ -661,6 +677,7 @@ class Holdings:
         upload = self._upload(peer, cid, index)
         if upload.committing:
             raise HoldError("no-offer", "this offer is already being committed")
+        upload.writer.flush(upload.column_part)  # the last partial block of direct writes
         if not upload.column.covers(upload.column_size):
             raise HoldError(
                 "incomplete",
@@ -898,13 +915,16 @@ class Holdings:
                 "out-of-range", f"bytes {offset}..{offset + length} are outside {size} bytes"
             )
         try:
-            fd = os.open(path, os.O_RDONLY)
+            if part != TABLE and size >= direct.DIRECT_FROM:  # written around the cache
+                data = direct.read_direct(path, offset, length, self._bounce_buffer())
+            else:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    data = os.pread(fd, length, offset)
+                finally:
+                    os.close(fd)
         except FileNotFoundError:  # lost after start-up (disk fault, a hand clean-up)
             raise HoldError("not-found", f"the file of {cid.short()} is gone") from None
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
         if len(data) != length:  # the file shrank under us: never serve short
             raise HoldError("not-found", f"the file of {cid.short()} is damaged")
         return data
