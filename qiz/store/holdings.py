@@ -627,8 +627,8 @@ class Holdings:
         # OFFER_TTL bounds the time without a put, not the upload: a large column over a slow
         # link keeps its reservation while bytes arrive (kept in memory; collect() writes it)
         upload.expires = max(upload.expires, self.clock() + OFFER_TTL)
-        if part == TABLE:
-            return None
+        if part == TABLE or (writer.direct and size >= direct.DIRECT_FROM):
+            return None  # direct writes are on the disk already: the commit syncs the rest
         upload.unflushed += written
         if upload.unflushed < EARLY_FLUSH:
             return None
