@@ -77,6 +77,8 @@ def test_a_punch_is_dialled_from_the_listen_port_while_it_listens() -> None:
             try:
                 assert one.getsockname() == left.getsockname()  # from the listen port
                 assert one.getpeername() == right.getsockname()
+                # asyncio turns Nagle off on the link's transport only for a TCP-typed socket
+                assert one.proto == socket.IPPROTO_TCP
                 accepted, _ = right.accept()
                 with accepted:
                     loop = asyncio.get_running_loop()

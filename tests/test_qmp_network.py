@@ -120,6 +120,27 @@ def test_two_nodes_link_and_call() -> None:
     run(scenario())
 
 
+def nagle_off(link: Link) -> bool:
+    assert link.transport is not None
+    sock = link.transport.get_extra_info("socket")
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_both_ends_of_a_link_send_without_nagle() -> None:
+    """Nagle's algorithm is off on the dialling end too (asyncio turns it off only on sockets
+    made with proto IPPROTO_TCP): with it, a message written behind an unacknowledged one
+    waited for the peer's delayed ACK, 40 ms on Linux."""
+
+    async def scenario() -> None:
+        async with running(make_node(), make_node()) as (a, b):
+            rpc = await a.connect(b.address)
+            await eventually(lambda: a.node_id in b.links.peers, what="B sees A")
+            assert nagle_off(rpc.link)
+            assert nagle_off(b.links.peers[a.node_id].link)
+
+    run(scenario())
+
+
 def test_dial_expectations(frames_sent: dict[Connection, list[FrameKind]]) -> None:
     me = NodeIdentity.generate()
     mine = record_of(me)

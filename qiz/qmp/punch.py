@@ -115,8 +115,8 @@ class PunchBook:
 
 
 def _reuse_socket(local: tuple[str, int], family: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # Nagle off: see
+    try:  # qiz.qmp.transport._begin_connect
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)

@@ -534,8 +534,15 @@ def why_not(exc: OSError) -> str:
 
 def _begin_connect(host: str, port: int) -> tuple[socket.socket, bool]:
     """A non-blocking TCP socket whose connect to ``host:port`` has started; True if it is
-    already connected. The caller works while the kernel completes the handshake."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    already connected. The caller works while the kernel completes the handshake.
+
+    The socket names its protocol (``IPPROTO_TCP``, not 0): asyncio turns Nagle's algorithm
+    off (``TCP_NODELAY``) only on sockets whose ``proto`` says TCP. Made with proto 0, the
+    dialling side of every link kept Nagle: a message written while an earlier segment was
+    unacknowledged waited for the peer's delayed ACK, 40 ms (the last pieces of a put, a
+    get's ``store.holders`` calls)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setblocking(False)
         err = sock.connect_ex((host, port))
