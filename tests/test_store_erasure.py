@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 
 import pytest
-from hypothesis import given
+import zfec
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qiz.store.erasure import (
@@ -18,6 +20,7 @@ from qiz.store.erasure import (
     encode_run,
     share_length,
 )
+from qiz.store.parity import coefficients, parity_shares
 
 
 @st.composite
@@ -110,16 +113,51 @@ def runs(draw: st.DrawFn) -> tuple[list[bytes], int, int, list[int]]:
     return chunks, k, n, columns
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["zfec", "compiled"])
 @given(case=runs())
 def test_a_run_of_chunks_codes_to_their_shares_end_to_end(
-    case: tuple[list[bytes], int, int, list[int]],
+    compiled: bool, case: tuple[list[bytes], int, int, list[int]]
 ) -> None:
-    """encode_run gives each column exactly the bytes that chunk-by-chunk coding sends it."""
+    """encode_run gives each column exactly the bytes that chunk-by-chunk coding (zfec's)
+    sends it, whichever computes the parity."""
     chunks, k, n, columns = case
-    got = encode_run(chunks, k, n, columns)
+    got = encode_run(chunks, k, n, columns, compiled=compiled)
     assert sorted(got) == sorted(columns)
     for j in columns:
         assert got[j] == b"".join(bytes(encode_chunk(c, k, n)[j]) for c in chunks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kn=st.integers(1, 16).flatmap(lambda n: st.tuples(st.integers(1, n), st.just(n))),
+    size=st.integers(1, 3000),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_compiled_parity_is_zfecs(kn: tuple[int, int], size: int, seed: int) -> None:
+    """Any k of n up to 16 and any block length (whole 64-bit words or not): the compiled
+    kernel's parity shares are byte for byte zfec's, whose coefficients it reads."""
+    k, n = kn
+    if n == k:
+        return
+    rng = random.Random(seed)
+    blocks = [rng.randbytes(size) for _ in range(k)]
+    want = zfec.Encoder(k, n).encode(blocks, list(range(k, n)))
+    assert parity_shares(blocks, k, n) == [bytes(share) for share in want]
+
+
+def test_the_compiled_parity_of_large_blocks_crosses_tiles() -> None:
+    """Blocks of several tiles and a partial last tile, as a put's pieces are (218 KiB)."""
+    blocks = [os.urandom(218_455) for _ in range(3)]
+    want = zfec.Encoder(3, 5).encode(blocks, [3, 4])
+    assert parity_shares(blocks, 3, 5) == [bytes(share) for share in want]
+    assert coefficients(3, 5).shape == (2, 3)
+
+
+def test_the_compiled_parity_refuses_what_it_cannot_code() -> None:
+    with pytest.raises(ValueError, match="k=3 blocks"):
+        parity_shares([b"ab", b"cd"], 3, 5)
+    with pytest.raises(ValueError, match="differ in length"):
+        parity_shares([b"ab", b"cd", b"e"], 3, 5)
 
 
 def test_a_piece_of_full_chunks_and_a_short_last_one() -> None:

@@ -23,6 +23,7 @@ import zfec
 
 from qiz import QizError
 from qiz.store.limits import MAX_SHARES
+from qiz.store.parity import parity_shares
 
 
 class ErasureError(QizError, ValueError):
@@ -73,12 +74,19 @@ def encode_chunk(stored: bytes, k: int, n: int) -> list[bytes | memoryview]:
 
 
 def encode_run(
-    chunks: Sequence[bytes | memoryview], k: int, n: int, columns: Iterable[int]
+    chunks: Sequence[bytes | memoryview],
+    k: int,
+    n: int,
+    columns: Iterable[int],
+    *,
+    compiled: bool = False,
 ) -> dict[int, bytes]:
     """For each column j in ``columns``: share j of every chunk of ``chunks``, end to end (the
     bytes of ``b"".join(encode_chunk(c, k, n)[j] for c in chunks)``). Chunks of one share
     size are coded together, one zfec call for all (see the module's docstring); data
-    columns cost one copy of their blocks, parity columns none beyond zfec's output."""
+    columns cost one copy of their blocks, parity columns none beyond zfec's output.
+    ``compiled``: the parity comes from :mod:`qiz.store.parity` (the same bytes, several
+    times faster, after a first call that loads the kernel) instead of zfec."""
     check_params(k, n)
     wanted = sorted(set(columns))
     if any(not 0 <= j < n for j in wanted):
@@ -108,9 +116,13 @@ def encode_run(
             if j < k:
                 parts[j].append(blocks[j])
         if parity:
-            coded = _encoder(k, n).encode(blocks, parity) if n > k else []
-            for j, share in zip(parity, coded, strict=True):
-                parts[j].append(bytes(share))
+            if compiled:
+                coded = parity_shares(blocks, k, n)
+                for j in parity:
+                    parts[j].append(coded[j - k])
+            else:
+                for j, share in zip(parity, _encoder(k, n).encode(blocks, parity), strict=True):
+                    parts[j].append(bytes(share))
     return {j: got[0] if len(got) == 1 else b"".join(got) for j, got in parts.items()}
 
 

@@ -41,7 +41,7 @@ from typing import Any
 from qiz import QizError
 from qiz.qmp.rpc import RpcError
 from qiz.resolve.reach import Unreachable
-from qiz.store import erasure
+from qiz.store import erasure, parity
 from qiz.store.limits import HASH_SIZE, MAX_DECODE_TRIES, MAX_LEASE, MAX_PIECE, MAX_ROUNDS
 from qiz.store.manifest import Manifest
 
@@ -177,8 +177,10 @@ async def upload(
     coder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qiz-store-encode")
     ahead: list[tuple[int, asyncio.Future[dict[int, bytes]]]] = []
 
+    compiled = manifest.size >= parity.COMPILED_FROM  # worth the kernel's first load
+
     def encode(batch: list[bytes]) -> dict[int, bytes]:
-        return erasure.encode_run(batch, manifest.k, manifest.n, columns)
+        return erasure.encode_run(batch, manifest.k, manifest.n, columns, compiled=compiled)
 
     async def send_oldest() -> None:
         nonlocal done
