@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import time
 
 import pytest
 import zfec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qiz.store import parity
 from qiz.store.erasure import (
     ErasureError,
     check_params,
@@ -121,6 +123,8 @@ def test_a_run_of_chunks_codes_to_their_shares_end_to_end(
     """encode_run gives each column exactly the bytes that chunk-by-chunk coding (zfec's)
     sends it, whichever computes the parity."""
     chunks, k, n, columns = case
+    if compiled:
+        parity.warm()  # loaded: encode_run then uses it (before, it codes with zfec)
     got = encode_run(chunks, k, n, columns, compiled=compiled)
     assert sorted(got) == sorted(columns)
     for j in columns:
@@ -169,3 +173,16 @@ def test_a_piece_of_full_chunks_and_a_short_last_one() -> None:
         assert got[j] == b"".join(bytes(encode_chunk(c, 3, 5)[j]) for c in chunks)
     with pytest.raises(ErasureError, match="column index"):
         encode_run(chunks, 3, 5, [5])
+
+
+def test_the_kernel_loads_in_a_thread_of_its_own() -> None:
+    """ready() starts loading the kernel and answers at once; it is True once loaded, and
+    the parity is zfec's either way."""
+    blocks = [os.urandom(5000) for _ in range(3)]
+    want = encode_run(blocks, 3, 5, range(5))
+    deadline = time.monotonic() + 120
+    while not parity.ready():
+        assert encode_run(blocks, 3, 5, range(5), compiled=True) == want  # zfec meanwhile
+        assert time.monotonic() < deadline, "the kernel did not load in 120 s"
+        time.sleep(0.05)
+    assert encode_run(blocks, 3, 5, range(5), compiled=True) == want

@@ -24,6 +24,7 @@ import zfec
 from qiz import QizError
 from qiz.store.limits import MAX_SHARES
 from qiz.store.parity import parity_shares
+from qiz.store.parity import ready as parity_ready
 
 
 class ErasureError(QizError, ValueError):
@@ -86,7 +87,8 @@ def encode_run(
     size are coded together, one zfec call for all (see the module's docstring); data
     columns cost one copy of their blocks, parity columns none beyond zfec's output.
     ``compiled``: the parity comes from :mod:`qiz.store.parity` (the same bytes, several
-    times faster, after a first call that loads the kernel) instead of zfec."""
+    times faster) once its kernel is loaded, which the first such call starts; zfec until
+    then."""
     check_params(k, n)
     wanted = sorted(set(columns))
     if any(not 0 <= j < n for j in wanted):
@@ -116,7 +118,7 @@ def encode_run(
             if j < k:
                 parts[j].append(blocks[j])
         if parity:
-            if compiled:
+            if compiled and parity_ready():
                 coded = parity_shares(blocks, k, n)
                 for j in parity:
                     parts[j].append(coded[j - k])

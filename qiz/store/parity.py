@@ -16,21 +16,27 @@ compiler vectorises (numba, already the state-vector kernels' compiler). Work go
 tile (:data:`TILE` words), so the doublings of one tile stay in the first-level cache.
 
 Measured on this machine, one thread, 218 KiB blocks (``bench/store.py`` repeats it): k=3 n=5
-6.3 GB/s against zfec's 1.5, k=10 n=16 2.9 against 0.5. The first call in a process loads
-the compiled kernel from numba's cache (about 0.3 s; compiling it the first time on a machine,
-about 0.7 s), which is why only large contents use it (:data:`COMPILED_FROM`).
+6.3 GB/s against zfec's 1.5, k=10 n=16 2.9 against 0.5. Loading the compiled kernel costs
+about 0.4 s in each process (from numba's cache; compiling it the first time on a machine,
+about 0.9 s), so a process loads it only when a large content is first coded
+(:data:`COMPILED_FROM`), in a thread of its own (:func:`ready`), and codes with zfec until it
+is loaded: no put waits for it.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import zfec
 
+log = logging.getLogger("qiz.store")
+
 TILE = 256  # 64-bit words per tile: 8 powers of two of one tile are 16 KiB
-COMPILED_FROM = 16 << 20  # contents this large amortise the kernel's first load (0.3 s)
+COMPILED_FROM = 16 << 20  # contents from this size on load the kernel (0.4 s) for later use
 
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _LSB = np.uint64(0x0101010101010101)
@@ -114,6 +120,36 @@ def parity_shares(blocks: Sequence[bytes | memoryview], k: int, n: int) -> list[
     return [coded[r, :size].tobytes() for r in range(n - k)]
 
 
+_state_lock = threading.Lock()
+_loaded = threading.Event()
+
+
 def warm() -> None:
-    """Load the kernel now (the first call's cost), e.g. in a thread before it is needed."""
+    """Load the kernel now, in this thread (its first call's cost)."""
     parity_shares([b"\0" * 8] * 2, 2, 3)
+    _loaded.set()
+
+
+def ready() -> bool:
+    """Whether the kernel is loaded; the first call starts loading it in a thread of its own
+    (a process that never codes a large content never imports numba)."""
+    if _loaded.is_set():
+        return True
+    with _state_lock:
+        _start_loading()
+    return False
+
+
+@functools.cache
+def _start_loading() -> threading.Thread:
+    """The loading thread, started once (under ``_state_lock``)."""
+    thread = threading.Thread(target=_load, name="qiz-parity-load", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load() -> None:
+    try:
+        warm()
+    except Exception as exc:  # numba missing or broken here: zfec codes everything
+        log.warning("store: the compiled parity kernel is unavailable (%s); zfec codes", exc)
