@@ -132,8 +132,15 @@ Notes:
   no column, so every share it reads crosses a QMP link.
 - Each put is of fresh random bytes: public content is deduplicated by column, so the same
   bytes put again would send nothing. Each got file is checked against the put one's SHA-256.
-- One QMP link's bulk throughput and the local copy (copy + fsync) are measured in the same
-  run, at the largest size, as the bounds a put or get is compared with.
+- One QMP link's bulk throughput is the bound a put or get is compared with. At the largest
+  size it is measured in each of 3 rounds, right before that round's put and get (link, put,
+  get, link, put, get, ...), and each of the three keeps its best round: the machine's speed
+  drifts over a run (on this 2-vCPU VM the same put's CPU per MB varied by a third between
+  minutes), so the baseline is measured beside what it bounds. The node processes of the mesh
+  are up (idle) while the link is measured. The local copy (copy + fsync) is measured once
+  before the mesh starts.
+- The putting node's first put of 16 MiB or more loads the compiled parity kernel (about
+  0.4 s, `qiz/store/parity.py`): that happens in the 64 MiB puts, before the 256 MiB rounds.
 - RSS growth is the getting node's VmRSS peak (sampled every 10 ms) over its value before the
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
