@@ -10,6 +10,10 @@ Layout under ``HOME/store/`` (docs/store.md, "Holders: the protocol"):
 * ``parts/TOKEN.column.part``, ``parts/TOKEN.table.part``: bytes of an offer in progress, one
   pair per offer (owner, content, index), so that one owner's bytes never mix with another's.
 
+A column of ``direct.DIRECT_FROM`` bytes or more is written and read around the page cache
+(``O_DIRECT``, :class:`qiz.store.direct.PieceWriter`): on the virtual machines measured here a
+fresh page-cache page costs the host a fault, and a holder rarely reads back what it keeps.
+
 Invariants, and why they hold after a crash at any point:
 
 * A column or table is served only when its row says it is complete. Rows are written after the
