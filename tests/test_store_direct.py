@@ -4,6 +4,7 @@ a descriptor that refuses O_DIRECT is reported as such."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -224,3 +225,87 @@ def test_a_direct_read_of_a_missing_file_is_file_not_found(tmp_path: Path) -> No
             direct.read_direct(tmp_path / "gone", 0, 10, bounce)
     finally:
         bounce.close()
+
+
+# ------------------------------------------------------------ a disk that refuses or fills
+
+
+class FaultyDisk:
+    """``os.pwrite`` and ``os.open`` as a file system that refuses ``O_DIRECT`` (at open or
+    at write) and fills up at chosen writes: the failures a real disk gives, injected,
+    since this machine's disk does neither on demand."""
+
+    def __init__(self, refuse_open: bool, refuse_write: bool, full_at: set[int]) -> None:
+        self.refuse_open = refuse_open
+        self.refuse_write = refuse_write
+        self.full_at = full_at
+        self.writes = 0
+        self._pwrite, self._open = os.pwrite, os.open
+
+    def pwrite(self, fd: int, data: object, offset: int) -> int:
+        self.writes += 1
+        if self.writes in self.full_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if self.refuse_write and flags(fd) & direct.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return self._pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    def open(self, path: object, how: int, *args: object) -> int:
+        if self.refuse_open and how & direct.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return self._open(path, how, *args)  # type: ignore[arg-type]
+
+
+@needs_direct
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=3 * ALIGN + 7), min_size=1, max_size=10),
+    refuse=st.sampled_from(["none", "open", "write"]),
+    full_at=st.sets(st.integers(min_value=1, max_value=12), max_size=3),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_a_piece_that_failed_is_sent_again_and_the_file_comes_out_whole(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sizes: list[int],
+    refuse: str,
+    full_at: set[int],
+    seed: int,
+) -> None:
+    """Whatever refuses O_DIRECT (nothing, the open, the write) and whichever writes find the
+    disk full: each failed piece raises, is sent again from the same offset (as an owner
+    does), and the file holds exactly the stream; the writer ends plain when refused."""
+    rng = random.Random(seed)
+    pieces = [rng.randbytes(size) for size in sizes]
+    path = tmp_path / f"col-{os.urandom(8).hex()}.part"
+    disk = FaultyDisk(refuse == "open", refuse == "write", full_at)
+    bounce = Bounce(3 * ALIGN + 7 + 2 * ALIGN)
+    writer = direct.PieceWriter()
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "pwrite", disk.pwrite)
+        patch.setattr(os, "open", disk.open)
+        try:
+            for piece in pieces:
+                at = writer.next_offset
+                for _attempt in range(5):
+                    try:
+                        writer.write(path, piece, bounce)
+                        break
+                    except OSError as exc:
+                        assert exc.errno == errno.ENOSPC
+                        assert writer.next_offset == at  # nothing moved: send it again
+                else:
+                    raise AssertionError("a piece failed five times")
+            for _attempt in range(5):
+                try:
+                    writer.flush(path)
+                    break
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+        finally:
+            bounce.close()
+    assert path.read_bytes() == b"".join(pieces)
+    if refuse != "none" and sum(sizes) >= ALIGN:
+        assert not writer.direct

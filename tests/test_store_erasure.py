@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import time
+import threading
+from collections.abc import Iterator
 
 import pytest
 import zfec
@@ -175,14 +176,38 @@ def test_a_piece_of_full_chunks_and_a_short_last_one() -> None:
         encode_run(chunks, 3, 5, [5])
 
 
-def test_the_kernel_loads_in_a_thread_of_its_own() -> None:
-    """ready() starts loading the kernel and answers at once; it is True once loaded, and
-    the parity is zfec's either way."""
+@pytest.fixture
+def unloaded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The parity module as in a process that has not loaded its kernel yet."""
+    monkeypatch.setattr(parity, "_loaded", threading.Event())
+    parity._start_loading.cache_clear()
+    yield
+    parity._start_loading.cache_clear()
+
+
+def test_the_kernel_loads_in_a_thread_of_its_own(unloaded: None) -> None:
+    """ready() starts loading the kernel and answers at once (False); the parity is zfec's
+    meanwhile and after, when ready() says True."""
     blocks = [os.urandom(5000) for _ in range(3)]
     want = encode_run(blocks, 3, 5, range(5))
-    deadline = time.monotonic() + 120
-    while not parity.ready():
-        assert encode_run(blocks, 3, 5, range(5), compiled=True) == want  # zfec meanwhile
-        assert time.monotonic() < deadline, "the kernel did not load in 120 s"
-        time.sleep(0.05)
+    assert parity.ready() is False
+    assert encode_run(blocks, 3, 5, range(5), compiled=True) == want  # zfec meanwhile
+    parity._start_loading().join(120)
+    assert parity.ready() is True
+    assert encode_run(blocks, 3, 5, range(5), compiled=True) == want
+
+
+def test_without_the_kernel_zfec_codes(unloaded: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that cannot load (numba missing or broken here): ready() stays False and
+    every parity share is zfec's."""
+
+    def broken() -> None:
+        raise ImportError("no numba here")
+
+    monkeypatch.setattr(parity, "_kernel", broken)
+    blocks = [os.urandom(3000) for _ in range(3)]
+    want = encode_run(blocks, 3, 5, range(5))
+    assert parity.ready() is False
+    parity._start_loading().join(30)
+    assert parity.ready() is False
     assert encode_run(blocks, 3, 5, range(5), compiled=True) == want

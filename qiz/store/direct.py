@@ -189,10 +189,14 @@ class PieceWriter:
 
     def write(self, path: str | os.PathLike[str], data: bytes, bounce: Bounce) -> None:
         """Append ``data`` (at :attr:`next_offset`) to the file at ``path``, created if need
-        be; ``bounce`` holds at least ``len(data) + ALIGN`` bytes."""
+        be; ``bounce`` holds at least ``len(data) + ALIGN`` bytes. The writer's state moves
+        only once every write of the piece succeeded: a piece that failed (a full disk) may
+        be sent again from the same offset."""
         if not self.direct:
-            self._plain(path, data, self.end)
-            self.end += len(data)
+            pending = self.tail + data if self.tail else data
+            self._plain(path, pending, self.end)
+            self.end += len(pending)
+            self.tail = b""
             return
         staged = len(self.tail) + len(data)
         whole = align_down(staged)
@@ -208,17 +212,20 @@ class PieceWriter:
         fd = self._open(path)
         try:
             written = self._direct_write(fd, buf[:whole])
-            if written != whole:  # refused or short: this file is plain from here on
+            if written != whole:  # refused (or short): this file is plain from here on
+                if self.direct:
+                    self.direct = False
+                    os.close(fd)
+                    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # without O_DIRECT
                 pwrite_all(fd, buf[written:whole], self.end + written)
-                self.direct = False
         finally:
             os.close(fd)
-        self.end += whole
-        self.tail = bytes(data[cut:])
-        if not self.direct and self.tail:
-            self._plain(path, self.tail, self.end)
-            self.end += len(self.tail)
-            self.tail = b""
+        rest = bytes(data[cut:])
+        if not self.direct and rest:
+            self._plain(path, rest, self.end + whole)
+            self.end, self.tail = self.end + whole + len(rest), b""
+            return
+        self.end, self.tail = self.end + whole, rest
 
     def flush(self, path: str | os.PathLike[str]) -> None:
         """Make the file hold every byte written so far (the partial block, plainly)."""
@@ -236,7 +243,7 @@ class PieceWriter:
 
     def _direct_write(self, fd: int, view: memoryview) -> int:
         """Bytes of ``view`` written at ``end`` directly; fewer (0 at a refusal) when the
-        file system would not."""
+        file system would not (``fd`` is plain when :meth:`_open` was refused)."""
         if not self.direct:
             return 0
         try:

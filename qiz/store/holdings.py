@@ -278,6 +278,9 @@ class Holdings:
 
     def close(self) -> None:
         self.db.close()
+        if self._bounce is not None:
+            self._bounce.close()
+            self._bounce = None
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
@@ -614,7 +617,8 @@ class Holdings:
         if not data:
             return None
         writer = upload.writer
-        if part != TABLE and size >= direct.DIRECT_FROM and offset == writer.next_offset:
+        in_order = part != TABLE and size >= direct.DIRECT_FROM and offset == writer.next_offset
+        if in_order:
             writer.write(path, data, self._bounce_buffer())
         else:  # the table, a small column, a piece out of order: plainly
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -631,7 +635,7 @@ class Holdings:
         # OFFER_TTL bounds the time without a put, not the upload: a large column over a slow
         # link keeps its reservation while bytes arrive (kept in memory; collect() writes it)
         upload.expires = max(upload.expires, self.clock() + OFFER_TTL)
-        if part == TABLE or (writer.direct and size >= direct.DIRECT_FROM):
+        if part == TABLE or (in_order and writer.direct):
             return None  # direct writes are on the disk already: the commit syncs the rest
         upload.unflushed += written
         if upload.unflushed < EARLY_FLUSH:

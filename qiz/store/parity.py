@@ -98,7 +98,10 @@ def _kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     numba is imported only by a node that codes a large content."""
     from numba import njit
 
-    return njit(nogil=True, cache=True)(_parity_words)
+    try:
+        return njit(nogil=True, cache=True)(_parity_words)
+    except RuntimeError:  # no writable cache directory: compiled in every process (0.9 s)
+        return njit(nogil=True)(_parity_words)
 
 
 def parity_shares(blocks: Sequence[bytes | memoryview], k: int, n: int) -> list[bytes]:
