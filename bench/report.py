@@ -141,6 +141,13 @@ Notes:
   before the mesh starts.
 - The putting node's first put of 16 MiB or more loads the compiled parity kernel (about
   0.4 s, `qiz/store/parity.py`): that happens in the 64 MiB puts, before the 256 MiB rounds.
+- How much one run says: in session 15, 8 runs of this bench over the same code (some on a
+  busier machine) gave put 256 MiB at 29-39% of the link and get at 39-54%; the run above is
+  the one made on a quiet machine for this page, not the best. A get reads its 256 MiB from
+  three holders' disks (they write and read columns around the page cache) while it writes
+  256 MiB to its own: on this VM's disk each 218 KiB read then took 0.65-1.0 ms (reading
+  two pieces at once took twice as long: about 330 MB/s per holder either way), so the
+  holders' disks, not their CPUs, set a get's pace here.
 - RSS growth is the getting node's VmRSS peak (sampled every 10 ms) over its value before the
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
