@@ -215,8 +215,9 @@ class PieceWriter:
             if written != whole:  # refused (or short): this file is plain from here on
                 if self.direct:
                     self.direct = False
+                    plain = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # without O_DIRECT
                     os.close(fd)
-                    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # without O_DIRECT
+                    fd = plain
                 pwrite_all(fd, buf[written:whole], self.end + written)
         finally:
             os.close(fd)
