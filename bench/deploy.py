@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, machine, markdown_table, median, time_op
+from bench.harness import Figure, emit_with_loads, machine, markdown_table, median, time_op
 from bench.store import MIB, Mesh, check_quiet, log
 
 MESH = 6
@@ -248,13 +248,7 @@ def run(quick: bool = False, busy_ok: bool = False) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="qiz-bench-deploy-") as tmp:
         figures += tuf_figures(Path(tmp), quick)
         figures += mesh_figures(Path(tmp), quick)
-    end_load = os.getloadavg()[0]
-    for f in figures:
-        f.extra.setdefault("load_average_1min", round(load, 2))
-        f.extra["load_average_1min_end"] = round(end_load, 2)
-        f.extra["quick"] = quick
-        f.emit()
-    return figures
+    return emit_with_loads(figures, load, quick=quick)
 
 
 def main() -> None:

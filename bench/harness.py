@@ -43,6 +43,19 @@ class Figure:
         print(json.dumps(row, sort_keys=True), flush=True)
 
 
+def emit_with_loads(figures: list[Figure], start_load: float, **extra: Any) -> list[Figure]:
+    """Stamp every figure with the 1-minute load average at the run's start (unless a
+    figure carries its own) and now, plus ``extra``, and print them: a reader of the JSON
+    can tell a quiet run from a busy one."""
+    end_load = os.getloadavg()[0]
+    for f in figures:
+        f.extra.setdefault("load_average_1min", round(start_load, 2))
+        f.extra["load_average_1min_end"] = round(end_load, 2)
+        f.extra.update(extra)
+        f.emit()
+    return figures
+
+
 def time_op(
     fn: Callable[[], object], *, min_seconds: float = 0.3, min_runs: int = 20
 ) -> list[float]:

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, machine, markdown_table, percentile
+from bench.harness import Figure, emit_with_loads, machine, markdown_table, percentile
 from tests.helpers import CLEAN_ENV, qiz_init
 from tests.netns import (
     PORT_PRESERVING,
@@ -404,13 +404,7 @@ def run(quick: bool, busy_ok: bool, pairs: int) -> list[Figure]:
                     extra={k: v for k, v in got.items() if k != "nat"},
                 )
             )
-    end_load = os.getloadavg()[0]
-    for f in figures:
-        f.extra["load_average_1min"] = round(load, 2)
-        f.extra["load_average_1min_end"] = round(end_load, 2)
-        f.extra["quick"] = quick
-        f.emit()
-    return figures
+    return emit_with_loads(figures, load, quick=quick)
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from bench.harness import (
     MAX_LOAD,  # noqa: F401 - the refusal threshold, as its docstring says
     Figure,
     check_quiet,
+    emit_with_loads,
     machine,
     markdown_table,
     median,
@@ -547,12 +548,7 @@ def run_rpc_only(quick: bool, busy_ok: bool) -> list[Figure]:
                 proc.kill()
                 proc.wait()
     figures = rpc_figures(*rounds)
-    end_load = os.getloadavg()[0]
-    for f in figures:
-        f.extra["load_average_1min"] = round(load, 2)
-        f.extra["load_average_1min_end"] = round(end_load, 2)
-        f.emit()
-    return figures
+    return emit_with_loads(figures, load)
 
 
 async def qmp_client(
@@ -722,12 +718,7 @@ def run(quick: bool = False, busy_ok: bool = True) -> list[Figure]:
                 },
             )
         )
-    end_load = os.getloadavg()[0]
-    for f in figures:
-        f.extra["load_average_1min"] = round(load, 2)
-        f.extra["load_average_1min_end"] = round(end_load, 2)
-        f.emit()
-    return figures
+    return emit_with_loads(figures, load)
 
 
 def main() -> None:

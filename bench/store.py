@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, check_quiet, machine, markdown_table
+from bench.harness import Figure, check_quiet, emit_with_loads, machine, markdown_table
 
 MIB = 1 << 20
 MB = 1e6
@@ -209,12 +209,12 @@ def local_copy(source: Path, runs: int) -> float:
     return best
 
 
-def qmp_link(size: int, runs: int) -> tuple[float, float, float]:
+def qmp_link(size: int) -> tuple[float, float, float]:
     """Seconds to send ``size`` random bytes over one QMP link to a sink in its own process
-    (bench/qmp.py's), which answers their SHA-256: the best of ``runs``; with the CPU seconds
-    the sender (this process) and the sink spent in that run. The pool's figures are read
-    against these: on two cores a put or get can be at most as fast as its CPU per MB, summed
-    over every process, allows."""
+    (bench/qmp.py's), which answers their SHA-256, with the CPU seconds the sender (this
+    process) and the sink spent (the caller keeps the best of its rounds). The pool's figures
+    are read against these: on two cores a put or get can be at most as fast as its CPU per
+    MB, summed over every process, allows."""
     from bench.qmp import qmp_bulk, start_server
     from qiz.identity import NodeIdentity, PeerRecord
 
@@ -227,19 +227,15 @@ def qmp_link(size: int, runs: int) -> tuple[float, float, float]:
         proc, port = start_server("qmp", str(secret))
         try:
             record = PeerRecord.create(server, [f"127.0.0.1:{port}"], seq=1, now=time.time())
-            best, cpu = float("inf"), (0.0, 0.0)
-            for _ in range(runs):
-                mine, theirs = time.process_time(), cpu_seconds(proc.pid)
-                elapsed, digest = asyncio.run(qmp_bulk(port, client, record, data))
-                spent = (time.process_time() - mine, cpu_seconds(proc.pid) - theirs)
-                if digest != expected:
-                    raise SystemExit("QMP link: the sink received different bytes")
-                if elapsed < best:
-                    best, cpu = elapsed, spent
+            mine, theirs = time.process_time(), cpu_seconds(proc.pid)
+            elapsed, digest = asyncio.run(qmp_bulk(port, client, record, data))
+            sender, sink = time.process_time() - mine, cpu_seconds(proc.pid) - theirs
+            if digest != expected:
+                raise SystemExit("QMP link: the sink received different bytes")
         finally:
             proc.kill()
             proc.wait()
-    return best, *cpu
+    return elapsed, sender, sink
 
 
 # ----------------------------------------------------------------------------- the mesh
@@ -430,7 +426,7 @@ def pool_figures(root: Path, sizes: tuple[int, ...], quick: bool) -> list[Figure
             for run in range(runs):
                 if size == largest:
                     log(f"round {run + 1} of {runs}: one QMP link, put, get ({size_mib} MiB)")
-                    link = min(link, qmp_link(largest, 1))
+                    link = min(link, qmp_link(largest))
                 path = root / f"in-{size_mib}-{run}.bin"
                 digest = write_random(path, size)
                 with CpuMeter(mesh.nodes) as meter:
@@ -606,14 +602,9 @@ def run(quick: bool = False, busy_ok: bool = False, cold: bool = False) -> list[
         figures += pool_figures(Path(tmp), sizes, quick)
     figures += zfec_figures(quick)
     figures += hash_figures(quick)
-    end_load = os.getloadavg()[0]
-    for f in figures:
-        f.extra.setdefault("load_average_1min", round(load, 2))
-        f.extra["load_average_1min_end"] = round(end_load, 2)
-        f.extra["quick"] = quick
-        f.extra["memory_warmed_gib"] = round(warmed / (1 << 30), 2)
-        f.emit()
-    return figures
+    return emit_with_loads(
+        figures, load, quick=quick, memory_warmed_gib=round(warmed / (1 << 30), 2)
+    )
 
 
 def cpu_summary(figures: list[Figure]) -> str:

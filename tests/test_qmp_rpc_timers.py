@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +20,9 @@ from .helpers import async_eventually as eventually
 from .helpers import run
 
 
-async def _pair(handlers: dict[str, Any], **limits: Any) -> tuple[Listener, RpcEndpoint]:
+@contextlib.asynccontextmanager
+async def _pair(handlers: dict[str, Any], **limits: Any) -> AsyncIterator[RpcEndpoint]:
+    """A client endpoint linked to a listener serving ``handlers``; both closed on exit."""
     server, client = NodeIdentity.generate(), NodeIdentity.generate()
     now = time.time()
     server_record = PeerRecord.create(server, ["127.0.0.1:1"], seq=1, now=now)
@@ -31,7 +34,12 @@ async def _pair(handlers: dict[str, Any], **limits: Any) -> tuple[Listener, RpcE
     listener = Listener(server, lambda: server_record, on_link=on_link)
     await listener.start("127.0.0.1:0")
     link = await dial(listener.address, client, client_record, expected=server.node_id)
-    return listener, RpcEndpoint(link, {}, **limits)
+    rpc = RpcEndpoint(link, {}, **limits)
+    try:
+        yield rpc
+    finally:
+        rpc.link.close()
+        await listener.close()
 
 
 class Gate:
@@ -54,8 +62,7 @@ class Gate:
 def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
     async def scenario() -> None:
         gate = Gate()
-        listener, rpc = await _pair({"gate": gate.handler, "echo": lambda ctx, body: body})
-        try:
+        async with _pair({"gate": gate.handler, "echo": lambda ctx, body: body}) as rpc:
             long_call = asyncio.ensure_future(rpc.call("gate", "long", timeout=30.0))
             await asyncio.sleep(0.05)
             assert rpc._sweep is not None and len(rpc._due) == 1
@@ -73,35 +80,30 @@ def test_each_call_keeps_its_own_deadline_under_one_timer() -> None:
             await rpc.link.wait_closed()
             await asyncio.sleep(0)  # the endpoint hears of the close in a done callback
             assert rpc._sweep is None  # a closed link leaves no timer behind
-        finally:
-            rpc.link.close()
-            await listener.close()
 
     run(scenario())
 
 
 def test_calls_one_after_another_arm_one_timer_not_one_each() -> None:
     async def scenario() -> None:
-        listener, rpc = await _pair({"echo": lambda ctx, body: body})
-        loop = asyncio.get_running_loop()
-        armed: list[float] = []
-        call_at = loop.call_at
+        async with _pair({"echo": lambda ctx, body: body}) as rpc:
+            loop = asyncio.get_running_loop()
+            armed: list[float] = []
+            call_at = loop.call_at
 
-        def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
-            if getattr(callback, "__func__", None) is RpcEndpoint._expire_due:
-                armed.append(when)
-            return call_at(when, callback, *args, **kwargs)
+            def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+                if getattr(callback, "__func__", None) is RpcEndpoint._expire_due:
+                    armed.append(when)
+                return call_at(when, callback, *args, **kwargs)
 
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
-        try:
-            for i in range(50):
-                assert await rpc.call("echo", i, timeout=10.0) == i
-            assert len(armed) == 1
-            assert not rpc._due and not rpc._pending
-        finally:
-            loop.call_at = call_at  # type: ignore[method-assign]
-            rpc.link.close()
-            await listener.close()
+            loop.call_at = counting_call_at  # type: ignore[method-assign]
+            try:
+                for i in range(50):
+                    assert await rpc.call("echo", i, timeout=10.0) == i
+                assert len(armed) == 1
+                assert not rpc._due and not rpc._pending
+            finally:
+                loop.call_at = call_at  # type: ignore[method-assign]
 
     run(scenario())
 
@@ -118,8 +120,7 @@ def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> 
         return body
 
     async def scenario() -> None:
-        listener, rpc = await _pair({"slow": slow, "echo": lambda ctx, body: body})
-        try:
+        async with _pair({"slow": slow, "echo": lambda ctx, body: body}) as rpc:
             with pytest.raises(RpcError) as late:
                 await rpc.call("slow", 1, timeout=0.1)
             assert late.value.code == "timeout"
@@ -128,9 +129,6 @@ def test_an_answer_after_the_deadline_is_a_timeout_and_the_next_call_works() -> 
             await asyncio.sleep(0.05)  # and received: a result for a call no longer pending
             assert await rpc.call("echo", 3) == 3
             assert rpc.bad_messages == 0
-        finally:
-            rpc.link.close()
-            await listener.close()
 
     run(scenario())
 
@@ -139,8 +137,7 @@ def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -
     async def scenario() -> None:
         gate = Gate()
         started = gate.started
-        listener, rpc = await _pair({"gate": gate.handler}, max_inflight_out=2)
-        try:
+        async with _pair({"gate": gate.handler}, max_inflight_out=2) as rpc:
             calls = [asyncio.ensure_future(rpc.call("gate", i, timeout=10.0)) for i in range(5)]
             await eventually(lambda: len(started) == 2, what="two calls in flight")
             await asyncio.sleep(0.05)  # time for a third to start, if one wrongly could
@@ -153,9 +150,6 @@ def test_in_flight_slots_queue_calls_in_order_and_survive_a_cancelled_waiter() -
             assert isinstance(results[2], asyncio.CancelledError)
             assert sorted(started) == [0, 1, 3, 4]
             assert rpc._out_free == 2 and not rpc._out_waiters  # every slot came back
-        finally:
-            rpc.link.close()
-            await listener.close()
 
     run(scenario())
 
@@ -167,10 +161,9 @@ def test_a_call_closed_while_it_waits_for_a_slot_gives_its_place_back() -> None:
 
     async def scenario() -> None:
         gate = Gate()
-        listener, rpc = await _pair(
+        async with _pair(
             {"gate": gate.handler, "echo": lambda ctx, body: body}, max_inflight_out=1
-        )
-        try:
+        ) as rpc:
             holder = asyncio.ensure_future(rpc.call("gate", 0, timeout=10.0))
             await eventually(lambda: rpc._out_free == 0, what="the only slot taken")
             waiting = rpc.call("echo", 1, timeout=10.0)
@@ -182,8 +175,5 @@ def test_a_call_closed_while_it_waits_for_a_slot_gives_its_place_back() -> None:
             assert await holder == 0
             assert await rpc.call("echo", 2, timeout=5.0) == 2  # the slot came back
             assert rpc._out_free == 1
-        finally:
-            rpc.link.close()
-            await listener.close()
 
     run(scenario())
