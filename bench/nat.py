@@ -56,6 +56,9 @@ PUNCH_WAIT = 25.0  # seconds a pair is given to go direct (3 attempts, 5 s each,
 SETTLE = 90.0  # seconds for home nodes to find themselves private and reserve
 PINGS = 50
 BULK_SECONDS = 2.0
+# a quarter of what a relay forwards on one circuit (RelayConfig.circuit_bytes, 256 MiB), which
+# a 2 s pull filled once links no longer waited on Nagle: the relay then closed the link
+BULK_BYTES = 64 * 1024 * 1024
 CHUNK = 32 * 1024
 DEPTH = 8
 PUBLIC_CONFIG = "\n[nat]\ncheck_every = 10\n\n[relay]\nmax_reservations_per_prefix = 128\n"
@@ -285,7 +288,13 @@ def relayed_beside_direct(bench: Bench) -> dict[str, Any]:
 def measure(node: NetnsNode, target: str) -> dict[str, Any]:
     pinged = node.request("ping", 60.0, target=target, count=PINGS)["result"]
     bulk = node.request(
-        "bench_bulk", 60.0, target=target, seconds=BULK_SECONDS, chunk=CHUNK, depth=DEPTH
+        "bench_bulk",
+        60.0,
+        target=target,
+        seconds=BULK_SECONDS,
+        chunk=CHUNK,
+        depth=DEPTH,
+        max_bytes=BULK_BYTES,
     )["result"]
     rtts = sorted(pinged["rtt_ms"])
     return {
