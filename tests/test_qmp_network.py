@@ -446,6 +446,91 @@ def test_rpc_unknown_method_timeout_and_busy() -> None:
     run(scenario())
 
 
+def test_requests_in_flight_are_bounded_in_bytes_as_well_as_in_number() -> None:
+    """Messages may be 1 MiB: a peer keeping large requests running on a slow handler holds
+    at most MAX_INFLIGHT_BYTES_IN of them on the node (64 such requests would be 64 MiB); the
+    surplus is answered ``busy`` without running, and the budget comes back as they end."""
+    from qiz.qmp.rpc import MAX_INFLIGHT_BYTES_IN
+
+    body = bytes(900 * 1024)
+
+    async def scenario() -> None:
+        node = make_node()
+        release = asyncio.Event()
+        blocked: list[int] = []
+
+        async def gate(ctx: CallContext, body: Any) -> Any:
+            blocked.append(len(body))
+            await release.wait()
+            return len(body)
+
+        node.handlers["test.gate"] = gate
+        async with running(node):
+            link, rpc = await client(node.address)
+            try:
+                peer = link.conn.identity.node_id
+                await eventually(lambda: peer in node.links.peers, what="link registered")
+                served = node.links.peers[peer].rpc
+                fits = MAX_INFLIGHT_BYTES_IN // (len(body) + 32)  # the envelope is under 32
+                assert fits < served.max_inflight_in  # the byte budget binds first
+                calls = [
+                    asyncio.ensure_future(rpc.call("test.gate", body, timeout=20.0))
+                    for _ in range(fits + 3)
+                ]
+                await eventually(lambda: sum(c.done() for c in calls) == 3, what="refusals")
+                assert len(blocked) == fits
+                assert 0 < served._held_bytes <= MAX_INFLIGHT_BYTES_IN
+                refused = [c.exception() for c in calls if c.done()]
+                assert all(isinstance(e, RpcError) and e.code == "busy" for e in refused)
+                assert all("bytes" in e.message for e in refused)  # type: ignore[union-attr]
+                release.set()
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                assert [r for r in results if not isinstance(r, RpcError)] == [len(body)] * fits
+                await eventually(lambda: served._held_bytes == 0, what="budget back")
+                assert await rpc.call("test.gate", body) == len(body)  # capacity is back
+            finally:
+                link.close()
+
+    run(scenario(), timeout=45)
+
+
+def test_a_link_whose_reader_lags_pauses_at_its_byte_budget() -> None:
+    """An application that does not take its messages holds at most ``max_queued_bytes`` of
+    them (plus what one socket read brought) before the link stops reading the peer; every
+    message arrives, in order, once it reads again."""
+    big = 1024 * 1024 - 64
+    count = 40  # 40 MiB, well past the 16 MiB budget and under 256 messages
+
+    async def scenario() -> None:
+        server_id, me = NodeIdentity.generate(), NodeIdentity.generate()
+        record = record_of(server_id)
+        accepted: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+
+        async def hold(link: Link) -> None:
+            accepted.set_result(link)
+
+        listener = Listener(server_id, lambda: record, on_link=hold, config=qmp())
+        await listener.start(f"{HOST}:0")
+        try:
+            link = await dial(listener.address, me, record_of(me), expected=record, config=qmp())
+            served = await asyncio.wait_for(accepted, 10)
+            sent = [bytes([i]) * big for i in range(count)]
+            sending = asyncio.ensure_future(asyncio.gather(*(link.send(m) for m in sent)))
+            await eventually(lambda: "inbox" in served._paused_for, what="reading paused")
+            await asyncio.sleep(0.2)  # nothing more comes in while paused
+            assert len(served._inbox) < count
+            assert served._inbox_bytes <= served.max_queued_bytes + 2 * big
+            got = [await served.recv() for _ in range(count)]
+            await sending
+            assert got == sent
+            assert served._inbox_bytes == 0
+            link.close()
+        finally:
+            await listener.close()
+
+    run(scenario(), timeout=45)
+
+
 def test_plain_handlers_answer_inline_with_the_same_errors_as_async_ones() -> None:
     """A plain-function handler is answered in the receive path (no task): its result, its
     RpcError, a body it cannot use and its own failure reach the caller exactly as an async

@@ -63,7 +63,11 @@ _DATA_FRAME = FrameKind.DATA << 24  # a DATA frame header is (this | body length
 class QmpConfig:
     """Limits and timers of one link. The defaults suit a LAN or the Internet."""
 
-    max_frame_body: int = 256 * 1024 + DATA_OVERHEAD
+    # 1 MiB of payload: a storage piece is one message, and each message costs a round trip's
+    # fixed CPU whatever its size (docs/store.md, "Throughput"). What a peer can make a node hold
+    # is bounded in bytes, not messages, where that matters (rpc.MAX_INFLIGHT_BYTES_IN,
+    # transport.MAX_QUEUED_BYTES); a peer that fills a frame has sent its bytes.
+    max_frame_body: int = 1024 * 1024 + DATA_OVERHEAD
     max_outbound_buffer: int = 8 * 1024 * 1024
     handshake_timeout: float = 10.0
     confirm_timeout: float = CONFIRM_TIMEOUT  # responder: RESPONSE sent, CONFIRM due

@@ -10,9 +10,10 @@ Kinds 4, 5 and 6 are stream messages (docs/nat.md §4.1), handed to the link's
 
 ``id`` is chosen by the caller (unique among its requests in flight on the link), ``method`` a
 text name such as ``"qmp.ping"``, ``body`` any plain CBOR value. Limits: a cap on requests in
-flight each way (an inbound request over the cap is answered ``busy`` at once, without running
-it), a per-call timeout, and cancellation (a caller that gives up sends ``cancel`` and the
-handler task is cancelled). Sends wait on the link's backpressure.
+flight each way, and on the bytes of the inbound ones (a request over either is answered
+``busy`` at once, without running it), a per-call timeout, and cancellation (a caller
+that gives up sends ``cancel`` and the handler task is cancelled). Sends wait on the link's
+backpressure.
 
 Handler and reply tasks belong to a :class:`~qiz.tasks.TaskOwner`: the link manager's (so that
 ``LinkManager.close()`` cancels and awaits them) or, for a bare endpoint, the endpoint's own.
@@ -45,6 +46,9 @@ log = logging.getLogger("qiz.rpc")
 
 REQUEST, RESULT, ERROR, CANCEL = 0, 1, 2, 3
 MAX_METHOD = 64
+# bytes of the requests a peer has running on one link (their bodies live until the handler
+# ends): what 64 requests of the 256 KiB messages QMP had before its 1 MiB frames held
+MAX_INFLIGHT_BYTES_IN = 16 * 1024 * 1024
 
 
 class RpcError(QizError):
@@ -81,6 +85,7 @@ class RpcEndpoint:
         *,
         max_inflight_in: int = 64,
         max_inflight_out: int = 64,
+        max_inflight_bytes_in: int = MAX_INFLIGHT_BYTES_IN,
         default_timeout: float = 10.0,
         max_message: int | None = None,
         tasks: TaskOwner | None = None,
@@ -93,6 +98,7 @@ class RpcEndpoint:
         self.tasks = tasks or TaskOwner("rpc", log)
         self.handlers = handlers
         self.max_inflight_in = max_inflight_in
+        self.max_inflight_bytes_in = max_inflight_bytes_in
         self.default_timeout = default_timeout
         self.max_message = max_message or link.conn.config.max_payload
         self._out_free = max_inflight_out  # in-flight slots for calls (see call)
@@ -109,6 +115,9 @@ class RpcEndpoint:
         # getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self._running: dict[int, asyncio.Task[None]] = {}
+        # the size of each running request's message, and their sum (max_inflight_bytes_in)
+        self._held: dict[int, int] = {}
+        self._held_bytes = 0
         self._replies_queued = 0  # refusals waiting for the link to take them
         self.bad_messages = 0  # malformed messages from the peer (dropped, counted)
         self.replies_dropped = 0  # refusals never sent: the peer does not read them
@@ -269,7 +278,7 @@ class RpcEndpoint:
             self.streams.on_message(message)
             return
         if kind == REQUEST and len(message) == 4 and isinstance(message[2], str):
-            self._on_request(call_id, message[2], message[3])
+            self._on_request(call_id, message[2], message[3], len(data))
         elif kind == RESULT and len(message) == 3:
             future = self._pending.get(call_id)
             if future is not None and not future.done():
@@ -280,12 +289,13 @@ class RpcEndpoint:
                 future.set_exception(RpcError(str(message[2]), str(message[3])))
         elif kind == CANCEL and len(message) == 2:
             task = self._running.pop(call_id, None)
+            self._unhold(call_id)
             if task is not None:
                 task.cancel()
         else:
             self.bad_messages += 1
 
-    def _on_request(self, call_id: int, method: str, body: Any) -> None:
+    def _on_request(self, call_id: int, method: str, body: Any, size: int) -> None:
         if self.link.closed.done():  # an earlier message of this read closed the link
             return
         handler = self.handlers.get(method) if len(method) <= MAX_METHOD else None
@@ -294,6 +304,9 @@ class RpcEndpoint:
             return
         if len(self._running) >= self.max_inflight_in or call_id in self._running:
             self._reply_later([ERROR, call_id, "busy", "too many requests in flight"])
+            return
+        if self._held_bytes + size > self.max_inflight_bytes_in:
+            self._reply_later([ERROR, call_id, "busy", "too many bytes of requests in flight"])
             return
         refusal = self.meter(method) if self.meter is not None else None
         if refusal is not None:
@@ -320,6 +333,8 @@ class RpcEndpoint:
                 # handler's coroutine is then closed here, not left "never awaited".
                 task.add_done_callback(lambda _task, handler_run=outcome: handler_run.close())
             self._running[call_id] = task
+            self._held[call_id] = size
+            self._held_bytes += size
         else:
             self._reply_inline(call_id, [RESULT, call_id, outcome])
 
@@ -376,6 +391,10 @@ class RpcEndpoint:
         task must not free (and so untrack) the new request's slot."""
         if self._running.get(call_id) is asyncio.current_task(self._loop):  # no getpid()
             del self._running[call_id]
+            self._unhold(call_id)
+
+    def _unhold(self, call_id: int) -> None:
+        self._held_bytes -= self._held.pop(call_id, 0)
 
     def _reply_later(self, message: list) -> None:
         """Send a refusal without blocking the receive path. A peer that floods requests and
@@ -408,6 +427,8 @@ class RpcEndpoint:
         for task in self._running.values():
             task.cancel()
         self._running.clear()
+        self._held.clear()
+        self._held_bytes = 0
 
 
 async def invoke(handler: Handler, context: CallContext, body: Any) -> Any:

@@ -9,7 +9,7 @@ socket bytes and wall-clock time.
   in progress at once;
 * :class:`Link` gives ``send``/``recv``/``ping`` with backpressure both ways: ``send`` waits while
   the socket's write buffer is above its high-water mark, and reading pauses while more than
-  ``max_queued`` received messages wait for the application.
+  ``max_queued`` received messages, or ``max_queued_bytes`` of them, wait for the application.
 
 Timers: each link has one event-loop timer, armed at the connection's
 :meth:`~qiz.qmp.connection.Connection.next_deadline` (handshake timeout, idle timeout, erasure of
@@ -58,6 +58,9 @@ _CLOSED = State.CLOSED  # Connection.closed without the property call, on the pe
 # Unsent bytes a link may hold before its handshake completes. A real handshake leaves a few KiB
 # (RECORD, RESPONSE); more means the peer makes us answer but does not read the answers.
 HANDSHAKE_WRITE_LIMIT = 64 * 1024
+# received messages' bytes a link queues for an application that has not taken them (reading
+# pauses above it, as above ``max_queued`` messages): messages may be up to 1 MiB
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
 # Before the handshake completes, input is fed in slices this small and the output is checked
 # after each, so that a burst of tiny requests (HELLO) cannot build a huge reply in one go.
 HANDSHAKE_FEED_SLICE = 2048
@@ -104,6 +107,7 @@ class Link(asyncio.Protocol):
         conn: Connection,
         *,
         max_queued: int = 256,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
         on_message: Callable[[Link, bytes], None] | None = None,
         on_close: Callable[[Link], None] | None = None,
         on_made: Callable[[Link], None] | None = None,
@@ -113,6 +117,7 @@ class Link(asyncio.Protocol):
         self.on_made = on_made
         self.clock = clock
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self.on_message = on_message
         self.on_close = on_close
         self.transport: asyncio.Transport | None = None
@@ -122,6 +127,7 @@ class Link(asyncio.Protocol):
         self.rtt: float | None = None
         self.since = clock()
         self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -255,6 +261,7 @@ class Link(asyncio.Protocol):
         """Messages received before a consumer attached (``on_message`` set later)."""
         queued = list(self._inbox)
         self._inbox.clear()
+        self._inbox_bytes = 0
         self._resume_reading("inbox")
         return queued
 
@@ -313,11 +320,15 @@ class Link(asyncio.Protocol):
             self._inbox_waiter = asyncio.get_running_loop().create_future()
             await self._inbox_waiter  # woken by a message or by the close
         message = self._inbox.popleft()
+        self._inbox_bytes -= len(message)
         self._after_take()
         return message
 
     def _after_take(self) -> None:
-        if len(self._inbox) <= self.max_queued // 2:
+        if (
+            len(self._inbox) <= self.max_queued // 2
+            and self._inbox_bytes <= self.max_queued_bytes // 2
+        ):
             self._resume_reading("inbox")
 
     async def ping(self, timeout: float = 5.0) -> float:
@@ -422,8 +433,12 @@ class Link(asyncio.Protocol):
                     self.on_message(self, event.payload)
                 else:
                     self._inbox.append(event.payload)
+                    self._inbox_bytes += len(event.payload)
                     self._wake_reader()
-                    if len(self._inbox) >= self.max_queued:
+                    if (
+                        len(self._inbox) >= self.max_queued
+                        or self._inbox_bytes >= self.max_queued_bytes
+                    ):
                         self._pause_reading("inbox")
             elif isinstance(event, HandshakeComplete):
                 if not self.established.done():
