@@ -361,7 +361,7 @@ def test_pieces_outside_the_offered_bounds_are_out_of_range(
 
 
 def test_a_piece_over_max_piece_is_refused(holdings: Holdings, publisher: NodeIdentity):
-    big = make_content(publisher, 1_000_000, seed=3, k=1, n=1)
+    big = make_content(publisher, 2 * MAX_PIECE + 1000, seed=3, k=1, n=1)
     holdings.offer(ALICE, big.raw, 0, DAY)
     with pytest.raises(HoldError) as excinfo:
         holdings.write(ALICE, big.manifest.cid, 0, 0, bytes(MAX_PIECE + 1))

@@ -23,7 +23,8 @@ BLOCK_AMPLITUDES = 1 << 22
 MAX_QUBITS = 16
 
 # bytes of one mesh kernel task's result (a block of floats, 9 bytes each in CBOR): under the
-# RPC message limit (256 KiB) with room for the claim around it (qiz/compute/kernel_kind.py)
+# RPC message limit (1 MiB; 256 KiB until session 16, when this was chosen) with room for the
+# claim around it (qiz/compute/kernel_kind.py)
 MAX_KERNEL_RESULT = 192 * 1024
 
 

@@ -5,9 +5,10 @@ which waits for its fsync in a worker thread.
 
 Every body is a peer's and hostile: each field's type and size is checked here, before
 :class:`Holdings` sees it, and every refusal is an :class:`~qiz.qmp.rpc.RpcError` with one of
-the protocol's codes. The handlers run on the event loop and do little per call (a 240 KiB
-``pwrite`` or ``pread``, a few indexed SQLite statements); the one slow step, hashing a chunk
-table of up to 32 MiB and fsyncing a column at commit, runs in a worker thread.
+the protocol's codes. The handlers run on the event loop and do little per call (a piece's
+``pwrite`` or ``pread`` of at most ``MAX_PIECE``, a few indexed SQLite statements); the one
+slow step, hashing a chunk table of up to 32 MiB and fsyncing a column at commit, runs in a
+worker thread.
 
 After a commit the content is announced (``announce(cid, expires)``: the node publishes a
 provider record), in the background so that a slow DHT never delays the owner's answer.
