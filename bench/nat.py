@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Figure, emit_with_loads, machine, markdown_table, percentile
+from bench.harness import MAX_LOAD, Figure, emit_with_loads, machine, markdown_table, percentile
 from tests.helpers import CLEAN_ENV, qiz_init
 from tests.netns import (
     PORT_PRESERVING,
@@ -47,7 +47,6 @@ from tests.netns import (
     netns_unavailable,
 )
 
-MAX_LOAD = 1.0  # 1-minute load average above which a run is refused (2 cores)
 PAIRS = 10  # fresh port-preserving pairs timed
 QUICK_PAIRS = 3
 ROUND = 5  # pairs started at once (2 cores: 10 node processes)
