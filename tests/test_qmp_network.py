@@ -494,6 +494,50 @@ def test_requests_in_flight_are_bounded_in_bytes_as_well_as_in_number() -> None:
     run(scenario(), timeout=45)
 
 
+def test_replies_a_peer_does_not_read_count_against_its_byte_budget() -> None:
+    """A peer that asks for large answers (a holder's 1 MiB ``store.read``) and does not read
+    them makes the node park each reply until the link takes it: those replies count against
+    MAX_INFLIGHT_BYTES_IN, so the node holds about 16 MiB of them, not 64 MiB-sized answers
+    (one per request slot); further requests are refused ``busy``, and everything settles
+    once the peer reads again."""
+    from qiz.qmp.rpc import MAX_INFLIGHT_BYTES_IN
+
+    answer = bytes(900 * 1024)
+    asks = 60  # under the 64 request slots: only the byte budget can refuse
+
+    async def scenario() -> None:
+        node = make_node()
+        node.handlers["test.big"] = lambda ctx, body: answer  # plain: answered inline
+        async with running(node):
+            link, rpc = await client(node.address)
+            try:
+                peer = link.conn.identity.node_id
+                await eventually(lambda: peer in node.links.peers, what="link registered")
+                served = node.links.peers[peer].rpc
+                assert link.transport is not None
+                link.transport.pause_reading()  # this peer stops reading its answers
+                calls = [
+                    asyncio.ensure_future(rpc.call("test.big", i, timeout=30.0))
+                    for i in range(asks)
+                ]
+                await eventually(lambda: bool(served._running), what="replies parked")
+                await asyncio.sleep(0.5)  # every request has arrived and been answered or not
+                parked = len(served._running)
+                assert parked * len(answer) <= MAX_INFLIGHT_BYTES_IN + len(answer)
+                assert served._held_bytes <= MAX_INFLIGHT_BYTES_IN + len(answer) + 64
+                link.transport.resume_reading()
+                results = await asyncio.gather(*calls, return_exceptions=True)
+                busy = [r for r in results if isinstance(r, RpcError)]
+                assert busy and {e.code for e in busy} == {"busy"}
+                assert all(r == answer for r in results if not isinstance(r, RpcError))
+                await eventually(lambda: served._held_bytes == 0, what="budget back")
+                assert await rpc.call("test.big", "again") == answer
+            finally:
+                link.close()
+
+    run(scenario(), timeout=60)
+
+
 def test_a_link_whose_reader_lags_pauses_at_its_byte_budget() -> None:
     """An application that does not take its messages holds at most ``max_queued_bytes`` of
     them (plus what one socket read brought) before the link stops reading the peer; every

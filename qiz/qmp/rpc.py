@@ -46,8 +46,9 @@ log = logging.getLogger("qiz.rpc")
 
 REQUEST, RESULT, ERROR, CANCEL = 0, 1, 2, 3
 MAX_METHOD = 64
-# bytes of the requests a peer has running on one link (their bodies live until the handler
-# ends): what 64 requests of the 256 KiB messages QMP had before its 1 MiB frames held
+# bytes a peer's requests hold on one link: a running request's message (its body lives until
+# the handler ends) and a reply waiting for a peer that does not read (a 1 MiB store.read
+# answer); what 64 of the 256 KiB messages QMP had before its 1 MiB frames came to
 MAX_INFLIGHT_BYTES_IN = 16 * 1024 * 1024
 
 
@@ -115,7 +116,8 @@ class RpcEndpoint:
         # getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self._running: dict[int, asyncio.Task[None]] = {}
-        # the size of each running request's message, and their sum (max_inflight_bytes_in)
+        # bytes each running request holds (its message, and its reply while it waits for the
+        # link), and their sum (max_inflight_bytes_in)
         self._held: dict[int, int] = {}
         self._held_bytes = 0
         self._replies_queued = 0  # refusals waiting for the link to take them
@@ -333,8 +335,7 @@ class RpcEndpoint:
                 # handler's coroutine is then closed here, not left "never awaited".
                 task.add_done_callback(lambda _task, handler_run=outcome: handler_run.close())
             self._running[call_id] = task
-            self._held[call_id] = size
-            self._held_bytes += size
+            self._hold(call_id, size)
         else:
             self._reply_inline(call_id, [RESULT, call_id, outcome])
 
@@ -354,6 +355,7 @@ class RpcEndpoint:
         except LinkError:
             return
         self._running[call_id] = self.tasks.spawn(self._deliver(call_id, data), "reply")
+        self._hold(call_id, len(data))
 
     async def _deliver(self, call_id: int, data: bytes) -> None:
         try:
@@ -375,6 +377,8 @@ class RpcEndpoint:
             try:
                 data = self._encode(reply)  # _send, inline: a coroutine fewer per request
                 if not self._send_now(data):
+                    if self._running.get(call_id) is asyncio.current_task(self._loop):
+                        self._hold(call_id, len(data))  # the reply waits: it counts too
                     await self._send_data(data)
             except RpcError as exc:
                 if exc.code == "bad-request":  # result too large for one message
@@ -392,6 +396,10 @@ class RpcEndpoint:
         if self._running.get(call_id) is asyncio.current_task(self._loop):  # no getpid()
             del self._running[call_id]
             self._unhold(call_id)
+
+    def _hold(self, call_id: int, size: int) -> None:
+        self._held[call_id] = self._held.get(call_id, 0) + size
+        self._held_bytes += size
 
     def _unhold(self, call_id: int) -> None:
         self._held_bytes -= self._held.pop(call_id, 0)
