@@ -54,7 +54,7 @@ from qiz.allocator import tune_allocator
 from qiz.identity import NodeIdentity, PeerRecord
 from qiz.identity.peer_record import VerifiedRecordCache
 from qiz.qmp.channel import DATA_OVERHEAD, Channel, ChannelConfig, InnerType
-from qiz.qmp.connection import Connection
+from qiz.qmp.connection import Connection, QmpConfig
 from qiz.qmp.cookie import CookieAuthority, compute_mac1
 from qiz.qmp.frames import FrameKind, encode_frame
 from qiz.qmp.handshake import EPHEMERAL_POOL, InitiatorHandshake
@@ -395,7 +395,7 @@ def rpc_floor(rounds: int = 20_000) -> dict[str, float]:
     body = os.urandom(ECHO_BODY)
     request = wire.encode([0, 1, "echo", body])
     reply = wire.encode([1, 1, body])
-    limit = 256 * 1024
+    limit = QmpConfig().max_payload  # what a node's RPC decodes with
 
     def crypto() -> None:
         for _ in range(rounds):
