@@ -133,21 +133,26 @@ Notes:
 - Each put is of fresh random bytes: public content is deduplicated by column, so the same
   bytes put again would send nothing. Each got file is checked against the put one's SHA-256.
 - One QMP link's bulk throughput is the bound a put or get is compared with. At the largest
-  size it is measured in each of 3 rounds, right before that round's put and get (link, put,
-  get, link, put, get, ...), and each of the three keeps its best round: the machine's speed
-  drifts over a run (on this 2-vCPU VM the same put's CPU per MB varied by a third between
-  minutes), so the baseline is measured beside what it bounds. The node processes of the mesh
-  are up (idle) while the link is measured. The local copy (copy + fsync) is measured once
-  before the mesh starts.
+  size it is measured in each of 5 rounds, right before that round's put and get (link, put,
+  get, link, put, get, ...). The first comparison keeps each one's best round; the second
+  ("against the same round's QMP link") divides each round's put and get by that round's link,
+  seconds apart, and gives the median of the rounds (every round's ratio is in the figure's
+  `extra`). The machine's speed drifts over a run (on this 2-vCPU VM the same put's CPU per
+  MB varied by a third between minutes), and bests taken from different rounds carry that
+  drift into their ratio. The node processes of the mesh are up (idle) while the link is
+  measured. The local copy (copy + fsync) is measured once before the mesh starts. The link
+  sends 64 KiB messages; with 1 MiB ones, as the pool's pieces now are, it measured the same
+  (1,184-1,367 against 1,125-1,248 MB/s, docs/store.md).
 - The putting node's first put of 16 MiB or more loads the compiled parity kernel (about
   0.4 s, `qiz/store/parity.py`): that happens in the 64 MiB puts, before the 256 MiB rounds.
-- How much one run says: in session 15, 8 runs of this bench over the same code (some on a
-  busier machine) gave put 256 MiB at 29-39% of the link and get at 39-54%; the run above is
-  the one made on a quiet machine for this page, not the best. A get reads its 256 MiB from
-  three holders' disks (they write and read columns around the page cache) while it writes
-  256 MiB to its own: on this VM's disk each 218 KiB read then took 0.65-1.0 ms (reading
-  two pieces at once took twice as long: about 330 MB/s per holder either way), so the
-  holders' disks, not their CPUs, set a get's pace here.
+- How much one run says: in session 16, four runs of this bench with 3 rounds each (best-of
+  figures only), minutes apart on a quiet machine, gave one QMP link 1,037-1,338 MB/s, put
+  256 MiB 407-460 MB/s (30-41% of the link) and get 552-687 (47-63%); in session 15, 8 runs
+  gave put 29-39% and get 39-54% (pieces of 240 KiB then). The run above is the last one
+  made for this page, not the best. On two cores a put is bound by the CPU of the putting
+  node and its five holders together (about 4.1 ms per MB of content); a get keeps the
+  cores 75-80% busy, its pace set by the getting node's CPU and its threads' waits for the
+  interpreter lock (docs/store.md, "Throughput").
 - RSS growth is the getting node's VmRSS peak (sampled every 10 ms) over its value before the
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
