@@ -150,14 +150,16 @@ Notes:
   (1,184-1,367 against 1,125-1,248 MB/s, docs/store.md).
 - The putting node's first put of 16 MiB or more loads the compiled parity kernel (about
   0.4 s, `qiz/store/parity.py`): that happens in the 64 MiB puts, before the 256 MiB rounds.
-- How much one run says: in session 16, four runs of this bench with 3 rounds each (best-of
-  figures only), minutes apart on a quiet machine, gave one QMP link 1,037-1,338 MB/s, put
-  256 MiB 407-460 MB/s (30-41% of the link) and get 552-687 (47-63%); in session 15, 8 runs
-  gave put 29-39% and get 39-54% (pieces of 240 KiB then). The run above is the last one
-  made for this page, not the best. On two cores a put is bound by the CPU of the putting
-  node and its five holders together (about 4.1 ms per MB of content); a get keeps the
-  cores 75-80% busy, its pace set by the getting node's CPU and its threads' waits for the
-  interpreter lock (docs/store.md, "Throughput").
+- How much one run says: in session 16, with each content removed once measured, two runs
+  before this one gave one QMP link 1,235-1,245 MB/s, put 256 MiB 38-40% of it and get
+  60-62% (best against best), and round by round put 35-42% and get 58-73% of the same
+  round's link. Earlier runs that session (3 rounds, measured contents kept and checked every
+  second under the later rounds) gave the link 1,037-1,338 MB/s, put 30-41% and get 47-63%;
+  in session 15 (pieces of 240 KiB), put 29-39% and get 39-54%. The run above is the last
+  one made for this page, not the best. On two cores a put is bound by the CPU of the
+  putting node and its five holders together (about 4.1 ms per MB of content); a get keeps
+  the cores 75-80% busy, its pace set by the getting node's CPU and its threads' waits for
+  the interpreter lock (docs/store.md, "Throughput").
 - RSS growth is the getting node's VmRSS peak (sampled every 10 ms) over its value before the
   get: a get streams chunk by chunk, so it does not grow with the content.
 - Repair time runs from the SIGKILL of one holder to the owner reporting 5 live columns again,
