@@ -4,10 +4,7 @@ is signed or hashed.
 Encoding sorts map keys and uses the shortest forms, so one value has exactly one encoding.
 Decoding is strict, because every byte we decode came from someone we do not trust yet:
 
-* the size is checked *before* parsing, and nesting depth is capped; so is the number of
-  items of a large message (:data:`MAX_ITEMS`), counted from the item heads before the
-  decoder builds anything: a megabyte of one-byte items would otherwise become a million
-  Python objects (about 64 MiB and half a second of CPU for one message);
+* the size is checked *before* parsing, and nesting depth is capped;
 * only plain data survives: null, booleans, integers, floats, text, bytes, arrays and maps with
   text or integer keys; tags (dates, bignums, shared values...) are refused;
 * no indefinite-length items and no duplicate keys;
@@ -26,12 +23,6 @@ from qiz import QizError
 
 DEFAULT_MAX_SIZE = 64 * 1024
 DEFAULT_MAX_DEPTH = 16
-# Items (every value, nested ones included) a message may hold, counted before decoding when
-# it is larger than ITEMS_SCAN_FROM bytes (a smaller one cannot hold more items than bytes).
-# The largest honest messages are a storage piece (5 items), a manifest of 8192 tree entries
-# and a kernel task's 21,845 floats; a state vector is one byte string.
-MAX_ITEMS = 1 << 17
-ITEMS_SCAN_FROM = 64 * 1024
 _MAX_INT = (1 << 64) - 1
 # Byte strings this long or longer (a storage piece, a state vector) are encoded by reference:
 # cbor2 copies every byte through a growing buffer, which costs a store transfer more than
@@ -204,8 +195,6 @@ def decode(
         raise WireError(f"{what} is {len(data)} bytes, over the {max_size}-byte limit")
     if not data:
         raise WireError(f"{what} is empty")
-    if len(data) > ITEMS_SCAN_FROM and count_items(data, MAX_ITEMS) > MAX_ITEMS:
-        raise WireError(f"{what} holds more than {MAX_ITEMS} items")
     if type(data) is not bytes and not isinstance(data, bytearray):
         data = bytes(data)
     try:
@@ -230,40 +219,6 @@ def decode(
     if not canonical:
         raise WireError(f"{what} is not in canonical CBOR form (or has trailing bytes)")
     return value
-
-
-def count_items(data: bytes | bytearray | memoryview, limit: int) -> int:
-    """The number of data items the CBOR ``data`` encodes (nested ones included), reading only
-    their heads (a byte or text string is skipped by its length); ``limit + 1`` as soon as it
-    passes ``limit``. What the strict decoder refuses anyway (indefinite lengths, reserved
-    heads, a truncated message) ends the count where it is met."""
-    at, end = 0, len(data)
-    pending, count = 1, 0  # items announced and not yet read, items read
-    while pending and at < end:
-        pending -= 1
-        count += 1
-        if count > limit:
-            return count
-        head = data[at]
-        at += 1
-        major, info = head >> 5, head & 31
-        if info < 24:
-            argument = info
-        elif info <= 27:
-            width = 1 << (info - 24)
-            argument = int.from_bytes(data[at : at + width], "big")
-            at += width
-        else:  # indefinite (31) or reserved (28-30): the decoder's to refuse
-            return count
-        if major in {2, 3}:  # byte and text strings
-            at += argument
-        elif major == 4:  # array
-            pending += argument
-        elif major == 5:  # map: keys and values
-            pending += 2 * argument
-        elif major == 6:  # tag (refused by the decoder): its content
-            pending += 1
-    return count
 
 
 def _encodes_to(value: Any, bulk: bool, data: bytes | bytearray | memoryview) -> bool:
