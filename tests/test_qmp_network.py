@@ -446,6 +446,13 @@ def test_rpc_unknown_method_timeout_and_busy() -> None:
     run(scenario())
 
 
+async def served_by(node: Node, link: Link) -> RpcEndpoint:
+    """The node's RPC endpoint for the client ``link``, once the node has registered it."""
+    peer = link.conn.identity.node_id
+    await eventually(lambda: peer in node.links.peers, what="link registered")
+    return node.links.peers[peer].rpc
+
+
 def test_requests_in_flight_are_bounded_in_bytes_as_well_as_in_number() -> None:
     """Messages may be 1 MiB: a peer keeping large requests running on a slow handler holds
     at most MAX_INFLIGHT_BYTES_IN of them on the node (64 such requests would be 64 MiB); the
@@ -468,9 +475,7 @@ def test_requests_in_flight_are_bounded_in_bytes_as_well_as_in_number() -> None:
         async with running(node):
             link, rpc = await client(node.address)
             try:
-                peer = link.conn.identity.node_id
-                await eventually(lambda: peer in node.links.peers, what="link registered")
-                served = node.links.peers[peer].rpc
+                served = await served_by(node, link)
                 fits = MAX_INFLIGHT_BYTES_IN // (len(body) + 32)  # the envelope is under 32
                 assert fits < served.max_inflight_in  # the byte budget binds first
                 calls = [
@@ -511,9 +516,7 @@ def test_replies_a_peer_does_not_read_count_against_its_byte_budget() -> None:
         async with running(node):
             link, rpc = await client(node.address)
             try:
-                peer = link.conn.identity.node_id
-                await eventually(lambda: peer in node.links.peers, what="link registered")
-                served = node.links.peers[peer].rpc
+                served = await served_by(node, link)
                 assert link.transport is not None
                 link.transport.pause_reading()  # this peer stops reading its answers
                 calls = [

@@ -377,7 +377,7 @@ class RpcEndpoint:
             try:
                 data = self._encode(reply)  # _send, inline: a coroutine fewer per request
                 if not self._send_now(data):
-                    if self._running.get(call_id) is asyncio.current_task(self._loop):
+                    if self._owns(call_id):
                         self._hold(call_id, len(data))  # the reply waits: it counts too
                     await self._send_data(data)
             except RpcError as exc:
@@ -393,9 +393,14 @@ class RpcEndpoint:
         """Free ``call_id``'s in-flight slot, if it is still the calling task's: a CANCEL
         frees it at once, and the peer may reuse the id before the cancelled task ends; that
         task must not free (and so untrack) the new request's slot."""
-        if self._running.get(call_id) is asyncio.current_task(self._loop):  # no getpid()
+        if self._owns(call_id):
             del self._running[call_id]
             self._unhold(call_id)
+
+    def _owns(self, call_id: int) -> bool:
+        """Whether ``call_id``'s slot is still the calling task's (a CANCEL may have freed it,
+        and the peer reused the id)."""
+        return self._running.get(call_id) is asyncio.current_task(self._loop)  # no getpid()
 
     def _hold(self, call_id: int, size: int) -> None:
         self._held[call_id] = self._held.get(call_id, 0) + size
